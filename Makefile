@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DJANGO_SETTINGS_MODULE := mailsetup.settings
+
+# PostgreSQL on this machine, as a superuser so pytest-django can create its test database.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mailsetup
+PYTEST_ARGS ?=
+
+.PHONY: run test lint format clean
+
+$(BIN)/python:
+	"$$(scripts/find-python)" -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+## make run: set up on embedded defaults (SQLite, filesystem broker) and start web, worker and beat.
+run: $(VENV)/.installed-run
+	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
+	DEBUG=$${DEBUG:-true} python manage.py load_builtin_providers
+	DEBUG=$${DEBUG:-true} python manage.py ensure_admin
+	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops web, worker and beat)."
+	DEBUG=$${DEBUG:-true} exec honcho -f Procfile.dev start
+
+## make test: install test dependencies, make sure the services run, run pytest on PostgreSQL.
+test: $(VENV)/.installed-test
+	scripts/test-services
+	DATABASE_URL=$(TEST_DATABASE_URL) pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	ruff check .
+	ruff format --check .
+
+format: $(VENV)/.installed-test
+	ruff format .
+	ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

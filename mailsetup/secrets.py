@@ -1,0 +1,62 @@
+"""Where the secret key and the credential-encryption keys come from.
+
+Production passes them in the environment. A developer's machine (DEBUG on) gets
+them generated once into var/ and reused, so a restart never makes stored
+credentials unreadable; var/ is ignored by git, so they are never committed.
+"""
+
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import env_list, env_str
+
+
+def _read_or_create(path: Path, make) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    # O_EXCL: two processes starting at once (web and worker) must not write two keys.
+    try:
+        with path.open("x") as handle:
+            handle.write(value + "\n")
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return value
+
+
+def secret_key(*, debug: bool, var_dir: Path) -> str:
+    value = env_str("SECRET_KEY")
+    if value:
+        return value
+    if not debug:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    return _read_or_create(var_dir / "secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def credential_keys(*, debug: bool, var_dir: Path) -> list[str]:
+    keys = env_list("CREDENTIAL_KEYS")
+    if not keys:
+        if not debug:
+            raise ImproperlyConfigured(
+                "CREDENTIAL_KEYS must be set when DEBUG is off: one or more Fernet keys, "
+                "comma-separated, newest first (generate one with: python -c "
+                "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            )
+        keys = [_read_or_create(var_dir / "credential_key", lambda: Fernet.generate_key().decode())]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"CREDENTIAL_KEYS entry {position} is not a valid Fernet key "
+                "(32 url-safe base64-encoded bytes)."
+            ) from None
+    return keys

@@ -1,0 +1,122 @@
+"""Email address normalisation with messages a user can act on.
+
+Normal form: surrounding whitespace dropped, everything lower case, the domain in
+its ASCII (xn--) form. Lower-casing the local part is a deliberate choice: every
+mainstream provider treats it case-insensitively, and one spelling per mailbox is
+what duplicate detection needs.
+"""
+
+import re
+from dataclasses import dataclass
+
+import idna
+
+MAX_ADDRESS = 254  # RFC 5321 path limit minus the angle brackets
+MAX_LOCAL = 64
+MAX_DOMAIN = 253
+MAX_LABEL = 63
+
+# RFC 5322 atext plus the dot; non-ASCII letters allowed (RFC 6531 internationalised mail).
+_LOCAL_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+$")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
+
+class AddressError(ValueError):
+    """The address is not usable; str() is the message to show next to the field."""
+
+
+@dataclass(frozen=True)
+class Address:
+    local: str
+    domain: str
+
+    @property
+    def email(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    def __str__(self) -> str:
+        return self.email
+
+
+def normalize_address(raw: str | None) -> Address:
+    text = (raw or "").strip()
+    if not text:
+        raise AddressError("Enter an email address, for example anna@example.com.")
+    if any(ch.isspace() for ch in text):
+        raise AddressError("An email address cannot contain spaces.")
+    count = text.count("@")
+    if count == 0:
+        raise AddressError(
+            "An email address needs an @ between the name and the domain, "
+            "for example anna@example.com."
+        )
+    if count > 1:
+        raise AddressError(f"An email address has exactly one @; this one has {count}.")
+    local, domain = text.split("@")
+    local = _normalize_local(local)
+    domain = normalize_domain(domain)
+    address = Address(local=local, domain=domain)
+    if len(address.email) > MAX_ADDRESS:
+        raise AddressError(f"An email address can be at most {MAX_ADDRESS} characters long.")
+    return address
+
+
+def _normalize_local(local: str) -> str:
+    if not local:
+        raise AddressError("Enter the name before the @, for example anna@example.com.")
+    if len(local.encode()) > MAX_LOCAL:
+        raise AddressError(f"The part before the @ can be at most {MAX_LOCAL} characters long.")
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        raise AddressError(
+            "The part before the @ cannot start or end with a dot or have two dots in a row."
+        )
+    if not all(_LOCAL_ATOM.match(atom) for atom in local.split(".")):
+        raise AddressError(
+            "The part before the @ contains a character that email addresses do not allow."
+        )
+    return local.lower()
+
+
+def normalize_domain(raw: str | None) -> str:
+    domain = (raw or "").strip()
+    if not domain:
+        raise AddressError("Enter the domain after the @, for example example.com.")
+    if any(ch.isspace() for ch in domain):
+        raise AddressError("A domain cannot contain spaces.")
+    if domain.endswith("."):
+        raise AddressError("The domain cannot end with a dot.")
+    if domain.startswith(".") or ".." in domain:
+        raise AddressError("The domain cannot start with a dot or have two dots in a row.")
+    if domain.startswith("[") or "@" in domain:
+        raise AddressError("Enter a domain name such as example.com, not an IP address.")
+    ascii_domain = ".".join(_ascii_label(label) for label in domain.split("."))
+    if len(ascii_domain) > MAX_DOMAIN:
+        raise AddressError(f"The domain can be at most {MAX_DOMAIN} characters long.")
+    labels = ascii_domain.split(".")
+    if len(labels) < 2:
+        raise AddressError("The domain needs a dot, for example example.com.")
+    if labels[-1].isdigit():
+        raise AddressError("Enter a domain name such as example.com, not an IP address.")
+    return ascii_domain
+
+
+def _ascii_label(label: str) -> str:
+    if label.isascii():
+        ascii_label = label.lower()
+    else:
+        try:
+            ascii_label = idna.encode(label, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            raise AddressError(
+                f"The domain part {label!r} is not a valid international domain name."
+            ) from None
+    if len(ascii_label) > MAX_LABEL:
+        raise AddressError(
+            f"Each part of the domain between dots can be at most {MAX_LABEL} characters long."
+        )
+    if not _LABEL.match(ascii_label):
+        raise AddressError(
+            f"The domain part {label!r} may only hold letters, digits and hyphens "
+            "(not at its start or end)."
+        )
+    return ascii_label

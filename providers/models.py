@@ -1,0 +1,203 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from mailsetup import crypto
+
+from .addresses import AddressError, normalize_domain
+
+_PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
+
+
+class ServiceType(models.TextChoices):
+    IMAP_SMTP = "imap_smtp", "IMAP/SMTP"
+    EXCHANGE = "exchange", "Exchange (EWS)"
+
+
+class Security(models.TextChoices):
+    SSL_TLS = "ssl", "SSL/TLS"
+    STARTTLS = "starttls", "STARTTLS"
+    NONE = "none", "None (unencrypted)"
+
+
+class LoginFormat(models.TextChoices):
+    EMAIL = "email", "Full email address"
+    LOCAL_PART = "local_part", "Mailbox name (the part before @)"
+    MANUAL = "manual", "Manual entry"
+
+
+class AuthMethod(models.TextChoices):
+    PASSWORD = "password", "Password"
+    OAUTH2 = "oauth2", "OAuth 2.0"
+
+
+class Source(models.TextChoices):
+    """Where a provider or a domain entry came from."""
+
+    BUILTIN = "builtin", "Built-in"
+    ADMIN = "admin", "Administrator"
+    USER = "user", "User's choice"
+    ISPDB = "ispdb", "Thunderbird ISPDB"
+    AUTOCONFIG = "autoconfig", "Domain autoconfig"
+    MX = "mx", "MX records"
+
+
+# The ports that imply a security mode; the provider form and the ISPDB import use them.
+IMAP_PORTS = {993: Security.SSL_TLS, 143: Security.STARTTLS}
+SMTP_PORTS = {465: Security.SSL_TLS, 587: Security.STARTTLS, 25: Security.STARTTLS}
+
+
+class EmailProvider(models.Model):
+    """A provider card: how to reach one email service."""
+
+    name = models.CharField(max_length=200, unique=True)
+    service_type = models.CharField(
+        max_length=20, choices=ServiceType.choices, default=ServiceType.IMAP_SMTP
+    )
+    receive_enabled = models.BooleanField("receive emails", default=True)
+    send_enabled = models.BooleanField("send emails", default=True)
+
+    imap_host = models.CharField(
+        "IMAP server",
+        max_length=255,
+        blank=True,
+        help_text="May contain %EMAILDOMAIN%, replaced by the address's domain.",
+    )
+    imap_port = models.PositiveIntegerField(
+        "IMAP port", null=True, blank=True, validators=_PORT_VALIDATORS
+    )
+    imap_security = models.CharField(
+        "IMAP security", max_length=10, choices=Security.choices, default=Security.SSL_TLS
+    )
+    smtp_host = models.CharField(
+        "SMTP server",
+        max_length=255,
+        blank=True,
+        help_text="May contain %EMAILDOMAIN%, replaced by the address's domain.",
+    )
+    smtp_port = models.PositiveIntegerField(
+        "SMTP port", null=True, blank=True, validators=_PORT_VALIDATORS
+    )
+    smtp_security = models.CharField(
+        "SMTP security", max_length=10, choices=Security.choices, default=Security.SSL_TLS
+    )
+    exchange_url = models.URLField(
+        "Exchange service address",
+        blank=True,
+        help_text="The EWS URL, for example https://mail.example.com/EWS/Exchange.asmx.",
+    )
+
+    login_format = models.CharField(
+        max_length=20, choices=LoginFormat.choices, default=LoginFormat.EMAIL
+    )
+    auth_method = models.CharField(
+        "authentication", max_length=20, choices=AuthMethod.choices, default=AuthMethod.PASSWORD
+    )
+    oauth_client_id = models.CharField("OAuth client id", max_length=255, blank=True)
+    # Fernet token; read and written only through the two methods below.
+    oauth_client_secret_encrypted = models.TextField(blank=True, editable=False)
+
+    app_password_required = models.BooleanField(
+        "needs an app password",
+        default=False,
+        help_text="The provider refuses the normal account password in mail programs.",
+    )
+    app_password_help_url = models.URLField("app password help link", blank=True)
+    mx_suffixes = models.CharField(
+        "MX host suffixes",
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated host-name endings of this provider's MX servers, "
+        "for example google.com: a domain whose MX ends so is served by this provider.",
+    )
+
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.ADMIN)
+    ispdb_id = models.CharField(
+        "ISPDB id",
+        max_length=255,
+        blank=True,
+        help_text="The emailProvider id of the ISPDB or autoconfig file this provider "
+        "came from; not unique, as regional variants share one.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("manage_email_providers", "Can manage email providers")]
+        indexes = [models.Index(fields=["ispdb_id"], name="provider_ispdb_id")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.service_type == ServiceType.IMAP_SMTP:
+            if self.receive_enabled and not self.imap_host:
+                errors["imap_host"] = "Enter the IMAP server, or turn off receiving emails."
+            if self.receive_enabled and not self.imap_port:
+                errors["imap_port"] = "Enter the IMAP port (993 for SSL/TLS, 143 for STARTTLS)."
+            if self.send_enabled and not self.smtp_host:
+                errors["smtp_host"] = "Enter the SMTP server, or turn off sending emails."
+            if self.send_enabled and not self.smtp_port:
+                errors["smtp_port"] = "Enter the SMTP port (465 for SSL/TLS, 587 for STARTTLS)."
+        elif not self.exchange_url:
+            errors["exchange_url"] = "Enter the Exchange service address."
+        if errors:
+            raise ValidationError(errors)
+
+    def set_oauth_client_secret(self, plain: str) -> None:
+        self.oauth_client_secret_encrypted = crypto.encrypt(plain) if plain else ""
+
+    def get_oauth_client_secret(self) -> str:
+        if not self.oauth_client_secret_encrypted:
+            return ""
+        return crypto.decrypt(self.oauth_client_secret_encrypted)
+
+    @property
+    def has_oauth_client_secret(self) -> bool:
+        return bool(self.oauth_client_secret_encrypted)
+
+    @property
+    def oauth_ready(self) -> bool:
+        """An OAuth provider can sign people in only once an admin registered the app."""
+        return bool(self.oauth_client_id and self.oauth_client_secret_encrypted)
+
+    def mx_suffix_list(self) -> list[str]:
+        return [s.strip().lower().strip(".") for s in self.mx_suffixes.split(",") if s.strip()]
+
+    def host_for(self, host_template: str, domain: str) -> str:
+        return host_template.replace("%EMAILDOMAIN%", domain)
+
+
+class ProviderDomain(models.Model):
+    """One row of "Email providers domains": the provider that serves a mail domain."""
+
+    domain = models.CharField(
+        max_length=253,
+        unique=True,
+        help_text="Lower case; international names are stored in their xn-- form.",
+    )
+    provider = models.ForeignKey(EmailProvider, on_delete=models.CASCADE, related_name="domains")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.ADMIN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["domain"]
+        verbose_name = "email provider domain"
+        verbose_name_plural = "email providers domains"
+
+    def __str__(self) -> str:
+        return f"{self.domain} → {self.provider}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Every writer (admin, import, discovery) must store the same spelling, or the
+        # unique constraint and the lookup would miss "Example.COM".
+        self.domain = normalize_domain(self.domain)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        try:
+            self.domain = normalize_domain(self.domain)
+        except AddressError as error:
+            raise ValidationError({"domain": str(error)}) from None

@@ -1,0 +1,193 @@
+"""Writes to the provider directory: imports, built-ins and discovery results."""
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from .builtin import BUILTIN_PROVIDERS
+from .ispdb import ClientConfig
+from .models import EmailProvider, ProviderDomain, ServiceType, Source
+
+# Entries a person chose (or that we ship) are never overwritten by machine sources.
+_CURATED = {Source.BUILTIN, Source.ADMIN, Source.USER}
+
+
+class UnsupportedProvider(ValueError):
+    """The configuration describes a provider mailsetup cannot connect to (POP3 only)."""
+
+
+@dataclass
+class ImportOutcome:
+    provider: EmailProvider
+    created: bool = False
+    updated: bool = False
+    domains_added: list[str] = field(default_factory=list)
+    domains_moved: list[str] = field(default_factory=list)
+    domains_removed: list[str] = field(default_factory=list)
+    domains_kept: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.created
+            or self.updated
+            or self.domains_added
+            or self.domains_moved
+            or self.domains_removed
+        )
+
+
+def _fields_from_config(config: ClientConfig) -> dict:
+    imap, smtp, exchange = config.imap, config.smtp, config.exchange
+    if imap is None and exchange is None:
+        raise UnsupportedProvider(
+            f"{config.display_name} offers only {', '.join(config.protocols) or 'no'} "
+            "incoming servers; mailsetup needs IMAP or Exchange."
+        )
+    values: dict = {
+        "service_type": ServiceType.IMAP_SMTP if imap else ServiceType.EXCHANGE,
+        "receive_enabled": True,
+        "send_enabled": smtp is not None or imap is None,
+        "imap_host": imap.hostname if imap else "",
+        "imap_port": imap.port if imap else None,
+        "smtp_host": smtp.hostname if smtp else "",
+        "smtp_port": smtp.port if smtp else None,
+        "exchange_url": exchange.hostname if exchange and not imap else "",
+    }
+    if imap:
+        values["imap_security"] = imap.security
+        values["login_format"] = imap.login_format
+        values["auth_method"] = imap.auth_method
+    if smtp:
+        values["smtp_security"] = smtp.security
+    return values
+
+
+def _find_imported(config_id: str, name: str, domains: list[str]) -> EmailProvider | None:
+    # ISPDB ids are not unique (Zoho's regional files all say "zoho.com"), so a file is
+    # matched to the provider with its id that already serves one of its domains, or
+    # failing that (its domains were unmapped since) to the one with its id and name.
+    entry = (
+        ProviderDomain.objects.select_related("provider")
+        .filter(domain__in=domains, provider__ispdb_id=config_id)
+        .order_by("pk")
+        .first()
+    )
+    same = EmailProvider.objects.select_for_update()
+    if entry is not None:
+        return same.get(pk=entry.provider_id)
+    return same.filter(ispdb_id=config_id, name__in=[name, f"{name} ({config_id})"]).first()
+
+
+def _unique_name(name: str, config_id: str) -> str:
+    candidates = [name, f"{name} ({config_id})"]
+    candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
+    taken = set(EmailProvider.objects.filter(name__in=candidates).values_list("name", flat=True))
+    return next(candidate[:200] for candidate in candidates if candidate not in taken)
+
+
+@transaction.atomic
+def provider_import_config(
+    *,
+    config: ClientConfig,
+    source: Source,
+    only_domains: list[str] | None = None,
+    config_id: str | None = None,
+) -> ImportOutcome:
+    """Create or update the provider a clientConfig describes, and map its domains.
+
+    `only_domains` limits the mapping to the domains a source may speak for: a
+    domain's own autoconfig answers for that domain only, whatever it lists.
+    `config_id` overrides the file's id for the same reason: an autoconfig file must
+    not be able to claim the id of an ISPDB provider and rewrite its servers.
+    """
+    config_id = config_id or config.provider_id
+    values = _fields_from_config(config)
+    wanted = list(only_domains) if only_domains is not None else list(config.domains)
+    provider = _find_imported(config_id, config.display_name, wanted)
+    outcome: ImportOutcome
+    if provider is None:
+        provider = EmailProvider.objects.create(
+            name=_unique_name(config.display_name, config_id),
+            ispdb_id=config_id,
+            source=source,
+            **values,
+        )
+        outcome = ImportOutcome(provider=provider, created=True)
+    else:
+        outcome = ImportOutcome(provider=provider)
+        if provider.source not in _CURATED:
+            changed = [name for name, value in values.items() if getattr(provider, name) != value]
+            if changed:
+                for name in changed:
+                    setattr(provider, name, values[name])
+                provider.save(update_fields=[*changed, "updated_at"])
+                outcome.updated = True
+
+    existing = {d.domain: d for d in ProviderDomain.objects.filter(domain__in=wanted)}
+    # Parsed domains are normalised already, so save()'s normalising can be skipped;
+    # ignore_conflicts lets a concurrent discovery of the same domain win quietly.
+    new = [domain for domain in wanted if domain not in existing]
+    ProviderDomain.objects.bulk_create(
+        [ProviderDomain(domain=domain, provider=provider, source=source) for domain in new],
+        ignore_conflicts=True,
+    )
+    outcome.domains_added = new
+    for domain, entry in existing.items():
+        if entry.provider_id == provider.pk:
+            continue
+        if entry.source == source and source not in _CURATED:
+            # The file moved the domain to another provider of the same source.
+            entry.provider = provider
+            entry.save(update_fields=["provider"])
+            outcome.domains_moved.append(domain)
+        else:
+            outcome.domains_kept.append(domain)
+
+    if only_domains is None:
+        stale = provider.domains.filter(source=source).exclude(domain__in=wanted)
+        outcome.domains_removed = list(stale.values_list("domain", flat=True))
+        stale.delete()
+    return outcome
+
+
+@transaction.atomic
+def provider_load_builtins() -> list[ImportOutcome]:
+    """Create the shipped providers that are missing, and their missing domains.
+
+    An admin's edits to a built-in provider survive: existing providers are not
+    overwritten, only completed with domains nobody has mapped yet.
+    """
+    outcomes = []
+    for spec in BUILTIN_PROVIDERS:
+        spec = dict(spec)
+        domains = spec.pop("domains")
+        provider = EmailProvider.objects.filter(name=spec["name"]).first()
+        if provider is None and spec.get("ispdb_id"):
+            provider = EmailProvider.objects.filter(ispdb_id=spec["ispdb_id"]).first()
+        outcome = ImportOutcome(provider=provider)  # type: ignore[arg-type]
+        if provider is None:
+            provider = EmailProvider(source=Source.BUILTIN, **spec)
+            provider.full_clean()
+            provider.save()
+            outcome = ImportOutcome(provider=provider, created=True)
+        taken = set(
+            ProviderDomain.objects.filter(domain__in=domains).values_list("domain", flat=True)
+        )
+        for domain in domains:
+            if domain in taken:
+                continue
+            ProviderDomain.objects.create(domain=domain, provider=provider, source=Source.BUILTIN)
+            outcome.domains_added.append(domain)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def provider_domain_remember(
+    *, domain: str, provider: EmailProvider, source: Source
+) -> ProviderDomain:
+    """Map a domain to a provider unless it is mapped already (first writer wins)."""
+    entry, _ = ProviderDomain.objects.get_or_create(
+        domain=domain, defaults={"provider": provider, "source": source}
+    )
+    return entry

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SharingConfig(AppConfig):
+    """Shared mailboxes: grants to users and roles (the sharing issue)."""
+
+    name = "sharing"

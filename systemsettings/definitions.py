@@ -1,0 +1,30 @@
+"""The system settings the code reads, with their types, defaults and limits.
+
+A setting exists in code first; its row only holds the value an admin chose.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Definition:
+    code: str
+    value_type: str  # "integer" | "boolean" | "text"
+    default: int | bool | str
+    description: str
+    minimum: int | None = None
+    maximum: int | None = None
+    unit: str = ""
+
+
+MAILBOX_SYNC_INTERVAL = Definition(
+    code="MailboxSyncInterval",
+    value_type="integer",
+    default=5,
+    minimum=1,
+    maximum=24 * 60,
+    unit="minutes",
+    description="How often, in minutes, each mailbox checks its server for new emails.",
+)
+
+DEFINITIONS: dict[str, Definition] = {d.code: d for d in [MAILBOX_SYNC_INTERVAL]}

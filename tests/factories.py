@@ -1,0 +1,49 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+
+from providers.models import EmailProvider, ProviderDomain, Security, Source
+
+PASSWORD = "correct horse battery staple"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def permissions(self, create, extracted, **kwargs):
+        for codename in extracted or []:
+            app_label, code = codename.split(".")
+            self.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=code)
+            )
+        self.save()
+
+
+class EmailProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = EmailProvider
+
+    name = factory.Sequence(lambda n: f"Provider {n}")
+    imap_host = factory.Sequence(lambda n: f"imap.provider{n}.test")
+    imap_port = 993
+    imap_security = Security.SSL_TLS
+    smtp_host = factory.Sequence(lambda n: f"smtp.provider{n}.test")
+    smtp_port = 465
+    smtp_security = Security.SSL_TLS
+    source = Source.ADMIN
+
+
+class ProviderDomainFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProviderDomain
+
+    domain = factory.Sequence(lambda n: f"domain{n}.test")
+    provider = factory.SubFactory(EmailProviderFactory)
+    source = Source.ADMIN

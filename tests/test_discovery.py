@@ -1,0 +1,345 @@
+import time
+import xml.etree.ElementTree as ET
+
+import dns.resolver
+import pytest
+
+from providers.addresses import AddressError
+from providers.discovery import Discoverer, DnsMxResolver, FetchError, HttpsFetcher
+from providers.models import EmailProvider, ProviderDomain, Source
+from tests.factories import EmailProviderFactory, ProviderDomainFactory
+from tests.servers.https import HttpsServer, SilentDnsServer, SilentServer
+
+ISPDB_HOST = "ispdb.test"
+ISPDB_BASE = f"https://{ISPDB_HOST}/v1.1/"
+AUTOCONFIG_DOMAINS = ["acme.test", "wellknown.test", "pop-only.test", "hijack.test"]
+
+
+def _raw_listing(path):
+    """Domains and the IMAP host of an ISPDB file, read without the code under test."""
+    root = ET.fromstring(path.read_bytes())
+    provider = root.find("emailProvider")
+    domains = [d.text.strip().lower() for d in provider.findall("domain") if d.text]
+    imap = [
+        s.findtext("hostname").strip().lower()
+        for s in provider.findall("incomingServer")
+        if s.get("type") == "imap"
+    ]
+    return provider.get("id"), domains, (imap[0] if imap else None)
+
+
+@pytest.fixture(scope="module")
+def https_server():
+    names = [ISPDB_HOST]
+    for domain in AUTOCONFIG_DOMAINS:
+        names += [domain, f"autoconfig.{domain}"]
+    server = HttpsServer(names).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ispdb_listing(https_server, shared_dir):
+    """Serves ../shared/ispdb in the ISPDB layout, one URL per listed domain."""
+    listing = {}
+    duplicates = set()
+    for path in sorted((shared_dir / "ispdb").glob("*.xml")):
+        provider_id, domains, imap_host = _raw_listing(path)
+        for domain in domains:
+            if domain in listing:
+                duplicates.add(domain)
+                continue
+            listing[domain] = (path, provider_id, imap_host)
+            https_server.routes.add(ISPDB_HOST, f"/v1.1/{domain}", path.read_bytes())
+    return listing, duplicates
+
+
+def _loopback_resolver(server_port, names):
+    def resolve(host, port, timeout):
+        if host in names:
+            return [("127.0.0.1", server_port)]
+        raise FetchError(f"{host} does not resolve", not_found=True)
+
+    return resolve
+
+
+@pytest.fixture
+def discoverer(https_server):
+    def make(**kwargs):
+        fetcher = HttpsFetcher(
+            ssl_context=https_server.client_context(),
+            resolve=_loopback_resolver(https_server.port, https_server.hostnames),
+        )
+        options = {
+            "fetcher": fetcher,
+            "ispdb_url": ISPDB_BASE,
+            "mx_resolver": lambda domain, timeout: [],
+            "step_timeout": 3,
+            "total_timeout": 8,
+        }
+        options.update(kwargs)
+        return Discoverer(**options)
+
+    return make
+
+
+def test_it_resolves_every_ispdb_domain_to_its_provider(db, discoverer, ispdb_listing, capsys):
+    listing, duplicates = ispdb_listing
+    discover = discoverer(use_autoconfig=False, use_mx=False)
+    hits, misses, pop_only = [], [], []
+    for domain, (path, provider_id, imap_host) in listing.items():
+        # Forget every mapping so each domain goes over HTTPS to the ISPDB server.
+        ProviderDomain.objects.all().delete()
+        result = discover.discover(f"someone@{domain}")
+        if imap_host is None:
+            assert result.provider is None, domain
+            assert any("only pop3" in line for line in result.trace), result.trace
+            pop_only.append(domain)
+            continue
+        if (
+            result.found
+            and result.step == "ispdb"
+            and result.provider.ispdb_id == provider_id.lower()
+            and result.provider.imap_host == imap_host
+        ):
+            hits.append(domain)
+        else:
+            misses.append((domain, path.name, result.trace))
+    usable = len(listing) - len(pop_only)
+    with capsys.disabled():
+        print(
+            f"\nISPDB discovery over HTTPS: {len(hits)}/{usable} IMAP domains resolved to their "
+            f"provider ({100 * len(hits) / usable:.1f}%); {len(pop_only)} POP3-only domains "
+            f"refused with a reason; {len(duplicates)} domains listed by two files skipped."
+        )
+    assert misses == []
+
+
+def test_it_saves_an_ispdb_find_so_the_next_lookup_uses_the_table(db, discoverer, ispdb_listing):
+    discover = discoverer(use_autoconfig=False, use_mx=False)
+    first = discover.discover("anna@posteo.de")
+    assert first.step == "ispdb"
+    assert first.found_via == "found in ISPDB"
+    assert ProviderDomain.objects.get(domain="posteo.de").source == Source.ISPDB
+
+    second = discover.discover("ben@POSTEO.DE")
+    assert second.step == "table"
+    assert second.provider == first.provider
+    assert second.found_via == "found in Email providers domains"
+
+
+def test_it_answers_from_the_table_without_any_network(db, discoverer, https_server):
+    entry = ProviderDomainFactory(domain="corp.test")
+    before = len(https_server.routes.requests)
+    result = discoverer().discover("Anna@Corp.Test")
+    assert result.provider == entry.provider
+    assert result.candidates == [entry.provider]
+    assert len(https_server.routes.requests) == before
+
+
+AUTOCONFIG_XML = b"""<?xml version="1.0"?>
+<clientConfig version="1.1">
+  <emailProvider id="%s">
+    <domain>%s</domain>
+    <domain>gmail.com</domain>
+    <displayName>%s</displayName>
+    <incomingServer type="%s">
+      <hostname>mail.%s</hostname><port>993</port><socketType>SSL</socketType>
+      <authentication>password-cleartext</authentication><username>%%EMAILLOCALPART%%</username>
+    </incomingServer>
+    <outgoingServer type="smtp">
+      <hostname>mail.%s</hostname><port>587</port><socketType>STARTTLS</socketType>
+      <authentication>password-cleartext</authentication><username>%%EMAILADDRESS%%</username>
+    </outgoingServer>
+  </emailProvider>
+</clientConfig>"""
+
+
+def _autoconfig(domain, provider_id=None, kind="imap", name=None):
+    return AUTOCONFIG_XML % (
+        (provider_id or domain).encode(),
+        domain.encode(),
+        (name or f"{domain} mail").encode(),
+        kind.encode(),
+        domain.encode(),
+        domain.encode(),
+    )
+
+
+def test_it_finds_a_provider_in_the_domains_autoconfig(db, discoverer, https_server):
+    https_server.routes.add(
+        "autoconfig.acme.test", "/mail/config-v1.1.xml", _autoconfig("acme.test")
+    )
+    result = discoverer(use_mx=False).discover("anna@acme.test")
+    assert result.step == "autoconfig"
+    assert result.found_via == "found in the domain's autoconfig"
+    assert result.provider.imap_host == "mail.acme.test"
+    assert result.provider.login_format == "local_part"
+    assert result.provider.smtp_security == "starttls"
+    # The domain's own file speaks for that domain only, not for gmail.com it also lists.
+    assert list(result.provider.domains.values_list("domain", "source")) == [
+        ("acme.test", Source.AUTOCONFIG)
+    ]
+    assert not ProviderDomain.objects.filter(domain="gmail.com").exists()
+
+
+def test_it_tries_the_well_known_autoconfig_address_second(db, discoverer, https_server):
+    https_server.routes.add(
+        "wellknown.test",
+        "/.well-known/autoconfig/mail/config-v1.1.xml",
+        _autoconfig("wellknown.test"),
+    )
+    result = discoverer(use_mx=False).discover("anna@wellknown.test")
+    assert result.step == "autoconfig"
+    assert any("autoconfig.wellknown.test" in line and "404" in line for line in result.trace)
+
+
+def test_it_does_not_let_an_autoconfig_file_rewrite_an_ispdb_provider(
+    db, discoverer, https_server, builtin_providers
+):
+    gmail = EmailProvider.objects.get(ispdb_id="googlemail.com")
+    https_server.routes.add(
+        "autoconfig.hijack.test",
+        "/mail/config-v1.1.xml",
+        _autoconfig("hijack.test", provider_id="googlemail.com", name=gmail.name),
+    )
+    result = discoverer(use_mx=False).discover("anna@hijack.test")
+    assert result.provider != gmail
+    gmail.refresh_from_db()
+    assert gmail.imap_host == "imap.gmail.com"
+    assert ProviderDomain.objects.get(domain="gmail.com").provider == gmail
+
+
+def test_it_reports_a_pop_only_autoconfig_and_goes_on(db, discoverer, https_server):
+    https_server.routes.add(
+        "autoconfig.pop-only.test",
+        "/mail/config-v1.1.xml",
+        _autoconfig("pop-only.test", kind="pop3"),
+    )
+    result = discoverer(use_mx=False).discover("anna@pop-only.test")
+    assert result.provider is None
+    assert any("only pop3" in line for line in result.trace)
+    assert result.trace[-1].startswith("No provider found")
+
+
+def test_it_matches_mx_hosts_to_a_known_provider(db, discoverer, builtin_providers):
+    mx = {"shop.test": ["alt1.aspmx.l.google.com", "aspmx.l.google.com"]}
+    discover = discoverer(use_ispdb=False, use_autoconfig=False, mx_resolver=lambda d, t: mx[d])
+    result = discover.discover("anna@shop.test")
+    assert result.step == "mx"
+    assert result.found_via == "found via MX: Gmail / Google Workspace"
+    assert ProviderDomain.objects.get(domain="shop.test").source == Source.MX
+    assert discover.discover("ben@shop.test").step == "table"
+
+
+def test_it_prefers_the_longest_mx_suffix(db, discoverer, builtin_providers):
+    # AOL's MX servers live under Yahoo's DNS; the longer suffix must win.
+    mx = {"aolish.test": ["mx-aol.mail.gm0.yahoodns.net"]}
+    result = discoverer(use_ispdb=False, use_autoconfig=False, mx_resolver=lambda d, t: mx[d])
+    found = result.discover("anna@aolish.test")
+    assert found.provider.name == "AOL Mail"
+
+
+def test_it_matches_an_mx_host_under_a_known_domain(db, discoverer):
+    provider = EmailProviderFactory(name="Hosted Mail")
+    ProviderDomainFactory(domain="hosted.test", provider=provider)
+    mx = {"client.test": ["mx2.eu.hosted.test"]}
+    result = discoverer(use_ispdb=False, use_autoconfig=False, mx_resolver=lambda d, t: mx[d])
+    found = result.discover("anna@client.test")
+    assert found.provider == provider
+    assert any("is under hosted.test" in line for line in found.trace)
+
+
+def test_it_asks_ispdb_about_the_mx_hosts_domain_as_a_last_resort(db, discoverer, ispdb_listing):
+    mx = {"customer.test": ["mx1.pub.mailpod1-cph3.one.com"]}
+    found = discoverer(use_autoconfig=False, mx_resolver=lambda d, t: mx[d]).discover(
+        "anna@customer.test"
+    )
+    assert found.step == "mx"
+    assert found.provider.ispdb_id == "one.com"
+    assert ProviderDomain.objects.get(domain="customer.test").source == Source.MX
+
+
+def test_it_finds_nothing_and_says_what_it_tried(db, discoverer):
+    found = discoverer().discover("anna@unknown.test")
+    assert found.provider is None
+    assert found.found_via == "not found"
+    text = "\n".join(found.trace)
+    assert "no entry for unknown.test" in text
+    assert "ISPDB" in text and "404" in text
+    assert "autoconfig.unknown.test does not resolve" in text
+    assert "no MX records" in text
+
+
+def test_it_refuses_plain_http_addresses(db, discoverer):
+    found = discoverer(
+        ispdb_url="http://ispdb.test/v1.1/", use_autoconfig=False, use_mx=False
+    ).discover("anna@plain.test")
+    assert any("only https://" in line for line in found.trace)
+
+
+def test_it_rejects_a_certificate_the_client_does_not_trust(db, https_server):
+    fetcher = HttpsFetcher(resolve=_loopback_resolver(https_server.port, https_server.hostnames))
+    with pytest.raises(FetchError, match="untrusted certificate"):
+        fetcher.get(ISPDB_BASE + "posteo.de", timeout=3)
+
+
+def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
+    silent = SilentServer().start()
+    silent_dns = SilentDnsServer()
+    try:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        resolver.port = silent_dns.port
+        discover = Discoverer(
+            fetcher=HttpsFetcher(resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)]),
+            mx_resolver=DnsMxResolver(resolver),
+            ispdb_url="https://ispdb.test/v1.1/",
+            step_timeout=1,
+            total_timeout=2.5,
+        )
+        started = time.monotonic()
+        found = discover.discover("anna@slow.test")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.stop()
+        silent_dns.stop()
+    assert found.provider is None
+    assert any("did not answer in time" in line for line in found.trace), found.trace
+    # Each step waited its own second at most, and the bound cut the rest short.
+    assert elapsed < 2.5 + 0.5, found.trace
+
+
+@pytest.mark.parametrize("step", ["ispdb", "autoconfig", "mx"])
+def test_it_times_out_each_step_on_its_own(db, step):
+    silent = SilentServer().start()
+    silent_dns = SilentDnsServer()
+    try:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        resolver.port = silent_dns.port
+        discover = Discoverer(
+            fetcher=HttpsFetcher(resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)]),
+            mx_resolver=DnsMxResolver(resolver),
+            ispdb_url="https://ispdb.test/v1.1/",
+            step_timeout=1,
+            total_timeout=10,
+            use_ispdb=step == "ispdb",
+            use_autoconfig=step == "autoconfig",
+            use_mx=step == "mx",
+        )
+        started = time.monotonic()
+        found = discover.discover("anna@slow.test")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.stop()
+        silent_dns.stop()
+    timeouts = [line for line in found.trace if "in time" in line or "timed out" in line]
+    # autoconfig has two addresses, each with its own step timeout.
+    assert len(timeouts) == (2 if step == "autoconfig" else 1), found.trace
+    assert elapsed < len(timeouts) * 1 + 0.5
+
+
+def test_it_raises_address_errors_before_any_lookup(db, discoverer):
+    with pytest.raises(AddressError, match="needs an @"):
+        discoverer().discover("anna.example.com")
