@@ -72,7 +72,7 @@ class EmailProviderForm(forms.ModelForm):
         return provider
 
 
-class ProviderDomainInline(admin.TabularInline):
+class ProviderDomainInline(ManageProvidersOnly, admin.TabularInline):
     model = ProviderDomain
     extra = 1
     fields = ["domain", "source"]

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 from mailsetup import crypto
 
@@ -123,7 +124,7 @@ class EmailProvider(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name"]
+        ordering = [Lower("name")]
         permissions = [("manage_email_providers", "Can manage email providers")]
         indexes = [models.Index(fields=["ispdb_id"], name="provider_ispdb_id")]
 

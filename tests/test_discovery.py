@@ -1,8 +1,8 @@
 import time
-import xml.etree.ElementTree as ET
 
 import dns.resolver
 import pytest
+from defusedxml import ElementTree as ET
 
 from providers.addresses import AddressError
 from providers.discovery import Discoverer, DnsMxResolver, FetchError, HttpsFetcher

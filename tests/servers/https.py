@@ -27,7 +27,7 @@ class Routes:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "test-https/1"
 
-    def do_GET(self):  # noqa: N802 - the http.server API
+    def do_GET(self):
         routes: Routes = self.server.routes
         host = (self.headers.get("Host") or "").split(":")[0]
         routes.requests.append((host, self.path))

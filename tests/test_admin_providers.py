@@ -1,0 +1,154 @@
+import pytest
+from django.urls import reverse
+
+from providers.models import EmailProvider, ProviderDomain, Source
+from tests.factories import EmailProviderFactory, ProviderDomainFactory, UserFactory
+
+MANAGE = "providers.manage_email_providers"
+ALL_MODEL_PERMS = [
+    f"providers.{action}_{model}"
+    for action in ("view", "add", "change", "delete")
+    for model in ("emailprovider", "providerdomain")
+]
+
+
+@pytest.fixture
+def manager(db):
+    return UserFactory(is_staff=True, permissions=[MANAGE])
+
+
+@pytest.fixture
+def provider(db):
+    provider = EmailProviderFactory(name="Acme Mail")
+    ProviderDomainFactory(domain="acme.test", provider=provider)
+    return provider
+
+
+def _urls(provider):
+    return [
+        reverse("admin:providers_emailprovider_changelist"),
+        reverse("admin:providers_emailprovider_add"),
+        reverse("admin:providers_emailprovider_change", args=[provider.pk]),
+        reverse("admin:providers_emailprovider_delete", args=[provider.pk]),
+        reverse("admin:providers_providerdomain_changelist"),
+        reverse("admin:providers_providerdomain_add"),
+    ]
+
+
+@pytest.mark.parametrize("perms", [[], ALL_MODEL_PERMS], ids=["no-perms", "model-perms-only"])
+def test_it_hides_providers_from_staff_without_the_permission(client, provider, perms):
+    staff = UserFactory(is_staff=True, permissions=perms)
+    client.force_login(staff)
+    index = client.get(reverse("admin:index"))
+    assert "Acme Mail" not in index.text
+    assert "Email providers" not in index.text
+    for url in _urls(provider):
+        assert client.get(url).status_code == 403, url
+    response = client.post(
+        reverse("admin:providers_emailprovider_change", args=[provider.pk]), {"name": "Hijacked"}
+    )
+    assert response.status_code == 403
+    provider.refresh_from_db()
+    assert provider.name == "Acme Mail"
+
+
+def test_it_lets_a_manager_see_and_search_providers_and_domains(client, manager, provider):
+    client.force_login(manager)
+    assert "Email providers" in client.get(reverse("admin:index")).text
+    listing = client.get(reverse("admin:providers_emailprovider_changelist"), {"q": "acme.test"})
+    assert "Acme Mail" in listing.text
+    domains = client.get(reverse("admin:providers_providerdomain_changelist"), {"q": "acme"})
+    assert "acme.test" in domains.text
+    missing = client.get(reverse("admin:providers_providerdomain_changelist"), {"q": "nothing"})
+    assert "acme.test" not in missing.text
+
+
+def _provider_form(**overrides):
+    data = {
+        "name": "New Mail",
+        "service_type": "imap_smtp",
+        "receive_enabled": "on",
+        "send_enabled": "on",
+        "imap_host": "imap.new.test",
+        "imap_port": "993",
+        "imap_security": "ssl",
+        "smtp_host": "smtp.new.test",
+        "smtp_port": "587",
+        "smtp_security": "starttls",
+        "exchange_url": "",
+        "login_format": "email",
+        "auth_method": "oauth2",
+        "oauth_client_id": "client-123",
+        "oauth_client_secret": "s3cret-value",
+        "app_password_help_url": "",
+        "mx_suffixes": "",
+        "domains-TOTAL_FORMS": "1",
+        "domains-INITIAL_FORMS": "0",
+        "domains-MIN_NUM_FORMS": "0",
+        "domains-MAX_NUM_FORMS": "1000",
+        "domains-0-domain": "New.TEST",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_it_lets_a_manager_add_a_provider_with_its_domain_and_a_hidden_secret(client, manager):
+    client.force_login(manager)
+    response = client.post(reverse("admin:providers_emailprovider_add"), _provider_form())
+    assert response.status_code == 302, response.text
+    provider = EmailProvider.objects.get(name="New Mail")
+    assert provider.source == Source.ADMIN
+    assert ProviderDomain.objects.get(domain="new.test").provider == provider
+    assert provider.get_oauth_client_secret() == "s3cret-value"
+    assert "s3cret-value" not in provider.oauth_client_secret_encrypted
+
+    page = client.get(reverse("admin:providers_emailprovider_change", args=[provider.pk]))
+    assert "s3cret-value" not in page.text
+    assert provider.oauth_client_secret_encrypted not in page.text
+    assert "Stored client secret" in page.text
+
+
+def test_it_keeps_the_secret_when_the_field_is_left_empty(client, manager):
+    client.force_login(manager)
+    client.post(reverse("admin:providers_emailprovider_add"), _provider_form())
+    provider = EmailProvider.objects.get(name="New Mail")
+    client.post(
+        reverse("admin:providers_emailprovider_change", args=[provider.pk]),
+        _provider_form(oauth_client_secret="", **{"domains-TOTAL_FORMS": "0"}),
+    )
+    provider.refresh_from_db()
+    assert provider.get_oauth_client_secret() == "s3cret-value"
+
+
+def test_it_names_the_missing_field_and_keeps_what_was_typed(client, manager):
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:providers_emailprovider_add"), _provider_form(imap_host="", imap_port="")
+    )
+    assert response.status_code == 200
+    assert "Enter the IMAP server, or turn off receiving emails." in response.text
+    assert 'value="smtp.new.test"' in response.text
+    assert not EmailProvider.objects.filter(name="New Mail").exists()
+
+
+def test_it_refuses_a_malformed_domain_with_its_reason(client, manager, provider):
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:providers_providerdomain_add"),
+        {"domain": "bad domain.test", "provider": provider.pk},
+    )
+    assert response.status_code == 200
+    assert "A domain cannot contain spaces." in response.text
+
+
+def test_it_makes_an_edited_import_the_admins(client, manager):
+    imported = EmailProviderFactory(name="Imported", source=Source.ISPDB, ispdb_id="imp.test")
+    client.force_login(manager)
+    form = _provider_form(name="Imported", auth_method="password", oauth_client_secret="")
+    form.update({"domains-TOTAL_FORMS": "0"})
+    response = client.post(
+        reverse("admin:providers_emailprovider_change", args=[imported.pk]), form
+    )
+    assert response.status_code == 302, response.text
+    imported.refresh_from_db()
+    assert imported.source == Source.ADMIN

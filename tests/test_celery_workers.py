@@ -1,0 +1,72 @@
+"""Beat, the broker and a worker, as real processes: the heartbeat must go through."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from django.db import connection
+
+from mailsetup.settings import BASE_DIR
+from sync.models import WorkerHeartbeat
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.mark.parametrize("broker", ["filesystem://", REDIS_TEST_URL], ids=["filesystem", "redis"])
+def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker):
+    if broker.startswith("redis"):
+        redis.Redis.from_url(broker).flushdb()
+    env = {
+        **os.environ,
+        "DEBUG": "true",
+        "MAILSETUP_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker,
+        "HEARTBEAT_INTERVAL_SECONDS": "1",
+    }
+    celery = [sys.executable, "-m", "celery", "-A", "mailsetup"]
+    processes = [
+        subprocess.Popen(
+            [
+                *celery,
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [*celery, "beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=open(tmp_path / "beat.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    try:
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not WorkerHeartbeat.objects.exists():
+            assert all(p.poll() is None for p in processes), (tmp_path / "worker.log").read_text()
+            time.sleep(0.5)
+        beat = WorkerHeartbeat.objects.first()
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+    logs = (tmp_path / "worker.log").read_text() + (tmp_path / "beat.log").read_text()
+    assert beat is not None, logs
+    assert beat.hostname

@@ -1,0 +1,52 @@
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from systemsettings.models import SystemSetting
+from systemsettings.selectors import mailbox_sync_interval
+from tests.factories import UserFactory
+
+
+def test_it_ships_mailbox_sync_interval_at_five_minutes(db):
+    row = SystemSetting.objects.get(code="MailboxSyncInterval")
+    assert (row.value_type, row.value) == ("integer", "5")
+    assert mailbox_sync_interval() == timedelta(minutes=5)
+
+
+def test_it_reads_the_admins_value(db):
+    SystemSetting.objects.filter(code="MailboxSyncInterval").update(value="15")
+    assert mailbox_sync_interval() == timedelta(minutes=15)
+
+
+def test_it_falls_back_to_the_default_without_a_row(db):
+    SystemSetting.objects.all().delete()
+    assert mailbox_sync_interval() == timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "at least 1"), ("-3", "at least 1"), ("five", "whole number"), ("100000", "at most")],
+)
+def test_it_refuses_a_bad_interval_by_name(db, value, message):
+    row = SystemSetting.objects.get(code="MailboxSyncInterval")
+    row.value = value
+    with pytest.raises(ValidationError, match=message):
+        row.full_clean()
+    # A bad value that reached the database some other way fails loudly on read.
+    SystemSetting.objects.filter(pk=row.pk).update(value=value)
+    with pytest.raises(ValidationError, match="MailboxSyncInterval"):
+        mailbox_sync_interval()
+
+
+def test_it_lets_an_admin_change_the_value_and_names_a_bad_one(client, db):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    row = SystemSetting.objects.get(code="MailboxSyncInterval")
+    url = reverse("admin:systemsettings_systemsetting_change", args=[row.pk])
+    bad = client.post(url, {"value": "0", "description": row.description})
+    assert bad.status_code == 200
+    assert "MailboxSyncInterval must be at least 1." in bad.text
+    good = client.post(url, {"value": "10", "description": row.description})
+    assert good.status_code == 302
+    assert mailbox_sync_interval() == timedelta(minutes=10)
