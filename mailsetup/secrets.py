@@ -5,7 +5,9 @@ them generated once into var/ and reused, so a restart never makes stored
 credentials unreadable; var/ is ignored by git, so they are never committed.
 """
 
+import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -18,15 +20,19 @@ def _read_or_create(path: Path, make) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    # O_EXCL: two processes starting at once (web and worker) must not write two keys.
+    # Web, worker and beat may start at once on a fresh machine: write the whole key to
+    # a private temporary file, then link it into place, so a reader never sees a
+    # half-written file and exactly one key wins.
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
+        handle.write(make() + "\n")
+    temporary = Path(handle.name)
     try:
-        with path.open("x") as handle:
-            handle.write(value + "\n")
-        path.chmod(0o600)
+        os.link(temporary, path)
     except FileExistsError:
-        return path.read_text().strip()
-    return value
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
 
 
 def secret_key(*, debug: bool, var_dir: Path) -> str:

@@ -20,6 +20,12 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def _logs(tmp_path) -> str:
+    return "\n".join(
+        f"--- {name}\n" + (tmp_path / name).read_text() for name in ("worker.log", "beat.log")
+    )
+
+
 @pytest.mark.parametrize("broker", ["filesystem://", REDIS_TEST_URL], ids=["filesystem", "redis"])
 def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker):
     if broker.startswith("redis"):
@@ -59,7 +65,7 @@ def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker)
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and not WorkerHeartbeat.objects.exists():
-            assert all(p.poll() is None for p in processes), (tmp_path / "worker.log").read_text()
+            assert all(p.poll() is None for p in processes), _logs(tmp_path)
             time.sleep(0.5)
         beat = WorkerHeartbeat.objects.first()
     finally:
@@ -67,6 +73,5 @@ def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker)
             process.terminate()
         for process in processes:
             process.wait(timeout=20)
-    logs = (tmp_path / "worker.log").read_text() + (tmp_path / "beat.log").read_text()
-    assert beat is not None, logs
+    assert beat is not None, _logs(tmp_path)
     assert beat.hostname

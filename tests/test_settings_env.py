@@ -97,3 +97,23 @@ def test_it_generates_development_keys_once_and_reuses_them(tmp_path):
     assert _start(tmp_path, DEBUG="true").returncode == 0
     assert (tmp_path / "secret_key").read_text() == secret
     assert (tmp_path / "credential_key").read_text() == key
+
+
+def test_it_hands_every_process_started_at_once_the_same_development_keys(tmp_path):
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from mailsetup import settings; print(settings.CREDENTIAL_KEYS[0])",
+            ],
+            cwd=BASE_DIR,
+            env={**os.environ, "DEBUG": "true", "MAILSETUP_VAR_DIR": str(tmp_path)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    keys = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert len(keys) == 1
+    assert keys == {(tmp_path / "credential_key").read_text().strip()}
