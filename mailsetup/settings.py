@@ -117,12 +117,14 @@ LOGGING = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 _BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        # Without it kombu writes its exchange table into the working directory.
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
     # The filesystem transport has no broadcast exchange for remote control.
@@ -151,3 +153,8 @@ DISCOVERY_TOTAL_TIMEOUT = env_int("DISCOVERY_TOTAL_TIMEOUT_SECONDS", 8, minimum=
 DISCOVERY_USE_ISPDB = env_bool("DISCOVERY_USE_ISPDB", default=True)
 DISCOVERY_USE_AUTOCONFIG = env_bool("DISCOVERY_USE_AUTOCONFIG", default=True)
 DISCOVERY_USE_MX = env_bool("DISCOVERY_USE_MX", default=True)
+
+# Connecting to mail servers (accounts.connection).
+MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)
+# A PEM file of extra CAs to trust, for a company mail server with its own CA.
+MAIL_EXTRA_CA_FILE = env_str("MAIL_EXTRA_CA_FILE") or None

@@ -27,4 +27,16 @@ MAILBOX_SYNC_INTERVAL = Definition(
     description="How often, in minutes, each mailbox checks its server for new emails.",
 )
 
-DEFINITIONS: dict[str, Definition] = {d.code: d for d in [MAILBOX_SYNC_INTERVAL]}
+ALLOW_INTERNAL_MAIL_SERVERS = Definition(
+    code="AllowInternalMailServers",
+    value_type="boolean",
+    default=False,
+    description="Let the mailbox wizard connect to mail servers on internal addresses "
+    "(loopback, private, link-local). Off, a host that resolves to such an address is refused, "
+    "so nobody can use the wizard to probe the company's internal network. Turn it on when "
+    "the company's own mail server is on the internal network.",
+)
+
+DEFINITIONS: dict[str, Definition] = {
+    d.code: d for d in [MAILBOX_SYNC_INTERVAL, ALLOW_INTERNAL_MAIL_SERVERS]
+}

@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from .definitions import MAILBOX_SYNC_INTERVAL, Definition
+from .definitions import ALLOW_INTERNAL_MAIL_SERVERS, MAILBOX_SYNC_INTERVAL, Definition
 from .models import SystemSetting
 
 
@@ -18,3 +18,7 @@ def setting_value(definition: Definition) -> int | bool | str:
 
 def mailbox_sync_interval() -> timedelta:
     return timedelta(minutes=int(setting_value(MAILBOX_SYNC_INTERVAL)))
+
+
+def internal_mail_servers_allowed() -> bool:
+    return bool(setting_value(ALLOW_INTERNAL_MAIL_SERVERS))

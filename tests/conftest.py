@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,86 @@ def builtin_providers(db):
     from providers.services import provider_load_builtins
 
     return provider_load_builtins()
+
+
+@pytest.fixture(autouse=True)
+def _no_network_discovery(settings):
+    # Discovery's network steps would leave the machine; tests that exercise them
+    # build their own Discoverer against loopback servers.
+    settings.DISCOVERY_USE_ISPDB = False
+    settings.DISCOVERY_USE_AUTOCONFIG = False
+    settings.DISCOVERY_USE_MX = False
+
+
+MAIL_USERS = {
+    "alice@example.test": "alice-secret",
+    "bob@example.test": "bob-secret",
+    "refused@example.test": "refused-secret",
+}
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    from tests.servers.dovecot import Dovecot, DovecotUser
+
+    users = [DovecotUser(name, password) for name, password in MAIL_USERS.items()]
+    # Dovecot's passwd-file takes no spaces in extra fields, hence the underscores.
+    users.append(
+        DovecotUser("noimap@example.test", "noimap-secret", "nologin reason=IMAP_is_disabled")
+    )
+    # Not under pytest's temp folder: Dovecot's processes run as nobody, and pytest's
+    # folders are private to root.
+    root = Path(tempfile.mkdtemp(prefix="mailsetup-dovecot-"))
+    server = Dovecot(root=root, users=users).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smtp_servers():
+    from tests.servers.smtp import SmtpServer
+
+    servers = {
+        "starttls": SmtpServer(users=MAIL_USERS),
+        "implicit": SmtpServer(users=MAIL_USERS, implicit_tls=True),
+        "no_auth": SmtpServer(users={}, auth=False),
+    }
+    for server in servers.values():
+        server.handler.refused_senders.add("refused@example.test")
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def mail_trust(settings, tmp_path, db):
+    """Trust the test CA like a company CA, and allow loopback mail servers."""
+    from systemsettings.models import SystemSetting
+    from tests.servers.certs import test_ca
+
+    ca_file = tmp_path / "test-ca.pem"
+    test_ca().cert_pem.write_to_path(str(ca_file))
+    settings.MAIL_EXTRA_CA_FILE = str(ca_file)
+    settings.MAIL_CONNECT_TIMEOUT = 3
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="yes")
+    return ca_file
+
+
+@pytest.fixture
+def test_provider(db, dovecot, smtp_servers, mail_trust):
+    """A provider whose servers are the suite's Dovecot and aiosmtpd."""
+    from tests.factories import EmailProviderFactory, ProviderDomainFactory
+
+    provider = EmailProviderFactory(
+        name="Test Mail",
+        imap_host="localhost",
+        imap_port=dovecot.imaps_port,
+        imap_security="ssl",
+        smtp_host="localhost",
+        smtp_port=smtp_servers["starttls"].port,
+        smtp_security="starttls",
+    )
+    ProviderDomainFactory(domain="example.test", provider=provider)
+    return provider

@@ -75,3 +75,13 @@ def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker)
             process.wait(timeout=20)
     assert beat is not None, _logs(tmp_path)
     assert beat.hostname
+
+
+def test_it_keeps_the_filesystem_brokers_files_under_var(tmp_path):
+    env = {**os.environ, "DEBUG": "true", "MAILSETUP_VAR_DIR": str(tmp_path)}
+    env.pop("CELERY_BROKER_URL", None)
+    script = "from mailsetup.celery import app; app.send_task('sync.heartbeat')"
+    env["PYTHONPATH"] = str(BASE_DIR)
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=60)
+    assert not (tmp_path / "control").exists()
+    assert list((tmp_path / "broker" / "queue").iterdir())

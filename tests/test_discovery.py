@@ -76,6 +76,10 @@ def discoverer(https_server):
             "mx_resolver": lambda domain, timeout: [],
             "step_timeout": 3,
             "total_timeout": 8,
+            # Every step on: this fixture's network is the loopback server above.
+            "use_ispdb": True,
+            "use_autoconfig": True,
+            "use_mx": True,
         }
         options.update(kwargs)
         return Discoverer(**options)
@@ -297,6 +301,9 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
             ispdb_url="https://ispdb.test/v1.1/",
             step_timeout=1,
             total_timeout=2.5,
+            use_ispdb=True,
+            use_autoconfig=True,
+            use_mx=True,
         )
         started = time.monotonic()
         found = discover.discover("anna@slow.test")

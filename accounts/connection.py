@@ -1,0 +1,426 @@
+"""The real sign-in check: log in to the IMAP server and authenticate to the SMTP server.
+
+Every connection resolves the host once, refuses internal addresses unless the
+system setting allows them, connects to exactly the address it checked (so a DNS
+answer cannot change in between), and verifies TLS for the server's name with
+`ssl.create_default_context()`. Failures become a SignInError whose message names
+the cause and what to do; no message ever contains the password.
+"""
+
+import contextlib
+import imaplib
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from django.conf import settings
+from imapclient import IMAPClient
+from imapclient.exceptions import CapabilityError, LoginError
+
+from mailsetup import net
+from providers.addresses import Address
+from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+from systemsettings.selectors import internal_mail_servers_allowed
+
+
+class SignInError(Exception):
+    """A sign-in check failed. `kind` is stable for code; str() is for people."""
+
+    def __init__(self, kind: str, message: str, *, field: str = "password"):
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    protocol: str  # "IMAP" or "SMTP"
+    host: str
+    port: int
+    security: str
+
+    @property
+    def label(self) -> str:
+        role = "incoming mail" if self.protocol == "IMAP" else "outgoing mail"
+        return f"The {self.protocol} server for {role} ({self.host}, port {self.port})"
+
+
+def mail_ssl_context() -> ssl.SSLContext:
+    """The system's trusted CAs, plus the company's own CA when one is configured."""
+    context = ssl.create_default_context()
+    if settings.MAIL_EXTRA_CA_FILE:
+        context.load_verify_locations(cafile=settings.MAIL_EXTRA_CA_FILE)
+    return context
+
+
+def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
+    if provider.login_format == LoginFormat.LOCAL_PART:
+        return address.local
+    if provider.login_format == LoginFormat.MANUAL:
+        return typed_login.strip()
+    return address.email
+
+
+def endpoints_for(provider: EmailProvider, address: Address) -> list[Endpoint]:
+    endpoints = []
+    if provider.receive_enabled:
+        endpoints.append(
+            Endpoint(
+                "IMAP",
+                provider.host_for(provider.imap_host, address.domain),
+                provider.imap_port,
+                provider.imap_security,
+            )
+        )
+    if provider.send_enabled:
+        endpoints.append(
+            Endpoint(
+                "SMTP",
+                provider.host_for(provider.smtp_host, address.domain),
+                provider.smtp_port,
+                provider.smtp_security,
+            )
+        )
+    return endpoints
+
+
+def check_sign_in(*, provider: EmailProvider, address: Address, login: str, password: str) -> None:
+    """Raises SignInError unless every server the provider uses accepts the login."""
+    if provider.service_type == ServiceType.EXCHANGE:
+        raise SignInError(
+            "exchange_unavailable",
+            "Exchange (EWS) mailboxes cannot be connected yet; choose an IMAP/SMTP provider.",
+            field="provider",
+        )
+    if not login:
+        raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
+    if not password:
+        raise SignInError("password_missing", "Enter the password.")
+    checker = _Checker(
+        provider=provider,
+        timeout=settings.MAIL_CONNECT_TIMEOUT,
+        allow_internal=internal_mail_servers_allowed(),
+    )
+    for endpoint in endpoints_for(provider, address):
+        if endpoint.protocol == "IMAP":
+            checker.imap(endpoint, login, password)
+        else:
+            checker.smtp(endpoint, login, password, address.email)
+
+
+class _Checker:
+    def __init__(self, *, provider: EmailProvider, timeout: float, allow_internal: bool):
+        self.provider = provider
+        self.timeout = timeout
+        self.allow_internal = allow_internal
+        self.context = mail_ssl_context()
+
+    # -- connecting ---------------------------------------------------------------
+
+    def _open(self, endpoint: Endpoint) -> socket.socket:
+        try:
+            addresses = net.resolve(endpoint.host, endpoint.port, self.timeout)
+        except socket.gaierror:
+            raise SignInError(
+                "dns",
+                f"We could not find the server {endpoint.host} (DNS lookup failed). Check the "
+                "server name in the provider's settings, or ask your administrator.",
+                field="provider",
+            ) from None
+        except TimeoutError:
+            raise SignInError(
+                "dns",
+                f"Looking up the server {endpoint.host} took too long (DNS did not answer). "
+                "Try again in a minute.",
+                field="provider",
+            ) from None
+        usable = [a for a in addresses if self.allow_internal or not net.is_internal(a[0])]
+        if not usable:
+            raise SignInError(
+                "internal_address",
+                f"{endpoint.host} is on an internal network address ({addresses[0][0]}). "
+                "Connecting to internal mail servers is turned off; an administrator can allow "
+                "it with the system setting AllowInternalMailServers.",
+                field="provider",
+            )
+        error: OSError | None = None
+        for sockaddr in usable:
+            try:
+                return socket.create_connection(sockaddr[:2], timeout=self.timeout)
+            except OSError as caught:
+                error = caught
+        raise error  # type: ignore[misc]
+
+    def _explain(self, endpoint: Endpoint, error: BaseException) -> SignInError:
+        where = endpoint.label
+        if isinstance(error, SignInError):
+            return error
+        if isinstance(error, ConnectionRefusedError):
+            return SignInError(
+                "refused",
+                f"{where} refused the connection. Check the port in the provider's settings, "
+                "or whether the server is running.",
+                field="provider",
+            )
+        if isinstance(error, TimeoutError):
+            return SignInError(
+                "timeout",
+                f"{where} did not answer within {self.timeout:g} seconds. Check the port and "
+                "security in the provider's settings, or try again later.",
+                field="provider",
+            )
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return SignInError(
+                "certificate",
+                f"{where} presented a security certificate that could not be verified "
+                f"({error.verify_message}). Your password was not sent. Ask your "
+                "administrator to check the server's certificate and name.",
+                field="provider",
+            )
+        if isinstance(error, ssl.SSLError):
+            return SignInError(
+                "tls",
+                f"{where} could not set up an encrypted connection ({error.reason or error}). "
+                "Check whether the port expects SSL/TLS or STARTTLS.",
+                field="provider",
+            )
+        return SignInError(
+            "connection",
+            f"{where} closed the connection unexpectedly ({type(error).__name__}). Check the "
+            "port and security in the provider's settings, or try again later.",
+            field="provider",
+        )
+
+    def _password_hint(self) -> str:
+        if self.provider.app_password_required:
+            return (
+                f" {self.provider.name} needs an app password here, not your normal password: "
+                "create one in your account's security settings and paste it."
+            )
+        return " Check the login and password and try again."
+
+    # -- IMAP ---------------------------------------------------------------------
+
+    def imap(self, endpoint: Endpoint, login: str, password: str) -> None:
+        client = None
+        try:
+            client = _PinnedIMAPClient(
+                endpoint,
+                opener=lambda: self._open(endpoint),
+                context=self.context,
+                timeout=self.timeout,
+            )
+            if endpoint.security == Security.STARTTLS:
+                try:
+                    client.starttls(self.context)
+                except CapabilityError:
+                    raise SignInError(
+                        "starttls_unsupported",
+                        f"{endpoint.label} does not offer STARTTLS. Choose SSL/TLS security "
+                        "(usually port 993) in the provider's settings.",
+                        field="provider",
+                    ) from None
+            if b"LOGINDISABLED" in client.capabilities():
+                raise SignInError(
+                    "auth_unsupported",
+                    f"{endpoint.label} does not accept a password on this connection "
+                    "(LOGINDISABLED). Choose SSL/TLS or STARTTLS security in the provider's "
+                    "settings.",
+                    field="provider",
+                )
+            client.login(login, password)
+        except LoginError as error:
+            raise self._imap_login_error(endpoint, error) from None
+        except (OSError, imaplib.IMAP4.error, SignInError) as error:
+            raise self._explain(endpoint, error) from None
+        finally:
+            if client is not None:
+                _quietly(client.logout)
+
+    def _imap_login_error(self, endpoint: Endpoint, error: LoginError) -> SignInError:
+        text = _server_text(error)
+        lowered = text.lower()
+        if "application-specific password" in lowered or "app password" in lowered:
+            return SignInError(
+                "app_password",
+                f"{self.provider.name} needs an app password for mail programs. Create one in "
+                f"your account's security settings and enter it instead of your normal "
+                f"password. (Server said: {text})",
+            )
+        if "[contactadmin]" in lowered or (
+            "imap" in lowered and any(w in lowered for w in ("disabled", "not enabled", "enable"))
+        ):
+            return SignInError(
+                "imap_disabled",
+                "IMAP access is turned off for this mailbox. Turn on IMAP in the mailbox's "
+                f"settings at {self.provider.name} (or ask your mail administrator), then sign "
+                f"in again. (Server said: {text})",
+            )
+        if "[privacyrequired]" in lowered:
+            return SignInError(
+                "auth_unsupported",
+                f"{endpoint.label} accepts passwords only over an encrypted connection. Choose "
+                "SSL/TLS or STARTTLS security in the provider's settings.",
+                field="provider",
+            )
+        if "[unavailable]" in lowered:
+            return SignInError(
+                "temporary",
+                f"{endpoint.label} could not check the password right now (temporary "
+                "failure). Try again in a few minutes.",
+            )
+        return SignInError(
+            "credentials",
+            f"The mail server did not accept the login or password.{self._password_hint()} "
+            f"(IMAP server said: {text})",
+        )
+
+    # -- SMTP ---------------------------------------------------------------------
+
+    def smtp(self, endpoint: Endpoint, login: str, password: str, sender: str) -> None:
+        client = _PinnedSMTP(
+            opener=lambda: self._open(endpoint),
+            implicit_context=self.context if endpoint.security == Security.SSL_TLS else None,
+            timeout=self.timeout,
+        )
+        try:
+            client.connect(endpoint.host, endpoint.port)
+            client.ehlo()
+            if endpoint.security == Security.STARTTLS:
+                if not client.has_extn("starttls"):
+                    raise SignInError(
+                        "starttls_unsupported",
+                        f"{endpoint.label} does not offer STARTTLS. Choose SSL/TLS security "
+                        "(usually port 465) in the provider's settings.",
+                        field="provider",
+                    )
+                client.starttls(context=self.context)
+                client.ehlo()
+            if not client.has_extn("auth"):
+                raise SignInError(
+                    "auth_unsupported",
+                    f"{endpoint.label} does not offer sign-in (no AUTH). Check the port and "
+                    "security in the provider's settings: sending usually needs port 465 "
+                    "(SSL/TLS) or 587 (STARTTLS).",
+                    field="provider",
+                )
+            client.login(login, password)
+            code, reply = client.mail(sender)
+            if code >= 400:
+                raise SignInError(
+                    "smtp_refuses",
+                    f"{endpoint.label} accepted the login but refuses to send as {sender} "
+                    f"({code} {_decode(reply)}). Check that this login may send from this "
+                    "address, or turn off sending for it.",
+                )
+            client.rset()
+        except smtplib.SMTPAuthenticationError as error:
+            raise self._smtp_login_error(endpoint, error) from None
+        except smtplib.SMTPNotSupportedError:
+            raise SignInError(
+                "auth_unsupported",
+                f"{endpoint.label} does not offer sign-in on this connection.",
+                field="provider",
+            ) from None
+        except smtplib.SMTPException as error:
+            if "No suitable authentication method" in str(error):
+                raise SignInError(
+                    "auth_unsupported",
+                    f"{endpoint.label} offers no sign-in method mailsetup supports "
+                    "(PLAIN or LOGIN).",
+                    field="provider",
+                ) from None
+            raise self._explain(endpoint, error) from None
+        except (OSError, SignInError) as error:
+            raise self._explain(endpoint, error) from None
+        finally:
+            _quietly(client.quit)
+            _quietly(client.close)
+
+    def _smtp_login_error(self, endpoint, error: smtplib.SMTPAuthenticationError) -> SignInError:
+        text = _decode(error.smtp_error)
+        if "application-specific password" in text.lower():
+            return SignInError(
+                "app_password",
+                f"{self.provider.name} needs an app password for sending. Create one in your "
+                f"account's security settings and enter it. (Server said: {error.smtp_code} "
+                f"{text})",
+            )
+        return SignInError(
+            "credentials",
+            f"The outgoing mail server did not accept the login or password."
+            f"{self._password_hint()} (SMTP server said: {error.smtp_code} {text})",
+        )
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    def __init__(self, host, port, *, opener, implicit_context, timeout):
+        self._opener = opener
+        self._implicit_context = implicit_context
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout=None):
+        sock = self._opener()
+        if self._implicit_context is not None:
+            sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
+        return sock
+
+
+class _PinnedIMAPClient(IMAPClient):
+    """IMAPClient that connects through our opener (checked address, time limit)."""
+
+    def __init__(self, endpoint: Endpoint, *, opener, context, timeout):
+        self._opener = opener
+        super().__init__(
+            endpoint.host,
+            port=endpoint.port,
+            ssl=endpoint.security == Security.SSL_TLS,
+            ssl_context=context,
+            timeout=timeout,
+        )
+
+    def _create_IMAP4(self):
+        return _PinnedIMAP4(
+            self.host,
+            self.port,
+            opener=self._opener,
+            implicit_context=self.ssl_context if self.ssl else None,
+            timeout=self._timeout.connect,
+        )
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    def __init__(self, *, opener, implicit_context, timeout):
+        self._opener = opener
+        self._implicit_context = implicit_context
+        # No DNS lookup of our own name: the EHLO name is this machine's host name.
+        super().__init__(local_hostname=socket.gethostname(), timeout=timeout)
+
+    def _get_socket(self, host, port, timeout):
+        # SMTP() only records the host when given it at construction; STARTTLS and
+        # implicit TLS verify the certificate against it.
+        self._host = host
+        sock = self._opener()
+        if self._implicit_context is not None:
+            sock = self._implicit_context.wrap_socket(sock, server_hostname=self._host)
+        return sock
+
+
+def _decode(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(str(value).split())[:300]
+
+
+def _server_text(error: LoginError) -> str:
+    text = str(error)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:-1]
+    return _decode(text)
+
+
+def _quietly(call) -> None:
+    # Closing after a failure: the failure is what matters, not how the close went.
+    with contextlib.suppress(Exception):
+        call()

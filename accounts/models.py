@@ -1,0 +1,114 @@
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from mailsetup import crypto
+from providers.models import EmailProvider
+
+
+class SyncPeriod(models.TextChoices):
+    DAY = "1d", "1 day"
+    THREE_DAYS = "3d", "3 days"
+    WEEK = "1w", "1 week"
+    MONTH = "1m", "1 month"
+    THREE_MONTHS = "3m", "3 months"
+    SIX_MONTHS = "6m", "6 months"
+    ALL = "all", "All"
+
+
+class FolderMode(models.TextChoices):
+    ALL = "all", "Download all emails from mailbox"
+    CUSTOM = "custom", "Download emails from customized folders"
+
+
+class EmailAccount(models.Model):
+    """A mailbox a user connected: where it lives, how to sign in, and its settings."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_accounts"
+    )
+    provider = models.ForeignKey(EmailProvider, on_delete=models.PROTECT, related_name="accounts")
+    address = models.CharField(max_length=254)
+    login = models.CharField(max_length=254)
+    # Fernet token; written and read only through set_password()/get_password().
+    password_encrypted = models.TextField(editable=False)
+
+    sync_period = models.CharField(
+        "sync existing emails for the following period",
+        max_length=5,
+        choices=SyncPeriod.choices,
+        default=SyncPeriod.WEEK,
+    )
+    auto_sync = models.BooleanField("automatically download new emails", default=True)
+    folder_mode = models.CharField(
+        max_length=10, choices=FolderMode.choices, default=FolderMode.ALL
+    )
+    send_enabled = models.BooleanField("send emails using this mailbox", default=True)
+    is_default_sender = models.BooleanField("default mailbox when sending emails", default=False)
+    display_name = models.CharField("display name", max_length=200, blank=True)
+    message_language = models.CharField(max_length=10, blank=True)
+    signature_html = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["address"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "address"], name="account_unique_per_owner"),
+            models.UniqueConstraint(
+                fields=["owner"],
+                condition=models.Q(is_default_sender=True),
+                name="account_one_default_sender_per_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+    def get_absolute_url(self) -> str:
+        return reverse("accounts:settings", args=[self.pk])
+
+    def set_password(self, plain: str) -> None:
+        self.password_encrypted = crypto.encrypt(plain)
+
+    def get_password(self) -> str:
+        return crypto.decrypt(self.password_encrypted)
+
+
+class SignInAttempt(models.Model):
+    """One sign-in check, kept for the rate limit (per user and per address)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    address = models.CharField(max_length=254)
+    succeeded = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="attempt_user_time"),
+            models.Index(fields=["address", "created_at"], name="attempt_address_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AccountNotification(models.Model):
+    """A message on the Email page that stays until its owner dismisses it."""
+
+    class Kind(models.TextChoices):
+        ACCOUNT_ADDED = "account_added", "Mailbox added"
+
+    account = models.ForeignKey(
+        EmailAccount, on_delete=models.CASCADE, related_name="notifications"
+    )
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.account}"

@@ -1,0 +1,52 @@
+"""Name resolution with a time limit, and the rule for internal addresses.
+
+Both the provider discovery and the mailbox sign-in check connect to hosts that
+come from user input (an address's domain, a typed server name). Left unchecked,
+that lets anyone make the server probe the company's internal network, or a cloud
+metadata endpoint, so callers refuse internal addresses unless told otherwise.
+"""
+
+import ipaddress
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+# getaddrinfo() has no timeout of its own; a small pool lets callers stop waiting.
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
+
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
+
+def resolve(host: str, port: int, timeout: float) -> list[tuple]:
+    """Socket addresses for host:port, in the resolver's order.
+
+    Raises socket.gaierror when the name does not resolve and TimeoutError when the
+    resolver takes longer than `timeout` seconds.
+    """
+    future = _pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = future.result(timeout=timeout)
+    except FutureTimeout:
+        raise TimeoutError(f"looking up {host} took longer than {timeout:.0f} s") from None
+    seen, addresses = set(), []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        if sockaddr[:2] not in seen:
+            seen.add(sockaddr[:2])
+            addresses.append(sockaddr)
+    return addresses
+
+
+def is_internal(ip: str) -> bool:
+    """Loopback, private, link-local (cloud metadata), shared, reserved or multicast."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE)
+    )

@@ -1,0 +1,16 @@
+import ssl
+from functools import cache
+
+import trustme
+
+
+@cache
+def test_ca() -> trustme.CA:
+    """One CA for the suite's mail servers; the app trusts it through MAIL_EXTRA_CA_FILE."""
+    return trustme.CA()
+
+
+def server_context(*hostnames: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    test_ca().issue_cert(*hostnames).configure_cert(context)
+    return context

@@ -1,0 +1,134 @@
+"""A real Dovecot IMAP server for tests, started on free loopback ports with its own
+config under a temp dir (see ../shared/notes for the recipe it follows)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.servers.certs import test_ca
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class DovecotUser:
+    name: str
+    password: str
+    extra: str = ""  # passdb extra fields, e.g. "nologin reason=..."
+
+
+@dataclass
+class Dovecot:
+    root: Path
+    users: list[DovecotUser]
+    hostname: str = "localhost"
+    imap_port: int = field(default_factory=free_port)
+    imaps_port: int = field(default_factory=free_port)
+    strict_imap_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        d = self.root
+        return f"""
+protocols = imap
+listen = 127.0.0.1, 127.0.0.2
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/log/dovecot.log
+ssl = required
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+auth_cache_size = 0
+mail_location = maildir:{d}/mail/%u/Maildir
+mail_fsync = never
+default_login_user = nobody
+default_internal_user = nobody
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {d}/users
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  # A client on 127.0.0.1 talking to 127.0.0.2 is not "local" to Dovecot, so this
+  # listener refuses plaintext LOGIN before STARTTLS (LOGINDISABLED), like a real server.
+  inet_listener imap_strict {{
+    address = 127.0.0.2
+    port = {self.strict_imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+
+    def start(self) -> "Dovecot":
+        binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        if not Path(binary).exists():
+            raise RuntimeError("Dovecot is not installed (make test installs dovecot-imapd).")
+        # Dovecot's auth and login processes run as nobody and must reach these files.
+        self.root.chmod(0o755)
+        for sub in ("run", "state", "log", "mail"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chown(self.root / "mail", 65534, 65534)
+        cert = test_ca().issue_cert(self.hostname)
+        cert.private_key_pem.write_to_path(str(self.root / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(self.root / "cert.pem"))
+        lines = [
+            f"{u.name}:{{PLAIN}}{u.password}:65534:65534::{self.root}/mail/{u.name}::{u.extra}"
+            for u in self.users
+        ]
+        (self.root / "users").write_text("\n".join(lines) + "\n")
+        (self.root / "dovecot.conf").write_text(self.config())
+        self.process = subprocess.Popen(
+            [binary, "-F", "-c", str(self.root / "dovecot.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Dovecot exited: {self.process.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.imaps_port), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", self.imap_port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Dovecot did not start: {self.log()}")
+
+    def log(self) -> str:
+        path = self.root / "log" / "dovecot.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

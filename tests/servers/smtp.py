@@ -1,0 +1,81 @@
+"""A real SMTP server (aiosmtpd) with AUTH PLAIN/LOGIN over STARTTLS or implicit TLS."""
+
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.servers.certs import server_context
+from tests.servers.dovecot import free_port
+
+
+@dataclass
+class Handler:
+    refused_senders: set[str] = field(default_factory=set)
+    messages: list = field(default_factory=list)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address.lower() in self.refused_senders:
+            return f"550 5.7.1 Sender {address} rejected: not owned by authenticated user"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 Message accepted"
+
+
+class SmtpServer:
+    def __init__(
+        self,
+        *,
+        users: dict[str, str],
+        implicit_tls: bool = False,
+        auth: bool = True,
+        hostname: str = "localhost",
+    ):
+        self.users = users
+        self.port = free_port()
+        self.handler = Handler()
+        context = server_context(hostname)
+        options = {}
+        if auth:
+            options.update(authenticator=self._authenticate, auth_required=True)
+        else:
+            # aiosmtpd advertises its built-in mechanisms unless every one is excluded.
+            options.update(auth_exclude_mechanism=["LOGIN", "PLAIN"])
+        if implicit_tls:
+            # aiosmtpd cannot see that a connection is implicitly TLS, so its
+            # "AUTH only over TLS" guard must be lifted here; the socket is TLS anyway.
+            self.controller = Controller(
+                self.handler,
+                hostname="127.0.0.1",
+                port=self.port,
+                ssl_context=context,
+                auth_require_tls=False,
+                **options,
+            )
+        else:
+            self.controller = Controller(
+                self.handler,
+                hostname="127.0.0.1",
+                port=self.port,
+                tls_context=context,
+                require_starttls=auth,
+                **options,
+            )
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            login = auth_data.login.decode()
+            if self.users.get(login) == auth_data.password.decode():
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    def start(self) -> "SmtpServer":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
