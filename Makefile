@@ -25,9 +25,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 ## make run: set up on embedded defaults (SQLite, filesystem broker) and start web, worker and beat.
+## migrate also ships the built-in providers.
 run: $(VENV)/.installed-run
 	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} python manage.py load_builtin_providers
 	DEBUG=$${DEBUG:-true} python manage.py ensure_admin
 	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops web, worker and beat)."
 	DEBUG=$${DEBUG:-true} exec honcho -f Procfile.dev start

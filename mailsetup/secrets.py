@@ -5,6 +5,7 @@ them generated once into var/ and reused, so a restart never makes stored
 credentials unreadable; var/ is ignored by git, so they are never committed.
 """
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -17,22 +18,28 @@ from .env import env_list, env_str
 
 
 def _read_or_create(path: Path, make) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Web, worker and beat may start at once on a fresh machine: write the whole key to
-    # a private temporary file, then link it into place, so a reader never sees a
-    # half-written file and exactly one key wins.
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
-        handle.write(make() + "\n")
-    temporary = Path(handle.name)
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
-    return path.read_text().strip()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Web, worker and beat may start at once on a fresh machine: write the whole key
+        # to a private temporary file, then link it into place, so a reader never sees a
+        # half-written file and exactly one key wins.
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
+            handle.write(make() + "\n")
+        temporary = Path(handle.name)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:
+            # A file system without hard links: an exclusive rename-free create instead.
+            with contextlib.suppress(FileExistsError), path.open("x") as target:
+                target.write(temporary.read_text())
+        finally:
+            temporary.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise ImproperlyConfigured(f"{path} is empty; delete it to have a new key generated.")
+    return value
 
 
 def secret_key(*, debug: bool, var_dir: Path) -> str:

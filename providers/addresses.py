@@ -7,6 +7,7 @@ what duplicate detection needs.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import idna
@@ -38,12 +39,27 @@ class Address:
         return self.email
 
 
+# IDNA treats these as dots; people type them on Chinese and Japanese keyboards.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def _invisible(text: str) -> bool:
+    """Zero-width, bidirectional and control characters: they make one address look
+    like another, and no provider allows them."""
+    return any(unicodedata.category(ch) in {"Cf", "Cc", "Co", "Cn"} for ch in text)
+
+
 def normalize_address(raw: str | None) -> Address:
     text = (raw or "").strip()
     if not text:
         raise AddressError("Enter an email address, for example anna@example.com.")
     if any(ch.isspace() for ch in text):
         raise AddressError("An email address cannot contain spaces.")
+    if _invisible(text):
+        raise AddressError(
+            "The email address contains an invisible or control character; type it again "
+            "rather than pasting it."
+        )
     count = text.count("@")
     if count == 0:
         raise AddressError(
@@ -78,7 +94,7 @@ def _normalize_local(local: str) -> str:
 
 
 def normalize_domain(raw: str | None) -> str:
-    domain = (raw or "").strip()
+    domain = (raw or "").strip().translate(_DOTS)
     if not domain:
         raise AddressError("Enter the domain after the @, for example example.com.")
     if any(ch.isspace() for ch in domain):
@@ -103,6 +119,13 @@ def normalize_domain(raw: str | None) -> str:
 def _ascii_label(label: str) -> str:
     if label.isascii():
         ascii_label = label.lower()
+        if ascii_label.startswith("xn--"):
+            try:
+                idna.decode(ascii_label)
+            except (idna.IDNAError, UnicodeError):
+                raise AddressError(
+                    f"The domain part {label!r} is not a valid international domain name."
+                ) from None
     else:
         try:
             ascii_label = idna.encode(label, uts46=True).decode("ascii")

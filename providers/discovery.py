@@ -10,19 +10,21 @@ Discovery reads configuration documents and DNS only: it never contacts a mail
 server and never sees a password.
 """
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import dns.exception
 import dns.resolver
 from django.conf import settings
+
+from mailsetup import net
 
 from .addresses import Address, normalize_address
 from .ispdb import ClientConfigError, parse_client_config
@@ -45,17 +47,12 @@ class StepTimeout(FetchError):
     pass
 
 
-# getaddrinfo() has no timeout of its own; a small pool lets us stop waiting for it.
-_resolver_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="discovery-dns")
-
-
 def _system_resolve(host: str, port: int, timeout: float) -> list[tuple]:
-    future = _resolver_pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        return [info[4] for info in future.result(timeout=timeout)]
-    except FutureTimeout:
+        return net.resolve(host, port, timeout)
+    except TimeoutError:
         raise StepTimeout(f"looking up {host} took longer than {timeout:.1f} s") from None
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         raise FetchError(f"{host} does not resolve", not_found=True) from None
 
 
@@ -64,6 +61,8 @@ class HttpsFetcher:
 
     `resolve` maps (host, port, timeout) to socket addresses; tests pass one that
     points test host names at loopback while TLS still verifies the real name.
+    Internal addresses are refused unless `allow_internal`: the host names come from
+    what users type, and must not let anyone probe the company's own network.
     """
 
     def __init__(
@@ -72,20 +71,29 @@ class HttpsFetcher:
         ssl_context: ssl.SSLContext | None = None,
         resolve: Callable[[str, int, float], list[tuple]] | None = None,
         max_bytes: int = 512 * 1024,
+        allow_internal: bool = False,
     ):
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.resolve = resolve or _system_resolve
         self.max_bytes = max_bytes
+        self.allow_internal = allow_internal
 
     def get(self, url: str, *, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                port = parts.port or 443
+            except ValueError:
+                raise FetchError(f"refused to fetch {url!r}: not a valid address") from None
             if parts.scheme != "https" or not parts.hostname:
                 raise FetchError(f"refused to fetch {url}: only https:// addresses are used")
-            status, location, body = self._get_once(parts, deadline)
+            status, location, body = self._get_once(parts, port, deadline)
             if status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:
+                    raise FetchError(f"{url} redirected to an invalid address") from None
                 continue
             if status == 404 or status == 410:
                 raise FetchError(f"{url} answered {status} (not listed)", not_found=True)
@@ -94,25 +102,51 @@ class HttpsFetcher:
             return body
         raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times")
 
-    def _get_once(self, parts, deadline: float) -> tuple[int, str, bytes]:
-        host, port = parts.hostname, parts.port or 443
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
+    def _addresses(self, host: str, port: int, deadline: float) -> list[tuple]:
         addresses = self.resolve(host, port, _remaining(deadline, host))
         if not addresses:
             raise FetchError(f"{host} does not resolve", not_found=True)
-        sock = None
+        if not self.allow_internal:
+            addresses = [a for a in addresses if not net.is_internal(a[0])]
+            if not addresses:
+                raise FetchError(f"{host} is on an internal network address; not contacted")
+        return addresses
+
+    def _connect(self, addresses: list[tuple], host: str, deadline: float) -> socket.socket:
+        error: OSError | None = None
+        for sockaddr in addresses:
+            try:
+                return socket.create_connection(sockaddr[:2], timeout=_remaining(deadline, host))
+            except OSError as caught:
+                error = caught
+        raise error  # type: ignore[misc]
+
+    def _get_once(self, parts, port: int, deadline: float) -> tuple[int, str, bytes]:
+        host = parts.hostname
+        path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
+        if parts.query:
+            path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
+        addresses = self._addresses(host, port, deadline)
+        sock = watchdog = None
+        # The watchdog must reach whichever socket object is current: wrapping for TLS
+        # hands the connection over to a new object.
+        current: list[socket.socket] = []
         try:
-            sock = socket.create_connection(addresses[0][:2], timeout=_remaining(deadline, host))
+            sock = self._connect(addresses, host, deadline)
+            current.append(sock)
+            # Per-read timeouts alone would let a server that drips a byte now and
+            # then stretch the step without end; the watchdog ends it at the deadline.
+            watchdog = threading.Timer(_remaining(deadline, host), _shut, args=(current,))
+            watchdog.daemon = True
+            watchdog.start()
             sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
+            current.append(sock)
             request = (
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
                 "Accept: application/xml, text/xml\r\nConnection: close\r\n\r\n"
             )
             sock.sendall(request.encode("ascii"))
             response = http.client.HTTPResponse(sock)
-            sock.settimeout(_remaining(deadline, host))
             response.begin()
             location = response.getheader("Location") or ""
             body = bytearray()
@@ -120,24 +154,31 @@ class HttpsFetcher:
                 body += chunk
                 if len(body) > self.max_bytes:
                     raise FetchError(f"{host} sent more than {self.max_bytes} bytes")
-                # A server that drips bytes must not stretch the step past its bound.
-                sock.settimeout(_remaining(deadline, host))
+            if time.monotonic() >= deadline:
+                raise TimeoutError
             return response.status, location, bytes(body)
-        except TimeoutError:
-            raise StepTimeout(f"{host} did not answer in time") from None
         except ssl.SSLCertVerificationError as error:
             raise FetchError(
                 f"{host} has an untrusted certificate ({error.verify_message})"
             ) from None
-        except ssl.SSLError as error:
-            raise FetchError(f"TLS with {host} failed ({error.reason})") from None
-        except ConnectionRefusedError:
-            raise FetchError(f"{host} refused the connection", not_found=True) from None
-        except (OSError, http.client.HTTPException) as error:
-            raise FetchError(f"{host}: {error}") from None
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            if isinstance(error, TimeoutError) or time.monotonic() >= deadline:
+                raise StepTimeout(f"{host} did not answer in time") from None
+            if isinstance(error, ssl.SSLError):
+                raise FetchError(f"TLS with {host} failed ({error.reason})") from None
+            if isinstance(error, ConnectionRefusedError):
+                raise FetchError(f"{host} refused the connection", not_found=True) from None
+            raise FetchError(f"{host}: {type(error).__name__}: {error}") from None
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if sock is not None:
                 sock.close()
+
+
+def _shut(current: list[socket.socket]) -> None:
+    with contextlib.suppress(OSError):
+        current[-1].shutdown(socket.SHUT_RDWR)
 
 
 def _remaining(deadline: float, what: str) -> float:
@@ -161,7 +202,10 @@ class DnsMxResolver:
             raise StepTimeout(f"the DNS query for MX of {domain} timed out") from None
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
             return []
+        except dns.exception.DNSException as error:
+            raise FetchError(f"the DNS query for MX of {domain} failed ({error})") from None
         records = sorted(answer, key=lambda record: record.preference)
+        # A null MX (RFC 7505, exchange ".") comes back as "": the domain takes no mail.
         return [record.exchange.to_text().rstrip(".").lower() for record in records]
 
 
@@ -290,9 +334,13 @@ class Discoverer:
         except UnsupportedProvider as error:
             result.trace.append(f"{label}: {error}")
             return None
-        # The document may not list the domain we asked about (ISPDB answers for
-        # some domains by their MX); remember it all the same.
-        provider_domain_remember(domain=domain, provider=outcome.provider, source=source)
+        # The document may not list the domain we asked about (ISPDB answers for some
+        # domains by their MX); remember it all the same, but not as listed by the file,
+        # or the next import of that file would drop it as no longer listed.
+        listed = only is not None or domain in config.domains
+        provider_domain_remember(
+            domain=domain, provider=outcome.provider, source=source if listed else Source.MX
+        )
         return outcome.provider
 
     def _step_ispdb(self, domain: str, result: DiscoveryResult) -> bool:
@@ -343,6 +391,10 @@ class Discoverer:
         if not hosts:
             result.trace.append(f"MX: {domain} has no MX records.")
             return False
+        if not any(hosts):
+            result.trace.append(f"MX: {domain} has a null MX record: it receives no email.")
+            return False
+        hosts = [host for host in hosts if host]
         result.trace.append(f"MX: {domain} → {', '.join(hosts)}.")
         for host in hosts:
             for provider, why in _mx_matches(host):
@@ -351,7 +403,8 @@ class Discoverer:
                     result.trace.append(f"MX: {host} {why} → {provider.name}.")
         if not result.candidates:
             # Thunderbird's last resort: ask ISPDB about the MX host's own domain.
-            for base in dict.fromkeys(_base_domain(host) for host in hosts):
+            bases = [base for host in hosts for base in _base_domains(host)]
+            for base in dict.fromkeys(bases):
                 if not self.use_ispdb or self._left() <= 0:
                     break
                 config = self._fetch_config(self.ispdb_url + base, f"MX → ISPDB {base}", result)
@@ -384,9 +437,14 @@ def _mx_matches(host: str) -> list[tuple[EmailProvider, str]]:
         matches.append((provider, f"ends with {suffix}"))
     labels = host.split(".")
     parents = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    # Only entries someone vouched for: a customer domain learned by MX or chosen by a
+    # user says nothing about who runs the mail servers under it.
+    trusted = [Source.BUILTIN, Source.ADMIN, Source.ISPDB]
     entries = {
         e.domain: e
-        for e in ProviderDomain.objects.select_related("provider").filter(domain__in=parents)
+        for e in ProviderDomain.objects.select_related("provider").filter(
+            domain__in=parents, source__in=trusted
+        )
     }
     for parent in parents:
         if parent in entries:
@@ -394,12 +452,14 @@ def _mx_matches(host: str) -> list[tuple[EmailProvider, str]]:
     return matches
 
 
-def _base_domain(host: str) -> str:
-    """example.co.uk from mx1.example.co.uk; a heuristic without the public suffix list."""
+def _base_domains(host: str) -> list[str]:
+    """Candidate registrable domains of an MX host, shortest first.
+
+    Without the public suffix list "example.co.uk" and "web.de" cannot be told apart
+    from "co.uk", so both the two- and three-label endings are tried.
+    """
     labels = host.split(".")
-    if len(labels) >= 3 and len(labels[-1]) == 2 and len(labels[-2]) <= 3:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+    return [".".join(labels[-n:]) for n in (2, 3) if len(labels) > n]
 
 
 def discover(address: str | Address) -> DiscoveryResult:

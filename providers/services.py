@@ -52,7 +52,10 @@ def _fields_from_config(config: ClientConfig) -> dict:
         "imap_port": imap.port if imap else None,
         "smtp_host": smtp.hostname if smtp else "",
         "smtp_port": smtp.port if smtp else None,
-        "exchange_url": exchange.hostname if exchange and not imap else "",
+        # ISPDB gives an Exchange server's host name; EWS lives at a fixed path on it.
+        "exchange_url": f"https://{exchange.hostname}/EWS/Exchange.asmx"
+        if exchange and not imap
+        else "",
     }
     if imap:
         values["imap_security"] = imap.security
@@ -79,10 +82,11 @@ def _find_imported(config_id: str, name: str, domains: list[str]) -> EmailProvid
     return same.filter(ispdb_id=config_id, name__in=[name, f"{name} ({config_id})"]).first()
 
 
-def _unique_name(name: str, config_id: str) -> str:
+def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
     candidates = [name, f"{name} ({config_id})"]
     candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
-    taken = set(EmailProvider.objects.filter(name__in=candidates).values_list("name", flat=True))
+    others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
+    taken = set(others.values_list("name", flat=True))
     return next(candidate[:200] for candidate in candidates if candidate not in taken)
 
 
@@ -117,6 +121,8 @@ def provider_import_config(
     else:
         outcome = ImportOutcome(provider=provider)
         if provider.source not in _CURATED:
+            if provider.name != config.display_name:
+                values["name"] = _unique_name(config.display_name, config_id, exclude=provider.pk)
             changed = [name for name, value in values.items() if getattr(provider, name) != value]
             if changed:
                 for name in changed:

@@ -28,6 +28,9 @@ from providers.addresses import AddressError, normalize_address, normalize_domai
         ("anna@exa_mple.com", "may only hold letters, digits and hyphens"),
         ("anna@-example.com", "may only hold letters, digits and hyphens"),
         ("a" * 65 + "@example.com", "at most 64 characters"),
+        ("an\u200bna@example.com", "invisible or control character"),
+        ("anna\u202e@example.com", "invisible or control character"),
+        ("anna@xn--zz.example", "not a valid international domain name"),
         ("anna@" + "b" * 64 + ".com", "at most 63 characters"),
         ("anna@" + ".".join(["b" * 60] * 5) + ".com", "at most 253 characters"),
         ("a" * 64 + "@" + ".".join(["b" * 60] * 4) + ".com", "at most 254 characters"),
@@ -48,6 +51,7 @@ def test_it_names_what_is_wrong_with_a_bad_address(raw, message):
         ("anna@xn--bcher-kva.example", "anna@xn--bcher-kva.example"),
         ("o'brien+crm@mail.example.co.uk", "o'brien+crm@mail.example.co.uk"),
         ("jörg@example.de", "jörg@example.de"),
+        ("anna@example\u3002com", "anna@example.com"),
     ],
 )
 def test_it_normalises_a_good_address(raw, expected):

@@ -69,6 +69,7 @@ def discoverer(https_server):
         fetcher = HttpsFetcher(
             ssl_context=https_server.client_context(),
             resolve=_loopback_resolver(https_server.port, https_server.hostnames),
+            allow_internal=True,
         )
         options = {
             "fetcher": fetcher,
@@ -184,7 +185,7 @@ def test_it_finds_a_provider_in_the_domains_autoconfig(db, discoverer, https_ser
     assert list(result.provider.domains.values_list("domain", "source")) == [
         ("acme.test", Source.AUTOCONFIG)
     ]
-    assert not ProviderDomain.objects.filter(domain="gmail.com").exists()
+    assert ProviderDomain.objects.get(domain="gmail.com").provider != result.provider
 
 
 def test_it_tries_the_well_known_autoconfig_address_second(db, discoverer, https_server):
@@ -283,7 +284,9 @@ def test_it_refuses_plain_http_addresses(db, discoverer):
 
 
 def test_it_rejects_a_certificate_the_client_does_not_trust(db, https_server):
-    fetcher = HttpsFetcher(resolve=_loopback_resolver(https_server.port, https_server.hostnames))
+    fetcher = HttpsFetcher(
+        resolve=_loopback_resolver(https_server.port, https_server.hostnames), allow_internal=True
+    )
     with pytest.raises(FetchError, match="untrusted certificate"):
         fetcher.get(ISPDB_BASE + "posteo.de", timeout=3)
 
@@ -296,7 +299,10 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
         resolver.nameservers = ["127.0.0.1"]
         resolver.port = silent_dns.port
         discover = Discoverer(
-            fetcher=HttpsFetcher(resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)]),
+            fetcher=HttpsFetcher(
+                resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)],
+                allow_internal=True,
+            ),
             mx_resolver=DnsMxResolver(resolver),
             ispdb_url="https://ispdb.test/v1.1/",
             step_timeout=1,
@@ -326,7 +332,10 @@ def test_it_times_out_each_step_on_its_own(db, step):
         resolver.nameservers = ["127.0.0.1"]
         resolver.port = silent_dns.port
         discover = Discoverer(
-            fetcher=HttpsFetcher(resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)]),
+            fetcher=HttpsFetcher(
+                resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)],
+                allow_internal=True,
+            ),
             mx_resolver=DnsMxResolver(resolver),
             ispdb_url="https://ispdb.test/v1.1/",
             step_timeout=1,
@@ -350,3 +359,91 @@ def test_it_times_out_each_step_on_its_own(db, step):
 def test_it_raises_address_errors_before_any_lookup(db, discoverer):
     with pytest.raises(AddressError, match="needs an @"):
         discoverer().discover("anna.example.com")
+
+
+@pytest.fixture
+def fetcher(https_server):
+    return HttpsFetcher(
+        ssl_context=https_server.client_context(),
+        resolve=_loopback_resolver(https_server.port, https_server.hostnames),
+        allow_internal=True,
+    )
+
+
+def test_it_follows_a_redirect_on_https(fetcher, https_server):
+    https_server.routes.add("acme.test", "/moved", b"<clientConfig/>")
+    https_server.routes.add(
+        "autoconfig.acme.test", "/old", b"", status=301, Location="https://acme.test/moved"
+    )
+    assert fetcher.get("https://autoconfig.acme.test/old", timeout=3) == b"<clientConfig/>"
+
+
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        ("http://acme.test/moved", "only https://"),
+        ("https://acme.test:99999/x", "not a valid address"),
+        ("https://[::1/x", "invalid address"),
+    ],
+)
+def test_it_reports_a_bad_redirect_instead_of_crashing(fetcher, https_server, location, reason):
+    https_server.routes.add("wellknown.test", "/bad", b"", status=302, Location=location)
+    with pytest.raises(FetchError, match=reason.replace("/", r"\/")):
+        fetcher.get("https://wellknown.test/bad", timeout=3)
+
+
+def test_it_stops_following_redirects_in_a_loop(fetcher, https_server):
+    https_server.routes.add("hijack.test", "/loop", b"", status=302, Location="/loop")
+    with pytest.raises(FetchError, match="redirected more than 3 times"):
+        fetcher.get("https://hijack.test/loop", timeout=3)
+
+
+def test_it_ends_a_step_whose_server_drips_bytes(fetcher, https_server):
+    https_server.routes.add_drip("pop-only.test", "/drip", interval=0.2)
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="did not answer in time"):
+        fetcher.get("https://pop-only.test/drip", timeout=1.5)
+    assert time.monotonic() - started < 1.5 + 0.5
+
+
+def test_it_does_not_contact_internal_addresses_by_default(db, https_server):
+    fetcher = HttpsFetcher(
+        ssl_context=https_server.client_context(),
+        resolve=_loopback_resolver(https_server.port, https_server.hostnames),
+    )
+    before = len(https_server.routes.requests)
+    found = Discoverer(
+        fetcher=fetcher,
+        mx_resolver=lambda d, t: [],
+        use_ispdb=False,
+        use_autoconfig=True,
+        use_mx=False,
+    ).discover("anna@acme.test")
+    assert found.provider is None
+    assert any("internal network address; not contacted" in line for line in found.trace)
+    assert len(https_server.routes.requests) == before
+
+
+def test_it_says_a_null_mx_domain_takes_no_mail(db, discoverer):
+    found = discoverer(use_ispdb=False, use_autoconfig=False, mx_resolver=lambda d, t: [""])
+    result = found.discover("anna@nomail.test")
+    assert result.provider is None
+    assert any("null MX" in line for line in result.trace)
+
+
+def test_it_does_not_trust_domains_learned_from_customers_for_mx(db, discoverer):
+    provider = EmailProviderFactory(name="Some Host")
+    ProviderDomainFactory(domain="customer-a.test", provider=provider, source=Source.MX)
+    mx = {"customer-b.test": ["mail.customer-a.test"]}
+    found = discoverer(use_ispdb=False, use_autoconfig=False, mx_resolver=lambda d, t: mx[d])
+    assert found.discover("anna@customer-b.test").provider is None
+
+
+def test_it_finds_the_ispdb_entry_of_a_short_mx_domain(db, discoverer, ispdb_listing):
+    ProviderDomain.objects.filter(domain="web.de").delete()
+    mx = {"smallshop.test": ["mx-ha03.web.de"]}
+    found = discoverer(use_autoconfig=False, mx_resolver=lambda d, t: mx[d]).discover(
+        "anna@smallshop.test"
+    )
+    assert found.step == "mx"
+    assert found.provider.ispdb_id == "web.de"

@@ -19,11 +19,23 @@ def _compose() -> list[str]:
     pytest.fail("Neither `docker compose` nor docker-compose is installed (make test installs it).")
 
 
-def test_it_is_accepted_by_docker_compose_config():
-    env = {**os.environ, "SECRET_KEY": "s", "CREDENTIAL_KEYS": "k", "POSTGRES_PASSWORD": "p"}
-    result = subprocess.run(
-        [*_compose(), "config"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+def _config(env, tmp_path):
+    # An empty --env-file keeps a developer's own .env out of the test.
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return subprocess.run(
+        [*_compose(), "--env-file", str(empty), "config"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+
+
+def test_it_is_accepted_by_docker_compose_config(tmp_path):
+    env = {**os.environ, "SECRET_KEY": "s", "CREDENTIAL_KEYS": "k", "POSTGRES_PASSWORD": "p"}
+    result = _config(env, tmp_path)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert set(config["services"]) == {"web", "worker", "beat", "postgres", "redis"}
@@ -35,11 +47,9 @@ def test_it_is_accepted_by_docker_compose_config():
     assert "gunicorn mailsetup.wsgi" in str(config["services"]["web"]["command"])
 
 
-def test_it_refuses_to_render_without_the_secrets():
+def test_it_refuses_to_render_without_the_secrets(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "CREDENTIAL_KEYS"}}
     env["POSTGRES_PASSWORD"] = "p"
-    result = subprocess.run(
-        [*_compose(), "config"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = _config(env, tmp_path)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr

@@ -30,8 +30,10 @@ def test_it_imports_every_imap_provider_and_skips_pop_only_ones(db, ispdb_dir):
     assert "0 failed" in output
     aol = EmailProvider.objects.get(ispdb_id="aol.com")
     assert (aol.imap_host, aol.imap_port, aol.smtp_host) == ("imap.aol.com", 993, "smtp.aol.com")
-    assert ProviderDomain.objects.get(domain="aim.com").provider == aol
-    assert ProviderDomain.objects.get(domain="aim.com").source == Source.ISPDB
+    # The built-in AOL provider gains the file's other domains instead of getting a twin.
+    assert ProviderDomain.objects.get(domain="aol.it").provider == aol
+    assert ProviderDomain.objects.get(domain="aol.it").source == Source.ISPDB
+    assert aol.source == Source.BUILTIN
     assert "yahoo.co.jp.xml: skipped" in output
     assert not ProviderDomain.objects.filter(domain="yahoo.co.jp").exists()
     # Zoho's regional files share one id and must stay four providers.
@@ -97,3 +99,36 @@ def test_it_says_which_file_is_broken_and_fails(db, tmp_path):
 def test_it_refuses_a_folder_that_is_not_there(db, tmp_path):
     with pytest.raises(CommandError, match="is not a folder"):
         call_command("import_ispdb", str(tmp_path / "missing"))
+
+
+def test_it_renames_an_imported_provider_when_its_file_does(db, ispdb_dir, tmp_path):
+    folder = tmp_path / "ispdb"
+    shutil.copytree(ispdb_dir, folder)
+    _import(folder)
+    path = folder / "posteo.de.xml"
+    text = path.read_text()
+    old_name = EmailProvider.objects.get(ispdb_id="posteo.de").name
+    path.write_text(
+        text.replace(
+            f"<displayName>{old_name}</displayName>", "<displayName>Posteo Mail</displayName>"
+        )
+    )
+    _import(folder)
+    assert EmailProvider.objects.get(ispdb_id="posteo.de").name == "Posteo Mail"
+    before = _snapshot()
+    _import(folder)
+    assert _snapshot() == before
+
+
+def test_it_imports_an_exchange_only_provider_with_its_ews_address(db, tmp_path):
+    (tmp_path / "ex.xml").write_text(
+        '<clientConfig><emailProvider id="ex.test"><domain>ex.test</domain>'
+        '<incomingServer type="exchange"><hostname>mail.ex.test</hostname>'
+        "<authentication>OAuth2</authentication></incomingServer>"
+        "</emailProvider></clientConfig>"
+    )
+    _import(tmp_path)
+    provider = EmailProvider.objects.get(ispdb_id="ex.test")
+    assert provider.service_type == "exchange"
+    assert provider.exchange_url == "https://mail.ex.test/EWS/Exchange.asmx"
+    provider.full_clean()

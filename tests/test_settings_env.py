@@ -68,14 +68,24 @@ def test_it_refuses_to_start_in_production_without_credential_keys(tmp_path):
 
 def test_it_refuses_a_malformed_credential_key(tmp_path):
     result = _start(tmp_path, SECRET_KEY="x" * 50, CREDENTIAL_KEYS="not-a-key")
+    assert result.returncode != 0
     assert "CREDENTIAL_KEYS entry 1 is not a valid Fernet key" in result.stderr
 
 
 def test_it_refuses_a_malformed_setting_by_name(tmp_path):
     result = _start(tmp_path, DEBUG="sometimes")
+    assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
     result = _start(tmp_path, DEBUG="true", DISCOVERY_STEP_TIMEOUT_SECONDS="0")
+    assert result.returncode != 0
     assert "DISCOVERY_STEP_TIMEOUT_SECONDS must be at least 1" in result.stderr
+
+
+def test_it_names_an_empty_key_file(tmp_path):
+    (tmp_path / "credential_key").write_text("")
+    result = _start(tmp_path, DEBUG="true")
+    assert result.returncode != 0
+    assert "credential_key is empty; delete it" in result.stderr
 
 
 def test_it_starts_in_production_with_its_keys(tmp_path):

@@ -8,6 +8,7 @@ resolver and verifies the certificate for that name against a test CA (trustme).
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,8 +21,14 @@ class Routes:
     pages: dict[tuple[str, str], tuple[int, bytes, dict]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
 
+    drips: dict[tuple[str, str], float] = field(default_factory=dict)
+
     def add(self, host: str, path: str, body: bytes, status: int = 200, **headers) -> None:
         self.pages[(host, path)] = (status, body, headers)
+
+    def add_drip(self, host: str, path: str, interval: float) -> None:
+        """A page whose headers arrive one byte per `interval` seconds, for ever."""
+        self.drips[(host, path)] = interval
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -31,6 +38,16 @@ class _Handler(BaseHTTPRequestHandler):
         routes: Routes = self.server.routes
         host = (self.headers.get("Host") or "").split(":")[0]
         routes.requests.append((host, self.path))
+        if (host, self.path) in routes.drips:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            try:
+                for _ in range(200):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(routes.drips[(host, self.path)])
+            except OSError:
+                return
+            return
         status, body, headers = routes.pages.get((host, self.path), (404, b"not found", {}))
         self.send_response(status)
         self.send_header("Content-Type", "text/xml")
