@@ -57,6 +57,7 @@ class EmailProviderForm(forms.ModelForm):
             "oauth_client_id",
             "app_password_required",
             "app_password_help_url",
+            "security_guide",
             "mx_suffixes",
         ]
 
@@ -112,6 +113,7 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
                     "clear_oauth_client_secret",
                     "app_password_required",
                     "app_password_help_url",
+                    "security_guide",
                 ]
             },
         ),

@@ -11,6 +11,7 @@ _SSL, _STARTTLS = Security.SSL_TLS, Security.STARTTLS
 BUILTIN_PROVIDERS: list[dict] = [
     {
         "name": "Gmail / Google Workspace",
+        "security_guide": "gmail",
         "ispdb_id": "googlemail.com",
         "imap_host": "imap.gmail.com",
         "imap_port": 993,
@@ -27,6 +28,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "Outlook.com",
+        "security_guide": "outlook",
         "ispdb_id": "hotmail.com",
         "imap_host": "outlook.office365.com",
         "imap_port": 993,
@@ -55,6 +57,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "Microsoft 365",
+        "security_guide": "outlook",
         "ispdb_id": "office365.com",
         "imap_host": "outlook.office365.com",
         "imap_port": 993,
@@ -69,6 +72,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "Yahoo Mail",
+        "security_guide": "yahoo",
         "ispdb_id": "yahoo.com",
         "imap_host": "imap.mail.yahoo.com",
         "imap_port": 993,
@@ -97,6 +101,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "AOL Mail",
+        "security_guide": "aol",
         "ispdb_id": "aol.com",
         "imap_host": "imap.aol.com",
         "imap_port": 993,
@@ -112,6 +117,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "Zoho Mail",
+        "security_guide": "zoho",
         "ispdb_id": "zoho.com",
         "imap_host": "imap.zoho.com",
         "imap_port": 993,
@@ -129,6 +135,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     {
         # Zoho serves organisations' own domains from different hosts than personal accounts.
         "name": "Zoho Mail for organisations",
+        "security_guide": "zoho",
         "imap_host": "imappro.zoho.com",
         "imap_port": 993,
         "imap_security": _SSL,
@@ -145,6 +152,7 @@ BUILTIN_PROVIDERS: list[dict] = [
     },
     {
         "name": "iCloud Mail",
+        "security_guide": "icloud",
         "imap_host": "imap.mail.me.com",
         "imap_port": 993,
         "imap_security": _SSL,

@@ -104,6 +104,20 @@ class EmailProvider(models.Model):
         help_text="The provider refuses the normal account password in mail programs.",
     )
     app_password_help_url = models.URLField("app password help link", blank=True)
+    security_guide = models.CharField(
+        "secure connection guide",
+        max_length=20,
+        blank=True,
+        choices=[
+            ("gmail", "Gmail / Google Workspace"),
+            ("outlook", "Outlook.com / Microsoft 365"),
+            ("yahoo", "Yahoo Mail"),
+            ("aol", "AOL Mail"),
+            ("zoho", "Zoho Mail"),
+            ("icloud", "iCloud Mail"),
+        ],
+        help_text="Which provider's instructions the wizard shows next to the password.",
+    )
     mx_suffixes = models.CharField(
         "MX host suffixes",
         max_length=500,

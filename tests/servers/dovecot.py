@@ -49,6 +49,7 @@ ssl_key = <{d}/key.pem
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
 auth_cache_size = 0
+auth_failure_delay = 0
 mail_location = maildir:{d}/mail/%u/Maildir
 mail_fsync = never
 default_login_user = nobody

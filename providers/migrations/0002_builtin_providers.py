@@ -31,5 +31,5 @@ def create(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("providers", "0002_provider_ordering")]
+    dependencies = [("providers", "0001_initial")]
     operations = [migrations.RunPython(create, migrations.RunPython.noop)]

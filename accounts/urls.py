@@ -1,0 +1,19 @@
+from django.urls import path
+
+from . import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("email/", views.email_page, name="email"),
+    path("mailboxes/", views.mailbox_list, name="list"),
+    path("mailboxes/new/", views.wizard_address, name="wizard_address"),
+    path("mailboxes/new/provider/", views.wizard_provider, name="wizard_provider"),
+    path("mailboxes/new/server/", views.wizard_new_server, name="wizard_new_server"),
+    path("mailboxes/new/sign-in/", views.wizard_sign_in, name="wizard_sign_in"),
+    path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
+    path(
+        "notifications/<int:pk>/dismiss/", views.dismiss_notification, name="dismiss_notification"
+    ),
+    path("help/secure-connection/", views.secure_connection_help, name="secure_connection"),
+]

@@ -1,0 +1,241 @@
+"""The Email page, the mailbox list and the add-mailbox wizard.
+
+Each wizard step is a GET page that also renders as an HTMX partial, and a POST that
+redirects to the next step (htmx follows the redirect and swaps the partial in).
+The wizard carries the address and the chosen provider in the URL, so every step
+works without JavaScript and can be reloaded.
+"""
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, push_url
+
+from providers.addresses import Address, AddressError, normalize_address
+from providers.discovery import FOUND_VIA, discover
+from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+
+from .connection import SignInError, login_for
+from .forms import (
+    IMAP_DEFAULT_PORT,
+    SMTP_DEFAULT_PORT,
+    AddressForm,
+    CredentialsForm,
+    NewServerForm,
+    ProviderPickForm,
+)
+from .guides import GUIDES
+from .models import EmailAccount
+from .selectors import (
+    MANAGE_PROVIDERS,
+    accounts_for_user,
+    guide_for,
+    open_notifications,
+    provider_managers,
+    providers_matching,
+)
+from .services import DuplicateAccount, account_create, notification_dismiss
+
+WIZARD = "accounts/wizard.html"
+
+
+def _step(request: HttpRequest, step: str, context: dict) -> HttpResponse:
+    context["step"] = step
+    if request.htmx:
+        response = render(request, f"{WIZARD}#{step}", context)
+        return push_url(response, request.get_full_path()) if request.method == "GET" else response
+    return render(request, WIZARD, context)
+
+
+def _url(name: str, **params) -> str:
+    return f"{reverse(name)}?{urlencode({k: v for k, v in params.items() if v})}"
+
+
+def _wizard_address(request: HttpRequest) -> Address | None:
+    try:
+        return normalize_address(request.GET.get("address") or request.POST.get("address"))
+    except AddressError:
+        return None
+
+
+def _existing(request: HttpRequest, address: Address) -> EmailAccount | None:
+    return accounts_for_user(request.user).filter(address=address.email).first()
+
+
+@login_required
+def email_page(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "accounts/email.html",
+        {
+            "accounts": accounts_for_user(request.user),
+            "notifications": open_notifications(request.user),
+        },
+    )
+
+
+@login_required
+def mailbox_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/mailboxes.html", {"accounts": accounts_for_user(request.user)})
+
+
+@login_required
+def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    return render(request, "accounts/settings.html", {"account": account})
+
+
+@login_required
+@require_POST
+def dismiss_notification(request: HttpRequest, pk: int) -> HttpResponse:
+    if not notification_dismiss(user=request.user, notification_id=pk):
+        raise Http404
+    if request.htmx:
+        return HttpResponse("")
+    return redirect("accounts:email")
+
+
+def secure_connection_help(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/secure_connection.html", {"guides": GUIDES.values()})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wizard_address(request: HttpRequest) -> HttpResponse:
+    form = AddressForm(request.POST or None, initial={"address": request.GET.get("address", "")})
+    context = {"form": form}
+    if request.method == "POST" and form.is_valid():
+        address: Address = form.cleaned_data["address"]
+        existing = _existing(request, address)
+        if existing is not None:
+            context["existing"] = existing
+        else:
+            result = discover(address)
+            if result.found:
+                return redirect(
+                    _url(
+                        "accounts:wizard_sign_in",
+                        address=address.email,
+                        provider=result.provider.pk,
+                        via=result.step,
+                    )
+                )
+            return redirect(_url("accounts:wizard_provider", address=address.email))
+    return _step(request, "address", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wizard_provider(request: HttpRequest) -> HttpResponse:
+    address = _wizard_address(request)
+    if address is None:
+        return redirect("accounts:wizard_address")
+    query = request.GET.get("q", "")
+    form = ProviderPickForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        provider = form.cleaned_data["provider"]
+        return redirect(
+            _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk, via="pick")
+        )
+    context = {
+        "form": form,
+        "address": address,
+        "query": query,
+        "providers": providers_matching(query),
+        "can_add_server": request.user.has_perm(MANAGE_PROVIDERS),
+        "managers": provider_managers(),
+    }
+    if request.htmx and request.htmx.target == "provider-list":
+        return render(request, f"{WIZARD}#provider_list", context)
+    return _step(request, "provider", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wizard_new_server(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(MANAGE_PROVIDERS):
+        raise PermissionDenied
+    address = _wizard_address(request)
+    if address is None:
+        return redirect("accounts:wizard_address")
+    form = NewServerForm(
+        request.POST or None,
+        initial={"name": address.domain, "imap_host": f"imap.{address.domain}",
+                 "smtp_host": f"smtp.{address.domain}", "imap_port": 993, "smtp_port": 465},
+    )  # fmt: skip
+    if request.method == "POST" and form.is_valid():
+        provider = form.save(commit=False)
+        provider.source = Source.ADMIN
+        provider.save()
+        messages.success(request, f"{provider.name} was added to the email providers.")
+        return redirect(
+            _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk, via="new")
+        )
+    return _step(
+        request,
+        "new_server",
+        {
+            "form": form,
+            "address": address,
+            "imap_ports": IMAP_DEFAULT_PORT,
+            "smtp_ports": SMTP_DEFAULT_PORT,
+        },
+    )
+
+
+VIA_TEXT = {**FOUND_VIA, "pick": "chosen by you", "new": "the server you added"}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wizard_sign_in(request: HttpRequest) -> HttpResponse:
+    address = _wizard_address(request)
+    if address is None:
+        return redirect("accounts:wizard_address")
+    provider_id = request.GET.get("provider") or request.POST.get("provider")
+    if not str(provider_id or "").isdigit():
+        return redirect(_url("accounts:wizard_provider", address=address.email))
+    provider = get_object_or_404(EmailProvider, pk=provider_id)
+    via = request.GET.get("via", "")
+    form = CredentialsForm(request.POST or None, provider=provider)
+    context = {
+        "form": form,
+        "address": address,
+        "provider": provider,
+        "via": VIA_TEXT.get(via, ""),
+        "found_via_mx": via == "mx",
+        "guide": guide_for(provider),
+        "login": login_for(provider, address),
+        "oauth_only": provider.auth_method == AuthMethod.OAUTH2,
+        "exchange": provider.service_type == ServiceType.EXCHANGE,
+        "other_provider_url": _url("accounts:wizard_provider", address=address.email),
+    }
+    if request.method == "POST" and form.is_valid():
+        login = login_for(provider, address, form.cleaned_data.get("login", ""))
+        try:
+            account = account_create(
+                user=request.user,
+                provider=provider,
+                address=address,
+                login=login,
+                password=form.cleaned_data["password"],
+            )
+        except DuplicateAccount as duplicate:
+            context["existing"] = duplicate.account
+        except SignInError as error:
+            field = error.field if error.field in form.fields else None
+            form.add_error(field, str(error))
+            context["error_kind"] = error.kind
+        else:
+            messages.success(request, f"{account.address} is connected.")
+            target = reverse("accounts:email")
+            if request.htmx:
+                return HttpResponseClientRedirect(target)
+            return redirect(target)
+    return _step(request, "sign_in", context)

@@ -1,0 +1,265 @@
+"""The wizard's pages through Django's test client, signing in against Dovecot and aiosmtpd."""
+
+from urllib.parse import urlencode
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import AccountNotification, EmailAccount, SignInAttempt
+from providers.models import EmailProvider, ProviderDomain, Source
+from tests.conftest import MAIL_USERS
+from tests.factories import UserFactory
+
+ALICE = "alice@example.test"
+
+
+@pytest.fixture
+def member(db):
+    return UserFactory(first_name="Alice", last_name="Archer")
+
+
+@pytest.fixture
+def signed_in(client, member):
+    client.force_login(member)
+    return client
+
+
+def _sign_in_url(provider, address=ALICE, via=""):
+    params = {"address": address, "provider": provider.pk, **({"via": via} if via else {})}
+    return f"{reverse('accounts:wizard_sign_in')}?{urlencode(params)}"
+
+
+def test_it_sends_a_known_domain_straight_to_sign_in(signed_in, test_provider):
+    response = signed_in.post(
+        reverse("accounts:wizard_address"), {"address": " Alice@Example.TEST "}
+    )
+    assert response.status_code == 302
+    assert response.url == _sign_in_url(test_provider, via="table")
+    page = signed_in.get(response.url)
+    assert "found in Email providers domains" in page.text
+    assert "You sign in as <strong>alice@example.test</strong>" in page.text
+
+
+def test_it_names_the_problem_with_a_bad_address_and_keeps_it(signed_in):
+    response = signed_in.post(reverse("accounts:wizard_address"), {"address": "alice.example.test"})
+    assert response.status_code == 200
+    assert "needs an @ between the name and the domain" in response.text
+    assert 'value="alice.example.test"' in response.text
+
+
+def test_it_asks_for_the_provider_of_an_unknown_domain(signed_in, test_provider):
+    response = signed_in.post(reverse("accounts:wizard_address"), {"address": "anna@unknown.test"})
+    assert response.url == f"{reverse('accounts:wizard_provider')}?address=anna%40unknown.test"
+    page = signed_in.get(f"{response.url}&q=test+mail")
+    assert "Test Mail" in page.text
+    assert "Gmail" not in page.text
+    assert "Only administrators can add a mail server" in page.text
+
+
+def test_it_searches_providers_by_domain_as_an_htmx_partial(signed_in, test_provider):
+    response = signed_in.get(
+        reverse("accounts:wizard_provider"),
+        {"address": "anna@unknown.test", "q": "gmail.com"},
+        headers={"HX-Request": "true", "HX-Target": "provider-list"},
+    )
+    assert response.text.strip().startswith('<div id="provider-list">')
+    assert "Gmail / Google Workspace" in response.text
+    assert "<html" not in response.text
+
+
+def test_it_renders_a_step_as_a_partial_for_htmx(signed_in, test_provider):
+    response = signed_in.get(_sign_in_url(test_provider), headers={"HX-Request": "true"})
+    assert response.text.strip().startswith('<section id="wizard"')
+    assert response.headers["HX-Push-Url"] == _sign_in_url(test_provider)
+
+
+def test_it_creates_the_account_with_defaults_after_a_real_sign_in(
+    signed_in, member, test_provider
+):
+    response = signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:email")
+    account = EmailAccount.objects.get(owner=member)
+    assert (account.address, account.login, account.provider) == (ALICE, ALICE, test_provider)
+    assert (account.sync_period, account.auto_sync, account.folder_mode) == ("1w", True, "all")
+    assert (account.send_enabled, account.is_default_sender) == (True, True)
+    assert account.display_name == "Alice Archer"
+    assert account.signature_html == ""
+    assert account.get_password() == MAIL_USERS[ALICE]
+    assert MAIL_USERS[ALICE] not in account.password_encrypted
+    note = AccountNotification.objects.get(account=account)
+    page = signed_in.get(reverse("accounts:email"))
+    assert "alice@example.test</strong> is connected" in page.text
+    assert reverse("accounts:settings", args=[account.pk]) in page.text
+    assert "Download emails" in page.text
+    assert f"notifications/{note.pk}/dismiss/" in page.text
+
+
+def test_it_makes_only_the_first_mailbox_the_default_sender(signed_in, member, test_provider):
+    signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    signed_in.post(
+        _sign_in_url(test_provider, address="bob@example.test"),
+        {"password": MAIL_USERS["bob@example.test"]},
+    )
+    defaults = dict(EmailAccount.objects.values_list("address", "is_default_sender"))
+    assert defaults == {ALICE: True, "bob@example.test": False}
+
+
+def test_it_saves_nothing_and_never_echoes_the_password_on_failure(signed_in, test_provider):
+    response = signed_in.post(_sign_in_url(test_provider), {"password": "wrong-password"})
+    assert response.status_code == 200
+    assert "did not accept the login or password" in response.text
+    assert "wrong-password" not in response.text
+    assert not EmailAccount.objects.exists()
+    assert not AccountNotification.objects.exists()
+    assert SignInAttempt.objects.get().succeeded is False
+
+
+def test_it_links_the_existing_mailbox_when_added_twice(signed_in, test_provider):
+    signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    account = EmailAccount.objects.get()
+    for response in (
+        signed_in.post(reverse("accounts:wizard_address"), {"address": ALICE}),
+        signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]}),
+    ):
+        assert "You have already added alice@example.test" in response.text
+        assert reverse("accounts:settings", args=[account.pk]) in response.text
+    assert EmailAccount.objects.count() == 1
+
+
+def test_it_limits_sign_in_attempts_and_says_when_to_retry(signed_in, test_provider):
+    for _ in range(5):
+        signed_in.post(_sign_in_url(test_provider), {"password": "wrong"})
+    response = signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    assert "Too many sign-in attempts" in response.text
+    assert "Try again after" in response.text
+    assert not EmailAccount.objects.exists()
+    assert SignInAttempt.objects.count() == 5
+
+
+def test_it_limits_attempts_per_address_across_users(client, test_provider):
+    for _ in range(5):
+        client.force_login(UserFactory())
+        client.post(_sign_in_url(test_provider), {"password": "wrong"})
+    client.force_login(UserFactory())
+    response = client.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    assert "Too many sign-in attempts for alice@example.test" in response.text
+
+
+def test_it_remembers_a_picked_provider_for_the_next_person(client, test_provider, dovecot):
+    # carol's domain is unknown; she picks the test provider by hand.
+    address = "alice@elsewhere.test"
+    client.force_login(UserFactory())
+    pick = client.post(
+        f"{reverse('accounts:wizard_provider')}?address={address}", {"provider": test_provider.pk}
+    )
+    assert pick.url == _sign_in_url(test_provider, address=address, via="pick")
+    assert not ProviderDomain.objects.filter(domain="elsewhere.test").exists()
+    # Dovecot knows alice by her full address; the login format makes it the login.
+    test_provider.login_format = "manual"
+    test_provider.save()
+    client.post(pick.url, {"login": ALICE, "password": MAIL_USERS[ALICE]})
+    entry = ProviderDomain.objects.get(domain="elsewhere.test")
+    assert (entry.provider, entry.source) == (test_provider, Source.USER)
+
+    client.force_login(UserFactory())
+    response = client.post(reverse("accounts:wizard_address"), {"address": "dave@elsewhere.test"})
+    assert response.url == _sign_in_url(test_provider, address="dave@elsewhere.test", via="table")
+
+
+def test_it_shows_app_password_guidance_for_gmail(signed_in, builtin_providers):
+    gmail = EmailProvider.objects.get(name="Gmail / Google Workspace")
+    page = signed_in.get(_sign_in_url(gmail, address="anna@gmail.com", via="table"))
+    assert "App password" in page.text
+    assert "https://support.google.com/accounts/answer/185833" in page.text
+    assert reverse("accounts:secure_connection") in page.text
+
+
+def test_it_disables_oauth_sign_in_with_the_reason(signed_in, builtin_providers):
+    outlook = EmailProvider.objects.get(name="Outlook.com")
+    page = signed_in.get(_sign_in_url(outlook, address="anna@outlook.com"))
+    assert 'disabled aria-describedby="oauth-reason">Sign in with Outlook.com' in page.text
+    assert "OAuth 2.0 sign-in is not available in mailsetup yet" in page.text
+    assert 'type="password"' not in page.text
+
+
+def test_it_asks_for_a_login_when_the_provider_wants_it_typed(signed_in, test_provider):
+    test_provider.login_format = "manual"
+    test_provider.save()
+    response = signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    assert "Enter the login name Test Mail gave you" in response.text
+    assert not EmailAccount.objects.exists()
+
+
+def test_it_lets_only_managers_add_a_server(signed_in, member, test_provider):
+    url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
+    assert signed_in.get(url).status_code == 403
+    assert signed_in.post(url, {"name": "x"}).status_code == 403
+
+
+def test_it_adds_a_new_server_with_usual_ports_filled_in(client, test_provider, dovecot):
+    manager = UserFactory(permissions=["providers.manage_email_providers"])
+    client.force_login(manager)
+    url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
+    page = client.get(url)
+    assert 'value="imap.newcorp.test"' in page.text
+    response = client.post(
+        url,
+        {
+            "name": "NewCorp",
+            "service_type": "imap_smtp",
+            "imap_host": " IMAP.newcorp.test ",
+            "imap_security": "starttls",
+            "imap_port": "",
+            "smtp_host": "smtp.newcorp.test",
+            "smtp_security": "starttls",
+            "smtp_port": "",
+            "exchange_url": "",
+            "login_format": "email",
+        },
+    )
+    provider = EmailProvider.objects.get(name="NewCorp")
+    assert (provider.imap_host, provider.imap_port, provider.smtp_port) == (
+        "imap.newcorp.test",
+        143,
+        587,
+    )
+    assert provider.source == Source.ADMIN
+    assert response.url == _sign_in_url(provider, address="anna@newcorp.test", via="new")
+
+
+def test_it_names_the_field_a_new_server_misses(client, db):
+    client.force_login(UserFactory(permissions=["providers.manage_email_providers"]))
+    url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
+    response = client.post(
+        url,
+        {"name": "NewCorp", "service_type": "imap_smtp", "imap_host": "", "imap_security": "ssl",
+         "smtp_host": "smtp.newcorp.test", "smtp_security": "ssl", "login_format": "email"},
+    )  # fmt: skip
+    assert "Enter the IMAP server, or turn off receiving emails." in response.text
+    assert 'value="smtp.newcorp.test"' in response.text
+
+
+def test_it_hides_other_users_mailboxes(client, signed_in, test_provider):
+    signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    account = EmailAccount.objects.get()
+    client.force_login(UserFactory())
+    assert client.get(reverse("accounts:settings", args=[account.pk])).status_code == 404
+    note = AccountNotification.objects.get()
+    assert client.post(reverse("accounts:dismiss_notification", args=[note.pk])).status_code == 404
+
+
+def test_it_dismisses_the_notification_for_good(signed_in, test_provider):
+    signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
+    note = AccountNotification.objects.get()
+    response = signed_in.post(
+        reverse("accounts:dismiss_notification", args=[note.pk]), headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200
+    assert f'id="notification-{note.pk}"' not in signed_in.get(reverse("accounts:email")).text
+
+
+def test_it_requires_signing_in(client, db):
+    response = client.get(reverse("accounts:wizard_address"))
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
