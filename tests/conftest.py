@@ -50,6 +50,7 @@ MAIL_USERS = {
     "alice@example.test": "alice-secret",
     "bob@example.test": "bob-secret",
     "refused@example.test": "refused-secret",
+    "carol@elsewhere.test": "carol-secret",
 }
 
 
@@ -98,7 +99,10 @@ def mail_trust(settings, tmp_path, db):
     test_ca().cert_pem.write_to_path(str(ca_file))
     settings.MAIL_EXTRA_CA_FILE = str(ca_file)
     settings.MAIL_CONNECT_TIMEOUT = 3
-    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="yes")
+    # update_or_create: transactional tests (live_server) flush the migrations' rows.
+    SystemSetting.objects.update_or_create(
+        code="AllowInternalMailServers", defaults={"value_type": "boolean", "value": "yes"}
+    )
     return ca_file
 
 

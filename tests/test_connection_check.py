@@ -3,9 +3,12 @@
 import pytest
 
 from accounts.connection import SignInError, check_sign_in
+from accounts.models import EmailAccount
+from accounts.services import account_create
 from providers.addresses import normalize_address
 from systemsettings.models import SystemSetting
 from tests.conftest import MAIL_USERS
+from tests.factories import UserFactory
 from tests.servers.dovecot import free_port
 from tests.servers.https import SilentServer
 
@@ -18,10 +21,31 @@ def _check(provider, password=MAIL_USERS["alice@example.test"], address=ALICE, l
     )
 
 
-def _error(provider, **kwargs) -> SignInError:
+def _error(provider, password=MAIL_USERS["alice@example.test"], address=ALICE) -> SignInError:
+    """Provoke the failure through the service that adds a mailbox: nothing may be saved."""
+    for field in (
+        "receive_enabled",
+        "send_enabled",
+        "imap_host",
+        "imap_port",
+        "imap_security",
+        "smtp_host",
+        "smtp_port",
+        "smtp_security",
+        "app_password_required",
+        "name",
+    ):
+        EmailProvider.objects.filter(pk=provider.pk).update(**{field: getattr(provider, field)})
     with pytest.raises(SignInError) as caught:
-        _check(provider, **kwargs)
-    assert "alice-secret" not in str(caught.value)
+        account_create(
+            user=UserFactory(),
+            provider=provider,
+            address=address,
+            login=address.email,
+            password=password,
+        )
+    assert password not in str(caught.value)
+    assert not EmailAccount.objects.exists()
     return caught.value
 
 

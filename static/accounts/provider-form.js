@@ -1,37 +1,49 @@
 // The wizard's "Add new server" form: choosing a security fills in its usual port,
-// and typing a well-known port picks its security. Both stay editable. Runs again
-// after htmx swaps the form in.
+// and typing a well-known port picks its security. Both stay editable. Listens on
+// the document, so a form that htmx swaps in works from its first keystroke.
 (function () {
-  function wire(form) {
-    if (form.dataset.wired) return;
-    form.dataset.wired = "1";
-    ["imap", "smtp"].forEach(function (kind) {
-      var ports = JSON.parse(form.dataset[kind + "Ports"]);
-      var security = form.querySelector('[data-security-for="' + kind + '"]');
-      var port = form.querySelector('[data-port-for="' + kind + '"]');
-      if (!security || !port) return;
-      var known = Object.values(ports).map(String);
-      security.addEventListener("change", function () {
-        // Only a usual port follows the security; a custom one is the user's.
-        if (port.value === "" || known.indexOf(port.value) !== -1) port.value = ports[security.value];
-      });
-      port.addEventListener("input", function () {
-        var byPort = { 993: "ssl", 465: "ssl", 143: "starttls", 587: "starttls" };
-        if (byPort[port.value]) security.value = byPort[port.value];
-      });
-    });
-    var type = form.querySelector('[name="service_type"]');
-    function toggle() {
-      var exchange = type.value === "exchange";
-      form.querySelectorAll(".field").forEach(function (field) {
-        var name = field.dataset.field;
-        if (/^(imap|smtp)_/.test(name)) field.hidden = exchange;
-        if (name === "exchange_url") field.hidden = !exchange;
-      });
-    }
-    if (type) { type.addEventListener("change", toggle); toggle(); }
+  var byPort = { 993: "ssl", 465: "ssl", 143: "starttls", 587: "starttls" };
+
+  function portsFor(form, kind) {
+    return JSON.parse(form.dataset[kind + "Ports"]);
   }
-  function scan() { document.querySelectorAll("form.provider-form").forEach(wire); }
+
+  function showFieldsFor(form) {
+    var type = form.querySelector('[name="service_type"]');
+    if (!type) return;
+    var exchange = type.value === "exchange";
+    form.querySelectorAll(".field").forEach(function (field) {
+      var name = field.dataset.field;
+      if (/^(imap|smtp)_/.test(name)) field.hidden = exchange;
+      if (name === "exchange_url") field.hidden = !exchange;
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    var form = target.closest("form.provider-form");
+    if (!form) return;
+    var kind = target.dataset.securityFor;
+    if (kind) {
+      var ports = portsFor(form, kind);
+      var port = form.querySelector('[data-port-for="' + kind + '"]');
+      var usual = Object.values(ports).map(String);
+      // Only a usual port follows the security; a custom one is the user's.
+      if (port.value === "" || usual.indexOf(port.value) !== -1) port.value = ports[target.value];
+    }
+    if (target.name === "service_type") showFieldsFor(form);
+  });
+
+  document.addEventListener("input", function (event) {
+    var target = event.target;
+    var kind = target.dataset.portFor;
+    var form = target.closest("form.provider-form");
+    if (!form || !kind) return;
+    var security = form.querySelector('[data-security-for="' + kind + '"]');
+    if (byPort[target.value]) security.value = byPort[target.value];
+  });
+
+  function scan() { document.querySelectorAll("form.provider-form").forEach(showFieldsFor); }
   document.addEventListener("DOMContentLoaded", scan);
   document.addEventListener("htmx:afterSettle", scan);
 })();
