@@ -10,7 +10,7 @@ export DJANGO_SETTINGS_MODULE := mailsetup.settings
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mailsetup
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format clean
+.PHONY: run test dev-mail lint format clean
 
 $(BIN)/python:
 	"$$(scripts/find-python)" -m venv $(VENV)
@@ -30,7 +30,15 @@ run: $(VENV)/.installed-run
 	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} python manage.py ensure_admin
 	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops web, worker and beat)."
-	DEBUG=$${DEBUG:-true} exec honcho -f Procfile.dev start
+	@# The local test mail server's CA (make dev-mail), when it has been started.
+	DEBUG=$${DEBUG:-true} MAIL_EXTRA_CA_FILE=$${MAIL_EXTRA_CA_FILE:-$$(ls var/dev-mail/ca.pem 2>/dev/null)} \
+	  exec honcho -f Procfile.dev start
+
+## make dev-mail: a local Dovecot and SMTP server with demo mailboxes to try the wizard on.
+dev-mail: $(VENV)/.installed-test
+	scripts/test-services
+	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
+	DEBUG=$${DEBUG:-true} python -m tests.servers.devmail
 
 ## make test: install test dependencies, make sure the services run, run pytest on PostgreSQL.
 test: $(VENV)/.installed-test

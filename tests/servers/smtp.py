@@ -34,9 +34,10 @@ class SmtpServer:
         implicit_tls: bool = False,
         auth: bool = True,
         hostname: str = "localhost",
+        port: int | None = None,
     ):
         self.users = users
-        self.port = free_port()
+        self.port = port or free_port()
         self.handler = Handler()
         context = server_context(hostname)
         options = {}
