@@ -8,13 +8,17 @@ the cause and what to do; no message ever contains the password.
 """
 
 import contextlib
+import errno
 import imaplib
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
@@ -97,22 +101,60 @@ def check_sign_in(*, provider: EmailProvider, address: Address, login: str, pass
         raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
     if not password:
         raise SignInError("password_missing", "Enter the password.")
+    if not (login.isascii() and password.isascii()):
+        # IMAP LOGIN and SMTP AUTH carry ASCII only; servers that accept other
+        # characters are rare, and encoding errors must not carry the password around.
+        raise SignInError(
+            "non_ascii",
+            "The login or password contains characters (such as letters with accents) that "
+            "mail servers do not accept at sign-in. Use an app password, or ask your mail "
+            "administrator.",
+        )
+    endpoints = endpoints_for(provider, address)
+    if not endpoints:
+        raise SignInError(
+            "nothing_to_check",
+            f"{provider.name} has neither receiving nor sending turned on; ask an administrator "
+            "to fix the provider.",
+            field="provider",
+        )
     checker = _Checker(
         provider=provider,
         timeout=settings.MAIL_CONNECT_TIMEOUT,
         allow_internal=internal_mail_servers_allowed(),
     )
-    for endpoint in endpoints_for(provider, address):
+    for endpoint in endpoints:
         if endpoint.protocol == "IMAP":
             checker.imap(endpoint, login, password)
         else:
             checker.smtp(endpoint, login, password, address.email)
 
 
+@sensitive_variables("password")
+def imap_session(*, provider: EmailProvider, address: Address, login: str, password: str):
+    """A logged-in IMAP connection made with exactly the sign-in check's rules (checked
+    address, internal-address guard, verified TLS, time limits). Raises SignInError."""
+    checker = _Checker(
+        provider=provider,
+        timeout=settings.MAIL_CONNECT_TIMEOUT,
+        allow_internal=internal_mail_servers_allowed(),
+    )
+    endpoint = Endpoint(
+        "IMAP",
+        provider.host_for(provider.imap_host, address.domain),
+        provider.imap_port,
+        provider.imap_security,
+    )
+    return checker.imap(endpoint, login, password, keep=True)
+
+
 class _Checker:
     def __init__(self, *, provider: EmailProvider, timeout: float, allow_internal: bool):
         self.provider = provider
         self.timeout = timeout
+        # One conversation (connect, TLS, login, for SMTP the sender check) may take
+        # a few round trips, each bounded by `timeout`; the whole is bounded too.
+        self.total = 3 * timeout
         self.allow_internal = allow_internal
         self.context = mail_ssl_context()
 
@@ -121,7 +163,7 @@ class _Checker:
     def _open(self, endpoint: Endpoint) -> socket.socket:
         try:
             addresses = net.resolve(endpoint.host, endpoint.port, self.timeout)
-        except socket.gaierror:
+        except (socket.gaierror, UnicodeError):
             raise SignInError(
                 "dns",
                 f"We could not find the server {endpoint.host} (DNS lookup failed). Check the "
@@ -137,25 +179,73 @@ class _Checker:
             ) from None
         usable = [a for a in addresses if self.allow_internal or not net.is_internal(a[0])]
         if not usable:
+            # The address itself is not shown: the message must not turn the wizard into
+            # a way to look up the company's internal host names.
             raise SignInError(
                 "internal_address",
-                f"{endpoint.host} is on an internal network address ({addresses[0][0]}). "
-                "Connecting to internal mail servers is turned off; an administrator can allow "
-                "it with the system setting AllowInternalMailServers.",
+                f"{endpoint.host} is on an internal network address. Connecting to internal "
+                "mail servers is turned off; an administrator can allow it with the system "
+                "setting AllowInternalMailServers.",
+                field="provider",
+            )
+        if endpoint.security == Security.NONE and not all(net.is_internal(a[0]) for a in usable):
+            raise SignInError(
+                "insecure",
+                f"{endpoint.label} is set up without encryption, which would send your password "
+                "readable over the internet. Choose SSL/TLS or STARTTLS security in the "
+                "provider's settings.",
                 field="provider",
             )
         error: OSError | None = None
         for sockaddr in usable:
             try:
-                return socket.create_connection(sockaddr[:2], timeout=self.timeout)
+                sock = socket.create_connection(sockaddr[:2], timeout=self.timeout)
             except OSError as caught:
                 error = caught
+                continue
+            self._watch(sock)
+            return sock
         raise error  # type: ignore[misc]
+
+    def _watch(self, sock: socket.socket) -> None:
+        """End the conversation at the overall limit, however the server drips bytes:
+        per-operation timeouts alone would let it hold a web worker indefinitely."""
+        self._stop_watch()
+        self._deadline = time.monotonic() + self.total
+        self._watchdog = threading.Timer(self.total, _shut, args=(sock,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _stop_watch(self) -> None:
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.cancel()
+            self._watchdog = None
 
     def _explain(self, endpoint: Endpoint, error: BaseException) -> SignInError:
         where = endpoint.label
         if isinstance(error, SignInError):
             return error
+        if time.monotonic() >= getattr(self, "_deadline", float("inf")):
+            return SignInError(
+                "timeout",
+                f"{where} did not finish signing in within {self.total:g} seconds. Try again "
+                "later, or check the port and security in the provider's settings.",
+                field="provider",
+            )
+        if isinstance(error, OSError) and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return SignInError(
+                "unreachable",
+                f"{where} cannot be reached from this server (no route to it). Check the server "
+                "name, or ask your administrator whether outgoing connections are allowed.",
+                field="provider",
+            )
+        if isinstance(error, smtplib.SMTPConnectError):
+            return SignInError(
+                "refused",
+                f"{where} refused the session ({error.smtp_code} {_decode(error.smtp_error)}).",
+                field="provider",
+            )
         if isinstance(error, ConnectionRefusedError):
             return SignInError(
                 "refused",
@@ -202,7 +292,8 @@ class _Checker:
 
     # -- IMAP ---------------------------------------------------------------------
 
-    def imap(self, endpoint: Endpoint, login: str, password: str) -> None:
+    def imap(self, endpoint: Endpoint, login: str, password: str, *, keep: bool = False):
+        """Log in; with `keep`, return the logged-in client instead of logging out."""
         client = None
         try:
             client = _PinnedIMAPClient(
@@ -229,14 +320,20 @@ class _Checker:
                     "settings.",
                     field="provider",
                 )
-            client.login(login, password)
+            client.login(_imap_quoted(login), password)
+            if keep:
+                self._stop_watch()
+                kept, client = client, None
+                return kept
         except LoginError as error:
             raise self._imap_login_error(endpoint, error) from None
         except (OSError, imaplib.IMAP4.error, SignInError) as error:
             raise self._explain(endpoint, error) from None
         finally:
             if client is not None:
+                self._stop_watch()
                 _quietly(client.logout)
+        return None
 
     def _imap_login_error(self, endpoint: Endpoint, error: LoginError) -> SignInError:
         text = _server_text(error)
@@ -248,14 +345,32 @@ class _Checker:
                 f"your account's security settings and enter it instead of your normal "
                 f"password. (Server said: {text})",
             )
-        if "[contactadmin]" in lowered or (
-            "imap" in lowered and any(w in lowered for w in ("disabled", "not enabled", "enable"))
-        ):
+        if "imap" in lowered and any(w in lowered for w in ("disabled", "not enabled")):
             return SignInError(
                 "imap_disabled",
                 "IMAP access is turned off for this mailbox. Turn on IMAP in the mailbox's "
                 f"settings at {self.provider.name} (or ask your mail administrator), then sign "
                 f"in again. (Server said: {text})",
+            )
+        if "[expired]" in lowered:
+            return SignInError(
+                "expired",
+                "The mail server says this password has expired. Change it with your provider, "
+                f"then sign in with the new one. (Server said: {text})",
+            )
+        if "[contactadmin]" in lowered:
+            return SignInError(
+                "contact_admin",
+                "The mail server refused the sign-in and asks you to contact your mail "
+                f"administrator. (Server said: {text})",
+            )
+        if not any(
+            code in lowered for code in ("[authenticationfailed]", "[authorizationfailed]")
+        ) and any(word in lowered for word in ("bad", "command", "syntax", "parse")):
+            return SignInError(
+                "protocol",
+                f"{endpoint.label} did not understand the sign-in (Server said: {text}). Check "
+                "the login name, or ask your administrator.",
             )
         if "[privacyrequired]" in lowered:
             return SignInError(
@@ -307,7 +422,13 @@ class _Checker:
                 )
             client.login(login, password)
             code, reply = client.mail(sender)
-            if code >= 400:
+            if 400 <= code < 500:
+                raise SignInError(
+                    "temporary",
+                    f"{endpoint.label} accepted the login but put off the sender check "
+                    f"({code} {_decode(reply)}). Try again in a few minutes.",
+                )
+            if code >= 500:
                 raise SignInError(
                     "smtp_refuses",
                     f"{endpoint.label} accepted the login but refuses to send as {sender} "
@@ -335,22 +456,42 @@ class _Checker:
         except (OSError, SignInError) as error:
             raise self._explain(endpoint, error) from None
         finally:
+            self._stop_watch()
             _quietly(client.quit)
             _quietly(client.close)
 
     def _smtp_login_error(self, endpoint, error: smtplib.SMTPAuthenticationError) -> SignInError:
-        text = _decode(error.smtp_error)
+        code, text = error.smtp_code, _decode(error.smtp_error)
+        said = f"(Server said: {code} {text})"
         if "application-specific password" in text.lower():
             return SignInError(
                 "app_password",
                 f"{self.provider.name} needs an app password for sending. Create one in your "
-                f"account's security settings and enter it. (Server said: {error.smtp_code} "
-                f"{text})",
+                f"account's security settings and enter it. {said}",
+            )
+        if "5.7.139" in text or ("smtp auth" in text.lower() and "disabled" in text.lower()):
+            return SignInError(
+                "smtp_auth_disabled",
+                "Sending with a password (SMTP AUTH) is turned off for this mailbox. Ask your "
+                f"mail administrator to turn on authenticated SMTP for it. {said}",
+            )
+        if code == 530:
+            return SignInError(
+                "auth_unsupported",
+                f"{endpoint.label} wants an encrypted connection before sign-in. Choose "
+                f"STARTTLS or SSL/TLS security in the provider's settings. {said}",
+                field="provider",
+            )
+        if 400 <= code < 500:
+            return SignInError(
+                "temporary",
+                f"{endpoint.label} could not check the password right now. Try again in a few "
+                f"minutes. {said}",
             )
         return SignInError(
             "credentials",
             f"The outgoing mail server did not accept the login or password."
-            f"{self._password_hint()} (SMTP server said: {error.smtp_code} {text})",
+            f"{self._password_hint()} (SMTP server said: {code} {text})",
         )
 
 
@@ -407,6 +548,14 @@ class _PinnedSMTP(smtplib.SMTP):
         return sock
 
 
+def _imap_quoted(login: str) -> str:
+    """imaplib quotes the password but not the login; a login with a space or a quote
+    would otherwise be a syntax error that looks like a wrong password."""
+    if login and all(ch.isalnum() or ch in "@.-_+" for ch in login):
+        return login
+    return '"' + login.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _decode(value) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -418,6 +567,11 @@ def _server_text(error: LoginError) -> str:
     if text.startswith(("b'", 'b"')):
         text = text[2:-1]
     return _decode(text)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _quietly(call) -> None:

@@ -1,6 +1,6 @@
 from django import forms
 
-from providers.addresses import Address, AddressError, normalize_address
+from providers.addresses import Address, AddressError, normalize_address, normalize_domain
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 
 # The port each security mode usually means, for filling in a new server's form.
@@ -62,6 +62,8 @@ class NewServerForm(forms.ModelForm):
         fields = [
             "name",
             "service_type",
+            "receive_enabled",
+            "send_enabled",
             "imap_host",
             "imap_security",
             "imap_port",
@@ -89,9 +91,19 @@ class NewServerForm(forms.ModelForm):
                 data["smtp_port"] = SMTP_DEFAULT_PORT[data["smtp_security"]]
         return data
 
-    def _post_clean(self):
-        super()._post_clean()
-        # Host names are typed by people: keep them tidy for every later connection.
-        for name in ("imap_host", "smtp_host"):
-            value = getattr(self.instance, name, "")
-            setattr(self.instance, name, value.strip().lower())
+    def _clean_host(self, name: str) -> str:
+        value = self.cleaned_data.get(name, "").strip().lower()
+        if value:
+            try:
+                normalize_domain(value.replace("%emaildomain%", "example.com"))
+            except AddressError as error:
+                raise forms.ValidationError(
+                    f"Enter a server name such as mail.example.com. {error}"
+                ) from None
+        return value.replace("%emaildomain%", "%EMAILDOMAIN%")
+
+    def clean_imap_host(self) -> str:
+        return self._clean_host("imap_host")
+
+    def clean_smtp_host(self) -> str:
+        return self._clean_host("smtp_host")

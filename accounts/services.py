@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
 from providers.addresses import Address
@@ -44,6 +46,18 @@ def _rate_limit(*, user, address: Address) -> None:
             )
 
 
+def _proves_domain(provider: EmailProvider, login: str, address: Address) -> bool:
+    """Whether a passed check shows the provider really serves the address's domain.
+
+    Only then is the domain remembered for everyone: the server accepted the full
+    address as its login, and the provider is one an admin vouches for. Otherwise any
+    user could map a company's domain to a server of their choosing and collect the
+    next colleague's password.
+    """
+    return provider.source in {Source.BUILTIN, Source.ADMIN} and login == address.email
+
+
+@sensitive_variables("password")
 def account_create(
     *,
     user,
@@ -59,33 +73,46 @@ def account_create(
     existing = EmailAccount.objects.filter(owner=user, address=address.email).first()
     if existing is not None:
         raise DuplicateAccount(existing)
-    _rate_limit(user=user, address=address)
-    attempt = SignInAttempt.objects.create(user=user, address=address.email)
+    with transaction.atomic():
+        # One user's attempts are counted one at a time, so parallel requests cannot
+        # slip past the limit between the count and the insert.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        _rate_limit(user=user, address=address)
+        attempt = SignInAttempt.objects.create(user=user, address=address.email)
     check_sign_in(provider=provider, address=address, login=login, password=password)
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
     try:
-        with transaction.atomic():
+        return _account_save(user, provider, address, login, password)
+    except IntegrityError:
+        existing = EmailAccount.objects.filter(owner=user, address=address.email).first()
+        if existing is not None:  # the same address added twice at once, from two tabs
+            raise DuplicateAccount(existing) from None
+        # Two first mailboxes added at once: both wanted to be the default sender.
+        return _account_save(user, provider, address, login, password, first=False)
+
+
+@sensitive_variables("password")
+def _account_save(user, provider, address, login, password, first=None) -> EmailAccount:
+    with transaction.atomic():
+        if first is None:
             first = not EmailAccount.objects.filter(owner=user).exists()
-            account = EmailAccount(
-                owner=user,
-                provider=provider,
-                address=address.email,
-                login=login,
-                display_name=user.get_full_name(),
-                is_default_sender=first,
-            )
-            account.set_password(password)
-            account.save()
-            AccountNotification.objects.create(
-                account=account, kind=AccountNotification.Kind.ACCOUNT_ADDED
-            )
+        account = EmailAccount(
+            owner=user,
+            provider=provider,
+            address=address.email,
+            login=login,
+            display_name=user.get_full_name(),
+            is_default_sender=first,
+        )
+        account.set_password(password)
+        account.save()
+        AccountNotification.objects.create(
+            account=account, kind=AccountNotification.Kind.ACCOUNT_ADDED
+        )
+        if _proves_domain(provider, login, address):
             # The next person with this domain skips choosing a provider. A mapping
             # that exists (built-in, an admin's, discovery's) stays as it is.
             provider_domain_remember(domain=address.domain, provider=provider, source=Source.USER)
-    except IntegrityError:
-        # The same address added twice at once, from two tabs.
-        existing = EmailAccount.objects.get(owner=user, address=address.email)
-        raise DuplicateAccount(existing) from None
     return account
 
 

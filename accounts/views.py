@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
@@ -21,7 +22,7 @@ from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
 
-from .connection import SignInError, login_for
+from .connection import SignInError, endpoints_for, login_for
 from .forms import (
     IMAP_DEFAULT_PORT,
     SMTP_DEFAULT_PORT,
@@ -192,16 +193,17 @@ def wizard_new_server(request: HttpRequest) -> HttpResponse:
 VIA_TEXT = {**FOUND_VIA, "pick": "chosen by you", "new": "the server you added"}
 
 
+@sensitive_post_parameters("password")
 @login_required
 @require_http_methods(["GET", "POST"])
 def wizard_sign_in(request: HttpRequest) -> HttpResponse:
     address = _wizard_address(request)
     if address is None:
         return redirect("accounts:wizard_address")
-    provider_id = request.GET.get("provider") or request.POST.get("provider")
-    if not str(provider_id or "").isdigit():
+    provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
+    if not (provider_id.isascii() and provider_id.isdecimal()):
         return redirect(_url("accounts:wizard_provider", address=address.email))
-    provider = get_object_or_404(EmailProvider, pk=provider_id)
+    provider = get_object_or_404(EmailProvider, pk=int(provider_id))
     via = request.GET.get("via", "")
     form = CredentialsForm(request.POST or None, provider=provider)
     context = {
@@ -215,8 +217,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "oauth_only": provider.auth_method == AuthMethod.OAUTH2,
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
+        "endpoints": endpoints_for(provider, address),
     }
-    if request.method == "POST" and form.is_valid():
+    usable = not (context["oauth_only"] or context["exchange"])
+    if request.method == "POST" and usable and form.is_valid():
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
         try:
             account = account_create(

@@ -14,7 +14,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 # getaddrinfo() has no timeout of its own; a small pool lets callers stop waiting.
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+# Ranges that some Python versions call global; none hosts a public mail server.
+_NOT_PUBLIC = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("192.0.0.0/24")]
 
 
 def resolve(host: str, port: int, timeout: float) -> list[tuple]:
@@ -37,16 +38,22 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple]:
 
 
 def is_internal(ip: str) -> bool:
-    """Loopback, private, link-local (cloud metadata), shared, reserved or multicast."""
+    """Anything but a globally routable unicast address: loopback, private, link-local
+    (cloud metadata), shared, reserved, multicast, and IPv6 forms that embed one."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return True
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo:
+            embedded = address.teredo[1]
+        if embedded is not None:
+            return is_internal(str(embedded))
     return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
+        not address.is_global
         or address.is_multicast
-        or address.is_unspecified
-        or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE)
+        or (
+            isinstance(address, ipaddress.IPv4Address)
+            and any(address in network for network in _NOT_PUBLIC)
+        )
     )

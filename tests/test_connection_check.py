@@ -168,7 +168,9 @@ def test_it_refuses_internal_addresses_unless_an_admin_allows_them(test_provider
     error = _error(test_provider)
     assert error.kind == "internal_address"
     assert "AllowInternalMailServers" in str(error)
-    assert "127.0.0.1" in str(error) or "::1" in str(error)
+    # The resolved address is not shown: the wizard must not reveal internal host names.
+    assert "127.0.0.1" not in str(error)
+    assert "::1" not in str(error)
 
 
 def test_it_uses_the_local_part_when_the_provider_says_so(test_provider, dovecot):
@@ -178,3 +180,65 @@ def test_it_uses_the_local_part_when_the_provider_says_so(test_provider, dovecot
     assert login_for(test_provider, ALICE) == "alice"
     test_provider.login_format = "manual"
     assert login_for(test_provider, ALICE, " custom-login ") == "custom-login"
+
+
+def test_it_verifies_the_certificate_after_imap_starttls(test_provider, dovecot):
+    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", dovecot.imap_port
+    test_provider.imap_security = "starttls"
+    assert _error(test_provider).kind == "certificate"
+
+
+def test_it_verifies_the_certificate_after_smtp_starttls(test_provider):
+    test_provider.receive_enabled = False
+    test_provider.smtp_host = "127.0.0.1"
+    assert _error(test_provider).kind == "certificate"
+
+
+def test_it_verifies_the_certificate_of_implicit_tls_smtp(test_provider, smtp_servers):
+    test_provider.receive_enabled = False
+    test_provider.smtp_host, test_provider.smtp_port = "127.0.0.1", smtp_servers["implicit"].port
+    test_provider.smtp_security = "ssl"
+    assert _error(test_provider).kind == "certificate"
+
+
+def test_it_says_the_smtp_connection_was_refused(test_provider):
+    test_provider.receive_enabled = False
+    test_provider.smtp_port = free_port()
+    assert _error(test_provider).kind == "refused"
+
+
+@pytest.mark.parametrize(
+    ("login", "kind", "words"),
+    [
+        ("apppw@example.test", "app_password", "needs an app password for sending"),
+        ("noauth@example.test", "smtp_auth_disabled", "(SMTP AUTH) is turned off"),
+    ],
+)
+def test_it_reads_what_big_providers_smtp_servers_say(test_provider, login, kind, words):
+    test_provider.receive_enabled = False
+    error = _error(test_provider, address=normalize_address(login), password="whatever-1")
+    assert error.kind == kind
+    assert words in str(error)
+
+
+def test_it_refuses_a_non_ascii_password_with_a_clear_message(test_provider):
+    error = _error(test_provider, password="pässwörd")
+    assert error.kind == "non_ascii"
+
+
+def test_it_never_sends_a_password_unencrypted_over_the_internet(test_provider, monkeypatch):
+    import socket
+
+    from mailsetup import net
+
+    # A public address for the host, and a connect that must never happen.
+    monkeypatch.setattr(net, "resolve", lambda host, port, timeout: [("93.184.215.14", port)])
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("connected to a public address")
+
+    monkeypatch.setattr(socket, "create_connection", no_connection)
+    test_provider.imap_security = "none"
+    error = _error(test_provider)
+    assert error.kind == "insecure"
+    assert "readable over the internet" in str(error)

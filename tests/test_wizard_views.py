@@ -146,25 +146,37 @@ def test_it_limits_attempts_per_address_across_users(client, test_provider):
     assert "Too many sign-in attempts for alice@example.test" in response.text
 
 
-def test_it_remembers_a_picked_provider_for_the_next_person(client, test_provider, dovecot):
+def test_it_remembers_a_picked_provider_for_the_next_person(client, test_provider):
     # carol's domain is unknown; she picks the test provider by hand.
-    address = "alice@elsewhere.test"
+    address = "carol@elsewhere.test"
     client.force_login(UserFactory())
     pick = client.post(
         f"{reverse('accounts:wizard_provider')}?address={address}", {"provider": test_provider.pk}
     )
     assert pick.url == _sign_in_url(test_provider, address=address, via="pick")
     assert not ProviderDomain.objects.filter(domain="elsewhere.test").exists()
-    # Dovecot knows alice by her full address; the login format makes it the login.
-    test_provider.login_format = "manual"
-    test_provider.save()
-    client.post(pick.url, {"login": ALICE, "password": MAIL_USERS[ALICE]})
+    client.post(pick.url, {"password": MAIL_USERS[address]})
     entry = ProviderDomain.objects.get(domain="elsewhere.test")
     assert (entry.provider, entry.source) == (test_provider, Source.USER)
 
     client.force_login(UserFactory())
     response = client.post(reverse("accounts:wizard_address"), {"address": "dave@elsewhere.test"})
     assert response.url == _sign_in_url(test_provider, address="dave@elsewhere.test", via="table")
+
+
+def test_it_does_not_remember_a_domain_the_login_does_not_prove(client, test_provider):
+    # mallory signs in to a server she controls with a login of her own choosing: that
+    # says nothing about who serves other.test, so nobody else is sent there.
+    test_provider.login_format = "manual"
+    test_provider.save()
+    client.force_login(UserFactory())
+    response = client.post(
+        _sign_in_url(test_provider, address="boss@other.test", via="pick"),
+        {"login": ALICE, "password": MAIL_USERS[ALICE]},
+    )
+    assert response.status_code == 302
+    assert EmailAccount.objects.filter(address="boss@other.test").exists()
+    assert not ProviderDomain.objects.filter(domain="other.test").exists()
 
 
 def test_it_shows_app_password_guidance_for_gmail(signed_in, builtin_providers):
@@ -208,6 +220,8 @@ def test_it_adds_a_new_server_with_usual_ports_filled_in(client, test_provider, 
         {
             "name": "NewCorp",
             "service_type": "imap_smtp",
+            "receive_enabled": "on",
+            "send_enabled": "on",
             "imap_host": " IMAP.newcorp.test ",
             "imap_security": "starttls",
             "imap_port": "",
@@ -233,7 +247,8 @@ def test_it_names_the_field_a_new_server_misses(client, db):
     url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
     response = client.post(
         url,
-        {"name": "NewCorp", "service_type": "imap_smtp", "imap_host": "", "imap_security": "ssl",
+        {"name": "NewCorp", "service_type": "imap_smtp", "receive_enabled": "on",
+         "send_enabled": "on", "imap_host": "", "imap_security": "ssl",
          "smtp_host": "smtp.newcorp.test", "smtp_security": "ssl", "login_format": "email"},
     )  # fmt: skip
     assert "Enter the IMAP server, or turn off receiving emails." in response.text
@@ -263,3 +278,30 @@ def test_it_requires_signing_in(client, db):
     response = client.get(reverse("accounts:wizard_address"))
     assert response.status_code == 302
     assert response.url.startswith(reverse("login"))
+
+
+def test_it_answers_a_non_ascii_password_with_a_message_not_an_error_page(signed_in, test_provider):
+    response = signed_in.post(_sign_in_url(test_provider), {"password": "pässwörd"})
+    assert response.status_code == 200
+    assert "characters (such as letters with accents)" in response.text
+    assert "pässwörd" not in response.text
+
+
+def test_it_refuses_a_password_post_for_an_oauth_only_provider(signed_in, builtin_providers):
+    outlook = EmailProvider.objects.get(name="Outlook.com")
+    response = signed_in.post(_sign_in_url(outlook, address="anna@outlook.com"), {"password": "x"})
+    assert response.status_code == 200
+    assert not SignInAttempt.objects.exists()
+    assert not EmailAccount.objects.exists()
+
+
+def test_it_sends_a_malformed_provider_back_to_the_choice(signed_in, db):
+    response = signed_in.get(f"{reverse('accounts:wizard_sign_in')}?address={ALICE}&provider=²")
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("accounts:wizard_provider"))
+
+
+def test_it_shows_which_servers_the_sign_in_will_check(signed_in, test_provider):
+    page = signed_in.get(_sign_in_url(test_provider))
+    assert f"IMAP localhost:{test_provider.imap_port} (SSL)" in page.text
+    assert f"SMTP localhost:{test_provider.smtp_port} (STARTTLS)" in page.text

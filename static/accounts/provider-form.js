@@ -2,7 +2,10 @@
 // and typing a well-known port picks its security. Both stay editable. Listens on
 // the document, so a form that htmx swaps in works from its first keystroke.
 (function () {
-  var byPort = { 993: "ssl", 465: "ssl", 143: "starttls", 587: "starttls" };
+  var byPort = {
+    imap: { 993: "ssl", 143: "starttls" },
+    smtp: { 465: "ssl", 587: "starttls", 25: "starttls" },
+  };
 
   function portsFor(form, kind) {
     return JSON.parse(form.dataset[kind + "Ports"]);
@@ -40,7 +43,8 @@
     var form = target.closest("form.provider-form");
     if (!form || !kind) return;
     var security = form.querySelector('[data-security-for="' + kind + '"]');
-    if (byPort[target.value]) security.value = byPort[target.value];
+    var known = byPort[kind][target.value];
+    if (known) security.value = known;
   });
 
   function scan() { document.querySelectorAll("form.provider-form").forEach(showFieldsFor); }

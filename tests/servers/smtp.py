@@ -67,9 +67,18 @@ class SmtpServer:
                 **options,
             )
 
+    # Logins that answer like big providers do, for the classification tests.
+    CANNED = {
+        "apppw@example.test": "534 5.7.9 Application-specific password required.",
+        "noauth@example.test": "535 5.7.139 Authentication unsuccessful, "
+        "SmtpClientAuthentication is disabled for the Mailbox.",
+    }
+
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
         if isinstance(auth_data, LoginPassword):
             login = auth_data.login.decode()
+            if login in self.CANNED:
+                return AuthResult(success=False, handled=False, message=self.CANNED[login])
             if self.users.get(login) == auth_data.password.decode():
                 return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
