@@ -147,6 +147,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": HEARTBEAT_INTERVAL,
         "options": {"expires": HEARTBEAT_INTERVAL},
     },
+    # Queues every mailbox whose last sync is older than MailboxSyncInterval.
+    "sync-dispatch": {"task": "sync.dispatch", "schedule": 60, "options": {"expires": 60}},
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -1,5 +1,8 @@
 from django.db import models
 
+from accounts.models import EmailAccount
+from crm.models import Company, Contact
+
 
 class WorkerHeartbeat(models.Model):
     """The last time beat's heartbeat went through the broker and a worker ran it.
@@ -13,3 +16,144 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MailboxSync(models.Model):
+    """A mailbox's sync state: when it last ran, whether it needs its owner, and the
+    claim that keeps two workers from syncing it at once."""
+
+    class Health(models.TextChoices):
+        OK = "ok", "OK"
+        NEEDS_ATTENTION = "needs_attention", "Needs your attention"
+
+    account = models.OneToOneField(EmailAccount, on_delete=models.CASCADE, related_name="sync")
+    # The dispatcher's one indexed query: every mailbox whose last sync is older than
+    # the interval. Null until the first run.
+    last_started_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.CharField(max_length=36, blank=True)
+    health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
+    last_error = models.TextField(blank=True)
+    emails_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"sync of {self.account}"
+
+
+class Folder(models.Model):
+    account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="folders")
+    path = models.CharField(max_length=1000)  # the server's name, decoded from modified UTF-7
+    delimiter = models.CharField(max_length=5, blank=True)
+    special_use = models.CharField(max_length=20, blank=True)  # \Sent, \Trash, ...
+    selectable = models.BooleanField(default=True)
+    chosen = models.BooleanField(default=False)  # for "customized folders"
+    exists_on_server = models.BooleanField(default=True)
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0)  # every UID up to here is stored
+    uidnext = models.BigIntegerField(null=True, blank=True)
+    highestmodseq = models.BigIntegerField(null=True, blank=True)
+    messages = models.PositiveIntegerField(null=True, blank=True)
+    # The oldest date downloaded so far; extending the period fetches before it.
+    synced_since = models.DateField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "path"], name="folder_unique_path")
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class Email(models.Model):
+    """One message, stored once per mailbox however many folders hold it."""
+
+    account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="emails")
+    # Message-ID, or a fingerprint of stable headers when there is none.
+    message_key = models.CharField(max_length=500)
+    message_id = models.CharField(max_length=500, blank=True)
+    subject = models.TextField(blank=True)
+    from_address = models.CharField(max_length=254, blank=True)
+    from_name = models.CharField(max_length=255, blank=True)
+    to = models.JSONField(default=list)
+    cc = models.JSONField(default=list)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    size = models.PositiveIntegerField(default=0)
+    seen = models.BooleanField(default=False)
+    in_reply_to = models.CharField(max_length=500, blank=True)
+    references = models.TextField(blank=True)
+    # Kept only when parsing failed, so nothing is lost and a fix can re-parse it.
+    raw_source = models.BinaryField(null=True, blank=True, editable=False)
+    parse_problem = models.TextField(blank=True)
+    contacts = models.ManyToManyField(Contact, blank=True, related_name="emails")
+    companies = models.ManyToManyField(Company, blank=True, related_name="emails")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-sent_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "message_key"], name="email_unique_key")
+        ]
+        indexes = [models.Index(fields=["account", "-sent_at"], name="email_account_sent")]
+
+    def __str__(self) -> str:
+        return self.subject or "(no subject)"
+
+
+class EmailLocation(models.Model):
+    """Where an email sits on the server: a folder, its UIDVALIDITY and the UID."""
+
+    email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="locations")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="locations")
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "uidvalidity", "uid"], name="location_unique_uid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder} UID {self.uid}"
+
+
+class Attachment(models.Model):
+    email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to="attachments/%Y/%m/")
+    name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255)
+    size = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SyncRun(models.Model):
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="sync_runs")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    folders = models.PositiveIntegerField(default=0)
+    new_emails = models.PositiveIntegerField(default=0)
+    new_locations = models.PositiveIntegerField(default=0)
+    flag_changes = models.PositiveIntegerField(default=0)
+    removed_locations = models.PositiveIntegerField(default=0)
+    parse_problems = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.started_at:%Y-%m-%d %H:%M} {self.state}"

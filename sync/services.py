@@ -1,6 +1,33 @@
+"""Running syncs: the claim that keeps one sync per mailbox, the run record, and the
+dispatcher that beat calls every minute."""
+
+import contextlib
+import imaplib
+import uuid
+from datetime import timedelta
+
+from django.db.models import Q
 from django.utils import timezone
 
-from .models import WorkerHeartbeat
+from accounts.connection import SignInError, imap_session
+from accounts.models import EmailAccount
+from providers.addresses import normalize_address
+from systemsettings.selectors import mailbox_sync_interval
+
+from .engine import AccountSyncer
+from .models import Email, MailboxSync, SyncRun, WorkerHeartbeat
+
+# A claim outlives a crashed worker by this much at most; a live sync renews it.
+CLAIM_LEASE = timedelta(minutes=15)
+# Sign-in answers that no retry will change: the owner has to act.
+NEEDS_OWNER = {
+    "credentials", "app_password", "imap_disabled", "expired", "contact_admin", "non_ascii",
+    "certificate", "insecure", "internal_address", "auth_unsupported", "starttls_unsupported",
+}  # fmt: skip
+
+
+class TransientSyncError(Exception):
+    """Worth another try later: the network, a timeout, a server that was busy."""
 
 
 def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
@@ -8,3 +35,103 @@ def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
         name="worker", defaults={"beat_at": timezone.now(), "hostname": hostname[:255]}
     )
     return beat
+
+
+def _claim(account_id: int) -> str | None:
+    """Take the mailbox's claim with one conditional update; None if someone holds it."""
+    now = timezone.now()
+    token = str(uuid.uuid4())
+    MailboxSync.objects.get_or_create(account_id=account_id)
+    claimed = MailboxSync.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), account_id=account_id
+    ).update(claimed_until=now + CLAIM_LEASE, claim_token=token, last_started_at=now)
+    return token if claimed else None
+
+
+def _release(account_id: int, token: str, **fields) -> None:
+    MailboxSync.objects.filter(account_id=account_id, claim_token=token).update(
+        claimed_until=None, claim_token="", **fields
+    )
+
+
+def mailbox_sync(*, account_id: int) -> SyncRun | None:
+    """Download what is new in one mailbox. Safe to run twice: the second waits out."""
+    account = EmailAccount.objects.select_related("provider").filter(pk=account_id).first()
+    if account is None:
+        return None
+    token = _claim(account_id)
+    if token is None:
+        return None
+    run = SyncRun.objects.create(account=account)
+    try:
+        client = imap_session(
+            provider=account.provider,
+            address=normalize_address(account.address),
+            login=account.login,
+            password=account.get_password(),
+        )
+        try:
+            syncer = AccountSyncer(account=account, client=client, run=run)
+            for folder in syncer.folders_to_sync(syncer.refresh_folders()):
+                syncer.sync_folder(folder)
+        finally:
+            # The sync's own outcome is what matters, not how the goodbye went.
+            with contextlib.suppress(Exception):
+                client.logout()
+    except SignInError as error:
+        _finish(run, error=str(error))
+        needs_owner = error.kind in NEEDS_OWNER
+        _release(
+            account_id,
+            token,
+            last_error=str(error),
+            health=MailboxSync.Health.NEEDS_ATTENTION if needs_owner else MailboxSync.Health.OK,
+        )
+        if not needs_owner:
+            raise TransientSyncError(str(error)) from None
+        return run
+    except (OSError, EOFError, imaplib.IMAP4.abort, imaplib.IMAP4.error) as error:
+        message = f"The connection to the mail server broke off ({type(error).__name__})."
+        _finish(run, error=message)
+        _release(account_id, token, last_error=message)
+        raise TransientSyncError(message) from None
+    except Exception as error:
+        _finish(run, error=f"Unexpected error: {type(error).__name__}: {error}")
+        _release(account_id, token, last_error=f"Unexpected error: {type(error).__name__}")
+        raise
+    _finish(run)
+    _release(
+        account_id,
+        token,
+        last_success_at=timezone.now(),
+        last_error="",
+        health=MailboxSync.Health.OK,
+        emails_count=Email.objects.filter(account_id=account_id).count(),
+    )
+    return run
+
+
+def _finish(run: SyncRun, *, error: str = "") -> None:
+    run.state = SyncRun.State.FAILED if error else SyncRun.State.SUCCEEDED
+    run.error = error[:2000]
+    run.finished_at = timezone.now()
+    run.save()
+
+
+def mailboxes_due() -> list[int]:
+    """Every mailbox with automatic download on whose last sync is older than the
+    interval: one indexed query, whatever the number of mailboxes."""
+    missing = EmailAccount.objects.filter(sync__isnull=True).values_list("pk", flat=True)
+    MailboxSync.objects.bulk_create(
+        [MailboxSync(account_id=pk) for pk in missing], ignore_conflicts=True
+    )
+    now = timezone.now()
+    due = MailboxSync.objects.filter(
+        Q(last_started_at__isnull=True) | Q(last_started_at__lt=now - mailbox_sync_interval()),
+        account__auto_sync=True,
+        health=MailboxSync.Health.OK,
+    )
+    ids = list(due.values_list("account_id", flat=True))
+    # Marked as started now, so a busy worker queue is not flooded with repeats.
+    MailboxSync.objects.filter(account_id__in=ids).update(last_started_at=now)
+    return ids

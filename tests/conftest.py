@@ -1,3 +1,4 @@
+import itertools
 import os
 import shutil
 import tempfile
@@ -46,6 +47,9 @@ def _no_network_discovery(settings):
     settings.DISCOVERY_USE_MX = False
 
 
+SYNC_POOL = 300
+_sync_pool = itertools.count()
+
 MAIL_USERS = {
     "alice@example.test": "alice-secret",
     "bob@example.test": "bob-secret",
@@ -59,6 +63,8 @@ def dovecot():
     from tests.servers.dovecot import Dovecot, DovecotUser
 
     users = [DovecotUser(name, password) for name, password in MAIL_USERS.items()]
+    # A pool of empty mailboxes for sync tests: one each, never shared.
+    users += [DovecotUser(f"sync-{n:03}@example.test", "sync-secret") for n in range(SYNC_POOL)]
     # Dovecot's passwd-file takes no spaces in extra fields, hence the underscores.
     users.append(
         DovecotUser("noimap@example.test", "noimap-secret", "nologin reason=IMAP_is_disabled")
@@ -122,3 +128,18 @@ def test_provider(db, dovecot, smtp_servers, mail_trust):
     )
     ProviderDomainFactory(domain="example.test", provider=provider)
     return provider
+
+
+@pytest.fixture
+def synced_mailbox(db, dovecot, test_provider):
+    """A fresh Dovecot user and its EmailAccount: (account, mailbox)."""
+    from tests.factories import EmailAccountFactory
+    from tests.mailbox import Mailbox
+
+    number = next(_sync_pool)
+    assert number < SYNC_POOL, "raise SYNC_POOL: the sync tests used every pooled mailbox"
+    address = f"sync-{number:03}@example.test"
+    account = EmailAccountFactory(
+        provider=test_provider, address=address, login=address, password="sync-secret"
+    )
+    return account, Mailbox(dovecot, address, "sync-secret")

@@ -47,3 +47,20 @@ class ProviderDomainFactory(factory.django.DjangoModelFactory):
     domain = factory.Sequence(lambda n: f"domain{n}.test")
     provider = factory.SubFactory(EmailProviderFactory)
     source = Source.ADMIN
+
+
+class EmailAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "accounts.EmailAccount"
+        skip_postgeneration_save = True
+
+    owner = factory.SubFactory(UserFactory)
+    provider = factory.SubFactory(EmailProviderFactory)
+    address = factory.Sequence(lambda n: f"mailbox{n}@example.test")
+    login = factory.LazyAttribute(lambda a: a.address)
+
+    @factory.post_generation
+    def password(self, create, extracted, **kwargs):
+        self.set_password(extracted or "secret")
+        if create:
+            self.save()

@@ -57,6 +57,15 @@ default_internal_user = nobody
 namespace inbox {{
   inbox = yes
   separator = /
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
+  }}
 }}
 passdb {{
   driver = passwd-file
@@ -124,6 +133,18 @@ service imap-login {{
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"Dovecot did not start: {self.log()}")
+
+    def doveadm(self, *args: str) -> str:
+        binary = shutil.which("doveadm") or "/usr/bin/doveadm"
+        result = subprocess.run(
+            [binary, "-c", str(self.root / "dovecot.conf"), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"doveadm {' '.join(args)}: {result.stderr}")
+        return result.stdout
 
     def log(self) -> str:
         path = self.root / "log" / "dovecot.log"

@@ -1,0 +1,265 @@
+"""Downloading one mailbox over IMAP.
+
+Guarantees: an email is stored once per mailbox (keyed by Message-ID, or a
+fingerprint), each server copy once per (folder, UIDVALIDITY, UID); every batch is
+committed on its own, so a run cut at any point is resumed by the next one without
+loss or duplicates; a message that cannot be parsed is stored with its raw source.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from imapclient import IMAPClient
+
+from accounts.models import EmailAccount, FolderMode
+from crm.services import contacts_link
+
+from .models import Attachment, Email, EmailLocation, Folder, SyncRun
+from .parsing import ParsedEmail, parse_message
+
+BATCH = 200
+PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
+SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
+SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
+
+
+def period_start(account: EmailAccount, today: date | None = None) -> date | None:
+    days = PERIOD_DAYS[account.sync_period]
+    if days is None:
+        return None
+    return (today or timezone.localdate()) - timedelta(days=days)
+
+
+def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int | None
+    messages: int | None
+    highestmodseq: int | None
+
+
+class AccountSyncer:
+    def __init__(self, *, account: EmailAccount, client: IMAPClient, run: SyncRun):
+        self.account = account
+        self.client = client
+        self.run = run
+        self.condstore = b"CONDSTORE" in client.capabilities()
+        self.own_domains = {account.address.split("@", 1)[-1]}
+
+    # -- folders -------------------------------------------------------------
+
+    def refresh_folders(self) -> list[Folder]:
+        seen = []
+        for flags, delimiter, name in self.client.list_folders():
+            lowered = {f.decode(errors="replace").lower() for f in flags}
+            special = next((f for f in lowered if f in SPECIAL_USE), "")
+            folder, _ = Folder.objects.update_or_create(
+                account=self.account,
+                path=name,
+                defaults={
+                    "delimiter": (delimiter or b"").decode(errors="replace"),
+                    "special_use": special,
+                    "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
+                    "exists_on_server": True,
+                },
+            )
+            seen.append(folder.pk)
+        Folder.objects.filter(account=self.account).exclude(pk__in=seen).update(
+            exists_on_server=False
+        )
+        return list(Folder.objects.filter(account=self.account, pk__in=seen))
+
+    def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
+        usable = [f for f in folders if f.selectable]
+        if self.account.folder_mode == FolderMode.CUSTOM:
+            return [f for f in usable if f.chosen]
+        return [f for f in usable if f.chosen or f.special_use not in SKIPPED_BY_DEFAULT]
+
+    # -- one folder ----------------------------------------------------------
+
+    def status(self, folder: Folder) -> FolderStatus:
+        items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
+        if self.condstore:
+            items.append(b"HIGHESTMODSEQ")
+        data = self.client.folder_status(folder.path, items)
+        return FolderStatus(
+            uidvalidity=int(data[b"UIDVALIDITY"]),
+            uidnext=int(data[b"UIDNEXT"]) if b"UIDNEXT" in data else None,
+            messages=int(data[b"MESSAGES"]) if b"MESSAGES" in data else None,
+            highestmodseq=int(data[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in data else None,
+        )
+
+    def sync_folder(self, folder: Folder) -> None:
+        since = period_start(self.account)
+        status = self.status(folder)
+        unchanged = (
+            folder.uidvalidity == status.uidvalidity
+            and folder.uidnext is not None
+            and folder.uidnext == status.uidnext
+            and folder.messages == status.messages
+            and (status.highestmodseq is None or folder.highestmodseq == status.highestmodseq)
+            and not _period_extended(folder, since)
+        )
+        if unchanged:
+            return
+        self.client.select_folder(folder.path, readonly=True)
+        if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
+            # The server renumbered the folder: its old UIDs mean nothing now. The emails
+            # stay; their locations are found again by Message-ID or fingerprint.
+            removed, _ = EmailLocation.objects.filter(folder=folder).delete()
+            self.run.removed_locations += removed
+            folder.last_uid = 0
+            folder.synced_since = None
+            folder.highestmodseq = None
+        uidvalidity = status.uidvalidity
+        folder.uidvalidity = uidvalidity
+
+        stored = set(
+            EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity).values_list(
+                "uid", flat=True
+            )
+        )
+        wanted = self._wanted_uids(folder, since)
+        missing = sorted((uid for uid in wanted if uid not in stored), reverse=True)
+        # Newest first, so the user sees recent mail early in a long first sync.
+        for batch in _chunks(missing, BATCH):
+            self._fetch_and_store(folder, uidvalidity, batch)
+
+        if stored and folder.last_uid:
+            self._apply_changes(folder, uidvalidity, stored, status)
+
+        folder.last_uid = max([folder.last_uid, *wanted]) if wanted else folder.last_uid
+        folder.uidnext = status.uidnext
+        folder.messages = status.messages
+        folder.highestmodseq = status.highestmodseq
+        if since is None or folder.synced_since is None or since < folder.synced_since:
+            folder.synced_since = since
+        folder.save()
+        self.run.folders += 1
+
+    def _wanted_uids(self, folder: Folder, since: date | None) -> list[int]:
+        if folder.last_uid == 0:
+            criteria = ["SINCE", since] if since else ["ALL"]
+            return self.client.search(criteria)
+        # "n:*" always matches the highest UID, even one we have: filter it.
+        new = [
+            u
+            for u in self.client.search(["UID", f"{folder.last_uid + 1}:*"])
+            if u > folder.last_uid
+        ]
+        if _period_extended(folder, since):
+            criteria = ["BEFORE", folder.synced_since] + (["SINCE", since] if since else [])
+            new += [u for u in self.client.search(criteria) if u <= folder.last_uid]
+        return new
+
+    def _fetch_and_store(self, folder: Folder, uidvalidity: int, uids: list[int]) -> None:
+        response = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "RFC822.SIZE"])
+        for uid in uids:
+            item = response.get(uid)
+            if item is None:  # expunged between SEARCH and FETCH
+                continue
+            raw = item.get(b"BODY[]") or b""
+            seen = b"\\Seen" in item.get(b"FLAGS", ())
+            self._store(folder, uidvalidity, uid, raw, seen)
+
+    def _store(self, folder: Folder, uidvalidity: int, uid: int, raw: bytes, seen: bool) -> None:
+        parsed = parse_message(raw)
+        with transaction.atomic():
+            email, created = Email.objects.get_or_create(
+                account=self.account,
+                message_key=parsed.message_key,
+                defaults=_email_fields(parsed, raw, seen),
+            )
+            try:
+                with transaction.atomic():
+                    EmailLocation.objects.create(
+                        email=email, folder=folder, uidvalidity=uidvalidity, uid=uid
+                    )
+                    self.run.new_locations += 1
+            except IntegrityError:
+                pass  # stored by an earlier, interrupted run
+            if created:
+                self.run.new_emails += 1
+                if parsed.problem:
+                    self.run.parse_problems += 1
+                for attachment in parsed.attachments:
+                    Attachment.objects.create(
+                        email=email,
+                        file=ContentFile(attachment.data, name=attachment.name or "attachment"),
+                        name=attachment.name,
+                        content_type=attachment.content_type,
+                        size=len(attachment.data),
+                    )
+                names = {parsed.from_address: parsed.from_name}
+                names.update({a["address"]: a["name"] for a in parsed.to + parsed.cc})
+                contacts_link(
+                    email=email,
+                    names_by_address=names,
+                    sender=parsed.from_address,
+                    own_domains=self.own_domains,
+                )
+
+    def _apply_changes(
+        self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus
+    ) -> None:
+        """Flags and expunges since the last run, as cheaply as the server allows."""
+        # imapclient 4 keeps only answers for the message ids it was given, so the
+        # stored UIDs are passed as a list (in chunks), not as a range.
+        modifiers = (
+            [f"CHANGEDSINCE {folder.highestmodseq}"]
+            if self.condstore and folder.highestmodseq
+            else None
+        )
+        changed: dict = {}
+        for chunk in _chunks(sorted(stored), 2000):
+            changed.update(self.client.fetch(chunk, ["FLAGS"], modifiers=modifiers))
+        locations = EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity)
+        for uid, item in changed.items():
+            seen = b"\\Seen" in item.get(b"FLAGS", ())
+            updated = (
+                Email.objects.filter(locations__in=locations.filter(uid=uid))
+                .exclude(seen=seen)
+                .update(seen=seen)
+            )
+            self.run.flag_changes += updated
+        if status.messages is not None and status.messages < len(stored):
+            present = set(self.client.search(["UID", f"1:{max(stored)}"]))
+            gone = stored - present
+            if gone:
+                removed, _ = locations.filter(uid__in=gone).delete()
+                self.run.removed_locations += removed
+
+
+def _period_extended(folder: Folder, since: date | None) -> bool:
+    if folder.synced_since is None:
+        return folder.last_uid > 0 and since is None and False
+    return since is None or since < folder.synced_since
+
+
+def _email_fields(parsed: ParsedEmail, raw: bytes, seen: bool) -> dict:
+    return {
+        "message_id": parsed.message_id,
+        "subject": parsed.subject,
+        "from_address": parsed.from_address,
+        "from_name": parsed.from_name,
+        "to": parsed.to,
+        "cc": parsed.cc,
+        "sent_at": parsed.sent_at,
+        "text_body": parsed.text_body,
+        "html_body": parsed.html_body,
+        "size": len(raw),
+        "seen": seen,
+        "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references,
+        "raw_source": raw if parsed.problem else None,
+        "parse_problem": parsed.problem,
+    }

@@ -1,0 +1,189 @@
+"""Downloading mail from the suite's Dovecot: what is stored, once, and what is not."""
+
+from datetime import UTC, datetime, timedelta
+
+from crm.models import Company, Contact, ContactAddress
+from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun
+from sync.services import mailbox_sync
+from tests.mailbox import make_message
+
+
+def _sync(account):
+    run = mailbox_sync(account_id=account.pk)
+    assert run is not None
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    return run
+
+
+def test_it_downloads_the_chosen_period_newest_first(synced_mailbox):
+    account, mailbox = synced_mailbox
+    now = datetime.now(UTC)
+    mailbox.append("INBOX", make_message(subject="old"), when=now - timedelta(days=20))
+    mailbox.append("INBOX", make_message(subject="recent"), when=now - timedelta(days=2))
+    mailbox.append("INBOX", make_message(subject="today"), when=now)
+    run = _sync(account)
+    assert set(Email.objects.values_list("subject", flat=True)) == {"recent", "today"}
+    assert run.new_emails == 2
+    # Extending the period later brings the older email, and nothing twice.
+    account.sync_period = "1m"
+    account.save()
+    _sync(account)
+    assert sorted(Email.objects.values_list("subject", flat=True)) == ["old", "recent", "today"]
+    assert EmailLocation.objects.count() == 3
+
+
+def test_it_fetches_only_what_is_new_on_the_next_run(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="first"))
+    _sync(account)
+    mailbox.append("INBOX", make_message(subject="second"))
+    run = _sync(account)
+    assert run.new_emails == 1
+    assert Email.objects.count() == 2
+    idle = _sync(account)
+    assert (idle.new_emails, idle.new_locations, idle.folders) == (0, 0, 0)
+
+
+def test_it_stores_an_email_once_however_many_folders_hold_it(synced_mailbox):
+    account, mailbox = synced_mailbox
+    shared = make_message(subject="shared", message_id="<same@partner.test>")
+    mailbox.append("INBOX", shared)
+    mailbox.append("Projects", shared)
+    without_id = make_message(subject="no id", message_id=None)
+    mailbox.append("INBOX", without_id)
+    mailbox.append("Projects", without_id)
+    _sync(account)
+    assert Email.objects.count() == 2
+    assert EmailLocation.objects.count() == 4
+    assert Email.objects.get(subject="no id").message_key.startswith("fp:")
+
+
+def test_it_skips_trash_and_junk_unless_chosen_and_never_nested_children(synced_mailbox):
+    account, mailbox = synced_mailbox
+    for folder in ("Trash", "Junk", "Clients", "Clients/Acme"):
+        mailbox.append(folder, make_message(subject=f"in {folder}"))
+    _sync(account)
+    assert set(Email.objects.values_list("subject", flat=True)) == {"in Clients", "in Clients/Acme"}
+
+    account.folder_mode = "custom"
+    account.save()
+    Folder.objects.filter(account=account, path__in=["Clients", "Trash"]).update(chosen=True)
+    Email.objects.all().delete()
+    Folder.objects.filter(account=account).update(last_uid=0, uidvalidity=None, uidnext=None)
+    _sync(account)
+    assert set(Email.objects.values_list("subject", flat=True)) == {"in Clients", "in Trash"}
+
+
+def test_it_remaps_a_folder_after_a_uidvalidity_change_without_duplicates(synced_mailbox, dovecot):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="a"), make_message(subject="b", message_id=None))
+    _sync(account)
+    before = set(Email.objects.values_list("pk", flat=True))
+    dovecot.doveadm("mailbox", "update", "--uid-validity", "4242", "-u", account.address, "INBOX")
+    run = _sync(account)
+    assert set(Email.objects.values_list("pk", flat=True)) == before
+    assert run.new_emails == 0
+    assert set(EmailLocation.objects.values_list("uidvalidity", flat=True)) == {4242}
+    assert EmailLocation.objects.count() == 2
+
+
+def test_it_picks_up_flag_changes_and_expunges(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="read me"), make_message(subject="delete me"))
+    _sync(account)
+    assert not Email.objects.filter(seen=True).exists()
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        uids = client.search(["SUBJECT", "read me"])
+        client.add_flags(uids, [b"\\Seen"])
+        client.delete_messages(client.search(["SUBJECT", "delete me"]))
+        client.expunge()
+    run = _sync(account)
+    assert Email.objects.get(subject="read me").seen
+    assert not EmailLocation.objects.filter(email__subject="delete me").exists()
+    assert run.flag_changes == 1
+    assert run.removed_locations == 1
+
+
+def test_it_links_emails_to_contacts_and_companies(synced_mailbox):
+    account, mailbox = synced_mailbox
+    partner = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
+    contact = Contact.objects.create(name="")
+    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
+    other = Company.objects.create(name="Other", web_domain="other.test")
+    mailbox.append(
+        "INBOX",
+        make_message(sender="Peter Partner <Peter@Partner.test>", to="someone@other.test"),
+    )
+    _sync(account)
+    email = Email.objects.get()
+    assert list(email.contacts.all()) == [contact]
+    assert set(email.companies.all()) == {partner, other}
+    contact.refresh_from_db()
+    assert contact.name == "Peter Partner"  # enriched from the email
+    assert not Contact.objects.exclude(pk=contact.pk).exists()  # no contacts made up
+
+
+def test_it_stores_attachments_and_bodies(synced_mailbox, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    account, mailbox = synced_mailbox
+    mailbox.append(
+        "INBOX",
+        make_message(
+            subject="Ünïcode subject",
+            body="plain text",
+            html="<p>html <b>text</b></p>",
+            attachment=("offer.pdf", b"%PDF-1.4 test"),
+        ),
+    )
+    _sync(account)
+    email = Email.objects.get()
+    assert email.subject == "Ünïcode subject"
+    assert "plain text" in email.text_body
+    assert "<b>text</b>" in email.html_body
+    attachment = email.attachments.get()
+    assert (attachment.name, attachment.size) == ("offer.pdf", 13)
+    assert attachment.file.read() == b"%PDF-1.4 test"
+
+
+def test_it_ingests_every_corpus_message_without_losing_one(synced_mailbox, shared_dir):
+    account, mailbox = synced_mailbox
+    # Zero-byte files are skipped: IMAP cannot hold an empty message at all.
+    corpus = [
+        p for p in sorted((shared_dir / "corpora").rglob("*"))
+        if p.is_file() and p.stat().st_size and p.name not in {"LICENSE", "README.md"}
+        and p.suffix not in {".bmp", ".exr", ".gif", ".jpg", ".pbm", ".pgm", ".png", ".ppm",
+                             ".ras", ".sgi", ".tiff", ".webp", ".xbm", ".aifc", ".aiff", ".au",
+                             ".wav"}
+    ]  # fmt: skip
+    mailbox.append("INBOX", *(p.read_bytes() for p in corpus))
+    with mailbox.client() as client:
+        total = client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"]
+    assert total == len(corpus)
+    run = _sync(account)
+    assert EmailLocation.objects.count() == total
+    assert run.new_locations == total
+    # Broken messages are kept with their raw source and a note, never dropped.
+    for email in Email.objects.exclude(parse_problem=""):
+        assert email.raw_source
+
+
+def test_it_runs_one_sync_per_mailbox_at_a_time(synced_mailbox):
+    account, _ = synced_mailbox
+    MailboxSync.objects.create(
+        account=account, claimed_until=datetime.now(UTC) + timedelta(minutes=5), claim_token="x"
+    )
+    assert mailbox_sync(account_id=account.pk) is None
+    assert not SyncRun.objects.exists()
+
+
+def test_it_marks_the_mailbox_for_its_owner_when_the_password_changed(synced_mailbox):
+    account, _ = synced_mailbox
+    account.set_password("changed-on-the-server")
+    account.save()
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.FAILED
+    state = MailboxSync.objects.get(account=account)
+    assert state.health == MailboxSync.Health.NEEDS_ATTENTION
+    assert "did not accept the login or password" in state.last_error
+    assert state.claimed_until is None
