@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,6 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect, push_url
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from sync.selectors import emails_for_panel, sync_status
 
 from .connection import SignInError, endpoints_for, login_for
 from .forms import (
@@ -71,12 +73,14 @@ def _existing(request: HttpRequest, address: Address) -> EmailAccount | None:
 
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
+    emails = Paginator(emails_for_panel(request.user), 50).get_page(request.GET.get("page"))
     return render(
         request,
         "accounts/email.html",
         {
             "accounts": accounts_for_user(request.user),
             "notifications": open_notifications(request.user),
+            "emails": emails,
         },
     )
 
@@ -89,7 +93,7 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(accounts_for_user(request.user), pk=pk)
-    return render(request, "accounts/settings.html", {"account": account})
+    return render(request, "accounts/settings.html", {"account": account, **sync_status(account)})
 
 
 @login_required

@@ -148,7 +148,11 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": HEARTBEAT_INTERVAL},
     },
     # Queues every mailbox whose last sync is older than MailboxSyncInterval.
-    "sync-dispatch": {"task": "sync.dispatch", "schedule": 60, "options": {"expires": 60}},
+    "sync-dispatch": {
+        "task": "sync.dispatch",
+        "schedule": env_int("SYNC_DISPATCH_SECONDS", 60, minimum=1),
+        "options": {"expires": 60},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -133,6 +133,8 @@ class AccountSyncer:
         # Newest first, so the user sees recent mail early in a long first sync.
         for batch in _chunks(missing, BATCH):
             self._fetch_and_store(folder, uidvalidity, batch)
+            # Counts saved per batch: the Email page's progress bar reads them.
+            self.run.save(update_fields=["new_emails", "new_locations", "parse_problems"])
 
         if stored and folder.last_uid:
             self._apply_changes(folder, uidvalidity, stored, status)

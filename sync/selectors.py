@@ -1,11 +1,40 @@
 from datetime import timedelta
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import WorkerHeartbeat
+from .models import Email, MailboxSync, SyncRun, WorkerHeartbeat
 
 
 def heartbeat_age() -> timedelta | None:
     """How long ago a worker last ran beat's heartbeat; None if never."""
     beat = WorkerHeartbeat.objects.filter(name="worker").first()
     return None if beat is None else timezone.now() - beat.beat_at
+
+
+def emails_for_panel(user) -> QuerySet[Email]:
+    """The emails of the user's own mailboxes, newest first (the Email page)."""
+    return (
+        Email.objects.filter(account__owner=user)
+        .select_related("account")
+        .defer("text_body", "html_body", "raw_source", "references")
+        .order_by("-sent_at", "-pk")
+    )
+
+
+def email_for_user(user, pk: int) -> Email | None:
+    return Email.objects.filter(account__owner=user, pk=pk).select_related("account").first()
+
+
+def sync_status(account) -> dict:
+    state = MailboxSync.objects.filter(account=account).first()
+    last_run = SyncRun.objects.filter(account=account).first()
+    running = bool(state and state.claimed_until and state.claimed_until > timezone.now()) or bool(
+        last_run and last_run.state == SyncRun.State.RUNNING
+    )
+    return {
+        "state": state,
+        "last_run": last_run,
+        "running": running,
+        "emails": Email.objects.filter(account=account).count(),
+    }

@@ -85,3 +85,56 @@ def test_it_keeps_the_filesystem_brokers_files_under_var(tmp_path):
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=60)
     assert not (tmp_path / "control").exists()
     assert list((tmp_path / "broker" / "queue").iterdir())
+
+
+def test_it_fills_a_new_mailbox_through_beat_and_a_worker(
+    transactional_db, tmp_path, synced_mailbox, mail_trust, settings
+):
+    from sync.models import Email, MailboxSync
+    from tests.mailbox import make_message
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="one"), make_message(subject="two"))
+    env = {
+        **os.environ,
+        "DEBUG": "true",
+        "MAILSETUP_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": "filesystem://",
+        # The worker must read the passwords this process encrypted.
+        "CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
+        "MAIL_EXTRA_CA_FILE": str(mail_trust),
+        "SYNC_DISPATCH_SECONDS": "1",
+    }
+    celery = [sys.executable, "-m", "celery", "-A", "mailsetup"]
+    processes = [
+        subprocess.Popen(
+            [*celery, "worker", "--pool=solo", "--loglevel=INFO", "--without-mingle"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [*celery, "beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=open(tmp_path / "beat.log", "w"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and Email.objects.filter(account=account).count() < 2:
+            assert all(p.poll() is None for p in processes), _logs(tmp_path)
+            time.sleep(0.5)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
+    assert sorted(Email.objects.filter(account=account).values_list("subject", flat=True)) == [
+        "one",
+        "two",
+    ], _logs(tmp_path)
+    assert MailboxSync.objects.get(account=account).last_success_at is not None

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+app_name = "sync"
+
+urlpatterns = [
+    path("emails/<int:pk>/", views.email_detail, name="email"),
+    path(
+        "emails/<int:pk>/attachments/<int:attachment_pk>/",
+        views.attachment_download,
+        name="attachment",
+    ),
+    path("mailboxes/<int:pk>/download/", views.download_now, name="download"),
+    path("mailboxes/<int:pk>/sync-status/", views.sync_status_partial, name="status"),
+]

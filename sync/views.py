@@ -1,0 +1,65 @@
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from accounts.selectors import accounts_for_user
+
+from .models import Attachment
+from .sanitize import clean_email_html, email_document
+from .selectors import email_for_user, sync_status
+from .tasks import sync_mailbox
+
+
+@login_required
+def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    email = email_for_user(request.user, pk)
+    if email is None:
+        raise Http404
+    allow_images = request.GET.get("images") == "1"
+    html, blocked = ("", 0)
+    if email.html_body:
+        html, blocked = clean_email_html(email.html_body, allow_remote_images=allow_images)
+    return render(
+        request,
+        "sync/email_detail.html",
+        {
+            "email": email,
+            "document": email_document(html, allow_remote_images=allow_images) if html else "",
+            "blocked_images": blocked,
+            "attachments": email.attachments.all(),
+        },
+    )
+
+
+@login_required
+def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> FileResponse:
+    email = email_for_user(request.user, pk)
+    if email is None:
+        raise Http404
+    attachment = get_object_or_404(Attachment, pk=attachment_pk, email=email)
+    # Always a download, never rendered inline: an attachment may be HTML or SVG.
+    return FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=True,
+        filename=attachment.name,
+        content_type="application/octet-stream",
+    )
+
+
+@login_required
+@require_POST
+def download_now(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    sync_mailbox.delay_on_commit(account.pk)
+    target = f"{account.get_absolute_url()}#sync"
+    if request.htmx:
+        return HttpResponseClientRedirect(target)
+    return redirect(target)
+
+
+@login_required
+def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    return render(request, "sync/status.html", {"account": account, **sync_status(account)})

@@ -1,0 +1,74 @@
+import html
+import re
+
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from sync.models import Attachment, Email
+from tests.factories import EmailAccountFactory, UserFactory
+
+HOSTILE = (
+    '<p onclick="steal()">Hello<script>alert(1)</script></p>'
+    '<img src="https://tracker.example/pixel.gif"><a href="javascript:alert(1)">link</a>'
+    "<form action=https://evil.example><input name=password></form>"
+)
+
+
+def _srcdoc(page: str) -> str:
+    return html.unescape(re.search(r'srcdoc="([^"]*)"', page).group(1))
+
+
+def _email(account, **fields):
+    return Email.objects.create(account=account, message_key=f"k{Email.objects.count()}", **fields)
+
+
+def test_it_lists_the_users_emails_newest_first(client, db):
+    account = EmailAccountFactory()
+    from datetime import UTC, datetime
+
+    _email(account, subject="older", sent_at=datetime(2026, 1, 1, tzinfo=UTC))
+    _email(account, subject="newer", sent_at=datetime(2026, 2, 1, tzinfo=UTC))
+    _email(EmailAccountFactory(), subject="someone else's")
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email")).text
+    assert page.index("newer") < page.index("older")
+    assert "someone else&#x27;s" not in page and "someone else's" not in page
+
+
+def test_it_shows_html_sanitised_in_a_sandbox_with_remote_images_held_back(client, db):
+    account = EmailAccountFactory()
+    email = _email(account, subject="hostile", html_body=HOSTILE)
+    client.force_login(account.owner)
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in page
+    body = _srcdoc(page)
+    for forbidden in ("<script", "onclick", "javascript:", "tracker.example", "<form", "<input"):
+        assert forbidden not in body
+    assert "1 remote image held back" in page
+    assert "img-src data: cid:;" in body
+
+    shown = _srcdoc(client.get(reverse("sync:email", args=[email.pk]), {"images": "1"}).text)
+    assert "https://tracker.example/pixel.gif" in shown
+    assert "<script" not in shown
+
+
+def test_it_hides_other_users_emails_and_attachments(client, db, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    email = _email(EmailAccountFactory(), subject="private")
+    attachment = Attachment.objects.create(
+        email=email,
+        file=ContentFile(b"<svg onload=alert(1)>", name="a.svg"),
+        name="a.svg",
+        content_type="image/svg+xml",
+        size=21,
+    )
+    client.force_login(UserFactory())
+    assert client.get(reverse("sync:email", args=[email.pk])).status_code == 404
+    url = reverse("sync:attachment", args=[email.pk, attachment.pk])
+    assert client.get(url).status_code == 404
+
+    client.force_login(email.account.owner)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment")
+    assert response["Content-Type"] == "application/octet-stream"

@@ -1,0 +1,61 @@
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from sync.models import MailboxSync
+from sync.services import mailboxes_due
+from systemsettings.models import SystemSetting
+from tests.factories import EmailAccountFactory
+
+
+def test_it_queues_mailboxes_whose_last_sync_is_older_than_the_interval(db):
+    SystemSetting.objects.filter(code="MailboxSyncInterval").update(value="10")
+    never = EmailAccountFactory()
+    stale = EmailAccountFactory()
+    fresh = EmailAccountFactory()
+    manual = EmailAccountFactory(auto_sync=False)
+    broken = EmailAccountFactory()
+    now = timezone.now()
+    MailboxSync.objects.create(account=stale, last_started_at=now - timedelta(minutes=11))
+    MailboxSync.objects.create(account=fresh, last_started_at=now - timedelta(minutes=9))
+    MailboxSync.objects.create(
+        account=broken, last_started_at=None, health=MailboxSync.Health.NEEDS_ATTENTION
+    )
+    assert sorted(mailboxes_due()) == sorted([never.pk, stale.pk])
+    # Queued ones count as started: the next minute's dispatch does not queue them again.
+    assert mailboxes_due() == []
+    assert manual.pk not in mailboxes_due()
+
+
+def test_it_finds_due_mailboxes_in_a_constant_number_of_queries(db):
+    for _ in range(3):
+        EmailAccountFactory()
+    with CaptureQueriesContext(connection) as few:
+        mailboxes_due()
+    for _ in range(30):
+        EmailAccountFactory()
+    with CaptureQueriesContext(connection) as many:
+        mailboxes_due()
+    assert len(many) == len(few)
+
+
+def test_it_starts_a_download_from_the_button(client, db, monkeypatch):
+    from sync import views
+
+    queued = []
+    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", queued.append)
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    response = client.post(reverse("sync:download", args=[account.pk]))
+    assert response.status_code == 302
+    assert queued == [account.pk]
+
+
+def test_it_hides_another_users_mailbox_from_the_download_button(client, db):
+    account = EmailAccountFactory()
+    client.force_login(EmailAccountFactory().owner)
+    assert client.post(reverse("sync:download", args=[account.pk])).status_code == 404
+    assert client.get(reverse("sync:status", args=[account.pk])).status_code == 404
