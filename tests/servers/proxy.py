@@ -1,0 +1,66 @@
+"""A TCP proxy on loopback that cuts connections mid-stream, for fault tests."""
+
+import contextlib
+import random
+import socket
+import threading
+
+
+class CuttingProxy:
+    """Relays to a target; the first `cuts` connections are cut after a random number
+    of bytes from the server (between `low` and `high`), then it relays faithfully."""
+
+    def __init__(self, target_port: int, *, cuts: int, low: int, high: int, seed: int = 7):
+        self.target_port = target_port
+        self.remaining = cuts
+        self.cut_count = 0
+        self.low, self.high = low, high
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                limit = None
+                if self.remaining > 0:
+                    self.remaining -= 1
+                    limit = self.random.randint(self.low, self.high)
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, limit), daemon=True).start()
+
+    def _pipe(self, source, sink, limit):
+        sent = 0
+        try:
+            while True:
+                data = source.recv(16384)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) >= limit:
+                    sink.sendall(data[: max(0, limit - sent)])
+                    with self.lock:
+                        self.cut_count += 1
+                    break
+                sink.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
