@@ -48,8 +48,9 @@ class FolderStatus:
 
 
 class AccountSyncer:
-    def __init__(self, *, account: EmailAccount, client: IMAPClient, run: SyncRun):
+    def __init__(self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None):
         self.account = account
+        self.renew = renew or (lambda: None)
         self.client = client
         self.run = run
         self.condstore = b"CONDSTORE" in client.capabilities()
@@ -135,6 +136,7 @@ class AccountSyncer:
             self._fetch_and_store(folder, uidvalidity, batch)
             # Counts saved per batch: the Email page's progress bar reads them.
             self.run.save(update_fields=["new_emails", "new_locations", "parse_problems"])
+            self.renew()
 
         if stored and folder.last_uid:
             self._apply_changes(folder, uidvalidity, stored, status)

@@ -6,6 +6,7 @@ import imaplib
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,8 +18,13 @@ from systemsettings.selectors import mailbox_sync_interval
 from .engine import AccountSyncer
 from .models import Email, MailboxSync, SyncRun, WorkerHeartbeat
 
-# A claim outlives a crashed worker by this much at most; a live sync renews it.
-CLAIM_LEASE = timedelta(minutes=15)
+
+def _lease() -> timedelta:
+    # A claim outlives a killed worker by this much at most; a live sync renews it
+    # after every batch, so the lease only has to cover one batch.
+    return timedelta(seconds=settings.SYNC_CLAIM_LEASE_SECONDS)
+
+
 # Sign-in answers that no retry will change: the owner has to act.
 NEEDS_OWNER = {
     "credentials", "app_password", "imap_disabled", "expired", "contact_admin", "non_ascii",
@@ -44,8 +50,14 @@ def _claim(account_id: int) -> str | None:
     MailboxSync.objects.get_or_create(account_id=account_id)
     claimed = MailboxSync.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), account_id=account_id
-    ).update(claimed_until=now + CLAIM_LEASE, claim_token=token, last_started_at=now)
+    ).update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
     return token if claimed else None
+
+
+def _renew(account_id: int, token: str) -> None:
+    MailboxSync.objects.filter(account_id=account_id, claim_token=token).update(
+        claimed_until=timezone.now() + _lease()
+    )
 
 
 def _release(account_id: int, token: str, **fields) -> None:
@@ -71,7 +83,9 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
             password=account.get_password(),
         )
         try:
-            syncer = AccountSyncer(account=account, client=client, run=run)
+            syncer = AccountSyncer(
+                account=account, client=client, run=run, renew=lambda: _renew(account_id, token)
+            )
             for folder in syncer.folders_to_sync(syncer.refresh_folders()):
                 syncer.sync_folder(folder)
         finally:
