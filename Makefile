@@ -10,7 +10,7 @@ export DJANGO_SETTINGS_MODULE := mailsetup.settings
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mailsetup
 PYTEST_ARGS ?=
 
-.PHONY: run test dev-mail lint format clean
+.PHONY: run test dev-mail bench lint format clean
 
 $(BIN)/python:
 	"$$(scripts/find-python)" -m venv $(VENV)
@@ -44,6 +44,11 @@ dev-mail: $(VENV)/.installed-test
 test: $(VENV)/.installed-test
 	scripts/test-services
 	DATABASE_URL=$(TEST_DATABASE_URL) pytest $(PYTEST_ARGS)
+
+## make bench: the IMAP sync benchmark (own Dovecot, PostgreSQL database mailsetup_bench).
+bench: $(VENV)/.installed-test
+	scripts/test-services
+	python bench/sync_bench.py $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test
 	ruff check .

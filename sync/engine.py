@@ -235,7 +235,9 @@ class AccountSyncer:
                 .update(seen=seen)
             )
             self.run.flag_changes += updated
-        if status.messages is not None and status.messages < len(stored):
+        # Fewer messages on the server than copies we know of means expunges; only then
+        # is the (larger) list of UIDs asked for. Counted after this run's new fetches.
+        if status.messages is not None and status.messages < locations.count():
             present = set(self.client.search(["UID", f"1:{max(stored)}"]))
             gone = stored - present
             if gone:

@@ -187,3 +187,20 @@ def test_it_marks_the_mailbox_for_its_owner_when_the_password_changed(synced_mai
     assert state.health == MailboxSync.Health.NEEDS_ATTENTION
     assert "did not accept the login or password" in state.last_error
     assert state.claimed_until is None
+
+
+def test_it_notices_an_expunge_hidden_by_an_append(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="stays"), make_message(subject="goes"))
+    _sync(account)
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        client.delete_messages(client.search(["SUBJECT", "goes"]))
+        client.expunge()
+        client.append("INBOX", make_message(subject="arrives"))
+    run = _sync(account)
+    assert run.removed_locations == 1
+    assert sorted(EmailLocation.objects.values_list("email__subject", flat=True)) == [
+        "arrives",
+        "stays",
+    ]
