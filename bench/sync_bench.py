@@ -205,7 +205,13 @@ def main() -> None:
                         c.fetch(uids[start : start + 500], ["BODY.PEEK[]"])
             return time.monotonic() - began
 
-        worker_env = {**os.environ, "CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS)}
+        # The worker runs as in production: DEBUG off (DEBUG keeps every SQL query in memory).
+        worker_env = {
+            **os.environ,
+            "DEBUG": "false",
+            "SECRET_KEY": settings.SECRET_KEY,
+            "CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
+        }
         script = (
             "import django, resource; django.setup(); from sync.services import mailbox_sync; "
             f"run = mailbox_sync(account_id={account.pk}); "

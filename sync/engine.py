@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from imapclient import IMAPClient
 
@@ -166,51 +166,78 @@ class AccountSyncer:
         return new
 
     def _fetch_and_store(self, folder: Folder, uidvalidity: int, uids: list[int]) -> None:
-        response = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "RFC822.SIZE"])
+        response = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
+        batch = []
         for uid in uids:
-            item = response.get(uid)
+            item = response.pop(uid, None)
             if item is None:  # expunged between SEARCH and FETCH
                 continue
             raw = item.get(b"BODY[]") or b""
-            seen = b"\\Seen" in item.get(b"FLAGS", ())
-            self._store(folder, uidvalidity, uid, raw, seen)
+            batch.append((uid, raw, parse_message(raw), b"\\Seen" in item.get(b"FLAGS", ())))
+        self._store(folder, uidvalidity, batch)
 
-    def _store(self, folder: Folder, uidvalidity: int, uid: int, raw: bytes, seen: bool) -> None:
-        parsed = parse_message(raw)
-        with transaction.atomic():
-            email, created = Email.objects.get_or_create(
-                account=self.account,
-                message_key=parsed.message_key,
-                defaults=_email_fields(parsed, raw, seen),
+    @transaction.atomic
+    def _store(self, folder: Folder, uidvalidity: int, batch: list) -> None:
+        """One batch in one transaction, in a constant number of queries: a run cut
+        anywhere leaves whole batches behind, and the next run fetches the rest."""
+        keys = {parsed.message_key for _uid, _raw, parsed, _seen in batch}
+        existing = dict(
+            Email.objects.filter(account=self.account, message_key__in=keys).values_list(
+                "message_key", "pk"
             )
-            try:
-                with transaction.atomic():
-                    EmailLocation.objects.create(
-                        email=email, folder=folder, uidvalidity=uidvalidity, uid=uid
-                    )
-                    self.run.new_locations += 1
-            except IntegrityError:
-                pass  # stored by an earlier, interrupted run
-            if created:
-                self.run.new_emails += 1
-                if parsed.problem:
-                    self.run.parse_problems += 1
-                for attachment in parsed.attachments:
-                    Attachment.objects.create(
-                        email=email,
-                        file=ContentFile(attachment.data, name=attachment.name or "attachment"),
-                        name=attachment.name,
-                        content_type=attachment.content_type,
-                        size=len(attachment.data),
-                    )
-                names = {parsed.from_address: parsed.from_name}
-                names.update({a["address"]: a["name"] for a in parsed.to + parsed.cc})
-                contacts_link(
-                    email=email,
-                    names_by_address=names,
-                    sender=parsed.from_address,
-                    own_domains=self.own_domains,
+        )
+        new: dict[str, tuple[Email, ParsedEmail]] = {}
+        for _uid, raw, parsed, seen in batch:
+            if parsed.message_key not in existing and parsed.message_key not in new:
+                email = Email(
+                    account=self.account,
+                    message_key=parsed.message_key,
+                    **_email_fields(parsed, raw, seen),
                 )
+                new[parsed.message_key] = (email, parsed)
+        Email.objects.bulk_create([email for email, _parsed in new.values()])
+        existing.update({key: email.pk for key, (email, _parsed) in new.items()})
+        EmailLocation.objects.bulk_create(
+            [
+                EmailLocation(
+                    email_id=existing[parsed.message_key],
+                    folder=folder,
+                    uidvalidity=uidvalidity,
+                    uid=uid,
+                )
+                for uid, _raw, parsed, _seen in batch
+            ],
+            ignore_conflicts=True,  # stored by an earlier, interrupted run
+        )
+        self.run.new_locations += len(batch)
+        self.run.new_emails += len(new)
+        self.run.parse_problems += sum(1 for _email, parsed in new.values() if parsed.problem)
+        attachments = []
+        for email, parsed in new.values():
+            for attachment in parsed.attachments:
+                stored = Attachment(
+                    email=email,
+                    name=attachment.name,
+                    content_type=attachment.content_type,
+                    size=len(attachment.data),
+                )
+                stored.file.save(
+                    attachment.name or "attachment", ContentFile(attachment.data), save=False
+                )
+                attachments.append(stored)
+        Attachment.objects.bulk_create(attachments)
+        contacts_link(
+            emails=[
+                (
+                    email,
+                    {parsed.from_address: parsed.from_name}
+                    | {a["address"]: a["name"] for a in parsed.to + parsed.cc},
+                    parsed.from_address,
+                )
+                for email, parsed in new.values()
+            ],
+            own_domains=self.own_domains,
+        )
 
     def _apply_changes(
         self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus
