@@ -20,6 +20,33 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def _start_celery(tmp_path, env) -> list[subprocess.Popen]:
+    """A worker and beat as real processes, logging into tmp_path."""
+    celery = [sys.executable, "-m", "celery", "-A", "mailsetup"]
+    commands = {
+        "worker.log": [*celery, "worker", "--pool=solo", "--loglevel=INFO", "--without-mingle",
+                       "--without-gossip"],
+        "beat.log": [*celery, "beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")],
+    }  # fmt: skip
+    return [
+        subprocess.Popen(
+            command,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=open(tmp_path / log, "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for log, command in commands.items()
+    ]
+
+
+def _stop(processes) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=20)
+
+
 def _logs(tmp_path) -> str:
     return "\n".join(
         f"--- {name}\n" + (tmp_path / name).read_text() for name in ("worker.log", "beat.log")
@@ -38,30 +65,7 @@ def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker)
         "CELERY_BROKER_URL": broker,
         "HEARTBEAT_INTERVAL_SECONDS": "1",
     }
-    celery = [sys.executable, "-m", "celery", "-A", "mailsetup"]
-    processes = [
-        subprocess.Popen(
-            [
-                *celery,
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [*celery, "beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=open(tmp_path / "beat.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        ),
-    ]
+    processes = _start_celery(tmp_path, env)
     try:
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and not WorkerHeartbeat.objects.exists():
@@ -69,10 +73,7 @@ def test_it_runs_beats_heartbeat_on_a_worker(transactional_db, tmp_path, broker)
             time.sleep(0.5)
         beat = WorkerHeartbeat.objects.first()
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
+        _stop(processes)
     assert beat is not None, _logs(tmp_path)
     assert beat.hostname
 
@@ -106,33 +107,14 @@ def test_it_fills_a_new_mailbox_through_beat_and_a_worker(
         "MAIL_EXTRA_CA_FILE": str(mail_trust),
         "SYNC_DISPATCH_SECONDS": "1",
     }
-    celery = [sys.executable, "-m", "celery", "-A", "mailsetup"]
-    processes = [
-        subprocess.Popen(
-            [*celery, "worker", "--pool=solo", "--loglevel=INFO", "--without-mingle"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [*celery, "beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule")],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=open(tmp_path / "beat.log", "w"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        ),
-    ]
+    processes = _start_celery(tmp_path, env)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and Email.objects.filter(account=account).count() < 2:
             assert all(p.poll() is None for p in processes), _logs(tmp_path)
             time.sleep(0.5)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=20)
+        _stop(processes)
     assert sorted(Email.objects.filter(account=account).values_list("subject", flat=True)) == [
         "one",
         "two",

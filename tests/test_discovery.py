@@ -291,14 +291,17 @@ def test_it_rejects_a_certificate_the_client_does_not_trust(db, https_server):
         fetcher.get(ISPDB_BASE + "posteo.de", timeout=3)
 
 
-def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
+@pytest.fixture
+def silent_discoverer():
+    """A Discoverer whose every server, HTTPS and DNS, accepts and never answers."""
     silent = SilentServer().start()
     silent_dns = SilentDnsServer()
-    try:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = ["127.0.0.1"]
-        resolver.port = silent_dns.port
-        discover = Discoverer(
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = silent_dns.port
+
+    def make(**options):
+        return Discoverer(
             fetcher=HttpsFetcher(
                 resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)],
                 allow_internal=True,
@@ -306,17 +309,24 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
             mx_resolver=DnsMxResolver(resolver),
             ispdb_url="https://ispdb.test/v1.1/",
             step_timeout=1,
-            total_timeout=2.5,
-            use_ispdb=True,
-            use_autoconfig=True,
-            use_mx=True,
+            **options,
         )
-        started = time.monotonic()
-        found = discover.discover("anna@slow.test")
-        elapsed = time.monotonic() - started
-    finally:
-        silent.stop()
-        silent_dns.stop()
+
+    yield make
+    silent.stop()
+    silent_dns.stop()
+
+
+def _timed(discoverer):
+    started = time.monotonic()
+    found = discoverer.discover("anna@slow.test")
+    return found, time.monotonic() - started
+
+
+def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db, silent_discoverer):
+    found, elapsed = _timed(
+        silent_discoverer(total_timeout=2.5, use_ispdb=True, use_autoconfig=True, use_mx=True)
+    )
     assert found.provider is None
     assert any("did not answer in time" in line for line in found.trace), found.trace
     # Each step waited its own second at most, and the bound cut the rest short.
@@ -324,32 +334,15 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db):
 
 
 @pytest.mark.parametrize("step", ["ispdb", "autoconfig", "mx"])
-def test_it_times_out_each_step_on_its_own(db, step):
-    silent = SilentServer().start()
-    silent_dns = SilentDnsServer()
-    try:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = ["127.0.0.1"]
-        resolver.port = silent_dns.port
-        discover = Discoverer(
-            fetcher=HttpsFetcher(
-                resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)],
-                allow_internal=True,
-            ),
-            mx_resolver=DnsMxResolver(resolver),
-            ispdb_url="https://ispdb.test/v1.1/",
-            step_timeout=1,
+def test_it_times_out_each_step_on_its_own(db, silent_discoverer, step):
+    found, elapsed = _timed(
+        silent_discoverer(
             total_timeout=10,
             use_ispdb=step == "ispdb",
             use_autoconfig=step == "autoconfig",
             use_mx=step == "mx",
         )
-        started = time.monotonic()
-        found = discover.discover("anna@slow.test")
-        elapsed = time.monotonic() - started
-    finally:
-        silent.stop()
-        silent_dns.stop()
+    )
     timeouts = [line for line in found.trace if "in time" in line or "timed out" in line]
     # autoconfig has two addresses, each with its own step timeout.
     assert len(timeouts) == (2 if step == "autoconfig" else 1), found.trace
