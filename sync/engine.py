@@ -17,6 +17,7 @@ from imapclient import IMAPClient
 
 from accounts.models import EmailAccount, FolderMode
 from crm.services import contacts_link
+from systemsettings.selectors import create_contacts_for_unknown_senders
 
 from .models import Attachment, Email, EmailLocation, Folder, SyncRun
 from .parsing import ParsedEmail, parse_message
@@ -55,6 +56,7 @@ class AccountSyncer:
         self.run = run
         self.condstore = b"CONDSTORE" in client.capabilities()
         self.own_domains = {account.address.split("@", 1)[-1]}
+        self.create_contacts = create_contacts_for_unknown_senders()
 
     # -- folders -------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class AccountSyncer:
                 for email, parsed in new.values()
             ],
             own_domains=self.own_domains,
+            create_for_unknown_senders=self.create_contacts,
         )
 
     def _apply_changes(

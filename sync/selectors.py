@@ -38,3 +38,14 @@ def sync_status(account) -> dict:
         "running": running,
         "emails": Email.objects.filter(account=account).count(),
     }
+
+
+def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
+    """A contact's or company's emails that the user may see: for now, those of the
+    user's own mailboxes (shared mailboxes' grants come with the sharing issue)."""
+    emails = Email.objects.filter(account__owner=user)
+    if contact is not None:
+        emails = emails.filter(contacts=contact)
+    if company is not None:
+        emails = emails.filter(companies=company)
+    return emails.defer("text_body", "html_body", "raw_source").order_by("-sent_at", "-pk")

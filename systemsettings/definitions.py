@@ -37,6 +37,19 @@ ALLOW_INTERNAL_MAIL_SERVERS = Definition(
     "the company's own mail server is on the internal network.",
 )
 
+CREATE_CONTACTS_FOR_UNKNOWN_SENDERS = Definition(
+    code="CreateContactsForUnknownSenders",
+    value_type="boolean",
+    default=False,
+    description="When downloading emails, create a contact for a sender the CRM does not know "
+    "yet (never for no-reply addresses or the company's own domains).",
+)
+
 DEFINITIONS: dict[str, Definition] = {
-    d.code: d for d in [MAILBOX_SYNC_INTERVAL, ALLOW_INTERNAL_MAIL_SERVERS]
+    d.code: d
+    for d in [
+        MAILBOX_SYNC_INTERVAL,
+        ALLOW_INTERNAL_MAIL_SERVERS,
+        CREATE_CONTACTS_FOR_UNKNOWN_SENDERS,
+    ]
 }

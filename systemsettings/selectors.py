@@ -1,6 +1,11 @@
 from datetime import timedelta
 
-from .definitions import ALLOW_INTERNAL_MAIL_SERVERS, MAILBOX_SYNC_INTERVAL, Definition
+from .definitions import (
+    ALLOW_INTERNAL_MAIL_SERVERS,
+    CREATE_CONTACTS_FOR_UNKNOWN_SENDERS,
+    MAILBOX_SYNC_INTERVAL,
+    Definition,
+)
 from .models import SystemSetting
 
 
@@ -22,3 +27,7 @@ def mailbox_sync_interval() -> timedelta:
 
 def internal_mail_servers_allowed() -> bool:
     return bool(setting_value(ALLOW_INTERNAL_MAIL_SERVERS))
+
+
+def create_contacts_for_unknown_senders() -> bool:
+    return bool(setting_value(CREATE_CONTACTS_FOR_UNKNOWN_SENDERS))

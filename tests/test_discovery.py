@@ -330,7 +330,7 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db, silen
     assert found.provider is None
     assert any("did not answer in time" in line for line in found.trace), found.trace
     # Each step waited its own second at most, and the bound cut the rest short.
-    assert elapsed < 2.5 + 0.5, found.trace
+    assert elapsed < 2.5 + 1.0, found.trace
 
 
 @pytest.mark.parametrize("step", ["ispdb", "autoconfig", "mx"])
@@ -346,7 +346,7 @@ def test_it_times_out_each_step_on_its_own(db, silent_discoverer, step):
     timeouts = [line for line in found.trace if "in time" in line or "timed out" in line]
     # autoconfig has two addresses, each with its own step timeout.
     assert len(timeouts) == (2 if step == "autoconfig" else 1), found.trace
-    assert elapsed < len(timeouts) * 1 + 0.5
+    assert elapsed < len(timeouts) * 1 + 1.0
 
 
 def test_it_raises_address_errors_before_any_lookup(db, discoverer):
@@ -396,7 +396,7 @@ def test_it_ends_a_step_whose_server_drips_bytes(fetcher, https_server):
     started = time.monotonic()
     with pytest.raises(FetchError, match="did not answer in time"):
         fetcher.get("https://pop-only.test/drip", timeout=1.5)
-    assert time.monotonic() - started < 1.5 + 0.5
+    assert time.monotonic() - started < 1.5 + 1.0
 
 
 def test_it_does_not_contact_internal_addresses_by_default(db, https_server):

@@ -59,3 +59,53 @@ def test_it_hides_another_users_mailbox_from_the_download_button(client, db):
     client.force_login(EmailAccountFactory().owner)
     assert client.post(reverse("sync:download", args=[account.pk])).status_code == 404
     assert client.get(reverse("sync:status", args=[account.pk])).status_code == 404
+
+
+def test_it_shows_progress_while_a_sync_runs_and_polls_for_more(client, db):
+    from sync.models import SyncRun
+
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, claimed_until=timezone.now() + timedelta(minutes=1))
+    SyncRun.objects.create(account=account, new_emails=120)
+    client.force_login(account.owner)
+    running = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "Downloading… 120 new emails so far" in running
+    assert 'hx-trigger="every 2s"' in running
+    assert "<progress" in running
+
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    SyncRun.objects.update(state=SyncRun.State.SUCCEEDED)
+    done = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "every 2s" not in done
+    assert "emails downloaded" in done
+
+
+def test_it_tells_the_owner_what_to_do_when_the_password_stopped_working(client, db):
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(
+        account=account,
+        health=MailboxSync.Health.NEEDS_ATTENTION,
+        last_error="The mail server did not accept the login or password.",
+    )
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:settings", args=[account.pk])).text
+    assert "Needs your attention" in page
+    assert "Re-enter it in the mailbox" in page
+
+
+def test_it_retries_transient_errors_a_bounded_number_of_times(monkeypatch):
+    from sync import tasks
+    from sync.services import TransientSyncError
+
+    calls = []
+
+    def flaky(*, account_id):
+        calls.append(account_id)
+        raise TransientSyncError("connection reset")
+
+    monkeypatch.setattr(tasks, "mailbox_sync", flaky)
+    # Eager mode runs each retry at once instead of after its backoff.
+    result = tasks.sync_mailbox.apply(args=[7])
+    assert result.failed()
+    assert calls == [7] * (tasks.sync_mailbox.max_retries + 1)
+    assert tasks.sync_mailbox.retry_backoff and tasks.sync_mailbox.retry_jitter

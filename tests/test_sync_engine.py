@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from crm.models import Company, Contact, ContactAddress
 from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun
 from sync.services import mailbox_sync
+from systemsettings.models import SystemSetting
 from tests.mailbox import make_message
 
 
@@ -204,3 +205,26 @@ def test_it_notices_an_expunge_hidden_by_an_append(synced_mailbox):
         "arrives",
         "stays",
     ]
+
+
+def test_it_creates_contacts_for_unknown_external_senders_only_when_asked(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append(
+        "INBOX",
+        make_message(sender="Nora New <nora@newclient.test>"),
+        make_message(sender="Robot <no-reply@service.test>"),
+        make_message(sender=f"Colleague <colleague@{account.address.split('@')[1]}>"),
+    )
+    _sync(account)
+    assert not Contact.objects.exists()  # off by default
+
+    SystemSetting.objects.update_or_create(
+        code="CreateContactsForUnknownSenders", defaults={"value_type": "boolean", "value": "yes"}
+    )
+    mailbox.append("INBOX", make_message(sender="Olaf Other <olaf@otherclient.test>"))
+    mailbox.append("INBOX", make_message(sender="Robot <noreply@service.test>"))
+    _sync(account)
+    created = Contact.objects.get()
+    assert created.name == "Olaf Other"
+    assert list(created.addresses.values_list("address", flat=True)) == ["olaf@otherclient.test"]
+    assert list(Email.objects.get(from_address="olaf@otherclient.test").contacts.all()) == [created]
