@@ -212,10 +212,13 @@ def main() -> None:
             "SECRET_KEY": settings.SECRET_KEY,
             "CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
         }
+        # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent
+        # at fork, so it would report this (large) benchmark process instead.
         script = (
-            "import django, resource; django.setup(); from sync.services import mailbox_sync; "
+            "import django, re; django.setup(); from sync.services import mailbox_sync; "
             f"run = mailbox_sync(account_id={account.pk}); "
-            "print(run.state, run.new_emails, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+            "print(run.state, run.new_emails, hwm)"
         )
 
         def project_sync() -> tuple[float, int, int]:
