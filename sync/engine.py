@@ -276,8 +276,10 @@ class AccountSyncer:
 
 
 def _period_extended(folder: Folder, since: date | None) -> bool:
+    """Whether the user asked for older mail than the folder holds. No `synced_since`
+    means never synced, or synced with "all": nothing older to fetch either way."""
     if folder.synced_since is None:
-        return folder.last_uid > 0 and since is None and False
+        return False
     return since is None or since < folder.synced_since
 
 

@@ -35,7 +35,6 @@ class MailboxSync(models.Model):
     claim_token = models.CharField(max_length=36, blank=True)
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
     last_error = models.TextField(blank=True)
-    emails_count = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"sync of {self.account}"

@@ -16,7 +16,7 @@ from providers.addresses import normalize_address
 from systemsettings.selectors import mailbox_sync_interval
 
 from .engine import AccountSyncer
-from .models import Email, MailboxSync, SyncRun, WorkerHeartbeat
+from .models import MailboxSync, SyncRun, WorkerHeartbeat
 
 
 def _lease() -> timedelta:
@@ -120,7 +120,6 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
         last_success_at=timezone.now(),
         last_error="",
         health=MailboxSync.Health.OK,
-        emails_count=Email.objects.filter(account_id=account_id).count(),
     )
     return run
 

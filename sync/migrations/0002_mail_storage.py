@@ -167,7 +167,6 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("last_error", models.TextField(blank=True)),
-                ("emails_count", models.PositiveIntegerField(default=0)),
                 (
                     "account",
                     models.OneToOneField(
