@@ -9,6 +9,7 @@ the cause and what to do; no message ever contains the password.
 
 import contextlib
 import errno
+import functools
 import imaplib
 import smtplib
 import socket
@@ -52,9 +53,16 @@ class Endpoint:
 
 def mail_ssl_context() -> ssl.SSLContext:
     """The system's trusted CAs, plus the company's own CA when one is configured."""
+    return _ssl_context(settings.MAIL_EXTRA_CA_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(extra_ca_file: str | None) -> ssl.SSLContext:
+    # Loading the system's CA store takes tens of milliseconds: once per process, not
+    # once per connection (an idle re-sync is otherwise mostly this).
     context = ssl.create_default_context()
-    if settings.MAIL_EXTRA_CA_FILE:
-        context.load_verify_locations(cafile=settings.MAIL_EXTRA_CA_FILE)
+    if extra_ca_file:
+        context.load_verify_locations(cafile=extra_ca_file)
     return context
 
 

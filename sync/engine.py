@@ -61,25 +61,33 @@ class AccountSyncer:
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        seen = []
+        """The server's folder list, written to the database only where it changed: an
+        idle re-sync should cost one LIST and one query, not a write per folder."""
+        known = {folder.path: folder for folder in Folder.objects.filter(account=self.account)}
+        listed = []
         for flags, delimiter, name in self.client.list_folders():
             lowered = {f.decode(errors="replace").lower() for f in flags}
-            special = next((f for f in lowered if f in SPECIAL_USE), "")
-            folder, _ = Folder.objects.update_or_create(
-                account=self.account,
-                path=name,
-                defaults={
-                    "delimiter": (delimiter or b"").decode(errors="replace"),
-                    "special_use": special,
-                    "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
-                    "exists_on_server": True,
-                },
-            )
-            seen.append(folder.pk)
-        Folder.objects.filter(account=self.account).exclude(pk__in=seen).update(
-            exists_on_server=False
-        )
-        return list(Folder.objects.filter(account=self.account, pk__in=seen))
+            values = {
+                "delimiter": (delimiter or b"").decode(errors="replace"),
+                "special_use": next((f for f in lowered if f in SPECIAL_USE), ""),
+                "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
+                "exists_on_server": True,
+            }
+            folder = known.get(name)
+            if folder is None:
+                folder = Folder.objects.create(account=self.account, path=name, **values)
+            elif any(getattr(folder, field) != value for field, value in values.items()):
+                for field, value in values.items():
+                    setattr(folder, field, value)
+                folder.save(update_fields=list(values))
+            listed.append(folder)
+        listed_paths = {folder.path for folder in listed}
+        gone = [
+            f.pk for path, f in known.items() if f.exists_on_server and path not in listed_paths
+        ]
+        if gone:
+            Folder.objects.filter(pk__in=gone).update(exists_on_server=False)
+        return listed
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
         usable = [f for f in folders if f.selectable]

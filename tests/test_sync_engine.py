@@ -228,3 +228,30 @@ def test_it_creates_contacts_for_unknown_external_senders_only_when_asked(synced
     assert created.name == "Olaf Other"
     assert list(created.addresses.values_list("address", flat=True)) == ["olaf@otherclient.test"]
     assert list(Email.objects.get(from_address="olaf@otherclient.test").contacts.all()) == [created]
+
+
+def test_it_notices_a_folder_deleted_on_the_server(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("Old Project", make_message(subject="x"))
+    _sync(account)
+    with mailbox.client() as client:
+        client.delete_folder("Old Project")
+    _sync(account)
+    assert not Folder.objects.get(account=account, path="Old Project").exists_on_server
+
+
+def test_it_re_syncs_an_idle_mailbox_in_the_same_queries_however_many_folders(synced_mailbox):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message())
+    _sync(account)
+    with CaptureQueriesContext(connection) as few:
+        _sync(account)
+    for number in range(5):
+        mailbox.append(f"Folder {number}", make_message())
+    _sync(account)
+    with CaptureQueriesContext(connection) as many:
+        _sync(account)
+    assert len(many) == len(few)
