@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 FOLDERS = ["INBOX", "Sent", "Archive", "Archive/2025", "Projects", "Projects/Acme Ü"]
 ADDRESS, PASSWORD = "bench@example.test", "bench-secret"
+SCALE_ADDRESS = "scale@example.test"
 NAMES = ["Jürgen Groß", "Åsa Öberg", "Zoë Dupré", "Ana Peña", "李雷", "Олег Петров", "Sam Lee"]
 
 
@@ -115,6 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--mailboxes", type=int, default=1000, help="for the scale figure; 0 skips it"
+    )
     options = parser.parse_args()
 
     database = os.environ.get(
@@ -148,7 +152,10 @@ def main() -> None:
 
     (work / "dovecot").mkdir()
     work.chmod(0o755)
-    dovecot = Dovecot(root=work / "dovecot", users=[DovecotUser(ADDRESS, PASSWORD)]).start()
+    dovecot = Dovecot(
+        root=work / "dovecot",
+        users=[DovecotUser(ADDRESS, PASSWORD), DovecotUser(SCALE_ADDRESS, PASSWORD)],
+    ).start()
     relay = CountingRelay(dovecot.imaps_port)
     context = ssl.create_default_context()
     test_ca().configure_trust(context)
@@ -279,6 +286,9 @@ def main() -> None:
         report(f"B3 changes: {run.flag_changes} flag change, {run.new_emails} new email "
                f"({len(smallest) / 1024:.1f} KB), {run.removed_locations} expunge applied; "
                f"{relay.server_bytes / 1024:.1f} KB read (target < 20 KB)")  # fmt: skip
+
+        if options.mailboxes:
+            report(scale_sweep(options.mailboxes, provider, worker_env, client))
     finally:
         dovecot.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -287,6 +297,78 @@ def main() -> None:
     path = results / f"sync-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
     path.write_text("\n".join(lines) + "\n")
     print(f"written to {path.relative_to(ROOT)}")
+
+
+def scale_sweep(count: int, provider, worker_env: dict, client) -> str:
+    """Scale: `count` mailboxes with nothing new, swept by 2 Celery workers (Redis)."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from accounts.models import EmailAccount
+    from sync.models import MailboxSync
+    from sync.services import mailbox_sync, mailboxes_due
+
+    with client() as c:
+        c.append("INBOX", generate(1)["INBOX"][0])
+    User = get_user_model()
+    users = User.objects.bulk_create(
+        [User(username=f"scale-{n}", password="!") for n in range(count)]  # noqa: S106
+    )
+    template = EmailAccount(provider=provider, address=SCALE_ADDRESS, login=SCALE_ADDRESS)
+    template.set_password(PASSWORD)
+    accounts = EmailAccount.objects.bulk_create(
+        [
+            EmailAccount(
+                owner=user,
+                provider=provider,
+                address=SCALE_ADDRESS,
+                login=SCALE_ADDRESS,
+                password_encrypted=template.password_encrypted,
+            )
+            for user in users
+        ]
+    )
+    for account in accounts:  # the first sync of each, so that nothing is new afterwards
+        mailbox_sync(account_id=account.pk)
+    MailboxSync.objects.filter(account__in=accounts).update(last_started_at=None)
+    broker = "redis://127.0.0.1:6379/14"
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    env = {**worker_env, "CELERY_BROKER_URL": broker}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mailsetup", "worker", "--pool=solo",
+             "--loglevel=WARNING", "--without-mingle", "--without-gossip", "-n", f"w{n}@%h"],
+            cwd=ROOT, env=env,
+        )
+        for n in range(2)
+    ]  # fmt: skip
+    try:
+        time.sleep(5)  # let both workers connect before the clock starts
+        os.environ["CELERY_BROKER_URL"] = broker
+        from mailsetup.celery import app
+
+        app.conf.broker_url = broker
+        began = timezone.now()
+        started = time.monotonic()
+        for account_id in mailboxes_due():
+            app.send_task("sync.mailbox", args=[account_id])
+        while True:
+            done = MailboxSync.objects.filter(
+                account__in=accounts, last_success_at__gte=began
+            ).count()
+            if done >= count or time.monotonic() - started > 300:
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    return (f"Scale: {done} of {count} mailboxes with nothing new swept by 2 workers in "
+            f"{elapsed:.1f} s (target <= 30 s)")  # fmt: skip
 
 
 def _recreate_database(url: str) -> None:
