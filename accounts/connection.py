@@ -74,29 +74,22 @@ def login_for(provider: EmailProvider, address: Address, typed_login: str = "") 
     return address.email
 
 
+def _endpoint(provider: EmailProvider, address: Address, protocol: str) -> Endpoint:
+    prefix = protocol.lower()
+    return Endpoint(
+        protocol,
+        provider.host_for(getattr(provider, f"{prefix}_host"), address.domain),
+        getattr(provider, f"{prefix}_port"),
+        getattr(provider, f"{prefix}_security"),
+    )
+
+
 def endpoints_for(provider: EmailProvider, address: Address) -> list[Endpoint]:
-    endpoints = []
-    if provider.receive_enabled:
-        endpoints.append(
-            Endpoint(
-                "IMAP",
-                provider.host_for(provider.imap_host, address.domain),
-                provider.imap_port,
-                provider.imap_security,
-            )
-        )
-    if provider.send_enabled:
-        endpoints.append(
-            Endpoint(
-                "SMTP",
-                provider.host_for(provider.smtp_host, address.domain),
-                provider.smtp_port,
-                provider.smtp_security,
-            )
-        )
-    return endpoints
+    wanted = [("IMAP", provider.receive_enabled), ("SMTP", provider.send_enabled)]
+    return [_endpoint(provider, address, protocol) for protocol, on in wanted if on]
 
 
+@sensitive_variables("password")
 def check_sign_in(*, provider: EmailProvider, address: Address, login: str, password: str) -> None:
     """Raises SignInError unless every server the provider uses accepts the login."""
     if provider.service_type == ServiceType.EXCHANGE:
@@ -147,12 +140,7 @@ def imap_session(*, provider: EmailProvider, address: Address, login: str, passw
         timeout=settings.MAIL_CONNECT_TIMEOUT,
         allow_internal=internal_mail_servers_allowed(),
     )
-    endpoint = Endpoint(
-        "IMAP",
-        provider.host_for(provider.imap_host, address.domain),
-        provider.imap_port,
-        provider.imap_security,
-    )
+    endpoint = _endpoint(provider, address, "IMAP")
     return checker.imap(endpoint, login, password, keep=True)
 
 

@@ -15,17 +15,14 @@ B3  one flag change, one append, one expunge, then a sync: what was applied, byt
 """
 
 import argparse
-import contextlib
 import os
 import random
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -71,48 +68,6 @@ def generate(count: int, seed: int = 1) -> dict[str, list[bytes]]:
     return folders
 
 
-class CountingRelay:
-    """Loopback TCP relay counting the bytes the server sends."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.server_bytes = 0
-        self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
-
-    def _pipe(self, source, sink, count):
-        try:
-            while data := source.recv(65536):
-                if count:
-                    with self.lock:
-                        self.server_bytes += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.server_bytes = 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000)
@@ -133,6 +88,7 @@ def main() -> None:
 
     from tests.servers.certs import test_ca
     from tests.servers.dovecot import Dovecot, DovecotUser
+    from tests.servers.proxy import CuttingProxy
 
     ca_file = work / "ca.pem"
     test_ca().cert_pem.write_to_path(str(ca_file))
@@ -157,7 +113,7 @@ def main() -> None:
         root=work / "dovecot",
         users=[DovecotUser(ADDRESS, PASSWORD), DovecotUser(SCALE_ADDRESS, PASSWORD)],
     ).start()
-    relay = CountingRelay(dovecot.imaps_port)
+    relay = CuttingProxy(dovecot.imaps_port)  # cuts nothing, counts the server's bytes
     context = ssl.create_default_context()
     test_ca().configure_trust(context)
     lines: list[str] = []

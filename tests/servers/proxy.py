@@ -7,13 +7,17 @@ import threading
 
 
 class CuttingProxy:
-    """Relays to a target; the first `cuts` connections are cut after a random number
-    of bytes from the server (between `low` and `high`), then it relays faithfully."""
+    """Relays to a target and counts the bytes the server sends; the first `cuts`
+    connections are cut after a random number of those bytes (between `low` and
+    `high`), then it relays faithfully. With cuts=0 it is a plain counting relay."""
 
-    def __init__(self, target_port: int, *, cuts: int, low: int, high: int, seed: int = 7):
+    def __init__(
+        self, target_port: int, *, cuts: int = 0, low: int = 0, high: int = 0, seed: int = 7
+    ):
         self.target_port = target_port
         self.remaining = cuts
         self.cut_count = 0
+        self.server_bytes = 0
         self.low, self.high = low, high
         self.random = random.Random(seed)
         self.lock = threading.Lock()
@@ -36,16 +40,23 @@ class CuttingProxy:
                     self.remaining -= 1
                     limit = self.random.randint(self.low, self.high)
             server = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, limit), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(client, server, None, False), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pipe, args=(server, client, limit, True), daemon=True
+            ).start()
 
-    def _pipe(self, source, sink, limit):
+    def _pipe(self, source, sink, limit, from_server):
         sent = 0
         try:
             while True:
                 data = source.recv(16384)
                 if not data:
                     break
+                if from_server:
+                    with self.lock:
+                        self.server_bytes += len(data)
                 if limit is not None and sent + len(data) >= limit:
                     sink.sendall(data[: max(0, limit - sent)])
                     with self.lock:
@@ -60,6 +71,10 @@ class CuttingProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.server_bytes = 0
 
     def close(self):
         self.closed = True
