@@ -6,7 +6,8 @@ committed on its own, so a run cut at any point is resumed by the next one witho
 loss or duplicates; a message that cannot be parsed is stored with its raw source.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -19,10 +20,15 @@ from accounts.models import EmailAccount, FolderMode
 from crm.services import contacts_link
 from systemsettings.selectors import create_contacts_for_unknown_senders
 
+from .bulk import bulk_insert
 from .models import Attachment, Email, EmailLocation, Folder, SyncRun
 from .parsing import ParsedEmail, parse_message
 
+# A batch is one FETCH and one transaction. Bounded in bytes as well as in count, so a
+# folder of large messages does not raise the worker's memory: the raw batch exists a
+# few times over (the response, the parsed bodies, the rows being sent).
 BATCH = 200
+BATCH_BYTES = 3_000_000
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -38,6 +44,24 @@ def period_start(account: EmailAccount, today: date | None = None) -> date | Non
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def size_batches(
+    uids: list[int], sizes: dict[int, int], *, max_bytes: int, max_count: int
+) -> Iterable[list[int]]:
+    """Consecutive runs of `uids`, each under `max_bytes` (a larger message goes alone)
+    and at most `max_count` long; a UID without a known size counts as zero."""
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if batch and (total + size > max_bytes or len(batch) >= max_count):
+            yield batch
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -142,8 +166,8 @@ class AccountSyncer:
         wanted = self._wanted_uids(folder, since)
         missing = sorted((uid for uid in wanted if uid not in stored), reverse=True)
         # Newest first, so the user sees recent mail early in a long first sync.
-        for batch in _chunks(missing, BATCH):
-            self._fetch_and_store(folder, uidvalidity, batch)
+        for batch, response in self._fetched(missing):
+            self._parse_and_store(folder, uidvalidity, batch, response)
             # Counts saved per batch: the Email page's progress bar reads them.
             self.run.save(update_fields=["new_emails", "new_locations", "parse_problems"])
             self.renew()
@@ -160,6 +184,34 @@ class AccountSyncer:
         folder.save()
         self.run.folders += 1
 
+    def _fetched(self, uids: list[int]) -> Iterator[tuple[list[int], dict]]:
+        """Each batch's FETCH response, the next one already on its way while the caller
+        parses and stores this one: the wire, the parser and the database overlap
+        instead of taking turns. Only this thread's helper touches the IMAP connection."""
+        batches = self._batches(uids)
+
+        def fetch_next() -> tuple[list[int], dict] | None:
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            return batch, self.client.fetch(batch, ["BODY.PEEK[]", "FLAGS"])
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
+            pending = pool.submit(fetch_next)
+            while (fetched := pending.result()) is not None:
+                pending = pool.submit(fetch_next)
+                yield fetched
+
+    def _batches(self, uids: list[int]) -> Iterator[list[int]]:
+        # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
+        # so the first emails are stored before the sizes of the last are known.
+        for chunk in _chunks(uids, 2000):
+            sizes = {
+                uid: int(item.get(b"RFC822.SIZE") or 0)
+                for uid, item in self.client.fetch(chunk, ["RFC822.SIZE"]).items()
+            }
+            yield from size_batches(chunk, sizes, max_bytes=BATCH_BYTES, max_count=BATCH)
+
     def _wanted_uids(self, folder: Folder, since: date | None) -> list[int]:
         if folder.last_uid == 0:
             criteria = ["SINCE", since] if since else ["ALL"]
@@ -175,8 +227,9 @@ class AccountSyncer:
             new += [u for u in self.client.search(criteria) if u <= folder.last_uid]
         return new
 
-    def _fetch_and_store(self, folder: Folder, uidvalidity: int, uids: list[int]) -> None:
-        response = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
+    def _parse_and_store(
+        self, folder: Folder, uidvalidity: int, uids: list[int], response: dict
+    ) -> None:
         batch = []
         for uid in uids:
             item = response.pop(uid, None)
@@ -205,7 +258,7 @@ class AccountSyncer:
                     **_email_fields(parsed, raw, seen),
                 )
                 new[parsed.message_key] = (email, parsed)
-        Email.objects.bulk_create([email for email, _parsed in new.values()])
+        bulk_insert([email for email, _parsed in new.values()])
         existing.update({key: email.pk for key, (email, _parsed) in new.items()})
         EmailLocation.objects.bulk_create(
             [

@@ -1,8 +1,11 @@
 """Downloading mail from the suite's Dovecot: what is stored, once, and what is not."""
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from crm.models import Company, Contact, ContactAddress
+from sync import engine
+from sync.engine import size_batches
 from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun
 from sync.services import mailbox_sync
 from systemsettings.models import SystemSetting
@@ -255,3 +258,38 @@ def test_it_re_syncs_an_idle_mailbox_in_the_same_queries_however_many_folders(sy
     with CaptureQueriesContext(connection) as many:
         _sync(account)
     assert len(many) == len(few)
+
+
+def test_it_bounds_each_fetch_batch_in_bytes_and_in_count():
+    sizes = {1: 400, 2: 400, 3: 2_000, 4: 100, 5: 100, 6: 100, 7: 100}
+    batches = list(size_batches([1, 2, 3, 4, 5, 6, 7, 8], sizes, max_bytes=1_000, max_count=3))
+    # 3 is larger than the bound and goes alone; 8 has no known size (expunged).
+    assert batches == [[1, 2], [3], [4, 5, 6], [7, 8]]
+
+
+def test_it_fetches_a_folder_of_large_messages_in_small_batches(synced_mailbox, monkeypatch):
+    account, mailbox = synced_mailbox
+    big = [make_message(subject=f"big {n}", body="x" * 50_000) for n in range(6)]
+    mailbox.append("INBOX", *big)
+    monkeypatch.setattr(engine, "BATCH_BYTES", 120_000)
+    fetched = []
+    original = engine.AccountSyncer._parse_and_store
+
+    def counting(self, folder, uidvalidity, uids, response):
+        fetched.append(len(response))
+        return original(self, folder, uidvalidity, uids, response)
+
+    monkeypatch.setattr(engine.AccountSyncer, "_parse_and_store", counting)
+    _sync(account)
+    assert fetched == [2, 2, 2]
+    assert Email.objects.count() == 6
+
+
+def test_it_logs_neither_message_bodies_nor_the_password_at_debug_level(synced_mailbox, caplog):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(body="confidential-offer-figures"))
+    caplog.set_level(logging.DEBUG)
+    _sync(account)
+    assert Email.objects.get().text_body.startswith("confidential-offer-figures")
+    assert "confidential-offer-figures" not in caplog.text
+    assert "sync-secret" not in caplog.text

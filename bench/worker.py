@@ -1,0 +1,56 @@
+"""The project's Celery worker, started by the benchmark (B1 and Scale).
+
+`--breakdown FILE` times the engine's fetch, parse and store steps in each task and
+writes the totals of the last task to FILE; `--profile FILE` writes a cProfile of
+the last task to FILE (pstats) and FILE.txt. The rest of the arguments go to
+`celery worker`.
+"""
+
+import sys
+
+import django
+
+django.setup()
+
+from celery.signals import task_postrun, task_prerun  # noqa: E402
+
+from bench import breakdown  # noqa: E402
+from mailsetup.celery import app  # noqa: E402
+
+
+def _option(name: str) -> str | None:
+    if name not in sys.argv:
+        return None
+    index = sys.argv.index(name)
+    value = sys.argv[index + 1]
+    del sys.argv[index : index + 2]
+    return value
+
+
+breakdown_file = _option("--breakdown")
+profile_file = _option("--profile")
+if breakdown_file:
+    breakdown.install()
+    task_prerun.connect(lambda **_: breakdown.reset(), weak=False)
+    task_postrun.connect(lambda **_: breakdown.write(breakdown_file), weak=False)
+if profile_file:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+
+    def _start(**_):
+        profiler.enable()
+
+    def _stop(**_):
+        profiler.disable()
+        profiler.dump_stats(profile_file)
+        with open(profile_file + ".txt", "w") as out:
+            for key in ("tottime", "cumulative"):
+                pstats.Stats(profile_file, stream=out).sort_stats(key).print_stats(40)
+        profiler.clear() if hasattr(profiler, "clear") else None
+
+    task_prerun.connect(_start, weak=False)
+    task_postrun.connect(_stop, weak=False)
+
+app.worker_main(["worker", *sys.argv[1:]])
