@@ -125,6 +125,7 @@ def main() -> None:
     dovecot = Dovecot(
         root=work / "dovecot",
         users=[DovecotUser(ADDRESS, PASSWORD), DovecotUser(SCALE_ADDRESS, PASSWORD)],
+        performance=True,
     ).start()
     relay = CuttingProxy(dovecot.imaps_port)  # cuts nothing, counts the server's bytes
     context = ssl.create_default_context()

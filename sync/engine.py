@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cached_property
 
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -80,7 +81,11 @@ class AccountSyncer:
         self.run = run
         self.condstore = b"CONDSTORE" in client.capabilities()
         self.own_domains = {account.address.split("@", 1)[-1]}
-        self.create_contacts = create_contacts_for_unknown_senders()
+
+    @cached_property
+    def create_contacts(self) -> bool:
+        # Asked only when there is something to link: an idle run makes no query for it.
+        return create_contacts_for_unknown_senders()
 
     # -- folders -------------------------------------------------------------
 

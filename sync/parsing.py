@@ -60,6 +60,10 @@ class ParsedEmail:
 def header_text(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, str) and value.isascii() and "=?" not in value:
+        # Nothing encoded: decode_header would hand it back unchanged, at a cost that
+        # adds up over the five or six headers of every message.
+        return " ".join(value.split())
     try:
         text = str(make_header(decode_header(str(value))))
     except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
@@ -264,11 +268,16 @@ def _parse(raw: bytes, message: Message, leaves: list[Message]) -> ParsedEmail:
     )
     for part in leaves:
         # compat32 hands back Header objects for raw 8-bit headers; str() them first.
-        disposition = str(part.get("content-disposition") or "").split(";")[0].strip().lower()
-        try:
-            filename = part.get_filename()
-        except (AttributeError, TypeError, ValueError):
-            filename = "attachment"
+        raw_disposition = str(part.get("content-disposition") or "")
+        disposition = raw_disposition.split(";")[0].strip().lower()
+        filename = None
+        # Without "name" in either header there is no file name to find; asking would
+        # parse both headers' parameters again for every part.
+        if "name" in raw_disposition.lower() or "name" in str(part.get("content-type")).lower():
+            try:
+                filename = part.get_filename()
+            except (AttributeError, TypeError, ValueError):
+                filename = "attachment"
         content_type = part.get_content_type()
         if filename or disposition == "attachment":
             data = part.get_payload(decode=True) or b""

@@ -47,10 +47,14 @@ def _claim(account_id: int) -> str | None:
     """Take the mailbox's claim with one conditional update; None if someone holds it."""
     now = timezone.now()
     token = str(uuid.uuid4())
-    MailboxSync.objects.get_or_create(account_id=account_id)
-    claimed = MailboxSync.objects.filter(
+    free = MailboxSync.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), account_id=account_id
-    ).update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
+    )
+    claimed = free.update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
+    if not claimed and not MailboxSync.objects.filter(account_id=account_id).exists():
+        # A mailbox's first sync: its row is made here, then claimed like any other.
+        MailboxSync.objects.get_or_create(account_id=account_id)
+        claimed = free.update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
     return token if claimed else None
 
 

@@ -1,6 +1,10 @@
 """The fast MIME path must read every message exactly as the stdlib parser does."""
 
+import email
+import email.errors
+import email.policy
 import re
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
@@ -8,7 +12,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from sync.parsing import _fast_parse, _Unusual, parse_message
+from sync.parsing import _fast_parse, _Unusual, header_text, parse_message
 
 IMAGE_SUFFIXES = {".bmp", ".exr", ".gif", ".jpg", ".pbm", ".pgm", ".png", ".ppm", ".ras",
                   ".sgi", ".tiff", ".webp", ".xbm", ".aifc", ".aiff", ".au", ".wav"}  # fmt: skip
@@ -138,3 +142,43 @@ def test_it_agrees_with_the_stdlib_on_every_corpus_message(shared_dir):
             assert parse_message(raw) == parse_message(raw, fast=False), path
     # Most real messages are ordinary MIME; if this drops, the fast path went unused.
     assert fast_path > len(corpus)
+
+
+def _header_text_through_decode_header(value) -> str:
+    try:
+        text = str(make_header(decode_header(str(value))))
+    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        text = str(value)
+    return " ".join(text.split())
+
+
+def test_it_reads_every_corpus_header_as_decode_header_does(shared_dir):
+    checked = 0
+    for path in _corpus(shared_dir):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        for part in message.walk():
+            for _name, value in part.items():
+                assert header_text(value) == _header_text_through_decode_header(value), path
+                checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize(
+    "part_headers",
+    [
+        b'Content-Type: application/pdf; NAME="offer.pdf"\r\n',
+        b"Content-Type: application/pdf\r\nContent-Disposition: inline; filename=offer.pdf\r\n",
+        b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+        b" filename*0=off; filename*1=er.pdf\r\n",
+    ],
+)
+def test_it_finds_the_attachment_name_wherever_the_part_gives_it(part_headers):
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n" + part_headers + b"\r\n"
+        b"%PDF\r\n--b--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed == parse_message(raw, fast=False)
+    assert [a.name for a in parsed.attachments] == ["offer.pdf"]
+    assert parsed.text_body == "see attached"

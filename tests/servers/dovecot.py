@@ -33,10 +33,14 @@ class Dovecot:
     imap_port: int = field(default_factory=free_port)
     imaps_port: int = field(default_factory=free_port)
     strict_imap_port: int = field(default_factory=free_port)
+    # Dovecot's "high-performance" login mode, as busy production servers run it (the
+    # benchmark): long-lived login processes instead of one new process per connection.
+    performance: bool = False
     process: subprocess.Popen | None = None
 
     def config(self) -> str:
         d = self.root
+        login_mode = "service_count = 0\n  process_min_avail = 2" if self.performance else ""
         return f"""
 protocols = imap
 listen = 127.0.0.1, 127.0.0.2
@@ -81,6 +85,7 @@ service anvil {{
   }}
 }}
 service imap-login {{
+  {login_mode}
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.imap_port}
