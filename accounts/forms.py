@@ -1,7 +1,10 @@
 from django import forms
+from django.conf import settings
 
 from providers.addresses import Address, AddressError, normalize_address, normalize_domain
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+
+from .models import EmailAccount
 
 # The port each security mode usually means, for filling in a new server's form.
 IMAP_DEFAULT_PORT = {Security.SSL_TLS: 993, Security.STARTTLS: 143, Security.NONE: 143}
@@ -107,3 +110,53 @@ class NewServerForm(forms.ModelForm):
 
     def clean_smtp_host(self) -> str:
         return self._clean_host("smtp_host")
+
+
+class DownloadSettingsForm(forms.ModelForm):
+    """Settings page, "Download emails"."""
+
+    class Meta:
+        model = EmailAccount
+        # The folder choice comes with the folder picker, which reads the server's tree.
+        fields = ["sync_period", "auto_sync"]
+        error_messages = {
+            "sync_period": {"invalid_choice": "Choose one of the periods in the list."},
+        }
+
+
+class SendSettingsForm(forms.ModelForm):
+    """Settings page, "Send emails" (the signature has its own section)."""
+
+    message_language = forms.ChoiceField(label="Message language", required=False)
+
+    class Meta:
+        model = EmailAccount
+        fields = ["send_enabled", "is_default_sender", "display_name", "message_language"]
+        labels = {
+            "is_default_sender": "Use this mailbox as the default when sending emails",
+            "display_name": "Custom display name",
+        }
+        help_texts = {"display_name": "Shown to recipients beside the address."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["message_language"].choices = [("", "Same as the app"), *settings.LANGUAGES]
+        self.fields["message_language"].error_messages["invalid_choice"] = (
+            "Choose a message language from the list."
+        )
+
+    def clean_display_name(self) -> str:
+        name = self.cleaned_data["display_name"].strip()
+        # The name goes into a From header: a line break there would start a new header.
+        if any(ch in name for ch in "\r\n\0"):
+            raise forms.ValidationError("The display name cannot contain line breaks.")
+        return name
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("is_default_sender") and not cleaned.get("send_enabled"):
+            self.add_error(
+                "is_default_sender",
+                "Turn on “Send emails using this mailbox” to make it the default.",
+            )
+        return cleaned

@@ -112,3 +112,27 @@ class AccountNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.account}"
+
+
+class AccountChange(models.Model):
+    """One saved change to a mailbox's settings: who, what, old -> new, when. Values
+    are display text; no credential is ever one of the fields."""
+
+    account = models.ForeignKey(
+        EmailAccount, on_delete=models.SET_NULL, null=True, related_name="changes"
+    )
+    # Kept as text too, so the trail outlives a removed mailbox.
+    address = models.CharField(max_length=254)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    field = models.CharField(max_length=100)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.address}: {self.field} {self.old_value!r} -> {self.new_value!r}"

@@ -37,3 +37,11 @@ def provider_managers() -> list:
 
 def guide_for(provider: EmailProvider) -> Guide | None:
     return GUIDES.get(provider.security_guide)
+
+
+def sendable_mailboxes(user) -> QuerySet[EmailAccount]:
+    """The mailboxes a user may send from, the default first: their own with "send
+    emails using this mailbox" on (shared mailboxes join here with the sharing issue)."""
+    return (
+        accounts_for_user(user).filter(send_enabled=True).order_by("-is_default_sender", "address")
+    )

@@ -14,9 +14,11 @@ from providers.models import EmailProvider, Source
 from providers.services import provider_domain_remember
 
 from .connection import SignInError, check_sign_in
-from .models import AccountNotification, EmailAccount, SignInAttempt
+from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt
 
 SIGN_IN_LIMIT = 5
+# Changed only after a real sign-in check, never through account_settings_update.
+SIGN_IN_FIELDS = {"password_encrypted", "login", "provider"}
 SIGN_IN_WINDOW = timedelta(minutes=10)
 
 
@@ -145,3 +147,55 @@ def credentials_rotate() -> RotationOutcome:
         provider.save(update_fields=["oauth_client_secret_encrypted"])
         outcome.providers += 1
     return outcome
+
+
+def _shown(field: str, value) -> str:
+    model_field = EmailAccount._meta.get_field(field)
+    if model_field.choices:
+        return str(dict(model_field.flatchoices).get(value, value))
+    if isinstance(value, bool):
+        return "On" if value else "Off"
+    return str(value)
+
+
+@transaction.atomic
+def account_settings_update(*, account: EmailAccount, actor, values: dict) -> list[str]:
+    """Save the settings that changed, each written to the audit trail (who, what,
+    old -> new). One default sender per user: choosing one clears the other, and a
+    mailbox that stops sending stops being the default. Returns the changed fields."""
+    if values.keys() & SIGN_IN_FIELDS:
+        raise ValueError("credentials are changed through the sign-in check, not here")
+    locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+    changed = {field: value for field, value in values.items() if getattr(locked, field) != value}
+    if changed.get("send_enabled") is False and locked.is_default_sender:
+        changed["is_default_sender"] = False
+    trail = []
+    if changed.get("is_default_sender"):
+        others = EmailAccount.objects.select_for_update().filter(
+            owner_id=locked.owner_id, is_default_sender=True
+        )
+        for other in others.exclude(pk=locked.pk):
+            other.is_default_sender = False
+            other.save(update_fields=["is_default_sender", "updated_at"])
+            trail.append((other, "is_default_sender", True, False))
+    for field, value in changed.items():
+        trail.append((locked, field, getattr(locked, field), value))
+        setattr(locked, field, value)
+    if changed:
+        locked.save(update_fields=[*changed, "updated_at"])
+    AccountChange.objects.bulk_create(
+        [
+            AccountChange(
+                account=row,
+                address=row.address,
+                actor=actor,
+                field=field,
+                old_value=_shown(field, old),
+                new_value=_shown(field, new),
+            )
+            for row, field, old, new in trail
+        ]
+    )
+    for field in changed:
+        setattr(account, field, getattr(locked, field))
+    return list(changed)

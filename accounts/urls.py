@@ -13,6 +13,11 @@ urlpatterns = [
     path("mailboxes/new/sign-in/", views.wizard_sign_in, name="wizard_sign_in"),
     path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
     path(
+        "mailboxes/<int:pk>/settings/<slug:section>/",
+        views.account_settings_save,
+        name="settings_save",
+    ),
+    path(
         "notifications/<int:pk>/dismiss/", views.dismiss_notification, name="dismiss_notification"
     ),
     path("help/secure-connection/", views.secure_connection_help, name="secure_connection"),

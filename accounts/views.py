@@ -1,4 +1,7 @@
-"""The Email page, the mailbox list and the add-mailbox wizard.
+"""The Email page, the mailbox list, a mailbox's settings page and the add-mailbox wizard.
+
+Each settings section is a form that saves on its own: through htmx it swaps only its
+section, without JavaScript it posts and comes back to the page.
 
 Each wizard step is a GET page that also renders as an HTMX partial, and a POST that
 redirects to the next step (htmx follows the redirect and swaps the partial in).
@@ -6,6 +9,7 @@ The wizard carries the address and the chosen provider in the URL, so every step
 works without JavaScript and can be reloaded.
 """
 
+import copy
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -23,6 +27,7 @@ from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
 from sync.selectors import emails_for_panel, sync_status
+from sync.tasks import sync_mailbox
 
 from .connection import SignInError, endpoints_for, login_for
 from .forms import (
@@ -30,8 +35,10 @@ from .forms import (
     SMTP_DEFAULT_PORT,
     AddressForm,
     CredentialsForm,
+    DownloadSettingsForm,
     NewServerForm,
     ProviderPickForm,
+    SendSettingsForm,
 )
 from .guides import GUIDES
 from .models import EmailAccount
@@ -43,7 +50,12 @@ from .selectors import (
     provider_managers,
     providers_matching,
 )
-from .services import DuplicateAccount, account_create, notification_dismiss
+from .services import (
+    DuplicateAccount,
+    account_create,
+    account_settings_update,
+    notification_dismiss,
+)
 
 WIZARD = "accounts/wizard.html"
 
@@ -90,10 +102,59 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/mailboxes.html", {"accounts": accounts_for_user(request.user)})
 
 
+SETTINGS = "accounts/settings.html"
+SECTIONS = {"download": DownloadSettingsForm, "send": SendSettingsForm}
+
+
+def _settings_page(request: HttpRequest, account: EmailAccount, **bound) -> HttpResponse:
+    forms = {
+        name: bound.get(name) or form_class(instance=account, prefix=name)
+        for name, form_class in SECTIONS.items()
+    }
+    context = {"account": account, "forms": forms, **sync_status(account)}
+    return render(request, SETTINGS, context)
+
+
 @login_required
 def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(accounts_for_user(request.user), pk=pk)
-    return render(request, "accounts/settings.html", {"account": account, **sync_status(account)})
+    return _settings_page(request, account)
+
+
+@login_required
+@require_POST
+def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    form_class = SECTIONS.get(section)
+    if form_class is None:
+        raise Http404
+    # The form gets its own copy: a rejected save must not touch the shown values.
+    form = form_class(request.POST, instance=copy.copy(account), prefix=section)
+    if not form.is_valid():
+        if request.htmx:
+            context = {"account": account, "forms": {section: form}, "section": section}
+            return render(request, f"{SETTINGS}#{section}", context)
+        return _settings_page(request, account, **{section: form})
+    changed = account_settings_update(
+        account=account,
+        actor=request.user,
+        values={name: form.cleaned_data[name] for name in form_class._meta.fields},
+    )
+    # A new period may reach further back: fetch the older emails now, not at the
+    # next scheduled run.
+    download_queued = "sync_period" in changed
+    if download_queued:
+        sync_mailbox.delay_on_commit(account.pk)
+    if request.htmx:
+        context = {
+            "account": account,
+            "forms": {section: form_class(instance=account, prefix=section)},
+            "saved": True,
+            "download_queued": download_queued,
+        }
+        return render(request, f"{SETTINGS}#{section}", context)
+    messages.success(request, "Settings saved.")
+    return redirect(f"{account.get_absolute_url()}#settings-{section}")
 
 
 @login_required

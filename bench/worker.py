@@ -7,6 +7,10 @@ the last task to FILE (pstats) and FILE.txt. The rest of the arguments go to
 """
 
 import sys
+from pathlib import Path
+
+# This checkout's code, whatever else the interpreter's path holds.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import django
 

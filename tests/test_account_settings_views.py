@@ -1,0 +1,153 @@
+"""The mailbox settings page: each section saves on its own, with and without htmx."""
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import AccountChange, EmailAccount
+from tests.factories import EmailAccountFactory, UserFactory
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _save(client, account, section, data, **headers):
+    url = reverse("accounts:settings_save", args=[account.pk, section])
+    return client.post(url, {f"{section}-{k}": v for k, v in data.items()}, **headers)
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    from accounts import views
+
+    calls = []
+    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
+    return calls
+
+
+def test_it_saves_the_download_section_in_place_and_logs_the_change(client, db, queued):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    response = _save(client, account, "download", {"sync_period": "3m", "auto_sync": ""}, **HTMX)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section class="card" id="settings-download">')
+    assert "Saved." in body and "Downloading emails for the new period now." in body
+    account.refresh_from_db()
+    assert (account.sync_period, account.auto_sync) == ("3m", False)
+    trail = {c.field: (c.old_value, c.new_value, c.actor) for c in AccountChange.objects.all()}
+    assert trail == {
+        "sync_period": ("1 week", "3 months", account.owner),
+        "auto_sync": ("On", "Off", account.owner),
+    }
+    # The older emails are fetched now, not at the next scheduled run.
+    assert queued == [account.pk]
+
+
+def test_it_saves_without_javascript_and_comes_back_to_the_page(client, db, queued):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    response = _save(client, account, "send", {"send_enabled": "on", "display_name": "Sales"})
+    assert response.status_code == 302
+    assert response.url == f"{account.get_absolute_url()}#settings-send"
+    page = client.get(response.url).content.decode()
+    assert "Settings saved." in page
+    assert 'value="Sales"' in page
+    assert queued == []
+
+
+def test_it_keeps_what_the_user_typed_and_names_the_field(client, db):
+    account = EmailAccountFactory(display_name="Old name")
+    client.force_login(account.owner)
+    data = {
+        "send_enabled": "on",
+        "display_name": "New\r\nBcc: x@evil.test",
+        "message_language": "xx",
+    }
+    for headers in (HTMX, {}):
+        response = _save(client, account, "send", data, **headers)
+        assert response.status_code == 200
+        body = response.content.decode()
+        assert "Custom display name: The display name cannot contain line breaks." in body
+        assert "Message language: Choose a message language from the list." in body
+        # What was typed is still in the field, and nothing was saved.
+        assert "New\r\nBcc: x@evil.test" in body
+    account.refresh_from_db()
+    assert account.display_name == "Old name"
+    assert not AccountChange.objects.exists()
+
+
+def test_it_keeps_one_default_sender_per_user(client, db):
+    user = UserFactory()
+    first = EmailAccountFactory(owner=user, is_default_sender=True)
+    second = EmailAccountFactory(owner=user)
+    other_users = EmailAccountFactory(is_default_sender=True)
+    client.force_login(user)
+    _save(client, second, "send", {"send_enabled": "on", "is_default_sender": "on"}, **HTMX)
+    defaults = set(EmailAccount.objects.filter(is_default_sender=True).values_list("pk", flat=True))
+    assert defaults == {second.pk, other_users.pk}
+    cleared = AccountChange.objects.get(account=first)
+    assert (cleared.field, cleared.old_value, cleared.new_value) == (
+        "is_default_sender",
+        "On",
+        "Off",
+    )
+
+
+def test_it_stops_being_the_default_when_it_stops_sending(client, db):
+    account = EmailAccountFactory(is_default_sender=True)
+    client.force_login(account.owner)
+    _save(client, account, "send", {"send_enabled": "", "is_default_sender": ""}, **HTMX)
+    account.refresh_from_db()
+    assert (account.send_enabled, account.is_default_sender) == (False, False)
+    # Asking for both at once is refused with a reason, not half-done.
+    response = _save(client, account, "send", {"is_default_sender": "on"}, **HTMX)
+    assert "Turn on “Send emails using this mailbox” to make it the default." in (
+        response.content.decode()
+    )
+    account.refresh_from_db()
+    assert account.is_default_sender is False
+
+
+def test_it_writes_nothing_when_nothing_changed(client, db):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    _save(client, account, "download", {"sync_period": "1w", "auto_sync": "on"}, **HTMX)
+    assert not AccountChange.objects.exists()
+
+
+def test_it_hides_another_users_mailbox_settings(client, db):
+    account = EmailAccountFactory()
+    client.force_login(UserFactory())
+    assert client.get(reverse("accounts:settings", args=[account.pk])).status_code == 404
+    response = _save(client, account, "download", {"sync_period": "all"}, **HTMX)
+    assert response.status_code == 404
+    assert (
+        client.post(reverse("accounts:settings_save", args=[account.pk, "nope"])).status_code == 404
+    )
+    account.refresh_from_db()
+    assert account.sync_period == "1w"
+
+
+def test_it_never_logs_a_credential(db):
+    from accounts.services import account_settings_update
+
+    account = EmailAccountFactory()
+    with pytest.raises(ValueError):
+        account_settings_update(
+            account=account, actor=account.owner, values={"password_encrypted": "x"}
+        )
+    assert not AccountChange.objects.exists()
+
+
+def test_it_offers_for_sending_only_the_mailboxes_with_sending_on(client, db):
+    from accounts.selectors import sendable_mailboxes
+
+    user = UserFactory()
+    first = EmailAccountFactory(owner=user, address="a@example.test")
+    second = EmailAccountFactory(owner=user, address="b@example.test")
+    EmailAccountFactory(address="c@example.test")  # someone else's
+    assert list(sendable_mailboxes(user)) == [first, second]
+    client.force_login(user)
+    _save(client, second, "send", {"send_enabled": "on", "is_default_sender": "on"}, **HTMX)
+    assert list(sendable_mailboxes(user)) == [second, first]
+    _save(client, first, "send", {"send_enabled": ""}, **HTMX)
+    assert list(sendable_mailboxes(user)) == [second]
