@@ -4,7 +4,7 @@ from django.conf import settings
 from providers.addresses import Address, AddressError, normalize_address, normalize_domain
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 
-from .models import EmailAccount
+from .models import EmailAccount, FolderMode
 
 # The port each security mode usually means, for filling in a new server's form.
 IMAP_DEFAULT_PORT = {Security.SSL_TLS: 993, Security.STARTTLS: 143, Security.NONE: 143}
@@ -158,5 +158,34 @@ class SendSettingsForm(forms.ModelForm):
             self.add_error(
                 "is_default_sender",
                 "Turn on “Send emails using this mailbox” to make it the default.",
+            )
+        return cleaned
+
+
+class FolderChoiceForm(forms.Form):
+    """Settings page, the folders part of "Download emails"."""
+
+    folder_mode = forms.ChoiceField(
+        label="Folders", choices=FolderMode.choices, widget=forms.RadioSelect
+    )
+    chosen = forms.TypedMultipleChoiceField(label="Folders", coerce=int, required=False)
+    subfolders = forms.TypedMultipleChoiceField(label="With subfolders", coerce=int, required=False)
+
+    def __init__(self, *args, folders, **kwargs):
+        super().__init__(*args, **kwargs)
+        ids = [(folder.pk, folder.path) for folder in folders]
+        self.fields["chosen"].choices = ids
+        self.fields["subfolders"].choices = ids
+        for name in ("chosen", "subfolders"):
+            self.fields[name].error_messages["invalid_choice"] = (
+                "That folder is no longer on the server: load the folder list again."
+            )
+
+    def clean(self):
+        cleaned = super().clean()
+        picked = cleaned.get("chosen") or cleaned.get("subfolders")
+        if cleaned.get("folder_mode") == FolderMode.CUSTOM and not picked:
+            self.add_error(
+                "chosen", "Choose at least one folder, or download all emails from mailbox."
             )
         return cleaned

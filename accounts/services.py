@@ -199,3 +199,12 @@ def account_settings_update(*, account: EmailAccount, actor, values: dict) -> li
     for field in changed:
         setattr(account, field, getattr(locked, field))
     return list(changed)
+
+
+def account_change_record(*, account: EmailAccount, actor, field: str, old: str, new: str):
+    """One line of the settings audit trail, for changes made outside this module (the
+    folder choice lives with the sync)."""
+    return AccountChange.objects.create(
+        account=account, address=account.address, actor=actor, field=field,
+        old_value=old, new_value=new,
+    )  # fmt: skip

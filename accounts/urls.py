@@ -12,6 +12,7 @@ urlpatterns = [
     path("mailboxes/new/server/", views.wizard_new_server, name="wizard_new_server"),
     path("mailboxes/new/sign-in/", views.wizard_sign_in, name="wizard_sign_in"),
     path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
+    path("mailboxes/<int:pk>/folders/", views.account_folders, name="folders"),
     path(
         "mailboxes/<int:pk>/settings/<slug:section>/",
         views.account_settings_save,

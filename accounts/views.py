@@ -27,6 +27,7 @@ from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
 from sync.selectors import emails_for_panel, sync_status
+from sync.services import FolderListError, folders_choose, folders_load
 from sync.tasks import sync_mailbox
 
 from .connection import SignInError, endpoints_for, login_for
@@ -36,6 +37,7 @@ from .forms import (
     AddressForm,
     CredentialsForm,
     DownloadSettingsForm,
+    FolderChoiceForm,
     NewServerForm,
     ProviderPickForm,
     SendSettingsForm,
@@ -106,12 +108,14 @@ SETTINGS = "accounts/settings.html"
 SECTIONS = {"download": DownloadSettingsForm, "send": SendSettingsForm}
 
 
-def _settings_page(request: HttpRequest, account: EmailAccount, **bound) -> HttpResponse:
+def _settings_page(
+    request: HttpRequest, account: EmailAccount, extra: dict | None = None, **bound
+) -> HttpResponse:
     forms = {
         name: bound.get(name) or form_class(instance=account, prefix=name)
         for name, form_class in SECTIONS.items()
     }
-    context = {"account": account, "forms": forms, **sync_status(account)}
+    context = {"account": account, "forms": forms, **sync_status(account), **(extra or {})}
     return render(request, SETTINGS, context)
 
 
@@ -119,6 +123,78 @@ def _settings_page(request: HttpRequest, account: EmailAccount, **bound) -> Http
 def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(accounts_for_user(request.user), pk=pk)
     return _settings_page(request, account)
+
+
+def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
+    """The folder tree as rows with depth, showing what the user ticked if the form
+    came back with an error, else what is saved."""
+    if form.is_bound:
+        chosen = set(form.data.getlist("chosen"))
+        subfolders = set(form.data.getlist("subfolders"))
+    else:
+        chosen = {str(f.pk) for f in folders if f.chosen and f.selectable}
+        subfolders = {str(f.pk) for f in folders if f.include_subfolders}
+    rows = []
+    for folder in sorted(folders, key=lambda f: f.path.lower() if f.path != "INBOX" else ""):
+        parts = folder.path.split(folder.delimiter) if folder.delimiter else [folder.path]
+        rows.append(
+            {
+                "folder": folder,
+                "depth": len(parts) - 1,
+                "name": parts[-1],
+                "chosen": str(folder.pk) in chosen,
+                "subfolders": str(folder.pk) in subfolders,
+            }
+        )
+    return rows
+
+
+def _folders_response(
+    request: HttpRequest, account: EmailAccount, form: FolderChoiceForm, **extra
+) -> HttpResponse:
+    folders = list(account.folders.filter(exists_on_server=True))
+    context = {
+        "account": account,
+        "folders_form": form,
+        "folder_rows": _folder_rows(folders, form),
+        "folders_open": True,
+        **extra,
+    }
+    if request.htmx:
+        return render(request, f"{SETTINGS}#folders", context)
+    return _settings_page(request, account, extra=context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
+    """The folder picker: the server's real folder tree, read when the user opens it."""
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    folders = account.folders.filter(exists_on_server=True)
+    if request.method == "POST":
+        form = FolderChoiceForm(request.POST, folders=folders)
+        if not form.is_valid():
+            return _folders_response(request, account, form)
+        folders_choose(
+            account=account,
+            actor=request.user,
+            mode=form.cleaned_data["folder_mode"],
+            chosen=set(form.cleaned_data["chosen"]),
+            with_subfolders=set(form.cleaned_data["subfolders"]),
+        )
+        sync_mailbox.delay_on_commit(account.pk)
+        if request.htmx:
+            form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
+            return _folders_response(request, account, form, folders_saved=True)
+        messages.success(request, "Folders saved.")
+        return redirect(f"{account.get_absolute_url()}#settings-folders")
+    error = ""
+    try:
+        folders_load(account=account)
+    except FolderListError as problem:
+        error = str(problem)
+    form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
+    return _folders_response(request, account, form, folders_error=error)
 
 
 @login_required

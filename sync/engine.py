@@ -73,6 +73,45 @@ class FolderStatus:
     highestmodseq: int | None
 
 
+def folders_refresh(*, account: EmailAccount, client: IMAPClient) -> list[Folder]:
+    """The server's folder list, written to the database only where it changed: an
+    idle re-sync should cost one LIST and one query, not a write per folder."""
+    known = {folder.path: folder for folder in Folder.objects.filter(account=account)}
+    listed = []
+    for flags, delimiter, name in client.list_folders():
+        lowered = {f.decode(errors="replace").lower() for f in flags}
+        values = {
+            "delimiter": (delimiter or b"").decode(errors="replace"),
+            "special_use": min((f for f in lowered if f in SPECIAL_USE), default=""),
+            "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
+            "exists_on_server": True,
+        }
+        folder = known.get(name)
+        if folder is None:
+            folder = Folder.objects.create(account=account, path=name, **values)
+        elif any(getattr(folder, field) != value for field, value in values.items()):
+            for field, value in values.items():
+                setattr(folder, field, value)
+            folder.save(update_fields=list(values))
+        listed.append(folder)
+    listed_paths = {folder.path for folder in listed}
+    gone = [f.pk for path, f in known.items() if f.exists_on_server and path not in listed_paths]
+    if gone:
+        Folder.objects.filter(pk__in=gone).update(exists_on_server=False)
+    return listed
+
+
+def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder]:
+    """ "All folders": every selectable one but Trash and Junk unless chosen. "Customized":
+    the chosen ones; a chosen parent brings its subfolders only when asked to, and then
+    also those created later."""
+    usable = [f for f in folders if f.selectable]
+    if account.folder_mode != FolderMode.CUSTOM:
+        return [f for f in usable if f.chosen or f.special_use not in SKIPPED_BY_DEFAULT]
+    prefixes = tuple(f.path + f.delimiter for f in folders if f.include_subfolders and f.delimiter)
+    return [f for f in usable if f.chosen or (prefixes and f.path.startswith(prefixes))]
+
+
 class AccountSyncer:
     def __init__(self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None):
         self.account = account
@@ -90,39 +129,10 @@ class AccountSyncer:
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        """The server's folder list, written to the database only where it changed: an
-        idle re-sync should cost one LIST and one query, not a write per folder."""
-        known = {folder.path: folder for folder in Folder.objects.filter(account=self.account)}
-        listed = []
-        for flags, delimiter, name in self.client.list_folders():
-            lowered = {f.decode(errors="replace").lower() for f in flags}
-            values = {
-                "delimiter": (delimiter or b"").decode(errors="replace"),
-                "special_use": next((f for f in lowered if f in SPECIAL_USE), ""),
-                "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
-                "exists_on_server": True,
-            }
-            folder = known.get(name)
-            if folder is None:
-                folder = Folder.objects.create(account=self.account, path=name, **values)
-            elif any(getattr(folder, field) != value for field, value in values.items()):
-                for field, value in values.items():
-                    setattr(folder, field, value)
-                folder.save(update_fields=list(values))
-            listed.append(folder)
-        listed_paths = {folder.path for folder in listed}
-        gone = [
-            f.pk for path, f in known.items() if f.exists_on_server and path not in listed_paths
-        ]
-        if gone:
-            Folder.objects.filter(pk__in=gone).update(exists_on_server=False)
-        return listed
+        return folders_refresh(account=self.account, client=self.client)
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
-        usable = [f for f in folders if f.selectable]
-        if self.account.folder_mode == FolderMode.CUSTOM:
-            return [f for f in usable if f.chosen]
-        return [f for f in usable if f.chosen or f.special_use not in SKIPPED_BY_DEFAULT]
+        return folders_to_sync(self.account, folders)
 
     # -- one folder ----------------------------------------------------------
 

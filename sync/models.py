@@ -47,6 +47,8 @@ class Folder(models.Model):
     special_use = models.CharField(max_length=20, blank=True)  # \Sent, \Trash, ...
     selectable = models.BooleanField(default=True)
     chosen = models.BooleanField(default=False)  # for "customized folders"
+    # With "chosen": its subfolders too, those made later included.
+    include_subfolders = models.BooleanField(default=False)
     exists_on_server = models.BooleanField(default=True)
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     last_uid = models.BigIntegerField(default=0)  # every UID up to here is stored
@@ -69,7 +71,12 @@ class Folder(models.Model):
 class Email(models.Model):
     """One message, stored once per mailbox however many folders hold it."""
 
-    account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="emails")
+    # No index of its own: email_unique_key and email_account_sent both start with it,
+    # and every index is written once more for each of the thousands of emails a first
+    # sync stores.
+    account = models.ForeignKey(
+        EmailAccount, on_delete=models.CASCADE, related_name="emails", db_index=False
+    )
     # Message-ID, or a fingerprint of stable headers when there is none.
     message_key = models.CharField(max_length=500)
     message_id = models.CharField(max_length=500, blank=True)
@@ -107,7 +114,10 @@ class EmailLocation(models.Model):
     """Where an email sits on the server: a folder, its UIDVALIDITY and the UID."""
 
     email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="locations")
-    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="locations")
+    # Covered by location_unique_uid, which starts with it.
+    folder = models.ForeignKey(
+        Folder, on_delete=models.CASCADE, related_name="locations", db_index=False
+    )
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
 

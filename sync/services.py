@@ -7,16 +7,18 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
+from accounts.services import account_change_record, account_settings_update
 from providers.addresses import normalize_address
 from systemsettings.selectors import mailbox_sync_interval
 
-from .engine import AccountSyncer
-from .models import MailboxSync, SyncRun, WorkerHeartbeat
+from .engine import AccountSyncer, folders_refresh
+from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
 
 
 def _lease() -> timedelta:
@@ -152,3 +154,54 @@ def mailboxes_due() -> list[int]:
     # Marked as started now, so a busy worker queue is not flooded with repeats.
     MailboxSync.objects.filter(account_id__in=ids).update(last_started_at=now)
     return ids
+
+
+class FolderListError(Exception):
+    """The server's folder list could not be read; the message says why."""
+
+
+def folders_load(*, account: EmailAccount) -> list[Folder]:
+    """The mailbox's folders as the server lists them now (IMAP LIST), stored."""
+    try:
+        client = imap_session(
+            provider=account.provider,
+            address=normalize_address(account.address),
+            login=account.login,
+            password=account.get_password(),
+        )
+    except SignInError as error:
+        raise FolderListError(str(error)) from None
+    try:
+        return folders_refresh(account=account, client=client)
+    except (OSError, EOFError, imaplib.IMAP4.abort, imaplib.IMAP4.error) as error:
+        message = f"The connection to the mail server broke off ({type(error).__name__})."
+        raise FolderListError(message) from None
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
+
+
+def _folder_choice(folders) -> str:
+    chosen = [f.path + (" (with subfolders)" if f.include_subfolders else "") for f in folders]
+    return ", ".join(sorted(chosen)) or "none"
+
+
+@transaction.atomic
+def folders_choose(
+    *, account: EmailAccount, actor, mode: str, chosen: set[int], with_subfolders: set[int]
+) -> None:
+    """Save "all folders" or "customized folders" and which ones. Choosing a folder
+    does not choose what is inside it; `with_subfolders` does, and implies the folder
+    itself (for a folder that cannot hold mail, only its subfolders)."""
+    folders = list(Folder.objects.select_for_update().filter(account=account))
+    before = _folder_choice(f for f in folders if f.chosen)
+    for folder in folders:
+        subfolders = folder.pk in with_subfolders
+        wanted = (folder.pk in chosen or subfolders, subfolders)
+        if (folder.chosen, folder.include_subfolders) != wanted:
+            folder.chosen, folder.include_subfolders = wanted
+            folder.save(update_fields=["chosen", "include_subfolders"])
+    after = _folder_choice(f for f in folders if f.chosen)
+    account_settings_update(account=account, actor=actor, values={"folder_mode": mode})
+    if before != after:
+        account_change_record(account=account, actor=actor, field="folders", old=before, new=after)

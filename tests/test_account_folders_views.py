@@ -1,0 +1,131 @@
+"""The folder picker on the settings page, against the suite's Dovecot."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import AccountChange
+from sync.models import Email, Folder, SyncRun
+from sync.services import mailbox_sync
+from tests.factories import UserFactory
+from tests.mailbox import make_message
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    from accounts import views
+
+    calls = []
+    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
+    return calls
+
+
+@pytest.fixture
+def nested(synced_mailbox):
+    account, mailbox = synced_mailbox
+    for folder in ("Clients", "Clients/Acme", "Clients/Acme/2026", "Projects"):
+        mailbox.append(folder, make_message(subject=f"in {folder}"))
+    mailbox.append("INBOX", make_message(subject="in INBOX"))
+    mailbox.create("Sent")
+    return account, mailbox
+
+
+def _ids(account, *paths):
+    return [Folder.objects.get(account=account, path=path).pk for path in paths]
+
+
+def _synced_subjects(account):
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    return set(Email.objects.filter(account=account).values_list("subject", flat=True))
+
+
+def test_it_shows_the_servers_real_folder_tree_on_demand(client, nested):
+    account, _ = nested
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:settings", args=[account.pk])).content.decode()
+    # Not read from the server until asked: the page has a link that works without JS.
+    assert f'hx-get="/mailboxes/{account.pk}/folders/"' in page
+    assert f'href="/mailboxes/{account.pk}/folders/"' in page
+    assert not Folder.objects.filter(account=account).exists()
+    body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).content.decode()
+    paths = [p for p in body.split('data-path="')[1:]]
+    listed = [p.split('"')[0] for p in paths]
+    assert listed[0] == "INBOX"
+    assert {"Clients", "Clients/Acme", "Clients/Acme/2026", "Projects", "Sent"} <= set(listed)
+    # Nested folders are indented by depth, special folders are marked.
+    assert 'style="margin-left: 2em" data-path="Clients/Acme/2026"' in body
+    assert '<span class="tag">sent</span>' in body
+    assert "Choosing a folder does not choose the folders inside it." in body
+
+
+def test_it_downloads_a_chosen_parent_without_its_children(client, nested, queued):
+    account, _ = nested
+    client.force_login(account.owner)
+    client.get(reverse("accounts:folders", args=[account.pk]), **HTMX)
+    response = client.post(
+        reverse("accounts:folders", args=[account.pk]),
+        {"folder_mode": "custom", "chosen": _ids(account, "Clients")},
+        **HTMX,
+    )
+    assert "Saved. Downloading from the chosen folders now." in response.content.decode()
+    assert queued == [account.pk]
+    assert _synced_subjects(account) == {"in Clients"}
+    change = AccountChange.objects.get(field="folders")
+    assert (change.old_value, change.new_value) == ("none", "Clients")
+    mode = AccountChange.objects.get(field="folder_mode")
+    assert mode.new_value == "Download emails from customized folders"
+
+
+def test_it_downloads_subfolders_current_and_future_when_asked(client, nested, queued):
+    account, mailbox = nested
+    client.force_login(account.owner)
+    client.get(reverse("accounts:folders", args=[account.pk]))
+    client.post(
+        reverse("accounts:folders", args=[account.pk]),
+        {"folder_mode": "custom", "subfolders": _ids(account, "Clients/Acme")},
+    )
+    assert _synced_subjects(account) == {"in Clients/Acme", "in Clients/Acme/2026"}
+    # A subfolder made on the server later is taken in by the next sync.
+    mailbox.append("Clients/Acme/Later", make_message(subject="in Clients/Acme/Later"))
+    assert "in Clients/Acme/Later" in _synced_subjects(account)
+    assert "in Clients" not in _synced_subjects(account)
+
+
+def test_it_refuses_customized_folders_with_none_chosen_and_keeps_the_choice(client, nested):
+    account, _ = nested
+    client.force_login(account.owner)
+    client.get(reverse("accounts:folders", args=[account.pk]))
+    for headers in (HTMX, {}):
+        response = client.post(
+            reverse("accounts:folders", args=[account.pk]), {"folder_mode": "custom"}, **headers
+        )
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "Folders: Choose at least one folder, or download all emails from mailbox." in body
+        # The user's choice is still ticked.
+        assert re.search(r'<input[^>]*value="custom"[^>]*checked', body)
+    account.refresh_from_db()
+    assert account.folder_mode == "all"
+    assert not AccountChange.objects.exists()
+
+
+def test_it_says_why_when_the_server_cannot_be_reached(client, nested):
+    account, _ = nested
+    account.set_password("not-the-password")
+    account.save()
+    client.force_login(account.owner)
+    body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).content.decode()
+    assert "Could not read the folder list from the server:" in body
+    assert "did not accept the login or password" in body
+
+
+def test_it_hides_another_users_folders(client, nested):
+    account, _ = nested
+    client.force_login(UserFactory())
+    url = reverse("accounts:folders", args=[account.pk])
+    assert client.get(url, **HTMX).status_code == 404
+    assert client.post(url, {"folder_mode": "all"}).status_code == 404
