@@ -1,9 +1,20 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailsetup.settings")
 
 app = Celery("mailsetup")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_database_connections(**_) -> None:
+    # With CELERY_DB_REUSE_MAX set, Celery keeps a worker's database connection; this
+    # closes it when Django's own rule says so (CONN_MAX_AGE reached, or a failed health
+    # check), the rule web requests follow.
+    close_old_connections()

@@ -134,6 +134,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # The filesystem transport has no broadcast exchange for remote control.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_IGNORE_RESULT = True
+# Celery would otherwise close the database connection before and after every task, so
+# each task opened a new one (a new PostgreSQL backend process): measured, 300 tiny tasks
+# by 2 workers took 3.8 s that way and 1.6 s reusing the connection. It is recycled by
+# Django's own rule instead (CONN_MAX_AGE and health checks, see mailsetup/celery.py).
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

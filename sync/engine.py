@@ -184,7 +184,7 @@ class AccountSyncer:
         for batch, response in self._fetched(missing):
             self._parse_and_store(folder, uidvalidity, batch, response)
             # Counts saved per batch: the Email page's progress bar reads them.
-            self.run.save(update_fields=["new_emails", "new_locations", "parse_problems"])
+            self.run.save_progress()
             self.renew()
 
         if stored and folder.last_uid:

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 from accounts.models import EmailAccount
 from crm.models import Company, Contact
@@ -151,7 +152,7 @@ class SyncRun(models.Model):
 
     account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="sync_runs")
     state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
-    started_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     folders = models.PositiveIntegerField(default=0)
     new_emails = models.PositiveIntegerField(default=0)
@@ -166,3 +167,12 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account} {self.started_at:%Y-%m-%d %H:%M} {self.state}"
+
+    def save_progress(self) -> None:
+        """Written when there is something to show: the first stored batch inserts the
+        row, later ones update its counts. A run that finds nothing new is written once,
+        at its end, together with the mailbox's release."""
+        if self._state.adding:
+            self.save()
+        else:
+            self.save(update_fields=["new_emails", "new_locations", "parse_problems"])

@@ -80,7 +80,7 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
     token = _claim(account_id)
     if token is None:
         return None
-    run = SyncRun.objects.create(account=account)
+    run = SyncRun(account=account)
     try:
         client = imap_session(
             provider=account.provider,
@@ -99,11 +99,12 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
             with contextlib.suppress(Exception):
                 client.logout()
     except SignInError as error:
-        _finish(run, error=str(error))
         needs_owner = error.kind in NEEDS_OWNER
-        _release(
+        _end(
+            run,
             account_id,
             token,
+            error=str(error),
             last_error=str(error),
             health=MailboxSync.Health.NEEDS_ATTENTION if needs_owner else MailboxSync.Health.OK,
         )
@@ -112,15 +113,19 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
         return run
     except (OSError, EOFError, imaplib.IMAP4.abort, imaplib.IMAP4.error) as error:
         message = f"The connection to the mail server broke off ({type(error).__name__})."
-        _finish(run, error=message)
-        _release(account_id, token, last_error=message)
+        _end(run, account_id, token, error=message, last_error=message)
         raise TransientSyncError(message) from None
     except Exception as error:
-        _finish(run, error=f"Unexpected error: {type(error).__name__}: {error}")
-        _release(account_id, token, last_error=f"Unexpected error: {type(error).__name__}")
+        _end(
+            run,
+            account_id,
+            token,
+            error=f"Unexpected error: {type(error).__name__}: {error}",
+            last_error=f"Unexpected error: {type(error).__name__}",
+        )
         raise
-    _finish(run)
-    _release(
+    _end(
+        run,
         account_id,
         token,
         last_success_at=timezone.now(),
@@ -135,6 +140,13 @@ def _finish(run: SyncRun, *, error: str = "") -> None:
     run.error = error[:2000]
     run.finished_at = timezone.now()
     run.save()
+
+
+def _end(run: SyncRun, account_id: int, token: str, *, error: str = "", **release) -> None:
+    """The run's record and the mailbox's release in one commit."""
+    with transaction.atomic():
+        _finish(run, error=error)
+        _release(account_id, token, **release)
 
 
 def mailboxes_due() -> list[int]:
