@@ -51,6 +51,10 @@ class EmailAccount(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Removed by its owner, who kept the downloaded emails: no secret, no sync, no
+    # sending; the emails stay on the CRM's timelines. Adding the address again revives
+    # the row, and the sync resumes where it stopped.
+    removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["address"]

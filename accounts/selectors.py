@@ -10,7 +10,10 @@ MANAGE_PROVIDERS = "providers.manage_email_providers"
 
 
 def accounts_for_user(user) -> QuerySet[EmailAccount]:
-    return EmailAccount.objects.filter(owner=user).select_related("provider")
+    """The user's connected mailboxes (not the removed ones whose emails were kept)."""
+    return EmailAccount.objects.filter(owner=user, removed_at__isnull=True).select_related(
+        "provider"
+    )
 
 
 def open_notifications(user) -> QuerySet[AccountNotification]:

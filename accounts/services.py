@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
-from providers.addresses import Address
+from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source
 from providers.services import provider_domain_remember
 
@@ -72,7 +72,8 @@ def account_create(
 
     Nothing is written but the rate-limit record unless the check passes.
     """
-    existing = EmailAccount.objects.filter(owner=user, address=address.email).first()
+    connected = EmailAccount.objects.filter(owner=user, removed_at__isnull=True)
+    existing = connected.filter(address=address.email).first()
     if existing is not None:
         raise DuplicateAccount(existing)
     with transaction.atomic():
@@ -86,7 +87,7 @@ def account_create(
     try:
         return _account_save(user, provider, address, login, password)
     except IntegrityError:
-        existing = EmailAccount.objects.filter(owner=user, address=address.email).first()
+        existing = connected.filter(address=address.email).first()
         if existing is not None:  # the same address added twice at once, from two tabs
             raise DuplicateAccount(existing) from None
         # Two first mailboxes added at once: both wanted to be the default sender.
@@ -97,15 +98,19 @@ def account_create(
 def _account_save(user, provider, address, login, password, first=None) -> EmailAccount:
     with transaction.atomic():
         if first is None:
-            first = not EmailAccount.objects.filter(owner=user).exists()
-        account = EmailAccount(
-            owner=user,
-            provider=provider,
-            address=address.email,
-            login=login,
-            display_name=user.get_full_name(),
-            is_default_sender=first,
-        )
+            first = not EmailAccount.objects.filter(owner=user, removed_at__isnull=True).exists()
+        # A mailbox removed with its emails kept comes back with them, and its sync
+        # resumes where it stopped instead of downloading everything again.
+        account = EmailAccount.objects.select_for_update().filter(
+            owner=user, address=address.email, removed_at__isnull=False
+        ).first() or EmailAccount(owner=user, address=address.email)
+        account.provider = provider
+        account.login = login
+        account.removed_at = None
+        account.auto_sync = account.send_enabled = True
+        account.is_default_sender = first
+        if not account.display_name:
+            account.display_name = user.get_full_name()
         account.set_password(password)
         account.save()
         AccountNotification.objects.create(
@@ -135,7 +140,8 @@ class RotationOutcome:
 def credentials_rotate() -> RotationOutcome:
     """Re-encrypt every stored secret under the newest key in CREDENTIAL_KEYS."""
     outcome = RotationOutcome()
-    for account in EmailAccount.objects.select_for_update().only("pk", "password_encrypted"):
+    accounts = EmailAccount.objects.select_for_update().exclude(password_encrypted="")
+    for account in accounts.only("pk", "password_encrypted"):
         account.password_encrypted = crypto.rotate(account.password_encrypted)
         account.save(update_fields=["password_encrypted"])
         outcome.accounts += 1
@@ -208,3 +214,82 @@ def account_change_record(*, account: EmailAccount, actor, field: str, old: str,
         account=account, address=account.address, actor=actor, field=field,
         old_value=old, new_value=new,
     )  # fmt: skip
+
+
+@sensitive_variables("password")
+def account_credentials_change(
+    *, account: EmailAccount, actor, login: str, password: str
+) -> list[str]:
+    """Re-enter the password (and the login, where the provider lets the user choose
+    it): the wizard's real sign-in check runs first, and the stored secret is replaced
+    only once the new one works. Returns what changed, for the audit trail's sake."""
+    address = normalize_address(account.address)
+    with transaction.atomic():
+        get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
+        _rate_limit(user=actor, address=address)
+        attempt = SignInAttempt.objects.create(user=actor, address=address.email)
+    check_sign_in(provider=account.provider, address=address, login=login, password=password)
+    SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
+    with transaction.atomic():
+        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        changed = ["password"]
+        trail = [AccountChange(field="password", old_value="", new_value="changed")]
+        if login != locked.login:
+            changed.append("login")
+            trail.append(AccountChange(field="login", old_value=locked.login, new_value=login))
+        locked.login = login
+        locked.set_password(password)
+        locked.save(update_fields=["login", "password_encrypted", "updated_at"])
+        for change in trail:
+            change.account, change.address, change.actor = locked, locked.address, actor
+        AccountChange.objects.bulk_create(trail)
+    account.login, account.password_encrypted = locked.login, locked.password_encrypted
+    return changed
+
+
+def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
+    """Remove a mailbox from the app; nothing on the mail server is touched. Its emails
+    either stay (on the CRM's timelines, the row kept without its secret) or go with it.
+    If it was the default sender, the next mailbox that sends becomes the default."""
+    with transaction.atomic():
+        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        was_default = locked.is_default_sender
+        AccountChange.objects.create(
+            account=locked, address=locked.address, actor=actor, field="removed",
+            new_value="emails kept" if keep_emails else "emails deleted",
+        )  # fmt: skip
+        if keep_emails:
+            locked.removed_at = timezone.now()
+            locked.password_encrypted = ""
+            locked.auto_sync = locked.send_enabled = locked.is_default_sender = False
+            locked.save()
+        else:
+            files = [a.file.name for a in _attachments_of(locked) if a.file]
+            locked.delete()
+            # The files go once the rows are surely gone.
+            transaction.on_commit(lambda: _delete_files(files))
+        if was_default:
+            successor = (
+                EmailAccount.objects.filter(
+                    owner_id=locked.owner_id, removed_at__isnull=True, send_enabled=True
+                )
+                .order_by("address")
+                .first()
+            )
+            if successor is not None:
+                successor.is_default_sender = True
+                successor.save(update_fields=["is_default_sender", "updated_at"])
+
+
+def _attachments_of(account: EmailAccount):
+    from django.apps import apps
+
+    # The sync app owns attachments and depends on this one, not the other way round.
+    return apps.get_model("sync", "Attachment").objects.filter(email__account=account).only("file")
+
+
+def _delete_files(names: list[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        default_storage.delete(name)

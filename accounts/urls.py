@@ -13,6 +13,8 @@ urlpatterns = [
     path("mailboxes/new/sign-in/", views.wizard_sign_in, name="wizard_sign_in"),
     path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
     path("mailboxes/<int:pk>/folders/", views.account_folders, name="folders"),
+    path("mailboxes/<int:pk>/credentials/", views.account_credentials, name="credentials"),
+    path("mailboxes/<int:pk>/remove/", views.account_remove_view, name="remove"),
     path(
         "mailboxes/<int:pk>/settings/<slug:section>/",
         views.account_settings_save,

@@ -27,7 +27,12 @@ from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
 from sync.selectors import emails_for_panel, sync_status
-from sync.services import FolderListError, folders_choose, folders_load
+from sync.services import (
+    FolderListError,
+    folders_choose,
+    folders_load,
+    mailbox_attention_clear,
+)
 from sync.tasks import sync_mailbox
 
 from .connection import SignInError, endpoints_for, login_for
@@ -55,6 +60,8 @@ from .selectors import (
 from .services import (
     DuplicateAccount,
     account_create,
+    account_credentials_change,
+    account_remove,
     account_settings_update,
     notification_dismiss,
 )
@@ -115,7 +122,13 @@ def _settings_page(
         name: bound.get(name) or form_class(instance=account, prefix=name)
         for name, form_class in SECTIONS.items()
     }
-    context = {"account": account, "forms": forms, **sync_status(account), **(extra or {})}
+    context = {
+        "account": account,
+        "forms": forms,
+        "credentials_form": CredentialsForm(provider=account.provider, prefix="credentials"),
+        **sync_status(account),
+        **(extra or {}),
+    }
     return render(request, SETTINGS, context)
 
 
@@ -195,6 +208,70 @@ def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
         error = str(problem)
     form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
     return _folders_response(request, account, form, folders_error=error)
+
+
+@login_required
+@require_POST
+@sensitive_post_parameters("credentials-password")
+def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Change email settings": a new password (or login) takes effect only after the
+    same real sign-in check as the wizard; until then the old one stays."""
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    form = CredentialsForm(request.POST, provider=account.provider, prefix="credentials")
+    saved = False
+    if form.is_valid():
+        login = login_for(
+            account.provider, normalize_address(account.address), form.cleaned_data.get("login", "")
+        )
+        try:
+            account_credentials_change(
+                account=account, actor=request.user, login=login,
+                password=form.cleaned_data["password"],
+            )  # fmt: skip
+        except SignInError as error:
+            field = error.field if error.field in form.fields else None
+            form.add_error(field, str(error))
+        else:
+            saved = True
+            mailbox_attention_clear(account_id=account.pk)
+            sync_mailbox.delay_on_commit(account.pk)
+    if saved and not request.htmx:
+        messages.success(request, "The new password works and is saved.")
+        return redirect(f"{account.get_absolute_url()}#settings-credentials")
+    if saved:
+        form = CredentialsForm(provider=account.provider, prefix="credentials")
+    context = {"account": account, "credentials_form": form, "credentials_saved": saved}
+    if request.htmx:
+        return render(request, f"{SETTINGS}#credentials", context)
+    return _settings_page(request, account, extra=context)
+
+
+@login_required
+@require_POST
+def account_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    choice = request.POST.get("emails")
+    if choice not in {"keep", "delete"}:
+        context = {
+            "account": account,
+            "remove_error": "Choose whether to keep or delete the downloaded emails.",
+        }
+        if request.htmx:
+            return render(request, f"{SETTINGS}#remove", context)
+        return _settings_page(request, account, extra=context)
+    account_remove(account=account, actor=request.user, keep_emails=choice == "keep")
+    kept = (
+        "Its downloaded emails stay on the CRM's timelines."
+        if choice == "keep"
+        else ("Its downloaded emails were deleted.")
+    )
+    messages.success(
+        request, f"{account.address} is removed. Nothing was deleted on the mail server. {kept}"
+    )
+    target = reverse("accounts:list")
+    if request.htmx:
+        return HttpResponseClientRedirect(target)
+    return redirect(target)
 
 
 @login_required

@@ -1,8 +1,9 @@
 """Where a worker's sync spends its time: fetch, parse, store (bench/worker.py).
 
 Wraps the engine's steps with wall-clock counters; cheap enough not to bend the
-figures the way a profiler does. "fetch" is the time the engine waited for a FETCH
-response beyond the parse and store it overlaps with.
+figures the way a profiler does. "fetch" is the time the engine waited for the next
+batch (fetched and parsed in a helper thread) beyond the store it overlaps with; "parse"
+is the helper's time in the parser, overlapping the store.
 """
 
 import time
@@ -27,7 +28,7 @@ def install() -> None:
 
     engine.parse_message = _timed("parse", engine.parse_message)
     engine.AccountSyncer._store = _timed("store", engine.AccountSyncer._store)
-    fetched = engine.AccountSyncer._fetched
+    fetched = engine.AccountSyncer._parsed
 
     def waited(self, uids):
         batches = fetched(self, uids)
@@ -39,7 +40,7 @@ def install() -> None:
                 return
             yield item
 
-    engine.AccountSyncer._fetched = waited
+    engine.AccountSyncer._parsed = waited
 
 
 def reset() -> None:

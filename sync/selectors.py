@@ -13,9 +13,10 @@ def heartbeat_age() -> timedelta | None:
 
 
 def emails_for_panel(user) -> QuerySet[Email]:
-    """The emails of the user's own mailboxes, newest first (the Email page)."""
+    """The emails of the user's connected mailboxes, newest first (the Email page). A
+    removed mailbox's kept emails stay on timelines and open from there, not here."""
     return (
-        Email.objects.filter(account__owner=user)
+        Email.objects.filter(account__owner=user, account__removed_at__isnull=True)
         .select_related("account")
         .defer("text_body", "html_body", "raw_source", "references")
         .order_by("-sent_at", "-pk")

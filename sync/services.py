@@ -74,7 +74,11 @@ def _release(account_id: int, token: str, **fields) -> None:
 
 def mailbox_sync(*, account_id: int) -> SyncRun | None:
     """Download what is new in one mailbox. Safe to run twice: the second waits out."""
-    account = EmailAccount.objects.select_related("provider").filter(pk=account_id).first()
+    account = (
+        EmailAccount.objects.select_related("provider")
+        .filter(pk=account_id, removed_at__isnull=True)
+        .first()
+    )
     if account is None:
         return None
     token = _claim(account_id)
@@ -217,3 +221,11 @@ def folders_choose(
     account_settings_update(account=account, actor=actor, values={"folder_mode": mode})
     if before != after:
         account_change_record(account=account, actor=actor, field="folders", old=before, new=after)
+
+
+def mailbox_attention_clear(*, account_id: int) -> None:
+    """The owner fixed what the last sync needed (for example re-entered the password):
+    the dispatcher may queue the mailbox again."""
+    MailboxSync.objects.filter(
+        account_id=account_id, health=MailboxSync.Health.NEEDS_ATTENTION
+    ).update(health=MailboxSync.Health.OK, last_error="")

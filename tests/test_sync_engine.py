@@ -273,13 +273,13 @@ def test_it_fetches_a_folder_of_large_messages_in_small_batches(synced_mailbox, 
     mailbox.append("INBOX", *big)
     monkeypatch.setattr(engine, "BATCH_BYTES", 120_000)
     fetched = []
-    original = engine.AccountSyncer._parse_and_store
+    original = engine.AccountSyncer._fetch_and_parse
 
-    def counting(self, folder, uidvalidity, uids, response):
-        fetched.append(len(response))
-        return original(self, folder, uidvalidity, uids, response)
+    def counting(self, uids):
+        fetched.append(len(uids))
+        return original(self, uids)
 
-    monkeypatch.setattr(engine.AccountSyncer, "_parse_and_store", counting)
+    monkeypatch.setattr(engine.AccountSyncer, "_fetch_and_parse", counting)
     _sync(account)
     assert fetched == [2, 2, 2]
     assert Email.objects.count() == 6
