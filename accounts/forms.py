@@ -1,10 +1,14 @@
+import base64
+
 from django import forms
 from django.conf import settings
+from django.utils.html import escape
 
 from providers.addresses import Address, AddressError, normalize_address, normalize_domain
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 
 from .models import EmailAccount, FolderMode
+from .signatures import MAX_IMAGE_BYTES, SignatureError, clean_signature, image_type
 
 # The port each security mode usually means, for filling in a new server's form.
 IMAP_DEFAULT_PORT = {Security.SSL_TLS: 993, Security.STARTTLS: 143, Security.NONE: 143}
@@ -188,4 +192,40 @@ class FolderChoiceForm(forms.Form):
             self.add_error(
                 "chosen", "Choose at least one folder, or download all emails from mailbox."
             )
+        return cleaned
+
+
+class SignatureForm(forms.Form):
+    """Settings page, "Add signatures to outbound emails"."""
+
+    signature_html = forms.CharField(
+        label="Signature", required=False, widget=forms.Textarea(attrs={"rows": 6})
+    )
+    image = forms.FileField(
+        label="Add an image",
+        required=False,
+        help_text="PNG, JPEG, GIF or WebP, at most 1 MB; at most 5 images per signature.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        html = cleaned.get("signature_html") or ""
+        image = cleaned.get("image")
+        if image is not None:
+            if image.size > MAX_IMAGE_BYTES:
+                self.add_error("image", f"The image is {image.size / 1e6:.1f} MB; at most 1 MB.")
+                return cleaned
+            content = image.read()
+            kind = image_type(content)
+            if kind is None:
+                self.add_error("image", "Use a PNG, JPEG, GIF or WebP image.")
+                return cleaned
+            # Without JavaScript the upload arrives here and joins the signature's end.
+            data = base64.b64encode(content).decode()
+            name = escape(image.name or "image")
+            html += f'<p><img src="data:{kind};base64,{data}" alt="{name}"></p>'
+        try:
+            cleaned["signature_html"] = clean_signature(html).html
+        except SignatureError as error:
+            self.add_error("signature_html", str(error))
         return cleaned

@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.html import strip_tags
 from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
@@ -156,6 +157,13 @@ def credentials_rotate() -> RotationOutcome:
 
 
 def _shown(field: str, value) -> str:
+    if field == "signature_html":
+        # The trail says what changed, not megabytes of markup and images.
+        text = " ".join(strip_tags(value).split())
+        images = value.count("<img")
+        return (text[:120] + (f" (+{images} image{'s' * (images != 1)})" if images else "")) or (
+            "none"
+        )
     model_field = EmailAccount._meta.get_field(field)
     if model_field.choices:
         return str(dict(model_field.flatchoices).get(value, value))

@@ -15,6 +15,12 @@ urlpatterns = [
     path("mailboxes/<int:pk>/folders/", views.account_folders, name="folders"),
     path("mailboxes/<int:pk>/credentials/", views.account_credentials, name="credentials"),
     path("mailboxes/<int:pk>/remove/", views.account_remove_view, name="remove"),
+    path("mailboxes/<int:pk>/signature/", views.account_signature, name="signature"),
+    path(
+        "mailboxes/<int:pk>/signature/preview/",
+        views.account_signature_preview,
+        name="signature_preview",
+    ),
     path(
         "mailboxes/<int:pk>/settings/<slug:section>/",
         views.account_settings_save,

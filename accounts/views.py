@@ -26,6 +26,7 @@ from django_htmx.http import HttpResponseClientRedirect, push_url
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from sync.sanitize import email_document
 from sync.selectors import emails_for_panel, sync_status
 from sync.services import (
     FolderListError,
@@ -46,6 +47,7 @@ from .forms import (
     NewServerForm,
     ProviderPickForm,
     SendSettingsForm,
+    SignatureForm,
 )
 from .guides import GUIDES
 from .models import EmailAccount
@@ -126,6 +128,9 @@ def _settings_page(
         "account": account,
         "forms": forms,
         "credentials_form": CredentialsForm(provider=account.provider, prefix="credentials"),
+        "signature_form": _signature_form(account),
+        "preview": account.signature_html
+        and email_document(account.signature_html, allow_remote_images=False),
         **sync_status(account),
         **(extra or {}),
     }
@@ -244,6 +249,44 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, f"{SETTINGS}#credentials", context)
     return _settings_page(request, account, extra=context)
+
+
+@login_required
+@require_POST
+def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    form = SignatureForm(request.POST, request.FILES, prefix="signature")
+    saved = False
+    if form.is_valid():
+        values = {"signature_html": form.cleaned_data["signature_html"]}
+        account_settings_update(account=account, actor=request.user, values=values)
+        saved = True
+        if not request.htmx:
+            messages.success(request, "Signature saved.")
+            return redirect(f"{account.get_absolute_url()}#settings-signature")
+        form = _signature_form(account)
+    context = {"account": account, "signature_form": form, "signature_saved": saved}
+    if request.htmx:
+        return render(request, f"{SETTINGS}#signature", context)
+    return _settings_page(request, account, extra=context)
+
+
+@login_required
+@require_POST
+def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """What the signature will look like once saved: sanitised, in a sandboxed frame."""
+    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    form = SignatureForm(request.POST, prefix="signature")
+    context = {"account": account, "signature_form": form}
+    if form.is_valid():
+        context["preview"] = email_document(
+            form.cleaned_data["signature_html"], allow_remote_images=False
+        )
+    return render(request, f"{SETTINGS}#signature_preview", context)
+
+
+def _signature_form(account: EmailAccount) -> SignatureForm:
+    return SignatureForm(initial={"signature_html": account.signature_html}, prefix="signature")
 
 
 @login_required
