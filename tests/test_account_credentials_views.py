@@ -87,3 +87,21 @@ def test_it_hides_another_users_mailbox(client, alice):
     assert _post(client, alice, "alice-secret", **HTMX).status_code == 404
     alice.refresh_from_db()
     assert alice.get_password() == "the-old-password"
+
+
+def test_it_changes_the_login_where_the_provider_lets_users_choose_it(client, test_provider):
+    test_provider.login_format = "manual"
+    test_provider.save()
+    account = EmailAccountFactory(
+        provider=test_provider, address="bob@example.test", login="old-login", password="x"
+    )
+    client.force_login(account.owner)
+    url = reverse("accounts:credentials", args=[account.pk])
+    body = client.post(url, {"credentials-password": "bob-secret"}, **HTMX).content.decode()
+    assert "Login: Enter the login name Test Mail gave you for this mailbox." in body
+    data = {"credentials-login": "bob@example.test", "credentials-password": "bob-secret"}
+    assert "is saved" in client.post(url, data, **HTMX).content.decode()
+    account.refresh_from_db()
+    assert (account.login, account.get_password()) == ("bob@example.test", "bob-secret")
+    login = AccountChange.objects.get(field="login")
+    assert (login.old_value, login.new_value) == ("old-login", "bob@example.test")

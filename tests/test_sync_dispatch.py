@@ -109,3 +109,19 @@ def test_it_retries_transient_errors_a_bounded_number_of_times(monkeypatch):
     assert result.failed()
     assert calls == [7] * (tasks.sync_mailbox.max_retries + 1)
     assert tasks.sync_mailbox.retry_backoff and tasks.sync_mailbox.retry_jitter
+
+
+def test_it_tells_when_the_next_download_is_due(client, db):
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(
+        account=account,
+        last_started_at=timezone.now() - timedelta(minutes=2),
+        last_success_at=timezone.now() - timedelta(minutes=2),
+    )
+    client.force_login(account.owner)
+    url = reverse("sync:status", args=[account.pk])
+    # MailboxSyncInterval is 5 minutes by default.
+    assert "Next download in about 2\xa0minutes." in client.get(url).text
+    account.auto_sync = False
+    account.save()
+    assert "Automatic download is off" in client.get(url).text
