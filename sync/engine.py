@@ -118,7 +118,13 @@ class AccountSyncer:
         self.renew = renew or (lambda: None)
         self.client = client
         self.run = run
-        self.condstore = b"CONDSTORE" in client.capabilities()
+        capabilities = client.capabilities()
+        self.condstore = b"CONDSTORE" in capabilities
+        # With QRESYNC the server names the UIDs expunged since our last modseq
+        # (VANISHED), instead of us asking for every UID of a folder to compare.
+        self.qresync = self.condstore and b"QRESYNC" in capabilities
+        if self.qresync:
+            client.enable("QRESYNC")
         self.own_domains = {account.address.split("@", 1)[-1]}
 
     @cached_property
@@ -324,14 +330,18 @@ class AccountSyncer:
         """Flags and expunges since the last run, as cheaply as the server allows."""
         # imapclient 4 keeps only answers for the message ids it was given, so the
         # stored UIDs are passed as a list (in chunks), not as a range.
-        modifiers = (
-            [f"CHANGEDSINCE {folder.highestmodseq}"]
-            if self.condstore and folder.highestmodseq
-            else None
-        )
+        modifiers = None
+        if self.condstore and folder.highestmodseq:
+            modifiers = [f"CHANGEDSINCE {folder.highestmodseq}"]
+            if self.qresync:
+                modifiers.append("VANISHED")
+        # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
+        untagged = self.client._imap.untagged_responses
+        untagged.pop("VANISHED", None)
         changed: dict = {}
         for chunk in _chunks(sorted(stored), 2000):
             changed.update(self.client.fetch(chunk, ["FLAGS"], modifiers=modifiers))
+        vanished = _uid_set_ranges(untagged.pop("VANISHED", []))
         locations = EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity)
         for uid, item in changed.items():
             seen = b"\\Seen" in item.get(b"FLAGS", ())
@@ -341,14 +351,30 @@ class AccountSyncer:
                 .update(seen=seen)
             )
             self.run.flag_changes += updated
-        # Fewer messages on the server than copies we know of means expunges; only then
-        # is the (larger) list of UIDs asked for. Counted after this run's new fetches.
-        if status.messages is not None and status.messages < locations.count():
-            present = set(self.client.search(["UID", f"1:{max(stored)}"]))
-            gone = stored - present
-            if gone:
-                removed, _ = locations.filter(uid__in=gone).delete()
-                self.run.removed_locations += removed
+        gone: set[int] = set()
+        if modifiers and self.qresync:
+            gone = {uid for uid in stored if any(low <= uid <= high for low, high in vanished)}
+        # Without QRESYNC: fewer messages on the server than copies we know of means
+        # expunges; only then is the (larger) list of UIDs asked for.
+        elif status.messages is not None and status.messages < locations.count():
+            gone = stored - set(self.client.search(["UID", f"1:{max(stored)}"]))
+        if gone:
+            removed, _ = locations.filter(uid__in=gone).delete()
+            self.run.removed_locations += removed
+
+
+def _uid_set_ranges(responses: list) -> list[tuple[int, int]]:
+    """The UID ranges of untagged `VANISHED (EARLIER) 41,43:116` responses."""
+    ranges = []
+    for response in responses:
+        text = response.decode("ascii", "replace") if isinstance(response, bytes) else str(response)
+        for part in text.replace("(EARLIER)", " ").split()[-1:]:
+            for item in part.split(","):
+                low, _colon, high = item.partition(":")
+                if low.isdigit() and (not high or high.isdigit()):
+                    first, last = int(low), int(high or low)
+                    ranges.append((min(first, last), max(first, last)))
+    return ranges
 
 
 def _period_extended(folder: Folder, since: date | None) -> bool:

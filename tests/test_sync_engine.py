@@ -3,6 +3,8 @@
 import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from crm.models import Company, Contact, ContactAddress
 from sync import engine
 from sync.engine import size_batches
@@ -91,7 +93,23 @@ def test_it_remaps_a_folder_after_a_uidvalidity_change_without_duplicates(synced
     assert EmailLocation.objects.count() == 2
 
 
-def test_it_picks_up_flag_changes_and_expunges(synced_mailbox):
+@pytest.fixture(params=["qresync", "no_qresync"])
+def server_kind(request, monkeypatch):
+    """Dovecot as it is (QRESYNC: expunges named by the server), and as a server without
+    QRESYNC (expunges found by comparing UIDs)."""
+    if request.param == "no_qresync":
+        from accounts.connection import _PinnedIMAPClient
+
+        original = _PinnedIMAPClient.capabilities
+
+        def without(self):
+            return tuple(c for c in original(self) if c != b"QRESYNC")
+
+        monkeypatch.setattr(_PinnedIMAPClient, "capabilities", without)
+    return request.param
+
+
+def test_it_picks_up_flag_changes_and_expunges(synced_mailbox, server_kind):
     account, mailbox = synced_mailbox
     mailbox.append("INBOX", make_message(subject="read me"), make_message(subject="delete me"))
     _sync(account)
@@ -193,7 +211,7 @@ def test_it_marks_the_mailbox_for_its_owner_when_the_password_changed(synced_mai
     assert state.claimed_until is None
 
 
-def test_it_notices_an_expunge_hidden_by_an_append(synced_mailbox):
+def test_it_notices_an_expunge_hidden_by_an_append(synced_mailbox, server_kind):
     account, mailbox = synced_mailbox
     mailbox.append("INBOX", make_message(subject="stays"), make_message(subject="goes"))
     _sync(account)
@@ -293,3 +311,10 @@ def test_it_logs_neither_message_bodies_nor_the_password_at_debug_level(synced_m
     assert Email.objects.get().text_body.startswith("confidential-offer-figures")
     assert "confidential-offer-figures" not in caplog.text
     assert "sync-secret" not in caplog.text
+
+
+def test_it_reads_the_uid_ranges_of_vanished_responses():
+    from sync.engine import _uid_set_ranges
+
+    ranges = _uid_set_ranges([b"(EARLIER) 41,43:116,200", b"(EARLIER) 7"])
+    assert ranges == [(41, 41), (43, 116), (200, 200), (7, 7)]
