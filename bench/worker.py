@@ -41,18 +41,18 @@ if profile_file:
     import cProfile
     import pstats
 
-    profiler = cProfile.Profile()
+    profilers = [cProfile.Profile()]
 
     def _start(**_):
-        profiler.enable()
+        profilers[-1] = cProfile.Profile()  # each task's profile on its own
+        profilers[-1].enable()
 
     def _stop(**_):
-        profiler.disable()
-        profiler.dump_stats(profile_file)
+        profilers[-1].disable()
+        profilers[-1].dump_stats(profile_file)
         with open(profile_file + ".txt", "w") as out:
             for key in ("tottime", "cumulative"):
                 pstats.Stats(profile_file, stream=out).sort_stats(key).print_stats(40)
-        profiler.clear() if hasattr(profiler, "clear") else None
 
     task_prerun.connect(_start, weak=False)
     task_postrun.connect(_stop, weak=False)

@@ -121,10 +121,10 @@ class AccountSyncer:
         capabilities = client.capabilities()
         self.condstore = b"CONDSTORE" in capabilities
         # With QRESYNC the server names the UIDs expunged since our last modseq
-        # (VANISHED), instead of us asking for every UID of a folder to compare.
+        # (VANISHED), instead of us asking for every UID of a folder to compare. Turned
+        # on at the first SELECT, so an idle run does not pay the round trip.
         self.qresync = self.condstore and b"QRESYNC" in capabilities
-        if self.qresync:
-            client.enable("QRESYNC")
+        self.qresync_enabled = False
         self.own_domains = {account.address.split("@", 1)[-1]}
 
     @cached_property
@@ -167,6 +167,9 @@ class AccountSyncer:
         )
         if unchanged:
             return
+        if self.qresync and not self.qresync_enabled:
+            self.client.enable("QRESYNC")  # valid only before the session's first SELECT
+            self.qresync_enabled = True
         self.client.select_folder(folder.path, readonly=True)
         if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
             # The server renumbered the folder: its old UIDs mean nothing now. The emails
@@ -333,7 +336,7 @@ class AccountSyncer:
         modifiers = None
         if self.condstore and folder.highestmodseq:
             modifiers = [f"CHANGEDSINCE {folder.highestmodseq}"]
-            if self.qresync:
+            if self.qresync_enabled:
                 modifiers.append("VANISHED")
         # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
         untagged = self.client._imap.untagged_responses
@@ -352,7 +355,7 @@ class AccountSyncer:
             )
             self.run.flag_changes += updated
         gone: set[int] = set()
-        if modifiers and self.qresync:
+        if modifiers and self.qresync_enabled:
             gone = {uid for uid in stored if any(low <= uid <= high for low, high in vanished)}
         # Without QRESYNC: fewer messages on the server than copies we know of means
         # expunges; only then is the (larger) list of UIDs asked for.
