@@ -72,6 +72,15 @@ def _release(account_id: int, token: str, **fields) -> None:
     )
 
 
+def _session(account: EmailAccount):
+    return imap_session(
+        provider=account.provider,
+        address=normalize_address(account.address),
+        login=account.login,
+        password=account.get_password(),
+    )
+
+
 def mailbox_sync(*, account_id: int) -> SyncRun | None:
     """Download what is new in one mailbox. Safe to run twice: the second waits out."""
     account = (
@@ -86,12 +95,7 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
         return None
     run = SyncRun(account=account)
     try:
-        client = imap_session(
-            provider=account.provider,
-            address=normalize_address(account.address),
-            login=account.login,
-            password=account.get_password(),
-        )
+        client = _session(account)
         try:
             syncer = AccountSyncer(
                 account=account, client=client, run=run, renew=lambda: _renew(account_id, token)
@@ -179,12 +183,7 @@ class FolderListError(Exception):
 def folders_load(*, account: EmailAccount) -> list[Folder]:
     """The mailbox's folders as the server lists them now (IMAP LIST), stored."""
     try:
-        client = imap_session(
-            provider=account.provider,
-            address=normalize_address(account.address),
-            login=account.login,
-            password=account.get_password(),
-        )
+        client = _session(account)
     except SignInError as error:
         raise FolderListError(str(error)) from None
     try:

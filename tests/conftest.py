@@ -143,3 +143,13 @@ def synced_mailbox(db, dovecot, test_provider):
         provider=test_provider, address=address, login=address, password="sync-secret"
     )
     return account, Mailbox(dovecot, address, "sync-secret")
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The mailbox ids the settings page queued for download (nothing runs them)."""
+    from accounts import views
+
+    calls = []
+    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
+    return calls

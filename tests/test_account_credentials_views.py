@@ -11,15 +11,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    from accounts import views
-
-    calls = []
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
-    return calls
-
-
-@pytest.fixture
 def alice(test_provider):
     account = EmailAccountFactory(
         provider=test_provider, address="alice@example.test", password="the-old-password"

@@ -15,15 +15,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    from accounts import views
-
-    calls = []
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
-    return calls
-
-
-@pytest.fixture
 def nested(synced_mailbox):
     account, mailbox = synced_mailbox
     for folder in ("Clients", "Clients/Acme", "Clients/Acme/2026", "Projects"):

@@ -14,15 +14,6 @@ def _save(client, account, section, data, **headers):
     return client.post(url, {f"{section}-{k}": v for k, v in data.items()}, **headers)
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    from accounts import views
-
-    calls = []
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
-    return calls
-
-
 def test_it_saves_the_download_section_in_place_and_logs_the_change(client, db, queued):
     account = EmailAccountFactory()
     client.force_login(account.owner)
