@@ -143,6 +143,16 @@ def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
     return _settings_page(request, account)
 
 
+def _section(
+    request: HttpRequest, account: EmailAccount, partial: str, context: dict
+) -> HttpResponse:
+    """A settings section after a POST: just its partial for htmx, else the whole page
+    with the section's state (errors, what was typed) in place."""
+    if request.htmx:
+        return render(request, f"{SETTINGS}#{partial}", {"account": account, **context})
+    return _settings_page(request, account, extra=context)
+
+
 def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
     """The folder tree as rows with depth, showing what the user ticked if the form
     came back with an error, else what is saved."""
@@ -172,15 +182,12 @@ def _folders_response(
 ) -> HttpResponse:
     folders = list(account.folders.filter(exists_on_server=True))
     context = {
-        "account": account,
         "folders_form": form,
         "folder_rows": _folder_rows(folders, form),
         "folders_open": True,
         **extra,
     }
-    if request.htmx:
-        return render(request, f"{SETTINGS}#folders", context)
-    return _settings_page(request, account, extra=context)
+    return _section(request, account, "folders", context)
 
 
 @login_required
@@ -245,10 +252,8 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(f"{account.get_absolute_url()}#settings-credentials")
     if saved:
         form = CredentialsForm(provider=account.provider, prefix="credentials")
-    context = {"account": account, "credentials_form": form, "credentials_saved": saved}
-    if request.htmx:
-        return render(request, f"{SETTINGS}#credentials", context)
-    return _settings_page(request, account, extra=context)
+    context = {"credentials_form": form, "credentials_saved": saved}
+    return _section(request, account, "credentials", context)
 
 
 @login_required
@@ -265,10 +270,9 @@ def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, "Signature saved.")
             return redirect(f"{account.get_absolute_url()}#settings-signature")
         form = _signature_form(account)
-    context = {"account": account, "signature_form": form, "signature_saved": saved}
-    if request.htmx:
-        return render(request, f"{SETTINGS}#signature", context)
-    return _settings_page(request, account, extra=context)
+    return _section(
+        request, account, "signature", {"signature_form": form, "signature_saved": saved}
+    )
 
 
 @login_required
@@ -295,13 +299,8 @@ def account_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(accounts_for_user(request.user), pk=pk)
     choice = request.POST.get("emails")
     if choice not in {"keep", "delete"}:
-        context = {
-            "account": account,
-            "remove_error": "Choose whether to keep or delete the downloaded emails.",
-        }
-        if request.htmx:
-            return render(request, f"{SETTINGS}#remove", context)
-        return _settings_page(request, account, extra=context)
+        problem = "Choose whether to keep or delete the downloaded emails."
+        return _section(request, account, "remove", {"remove_error": problem})
     account_remove(account=account, actor=request.user, keep_emails=choice == "keep")
     kept = (
         "Its downloaded emails stay on the CRM's timelines."
