@@ -48,6 +48,9 @@ class EmailAccount(models.Model):
     display_name = models.CharField("display name", max_length=200, blank=True)
     message_language = models.CharField(max_length=10, blank=True)
     signature_html = models.TextField(blank=True)
+    # The grants (sharing app) count only while this is on: turning it off stops every
+    # grant at once and keeps them for when it is turned on again.
+    shared_access = models.BooleanField("allow shared access", default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

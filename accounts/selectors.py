@@ -10,7 +10,8 @@ MANAGE_PROVIDERS = "providers.manage_email_providers"
 
 
 def accounts_for_user(user) -> QuerySet[EmailAccount]:
-    """The user's connected mailboxes (not the removed ones whose emails were kept)."""
+    """The mailboxes the user owns and has not removed. Who may do what with any
+    mailbox, shared ones included, is decided in sharing.selectors."""
     return EmailAccount.objects.filter(owner=user, removed_at__isnull=True).select_related(
         "provider"
     )
@@ -40,11 +41,3 @@ def provider_managers() -> list:
 
 def guide_for(provider: EmailProvider) -> Guide | None:
     return GUIDES.get(provider.security_guide)
-
-
-def sendable_mailboxes(user) -> QuerySet[EmailAccount]:
-    """The mailboxes a user may send from, the default first: their own with "send
-    emails using this mailbox" on (shared mailboxes join here with the sharing issue)."""
-    return (
-        accounts_for_user(user).filter(send_enabled=True).order_by("-is_default_sender", "address")
-    )

@@ -26,8 +26,18 @@ from django_htmx.http import HttpResponseClientRedirect, push_url
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from sharing.forms import GrantsForm
+from sharing.selectors import (
+    can_change_download,
+    can_remove,
+    can_share,
+    emails_for_panel,
+    grants_of,
+    mailboxes_for_setup,
+    mailboxes_shared_with,
+)
 from sync.sanitize import email_document
-from sync.selectors import emails_for_panel, sync_status
+from sync.selectors import sync_status
 from sync.services import (
     FolderListError,
     folders_choose,
@@ -102,6 +112,7 @@ def email_page(request: HttpRequest) -> HttpResponse:
         "accounts/email.html",
         {
             "accounts": accounts_for_user(request.user),
+            "shared": mailboxes_shared_with(request.user),
             "notifications": open_notifications(request.user),
             "emails": emails,
         },
@@ -110,21 +121,46 @@ def email_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def mailbox_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/mailboxes.html", {"accounts": accounts_for_user(request.user)})
+    context = {
+        "accounts": accounts_for_user(request.user),
+        "shared": mailboxes_shared_with(request.user),
+    }
+    return render(request, "accounts/mailboxes.html", context)
 
 
 SETTINGS = "accounts/settings.html"
 SECTIONS = {"download": DownloadSettingsForm, "send": SendSettingsForm}
 
 
-def _settings_page(
+def _setup(request: HttpRequest, pk: int) -> EmailAccount:
+    """The mailbox, if the user may set it up: its owner, or a "Setup mailbox" grantee
+    while it is shared. Anyone else gets 404, so its existence does not leak."""
+    return get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
+
+
+def _rights(request: HttpRequest, account: EmailAccount) -> dict:
+    """What the user may change beyond the sections every setup user may: shown in
+    the page, and enforced by the views (403)."""
+    user = request.user
+    return {
+        "is_owner": account.owner_id == user.pk,
+        "can_change_download": can_change_download(user, account),
+        "can_remove": can_remove(user, account),
+        "can_share": can_share(user, account),
+    }
+
+
+def settings_page(
     request: HttpRequest, account: EmailAccount, extra: dict | None = None, **bound
 ) -> HttpResponse:
+    rights = _rights(request, account)
     forms = {
-        name: bound.get(name) or form_class(instance=account, prefix=name)
+        name: bound.get(name) or _section_form(form_class, account, rights, prefix=name)
         for name, form_class in SECTIONS.items()
     }
     context = {
+        **rights,
+        "sharing_form": GrantsForm(account=account, grants=grants_of(account)),
         "account": account,
         "forms": forms,
         "credentials_form": CredentialsForm(provider=account.provider, prefix="credentials"),
@@ -137,10 +173,17 @@ def _settings_page(
     return render(request, SETTINGS, context)
 
 
+def _section_form(form_class, account: EmailAccount, rights: dict, *args, **kwargs):
+    form = form_class(*args, instance=account, **kwargs)
+    if not rights["is_owner"] and "is_default_sender" in form.fields:
+        # The default sender is the owner's choice among their own mailboxes.
+        del form.fields["is_default_sender"]
+    return form
+
+
 @login_required
 def account_settings(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
-    return _settings_page(request, account)
+    return settings_page(request, _setup(request, pk))
 
 
 def _section(
@@ -149,8 +192,9 @@ def _section(
     """A settings section after a POST: just its partial for htmx, else the whole page
     with the section's state (errors, what was typed) in place."""
     if request.htmx:
-        return render(request, f"{SETTINGS}#{partial}", {"account": account, **context})
-    return _settings_page(request, account, extra=context)
+        context = {"account": account, **_rights(request, account), **context}
+        return render(request, f"{SETTINGS}#{partial}", context)
+    return settings_page(request, account, extra=context)
 
 
 def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
@@ -194,7 +238,9 @@ def _folders_response(
 @require_http_methods(["GET", "POST"])
 def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
     """The folder picker: the server's real folder tree, read when the user opens it."""
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
+    if not can_change_download(request.user, account):
+        raise PermissionDenied
     folders = account.folders.filter(exists_on_server=True)
     if request.method == "POST":
         form = FolderChoiceForm(request.POST, folders=folders)
@@ -228,7 +274,7 @@ def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
 def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Change email settings": a new password (or login) takes effect only after the
     same real sign-in check as the wizard; until then the old one stays."""
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
     form = CredentialsForm(request.POST, provider=account.provider, prefix="credentials")
     saved = False
     if form.is_valid():
@@ -259,7 +305,7 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
     form = SignatureForm(request.POST, request.FILES, prefix="signature")
     saved = False
     if form.is_valid():
@@ -279,7 +325,7 @@ def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """What the signature will look like once saved: sanitised, in a sandboxed frame."""
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
     form = SignatureForm(request.POST, prefix="signature")
     context = {"account": account, "signature_form": form}
     if form.is_valid():
@@ -296,7 +342,9 @@ def _signature_form(account: EmailAccount) -> SignatureForm:
 @login_required
 @require_POST
 def account_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
+    if not can_remove(request.user, account):
+        raise PermissionDenied
     choice = request.POST.get("emails")
     if choice not in {"keep", "delete"}:
         problem = "Choose whether to keep or delete the downloaded emails."
@@ -319,21 +367,24 @@ def account_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = _setup(request, pk)
     form_class = SECTIONS.get(section)
     if form_class is None:
         raise Http404
+    rights = _rights(request, account)
+    if section == "download" and not rights["can_change_download"]:
+        raise PermissionDenied
     # The form gets its own copy: a rejected save must not touch the shown values.
-    form = form_class(request.POST, instance=copy.copy(account), prefix=section)
+    form = _section_form(form_class, copy.copy(account), rights, request.POST, prefix=section)
     if not form.is_valid():
         if request.htmx:
-            context = {"account": account, "forms": {section: form}, "section": section}
+            context = {"account": account, **rights, "forms": {section: form}}
             return render(request, f"{SETTINGS}#{section}", context)
-        return _settings_page(request, account, **{section: form})
+        return settings_page(request, account, **{section: form})
     changed = account_settings_update(
         account=account,
         actor=request.user,
-        values={name: form.cleaned_data[name] for name in form_class._meta.fields},
+        values={name: form.cleaned_data[name] for name in form.fields},
     )
     # A new period may reach further back: fetch the older emails now, not at the
     # next scheduled run.
@@ -343,7 +394,8 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
     if request.htmx:
         context = {
             "account": account,
-            "forms": {section: form_class(instance=account, prefix=section)},
+            **rights,
+            "forms": {section: _section_form(form_class, account, rights, prefix=section)},
             "saved": True,
             "download_queued": download_queued,
         }

@@ -3,7 +3,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from sync.selectors import emails_for_timeline
+from sharing.selectors import emails_for_timeline
 
 from .models import Company, Contact
 

@@ -16,4 +16,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("sync.urls")),
     path("", include("crm.urls")),
+    path("", include("sharing.urls")),
 ]

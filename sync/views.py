@@ -4,11 +4,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.selectors import accounts_for_user
+from sharing.selectors import email_for_user, mailboxes_for_setup, mailboxes_for_status
 
 from .models import Attachment
 from .sanitize import clean_email_html, email_document
-from .selectors import email_for_user, sync_status
+from .selectors import sync_status
 from .tasks import sync_mailbox
 
 
@@ -51,7 +51,7 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @login_required
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
     sync_mailbox.delay_on_commit(account.pk)
     target = f"{account.get_absolute_url()}#sync"
     if request.htmx:
@@ -61,5 +61,5 @@ def download_now(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(accounts_for_user(request.user), pk=pk)
+    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
     return render(request, "sync/status.html", {"account": account, **sync_status(account)})

@@ -5,10 +5,10 @@ from pathlib import Path
 from django.urls import reverse
 
 from accounts.models import AccountChange, EmailAccount
-from accounts.selectors import accounts_for_user, sendable_mailboxes
+from accounts.selectors import accounts_for_user
 from crm.models import Contact, ContactAddress
+from sharing.selectors import emails_for_panel, emails_for_timeline, sendable_mailboxes
 from sync.models import Attachment, Email, EmailLocation, Folder
-from sync.selectors import emails_for_panel, emails_for_timeline
 from sync.services import mailbox_sync, mailboxes_due
 from tests.factories import EmailAccountFactory, UserFactory
 from tests.mailbox import make_message

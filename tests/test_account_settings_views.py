@@ -130,7 +130,7 @@ def test_it_never_logs_a_credential(db):
 
 
 def test_it_offers_for_sending_only_the_mailboxes_with_sending_on(client, db):
-    from accounts.selectors import sendable_mailboxes
+    from sharing.selectors import sendable_mailboxes
 
     user = UserFactory()
     first = EmailAccountFactory(owner=user, address="a@example.test")

@@ -1,0 +1,197 @@
+"""Who may see and do what with a mailbox and its emails: the one place that decides.
+
+Every view, partial and task asks here; none filters mailboxes or emails on its own.
+
+- The owner has every right on their mailbox.
+- Anyone else holds rights only through a grant, to them or to a role (Django group)
+  they belong to, and only while the mailbox allows shared access:
+  - Access emails: its emails show in the CRM's sections (a contact's or company's
+    timeline) and open from there, but not on the grantee's Email page.
+  - Send emails: the mailbox is offered in the grantee's From list, and its emails
+    show on the grantee's Email page (and open from there).
+  - Setup mailbox: the grantee may open and change the mailbox's settings.
+- Nobody else sees anything of the mailbox; its URLs answer 404 for them. Being a
+  superuser gives the two system operations, not a look into other people's mail.
+- Two system operations narrow what "Setup mailbox" allows: turning on shared access
+  and editing the grants needs "Access to shared account setup" (the owner too);
+  changing a shared mailbox's download settings needs "Shared mailbox synchronization
+  setup" (everyone but the owner).
+
+Each rule is a subquery evaluated by the database on every request, so a revoked grant
+or a change of role membership counts at once, and the number of queries does not
+depend on the number of grants, roles or mailboxes.
+"""
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
+
+from accounts.models import EmailAccount
+from sync.models import Email
+
+from .models import RIGHT_FIELDS, SHARE_SETUP, SYNC_SETUP, MailboxGrant, Right, grantee_label
+
+
+def _granted(user, right: Right) -> Exists:
+    """A grant of the right on the mailbox, to the user or to one of their roles."""
+    grants = MailboxGrant.objects.filter(
+        Q(user=user) | Q(group__in=user.groups.values("pk")),
+        account=OuterRef("pk"),
+        **{RIGHT_FIELDS[right]: True},
+    )
+    return Exists(grants)
+
+
+def _holds(user, right: Right) -> Q:
+    """Mailboxes on which the user holds the right: their own, or granted to them or to
+    one of their roles while the mailbox is shared."""
+    return Q(owner=user) | Q(shared_access=True) & _granted(user, right)
+
+
+def mailboxes_with(user, *rights: Right, removed: bool = False) -> QuerySet[EmailAccount]:
+    """Mailboxes on which the user holds any of the rights; removed ones (whose emails
+    were kept for the CRM) only when asked."""
+    if not (user.is_authenticated and user.is_active):
+        return EmailAccount.objects.none()
+    condition = Q()
+    for right in rights:
+        condition |= _holds(user, right)
+    mailboxes = EmailAccount.objects.filter(condition)
+    if not removed:
+        mailboxes = mailboxes.filter(removed_at__isnull=True)
+    return mailboxes.select_related("provider")
+
+
+def mailboxes_for_panel(user) -> QuerySet[EmailAccount]:
+    """The mailboxes whose emails fill the user's Email page: own and "Send emails"."""
+    return mailboxes_with(user, Right.SEND)
+
+
+def mailboxes_shared_with(user) -> QuerySet[EmailAccount]:
+    """Other people's mailboxes the user may send from or set up: listed for them, each
+    saying whether its settings page opens for them."""
+    return (
+        mailboxes_with(user, Right.SEND, Right.SETUP)
+        .exclude(owner=user)
+        .select_related("owner")
+        .annotate(can_setup=_granted(user, Right.SETUP))
+        .order_by("address")
+    )
+
+
+def mailboxes_for_setup(user) -> QuerySet[EmailAccount]:
+    """The mailboxes whose settings page the user may open and change."""
+    return mailboxes_with(user, Right.SETUP)
+
+
+def mailboxes_for_status(user) -> QuerySet[EmailAccount]:
+    """The mailboxes whose sync status the user may see: those listed for them."""
+    return mailboxes_with(user, Right.SEND, Right.SETUP)
+
+
+def sendable_mailboxes(user) -> QuerySet[EmailAccount]:
+    """The From list: own and "Send emails" mailboxes with "send emails using this
+    mailbox" on, the user's default first."""
+    return (
+        mailboxes_with(user, Right.SEND)
+        .filter(send_enabled=True)
+        # Only the user's own default counts: another owner's default is theirs.
+        .annotate(
+            own_default=ExpressionWrapper(Q(owner=user, is_default_sender=True), BooleanField())
+        )
+        .order_by("-own_default", "address")
+    )
+
+
+def can_setup(user, account: EmailAccount) -> bool:
+    return mailboxes_for_setup(user).filter(pk=account.pk).exists()
+
+
+def can_share(user, account: EmailAccount) -> bool:
+    """May turn shared access on or off and edit the grants (the caller has already
+    checked that the user may set up the mailbox)."""
+    return user.has_perm(SHARE_SETUP)
+
+
+def can_change_download(user, account: EmailAccount) -> bool:
+    """May change the download settings (period, new emails, folders) of a mailbox the
+    user may set up: the owner always, others with the system operation."""
+    return account.owner_id == user.pk or user.has_perm(SYNC_SETUP)
+
+
+def can_remove(user, account: EmailAccount) -> bool:
+    """Removing a mailbox takes it away from its owner: the owner's decision alone."""
+    return account.owner_id == user.pk
+
+
+def emails_for_panel(user) -> QuerySet[Email]:
+    """The Email page: emails of the user's own and "Send emails" mailboxes, newest
+    first. A removed mailbox's kept emails stay on timelines, not here."""
+    return (
+        Email.objects.filter(account__in=mailboxes_for_panel(user).values("pk"))
+        .select_related("account")
+        .defer("text_body", "html_body", "raw_source", "references")
+        .order_by("-sent_at", "-pk")
+    )
+
+
+def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
+    """A contact's or company's emails that the user may see there: those of their own
+    and "Access emails" mailboxes, kept emails of removed mailboxes included."""
+    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
+    emails = Email.objects.filter(account__in=mailboxes.values("pk"))
+    if contact is not None:
+        emails = emails.filter(contacts=contact)
+    if company is not None:
+        emails = emails.filter(companies=company)
+    return emails.defer("text_body", "html_body", "raw_source").order_by("-sent_at", "-pk")
+
+
+def email_for_user(user, pk: int) -> Email | None:
+    """One email, if the user may see it anywhere: on a timeline or their Email page."""
+    mailboxes = mailboxes_with(user, Right.ACCESS, Right.SEND, removed=True)
+    return (
+        Email.objects.filter(pk=pk, account__in=mailboxes.values("pk"))
+        .select_related("account")
+        .first()
+    )
+
+
+def grants_of(account: EmailAccount) -> list[MailboxGrant]:
+    return list(
+        account.grants.select_related("user", "group").order_by(
+            "group__name", "user__username", "pk"
+        )
+    )
+
+
+CANDIDATES = 8
+
+
+def grant_candidates(account: EmailAccount, query: str, exclude: list[str]) -> list[dict]:
+    """Users and roles matching what was typed in the grants picker, without the owner
+    and those already in the table: at most CANDIDATES of each."""
+    query = query.strip()
+    if not query:
+        return []
+    users = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(
+            Q(username__icontains=query)
+            | Q(first_name__icontains=query)
+            | Q(last_name__icontains=query)
+            | Q(email__icontains=query)
+        )
+        .exclude(pk=account.owner_id)
+        .exclude(pk__in=[int(key[5:]) for key in exclude if key.startswith("user-")])
+        .order_by("last_name", "first_name", "username")[:CANDIDATES]
+    )
+    groups = (
+        Group.objects.filter(name__icontains=query)
+        .exclude(pk__in=[int(key[6:]) for key in exclude if key.startswith("group-")])
+        .order_by("name")[:CANDIDATES]
+    )
+    return [{"key": f"group-{group.pk}", "label": f"{group.name} (role)"} for group in groups] + [
+        {"key": f"user-{user.pk}", "label": grantee_label(user)} for user in users
+    ]
