@@ -39,6 +39,13 @@ def builtin_providers(db):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The real hasher spends about half a second per user created, and the sharing
+    # matrix alone creates thousands; no test is about the hash's strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _no_network_discovery(settings):
     # Discovery's network steps would leave the machine; tests that exercise them
     # build their own Discoverer against loopback servers.

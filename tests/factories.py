@@ -1,6 +1,6 @@
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 
 from providers.models import EmailProvider, ProviderDomain, Security, Source
 
@@ -64,3 +64,25 @@ class EmailAccountFactory(factory.django.DjangoModelFactory):
         self.set_password(extracted or "secret")
         if create:
             self.save()
+
+
+class GroupFactory(factory.django.DjangoModelFactory):
+    """A role."""
+
+    class Meta:
+        model = Group
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"Role {n}")
+
+    @factory.post_generation
+    def members(self, create, extracted, **kwargs):
+        for member in extracted or []:
+            member.groups.add(self)
+
+
+class MailboxGrantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "sharing.MailboxGrant"
+
+    account = factory.SubFactory(EmailAccountFactory, shared_access=True)

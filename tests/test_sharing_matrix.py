@@ -1,0 +1,213 @@
+"""Who sees and does what with a shared mailbox: every user kind x grant x surface.
+
+The expected outcome of each cell comes from the product's definition of the rights
+(written out in `expected` below, independently of sharing.selectors): the owner has
+all three; a direct grantee and a member of a granted role have the granted one;
+a member of another role, a stranger and a superuser have none. Being a superuser
+gives the two system operations, which the others lack, and nothing else.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import reverse
+
+from accounts.models import EmailAccount
+from crm.models import Company, Contact
+from sharing.models import MailboxGrant
+from sharing.selectors import sendable_mailboxes
+from sync.models import Attachment, Email
+from tests.factories import EmailAccountFactory, EmailProviderFactory, GroupFactory, UserFactory
+
+USERS = ["owner", "direct", "role_member", "other_role", "stranger", "superuser"]
+GRANTS = ["access", "send", "setup", "none"]
+SUBJECT = "Quarterly offer 7f3a"
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@dataclass
+class World:
+    account: EmailAccount
+    email: Email
+    attachment: Attachment
+    contact: Contact
+    company: Company
+    users: dict
+
+
+@pytest.fixture
+def world(db, settings, tmp_path) -> callable:
+    settings.MEDIA_ROOT = tmp_path
+
+    def build(grant: str) -> World:
+        # Loopback, and internal servers are not allowed: a sign-in check or folder
+        # list started by an allowed request fails at once, without leaving the machine.
+        provider = EmailProviderFactory(imap_host="127.0.0.1", smtp_host="127.0.0.1")
+        users = {kind: UserFactory() for kind in USERS[:-1]}
+        users["superuser"] = UserFactory(is_superuser=True)
+        GroupFactory(members=[users["role_member"]])
+        granted_role = users["role_member"].groups.get()
+        GroupFactory(members=[users["other_role"]])
+        account = EmailAccountFactory(owner=users["owner"], provider=provider, shared_access=True)
+        if grant != "none":
+            right = {f"can_{grant}": True}
+            MailboxGrant.objects.create(account=account, user=users["direct"], **right)
+            MailboxGrant.objects.create(account=account, group=granted_role, **right)
+        company = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
+        contact = Contact.objects.create(name="Peter Partner", company=company)
+        email = Email.objects.create(account=account, message_key="k1", subject=SUBJECT)
+        email.contacts.add(contact)
+        email.companies.add(company)
+        attachment = Attachment.objects.create(
+            email=email, file=ContentFile(b"offer", name="offer.pdf"), name="offer.pdf", size=5
+        )
+        return World(account, email, attachment, contact, company, users)
+
+    return build
+
+
+def rights(user: str, grant: str) -> set[str]:
+    if user == "owner":
+        return {"access", "send", "setup"}
+    if user in ("direct", "role_member") and grant != "none":
+        return {grant}
+    return set()
+
+
+def operations(user: str) -> set[str]:
+    return {"share", "sync"} if user == "superuser" else set()
+
+
+# Each surface: what it needs, and how a request shows whether it was allowed.
+SEES = {
+    "panel list": {"send"},
+    "panel count": {"send"},
+    "contact timeline": {"access"},
+    "company timeline": {"access"},
+    "email detail": {"access", "send"},
+    "attachment download": {"access", "send"},
+    "From list": {"send"},
+    "mailbox list": {"send", "setup"},
+    "sync status partial": {"send", "setup"},
+}
+# Settings URLs: open to "Setup mailbox" (else 404); some also need the owner or a
+# system operation (else 403).
+SETUP = {
+    "settings page": None,
+    "folders partial": "owner or sync",
+    "signature preview": None,
+    "grantee search partial": "share",
+    "POST download settings": "owner or sync",
+    "POST send settings": None,
+    "POST folders": "owner or sync",
+    "POST credentials": None,
+    "POST signature": None,
+    "POST remove": "owner",
+    "POST sharing": "share",
+    "POST download now": None,
+}
+
+
+def expected(user: str, grant: str, surface: str) -> bool | int:
+    held = rights(user, grant)
+    if surface in SEES:
+        return bool(held & SEES[surface])
+    if "setup" not in held:
+        return 404
+    extra = SETUP[surface]
+    if extra is None:
+        return 200
+    ok = (
+        (extra == "owner" and user == "owner")
+        or (extra == "owner or sync" and (user == "owner" or "sync" in operations(user)))
+        or (extra == "share" and "share" in operations(user))
+    )
+    return 200 if ok else 403
+
+
+def observe(client, w: World, user, surface: str) -> bool | int:
+    pk = w.account.pk
+    if surface == "panel list":
+        return SUBJECT in client.get(reverse("accounts:email")).text
+    if surface == "panel count":
+        return 'id="panel-count">1 email<' in client.get(reverse("accounts:email")).text
+    if surface == "contact timeline":
+        return SUBJECT in client.get(reverse("crm:contact", args=[w.contact.pk])).text
+    if surface == "company timeline":
+        return SUBJECT in client.get(reverse("crm:company", args=[w.company.pk])).text
+    if surface == "email detail":
+        response = client.get(reverse("sync:email", args=[w.email.pk]))
+        assert response.status_code in (200, 404)
+        return response.status_code == 200 and SUBJECT in response.text
+    if surface == "attachment download":
+        response = client.get(reverse("sync:attachment", args=[w.email.pk, w.attachment.pk]))
+        assert response.status_code in (200, 404)
+        return response.status_code == 200 and b"".join(response.streaming_content) == b"offer"
+    if surface == "From list":
+        return w.account in sendable_mailboxes(user)
+    if surface == "mailbox list":
+        return w.account.address in client.get(reverse("accounts:list")).text
+    if surface == "sync status partial":
+        status = client.get(reverse("sync:status", args=[pk]), **HTMX).status_code
+        assert status in (200, 404)
+        return status == 200
+    return _setup_request(client, pk, surface).status_code
+
+
+def _setup_request(client, pk: int, surface: str):
+    post = lambda name, data=None, *args: client.post(  # noqa: E731
+        reverse(name, args=[pk, *args]), data or {}, **HTMX
+    )
+    match surface:
+        case "settings page":
+            return client.get(reverse("accounts:settings", args=[pk]))
+        case "folders partial":
+            return client.get(reverse("accounts:folders", args=[pk]), **HTMX)
+        case "signature preview":
+            return post("accounts:signature_preview", {"signature-signature_html": "<p>Hi</p>"})
+        case "grantee search partial":
+            return client.get(reverse("sharing:grantees", args=[pk]), {"q": "user"}, **HTMX)
+        case "POST download settings":
+            data = {"download-sync_period": "1m", "download-auto_sync": "on"}
+            return post("accounts:settings_save", data, "download")
+        case "POST send settings":
+            return post("accounts:settings_save", {"send-display_name": "Sales"}, "send")
+        case "POST folders":
+            return post("accounts:folders", {"folder_mode": "all"})
+        case "POST credentials":
+            return post("accounts:credentials", {"credentials-password": "new secret"})
+        case "POST signature":
+            return post("accounts:signature", {"signature-signature_html": "<p>Regards</p>"})
+        case "POST remove":
+            return post("accounts:remove", {"emails": "keep"})
+        case "POST sharing":
+            return post("sharing:mailbox", {"shared_access": "on", "save": "1"})
+        case "POST download now":
+            return post("sync:download")
+    raise AssertionError(surface)
+
+
+SURFACES = [*SEES, *SETUP]
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+@pytest.mark.parametrize("grant", GRANTS)
+@pytest.mark.parametrize("user", USERS)
+def test_it_gives_each_user_exactly_what_their_grant_allows(
+    client, world, queued, user, grant, surface
+):
+    w = world(grant)
+    who = w.users[user]
+    client.force_login(who)
+    before = EmailAccount.objects.filter(pk=w.account.pk).values().get()
+    grants_before = list(MailboxGrant.objects.values().order_by("pk"))
+
+    assert observe(client, w, who, surface) == expected(user, grant, surface)
+
+    if expected(user, grant, surface) in (403, 404):
+        # Refused means refused: nothing about the mailbox or its grants changed.
+        assert EmailAccount.objects.filter(pk=w.account.pk).values().get() == before
+        assert list(MailboxGrant.objects.values().order_by("pk")) == grants_before
+        assert Email.objects.filter(pk=w.email.pk).exists()
+        assert not queued

@@ -1,0 +1,125 @@
+"""sharing.selectors beyond the matrix: the switch, changes that count at once, and a
+number of queries that does not grow with grants, roles or mailboxes."""
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from sharing.selectors import (
+    email_for_user,
+    emails_for_panel,
+    emails_for_timeline,
+    mailboxes_for_setup,
+    sendable_mailboxes,
+)
+from sharing.services import GrantRow, mailbox_sharing_update
+from sync.models import Email
+from tests.factories import EmailAccountFactory, GroupFactory, MailboxGrantFactory, UserFactory
+
+
+def _email(account, n=0):
+    return Email.objects.create(account=account, message_key=f"k{account.pk}-{n}", subject="Hi")
+
+
+def test_it_stops_every_grant_while_shared_access_is_off_and_keeps_them(db):
+    member = UserFactory()
+    grant = MailboxGrantFactory(
+        group=GroupFactory(members=[member]), can_access=True, can_send=True, can_setup=True
+    )
+    account = grant.account
+    email = _email(account)
+    assert email_for_user(member, email.pk) == email
+
+    mailbox_sharing_update(account=account, actor=account.owner, shared=False, rows=[])
+
+    assert email_for_user(member, email.pk) is None
+    assert not emails_for_panel(member).exists()
+    assert not sendable_mailboxes(member).exists()
+    assert not mailboxes_for_setup(member).exists()
+    assert grant.account.grants.count() == 1
+
+    mailbox_sharing_update(account=account, actor=account.owner, shared=True, rows=[])
+    assert list(emails_for_panel(member)) == [email]
+
+
+def test_it_counts_role_changes_and_revocations_on_the_next_request(client, db):
+    member = UserFactory()
+    role = GroupFactory(members=[member])
+    grant = MailboxGrantFactory(group=role, can_access=True)
+    email = _email(grant.account)
+    detail = reverse("sync:email", args=[email.pk])
+    client.force_login(member)
+    assert client.get(detail).status_code == 200
+
+    member.groups.remove(role)
+    assert client.get(detail).status_code == 404
+    member.groups.add(role)
+    assert client.get(detail).status_code == 200
+
+    row = GrantRow(key=grant.grantee_key, label="role", group=role, remove=True)
+    mailbox_sharing_update(
+        account=grant.account, actor=grant.account.owner, shared=True, rows=[row]
+    )
+    assert client.get(detail).status_code == 404
+
+
+def test_it_shows_a_removed_mailboxs_kept_emails_to_access_grantees_on_timelines_only(db):
+    from crm.models import Contact
+
+    reader = UserFactory()
+    grant = MailboxGrantFactory(user=reader, can_access=True, can_send=True)
+    email = _email(grant.account)
+    contact = Contact.objects.create(name="Peter")
+    email.contacts.add(contact)
+    type(grant.account).objects.filter(pk=grant.account.pk).update(removed_at="2026-11-01T00:00Z")
+
+    assert list(emails_for_timeline(reader, contact=contact)) == [email]
+    assert not emails_for_panel(reader).exists()
+    assert not sendable_mailboxes(reader).exists()
+
+
+def test_it_orders_the_from_list_with_the_users_own_default_first(db):
+    user = UserFactory()
+    own = EmailAccountFactory(owner=user, address="zz@example.test", is_default_sender=True)
+    shared = MailboxGrantFactory(
+        user=user, can_send=True,
+        account=EmailAccountFactory(address="aa@example.test", is_default_sender=True,
+                                    shared_access=True),
+    )  # fmt: skip
+    off = MailboxGrantFactory(
+        user=user,
+        can_send=True,
+        account=EmailAccountFactory(shared_access=True, send_enabled=False),
+    )
+    mailboxes = list(sendable_mailboxes(user))
+    assert mailboxes == [own, shared.account]
+    assert off.account not in mailboxes
+
+
+def _queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_it_keeps_the_panels_queries_constant_in_grants_roles_and_mailboxes(client, db):
+    user = UserFactory()
+    role = GroupFactory(members=[user])
+    first = MailboxGrantFactory(user=user, can_send=True)
+    _email(first.account)
+    client.force_login(user)
+    pages = [reverse("accounts:email"), reverse("accounts:list")]
+    before = [_queries(client, url) for url in pages]
+
+    for n in range(12):
+        grant = MailboxGrantFactory(can_send=True, can_access=True, can_setup=n % 2 == 0,
+                                    **({"user": user} if n % 2 else {"group": role}))  # fmt: skip
+        for m in range(3):
+            _email(grant.account, m)
+        GroupFactory(members=[user])
+        MailboxGrantFactory(account=grant.account, user=UserFactory(), can_access=True)
+    EmailAccountFactory(owner=user)
+
+    after = [_queries(client, url) for url in pages]
+    assert after == before
+    assert emails_for_panel(user).count() == 1 + 12 * 3
