@@ -106,17 +106,20 @@ def _existing(request: HttpRequest, address: Address) -> EmailAccount | None:
 
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
-    emails = Paginator(emails_for_panel(request.user), 50).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "accounts/email.html",
-        {
-            "accounts": accounts_for_user(request.user),
-            "shared": mailboxes_shared_with(request.user),
-            "notifications": open_notifications(request.user),
-            "emails": emails,
-        },
-    )
+    query = request.GET.get("q", "").strip()[:200]
+    emails = emails_for_panel(request.user, search=query)
+    context = {
+        "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
+        "query": query,
+    }
+    if request.htmx and request.htmx.target == "panel-emails":
+        return render(request, "accounts/email.html#emails", context)
+    context |= {
+        "accounts": accounts_for_user(request.user),
+        "shared": mailboxes_shared_with(request.user),
+        "notifications": open_notifications(request.user),
+    }
+    return render(request, "accounts/email.html", context)
 
 
 @login_required

@@ -124,12 +124,19 @@ def can_remove(user, account: EmailAccount) -> bool:
     return account.owner_id == user.pk
 
 
-def emails_for_panel(user) -> QuerySet[Email]:
+def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
     """The Email page: emails of the user's own and "Send emails" mailboxes, newest
-    first. A removed mailbox's kept emails stay on timelines, not here."""
+    first, those whose subject or sender contains `search` if given. A removed
+    mailbox's kept emails stay on timelines, not here."""
+    emails = Email.objects.filter(account__in=mailboxes_for_panel(user).values("pk"))
+    if search:
+        emails = emails.filter(
+            Q(subject__icontains=search)
+            | Q(from_address__icontains=search)
+            | Q(from_name__icontains=search)
+        )
     return (
-        Email.objects.filter(account__in=mailboxes_for_panel(user).values("pk"))
-        .select_related("account")
+        emails.select_related("account")
         .defer("text_body", "html_body", "raw_source", "references")
         .order_by("-sent_at", "-pk")
     )

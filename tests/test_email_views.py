@@ -31,7 +31,7 @@ def test_it_lists_the_users_emails_newest_first(client, db):
     _email(EmailAccountFactory(), subject="someone else's")
     client.force_login(account.owner)
     page = client.get(reverse("accounts:email")).text
-    assert page.index("newer") < page.index("older")
+    assert page.index(">newer<") < page.index(">older<")
     assert "someone else&#x27;s" not in page and "someone else's" not in page
 
 
@@ -72,3 +72,28 @@ def test_it_hides_other_users_emails_and_attachments(client, db, settings, tmp_p
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith("attachment")
     assert response["Content-Type"] == "application/octet-stream"
+
+
+def test_it_searches_the_panel_by_subject_and_sender_and_pages_with_the_query(client, db):
+    account = EmailAccountFactory()
+    for n in range(55):
+        _email(account, subject=f"Invoice {n}", from_address="billing@vendor.test")
+    _email(account, subject="Lunch", from_name="Invoice Bot", from_address="bot@x.test")
+    _email(account, subject="Holiday plans", from_address="friend@x.test")
+    client.force_login(account.owner)
+
+    page = client.get(reverse("accounts:email"), {"q": "invoice"}).text
+    assert 'id="panel-count">56 emails matching “invoice”<' in page
+    assert "Holiday plans" not in page
+    assert "?page=2&amp;q=invoice" in page
+
+    partial = client.get(
+        reverse("accounts:email"), {"q": "FRIEND@"}, HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="panel-emails",
+    ).text  # fmt: skip
+    assert partial.lstrip().startswith('<div id="panel-emails">')
+    assert "Holiday plans" in partial and "<h1>" not in partial
+    assert (
+        "No email matches “nothing-like-this”."
+        in client.get(reverse("accounts:email"), {"q": "nothing-like-this"}).text
+    )

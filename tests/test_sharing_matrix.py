@@ -83,6 +83,7 @@ def operations(user: str) -> set[str]:
 SEES = {
     "panel list": {"send"},
     "panel count": {"send"},
+    "panel search": {"send"},
     "contact timeline": {"access"},
     "company timeline": {"access"},
     "email detail": {"access", "send"},
@@ -132,6 +133,15 @@ def observe(client, w: World, user, surface: str) -> bool | int:
         return SUBJECT in client.get(reverse("accounts:email")).text
     if surface == "panel count":
         return 'id="panel-count">1 email<' in client.get(reverse("accounts:email")).text
+    if surface == "panel search":
+        found = client.get(
+            reverse("accounts:email"),
+            {"q": "offer 7F3A"},
+            HTTP_HX_REQUEST="true",
+            HTTP_HX_TARGET="panel-emails",
+        )
+        return SUBJECT in found.text
+
     if surface == "contact timeline":
         return SUBJECT in client.get(reverse("crm:contact", args=[w.contact.pk])).text
     if surface == "company timeline":
