@@ -109,6 +109,9 @@ def _account_save(user, provider, address, login, password, first=None) -> Email
         account.login = login
         account.removed_at = None
         account.auto_sync = account.send_enabled = True
+        # Its old grants are kept but wait for the owner to share it again: coming back
+        # is not a decision to give anyone their rights back.
+        account.shared_access = False
         account.is_default_sender = first
         if not account.display_name:
             account.display_name = user.get_full_name()

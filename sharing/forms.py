@@ -6,46 +6,53 @@ from django.contrib.auth.models import Group
 from .models import Right, grantee_label
 from .services import GrantRow
 
-KEY = re.compile(r"^(user|group)-([1-9][0-9]{0,17})$")
+KEY = re.compile(r"(user|group)-([1-9][0-9]{0,17})")
 
 
 def _label(grantee) -> str:
     return f"{grantee.name} (role)" if isinstance(grantee, Group) else grantee_label(grantee)
 
 
+def _rights(value: str) -> set[str]:
+    return {right.value for right in Right if right.value in value.split(",")}
+
+
 class GrantsForm:
     """The "Shared access" section as posted: the switch, and the grants table whose
-    rows are keyed "user-<pk>" or "group-<pk>", each with the rights ticked. A row
-    added with the picker or left with no right is shown again as the user left it."""
+    rows are keyed "user-<pk>" or "group-<pk>", each with the rights ticked and the
+    rights it had when the page was shown (so a save changes only what this user
+    changed). A row added with the picker or left with no right is shown again as the
+    user left it."""
 
     def __init__(self, data=None, *, account, grants):
         self.account = account
         self.errors: list[str] = []
-        saved = {grant.grantee_key: grant for grant in grants}
         if data is None:
-            self.shared = account.shared_access
+            self.shared = self.shared_shown = account.shared_access
             self.rows = [
                 GrantRow(
-                    key=key,
+                    key=grant.grantee_key,
                     label=grant.grantee_label,
                     user=grant.user,
                     group=grant.group,
                     rights=grant.rights,
+                    shown=grant.rights,
                 )
-                for key, grant in saved.items()
+                for grant in grants
             ]
             return
         self.shared = data.get("shared_access") == "on"
-        keys = list(dict.fromkeys(key for key in data.getlist("row") if KEY.match(key)))
+        self.shared_shown = data.get("shared_shown") == "on"
+        posted = list(dict.fromkeys(key for key in data.getlist("row") if KEY.fullmatch(key)))
         added = data.get("add", "")
-        if KEY.match(added) and added not in keys:
-            keys.append(added)
+        keys = [*posted, added] if KEY.fullmatch(added) and added not in posted else posted
         grantees = self._grantees(keys)
         ticked = {right: set(data.getlist(right.value)) for right in Right}
         removed = set(data.getlist("remove"))
         self.rows = []
         for key in keys:
             grantee = grantees.get(key)
+            shown = data.get(f"shown-{key}")
             if grantee is None:
                 self.errors.append("A user or role in the table no longer exists; it was left out.")
                 continue
@@ -54,16 +61,19 @@ class GrantsForm:
                     f"{_label(grantee)} owns this mailbox and has every right already."
                 )
                 continue
+            if shown is None and not getattr(grantee, "is_active", True):
+                self.errors.append(f"{_label(grantee)} is not an active user; it was left out.")
+                continue
             rights = {right.value for right in Right if key in ticked[right]}
-            if key == added and key not in data.getlist("row"):
+            if key not in posted:
                 rights = {Right.ACCESS.value}
             self.rows.append(
                 GrantRow(
                     key=key,
                     label=_label(grantee),
                     rights=rights,
+                    shown=None if shown is None else _rights(shown),
                     remove=key in removed,
-                    new=key not in saved,
                     user=grantee if key.startswith("user") else None,
                     group=grantee if key.startswith("group") else None,
                 )
@@ -98,3 +108,16 @@ class GrantsForm:
                 )
                 self.errors.append(row.error)
         return not self.errors
+
+    def conflicted(self, conflict) -> None:
+        """Someone else changed these rows meanwhile: show them as they are now, keep
+        the rest as the user left it, and say so."""
+        for row in self.rows:
+            if row.key in conflict.now:
+                row.rights = row.shown = conflict.now[row.key]
+                row.remove = False
+                row.error = (
+                    f"{row.label}: changed by someone else while you were editing; "
+                    "this is how it is now. Make your change again and save."
+                )
+                self.errors.append(row.error)

@@ -51,6 +51,8 @@ def _holds(user, right: Right) -> Q:
 def mailboxes_with(user, *rights: Right, removed: bool = False) -> QuerySet[EmailAccount]:
     """Mailboxes on which the user holds any of the rights; removed ones (whose emails
     were kept for the CRM) only when asked."""
+    if not rights:
+        raise ValueError("name at least one right")
     if not (user.is_authenticated and user.is_active):
         return EmailAccount.objects.none()
     condition = Q()
@@ -156,9 +158,10 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
 
 def email_for_user(user, pk: int) -> Email | None:
     """One email, if the user may see it anywhere: on a timeline or their Email page."""
-    mailboxes = mailboxes_with(user, Right.ACCESS, Right.SEND, removed=True)
+    on_timelines = mailboxes_with(user, Right.ACCESS, removed=True).values("pk")
+    on_panel = mailboxes_for_panel(user).values("pk")
     return (
-        Email.objects.filter(pk=pk, account__in=mailboxes.values("pk"))
+        Email.objects.filter(Q(account__in=on_timelines) | Q(account__in=on_panel), pk=pk)
         .select_related("account")
         .first()
     )

@@ -18,37 +18,69 @@ class GrantRow:
     user: object = None
     group: object = None
     rights: set[str] = field(default_factory=set)
+    # The rights the row had when the page was shown; None for a row added since.
+    shown: set[str] | None = None
     remove: bool = False
-    new: bool = False
     error: str = ""
+
+    @property
+    def new(self) -> bool:
+        return self.shown is None
+
+    @property
+    def shown_value(self) -> str:
+        return ",".join(sorted(self.shown or ()))
+
+    @property
+    def wanted(self) -> set[str]:
+        return set() if self.remove else self.rights
+
+    @property
+    def touched(self) -> bool:
+        return self.new or self.wanted != self.shown
+
+
+class GrantConflict(Exception):
+    """Rows someone else changed since the page was shown: key -> rights now."""
+
+    def __init__(self, now: dict[str, set[str]]):
+        super().__init__(", ".join(now))
+        self.now = now
 
 
 @transaction.atomic
 def mailbox_sharing_update(
-    *, account: EmailAccount, actor, shared: bool, rows: list[GrantRow]
+    *, account: EmailAccount, actor, shared: bool, rows: list[GrantRow], shared_shown=None
 ) -> list[str]:
-    """Save "Allow shared access" and the grants table. Only the rows posted change: a
-    grant someone else added meanwhile stays. Every change is logged (who granted what
+    """Save "Allow shared access" and the grants table. Only what this user changed is
+    written: a row left as it was shown stays as it is in the database, even if someone
+    else changed it meanwhile; a row the user changed that someone else also changed
+    raises GrantConflict and nothing is saved. Every change is logged (who granted what
     to whom, what it was before). Returns the changes in words."""
     locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+    existing = {grant.grantee_key: grant for grant in locked.grants.select_for_update()}
+    now = {key: grant.rights for key, grant in existing.items()}
+    touched = [row for row in rows if row.touched]
+    conflicts = {
+        row.key: now.get(row.key, set())
+        for row in touched
+        if now.get(row.key, set()) not in (row.shown or set(), row.wanted)
+    }
+    if conflicts:
+        raise GrantConflict(conflicts)
     said = []
-    if locked.shared_access != shared:
+    if locked.shared_access != shared and shared_shown != shared:
         account_change_record(
-            account=locked,
-            actor=actor,
-            field="shared_access",
-            old="On" if locked.shared_access else "Off",
-            new="On" if shared else "Off",
-        )
+            account=locked, actor=actor, field="shared_access",
+            old="On" if locked.shared_access else "Off", new="On" if shared else "Off",
+        )  # fmt: skip
         locked.shared_access = account.shared_access = shared
         locked.save(update_fields=["shared_access", "updated_at"])
         said.append(f"shared access {'on' if shared else 'off'}")
-    existing = {grant.grantee_key: grant for grant in locked.grants.select_for_update()}
     changes = []
-    for row in rows:
+    for row in touched:
         grant = existing.get(row.key)
-        before = grant.rights if grant else set()
-        after = set() if row.remove else row.rights
+        before, after = now.get(row.key, set()), row.wanted
         if before == after:
             continue
         if not after:

@@ -14,7 +14,7 @@ from accounts.views import settings_page
 
 from .forms import KEY, GrantsForm
 from .selectors import can_share, grant_candidates, grants_of, mailboxes_for_setup
-from .services import mailbox_sharing_update
+from .services import GrantConflict, mailbox_sharing_update
 
 SECTION = "sharing/section.html"
 
@@ -39,13 +39,21 @@ def mailbox_sharing(request: HttpRequest, pk: int) -> HttpResponse:
     account = _shareable(request, pk)
     form = GrantsForm(request.POST, account=account, grants=grants_of(account))
     query = request.POST.get("q", "")
+    saved = False
     if "save" in request.POST and form.is_valid():
-        mailbox_sharing_update(
-            account=account, actor=request.user, shared=form.shared, rows=form.rows
-        )
-        if not request.htmx:
-            messages.success(request, "Shared access saved.")
-            return redirect(f"{account.get_absolute_url()}#settings-sharing")
+        try:
+            mailbox_sharing_update(
+                account=account, actor=request.user, shared=form.shared,
+                shared_shown=form.shared_shown, rows=form.rows,
+            )  # fmt: skip
+        except GrantConflict as conflict:
+            form.conflicted(conflict)
+        else:
+            saved = True
+    if saved and not request.htmx:
+        messages.success(request, "Shared access saved.")
+        return redirect(f"{account.get_absolute_url()}#settings-sharing")
+    if saved:
         context = _context(request, account, sharing_saved=True)
     else:
         # Search, add a row, or a save that failed: the table comes back as it was left.

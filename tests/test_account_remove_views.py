@@ -7,6 +7,7 @@ from django.urls import reverse
 from accounts.models import AccountChange, EmailAccount
 from accounts.selectors import accounts_for_user
 from crm.models import Contact, ContactAddress
+from sharing.models import MailboxGrant
 from sharing.selectors import emails_for_panel, emails_for_timeline, sendable_mailboxes
 from sync.models import Attachment, Email, EmailLocation, Folder
 from sync.services import mailbox_sync, mailboxes_due
@@ -54,6 +55,8 @@ def test_it_resumes_where_it_stopped_when_the_address_is_added_again(client, syn
     from providers.addresses import normalize_address
 
     account, mailbox = synced_mailbox
+    type(account).objects.filter(pk=account.pk).update(shared_access=True)
+    MailboxGrant.objects.create(account=account, user=UserFactory(), can_send=True)
     mailbox.append("INBOX", make_message(subject="first"))
     mailbox_sync(account_id=account.pk)
     client.force_login(account.owner)
@@ -64,6 +67,8 @@ def test_it_resumes_where_it_stopped_when_the_address_is_added_again(client, syn
         account.address, "sync-secret",
     )  # fmt: skip
     assert revived.pk == account.pk and revived.removed_at is None
+    # Its grants are kept, but coming back does not hand anyone their rights again.
+    assert not revived.shared_access and revived.grants.count() == 1
     run = mailbox_sync(account_id=account.pk)
     # Only the new email is downloaded: the kept one is not fetched or stored again.
     assert run.new_emails == 1

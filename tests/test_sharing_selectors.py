@@ -56,7 +56,7 @@ def test_it_counts_role_changes_and_revocations_on_the_next_request(client, db):
     member.groups.add(role)
     assert client.get(detail).status_code == 200
 
-    row = GrantRow(key=grant.grantee_key, label="role", group=role, remove=True)
+    row = GrantRow(key=grant.grantee_key, label="role", group=role, shown={"access"}, remove=True)
     mailbox_sharing_update(
         account=grant.account, actor=grant.account.owner, shared=True, rows=[row]
     )
@@ -126,3 +126,25 @@ def test_it_keeps_the_panels_queries_constant_in_grants_roles_and_mailboxes(
         with django_assert_num_queries(queries):
             client.get(url)
     assert emails_for_panel(user).count() == 1 + 12 * 3
+
+
+def test_it_does_not_open_a_removed_mailboxs_emails_to_a_send_only_grantee(db):
+    sender, reader = UserFactory(), UserFactory()
+    grant = MailboxGrantFactory(user=sender, can_send=True)
+    MailboxGrantFactory(account=grant.account, user=reader, can_access=True)
+    email = _email(grant.account)
+    assert email_for_user(sender, email.pk) == email
+
+    type(grant.account).objects.filter(pk=grant.account.pk).update(removed_at="2026-11-01T00:00Z")
+
+    assert email_for_user(sender, email.pk) is None
+    assert email_for_user(reader, email.pk) == email
+
+
+def test_it_refuses_to_answer_for_no_right_at_all(db):
+    import pytest
+
+    from sharing.selectors import mailboxes_with
+
+    with pytest.raises(ValueError):
+        mailboxes_with(UserFactory())

@@ -116,9 +116,10 @@ def test_it_removes_a_row_and_logs_what_it_was(client, db):
 
     client.post(
         _url(account),
-        {"shared_access": "on", "row": key, "send": key, "remove": key, "save": "1"},
+        {"shared_access": "on", "shared_shown": "on", "row": key, f"shown-{key}": "send,setup",
+         "send": key, "remove": key, "save": "1"},
         **HTMX,
-    )
+    )  # fmt: skip
     assert not MailboxGrant.objects.exists()
     change = GrantChange.objects.get()
     assert (change.before, change.after) == ("Send emails, Setup mailbox", "none")
@@ -230,3 +231,66 @@ def test_it_shows_the_grants_audit_to_admins(client, db):
     page = client.get(reverse("admin:sharing_grantchange_changelist")).text
 
     assert "Support (role)" in page and "Access emails" in page and account.address in page
+
+
+def test_it_does_not_undo_what_someone_else_changed_since_the_page_was_shown(client, db):
+    account = _sharer(shared_access=True)
+    revoked = MailboxGrantFactory(account=account, user=UserFactory(), can_access=True)
+    other = MailboxGrantFactory(account=account, group=GroupFactory(), can_access=True)
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:settings", args=[account.pk])).text
+    assert f'name="shown-{revoked.grantee_key}" value="access"' in page
+    # Another admin revokes a grant and turns sharing off after this page was shown.
+    revoked.delete()
+    type(account).objects.filter(pk=account.pk).update(shared_access=False)
+
+    a, b = revoked.grantee_key, other.grantee_key
+    client.post(
+        _url(account),
+        {"shared_access": "on", "shared_shown": "on", "row": [a, b],
+         f"shown-{a}": "access", f"shown-{b}": "access",
+         "access": [a, b], "send": b, "save": "1"},
+        **HTMX,
+    )  # fmt: skip
+
+    assert list(MailboxGrant.objects.all()) == [other]
+    other.refresh_from_db()
+    assert other.can_send
+    account.refresh_from_db()
+    assert not account.shared_access
+
+
+def test_it_reports_a_row_both_admins_changed_and_saves_nothing(client, db):
+    account = _sharer(shared_access=True)
+    grant = MailboxGrantFactory(account=account, user=UserFactory(), can_access=True)
+    untouched = GroupFactory(name="Late role")
+    client.force_login(account.owner)
+    grant.can_setup = True
+    grant.save()
+    key, new = grant.grantee_key, f"group-{untouched.pk}"
+
+    page = client.post(
+        _url(account),
+        {"shared_access": "on", "shared_shown": "on", "row": [key, new],
+         f"shown-{key}": "access", "send": key, "access": new, "save": "1"},
+        **HTMX,
+    ).text  # fmt: skip
+
+    assert "changed by someone else while you were editing" in page
+    assert f'name="shown-{key}" value="access,setup"' in page
+    assert "Late role (role)" in page and "not saved yet" in page
+    grant.refresh_from_db()
+    assert (grant.can_access, grant.can_send, grant.can_setup) == (True, False, True)
+    assert MailboxGrant.objects.count() == 1 and not GrantChange.objects.exists()
+
+
+def test_it_refuses_an_inactive_user_sent_by_hand(client, db):
+    account = _sharer()
+    gone = UserFactory(is_active=False)
+    client.force_login(account.owner)
+    key = f"user-{gone.pk}"
+
+    page = client.post(_url(account), {"row": key, "access": key, "save": "1"}, **HTMX).text
+
+    assert "is not an active user" in page
+    assert not MailboxGrant.objects.exists()
