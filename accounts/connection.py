@@ -144,6 +144,18 @@ def imap_session(*, provider: EmailProvider, address: Address, login: str, passw
     return checker.imap(endpoint, login, password, keep=True)
 
 
+@sensitive_variables("password")
+def smtp_session(*, provider: EmailProvider, address: Address, login: str, password: str):
+    """A signed-in SMTP connection made with the sign-in check's rules, for sending.
+    Raises SignInError (its kind says whether trying again later may help)."""
+    checker = _Checker(
+        provider=provider,
+        timeout=settings.MAIL_CONNECT_TIMEOUT,
+        allow_internal=internal_mail_servers_allowed(),
+    )
+    return checker.smtp(_endpoint(provider, address, "SMTP"), login, password, "", keep=True)
+
+
 class _Checker:
     def __init__(self, *, provider: EmailProvider, timeout: float, allow_internal: bool):
         self.provider = provider
@@ -389,7 +401,12 @@ class _Checker:
 
     # -- SMTP ---------------------------------------------------------------------
 
-    def smtp(self, endpoint: Endpoint, login: str, password: str, sender: str) -> None:
+    def smtp(
+        self, endpoint: Endpoint, login: str, password: str, sender: str, *, keep: bool = False
+    ):
+        """Sign in, and check the server takes `sender`; with `keep`, return the signed-in
+        client instead (the sender is then checked by the message's own MAIL FROM)."""
+        kept = None
         client = _PinnedSMTP(
             opener=lambda: self._open(endpoint),
             implicit_context=self.context if endpoint.security == Security.SSL_TLS else None,
@@ -417,6 +434,9 @@ class _Checker:
                     field="provider",
                 )
             client.login(login, password)
+            if keep:
+                kept = client
+                return kept
             code, reply = client.mail(sender)
             if 400 <= code < 500:
                 raise SignInError(
@@ -453,8 +473,9 @@ class _Checker:
             raise self._explain(endpoint, error) from None
         finally:
             self._stop_watch()
-            _quietly(client.quit)
-            _quietly(client.close)
+            if kept is None:
+                _quietly(client.quit)
+                _quietly(client.close)
 
     def _smtp_login_error(self, endpoint, error: smtplib.SMTPAuthenticationError) -> SignInError:
         code, text = error.smtp_code, _decode(error.smtp_error)

@@ -19,6 +19,7 @@ def contact_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "title": str(contact),
             "subtitle": ", ".join(contact.addresses.values_list("address", flat=True)),
             "company": contact.company,
+            "write_to": ", ".join(contact.addresses.values_list("address", flat=True)[:1]),
             "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
         },
     )

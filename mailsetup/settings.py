@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "accounts",
     "sync",
     "sharing",
+    "sending",
     "crm",
 ]
 
@@ -172,5 +173,7 @@ DISCOVERY_USE_MX = env_bool("DISCOVERY_USE_MX", default=True)
 
 # Connecting to mail servers (accounts.connection).
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)
+# Attachments of one outgoing email together; most providers refuse above 20-25 MB.
+SEND_ATTACHMENTS_MAX_BYTES = env_int("SEND_ATTACHMENTS_MAX_MB", 20, minimum=1) * 1024 * 1024
 # A PEM file of extra CAs to trust, for a company mail server with its own CA.
 MAIL_EXTRA_CA_FILE = env_str("MAIL_EXTRA_CA_FILE") or None

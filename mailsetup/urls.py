@@ -17,4 +17,5 @@ urlpatterns = [
     path("", include("sync.urls")),
     path("", include("crm.urls")),
     path("", include("sharing.urls")),
+    path("", include("sending.urls")),
 ]

@@ -51,6 +51,7 @@ class EmailProviderForm(forms.ModelForm):
             "smtp_host",
             "smtp_port",
             "smtp_security",
+            "stores_sent_copy",
             "exchange_url",
             "login_format",
             "auth_method",
@@ -99,7 +100,7 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "service_type", "receive_enabled", "send_enabled"]}),
         ("IMAP", {"fields": ["imap_host", "imap_port", "imap_security"]}),
-        ("SMTP", {"fields": ["smtp_host", "smtp_port", "smtp_security"]}),
+        ("SMTP", {"fields": ["smtp_host", "smtp_port", "smtp_security", "stores_sent_copy"]}),
         ("Exchange", {"fields": ["exchange_url"]}),
         (
             "Signing in",

@@ -23,6 +23,7 @@ BUILTIN_PROVIDERS: list[dict] = [
         "auth_method": AuthMethod.PASSWORD,
         "app_password_required": True,
         "app_password_help_url": "https://support.google.com/accounts/answer/185833",
+        "stores_sent_copy": True,
         "mx_suffixes": "google.com, googlemail.com",
         "domains": ["gmail.com", "googlemail.com"],
     },

@@ -104,6 +104,12 @@ class EmailProvider(models.Model):
         help_text="The provider refuses the normal account password in mail programs.",
     )
     app_password_help_url = models.URLField("app password help link", blank=True)
+    stores_sent_copy = models.BooleanField(
+        "files sent emails itself",
+        default=False,
+        help_text="The provider puts every email sent through its SMTP server in the Sent "
+        "folder (Gmail does): the app then does not append a second copy.",
+    )
     security_guide = models.CharField(
         "secure connection guide",
         max_length=20,

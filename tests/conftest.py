@@ -89,9 +89,11 @@ def dovecot():
 def smtp_servers():
     from tests.servers.smtp import SmtpServer
 
+    # The pooled mailboxes send too (the sending tests).
+    users = MAIL_USERS | {f"sync-{n:03}@example.test": "sync-secret" for n in range(SYNC_POOL)}
     servers = {
-        "starttls": SmtpServer(users=MAIL_USERS),
-        "implicit": SmtpServer(users=MAIL_USERS, implicit_tls=True),
+        "starttls": SmtpServer(users=users),
+        "implicit": SmtpServer(users=users, implicit_tls=True),
         "no_auth": SmtpServer(users={}, auth=False),
     }
     for server in servers.values():
@@ -160,3 +162,15 @@ def queued(monkeypatch):
     calls = []
     monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
     return calls
+
+
+@pytest.fixture
+def outbox(smtp_servers):
+    """What the suite's STARTTLS SMTP server (test_provider's) receives in this test,
+    and its knobs for failures; reset afterwards."""
+    handler = smtp_servers["starttls"].handler
+    handler.messages.clear()
+    yield handler
+    handler.messages.clear()
+    handler.recipient_replies.clear()
+    handler.cut_after_data.clear()

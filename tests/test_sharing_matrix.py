@@ -89,6 +89,7 @@ SEES = {
     "email detail": {"access", "send"},
     "attachment download": {"access", "send"},
     "From list": {"send"},
+    "compose From field": {"send"},
     "mailbox list": {"send", "setup"},
     "sync status partial": {"send", "setup"},
 }
@@ -156,6 +157,10 @@ def observe(client, w: World, user, surface: str) -> bool | int:
         return response.status_code == 200 and b"".join(response.streaming_content) == b"offer"
     if surface == "From list":
         return w.account in sendable_mailboxes(user)
+    if surface == "compose From field":
+        page = client.get(reverse("sending:compose")).text
+        return f'<option value="{pk}"' in page
+
     if surface == "mailbox list":
         return w.account.address in client.get(reverse("accounts:list")).text
     if surface == "sync status partial":

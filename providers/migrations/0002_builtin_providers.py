@@ -10,9 +10,13 @@ def create(apps, schema_editor):
 
     EmailProvider = apps.get_model("providers", "EmailProvider")
     ProviderDomain = apps.get_model("providers", "ProviderDomain")
+    # Fields added by later migrations are set by those migrations.
+    known = {field.name for field in EmailProvider._meta.get_fields()} | {"domains"}
     for spec in BUILTIN_PROVIDERS:
         spec = {
-            key: str(value) if hasattr(value, "label") else value for key, value in spec.items()
+            key: str(value) if hasattr(value, "label") else value
+            for key, value in spec.items()
+            if key in known
         }
         domains = spec.pop("domains")
         provider, _ = EmailProvider.objects.get_or_create(

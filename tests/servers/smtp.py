@@ -12,7 +12,20 @@ from tests.servers.dovecot import free_port
 @dataclass
 class Handler:
     refused_senders: set[str] = field(default_factory=set)
+    # Recipients answered with a fixed reply, such as "550 ..." or "421 ...".
+    recipient_replies: dict[str, str] = field(default_factory=dict)
+    # Recipients whose message makes the server drop the connection after the data and
+    # before its answer, as a server crashing at that moment would.
+    cut_after_data: set[str] = field(default_factory=set)
     messages: list = field(default_factory=list)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.recipient_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if address.lower() in self.refused_senders:
@@ -22,6 +35,9 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if any(address.lower() in self.cut_after_data for address in envelope.rcpt_tos):
+            server.transport.abort()
+            return "250 never heard"
         self.messages.append(envelope)
         return "250 Message accepted"
 

@@ -1,0 +1,153 @@
+"""The message as it goes out: headers from checked values only, an HTML part with the
+signature's images as cid: parts, a plain-text alternative, attachments."""
+
+import base64
+import html
+import re
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+
+from django.utils import timezone
+
+# Reply and forward prefixes by message language; English for any other.
+PREFIXES = {
+    "de": ("AW:", "WG:"),
+    "fr": ("RE :", "TR :"),
+    "es": ("RE:", "RV:"),
+    "it": ("R:", "I:"),
+    "nl": ("Re:", "Doorst:"),
+    "pt": ("RE:", "ENC:"),
+    "pl": ("Odp:", "PD:"),
+    "sv": ("SV:", "VB:"),
+    "da": ("SV:", "VS:"),
+    "nb": ("SV:", "VS:"),
+    "fi": ("VS:", "VL:"),
+    "cs": ("Re:", "Fwd:"),
+    "ru": ("Re:", "Fwd:"),
+    "uk": ("Re:", "Fwd:"),
+}
+REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|vs|r|odp|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
+DATA_IMAGE = re.compile(
+    r"""src=(["'])data:(image/(?:png|jpeg|gif|webp));base64,([A-Za-z0-9+/=\s]+)\1"""
+)
+
+
+def language_of(code: str) -> str:
+    return (code or "en").split("-")[0].lower()
+
+
+def prefixed(subject: str, *, forward: bool, language: str) -> str:
+    """The subject of a reply or forward: the prefix in the message language, once."""
+    reply_prefix, forward_prefix = PREFIXES.get(language_of(language), ("Re:", "Fwd:"))
+    prefix = forward_prefix if forward else reply_prefix
+    if not forward and REPLY_PREFIX.match(subject or ""):
+        return subject
+    return f"{prefix} {subject or ''}".strip()
+
+
+def html_to_text(markup: str) -> str:
+    """A readable plain-text version of sanitised HTML (a signature, a quote)."""
+    text = re.sub(r"(?i)<br\s*/?>", "\n", markup)
+    text = re.sub(r"(?i)</(p|div|li|h[1-6]|tr|blockquote)>", "\n", text)
+    text = re.sub(r"(?i)<img[^>]*alt=(['\"])(.*?)\1[^>]*>", r"[\2]", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = html.unescape(text)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return "\n".join(lines).strip()
+
+
+def text_to_html(text: str) -> str:
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    return "".join(
+        f"<p>{html.escape(part).replace(chr(10), '<br>')}</p>" for part in paragraphs if part
+    )
+
+
+@dataclass
+class Draft:
+    """Everything the message is made of, already checked (see forms.ComposeForm)."""
+
+    sender: str
+    sender_name: str
+    to: list[dict]
+    cc: list[dict]
+    subject: str
+    text: str
+    bcc: list[dict] = field(default_factory=list)
+    signature_html: str = ""
+    quote_text: str = ""
+    quote_html: str = ""
+    language: str = ""
+    in_reply_to: str = ""
+    references: str = ""
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+
+def new_message_id(sender: str) -> str:
+    return make_msgid(domain=sender.rsplit("@", 1)[-1])[1:-1]
+
+
+def _inline_images(markup: str, message_id: str) -> tuple[str, list[tuple[str, str, bytes]]]:
+    """data: images become cid: references to related parts (mail clients show those;
+    many block data: URLs)."""
+    images = []
+
+    def swap(match: re.Match) -> str:
+        cid = f"img{len(images) + 1}.{message_id}"
+        images.append((cid, match.group(2), base64.b64decode("".join(match.group(3).split()))))
+        return f'src="cid:{cid}"'
+
+    return DATA_IMAGE.sub(swap, markup), images
+
+
+def _addresses(people: list[dict]) -> list[Address]:
+    return [Address(display_name=p.get("name", ""), addr_spec=p["address"]) for p in people]
+
+
+def build(draft: Draft, *, message_id: str) -> bytes:
+    message = EmailMessage()
+    message["From"] = Address(display_name=draft.sender_name, addr_spec=draft.sender)
+    message["To"] = _addresses(draft.to)
+    if draft.cc:
+        message["Cc"] = _addresses(draft.cc)
+    message["Subject"] = draft.subject
+    message["Date"] = format_datetime(timezone.now())
+    message["Message-ID"] = f"<{message_id}>"
+    if draft.in_reply_to:
+        message["In-Reply-To"] = f"<{draft.in_reply_to}>"
+    if draft.references:
+        message["References"] = draft.references
+    message["MIME-Version"] = "1.0"
+
+    text = draft.text.rstrip()
+    body_html = text_to_html(draft.text)
+    if draft.signature_html:
+        # "-- " on its own line: mail clients know what follows is a signature.
+        text += "\n\n-- \n" + html_to_text(draft.signature_html)
+        body_html += f'<div class="signature">{draft.signature_html}</div>'
+    if draft.quote_text:
+        text += "\n\n" + draft.quote_text
+        body_html += draft.quote_html
+    body_html, images = _inline_images(body_html, message_id)
+    message.set_content(text + "\n")
+    message.add_alternative(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{body_html}</body></html>',
+        subtype="html",
+    )
+    html_part = message.get_payload()[1]
+    for cid, content_type, data in images:
+        maintype, subtype = content_type.split("/")
+        html_part.add_related(
+            data, maintype, subtype, cid=f"<{cid}>", disposition="inline",
+            filename=f"{cid.split('.')[0]}.{subtype}",
+        )  # fmt: skip
+    for name, content_type, data in draft.attachments:
+        maintype, _, subtype = (content_type or "application/octet-stream").partition("/")
+        message.add_attachment(data, maintype, subtype or "octet-stream", filename=name)
+    if draft.language:
+        # Last: the body's setters drop and move Content-* headers.
+        message["Content-Language"] = draft.language
+    return message.as_bytes(policy=SMTP)

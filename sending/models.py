@@ -1,0 +1,75 @@
+from django.conf import settings
+from django.db import models
+
+from accounts.models import EmailAccount
+
+
+class OutgoingEmail(models.Model):
+    """One email a user sent (or is sending) from a mailbox. Written before delivery
+    starts, so every outcome, including a failure, has a row the user can see."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Not sent"
+        # The connection broke after the message was handed over and before the server
+        # said whether it took it: trying again could deliver it twice.
+        UNCERTAIN = "uncertain", "May have been sent"
+
+    class Copy(models.TextChoices):
+        PENDING = "pending", "Not yet"
+        STORING = "storing", "Being stored"
+        STORED = "stored", "In the Sent folder"
+        BY_SERVER = "by_server", "Kept by the provider"
+        FAILED = "failed", "Could not be stored"
+
+    account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="outgoing")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # The headers as the user typed them, checked: lists of {"name", "address"}.
+    to = models.JSONField(default=list)
+    cc = models.JSONField(default=list)
+    bcc = models.JSONField(default=list)
+    subject = models.CharField(max_length=998, blank=True)
+    text_body = models.TextField(blank=True)
+    message_id = models.CharField(max_length=500, unique=True)
+    in_reply_to = models.CharField(max_length=500, blank=True)
+    references = models.TextField(blank=True)
+    # The exact bytes handed to the server, so a retry sends the same message.
+    raw = models.BinaryField(editable=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set just before the message's bytes go to the server: from then on a retry could
+    # deliver it twice.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+    sent_copy = models.CharField(max_length=10, choices=Copy.choices, default=Copy.PENDING)
+    sent_copy_error = models.TextField(blank=True)
+    # The email on the timelines: written with the row, so it shows at once.
+    email = models.OneToOneField(
+        "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="outgoing"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'} from {self.account}"
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("sending:outgoing", args=[self.pk])
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in (self.State.QUEUED, self.State.SENDING)
+
+    @property
+    def recipients(self) -> list[str]:
+        return [person["address"] for person in self.to + self.cc + self.bcc]

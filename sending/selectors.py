@@ -1,0 +1,61 @@
+from django.utils import formats
+
+from sync.models import Email
+
+from .message import html_to_text, text_to_html
+
+
+def _person(name: str, address: str) -> str:
+    return f'"{name}" <{address}>' if name and '"' not in name else address
+
+
+def reply_recipients(original: Email, *, reply_all: bool, own: set[str]) -> tuple[str, str]:
+    """To and Cc of a reply: the sender; for reply all, everyone else on the email too,
+    never the user's own mailboxes."""
+    to = [(original.from_name, original.from_address)]
+    cc = []
+    if reply_all:
+        to += [(p.get("name", ""), p["address"]) for p in original.to]
+        cc = [(p.get("name", ""), p["address"]) for p in original.cc]
+    seen = set(own)
+
+    def keep(people):
+        kept = []
+        for name, address in people:
+            if address and address.lower() not in seen:
+                seen.add(address.lower())
+                kept.append(_person(name, address))
+        return ", ".join(kept)
+
+    return keep(to), keep(cc)
+
+
+def _text(email: Email) -> str:
+    return email.text_body or html_to_text(email.html_body)
+
+
+def quote(original: Email, *, forward: bool) -> tuple[str, str]:
+    """The original under a reply (quoted) or a forward (with its headers), as text and
+    as HTML; the HTML is built from the text, so nothing of the original's markup is
+    sent on."""
+    when = formats.date_format(original.sent_at, "DATETIME_FORMAT") if original.sent_at else ""
+    sender = _person(original.from_name, original.from_address)
+    text = _text(original)
+    if forward:
+        head = (
+            "---------- Forwarded message ----------\n"
+            f"From: {sender}\nDate: {when}\nSubject: {original.subject}\n"
+            f"To: {', '.join(p['address'] for p in original.to)}\n"
+        )
+        return f"{head}\n{text}", f"<p>{text_to_html(head)}</p>{text_to_html(text)}"
+    head = f"On {when}, {sender} wrote:" if when else f"{sender} wrote:"
+    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    return f"{head}\n{quoted}", f"{text_to_html(head)}<blockquote>{text_to_html(text)}</blockquote>"
+
+
+def forwarded_attachments(original: Email) -> list[tuple[str, str, bytes]]:
+    files = []
+    for attachment in original.attachments.all():
+        with attachment.file.open("rb") as handle:
+            files.append((attachment.name, attachment.content_type, handle.read()))
+    return files

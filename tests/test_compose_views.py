@@ -1,0 +1,202 @@
+"""Writing an email: the From list, the checks on what was typed, replies and forwards."""
+
+import email
+import email.policy
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from sending.models import OutgoingEmail
+from sync.models import Email
+from tests.factories import EmailAccountFactory, MailboxGrantFactory, UserFactory
+
+URL = reverse("sending:compose")
+
+
+@pytest.fixture
+def no_delivery(monkeypatch):
+    from sending import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.send_email, "delay_on_commit", queued.append)
+    return queued
+
+
+def _message(outgoing: OutgoingEmail):
+    return email.message_from_bytes(bytes(outgoing.raw), policy=email.policy.default)
+
+
+def test_it_offers_exactly_the_mailboxes_the_user_may_send_from(client, db):
+    user = UserFactory()
+    own = EmailAccountFactory(owner=user, address="me@example.test", display_name="Me")
+    default = EmailAccountFactory(owner=user, address="main@example.test", is_default_sender=True)
+    EmailAccountFactory(owner=user, address="quiet@example.test", send_enabled=False)
+    shared = MailboxGrantFactory(
+        user=user,
+        can_send=True,
+        account=EmailAccountFactory(address="sales@example.test", shared_access=True),
+    ).account
+    MailboxGrantFactory(
+        user=user,
+        can_access=True,
+        account=EmailAccountFactory(address="read@example.test", shared_access=True),
+    )
+    client.force_login(user)
+
+    page = client.get(URL).text
+
+    assert f'<option value="{default.pk}" selected>main@example.test</option>' in page
+    assert f'<option value="{own.pk}">Me &lt;me@example.test&gt;</option>' in page
+    assert f'<option value="{shared.pk}">sales@example.test</option>' in page
+    assert "quiet@example.test" not in page and "read@example.test" not in page
+
+
+def test_it_refuses_a_mailbox_the_user_may_not_send_from(client, db, no_delivery):
+    user = UserFactory()
+    EmailAccountFactory(owner=user)
+    other = EmailAccountFactory()
+    client.force_login(user)
+    page = client.post(URL, {"sender": other.pk, "to": "a@b.test"}).text
+    assert "From: Choose one of the mailboxes you may send from." in page
+    assert not OutgoingEmail.objects.exists() and no_delivery == []
+
+
+def test_it_names_each_bad_address_and_keeps_what_was_typed(client, db, no_delivery):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    page = client.post(
+        URL,
+        {"sender": account.pk, "to": "ok@x.test, bob@, Ann <ann@>", "cc": "not an address",
+         "subject": "Keep me", "body": "My long text"},
+    ).text  # fmt: skip
+    assert "To: “bob@”, “Ann &lt;ann@&gt;” are not valid email addresses." in page
+    assert "Cc: “not an address” is not a valid email address." in page
+    assert 'value="Keep me"' in page and "My long text" in page
+    assert not OutgoingEmail.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("subject", "Hi\r\nBcc: victim@x.test"),
+        ("to", "Ann\r\nBcc: victim@x.test <ann@x.test>"),
+        ("cc", "ann@x.test\nBcc: victim@x.test"),
+    ],
+)
+def test_it_refuses_line_breaks_that_would_inject_a_header(client, db, no_delivery, field, value):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    data = {"sender": account.pk, "to": "ok@x.test", field: value}
+    page = client.post(URL, data).text
+    assert "cannot contain line breaks" in page
+    assert not OutgoingEmail.objects.exists()
+
+
+def test_it_refuses_attachments_over_the_limit_with_their_size(client, db, settings, no_delivery):
+    settings.SEND_ATTACHMENTS_MAX_BYTES = 1024
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    files = [SimpleUploadedFile(f"f{n}.bin", b"x" * 700) for n in range(2)]
+    page = client.post(URL, {"sender": account.pk, "to": "a@b.test", "attachments": files}).text
+    assert "Attachments: Together the files are 1.4\xa0KB; at most 1.0\xa0KB can be sent." in page
+    assert not OutgoingEmail.objects.exists()
+
+
+def test_it_sends_a_new_email_with_attachments_and_shows_its_progress(client, db, no_delivery):
+    account = EmailAccountFactory(display_name="Jane")
+    client.force_login(account.owner)
+    files = [SimpleUploadedFile("offer.pdf", b"%PDF offer", content_type="application/pdf")]
+    response = client.post(
+        URL,
+        {"sender": account.pk, "to": "Peter <peter@partner.test>", "bcc": "boss@x.test",
+         "subject": "Offer", "body": "Hello", "attachments": files},
+    )  # fmt: skip
+    outgoing = OutgoingEmail.objects.get()
+    assert response.status_code == 302 and response.url == outgoing.get_absolute_url()
+    assert no_delivery == [outgoing.pk]
+    message = _message(outgoing)
+    assert message["From"] == f"Jane <{account.address}>" and message["Bcc"] is None
+    assert outgoing.recipients == ["peter@partner.test", "boss@x.test"]
+    assert [a.get_filename() for a in message.iter_attachments()] == ["offer.pdf"]
+    page = client.get(outgoing.get_absolute_url()).text
+    assert "Queued" in page and 'hx-trigger="every 1s"' in page
+    client.force_login(UserFactory())
+    assert client.get(outgoing.get_absolute_url()).status_code == 404
+
+
+def test_it_threads_a_reply_all_in_the_message_language(client, db, no_delivery):
+    account = EmailAccountFactory(address="me@example.test", message_language="de")
+    original = Email.objects.create(
+        account=account, message_key="orig@partner.test", message_id="orig@partner.test",
+        subject="Angebot", from_name="Peter", from_address="peter@partner.test",
+        to=[{"name": "", "address": "me@example.test"},
+            {"name": "Ann", "address": "ann@partner.test"}],
+        cc=[{"name": "", "address": "carl@partner.test"}],
+        references="<first@partner.test>", text_body="Line one\nLine two",
+    )  # fmt: skip
+    client.force_login(account.owner)
+
+    page = client.get(URL, {"reply": original.pk, "mode": "all"}).text
+    assert 'value="AW: Angebot"' in page
+    assert (
+        "&quot;Peter&quot; &lt;peter@partner.test&gt;, &quot;Ann&quot; &lt;ann@partner.test&gt;"
+        in page
+    )
+    assert 'value="carl@partner.test"' in page
+    assert "me@example.test</option>" in page and "me@example.test," not in page
+
+    client.post(
+        URL,
+        {"sender": account.pk, "to": "peter@partner.test", "subject": "AW: Angebot",
+         "body": "Danke", "reply": original.pk, "mode": "all"},
+    )  # fmt: skip
+    message = _message(OutgoingEmail.objects.get())
+    assert message["In-Reply-To"] == "<orig@partner.test>"
+    assert message["References"] == "<first@partner.test> <orig@partner.test>"
+    assert message["Content-Language"] == "de"
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert 'Danke\n\n"Peter" <peter@partner.test> wrote:\n> Line one\n> Line two' in text
+
+
+def test_it_forwards_with_the_originals_attachments(client, db, settings, tmp_path, no_delivery):
+    from django.core.files.base import ContentFile
+
+    from sync.models import Attachment
+
+    settings.MEDIA_ROOT = tmp_path
+    account = EmailAccountFactory()
+    original = Email.objects.create(
+        account=account, message_key="o@x", message_id="o@x", subject="Report",
+        from_address="a@x.test", text_body="See attached",
+    )  # fmt: skip
+    Attachment.objects.create(
+        email=original, file=ContentFile(b"data", name="r.csv"), name="r.csv",
+        content_type="text/csv", size=4,
+    )  # fmt: skip
+    client.force_login(account.owner)
+    assert 'value="Fwd: Report"' in client.get(URL, {"reply": original.pk, "mode": "forward"}).text
+    client.post(
+        URL,
+        {"sender": account.pk, "to": "b@x.test", "subject": "Fwd: Report", "reply": original.pk,
+         "mode": "forward"},
+    )  # fmt: skip
+    message = _message(OutgoingEmail.objects.get())
+    assert message["In-Reply-To"] is None
+    assert "---------- Forwarded message ----------" in message.get_body(("plain",)).get_content()
+    [attachment] = list(message.iter_attachments())
+    assert (attachment.get_filename(), attachment.get_content()) == ("r.csv", "data")
+
+
+def test_it_answers_404_for_an_email_the_user_may_not_see(client, db):
+    hidden = Email.objects.create(account=EmailAccountFactory(), message_key="h", subject="Secret")
+    user = UserFactory()
+    EmailAccountFactory(owner=user)
+    client.force_login(user)
+    assert client.get(URL, {"reply": hidden.pk}).status_code == 404
+    assert client.post(URL, {"reply": hidden.pk, "to": "a@b.test"}).status_code == 404
+
+
+def test_it_says_so_when_there_is_no_mailbox_to_send_from(client, db):
+    client.force_login(UserFactory())
+    assert "You have no mailbox you may send from." in client.get(URL).text

@@ -1,0 +1,253 @@
+"""Sending an email through the suite's real SMTP server (aiosmtpd, STARTTLS, AUTH), and
+its copy into Dovecot's Sent folder."""
+
+import base64
+import email
+import email.policy
+
+import pytest
+
+from crm.models import Contact, ContactAddress
+from sending.message import Draft
+from sending.models import OutgoingEmail
+from sending.services import (
+    TransientSendError,
+    outgoing_copy_store,
+    outgoing_create,
+    outgoing_send,
+)
+from sharing.models import MailboxGrant
+from sync.models import Email, EmailLocation
+from sync.services import mailbox_sync
+from tests.factories import UserFactory
+from tests.test_signatures import PNG
+
+
+@pytest.fixture
+def sender(synced_mailbox):
+    account, mailbox = synced_mailbox
+    account.display_name = "Sales Team"
+    account.signature_html = (
+        f'<p><b>Jane Doe</b>, Sales</p><p><img src="data:image/png;base64,{PNG}" alt="Logo"></p>'
+    )
+    account.save()
+    return account, mailbox
+
+
+def _draft(account, **fields) -> Draft:
+    values = {
+        "sender": account.address,
+        "sender_name": account.display_name,
+        "to": [{"name": "Peter Partner", "address": "peter@partner.test"}],
+        "cc": [{"name": "", "address": "carol@partner.test"}],
+        "bcc": [{"name": "", "address": "boss@example.test"}],
+        "subject": "Offer for Grüße & co",
+        "text": "Hello Peter,\n\nhere is our offer.",
+        "signature_html": account.signature_html,
+        "attachments": [("offer.pdf", "application/pdf", b"%PDF-1.4 offer")],
+    }
+    return Draft(**(values | fields))
+
+
+def _queue(account, django_capture_on_commit_callbacks, **fields) -> OutgoingEmail:
+    with django_capture_on_commit_callbacks() as queued:
+        outgoing = outgoing_create(
+            author=account.owner, account=account, draft=_draft(account, **fields)
+        )
+    assert len(queued) == 1  # the delivery task, queued on commit
+    return outgoing
+
+
+def _parsed(envelope) -> email.message.EmailMessage:
+    return email.message_from_bytes(envelope.content, policy=email.policy.default)
+
+
+def test_it_sends_exactly_the_message_written(sender, outbox, django_capture_on_commit_callbacks):
+    account, _mailbox = sender
+    contact = Contact.objects.create(name="Peter Partner")
+    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    assert outgoing.state == OutgoingEmail.State.QUEUED
+
+    with django_capture_on_commit_callbacks() as later:
+        outgoing_send(outgoing_id=outgoing.pk)
+
+    [envelope] = outbox.messages
+    assert envelope.mail_from == account.address
+    assert sorted(envelope.rcpt_tos) == [
+        "boss@example.test",
+        "carol@partner.test",
+        "peter@partner.test",
+    ]
+    message = _parsed(envelope)
+    assert message["From"] == f"Sales Team <{account.address}>"
+    assert message["To"] == "Peter Partner <peter@partner.test>"
+    assert message["Cc"] == "carol@partner.test"
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Offer for Grüße & co"
+    assert message["Message-ID"] == f"<{outgoing.message_id}>"
+    assert message.get_content_type() == "multipart/mixed"
+    text = message.get_body(("plain",)).get_content()
+    text = text.replace("\r\n", "\n")
+    assert "Hello Peter," in text and "\n-- \nJane Doe, Sales\n[Logo]" in text
+    html_part = message.get_body(("html",))
+    related = next(p for p in message.walk() if p.get_content_type() == "multipart/related")
+    image = next(p for p in related.iter_parts() if p.get_content_type() == "image/png")
+    cid = image["Content-ID"].strip("<>")
+    assert f'src="cid:{cid}"' in html_part.get_content()
+    assert "data:" not in html_part.get_content()
+    assert image.get_content() == base64.b64decode(PNG)
+    [attachment] = list(message.iter_attachments())
+    assert (attachment.get_filename(), attachment.get_content()) == ("offer.pdf", b"%PDF-1.4 offer")
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.SENT and outgoing.attempts == 1
+    sent = outgoing.email
+    assert (sent.account, sent.message_key, sent.subject) == (
+        account,
+        outgoing.message_id,
+        "Offer for Grüße & co",
+    )
+    assert list(sent.contacts.all()) == [contact]
+    assert len(later) == 1  # the Sent copy, queued on commit
+    # A second delivery of the same task sends nothing more.
+    outgoing_send(outgoing_id=outgoing.pk)
+    assert len(outbox.messages) == 1
+
+
+def test_it_stores_the_sent_copy_and_the_next_sync_makes_no_second_email(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, mailbox = sender
+    mailbox.create("Sent Items")
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing_copy_store(outgoing_id=outgoing.pk)
+    outgoing_copy_store(outgoing_id=outgoing.pk)  # run twice: one copy
+
+    outgoing.refresh_from_db()
+    assert outgoing.sent_copy == OutgoingEmail.Copy.STORED
+    with mailbox.client() as client:
+        client.select_folder("Sent Items")
+        uids = client.search(["HEADER", "Message-ID", outgoing.message_id])
+        assert len(uids) == 1
+        assert b"\\Seen" in client.get_flags(uids)[uids[0]]
+    mailbox_sync(account_id=account.pk)
+    assert Email.objects.filter(account=account).count() == 1
+    location = EmailLocation.objects.get(email__account=account)
+    assert (location.email_id, location.folder.path) == (outgoing.email_id, "Sent Items")
+
+
+def test_it_leaves_the_copy_to_a_provider_that_files_sent_mail_itself(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    account.provider.stores_sent_copy = True
+    account.provider.save()
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks() as later:
+        outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.sent_copy == OutgoingEmail.Copy.BY_SERVER
+    assert later == []
+
+
+def test_it_fails_with_the_servers_reason_when_the_password_is_wrong(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    account.set_password("changed elsewhere")
+    account.save()
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert "did not accept the login or password" in outgoing.error and "535" in outgoing.error
+    assert outbox.messages == []
+
+
+def test_it_names_a_refused_recipient(sender, outbox, django_capture_on_commit_callbacks):
+    account, _mailbox = sender
+    outbox.recipient_replies["carol@partner.test"] = "550 5.1.1 No such user here"
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert outgoing.error == (
+        "The server refused the recipient carol@partner.test "
+        "(the server said: 550 5.1.1 No such user here)"
+    )
+    assert outbox.messages == [] and outgoing.email is None
+
+
+def test_it_tries_again_later_when_the_server_is_busy(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outbox.recipient_replies["peter@partner.test"] = "421 4.3.2 Service shutting down, try later"
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+
+    with pytest.raises(TransientSendError):
+        outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.QUEUED and "421" in outgoing.error
+
+    outbox.recipient_replies.clear()
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert (outgoing.state, outgoing.attempts, len(outbox.messages)) == (
+        OutgoingEmail.State.SENT,
+        2,
+        1,
+    )
+
+
+def test_it_gives_up_on_the_last_try(sender, outbox, django_capture_on_commit_callbacks):
+    account, _mailbox = sender
+    outbox.recipient_replies["peter@partner.test"] = "451 4.7.1 Greylisted"
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    outgoing_send(outgoing_id=outgoing.pk, last_try=True)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED and "451 4.7.1 Greylisted" in outgoing.error
+
+
+def test_it_says_may_have_been_sent_when_the_connection_breaks_after_the_data(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outbox.cut_after_data.add("peter@partner.test")
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+
+    outgoing_send(outgoing_id=outgoing.pk)  # no TransientSendError: never retried
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.UNCERTAIN
+    assert "It may have been sent" in outgoing.error
+    assert outgoing.handed_over_at is not None
+    outbox.cut_after_data.clear()
+    outgoing_send(outgoing_id=outgoing.pk)
+    assert outbox.messages == []
+
+
+def test_it_stops_when_the_send_grant_was_revoked_before_the_task_ran(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    account.shared_access = True
+    account.save()
+    colleague = UserFactory()
+    grant = MailboxGrant.objects.create(account=account, user=colleague, can_send=True)
+    with django_capture_on_commit_callbacks():
+        outgoing = outgoing_create(author=colleague, account=account, draft=_draft(account))
+    grant.delete()
+
+    outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert (
+        outgoing.error
+        == f"You may no longer send from {account.address}, so this email was not sent."
+    )
+    assert outbox.messages == []
