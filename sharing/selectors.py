@@ -10,6 +10,8 @@ Every view, partial and task asks here; none filters mailboxes or emails on its 
   - Send emails: the mailbox is offered in the grantee's From list, and its emails
     show on the grantee's Email page (and open from there).
   - Setup mailbox: the grantee may open and change the mailbox's settings.
+- An email a user wrote in the app stays theirs to see on timelines and to open, from
+  whichever mailbox it went out.
 - Nobody else sees anything of the mailbox; its URLs answer 404 for them. Being a
   superuser gives the two system operations, not a look into other people's mail.
 - Two system operations narrow what "Setup mailbox" allows: turning on shared access
@@ -146,9 +148,10 @@ def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
 
 def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
-    and "Access emails" mailboxes, kept emails of removed mailboxes included."""
+    and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
+    emails they wrote themselves in the app, from whichever mailbox."""
     mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
-    emails = Email.objects.filter(account__in=mailboxes.values("pk"))
+    emails = Email.objects.filter(_written_by(user) | Q(account__in=mailboxes.values("pk")))
     if contact is not None:
         emails = emails.filter(contacts=contact)
     if company is not None:
@@ -156,12 +159,19 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     return emails.defer("text_body", "html_body", "raw_source").order_by("-sent_at", "-pk")
 
 
+def _written_by(user) -> Q:
+    # The sending app's row for an email sent from this app (reverse one-to-one).
+    return Q(outgoing__author=user) if user.is_authenticated else Q(pk__in=[])
+
+
 def email_for_user(user, pk: int) -> Email | None:
     """One email, if the user may see it anywhere: on a timeline or their Email page."""
     on_timelines = mailboxes_with(user, Right.ACCESS, removed=True).values("pk")
     on_panel = mailboxes_for_panel(user).values("pk")
     return (
-        Email.objects.filter(Q(account__in=on_timelines) | Q(account__in=on_panel), pk=pk)
+        Email.objects.filter(
+            Q(account__in=on_timelines) | Q(account__in=on_panel) | _written_by(user), pk=pk
+        )
         .select_related("account")
         .first()
     )

@@ -148,3 +148,23 @@ def test_it_refuses_to_answer_for_no_right_at_all(db):
 
     with pytest.raises(ValueError):
         mailboxes_with(UserFactory())
+
+
+def test_it_shows_a_user_the_emails_they_wrote_from_a_send_only_mailbox(db):
+    from crm.models import Contact
+    from sending.models import OutgoingEmail
+
+    writer, other = UserFactory(), UserFactory()
+    grant = MailboxGrantFactory(user=writer, can_send=True)
+    MailboxGrantFactory(account=grant.account, user=other, can_send=True)
+    contact = Contact.objects.create(name="Peter")
+    written, received = _email(grant.account, 1), _email(grant.account, 2)
+    for email in (written, received):
+        email.contacts.add(contact)
+    OutgoingEmail.objects.create(
+        account=grant.account, author=writer, message_id="m1@x", raw=b"", email=written
+    )
+
+    assert list(emails_for_timeline(writer, contact=contact)) == [written]
+    assert not emails_for_timeline(other, contact=contact).exists()
+    assert email_for_user(writer, written.pk) == written
