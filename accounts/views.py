@@ -26,6 +26,7 @@ from django_htmx.http import HttpResponseClientRedirect, push_url
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from sending.selectors import outgoing_unsent
 from sharing.forms import GrantsForm
 from sharing.selectors import (
     can_change_download,
@@ -115,6 +116,7 @@ def email_page(request: HttpRequest) -> HttpResponse:
     if request.htmx and request.htmx.target == "panel-emails":
         return render(request, "accounts/email.html#emails", context)
     context |= {
+        "outbox": outgoing_unsent(request.user),
         "accounts": accounts_for_user(request.user),
         "shared": mailboxes_shared_with(request.user),
         "notifications": open_notifications(request.user),

@@ -1,8 +1,25 @@
-from django.utils import formats
+from datetime import timedelta
+
+from django.db.models import QuerySet
+from django.utils import formats, timezone
 
 from sync.models import Email
 
 from .message import html_to_text, text_to_html
+from .models import OutgoingEmail
+
+
+def outgoing_unsent(user) -> QuerySet[OutgoingEmail]:
+    """The user's emails of the last week that are not (surely) sent: on their way,
+    refused, or perhaps sent. Shown on the Email page until they are a week old."""
+    return (
+        OutgoingEmail.objects.filter(
+            author=user, created_at__gte=timezone.now() - timedelta(days=7)
+        )
+        .exclude(state=OutgoingEmail.State.SENT)
+        .select_related("account")
+        .defer("raw", "text_body")
+    )
 
 
 def _person(name: str, address: str) -> str:

@@ -200,3 +200,21 @@ def test_it_answers_404_for_an_email_the_user_may_not_see(client, db):
 def test_it_says_so_when_there_is_no_mailbox_to_send_from(client, db):
     client.force_login(UserFactory())
     assert "You have no mailbox you may send from." in client.get(URL).text
+
+
+def test_it_lists_emails_not_sent_in_the_outbox_on_the_email_page(client, db):
+    account = EmailAccountFactory()
+    OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="a@x", raw=b"", subject="Refused one",
+        state=OutgoingEmail.State.FAILED, error="The server refused the recipient x@y.test",
+    )  # fmt: skip
+    OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="b@x", raw=b"", subject="Went fine",
+        state=OutgoingEmail.State.SENT,
+    )  # fmt: skip
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email")).text
+    assert "Refused one" in page and "The server refused the recipient x@y.test" in page
+    assert "Went fine" not in page
+    client.force_login(UserFactory())
+    assert "Refused one" not in client.get(reverse("accounts:email")).text

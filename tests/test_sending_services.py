@@ -4,6 +4,7 @@ its copy into Dovecot's Sent folder."""
 import base64
 import email
 import email.policy
+import re
 
 import pytest
 
@@ -251,3 +252,58 @@ def test_it_stops_when_the_send_grant_was_revoked_before_the_task_ran(
         == f"You may no longer send from {account.address}, so this email was not sent."
     )
     assert outbox.messages == []
+
+
+def test_it_finds_the_sent_folder_by_its_special_use_before_its_name(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, mailbox = sender
+    mailbox.create("Sent Items")
+    mailbox.create("Gesendete Objekte")  # marked \\Sent by the server
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing_copy_store(outgoing_id=outgoing.pk)
+    with mailbox.client() as client:
+        assert client.select_folder("Gesendete Objekte")[b"EXISTS"] == 1
+        assert client.select_folder("Sent Items")[b"EXISTS"] == 0
+
+
+def test_it_makes_a_sent_folder_when_there_is_none(
+    sender, outbox, django_capture_on_commit_callbacks
+):
+    account, mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing_copy_store(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert (outgoing.sent_copy, outgoing.sent_copy_error) == (OutgoingEmail.Copy.STORED, "in Sent")
+    with mailbox.client() as client:
+        assert client.select_folder("Sent")[b"EXISTS"] == 1
+
+
+def test_it_retries_a_busy_server_with_backoff_then_records_the_failure(
+    transactional_db, sender, outbox, monkeypatch, caplog
+):
+    # Transactional: the task's signals close the connection of a test transaction.
+    # Celery runs an eager task's retries at once, in turn, so the whole chain shows.
+    from sending import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.send_email, "delay_on_commit", queued.append)
+    account, _mailbox = sender
+    outbox.recipient_replies["peter@partner.test"] = "421 4.3.2 Try later"
+    outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+    assert queued == [outgoing.pk]
+
+    tasks.send_email.apply(args=[outgoing.pk])
+
+    waits = [float(w) for w in re.findall(r"Retry in ([0-9.]+)s", caplog.text)]
+    assert len(waits) == tasks.send_email.max_retries
+    # Exponential with jitter: each wait within [half, all] of 30 s x 2^n, capped at 30 min.
+    for n, wait in enumerate(waits):
+        ceiling = min(30 * 2**n, 1800)
+        assert ceiling / 2 <= wait <= ceiling
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert outgoing.attempts == tasks.send_email.max_retries + 1
+    assert "421 4.3.2 Try later" in outgoing.error and outbox.messages == []

@@ -64,6 +64,10 @@ namespace inbox {{
   mailbox Sent {{
     special_use = \\Sent
   }}
+  # A Sent folder whose name no list of common names holds (German Outlook's).
+  mailbox "Gesendete Objekte" {{
+    special_use = \\Sent
+  }}
   mailbox Trash {{
     special_use = \\Trash
   }}
