@@ -16,6 +16,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 from imapclient import IMAPClient
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_response
+from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
 from crm.services import contacts_link
@@ -73,12 +76,49 @@ class FolderStatus:
     highestmodseq: int | None
 
 
-def folders_refresh(*, account: EmailAccount, client: IMAPClient) -> list[Folder]:
-    """The server's folder list, written to the database only where it changed: an
-    idle re-sync should cost one LIST and one query, not a write per folder."""
+def _folder_status(data: dict) -> FolderStatus:
+    return FolderStatus(
+        uidvalidity=int(data[b"UIDVALIDITY"]),
+        uidnext=int(data[b"UIDNEXT"]) if b"UIDNEXT" in data else None,
+        messages=int(data[b"MESSAGES"]) if b"MESSAGES" in data else None,
+        highestmodseq=int(data[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in data else None,
+    )
+
+
+def list_with_status(
+    client: IMAPClient, items: list[bytes], *, special_use: bool
+) -> tuple[list, dict]:
+    """LIST-STATUS (RFC 5819): every folder and its status in one round trip, where a
+    STATUS per folder would take one each. Returns list_folders()'s triples and
+    {path: status items}; a folder the server gave no status for is simply missing."""
+    imap = client._imap
+    wanted = b" ".join(items).decode()
+    # With RETURN options a server gives the special-use flags only when asked.
+    options = f"{'SPECIAL-USE ' if special_use else ''}STATUS ({wanted})"
+    typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", f"({options})")
+    client._checkok("list", typ, data)
+    typ, data = imap._untagged_response(typ, data, "LIST")
+    folders = client._proc_folder_list(data)
+    lines = [line for line in imap.untagged_responses.pop("STATUS", []) if line]
+    statuses = {}
+    for name, values in pairs_of(parse_response(lines), size=2):
+        if isinstance(name, int):
+            name = str(name)
+        elif client.folder_encode:
+            name = decode_utf7(name)
+        statuses[name] = dict(pairs_of(values, size=2))
+    return folders, statuses
+
+
+def folders_refresh(
+    *, account: EmailAccount, client: IMAPClient, listed: list | None = None
+) -> list[Folder]:
+    """The server's folder list (or the one already `listed`), written to the database
+    only where it changed: an idle re-sync should cost one LIST and one query, not a
+    write per folder."""
     known = {folder.path: folder for folder in Folder.objects.filter(account=account)}
-    listed = []
-    for flags, delimiter, name in client.list_folders():
+    listed_folders = []
+    for flags, delimiter, name in client.list_folders() if listed is None else listed:
         lowered = {f.decode(errors="replace").lower() for f in flags}
         values = {
             "delimiter": (delimiter or b"").decode(errors="replace"),
@@ -93,12 +133,12 @@ def folders_refresh(*, account: EmailAccount, client: IMAPClient) -> list[Folder
             for field, value in values.items():
                 setattr(folder, field, value)
             folder.save(update_fields=list(values))
-        listed.append(folder)
-    listed_paths = {folder.path for folder in listed}
+        listed_folders.append(folder)
+    listed_paths = {folder.path for folder in listed_folders}
     gone = [f.pk for path, f in known.items() if f.exists_on_server and path not in listed_paths]
     if gone:
         Folder.objects.filter(pk__in=gone).update(exists_on_server=False)
-    return listed
+    return listed_folders
 
 
 def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder]:
@@ -125,6 +165,9 @@ class AccountSyncer:
         # on at the first SELECT, so an idle run does not pay the round trip.
         self.qresync = self.condstore and b"QRESYNC" in capabilities
         self.qresync_enabled = False
+        self.list_status = b"LIST-STATUS" in capabilities
+        self.special_use = b"SPECIAL-USE" in capabilities
+        self.statuses: dict[str, dict] = {}
         self.own_domains = {account.address.split("@", 1)[-1]}
 
     @cached_property
@@ -135,24 +178,32 @@ class AccountSyncer:
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        return folders_refresh(account=self.account, client=self.client)
+        listed = None
+        if self.list_status:
+            listed, self.statuses = list_with_status(
+                self.client, self._status_items, special_use=self.special_use
+            )
+        return folders_refresh(account=self.account, client=self.client, listed=listed)
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
         return folders_to_sync(self.account, folders)
 
     # -- one folder ----------------------------------------------------------
 
-    def status(self, folder: Folder) -> FolderStatus:
+    @property
+    def _status_items(self) -> list[bytes]:
         items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"]
         if self.condstore:
             items.append(b"HIGHESTMODSEQ")
-        data = self.client.folder_status(folder.path, items)
-        return FolderStatus(
-            uidvalidity=int(data[b"UIDVALIDITY"]),
-            uidnext=int(data[b"UIDNEXT"]) if b"UIDNEXT" in data else None,
-            messages=int(data[b"MESSAGES"]) if b"MESSAGES" in data else None,
-            highestmodseq=int(data[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in data else None,
-        )
+        return items
+
+    def status(self, folder: Folder) -> FolderStatus:
+        # Given by LIST-STATUS when the server has it; the folder's turn may come later
+        # in a long run, and a change since then is seen by the next run.
+        data = self.statuses.pop(folder.path, None)
+        if data is None:
+            data = self.client.folder_status(folder.path, self._status_items)
+        return _folder_status(data)
 
     def sync_folder(self, folder: Folder) -> None:
         since = period_start(self.account)

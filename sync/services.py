@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -81,8 +81,40 @@ def _session(account: EmailAccount):
     )
 
 
+@contextlib.contextmanager
+def _commits_without_waiting_for_disk():
+    """A sync's commits do not wait for PostgreSQL to flush them to disk (about 0.4 ms
+    each here, several per idle run). A database crash can lose only the last commits,
+    never one in the middle (the log is replayed in order): the claim lapses by itself
+    and the next run fetches what the lost batches held, as after any interruption."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception), connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
+def _goodbye(client) -> None:
+    """LOGOUT without waiting for the server's answer, which changes nothing."""
+    with contextlib.suppress(Exception):
+        imap = client._imap
+        imap.send(imap._new_tag() + b" LOGOUT\r\n")
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
 def mailbox_sync(*, account_id: int) -> SyncRun | None:
     """Download what is new in one mailbox. Safe to run twice: the second waits out."""
+    with _commits_without_waiting_for_disk():
+        return _mailbox_sync(account_id)
+
+
+def _mailbox_sync(account_id: int) -> SyncRun | None:
     account = (
         EmailAccount.objects.select_related("provider")
         .filter(pk=account_id, removed_at__isnull=True)
@@ -103,9 +135,7 @@ def mailbox_sync(*, account_id: int) -> SyncRun | None:
             for folder in syncer.folders_to_sync(syncer.refresh_folders()):
                 syncer.sync_folder(folder)
         finally:
-            # The sync's own outcome is what matters, not how the goodbye went.
-            with contextlib.suppress(Exception):
-                client.logout()
+            _goodbye(client)
     except SignInError as error:
         needs_owner = error.kind in NEEDS_OWNER
         _end(
@@ -152,9 +182,36 @@ def _finish(run: SyncRun, *, error: str = "") -> None:
 
 def _end(run: SyncRun, account_id: int, token: str, *, error: str = "", **release) -> None:
     """The run's record and the mailbox's release in one commit."""
+    if run.pk is None and connection.vendor == "postgresql":
+        # Most runs (an idle one always) end here without a row yet: one statement
+        # writes both, where a transaction takes four round trips.
+        run.state = SyncRun.State.FAILED if error else SyncRun.State.SUCCEEDED
+        run.error = error[:2000]
+        run.finished_at = timezone.now()
+        run.pk = _insert_and_release(run, account_id, token, release)
+        return
     with transaction.atomic():
         _finish(run, error=error)
         _release(account_id, token, **release)
+
+
+def _insert_and_release(run: SyncRun, account_id: int, token: str, release: dict) -> int:
+    fields = [f for f in SyncRun._meta.concrete_fields if not f.primary_key]
+    changes = {"claimed_until": None, "claim_token": "", **release}
+    sets = [(MailboxSync._meta.get_field(name), value) for name, value in changes.items()]
+    # Names from the models' metadata only; every value is a parameter.
+    sql = (
+        f"WITH run AS (INSERT INTO {SyncRun._meta.db_table} "  # noqa: S608
+        f"({', '.join(f.column for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"RETURNING id), released AS (UPDATE {MailboxSync._meta.db_table} SET "
+        f"{', '.join(f'{field.column} = %s' for field, _value in sets)} "
+        "WHERE account_id = %s AND claim_token = %s) SELECT id FROM run"
+    )
+    params = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in fields]
+    params += [field.get_db_prep_save(value, connection) for field, value in sets]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, account_id, token])
+        return cursor.fetchone()[0]
 
 
 def mailboxes_due() -> list[int]:

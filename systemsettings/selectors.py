@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 from .definitions import (
@@ -8,6 +9,16 @@ from .definitions import (
 )
 from .models import SystemSetting
 
+# Settings are read on every sync run and sign-in, and change rarely: each process keeps
+# what it read for a few seconds. A save in this process clears it at once (see
+# apps.py); other processes see a change within CACHE_SECONDS.
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, int | bool | str]] = {}
+
+
+def cache_clear() -> None:
+    _cache.clear()
+
 
 def setting_value(definition: Definition) -> int | bool | str:
     """The admin's value, or the default while no row exists.
@@ -15,10 +26,14 @@ def setting_value(definition: Definition) -> int | bool | str:
     A malformed stored value raises ValidationError rather than silently falling back:
     an admin would otherwise never learn that their setting is ignored.
     """
+    now = time.monotonic()
+    cached = _cache.get(definition.code)
+    if cached is not None and cached[0] > now:
+        return cached[1]
     row = SystemSetting.objects.filter(code=definition.code).first()
-    if row is None:
-        return definition.default
-    return row.typed_value()
+    value = definition.default if row is None else row.typed_value()
+    _cache[definition.code] = (now + CACHE_SECONDS, value)
+    return value
 
 
 def mailbox_sync_interval() -> timedelta:

@@ -39,6 +39,17 @@ def builtin_providers(db):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_system_settings():
+    # Each process keeps the system settings it read for a few seconds; a test's
+    # rolled-back rows must not leak into the next test through that.
+    from systemsettings.selectors import cache_clear
+
+    cache_clear()
+    yield
+    cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # The real hasher spends about half a second per user created, and the sharing
     # matrix alone creates thousands; no test is about the hash's strength.

@@ -38,7 +38,7 @@ def test_it_downloads_the_chosen_period_newest_first(synced_mailbox):
     assert EmailLocation.objects.count() == 3
 
 
-def test_it_fetches_only_what_is_new_on_the_next_run(synced_mailbox):
+def test_it_fetches_only_what_is_new_on_the_next_run(synced_mailbox, server_kind):
     account, mailbox = synced_mailbox
     mailbox.append("INBOX", make_message(subject="first"))
     _sync(account)
@@ -64,7 +64,9 @@ def test_it_stores_an_email_once_however_many_folders_hold_it(synced_mailbox):
     assert Email.objects.get(subject="no id").message_key.startswith("fp:")
 
 
-def test_it_skips_trash_and_junk_unless_chosen_and_never_nested_children(synced_mailbox):
+def test_it_skips_trash_and_junk_unless_chosen_and_never_nested_children(
+    synced_mailbox, server_kind
+):
     account, mailbox = synced_mailbox
     for folder in ("Trash", "Junk", "Clients", "Clients/Acme"):
         mailbox.append(folder, make_message(subject=f"in {folder}"))
@@ -93,17 +95,19 @@ def test_it_remaps_a_folder_after_a_uidvalidity_change_without_duplicates(synced
     assert EmailLocation.objects.count() == 2
 
 
-@pytest.fixture(params=["qresync", "no_qresync"])
+@pytest.fixture(params=["dovecot", "no_qresync", "plain"])
 def server_kind(request, monkeypatch):
-    """Dovecot as it is (QRESYNC: expunges named by the server), and as a server without
-    QRESYNC (expunges found by comparing UIDs)."""
-    if request.param == "no_qresync":
+    """Dovecot as it is (QRESYNC names expunges, LIST-STATUS gives every folder's status
+    with the list), without QRESYNC (expunges found by comparing UIDs), and plain: neither
+    QRESYNC nor LIST-STATUS (a STATUS per folder)."""
+    hidden = {"dovecot": set(), "no_qresync": {b"QRESYNC"}, "plain": {b"QRESYNC", b"LIST-STATUS"}}
+    if hidden[request.param]:
         from accounts.connection import _PinnedIMAPClient
 
         original = _PinnedIMAPClient.capabilities
 
         def without(self):
-            return tuple(c for c in original(self) if c != b"QRESYNC")
+            return tuple(c for c in original(self) if c not in hidden[request.param])
 
         monkeypatch.setattr(_PinnedIMAPClient, "capabilities", without)
     return request.param
@@ -318,3 +322,28 @@ def test_it_reads_the_uid_ranges_of_vanished_responses():
 
     ranges = _uid_set_ranges([b"(EARLIER) 41,43:116,200", b"(EARLIER) 7"])
     assert ranges == [(41, 41), (43, 116), (200, 200), (7, 7)]
+
+
+def test_it_reads_every_folders_status_with_the_list_when_the_server_can(
+    synced_mailbox, monkeypatch
+):
+    from imapclient import IMAPClient
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="one"))
+    mailbox.append("Clients/Acme", make_message(subject="two"))
+    _sync(account)
+    asked = []
+    original = IMAPClient.folder_status
+    monkeypatch.setattr(
+        IMAPClient,
+        "folder_status",
+        lambda self, *a, **k: asked.append(a) or original(self, *a, **k),
+    )
+    mailbox.append("Clients/Acme", make_message(subject="three"))
+
+    run = _sync(account)
+
+    assert asked == []  # LIST-STATUS answered for every folder
+    assert run.new_emails == 1
+    assert Email.objects.filter(subject="three").exists()

@@ -50,3 +50,20 @@ def test_it_lets_an_admin_change_the_value_and_names_a_bad_one(client, db):
     good = client.post(url, {"value": "10", "description": row.description})
     assert good.status_code == 302
     assert mailbox_sync_interval() == timedelta(minutes=10)
+
+
+def test_it_keeps_a_read_value_briefly_and_sees_a_save_at_once(db, monkeypatch):
+    from systemsettings import selectors
+
+    assert mailbox_sync_interval() == timedelta(minutes=5)
+    # Written behind the app's back (no save): the value read stays for CACHE_SECONDS.
+    SystemSetting.objects.filter(code="MailboxSyncInterval").update(value="7")
+    assert mailbox_sync_interval() == timedelta(minutes=5)
+    later = selectors.time.monotonic() + selectors.CACHE_SECONDS + 1
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: later)
+    assert mailbox_sync_interval() == timedelta(minutes=7)
+
+    row = SystemSetting.objects.get(code="MailboxSyncInterval")
+    row.value = "9"
+    row.save()
+    assert mailbox_sync_interval() == timedelta(minutes=9)
