@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, render
 
 from sharing.selectors import emails_for_timeline
 
-from .models import Company, Contact
+from .models import Company, Contact, ContactAddress
 
 
 @login_required
@@ -35,6 +35,16 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "title": company.name,
             "subtitle": company.web_domain,
+            "write_to": _company_recipients(company),
             "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
         },
     )
+
+
+def _company_recipients(company: Company) -> str:
+    """Write email from a company's page: to its contacts, one address each."""
+    first = {}
+    rows = ContactAddress.objects.filter(contact__company=company).order_by("contact_id", "address")
+    for contact_id, address in rows.values_list("contact_id", "address")[:200]:
+        first.setdefault(contact_id, address)
+    return ", ".join(list(first.values())[:20])
