@@ -6,6 +6,8 @@ committed on its own, so a run cut at any point is resumed by the next one witho
 loss or duplicates; a message that cannot be parsed is stored with its raw source.
 """
 
+import imaplib
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -108,6 +110,43 @@ def list_with_status(
             name = decode_utf7(name)
         statuses[name] = dict(pairs_of(values, size=2))
     return folders, statuses
+
+
+_UID = re.compile(rb"\bUID (\d+)")
+_FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
+
+
+def fetch_bodies(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, bool]]:
+    """Whole messages and their read flag by UID, read with imaplib's own framing (a
+    line, then a literal of the announced length). IMAPClient's response parser turns
+    every response into tokens first: measured, a third of a first sync's fetching
+    CPU, for the two small items wanted around each body."""
+    imap = client._imap
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID FLAGS BODY.PEEK[])")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
+    return fetched_bodies(data)
+
+
+def fetched_bodies(data: list) -> dict[int, tuple[bytes, bool]]:
+    """imaplib's FETCH data as {UID: (message, read)}."""
+    found = {}
+    for index, item in enumerate(data):
+        # A message is (its response up to the literal, the literal), then the rest of
+        # its response; a FETCH without a literal (a flag change the server volunteers
+        # about another message) is a plain line and is skipped.
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        rest = data[index + 1] if index + 1 < len(data) else b""
+        text = head + b" " + (rest if isinstance(rest, bytes) else b"")
+        uid = _UID.search(text)
+        if uid is None:
+            continue
+        flags = _FLAGS.search(text)
+        seen = flags is not None and b"\\seen" in flags.group(1).lower().split()
+        found[int(uid.group(1))] = (body, seen)
+    return found
 
 
 def folders_refresh(
@@ -304,14 +343,14 @@ class AccountSyncer:
         return new
 
     def _fetch_and_parse(self, uids: list[int]) -> list[tuple]:
-        response = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
+        response = fetch_bodies(self.client, uids)
         batch = []
         for uid in uids:
             item = response.pop(uid, None)
             if item is None:  # expunged between SEARCH and FETCH
                 continue
-            raw = item.get(b"BODY[]") or b""
-            batch.append((uid, raw, parse_message(raw), b"\\Seen" in item.get(b"FLAGS", ())))
+            raw, seen = item
+            batch.append((uid, raw, parse_message(raw), seen))
         return batch
 
     @transaction.atomic

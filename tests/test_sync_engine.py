@@ -347,3 +347,30 @@ def test_it_reads_every_folders_status_with_the_list_when_the_server_can(
     assert asked == []  # LIST-STATUS answered for every folder
     assert run.new_emails == 1
     assert Email.objects.filter(subject="three").exists()
+
+
+def test_it_reads_fetch_responses_in_any_item_order():
+    from sync.engine import fetched_bodies
+
+    data = [
+        (b"1 (UID 11 FLAGS (\\Seen \\Answered) BODY[] {5}", b"first"),
+        b")",
+        b"7 (FLAGS (\\Seen) UID 99)",  # volunteered about another message: no body
+        (b"2 (BODY[] {6}", b"second"),
+        b" UID 12 FLAGS (\\Flagged))",
+        (b"3 (UID 13 MODSEQ (4) BODY[] {5}", b"third"),
+        b" FLAGS (\\SEEN))",
+    ]
+    assert fetched_bodies(data) == {
+        11: (b"first", True),
+        12: (b"second", False),
+        13: (b"third", True),
+    }
+
+
+def test_it_keeps_the_read_flag_of_each_message_on_the_first_sync(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="read"), flags=[b"\\Seen"])
+    mailbox.append("INBOX", make_message(subject="unread"))
+    _sync(account)
+    assert dict(Email.objects.values_list("subject", "seen")) == {"read": True, "unread": False}
