@@ -26,6 +26,21 @@ class DeliveryError(Exception):
         self.kind = kind
 
 
+def _signed_in(session, account):
+    """A signed-in SMTP or IMAP session of the mailbox; a failed sign-in becomes a
+    DeliveryError that says whether trying again later may help."""
+    try:
+        return session(
+            provider=account.provider,
+            address=normalize_address(account.address),
+            login=account.login,
+            password=account.get_password(),
+        )
+    except SignInError as error:
+        kind = "transient" if error.kind in TRANSIENT_SIGN_IN else "permanent"
+        raise DeliveryError(kind, str(error)) from None
+
+
 def _said(code: int, reply) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return f"{code} {' '.join(text.split())}"[:300]
@@ -46,16 +61,7 @@ def _dot_stuffed(raw: bytes) -> bytes:
 def deliver(*, account, sender: str, recipients: list[str], raw: bytes, handing_over) -> None:
     """Send `raw` to `recipients`; `handing_over()` is called just before the message's
     bytes go out, so the caller can record that a retry is no longer safe."""
-    try:
-        client = smtp_session(
-            provider=account.provider,
-            address=normalize_address(account.address),
-            login=account.login,
-            password=account.get_password(),
-        )
-    except SignInError as error:
-        kind = "transient" if error.kind in TRANSIENT_SIGN_IN else "permanent"
-        raise DeliveryError(kind, str(error)) from None
+    client = _signed_in(smtp_session, account)
     handed_over = False
     try:
         code, reply = client.mail(sender)
@@ -115,16 +121,7 @@ def sent_folder(client) -> str:
 
 def copy_to_sent(*, account, raw: bytes) -> str:
     """Append the message to the mailbox's Sent folder, read; returns the folder."""
-    try:
-        client = imap_session(
-            provider=account.provider,
-            address=normalize_address(account.address),
-            login=account.login,
-            password=account.get_password(),
-        )
-    except SignInError as error:
-        kind = "transient" if error.kind in TRANSIENT_SIGN_IN else "permanent"
-        raise DeliveryError(kind, str(error)) from None
+    client = _signed_in(imap_session, account)
     try:
         folder = sent_folder(client)
         client.append(folder, raw, flags=[b"\\Seen"])
