@@ -32,6 +32,14 @@ class EmailAccount(models.Model):
     login = models.CharField(max_length=254)
     # Fernet token; written and read only through set_password()/get_password().
     password_encrypted = models.TextField(editable=False)
+    # Signed in with OAuth 2.0 instead of a password: both tokens encrypted like it.
+    uses_oauth = models.BooleanField(default=False)
+    oauth_refresh_token_encrypted = models.TextField(blank=True, editable=False)
+    oauth_access_token_encrypted = models.TextField(blank=True, editable=False)
+    oauth_expires_at = models.DateTimeField(null=True, blank=True)
+    # The provider refused the refresh token (revoked, expired consent): nothing syncs or
+    # sends until the owner signs in again ("Reconnect"), which keeps every setting.
+    reconnect_needed_at = models.DateTimeField(null=True, blank=True)
 
     sync_period = models.CharField(
         "sync existing emails for the following period",

@@ -56,11 +56,27 @@ class EmailProviderForm(forms.ModelForm):
             "login_format",
             "auth_method",
             "oauth_client_id",
+            "oauth_tenant",
+            "oauth_authorize_url",
+            "oauth_token_url",
+            "oauth_secret_expires_on",
             "app_password_required",
             "app_password_help_url",
             "security_guide",
             "mx_suffixes",
         ]
+
+    def _https(self, name: str) -> str:
+        url = self.cleaned_data.get(name, "")
+        if url and not url.lower().startswith("https://"):
+            raise forms.ValidationError("Use an https:// address: tokens must travel encrypted.")
+        return url
+
+    def clean_oauth_authorize_url(self) -> str:
+        return self._https("oauth_authorize_url")
+
+    def clean_oauth_token_url(self) -> str:
+        return self._https("oauth_token_url")
 
     def save(self, commit=True):
         provider = super().save(commit=False)
@@ -109,9 +125,13 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
                     "login_format",
                     "auth_method",
                     "oauth_client_id",
+                    "oauth_tenant",
+                    "oauth_authorize_url",
+                    "oauth_token_url",
                     "oauth_secret_status",
                     "oauth_client_secret",
                     "clear_oauth_client_secret",
+                    "oauth_secret_expires_on",
                     "app_password_required",
                     "app_password_help_url",
                     "security_guide",

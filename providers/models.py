@@ -95,6 +95,20 @@ class EmailProvider(models.Model):
         "authentication", max_length=20, choices=AuthMethod.choices, default=AuthMethod.PASSWORD
     )
     oauth_client_id = models.CharField("OAuth client id", max_length=255, blank=True)
+    oauth_tenant = models.CharField(
+        "OAuth tenant",
+        max_length=100,
+        blank=True,
+        help_text="Microsoft 365: the directory (tenant) id or domain; blank for others.",
+    )
+    oauth_authorize_url = models.URLField("OAuth authorization address", blank=True)
+    oauth_token_url = models.URLField("OAuth token address", blank=True)
+    oauth_secret_expires_on = models.DateField(
+        "client secret expires on",
+        null=True,
+        blank=True,
+        help_text="Owners of its mailboxes are warned before this day.",
+    )
     # Fernet token; read and written only through the two methods below.
     oauth_client_secret_encrypted = models.TextField(blank=True, editable=False)
 

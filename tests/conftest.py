@@ -185,3 +185,33 @@ def outbox(smtp_servers):
     handler.messages.clear()
     handler.recipient_replies.clear()
     handler.cut_after_data.clear()
+
+
+@pytest.fixture(scope="session")
+def oauth_server():
+    """The suite's OAuth 2.0 authorization server (HTTPS on loopback, the suite's CA)."""
+    from tests.servers.oauth import OAuthServer
+
+    server = OAuthServer().start()
+    server.register("mailsetup-test", "client-secret-1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oauth_provider(db, oauth_server, mail_trust):
+    """A provider that signs in with OAuth 2.0 against the suite's server."""
+    from providers.models import AuthMethod
+    from tests.factories import EmailProviderFactory
+
+    provider = EmailProviderFactory(
+        name="OAuth Mail",
+        auth_method=AuthMethod.OAUTH2,
+        oauth_client_id="mailsetup-test",
+        oauth_authorize_url=f"{oauth_server.url}/authorize",
+        oauth_token_url=f"{oauth_server.url}/token",
+    )
+    provider.set_oauth_client_secret("client-secret-1")
+    provider.save()
+    oauth_server.state.requests.clear()
+    return provider

@@ -1,0 +1,123 @@
+"""OAuth 2.0 tokens of a mailbox: a valid access token when one is needed, refreshed
+before it expires, the rotated refresh token stored atomically, and a refusal of the
+refresh token turned into "reconnect needed" instead of retries.
+
+The token endpoint is the provider's (`oauth_token_url`); requests go over HTTPS,
+verified with the same trust as the mail servers (`mail_ssl_context`).
+"""
+
+import json
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from mailsetup import crypto
+
+from .connection import mail_ssl_context
+from .models import EmailAccount
+
+# An access token this close to its expiry is refreshed first: a sync or a send may
+# take minutes, and the server checks the token when it is used.
+EARLY = timedelta(minutes=5)
+
+
+class ReconnectNeeded(Exception):
+    """The provider no longer honours the mailbox's sign-in: its owner must sign in again."""
+
+
+class TokenError(Exception):
+    """The token endpoint could not be reached or answered oddly: worth another try."""
+
+
+def _post(url: str, form: dict) -> tuple[int, dict]:
+    if not url.lower().startswith("https://"):
+        # Tokens and the client secret never travel unencrypted, nor through file: URLs.
+        raise TokenError("The provider's OAuth token address must start with https://.")
+    request = urllib.request.Request(  # noqa: S310 (https only, checked above)
+        url,
+        data=urlencode(form).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310 (https only, checked above)
+            request, timeout=settings.MAIL_CONNECT_TIMEOUT, context=mail_ssl_context()
+        ) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        try:
+            body = json.loads(error.read() or b"{}")
+        except ValueError:
+            body = {}
+        return error.code, body
+    except (OSError, ValueError) as error:
+        raise TokenError(
+            f"The sign-in service could not be reached ({type(error).__name__})."
+        ) from None
+
+
+def tokens_store(*, account: EmailAccount, answer: dict) -> None:
+    """Keep what a token endpoint answered, encrypted (the caller holds the row lock)."""
+    account.oauth_access_token_encrypted = crypto.encrypt(answer["access_token"])
+    if answer.get("refresh_token"):
+        account.oauth_refresh_token_encrypted = crypto.encrypt(answer["refresh_token"])
+    account.oauth_expires_at = timezone.now() + timedelta(
+        seconds=int(answer.get("expires_in", 3600))
+    )
+    account.uses_oauth = True
+    account.reconnect_needed_at = None
+    account.save(
+        update_fields=[
+            "oauth_access_token_encrypted", "oauth_refresh_token_encrypted", "oauth_expires_at",
+            "uses_oauth", "reconnect_needed_at", "updated_at",
+        ]
+    )  # fmt: skip
+
+
+def access_token(*, account_id: int, force_refresh: bool = False) -> str:
+    """A valid access token for the mailbox. Refreshes when it is about to expire, or
+    when asked (`force_refresh`, after the server refused the current one). Only one
+    refresh happens however many workers ask at once: the row is locked, and whoever
+    comes second finds the new token. Raises ReconnectNeeded or TokenError."""
+    refused = None
+    with transaction.atomic():
+        account = (
+            EmailAccount.objects.select_for_update().select_related("provider").get(pk=account_id)
+        )
+        if account.reconnect_needed_at is not None:
+            raise ReconnectNeeded(f"{account.address} needs to be connected again.")
+        fresh = account.oauth_expires_at and account.oauth_expires_at - EARLY > timezone.now()
+        if fresh and not force_refresh and account.oauth_access_token_encrypted:
+            return crypto.decrypt(account.oauth_access_token_encrypted)
+        provider = account.provider
+        status, answer = _post(
+            provider.oauth_token_url,
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": crypto.decrypt(account.oauth_refresh_token_encrypted),
+                "client_id": provider.oauth_client_id,
+                "client_secret": provider.get_oauth_client_secret(),
+            },
+        )
+        if status == 200 and answer.get("access_token"):
+            tokens_store(account=account, answer=answer)
+            return answer["access_token"]
+        if not (
+            status in (400, 401) and answer.get("error") in ("invalid_grant", "invalid_client")
+        ):
+            raise TokenError(
+                f"The sign-in service answered {status} ({answer.get('error', 'no reason')})."
+            )
+        # Saved and committed before raising: the refusal stands.
+        account.reconnect_needed_at = timezone.now()
+        account.save(update_fields=["reconnect_needed_at", "updated_at"])
+        refused = answer.get("error_description") or answer["error"]
+    raise ReconnectNeeded(
+        f"{account.provider.name} no longer accepts this mailbox's sign-in ({refused}). "
+        "Sign in again with “Reconnect”: every setting and email is kept."
+    )

@@ -1,0 +1,192 @@
+"""A small OAuth 2.0 authorization server on loopback, over HTTPS with the suite's CA.
+
+It speaks the parts of RFC 6749 / 7636 / 7009 / 7662 the app uses: the authorization
+code grant with PKCE (S256), refresh tokens that rotate on every use, revocation and
+introspection. It is a real server answering real HTTP, not a stub of the client code;
+what it keeps is in memory, and `requests` records what it was asked.
+"""
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.servers.certs import server_context
+from tests.servers.dovecot import free_port
+
+
+@dataclass
+class Grant:
+    user: str
+    client_id: str
+    scope: str
+
+
+@dataclass
+class State:
+    clients: dict[str, str] = field(default_factory=dict)  # client id -> secret
+    codes: dict[str, tuple[Grant, str, str]] = field(default_factory=dict)
+    refresh_tokens: dict[str, Grant] = field(default_factory=dict)
+    access_tokens: dict[str, tuple[Grant, float]] = field(default_factory=dict)
+    requests: list[tuple[str, dict]] = field(default_factory=list)
+    lifetime: int = 3600
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "test-oauth/1"
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status: int, body: dict | None = None, headers: dict | None = None):
+        data = json.dumps(body or {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _form(self) -> dict:
+        length = int(self.headers.get("Content-Length") or 0)
+        values = parse_qs(self.rfile.read(length).decode())
+        return {key: items[0] for key, items in values.items()}
+
+    def _client(self, form: dict) -> str | None:
+        state: State = self.server.state
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        return client_id if state.clients.get(client_id) == secret else None
+
+    def do_GET(self):
+        # /authorize?response_type=code&client_id&redirect_uri&state&code_challenge&
+        # code_challenge_method=S256&login_hint=<the user who "signs in">
+        state: State = self.server.state
+        url = urlsplit(self.path)
+        query = {key: items[0] for key, items in parse_qs(url.query).items()}
+        state.requests.append((url.path, query))
+        if url.path != "/authorize":
+            return self._reply(404)
+        if (
+            query.get("client_id") not in state.clients
+            or query.get("code_challenge_method") != "S256"
+        ):
+            return self._reply(400, {"error": "invalid_request"})
+        code = secrets.token_urlsafe(16)
+        grant = Grant(query.get("login_hint", ""), query["client_id"], query.get("scope", ""))
+        state.codes[code] = (grant, query["redirect_uri"], query["code_challenge"])
+        target = (
+            f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
+        )
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        state: State = self.server.state
+        form = self._form()
+        path = urlsplit(self.path).path
+        state.requests.append((path, {k: v for k, v in form.items() if "secret" not in k}))
+        client_id = self._client(form)
+        if client_id is None:
+            return self._reply(401, {"error": "invalid_client"})
+        with state.lock:
+            if path == "/token":
+                return self._token(state, client_id, form)
+            if path == "/revoke":
+                state.refresh_tokens.pop(form.get("token", ""), None)
+                state.access_tokens.pop(form.get("token", ""), None)
+                return self._reply(200)
+            if path == "/introspect":
+                found = state.access_tokens.get(form.get("token", ""))
+                if found is None or found[1] < time.time():
+                    return self._reply(200, {"active": False})
+                grant, expires = found
+                return self._reply(
+                    200,
+                    {"active": True, "username": grant.user, "email": grant.user,
+                     "scope": grant.scope, "exp": int(expires), "client_id": grant.client_id},
+                )  # fmt: skip
+        return self._reply(404)
+
+    def _issue(self, state: State, grant: Grant) -> dict:
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        state.access_tokens[access] = (grant, time.time() + state.lifetime)
+        state.refresh_tokens[refresh] = grant
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": state.lifetime,
+            "scope": grant.scope,
+        }
+
+    def _token(self, state: State, client_id: str, form: dict):
+        kind = form.get("grant_type")
+        if kind == "authorization_code":
+            found = state.codes.pop(form.get("code", ""), None)
+            if found is None:
+                return self._reply(400, {"error": "invalid_grant"})
+            grant, redirect_uri, challenge = found
+            if (
+                grant.client_id != client_id
+                or form.get("redirect_uri") != redirect_uri
+                or _challenge(form.get("code_verifier", "")) != challenge
+            ):
+                return self._reply(400, {"error": "invalid_grant"})
+            return self._reply(200, self._issue(state, grant))
+        if kind == "refresh_token":
+            # Rotation: the old refresh token is spent by its use.
+            grant = state.refresh_tokens.pop(form.get("refresh_token", ""), None)
+            if grant is None or grant.client_id != client_id:
+                return self._reply(
+                    400, {"error": "invalid_grant", "error_description": "Token has been revoked."}
+                )
+            return self._reply(200, self._issue(state, grant))
+        return self._reply(400, {"error": "unsupported_grant_type"})
+
+
+class OAuthServer:
+    def __init__(self, *, hostname: str = "localhost"):
+        self.port = free_port()
+        self.state = State()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self.httpd.state = self.state
+        self.httpd.socket = server_context(hostname).wrap_socket(
+            self.httpd.socket, server_side=True
+        )
+        self.url = f"https://{hostname}:{self.port}"
+
+    def register(self, client_id: str, secret: str) -> None:
+        self.state.clients[client_id] = secret
+
+    def grant(self, user: str, client_id: str, scope: str = "mail") -> dict:
+        """Tokens as if `user` had signed in through the browser flow."""
+        with self.state.lock:
+            return _Handler._issue(None, self.state, Grant(user, client_id, scope))
+
+    def calls(self, path: str) -> list[dict]:
+        return [form for called, form in self.state.requests if called == path]
+
+    def start(self) -> "OAuthServer":
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
