@@ -131,17 +131,21 @@ def check_sign_in(*, provider: EmailProvider, address: Address, login: str, pass
             checker.smtp(endpoint, login, password, address.email)
 
 
-@sensitive_variables("password")
-def imap_session(*, provider: EmailProvider, address: Address, login: str, password: str):
+@sensitive_variables("password", "access_token")
+def imap_session(
+    *, provider: EmailProvider, address: Address, login: str, password: str = "",
+    access_token: str = "",
+):  # fmt: skip
     """A logged-in IMAP connection made with exactly the sign-in check's rules (checked
-    address, internal-address guard, verified TLS, time limits). Raises SignInError."""
+    address, internal-address guard, verified TLS, time limits), signed in with the
+    password or, given one, an OAuth 2.0 access token (XOAUTH2). Raises SignInError."""
     checker = _Checker(
         provider=provider,
         timeout=settings.MAIL_CONNECT_TIMEOUT,
         allow_internal=internal_mail_servers_allowed(),
     )
     endpoint = _endpoint(provider, address, "IMAP")
-    return checker.imap(endpoint, login, password, keep=True)
+    return checker.imap(endpoint, login, password, keep=True, access_token=access_token)
 
 
 @sensitive_variables("password")
@@ -300,7 +304,10 @@ class _Checker:
 
     # -- IMAP ---------------------------------------------------------------------
 
-    def imap(self, endpoint: Endpoint, login: str, password: str, *, keep: bool = False):
+    def imap(
+        self, endpoint: Endpoint, login: str, password: str, *, keep: bool = False,
+        access_token: str = "",
+    ):  # fmt: skip
         """Log in; with `keep`, return the logged-in client instead of logging out."""
         client = None
         try:
@@ -328,7 +335,10 @@ class _Checker:
                     "settings.",
                     field="provider",
                 )
-            client.login(_imap_quoted(login), password)
+            if access_token:
+                client.oauth2_login(login, access_token)
+            else:
+                client.login(_imap_quoted(login), password)
             if keep:
                 self._stop_watch()
                 kept, client = client, None

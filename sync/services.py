@@ -2,6 +2,7 @@
 dispatcher that beat calls every minute."""
 
 import contextlib
+import functools
 import imaplib
 import uuid
 from datetime import timedelta
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
+from accounts.oauth import ReconnectNeeded, TokenError, access_token
 from accounts.services import account_change_record, account_settings_update
 from providers.addresses import normalize_address
 from systemsettings.selectors import mailbox_sync_interval
@@ -73,12 +75,23 @@ def _release(account_id: int, token: str, **fields) -> None:
 
 
 def _session(account: EmailAccount):
-    return imap_session(
+    """A signed-in IMAP session: with the password, or with an OAuth 2.0 access token,
+    refreshed once more if the server refuses the current one (it may have been revoked
+    early or have expired by the server's clock)."""
+    connect = functools.partial(
+        imap_session,
         provider=account.provider,
         address=normalize_address(account.address),
         login=account.login,
-        password=account.get_password(),
     )
+    if not account.uses_oauth:
+        return connect(password=account.get_password())
+    try:
+        return connect(access_token=access_token(account_id=account.pk))
+    except SignInError as error:
+        if error.kind != "credentials":
+            raise
+    return connect(access_token=access_token(account_id=account.pk, force_refresh=True))
 
 
 @contextlib.contextmanager
@@ -136,6 +149,17 @@ def _mailbox_sync(account_id: int) -> SyncRun | None:
                 syncer.sync_folder(folder)
         finally:
             _goodbye(client)
+    except ReconnectNeeded as error:
+        # The provider refused the OAuth grant: no retries (the dispatcher skips a
+        # mailbox that needs attention) until its owner signs in again.
+        _end(
+            run, account_id, token, error=str(error), last_error=str(error),
+            health=MailboxSync.Health.NEEDS_ATTENTION,
+        )  # fmt: skip
+        return run
+    except TokenError as error:
+        _end(run, account_id, token, error=str(error), last_error=str(error))
+        raise TransientSyncError(str(error)) from None
     except SignInError as error:
         needs_owner = error.kind in NEEDS_OWNER
         _end(
@@ -241,7 +265,7 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
     """The mailbox's folders as the server lists them now (IMAP LIST), stored."""
     try:
         client = _session(account)
-    except SignInError as error:
+    except (SignInError, ReconnectNeeded, TokenError) as error:
         raise FolderListError(str(error)) from None
     try:
         return folders_refresh(account=account, client=client)

@@ -77,7 +77,7 @@ MAIL_USERS = {
 
 
 @pytest.fixture(scope="session")
-def dovecot():
+def dovecot(oauth_server):
     from tests.servers.dovecot import Dovecot, DovecotUser
 
     users = [DovecotUser(name, password) for name, password in MAIL_USERS.items()]
@@ -90,7 +90,9 @@ def dovecot():
     # Not under pytest's temp folder: Dovecot's processes run as nobody, and pytest's
     # folders are private to root.
     root = Path(tempfile.mkdtemp(prefix="mailsetup-dovecot-"))
-    server = Dovecot(root=root, users=users).start()
+    server = Dovecot(
+        root=root, users=users, oauth_introspection_url=oauth_server.introspection_url
+    ).start()
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)

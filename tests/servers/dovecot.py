@@ -36,6 +36,8 @@ class Dovecot:
     # Dovecot's "high-performance" login mode, as busy production servers run it (the
     # benchmark): long-lived login processes instead of one new process per connection.
     performance: bool = False
+    # Where Dovecot checks OAuth 2.0 tokens (XOAUTH2, OAUTHBEARER); None: passwords only.
+    oauth_introspection_url: str | None = None
     process: subprocess.Popen | None = None
 
     def config(self) -> str:
@@ -51,7 +53,7 @@ ssl = required
 ssl_cert = <{d}/cert.pem
 ssl_key = <{d}/key.pem
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth_introspection_url else ""}
 auth_cache_size = 0
 auth_failure_delay = 0
 mail_location = maildir:{d}/mail/%u/Maildir
@@ -75,7 +77,7 @@ namespace inbox {{
     special_use = \\Junk
   }}
 }}
-passdb {{
+{self._oauth_passdb()}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {d}/users
 }}
@@ -107,6 +109,19 @@ service imap-login {{
   }}
 }}
 """
+
+    def _oauth_passdb(self) -> str:
+        if not self.oauth_introspection_url:
+            return ""
+        (self.root / "dovecot-oauth2.conf.ext").write_text(
+            f"introspection_mode = post\nintrospection_url = {self.oauth_introspection_url}\n"
+            "force_introspection = yes\nusername_attribute = username\n"
+            "active_attribute = active\nactive_value = true\ntimeout_msecs = 5000\n"
+        )
+        return (
+            "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {self.root}/dovecot-oauth2.conf.ext\n}}\n"
+        )
 
     def start(self) -> "Dovecot":
         binary = shutil.which("dovecot") or "/usr/sbin/dovecot"

@@ -102,6 +102,12 @@ class _Handler(BaseHTTPRequestHandler):
         form = self._form()
         path = urlsplit(self.path).path
         state.requests.append((path, {k: v for k, v in form.items() if "secret" not in k}))
+        if getattr(self.server, "introspection_only", False):
+            # The resource server's (Dovecot's) own listener on loopback, plain HTTP.
+            if path != "/introspect":
+                return self._reply(404)
+            with state.lock:
+                return self._introspect(state, form)
         client_id = self._client(form)
         if client_id is None:
             return self._reply(401, {"error": "invalid_client"})
@@ -113,16 +119,19 @@ class _Handler(BaseHTTPRequestHandler):
                 state.access_tokens.pop(form.get("token", ""), None)
                 return self._reply(200)
             if path == "/introspect":
-                found = state.access_tokens.get(form.get("token", ""))
-                if found is None or found[1] < time.time():
-                    return self._reply(200, {"active": False})
-                grant, expires = found
-                return self._reply(
-                    200,
-                    {"active": True, "username": grant.user, "email": grant.user,
-                     "scope": grant.scope, "exp": int(expires), "client_id": grant.client_id},
-                )  # fmt: skip
+                return self._introspect(state, form)
         return self._reply(404)
+
+    def _introspect(self, state: State, form: dict):
+        found = state.access_tokens.get(form.get("token", ""))
+        if found is None or found[1] < time.time():
+            return self._reply(200, {"active": False})
+        grant, expires = found
+        return self._reply(
+            200,
+            {"active": True, "username": grant.user, "email": grant.user,
+             "scope": grant.scope, "exp": int(expires), "client_id": grant.client_id},
+        )  # fmt: skip
 
     def _issue(self, state: State, grant: Grant) -> dict:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -171,6 +180,12 @@ class OAuthServer:
             self.httpd.socket, server_side=True
         )
         self.url = f"https://{hostname}:{self.port}"
+        # Dovecot checks tokens here: plain HTTP on loopback, introspection only.
+        self.introspection_port = free_port()
+        self.introspection = ThreadingHTTPServer(("127.0.0.1", self.introspection_port), _Handler)
+        self.introspection.state = self.state
+        self.introspection.introspection_only = True
+        self.introspection_url = f"http://127.0.0.1:{self.introspection_port}/introspect"
 
     def register(self, client_id: str, secret: str) -> None:
         self.state.clients[client_id] = secret
@@ -183,10 +198,17 @@ class OAuthServer:
     def calls(self, path: str) -> list[dict]:
         return [form for called, form in self.state.requests if called == path]
 
+    def expire_access_tokens(self) -> None:
+        """As if every access token had run out (the server decides, not the client)."""
+        with self.state.lock:
+            self.state.access_tokens.clear()
+
     def start(self) -> "OAuthServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        for server in (self.httpd, self.introspection):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for server in (self.httpd, self.introspection):
+            server.shutdown()
+            server.server_close()
