@@ -148,16 +148,21 @@ def imap_session(
     return checker.imap(endpoint, login, password, keep=True, access_token=access_token)
 
 
-@sensitive_variables("password")
-def smtp_session(*, provider: EmailProvider, address: Address, login: str, password: str):
-    """A signed-in SMTP connection made with the sign-in check's rules, for sending.
-    Raises SignInError (its kind says whether trying again later may help)."""
+@sensitive_variables("password", "access_token")
+def smtp_session(
+    *, provider: EmailProvider, address: Address, login: str, password: str = "",
+    access_token: str = "",
+):  # fmt: skip
+    """A signed-in SMTP connection made with the sign-in check's rules, for sending,
+    with the password or an OAuth 2.0 access token (XOAUTH2). Raises SignInError (its
+    kind says whether trying again later may help)."""
     checker = _Checker(
         provider=provider,
         timeout=settings.MAIL_CONNECT_TIMEOUT,
         allow_internal=internal_mail_servers_allowed(),
     )
-    return checker.smtp(_endpoint(provider, address, "SMTP"), login, password, "", keep=True)
+    endpoint = _endpoint(provider, address, "SMTP")
+    return checker.smtp(endpoint, login, password, "", keep=True, access_token=access_token)
 
 
 class _Checker:
@@ -412,8 +417,9 @@ class _Checker:
     # -- SMTP ---------------------------------------------------------------------
 
     def smtp(
-        self, endpoint: Endpoint, login: str, password: str, sender: str, *, keep: bool = False
-    ):
+        self, endpoint: Endpoint, login: str, password: str, sender: str, *, keep: bool = False,
+        access_token: str = "",
+    ):  # fmt: skip
         """Sign in, and check the server takes `sender`; with `keep`, return the signed-in
         client instead (the sender is then checked by the message's own MAIL FROM)."""
         kept = None
@@ -443,7 +449,14 @@ class _Checker:
                     "(SSL/TLS) or 587 (STARTTLS).",
                     field="provider",
                 )
-            client.login(login, password)
+            if access_token:
+                client.auth(
+                    "XOAUTH2",
+                    lambda challenge=None: f"user={login}\x01auth=Bearer {access_token}\x01\x01",
+                    initial_response_ok=True,
+                )
+            else:
+                client.login(login, password)
             if keep:
                 kept = client
                 return kept

@@ -6,6 +6,7 @@ The token endpoint is the provider's (`oauth_token_url`); requests go over HTTPS
 verified with the same trust as the mail servers (`mail_ssl_context`).
 """
 
+import functools
 import json
 import urllib.error
 import urllib.request
@@ -121,3 +122,28 @@ def access_token(*, account_id: int, force_refresh: bool = False) -> str:
         f"{account.provider.name} no longer accepts this mailbox's sign-in ({refused}). "
         "Sign in again with “Reconnect”: every setting and email is kept."
     )
+
+
+def session_for(session, account: EmailAccount):
+    """`session` (imap_session or smtp_session) signed in as the mailbox: with its
+    password, or with its OAuth 2.0 access token, refreshed once more if the server
+    refuses the current one (revoked early, or expired by the server's clock). Raises
+    SignInError, ReconnectNeeded or TokenError."""
+    from providers.addresses import normalize_address
+
+    from .connection import SignInError
+
+    connect = functools.partial(
+        session,
+        provider=account.provider,
+        address=normalize_address(account.address),
+        login=account.login,
+    )
+    if not account.uses_oauth:
+        return connect(password=account.get_password())
+    try:
+        return connect(access_token=access_token(account_id=account.pk))
+    except SignInError as error:
+        if error.kind != "credentials":
+            raise
+    return connect(access_token=access_token(account_id=account.pk, force_refresh=True))

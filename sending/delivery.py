@@ -13,7 +13,7 @@ import smtplib
 import ssl
 
 from accounts.connection import SignInError, imap_session, smtp_session
-from providers.addresses import normalize_address
+from accounts.oauth import ReconnectNeeded, TokenError, session_for
 
 # Sign-in failures worth another try later; the rest need the owner.
 TRANSIENT_SIGN_IN = {"temporary", "timeout", "refused", "connection", "dns", "unreachable"}
@@ -27,18 +27,17 @@ class DeliveryError(Exception):
 
 
 def _signed_in(session, account):
-    """A signed-in SMTP or IMAP session of the mailbox; a failed sign-in becomes a
-    DeliveryError that says whether trying again later may help."""
+    """A signed-in SMTP or IMAP session of the mailbox (password or OAuth 2.0); a failed
+    sign-in becomes a DeliveryError that says whether trying again later may help."""
     try:
-        return session(
-            provider=account.provider,
-            address=normalize_address(account.address),
-            login=account.login,
-            password=account.get_password(),
-        )
+        return session_for(session, account)
     except SignInError as error:
         kind = "transient" if error.kind in TRANSIENT_SIGN_IN else "permanent"
         raise DeliveryError(kind, str(error)) from None
+    except ReconnectNeeded as error:
+        raise DeliveryError("permanent", str(error)) from None
+    except TokenError as error:
+        raise DeliveryError("transient", str(error)) from None
 
 
 def _said(code: int, reply) -> str:

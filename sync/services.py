@@ -2,7 +2,6 @@
 dispatcher that beat calls every minute."""
 
 import contextlib
-import functools
 import imaplib
 import uuid
 from datetime import timedelta
@@ -14,9 +13,8 @@ from django.utils import timezone
 
 from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
-from accounts.oauth import ReconnectNeeded, TokenError, access_token
+from accounts.oauth import ReconnectNeeded, TokenError, session_for
 from accounts.services import account_change_record, account_settings_update
-from providers.addresses import normalize_address
 from systemsettings.selectors import mailbox_sync_interval
 
 from .engine import AccountSyncer, folders_refresh
@@ -75,23 +73,7 @@ def _release(account_id: int, token: str, **fields) -> None:
 
 
 def _session(account: EmailAccount):
-    """A signed-in IMAP session: with the password, or with an OAuth 2.0 access token,
-    refreshed once more if the server refuses the current one (it may have been revoked
-    early or have expired by the server's clock)."""
-    connect = functools.partial(
-        imap_session,
-        provider=account.provider,
-        address=normalize_address(account.address),
-        login=account.login,
-    )
-    if not account.uses_oauth:
-        return connect(password=account.get_password())
-    try:
-        return connect(access_token=access_token(account_id=account.pk))
-    except SignInError as error:
-        if error.kind != "credentials":
-            raise
-    return connect(access_token=access_token(account_id=account.pk, force_refresh=True))
+    return session_for(imap_session, account)
 
 
 @contextlib.contextmanager

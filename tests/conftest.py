@@ -99,7 +99,7 @@ def dovecot(oauth_server):
 
 
 @pytest.fixture(scope="session")
-def smtp_servers():
+def smtp_servers(oauth_server):
     from tests.servers.smtp import SmtpServer
 
     # The pooled mailboxes send too (the sending tests).
@@ -111,6 +111,7 @@ def smtp_servers():
     }
     for server in servers.values():
         server.handler.refused_senders.add("refused@example.test")
+        server.handler.token_check = lambda user, token: oauth_server.token_user(token) == user
         server.start()
     yield servers
     for server in servers.values():
@@ -217,3 +218,23 @@ def oauth_provider(db, oauth_server, mail_trust):
     provider.save()
     oauth_server.state.requests.clear()
     return provider
+
+
+@pytest.fixture
+def oauth_mailbox(synced_mailbox, oauth_server, oauth_provider, dovecot, smtp_servers):
+    """A pooled Dovecot user whose mailbox signs in with tokens from the authorization
+    server, for IMAP and SMTP; its stored password is wrong, so only a token works."""
+    from accounts.oauth import tokens_store
+
+    account, mailbox = synced_mailbox
+    oauth_provider.imap_host, oauth_provider.imap_port = "localhost", dovecot.imaps_port
+    oauth_provider.imap_security = "ssl"
+    oauth_provider.smtp_host, oauth_provider.smtp_port = "localhost", smtp_servers["starttls"].port
+    oauth_provider.smtp_security = "starttls"
+    oauth_provider.save()
+    account.provider = oauth_provider
+    account.set_password("not the password")
+    account.save()
+    tokens_store(account=account, answer=oauth_server.grant(account.login, "mailsetup-test"))
+    oauth_server.state.requests.clear()
+    return account, mailbox

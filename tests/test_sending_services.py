@@ -307,3 +307,30 @@ def test_it_retries_a_busy_server_with_backoff_then_records_the_failure(
     assert outgoing.state == OutgoingEmail.State.FAILED
     assert outgoing.attempts == tasks.send_email.max_retries + 1
     assert "421 4.3.2 Try later" in outgoing.error and outbox.messages == []
+
+
+def test_it_sends_from_an_oauth_mailbox_over_xoauth2(
+    oauth_mailbox, oauth_server, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = oauth_mailbox
+    outgoing = _queue(account, django_capture_on_commit_callbacks, signature_html="")
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.SENT, outgoing.error
+    assert len(outbox.messages) == 1
+    outgoing_copy_store(outgoing_id=outgoing.pk)  # IMAP over XOAUTH2 too
+    outgoing.refresh_from_db()
+    assert outgoing.sent_copy == OutgoingEmail.Copy.STORED, outgoing.sent_copy_error
+
+
+def test_it_does_not_send_once_the_grant_is_revoked(
+    oauth_mailbox, oauth_server, outbox, django_capture_on_commit_callbacks
+):
+    account, _mailbox = oauth_mailbox
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    oauth_server.expire_access_tokens()
+    oauth_server.state.refresh_tokens.clear()
+    outgoing_send(outgoing_id=outgoing.pk)  # no TransientSendError: nothing to retry
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert "Reconnect" in outgoing.error and outbox.messages == []

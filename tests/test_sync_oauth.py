@@ -1,28 +1,9 @@
 """Downloading a mailbox signed in with OAuth 2.0: XOAUTH2 against the suite's Dovecot,
 whose oauth2 passdb checks each token with the suite's authorization server."""
 
-import pytest
-
-from accounts.oauth import tokens_store
 from sync.models import Email, MailboxSync, SyncRun
 from sync.services import mailbox_sync, mailboxes_due
 from tests.mailbox import make_message
-
-
-@pytest.fixture
-def oauth_mailbox(synced_mailbox, oauth_server, oauth_provider, dovecot):
-    """A pooled Dovecot user whose mailbox signs in with tokens from the authorization
-    server; its stored password is wrong, so only the token can sign it in."""
-    account, mailbox = synced_mailbox
-    oauth_provider.imap_host, oauth_provider.imap_port = "localhost", dovecot.imaps_port
-    oauth_provider.imap_security = "ssl"
-    oauth_provider.save()
-    account.provider = oauth_provider
-    account.set_password("not the password")
-    account.save()
-    tokens_store(account=account, answer=oauth_server.grant(account.login, "mailsetup-test"))
-    oauth_server.state.requests.clear()
-    return account, mailbox
 
 
 def test_it_downloads_with_an_access_token(oauth_mailbox, oauth_server):

@@ -198,6 +198,12 @@ class OAuthServer:
     def calls(self, path: str) -> list[dict]:
         return [form for called, form in self.state.requests if called == path]
 
+    def token_user(self, token: str) -> str | None:
+        """Whose valid access token this is (for the suite's SMTP server's XOAUTH2)."""
+        with self.state.lock:
+            found = self.state.access_tokens.get(token)
+        return found[0].user if found and found[1] >= time.time() else None
+
     def expire_access_tokens(self) -> None:
         """As if every access token had run out (the server decides, not the client)."""
         with self.state.lock:

@@ -1,5 +1,6 @@
 """A real SMTP server (aiosmtpd) with AUTH PLAIN/LOGIN over STARTTLS or implicit TLS."""
 
+from base64 import b64decode
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
@@ -18,6 +19,20 @@ class Handler:
     # before its answer, as a server crashing at that moment would.
     cut_after_data: set[str] = field(default_factory=set)
     messages: list = field(default_factory=list)
+    # XOAUTH2: is this access token valid for this user? (None: the mechanism refuses.)
+    token_check: object = None
+
+    async def auth_XOAUTH2(self, server, args):
+        # Initial response: base64("user=<user>\x01auth=Bearer <token>\x01\x01").
+        try:
+            text = b64decode(args[1]).decode()
+            fields = dict(part.split("=", 1) for part in text.split("\x01") if part)
+            user, token = fields["user"], fields["auth"].removeprefix("Bearer ")
+        except (IndexError, ValueError, KeyError):
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Bad XOAUTH2")
+        if self.token_check is not None and self.token_check(user, token):
+            return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Token not accepted")
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.recipient_replies.get(address.lower())
