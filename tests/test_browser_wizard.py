@@ -100,8 +100,11 @@ def test_it_remembers_a_picked_provider_so_the_next_user_skips_the_choice(
     expect(page.locator("[data-step=provider]")).to_be_visible()
     page.fill("#provider-search", "test")
     expect(page.locator("#provider-list label")).to_have_count(1)
+    # The list is swapped in as the user types; a swap after the tick would undo it.
+    page.wait_for_load_state("networkidle")
     _shot(page, "2-provider")
     page.check("#provider-list input[type=radio]")
+    expect(page.locator("#provider-list input[type=radio]")).to_be_checked()
     page.click("[data-step=provider] button:has-text('Next')")
     expect(page.locator(".via")).to_contain_text("chosen by you")
     page.fill("#id_password", MAIL_USERS["carol@elsewhere.test"])
