@@ -89,9 +89,13 @@ def endpoints_for(provider: EmailProvider, address: Address) -> list[Endpoint]:
     return [_endpoint(provider, address, protocol) for protocol, on in wanted if on]
 
 
-@sensitive_variables("password")
-def check_sign_in(*, provider: EmailProvider, address: Address, login: str, password: str) -> None:
-    """Raises SignInError unless every server the provider uses accepts the login."""
+@sensitive_variables("password", "access_token")
+def check_sign_in(
+    *, provider: EmailProvider, address: Address, login: str, password: str = "",
+    access_token: str = "",
+) -> None:  # fmt: skip
+    """Raises SignInError unless every server the provider uses accepts the login (with
+    the password, or an OAuth 2.0 access token)."""
     if provider.service_type == ServiceType.EXCHANGE:
         raise SignInError(
             "exchange_unavailable",
@@ -100,7 +104,7 @@ def check_sign_in(*, provider: EmailProvider, address: Address, login: str, pass
         )
     if not login:
         raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
-    if not password:
+    if not (password or access_token):
         raise SignInError("password_missing", "Enter the password.")
     if not (login.isascii() and password.isascii()):
         # IMAP LOGIN and SMTP AUTH carry ASCII only; servers that accept other
@@ -126,9 +130,9 @@ def check_sign_in(*, provider: EmailProvider, address: Address, login: str, pass
     )
     for endpoint in endpoints:
         if endpoint.protocol == "IMAP":
-            checker.imap(endpoint, login, password)
+            checker.imap(endpoint, login, password, access_token=access_token)
         else:
-            checker.smtp(endpoint, login, password, address.email)
+            checker.smtp(endpoint, login, password, address.email, access_token=access_token)
 
 
 @sensitive_variables("password", "access_token")

@@ -67,9 +67,11 @@ def account_create(
     provider: EmailProvider,
     address: Address,
     login: str,
-    password: str,
+    password: str = "",
+    oauth: dict | None = None,
 ) -> EmailAccount:
     """Check the login against the real servers, then save the mailbox with defaults.
+    `oauth` is a token endpoint's answer when the user signed in with OAuth 2.0.
 
     Nothing is written but the rate-limit record unless the check passes.
     """
@@ -83,16 +85,24 @@ def account_create(
         get_user_model().objects.select_for_update().filter(pk=user.pk).first()
         _rate_limit(user=user, address=address)
         attempt = SignInAttempt.objects.create(user=user, address=address.email)
-    check_sign_in(provider=provider, address=address, login=login, password=password)
+    token = oauth["access_token"] if oauth else ""
+    check_sign_in(
+        provider=provider, address=address, login=login, password=password, access_token=token
+    )
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
     try:
-        return _account_save(user, provider, address, login, password)
+        account = _account_save(user, provider, address, login, password)
     except IntegrityError:
         existing = connected.filter(address=address.email).first()
         if existing is not None:  # the same address added twice at once, from two tabs
             raise DuplicateAccount(existing) from None
         # Two first mailboxes added at once: both wanted to be the default sender.
-        return _account_save(user, provider, address, login, password, first=False)
+        account = _account_save(user, provider, address, login, password, first=False)
+    if oauth:
+        from .oauth import tokens_store
+
+        tokens_store(account=account, answer=oauth)
+    return account
 
 
 @sensitive_variables("password")

@@ -10,13 +10,14 @@ works without JavaScript and can be reloaded.
 """
 
 import copy
+from dataclasses import asdict
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
@@ -62,6 +63,7 @@ from .forms import (
 )
 from .guides import GUIDES
 from .models import EmailAccount
+from .oauth import Pending, TokenError, authorization_start, code_exchange, signed_in_address
 from .selectors import (
     MANAGE_PROVIDERS,
     accounts_for_user,
@@ -560,3 +562,75 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
                 return HttpResponseClientRedirect(target)
             return redirect(target)
     return _step(request, "sign_in", context)
+
+
+OAUTH_SESSION = "oauth:"
+
+
+@login_required
+@require_POST
+def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
+    """Send the browser to the provider's sign-in page; `state` and the PKCE verifier
+    stay in this user's session, so only this browser can finish the sign-in."""
+    address = _wizard_address(request)
+    provider_id = str(request.POST.get("provider") or "")
+    if address is None or not (provider_id.isascii() and provider_id.isdecimal()):
+        return redirect("accounts:wizard_address")
+    provider = get_object_or_404(EmailProvider, pk=int(provider_id), auth_method=AuthMethod.OAUTH2)
+    if not provider.oauth_ready:
+        raise Http404
+    url, state, pending = authorization_start(
+        provider=provider,
+        address=address.email,
+        redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
+    )
+    request.session[OAUTH_SESSION + state] = asdict(pending)
+    return redirect(url)
+
+
+@login_required
+@require_http_methods(["GET"])
+def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
+    """The provider sends the browser back here with a code: checked against the state
+    this session started, traded for tokens, the account checked to be the address the
+    user typed, then the real IMAP and SMTP sign-ins (XOAUTH2), then the mailbox."""
+    state = request.GET.get("state", "")
+    pending = request.session.pop(OAUTH_SESSION + state, None) if state else None
+    if pending is None:
+        return HttpResponseBadRequest(
+            "This sign-in did not start in this browser session. Start adding the mailbox again."
+        )
+    pending = Pending(**pending)
+    provider = get_object_or_404(EmailProvider, pk=pending.provider_id)
+    address = normalize_address(pending.address)
+    back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
+    redirect_uri = request.build_absolute_uri(reverse("accounts:oauth_callback"))
+    try:
+        if request.GET.get("error"):
+            reason = request.GET.get("error_description") or request.GET["error"]
+            raise TokenError(f"{provider.name} did not sign you in ({reason}).")
+        answer = code_exchange(
+            provider=provider,
+            code=request.GET.get("code", ""),
+            verifier=pending.verifier,
+            redirect_uri=redirect_uri,
+        )
+        signed_in = signed_in_address(answer=answer, client_id=provider.oauth_client_id)
+        if signed_in != address.email:
+            raise TokenError(
+                f"You signed in to {provider.name} as {signed_in or 'another account'}, "
+                f"not as {address.email}. Sign in with {address.email}, or add "
+                f"{signed_in or 'that account'} instead."
+            )
+        account = account_create(
+            user=request.user, provider=provider, address=address,
+            login=login_for(provider, address), oauth=answer,
+        )  # fmt: skip
+    except (TokenError, SignInError) as error:
+        messages.error(request, str(error))
+        return redirect(back)
+    except DuplicateAccount as duplicate:
+        messages.info(request, f"{duplicate.account.address} is already connected.")
+        return redirect(duplicate.account.get_absolute_url())
+    messages.success(request, f"{account.address} is connected.")
+    return redirect("accounts:email")

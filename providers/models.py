@@ -196,7 +196,12 @@ class EmailProvider(models.Model):
     @property
     def oauth_ready(self) -> bool:
         """An OAuth provider can sign people in only once an admin registered the app."""
-        return bool(self.oauth_client_id and self.oauth_client_secret_encrypted)
+        return bool(
+            self.oauth_client_id
+            and self.oauth_client_secret_encrypted
+            and self.oauth_authorize_url
+            and self.oauth_token_url
+        )
 
     def mx_suffix_list(self) -> list[str]:
         return [s.strip().lower().strip(".") for s in self.mx_suffixes.split(",") if s.strip()]

@@ -187,11 +187,20 @@ def test_it_shows_app_password_guidance_for_gmail(signed_in, builtin_providers):
     assert reverse("accounts:secure_connection") in page.text
 
 
-def test_it_disables_oauth_sign_in_with_the_reason(signed_in, builtin_providers):
+def test_it_disables_oauth_sign_in_until_the_app_is_registered(signed_in, builtin_providers):
     outlook = EmailProvider.objects.get(name="Outlook.com")
     page = signed_in.get(_sign_in_url(outlook, address="anna@outlook.com"))
     assert 'disabled aria-describedby="oauth-reason">Sign in with Outlook.com' in page.text
-    assert "OAuth 2.0 sign-in is not available in mailsetup yet" in page.text
+    assert "its OAuth application is not registered yet" in page.text
+    assert 'type="password"' not in page.text
+
+    outlook.oauth_client_id = "app-id"
+    outlook.set_oauth_client_secret("secret")
+    outlook.oauth_authorize_url = "https://login.example/authorize"
+    outlook.oauth_token_url = "https://login.example/token"
+    outlook.save()
+    page = signed_in.get(_sign_in_url(outlook, address="anna@outlook.com"))
+    assert '<button type="submit" class="primary">Sign in with Outlook.com</button>' in page.text
     assert 'type="password"' not in page.text
 
 

@@ -1,0 +1,115 @@
+"""Adding a mailbox with "Sign in with …" (OAuth 2.0 authorization code + PKCE) against
+the suite's authorization server, Dovecot (XOAUTH2) and SMTP server (XOAUTH2)."""
+
+import ssl
+import urllib.request
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import EmailAccount
+from mailsetup import crypto
+from tests.factories import UserFactory
+
+START = reverse("accounts:wizard_oauth_start")
+CALLBACK = reverse("accounts:oauth_callback")
+
+
+@pytest.fixture
+def provider(oauth_provider, dovecot, smtp_servers):
+    oauth_provider.imap_host, oauth_provider.imap_port = "localhost", dovecot.imaps_port
+    oauth_provider.imap_security = "ssl"
+    oauth_provider.smtp_host, oauth_provider.smtp_port = "localhost", smtp_servers["starttls"].port
+    oauth_provider.smtp_security = "starttls"
+    oauth_provider.save()
+    return oauth_provider
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _authorize(url: str, ca_file: str, login_hint: str | None = None) -> dict:
+    """What the browser does at the provider: sign in (as login_hint), come back."""
+    if login_hint:
+        url = url.replace("login_hint=", f"login_hint={login_hint}&ignored=")
+    context = ssl.create_default_context(cafile=ca_file)
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+    try:
+        opener.open(url)
+    except urllib.error.HTTPError as answer:
+        location = answer.headers["Location"]
+        return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+    raise AssertionError("the authorization server did not redirect back")
+
+
+def _start(client, provider, address: str) -> str:
+    response = client.post(START, {"address": address, "provider": provider.pk})
+    assert response.status_code == 302
+    return response.url
+
+
+def test_it_adds_a_mailbox_after_signing_in_at_the_provider(
+    client, provider, oauth_server, mail_trust, synced_mailbox
+):
+    pooled, _mailbox = synced_mailbox  # a Dovecot user the suite owns; this test adds it anew
+    address = pooled.address
+    pooled.delete()
+    user = UserFactory()
+    client.force_login(user)
+
+    url = _start(client, provider, address)
+    query = parse_qs(urlsplit(url).query)
+    assert url.startswith(provider.oauth_authorize_url)
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+    assert query["login_hint"] == [address] and query["state"][0]
+    back = _authorize(url, str(mail_trust))
+    response = client.get(CALLBACK, back)
+
+    assert response.status_code == 302 and response.url == reverse("accounts:email")
+    account = EmailAccount.objects.get(owner=user, address=address)
+    assert account.uses_oauth and account.reconnect_needed_at is None
+    assert (
+        crypto.decrypt(account.oauth_refresh_token_encrypted) in oauth_server.state.refresh_tokens
+    )
+    [exchange] = oauth_server.calls("/token")
+    assert exchange["grant_type"] == "authorization_code" and exchange["code_verifier"]
+    # Dovecot and the SMTP server each checked the token (introspection by Dovecot).
+    assert oauth_server.calls("/introspect")
+
+
+def test_it_refuses_a_callback_this_session_did_not_start(client, provider, oauth_server):
+    client.force_login(UserFactory())
+    _start(client, provider, "ann@oauth.test")
+    response = client.get(CALLBACK, {"code": "stolen", "state": "not-ours"})
+    assert response.status_code == 400
+    assert oauth_server.calls("/token") == []
+    # No state at all is refused the same way.
+    other = client.get(CALLBACK, {"code": "x"})
+    assert other.status_code == 400 and not EmailAccount.objects.exists()
+
+
+def test_it_refuses_an_account_other_than_the_address_typed(
+    client, provider, oauth_server, mail_trust
+):
+    client.force_login(UserFactory())
+    url = _start(client, provider, "ann@oauth.test")
+    back = _authorize(url, str(mail_trust), login_hint="mallory@oauth.test")
+
+    response = client.get(CALLBACK, back, follow=True)
+
+    assert "You signed in to OAuth Mail as mallory@oauth.test, not as ann@oauth.test." in (
+        response.text
+    )
+    assert not EmailAccount.objects.exists()
+
+
+def test_it_says_why_when_the_user_declines_at_the_provider(client, provider, oauth_server):
+    client.force_login(UserFactory())
+    url = _start(client, provider, "ann@oauth.test")
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    response = client.get(CALLBACK, {"state": state, "error": "access_denied"}, follow=True)
+    assert "OAuth Mail did not sign you in (access_denied)." in response.text
+    assert oauth_server.calls("/token") == []
