@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.urls import reverse
 
 from .models import EmailProvider, ProviderDomain, Source
 
@@ -143,6 +144,20 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
             {"fields": ["mx_suffixes", "source", "ispdb_id", "created_at", "updated_at"]},
         ),
     ]
+
+    def get_fieldsets(self, request, obj=None):
+        # The address the provider must accept as redirect URI, as this app is reached.
+        callback = request.build_absolute_uri(reverse("accounts:oauth_callback"))
+        fieldsets = []
+        for name, options in super().get_fieldsets(request, obj):
+            if name == "Signing in":
+                options = {
+                    **options,
+                    "description": "For OAuth 2.0, register an application with the provider "
+                    f"and give it this redirect URI: {callback}",
+                }
+            fieldsets.append((name, options))
+        return fieldsets
 
     @admin.display(description="Stored client secret")
     def oauth_secret_status(self, obj):

@@ -152,3 +152,17 @@ def test_it_makes_an_edited_import_the_admins(client, manager):
     assert response.status_code == 302, response.text
     imported.refresh_from_db()
     assert imported.source == Source.ADMIN
+
+
+def test_it_shows_the_redirect_uri_to_register_and_refuses_plain_http(client, manager, provider):
+    client.force_login(manager)
+    url = reverse("admin:providers_emailprovider_change", args=[provider.pk])
+    page = client.get(url).text
+    assert "give it this redirect URI: http://testserver/mailboxes/oauth/callback/" in page
+
+    form = client.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data |= {"oauth_token_url": "http://login.example/token", "domains-TOTAL_FORMS": "0",
+             "domains-INITIAL_FORMS": "0"}  # fmt: skip
+    refused = client.post(url, data).text
+    assert "Use an https:// address: tokens must travel encrypted." in refused
