@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from accounts.models import EmailAccount
 
@@ -62,8 +63,6 @@ class OutgoingEmail(models.Model):
         return f"{self.subject or '(no subject)'} from {self.account}"
 
     def get_absolute_url(self) -> str:
-        from django.urls import reverse
-
         return reverse("sending:outgoing", args=[self.pk])
 
     @property

@@ -11,7 +11,7 @@ from sharing.selectors import sendable_mailboxes
 from sync.models import Attachment, Email
 
 from .delivery import DeliveryError, copy_to_sent, deliver
-from .message import Draft, build, html_to_text, new_message_id
+from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
 
 # A worker that died while sending leaves its claim; after this long another may retry,
@@ -83,7 +83,7 @@ def outgoing_send(*, outgoing_id: int, last_try: bool = False) -> OutgoingEmail 
     account = outgoing.account
     # Rights are read now, not when the email was written: a revoked grant or a left
     # role stops it, as does turning sending off for the mailbox.
-    if not (outgoing.author and sendable_mailboxes(outgoing.author).filter(pk=account.pk)):
+    if not (outgoing.author and sendable_mailboxes(outgoing.author).filter(pk=account.pk).exists()):
         _finish(
             outgoing_id, state=OutgoingEmail.State.FAILED,
             error=f"You may no longer send from {account.address}, so this email was not sent.",
@@ -193,7 +193,3 @@ def outgoing_copy_store(*, outgoing_id: int, last_try: bool = False) -> None:
         _finish(outgoing_id, sent_copy=OutgoingEmail.Copy.FAILED, sent_copy_error=str(error))
         return
     _finish(outgoing_id, sent_copy=OutgoingEmail.Copy.STORED, sent_copy_error=f"in {folder}")
-
-
-def text_of(email: Email) -> str:
-    return email.text_body or html_to_text(email.html_body)
