@@ -169,9 +169,13 @@ class Pending:
     address: str
     provider_id: int
     verifier: str
+    # Set when an existing mailbox signs in again ("Reconnect"), not a new one.
+    account_id: int | None = None
 
 
-def authorization_start(*, provider, address: str, redirect_uri: str) -> tuple[str, str, Pending]:
+def authorization_start(
+    *, provider, address: str, redirect_uri: str, account_id: int | None = None
+) -> tuple[str, str, Pending]:
     """The provider's authorization address to send the browser to, with a fresh
     `state` (bound to the session by the caller) and a PKCE challenge (S256)."""
     state = secrets.token_urlsafe(24)
@@ -193,7 +197,7 @@ def authorization_start(*, provider, address: str, redirect_uri: str) -> tuple[s
     return (
         f"{provider.oauth_authorize_url}?{urlencode(query)}",
         state,
-        Pending(address=address, provider_id=provider.pk, verifier=verifier),
+        Pending(address=address, provider_id=provider.pk, verifier=verifier, account_id=account_id),
     )
 
 

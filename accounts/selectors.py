@@ -1,5 +1,9 @@
+from dataclasses import dataclass
+from datetime import date, timedelta
+
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from providers.models import EmailProvider
 
@@ -15,6 +19,51 @@ def accounts_for_user(user) -> QuerySet[EmailAccount]:
     return EmailAccount.objects.filter(owner=user, removed_at__isnull=True).select_related(
         "provider"
     )
+
+
+# Owners hear of a known end of their mailbox's sign-in this long before it comes.
+SIGN_IN_END_WARNING = timedelta(days=14)
+
+
+@dataclass
+class SignInAlert:
+    """Why a mailbox signed in with OAuth 2.0 stops, or will stop, working."""
+
+    account: EmailAccount
+    # The provider refused its tokens: its owner must sign in again ("Reconnect").
+    reconnect: bool
+    # The end date of the app's client secret on the provider card, when near or past.
+    ends_on: date | None
+
+    @property
+    def days_left(self) -> int | None:
+        return None if self.ends_on is None else (self.ends_on - timezone.localdate()).days
+
+
+def _alert(account: EmailAccount, warn_until: date) -> SignInAlert | None:
+    ends_on = account.provider.oauth_secret_expires_on
+    if ends_on is not None and ends_on > warn_until:
+        ends_on = None
+    if not account.uses_oauth or not (account.reconnect_needed_at or ends_on):
+        return None
+    return SignInAlert(
+        account=account, reconnect=account.reconnect_needed_at is not None, ends_on=ends_on
+    )
+
+
+def sign_in_alert(account: EmailAccount) -> SignInAlert | None:
+    return _alert(account, timezone.localdate() + SIGN_IN_END_WARNING)
+
+
+def sign_in_alerts(user) -> list[SignInAlert]:
+    """The banners of the user's own mailboxes: reconnect needed, or a sign-in that ends
+    on a known day (one query)."""
+    warn_until = timezone.localdate() + SIGN_IN_END_WARNING
+    accounts = accounts_for_user(user).filter(
+        Q(reconnect_needed_at__isnull=False) | Q(provider__oauth_secret_expires_on__lte=warn_until),
+        uses_oauth=True,
+    )
+    return [alert for account in accounts if (alert := _alert(account, warn_until))]
 
 
 def open_notifications(user) -> QuerySet[AccountNotification]:

@@ -16,6 +16,7 @@ from providers.services import provider_domain_remember
 
 from .connection import SignInError, check_sign_in
 from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt
+from .oauth import tokens_store
 
 SIGN_IN_LIMIT = 5
 # Changed only after a real sign-in check, never through account_settings_update.
@@ -99,8 +100,6 @@ def account_create(
         # Two first mailboxes added at once: both wanted to be the default sender.
         account = _account_save(user, provider, address, login, password, first=False)
     if oauth:
-        from .oauth import tokens_store
-
         tokens_store(account=account, answer=oauth)
     return account
 
@@ -266,6 +265,31 @@ def account_credentials_change(
         AccountChange.objects.bulk_create(trail)
     account.login, account.password_encrypted = locked.login, locked.password_encrypted
     return changed
+
+
+def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
+    """An OAuth 2.0 mailbox signed in again ("Reconnect"): the new tokens are checked
+    with the real IMAP and SMTP servers first, then replace the old ones. Settings,
+    folders and emails stay as they were; only the sign-in changes."""
+    address = normalize_address(account.address)
+    with transaction.atomic():
+        get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
+        _rate_limit(user=actor, address=address)
+        attempt = SignInAttempt.objects.create(user=actor, address=address.email)
+    check_sign_in(
+        provider=account.provider, address=address, login=account.login,
+        access_token=oauth["access_token"],
+    )  # fmt: skip
+    SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
+    with transaction.atomic():
+        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        tokens_store(account=locked, answer=oauth)
+        AccountChange.objects.create(
+            account=locked, address=locked.address, actor=actor, field="sign-in",
+            old_value="reconnect needed" if account.reconnect_needed_at else "",
+            new_value="signed in again",
+        )  # fmt: skip
+    account.reconnect_needed_at = None
 
 
 def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:

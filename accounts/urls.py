@@ -16,6 +16,7 @@ urlpatterns = [
     path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
     path("mailboxes/<int:pk>/folders/", views.account_folders, name="folders"),
     path("mailboxes/<int:pk>/credentials/", views.account_credentials, name="credentials"),
+    path("mailboxes/<int:pk>/reconnect/", views.account_reconnect_start, name="reconnect"),
     path("mailboxes/<int:pk>/remove/", views.account_remove_view, name="remove"),
     path("mailboxes/<int:pk>/signature/", views.account_signature, name="signature"),
     path(

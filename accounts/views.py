@@ -71,11 +71,14 @@ from .selectors import (
     open_notifications,
     provider_managers,
     providers_matching,
+    sign_in_alert,
+    sign_in_alerts,
 )
 from .services import (
     DuplicateAccount,
     account_create,
     account_credentials_change,
+    account_reconnect,
     account_remove,
     account_settings_update,
     notification_dismiss,
@@ -122,6 +125,7 @@ def email_page(request: HttpRequest) -> HttpResponse:
         "accounts": accounts_for_user(request.user),
         "shared": mailboxes_shared_with(request.user),
         "notifications": open_notifications(request.user),
+        "alerts": sign_in_alerts(request.user),
     }
     return render(request, "accounts/email.html", context)
 
@@ -131,6 +135,7 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
     context = {
         "accounts": accounts_for_user(request.user),
         "shared": mailboxes_shared_with(request.user),
+        "alerts": sign_in_alerts(request.user),
     }
     return render(request, "accounts/mailboxes.html", context)
 
@@ -174,6 +179,7 @@ def settings_page(
         "signature_form": _signature_form(account),
         "preview": account.signature_html
         and email_document(account.signature_html, allow_remote_images=False),
+        "alerts": [alert] if (alert := sign_in_alert(account)) else [],
         **sync_status(account),
         **(extra or {}),
     }
@@ -282,6 +288,9 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
     """ "Change email settings": a new password (or login) takes effect only after the
     same real sign-in check as the wizard; until then the old one stays."""
     account = _setup(request, pk)
+    if account.uses_oauth:
+        # Its sign-in is renewed with "Reconnect"; there is no password to change.
+        raise Http404
     form = CredentialsForm(request.POST, provider=account.provider, prefix="credentials")
     saved = False
     if form.is_valid():
@@ -567,6 +576,17 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
 OAUTH_SESSION = "oauth:"
 
 
+def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None):
+    url, state, pending = authorization_start(
+        provider=provider,
+        address=address,
+        redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
+        account_id=account_id,
+    )
+    request.session[OAUTH_SESSION + state] = asdict(pending)
+    return redirect(url)
+
+
 @login_required
 @require_POST
 def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
@@ -579,13 +599,26 @@ def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
     provider = get_object_or_404(EmailProvider, pk=int(provider_id), auth_method=AuthMethod.OAUTH2)
     if not provider.oauth_ready:
         raise Http404
-    url, state, pending = authorization_start(
-        provider=provider,
-        address=address.email,
-        redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
-    )
-    request.session[OAUTH_SESSION + state] = asdict(pending)
-    return redirect(url)
+    return _oauth_redirect(request, provider, address.email)
+
+
+@login_required
+@require_POST
+def account_reconnect_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Reconnect": the same sign-in as the wizard's, for a mailbox whose provider no
+    longer accepts its tokens; the mailbox, its settings and emails stay."""
+    account = _setup(request, pk)
+    provider = account.provider
+    if not account.uses_oauth:
+        raise Http404
+    if not provider.oauth_ready:
+        messages.error(
+            request,
+            f"Signing in with {provider.name} is not set up any more. Ask an administrator "
+            "to register the app on the provider card.",
+        )
+        return redirect(account.get_absolute_url())
+    return _oauth_redirect(request, provider, account.address, account_id=account.pk)
 
 
 @login_required
@@ -593,7 +626,8 @@ def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
 def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     """The provider sends the browser back here with a code: checked against the state
     this session started, traded for tokens, the account checked to be the address the
-    user typed, then the real IMAP and SMTP sign-ins (XOAUTH2), then the mailbox."""
+    user typed, then the real IMAP and SMTP sign-ins (XOAUTH2), then the mailbox (a new
+    one, or the one being reconnected)."""
     state = request.GET.get("state", "")
     pending = request.session.pop(OAUTH_SESSION + state, None) if state else None
     if pending is None:
@@ -603,7 +637,13 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     pending = Pending(**pending)
     provider = get_object_or_404(EmailProvider, pk=pending.provider_id)
     address = normalize_address(pending.address)
-    back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
+    reconnecting = None
+    if pending.account_id is not None:
+        # Asked again: a grant may have been taken away since the sign-in started.
+        reconnecting = get_object_or_404(mailboxes_for_setup(request.user), pk=pending.account_id)
+        back = reconnecting.get_absolute_url()
+    else:
+        back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
     redirect_uri = request.build_absolute_uri(reverse("accounts:oauth_callback"))
     try:
         if request.GET.get("error"):
@@ -617,20 +657,31 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         )
         signed_in = signed_in_address(answer=answer, client_id=provider.oauth_client_id)
         if signed_in != address.email:
+            instead = "" if reconnecting else f", or add {signed_in or 'that account'} instead"
             raise TokenError(
                 f"You signed in to {provider.name} as {signed_in or 'another account'}, "
-                f"not as {address.email}. Sign in with {address.email}, or add "
-                f"{signed_in or 'that account'} instead."
+                f"not as {address.email}. Sign in with {address.email}{instead}."
             )
-        account = account_create(
-            user=request.user, provider=provider, address=address,
-            login=login_for(provider, address), oauth=answer,
-        )  # fmt: skip
+        if reconnecting is not None:
+            account_reconnect(account=reconnecting, actor=request.user, oauth=answer)
+        else:
+            account = account_create(
+                user=request.user, provider=provider, address=address,
+                login=login_for(provider, address), oauth=answer,
+            )  # fmt: skip
     except (TokenError, SignInError) as error:
         messages.error(request, str(error))
         return redirect(back)
     except DuplicateAccount as duplicate:
         messages.info(request, f"{duplicate.account.address} is already connected.")
         return redirect(duplicate.account.get_absolute_url())
+    if reconnecting is not None:
+        mailbox_attention_clear(account_id=reconnecting.pk)
+        sync_mailbox.delay_on_commit(reconnecting.pk)
+        messages.success(
+            request,
+            f"{reconnecting.address} is connected again; its emails download as before.",
+        )
+        return redirect(back)
     messages.success(request, f"{account.address} is connected.")
     return redirect("accounts:email")

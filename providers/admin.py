@@ -107,6 +107,7 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
         "imap_host",
         "smtp_host",
         "auth_method",
+        "oauth_secret_expires_on",
         "app_password_required",
         "source",
     ]

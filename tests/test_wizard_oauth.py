@@ -1,8 +1,6 @@
 """Adding a mailbox with "Sign in with …" (OAuth 2.0 authorization code + PKCE) against
 the suite's authorization server, Dovecot (XOAUTH2) and SMTP server (XOAUTH2)."""
 
-import ssl
-import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -11,6 +9,7 @@ from django.urls import reverse
 from accounts.models import EmailAccount
 from mailsetup import crypto
 from tests.factories import UserFactory
+from tests.servers.oauth import authorize_as
 
 START = reverse("accounts:wizard_oauth_start")
 CALLBACK = reverse("accounts:oauth_callback")
@@ -24,25 +23,6 @@ def provider(oauth_provider, dovecot, smtp_servers):
     oauth_provider.smtp_security = "starttls"
     oauth_provider.save()
     return oauth_provider
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def _authorize(url: str, ca_file: str, login_hint: str | None = None) -> dict:
-    """What the browser does at the provider: sign in (as login_hint), come back."""
-    if login_hint:
-        url = url.replace("login_hint=", f"login_hint={login_hint}&ignored=")
-    context = ssl.create_default_context(cafile=ca_file)
-    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
-    try:
-        opener.open(url)
-    except urllib.error.HTTPError as answer:
-        location = answer.headers["Location"]
-        return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
-    raise AssertionError("the authorization server did not redirect back")
 
 
 def _start(client, provider, address: str) -> str:
@@ -65,7 +45,7 @@ def test_it_adds_a_mailbox_after_signing_in_at_the_provider(
     assert url.startswith(provider.oauth_authorize_url)
     assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
     assert query["login_hint"] == [address] and query["state"][0]
-    back = _authorize(url, str(mail_trust))
+    back = authorize_as(url, str(mail_trust))
     response = client.get(CALLBACK, back)
 
     assert response.status_code == 302 and response.url == reverse("accounts:email")
@@ -96,7 +76,7 @@ def test_it_refuses_an_account_other_than_the_address_typed(
 ):
     client.force_login(UserFactory())
     url = _start(client, provider, "ann@oauth.test")
-    back = _authorize(url, str(mail_trust), login_hint="mallory@oauth.test")
+    back = authorize_as(url, str(mail_trust), login_hint="mallory@oauth.test")
 
     response = client.get(CALLBACK, back, follow=True)
 

@@ -11,8 +11,11 @@ import hashlib
 import hmac
 import json
 import secrets
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -235,3 +238,23 @@ class OAuthServer:
         for server in (self.httpd, self.introspection):
             server.shutdown()
             server.server_close()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def authorize_as(url: str, ca_file: str, login_hint: str | None = None) -> dict:
+    """What the browser does at the provider: sign in (as `login_hint` if given, else as
+    the hint the app sent), and come back: the query the app's callback receives."""
+    if login_hint:
+        url = url.replace("login_hint=", f"login_hint={login_hint}&ignored=")
+    context = ssl.create_default_context(cafile=ca_file)
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+    try:
+        opener.open(url)
+    except urllib.error.HTTPError as answer:
+        location = answer.headers["Location"]
+        return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+    raise AssertionError("the authorization server did not redirect back")
