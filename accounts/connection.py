@@ -22,6 +22,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
+from requests.adapters import HTTPAdapter
 
 from mailsetup import net
 from providers.addresses import Address
@@ -64,6 +65,15 @@ def _ssl_context(extra_ca_file: str | None) -> ssl.SSLContext:
     if extra_ca_file:
         context.load_verify_locations(cafile=extra_ca_file)
     return context
+
+
+class MailTrustAdapter(HTTPAdapter):
+    """requests (under exchangelib, msal and google-auth) verifying servers with the
+    same trust as the mail connections: the system's CAs plus the company's own."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["ssl_context"] = mail_ssl_context()
+        return super().init_poolmanager(*args, **kwargs)
 
 
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:

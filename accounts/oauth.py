@@ -13,6 +13,7 @@ import json
 import secrets
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -99,29 +100,18 @@ def access_token(*, account_id: int, force_refresh: bool = False) -> str:
         fresh = account.oauth_expires_at and account.oauth_expires_at - EARLY > timezone.now()
         if fresh and not force_refresh and account.oauth_access_token_encrypted:
             return crypto.decrypt(account.oauth_access_token_encrypted)
-        provider = account.provider
-        status, answer = _post(
-            provider.oauth_token_url,
-            {
-                "grant_type": "refresh_token",
-                "refresh_token": crypto.decrypt(account.oauth_refresh_token_encrypted),
-                "client_id": provider.oauth_client_id,
-                "client_secret": provider.get_oauth_client_secret(),
-            },
-        )
-        if status == 200 and answer.get("access_token"):
+        try:
+            answer = _client(account.provider).refresh(
+                crypto.decrypt(account.oauth_refresh_token_encrypted)
+            )
+        except Refused as refusal:
+            # Saved and committed before raising: the refusal stands.
+            account.reconnect_needed_at = timezone.now()
+            account.save(update_fields=["reconnect_needed_at", "updated_at"])
+            refused = str(refusal)
+        else:
             tokens_store(account=account, answer=answer)
             return answer["access_token"]
-        if not (
-            status in (400, 401) and answer.get("error") in ("invalid_grant", "invalid_client")
-        ):
-            raise TokenError(
-                f"The sign-in service answered {status} ({answer.get('error', 'no reason')})."
-            )
-        # Saved and committed before raising: the refusal stands.
-        account.reconnect_needed_at = timezone.now()
-        account.save(update_fields=["reconnect_needed_at", "updated_at"])
-        refused = answer.get("error_description") or answer["error"]
     raise ReconnectNeeded(
         f"{account.provider.name} no longer accepts this mailbox's sign-in ({refused}). "
         "Sign in again with “Reconnect”: every setting and email is kept."
@@ -154,12 +144,14 @@ def session_for(session, account: EmailAccount):
 
 
 # What the mailbox needs from each provider, and who the user is (OpenID Connect).
-SCOPES = {
-    "gmail": "https://mail.google.com/ openid email",
-    "outlook": "https://outlook.office.com/IMAP.AccessAsUser.All "
-    "https://outlook.office.com/SMTP.Send offline_access openid email",
-}
+GOOGLE_SCOPES = ["https://mail.google.com/", "openid", "email"]
+# msal adds openid, profile and offline_access itself (and refuses them as input).
+MICROSOFT_SCOPES = [
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+]
 DEFAULT_SCOPE = "mail openid email"
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 
 
 @dataclass
@@ -171,6 +163,256 @@ class Pending:
     verifier: str
     # Set when an existing mailbox signs in again ("Reconnect"), not a new one.
     account_id: int | None = None
+    # msal's own record of the flow it started (state, PKCE verifier, nonce).
+    flow: dict | None = None
+
+
+class Refused(Exception):
+    """The provider refused the refresh token for good (revoked, expired consent)."""
+
+
+def _session():
+    """A requests session trusting what the mail connections trust (mail_ssl_context)."""
+    import requests
+
+    from .connection import MailTrustAdapter
+
+    session = requests.Session()
+    session.mount("https://", MailTrustAdapter())
+    return session
+
+
+def _https(url: str) -> str:
+    if not url.lower().startswith("https://"):
+        # Tokens and the client secret never travel unencrypted, nor through file: URLs.
+        raise TokenError("The provider's OAuth addresses must start with https://.")
+    return url
+
+
+class _Standard:
+    """RFC 6749 + PKCE, for providers without a client library of their own (Zoho,
+    Yahoo, a company's own authorization server)."""
+
+    def __init__(self, provider):
+        self.provider = provider
+
+    def start(self, *, state: str, address: str, redirect_uri: str) -> tuple[str, Pending]:
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+        query = {
+            "response_type": "code",
+            "client_id": self.provider.oauth_client_id,
+            "redirect_uri": redirect_uri,
+            "scope": DEFAULT_SCOPE,
+            "state": state,
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+            "login_hint": address,
+            "access_type": "offline",
+            "prompt": "consent",
+        }
+        url = f"{_https(self.provider.oauth_authorize_url)}?{urlencode(query)}"
+        return url, Pending(address=address, provider_id=self.provider.pk, verifier=verifier)
+
+    def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
+        status, answer = _post(
+            self.provider.oauth_token_url,
+            {
+                "grant_type": "authorization_code",
+                "code": query.get("code", ""),
+                "redirect_uri": redirect_uri,
+                "code_verifier": pending.verifier,
+                "client_id": self.provider.oauth_client_id,
+                "client_secret": self.provider.get_oauth_client_secret(),
+            },
+        )
+        if status != 200 or not answer.get("access_token"):
+            reason = answer.get("error_description") or answer.get("error") or status
+            raise TokenError(f"The sign-in could not be completed ({reason}).")
+        return answer
+
+    def refresh(self, refresh_token: str) -> dict:
+        status, answer = _post(
+            self.provider.oauth_token_url,
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": self.provider.oauth_client_id,
+                "client_secret": self.provider.get_oauth_client_secret(),
+            },
+        )
+        if status == 200 and answer.get("access_token"):
+            return answer
+        if status in (400, 401) and answer.get("error") in ("invalid_grant", "invalid_client"):
+            raise Refused(answer.get("error_description") or answer["error"])
+        raise TokenError(
+            f"The sign-in service answered {status} ({answer.get('error', 'no reason')})."
+        )
+
+
+class _Google(_Standard):
+    """Google, through google-auth-oauthlib (authorization) and google-auth (refresh)."""
+
+    def _flow(self, redirect_uri: str, verifier: str | None = None):
+        from google_auth_oauthlib.flow import Flow
+
+        provider = self.provider
+        config = {
+            "web": {
+                "client_id": provider.oauth_client_id,
+                "client_secret": provider.get_oauth_client_secret(),
+                "auth_uri": _https(provider.oauth_authorize_url),
+                "token_uri": _https(provider.oauth_token_url),
+            }
+        }
+        flow = Flow.from_client_config(
+            config,
+            scopes=GOOGLE_SCOPES,
+            redirect_uri=redirect_uri,
+            code_verifier=verifier,
+            autogenerate_code_verifier=verifier is None,
+        )
+        flow.oauth2session.mount("https://", _session().get_adapter("https://"))
+        return flow
+
+    def start(self, *, state: str, address: str, redirect_uri: str) -> tuple[str, Pending]:
+        flow = self._flow(redirect_uri)
+        # A refresh token every time: Google gives one only when consent was asked.
+        url, _state = flow.authorization_url(
+            state=state, access_type="offline", prompt="consent", login_hint=address
+        )
+        verifier = flow.code_verifier
+        return url, Pending(address=address, provider_id=self.provider.pk, verifier=verifier)
+
+    def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
+        from oauthlib.oauth2 import OAuth2Error
+
+        flow = self._flow(redirect_uri, verifier=pending.verifier)
+        try:
+            return dict(flow.fetch_token(code=query.get("code", "")))
+        except OAuth2Error as error:
+            reason = error.description or error.error
+            raise TokenError(f"The sign-in could not be completed ({reason}).") from None
+        except (OSError, ValueError) as error:
+            raise TokenError(
+                f"The sign-in service could not be reached ({type(error).__name__})."
+            ) from None
+
+    def refresh(self, refresh_token: str) -> dict:
+        from google.auth import exceptions
+        from google.auth.transport.requests import Request
+        from google.oauth2.credentials import Credentials
+
+        provider = self.provider
+        credentials = Credentials(
+            token=None,
+            refresh_token=refresh_token,
+            token_uri=_https(provider.oauth_token_url),
+            client_id=provider.oauth_client_id,
+            client_secret=provider.get_oauth_client_secret(),
+        )
+        try:
+            credentials.refresh(Request(session=_session()))
+        except exceptions.RefreshError as error:
+            details = error.args[1] if len(error.args) > 1 else {}
+            details = details if isinstance(details, dict) else {}
+            if details.get("error") in ("invalid_grant", "invalid_client"):
+                raise Refused(details.get("error_description") or details["error"]) from None
+            raise TokenError(f"The sign-in service refused to refresh ({error.args[0]}).") from None
+        except exceptions.TransportError as error:
+            raise TokenError(
+                f"The sign-in service could not be reached ({type(error).__name__})."
+            ) from None
+        expires_in = 3600
+        if credentials.expiry is not None:  # naive UTC, as google-auth keeps it
+            left = credentials.expiry - timezone.now().replace(tzinfo=None)
+            expires_in = int(left.total_seconds())
+        return {
+            "access_token": credentials.token,
+            "refresh_token": credentials.refresh_token,
+            "expires_in": expires_in,
+        }
+
+
+class _Microsoft:
+    """Microsoft Entra ID (Microsoft 365), through msal."""
+
+    def __init__(self, provider):
+        self.provider = provider
+
+    def _app(self):
+        import msal
+
+        provider = self.provider
+        authorize = provider.oauth_authorize_url
+        suffix = "/oauth2/v2.0/authorize"
+        if authorize.endswith(suffix):
+            authority = authorize[: -len(suffix)]
+        else:
+            authority = f"{MICROSOFT_AUTHORITY}/{provider.oauth_tenant or 'organizations'}"
+        try:
+            return msal.ConfidentialClientApplication(
+                provider.oauth_client_id,
+                client_credential=provider.get_oauth_client_secret(),
+                authority=_https(authority),
+                http_client=_session(),
+                # The authority is the admin's, from the provider card: no lookup of it
+                # at login.microsoftonline.com first.
+                instance_discovery=False,
+                timeout=settings.MAIL_CONNECT_TIMEOUT,
+            )
+        except (OSError, ValueError) as error:
+            raise TokenError(
+                f"The sign-in service could not be reached ({type(error).__name__})."
+            ) from None
+
+    def start(self, *, state: str, address: str, redirect_uri: str) -> tuple[str, Pending]:
+        with warnings.catch_warnings():
+            # msal suggests form_post, but the browser would then POST back across sites,
+            # and the session cookie (SameSite=Lax), to which the state is bound, would
+            # stay behind. The code in the query is protected by the state and PKCE.
+            warnings.filterwarnings("ignore", message="response_mode='form_post'")
+            flow = self._app().initiate_auth_code_flow(
+                MICROSOFT_SCOPES, redirect_uri=redirect_uri, state=state, login_hint=address,
+                prompt="select_account", response_mode="query",
+            )  # fmt: skip
+        pending = Pending(
+            address=address,
+            provider_id=self.provider.pk,
+            verifier=flow["code_verifier"],
+            flow=flow,
+        )
+        return flow["auth_uri"], pending
+
+    def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
+        try:
+            # msal checks the state, the PKCE verifier and the ID token's nonce.
+            answer = self._app().acquire_token_by_auth_code_flow(pending.flow or {}, query)
+        except ValueError as error:
+            raise TokenError(f"The sign-in could not be completed ({error}).") from None
+        if "access_token" not in answer:
+            reason = answer.get("error_description") or answer.get("error")
+            raise TokenError(f"The sign-in could not be completed ({reason}).")
+        return answer
+
+    def refresh(self, refresh_token: str) -> dict:
+        answer = self._app().acquire_token_by_refresh_token(refresh_token, MICROSOFT_SCOPES)
+        if "access_token" in answer:
+            return answer
+        if answer.get("error") in ("invalid_grant", "invalid_client", "interaction_required"):
+            raise Refused(answer.get("error_description") or answer["error"])
+        raise TokenError(
+            f"The sign-in service refused to refresh ({answer.get('error', 'no reason')})."
+        )
+
+
+def _client(provider):
+    """The provider's own client library where it has one; the standard flow otherwise."""
+    if provider.security_guide == "gmail":
+        return _Google(provider)
+    if provider.security_guide == "outlook" or provider.oauth_tenant:
+        return _Microsoft(provider)
+    return _Standard(provider)
 
 
 def authorization_start(
@@ -179,45 +421,15 @@ def authorization_start(
     """The provider's authorization address to send the browser to, with a fresh
     `state` (bound to the session by the caller) and a PKCE challenge (S256)."""
     state = secrets.token_urlsafe(24)
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
-    query = {
-        "response_type": "code",
-        "client_id": provider.oauth_client_id,
-        "redirect_uri": redirect_uri,
-        "scope": SCOPES.get(provider.security_guide, DEFAULT_SCOPE),
-        "state": state,
-        "code_challenge": challenge.decode(),
-        "code_challenge_method": "S256",
-        "login_hint": address,
-        # A refresh token every time (Google gives one only with consent prompted).
-        "access_type": "offline",
-        "prompt": "consent",
-    }
-    return (
-        f"{provider.oauth_authorize_url}?{urlencode(query)}",
-        state,
-        Pending(address=address, provider_id=provider.pk, verifier=verifier, account_id=account_id),
-    )
+    url, pending = _client(provider).start(state=state, address=address, redirect_uri=redirect_uri)
+    pending.account_id = account_id
+    return url, state, pending
 
 
-def code_exchange(*, provider, code: str, verifier: str, redirect_uri: str) -> dict:
-    """Trade the authorization code for tokens; raises TokenError with the reason."""
-    status, answer = _post(
-        provider.oauth_token_url,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-            "code_verifier": verifier,
-            "client_id": provider.oauth_client_id,
-            "client_secret": provider.get_oauth_client_secret(),
-        },
-    )
-    if status != 200 or not answer.get("access_token"):
-        reason = answer.get("error_description") or answer.get("error") or status
-        raise TokenError(f"The sign-in could not be completed ({reason}).")
-    return answer
+def code_exchange(*, provider, pending: Pending, query: dict, redirect_uri: str) -> dict:
+    """Trade the authorization code the browser brought back for tokens; raises
+    TokenError with the reason."""
+    return _client(provider).exchange(pending=pending, query=query, redirect_uri=redirect_uri)
 
 
 def signed_in_address(*, answer: dict, client_id: str) -> str:
@@ -225,13 +437,16 @@ def signed_in_address(*, answer: dict, client_id: str) -> str:
 
     The ID token came straight from the token endpoint over verified TLS, which OpenID
     Connect Core (3.1.3.7) accepts in place of checking its signature; its audience and
-    expiry are still checked."""
-    token = answer.get("id_token", "")
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        raise TokenError("The provider did not say which account signed in.") from None
+    expiry are still checked (msal hands over the claims decoded, without checking
+    them since its 1.38)."""
+    claims = answer.get("id_token_claims")
+    if claims is None:
+        token = answer.get("id_token", "")
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):
+            raise TokenError("The provider did not say which account signed in.") from None
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
     if client_id not in audiences or float(claims.get("exp", 0)) < timezone.now().timestamp():

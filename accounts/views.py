@@ -650,10 +650,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
             reason = request.GET.get("error_description") or request.GET["error"]
             raise TokenError(f"{provider.name} did not sign you in ({reason}).")
         answer = code_exchange(
-            provider=provider,
-            code=request.GET.get("code", ""),
-            verifier=pending.verifier,
-            redirect_uri=redirect_uri,
+            provider=provider, pending=pending, query=request.GET.dict(), redirect_uri=redirect_uri
         )
         signed_in = signed_in_address(answer=answer, client_id=provider.oauth_client_id)
         if signed_in != address.email:

@@ -202,17 +202,33 @@ def oauth_server():
 
 
 @pytest.fixture
-def oauth_provider(db, oauth_server, mail_trust):
+def oauth_provider_kind() -> str:
+    """Which client the app uses for oauth_provider: "standard" (its own RFC 6749 code),
+    "google" (google-auth-oauthlib) or "microsoft" (msal); parametrize to change it."""
+    return "standard"
+
+
+@pytest.fixture
+def oauth_provider(db, oauth_server, mail_trust, oauth_provider_kind):
     """A provider that signs in with OAuth 2.0 against the suite's server."""
     from providers.models import AuthMethod
     from tests.factories import EmailProviderFactory
 
+    base, guide, tenant = oauth_server.url, "", ""
+    if oauth_provider_kind == "google":
+        guide = "gmail"
+    elif oauth_provider_kind == "microsoft":
+        # Microsoft's layout: a tenant in the path, discovered by msal (OpenID Connect).
+        guide, tenant = "outlook", "tenant-x"
+        base = f"{oauth_server.url}/{tenant}/oauth2/v2.0"
     provider = EmailProviderFactory(
         name="OAuth Mail",
         auth_method=AuthMethod.OAUTH2,
         oauth_client_id="mailsetup-test",
-        oauth_authorize_url=f"{oauth_server.url}/authorize",
-        oauth_token_url=f"{oauth_server.url}/token",
+        oauth_tenant=tenant,
+        security_guide=guide,
+        oauth_authorize_url=f"{base}/authorize",
+        oauth_token_url=f"{base}/token",
     )
     provider.set_oauth_client_secret("client-secret-1")
     provider.save()

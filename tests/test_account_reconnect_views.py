@@ -59,6 +59,7 @@ def test_it_shows_the_owner_a_banner_with_a_reconnect_button(client, revoked):
     assert "needs you to sign in again" not in client.get(reverse("accounts:email")).text
 
 
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
 def test_it_reconnects_and_keeps_every_setting_and_email(
     client, revoked, oauth_server, mail_trust, queued
 ):

@@ -29,6 +29,7 @@ def test_it_uses_a_fresh_token_without_asking_the_server(oauth_server, oauth_pro
     assert oauth_server.calls("/token") == []
 
 
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
 def test_it_refreshes_before_expiry_and_keeps_the_rotated_refresh_token(
     oauth_server, oauth_provider
 ):
@@ -51,6 +52,7 @@ def test_it_refreshes_before_expiry_and_keeps_the_rotated_refresh_token(
     assert access_token(account_id=account.pk, force_refresh=True) != token
 
 
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
 def test_it_marks_reconnect_needed_when_the_grant_was_revoked_and_stops_asking(
     oauth_server, oauth_provider
 ):

@@ -31,8 +31,9 @@ def _start(client, provider, address: str) -> str:
     return response.url
 
 
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
 def test_it_adds_a_mailbox_after_signing_in_at_the_provider(
-    client, provider, oauth_server, mail_trust, synced_mailbox
+    client, provider, oauth_server, mail_trust, synced_mailbox, oauth_provider_kind
 ):
     pooled, _mailbox = synced_mailbox  # a Dovecot user the suite owns; this test adds it anew
     address = pooled.address
@@ -56,6 +57,12 @@ def test_it_adds_a_mailbox_after_signing_in_at_the_provider(
     )
     [exchange] = oauth_server.calls("/token")
     assert exchange["grant_type"] == "authorization_code" and exchange["code_verifier"]
+    # Each kind went through its own client: msal discovers the tenant's endpoints and
+    # binds the ID token to a nonce; google-auth-oauthlib asks for offline access.
+    discovered = oauth_server.calls("/.well-known/openid-configuration")
+    assert bool(discovered) == (oauth_provider_kind == "microsoft")
+    assert ("nonce" in query) == (oauth_provider_kind == "microsoft")
+    assert ("access_type" in query) == (oauth_provider_kind != "microsoft")
     # Dovecot and the SMTP server each checked the token (introspection by Dovecot).
     assert oauth_server.calls("/introspect")
 
@@ -71,6 +78,7 @@ def test_it_refuses_a_callback_this_session_did_not_start(client, provider, oaut
     assert other.status_code == 400 and not EmailAccount.objects.exists()
 
 
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
 def test_it_refuses_an_account_other_than_the_address_typed(
     client, provider, oauth_server, mail_trust
 ):

@@ -29,6 +29,7 @@ class Grant:
     user: str
     client_id: str
     scope: str
+    nonce: str = ""
 
 
 @dataclass
@@ -39,6 +40,7 @@ class State:
     access_tokens: dict[str, tuple[Grant, float]] = field(default_factory=dict)
     requests: list[tuple[str, dict]] = field(default_factory=list)
     lifetime: int = 3600
+    issuer: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -47,14 +49,16 @@ def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def _id_token(grant: Grant, secret: str) -> str:
+def _id_token(grant: Grant, secret: str, issuer: str) -> str:
     """An OpenID Connect ID token, signed HS256 with the client's secret."""
 
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
-    claims = {"iss": "https://localhost", "aud": grant.client_id, "sub": grant.user,
-              "email": grant.user, "exp": int(time.time()) + 600}  # fmt: skip
+    claims = {"iss": issuer, "aud": grant.client_id, "sub": grant.user, "email": grant.user,
+              "iat": int(time.time()), "exp": int(time.time()) + 600}  # fmt: skip
+    if grant.nonce:
+        claims["nonce"] = grant.nonce
     signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}"
     signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
@@ -96,7 +100,16 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {key: items[0] for key, items in parse_qs(url.query).items()}
         state.requests.append((url.path, query))
-        if url.path != "/authorize":
+        discovery = "/v2.0/.well-known/openid-configuration"
+        if url.path.endswith(discovery):
+            # OpenID Connect discovery, as Microsoft's tenants answer it (msal asks).
+            base = f"{self.server.base_url}{url.path.removesuffix(discovery)}"
+            return self._reply(
+                200,
+                {"issuer": state.issuer, "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                 "token_endpoint": f"{base}/oauth2/v2.0/token"},
+            )  # fmt: skip
+        if not url.path.endswith("/authorize"):
             return self._reply(404)
         if (
             query.get("client_id") not in state.clients
@@ -104,7 +117,10 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             return self._reply(400, {"error": "invalid_request"})
         code = secrets.token_urlsafe(16)
-        grant = Grant(query.get("login_hint", ""), query["client_id"], query.get("scope", ""))
+        grant = Grant(
+            query.get("login_hint", ""), query["client_id"], query.get("scope", ""),
+            query.get("nonce", ""),
+        )  # fmt: skip
         state.codes[code] = (grant, query["redirect_uri"], query["code_challenge"])
         target = (
             f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
@@ -129,9 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
         if client_id is None:
             return self._reply(401, {"error": "invalid_client"})
         with state.lock:
-            if path == "/token":
+            if path.endswith("/token"):
                 return self._token(state, client_id, form)
-            if path == "/revoke":
+            if path.endswith("/revoke"):
                 state.refresh_tokens.pop(form.get("token", ""), None)
                 state.access_tokens.pop(form.get("token", ""), None)
                 return self._reply(200)
@@ -162,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             "scope": grant.scope,
         }
         if "openid" in grant.scope.split():
-            answer["id_token"] = _id_token(grant, state.clients[grant.client_id])
+            answer["id_token"] = _id_token(grant, state.clients[grant.client_id], state.issuer)
         return answer
 
     def _token(self, state: State, client_id: str, form: dict):
@@ -200,6 +216,7 @@ class OAuthServer:
             self.httpd.socket, server_side=True
         )
         self.url = f"https://{hostname}:{self.port}"
+        self.httpd.base_url = self.state.issuer = self.url
         # Dovecot checks tokens here: plain HTTP on loopback, introspection only.
         self.introspection_port = free_port()
         self.introspection = ThreadingHTTPServer(("127.0.0.1", self.introspection_port), _Handler)
@@ -216,7 +233,9 @@ class OAuthServer:
             return _Handler._issue(None, self.state, Grant(user, client_id, scope))
 
     def calls(self, path: str) -> list[dict]:
-        return [form for called, form in self.state.requests if called == path]
+        """What was asked at paths ending so ("/token" counts Microsoft's
+        /tenant/oauth2/v2.0/token too)."""
+        return [form for called, form in self.state.requests if called.endswith(path)]
 
     def token_user(self, token: str) -> str | None:
         """Whose valid access token this is (for the suite's SMTP server's XOAUTH2)."""
