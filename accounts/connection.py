@@ -106,16 +106,20 @@ def check_sign_in(
 ) -> None:  # fmt: skip
     """Raises SignInError unless every server the provider uses accepts the login (with
     the password, or an OAuth 2.0 access token)."""
-    if provider.service_type == ServiceType.EXCHANGE:
-        raise SignInError(
-            "exchange_unavailable",
-            "Exchange (EWS) mailboxes cannot be connected yet; choose an IMAP/SMTP provider.",
-            field="provider",
-        )
     if not login:
         raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
     if not (password or access_token):
         raise SignInError("password_missing", "Enter the password.")
+    if provider.service_type == ServiceType.EXCHANGE:
+        from .exchange import ews_close, ews_session
+
+        ews_close(
+            ews_session(
+                provider=provider, address=address, login=login, password=password,
+                access_token=access_token,
+            )
+        )  # fmt: skip
+        return
     if not (login.isascii() and password.isascii()):
         # IMAP LOGIN and SMTP AUTH carry ASCII only; servers that accept other
         # characters are rare, and encoding errors must not carry the password around.

@@ -547,7 +547,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
     }
-    usable = not (context["oauth_only"] or context["exchange"])
+    usable = not context["oauth_only"]
     if request.method == "POST" and usable and form.is_valid():
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
         try:

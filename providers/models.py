@@ -85,7 +85,8 @@ class EmailProvider(models.Model):
     exchange_url = models.URLField(
         "Exchange service address",
         blank=True,
-        help_text="The EWS URL, for example https://mail.example.com/EWS/Exchange.asmx.",
+        help_text="The EWS URL, for example https://mail.example.com/EWS/Exchange.asmx; "
+        "leave it blank to find it by autodiscover from the mailbox's domain.",
     )
 
     login_format = models.CharField(
@@ -176,8 +177,9 @@ class EmailProvider(models.Model):
                 errors["smtp_host"] = "Enter the SMTP server, or turn off sending emails."
             if self.send_enabled and not self.smtp_port:
                 errors["smtp_port"] = "Enter the SMTP port (465 for SSL/TLS, 587 for STARTTLS)."
-        elif not self.exchange_url:
-            errors["exchange_url"] = "Enter the Exchange service address."
+        elif self.exchange_url and not self.exchange_url.lower().startswith("https://"):
+            # Blank means autodiscover; an address given must be encrypted.
+            errors["exchange_url"] = "The Exchange service address must start with https://."
         if errors:
             raise ValidationError(errors)
 

@@ -354,9 +354,12 @@ class AccountSyncer:
         return batch
 
     @transaction.atomic
-    def _store(self, folder: Folder, uidvalidity: int, batch: list) -> None:
+    def _store(
+        self, folder: Folder, uidvalidity: int, batch: list, item_ids: dict | None = None
+    ) -> None:
         """One batch in one transaction, in a constant number of queries: a run cut
-        anywhere leaves whole batches behind, and the next run fetches the rest."""
+        anywhere leaves whole batches behind, and the next run fetches the rest.
+        `item_ids` maps UIDs to Exchange item ids (EWS folders)."""
         keys = {parsed.message_key for _uid, _raw, parsed, _seen in batch}
         existing = dict(
             Email.objects.filter(account=self.account, message_key__in=keys).values_list(
@@ -381,6 +384,7 @@ class AccountSyncer:
                     folder=folder,
                     uidvalidity=uidvalidity,
                     uid=uid,
+                    item_id=item_ids.get(uid, "") if item_ids else "",
                 )
                 for uid, _raw, parsed, _seen in batch
             ],

@@ -58,6 +58,10 @@ class Folder(models.Model):
     messages = models.PositiveIntegerField(null=True, blank=True)
     # The oldest date downloaded so far; extending the period fetches before it.
     synced_since = models.DateField(null=True, blank=True)
+    # Exchange (EWS): the folder's id, and the SyncFolderItems state after the last
+    # change applied (IMAP folders have neither).
+    ews_id = models.CharField(max_length=512, blank=True)
+    ews_sync_state = models.TextField(blank=True)
 
     class Meta:
         ordering = ["path"]
@@ -112,7 +116,8 @@ class Email(models.Model):
 
 
 class EmailLocation(models.Model):
-    """Where an email sits on the server: a folder, its UIDVALIDITY and the UID."""
+    """Where an email sits on the server: a folder, its UIDVALIDITY and the UID. In an
+    Exchange folder the item's id says where; the UID is then the app's own count."""
 
     email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="locations")
     # Covered by location_unique_uid, which starts with it.
@@ -121,12 +126,20 @@ class EmailLocation(models.Model):
     )
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
+    item_id = models.CharField(max_length=512, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["folder", "uidvalidity", "uid"], name="location_unique_uid"
-            )
+            ),
+            # A page of Exchange changes applied twice (the run was cut before its
+            # sync state was saved) finds its items already there.
+            models.UniqueConstraint(
+                fields=["folder", "item_id"],
+                condition=~models.Q(item_id=""),
+                name="location_unique_item",
+            ),
         ]
 
     def __str__(self) -> str:

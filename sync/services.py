@@ -15,6 +15,7 @@ from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import ReconnectNeeded, TokenError, session_for
 from accounts.services import account_change_record, account_settings_update
+from providers.models import ServiceType
 from systemsettings.selectors import mailbox_sync_interval
 
 from .engine import AccountSyncer, folders_refresh
@@ -76,6 +77,33 @@ def _session(account: EmailAccount):
     return session_for(imap_session, account)
 
 
+def _is_exchange(account: EmailAccount) -> bool:
+    return account.provider.service_type == ServiceType.EXCHANGE
+
+
+def _exchange_error(error: Exception) -> tuple[str, bool]:
+    """What an exchangelib error means for the run: (message, worth retrying)."""
+    from exchangelib import errors
+
+    name = type(error).__name__
+    if isinstance(error, errors.UnauthorizedError):
+        return "Exchange no longer accepts the mailbox's login. Enter the password again.", False
+    busy = (
+        errors.ErrorServerBusy, errors.ErrorTimeoutExpired,
+        errors.ErrorInternalServerTransientError, errors.ErrorMailboxMoveInProgress,
+        errors.ErrorMailboxStoreUnavailable, errors.ErrorConnectionFailedTransientError,
+        errors.RateLimitError,
+    )  # fmt: skip
+    unreachable = isinstance(error, errors.TransportError) and not isinstance(
+        error, errors.ResponseMessageError
+    )
+    if isinstance(error, busy) or unreachable:
+        return f"The Exchange server was busy or could not be reached ({name}).", True
+    if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):
+        return f"Exchange refused access to the mailbox ({name}); ask its administrator.", False
+    return f"Exchange answered with an error ({name}: {error}).", True
+
+
 @contextlib.contextmanager
 def _commits_without_waiting_for_disk():
     """A sync's commits do not wait for PostgreSQL to flush them to disk (about 0.4 ms
@@ -122,15 +150,28 @@ def _mailbox_sync(account_id: int) -> SyncRun | None:
         return None
     run = SyncRun(account=account)
     try:
-        client = _session(account)
-        try:
-            syncer = AccountSyncer(
-                account=account, client=client, run=run, renew=lambda: _renew(account_id, token)
-            )
-            for folder in syncer.folders_to_sync(syncer.refresh_folders()):
-                syncer.sync_folder(folder)
-        finally:
-            _goodbye(client)
+        if _is_exchange(account):
+            _exchange_sync(account, run, renew=lambda: _renew(account_id, token))
+        else:
+            client = _session(account)
+            try:
+                syncer = AccountSyncer(
+                    account=account, client=client, run=run,
+                    renew=lambda: _renew(account_id, token),
+                )  # fmt: skip
+                for folder in syncer.folders_to_sync(syncer.refresh_folders()):
+                    syncer.sync_folder(folder)
+            finally:
+                _goodbye(client)
+    except ExchangeError as error:
+        message, transient = _exchange_error(error.__cause__ or error)
+        _end(
+            run, account_id, token, error=message, last_error=message,
+            **({} if transient else {"health": MailboxSync.Health.NEEDS_ATTENTION}),
+        )  # fmt: skip
+        if transient:
+            raise TransientSyncError(message) from None
+        return run
     except ReconnectNeeded as error:
         # The provider refused the OAuth grant: no retries (the dispatcher skips a
         # mailbox that needs attention) until its owner signs in again.
@@ -177,6 +218,28 @@ def _mailbox_sync(account_id: int) -> SyncRun | None:
         health=MailboxSync.Health.OK,
     )
     return run
+
+
+class ExchangeError(Exception):
+    """An exchangelib error during an Exchange sync (the cause), to be classified."""
+
+
+def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
+    from exchangelib.errors import EWSError
+
+    from accounts.exchange import ews_close, ews_session
+
+    from .ews import EwsSyncer
+
+    ews = session_for(ews_session, account)
+    try:
+        syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
+        for folder in syncer.folders_to_sync(syncer.refresh_folders()):
+            syncer.sync_folder(folder)
+    except EWSError as error:
+        raise ExchangeError(str(error)) from error
+    finally:
+        ews_close(ews)
 
 
 def _finish(run: SyncRun, *, error: str = "") -> None:

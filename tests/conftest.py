@@ -254,3 +254,45 @@ def oauth_mailbox(synced_mailbox, oauth_server, oauth_provider, dovecot, smtp_se
     tokens_store(account=account, answer=oauth_server.grant(account.login, "mailsetup-test"))
     oauth_server.state.requests.clear()
     return account, mailbox
+
+
+@pytest.fixture(scope="session")
+def ews_server(oauth_server):
+    """The suite's EWS protocol fake (tests/servers/ews.py: not Exchange, a server that
+    answers EWS SOAP as Exchange 2016 does), on loopback with the suite's CA; bearer
+    tokens are checked with the suite's authorization server."""
+    from tests.servers.ews import EwsServer
+
+    server = EwsServer(token_user=oauth_server.token_user).start()
+    yield server
+    server.stop()
+
+
+_ews_users = itertools.count()
+
+
+@pytest.fixture
+def exchange_provider(db, ews_server, mail_trust):
+    from providers.models import ServiceType
+    from tests.factories import EmailProviderFactory
+
+    return EmailProviderFactory(
+        name="Corp Exchange",
+        service_type=ServiceType.EXCHANGE,
+        exchange_url=ews_server.ews_url,
+        imap_host="",
+        smtp_host="",
+    )
+
+
+@pytest.fixture
+def exchange_mailbox(exchange_provider, ews_server):
+    """A fresh mailbox on the EWS fake and its EmailAccount: (account, address)."""
+    from tests.factories import EmailAccountFactory
+
+    address = f"ews-{next(_ews_users):03}@corp.test"
+    ews_server.add_user(address, "ews-secret", name="Erin Exchange")
+    account = EmailAccountFactory(
+        provider=exchange_provider, address=address, login=address, password="ews-secret"
+    )
+    return account, address

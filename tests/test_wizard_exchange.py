@@ -1,0 +1,44 @@
+"""Adding an Exchange (EWS) mailbox with the wizard: the password is checked for real
+against the suite's EWS protocol fake (tests/servers/ews.py, not Exchange itself)."""
+
+from urllib.parse import urlencode
+
+from django.urls import reverse
+
+from accounts.models import EmailAccount
+from tests.factories import UserFactory
+
+
+def _sign_in_url(provider, address: str) -> str:
+    query = urlencode({"address": address, "provider": provider.pk})
+    return f"{reverse('accounts:wizard_sign_in')}?{query}"
+
+
+def test_it_adds_an_exchange_mailbox_after_signing_in(client, exchange_provider, ews_server):
+    ews_server.add_user("dora@corp.test", "dora-secret")
+    user = UserFactory()
+    client.force_login(user)
+    url = _sign_in_url(exchange_provider, "dora@corp.test")
+    page = client.get(url).text
+    assert f"Signing in checks Exchange (EWS) at {ews_server.ews_url}" in page
+
+    response = client.post(url, {"password": "dora-secret"})
+
+    assert response.status_code == 302, response.text
+    account = EmailAccount.objects.get(owner=user, address="dora@corp.test")
+    assert account.get_password() == "dora-secret"
+    assert ews_server.calls("GetFolder") >= 1
+
+
+def test_it_names_the_problem_when_exchange_refuses_the_password(
+    client, exchange_provider, ews_server
+):
+    ews_server.add_user("dan@corp.test", "dan-secret")
+    client.force_login(UserFactory())
+
+    response = client.post(_sign_in_url(exchange_provider, "dan@corp.test"), {"password": "nope"})
+
+    assert response.status_code == 200
+    assert "Exchange did not accept the login and password" in response.text
+    assert "nope" not in response.text
+    assert not EmailAccount.objects.exists()
