@@ -125,7 +125,7 @@ def ews_session(
         ) from None
     except (TimeoutError, TransportError, OSError) as error:
         raise SignInError(
-            "connect",
+            "connection",
             f"The Exchange server could not be reached ({type(error).__name__}). Try again "
             "in a minute.",
             field="provider",

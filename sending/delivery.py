@@ -11,9 +11,12 @@ import imaplib
 import re
 import smtplib
 import ssl
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 
 from accounts.connection import SignInError, imap_session, smtp_session
 from accounts.oauth import ReconnectNeeded, TokenError, session_for
+from providers.models import ServiceType
 
 # Sign-in failures worth another try later; the rest need the owner.
 TRANSIENT_SIGN_IN = {"temporary", "timeout", "refused", "connection", "dns", "unreachable"}
@@ -60,6 +63,9 @@ def _dot_stuffed(raw: bytes) -> bytes:
 def deliver(*, account, sender: str, recipients: list[str], raw: bytes, handing_over) -> None:
     """Send `raw` to `recipients`; `handing_over()` is called just before the message's
     bytes go out, so the caller can record that a retry is no longer safe."""
+    if account.provider.service_type == ServiceType.EXCHANGE:
+        return _deliver_ews(account=account, recipients=recipients, raw=raw,
+                            handing_over=handing_over)  # fmt: skip
     client = _signed_in(smtp_session, account)
     handed_over = False
     try:
@@ -99,6 +105,67 @@ def deliver(*, account, sender: str, recipients: list[str], raw: bytes, handing_
             client.quit()
         with contextlib.suppress(Exception):
             client.close()
+
+
+# Exchange answers these when it could not take the message now; nothing was sent.
+EWS_BUSY = {
+    "ErrorServerBusy", "ErrorInternalServerTransientError",
+    "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
+    "ErrorConnectionFailedTransientError",
+}  # fmt: skip
+
+
+def _deliver_ews(*, account, recipients: list[str], raw: bytes, handing_over) -> None:
+    """CreateItem with SendAndSaveCopy: Exchange sends the MIME message as written and
+    files the copy in Sent Items itself. Bcc recipients, absent from the headers, go as
+    the item's BccRecipients."""
+    from exchangelib import Message
+    from exchangelib.errors import ErrorTimeoutExpired, EWSError, ResponseMessageError
+
+    from accounts.exchange import ews_close, ews_session
+
+    headers = BytesHeaderParser().parsebytes(raw)
+    shown = {
+        a.lower() for _n, a in getaddresses(headers.get_all("To", []) + headers.get_all("Cc", []))
+    }
+    bcc = [r for r in recipients if r.lower() not in shown]
+    ews = _signed_in(ews_session, account)
+    handed_over = False
+    try:
+        message = Message(
+            account=ews, folder=ews.sent, mime_content=raw, bcc_recipients=bcc or None
+        )
+        handing_over()
+        handed_over = True
+        message.send_and_save()
+    except ErrorTimeoutExpired as error:
+        # exchangelib's name for a connection that broke off too: after the hand-over
+        # nobody knows whether the server sent it.
+        if handed_over:
+            raise _ews_uncertain(error) from None
+        raise DeliveryError("transient", f"Exchange did not answer in time ({error}).") from None
+    except ResponseMessageError as error:
+        # The server answered: the message was not taken.
+        name = type(error).__name__
+        kind = "transient" if name in EWS_BUSY else "permanent"
+        raise DeliveryError(kind, f"Exchange did not send the message ({name}: {error}).") from None
+    except (EWSError, OSError) as error:
+        if not handed_over:
+            raise DeliveryError(
+                "transient", f"Exchange could not be reached ({type(error).__name__})."
+            ) from None
+        raise _ews_uncertain(error) from None
+    finally:
+        ews_close(ews)
+
+
+def _ews_uncertain(error: Exception) -> DeliveryError:
+    return DeliveryError(
+        "uncertain",
+        "The connection to Exchange broke after the message was handed over and before "
+        "the server confirmed it. It may have been sent: check the recipient's copy or "
+        f"your Sent Items before sending it again ({type(error).__name__}).",
+    )
 
 
 def sent_folder(client) -> str:

@@ -159,7 +159,7 @@ def _sent(outgoing: OutgoingEmail) -> None:
             emails=[(email, people, "")],
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
-    provider_keeps_copy = account.provider.stores_sent_copy
+    provider_keeps_copy = account.provider.files_sent_copies
     _finish(
         outgoing.pk,
         state=OutgoingEmail.State.SENT,
