@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('providers', '0004_oauth_endpoints'),
+        ("providers", "0004_oauth_endpoints"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='emailprovider',
-            name='exchange_url',
-            field=models.URLField(blank=True, help_text="The EWS URL, for example https://mail.example.com/EWS/Exchange.asmx; leave it blank to find it by autodiscover from the mailbox's domain.", verbose_name='Exchange service address'),
+            model_name="emailprovider",
+            name="exchange_url",
+            field=models.URLField(
+                blank=True,
+                help_text="The EWS URL, for example https://mail.example.com/EWS/Exchange.asmx; leave it blank to find it by autodiscover from the mailbox's domain.",
+                verbose_name="Exchange service address",
+            ),
         ),
     ]
