@@ -128,6 +128,57 @@ class DownloadSettingsForm(forms.ModelForm):
         }
 
 
+class MeetingsSettingsForm(forms.ModelForm):
+    """Settings page, "Meetings and tasks" (Exchange)."""
+
+    class Meta:
+        model = EmailAccount
+        fields = ["meetings_import", "meetings_period", "meetings_auto"]
+        help_texts = {
+            "meetings_period": "Meetings of this period and those ahead of today become "
+            "activities on the timelines of the contacts and companies they involve.",
+        }
+        error_messages = {
+            "meetings_period": {"invalid_choice": "Choose one of the periods in the list."},
+        }
+
+
+class ContactsSettingsForm(forms.ModelForm):
+    """Settings page, "Contacts" (Exchange): the address book folders to import are
+    those the last download found."""
+
+    contacts_folders = forms.MultipleChoiceField(
+        label="Contact folders", required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = EmailAccount
+        fields = ["contacts_import", "contacts_folders", "contacts_export"]
+        labels = {"contacts_export": "Export the people you write with to the Contacts folder"}
+        error_messages = {
+            "contacts_import": {"invalid_choice": "Choose how to import contacts from the list."},
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        paths = list(
+            self.instance.folders.filter(special_use="\\contacts").values_list("path", flat=True)
+        )
+        field = self.fields["contacts_folders"]
+        field.choices = [(path, path) for path in paths]
+        field.error_messages["invalid_choice"] = (
+            "%(value)s is not one of the mailbox's contact folders any more."
+        )
+        if not paths:
+            field.help_text = "The folders appear here after the first download."
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("contacts_import") == "folders" and not cleaned.get("contacts_folders"):
+            self.add_error("contacts_folders", "Choose at least one folder, or import all.")
+        return cleaned
+
+
 class SendSettingsForm(forms.ModelForm):
     """Settings page, "Send emails" (the signature has its own section)."""
 

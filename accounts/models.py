@@ -21,6 +21,12 @@ class FolderMode(models.TextChoices):
     CUSTOM = "custom", "Download emails from customized folders"
 
 
+class ContactsImport(models.TextChoices):
+    OFF = "off", "Do not import contacts"
+    ALL = "all", "Import all contacts"
+    FOLDERS = "folders", "Import contacts from chosen folders"
+
+
 class EmailAccount(models.Model):
     """A mailbox a user connected: where it lives, how to sign in, and its settings."""
 
@@ -56,6 +62,20 @@ class EmailAccount(models.Model):
     display_name = models.CharField("display name", max_length=200, blank=True)
     message_language = models.CharField(max_length=10, blank=True)
     signature_html = models.TextField(blank=True)
+    # Exchange only: calendar items and tasks, and the address book.
+    meetings_import = models.BooleanField("import meetings and tasks", default=False)
+    meetings_period = models.CharField(
+        "import meetings and tasks for the following period",
+        max_length=5,
+        choices=SyncPeriod.choices,
+        default=SyncPeriod.MONTH,
+    )
+    meetings_auto = models.BooleanField("automatically import new meetings and tasks", default=True)
+    contacts_import = models.CharField(
+        "import contacts", max_length=10, choices=ContactsImport.choices, default="off"
+    )
+    contacts_folders = models.JSONField("contact folders", default=list, blank=True)
+    contacts_export = models.BooleanField("export contacts", default=False)
     # The grants (sharing app) count only while this is on: turning it off stops every
     # grant at once and keeps them for when it is turned on again.
     shared_access = models.BooleanField("allow shared access", default=False)

@@ -46,16 +46,18 @@ from sync.services import (
     folders_load,
     mailbox_attention_clear,
 )
-from sync.tasks import sync_mailbox
+from sync.tasks import import_exchange_items, sync_mailbox
 
 from .connection import SignInError, endpoints_for, login_for
 from .forms import (
     IMAP_DEFAULT_PORT,
     SMTP_DEFAULT_PORT,
     AddressForm,
+    ContactsSettingsForm,
     CredentialsForm,
     DownloadSettingsForm,
     FolderChoiceForm,
+    MeetingsSettingsForm,
     NewServerForm,
     ProviderPickForm,
     SendSettingsForm,
@@ -142,6 +144,14 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
 
 SETTINGS = "accounts/settings.html"
 SECTIONS = {"download": DownloadSettingsForm, "send": SendSettingsForm}
+# Only an Exchange mailbox has a calendar, tasks and an address book to import.
+EXCHANGE_SECTIONS = {"meetings": MeetingsSettingsForm, "contacts": ContactsSettingsForm}
+
+
+def _sections(account: EmailAccount) -> dict:
+    if account.provider.service_type == ServiceType.EXCHANGE:
+        return SECTIONS | EXCHANGE_SECTIONS
+    return SECTIONS
 
 
 def _setup(request: HttpRequest, pk: int) -> EmailAccount:
@@ -168,7 +178,7 @@ def settings_page(
     rights = _rights(request, account)
     forms = {
         name: bound.get(name) or _section_form(form_class, account, rights, prefix=name)
-        for name, form_class in SECTIONS.items()
+        for name, form_class in _sections(account).items()
     }
     context = {
         **rights,
@@ -384,11 +394,11 @@ def account_remove_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpResponse:
     account = _setup(request, pk)
-    form_class = SECTIONS.get(section)
+    form_class = _sections(account).get(section)
     if form_class is None:
         raise Http404
     rights = _rights(request, account)
-    if section == "download" and not rights["can_change_download"]:
+    if section in {"download", *EXCHANGE_SECTIONS} and not rights["can_change_download"]:
         raise PermissionDenied
     # The form gets its own copy: a rejected save must not touch the shown values.
     form = _section_form(form_class, copy.copy(account), rights, request.POST, prefix=section)
@@ -407,6 +417,12 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
     download_queued = "sync_period" in changed
     if download_queued:
         sync_mailbox.delay_on_commit(account.pk)
+    # Saving an import section with its import on runs it now, whatever the schedule.
+    import_queued = section in EXCHANGE_SECTIONS and (
+        account.meetings_import if section == "meetings" else account.contacts_import != "off"
+    )
+    if import_queued:
+        import_exchange_items.delay_on_commit(account.pk)
     if request.htmx:
         context = {
             "account": account,
@@ -414,6 +430,7 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
             "forms": {section: _section_form(form_class, account, rights, prefix=section)},
             "saved": True,
             "download_queued": download_queued,
+            "import_queued": import_queued,
         }
         return render(request, f"{SETTINGS}#{section}", context)
     messages.success(request, "Settings saved.")

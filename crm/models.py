@@ -23,6 +23,8 @@ class Contact(models.Model):
     company = models.ForeignKey(
         Company, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
     )
+    job_title = models.CharField(max_length=255, blank=True)
+    phone = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,3 +47,69 @@ class ContactAddress(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class ContactLink(models.Model):
+    """A contact as it is in a mailbox's address book (an Exchange contact item): what
+    an import updates instead of creating twice, and what an export created."""
+
+    account = models.ForeignKey(
+        "accounts.EmailAccount", on_delete=models.CASCADE, related_name="contact_links"
+    )
+    item_id = models.CharField(max_length=512)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="links")
+    folder = models.CharField(max_length=1000, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "item_id"], name="contact_link_unique_item"),
+            models.UniqueConstraint(
+                fields=["account", "contact"], name="contact_link_unique_contact"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact} in {self.account}"
+
+
+class Activity(models.Model):
+    """A meeting or a task from a mailbox's calendar or task list, shown on the
+    timelines of the contacts and companies it involves."""
+
+    class Kind(models.TextChoices):
+        MEETING = "meeting", "Meeting"
+        TASK = "task", "Task"
+
+    account = models.ForeignKey(
+        "accounts.EmailAccount", on_delete=models.CASCADE, related_name="activities"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # The Exchange item's id: a second import updates the row instead of adding one.
+    external_id = models.CharField(max_length=512)
+    subject = models.CharField(max_length=500, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    all_day = models.BooleanField(default=False)
+    location = models.CharField(max_length=500, blank=True)
+    organizer = models.CharField(max_length=254, blank=True)
+    attendees = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=30, blank=True)
+    due_on = models.DateField(null=True, blank=True)
+    body = models.TextField(blank=True)
+    contacts = models.ManyToManyField(Contact, blank=True, related_name="activities")
+    companies = models.ManyToManyField(Company, blank=True, related_name="activities")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-starts_at", "-pk"]
+        verbose_name_plural = "activities"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "external_id"], name="activity_unique_item")
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or self.get_kind_display()
+
+    @property
+    def when(self):
+        return self.starts_at or self.due_on

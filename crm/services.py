@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from .models import Company, Contact, ContactAddress
+from .models import Activity, Company, Contact, ContactAddress, ContactLink
 
 NO_REPLY_MARKERS = ("noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "bounce")
 
@@ -83,3 +83,98 @@ def contacts_link(
         ]
     Email.contacts.through.objects.bulk_create(contact_rows, ignore_conflicts=True)
     Email.companies.through.objects.bulk_create(company_rows, ignore_conflicts=True)
+
+
+def _people(addresses: set[str], own_domains: set[str]) -> tuple[set[Contact], set[int]]:
+    """The contacts who own the addresses, and their companies or those whose web
+    domain matches an outside address."""
+    contacts = {
+        entry.contact
+        for entry in ContactAddress.objects.filter(address__in=addresses).select_related("contact")
+    }
+    companies = {c.company_id for c in contacts if c.company_id}
+    domains = {_domain(a) for a in addresses} - own_domains
+    if domains:
+        companies |= set(
+            Company.objects.filter(web_domain__in=domains).values_list("pk", flat=True)
+        )
+    return contacts, companies
+
+
+@transaction.atomic
+def activity_save(
+    *, account, kind: str, external_id: str, values: dict, people: set[str], own_domains: set[str]
+) -> Activity:
+    """A meeting or task from the mailbox, written once per item (a second import
+    updates it) and linked to the contacts and companies of the people in it."""
+    activity, _created = Activity.objects.update_or_create(
+        account=account, external_id=external_id, defaults={"kind": kind, **values}
+    )
+    contacts, companies = _people({p.lower() for p in people if p}, own_domains)
+    activity.contacts.set(contacts)
+    activity.companies.set(companies)
+    return activity
+
+
+def activities_prune(*, account, kind: str, keep: set[str], starts_from=None, starts_until=None):
+    """Remove the mailbox's activities of a kind that the server no longer has (within
+    the window that was read, for meetings); returns how many went."""
+    gone = Activity.objects.filter(account=account, kind=kind).exclude(external_id__in=keep)
+    if starts_from is not None:
+        gone = gone.filter(starts_at__gte=starts_from, starts_at__lt=starts_until)
+    removed, _ = gone.delete()
+    return removed
+
+
+def company_by_name(name: str) -> Company | None:
+    """The one company of that name (any case); none when there is none or several."""
+    name = " ".join(name.split())
+    if not name:
+        return None
+    found = list(Company.objects.filter(name__iexact=name)[:2])
+    return found[0] if len(found) == 1 else None
+
+
+@transaction.atomic
+def contact_import(
+    *, account, item_id: str, folder: str, name: str, company_name: str, addresses: list[str],
+    phone: str, job_title: str,
+) -> tuple[Contact, bool]:  # fmt: skip
+    """One contact of the mailbox's address book into the CRM: found again by its item
+    (an earlier import) or by one of its addresses, else made. What the CRM already
+    knows is kept; what it lacks is filled in. Its company is the one company of that
+    name, none when the name is ambiguous. Returns (contact, created)."""
+    addresses = list(dict.fromkeys(a.strip().lower() for a in addresses if a and "@" in a))
+    link = (
+        ContactLink.objects.select_for_update()
+        .filter(account=account, item_id=item_id)
+        .select_related("contact")
+        .first()
+    )
+    contact = link.contact if link else None
+    if contact is None and addresses:
+        known = (
+            ContactAddress.objects.filter(address__in=addresses).select_related("contact").first()
+        )
+        contact = known.contact if known else None
+    created = contact is None
+    if contact is None:
+        contact = Contact()
+    name = " ".join(name.split())[:255]
+    if name and not contact.name:
+        contact.name = name
+    contact.job_title = contact.job_title or job_title[:255]
+    contact.phone = contact.phone or phone[:100]
+    if contact.company_id is None:
+        contact.company = company_by_name(company_name)
+    contact.save()
+    for address in addresses:
+        # An address that is another contact's stays theirs.
+        ContactAddress.objects.get_or_create(address=address, defaults={"contact": contact})
+    if link is None:
+        already = ContactLink.objects.filter(account=account, contact=contact).exists()
+        if not already:
+            ContactLink.objects.create(
+                account=account, item_id=item_id, contact=contact, folder=folder
+            )
+    return contact, created

@@ -3,7 +3,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from sharing.selectors import emails_for_timeline
+from sharing.selectors import activities_for_timeline, emails_for_timeline
 
 from .models import Company, Contact, ContactAddress
 
@@ -21,6 +21,7 @@ def contact_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "company": contact.company,
             "write_to": ", ".join(contact.addresses.values_list("address", flat=True)[:1]),
             "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
+            "activities": activities_for_timeline(request.user, contact=contact)[:50],
         },
     )
 
@@ -37,6 +38,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "subtitle": company.web_domain,
             "write_to": _company_recipients(company),
             "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
+            "activities": activities_for_timeline(request.user, company=company)[:50],
         },
     )
 

@@ -159,6 +159,20 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     return emails.defer("text_body", "html_body", "raw_source").order_by("-sent_at", "-pk")
 
 
+def activities_for_timeline(user, *, contact=None, company=None) -> QuerySet:
+    """A contact's or company's meetings and tasks that the user may see there: those
+    imported from their own and "Access emails" mailboxes, as for emails."""
+    from crm.models import Activity
+
+    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
+    activities = Activity.objects.filter(account__in=mailboxes.values("pk"))
+    if contact is not None:
+        activities = activities.filter(contacts=contact)
+    if company is not None:
+        activities = activities.filter(companies=company)
+    return activities.defer("body").order_by("-starts_at", "-due_on", "-pk")
+
+
 def _written_by(user) -> Q:
     # The sending app's row for an email sent from this app (reverse one-to-one).
     return Q(outgoing__author=user) if user.is_authenticated else Q(pk__in=[])

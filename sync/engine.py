@@ -38,6 +38,8 @@ BATCH_BYTES = 3_000_000
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
+# Not IMAP's: an Exchange address book folder (offered in the Contacts settings).
+CONTACTS = "\\contacts"
 
 
 def period_start(account: EmailAccount, today: date | None = None) -> date | None:
@@ -161,7 +163,7 @@ def folders_refresh(
         lowered = {f.decode(errors="replace").lower() for f in flags}
         values = {
             "delimiter": (delimiter or b"").decode(errors="replace"),
-            "special_use": min((f for f in lowered if f in SPECIAL_USE), default=""),
+            "special_use": min((f for f in lowered if f in SPECIAL_USE | {CONTACTS}), default=""),
             "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
             "exists_on_server": True,
         }

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from accounts.models import EmailAccount
 
-from .engine import AccountSyncer, folders_refresh, period_start
+from .engine import CONTACTS, AccountSyncer, folders_refresh, period_start
 from .models import Email, EmailLocation, Folder, SyncRun
 from .parsing import parse_message
 
@@ -76,6 +76,8 @@ class EwsSyncer(AccountSyncer):
                 flags.append(b"\\Noselect")
             if ews_folder.id in special:
                 flags.append(special[ews_folder.id].encode())
+            elif (getattr(ews_folder, "folder_class", "") or "").startswith("IPF.Contact"):
+                flags.append(CONTACTS.encode())
             path = path_of(ews_folder.id)
             self.by_id[path] = ews_folder
             listed.append((tuple(flags), DELIMITER.encode(), path))

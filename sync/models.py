@@ -173,6 +173,10 @@ class SyncRun(models.Model):
     flag_changes = models.PositiveIntegerField(default=0)
     removed_locations = models.PositiveIntegerField(default=0)
     parse_problems = models.PositiveIntegerField(default=0)
+    # Exchange: meetings and tasks, and contacts, imported or exported by the run.
+    activities = models.PositiveIntegerField(default=0)
+    contacts_imported = models.PositiveIntegerField(default=0)
+    contacts_exported = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
 
     class Meta:

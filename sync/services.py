@@ -131,13 +131,14 @@ def _goodbye(client) -> None:
         client.shutdown()
 
 
-def mailbox_sync(*, account_id: int) -> SyncRun | None:
-    """Download what is new in one mailbox. Safe to run twice: the second waits out."""
+def mailbox_sync(*, account_id: int, items_only: bool = False) -> SyncRun | None:
+    """Download what is new in one mailbox. Safe to run twice: the second waits out.
+    `items_only`: an Exchange mailbox's meetings, tasks and contacts, asked for now."""
     with _commits_without_waiting_for_disk():
-        return _mailbox_sync(account_id)
+        return _mailbox_sync(account_id, items_only)
 
 
-def _mailbox_sync(account_id: int) -> SyncRun | None:
+def _mailbox_sync(account_id: int, items_only: bool = False) -> SyncRun | None:
     account = (
         EmailAccount.objects.select_related("provider")
         .filter(pk=account_id, removed_at__isnull=True)
@@ -151,7 +152,9 @@ def _mailbox_sync(account_id: int) -> SyncRun | None:
     run = SyncRun(account=account)
     try:
         if _is_exchange(account):
-            _exchange_sync(account, run, renew=lambda: _renew(account_id, token))
+            _exchange_sync(
+                account, run, renew=lambda: _renew(account_id, token), items_only=items_only
+            )
         else:
             client = _session(account)
             try:
@@ -224,18 +227,24 @@ class ExchangeError(Exception):
     """An exchangelib error during an Exchange sync (the cause), to be classified."""
 
 
-def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
+def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
     from exchangelib.errors import EWSError
 
     from accounts.exchange import ews_close, ews_session
 
     from .ews import EwsSyncer
+    from .ews_items import exchange_items_sync
 
     ews = session_for(ews_session, account)
     try:
         syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
-        for folder in syncer.folders_to_sync(syncer.refresh_folders()):
-            syncer.sync_folder(folder)
+        folders = syncer.refresh_folders()
+        if not items_only:
+            for folder in syncer.folders_to_sync(folders):
+                syncer.sync_folder(folder)
+        exchange_items_sync(
+            ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+        )
     except EWSError as error:
         raise ExchangeError(str(error)) from error
     finally:
@@ -307,7 +316,10 @@ class FolderListError(Exception):
 
 
 def folders_load(*, account: EmailAccount) -> list[Folder]:
-    """The mailbox's folders as the server lists them now (IMAP LIST), stored."""
+    """The mailbox's folders as the server lists them now (IMAP LIST, or EWS
+    FindFolder), stored."""
+    if _is_exchange(account):
+        return _exchange_folders_load(account)
     try:
         client = _session(account)
     except (SignInError, ReconnectNeeded, TokenError) as error:
@@ -320,6 +332,27 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
     finally:
         with contextlib.suppress(Exception):
             client.logout()
+
+
+def _exchange_folders_load(account: EmailAccount) -> list[Folder]:
+    from exchangelib.errors import EWSError
+
+    from accounts.exchange import ews_close, ews_session
+
+    from .ews import EwsSyncer
+
+    try:
+        ews = session_for(ews_session, account)
+    except (SignInError, ReconnectNeeded, TokenError) as error:
+        raise FolderListError(str(error)) from None
+    try:
+        return EwsSyncer(account=account, ews=ews, run=SyncRun()).refresh_folders()
+    except (EWSError, OSError) as error:
+        raise FolderListError(
+            f"Exchange did not list the folders ({type(error).__name__})."
+        ) from None
+    finally:
+        ews_close(ews)
 
 
 def _folder_choice(folders) -> str:

@@ -656,9 +656,18 @@ def op_create_item(call: Call, request: ET.Element) -> list[ET.Element]:
     target = call.folder(saved[0]) if saved else None
     messages = []
     for elem in _kids(request, "m:Items"):
+        if _local(elem) == "Contact":  # an address book entry, saved where asked
+            folder = target or state.distinguished(user.address, "contacts")
+            if folder is None:
+                messages.append(_response_message("CreateItem", "ErrorFolderNotFound"))
+                continue
+            item = call.server._store(folder, "Contact", _props_from_xml("Contact", elem))
+            messages.append(message := _response_message("CreateItem"))
+            _item_id(_el("t:Contact", parent=_el("m:Items", parent=message)), item)
+            continue
         if _local(elem) != "Message":
             state.unsupported.append(f"CreateItem of {_local(elem)}")
-            text = "The EWS fake only creates messages."
+            text = "The EWS fake only creates messages and contacts."
             messages.append(_response_message("CreateItem", "ErrorInvalidOperation", text))
             continue
         props = _props_from_xml("Message", elem)

@@ -1,0 +1,250 @@
+"""An Exchange mailbox's meetings, tasks and contacts, imported (and contacts exported)
+against the suite's EWS protocol fake (tests/servers/ews.py: it answers EWS SOAP as an
+Exchange 2016 server does and keeps its mailboxes in memory; it is not Exchange)."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from crm.models import Activity, Company, Contact, ContactAddress, ContactLink
+from sync.models import Email, SyncRun
+from sync.services import mailbox_sync
+from tests.mailbox import make_message
+
+
+@pytest.fixture
+def peter(db):
+    """A CRM contact at a company, who takes part in the mailbox's meetings."""
+    company = Company.objects.create(name="Partner GmbH", web_domain="partner.test")
+    contact = Contact.objects.create(name="Peter Partner", company=company)
+    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
+    return contact
+
+
+def _sync(account, **kwargs) -> SyncRun:
+    run = mailbox_sync(account_id=account.pk, **kwargs)
+    assert run is not None and run.state == SyncRun.State.SUCCEEDED, run and run.error
+    return run
+
+
+def _meeting(ews_server, address, subject, days, attendee="peter@partner.test"):
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
+    return ews_server.add_calendar_item(
+        subject, start, start + timedelta(hours=1), location="Room 4",
+        required_attendees=[("Peter Partner", attendee)], mailbox=address,
+    )  # fmt: skip
+
+
+def test_it_imports_meetings_of_the_period_onto_the_contacts_timelines(
+    exchange_mailbox, ews_server, peter, client
+):
+    account, address = exchange_mailbox
+    account.meetings_import, account.meetings_period = True, "1m"
+    account.save()
+    past = _meeting(ews_server, address, "Kick-off", days=-10)
+    _meeting(ews_server, address, "Last year's review", days=-200)
+    upcoming = _meeting(ews_server, address, "Contract signing", days=14)
+
+    run = _sync(account)
+
+    meetings = Activity.objects.filter(account=account, kind="meeting")
+    assert set(meetings.values_list("subject", flat=True)) == {"Kick-off", "Contract signing"}
+    kickoff = meetings.get(external_id=past)
+    assert kickoff.location == "Room 4" and kickoff.attendees == ["peter@partner.test"]
+    assert list(kickoff.contacts.all()) == [peter]
+    assert list(kickoff.companies.all()) == [peter.company]
+    assert run.activities >= 2
+    client.force_login(account.owner)
+    page = client.get(reverse("crm:contact", args=[peter.pk])).text
+    assert "Kick-off" in page and "Contract signing" in page
+    assert "Kick-off" in client.get(reverse("crm:company", args=[peter.company.pk])).text
+
+    # Imported again: updated, not added; a meeting gone from the calendar goes here too.
+    ews_server.update_item(past, {"item:Subject": "Kick-off (moved)"})
+    ews_server.delete_item(upcoming)
+    _sync(account)
+    assert list(
+        Activity.objects.filter(account=account, kind="meeting").values_list("subject", flat=True)
+    ) == ["Kick-off (moved)"]
+
+
+def test_it_shows_activities_only_to_those_who_may_see_the_mailbox(
+    exchange_mailbox, ews_server, peter, client
+):
+    from tests.factories import UserFactory
+
+    account, address = exchange_mailbox
+    account.meetings_import = True
+    account.save()
+    _meeting(ews_server, address, "Private planning", days=1)
+    _sync(account)
+
+    client.force_login(UserFactory())
+    assert "Private planning" not in client.get(reverse("crm:contact", args=[peter.pk])).text
+
+
+def test_it_imports_open_tasks_and_recently_finished_ones(exchange_mailbox, ews_server):
+    account, address = exchange_mailbox
+    account.meetings_import = True
+    account.save()
+    today = date.today()
+    ews_server.add_task("Send the offer", due_date=today + timedelta(days=3), mailbox=address)
+    ews_server.add_task(
+        "Old errand", due_date=today - timedelta(days=300), status="Completed", mailbox=address
+    )
+    ews_server.add_task(
+        "Call back", due_date=today - timedelta(days=2), status="Completed", mailbox=address
+    )
+
+    _sync(account)
+
+    tasks = Activity.objects.filter(account=account, kind="task")
+    assert set(tasks.values_list("subject", "status")) == {
+        ("Send the offer", "NotStarted"),
+        ("Call back", "Completed"),
+    }
+    assert tasks.get(subject="Send the offer").due_on == today + timedelta(days=3)
+
+
+def test_it_imports_meetings_only_when_asked_while_automatic_import_is_off(
+    exchange_mailbox, ews_server
+):
+    account, address = exchange_mailbox
+    account.meetings_import, account.meetings_auto = True, False
+    account.save()
+    _meeting(ews_server, address, "Quarterly", days=2)
+
+    _sync(account)
+    assert not Activity.objects.filter(account=account).exists()
+
+    _sync(account, items_only=True)  # the "Import now" of the settings page
+    assert Activity.objects.filter(account=account, subject="Quarterly").exists()
+
+
+def test_it_imports_contacts_and_links_companies_by_unambiguous_name(
+    exchange_mailbox, ews_server, peter
+):
+    account, address = exchange_mailbox
+    account.contacts_import = "all"
+    account.save()
+    acme = Company.objects.create(name="ACME Corp")
+    Company.objects.create(name="Twin Ltd")
+    Company.objects.create(name="twin ltd")
+    ews_server.add_contact(
+        "Anna Acme", company_name="Acme Corp", emails=["anna@acme.test"],
+        phones={"BusinessPhone": "+49 30 1234"}, job_title="Buyer", mailbox=address,
+    )  # fmt: skip
+    ews_server.add_contact(
+        "Tom Twin", company_name="Twin Ltd", emails=["tom@twin.test"], mailbox=address
+    )
+    ews_server.add_contact(
+        "Peter P.", company_name="Other", emails=["PETER@partner.test"], mailbox=address
+    )
+    ews_server.add_folder("contacts", "Suppliers", folder_class="IPF.Contact", mailbox=address)
+    ews_server.add_contact(
+        "Sam Supplier", emails=["sam@supply.test"], folder="contacts/Suppliers", mailbox=address
+    )
+
+    run = _sync(account)
+
+    anna = ContactAddress.objects.get(address="anna@acme.test").contact
+    assert (anna.name, anna.company, anna.phone, anna.job_title) == (
+        "Anna Acme", acme, "+49 30 1234", "Buyer",
+    )  # fmt: skip
+    assert ContactAddress.objects.get(address="tom@twin.test").contact.company is None
+    # Peter was known by his address: completed, not doubled, his name and company kept.
+    peter.refresh_from_db()
+    assert peter.name == "Peter Partner" and peter.company.name == "Partner GmbH"
+    assert ContactAddress.objects.filter(address="peter@partner.test").count() == 1
+    assert ContactAddress.objects.filter(address="sam@supply.test").exists()
+    assert run.contacts_imported == 3
+    contacts_before = Contact.objects.count()
+
+    _sync(account)
+    assert Contact.objects.count() == contacts_before
+    assert ContactLink.objects.filter(account=account).count() == 4
+
+
+def test_it_imports_only_the_chosen_contact_folders(exchange_mailbox, ews_server, client):
+    account, address = exchange_mailbox
+    ews_server.add_folder("contacts", "Suppliers", folder_class="IPF.Contact", mailbox=address)
+    ews_server.add_contact("Sam Supplier", emails=["sam@supply.test"], folder="contacts/Suppliers",
+                           mailbox=address)  # fmt: skip
+    ews_server.add_contact("Fred Friend", emails=["fred@friends.test"], mailbox=address)
+    _sync(account)  # the first download finds the folders
+    client.force_login(account.owner)
+    url = reverse("accounts:settings_save", args=[account.pk, "contacts"])
+
+    response = client.post(
+        url, {"contacts-contacts_import": "folders", "contacts-contacts_folders": ["Contacts/x"]}
+    )
+    assert "Contacts/x is not one of the mailbox&#x27;s contact folders" in response.text
+    response = client.post(
+        url,
+        {
+            "contacts-contacts_import": "folders",
+            "contacts-contacts_folders": ["Contacts/Suppliers"],
+        },
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.contacts_folders == ["Contacts/Suppliers"]
+
+    _sync(account)
+
+    assert ContactAddress.objects.filter(address="sam@supply.test").exists()
+    assert not ContactAddress.objects.filter(address="fred@friends.test").exists()
+
+
+def test_it_exports_the_people_the_mailbox_writes_with_once(exchange_mailbox, ews_server, peter):
+    account, address = exchange_mailbox
+    ews_server.add_message(
+        "inbox", make_message(subject="Hello", to=address), mailbox=address
+    )  # from peter@partner.test
+    account.contacts_export = True
+    account.save()
+
+    run = _sync(account)
+
+    assert Email.objects.get(account=account, subject="Hello").contacts.get() == peter
+    assert run.contacts_exported == 1
+    contacts_folder = ews_server.folder_id("contacts", address)
+    exported = [
+        i for i in ews_server.state.items.values()
+        if i.folder == contacts_folder and i.kind == "Contact"
+    ]  # fmt: skip
+    assert len(exported) == 1
+    assert exported[0].props["contacts:DisplayName"] == "Peter Partner"
+    assert "peter@partner.test" in exported[0].props["contacts:EmailAddress"].values()
+    assert _sync(account).contacts_exported == 0
+
+
+def test_it_offers_the_exchange_sections_only_for_exchange_mailboxes(
+    client, exchange_mailbox, synced_mailbox, queued, monkeypatch
+):
+    from accounts import views
+
+    imports = []
+    monkeypatch.setattr(views.import_exchange_items, "delay_on_commit", imports.append)
+    exchange, _address = exchange_mailbox
+    imap, _mailbox = synced_mailbox
+    imap.owner = exchange.owner
+    imap.save()
+    client.force_login(exchange.owner)
+
+    assert "Meetings and tasks" in client.get(exchange.get_absolute_url()).text
+    assert "Meetings and tasks" not in client.get(imap.get_absolute_url()).text
+    refused = client.post(reverse("accounts:settings_save", args=[imap.pk, "meetings"]), {})
+    assert refused.status_code == 404
+
+    saved = client.post(
+        reverse("accounts:settings_save", args=[exchange.pk, "meetings"]),
+        {"meetings-meetings_import": "on", "meetings-meetings_period": "3m",
+         "meetings-meetings_auto": "on"},
+        HTTP_HX_REQUEST="true",
+    )  # fmt: skip
+    assert "Importing now." in saved.text
+    assert imports == [exchange.pk]
+    exchange.refresh_from_db()
+    assert (exchange.meetings_import, exchange.meetings_period) == (True, "3m")
