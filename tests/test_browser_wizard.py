@@ -98,10 +98,12 @@ def test_it_remembers_a_picked_provider_so_the_next_user_skips_the_choice(
     page.fill("#id_address", "carol@elsewhere.test")
     page.click("button:has-text('Next')")
     expect(page.locator("[data-step=provider]")).to_be_visible()
-    page.fill("#provider-search", "test")
+    # The list is swapped in as the user types (after a pause): a swap after the tick
+    # would undo it, so the tick waits for that answer and for htmx to settle.
+    with page.expect_response(lambda r: "q=test" in r.url):
+        page.fill("#provider-search", "test")
     expect(page.locator("#provider-list label")).to_have_count(1)
-    # The list is swapped in as the user types; a swap after the tick would undo it.
-    page.wait_for_load_state("networkidle")
+    expect(page.locator(".htmx-request")).to_have_count(0)
     _shot(page, "2-provider")
     page.check("#provider-list input[type=radio]")
     expect(page.locator("#provider-list input[type=radio]")).to_be_checked()
