@@ -194,3 +194,37 @@ def test_it_tries_again_later_when_the_server_is_busy(exchange_mailbox, ews_serv
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert Email.objects.filter(account=account).count() == 2
+
+
+def test_it_downloads_with_an_oauth_token_instead_of_a_password(
+    exchange_mailbox, ews_server, oauth_server, oauth_provider
+):
+    from accounts.oauth import tokens_store
+
+    account, address = exchange_mailbox
+    provider = account.provider
+    provider.auth_method = "oauth2"
+    provider.oauth_client_id = "mailsetup-test"
+    provider.oauth_token_url = oauth_provider.oauth_token_url
+    provider.oauth_authorize_url = oauth_provider.oauth_authorize_url
+    provider.set_oauth_client_secret("client-secret-1")
+    provider.save()
+    ews_server.state.users[address].password = None  # only a token signs in now
+    account.set_password("")
+    account.save()
+    tokens_store(account=account, answer=oauth_server.grant(address, "mailsetup-test"))
+    _deliver(ews_server, address, "inbox", 2)
+    ews_server.state.requests.clear()
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.filter(account=account).count() == 2
+    assert all(user == address for _op, user in ews_server.requests)
+
+    # The server stops honouring the token (expired by its clock): refreshed once.
+    oauth_server.expire_access_tokens()
+    oauth_server.state.requests.clear()
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+    assert len(oauth_server.calls("/token")) == 1
