@@ -103,23 +103,25 @@ def endpoints_for(provider: EmailProvider, address: Address) -> list[Endpoint]:
 def check_sign_in(
     *, provider: EmailProvider, address: Address, login: str, password: str = "",
     access_token: str = "",
-) -> None:  # fmt: skip
+) -> str:  # fmt: skip
     """Raises SignInError unless every server the provider uses accepts the login (with
-    the password, or an OAuth 2.0 access token)."""
+    the password, or an OAuth 2.0 access token). Returns the mailbox's display name where
+    the server says it (an Exchange directory), else ""."""
     if not login:
         raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
     if not (password or access_token):
         raise SignInError("password_missing", "Enter the password.")
     if provider.service_type == ServiceType.EXCHANGE:
-        from .exchange import ews_close, ews_session
+        from .exchange import directory_name, ews_close, ews_session
 
-        ews_close(
-            ews_session(
-                provider=provider, address=address, login=login, password=password,
-                access_token=access_token,
-            )
+        ews = ews_session(
+            provider=provider, address=address, login=login, password=password,
+            access_token=access_token,
         )  # fmt: skip
-        return
+        try:
+            return directory_name(ews, address.email)
+        finally:
+            ews_close(ews)
     if not (login.isascii() and password.isascii()):
         # IMAP LOGIN and SMTP AUTH carry ASCII only; servers that accept other
         # characters are rare, and encoding errors must not carry the password around.
@@ -147,6 +149,7 @@ def check_sign_in(
             checker.imap(endpoint, login, password, access_token=access_token)
         else:
             checker.smtp(endpoint, login, password, address.email, access_token=access_token)
+    return ""
 
 
 @sensitive_variables("password", "access_token")

@@ -133,6 +133,22 @@ def ews_session(
     return account
 
 
+def directory_name(account, address: str) -> str:
+    """The mailbox's display name in the Exchange directory (ResolveNames), or "" when
+    the directory does not know it or will not say."""
+    from exchangelib.errors import EWSError
+
+    try:
+        found = account.protocol.resolve_names([address], search_scope="ActiveDirectory")
+    except (EWSError, OSError):
+        return ""
+    for mailbox in found:
+        name = getattr(mailbox, "name", "") or ""
+        if (getattr(mailbox, "email_address", "") or "").lower() == address.lower():
+            return " ".join(name.split())[:200]
+    return ""
+
+
 def ews_close(account) -> None:
     """Give the session's connections back (exchangelib keeps a pool per endpoint)."""
     # Closing must not hide what happened before it.

@@ -87,7 +87,7 @@ def account_create(
         _rate_limit(user=user, address=address)
         attempt = SignInAttempt.objects.create(user=user, address=address.email)
     token = oauth["access_token"] if oauth else ""
-    check_sign_in(
+    directory = check_sign_in(
         provider=provider, address=address, login=login, password=password, access_token=token
     )
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
@@ -101,6 +101,10 @@ def account_create(
         account = _account_save(user, provider, address, login, password, first=False)
     if oauth:
         tokens_store(account=account, answer=oauth)
+    if directory and not account.display_name:
+        # The name colleagues know the mailbox by, from the Exchange directory.
+        account.display_name = directory
+        account.save(update_fields=["display_name", "updated_at"])
     return account
 
 

@@ -15,7 +15,7 @@ def _sign_in_url(provider, address: str) -> str:
 
 
 def test_it_adds_an_exchange_mailbox_after_signing_in(client, exchange_provider, ews_server):
-    ews_server.add_user("dora@corp.test", "dora-secret")
+    ews_server.add_user("dora@corp.test", "dora-secret", name="Dora Director")
     user = UserFactory()
     client.force_login(user)
     url = _sign_in_url(exchange_provider, "dora@corp.test")
@@ -28,6 +28,9 @@ def test_it_adds_an_exchange_mailbox_after_signing_in(client, exchange_provider,
     account = EmailAccount.objects.get(owner=user, address="dora@corp.test")
     assert account.get_password() == "dora-secret"
     assert ews_server.calls("GetFolder") >= 1
+    # Its display name comes from the Exchange directory (ResolveNames).
+    assert account.display_name == "Dora Director"
+    assert ews_server.calls("ResolveNames") == 1
 
 
 def test_it_names_the_problem_when_exchange_refuses_the_password(
