@@ -166,3 +166,18 @@ def test_it_shows_the_redirect_uri_to_register_and_refuses_plain_http(client, ma
              "domains-INITIAL_FORMS": "0"}  # fmt: skip
     refused = client.post(url, data).text
     assert "Use an https:// address: tokens must travel encrypted." in refused
+
+
+def test_it_takes_an_exchange_provider_with_an_https_address_or_none(client, manager):
+    client.force_login(manager)
+    url = reverse("admin:providers_emailprovider_add")
+    exchange = {"service_type": "exchange", "imap_host": "", "smtp_host": "",
+                "auth_method": "password", "domains-0-domain": ""}  # fmt: skip
+
+    plain = client.post(url, _provider_form(**exchange, exchange_url="http://mail.new.test/EWS/"))
+    assert "The Exchange service address must start with https://." in plain.text
+    assert not EmailProvider.objects.filter(name="New Mail").exists()
+
+    blank = client.post(url, _provider_form(**exchange))  # found by autodiscover
+    assert blank.status_code == 302, blank.text
+    assert EmailProvider.objects.get(name="New Mail").exchange_url == ""

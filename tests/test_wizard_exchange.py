@@ -45,3 +45,43 @@ def test_it_names_the_problem_when_exchange_refuses_the_password(
     assert "Exchange did not accept the login and password" in response.text
     assert "nope" not in response.text
     assert not EmailAccount.objects.exists()
+
+
+def test_it_finds_the_service_by_autodiscover_when_the_card_has_none(
+    client, exchange_provider, ews_server, tmp_path, monkeypatch
+):
+    # exchangelib's autodiscover asks https://<domain>/ and autodiscover.<domain> on port
+    # 443 through DNS, none of which the tests have; it first tries the endpoint it keeps
+    # for the domain in its cache, so the fake's autodiscover endpoint is put there. The
+    # answer (GetUserSettings) then comes from the fake, as from a real server.
+    from exchangelib import BASIC, Configuration, Credentials
+    from exchangelib.autodiscover import cache, clear_cache
+    from exchangelib.autodiscover.protocol import AutodiscoverProtocol
+
+    from accounts.exchange import _exchangelib
+
+    _exchangelib()  # the app's TLS trust for exchangelib's requests
+    monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE", tmp_path / "ad-cache")
+    exchange_provider.exchange_url = ""
+    exchange_provider.save()
+    ews_server.add_user("auto@corp.test", "auto-secret")
+    credentials = Credentials("auto@corp.test", "auto-secret")
+    config = Configuration(
+        service_endpoint=ews_server.autodiscover_url, credentials=credentials, auth_type=BASIC
+    )
+    cache.autodiscover_cache[("corp.test", credentials)] = AutodiscoverProtocol(config=config)
+    client.force_login(UserFactory())
+    try:
+        page = client.get(_sign_in_url(exchange_provider, "auto@corp.test")).text
+        assert "the address autodiscover finds for corp.test" in page
+        ews_server.state.requests.clear()
+
+        response = client.post(
+            _sign_in_url(exchange_provider, "auto@corp.test"), {"password": "auto-secret"}
+        )
+    finally:
+        clear_cache()
+
+    assert response.status_code == 302, response.text
+    assert EmailAccount.objects.filter(address="auto@corp.test").exists()
+    assert ews_server.calls("GetUserSettings") == 1 and ews_server.calls("GetFolder") >= 1
