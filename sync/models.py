@@ -36,6 +36,9 @@ class MailboxSync(models.Model):
     claim_token = models.CharField(max_length=36, blank=True)
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
     last_error = models.TextField(blank=True)
+    # Exchange: when meetings, tasks and contacts were last read (at most hourly, as
+    # they change far less often than mail and cost more to read).
+    items_imported_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"sync of {self.account}"

@@ -35,6 +35,11 @@ NEEDS_OWNER = {
 }  # fmt: skip
 
 
+# An Exchange mailbox's meetings, tasks and contacts are read at most this often by the
+# scheduled runs; "Import now" and saving their settings read them at once.
+ITEMS_EVERY = timedelta(hours=1)
+
+
 class TransientSyncError(Exception):
     """Worth another try later: the network, a timeout, a server that was busy."""
 
@@ -242,9 +247,16 @@ def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew, items_only: bo
         if not items_only:
             for folder in syncer.folders_to_sync(folders):
                 syncer.sync_folder(folder)
-        exchange_items_sync(
-            ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+        last = (
+            MailboxSync.objects.filter(account=account)
+            .values_list("items_imported_at", flat=True)
+            .first()
         )
+        if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
+            exchange_items_sync(
+                ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+            )
+            MailboxSync.objects.filter(account=account).update(items_imported_at=timezone.now())
     except EWSError as error:
         raise ExchangeError(str(error)) from error
     finally:

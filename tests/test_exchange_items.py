@@ -6,9 +6,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from crm.models import Activity, Company, Contact, ContactAddress, ContactLink
-from sync.models import Email, SyncRun
+from sync.models import Email, MailboxSync, SyncRun
 from sync.services import mailbox_sync
 from tests.mailbox import make_message
 
@@ -26,6 +27,14 @@ def _sync(account, **kwargs) -> SyncRun:
     run = mailbox_sync(account_id=account.pk, **kwargs)
     assert run is not None and run.state == SyncRun.State.SUCCEEDED, run and run.error
     return run
+
+
+def _an_hour_later(account) -> SyncRun:
+    """The next scheduled run after the hourly reading of meetings and contacts is due."""
+    MailboxSync.objects.filter(account=account).update(
+        items_imported_at=timezone.now() - timedelta(hours=1, minutes=1)
+    )
+    return _sync(account)
 
 
 def _meeting(ews_server, address, subject, days, attendee="peter@partner.test"):
@@ -63,7 +72,7 @@ def test_it_imports_meetings_of_the_period_onto_the_contacts_timelines(
     # Imported again: updated, not added; a meeting gone from the calendar goes here too.
     ews_server.update_item(past, {"item:Subject": "Kick-off (moved)"})
     ews_server.delete_item(upcoming)
-    _sync(account)
+    _an_hour_later(account)
     assert list(
         Activity.objects.filter(account=account, kind="meeting").values_list("subject", flat=True)
     ) == ["Kick-off (moved)"]
@@ -161,7 +170,7 @@ def test_it_imports_contacts_and_links_companies_by_unambiguous_name(
     assert run.contacts_imported == 3
     contacts_before = Contact.objects.count()
 
-    _sync(account)
+    _an_hour_later(account)
     assert Contact.objects.count() == contacts_before
     assert ContactLink.objects.filter(account=account).count() == 4
 
@@ -191,7 +200,7 @@ def test_it_imports_only_the_chosen_contact_folders(exchange_mailbox, ews_server
     account.refresh_from_db()
     assert account.contacts_folders == ["Contacts/Suppliers"]
 
-    _sync(account)
+    _sync(account, items_only=True)
 
     assert ContactAddress.objects.filter(address="sam@supply.test").exists()
     assert not ContactAddress.objects.filter(address="fred@friends.test").exists()
@@ -217,7 +226,7 @@ def test_it_exports_the_people_the_mailbox_writes_with_once(exchange_mailbox, ew
     assert len(exported) == 1
     assert exported[0].props["contacts:DisplayName"] == "Peter Partner"
     assert "peter@partner.test" in exported[0].props["contacts:EmailAddress"].values()
-    assert _sync(account).contacts_exported == 0
+    assert _an_hour_later(account).contacts_exported == 0
 
 
 def test_it_offers_the_exchange_sections_only_for_exchange_mailboxes(
@@ -248,3 +257,21 @@ def test_it_offers_the_exchange_sections_only_for_exchange_mailboxes(
     assert imports == [exchange.pk]
     exchange.refresh_from_db()
     assert (exchange.meetings_import, exchange.meetings_period) == (True, "3m")
+
+
+def test_it_reads_meetings_and_contacts_at_most_hourly_between_imports_asked_for(
+    exchange_mailbox, ews_server
+):
+    account, address = exchange_mailbox
+    account.meetings_import, account.contacts_import = True, "all"
+    account.save()
+    _sync(account)
+    _meeting(ews_server, address, "Added later", days=1)
+    ews_server.state.requests.clear()
+
+    _sync(account)  # the next scheduled run, minutes later: mail only
+
+    assert ews_server.calls("FindItem") == 0
+    assert not Activity.objects.filter(subject="Added later").exists()
+    _sync(account, items_only=True)
+    assert Activity.objects.filter(subject="Added later").exists()
