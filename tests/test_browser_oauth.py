@@ -42,3 +42,36 @@ def test_it_adds_a_mailbox_with_sign_in_with_google(
     account = EmailAccount.objects.get(owner=user, address=address)
     assert account.uses_oauth
     context.close()
+
+
+def test_it_reconnects_a_mailbox_from_the_banner_in_one_click(
+    live_server, browser, oauth_mailbox, oauth_server
+):
+    from sync.models import MailboxSync, SyncRun
+    from sync.services import mailbox_sync
+
+    account, _mailbox = oauth_mailbox
+    oauth_server.expire_access_tokens()
+    oauth_server.state.refresh_tokens.clear()  # consent revoked at the provider
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.FAILED
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}/email/")
+    banner = page.locator(f"#sign-in-alert-{account.pk}")
+    expect(banner).to_contain_text("needs you to sign in again")
+    # No advice about a password the mailbox does not have.
+    expect(page.locator(f"#sync-status-{account.pk}")).to_contain_text("Reconnect")
+    expect(page.locator(f"#sync-status-{account.pk}")).not_to_contain_text("password")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "oauth-reconnect-banner.png", full_page=True)
+    banner.locator("button:has-text('Reconnect')").click()
+    page.wait_for_url(f"{live_server.url}/mailboxes/{account.pk}/")
+
+    expect(page.locator(".messages")).to_contain_text("is connected again")
+    expect(page.locator(".notification.warning")).to_have_count(0)
+    account.refresh_from_db()
+    assert account.reconnect_needed_at is None
+    assert MailboxSync.objects.get(account=account).health == MailboxSync.Health.OK
+    context.close()
