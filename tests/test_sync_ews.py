@@ -228,3 +228,29 @@ def test_it_downloads_with_an_oauth_token_instead_of_a_password(
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert len(oauth_server.calls("/token")) == 1
+
+
+def test_it_downloads_only_the_folders_chosen_in_the_exchange_folder_picker(
+    exchange_mailbox, ews_server, client
+):
+    from django.urls import reverse
+
+    account, address = exchange_mailbox
+    ews_server.add_folder("inbox", "Projects", mailbox=address)
+    _deliver(ews_server, address, "inbox", 1, prefix="inbox")
+    _deliver(ews_server, address, "inbox/Projects", 1, prefix="project")
+    client.force_login(account.owner)
+
+    picker = client.get(reverse("accounts:folders", args=[account.pk]), HTTP_HX_REQUEST="true")
+
+    assert 'data-path="Inbox/Projects"' in picker.text  # read from Exchange (FindFolder)
+    chosen = Folder.objects.get(account=account, path="Inbox/Projects")
+    response = client.post(
+        reverse("accounts:folders", args=[account.pk]),
+        {"folder_mode": "custom", "chosen": [chosen.pk]},
+    )
+    assert response.status_code == 302
+    run = _sync(account)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    subjects = set(Email.objects.filter(account=account).values_list("subject", flat=True))
+    assert subjects == {"project 0"}
