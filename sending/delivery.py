@@ -138,16 +138,16 @@ def _deliver_ews(*, account, recipients: list[str], raw: bytes, handing_over) ->
         handing_over()
         handed_over = True
         message.send_and_save()
-    except ErrorTimeoutExpired as error:
-        # exchangelib's name for a connection that broke off too: after the hand-over
-        # nobody knows whether the server sent it.
-        if handed_over:
-            raise _ews_uncertain(error) from None
-        raise DeliveryError("transient", f"Exchange did not answer in time ({error}).") from None
     except ResponseMessageError as error:
-        # The server answered: the message was not taken.
         name = type(error).__name__
-        kind = "transient" if name in EWS_BUSY else "permanent"
+        # exchangelib also makes these up from the HTTP layer (a 503, a timeout, a cut
+        # connection: "Reraised from ...", "Caused by ..."). Only an answer the server
+        # wrote itself says the message was not taken; anything else after the
+        # hand-over may have been sent.
+        made_up = str(error).startswith(("Reraised from", "Caused by"))
+        if handed_over and (made_up or isinstance(error, ErrorTimeoutExpired)):
+            raise _ews_uncertain(error) from None
+        kind = "transient" if name in EWS_BUSY or made_up else "permanent"
         raise DeliveryError(kind, f"Exchange did not send the message ({name}: {error}).") from None
     except (EWSError, OSError) as error:
         if not handed_over:

@@ -96,3 +96,19 @@ def test_it_queues_again_when_exchange_is_busy_and_never_guesses_after_a_cut(
     # The request may have reached Exchange: "May have been sent", never sent again.
     assert cut.state == OutgoingEmail.State.UNCERTAIN
     assert [m.subject for m in ews_server.sent if m.user == address] == ["Quote from Exchange"]
+
+
+def test_it_never_resends_when_the_answer_is_lost_after_exchange_took_the_message(
+    exchange_mailbox, ews_server, django_capture_on_commit_callbacks
+):
+    account, address = exchange_mailbox
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    # Exchange sends it; a proxy on the way back answers 503, which exchangelib reports
+    # as ErrorServerBusy.
+    ews_server.answer_next("CreateItem", 503)
+
+    outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.UNCERTAIN
+    assert len([m for m in ews_server.sent if m.user == address]) == 1

@@ -209,6 +209,8 @@ class State:
     unsupported: list[str] = field(default_factory=list)
     failures: dict[str, list[list]] = field(default_factory=dict)  # op -> [code, count, ms]
     drops: dict[str, int] = field(default_factory=dict)
+    # operation -> [HTTP status, count]: done, then answered with that status instead
+    garbled: dict[str, list] = field(default_factory=dict)
     seq: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -905,6 +907,11 @@ class _Handler(BaseHTTPRequestHandler):
                 text = f"The EWS fake does not implement {op}."
                 messages = [_response_message(op, "ErrorInvalidOperation", text)]
                 messages *= _units(request)
+            if garbled := state.garbled.get(op):  # e.g. a proxy's 503 after the work
+                garbled[1] -= 1
+                if garbled[1] <= 0:
+                    del state.garbled[op]
+                return self._reply(garbled[0], b"Service Unavailable")
             response = _el(f"m:{op}Response")
             _el("m:ResponseMessages", parent=response).extend(messages)
             return self._reply(200, _envelope(response, version))
@@ -1165,6 +1172,12 @@ class EwsServer:
         """The next `count` calls of `operation` get the connection closed, with no reply."""
         with self.state.lock:
             self.state.drops[operation] = self.state.drops.get(operation, 0) + count
+
+    def answer_next(self, operation: str, status: int, count: int = 1) -> None:
+        """The next `count` calls of `operation` are carried out, and then answered with
+        HTTP `status` and no SOAP (a proxy or load balancer failing on the way back)."""
+        with self.state.lock:
+            self.state.garbled[operation] = [status, count]
 
     def invalidate_sync_states(self) -> None:
         """Every SyncState handed out so far becomes invalid, as after a mailbox move."""
