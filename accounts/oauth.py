@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from mailsetup import crypto
+from providers.models import ServiceType
 
 from .connection import mail_ssl_context
 from .models import EmailAccount
@@ -144,12 +145,18 @@ def session_for(session, account: EmailAccount):
 
 
 # What the mailbox needs from each provider, and who the user is (OpenID Connect).
-GOOGLE_SCOPES = ["https://mail.google.com/", "openid", "email"]
-# msal adds openid, profile and offline_access itself (and refuses them as input).
+# Google answers the "email" alias with its full name, and oauthlib takes any change of
+# scope as a failure: the full name is asked for.
+GOOGLE_MAIL = "https://mail.google.com/"
+GOOGLE_SCOPES = [GOOGLE_MAIL, "openid", "https://www.googleapis.com/auth/userinfo.email"]
+# msal adds openid, profile and offline_access itself (and refuses them as input);
+# "email" puts the address in the ID token, where the sign-in name may differ from it.
 MICROSOFT_SCOPES = [
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
+    "email",
 ]
+MICROSOFT_EWS_SCOPES = ["https://outlook.office.com/EWS.AccessAsUser.All", "email"]
 DEFAULT_SCOPE = "mail openid email"
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 
@@ -289,7 +296,11 @@ class _Google(_Standard):
 
         flow = self._flow(redirect_uri, verifier=pending.verifier)
         try:
-            return dict(flow.fetch_token(code=query.get("code", "")))
+            answer = dict(flow.fetch_token(code=query.get("code", "")))
+        except Warning as changed:
+            # oauthlib's "Scope has changed": the user may have unticked mail access on
+            # Google's consent page. Fine as long as mail access was granted.
+            answer = dict(getattr(changed, "token", None) or {})
         except OAuth2Error as error:
             reason = error.description or error.error
             raise TokenError(f"The sign-in could not be completed ({reason}).") from None
@@ -297,6 +308,14 @@ class _Google(_Standard):
             raise TokenError(
                 f"The sign-in service could not be reached ({type(error).__name__})."
             ) from None
+        granted = answer.get("scope") or ""
+        granted = granted.split() if isinstance(granted, str) else list(granted)
+        if not answer.get("access_token") or GOOGLE_MAIL not in granted:
+            raise TokenError(
+                "Google did not allow access to the mailbox. Sign in again and allow "
+                "“Read, compose, send and permanently delete all your email from Gmail”."
+            )
+        return answer
 
     def refresh(self, refresh_token: str) -> dict:
         from google.auth import exceptions
@@ -366,6 +385,12 @@ class _Microsoft:
                 f"The sign-in service could not be reached ({type(error).__name__})."
             ) from None
 
+    def _scopes(self) -> list[str]:
+        # Exchange Online mailboxes (EWS) need EWS's permission; the others IMAP's and SMTP's.
+        if self.provider.service_type == ServiceType.EXCHANGE:
+            return MICROSOFT_EWS_SCOPES
+        return MICROSOFT_SCOPES
+
     def start(self, *, state: str, address: str, redirect_uri: str) -> tuple[str, Pending]:
         with warnings.catch_warnings():
             # msal suggests form_post, but the browser would then POST back across sites,
@@ -373,7 +398,7 @@ class _Microsoft:
             # stay behind. The code in the query is protected by the state and PKCE.
             warnings.filterwarnings("ignore", message="response_mode='form_post'")
             flow = self._app().initiate_auth_code_flow(
-                MICROSOFT_SCOPES, redirect_uri=redirect_uri, state=state, login_hint=address,
+                self._scopes(), redirect_uri=redirect_uri, state=state, login_hint=address,
                 prompt="select_account", response_mode="query",
             )  # fmt: skip
         pending = Pending(
@@ -396,7 +421,7 @@ class _Microsoft:
         return answer
 
     def refresh(self, refresh_token: str) -> dict:
-        answer = self._app().acquire_token_by_refresh_token(refresh_token, MICROSOFT_SCOPES)
+        answer = self._app().acquire_token_by_refresh_token(refresh_token, self._scopes())
         if "access_token" in answer:
             return answer
         if answer.get("error") in ("invalid_grant", "invalid_client", "interaction_required"):

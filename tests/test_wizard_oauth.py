@@ -101,3 +101,20 @@ def test_it_says_why_when_the_user_declines_at_the_provider(client, provider, oa
     response = client.get(CALLBACK, {"state": state, "error": "access_denied"}, follow=True)
     assert "OAuth Mail did not sign you in (access_denied)." in response.text
     assert oauth_server.calls("/token") == []
+
+
+@pytest.mark.parametrize("oauth_provider_kind", ["google"])
+def test_it_refuses_a_google_sign_in_without_mail_access(
+    client, provider, oauth_server, mail_trust, oauth_provider_kind
+):
+    client.force_login(UserFactory())
+    url = _start(client, provider, "ann@oauth.test")
+    # On the consent page the user unticked Gmail access: the grant comes back without it.
+    oauth_server.state.granted_scope = "openid https://www.googleapis.com/auth/userinfo.email"
+    try:
+        response = client.get(CALLBACK, authorize_as(url, str(mail_trust)), follow=True)
+    finally:
+        oauth_server.state.granted_scope = None
+
+    assert "Google did not allow access to the mailbox." in response.text
+    assert not EmailAccount.objects.exists()

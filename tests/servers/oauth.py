@@ -41,6 +41,9 @@ class State:
     requests: list[tuple[str, dict]] = field(default_factory=list)
     lifetime: int = 3600
     issuer: str = ""
+    # What the token endpoint says was granted, when a test wants it to differ from what
+    # was asked (the user unticked a permission on the consent page).
+    granted_scope: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -175,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             "refresh_token": refresh,
             "token_type": "Bearer",
             "expires_in": state.lifetime,
-            "scope": grant.scope,
+            "scope": grant.scope if state.granted_scope is None else state.granted_scope,
         }
         if "openid" in grant.scope.split():
             answer["id_token"] = _id_token(grant, state.clients[grant.client_id], state.issuer)
