@@ -85,3 +85,27 @@ def test_it_finds_the_service_by_autodiscover_when_the_card_has_none(
     assert response.status_code == 302, response.text
     assert EmailAccount.objects.filter(address="auto@corp.test").exists()
     assert ews_server.calls("GetUserSettings") == 1 and ews_server.calls("GetFolder") >= 1
+
+
+def test_it_refuses_an_internal_exchange_server_even_when_dns_said_otherwise(
+    client, exchange_provider, ews_server, monkeypatch
+):
+    from accounts import exchange
+    from systemsettings.models import SystemSetting
+
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+    # The first lookup (the app's own check) says "public"; the connection then lands on
+    # loopback, as with DNS rebinding. The check on the connected socket stops it.
+    monkeypatch.setattr(exchange.net, "resolve", lambda *args: [("93.184.215.14", 443)])
+    ews_server.add_user("ivy@corp.test", "ivy-secret")
+    client.force_login(UserFactory())
+    ews_server.state.requests.clear()
+
+    response = client.post(
+        _sign_in_url(exchange_provider, "ivy@corp.test"), {"password": "ivy-secret"}
+    )
+
+    assert response.status_code == 200
+    assert "The Exchange server is on an internal network address" in response.text
+    assert ews_server.requests == []  # no request, so no credentials, reached it
+    assert not EmailAccount.objects.exists()
