@@ -86,12 +86,16 @@ def _is_exchange(account: EmailAccount) -> bool:
     return account.provider.service_type == ServiceType.EXCHANGE
 
 
-def _exchange_error(error: Exception) -> tuple[str, bool]:
+def _exchange_error(error: Exception, account: EmailAccount) -> tuple[str, bool]:
     """What an exchangelib error means for the run: (message, worth retrying)."""
     from exchangelib import errors
 
     name = type(error).__name__
     if isinstance(error, errors.UnauthorizedError):
+        if account.uses_oauth:
+            # The token ran out or was revoked during the run: the next run's sign-in
+            # refreshes it, or finds out that the owner must reconnect.
+            return "Exchange stopped accepting the sign-in token during the download.", True
         return "Exchange no longer accepts the mailbox's login. Enter the password again.", False
     busy = (
         errors.ErrorServerBusy, errors.ErrorTimeoutExpired,
@@ -172,7 +176,7 @@ def _mailbox_sync(account_id: int, items_only: bool = False) -> SyncRun | None:
             finally:
                 _goodbye(client)
     except ExchangeError as error:
-        message, transient = _exchange_error(error.__cause__ or error)
+        message, transient = _exchange_error(error.__cause__ or error, account)
         _end(
             run, account_id, token, error=message, last_error=message,
             **({} if transient else {"health": MailboxSync.Health.NEEDS_ATTENTION}),

@@ -196,9 +196,9 @@ def test_it_tries_again_later_when_the_server_is_busy(exchange_mailbox, ews_serv
     assert Email.objects.filter(account=account).count() == 2
 
 
-def test_it_downloads_with_an_oauth_token_instead_of_a_password(
-    exchange_mailbox, ews_server, oauth_server, oauth_provider
-):
+@pytest.fixture
+def ews_oauth_mailbox(exchange_mailbox, ews_server, oauth_server, oauth_provider):
+    """An Exchange mailbox that signs in only with tokens from the suite's OAuth server."""
     from accounts.oauth import tokens_store
 
     account, address = exchange_mailbox
@@ -213,6 +213,13 @@ def test_it_downloads_with_an_oauth_token_instead_of_a_password(
     account.set_password("")
     account.save()
     tokens_store(account=account, answer=oauth_server.grant(address, "mailsetup-test"))
+    return account, address
+
+
+def test_it_downloads_with_an_oauth_token_instead_of_a_password(
+    ews_oauth_mailbox, ews_server, oauth_server
+):
+    account, address = ews_oauth_mailbox
     _deliver(ews_server, address, "inbox", 2)
     ews_server.state.requests.clear()
 
@@ -254,3 +261,27 @@ def test_it_downloads_only_the_folders_chosen_in_the_exchange_folder_picker(
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     subjects = set(Email.objects.filter(account=account).values_list("subject", flat=True))
     assert subjects == {"project 0"}
+
+
+def test_it_tries_again_when_the_token_runs_out_during_the_download(
+    ews_oauth_mailbox, ews_server, oauth_server, monkeypatch
+):
+    from sync.ews import EwsSyncer
+
+    account, address = ews_oauth_mailbox
+    _deliver(ews_server, address, "inbox", 1)
+    signed_in = EwsSyncer.sync_folder
+
+    def token_expires_first(self, folder):
+        oauth_server.expire_access_tokens()  # by the server's clock, mid-run
+        return signed_in(self, folder)
+
+    monkeypatch.setattr(EwsSyncer, "sync_folder", token_expires_first)
+    with pytest.raises(TransientSyncError, match="sign-in token"):
+        _sync(account)
+    assert MailboxSync.objects.get(account=account).health == MailboxSync.Health.OK
+
+    monkeypatch.setattr(EwsSyncer, "sync_folder", signed_in)
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+    assert Email.objects.filter(account=account).count() == 1
