@@ -95,7 +95,6 @@ class Activity(models.Model):
     attendees = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=30, blank=True)
     due_on = models.DateField(null=True, blank=True)
-    body = models.TextField(blank=True)
     contacts = models.ManyToManyField(Contact, blank=True, related_name="activities")
     companies = models.ManyToManyField(Company, blank=True, related_name="activities")
     updated_at = models.DateTimeField(auto_now=True)

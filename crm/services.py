@@ -3,6 +3,7 @@
 from django.db import transaction
 
 from .models import Activity, Company, Contact, ContactAddress, ContactLink
+from .selectors import company_by_name, contact_by_name
 
 NO_REPLY_MARKERS = ("noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "bounce")
 
@@ -103,14 +104,22 @@ def _people(addresses: set[str], own_domains: set[str]) -> tuple[set[Contact], s
 
 @transaction.atomic
 def activity_save(
-    *, account, kind: str, external_id: str, values: dict, people: set[str], own_domains: set[str]
-) -> Activity:
+    *, account, kind: str, external_id: str, values: dict, people: set[str], own_domains: set[str],
+    contact_names: set[str] = frozenset(), company_names: set[str] = frozenset(),
+) -> Activity:  # fmt: skip
     """A meeting or task from the mailbox, written once per item (a second import
-    updates it) and linked to the contacts and companies of the people in it."""
+    updates it) and linked to the contacts and companies of the people in it (by
+    address), and to those a task names (the one contact or company of that name)."""
     activity, _created = Activity.objects.update_or_create(
         account=account, external_id=external_id, defaults={"kind": kind, **values}
     )
     contacts, companies = _people({p.lower() for p in people if p}, own_domains)
+    for name in contact_names:
+        if (contact := contact_by_name(name)) is not None:
+            contacts.add(contact)
+            if contact.company_id:
+                companies.add(contact.company_id)
+    companies |= {c.pk for name in company_names if (c := company_by_name(name))}
     activity.contacts.set(contacts)
     activity.companies.set(companies)
     return activity
@@ -124,15 +133,6 @@ def activities_prune(*, account, kind: str, keep: set[str], starts_from=None, st
         gone = gone.filter(starts_at__gte=starts_from, starts_at__lt=starts_until)
     removed, _ = gone.delete()
     return removed
-
-
-def company_by_name(name: str) -> Company | None:
-    """The one company of that name (any case); none when there is none or several."""
-    name = " ".join(name.split())
-    if not name:
-        return None
-    found = list(Company.objects.filter(name__iexact=name)[:2])
-    return found[0] if len(found) == 1 else None
 
 
 @transaction.atomic

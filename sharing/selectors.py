@@ -170,7 +170,7 @@ def activities_for_timeline(user, *, contact=None, company=None) -> QuerySet:
         activities = activities.filter(contacts=contact)
     if company is not None:
         activities = activities.filter(companies=company)
-    return activities.defer("body").order_by("-starts_at", "-due_on", "-pk")
+    return activities.order_by("-starts_at", "-due_on", "-pk")
 
 
 def _written_by(user) -> Q:

@@ -22,6 +22,14 @@ from .models import SyncRun
 
 # Meetings ahead of today matter as much as past ones: a year of them is read.
 AHEAD = timedelta(days=365)
+# "All" reaches this far back: Exchange keeps years of calendar, timelines need recent ones.
+ALL_DAYS = 730
+# Calendar views are asked a quarter at a time (Exchange refuses a range over two years),
+# and a window is trusted to be whole only below this many items.
+WINDOW = timedelta(days=91)
+WINDOW_MAX = 1000
+# Exchange hides these from anyone but the mailbox's owner; so does the app.
+HIDDEN = {"Private", "Confidential"}
 CONTACT_CLASS = "IPF.Contact"
 # Contacts exported per run; the rest follow in the next runs.
 EXPORT_LIMIT = 200
@@ -48,53 +56,68 @@ def _address(mailbox) -> str:
     return (getattr(mailbox, "email_address", "") or "").strip().lower()
 
 
-def _body(item) -> str:
-    body = getattr(item, "body", None)
-    return str(body or "")[:20000]
+def _windows(start: datetime, end: datetime):
+    while start < end:
+        yield start, min(start + WINDOW, end)
+        start += WINDOW
 
 
 def meetings_import(*, ews, account: EmailAccount, run: SyncRun) -> None:
+    """Calendar items of the period and ahead, a window at a time: Exchange refuses a
+    calendar view over two years and caps the items of one; a window that came back
+    whole is made to match the calendar (what is gone from it goes here too)."""
     from exchangelib import UTC as EWS_UTC
     from exchangelib import EWSDateTime
 
-    days = PERIOD_DAYS.get(account.meetings_period)
+    days = PERIOD_DAYS.get(account.meetings_period) or ALL_DAYS
     today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=days) if days else today - timedelta(days=3650)
-    end = today + AHEAD
+    start, end = today - timedelta(days=days), today + AHEAD
     own = {account.address.split("@", 1)[-1].lower()}
-    seen: set[str] = set()
-    view = ews.calendar.view(
-        start=_ews_time(start, EWSDateTime, EWS_UTC), end=_ews_time(end, EWSDateTime, EWS_UTC)
-    )
-    for item in view:
-        organizer = _address(getattr(item, "organizer", None))
-        attendees = [
-            _address(a.mailbox)
-            for a in (item.required_attendees or []) + (item.optional_attendees or [])
-            if getattr(a, "mailbox", None)
-        ]
-        people = {organizer, *attendees} - {account.address.lower(), ""}
-        activity_save(
-            account=account, kind="meeting", external_id=item.id, people=people,
-            own_domains=own,
-            values={
-                "subject": (item.subject or "")[:500], "starts_at": _aware(item.start),
-                "ends_at": _aware(item.end), "all_day": bool(item.is_all_day),
-                "location": (item.location or "")[:500], "organizer": organizer,
-                "attendees": attendees, "body": _body(item), "status": "", "due_on": None,
-            },
-        )  # fmt: skip
-        seen.add(item.id)
-        run.activities += 1
-    activities_prune(
-        account=account, kind="meeting", keep=seen, starts_from=start, starts_until=end
-    )
+    for low, high in _windows(start, end):
+        view = ews.calendar.view(
+            start=_ews_time(low, EWSDateTime, EWS_UTC),
+            end=_ews_time(high, EWSDateTime, EWS_UTC),
+            max_items=WINDOW_MAX,
+        )
+        seen, listed = set(), 0
+        for item in view:
+            listed += 1
+            if (item.sensitivity or "Normal") in HIDDEN:
+                # Exchange hides these from delegates; timelines are seen by others.
+                continue
+            organizer = _address(getattr(item, "organizer", None))
+            attendees = [
+                _address(a.mailbox)
+                for a in (item.required_attendees or []) + (item.optional_attendees or [])
+                if getattr(a, "mailbox", None)
+            ]
+            people = {organizer, *attendees} - {account.address.lower(), ""}
+            activity_save(
+                account=account, kind="meeting", external_id=item.id, people=people,
+                own_domains=own,
+                values={
+                    "subject": (item.subject or "")[:500], "starts_at": _aware(item.start),
+                    "ends_at": _aware(item.end), "all_day": bool(item.is_all_day),
+                    "location": (item.location or "")[:500], "organizer": organizer,
+                    "attendees": attendees, "status": "", "due_on": None,
+                },
+            )  # fmt: skip
+            seen.add(item.id)
+            run.activities += 1
+        if listed < WINDOW_MAX:
+            activities_prune(
+                account=account, kind="meeting", keep=seen, starts_from=low, starts_until=high
+            )
     tasks_import(ews=ews, account=account, run=run, since=start.date())
 
 
 def tasks_import(*, ews, account: EmailAccount, run: SyncRun, since: date) -> None:
+    """Open tasks, and those finished, due or begun within the period; each on the
+    timelines of the contacts and companies it names."""
     seen: set[str] = set()
     for task in ews.tasks.all():
+        if (getattr(task, "sensitivity", None) or "Normal") in HIDDEN:
+            continue
         due = task.due_date.date() if isinstance(task.due_date, datetime) else task.due_date
         begins = _aware(getattr(task, "start_date", None))
         done = (task.status or "") == "Completed"
@@ -102,12 +125,12 @@ def tasks_import(*, ews, account: EmailAccount, run: SyncRun, since: date) -> No
         if not relevant:
             continue
         activity_save(
-            account=account, kind="task", external_id=task.id, people=set(),
-            own_domains=set(),
+            account=account, kind="task", external_id=task.id, people=set(), own_domains=set(),
+            contact_names=set(task.contacts or []), company_names=set(task.companies or []),
             values={
                 "subject": (task.subject or "")[:500], "starts_at": begins, "ends_at": None,
                 "all_day": False, "location": "", "organizer": "", "attendees": [],
-                "body": _body(task), "status": task.status or "", "due_on": due,
+                "status": task.status or "", "due_on": due,
             },
         )  # fmt: skip
         seen.add(task.id)

@@ -93,6 +93,41 @@ def test_it_shows_activities_only_to_those_who_may_see_the_mailbox(
     assert "Private planning" not in client.get(reverse("crm:contact", args=[peter.pk])).text
 
 
+def test_it_keeps_private_meetings_off_the_timelines(exchange_mailbox, ews_server, peter):
+    account, address = exchange_mailbox
+    account.meetings_import = True
+    account.save()
+    start = datetime.now(UTC) + timedelta(days=1)
+    ews_server.add_calendar_item(
+        "Doctor", start, start + timedelta(hours=1), sensitivity="Private",
+        required_attendees=[("Peter Partner", "peter@partner.test")], mailbox=address,
+    )  # fmt: skip
+    _meeting(ews_server, address, "Board meeting", days=2)
+
+    _sync(account)
+
+    subjects = set(Activity.objects.filter(account=account).values_list("subject", flat=True))
+    assert subjects == {"Board meeting"}
+
+
+def test_it_puts_a_task_on_the_timelines_of_the_contacts_and_companies_it_names(
+    exchange_mailbox, ews_server, peter
+):
+    account, address = exchange_mailbox
+    account.meetings_import = True
+    account.save()
+    ews_server.add_task(
+        "Prepare the offer", contacts=["Peter Partner"], companies=["partner gmbh"],
+        mailbox=address,
+    )  # fmt: skip
+
+    _sync(account)
+
+    task = Activity.objects.get(account=account, kind="task")
+    assert list(task.contacts.all()) == [peter]
+    assert list(task.companies.all()) == [peter.company]
+
+
 def test_it_imports_open_tasks_and_recently_finished_ones(exchange_mailbox, ews_server):
     account, address = exchange_mailbox
     account.meetings_import = True

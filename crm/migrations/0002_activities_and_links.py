@@ -46,7 +46,6 @@ class Migration(migrations.Migration):
                 ("attendees", models.JSONField(blank=True, default=list)),
                 ("status", models.CharField(blank=True, max_length=30)),
                 ("due_on", models.DateField(blank=True, null=True)),
-                ("body", models.TextField(blank=True)),
                 ("updated_at", models.DateTimeField(auto_now=True)),
                 (
                     "account",

@@ -97,7 +97,8 @@ SCHEMA = {
     "Contact": f"{_ITEM} contacts:FileAs contacts:DisplayName contacts:GivenName"
     " contacts:CompanyName contacts:EmailAddress contacts:PhoneNumber contacts:ContactSource"
     " contacts:JobTitle contacts:Surname",
-    "Task": f"{_ITEM} task:DueDate task:IsComplete task:PercentComplete task:StartDate task:Status",
+    "Task": f"{_ITEM} task:Companies task:Contacts task:DueDate task:IsComplete"
+    " task:PercentComplete task:StartDate task:Status",
 }
 SCHEMA = {kind: uris.split() for kind, uris in SCHEMA.items()}
 ELEMENT_NAMES = {"contacts:EmailAddress": "EmailAddresses", "contacts:PhoneNumber": "PhoneNumbers"}
@@ -308,6 +309,10 @@ def _item_elem(state: State, item: Item, base: str, uris: set[str], view: bool =
             _el(tag, parent=elem, Id=value, Name=value)
         elif isinstance(value, bool):
             _el(tag, str(value).lower(), elem)
+        elif isinstance(value, list):  # ArrayOfStringsType (a task's Companies, Contacts)
+            holder = _el(tag, parent=elem)
+            for text in value:
+                _el("t:String", text, holder)
         else:
             _el(tag, _stamp(value) if isinstance(value, date) else value, elem)
     return elem
@@ -1045,9 +1050,11 @@ class EwsServer:
         required_attendees: Iterable[tuple[str | None, str]] = (),
         is_all_day: bool = False,
         body: str | None = None,
+        sensitivity: str = "Normal",
         mailbox: str | None = None,
     ) -> str:
         """Aware datetimes; an all-day event runs from midnight UTC to midnight UTC.
+        sensitivity: Normal, Personal, Private or Confidential.
 
         organizer and attendees are (name, address); no organizer: the user's own meeting.
         """
@@ -1070,6 +1077,7 @@ class EwsServer:
             "calendar:StartTimeZone": "UTC",
             "calendar:EndTimeZone": "UTC",
             "item:Body": ("Text", body) if body else None,
+            "item:Sensitivity": sensitivity,
         }
         return self._add(folder, mailbox, "CalendarItem", props)
 
@@ -1111,9 +1119,12 @@ class EwsServer:
         due_date: date | None = None,
         status: str = "NotStarted",
         body: str | None = None,
+        companies: Iterable[str] = (),
+        contacts: Iterable[str] = (),
         mailbox: str | None = None,
     ) -> str:
-        """status: NotStarted, InProgress, Completed, WaitingOnOthers or Deferred."""
+        """status: NotStarted, InProgress, Completed, WaitingOnOthers or Deferred;
+        companies and contacts: the names Outlook's task form takes."""
         done = status == "Completed"
         props = {
             "item:Subject": subject,
@@ -1123,6 +1134,8 @@ class EwsServer:
             "task:IsComplete": done,
             "task:PercentComplete": 100 if done else 0,
             "item:Body": ("Text", body) if body else None,
+            "task:Companies": list(companies) or None,
+            "task:Contacts": list(contacts) or None,
         }
         return self._add(folder, mailbox, "Task", props)
 
