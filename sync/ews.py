@@ -184,36 +184,81 @@ class EwsSyncer(AccountSyncer):
             self.run.save_progress()
         self.renew()
 
-    def _fetch(self, ids: list[tuple[str, str]]) -> list[tuple[str, bytes, bool]]:
-        """Each message's MIME source and read flag; an item deleted since it was
-        listed comes back as an error for that item alone, and is skipped."""
-        fetched = []
+    def _fetch(self, ids: list[tuple[str, str]]) -> list[tuple[str, bytes, bool, str]]:
+        """Each message's MIME source and read flag. An item deleted since it was
+        listed is skipped; one whose source Exchange cannot give (a conversion failure,
+        a corrupt item) is stored from its properties with a note, never dropped."""
+        from exchangelib.errors import ErrorItemNotFound
+
+        fetched, unreadable = [], {}
         for start in range(0, len(ids), FETCH):
             chunk = ids[start : start + FETCH]
-            for item in self.ews.fetch(ids=chunk, only_fields=["mime_content", "is_read"]):
-                if isinstance(item, Exception) or not getattr(item, "mime_content", None):
+            answers = self.ews.fetch(ids=chunk, only_fields=["mime_content", "is_read"])
+            for (item_id, change_key), item in zip(chunk, answers, strict=True):
+                if isinstance(item, ErrorItemNotFound):
                     continue
-                raw = item.mime_content
+                raw = None if isinstance(item, Exception) else item.mime_content
+                if not raw:
+                    why = type(item).__name__ if isinstance(item, Exception) else "no source"
+                    unreadable[item_id] = (change_key, why)
+                    continue
                 raw = raw if isinstance(raw, bytes) else raw.encode()
-                fetched.append((item.id, raw, bool(item.is_read)))
+                fetched.append((item.id, raw, bool(item.is_read), ""))
+        if unreadable:
+            fetched += self._from_properties(unreadable)
         return fetched
 
-    def _store_items(self, folder: Folder, fetched: list[tuple[str, bytes, bool]]) -> None:
+    def _from_properties(self, unreadable: dict) -> list[tuple[str, bytes, bool, str]]:
+        """A header-only source made from what Exchange says of the message."""
+        from email.message import EmailMessage
+        from email.utils import format_datetime, formataddr
+
+        fields = ["subject", "sender", "datetime_sent", "is_read", "message_id"]
+        ids = [(item_id, key) for item_id, (key, _why) in unreadable.items()]
+        made = []
+        for (item_id, _key), item in zip(
+            ids, self.ews.fetch(ids=ids, only_fields=fields), strict=True
+        ):
+            if isinstance(item, Exception):
+                continue
+            message = EmailMessage()
+            message["Subject"] = item.subject or ""
+            if item.sender is not None:
+                message["From"] = formataddr(
+                    (item.sender.name or "", item.sender.email_address or "")
+                )
+            if item.datetime_sent is not None:
+                message["Date"] = format_datetime(
+                    datetime.fromtimestamp(item.datetime_sent.timestamp(), tz=UTC)
+                )
+            if item.message_id:
+                message["Message-ID"] = item.message_id
+            why = unreadable[item_id][1]
+            problem = (
+                f"Exchange could not give this message's source ({why}); "
+                "only its headers are stored."
+            )
+            made.append((item_id, message.as_bytes(), bool(item.is_read), problem))
+        return made
+
+    def _store_items(self, folder: Folder, fetched: list[tuple[str, bytes, bool, str]]) -> None:
         if not fetched:
             return
         known = set(
             EmailLocation.objects.filter(
-                folder=folder, item_id__in=[item_id for item_id, _raw, _seen in fetched]
+                folder=folder, item_id__in=[item_id for item_id, *_rest in fetched]
             ).values_list("item_id", flat=True)
         )
         batch, item_ids = [], {}
-        for item_id, raw, seen in fetched:
+        for item_id, raw, seen, problem in fetched:
             if item_id in known:
                 continue
             # EWS has no UIDs: the location's UID is the app's own count per folder.
             folder.last_uid += 1
             item_ids[folder.last_uid] = item_id
-            batch.append((folder.last_uid, raw, parse_message(raw), seen))
+            parsed = parse_message(raw)
+            parsed.problem = parsed.problem or problem
+            batch.append((folder.last_uid, raw, parsed, seen))
         if batch:
             self._store(folder, 0, batch, item_ids=item_ids)
 

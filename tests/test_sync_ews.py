@@ -285,3 +285,18 @@ def test_it_tries_again_when_the_token_runs_out_during_the_download(
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert Email.objects.filter(account=account).count() == 1
+
+
+def test_it_keeps_a_message_exchange_cannot_convert_with_a_note(exchange_mailbox, ews_server):
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1, prefix="unconvertible")
+    # The first GetItem (the MIME source) fails for that item; its properties still come.
+    ews_server.fail_next("GetItem", "ErrorMimeContentConversionFailed")
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    email = Email.objects.get(account=account)
+    assert email.subject == "unconvertible 0" and email.from_address == "peter@partner.test"
+    assert "ErrorMimeContentConversionFailed" in email.parse_problem
+    assert run.parse_problems == 1
