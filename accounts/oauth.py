@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
 from providers.models import ServiceType
@@ -68,6 +69,7 @@ def _post(url: str, form: dict) -> tuple[int, dict]:
         ) from None
 
 
+@sensitive_variables("answer")
 def tokens_store(*, account: EmailAccount, answer: dict) -> None:
     """Keep what a token endpoint answered, encrypted (the caller holds the row lock)."""
     account.oauth_access_token_encrypted = crypto.encrypt(answer["access_token"])
@@ -86,6 +88,7 @@ def tokens_store(*, account: EmailAccount, answer: dict) -> None:
     )  # fmt: skip
 
 
+@sensitive_variables("answer")
 def access_token(*, account_id: int, force_refresh: bool = False) -> str:
     """A valid access token for the mailbox. Refreshes when it is about to expire, or
     when asked (`force_refresh`, after the server refused the current one). Only one
@@ -221,6 +224,7 @@ class _Standard:
         url = f"{_https(self.provider.oauth_authorize_url)}?{urlencode(query)}"
         return url, Pending(address=address, provider_id=self.provider.pk, verifier=verifier)
 
+    @sensitive_variables("answer", "query", "pending")
     def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
         status, answer = _post(
             self.provider.oauth_token_url,
@@ -238,6 +242,7 @@ class _Standard:
             raise TokenError(f"The sign-in could not be completed ({reason}).")
         return answer
 
+    @sensitive_variables("refresh_token", "answer", "credentials")
     def refresh(self, refresh_token: str) -> dict:
         status, answer = _post(
             self.provider.oauth_token_url,
@@ -291,6 +296,7 @@ class _Google(_Standard):
         verifier = flow.code_verifier
         return url, Pending(address=address, provider_id=self.provider.pk, verifier=verifier)
 
+    @sensitive_variables("answer", "query", "pending")
     def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
         from oauthlib.oauth2 import OAuth2Error
 
@@ -317,6 +323,7 @@ class _Google(_Standard):
             )
         return answer
 
+    @sensitive_variables("refresh_token", "answer", "credentials")
     def refresh(self, refresh_token: str) -> dict:
         from google.auth import exceptions
         from google.auth.transport.requests import Request
@@ -409,6 +416,7 @@ class _Microsoft:
         )
         return flow["auth_uri"], pending
 
+    @sensitive_variables("answer", "query", "pending")
     def exchange(self, *, pending: Pending, query: dict, redirect_uri: str) -> dict:
         try:
             # msal checks the state, the PKCE verifier and the ID token's nonce.
@@ -420,6 +428,7 @@ class _Microsoft:
             raise TokenError(f"The sign-in could not be completed ({reason}).")
         return answer
 
+    @sensitive_variables("refresh_token", "answer", "credentials")
     def refresh(self, refresh_token: str) -> dict:
         answer = self._app().acquire_token_by_refresh_token(refresh_token, self._scopes())
         if "access_token" in answer:
@@ -451,6 +460,7 @@ def authorization_start(
     return url, state, pending
 
 
+@sensitive_variables("query")
 def code_exchange(*, provider, pending: Pending, query: dict, redirect_uri: str) -> dict:
     """Trade the authorization code the browser brought back for tokens; raises
     TokenError with the reason."""

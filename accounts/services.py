@@ -61,7 +61,7 @@ def _proves_domain(provider: EmailProvider, login: str, address: Address) -> boo
     return provider.source in {Source.BUILTIN, Source.ADMIN} and login == address.email
 
 
-@sensitive_variables("password")
+@sensitive_variables("password", "oauth", "token")
 def account_create(
     *,
     user,
@@ -271,6 +271,7 @@ def account_credentials_change(
     return changed
 
 
+@sensitive_variables("oauth")
 def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
     """An OAuth 2.0 mailbox signed in again ("Reconnect"): the new tokens are checked
     with the real IMAP and SMTP servers first, then replace the old ones. Settings,

@@ -20,7 +20,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
@@ -640,6 +640,7 @@ def account_reconnect_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET"])
+@sensitive_variables("answer", "pending")
 def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     """The provider sends the browser back here with a code: checked against the state
     this session started, traded for tokens, the account checked to be the address the

@@ -115,6 +115,19 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
+    # At DEBUG these log request headers (Authorization), tokens and whole messages:
+    # kept at WARNING whatever LOG_LEVEL says.
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in (
+            "exchangelib",
+            "requests_oauthlib",
+            "oauthlib",
+            "msal",
+            "google.auth",
+            "urllib3",
+        )
+    },
 }
 
 # Celery. The default broker is kombu's filesystem transport under var/, so a worker
