@@ -300,3 +300,19 @@ def test_it_keeps_a_message_exchange_cannot_convert_with_a_note(exchange_mailbox
     assert email.subject == "unconvertible 0" and email.from_address == "peter@partner.test"
     assert "ErrorMimeContentConversionFailed" in email.parse_problem
     assert run.parse_problems == 1
+
+
+def test_it_logs_no_credential_even_at_debug_level(exchange_mailbox, ews_server, caplog):
+    import base64
+    import logging
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1)
+    caplog.set_level(logging.DEBUG)
+
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+
+    basic = base64.b64encode(f"{address}:ews-secret".encode()).decode()
+    logged = "\n".join(f"{r.getMessage()} {r.args}" for r in caplog.records)
+    assert "ews-secret" not in logged and basic not in logged
+    assert "Hi there." not in logged  # nor the messages themselves
