@@ -360,6 +360,19 @@ class _Google(_Standard):
         }
 
 
+def microsoft_authority(provider) -> str:
+    """Where msal finds the provider's endpoints: the card's tenant at Microsoft, else
+    the authority its authorization address belongs to."""
+    authorize = provider.oauth_authorize_url
+    suffix = "/oauth2/v2.0/authorize"
+    if provider.oauth_tenant and authorize.startswith(f"{MICROSOFT_AUTHORITY}/"):
+        # The tenant on the card narrows the sign-in to the company's directory.
+        return f"{MICROSOFT_AUTHORITY}/{provider.oauth_tenant}"
+    if authorize.endswith(suffix):
+        return authorize[: -len(suffix)]
+    return f"{MICROSOFT_AUTHORITY}/{provider.oauth_tenant or 'organizations'}"
+
+
 class _Microsoft:
     """Microsoft Entra ID (Microsoft 365), through msal."""
 
@@ -370,12 +383,7 @@ class _Microsoft:
         import msal
 
         provider = self.provider
-        authorize = provider.oauth_authorize_url
-        suffix = "/oauth2/v2.0/authorize"
-        if authorize.endswith(suffix):
-            authority = authorize[: -len(suffix)]
-        else:
-            authority = f"{MICROSOFT_AUTHORITY}/{provider.oauth_tenant or 'organizations'}"
+        authority = microsoft_authority(provider)
         try:
             return msal.ConfidentialClientApplication(
                 provider.oauth_client_id,

@@ -40,6 +40,9 @@ BUILTIN_PROVIDERS: list[dict] = [
         "login_format": LoginFormat.EMAIL,
         # Microsoft turned off password sign-in for IMAP and SMTP on Outlook.com.
         "auth_method": AuthMethod.OAUTH2,
+        # Personal Microsoft accounts; an admin adds the registered app's id and secret.
+        "oauth_authorize_url": "https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize",
+        "oauth_token_url": "https://login.microsoftonline.com/consumers/oauth2/v2.0/token",
         "domains": [
             "outlook.com",
             "hotmail.com",
@@ -68,6 +71,11 @@ BUILTIN_PROVIDERS: list[dict] = [
         "smtp_security": _STARTTLS,
         "login_format": LoginFormat.EMAIL,
         "auth_method": AuthMethod.OAUTH2,
+        # Work accounts of any tenant, until an admin enters the company's own tenant.
+        "oauth_authorize_url": (
+            "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+        ),
+        "oauth_token_url": "https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
         "mx_suffixes": "mail.protection.outlook.com",
         "domains": ["office365.com", "onmicrosoft.com"],
     },

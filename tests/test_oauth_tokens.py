@@ -109,3 +109,17 @@ def test_it_refreshes_once_when_workers_ask_at_the_same_time(oauth_server, oauth
     assert errors == []
     assert len(oauth_server.calls("/token")) == 1
     assert len(set(tokens)) == 1
+
+
+def test_it_asks_msal_at_the_tenant_the_card_names():
+    from accounts.oauth import microsoft_authority
+    from providers.models import EmailProvider
+
+    card = EmailProvider(
+        oauth_authorize_url="https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+    )
+    assert microsoft_authority(card) == "https://login.microsoftonline.com/organizations"
+    card.oauth_tenant = "contoso.onmicrosoft.com"
+    assert microsoft_authority(card) == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
+    card.oauth_authorize_url = "https://login.example.test/t1/oauth2/v2.0/authorize"
+    assert microsoft_authority(card) == "https://login.example.test/t1"
