@@ -26,7 +26,7 @@ from accounts.models import EmailAccount, FolderMode
 from crm.services import contacts_link
 from systemsettings.selectors import create_contacts_for_unknown_senders
 
-from .bulk import bulk_insert
+from .bulk import insert_rows
 from .models import Attachment, Email, EmailLocation, Folder, SyncRun
 from .parsing import ParsedEmail, parse_message
 
@@ -363,17 +363,15 @@ class AccountSyncer:
                 "message_key", "pk"
             )
         )
-        new: dict[str, tuple[Email, ParsedEmail]] = {}
+        new: dict[str, ParsedEmail] = {}
+        rows = []
+        now = timezone.now()
         for _uid, raw, parsed, seen in batch:
             if parsed.message_key not in existing and parsed.message_key not in new:
-                email = Email(
-                    account=self.account,
-                    message_key=parsed.message_key,
-                    **_email_fields(parsed, raw, seen),
-                )
-                new[parsed.message_key] = (email, parsed)
-        bulk_insert([email for email, _parsed in new.values()])
-        existing.update({key: email.pk for key, (email, _parsed) in new.items()})
+                new[parsed.message_key] = parsed
+                rows.append(_email_row(self.account.pk, parsed, raw, seen, now))
+        created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
+        existing.update(created)
         EmailLocation.objects.bulk_create(
             [
                 EmailLocation(
@@ -388,12 +386,12 @@ class AccountSyncer:
         )
         self.run.new_locations += len(batch)
         self.run.new_emails += len(new)
-        self.run.parse_problems += sum(1 for _email, parsed in new.values() if parsed.problem)
+        self.run.parse_problems += sum(1 for parsed in new.values() if parsed.problem)
         attachments = []
-        for email, parsed in new.values():
+        for key, parsed in new.items():
             for attachment in parsed.attachments:
                 stored = Attachment(
-                    email=email,
+                    email_id=created[key],
                     name=attachment.name,
                     content_type=attachment.content_type,
                     size=len(attachment.data),
@@ -406,12 +404,12 @@ class AccountSyncer:
         contacts_link(
             emails=[
                 (
-                    email,
+                    created[key],
                     {parsed.from_address: parsed.from_name}
                     | {a["address"]: a["name"] for a in parsed.to + parsed.cc},
                     parsed.from_address,
                 )
-                for email, parsed in new.values()
+                for key, parsed in new.items()
             ],
             own_domains=self.own_domains,
             create_for_unknown_senders=self.create_contacts,
@@ -478,21 +476,32 @@ def _period_extended(folder: Folder, since: date | None) -> bool:
     return since is None or since < folder.synced_since
 
 
-def _email_fields(parsed: ParsedEmail, raw: bytes, seen: bool) -> dict:
-    return {
-        "message_id": parsed.message_id,
-        "subject": parsed.subject,
-        "from_address": parsed.from_address,
-        "from_name": parsed.from_name,
-        "to": parsed.to,
-        "cc": parsed.cc,
-        "sent_at": parsed.sent_at,
-        "text_body": parsed.text_body,
-        "html_body": parsed.html_body,
-        "size": len(raw),
-        "seen": seen,
-        "in_reply_to": parsed.in_reply_to,
-        "references": parsed.references,
-        "raw_source": raw if parsed.problem else None,
-        "parse_problem": parsed.problem,
-    }
+# The columns of a new email's row, in _email_row's order.
+EMAIL_COLUMNS = [
+    "account_id", "message_key", "message_id", "subject", "from_address", "from_name", "to",
+    "cc", "sent_at", "text_body", "html_body", "size", "seen", "in_reply_to", "references",
+    "raw_source", "parse_problem", "created_at",
+]  # fmt: skip
+
+
+def _email_row(account_id: int, parsed: ParsedEmail, raw: bytes, seen: bool, now) -> tuple:
+    return (
+        account_id,
+        parsed.message_key,
+        parsed.message_id,
+        parsed.subject,
+        parsed.from_address,
+        parsed.from_name,
+        parsed.to,
+        parsed.cc,
+        parsed.sent_at,
+        parsed.text_body,
+        parsed.html_body,
+        len(raw),
+        seen,
+        parsed.in_reply_to,
+        parsed.references,
+        raw if parsed.problem else None,
+        parsed.problem,
+        now,
+    )
