@@ -59,3 +59,34 @@ def insert_rows(model: type[Model], columns: Sequence[str], rows: list[tuple]) -
             for pk, row in zip(ids, rows, strict=True):
                 copy.write_row((pk, *row))
     return ids
+
+
+def insert_rows_skipping_existing(
+    model: type[Model], columns: Sequence[str], rows: list[tuple]
+) -> None:
+    """Insert `rows` like `insert_rows`, skipping those a unique constraint already holds
+    (`bulk_create(ignore_conflicts=True)`), without returning primary keys.
+
+    On PostgreSQL one statement takes each column as an array: no model instances and
+    no SQL compiled per row, about half the worker's time of `bulk_create` for a
+    batch's locations."""
+    if not rows:
+        return
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        objects = [model(**dict(zip(columns, row, strict=True))) for row in rows]
+        model.objects.using(alias).bulk_create(objects, ignore_conflicts=True)
+        return
+    fields = [model._meta.get_field(name) for name in columns]
+    insert = "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING"
+    statement = sql.SQL(insert).format(
+        sql.Identifier(model._meta.db_table),
+        sql.SQL(", ").join(sql.Identifier(field.column) for field in fields),
+        sql.SQL(", ").join(
+            sql.SQL("%s::{}[]").format(sql.SQL(field.db_type(connection))) for field in fields
+        ),
+    )
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(statement, [list(values) for values in zip(*rows, strict=True)])
