@@ -196,7 +196,7 @@ def main() -> None:
 
         # The worker runs as in production: DEBUG off (DEBUG keeps every SQL query in
         # memory), a prefork child taking tasks from Redis.
-        broker = "redis://127.0.0.1:6379/14"
+        broker = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
         import redis
 
         redis.Redis.from_url(broker).flushdb()

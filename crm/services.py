@@ -19,14 +19,14 @@ def _domain(address: str) -> str:
 
 def contacts_link(
     *,
-    emails: list[tuple[object, dict[str, str], str]],
+    emails: list[tuple[int, dict[str, str], str]],
     own_domains: set[str],
     create_for_unknown_senders: bool = False,
 ) -> None:
     """Link each email to the contacts of every address it carries, and to their
     companies or a company whose web domain matches an address's domain.
 
-    `emails` holds (email, {address: display name}, sender). A contact without a name
+    `emails` holds (email id, {address: display name}, sender). A contact without a name
     takes the display name from the email. With the option on, an unknown external
     sender becomes a contact, never a no-reply address or one of our own domains.
     Queries do not grow with the number of emails.
@@ -72,15 +72,15 @@ def contacts_link(
     from sync.models import Email  # the M2M lives on Email
 
     contact_rows, company_rows = [], []
-    for email, names_by_address, _sender in emails:
+    for email_id, names_by_address, _sender in emails:
         contacts = {known[a] for a in names_by_address if a in known}
         companies = {c.company_id for c in contacts if c.company_id}
         companies |= {by_domain[_domain(a)].pk for a in names_by_address if _domain(a) in by_domain}
         contact_rows += [
-            Email.contacts.through(email_id=email.pk, contact_id=c.pk) for c in contacts
+            Email.contacts.through(email_id=email_id, contact_id=c.pk) for c in contacts
         ]
         company_rows += [
-            Email.companies.through(email_id=email.pk, company_id=c) for c in companies
+            Email.companies.through(email_id=email_id, company_id=c) for c in companies
         ]
     Email.contacts.through.objects.bulk_create(contact_rows, ignore_conflicts=True)
     Email.companies.through.objects.bulk_create(company_rows, ignore_conflicts=True)

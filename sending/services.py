@@ -156,7 +156,7 @@ def _sent(outgoing: OutgoingEmail) -> None:
             stored.file.save(attachment.name or "attachment", ContentFile(attachment.data))
         people = {p["address"]: p.get("name", "") for p in outgoing.to + outgoing.cc + outgoing.bcc}
         contacts_link(
-            emails=[(email, people, "")],
+            emails=[(email.pk, people, "")],
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
     provider_keeps_copy = account.provider.files_sent_copies

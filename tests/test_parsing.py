@@ -106,6 +106,7 @@ def test_it_does_not_mistake_a_longer_boundary_for_the_delimiter():
         b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\ntext\r\n',
         # a bare CR, which the stdlib reads as a line break
         b"Subject: a\rb\r\n\r\nbody\r\n",
+        b"Subject: a\r\n\r\nbody\r",  # the last character
         # a line that is no header before the blank line
         b"Subject: s\r\nnot a header\r\n\r\nbody\r\n",
         # multipart without a boundary
