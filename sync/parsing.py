@@ -236,13 +236,37 @@ def parse_message(raw: bytes, *, fast: bool = True) -> ParsedEmail:
         except Exception as error:
             return ParsedEmail(message_key=fingerprint(raw), problem=f"unparsable: {error!r}"[:500])
     try:
-        return _parse(raw, message, leaves)
+        return _without_nul(_parse(raw, message, leaves))
     except Exception as error:
-        return ParsedEmail(
-            message_key=fingerprint(raw, message),
-            subject=header_text(message.get("subject"))[:1000],
-            problem=f"could not read the message fully: {error!r}"[:500],
+        return _without_nul(
+            ParsedEmail(
+                message_key=fingerprint(raw, message),
+                subject=header_text(message.get("subject"))[:1000],
+                problem=f"could not read the message fully: {error!r}"[:500],
+            )
         )
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _without_nul(parsed: ParsedEmail) -> ParsedEmail:
+    """PostgreSQL text cannot hold NUL, which a quoted-printable body or an encoded
+    header can decode to ("=00"): it becomes U+FFFD, as any undecodable byte does, so
+    such a message stores like any other instead of failing its batch on every run."""
+    for name in ("message_key", "message_id", "subject", "from_address", "from_name",
+                 "text_body", "html_body", "in_reply_to", "references", "problem"):  # fmt: skip
+        setattr(parsed, name, _clean(getattr(parsed, name)))
+    for people in (parsed.to, parsed.cc):
+        for person in people:
+            for key, value in person.items():
+                if isinstance(value, str):
+                    person[key] = _clean(value)
+    for attachment in parsed.attachments:
+        attachment.name = _clean(attachment.name)
+        attachment.content_type = _clean(attachment.content_type)
+    return parsed
 
 
 def _parse(raw: bytes, message: Message, leaves: list[Message]) -> ParsedEmail:

@@ -374,3 +374,25 @@ def test_it_keeps_the_read_flag_of_each_message_on_the_first_sync(synced_mailbox
     mailbox.append("INBOX", make_message(subject="unread"))
     _sync(account)
     assert dict(Email.objects.values_list("subject", "seen")) == {"read": True, "unread": False}
+
+
+def test_it_stores_a_message_whose_text_decodes_to_nul(synced_mailbox):
+    # PostgreSQL text cannot hold NUL; "=00" in quoted-printable or an encoded word
+    # decodes to it. Such a message must not fail its batch on every run.
+    account, mailbox = synced_mailbox
+    raw = (
+        b"From: Peter Partner <peter@partner.test>\r\nTo: alice@example.test\r\n"
+        b"Subject: =?utf-8?q?Null=00byte?=\r\nMessage-ID: <nul@partner.test>\r\n"
+        b"Date: " + datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000").encode() + b"\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nbefore=00after\r\n"
+    )
+    mailbox.append("INBOX", raw)
+    mailbox.append("INBOX", make_message(subject="the next one"))
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    email = Email.objects.get(account=account, message_id="nul@partner.test")
+    assert email.subject == "Null\ufffdbyte" and "before\ufffdafter" in email.text_body
+    assert Email.objects.filter(account=account, subject="the next one").exists()
