@@ -182,21 +182,17 @@ def ews_session(
             f"Exchange refused access to {address.email} ({type(error).__name__}). Ask your "
             "Exchange administrator whether EWS is allowed for this mailbox.",
         ) from None
-    except AutoDiscoverFailed as error:
-        if _refused_internal(error):
-            raise SignInError(
-                "internal_address", InternalAddressRefused.MESSAGE, field="provider"
-            ) from None
-        raise SignInError(
-            "autodiscover",
-            f"Exchange autodiscover found no server for {address.domain}. Enter the "
-            "Exchange service address on the provider card.",
-            field="provider",
-        ) from None
     except (TimeoutError, TransportError, OSError) as error:
         if _refused_internal(error):
             raise SignInError(
                 "internal_address", InternalAddressRefused.MESSAGE, field="provider"
+            ) from None
+        if isinstance(error, AutoDiscoverFailed):
+            raise SignInError(
+                "autodiscover",
+                f"Exchange autodiscover found no server for {address.domain}. Enter the "
+                "Exchange service address on the provider card.",
+                field="provider",
             ) from None
         raise SignInError(
             "connection",
