@@ -65,10 +65,18 @@ class EwsSyncer(AccountSyncer):
 
         from exchangelib.errors import ErrorFolderNotFound
 
-        special = {}
-        for attribute, flag in DISTINGUISHED.items():
-            with contextlib.suppress(ErrorFolderNotFound):  # a server without that folder
-                special[getattr(self.ews, attribute).id] = flag
+        # Which folders are Sent, Trash, ... is asked (a GetFolder each) only when the
+        # tree holds a folder not seen before; otherwise the stored answer stands.
+        stored = dict(
+            Folder.objects.filter(account=self.account).values_list("ews_id", "special_use")
+        )
+        if all(f.id in stored for f in found):
+            special = {ident: use for ident, use in stored.items() if use in DISTINGUISHED.values()}
+        else:
+            special = {}
+            for attribute, flag in DISTINGUISHED.items():
+                with contextlib.suppress(ErrorFolderNotFound):  # a server without that folder
+                    special[getattr(self.ews, attribute).id] = flag
         listed = []
         for ews_folder in found:
             flags = [b"\\HasNoChildren"]
