@@ -25,17 +25,18 @@ from imapclient.exceptions import CapabilityError, LoginError
 from requests.adapters import HTTPAdapter
 
 from mailsetup import net
+from mailsetup.failures import MailError
 from providers.addresses import Address
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed
 
 
-class SignInError(Exception):
-    """A sign-in check failed. `kind` is stable for code; str() is for people."""
+class SignInError(MailError):
+    """A sign-in check failed. `kind` is stable for code (mailsetup.failures says what it
+    means for a retry); str() is for people; `field` is the form field it is about."""
 
     def __init__(self, kind: str, message: str, *, field: str = "password"):
-        super().__init__(message)
-        self.kind = kind
+        super().__init__(kind, message)
         self.field = field
 
 

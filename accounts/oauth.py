@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
+from mailsetup.failures import MailError
 from providers.models import ServiceType
 
 from .connection import mail_ssl_context
@@ -34,12 +35,18 @@ from .models import EmailAccount
 EARLY = timedelta(minutes=5)
 
 
-class ReconnectNeeded(Exception):
+class ReconnectNeeded(MailError):
     """The provider no longer honours the mailbox's sign-in: its owner must sign in again."""
 
+    def __init__(self, message: str):
+        super().__init__("reconnect", message)
 
-class TokenError(Exception):
+
+class TokenError(MailError):
     """The token endpoint could not be reached or answered oddly: worth another try."""
+
+    def __init__(self, message: str):
+        super().__init__("token_unavailable", message)
 
 
 def _post(url: str, form: dict) -> tuple[int, dict]:

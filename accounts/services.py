@@ -314,7 +314,7 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
             locked.auto_sync = locked.send_enabled = locked.is_default_sender = False
             locked.save()
         else:
-            files = [a.file.name for a in _attachments_of(locked) if a.file]
+            files = _files_of(locked)
             locked.delete()
             # The files go once the rows are surely gone.
             transaction.on_commit(lambda: _delete_files(files))
@@ -331,11 +331,17 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
                 successor.save(update_fields=["is_default_sender", "updated_at"])
 
 
-def _attachments_of(account: EmailAccount):
+def _files_of(account: EmailAccount) -> list[str]:
+    """The names of the mailbox's attachment files and kept originals."""
     from django.apps import apps
 
-    # The sync app owns attachments and depends on this one, not the other way round.
-    return apps.get_model("sync", "Attachment").objects.filter(email__account=account).only("file")
+    # The sync app owns emails and depends on this one, not the other way round.
+    attachments = apps.get_model("sync", "Attachment").objects.filter(email__account=account)
+    originals = apps.get_model("sync", "Email").objects.filter(account=account)
+    return [
+        *attachments.exclude(file="").values_list("file", flat=True),
+        *originals.exclude(original="").values_list("original", flat=True),
+    ]
 
 
 def _delete_files(names: list[str]) -> None:

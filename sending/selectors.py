@@ -72,7 +72,8 @@ def quote(original: Email, *, forward: bool) -> tuple[str, str]:
 
 def forwarded_attachments(original: Email) -> list[tuple[str, str, bytes]]:
     files = []
-    for attachment in original.attachments.all():
+    # One listed without a file (its message was above the size limit) cannot go along.
+    for attachment in original.attachments.exclude(file=""):
         with attachment.file.open("rb") as handle:
             files.append((attachment.name, attachment.content_type, handle.read()))
     return files

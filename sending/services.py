@@ -1,6 +1,5 @@
 from datetime import timedelta
 
-from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -8,6 +7,7 @@ from django.utils import timezone
 from accounts.models import EmailAccount
 from crm.services import contacts_link
 from sharing.selectors import sendable_mailboxes
+from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
 
 from .delivery import DeliveryError, copy_to_sent, deliver
@@ -119,11 +119,15 @@ UNCERTAIN_AFTER_CRASH = (
 )
 
 
-@transaction.atomic
 def _sent(outgoing: OutgoingEmail) -> None:
     """Mark it sent, and put it on the timelines at once: the same Email row the next
     sync would make from the Sent copy (same mailbox, same Message-ID), so the sync
     only adds the copy's folder to it."""
+    with files_for_transaction() as files, transaction.atomic():
+        _sent_record(outgoing, files)
+
+
+def _sent_record(outgoing: OutgoingEmail, files: WrittenFiles) -> None:
     from sync.parsing import parse_message
 
     parsed = parse_message(bytes(outgoing.raw))
@@ -149,11 +153,11 @@ def _sent(outgoing: OutgoingEmail) -> None:
     )
     if created:
         for attachment in parsed.attachments:
-            stored = Attachment(
+            Attachment.objects.create(
                 email=email, name=attachment.name, content_type=attachment.content_type,
                 size=len(attachment.data),
+                file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
             )  # fmt: skip
-            stored.file.save(attachment.name or "attachment", ContentFile(attachment.data))
         people = {p["address"]: p.get("name", "") for p in outgoing.to + outgoing.cc + outgoing.bcc}
         contacts_link(
             emails=[(email.pk, people, "")],

@@ -141,7 +141,7 @@ def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
         )
     return (
         emails.select_related("account")
-        .defer("text_body", "html_body", "raw_source", "references")
+        .defer("text_body", "html_body", "references")
         .order_by("-sent_at", "-pk")
     )
 
@@ -156,7 +156,7 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
         emails = emails.filter(contacts=contact)
     if company is not None:
         emails = emails.filter(companies=company)
-    return emails.defer("text_body", "html_body", "raw_source").order_by("-sent_at", "-pk")
+    return emails.defer("text_body", "html_body").order_by("-sent_at", "-pk")
 
 
 def activities_for_timeline(user, *, contact=None, company=None) -> QuerySet:

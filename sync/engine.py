@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
 
-from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.utils import timezone
 from imapclient import IMAPClient
@@ -27,6 +26,7 @@ from crm.services import contacts_link
 from systemsettings.selectors import create_contacts_for_unknown_senders
 
 from .bulk import insert_rows, insert_rows_skipping_existing
+from .files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from .models import Attachment, Email, EmailLocation, Folder, SyncRun
 from .parsing import ParsedEmail, parse_message
 
@@ -370,13 +370,19 @@ class AccountSyncer:
             batch.append((uid, raw, parse_message(raw), seen))
         return batch
 
-    @transaction.atomic
     def _store(
         self, folder: Folder, uidvalidity: int, batch: list, item_ids: dict | None = None
     ) -> None:
         """One batch in one transaction, in a constant number of queries: a run cut
         anywhere leaves whole batches behind, and the next run fetches the rest.
         `item_ids` maps UIDs to Exchange item ids (EWS folders)."""
+        with files_for_transaction() as files, transaction.atomic():
+            self._store_batch(files, folder, uidvalidity, batch, item_ids)
+
+    def _store_batch(
+        self, files: WrittenFiles, folder: Folder, uidvalidity: int, batch: list,
+        item_ids: dict | None,
+    ) -> None:  # fmt: skip
         keys = {parsed.message_key for _uid, _raw, parsed, _seen in batch}
         existing = stored_email_ids(self.account.pk, keys)
         new: dict[str, ParsedEmail] = {}
@@ -385,7 +391,8 @@ class AccountSyncer:
         for _uid, raw, parsed, seen in batch:
             if parsed.message_key not in existing and parsed.message_key not in new:
                 new[parsed.message_key] = parsed
-                rows.append(_email_row(self.account.pk, parsed, raw, seen, now))
+                original = files.save_original(raw) if parsed.problem else ""
+                rows.append(_email_row(self.account.pk, parsed, len(raw), seen, now, original))
         created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
         existing.update(created)
         # Skipping those stored by an earlier, interrupted run.
@@ -409,16 +416,15 @@ class AccountSyncer:
         attachments = []
         for key, parsed in new.items():
             for attachment in parsed.attachments:
-                stored = Attachment(
-                    email_id=created[key],
-                    name=attachment.name,
-                    content_type=attachment.content_type,
-                    size=len(attachment.data),
+                attachments.append(
+                    Attachment(
+                        email_id=created[key],
+                        name=attachment.name,
+                        content_type=attachment.content_type,
+                        size=len(attachment.data),
+                        file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
+                    )
                 )
-                stored.file.save(
-                    attachment.name or "attachment", ContentFile(attachment.data), save=False
-                )
-                attachments.append(stored)
         Attachment.objects.bulk_create(attachments)
         contacts_link(
             emails=[
@@ -524,11 +530,13 @@ def _period_extended(folder: Folder, since: date | None) -> bool:
 EMAIL_COLUMNS = [
     "account_id", "message_key", "message_id", "subject", "from_address", "from_name", "to",
     "cc", "sent_at", "text_body", "html_body", "size", "seen", "in_reply_to", "references",
-    "raw_source", "parse_problem", "created_at",
+    "problem", "notes", "original", "created_at",
 ]  # fmt: skip
 
 
-def _email_row(account_id: int, parsed: ParsedEmail, raw: bytes, seen: bool, now) -> tuple:
+def _email_row(
+    account_id: int, parsed: ParsedEmail, size: int, seen: bool, now, original: str
+) -> tuple:
     return (
         account_id,
         parsed.message_key,
@@ -541,11 +549,12 @@ def _email_row(account_id: int, parsed: ParsedEmail, raw: bytes, seen: bool, now
         parsed.sent_at,
         parsed.text_body,
         parsed.html_body,
-        len(raw),
+        size,
         seen,
         parsed.in_reply_to,
         parsed.references,
-        raw if parsed.problem else None,
         parsed.problem,
+        "\n".join(parsed.notes),
+        original,
         now,
     )

@@ -19,7 +19,7 @@ from accounts.models import EmailAccount
 
 from .engine import CONTACTS, AccountSyncer, folders_refresh, period_start
 from .models import Email, EmailLocation, Folder, SyncRun
-from .parsing import parse_message
+from .parsing import UNREADABLE, parse_message
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
 # messages per GetItem: a page is one transaction.
@@ -265,7 +265,9 @@ class EwsSyncer(AccountSyncer):
             folder.last_uid += 1
             item_ids[folder.last_uid] = item_id
             parsed = parse_message(raw)
-            parsed.problem = parsed.problem or problem
+            if problem:
+                parsed.problem = parsed.problem or UNREADABLE
+                parsed.notes.append(problem)
             batch.append((folder.last_uid, raw, parsed, seen))
         if batch:
             self._store(folder, 0, batch, item_ids=item_ids)

@@ -36,6 +36,10 @@ class MailboxSync(models.Model):
     claim_token = models.CharField(max_length=36, blank=True)
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
     last_error = models.TextField(blank=True)
+    # The kind of the last failure (mailsetup.failures), and since when runs have failed
+    # without a success in between: a mailbox that keeps failing must not read "OK".
+    last_error_kind = models.CharField(max_length=30, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
     # Exchange: when meetings, tasks and contacts were last read (at most hourly, as
     # they change far less often than mail and cost more to read).
     items_imported_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +69,15 @@ class Folder(models.Model):
     # change applied (IMAP folders have neither).
     ews_id = models.CharField(max_length=512, blank=True)
     ews_sync_state = models.TextField(blank=True)
+    # Without CONDSTORE a flag change shows in no status item: read flags are checked by
+    # asking for the flags of stored UIDs, the newest every run and the older ones a
+    # slice per run from here, so the cost of a run stays bounded however large the
+    # folder (0: start again from the top).
+    flags_checked_below = models.BigIntegerField(default=0)
+    # The folder's own trouble, apart from the mailbox's: the server refused to open it
+    # or to give its messages. Kept until a run gets through it; shown on the page.
+    last_error = models.TextField(blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["path"]
@@ -78,6 +91,11 @@ class Folder(models.Model):
 
 class Email(models.Model):
     """One message, stored once per mailbox however many folders hold it."""
+
+    class Problem(models.TextChoices):
+        NONE = "", "None"
+        UNREADABLE = "unreadable", "Could not be read"
+        INCOMPLETE = "incomplete", "Stored in part"
 
     # No index of its own: email_unique_key and email_account_sent both start with it,
     # and every index is written once more for each of the thousands of emails a first
@@ -100,9 +118,18 @@ class Email(models.Model):
     seen = models.BooleanField(default=False)
     in_reply_to = models.CharField(max_length=500, blank=True)
     references = models.TextField(blank=True)
-    # Kept only when parsing failed, so nothing is lost and a fix can re-parse it.
-    raw_source = models.BinaryField(null=True, blank=True, editable=False)
-    parse_problem = models.TextField(blank=True)
+    # Set when the email could not be stored as it came: "unreadable" (it could not be
+    # read; only its original shows) or "incomplete" (a limit or a broken structure left
+    # part of it out). Either way its original is kept and `notes` says why.
+    problem = models.CharField(max_length=20, choices=Problem.choices, blank=True)
+    # What is worth knowing about how the email was stored, one note a line: a limit
+    # applied, a broken structure read as well as it could be, a Message-ID it shares
+    # with another email.
+    notes = models.TextField(blank=True)
+    # The message as the server sent it (gzip), kept when it has a problem so that
+    # nothing is lost and a later version can read it again; for a message above the
+    # size limit, its first bytes up to the limit.
+    original = models.FileField(upload_to="originals/%Y/%m/", blank=True)
     contacts = models.ManyToManyField(Contact, blank=True, related_name="emails")
     companies = models.ManyToManyField(Company, blank=True, related_name="emails")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -112,7 +139,13 @@ class Email(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "message_key"], name="email_unique_key")
         ]
-        indexes = [models.Index(fields=["account", "-sent_at"], name="email_account_sent")]
+        indexes = [
+            models.Index(fields=["account", "-sent_at"], name="email_account_sent"),
+            # The health summary counts a mailbox's emails with a problem: few, if any.
+            models.Index(
+                fields=["account"], condition=~models.Q(problem=""), name="email_with_problem"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.subject or "(no subject)"
@@ -151,7 +184,10 @@ class EmailLocation(models.Model):
 
 class Attachment(models.Model):
     email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="attachments")
-    file = models.FileField(upload_to="attachments/%Y/%m/")
+    # Stored under a generated name: the sender's name (`name`) is shown and given to
+    # the download, never used as a path. Empty when the attachment is listed but not
+    # stored (its message was above the size limit); the email's notes say why.
+    file = models.FileField(upload_to="attachments/%Y/%m/", blank=True)
     name = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255)
     size = models.PositiveIntegerField()
@@ -165,6 +201,9 @@ class SyncRun(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        # Its worker stopped (killed, or the database went away) before the run could
+        # say how it ended; closed by the next run or the dispatcher.
+        INTERRUPTED = "interrupted", "Interrupted"
 
     account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="sync_runs")
     state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
@@ -175,7 +214,9 @@ class SyncRun(models.Model):
     new_locations = models.PositiveIntegerField(default=0)
     flag_changes = models.PositiveIntegerField(default=0)
     removed_locations = models.PositiveIntegerField(default=0)
+    # Emails stored with a problem (unreadable, or in part), and folders that failed.
     parse_problems = models.PositiveIntegerField(default=0)
+    folder_errors = models.PositiveIntegerField(default=0)
     # Exchange: meetings and tasks, and contacts, imported or exported by the run.
     activities = models.PositiveIntegerField(default=0)
     contacts_imported = models.PositiveIntegerField(default=0)
@@ -196,3 +237,28 @@ class SyncRun(models.Model):
             self.save()
         else:
             self.save(update_fields=["new_emails", "new_locations", "parse_problems"])
+
+
+class UnstoredMessage(models.Model):
+    """A message on the server that a run could not store at all, not even as its
+    original (the server would not give it, or the database refused it). The message
+    stays on the server; every run tries it again, and the page counts it until then."""
+
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="unstored")
+    uidvalidity = models.BigIntegerField()
+    uid = models.BigIntegerField()
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    first_failed_at = models.DateTimeField(default=timezone.now)
+    last_failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["folder", "uid"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["folder", "uidvalidity", "uid"], name="unstored_unique_uid"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder} UID {self.uid}: {self.error[:60]}"

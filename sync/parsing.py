@@ -30,9 +30,14 @@ MAX_BODY_CHARS = 2_000_000
 
 @dataclass
 class ParsedAttachment:
-    name: str
+    name: str  # the sender's file name, for display only: never a path
     content_type: str
     data: bytes
+
+
+# ParsedEmail.problem: the values of sync.models.Email.Problem.
+UNREADABLE = "unreadable"  # could not be read: keep the original, show what little is known
+INCOMPLETE = "incomplete"  # read in part (a limit, a broken structure): keep the original
 
 
 @dataclass
@@ -50,7 +55,8 @@ class ParsedEmail:
     in_reply_to: str = ""
     references: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
-    problem: str = ""
+    problem: str = ""  # "", UNREADABLE or INCOMPLETE
+    notes: list[str] = field(default_factory=list)  # for people, one sentence each
 
     def addresses(self) -> set[str]:
         found = {self.from_address} | {a["address"] for a in self.to + self.cc}
@@ -234,7 +240,11 @@ def parse_message(raw: bytes, *, fast: bool = True) -> ParsedEmail:
             leaves = [part for part in message.walk() if not part.is_multipart()]
         # Any parser crash becomes a stored problem: a message is never dropped.
         except Exception as error:
-            return ParsedEmail(message_key=fingerprint(raw), problem=f"unparsable: {error!r}"[:500])
+            return ParsedEmail(
+                message_key=fingerprint(raw),
+                problem=UNREADABLE,
+                notes=[f"The message could not be read ({error!r}"[:480] + ")."],
+            )
     try:
         return _without_nul(_parse(raw, message, leaves))
     except Exception as error:
@@ -242,7 +252,8 @@ def parse_message(raw: bytes, *, fast: bool = True) -> ParsedEmail:
             ParsedEmail(
                 message_key=fingerprint(raw, message),
                 subject=header_text(message.get("subject"))[:1000],
-                problem=f"could not read the message fully: {error!r}"[:500],
+                problem=UNREADABLE,
+                notes=[f"The message could not be read fully ({error!r}"[:480] + ")."],
             )
         )
 
@@ -256,8 +267,9 @@ def _without_nul(parsed: ParsedEmail) -> ParsedEmail:
     header can decode to ("=00"): it becomes U+FFFD, as any undecodable byte does, so
     such a message stores like any other instead of failing its batch on every run."""
     for name in ("message_key", "message_id", "subject", "from_address", "from_name",
-                 "text_body", "html_body", "in_reply_to", "references", "problem"):  # fmt: skip
+                 "text_body", "html_body", "in_reply_to", "references"):  # fmt: skip
         setattr(parsed, name, _clean(getattr(parsed, name)))
+    parsed.notes = [_clean(note) for note in parsed.notes]
     for people in (parsed.to, parsed.cc):
         for person in people:
             for key, value in person.items():

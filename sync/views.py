@@ -6,6 +6,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from sharing.selectors import email_for_user, mailboxes_for_setup, mailboxes_for_status
 
+from .files import safe_download_name
 from .models import Attachment
 from .sanitize import clean_email_html, email_document
 from .selectors import sync_status
@@ -38,12 +39,13 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
     email = email_for_user(request.user, pk)
     if email is None:
         raise Http404
-    attachment = get_object_or_404(Attachment, pk=attachment_pk, email=email)
+    stored = Attachment.objects.exclude(file="")
+    attachment = get_object_or_404(stored, pk=attachment_pk, email=email)
     # Always a download, never rendered inline: an attachment may be HTML or SVG.
     return FileResponse(
         attachment.file.open("rb"),
         as_attachment=True,
-        filename=attachment.name,
+        filename=safe_download_name(attachment.name),
         content_type="application/octet-stream",
     )
 

@@ -12,7 +12,7 @@ from django.db import connection
 from mailsetup.settings import BASE_DIR
 from sync.models import WorkerHeartbeat
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def _database_url() -> str:

@@ -190,8 +190,8 @@ def test_it_ingests_every_corpus_message_without_losing_one(synced_mailbox, shar
     assert EmailLocation.objects.count() == total
     assert run.new_locations == total
     # Broken messages are kept with their raw source and a note, never dropped.
-    for email in Email.objects.exclude(parse_problem=""):
-        assert email.raw_source
+    for email in Email.objects.exclude(problem=""):
+        assert email.notes and email.original
 
 
 def test_it_runs_one_sync_per_mailbox_at_a_time(synced_mailbox):

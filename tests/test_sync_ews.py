@@ -298,7 +298,7 @@ def test_it_keeps_a_message_exchange_cannot_convert_with_a_note(exchange_mailbox
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     email = Email.objects.get(account=account)
     assert email.subject == "unconvertible 0" and email.from_address == "peter@partner.test"
-    assert "ErrorMimeContentConversionFailed" in email.parse_problem
+    assert "ErrorMimeContentConversionFailed" in email.notes
     assert run.parse_problems == 1
 
 
