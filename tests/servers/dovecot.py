@@ -46,6 +46,14 @@ class Dovecot:
     performance: bool = False
     # Where Dovecot checks OAuth 2.0 tokens (XOAUTH2, OAUTHBEARER); None: passwords only.
     oauth_introspection_url: str | None = None
+    # Emulating another family of servers (../shared/notes/imap-server-families.md):
+    # exactly these capabilities (None: Dovecot's own), the personal namespace's prefix
+    # and separator (Courier and Cyrus: "INBOX." and "."), and the special-use folders
+    # (name inside the namespace -> flag; None: Sent, a German Sent, Trash and Junk).
+    capabilities: str | None = None
+    namespace_prefix: str = ""
+    separator: str = "/"
+    special_use: dict[str, str] | None = None
     process: subprocess.Popen | None = None
 
     def config(self) -> str:
@@ -68,23 +76,12 @@ mail_location = maildir:{d}/mail/%u/Maildir
 mail_fsync = never
 default_login_user = nobody
 default_internal_user = nobody
+{f"imap_capability = {self.capabilities}" if self.capabilities else ""}
 namespace inbox {{
   inbox = yes
-  separator = /
-  mailbox Sent {{
-    special_use = \\Sent
-  }}
-  # A Sent folder whose name no list of common names holds (German Outlook's).
-  mailbox "Gesendete Objekte" {{
-    special_use = \\Sent
-  }}
-  mailbox Trash {{
-    special_use = \\Trash
-  }}
-  mailbox Junk {{
-    special_use = \\Junk
-  }}
-}}
+  prefix = {self.namespace_prefix}
+  separator = {self.separator}
+{self._special_use()}}}
 {self._oauth_passdb()}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {d}/users
@@ -117,6 +114,20 @@ service imap-login {{
   }}
 }}
 """
+
+    def _special_use(self) -> str:
+        folders = self.special_use
+        if folders is None:
+            # "Gesendete Objekte": a Sent folder whose name no list of common names holds
+            # (German Outlook's).
+            folders = {
+                "Sent": "\\Sent", "Gesendete Objekte": "\\Sent", "Trash": "\\Trash",
+                "Junk": "\\Junk",
+            }  # fmt: skip
+        return "".join(
+            f'  mailbox "{name}" {{\n    special_use = {flag}\n  }}\n'
+            for name, flag in folders.items()
+        )
 
     def _oauth_passdb(self) -> str:
         if not self.oauth_introspection_url:
