@@ -10,11 +10,11 @@ import imaplib
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
 
-from django.db import connection, transaction
 from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.imap_utf7 import decode as decode_utf7
@@ -22,19 +22,29 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
-from crm.services import contacts_link
 from systemsettings.selectors import create_contacts_for_unknown_senders
 
-from .bulk import insert_rows, insert_rows_skipping_existing
-from .files import ATTACHMENTS, WrittenFiles, files_for_transaction
-from .models import Attachment, Email, EmailLocation, Folder, SyncRun
-from .parsing import ParsedEmail, parse_message
+from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
+from .parsing import UNREADABLE, ParsedEmail, fingerprint, parse_message
+from .store import Fetched, Store, Stored
 
 # A batch is one FETCH and one transaction. Bounded in bytes as well as in count, so a
 # folder of large messages does not raise the worker's memory: the raw batch exists a
 # few times over (the response, the parsed bodies, the rows being sent).
 BATCH = 200
 BATCH_BYTES = 3_000_000
+# A message above this size is read part by part (sync/large.py) instead of whole, so
+# that the worker's memory does not grow with the largest message of a mailbox.
+LARGE = BATCH_BYTES
+# Messages that could not be stored, tried again per folder and run.
+RETRY_UNSTORED = 50
+# Without CONDSTORE, the flags asked for per folder and run: the newest ones every time,
+# and a slice of the older ones in turn.
+FLAGS_NEWEST = 500
+FLAGS_SLICE = 1000
+# While the helper thread fetches (a large message can take minutes on a slow line), the
+# claim is renewed this often, well within its lease.
+RENEW_WHILE_WAITING = 20
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -227,7 +237,8 @@ class AccountSyncer:
         self.list_status = b"LIST-STATUS" in capabilities
         self.special_use = b"SPECIAL-USE" in capabilities
         self.statuses: dict[str, dict] = {}
-        self.own_domains = {account.address.split("@", 1)[-1]}
+        self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
+        self.limits = None
 
     @cached_property
     def create_contacts(self) -> bool:
@@ -264,6 +275,25 @@ class AccountSyncer:
             data = self.client.folder_status(folder.path, self._status_items)
         return _folder_status(data)
 
+    def sync_folder_isolated(self, folder: Folder) -> None:
+        """`sync_folder`, where the server's refusal (NO, BAD) of a folder is the folder's
+        trouble, recorded on it and shown, and the run goes on to the next folder. A
+        broken connection still ends the run."""
+        try:
+            self.sync_folder(folder)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as error:
+            message = f"The server refused to read this folder: {error}"[:1000]
+            now = timezone.now()
+            Folder.objects.filter(pk=folder.pk).update(
+                last_error=message, failing_since=folder.failing_since or now
+            )
+            self.run.folder_errors += 1
+            return
+        if folder.last_error or folder.failing_since:
+            Folder.objects.filter(pk=folder.pk).update(last_error="", failing_since=None)
+
     def sync_folder(self, folder: Folder) -> None:
         since = period_start(self.account)
         status = self.status(folder)
@@ -272,10 +302,13 @@ class AccountSyncer:
             and folder.uidnext is not None
             and folder.uidnext == status.uidnext
             and folder.messages == status.messages
-            and (status.highestmodseq is None or folder.highestmodseq == status.highestmodseq)
             and not _period_extended(folder, since)
+            and not folder.last_error
         )
-        if unchanged:
+        if unchanged and status.highestmodseq is not None:
+            if folder.highestmodseq == status.highestmodseq:
+                return
+        elif unchanged and not self._flags_due(folder):
             return
         if self.qresync and not self.qresync_enabled:
             self.client.enable("QRESYNC")  # valid only before the session's first SELECT
@@ -285,10 +318,13 @@ class AccountSyncer:
             # The server renumbered the folder: its old UIDs mean nothing now. The emails
             # stay; their locations are found again by Message-ID or fingerprint.
             removed, _ = EmailLocation.objects.filter(folder=folder).delete()
+            UnstoredMessage.objects.filter(folder=folder).delete()
             self.run.removed_locations += removed
             folder.last_uid = 0
             folder.synced_since = None
             folder.highestmodseq = None
+            folder.messages = None
+            folder.flags_checked_below = 0
         uidvalidity = status.uidvalidity
         folder.uidvalidity = uidvalidity
 
@@ -297,19 +333,29 @@ class AccountSyncer:
                 "uid", flat=True
             )
         )
-        wanted = self._wanted_uids(folder, since)
+        new, older = self._wanted_uids(folder, since)
+        # Messages earlier runs could not store are tried again, a bounded number a run.
+        retry = list(
+            UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
+            .order_by("attempts", "-uid")
+            .values_list("uid", flat=True)[:RETRY_UNSTORED]
+        )
+        wanted = set(new) | set(older) | set(retry)
         missing = sorted((uid for uid in wanted if uid not in stored), reverse=True)
         # Newest first, so the user sees recent mail early in a long first sync.
-        for batch in self._parsed(missing):
-            self._store(folder, uidvalidity, batch)
+        for fetched in self._fetched(missing):
+            stored_now = self.store.batch(folder, uidvalidity, fetched.items)
+            for uid, error in fetched.unstored.items():
+                stored_now.add(self.store.unstored(folder, uidvalidity, uid, error))
+            self._count(stored_now)
             # Counts saved per batch: the Email page's progress bar reads them.
             self.run.save_progress()
             self.renew()
 
         if stored and folder.last_uid:
-            self._apply_changes(folder, uidvalidity, stored, status)
+            self._apply_changes(folder, uidvalidity, stored, status, new_count=len(new))
 
-        folder.last_uid = max([folder.last_uid, *wanted]) if wanted else folder.last_uid
+        folder.last_uid = max([folder.last_uid, *new]) if new else folder.last_uid
         folder.uidnext = status.uidnext
         folder.messages = status.messages
         folder.highestmodseq = status.highestmodseq
@@ -318,190 +364,264 @@ class AccountSyncer:
         folder.save()
         self.run.folders += 1
 
-    def _parsed(self, uids: list[int]) -> Iterator[list[tuple]]:
+    def _count(self, stored: Stored) -> None:
+        self.run.new_emails += stored.emails
+        self.run.new_locations += stored.locations
+        self.run.parse_problems += stored.problems
+
+    def _flags_due(self, folder: Folder) -> bool:
+        """Without CONDSTORE nothing in a folder's status tells that a message was read
+        elsewhere: its flags are asked for every run, for a bounded number of UIDs."""
+        return folder.last_uid > 0
+
+    def _fetched(self, uids: list[int]) -> Iterator["FetchedBatch"]:
         """Each batch fetched and parsed, the next one on its way while the caller stores
         this one, so the server streams while the worker parses and stores. (Parsing
         here or in the caller measured the same: the worker is CPU-bound.) Only the
-        helper thread touches the IMAP connection, only the caller the database."""
+        helper thread touches the IMAP connection, only the caller the database: while
+        it waits for a long fetch (a large message, a slow server), the caller renews
+        the mailbox's claim."""
         batches = self._batches(uids)
 
-        def fetch_next() -> list[tuple] | None:
+        def fetch_next() -> FetchedBatch | None:
             batch = next(batches, None)
             if batch is None:
                 return None
-            return self._fetch_and_parse(batch)
+            return self._fetch_and_parse(*batch)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
             pending = pool.submit(fetch_next)
-            while (parsed := pending.result()) is not None:
+            while True:
+                try:
+                    fetched = pending.result(timeout=RENEW_WHILE_WAITING)
+                except FutureTimeout:
+                    self.renew()
+                    continue
+                if fetched is None:
+                    return
                 pending = pool.submit(fetch_next)
-                yield parsed
+                try:
+                    yield fetched
+                finally:
+                    for item in fetched.items:
+                        if item.spooled is not None:
+                            item.spooled.cleanup()
 
-    def _batches(self, uids: list[int]) -> Iterator[list[int]]:
+    def _batches(self, uids: list[int]) -> Iterator[tuple[list[int], dict[int, int]]]:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
         # so the first emails are stored before the sizes of the last are known.
         for chunk in _chunks(uids, 2000):
             sizes = fetch_sizes(self.client, chunk)
-            yield from size_batches(chunk, sizes, max_bytes=BATCH_BYTES, max_count=BATCH)
+            for batch in size_batches(chunk, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
+                yield batch, sizes
 
-    def _wanted_uids(self, folder: Folder, since: date | None) -> list[int]:
+    def _wanted_uids(self, folder: Folder, since: date | None) -> tuple[list[int], list[int]]:
+        """The UIDs above the last one stored (all of them: new mail is new whatever its
+        date) and, when the period grew or on the first run, the older ones it takes in."""
         if folder.last_uid == 0:
             criteria = ["SINCE", since] if since else ["ALL"]
-            return self.client.search(criteria)
+            return self.client.search(criteria), []
         # "n:*" always matches the highest UID, even one we have: filter it.
         new = [
             u
             for u in self.client.search(["UID", f"{folder.last_uid + 1}:*"])
             if u > folder.last_uid
         ]
+        older = []
         if _period_extended(folder, since):
             criteria = ["BEFORE", folder.synced_since] + (["SINCE", since] if since else [])
-            new += [u for u in self.client.search(criteria) if u <= folder.last_uid]
-        return new
+            older = [u for u in self.client.search(criteria) if u <= folder.last_uid]
+        return new, older
 
-    def _fetch_and_parse(self, uids: list[int]) -> list[tuple]:
-        response = fetch_bodies(self.client, uids)
-        batch = []
+    def _fetch_and_parse(self, uids: list[int], sizes: dict[int, int]) -> "FetchedBatch":
+        """The batch's messages, parsed; what the server will not give goes to `unstored`
+        with its words, never silently skipped."""
+        result = FetchedBatch()
+        if len(uids) == 1 and sizes.get(uids[0], 0) > LARGE:
+            try:
+                result.items.append(self.large(uids[0], sizes[uids[0]]))
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as error:
+                result.unstored[uids[0]] = f"The server did not give this message ({error})."
+            return result
+        try:
+            response = fetch_bodies(self.client, uids)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as error:
+            if len(uids) == 1:
+                result.unstored[uids[0]] = f"The server did not give this message ({error})."
+                return result
+            # One message the server cannot read fails the whole FETCH: ask one by one.
+            response = {}
+            for uid in uids:
+                one = self._fetch_and_parse([uid], sizes)
+                result.items += one.items
+                result.unstored |= one.unstored
+            return result
+        absent = [uid for uid in uids if uid not in response]
+        if absent:
+            # Expunged between SEARCH and FETCH, or a server that answered OK without
+            # the message: only the second is worth noting.
+            still = set(self.client.search(["UID", sequence_set(absent)]))
+            for uid in absent:
+                if uid in still:
+                    result.unstored[uid] = "The server listed this message but did not send it."
         for uid in uids:
             item = response.pop(uid, None)
-            if item is None:  # expunged between SEARCH and FETCH
+            if item is None:
                 continue
             raw, seen = item
-            batch.append((uid, raw, parse_message(raw), seen))
-        return batch
+            result.items.append(
+                Fetched(uid=uid, parsed=parse_safely(raw), seen=seen, size=len(raw), raw=raw)
+            )
+        return result
 
-    def _store(
-        self, folder: Folder, uidvalidity: int, batch: list, item_ids: dict | None = None
-    ) -> None:
-        """One batch in one transaction, in a constant number of queries: a run cut
-        anywhere leaves whole batches behind, and the next run fetches the rest.
-        `item_ids` maps UIDs to Exchange item ids (EWS folders)."""
-        with files_for_transaction() as files, transaction.atomic():
-            self._store_batch(files, folder, uidvalidity, batch, item_ids)
+    def large(self, uid: int, size: int) -> Fetched:
+        from .large import fetch_large
 
-    def _store_batch(
-        self, files: WrittenFiles, folder: Folder, uidvalidity: int, batch: list,
-        item_ids: dict | None,
-    ) -> None:  # fmt: skip
-        keys = {parsed.message_key for _uid, _raw, parsed, _seen in batch}
-        existing = stored_email_ids(self.account.pk, keys)
-        new: dict[str, ParsedEmail] = {}
-        rows = []
-        now = timezone.now()
-        for _uid, raw, parsed, seen in batch:
-            if parsed.message_key not in existing and parsed.message_key not in new:
-                new[parsed.message_key] = parsed
-                original = files.save_original(raw) if parsed.problem else ""
-                rows.append(_email_row(self.account.pk, parsed, len(raw), seen, now, original))
-        created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
-        existing.update(created)
-        # Skipping those stored by an earlier, interrupted run.
-        insert_rows_skipping_existing(
-            EmailLocation,
-            ["email_id", "folder_id", "uidvalidity", "uid", "item_id"],
-            [
-                (
-                    existing[parsed.message_key],
-                    folder.pk,
-                    uidvalidity,
-                    uid,
-                    item_ids.get(uid, "") if item_ids else "",
-                )
-                for uid, _raw, parsed, _seen in batch
-            ],
-        )
-        self.run.new_locations += len(batch)
-        self.run.new_emails += len(new)
-        self.run.parse_problems += sum(1 for parsed in new.values() if parsed.problem)
-        attachments = []
-        for key, parsed in new.items():
-            for attachment in parsed.attachments:
-                attachments.append(
-                    Attachment(
-                        email_id=created[key],
-                        name=attachment.name,
-                        content_type=attachment.content_type,
-                        size=len(attachment.data),
-                        file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
-                    )
-                )
-        Attachment.objects.bulk_create(attachments)
-        contacts_link(
-            emails=[
-                (
-                    created[key],
-                    {parsed.from_address: parsed.from_name}
-                    | {a["address"]: a["name"] for a in parsed.to + parsed.cc},
-                    parsed.from_address,
-                )
-                for key, parsed in new.items()
-            ],
-            own_domains=self.own_domains,
-            create_for_unknown_senders=self.create_contacts,
-        )
+        return fetch_large(self.client, uid, size, limits=self.limits)
 
     def _apply_changes(
-        self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus
-    ) -> None:
+        self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus,
+        *, new_count: int,
+    ) -> None:  # fmt: skip
         """Flags and expunges since the last run, as cheaply as the server allows."""
-        # imapclient 4 keeps only answers for the message ids it was given, so the
-        # stored UIDs are passed as a list (in chunks), not as a range.
-        modifiers = None
-        if self.condstore and folder.highestmodseq:
-            modifiers = [f"CHANGEDSINCE {folder.highestmodseq}"]
-            if self.qresync_enabled:
-                modifiers.append("VANISHED")
-        # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
-        untagged = self.client._imap.untagged_responses
-        untagged.pop("VANISHED", None)
-        changed: dict = {}
-        for chunk in _chunks(sorted(stored), 2000):
-            changed.update(self.client.fetch(chunk, ["FLAGS"], modifiers=modifiers))
-        vanished = _uid_set_ranges(untagged.pop("VANISHED", []))
         locations = EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity)
-        for uid, item in changed.items():
-            seen = b"\\Seen" in item.get(b"FLAGS", ())
-            updated = (
-                Email.objects.filter(locations__in=locations.filter(uid=uid))
-                .exclude(seen=seen)
-                .update(seen=seen)
-            )
-            self.run.flag_changes += updated
         gone: set[int] = set()
-        if modifiers and self.qresync_enabled:
-            gone = {uid for uid in stored if any(low <= uid <= high for low, high in vanished)}
-        # Without QRESYNC: fewer messages on the server than copies we know of means
-        # expunges; only then is the (larger) list of UIDs asked for.
-        elif status.messages is not None and status.messages < locations.count():
-            gone = stored - set(self.client.search(["UID", f"1:{max(stored)}"]))
+        if self.condstore and folder.highestmodseq and status.highestmodseq is not None:
+            # Only what changed since the last run's modseq; with QRESYNC the server also
+            # names the UIDs expunged since (VANISHED).
+            seen, vanished = fetch_changed_flags(
+                self.client, folder.highestmodseq, vanished=self.qresync_enabled
+            )
+            seen = {uid: flag for uid, flag in seen.items() if uid in stored}
+            if self.qresync_enabled:
+                gone = {uid for uid in stored if any(lo <= uid <= hi for lo, hi in vanished)}
+        else:
+            checked = self._flag_slice(folder, stored)
+            seen = fetch_flags(self.client, checked)
+            # Asked by UID, the server answers for those it still has.
+            gone = {uid for uid in checked if uid not in seen}
+        self.run.flag_changes += _seen_apply(locations, seen)
+        # Fewer messages on the server than the last run's count and the new ones make:
+        # some were expunged. Only then is the (larger) list of UIDs asked for.
+        if not (self.condstore and self.qresync_enabled) and folder.messages is not None:
+            expected = folder.messages + new_count
+            if status.messages is not None and status.messages < expected:
+                present = set(self.client.search(["UID", f"{min(stored)}:{max(stored)}"]))
+                gone |= stored - present
         if gone:
             removed, _ = locations.filter(uid__in=gone).delete()
             self.run.removed_locations += removed
 
+    def _flag_slice(self, folder: Folder, stored: set[int]) -> list[int]:
+        """The stored UIDs whose flags this run asks for without CONDSTORE: the newest
+        FLAGS_NEWEST every run (where reading happens), and the next FLAGS_SLICE older
+        ones below where the last run stopped, starting over from the top at the end."""
+        ordered = sorted(stored, reverse=True)
+        newest, rest = ordered[:FLAGS_NEWEST], ordered[FLAGS_NEWEST:]
+        below = folder.flags_checked_below
+        older = [uid for uid in rest if not below or uid < below][:FLAGS_SLICE]
+        last_of_folder = not older or older[-1] == rest[-1]
+        folder.flags_checked_below = 0 if last_of_folder else older[-1]
+        return newest + older
 
-def stored_email_ids(account_id: int, keys: set[str]) -> dict[str, int]:
-    """{message key: email id} of the mailbox's emails among `keys`.
 
-    On PostgreSQL, one unique-index lookup per key, whatever the table's statistics say.
-    `message_key IN (...)` leaves the choice to the planner, and while a first sync fills
-    the table faster than statistics follow (autovacuum's analyze runs a minute later, if
-    at all), it chose to read all the mailbox's rows through email_account_sent: a
-    lookup that grew with every batch: 34 ms instead of 2.7 ms for 112 keys among 10,000
-    emails (and the benchmark's 60,000 deleted rows: autovacuum is off on this server)."""
-    if connection.vendor != "postgresql":
-        return dict(
-            Email.objects.filter(account_id=account_id, message_key__in=keys).values_list(
-                "message_key", "pk"
+@dataclass
+class FetchedBatch:
+    items: list[Fetched] = field(default_factory=list)
+    unstored: dict[int, str] = field(default_factory=dict)  # UID: why
+
+
+def parse_safely(raw: bytes, limits=None) -> ParsedEmail:
+    """parse_message never raises by design; should it still (a bug, a recursion limit),
+    the message is stored as unreadable with its original instead of failing the run."""
+    try:
+        return parse_message(raw) if limits is None else parse_message(raw, limits=limits)
+    except Exception as error:
+        return ParsedEmail(
+            message_key=fingerprint(raw),
+            problem=UNREADABLE,
+            notes=[f"The message could not be read ({type(error).__name__}: {error})"[:500]],
+        )
+
+
+def sequence_set(uids: Iterable[int]) -> str:
+    """UIDs as an IMAP sequence set, runs written as ranges ("1:5,7,9:12")."""
+    parts = []
+    ordered = sorted(set(uids))
+    start = previous = None
+    for uid in ordered:
+        if previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if start is not None:
+            parts.append(f"{start}:{previous}" if previous != start else str(start))
+        start = previous = uid
+    if start is not None:
+        parts.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(parts)
+
+
+def fetch_flags(client: IMAPClient, uids: list[int]) -> dict[int, bool]:
+    """{UID: read} of those of `uids` the server still has, read like `fetch_sizes`; the
+    flag compared without regard to case (some servers send `\\seen`)."""
+    if not uids:
+        return {}
+    typ, data = client._imap.uid("FETCH", sequence_set(uids), "(UID FLAGS)")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
+    return _seen_by_uid(data)
+
+
+def fetch_changed_flags(
+    client: IMAPClient, modseq: int, *, vanished: bool
+) -> tuple[dict[int, bool], list[tuple[int, int]]]:
+    """{UID: read} of the messages changed since `modseq` (CONDSTORE), in one command
+    for the whole folder, and with QRESYNC the UID ranges expunged since."""
+    imap = client._imap
+    # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
+    imap.untagged_responses.pop("VANISHED", None)
+    modifiers = f"(CHANGEDSINCE {modseq}{' VANISHED' if vanished else ''})"
+    typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS)", modifiers)
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
+    return _seen_by_uid(data), _uid_set_ranges(imap.untagged_responses.pop("VANISHED", []))
+
+
+def _seen_by_uid(data: list) -> dict[int, bool]:
+    seen = {}
+    for line in data:
+        if isinstance(line, tuple):
+            line = line[0]
+        if not isinstance(line, bytes):
+            continue
+        uid, flags = _UID.search(line), _FLAGS.search(line)
+        if uid is not None and flags is not None:
+            seen[int(uid.group(1))] = b"\\seen" in flags.group(1).lower().split()
+    return seen
+
+
+def _seen_apply(locations, seen: dict[int, bool]) -> int:
+    """Write read flags that changed, in two queries whatever their number."""
+    if not seen:
+        return 0
+    current = dict(locations.filter(uid__in=list(seen)).values_list("uid", "email__seen"))
+    changed = {True: set(), False: set()}
+    for uid, flag in seen.items():
+        if uid in current and current[uid] != flag:
+            changed[flag].add(uid)
+    updated = 0
+    for flag, uids in changed.items():
+        if uids:
+            updated += (
+                Email.objects.filter(locations__in=locations.filter(uid__in=uids))
+                .exclude(seen=flag)
+                .update(seen=flag)
             )
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT k.key, e.id FROM unnest(%s::varchar[]) AS k(key) CROSS JOIN LATERAL "  # noqa: S608
-            f"(SELECT id FROM {Email._meta.db_table} WHERE account_id = %s "
-            "AND message_key = k.key LIMIT 1) AS e",
-            [list(keys), account_id],
-        )
-        return dict(cursor.fetchall())
+    return updated
 
 
 def _uid_set_ranges(responses: list) -> list[tuple[int, int]]:
@@ -524,37 +644,3 @@ def _period_extended(folder: Folder, since: date | None) -> bool:
     if folder.synced_since is None:
         return False
     return since is None or since < folder.synced_since
-
-
-# The columns of a new email's row, in _email_row's order.
-EMAIL_COLUMNS = [
-    "account_id", "message_key", "message_id", "subject", "from_address", "from_name", "to",
-    "cc", "sent_at", "text_body", "html_body", "size", "seen", "in_reply_to", "references",
-    "problem", "notes", "original", "created_at",
-]  # fmt: skip
-
-
-def _email_row(
-    account_id: int, parsed: ParsedEmail, size: int, seen: bool, now, original: str
-) -> tuple:
-    return (
-        account_id,
-        parsed.message_key,
-        parsed.message_id,
-        parsed.subject,
-        parsed.from_address,
-        parsed.from_name,
-        parsed.to,
-        parsed.cc,
-        parsed.sent_at,
-        parsed.text_body,
-        parsed.html_body,
-        size,
-        seen,
-        parsed.in_reply_to,
-        parsed.references,
-        parsed.problem,
-        "\n".join(parsed.notes),
-        original,
-        now,
-    )

@@ -17,9 +17,11 @@ from django.db import transaction
 
 from accounts.models import EmailAccount
 
-from .engine import CONTACTS, AccountSyncer, folders_refresh, period_start
+from .engine import CONTACTS, AccountSyncer, folders_refresh, parse_safely, period_start
+from .files import files_for_transaction
 from .models import Email, EmailLocation, Folder, SyncRun
-from .parsing import UNREADABLE, parse_message
+from .parsing import UNREADABLE
+from .store import Fetched, Store, Stored
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
 # messages per GetItem: a page is one transaction.
@@ -42,7 +44,7 @@ class EwsSyncer(AccountSyncer):
         self.ews = ews
         self.run = run
         self.renew = renew or (lambda: None)
-        self.own_domains = {account.address.split("@", 1)[-1]}
+        self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
         self.by_id: dict[str, object] = {}
 
     # -- folders -------------------------------------------------------------
@@ -171,23 +173,28 @@ class EwsSyncer(AccountSyncer):
             elif kind == "delete" and isinstance(item, ItemId):
                 deleted.add(item.id)
         fetched = self._fetch(created)
-        with transaction.atomic():
-            self._store_items(folder, fetched)
+        with files_for_transaction(), transaction.atomic():
+            stored = self._store_items(folder, fetched)
+            flag_changes = 0
             for item_id, seen in seen_changes.items():
-                self.run.flag_changes += (
+                flag_changes += (
                     Email.objects.filter(locations__folder=folder, locations__item_id=item_id)
                     .exclude(seen=seen)
                     .update(seen=seen)
                 )
+            removed = 0
             if deleted:
                 removed, _ = EmailLocation.objects.filter(
                     folder=folder, item_id__in=deleted
                 ).delete()
-                self.run.removed_locations += removed
             # Saved with the page it follows: a run cut before this commit gets the
             # same page again, and its items are found already stored.
             folder.ews_sync_state = next_state
             folder.save(update_fields=["ews_sync_state", "last_uid"])
+        # Counted once committed: a failed run reports what it stored, nothing more.
+        self._count(stored)
+        self.run.flag_changes += flag_changes
+        self.run.removed_locations += removed
         if fetched:
             self.run.save_progress()
         self.renew()
@@ -249,28 +256,31 @@ class EwsSyncer(AccountSyncer):
             made.append((item_id, message.as_bytes(), bool(item.is_read), problem))
         return made
 
-    def _store_items(self, folder: Folder, fetched: list[tuple[str, bytes, bool, str]]) -> None:
+    def _store_items(self, folder: Folder, fetched: list[tuple[str, bytes, bool, str]]) -> Stored:
         if not fetched:
-            return
+            return Stored()
         known = set(
             EmailLocation.objects.filter(
                 folder=folder, item_id__in=[item_id for item_id, *_rest in fetched]
             ).values_list("item_id", flat=True)
         )
-        batch, item_ids = [], {}
+        batch = []
         for item_id, raw, seen, problem in fetched:
             if item_id in known:
                 continue
             # EWS has no UIDs: the location's UID is the app's own count per folder.
             folder.last_uid += 1
-            item_ids[folder.last_uid] = item_id
-            parsed = parse_message(raw)
+            parsed = parse_safely(raw)
             if problem:
                 parsed.problem = parsed.problem or UNREADABLE
                 parsed.notes.append(problem)
-            batch.append((folder.last_uid, raw, parsed, seen))
-        if batch:
-            self._store(folder, 0, batch, item_ids=item_ids)
+            batch.append(
+                Fetched(
+                    uid=folder.last_uid, parsed=parsed, seen=seen, size=len(raw), raw=raw,
+                    item_id=item_id,
+                )
+            )  # fmt: skip
+        return self.store.batch(folder, 0, batch)
 
     def _fetch_older(self, folder: Folder, ews_folder, since_at) -> None:
         """The user asked for a longer period: what arrived before the folder's
@@ -288,9 +298,10 @@ class EwsSyncer(AccountSyncer):
         ]
         for start in range(0, len(ids), PAGE):
             fetched = self._fetch(ids[start : start + PAGE])
-            with transaction.atomic():
-                self._store_items(folder, fetched)
+            with files_for_transaction(), transaction.atomic():
+                stored = self._store_items(folder, fetched)
                 folder.save(update_fields=["last_uid"])
+            self._count(stored)
             self.renew()
 
 

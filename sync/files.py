@@ -11,11 +11,12 @@ between the two leaves files no row names, which `orphans_delete` removes later.
 import contextlib
 import gzip
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
@@ -45,6 +46,16 @@ class WrittenFiles:
         self.names.append(name)
         return name
 
+    def save_path(self, folder: str, path: str, *, like: str = "", suffix: str = "") -> str:
+        """A file made elsewhere (a large attachment spooled to disk), copied in in
+        chunks: never whole in memory."""
+        with open(path, "rb") as handle:
+            name = default_storage.save(
+                generated_name(folder, like=like, suffix=suffix), File(handle)
+            )
+        self.names.append(name)
+        return name
+
     def save_original(self, raw: bytes) -> str:
         return self.save(ORIGINALS, gzip.compress(raw, compresslevel=6), suffix=".eml.gz")
 
@@ -55,16 +66,28 @@ class WrittenFiles:
         self.names.clear()
 
 
+_open = threading.local()
+
+
 @contextlib.contextmanager
 def files_for_transaction() -> Iterator[WrittenFiles]:
     """Put the transaction inside: `with files_for_transaction() as files,
-    transaction.atomic(): ...`. If the block or its commit raises, the files go."""
+    transaction.atomic(): ...`. If the block or its commit raises, the files go. Nested
+    in another (a savepoint inside an outer transaction), what it wrote joins the outer
+    set when it succeeds: whether they stay is the outer transaction's to decide."""
     files = WrittenFiles()
+    stack = _open.__dict__.setdefault("stack", [])
+    stack.append(files)
     try:
         yield files
     except BaseException:
         files.discard()
         raise
+    else:
+        if len(stack) > 1:
+            stack[-2].names.extend(files.names)
+    finally:
+        stack.pop()
 
 
 def original_open(name: str):

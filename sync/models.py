@@ -225,6 +225,13 @@ class SyncRun(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        indexes = [
+            # The dispatcher looks every minute for runs left "running" by a dead worker:
+            # a handful among every run ever made.
+            models.Index(
+                fields=["account"], condition=models.Q(state="running"), name="run_running"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.account} {self.started_at:%Y-%m-%d %H:%M} {self.state}"

@@ -55,6 +55,8 @@ class ParsedEmail:
     in_reply_to: str = ""
     references: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
+    # The key earlier versions gave a message without Message-ID, to find it stored.
+    legacy_key: str = ""
     problem: str = ""  # "", UNREADABLE or INCOMPLETE
     notes: list[str] = field(default_factory=list)  # for people, one sentence each
 

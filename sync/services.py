@@ -7,14 +7,16 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.connection import SignInError, imap_session
+from accounts.connection import imap_session
 from accounts.models import EmailAccount
-from accounts.oauth import ReconnectNeeded, TokenError, session_for
+from accounts.oauth import session_for
 from accounts.services import account_change_record, account_settings_update
+from mailsetup.failures import Action, MailError
 from providers.models import ServiceType
 from systemsettings.selectors import mailbox_sync_interval
 
@@ -28,20 +30,19 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.SYNC_CLAIM_LEASE_SECONDS)
 
 
-# Sign-in answers that no retry will change: the owner has to act.
-NEEDS_OWNER = {
-    "credentials", "app_password", "imap_disabled", "expired", "contact_admin", "non_ascii",
-    "certificate", "insecure", "internal_address", "auth_unsupported", "starttls_unsupported",
-}  # fmt: skip
-
-
 # An Exchange mailbox's meetings, tasks and contacts are read at most this often by the
 # scheduled runs; "Import now" and saving their settings read them at once.
 ITEMS_EVERY = timedelta(hours=1)
 
+INTERRUPTED = (
+    "This download stopped before it finished (its worker stopped, or the database went "
+    "away); the next one went on from where it stopped."
+)
+
 
 class TransientSyncError(Exception):
-    """Worth another try later: the network, a timeout, a server that was busy."""
+    """Worth another try later: the network, a timeout, a server that was busy, our own
+    database. The task retries it with backoff."""
 
 
 def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
@@ -51,12 +52,15 @@ def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
     return beat
 
 
-def _claim(account_id: int) -> str | None:
-    """Take the mailbox's claim with one conditional update; None if someone holds it."""
+def _claim(account_id: int, token: str | None = None) -> str | None:
+    """Take the mailbox's claim with one conditional update; None if someone else holds
+    it. A retry of the same task brings the token it claimed with: a claim its first
+    attempt could not release (the database was gone) is its own to take again."""
     now = timezone.now()
-    token = str(uuid.uuid4())
+    token = token or str(uuid.uuid4())
     free = MailboxSync.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now), account_id=account_id
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claim_token=token),
+        account_id=account_id,
     )
     claimed = free.update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
     if not claimed and not MailboxSync.objects.filter(account_id=account_id).exists():
@@ -78,6 +82,22 @@ def _release(account_id: int, token: str, **fields) -> None:
     )
 
 
+def runs_interrupted_close(*, account_id: int | None = None) -> int:
+    """Close run records that say "running" although nobody holds their mailbox's claim:
+    their worker died, or lost the database before it could write how the run ended.
+    Called with the claim held (every running record of the mailbox is then dead) and by
+    the dispatcher for every mailbox whose claim ran out."""
+    runs = SyncRun.objects.filter(state=SyncRun.State.RUNNING)
+    if account_id is not None:
+        runs = runs.filter(account_id=account_id)
+    else:
+        held = MailboxSync.objects.filter(claimed_until__gte=timezone.now())
+        runs = runs.exclude(account_id__in=held.values("account_id"))
+    return runs.update(
+        state=SyncRun.State.INTERRUPTED, finished_at=timezone.now(), error=INTERRUPTED
+    )
+
+
 def _session(account: EmailAccount):
     return session_for(imap_session, account)
 
@@ -86,8 +106,8 @@ def _is_exchange(account: EmailAccount) -> bool:
     return account.provider.service_type == ServiceType.EXCHANGE
 
 
-def _exchange_error(error: Exception, account: EmailAccount) -> tuple[str, bool]:
-    """What an exchangelib error means for the run: (message, worth retrying)."""
+def exchange_failure(error: Exception, account: EmailAccount) -> MailError:
+    """An exchangelib error as a MailError whose kind says what it means."""
     from exchangelib import errors
 
     name = type(error).__name__
@@ -95,8 +115,14 @@ def _exchange_error(error: Exception, account: EmailAccount) -> tuple[str, bool]
         if account.uses_oauth:
             # The token ran out or was revoked during the run: the next run's sign-in
             # refreshes it, or finds out that the owner must reconnect.
-            return "Exchange stopped accepting the sign-in token during the download.", True
-        return "Exchange no longer accepts the mailbox's login. Enter the password again.", False
+            return MailError(
+                "token_unavailable",
+                "Exchange stopped accepting the sign-in token during the download.",
+            )
+        return MailError(
+            "credentials",
+            "Exchange no longer accepts the mailbox's login. Enter the password again.",
+        )
     busy = (
         errors.ErrorServerBusy, errors.ErrorTimeoutExpired,
         errors.ErrorInternalServerTransientError, errors.ErrorMailboxMoveInProgress,
@@ -107,10 +133,13 @@ def _exchange_error(error: Exception, account: EmailAccount) -> tuple[str, bool]
         error, errors.ResponseMessageError
     )
     if isinstance(error, busy) or unreachable:
-        return f"The Exchange server was busy or could not be reached ({name}).", True
+        return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
     if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):
-        return f"Exchange refused access to the mailbox ({name}); ask its administrator.", False
-    return f"Exchange answered with an error ({name}: {error}).", True
+        return MailError(
+            "access_denied",
+            f"Exchange refused access to the mailbox ({name}); ask its administrator.",
+        )
+    return MailError("server_error", f"Exchange answered with an error ({name}: {error}).")
 
 
 @contextlib.contextmanager
@@ -140,14 +169,32 @@ def _goodbye(client) -> None:
         client.shutdown()
 
 
-def mailbox_sync(*, account_id: int, items_only: bool = False) -> SyncRun | None:
+# Our own database going away (a restart, a failover, a cut connection): no fault of
+# the mailbox's, retried like the network.
+DATABASE_GONE = (OperationalError, InterfaceError)
+
+
+def mailbox_sync(
+    *, account_id: int, items_only: bool = False, claim_token: str | None = None
+) -> SyncRun | None:
     """Download what is new in one mailbox. Safe to run twice: the second waits out.
-    `items_only`: an Exchange mailbox's meetings, tasks and contacts, asked for now."""
-    with _commits_without_waiting_for_disk():
-        return _mailbox_sync(account_id, items_only)
+    `items_only`: an Exchange mailbox's meetings, tasks and contacts, asked for now.
+    `claim_token`: the task's own id, the same on its retries (see `_claim`)."""
+    try:
+        with _commits_without_waiting_for_disk():
+            return _mailbox_sync(account_id, items_only, claim_token)
+    except DATABASE_GONE as error:
+        # The run's record could not be written: the next claim of this mailbox, or the
+        # dispatcher, closes it as interrupted.
+        connection.close()
+        raise TransientSyncError(
+            f"The app's database could not be reached ({type(error).__name__})."
+        ) from None
 
 
-def _mailbox_sync(account_id: int, items_only: bool = False) -> SyncRun | None:
+def _mailbox_sync(
+    account_id: int, items_only: bool = False, claim_token: str | None = None
+) -> SyncRun | None:
     account = (
         EmailAccount.objects.select_related("provider")
         .filter(pk=account_id, removed_at__isnull=True)
@@ -155,9 +202,10 @@ def _mailbox_sync(account_id: int, items_only: bool = False) -> SyncRun | None:
     )
     if account is None:
         return None
-    token = _claim(account_id)
+    token = _claim(account_id, claim_token)
     if token is None:
         return None
+    runs_interrupted_close(account_id=account_id)
     run = SyncRun(account=account)
     try:
         if _is_exchange(account):
@@ -165,71 +213,80 @@ def _mailbox_sync(account_id: int, items_only: bool = False) -> SyncRun | None:
                 account, run, renew=lambda: _renew(account_id, token), items_only=items_only
             )
         else:
-            client = _session(account)
-            try:
-                syncer = AccountSyncer(
-                    account=account, client=client, run=run,
-                    renew=lambda: _renew(account_id, token),
-                )  # fmt: skip
-                for folder in syncer.folders_to_sync(syncer.refresh_folders()):
-                    syncer.sync_folder(folder)
-            finally:
-                _goodbye(client)
-    except ExchangeError as error:
-        message, transient = _exchange_error(error.__cause__ or error, account)
-        _end(
-            run, account_id, token, error=message, last_error=message,
-            **({} if transient else {"health": MailboxSync.Health.NEEDS_ATTENTION}),
-        )  # fmt: skip
-        if transient:
-            raise TransientSyncError(message) from None
-        return run
-    except ReconnectNeeded as error:
-        # The provider refused the OAuth grant: no retries (the dispatcher skips a
-        # mailbox that needs attention) until its owner signs in again.
-        _end(
-            run, account_id, token, error=str(error), last_error=str(error),
-            health=MailboxSync.Health.NEEDS_ATTENTION,
-        )  # fmt: skip
-        return run
-    except TokenError as error:
-        _end(run, account_id, token, error=str(error), last_error=str(error))
-        raise TransientSyncError(str(error)) from None
-    except SignInError as error:
-        needs_owner = error.kind in NEEDS_OWNER
-        _end(
-            run,
-            account_id,
-            token,
-            error=str(error),
-            last_error=str(error),
-            health=MailboxSync.Health.NEEDS_ATTENTION if needs_owner else MailboxSync.Health.OK,
-        )
-        if not needs_owner:
-            raise TransientSyncError(str(error)) from None
-        return run
-    except (OSError, EOFError, imaplib.IMAP4.abort, imaplib.IMAP4.error) as error:
-        message = f"The connection to the mail server broke off ({type(error).__name__})."
-        _end(run, account_id, token, error=message, last_error=message)
-        raise TransientSyncError(message) from None
-    except Exception as error:
-        _end(
-            run,
-            account_id,
-            token,
-            error=f"Unexpected error: {type(error).__name__}: {error}",
-            last_error=f"Unexpected error: {type(error).__name__}",
-        )
+            _imap_sync(account, run, renew=lambda: _renew(account_id, token))
+    except DATABASE_GONE:
+        _end_if_possible(run, account_id, token)
         raise
+    except Exception as error:
+        failure = _as_failure(error, account)
+        if failure is None:
+            # A programming error: recorded, and left to Celery's log in full.
+            message = f"Unexpected error: {type(error).__name__}: {error}"
+            _end_failed(run, account_id, token, MailError("server_error", message))
+            raise
+        _end_failed(run, account_id, token, failure)
+        if failure.retry:
+            raise TransientSyncError(str(failure)) from None
+        return run
     _end(
-        run,
-        account_id,
-        token,
-        last_success_at=timezone.now(),
-        last_error="",
-        health=MailboxSync.Health.OK,
-    )
+        run, account_id, token, last_success_at=timezone.now(), last_error="",
+        last_error_kind="", failing_since=None, health=MailboxSync.Health.OK,
+    )  # fmt: skip
     return run
+
+
+def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
+    client = _session(account)
+    try:
+        syncer = AccountSyncer(account=account, client=client, run=run, renew=renew)
+        for folder in syncer.folders_to_sync(syncer.refresh_folders()):
+            syncer.sync_folder_isolated(folder)
+    finally:
+        _goodbye(client)
+
+
+def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
+    """What a run's error means (mailsetup.failures); None for one of our own bugs."""
+    if isinstance(error, MailError):
+        return error
+    if isinstance(error, ExchangeError):
+        return exchange_failure(error.__cause__ or error, account)
+    if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
+        return MailError(
+            "connection_lost",
+            f"The connection to the mail server broke off ({type(error).__name__}).",
+        )
+    if isinstance(error, imaplib.IMAP4.error):
+        return MailError(
+            "server_error", f"The mail server refused a command of the download ({error})."[:500]
+        )
+    return None
+
+
+def _end_failed(run: SyncRun, account_id: int, token: str, failure: MailError) -> None:
+    """A failed run: recorded, the mailbox released; if the owner must act, the
+    dispatcher stops queueing it until they do."""
+    message = str(failure)
+    release = {
+        "last_error": message,
+        "last_error_kind": failure.kind,
+        "failing_since": Coalesce(F("failing_since"), Value(timezone.now())),
+    }
+    if failure.action == Action.OWNER:
+        release["health"] = MailboxSync.Health.NEEDS_ATTENTION
+    _end(run, account_id, token, error=message, **release)
+
+
+def _end_if_possible(run: SyncRun, account_id: int, token: str) -> None:
+    """After losing the database, one try on a new connection to say how the run ended
+    and to free the mailbox; if the database is still gone, the claim's token stays
+    with the task's retry, which takes the claim again."""
+    connection.close()
+    with contextlib.suppress(*DATABASE_GONE):
+        _end_failed(
+            run, account_id, token,
+            MailError("database", "The app's database went away during the download."),
+        )  # fmt: skip
 
 
 class ExchangeError(Exception):
@@ -293,18 +350,26 @@ def _insert_and_release(run: SyncRun, account_id: int, token: str, release: dict
     fields = [f for f in SyncRun._meta.concrete_fields if not f.primary_key]
     changes = {"claimed_until": None, "claim_token": "", **release}
     sets = [(MailboxSync._meta.get_field(name), value) for name, value in changes.items()]
-    # Names from the models' metadata only; every value is a parameter.
+    # Names from the models' metadata only; every value is a parameter, but for the
+    # one expression a failure keeps ("since when"), written here.
+    assignments, values = [], []
+    for field, value in sets:
+        if isinstance(value, Coalesce):
+            assignments.append(f"{field.column} = COALESCE({field.column}, %s)")
+            values.append(field.get_db_prep_save(timezone.now(), connection))
+        else:
+            assignments.append(f"{field.column} = %s")
+            values.append(field.get_db_prep_save(value, connection))
     sql = (
         f"WITH run AS (INSERT INTO {SyncRun._meta.db_table} "  # noqa: S608
         f"({', '.join(f.column for f in fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
         f"RETURNING id), released AS (UPDATE {MailboxSync._meta.db_table} SET "
-        f"{', '.join(f'{field.column} = %s' for field, _value in sets)} "
-        "WHERE account_id = %s AND claim_token = %s) SELECT id FROM run"
+        f"{', '.join(assignments)} WHERE account_id = %s AND claim_token = %s) "
+        "SELECT id FROM run"
     )
     params = [f.get_db_prep_save(f.pre_save(run, add=True), connection) for f in fields]
-    params += [field.get_db_prep_save(value, connection) for field, value in sets]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, account_id, token])
+        cursor.execute(sql, [*params, *values, account_id, token])
         return cursor.fetchone()[0]
 
 
@@ -324,6 +389,7 @@ def mailboxes_due() -> list[int]:
     ids = list(due.values_list("account_id", flat=True))
     # Marked as started now, so a busy worker queue is not flooded with repeats.
     MailboxSync.objects.filter(account_id__in=ids).update(last_started_at=now)
+    runs_interrupted_close()
     return ids
 
 
@@ -338,7 +404,7 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
         return _exchange_folders_load(account)
     try:
         client = _session(account)
-    except (SignInError, ReconnectNeeded, TokenError) as error:
+    except MailError as error:
         raise FolderListError(str(error)) from None
     try:
         return folders_refresh(account=account, client=client)
@@ -359,7 +425,7 @@ def _exchange_folders_load(account: EmailAccount) -> list[Folder]:
 
     try:
         ews = session_for(ews_session, account)
-    except (SignInError, ReconnectNeeded, TokenError) as error:
+    except MailError as error:
         raise FolderListError(str(error)) from None
     try:
         return EwsSyncer(account=account, ews=ews, run=SyncRun()).refresh_folders()

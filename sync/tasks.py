@@ -1,4 +1,5 @@
 from celery import shared_task
+from django.conf import settings
 
 from .services import TransientSyncError, heartbeat_record, mailbox_sync, mailboxes_due
 
@@ -9,12 +10,15 @@ def heartbeat() -> None:
 
 
 # Both take only the mailbox's id, may run twice (the claim decides), and retry only
-# what may pass: the network, a busy server.
+# what may pass: the network, a busy server, our own database. The task's id is the
+# claim's token, the same on every retry: a claim a failed attempt could not release is
+# taken again by its retry instead of blocking it until the lease runs out.
 RETRYING = {
+    "bind": True,
     "ignore_result": True,
     "acks_late": True,
     "autoretry_for": (TransientSyncError,),
-    "retry_backoff": 30,
+    "retry_backoff": settings.SYNC_RETRY_BACKOFF_SECONDS,
     "retry_backoff_max": 30 * 60,
     "retry_jitter": True,
     "max_retries": 6,
@@ -22,13 +26,13 @@ RETRYING = {
 
 
 @shared_task(name="sync.mailbox", **RETRYING)
-def sync_mailbox(account_id: int) -> None:
-    mailbox_sync(account_id=account_id)
+def sync_mailbox(self, account_id: int) -> None:
+    mailbox_sync(account_id=account_id, claim_token=self.request.id)
 
 
 @shared_task(name="sync.exchange_items", **RETRYING)
-def import_exchange_items(account_id: int) -> None:
-    mailbox_sync(account_id=account_id, items_only=True)
+def import_exchange_items(self, account_id: int) -> None:
+    mailbox_sync(account_id=account_id, items_only=True, claim_token=self.request.id)
 
 
 @shared_task(name="sync.dispatch", ignore_result=True)

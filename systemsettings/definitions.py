@@ -45,11 +45,46 @@ CREATE_CONTACTS_FOR_UNKNOWN_SENDERS = Definition(
     "yet (never for no-reply addresses or the company's own domains).",
 )
 
+MAX_MESSAGE_SIZE = Definition(
+    code="MaxMessageSizeMB",
+    value_type="integer",
+    default=25,
+    minimum=1,
+    maximum=1024,
+    unit="MB",
+    description="Emails larger than this are stored without their attachments: the text is "
+    "stored, the attachments are listed with their sizes, and the email's first MB up to this "
+    "size are kept as its original. Each such email carries a note.",
+)
+
+MAX_MESSAGE_PARTS = Definition(
+    code="MaxMessageParts",
+    value_type="integer",
+    default=200,
+    minimum=10,
+    maximum=10_000,
+    description="How many parts (texts and attachments) of one email are read; the rest is "
+    "kept in the email's original, with a note.",
+)
+
+MAX_MIME_DEPTH = Definition(
+    code="MaxMimeDepth",
+    value_type="integer",
+    default=20,
+    minimum=3,
+    maximum=100,
+    description="How deeply nested parts of one email (attached messages inside attached "
+    "messages) are read; deeper ones stay in the email's original, with a note.",
+)
+
 DEFINITIONS: dict[str, Definition] = {
     d.code: d
     for d in [
         MAILBOX_SYNC_INTERVAL,
         ALLOW_INTERNAL_MAIL_SERVERS,
         CREATE_CONTACTS_FOR_UNKNOWN_SENDERS,
+        MAX_MESSAGE_SIZE,
+        MAX_MESSAGE_PARTS,
+        MAX_MIME_DEPTH,
     ]
 }

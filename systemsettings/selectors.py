@@ -5,6 +5,9 @@ from .definitions import (
     ALLOW_INTERNAL_MAIL_SERVERS,
     CREATE_CONTACTS_FOR_UNKNOWN_SENDERS,
     MAILBOX_SYNC_INTERVAL,
+    MAX_MESSAGE_PARTS,
+    MAX_MESSAGE_SIZE,
+    MAX_MIME_DEPTH,
     Definition,
 )
 from .models import SystemSetting
@@ -46,3 +49,16 @@ def internal_mail_servers_allowed() -> bool:
 
 def create_contacts_for_unknown_senders() -> bool:
     return bool(setting_value(CREATE_CONTACTS_FOR_UNKNOWN_SENDERS))
+
+
+def message_size_limit() -> int:
+    """In bytes: above it an email's attachments are listed, not downloaded."""
+    return int(setting_value(MAX_MESSAGE_SIZE)) * 1_000_000
+
+
+def message_parts_limit() -> int:
+    return int(setting_value(MAX_MESSAGE_PARTS))
+
+
+def message_depth_limit() -> int:
+    return int(setting_value(MAX_MIME_DEPTH))

@@ -101,7 +101,7 @@ def test_it_retries_transient_errors_a_bounded_number_of_times(monkeypatch):
 
     calls = []
 
-    def flaky(*, account_id):
+    def flaky(*, account_id, claim_token):
         calls.append(account_id)
         raise TransientSyncError("connection reset")
 

@@ -297,9 +297,9 @@ def test_it_fetches_a_folder_of_large_messages_in_small_batches(synced_mailbox, 
     fetched = []
     original = engine.AccountSyncer._fetch_and_parse
 
-    def counting(self, uids):
+    def counting(self, uids, sizes):
         fetched.append(len(uids))
-        return original(self, uids)
+        return original(self, uids, sizes)
 
     monkeypatch.setattr(engine.AccountSyncer, "_fetch_and_parse", counting)
     _sync(account)
