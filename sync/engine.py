@@ -6,6 +6,7 @@ committed on its own, so a run cut at any point is resumed by the next one witho
 loss or duplicates; a message that cannot be parsed is stored with its raw source.
 """
 
+import contextlib
 import imaplib
 import re
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
-from systemsettings.selectors import create_contacts_for_unknown_senders
+from systemsettings.selectors import create_contacts_for_unknown_senders, message_size_limit
 
 from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import UNREADABLE, ParsedEmail, fingerprint, parse_message
@@ -45,6 +46,8 @@ FLAGS_SLICE = 1000
 # While the helper thread fetches (a large message can take minutes on a slow line), the
 # claim is renewed this often, well within its lease.
 RENEW_WHILE_WAITING = 20
+# New sessions a run may open after the server ended one over a message.
+MAX_REOPEN = 50
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -222,7 +225,10 @@ def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder
 
 
 class AccountSyncer:
-    def __init__(self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None):
+    def __init__(
+        self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None,
+        open_session=None,
+    ):  # fmt: skip
         self.account = account
         self.renew = renew or (lambda: None)
         self.client = client
@@ -239,6 +245,12 @@ class AccountSyncer:
         self.statuses: dict[str, dict] = {}
         self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
         self.limits = None
+        # A new signed-in session, for going on after the server ended one over a
+        # message it cannot read (`_reopen_after`); None: such a run ends.
+        self.open_session = open_session
+        self.reopened = 0
+        self.selected: str | None = None
+        self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
 
     @cached_property
     def create_contacts(self) -> bool:
@@ -304,6 +316,7 @@ class AccountSyncer:
             and folder.messages == status.messages
             and not _period_extended(folder, since)
             and not folder.last_error
+            and (folder.retry_at is None or folder.retry_at > timezone.now())
         )
         if unchanged and status.highestmodseq is not None:
             if folder.highestmodseq == status.highestmodseq:
@@ -314,6 +327,7 @@ class AccountSyncer:
             self.client.enable("QRESYNC")  # valid only before the session's first SELECT
             self.qresync_enabled = True
         self.client.select_folder(folder.path, readonly=True)
+        self.selected = folder.path
         if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
             # The server renumbered the folder: its old UIDs mean nothing now. The emails
             # stay; their locations are found again by Message-ID or fingerprint.
@@ -334,28 +348,18 @@ class AccountSyncer:
             )
         )
         new, older = self._wanted_uids(folder, since)
-        # Messages earlier runs could not store are tried again, a bounded number a run.
-        retry = list(
-            UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
-            .order_by("attempts", "-uid")
-            .values_list("uid", flat=True)[:RETRY_UNSTORED]
-        )
-        wanted = set(new) | set(older) | set(retry)
+        wanted = set(new) | set(older)
         missing = sorted((uid for uid in wanted if uid not in stored), reverse=True)
         # Newest first, so the user sees recent mail early in a long first sync.
         for fetched in self._fetched(missing):
-            stored_now = self.store.batch(folder, uidvalidity, fetched.items)
-            for uid, error in fetched.unstored.items():
-                stored_now.add(self.store.unstored(folder, uidvalidity, uid, error))
-            self._count(stored_now)
-            # Counts saved per batch: the Email page's progress bar reads them.
-            self.run.save_progress()
-            self.renew()
+            self._store_fetched(folder, uidvalidity, fetched)
+        self._retry_unstored(folder, uidvalidity, stored)
 
         if stored and folder.last_uid:
             self._apply_changes(folder, uidvalidity, stored, status, new_count=len(new))
 
         folder.last_uid = max([folder.last_uid, *new]) if new else folder.last_uid
+        folder.retry_at = _next_retry(folder, uidvalidity)
         folder.uidnext = status.uidnext
         folder.messages = status.messages
         folder.highestmodseq = status.highestmodseq
@@ -363,6 +367,37 @@ class AccountSyncer:
             folder.synced_since = since
         folder.save()
         self.run.folders += 1
+
+    def _store_fetched(self, folder: Folder, uidvalidity: int, fetched: "FetchedBatch") -> Stored:
+        stored = self.store.batch(folder, uidvalidity, fetched.items)
+        for uid, error in fetched.unstored.items():
+            stored.add(self.store.unstored(folder, uidvalidity, uid, error))
+        self._count(stored)
+        # Counts saved per batch: the Email page's progress bar reads them.
+        self.run.save_progress()
+        self.renew()
+        return stored
+
+    def _retry_unstored(self, folder: Folder, uidvalidity: int, stored: set[int]) -> None:
+        """Messages earlier runs could not store, tried again one at a time, each less
+        often the more it failed (a server that ends the session over a message must not
+        cost every run a reconnection), and at most RETRY_UNSTORED a run."""
+        now = timezone.now()
+        due = [
+            noted
+            for noted in UnstoredMessage.objects.filter(
+                folder=folder, uidvalidity=uidvalidity
+            ).order_by("last_failed_at")[: RETRY_UNSTORED * 4]
+            if noted.last_failed_at + _retry_after(noted.attempts) <= now
+        ][:RETRY_UNSTORED]
+        for noted in due:
+            if noted.uid not in stored:
+                fetched = self._fetch_and_parse([noted.uid], self._sizes([noted.uid]))
+                # Neither: expunged meanwhile, nothing left to store.
+                gone = not (fetched.items or fetched.unstored)
+                if not gone and not self._store_fetched(folder, uidvalidity, fetched).locations:
+                    continue  # noted again, with one more attempt
+            UnstoredMessage.objects.filter(pk=noted.pk).delete()
 
     def _count(self, stored: Stored) -> None:
         self.run.new_emails += stored.emails
@@ -382,6 +417,7 @@ class AccountSyncer:
         it waits for a long fetch (a large message, a slow server), the caller renews
         the mailbox's claim."""
         batches = self._batches(uids)
+        self.size_limit  # noqa: B018 (read here: the helper thread never touches the database)
 
         def fetch_next() -> FetchedBatch | None:
             batch = next(batches, None)
@@ -411,9 +447,41 @@ class AccountSyncer:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
         # so the first emails are stored before the sizes of the last are known.
         for chunk in _chunks(uids, 2000):
-            sizes = fetch_sizes(self.client, chunk)
-            for batch in size_batches(chunk, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
+            sizes = self._sizes(chunk)
+            known = [uid for uid in chunk if uid not in self.refused]
+            for batch in size_batches(known, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
                 yield batch, sizes
+            if self.refused:
+                yield [], {}  # carries what was set aside to be noted
+
+    def _sizes(self, uids: list[int]) -> dict[int, int]:
+        """The messages' sizes; a message the server closes the session over (see
+        `_reopened`) is found by halving and set aside in `refused`."""
+        try:
+            return fetch_sizes(self.client, uids)
+        except imaplib.IMAP4.abort as error:
+            self._reopen_after(error)
+            if len(uids) == 1:
+                self.refused[uids[0]] = _closed_over(error)
+                return {}
+            half = len(uids) // 2
+            return self._sizes(uids[:half]) | self._sizes(uids[half:])
+
+    def _reopen_after(self, error: imaplib.IMAP4.abort) -> None:
+        """Some servers end the session over one message they cannot read (Dovecot: "BYE
+        FETCH failed: Internal error" for a message file it cannot open), and would do so
+        again on every run: a new session goes on without that message. A cut
+        connection ("socket error") is not that, and ends the run as before."""
+        said_bye = not str(error).startswith("socket error")
+        if not (said_bye and self.open_session and self.reopened < MAX_REOPEN):
+            raise error
+        self.reopened += 1
+        _quietly_close(self.client)
+        self.client = self.open_session()
+        if self.qresync_enabled:
+            self.client.enable("QRESYNC")
+        if self.selected:
+            self.client.select_folder(self.selected, readonly=True)
 
     def _wanted_uids(self, folder: Folder, since: date | None) -> tuple[list[int], list[int]]:
         """The UIDs above the last one stored (all of them: new mail is new whatever its
@@ -436,30 +504,19 @@ class AccountSyncer:
     def _fetch_and_parse(self, uids: list[int], sizes: dict[int, int]) -> "FetchedBatch":
         """The batch's messages, parsed; what the server will not give goes to `unstored`
         with its words, never silently skipped."""
-        result = FetchedBatch()
-        if len(uids) == 1 and sizes.get(uids[0], 0) > LARGE:
-            try:
-                result.items.append(self.large(uids[0], sizes[uids[0]]))
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as error:
-                result.unstored[uids[0]] = f"The server did not give this message ({error})."
+        result = FetchedBatch(unstored=self._take_refused())
+        if not uids:
             return result
         try:
-            response = fetch_bodies(self.client, uids)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as error:
-            if len(uids) == 1:
-                result.unstored[uids[0]] = f"The server did not give this message ({error})."
+            if len(uids) == 1 and sizes.get(uids[0], 0) > LARGE:
+                result.items.append(self.large(uids[0], sizes[uids[0]]))
                 return result
-            # One message the server cannot read fails the whole FETCH: ask one by one.
-            response = {}
-            for uid in uids:
-                one = self._fetch_and_parse([uid], sizes)
-                result.items += one.items
-                result.unstored |= one.unstored
-            return result
+            response = fetch_bodies(self.client, uids)
+        except imaplib.IMAP4.abort as error:
+            self._reopen_after(error)
+            return self._halved(uids, sizes, result, _closed_over(error))
+        except imaplib.IMAP4.error as error:
+            return self._halved(uids, sizes, result, f"The server refused to give it ({error}).")
         absent = [uid for uid in uids if uid not in response]
         if absent:
             # Expunged between SEARCH and FETCH, or a server that answered OK without
@@ -478,10 +535,33 @@ class AccountSyncer:
             )
         return result
 
+    def _halved(
+        self, uids: list[int], sizes: dict[int, int], result: "FetchedBatch", why: str
+    ) -> "FetchedBatch":
+        """One message the server will not give fails the whole FETCH: the batch is asked
+        for in halves until that message stands alone, and only it is set aside."""
+        if len(uids) == 1:
+            result.unstored[uids[0]] = why
+            return result
+        half = len(uids) // 2
+        for part in (uids[:half], uids[half:]):
+            fetched = self._fetch_and_parse(part, sizes)
+            result.items += fetched.items
+            result.unstored |= fetched.unstored
+        return result
+
+    def _take_refused(self) -> dict[int, str]:
+        refused, self.refused = self.refused, {}
+        return refused
+
     def large(self, uid: int, size: int) -> Fetched:
         from .large import fetch_large
 
-        return fetch_large(self.client, uid, size, limits=self.limits)
+        return fetch_large(self.client, uid, size, limit=self.size_limit)
+
+    @cached_property
+    def size_limit(self) -> int:
+        return message_size_limit()
 
     def _apply_changes(
         self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus,
@@ -546,6 +626,30 @@ def parse_safely(raw: bytes, limits=None) -> ParsedEmail:
             problem=UNREADABLE,
             notes=[f"The message could not be read ({type(error).__name__}: {error})"[:500]],
         )
+
+
+def _retry_after(attempts: int) -> timedelta:
+    return min(timedelta(minutes=2**attempts), timedelta(days=1))
+
+
+def _next_retry(folder: Folder, uidvalidity: int):
+    noted = UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
+    return min(
+        (
+            n.last_failed_at + _retry_after(n.attempts)
+            for n in noted.only("attempts", "last_failed_at")
+        ),
+        default=None,
+    )
+
+
+def _closed_over(error: Exception) -> str:
+    return f"The server ended the session when asked for this message ({error})."[:1000]
+
+
+def _quietly_close(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):
+        client.shutdown()
 
 
 def sequence_set(uids: Iterable[int]) -> str:

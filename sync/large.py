@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from imapclient import IMAPClient
 
-from systemsettings.selectors import message_size_limit
-
 from .parsing import INCOMPLETE, parse_message
 from .store import Fetched, Spooled
 
@@ -174,12 +172,12 @@ def _as_token_part(mime_headers: bytes) -> bytes:
 
 
 class LargeReader:
-    def __init__(self, client: IMAPClient, uid: int, size: int):
+    def __init__(self, client: IMAPClient, uid: int, size: int, *, limit: int):
         self.client = client
         self.uid = uid
         self.size = size
-        self.limit = message_size_limit()
-        self.over = size > self.limit
+        self.limit = limit
+        self.over = size > limit
         self.spooled = Spooled()
 
     def _fetch(self, items: list[bytes]) -> dict:
@@ -342,8 +340,10 @@ class LargeReader:
         return path
 
 
-def fetch_large(client: IMAPClient, uid: int, size: int, *, limits=None) -> Fetched:
-    return LargeReader(client, uid, size).read()
+def fetch_large(client: IMAPClient, uid: int, size: int, *, limit: int) -> Fetched:
+    """`limit`: MaxMessageSizeMB in bytes, read by the caller (this runs in the fetching
+    thread, which never touches the database)."""
+    return LargeReader(client, uid, size, limit=limit).read()
 
 
 def _piece(pieces: dict, section: str) -> bytes:

@@ -78,6 +78,9 @@ class Folder(models.Model):
     # or to give its messages. Kept until a run gets through it; shown on the page.
     last_error = models.TextField(blank=True)
     failing_since = models.DateTimeField(null=True, blank=True)
+    # When the first of the folder's unstored messages is due to be tried again: until
+    # then an unchanged folder is skipped as usual, with no query for them.
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["path"]

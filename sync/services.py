@@ -236,13 +236,15 @@ def _mailbox_sync(
 
 
 def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
-    client = _session(account)
+    syncer = AccountSyncer(
+        account=account, client=_session(account), run=run, renew=renew,
+        open_session=lambda: _session(account),
+    )  # fmt: skip
     try:
-        syncer = AccountSyncer(account=account, client=client, run=run, renew=renew)
         for folder in syncer.folders_to_sync(syncer.refresh_folders()):
             syncer.sync_folder_isolated(folder)
     finally:
-        _goodbye(client)
+        _goodbye(syncer.client)
 
 
 def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:

@@ -1,0 +1,314 @@
+"""One message, one folder or one server quirk never stops the rest (issue 14), on the
+suite's Dovecot: what cannot be stored is kept with a note or noted to be tried again,
+and everything else arrives."""
+
+import gzip
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import DataError, OperationalError
+from django.utils import timezone
+
+from sync import engine, store
+from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun, UnstoredMessage
+from sync.services import TransientSyncError, mailbox_sync, mailboxes_due
+from tests.mailbox import make_message
+
+
+def _sync(account):
+    run = mailbox_sync(account_id=account.pk)
+    assert run is not None
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    return run
+
+
+def _refusing(real, marker: str, error=DataError):
+    """insert_rows, refusing every batch that holds a row with `marker` in its subject:
+    the database turning down one message's row, whatever the reason will be."""
+
+    def insert(model, columns, rows):
+        subject = columns.index("subject") if "subject" in columns else None
+        if subject is not None and any(marker in str(row[subject]) for row in rows):
+            raise error(f"refused a row with {marker}")
+        return real(model, columns, rows)
+
+    return insert
+
+
+def test_it_stores_the_rest_of_a_batch_when_one_message_cannot_be_stored(
+    synced_mailbox, monkeypatch, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    account, mailbox = synced_mailbox
+    poison = make_message(subject="POISON offer")
+    mailbox.append("INBOX", *(make_message(subject=f"fine {n}") for n in range(5)), poison)
+    mailbox.append("Later", make_message(subject="in a later folder"))
+    monkeypatch.setattr(store, "insert_rows", _refusing(store.insert_rows, "POISON"))
+    run = _sync(account)
+    assert Email.objects.count() == 7
+    assert EmailLocation.objects.count() == 7
+    kept = Email.objects.get(subject="POISON offer")
+    assert kept.problem == Email.Problem.UNREADABLE
+    assert "could not be stored normally" in kept.notes and "DataError" in kept.notes
+    with gzip.open(kept.original.path) as original:
+        assert original.read().replace(b"\r\n", b"\n") == poison.replace(b"\r\n", b"\n")
+    assert (run.new_emails, run.new_locations, run.parse_problems) == (7, 7, 1)
+    assert not UnstoredMessage.objects.exists()
+    idle = _sync(account)
+    assert (idle.new_emails, idle.new_locations) == (0, 0)
+
+
+def test_it_notes_a_message_it_cannot_store_at_all_and_stores_it_on_a_later_run(
+    synced_mailbox, monkeypatch
+):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="fine"), make_message(subject="POISON"))
+    monkeypatch.setattr(store, "insert_rows", _refusing(store.insert_rows, "POISON"))
+    real_create = Email.objects.create
+
+    def refusing_create(**fields):
+        if "POISON" in fields.get("subject", ""):
+            raise DataError("refused again")
+        return real_create(**fields)
+
+    monkeypatch.setattr(Email.objects, "create", refusing_create)
+    run = _sync(account)
+    assert list(Email.objects.values_list("subject", flat=True)) == ["fine"]
+    noted = UnstoredMessage.objects.get()
+    assert "refused again" in noted.error and noted.attempts == 1
+    assert run.state == SyncRun.State.SUCCEEDED
+    # Nothing is lost: the next runs try it again, less often the more it failed.
+    monkeypatch.undo()
+    _sync(account)
+    assert UnstoredMessage.objects.count() == 1  # not due yet
+    _an_hour_passes()
+    _sync(account)
+    assert not UnstoredMessage.objects.exists()
+    assert sorted(Email.objects.values_list("subject", flat=True)) == ["POISON", "fine"]
+    assert EmailLocation.objects.count() == 2
+
+
+def _an_hour_passes() -> None:
+    """For the messages noted as unstored: their retries fall due."""
+    earlier = timezone.now() - timedelta(hours=1)
+    UnstoredMessage.objects.update(last_failed_at=earlier)
+    Folder.objects.exclude(retry_at=None).update(retry_at=earlier)
+
+
+def _message_file(dovecot, address: str, subject: str) -> Path:
+    maildir = Path(dovecot.root) / "mail" / address / "Maildir"
+    for path in [*maildir.glob("cur/*"), *maildir.glob("new/*")]:
+        if f"Subject: {subject}".encode() in path.read_bytes():
+            return path
+    raise AssertionError(f"no message file with subject {subject}")
+
+
+def test_it_goes_on_when_the_server_ends_the_session_over_one_message(synced_mailbox, dovecot):
+    """Dovecot answers a message file it cannot open with "BYE FETCH failed: Internal
+    error" and closes the connection: every run used to fail there, for good."""
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"inbox {n}") for n in range(6)))
+    mailbox.append("Later", *(make_message(subject=f"later {n}") for n in range(3)))
+    broken = _message_file(dovecot, account.address, "inbox 3")
+    os.chmod(broken, 0)
+    try:
+        run = _sync(account)
+        subjects = set(Email.objects.values_list("subject", flat=True))
+        assert subjects == {f"inbox {n}" for n in (0, 1, 2, 4, 5)} | {
+            f"later {n}" for n in range(3)
+        }
+        noted = UnstoredMessage.objects.get()
+        assert "ended the session" in noted.error
+        assert run.new_locations == 8
+    finally:
+        os.chmod(broken, 0o600)
+    _an_hour_passes()
+    _sync(account)
+    assert Email.objects.filter(subject="inbox 3").exists()
+    assert not UnstoredMessage.objects.exists()
+
+
+def test_it_keeps_going_past_a_folder_the_server_refuses(synced_mailbox, dovecot):
+    account, mailbox = synced_mailbox
+    mailbox.append("Refused", make_message(subject="behind a refusal"))
+    mailbox.append("Zebra", make_message(subject="after it"))
+    mailbox.append("INBOX", make_message(subject="before it"))
+    refused = Path(dovecot.root) / "mail" / account.address / "Maildir" / ".Refused"
+    os.chmod(refused, 0)
+    try:
+        run = _sync(account)
+        folder = Folder.objects.get(account=account, path="Refused")
+        assert folder.last_error and folder.failing_since
+        assert run.folder_errors == 1
+        assert set(Email.objects.values_list("subject", flat=True)) == {"before it", "after it"}
+    finally:
+        os.chmod(refused, 0o700)
+    _sync(account)
+    folder.refresh_from_db()
+    assert (folder.last_error, folder.failing_since) == ("", None)
+    assert Email.objects.filter(subject="behind a refusal").exists()
+
+
+@pytest.mark.parametrize("hidden", [{b"CONDSTORE", b"QRESYNC"}, set()], ids=["poor", "dovecot"])
+def test_it_picks_up_a_flag_change_alone(synced_mailbox, monkeypatch, hidden):
+    """Read elsewhere, nothing else changed: without CONDSTORE no status item shows it."""
+    from accounts.connection import _PinnedIMAPClient
+
+    original = _PinnedIMAPClient.capabilities
+    monkeypatch.setattr(
+        _PinnedIMAPClient, "capabilities", lambda self: tuple(set(original(self)) - hidden)
+    )
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="read me"), make_message(subject="other"))
+    _sync(account)
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["SUBJECT", "read me"]), [b"\\Seen"])
+    run = _sync(account)
+    assert run.flag_changes == 1
+    assert Email.objects.get(subject="read me").seen
+    assert not Email.objects.get(subject="other").seen
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        client.remove_flags(client.search(["SUBJECT", "read me"]), [b"\\Seen"])
+    assert _sync(account).flag_changes == 1
+    assert not Email.objects.get(subject="read me").seen
+
+
+def test_it_checks_the_flags_of_a_large_folder_a_slice_per_run(synced_mailbox, monkeypatch):
+    from accounts.connection import _PinnedIMAPClient
+
+    original = _PinnedIMAPClient.capabilities
+    monkeypatch.setattr(
+        _PinnedIMAPClient,
+        "capabilities",
+        lambda self: tuple(c for c in original(self) if c not in {b"CONDSTORE", b"QRESYNC"}),
+    )
+    monkeypatch.setattr(engine, "FLAGS_NEWEST", 2)
+    monkeypatch.setattr(engine, "FLAGS_SLICE", 3)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m{n}") for n in range(12)))
+    _sync(account)
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["SUBJECT", "m0"]), [b"\\Seen"])  # the oldest
+    # 2 newest + 3 older per run: the oldest of 12 is reached by the fourth run at most.
+    runs = 0
+    while not Email.objects.get(subject="m0").seen:
+        runs += 1
+        assert runs <= 4, "the oldest message's flags were never checked"
+        _sync(account)
+    assert runs >= 2  # not all at once: each run asks for a bounded slice
+
+
+@pytest.mark.parametrize("hidden", [{b"QRESYNC"}, {b"CONDSTORE", b"QRESYNC"}])
+def test_it_finds_an_expunge_when_the_period_leaves_older_mail_on_the_server(
+    synced_mailbox, monkeypatch, hidden
+):
+    from accounts.connection import _PinnedIMAPClient
+
+    original = _PinnedIMAPClient.capabilities
+    monkeypatch.setattr(
+        _PinnedIMAPClient, "capabilities", lambda self: tuple(set(original(self)) - hidden)
+    )
+    account, mailbox = synced_mailbox
+    old = timezone.now() - timedelta(days=60)
+    mailbox.append("INBOX", *(make_message(subject=f"old {n}") for n in range(5)), when=old)
+    mailbox.append("INBOX", make_message(subject="stays"), make_message(subject="goes"))
+    _sync(account)
+    assert EmailLocation.objects.count() == 2  # a week's mail only
+    with mailbox.client() as client:
+        client.select_folder("INBOX")
+        client.delete_messages(client.search(["SUBJECT", "goes"]))
+        client.expunge()
+    run = _sync(account)
+    assert run.removed_locations == 1
+    assert list(EmailLocation.objects.values_list("email__subject", flat=True)) == ["stays"]
+
+
+def test_it_keeps_both_messages_that_share_a_message_id(synced_mailbox):
+    account, mailbox = synced_mailbox
+    first = make_message(subject="Invoice 1", message_id="<same@mailer.test>")
+    second = make_message(subject="Invoice 2", message_id="<same@mailer.test>")
+    mailbox.append("INBOX", first, second)
+    mailbox.append("Archive", first, second)  # each a second time: no third email
+    run = _sync(account)
+    assert sorted(Email.objects.values_list("subject", flat=True)) == ["Invoice 1", "Invoice 2"]
+    assert EmailLocation.objects.count() == 4
+    assert run.new_emails == 2
+    noted = Email.objects.exclude(notes="").get()
+    assert "same Message-ID <same@mailer.test>" in noted.notes
+    assert not noted.problem  # both are whole; the note only says why there are two
+    assert {e.message_id for e in Email.objects.all()} == {"same@mailer.test"}
+    idle = _sync(account)
+    assert idle.new_locations == 0
+
+
+def test_it_counts_only_what_a_failed_run_committed(
+    transactional_db, synced_mailbox, monkeypatch
+):
+    # Transactional: losing the database ends the connection, which a test transaction
+    # around everything would not survive.
+    account, mailbox = synced_mailbox
+    monkeypatch.setattr(engine, "BATCH", 3)
+    mailbox.append("INBOX", *(make_message(subject=f"m{n}") for n in range(9)))
+    calls = []
+    real = store.insert_rows_skipping_existing
+
+    def database_goes_away(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the second batch, after its emails' rows were written
+            raise OperationalError("terminating connection due to administrator command")
+        return real(*args)
+
+    monkeypatch.setattr(store, "insert_rows_skipping_existing", database_goes_away)
+    with pytest.raises(TransientSyncError, match="database"):
+        mailbox_sync(account_id=account.pk)
+    run = SyncRun.objects.get()
+    assert run.state == SyncRun.State.FAILED
+    assert EmailLocation.objects.count() == Email.objects.count() == 3
+    assert (run.new_emails, run.new_locations) == (3, 3)
+    state = MailboxSync.objects.get(account=account)
+    assert state.claimed_until is None and state.last_error_kind == "database"
+    assert state.failing_since is not None
+    monkeypatch.undo()
+    _sync(account)
+    assert EmailLocation.objects.count() == 9
+    assert MailboxSync.objects.get(account=account).failing_since is None
+
+
+def test_it_closes_runs_whose_worker_died(synced_mailbox):
+    account, _ = synced_mailbox
+    MailboxSync.objects.create(account=account)
+    dead = SyncRun.objects.create(account=account, new_emails=4)
+    mailboxes_due()  # the dispatcher: nobody holds the claim, so the run is over
+    dead.refresh_from_db()
+    assert dead.state == SyncRun.State.INTERRUPTED
+    assert dead.finished_at is not None and "stopped before it finished" in dead.error
+    # One a live worker holds is left alone.
+    MailboxSync.objects.filter(account=account).update(
+        claimed_until=timezone.now() + timedelta(minutes=5), claim_token="live"
+    )
+    live = SyncRun.objects.create(account=account)
+    mailboxes_due()
+    live.refresh_from_db()
+    assert live.state == SyncRun.State.RUNNING
+
+
+def test_it_takes_back_its_own_claim_on_a_retry(synced_mailbox):
+    """The first attempt lost the database and could not release the mailbox; its retry
+    (the same task, the same token) goes on at once instead of waiting out the lease."""
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="waiting"))
+    MailboxSync.objects.create(
+        account=account, claimed_until=timezone.now() + timedelta(minutes=5), claim_token="task-1"
+    )
+    stale = SyncRun.objects.create(account=account)
+    assert mailbox_sync(account_id=account.pk, claim_token="task-2") is None  # someone else's
+    run = mailbox_sync(account_id=account.pk, claim_token="task-1")
+    assert run.state == SyncRun.State.SUCCEEDED
+    assert Email.objects.filter(subject="waiting").exists()
+    stale.refresh_from_db()
+    assert stale.state == SyncRun.State.INTERRUPTED
