@@ -178,17 +178,18 @@ def _written_by(user) -> Q:
     return Q(outgoing__author=user) if user.is_authenticated else Q(pk__in=[])
 
 
-def email_for_user(user, pk: int) -> Email | None:
-    """One email, if the user may see it anywhere: on a timeline or their Email page."""
+def emails_for_user(user) -> QuerySet[Email]:
+    """Every email the user may see anywhere: on a timeline or their Email page."""
     on_timelines = mailboxes_with(user, Right.ACCESS, removed=True).values("pk")
     on_panel = mailboxes_for_panel(user).values("pk")
-    return (
-        Email.objects.filter(
-            Q(account__in=on_timelines) | Q(account__in=on_panel) | _written_by(user), pk=pk
-        )
-        .select_related("account")
-        .first()
+    return Email.objects.filter(
+        Q(account__in=on_timelines) | Q(account__in=on_panel) | _written_by(user)
     )
+
+
+def email_for_user(user, pk: int) -> Email | None:
+    """One email, if the user may see it anywhere: on a timeline or their Email page."""
+    return emails_for_user(user).filter(pk=pk).select_related("account").first()
 
 
 def grants_of(account: EmailAccount) -> list[MailboxGrant]:

@@ -1,10 +1,22 @@
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from mailsetup.failures import PROVIDER_KINDS, Action, action_of
 from systemsettings.selectors import mailbox_sync_interval
 
-from .models import Email, MailboxSync, SyncRun, WorkerHeartbeat
+from .models import (
+    Email,
+    EmailLocation,
+    Folder,
+    MailboxSync,
+    SyncRun,
+    UnstoredMessage,
+    WorkerHeartbeat,
+)
 
 
 def heartbeat_age() -> timedelta | None:
@@ -13,12 +25,156 @@ def heartbeat_age() -> timedelta | None:
     return None if beat is None else timezone.now() - beat.beat_at
 
 
+@dataclass
+class Health:
+    """What a person should know about a mailbox's downloads, in one place. `level`:
+    "ok"; "problems" (downloads work, but something in them did not: see `problems`);
+    "failing" (the runs fail and are retried by themselves); "attention" (nothing will
+    download until a person acts); "stuck" (no download has happened when one should
+    have); "off" (automatic download is off). Every level but "ok" says why and what to
+    do."""
+
+    level: str
+    headline: str = ""
+    advice: str = ""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a fault
+
+    @property
+    def ok(self) -> bool:
+        return self.level == "ok"
+
+
+def _advice(kind: str, account) -> str:
+    if kind in PROVIDER_KINDS:
+        return (
+            f"This is about the settings of the provider {account.provider.name} or its "
+            "server: ask your administrator. Downloads start again once it is fixed."
+        )
+    if kind == "reconnect" or (account.uses_oauth and kind == "credentials"):
+        return "Sign in again with “Reconnect”: every setting and email is kept."
+    if kind in {"credentials", "app_password", "expired"}:
+        return "The password changed? Enter the new one under “Change email settings”."
+    if action_of(kind) == Action.RETRY:
+        return (
+            "The app tries again by itself. If this goes on for hours, check the provider's "
+            "status page or ask your administrator."
+        )
+    return "Ask your administrator if the message above does not say what to change."
+
+
+def mailbox_health(account, state: MailboxSync | None, *, running: bool) -> Health:
+    """The mailbox's health, from its sync row and a few grouped counts (no query grows
+    with its emails but the count of those with a problem, which an index holds)."""
+    now = timezone.now()
+    problems, notes = _problem_lines(account)
+    if state is not None and state.health == MailboxSync.Health.NEEDS_ATTENTION:
+        return Health(
+            "attention", f"Needs your attention: {state.last_error}",
+            _advice(state.last_error_kind or "credentials", account), problems, notes,
+        )  # fmt: skip
+    if state is not None and state.failing_since is not None and not running:
+        since = timezone.localtime(state.failing_since)
+        return Health(
+            "failing",
+            f"Downloads have failed since {since:%Y-%m-%d %H:%M}: {state.last_error}",
+            _advice(state.last_error_kind or "connection", account),
+            problems,
+            notes,
+        )
+    if not account.auto_sync:
+        level = "problems" if problems else "off"
+        return Health(
+            level, "Automatic download is off.",
+            "Use “Download emails now”, or turn on automatic download below.", problems, notes,
+        )  # fmt: skip
+    stuck = _stuck(account, state, now)
+    if stuck and not running:
+        return Health("stuck", *stuck, problems, notes)
+    if problems:
+        return Health(
+            "problems", "Downloads work, but not everything could be stored.",
+            "See why below: each line names the folder and what the server said. The app tries "
+            "again by itself; nothing is lost from the server.", problems, notes,
+        )  # fmt: skip
+    return Health("ok", notes=notes)
+
+
+def _stuck(account, state: MailboxSync | None, now) -> tuple[str, str] | None:
+    """No download although one was due three intervals ago: the app's background
+    service (the workers or their scheduler) is not doing its work."""
+    interval = mailbox_sync_interval()
+    grace = max(3 * interval, timedelta(minutes=15))
+    last = (state.last_success_at if state else None) or account.created_at
+    if now - last < grace:
+        return None
+    age = heartbeat_age()
+    when = timezone.localtime(last)
+    if age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL):
+        return (
+            f"No download since {when:%Y-%m-%d %H:%M}: the app's background service is not "
+            "running.",
+            "Ask your administrator to start the app's worker and scheduler (Celery worker "
+            "and beat).",
+        )
+    return (
+        f"No download since {when:%Y-%m-%d %H:%M}, although one was due every "
+        f"{interval.total_seconds() / 60:.0f} minutes.",
+        "The app's background service may be overloaded: ask your administrator.",
+    )
+
+
+def _problem_lines(account) -> tuple[list[str], list[str]]:
+    """Per folder: emails it could not store, emails it could not read, its own error;
+    and the emails stored in part (a note, not a fault)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    for folder in Folder.objects.filter(account=account).exclude(last_error=""):
+        since = timezone.localtime(folder.failing_since) if folder.failing_since else None
+        problems.append(
+            f"{folder.path}: {folder.last_error}"
+            + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
+        )
+    unstored = (
+        UnstoredMessage.objects.filter(folder__account=account)
+        .values("folder__path")
+        .annotate(count=Count("pk"))
+        .order_by("folder__path")
+    )
+    for row in unstored:
+        problems.append(f"{_emails(row['count'])} in {row['folder__path']} could not be stored.")
+    with_problem = (
+        EmailLocation.objects.filter(folder__account=account)
+        .exclude(email__problem="")
+        .values("folder__path", "email__problem")
+        .annotate(count=Count("email", distinct=True))
+        .order_by("folder__path")
+    )
+    for row in with_problem:
+        if row["email__problem"] == Email.Problem.UNREADABLE:
+            problems.append(
+                f"{_emails(row['count'])} in {row['folder__path']} could not be read; "
+                f"{'its' if row['count'] == 1 else 'their'} original is kept."
+            )
+        else:
+            notes.append(
+                f"{_emails(row['count'])} in {row['folder__path']} "
+                f"{'was' if row['count'] == 1 else 'were'} stored in part (a size limit or a "
+                "broken structure); the originals are kept."
+            )
+    return problems, notes
+
+
+def _emails(count: int) -> str:
+    return f"{count} email{'s' if count != 1 else ''}"
+
+
 def sync_status(account) -> dict:
     state = MailboxSync.objects.filter(account=account).first()
     last_run = SyncRun.objects.filter(account=account).first()
-    running = bool(state and state.claimed_until and state.claimed_until > timezone.now()) or bool(
-        last_run and last_run.state == SyncRun.State.RUNNING
-    )
+    # Running while someone holds the claim: a run record left "running" by a worker
+    # that died is not (the dispatcher closes it).
+    running = bool(state and state.claimed_until and state.claimed_until > timezone.now())
     next_due = None
     if account.auto_sync and not (state and state.health == MailboxSync.Health.NEEDS_ATTENTION):
         started = state.last_started_at if state else None
@@ -30,4 +186,43 @@ def sync_status(account) -> dict:
         "running": running,
         "emails": Email.objects.filter(account=account).count(),
         "next_due": next_due,
+        "health": mailbox_health(account, state, running=running),
     }
+
+
+@dataclass
+class FolderRow:
+    folder: Folder
+    on_server: int | None
+    stored: int
+    unstored: list[UnstoredMessage]
+
+
+def folder_overview(account) -> list[FolderRow]:
+    """Each folder of the mailbox: what the server counted at the last run beside what
+    is stored, and what could not be stored."""
+    folders = list(Folder.objects.filter(account=account, exists_on_server=True))
+    stored = dict(
+        EmailLocation.objects.filter(folder__in=folders)
+        .values_list("folder")
+        .annotate(count=Count("pk"))
+        .values_list("folder", "count")
+    )
+    unstored: dict[int, list] = {}
+    for noted in UnstoredMessage.objects.filter(folder__in=folders):
+        unstored.setdefault(noted.folder_id, []).append(noted)
+    return [
+        FolderRow(folder, folder.messages, stored.get(folder.pk, 0), unstored.get(folder.pk, []))
+        for folder in folders
+        if folder.selectable
+    ]
+
+
+def problem_emails(emails, account):
+    """The emails of the mailbox stored with a problem, among those the user may see."""
+    return (
+        emails.filter(account=account)
+        .filter(~Q(problem="") | ~Q(notes=""))
+        .only("pk", "subject", "sent_at", "problem", "notes", "from_address", "from_name")
+        .order_by("-sent_at", "-pk")
+    )

@@ -13,4 +13,5 @@ urlpatterns = [
     ),
     path("mailboxes/<int:pk>/download/", views.download_now, name="download"),
     path("mailboxes/<int:pk>/sync-status/", views.sync_status_partial, name="status"),
+    path("mailboxes/<int:pk>/problems/", views.mailbox_problems, name="problems"),
 ]

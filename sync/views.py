@@ -4,12 +4,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from sharing.selectors import email_for_user, mailboxes_for_setup, mailboxes_for_status
+from sharing.selectors import (
+    email_for_user,
+    emails_for_user,
+    mailboxes_for_setup,
+    mailboxes_for_status,
+)
 
 from .files import safe_download_name
 from .models import Attachment
 from .sanitize import clean_email_html, email_document
-from .selectors import sync_status
+from .selectors import folder_overview, problem_emails, sync_status
 from .tasks import sync_mailbox
 
 
@@ -59,6 +64,29 @@ def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return HttpResponseClientRedirect(target)
     return redirect(target)
+
+
+@login_required
+def mailbox_problems(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "See why": each folder's count on the server beside what is stored, what could not
+    be stored and why, and the emails stored with a problem."""
+    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
+    emails = problem_emails(emails_for_user(request.user), account)
+    return render(
+        request,
+        "sync/problems.html",
+        {
+            "account": account,
+            "folders": folder_overview(account),
+            "emails": emails[:PROBLEM_EMAILS_SHOWN],
+            "more": max(0, emails.count() - PROBLEM_EMAILS_SHOWN),
+            **sync_status(account),
+        },
+    )
+
+
+# Enough to see what went wrong; the rest are counted.
+PROBLEM_EMAILS_SHOWN = 200
 
 
 @login_required

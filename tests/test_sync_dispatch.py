@@ -88,11 +88,12 @@ def test_it_tells_the_owner_what_to_do_when_the_password_stopped_working(client,
         account=account,
         health=MailboxSync.Health.NEEDS_ATTENTION,
         last_error="The mail server did not accept the login or password.",
+        last_error_kind="credentials",
     )
     client.force_login(account.owner)
     page = client.get(reverse("accounts:settings", args=[account.pk])).text
     assert "Needs your attention" in page
-    assert "Re-enter it in the mailbox" in page
+    assert "Enter the new one under “Change email settings”" in page
 
 
 def test_it_retries_transient_errors_a_bounded_number_of_times(monkeypatch):
