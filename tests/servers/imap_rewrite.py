@@ -1,0 +1,92 @@
+"""An IMAP relay on loopback that rewrites what the server says, to emulate servers
+Dovecot cannot be configured to be (../shared/notes/imap-server-families.md)."""
+
+import contextlib
+import re
+import socket
+import threading
+
+# A literal announced at the end of a line ({123}, or {123+} from a LITERAL+ client):
+# that many bytes follow, and they are message data, never responses.
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n\Z")
+# SELECT and EXAMINE's untagged `* OK [UIDNEXT 42] Predicted next UID`: Courier sends
+# none (a client has to ask STATUS).
+_UIDNEXT = re.compile(rb"\* OK \[UIDNEXT \d+\]", re.IGNORECASE)
+
+
+class UidnextStrippingProxy:
+    """Relays plaintext IMAP from 127.0.0.1:`port` to a server's plaintext listener and
+    drops the `[UIDNEXT n]` response of every SELECT and EXAMINE, like Courier. The
+    server's bytes are read response by response, with literals passed through whole,
+    so a message body that happens to hold such a line is relayed untouched.
+    `stripped` counts the responses dropped (a test can check it was exercised)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.stripped = 0
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            # Responses go out a line at a time: without this, Nagle's algorithm and the
+            # peer's delayed ACK hold many of them back ~40 ms each.
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._rewrite, args=(server, client), daemon=True).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(16384):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source, sink)
+
+    def _rewrite(self, server: socket.socket, client: socket.socket) -> None:
+        reader = server.makefile("rb")
+        try:
+            at_response_start = True
+            while line := reader.readline():
+                literal = _LITERAL.search(line)
+                if at_response_start and literal is None and _UIDNEXT.match(line):
+                    with self.lock:
+                        self.stripped += 1
+                    continue
+                if literal is not None:
+                    line += reader.read(int(literal.group(1)))
+                client.sendall(line)
+                # After a literal the response goes on: what follows is not a new one.
+                at_response_start = literal is None
+        except OSError:
+            pass
+        finally:
+            reader.close()
+            _close(server, client)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
