@@ -169,6 +169,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": HEARTBEAT_INTERVAL,
         "options": {"expires": HEARTBEAT_INTERVAL},
     },
+    # Attachment and original files that no row names (a worker killed mid-batch).
+    "files-sweep": {
+        "task": "sync.files_sweep",
+        "schedule": 6 * 60 * 60,
+        "options": {"expires": 60 * 60},
+    },
     # Queues every mailbox whose last sync is older than MailboxSyncInterval.
     "sync-dispatch": {
         "task": "sync.dispatch",

@@ -1,6 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from .files import orphans_delete
 from .services import TransientSyncError, heartbeat_record, mailbox_sync, mailboxes_due
 
 
@@ -39,3 +40,9 @@ def import_exchange_items(self, account_id: int) -> None:
 def dispatch() -> None:
     for account_id in mailboxes_due():
         sync_mailbox.delay(account_id)
+
+
+@shared_task(name="sync.files_sweep", ignore_result=True)
+def files_sweep() -> None:
+    # Files of a worker killed between writing them and committing their rows.
+    orphans_delete()
