@@ -5,3 +5,14 @@ class SyncConfig(AppConfig):
     """Downloading mail over IMAP and EWS with Celery (the sync issue)."""
 
     name = "sync"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_save
+
+        from providers.models import EmailProvider
+
+        from .services import provider_changed
+
+        # A mailbox stopped by its provider's settings (a certificate, a port, the
+        # security) is tried again once an administrator saves the provider.
+        post_save.connect(provider_changed, sender=EmailProvider, dispatch_uid="sync-provider")

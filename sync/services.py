@@ -16,7 +16,7 @@ from accounts.connection import imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import session_for
 from accounts.services import account_change_record, account_settings_update
-from mailsetup.failures import Action, MailError
+from mailsetup.failures import PROVIDER_KINDS, Action, MailError
 from providers.models import ServiceType
 from systemsettings.selectors import mailbox_sync_interval
 
@@ -463,6 +463,18 @@ def folders_choose(
     account_settings_update(account=account, actor=actor, values={"folder_mode": mode})
     if before != after:
         account_change_record(account=account, actor=actor, field="folders", old=before, new=after)
+
+
+def provider_changed(sender, instance, created: bool, **kwargs) -> None:
+    """A provider's settings changed: its mailboxes stopped by a failure of the provider's
+    own (mailsetup.failures.PROVIDER_KINDS) are queued again by the dispatcher."""
+    if created:
+        return
+    MailboxSync.objects.filter(
+        account__provider=instance,
+        health=MailboxSync.Health.NEEDS_ATTENTION,
+        last_error_kind__in=PROVIDER_KINDS,
+    ).update(health=MailboxSync.Health.OK)
 
 
 def mailbox_attention_clear(*, account_id: int) -> None:

@@ -1,0 +1,108 @@
+"""One table of failure kinds (mailsetup/failures.py) decides how a sync run ends: kind
+by kind, and for real against the suite's Dovecot where a kind can be provoked."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.connection import SignInError
+from mailsetup.failures import ACTIONS, Action, MailError, action_of
+from sync import services
+from sync.models import MailboxSync, SyncRun
+from sync.services import TransientSyncError, mailbox_sync, mailboxes_due
+from tests.servers.dovecot import free_port
+
+
+def _due(account) -> bool:
+    MailboxSync.objects.filter(account=account).update(
+        last_started_at=timezone.now() - timedelta(days=1)
+    )
+    return account.pk in mailboxes_due()
+
+
+@pytest.mark.parametrize("kind", sorted(ACTIONS))
+def test_it_ends_a_run_as_the_kind_of_its_failure_says(synced_mailbox, monkeypatch, kind):
+    account, _ = synced_mailbox
+
+    def failing(account):
+        raise SignInError(kind, f"It failed ({kind}).")
+
+    monkeypatch.setattr(services, "_session", failing)
+    action = action_of(kind)
+    if action == Action.RETRY:
+        with pytest.raises(TransientSyncError, match=f"It failed \\({kind}\\)"):
+            mailbox_sync(account_id=account.pk)
+    else:
+        mailbox_sync(account_id=account.pk)
+    run = SyncRun.objects.get(account=account)
+    assert run.state == SyncRun.State.FAILED and f"({kind})" in run.error
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == kind and state.failing_since is not None
+    assert state.claimed_until is None
+    # Only a failure a person must fix stops the dispatcher; the rest are tried again.
+    assert (state.health == MailboxSync.Health.NEEDS_ATTENTION) == (action == Action.OWNER)
+    assert _due(account) == (action != Action.OWNER)
+
+
+def test_it_refuses_a_kind_the_table_does_not_know():
+    with pytest.raises(ValueError, match="not classified"):
+        MailError("something_new", "?")
+
+
+def test_it_keeps_the_first_failure_time_while_runs_keep_failing(synced_mailbox, monkeypatch):
+    account, _ = synced_mailbox
+    monkeypatch.setattr(
+        services, "_session", lambda account: (_ for _ in ()).throw(SignInError("timeout", "slow"))
+    )
+    with pytest.raises(TransientSyncError):
+        mailbox_sync(account_id=account.pk)
+    first = MailboxSync.objects.get(account=account).failing_since
+    with pytest.raises(TransientSyncError):
+        mailbox_sync(account_id=account.pk)
+    assert MailboxSync.objects.get(account=account).failing_since == first
+
+
+def test_it_says_a_mailbox_is_failing_and_since_when(synced_mailbox, test_provider, client):
+    account, _ = synced_mailbox
+    test_provider.imap_port = free_port()  # nothing listens there: refused
+    test_provider.save()
+    with pytest.raises(TransientSyncError, match="refused the connection"):
+        mailbox_sync(account_id=account.pk)
+    state = MailboxSync.objects.get(account=account)
+    assert (state.last_error_kind, state.health) == ("refused", MailboxSync.Health.OK)
+    client.force_login(account.owner)
+    page = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "Downloads have failed since" in page and "refused the connection" in page
+    assert "tries again by itself" in page
+
+
+def test_it_tries_again_once_an_administrator_fixes_the_provider(synced_mailbox, test_provider):
+    """A certificate that does not fit the server's name: the owner can do nothing, the
+    administrator fixes the provider card, and the mailbox downloads again by itself."""
+    account, _ = synced_mailbox
+    test_provider.imap_host = "127.0.0.1"  # the test certificate is for "localhost"
+    test_provider.save()
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.FAILED
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == "certificate"
+    assert state.health == MailboxSync.Health.NEEDS_ATTENTION
+    assert not _due(account)
+    test_provider.imap_host = "localhost"
+    test_provider.save()
+    assert _due(account)
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    assert MailboxSync.objects.get(account=account).failing_since is None
+
+
+def test_it_waits_for_the_owner_when_the_password_is_wrong(synced_mailbox, test_provider):
+    account, _ = synced_mailbox
+    account.set_password("not the password")
+    account.save()
+    mailbox_sync(account_id=account.pk)
+    state = MailboxSync.objects.get(account=account)
+    assert (state.last_error_kind, state.health) == ("credentials", "needs_attention")
+    test_provider.save()  # an administrator's save does not help a wrong password
+    assert not _due(account)
