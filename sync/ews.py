@@ -17,10 +17,10 @@ from django.db import transaction
 
 from accounts.models import EmailAccount
 
-from .engine import CONTACTS, AccountSyncer, folders_refresh, parse_safely, period_start
+from .engine import CONTACTS, LARGE, AccountSyncer, folders_refresh, parse_safely, period_start
 from .files import files_for_transaction
 from .models import Email, EmailLocation, Folder, SyncRun
-from .parsing import UNREADABLE
+from .parsing import INCOMPLETE, UNREADABLE
 from .store import Fetched, Store, Stored
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
@@ -135,7 +135,7 @@ class EwsSyncer(AccountSyncer):
 
         fields = {
             FieldPath(field=Message.get_field_by_fieldname(name))
-            for name in ("is_read", "datetime_received")
+            for name in ("is_read", "datetime_received", "size")
         }
         service = SyncFolderItems(account=self.ews)
         changes = list(
@@ -163,7 +163,7 @@ class EwsSyncer(AccountSyncer):
             if kind == "create":
                 received = getattr(item, "datetime_received", None)
                 if since_at is None or received is None or received >= since_at:
-                    created.append((item.id, item.changekey))
+                    created.append((item.id, item.changekey, getattr(item, "size", None)))
             elif kind == "update":
                 if getattr(item, "is_read", None) is not None:
                     seen_changes[item.id] = item.is_read
@@ -199,15 +199,31 @@ class EwsSyncer(AccountSyncer):
             self.run.save_progress()
         self.renew()
 
-    def _fetch(self, ids: list[tuple[str, str]]) -> list[tuple[str, bytes, bool, str]]:
+    def _fetch(
+        self, ids: list[tuple[str, str, int | None]]
+    ) -> list[tuple[str, bytes, bool, tuple[str, str]]]:
         """Each message's MIME source and read flag. An item deleted since it was
         listed is skipped; one whose source Exchange cannot give (a conversion failure,
-        a corrupt item) is stored from its properties with a note, never dropped."""
+        a corrupt item) is stored from its properties with a note, never dropped. Large
+        items are asked for one at a time (a GetItem holds its answers whole), and an
+        item above the size limit is stored from its properties, with a note."""
         from exchangelib.errors import ErrorItemNotFound
 
+        limit = self.size_limit
         fetched, unreadable = [], {}
-        for start in range(0, len(ids), FETCH):
-            chunk = ids[start : start + FETCH]
+        small = [(i, key) for i, key, size in ids if (size or 0) <= min(LARGE, limit)]
+        large = [(i, key) for i, key, size in ids if LARGE < (size or 0) <= limit]
+        for item_id, key, size in ids:
+            if (size or 0) > limit:
+                unreadable[item_id] = (
+                    key,
+                    INCOMPLETE,
+                    f"This message is {size / 1e6:.0f} MB, above the limit of "
+                    f"{limit / 1e6:.0f} MB (system setting MaxMessageSizeMB): only its "
+                    "headers are stored; its text and attachments stay on the server.",
+                )
+        chunks = [small[i : i + FETCH] for i in range(0, len(small), FETCH)]
+        for chunk in [*chunks, *([one] for one in large)]:
             answers = self.ews.fetch(ids=chunk, only_fields=["mime_content", "is_read"])
             for (item_id, change_key), item in zip(chunk, answers, strict=True):
                 if isinstance(item, ErrorItemNotFound):
@@ -215,21 +231,26 @@ class EwsSyncer(AccountSyncer):
                 raw = None if isinstance(item, Exception) else item.mime_content
                 if not raw:
                     why = type(item).__name__ if isinstance(item, Exception) else "no source"
-                    unreadable[item_id] = (change_key, why)
+                    unreadable[item_id] = (
+                        change_key,
+                        UNREADABLE,
+                        f"Exchange could not give this message's source ({why}); "
+                        "only its headers are stored.",
+                    )
                     continue
                 raw = raw if isinstance(raw, bytes) else raw.encode()
-                fetched.append((item.id, raw, bool(item.is_read), ""))
+                fetched.append((item.id, raw, bool(item.is_read), ("", "")))
         if unreadable:
             fetched += self._from_properties(unreadable)
         return fetched
 
-    def _from_properties(self, unreadable: dict) -> list[tuple[str, bytes, bool, str]]:
+    def _from_properties(self, unreadable: dict) -> list[tuple[str, bytes, bool, tuple[str, str]]]:
         """A header-only source made from what Exchange says of the message."""
         from email.message import EmailMessage
         from email.utils import format_datetime, formataddr
 
         fields = ["subject", "sender", "datetime_sent", "is_read", "message_id"]
-        ids = [(item_id, key) for item_id, (key, _why) in unreadable.items()]
+        ids = [(item_id, key) for item_id, (key, *_why) in unreadable.items()]
         made = []
         for (item_id, _key), item in zip(
             ids, self.ews.fetch(ids=ids, only_fields=fields), strict=True
@@ -248,15 +269,12 @@ class EwsSyncer(AccountSyncer):
                 )
             if item.message_id:
                 message["Message-ID"] = item.message_id
-            why = unreadable[item_id][1]
-            problem = (
-                f"Exchange could not give this message's source ({why}); "
-                "only its headers are stored."
-            )
-            made.append((item_id, message.as_bytes(), bool(item.is_read), problem))
+            made.append((item_id, message.as_bytes(), bool(item.is_read), unreadable[item_id][1:]))
         return made
 
-    def _store_items(self, folder: Folder, fetched: list[tuple[str, bytes, bool, str]]) -> Stored:
+    def _store_items(
+        self, folder: Folder, fetched: list[tuple[str, bytes, bool, tuple[str, str]]]
+    ) -> Stored:
         if not fetched:
             return Stored()
         known = set(
@@ -265,15 +283,15 @@ class EwsSyncer(AccountSyncer):
             ).values_list("item_id", flat=True)
         )
         batch = []
-        for item_id, raw, seen, problem in fetched:
+        for item_id, raw, seen, (level, note) in fetched:
             if item_id in known:
                 continue
             # EWS has no UIDs: the location's UID is the app's own count per folder.
             folder.last_uid += 1
             parsed = parse_safely(raw)
-            if problem:
-                parsed.problem = parsed.problem or UNREADABLE
-                parsed.notes.append(problem)
+            if note:
+                parsed.problem = parsed.problem or level
+                parsed.notes.append(note)
             batch.append(
                 Fetched(
                     uid=folder.last_uid, parsed=parsed, seen=seen, size=len(raw), raw=raw,
@@ -288,9 +306,9 @@ class EwsSyncer(AccountSyncer):
         and dates only) and chosen here, which every Exchange version answers alike;
         what is already stored is skipped by its item id."""
         older = datetime.combine(folder.synced_since, time.min, tzinfo=UTC)
-        listed = ews_folder.all().only("id", "changekey", "datetime_received")
+        listed = ews_folder.all().only("id", "changekey", "datetime_received", "size")
         ids = [
-            (item.id, item.changekey)
+            (item.id, item.changekey, item.size)
             for item in listed
             if item.datetime_received is not None
             and item.datetime_received < older

@@ -316,3 +316,21 @@ def test_it_logs_no_credential_even_at_debug_level(exchange_mailbox, ews_server,
     logged = "\n".join(f"{r.getMessage()} {r.args}" for r in caplog.records)
     assert "ews-secret" not in logged and basic not in logged
     assert "Hi there." not in logged  # nor the messages themselves
+
+
+def test_it_keeps_the_headers_of_a_message_above_the_size_limit(exchange_mailbox, ews_server):
+    from systemsettings.models import SystemSetting
+
+    SystemSetting.objects.update_or_create(
+        code="MaxMessageSizeMB", defaults={"value_type": "integer", "value": "1"}
+    )
+    account, address = exchange_mailbox
+    ews_server.add_message("inbox", make_message(subject="small"), mailbox=address)
+    huge = make_message(subject="huge", attachment=("big.bin", b"x" * 1_500_000))
+    ews_server.add_message("inbox", huge, mailbox=address)
+    _sync(account)
+    huge = Email.objects.get(subject="huge")
+    assert huge.problem == Email.Problem.INCOMPLETE
+    assert "above the limit of 1 MB" in huge.notes
+    assert not huge.attachments.exists()
+    assert Email.objects.get(subject="small").problem == ""
