@@ -78,7 +78,7 @@ def mailbox_problems(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "account": account,
             "folders": folder_overview(account),
-            "emails": emails[:PROBLEM_EMAILS_SHOWN],
+            "problem_emails": emails[:PROBLEM_EMAILS_SHOWN],
             "more": max(0, emails.count() - PROBLEM_EMAILS_SHOWN),
             **sync_status(account),
         },

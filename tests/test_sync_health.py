@@ -1,0 +1,92 @@
+"""Health is the truth: what the status and the "See why" page say about a mailbox, from
+the states the sync leaves behind."""
+
+import re
+from datetime import timedelta
+
+from django.urls import reverse
+from django.utils import timezone
+
+from sync.models import Email, EmailLocation, Folder, MailboxSync, UnstoredMessage, WorkerHeartbeat
+from sync.selectors import mailbox_health
+from sync.services import mailbox_sync
+from tests.factories import EmailAccountFactory, UserFactory
+from tests.mailbox import make_message
+
+
+def _health(account):
+    state = MailboxSync.objects.filter(account=account).first()
+    return mailbox_health(account, state, running=False)
+
+
+def test_it_reads_ok_only_when_nothing_is_wrong(synced_mailbox, client):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="fine"))
+    mailbox_sync(account_id=account.pk)
+    assert _health(account).ok
+    folder = Folder.objects.get(account=account, path="INBOX")
+    UnstoredMessage.objects.create(folder=folder, uidvalidity=folder.uidvalidity, uid=99, error="x")
+    health = _health(account)
+    assert health.level == "problems"
+    assert health.problems == ["1 email in INBOX could not be stored."]
+    client.force_login(account.owner)
+    status = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "1 email in INBOX could not be stored." in status
+    assert reverse("sync:problems", args=[account.pk]) in status
+
+
+def test_it_names_a_folder_the_server_refuses_and_emails_it_could_not_read(db):
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+    inbox = Folder.objects.create(account=account, path="INBOX", uidvalidity=1)
+    Folder.objects.create(
+        account=account, path="Archive", last_error="The server refused to read this folder: NO",
+        failing_since=timezone.now(),
+    )  # fmt: skip
+    for number, problem in enumerate(["unreadable", "unreadable", "incomplete", ""]):
+        email = Email.objects.create(account=account, message_key=f"k{number}", problem=problem)
+        EmailLocation.objects.create(email=email, folder=inbox, uidvalidity=1, uid=number + 1)
+    health = _health(account)
+    assert health.level == "problems"
+    assert health.problems[0].startswith("Archive: The server refused to read this folder: NO")
+    assert "2 emails in INBOX could not be read; their original is kept." in health.problems
+    assert health.notes == [
+        "1 email in INBOX was stored in part (a size limit or a broken structure); the "
+        "originals are kept."
+    ]
+
+
+def test_it_says_when_no_download_happened_although_one_was_due(db):
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now() - timedelta(hours=2))
+    health = _health(account)
+    assert health.level == "stuck"
+    assert "background service is not running" in health.headline
+    WorkerHeartbeat.objects.create(name="worker", beat_at=timezone.now())
+    health = _health(account)
+    assert health.level == "stuck" and "although one was due every 5 minutes" in health.headline
+    MailboxSync.objects.filter(account=account).update(last_success_at=timezone.now())
+    assert _health(account).ok
+
+
+def test_it_shows_each_folders_count_on_the_server_beside_the_stored_count(synced_mailbox, client):
+    account, mailbox = synced_mailbox
+    old = timezone.now() - timedelta(days=90)
+    mailbox.append("INBOX", make_message(subject="old"), when=old)
+    mailbox.append("INBOX", make_message(subject="a"), make_message(subject="b"))
+    mailbox.append("Projects", make_message(subject="c"))
+    mailbox_sync(account_id=account.pk)
+    client.force_login(account.owner)
+    page = client.get(reverse("sync:problems", args=[account.pk])).text
+    inbox = Folder.objects.get(account=account, path="INBOX")
+    row = re.search(rf'<tr id="folder-{inbox.pk}">(.*?)</tr>', page, re.S).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", row)[:3] == ["INBOX", "3", "2"]
+    assert "older than the download period (1 week) stay on the server only" in page
+
+
+def test_it_shows_the_problems_page_only_to_those_who_see_the_mailbox(db, client):
+    account = EmailAccountFactory()
+    client.force_login(UserFactory())
+    assert client.get(reverse("sync:problems", args=[account.pk])).status_code == 404
+    client.force_login(account.owner)
+    assert client.get(reverse("sync:problems", args=[account.pk])).status_code == 200
