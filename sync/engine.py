@@ -318,11 +318,14 @@ class AccountSyncer:
             and not folder.last_error
             and (folder.retry_at is None or folder.retry_at > timezone.now())
         )
-        if unchanged and status.highestmodseq is not None:
-            if folder.highestmodseq == status.highestmodseq:
+        if unchanged:
+            if status.highestmodseq is not None:
+                if folder.highestmodseq == status.highestmodseq:
+                    return
+            # Without CONDSTORE nothing in the status shows a message read elsewhere: a
+            # folder with stored mail has its flags asked for every run (a bounded slice).
+            elif not folder.last_uid:
                 return
-        elif unchanged and not self._flags_due(folder):
-            return
         if self.qresync and not self.qresync_enabled:
             self.client.enable("QRESYNC")  # valid only before the session's first SELECT
             self.qresync_enabled = True
@@ -403,11 +406,6 @@ class AccountSyncer:
         self.run.new_emails += stored.emails
         self.run.new_locations += stored.locations
         self.run.parse_problems += stored.problems
-
-    def _flags_due(self, folder: Folder) -> bool:
-        """Without CONDSTORE nothing in a folder's status tells that a message was read
-        elsewhere: its flags are asked for every run, for a bounded number of UIDs."""
-        return folder.last_uid > 0
 
     def _fetched(self, uids: list[int]) -> Iterator["FetchedBatch"]:
         """Each batch fetched and parsed, the next one on its way while the caller stores
