@@ -85,7 +85,9 @@ def _append(mailbox, layout: dict[str, list[Hostile]]) -> list[tuple[str, int, H
                 client.create_folder(folder)
             for message in messages:
                 answer = client.append(folder, message.raw)
-                placed.append((folder, int(_APPENDUID.search(answer).group(2)), message))
+                found = _APPENDUID.search(answer)
+                assert found, f"no APPENDUID (UIDPLUS) in Dovecot's answer: {answer!r}"
+                placed.append((folder, int(found.group(2)), message))
     return placed
 
 
