@@ -25,8 +25,9 @@ from sync.services import mailbox_sync
 from tests import hostile
 from tests.hostile import Hostile
 
-# Sync goes through the folders in the server's order; this one comes last in it.
-LATER = "Zz Later"
+# A run goes through the folders in the server's order, in which Dovecot puts INBOX
+# last: it holds ordinary mail only, the folder that must be reached after the others.
+LATER = "INBOX"
 
 
 def _ordinary(folder: str, where: str, count: int) -> list[Hostile]:
@@ -40,12 +41,13 @@ def _main_layout() -> dict[str, list[Hostile]]:
         return [m for key, m in messages.items() if key.startswith(prefixes)]
 
     layout = {
-        "INBOX": pick("utf8-", "latin1-", "text-", "forwarded", "digest", "nested", "mime-",
-                      "collide-same-", "collide-across-folders-a", "noid-", "copy-"),
+        "Hostile/Text": pick("utf8-", "latin1-", "text-", "forwarded", "digest", "nested",
+                             "mime-", "collide-same-", "collide-across-folders-a", "noid-",
+                             "copy-"),
         "Hostile/Names": pick("name-"),
         "Hostile/Broken": pick("broken-", "collide-across-folders-b", "nul-", "empty-",
                                "headers-only"),
-        # The same bytes as in INBOX: one email each, in two folders.
+        # The same bytes as in Hostile/Text: one email each, in two folders.
         "Copies": pick("copy-"),
     }  # fmt: skip
     placed = {m.id for folder in layout.values() for m in folder}
@@ -62,12 +64,12 @@ def _main_layout() -> dict[str, list[Hostile]]:
 def _heavy_layout() -> dict[str, list[Hostile]]:
     huge, *others = hostile.heavy().values()
     return {
-        "INBOX": [
-            *_ordinary("INBOX", "before", 3),
+        "Hostile/Heavy": [
+            *_ordinary("Heavy", "before", 3),
             huge,
-            *_ordinary("INBOX", "between", 2),
+            *_ordinary("Heavy", "between", 2),
             *others,
-            *_ordinary("INBOX", "after", 3),
+            *_ordinary("Heavy", "after", 3),
         ],
         LATER: _ordinary(LATER, "only", 3),
     }
@@ -88,6 +90,8 @@ def _append(mailbox, layout: dict[str, list[Hostile]]) -> list[tuple[str, int, H
                 found = _APPENDUID.search(answer)
                 assert found, f"no APPENDUID (UIDPLUS) in Dovecot's answer: {answer!r}"
                 placed.append((folder, int(found.group(2)), message))
+        listed = [name for _flags, _sep, name in client.list_folders() if name in layout]
+    assert listed[-1] == LATER, f"{LATER} is not the last folder the server lists: {listed}"
     return placed
 
 
@@ -373,7 +377,9 @@ def test_it_bounds_the_huge_message_the_10000_parts_and_the_deep_nests(
     placed = _append(mailbox, _heavy_layout())
     findings, summary = _verify(account, mailbox, placed, client, media_root)
     uid = next(uid for _folder, uid, m in placed if m.id == "parts-10000")
-    location = EmailLocation.objects.filter(folder__account=account, folder__path="INBOX", uid=uid)
+    location = EmailLocation.objects.filter(
+        folder__account=account, folder__path="Hostile/Heavy", uid=uid
+    )
     parts = Email.objects.filter(locations__in=location).first()
     files = parts.attachments.exclude(file="").count() if parts else 0
     if files >= 9_998:
