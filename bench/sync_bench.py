@@ -12,6 +12,9 @@ B1  first sync: (a) bare imapclient UID FETCH of every body in batches of 500, n
 B2  idle re-sync: a bare STATUS of every folder vs a sync with nothing new; latency
     and bytes read from the server (counted by a loopback relay).
 B3  one flag change, one append, one expunge, then a sync: what was applied, bytes.
+B4  a 50 MB message among ordinary ones (issue 14): the worker's peak RSS syncing them
+    through a real Celery worker, next to the same worker's peak for the same ordinary
+    messages alone (synced first, in another mailbox). `--large-only` runs only B4.
 """
 
 import argparse
@@ -35,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 FOLDERS = ["INBOX", "Sent", "Archive", "Archive/2025", "Projects", "Projects/Acme Ü"]
 ADDRESS, PASSWORD = "bench@example.test", "bench-secret"
 SCALE_ADDRESS = "scale@example.test"
+# B4: the same ordinary messages in both; the 50 MB one among them in the second only.
+PLAIN_ADDRESS, LARGE_ADDRESS = "plain@example.test", "large@example.test"
 POOL = "prefork"
 NAMES = ["Jürgen Groß", "Åsa Öberg", "Zoë Dupré", "Ana Peña", "李雷", "Олег Петров", "Sam Lee"]
 
@@ -92,9 +97,19 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="print the worker's fetch/parse/store times"
     )
+    parser.add_argument(
+        "--large-only", action="store_true", help="only B4, the large message's peak RSS"
+    )
+    parser.add_argument("--large-mb", type=int, default=50, help="B4's large message, in MB")
+    parser.add_argument(
+        "--large-messages", type=int, default=600, help="B4's ordinary messages around it"
+    )
     options = parser.parse_args()
     global POOL
     POOL = options.pool
+    if options.large_only:
+        large_only(options)
+        return
 
     database = os.environ.get(
         "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailsetup_bench"
@@ -130,7 +145,10 @@ def main() -> None:
     work.chmod(0o755)
     dovecot = Dovecot(
         root=work / "dovecot",
-        users=[DovecotUser(ADDRESS, PASSWORD), DovecotUser(SCALE_ADDRESS, PASSWORD)],
+        users=[
+            DovecotUser(name, PASSWORD)
+            for name in (ADDRESS, SCALE_ADDRESS, PLAIN_ADDRESS, LARGE_ADDRESS)
+        ],
         performance=True,
     ).start()
     relay = CuttingProxy(dovecot.imaps_port)  # cuts nothing, counts the server's bytes
@@ -320,6 +338,8 @@ def main() -> None:
                f"({len(smallest) / 1024:.1f} KB), {run.removed_locations} expunge applied; "
                f"{relay.server_bytes / 1024:.1f} KB read (target < 20 KB)")  # fmt: skip
 
+        report(large_message_figure(dovecot, worker_env, options))
+
         if options.mailboxes:
             # Straight to Dovecot: the byte-counting relay is one Python thread in this
             # process and would be the bottleneck of a thousand connections.
@@ -332,6 +352,140 @@ def main() -> None:
     results.mkdir(exist_ok=True)
     path = results / f"sync-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
     path.write_text("\n".join(lines) + "\n")
+    print(f"written to {path.relative_to(ROOT)}")
+
+
+def large_message_figure(dovecot, worker_env: dict, options) -> str:
+    """B4: one worker's peak RSS (VmHWM of its prefork child, reset before each sync)
+    for `--large-messages` ordinary messages alone, then for the same messages with one
+    `--large-mb` MB message among them; the app's limits decide what is stored of it."""
+    from imapclient import IMAPClient
+
+    from accounts.models import EmailAccount
+    from mailsetup.celery import app
+    from providers.models import EmailProvider
+    from sync.models import Attachment, Email, SyncRun
+    from systemsettings.models import SystemSetting
+    from tests.factories import UserFactory
+    from tests.hostile import huge_message
+    from tests.servers.certs import test_ca
+
+    ordinary = [m for msgs in generate(options.large_messages, seed=4).values() for m in msgs]
+    large = huge_message(options.large_mb)
+    half = len(ordinary) // 2
+    context = ssl.create_default_context()
+    test_ca().configure_trust(context)
+    for address, messages in (
+        (PLAIN_ADDRESS, ordinary),
+        (LARGE_ADDRESS, [*ordinary[:half], large.raw, *ordinary[half:]]),
+    ):
+        with IMAPClient("localhost", port=dovecot.imaps_port, ssl_context=context) as c:
+            c.login(address, PASSWORD)
+            for start in range(0, len(messages), 50):
+                c.multiappend("INBOX", messages[start : start + 50])
+
+    SystemSetting.objects.update_or_create(
+        code="AllowInternalMailServers", defaults={"value_type": "boolean", "value": "yes"}
+    )
+    provider = EmailProvider.objects.create(
+        name="Bench B4", imap_host="localhost", imap_port=dovecot.imaps_port,
+        imap_security="ssl", smtp_host="localhost", smtp_port=25, smtp_security="starttls",
+    )  # fmt: skip
+    accounts = {}
+    for address in (PLAIN_ADDRESS, LARGE_ADDRESS):
+        account = EmailAccount(
+            owner=UserFactory(), provider=provider, address=address, login=address,
+            sync_period="all",
+        )  # fmt: skip
+        account.set_password(PASSWORD)
+        account.save()
+        accounts[address] = account
+
+    worker = start_workers(1, worker_env)[0]
+    try:
+        child = _pool_child(worker.pid)
+        peaks = {}
+        for address, account in accounts.items():
+            Path(f"/proc/{child}/clear_refs").write_text("5")  # VmHWM from here on
+            began = time.monotonic()
+            app.send_task("sync.mailbox", args=[account.pk])
+            while not SyncRun.objects.filter(account=account).exclude(state="running").exists():
+                if time.monotonic() - began > 900:
+                    raise RuntimeError("B4: the worker did not finish the sync in 15 minutes")
+                time.sleep(0.25)
+            run = SyncRun.objects.get(account=account)
+            if run.state != "succeeded":
+                raise RuntimeError(f"B4: the sync of {address} failed: {run.error}")
+            peaks[address] = (_peak_rss_kb(child) / 1024, run.new_emails)
+    finally:
+        _stop([worker])
+    email = Email.objects.filter(account=accounts[LARGE_ADDRESS], subject=large.subject).first()
+    if email is None:
+        stored = "NOT STORED"
+    else:
+        files = Attachment.objects.filter(email=email).exclude(file="").count()
+        stored = (
+            f"stored with its attachment{'' if files else ' listed, not stored'}"
+            f"{f', problem {email.problem!r}: {email.notes!r}' if email.problem else ', no note'}"
+        )
+    (base, base_emails), (peak, emails) = peaks[PLAIN_ADDRESS], peaks[LARGE_ADDRESS]
+    size = len(large.raw) / 1e6
+    return (f"B4 large message: worker peak RSS {peak:.0f} MB syncing {emails} emails, one of "
+            f"them {size:.0f} MB (target < 150 MB); the same worker's peak for the "
+            f"{base_emails} ordinary ones alone: {base:.0f} MB (+{peak - base:.0f} MB); "
+            f"the large one {stored}")  # fmt: skip
+
+
+def large_only(options) -> None:
+    """`--large-only`: B4 with the setup it needs (database, Dovecot, broker), no more."""
+    database = os.environ.get(
+        "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailsetup_bench"
+    )
+    _recreate_database(database)
+    os.environ.update(
+        {"DATABASE_URL": database, "DEBUG": "true", "DJANGO_SETTINGS_MODULE": "mailsetup.settings"}
+    )
+    work = Path(tempfile.mkdtemp(prefix="mailsetup-bench-"))
+    from tests.servers.certs import test_ca
+    from tests.servers.dovecot import Dovecot, DovecotUser
+
+    ca_file = work / "ca.pem"
+    test_ca().cert_pem.write_to_path(str(ca_file))
+    os.environ["MAIL_EXTRA_CA_FILE"] = str(ca_file)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    import django
+
+    django.setup()
+    import redis
+    from django.conf import settings
+
+    from mailsetup.celery import app
+
+    broker = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/14")
+    redis.Redis.from_url(broker).flushdb()
+    os.environ["CELERY_BROKER_URL"] = broker
+    app.conf.broker_url = broker
+    worker_env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
+        "CELERY_BROKER_URL": broker,
+    }
+    (work / "dovecot").mkdir()
+    work.chmod(0o755)
+    users = [DovecotUser(PLAIN_ADDRESS, PASSWORD), DovecotUser(LARGE_ADDRESS, PASSWORD)]
+    dovecot = Dovecot(root=work / "dovecot", users=users, performance=True).start()
+    try:
+        line = large_message_figure(dovecot, worker_env, options)
+        print(line, flush=True)
+    finally:
+        dovecot.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"sync-large-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
+    path.write_text(line + "\n")
     print(f"written to {path.relative_to(ROOT)}")
 
 
