@@ -191,7 +191,8 @@ class Attachment(models.Model):
     # the download, never used as a path. Empty when the attachment is listed but not
     # stored (its message was above the size limit); the email's notes say why.
     file = models.FileField(upload_to="attachments/%Y/%m/", blank=True)
-    name = models.CharField(max_length=255)
+    # As the sender wrote it (names of 300 characters exist); cut only past 1,000.
+    name = models.CharField(max_length=1000)
     content_type = models.CharField(max_length=255)
     size = models.PositiveIntegerField()
 

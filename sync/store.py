@@ -320,7 +320,7 @@ class Store:
             size, own_name, content_type = spooled.listed[token]
             name, stored = name or own_name or "attachment", ""
         return Attachment(
-            email_id=email_id, name=name[:255], content_type=content_type[:255], size=size,
+            email_id=email_id, name=name[:1000], content_type=content_type[:255], size=size,
             file=stored,
         )  # fmt: skip
 
