@@ -57,6 +57,15 @@ class TransientSendError(Exception):
         self.error = error
         self.countdown = countdown
 
+    def __reduce__(self):
+        # Celery pickles the exception of a retry or a failure; MailError's own
+        # arguments do not survive that.
+        return (_transient, (self.error.kind, str(self.error), self.countdown))
+
+
+def _transient(kind: str, message: str, countdown: float) -> TransientSendError:
+    return TransientSendError(MailError(kind, message), countdown)
+
 
 class _ClaimLost(Exception):
     """Another worker owns the email now (the sweep took it back from this one)."""

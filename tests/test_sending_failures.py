@@ -434,3 +434,22 @@ def test_it_keeps_the_email_queued_when_the_task_queue_is_down(
     assert ACTIONS["queue"] == Action.RETRY
     assert (outgoing.state, outgoing.error_kind, outgoing.attempts) == ("queued", "queue", 0)
     assert "will be sent automatically" in outgoing.error
+
+
+def test_it_leaves_an_email_to_the_sweep_when_the_database_stays_away(monkeypatch, caplog):
+    """The row cannot count tries while the database is away: the task stops after
+    DATABASE_RETRIES, and the sweep queues the email again once it is back."""
+    from mailsetup.failures import MailError
+    from sending import tasks
+
+    calls = []
+
+    def database_away(*, outgoing_id):
+        calls.append(outgoing_id)
+        raise TransientSendError(MailError("database", "The app's database is away."), 0.01)
+
+    monkeypatch.setattr(tasks, "outgoing_send", database_away)
+    result = tasks.send_email.apply(args=[7])
+    assert isinstance(result.result, TransientSendError)
+    assert calls == [7] * (tasks.DATABASE_RETRIES + 1)
+    assert caplog.text.count("Retry in") == tasks.DATABASE_RETRIES

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from mailsetup.settings import BASE_DIR
@@ -26,10 +27,14 @@ from tests.conftest import MAIL_USERS
 from tests.factories import EmailAccountFactory
 from tests.servers.broker import RedisServer, publishing_to
 from tests.servers.gated_smtp import gated_smtp_server
-from tests.test_celery_workers import _database_url
 
 State = OutgoingEmail.State
 ALICE = "alice@example.test"
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
