@@ -307,6 +307,16 @@ class _Checker:
                 "administrator to check the server's certificate and name.",
                 field="provider",
             )
+        if isinstance(error, ssl.SSLError) and not _tls_mismatch(error):
+            # The handshake was cut short (closed, reset, garbled on the way): the
+            # network's failure, worth another try, not a wrong setting.
+            return SignInError(
+                "connection",
+                f"{where} closed the connection while setting up encryption "
+                f"({error.reason or type(error).__name__}). Try again later; if it keeps "
+                "happening, check whether the port expects SSL/TLS or STARTTLS.",
+                field="provider",
+            )
         if isinstance(error, ssl.SSLError):
             return SignInError(
                 "tls",
@@ -613,6 +623,26 @@ class _PinnedSMTP(smtplib.SMTP):
         if self._implicit_context is not None:
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self._host)
         return sock
+
+
+# OpenSSL's reasons for a handshake that cannot work as configured: TLS spoken to a
+# plaintext port (the greeting read as a record), or no protocol or cipher in common.
+TLS_MISMATCH_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST",
+        "PACKET_LENGTH_TOO_LONG", "RECORD_LENGTH_MISMATCH", "UNSUPPORTED_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_SHARED_CIPHER",
+        "NO_CIPHERS_AVAILABLE", "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_INSUFFICIENT_SECURITY", "DH_KEY_TOO_SMALL",
+        "UNSAFE_LEGACY_RENEGOTIATION_DISABLED", "WRONG_SSL_VERSION",
+    }
+)  # fmt: skip
+
+
+def _tls_mismatch(error: ssl.SSLError) -> bool:
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return False
+    return (error.reason or "") in TLS_MISMATCH_REASONS
 
 
 def _imap_quoted(login: str) -> str:

@@ -181,6 +181,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("SYNC_DISPATCH_SECONDS", 60, minimum=1),
         "options": {"expires": 60},
     },
+    # Queues again the outgoing emails (and Sent copies) that are stuck: queued too long
+    # or never (task queue down), or claimed by a worker that died (sending.services).
+    "sending-sweep": {
+        "task": "sending.sweep",
+        "schedule": env_int("SENDING_SWEEP_SECONDS", 60, minimum=1),
+        "options": {"expires": 60},
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import EmailAccount
 
@@ -42,13 +43,21 @@ class OutgoingEmail(models.Model):
     raw = models.BinaryField(editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     error = models.TextField(blank=True)
+    # The kind of the last failure (mailsetup.failures), for code: "queue" means the task
+    # could not be queued at all and waits for the task queue to come back.
+    error_kind = models.CharField(max_length=40, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When the delivery (or, once sent, the Sent copy) is next due: set when queued and
+    # when a retry is scheduled. Past it by a grace period, the sweep queues it again.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # The delivery's claim, then the Sent copy's: its time is the claim's token.
     claimed_at = models.DateTimeField(null=True, blank=True)
     # Set just before the message's bytes go to the server: from then on a retry could
     # deliver it twice.
     handed_over_at = models.DateTimeField(null=True, blank=True)
     sent_copy = models.CharField(max_length=10, choices=Copy.choices, default=Copy.PENDING)
     sent_copy_error = models.TextField(blank=True)
+    sent_copy_attempts = models.PositiveSmallIntegerField(default=0)
     # The email on the timelines: written with the row, so it shows at once.
     email = models.OneToOneField(
         "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="outgoing"
@@ -58,6 +67,15 @@ class OutgoingEmail(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        indexes = [
+            # The sweep's question, every minute: only the few unfinished rows.
+            models.Index(
+                fields=["state", "next_attempt_at"],
+                name="outgoing_unfinished",
+                condition=models.Q(state__in=["queued", "sending"])
+                | models.Q(state="sent", sent_copy__in=["pending", "storing"]),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject or '(no subject)'} from {self.account}"

@@ -1,11 +1,17 @@
-from datetime import timedelta
+import logging
+import random
+from datetime import datetime, timedelta
+from functools import partial, wraps
 
-from django.db import transaction
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from accounts.models import EmailAccount
 from crm.services import contacts_link
+from mailsetup.failures import Action, MailError
 from sharing.selectors import sendable_mailboxes
 from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
@@ -14,20 +20,118 @@ from .delivery import DeliveryError, copy_to_sent, deliver
 from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
 
-# A worker that died while sending leaves its claim; after this long another may retry,
-# unless the message had already been handed over.
-CLAIM_LEASE = timedelta(minutes=10)
+logger = logging.getLogger(__name__)
+
+# Deliveries (and Sent copies) tried at most this often: the first and six retries with
+# backoff, about an hour in all.
+MAX_ATTEMPTS = 7
+# How many stuck emails one sweep takes on: a backlog is worked off minute by minute.
+SWEEP_BATCH = 500
+
+
+def claim_lease() -> timedelta:
+    """A worker that died while sending leaves its claim; after this long the sweep takes
+    the email back (queued again, or "May have been sent" once it was handed over)."""
+    return timedelta(seconds=getattr(settings, "SENDING_CLAIM_LEASE_SECONDS", 600))
+
+
+def queued_grace() -> timedelta:
+    """How late a queued email's task may be before the sweep queues it again: the
+    task queue may be busy with long syncs."""
+    return timedelta(seconds=getattr(settings, "SENDING_QUEUED_GRACE_SECONDS", 300))
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before the next try after the `attempt`-th (1 = the first): 30 s, 1 min,
+    2 min ... at most 30 min, with jitter so a server that was down is not met by every
+    queued email at the same second."""
+    return min(30 * 2 ** max(attempt - 1, 0), 30 * 60) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
 
 
 class TransientSendError(Exception):
-    """Worth another try later; the row is queued again."""
+    """Worth another try later: the row is queued again; the task retries after
+    `countdown` seconds (and if that retry is lost, the sweep queues it again)."""
+
+    def __init__(self, error: MailError, countdown: float):
+        super().__init__(str(error))
+        self.error = error
+        self.countdown = countdown
+
+    def __reduce__(self):
+        # Celery pickles the exception of a retry or a failure; MailError's own
+        # arguments do not survive that.
+        return (_transient, (self.error.kind, str(self.error), self.countdown))
+
+
+def _transient(kind: str, message: str, countdown: float) -> TransientSendError:
+    return TransientSendError(MailError(kind, message), countdown)
+
+
+class _ClaimLost(Exception):
+    """Another worker owns the email now (the sweep took it back from this one)."""
+
+
+QUEUE_DOWN = (
+    "Waiting for the app's task queue, which could not be reached. The email is saved "
+    "and will be sent automatically once the queue is back; there is no need to write "
+    "it again."
+)
+COPY_QUEUE_DOWN = (
+    "Waiting for the app's task queue, which could not be reached; the copy will be "
+    "stored automatically once it is back."
+)
+STOPPED_BEFORE_HAND_OVER = (
+    "The app stopped while sending this email, before handing it to the mail server. "
+    "It will be tried again."
+)
+UNCERTAIN_AFTER_CRASH = (
+    "The app stopped after handing this email to the mail server and before the server "
+    "confirmed it. It may have been sent: check before sending it again."
+)
+
+
+def _publish(task, outgoing_id: int) -> bool:
+    """Queue `task` for the email now; False when the task queue cannot be reached (the
+    row stays as it is, and the sweep queues it once the queue is back)."""
+    try:
+        task.delay(outgoing_id)
+    except (KombuError, OSError) as error:
+        logger.warning("The task queue could not be reached for outgoing email %s: %s",
+                       outgoing_id, type(error).__name__)  # fmt: skip
+        return False
+    return True
+
+
+def _queue_delivery(outgoing_id: int) -> bool:
+    from .tasks import send_email
+
+    if _publish(send_email, outgoing_id):
+        OutgoingEmail.objects.filter(pk=outgoing_id, error_kind="queue").update(
+            error="", error_kind=""
+        )
+        return True
+    OutgoingEmail.objects.filter(pk=outgoing_id, state=OutgoingEmail.State.QUEUED).update(
+        error=QUEUE_DOWN, error_kind="queue"
+    )
+    return False
+
+
+def _queue_copy(outgoing_id: int) -> bool:
+    from .tasks import store_sent_copy
+
+    pending = OutgoingEmail.objects.filter(pk=outgoing_id, sent_copy=OutgoingEmail.Copy.PENDING)
+    if _publish(store_sent_copy, outgoing_id):
+        pending.filter(sent_copy_error=COPY_QUEUE_DOWN).update(sent_copy_error="")
+        return True
+    pending.update(sent_copy_error=COPY_QUEUE_DOWN)
+    return False
 
 
 @transaction.atomic
 def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingEmail:
-    """Write the outgoing row (the exact message, built once) and queue its delivery."""
-    from .tasks import send_email
-
+    """Write the outgoing row (the exact message, built once) and queue its delivery.
+    With the task queue down the email is kept, queued, and says so; the sweep sends it
+    once the queue is back."""
     message_id = new_message_id(account.address)
     outgoing = OutgoingEmail.objects.create(
         account=account,
@@ -41,93 +145,130 @@ def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingE
         in_reply_to=draft.in_reply_to,
         references=draft.references,
         raw=build(draft, message_id=message_id),
+        next_attempt_at=timezone.now(),
     )
-    send_email.delay_on_commit(outgoing.pk)
+    transaction.on_commit(partial(_queue_delivery, outgoing.pk))
     return outgoing
 
 
-def _claim(outgoing_id: int) -> bool:
+def _claim(outgoing_id: int) -> datetime | None:
+    """Take a queued email; the claim's time is the token later writes check, so a
+    worker whose claim the sweep took back cannot hand the email over too."""
     now = timezone.now()
-    return bool(
-        OutgoingEmail.objects.filter(
-            Q(state=OutgoingEmail.State.QUEUED)
-            | Q(
-                state=OutgoingEmail.State.SENDING,
-                handed_over_at__isnull=True,
-                claimed_at__lt=now - CLAIM_LEASE,
-            ),
-            pk=outgoing_id,
-        ).update(state=OutgoingEmail.State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    taken = OutgoingEmail.objects.filter(pk=outgoing_id, state=OutgoingEmail.State.QUEUED).update(
+        state=OutgoingEmail.State.SENDING, claimed_at=now, attempts=F("attempts") + 1
     )
+    return now if taken else None
 
 
 def _finish(outgoing_id: int, **fields) -> None:
     OutgoingEmail.objects.filter(pk=outgoing_id).update(**fields)
 
 
-def outgoing_send(*, outgoing_id: int, last_try: bool = False) -> OutgoingEmail | None:
-    """Deliver a queued email once. Safe to run twice: only a queued row (or one whose
-    sender died before handing the message over) is taken. Raises TransientSendError
-    to be tried again later, unless this is the last try."""
-    if not _claim(outgoing_id):
-        stuck = OutgoingEmail.objects.filter(
-            pk=outgoing_id, state=OutgoingEmail.State.SENDING, handed_over_at__isnull=False,
-            claimed_at__lt=timezone.now() - CLAIM_LEASE,
-        )  # fmt: skip
-        # Its sender died after handing it over: nobody knows whether it went.
-        stuck.update(state=OutgoingEmail.State.UNCERTAIN, error=UNCERTAIN_AFTER_CRASH)
+def _mine(outgoing_id: int, claim: datetime):
+    return OutgoingEmail.objects.filter(pk=outgoing_id, claimed_at=claim)
+
+
+def _hand_over(outgoing_id: int, claim: datetime) -> None:
+    handed = (
+        _mine(outgoing_id, claim)
+        .filter(state=OutgoingEmail.State.SENDING, handed_over_at__isnull=True)
+        .update(handed_over_at=timezone.now())
+    )
+    if not handed:
+        raise _ClaimLost
+
+
+def _database_retried(service):
+    """Our own database going away is a failure like the network's (kind "database"):
+    nothing can be written then, so the row stays as it was (queued, or claimed: the
+    sweep takes it back after the lease) and the task tries again later."""
+
+    @wraps(service)
+    def run(**kwargs):
+        try:
+            return service(**kwargs)
+        except (OperationalError, InterfaceError) as error:
+            summary = " ".join(str(error).split())[:200]
+            raise TransientSendError(
+                MailError("database", f"The app's database could not be reached ({summary})."),
+                backoff(1),
+            ) from None
+
+    return run
+
+
+@_database_retried
+def outgoing_send(*, outgoing_id: int) -> OutgoingEmail | None:
+    """Deliver a queued email once. Safe to run any number of times: only a queued row
+    is taken. Raises TransientSendError to be tried again later, unless this was the
+    last try; the error's kind decides (mailsetup.failures)."""
+    return _send(outgoing_id)
+
+
+def _send(outgoing_id: int) -> OutgoingEmail | None:
+    claim = _claim(outgoing_id)
+    if claim is None:
         return None
     outgoing = OutgoingEmail.objects.select_related("account__provider", "author").get(
         pk=outgoing_id
     )
     account = outgoing.account
-    # Rights are read now, not when the email was written: a revoked grant or a left
-    # role stops it, as does turning sending off for the mailbox.
-    if not (outgoing.author and sendable_mailboxes(outgoing.author).filter(pk=account.pk).exists()):
-        _finish(
-            outgoing_id, state=OutgoingEmail.State.FAILED,
-            error=f"You may no longer send from {account.address}, so this email was not sent.",
-        )  # fmt: skip
-        return outgoing
     try:
+        # Rights are read now, not when the email was written: a revoked grant or a
+        # left role stops it, as does turning sending off for the mailbox.
+        if not (
+            outgoing.author and sendable_mailboxes(outgoing.author).filter(pk=account.pk).exists()
+        ):
+            raise DeliveryError(
+                "sending_off",
+                f"You may no longer send from {account.address}, so this email was not sent.",
+            )
         deliver(
             account=account,
             sender=account.address,
             recipients=outgoing.recipients,
             raw=bytes(outgoing.raw),
-            handing_over=lambda: _finish(outgoing_id, handed_over_at=timezone.now()),
+            handing_over=partial(_hand_over, outgoing_id, claim),
         )
+    except _ClaimLost:
+        return None
     except DeliveryError as error:
-        if error.kind == "transient" and not last_try:
-            _finish(outgoing_id, state=OutgoingEmail.State.QUEUED, error=str(error),
-                    handed_over_at=None)  # fmt: skip
-            raise TransientSendError(str(error)) from None
-        state = (
-            OutgoingEmail.State.UNCERTAIN
-            if error.kind == "uncertain"
-            else OutgoingEmail.State.FAILED
-        )
-        _finish(outgoing_id, state=state, error=str(error))
+        _failed(outgoing, claim, error)
         return outgoing
-    _sent(outgoing)
+    _sent(outgoing, claim)
     return outgoing
 
 
-UNCERTAIN_AFTER_CRASH = (
-    "The app stopped after handing this email to the mail server and before the server "
-    "confirmed it. It may have been sent: check before sending it again."
-)
+def _failed(outgoing: OutgoingEmail, claim: datetime, error: DeliveryError) -> None:
+    mine = _mine(outgoing.pk, claim).filter(state=OutgoingEmail.State.SENDING)
+    action = error.action
+    if action == Action.RETRY and outgoing.attempts < MAX_ATTEMPTS:
+        countdown = backoff(outgoing.attempts)
+        mine.update(
+            state=OutgoingEmail.State.QUEUED, error=str(error), error_kind=error.kind,
+            handed_over_at=None, next_attempt_at=timezone.now() + timedelta(seconds=countdown),
+        )  # fmt: skip
+        raise TransientSendError(error, countdown)
+    if action == Action.UNKNOWN:
+        state, text = OutgoingEmail.State.UNCERTAIN, str(error)
+    elif action == Action.RETRY:
+        state = OutgoingEmail.State.FAILED
+        text = f"Not sent after {outgoing.attempts} tries. The last answer: {error}"
+    else:
+        state, text = OutgoingEmail.State.FAILED, str(error)
+    mine.update(state=state, error=text, error_kind=error.kind)
 
 
-def _sent(outgoing: OutgoingEmail) -> None:
+def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
     """Mark it sent, and put it on the timelines at once: the same Email row the next
     sync would make from the Sent copy (same mailbox, same Message-ID), so the sync
     only adds the copy's folder to it."""
     with files_for_transaction() as files, transaction.atomic():
-        _sent_record(outgoing, files)
+        _sent_record(outgoing, claim, files)
 
 
-def _sent_record(outgoing: OutgoingEmail, files: WrittenFiles) -> None:
+def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) -> None:
     from sync.parsing import parse_message
 
     parsed = parse_message(bytes(outgoing.raw))
@@ -164,36 +305,127 @@ def _sent_record(outgoing: OutgoingEmail, files: WrittenFiles) -> None:
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
     provider_keeps_copy = account.provider.files_sent_copies
-    _finish(
-        outgoing.pk,
+    # After the hand-over nobody else takes the email, but the sweep may have called it
+    # "May have been sent" meanwhile: the server's answer is the better truth.
+    _mine(outgoing.pk, claim).update(
         state=OutgoingEmail.State.SENT,
         sent_at=timezone.now(),
         error="",
+        error_kind="",
         email=email,
+        next_attempt_at=timezone.now(),
         sent_copy=OutgoingEmail.Copy.BY_SERVER
         if provider_keeps_copy
         else OutgoingEmail.Copy.PENDING,
     )
     if not provider_keeps_copy:
-        from .tasks import store_sent_copy
-
-        store_sent_copy.delay_on_commit(outgoing.pk)
+        transaction.on_commit(partial(_queue_copy, outgoing.pk))
 
 
-def outgoing_copy_store(*, outgoing_id: int, last_try: bool = False) -> None:
-    """Append the sent email to the mailbox's Sent folder, once."""
+@_database_retried
+def outgoing_copy_store(*, outgoing_id: int) -> None:
+    """Append the sent email to the mailbox's Sent folder, once. Raises
+    TransientSendError to be tried again later, unless this was the last try."""
+    now = timezone.now()
     claimed = OutgoingEmail.objects.filter(
         pk=outgoing_id, state=OutgoingEmail.State.SENT, sent_copy=OutgoingEmail.Copy.PENDING
-    ).update(sent_copy=OutgoingEmail.Copy.STORING)
+    ).update(
+        sent_copy=OutgoingEmail.Copy.STORING, claimed_at=now,
+        sent_copy_attempts=F("sent_copy_attempts") + 1,
+    )  # fmt: skip
     if not claimed:
         return
     outgoing = OutgoingEmail.objects.select_related("account__provider").get(pk=outgoing_id)
+    mine = _mine(outgoing_id, now).filter(sent_copy=OutgoingEmail.Copy.STORING)
     try:
-        folder = copy_to_sent(account=outgoing.account, raw=bytes(outgoing.raw))
+        folder = copy_to_sent(
+            account=outgoing.account,
+            raw=bytes(outgoing.raw),
+            message_id=outgoing.message_id,
+            # An earlier try may have stored it before its answer was lost.
+            look_first=outgoing.sent_copy_attempts > 1,
+        )
     except DeliveryError as error:
-        if error.kind == "transient" and not last_try:
-            _finish(outgoing_id, sent_copy=OutgoingEmail.Copy.PENDING, sent_copy_error=str(error))
-            raise TransientSendError(str(error)) from None
-        _finish(outgoing_id, sent_copy=OutgoingEmail.Copy.FAILED, sent_copy_error=str(error))
+        if error.action == Action.RETRY and outgoing.sent_copy_attempts < MAX_ATTEMPTS:
+            countdown = backoff(outgoing.sent_copy_attempts)
+            mine.update(
+                sent_copy=OutgoingEmail.Copy.PENDING, sent_copy_error=str(error),
+                next_attempt_at=timezone.now() + timedelta(seconds=countdown),
+            )  # fmt: skip
+            raise TransientSendError(error, countdown) from None
+        mine.update(sent_copy=OutgoingEmail.Copy.FAILED, sent_copy_error=str(error))
         return
-    _finish(outgoing_id, sent_copy=OutgoingEmail.Copy.STORED, sent_copy_error=f"in {folder}")
+    mine.update(sent_copy=OutgoingEmail.Copy.STORED, sent_copy_error=f"in {folder}")
+
+
+def outgoing_sweep() -> dict[str, int]:
+    """Nothing stays stuck (beat runs this every minute):
+    - "sending" past the claim lease: its worker died. Queued again if nothing was
+      handed over (given up after MAX_ATTEMPTS), else "May have been sent";
+    - "queued" past its next attempt and a grace period, or never queued because the
+      task queue was down: queued again;
+    - Sent copies likewise.
+    Queuing twice is harmless: the claim decides who sends. Returns counts."""
+    now = timezone.now()
+    lease, grace = claim_lease(), queued_grace()
+    sending = OutgoingEmail.objects.filter(
+        state=OutgoingEmail.State.SENDING, claimed_at__lt=now - lease
+    )
+    counts = {
+        "uncertain": sending.filter(handed_over_at__isnull=False).update(
+            state=OutgoingEmail.State.UNCERTAIN,
+            error=UNCERTAIN_AFTER_CRASH,
+            error_kind="handed_over",
+        ),
+        "given_up": sending.filter(attempts__gte=MAX_ATTEMPTS).update(
+            state=OutgoingEmail.State.FAILED,
+            error=f"Not sent: the app stopped while sending this email, {MAX_ATTEMPTS} times.",
+            error_kind="",
+        ),
+    }
+    stopped = list(sending.values_list("pk", flat=True)[:SWEEP_BATCH])
+    counts["taken_back"] = sending.filter(pk__in=stopped).update(
+        state=OutgoingEmail.State.QUEUED, error=STOPPED_BEFORE_HAND_OVER, error_kind="",
+        next_attempt_at=now,
+    )  # fmt: skip
+    late = list(
+        OutgoingEmail.objects.filter(
+            Q(next_attempt_at__lt=now - grace) | Q(error_kind="queue"),
+            state=OutgoingEmail.State.QUEUED,
+        )
+        .exclude(pk__in=stopped)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    counts["queued"] = _requeue(stopped + late, _queue_delivery, now)
+
+    sent = OutgoingEmail.objects.filter(state=OutgoingEmail.State.SENT)
+    storing = sent.filter(sent_copy=OutgoingEmail.Copy.STORING, claimed_at__lt=now - lease)
+    storing.filter(sent_copy_attempts__gte=MAX_ATTEMPTS).update(
+        sent_copy=OutgoingEmail.Copy.FAILED,
+        sent_copy_error=f"The app stopped while storing the copy, {MAX_ATTEMPTS} times.",
+    )
+    stopped = list(storing.values_list("pk", flat=True)[:SWEEP_BATCH])
+    storing.filter(pk__in=stopped).update(sent_copy=OutgoingEmail.Copy.PENDING)
+    late = list(
+        sent.filter(
+            Q(next_attempt_at__lt=now - grace) | Q(sent_copy_error=COPY_QUEUE_DOWN),
+            sent_copy=OutgoingEmail.Copy.PENDING,
+        )
+        .exclude(pk__in=stopped)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    counts["copies"] = _requeue(stopped + late, _queue_copy, now)
+    return counts
+
+
+def _requeue(ids: list[int], queue, now: datetime) -> int:
+    done = 0
+    for outgoing_id in ids:
+        # Pushed on before queuing: the next sweep waits a grace period for this task.
+        OutgoingEmail.objects.filter(pk=outgoing_id).update(next_attempt_at=now)
+        if not queue(outgoing_id):
+            break  # the queue is down: the next sweep tries again
+        done += 1
+    return done

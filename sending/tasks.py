@@ -1,29 +1,38 @@
-import random
-
 from celery import shared_task
 
-from .services import TransientSendError, outgoing_copy_store, outgoing_send
+from .services import TransientSendError, outgoing_copy_store, outgoing_send, outgoing_sweep
+
+# Our own database away: the row cannot say how often it was tried, so Celery counts.
+# Past this the task stops; the sweep queues the email again once the database is back.
+DATABASE_RETRIES = 10
 
 
-def _backoff(retries: int) -> float:
-    # 30 s, 1 min, 2 min ... at most 30 min, with jitter so a server that was down is
-    # not met by every queued email at the same second.
-    return min(30 * 2**retries, 30 * 60) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
+def _retry(task, error: TransientSendError):
+    if error.error.kind == "database" and task.request.retries >= DATABASE_RETRIES:
+        raise error
+    return task.retry(countdown=error.countdown, exc=error)
 
 
-@shared_task(bind=True, name="sending.send", ignore_result=True, acks_late=True, max_retries=6)
+# The row counts the tries and decides when to give up (services.MAX_ATTEMPTS); Celery's
+# own count restarts when the sweep queues an email again, so it sets no limit here.
+@shared_task(bind=True, name="sending.send", ignore_result=True, acks_late=True, max_retries=None)
 def send_email(self, outgoing_id: int) -> None:
     try:
-        outgoing_send(outgoing_id=outgoing_id, last_try=self.request.retries >= self.max_retries)
+        outgoing_send(outgoing_id=outgoing_id)
     except TransientSendError as error:
-        raise self.retry(countdown=_backoff(self.request.retries), exc=error) from None
+        raise _retry(self, error) from None
 
 
-@shared_task(bind=True, name="sending.sent_copy", ignore_result=True, acks_late=True, max_retries=6)
+@shared_task(
+    bind=True, name="sending.sent_copy", ignore_result=True, acks_late=True, max_retries=None
+)
 def store_sent_copy(self, outgoing_id: int) -> None:
     try:
-        outgoing_copy_store(
-            outgoing_id=outgoing_id, last_try=self.request.retries >= self.max_retries
-        )
+        outgoing_copy_store(outgoing_id=outgoing_id)
     except TransientSendError as error:
-        raise self.retry(countdown=_backoff(self.request.retries), exc=error) from None
+        raise _retry(self, error) from None
+
+
+@shared_task(name="sending.sweep", ignore_result=True)
+def sweep_outgoing() -> None:
+    outgoing_sweep()

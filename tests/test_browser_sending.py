@@ -21,11 +21,9 @@ def deliver_at_once(monkeypatch):
     from sending import tasks
     from sending.services import outgoing_copy_store, outgoing_send
 
+    monkeypatch.setattr(tasks.send_email, "delay", lambda pk: outgoing_send(outgoing_id=pk))
     monkeypatch.setattr(
-        tasks.send_email, "delay_on_commit", lambda pk: outgoing_send(outgoing_id=pk)
-    )
-    monkeypatch.setattr(
-        tasks.store_sent_copy, "delay_on_commit", lambda pk: outgoing_copy_store(outgoing_id=pk)
+        tasks.store_sent_copy, "delay", lambda pk: outgoing_copy_store(outgoing_id=pk)
     )
 
 

@@ -19,7 +19,7 @@ def no_delivery(monkeypatch):
     from sending import tasks
 
     queued = []
-    monkeypatch.setattr(tasks.send_email, "delay_on_commit", queued.append)
+    monkeypatch.setattr(tasks.send_email, "delay", queued.append)
     return queued
 
 
@@ -103,15 +103,18 @@ def test_it_refuses_attachments_over_the_limit_with_their_size(client, db, setti
     assert not OutgoingEmail.objects.exists()
 
 
-def test_it_sends_a_new_email_with_attachments_and_shows_its_progress(client, db, no_delivery):
+def test_it_sends_a_new_email_with_attachments_and_shows_its_progress(
+    client, db, no_delivery, django_capture_on_commit_callbacks
+):
     account = EmailAccountFactory(display_name="Jane")
     client.force_login(account.owner)
     files = [SimpleUploadedFile("offer.pdf", b"%PDF offer", content_type="application/pdf")]
-    response = client.post(
-        URL,
-        {"sender": account.pk, "to": "Peter <peter@partner.test>", "bcc": "boss@x.test",
-         "subject": "Offer", "body": "Hello", "attachments": files},
-    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            URL,
+            {"sender": account.pk, "to": "Peter <peter@partner.test>", "bcc": "boss@x.test",
+             "subject": "Offer", "body": "Hello", "attachments": files},
+        )  # fmt: skip
     outgoing = OutgoingEmail.objects.get()
     assert response.status_code == 302 and response.url == outgoing.get_absolute_url()
     assert no_delivery == [outgoing.pk]
@@ -218,3 +221,30 @@ def test_it_lists_emails_not_sent_in_the_outbox_on_the_email_page(client, db):
     assert "Went fine" not in page
     client.force_login(UserFactory())
     assert "Refused one" not in client.get(reverse("accounts:email")).text
+
+
+def test_it_keeps_the_email_queued_and_says_so_when_the_task_queue_is_down(
+    client, db, django_capture_on_commit_callbacks
+):
+    from tests.servers.broker import publishing_to
+    from tests.servers.dovecot import free_port
+
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    # A broker address nothing listens on: the task queue is down.
+    with (
+        publishing_to(f"redis://127.0.0.1:{free_port()}/0"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = client.post(
+            URL, {"sender": account.pk, "to": "peter@partner.test", "subject": "Offer"}
+        )
+
+    outgoing = OutgoingEmail.objects.get()
+    assert response.status_code == 302 and response.url == outgoing.get_absolute_url()
+    assert (outgoing.state, outgoing.error_kind) == (OutgoingEmail.State.QUEUED, "queue")
+    waiting = "Waiting for the app&#x27;s task queue, which could not be reached."
+    page = client.get(outgoing.get_absolute_url()).text
+    assert waiting in page and "will be sent automatically once the queue is back" in page
+    outbox = client.get(reverse("accounts:email")).text
+    assert "Offer" in outbox and waiting in outbox

@@ -12,6 +12,7 @@ from crm.models import Contact, ContactAddress
 from sending.message import Draft
 from sending.models import OutgoingEmail
 from sending.services import (
+    MAX_ATTEMPTS,
     TransientSendError,
     outgoing_copy_store,
     outgoing_create,
@@ -208,9 +209,14 @@ def test_it_gives_up_on_the_last_try(sender, outbox, django_capture_on_commit_ca
     account, _mailbox = sender
     outbox.recipient_replies["peter@partner.test"] = "451 4.7.1 Greylisted"
     outgoing = _queue(account, django_capture_on_commit_callbacks)
-    outgoing_send(outgoing_id=outgoing.pk, last_try=True)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(attempts=MAX_ATTEMPTS - 1)
+    outgoing_send(outgoing_id=outgoing.pk)  # the last try: no TransientSendError
     outgoing.refresh_from_db()
-    assert outgoing.state == OutgoingEmail.State.FAILED and "451 4.7.1 Greylisted" in outgoing.error
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert outgoing.error == (
+        f"Not sent after {MAX_ATTEMPTS} tries. The last answer: The server refused the "
+        "recipient peter@partner.test (the server said: 451 4.7.1 Greylisted)"
+    )
 
 
 def test_it_says_may_have_been_sent_when_the_connection_breaks_after_the_data(
@@ -289,7 +295,7 @@ def test_it_retries_a_busy_server_with_backoff_then_records_the_failure(
     from sending import tasks
 
     queued = []
-    monkeypatch.setattr(tasks.send_email, "delay_on_commit", queued.append)
+    monkeypatch.setattr(tasks.send_email, "delay", queued.append)
     account, _mailbox = sender
     outbox.recipient_replies["peter@partner.test"] = "421 4.3.2 Try later"
     outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
@@ -298,14 +304,14 @@ def test_it_retries_a_busy_server_with_backoff_then_records_the_failure(
     tasks.send_email.apply(args=[outgoing.pk])
 
     waits = [float(w) for w in re.findall(r"Retry in ([0-9.]+)s", caplog.text)]
-    assert len(waits) == tasks.send_email.max_retries
+    assert len(waits) == MAX_ATTEMPTS - 1
     # Exponential with jitter: each wait within [half, all] of 30 s x 2^n, capped at 30 min.
     for n, wait in enumerate(waits):
         ceiling = min(30 * 2**n, 1800)
         assert ceiling / 2 <= wait <= ceiling
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingEmail.State.FAILED
-    assert outgoing.attempts == tasks.send_email.max_retries + 1
+    assert outgoing.attempts == MAX_ATTEMPTS
     assert "421 4.3.2 Try later" in outgoing.error and outbox.messages == []
 
 

@@ -1,0 +1,224 @@
+"""The sweep (beat, every minute): nothing outgoing stays queued or sending for ever, and
+queuing an email twice never sends it twice. The tasks it queues are recorded here;
+tests/test_sending_stuck.py runs it with real workers, a killed one and a stopped broker."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from sending.message import Draft
+from sending.models import OutgoingEmail
+from sending.services import (
+    COPY_QUEUE_DOWN,
+    MAX_ATTEMPTS,
+    QUEUE_DOWN,
+    STOPPED_BEFORE_HAND_OVER,
+    UNCERTAIN_AFTER_CRASH,
+    outgoing_create,
+    outgoing_send,
+    outgoing_sweep,
+)
+from tests.conftest import MAIL_USERS
+from tests.factories import EmailAccountFactory
+
+State, Copy = OutgoingEmail.State, OutgoingEmail.Copy
+
+
+@pytest.fixture
+def queued_tasks(monkeypatch):
+    """(task name, outgoing id) of every task queued, in order; nothing runs them."""
+    from sending import tasks
+
+    calls = []
+    for task in (tasks.send_email, tasks.store_sent_copy):
+        monkeypatch.setattr(task, "delay", lambda pk, name=task.name: calls.append((name, pk)))
+    return calls
+
+
+@pytest.fixture
+def lease(settings):
+    settings.SENDING_CLAIM_LEASE_SECONDS = 600
+    settings.SENDING_QUEUED_GRACE_SECONDS = 300
+    return timedelta(seconds=600)
+
+
+def _row(account, **fields) -> OutgoingEmail:
+    return OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id=f"{fields.get('subject')}@x.test",
+        raw=b"Subject: x\r\n\r\nx\r\n", **fields,
+    )  # fmt: skip
+
+
+def _draft(account) -> Draft:
+    return Draft(
+        sender=account.address, sender_name="", subject="Once", text="Hello",
+        to=[{"name": "", "address": "peter@partner.test"}], cc=[], bcc=[],
+    )  # fmt: skip
+
+
+def _ago(**delta):
+    return timezone.now() - timedelta(**delta)
+
+
+def test_it_leaves_an_email_waiting_for_its_retry_alone_and_queues_a_late_one_once(
+    db, queued_tasks, lease
+):
+    account = EmailAccountFactory()
+    waiting = _row(
+        account, subject="waiting", next_attempt_at=timezone.now() + timedelta(minutes=8)
+    )
+    fresh = _row(account, subject="fresh", next_attempt_at=_ago(minutes=4))
+    late = _row(account, subject="late", next_attempt_at=_ago(minutes=6))
+
+    counts = outgoing_sweep()
+
+    assert queued_tasks == [("sending.send", late.pk)]
+    assert counts["queued"] == 1
+    late.refresh_from_db()
+    assert late.next_attempt_at > _ago(seconds=5)  # the grace starts again
+    outgoing_sweep()
+    assert queued_tasks == [("sending.send", late.pk)]
+    for row in (waiting, fresh):
+        assert OutgoingEmail.objects.get(pk=row.pk).state == State.QUEUED
+
+
+def test_it_queues_an_email_the_task_queue_refused_at_the_next_sweep(db, queued_tasks, lease):
+    account = EmailAccountFactory()
+    refused = _row(account, subject="refused", error=QUEUE_DOWN, error_kind="queue")
+
+    outgoing_sweep()
+
+    assert queued_tasks == [("sending.send", refused.pk)]
+    refused.refresh_from_db()
+    assert (refused.state, refused.error, refused.error_kind) == (State.QUEUED, "", "")
+
+
+def test_it_keeps_the_note_while_the_task_queue_is_still_down(db, lease):
+    from tests.servers.broker import publishing_to
+    from tests.servers.dovecot import free_port
+
+    account = EmailAccountFactory()
+    refused = _row(account, subject="refused", error=QUEUE_DOWN, error_kind="queue")
+    with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
+        assert outgoing_sweep()["queued"] == 0
+    refused.refresh_from_db()
+    assert (refused.state, refused.error_kind) == (State.QUEUED, "queue")
+
+
+def test_it_takes_back_what_a_dead_worker_held(db, queued_tasks, lease):
+    account = EmailAccountFactory()
+    before = _row(account, subject="before", state=State.SENDING, attempts=1,
+                  claimed_at=_ago(minutes=11))  # fmt: skip
+    after = _row(account, subject="after", state=State.SENDING, attempts=1,
+                 claimed_at=_ago(minutes=11), handed_over_at=_ago(minutes=11))  # fmt: skip
+    working = _row(account, subject="working", state=State.SENDING, attempts=1,
+                   claimed_at=_ago(minutes=9))  # fmt: skip
+    worn = _row(account, subject="worn", state=State.SENDING, attempts=MAX_ATTEMPTS,
+                claimed_at=_ago(minutes=11))  # fmt: skip
+
+    counts = outgoing_sweep()
+
+    assert queued_tasks == [("sending.send", before.pk)]
+    assert counts == {"uncertain": 1, "given_up": 1, "taken_back": 1, "queued": 1, "copies": 0}
+    rows = {r.subject: r for r in OutgoingEmail.objects.all()}
+    assert (rows["before"].state, rows["before"].error) == (State.QUEUED, STOPPED_BEFORE_HAND_OVER)
+    assert (rows["after"].state, rows["after"].error) == (State.UNCERTAIN, UNCERTAIN_AFTER_CRASH)
+    assert rows["working"].state == State.SENDING
+    assert rows["worn"].state == State.FAILED and f"{MAX_ATTEMPTS} times" in rows["worn"].error
+    assert working.pk and worn.pk and after.pk
+
+
+def test_it_queues_sent_copies_that_are_late_or_whose_worker_died(db, queued_tasks, lease):
+    account = EmailAccountFactory()
+    sent = {"state": State.SENT, "sent_at": _ago(hours=1)}
+    late = _row(account, subject="late", next_attempt_at=_ago(minutes=6), **sent)
+    storing = _row(
+        account, subject="storing", sent_copy=Copy.STORING, claimed_at=_ago(minutes=11),
+        next_attempt_at=_ago(minutes=11), **sent,
+    )  # fmt: skip
+    refused = _row(account, subject="refused", sent_copy_error=COPY_QUEUE_DOWN, **sent)
+    _row(account, subject="stored", sent_copy=Copy.STORED, next_attempt_at=_ago(hours=1), **sent)
+    _row(account, subject="by server", sent_copy=Copy.BY_SERVER, next_attempt_at=_ago(hours=1),
+         **sent)  # fmt: skip
+    _row(account, subject="failed", state=State.FAILED, next_attempt_at=_ago(hours=1))
+
+    outgoing_sweep()
+
+    assert sorted(queued_tasks) == sorted(
+        ("sending.sent_copy", row.pk) for row in (late, storing, refused)
+    )
+    storing.refresh_from_db()
+    assert storing.sent_copy == Copy.PENDING
+
+
+def test_it_sends_once_however_often_the_email_is_queued(
+    test_provider, outbox, django_capture_on_commit_callbacks
+):
+    account = EmailAccountFactory(
+        provider=test_provider, address="alice@example.test",
+        password=MAIL_USERS["alice@example.test"],
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks():
+        outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+    with django_capture_on_commit_callbacks():
+        for _ in range(3):  # the task, a sweep's, and the broker's redelivery
+            outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert (outgoing.state, outgoing.attempts, len(outbox.messages)) == (State.SENT, 1, 1)
+
+
+def test_it_never_hands_over_once_the_sweep_took_the_email_back(
+    transactional_db, test_provider, smtp_servers, settings, queued_tasks
+):
+    """A worker slower than the lease (held at RCPT) loses its claim to the sweep; another
+    worker sends the email; the slow one then must not send it too."""
+    from tests.servers.gated_smtp import gated_smtp_server
+
+    server = gated_smtp_server(smtp_servers["starttls"].users).start()
+    try:
+        test_provider.smtp_port = server.port
+        test_provider.save()
+        account = EmailAccountFactory(
+            provider=test_provider, address="alice@example.test",
+            password=MAIL_USERS["alice@example.test"],
+        )  # fmt: skip
+        outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+        queued_tasks.clear()
+        server.handler.hold_at = "rcpt"
+        settings.MAIL_CONNECT_TIMEOUT = 30
+        slow_result = []
+
+        def slow_worker():
+            try:
+                slow_result.append(outgoing_send(outgoing_id=outgoing.pk))
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=slow_worker)
+        thread.start()
+        assert server.handler.reached.wait(15)
+        settings.SENDING_CLAIM_LEASE_SECONDS = 0
+        outgoing_sweep()
+        assert queued_tasks == [("sending.send", outgoing.pk)]
+        outgoing_send(outgoing_id=outgoing.pk)  # another worker, not held
+        server.handler.release.set()
+        thread.join(30)
+    finally:
+        server.handler.release.set()
+        server.stop()
+    outgoing.refresh_from_db()
+    assert slow_result == [None]
+    assert (outgoing.state, outgoing.attempts) == (State.SENT, 2)
+    assert len(server.handler.messages) == 1
+
+
+def test_it_runs_the_sweep_every_minute_through_beat():
+    from django.conf import settings
+
+    from sending.tasks import sweep_outgoing
+
+    entry = settings.CELERY_BEAT_SCHEDULE["sending-sweep"]
+    assert (entry["task"], entry["schedule"]) == (sweep_outgoing.name, 60)
