@@ -42,11 +42,11 @@ from sync.sanitize import email_document
 from sync.selectors import sync_status
 from sync.services import (
     FolderListError,
+    download_queue,
     folders_choose,
     folders_load,
     mailbox_attention_clear,
 )
-from sync.tasks import import_exchange_items, sync_mailbox
 
 from .connection import SignInError, endpoints_for, login_for
 from .forms import (
@@ -276,7 +276,7 @@ def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
             chosen=set(form.cleaned_data["chosen"]),
             with_subfolders=set(form.cleaned_data["subfolders"]),
         )
-        sync_mailbox.delay_on_commit(account.pk)
+        download_queue(account_id=account.pk)
         if request.htmx:
             form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
             return _folders_response(request, account, form, folders_saved=True)
@@ -318,7 +318,7 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             saved = True
             mailbox_attention_clear(account_id=account.pk)
-            sync_mailbox.delay_on_commit(account.pk)
+            download_queue(account_id=account.pk)
     if saved and not request.htmx:
         messages.success(request, "The new password works and is saved.")
         return redirect(f"{account.get_absolute_url()}#settings-credentials")
@@ -416,13 +416,13 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
     # next scheduled run.
     download_queued = "sync_period" in changed
     if download_queued:
-        sync_mailbox.delay_on_commit(account.pk)
+        download_queue(account_id=account.pk)
     # Saving an import section with its import on runs it now, whatever the schedule.
     import_queued = section in EXCHANGE_SECTIONS and (
         account.meetings_import if section == "meetings" else account.contacts_import != "off"
     )
     if import_queued:
-        import_exchange_items.delay_on_commit(account.pk)
+        download_queue(account_id=account.pk, items_only=True)
     if request.htmx:
         context = {
             "account": account,
@@ -692,7 +692,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         return redirect(duplicate.account.get_absolute_url())
     if reconnecting is not None:
         mailbox_attention_clear(account_id=reconnecting.pk)
-        sync_mailbox.delay_on_commit(reconnecting.pk)
+        download_queue(account_id=reconnecting.pk)
         messages.success(
             request,
             f"{reconnecting.address} is connected again; its emails download as before.",

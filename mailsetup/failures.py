@@ -102,3 +102,15 @@ class MailError(Exception):
     @property
     def retry(self) -> bool:
         return self.action == Action.RETRY
+
+    def __reduce__(self):
+        # Exceptions pickle as cls(*args), which fits neither (kind, message) nor a
+        # subclass's own arguments; Celery pickles the errors of retries and failures.
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
+
+def _rebuilt(cls: type, args: tuple, state: dict) -> MailError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

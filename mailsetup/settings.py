@@ -201,6 +201,11 @@ DISCOVERY_USE_MX = env_bool("DISCOVERY_USE_MX", default=True)
 
 # Connecting to mail servers (accounts.connection).
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)
+# A sending worker that stopped mid-delivery leaves its claim: after this long the sweep
+# takes the email back (queued again, or "May have been sent" once handed over). A queued
+# email not taken by a worker within its retry time and this grace is queued again.
+SENDING_CLAIM_LEASE_SECONDS = env_int("SENDING_CLAIM_LEASE_SECONDS", 600, minimum=1)
+SENDING_QUEUED_GRACE_SECONDS = env_int("SENDING_QUEUED_GRACE_SECONDS", 300, minimum=1)
 # Attachments of one outgoing email together; most providers refuse above 20-25 MB.
 SEND_ATTACHMENTS_MAX_BYTES = env_int("SEND_ATTACHMENTS_MAX_MB", 20, minimum=1) * 1024 * 1024
 # A PEM file of extra CAs to trust, for a company mail server with its own CA.

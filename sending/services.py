@@ -1,4 +1,3 @@
-import logging
 import random
 from datetime import datetime, timedelta
 from functools import partial, wraps
@@ -7,11 +6,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
 from accounts.models import EmailAccount
 from crm.services import contacts_link
 from mailsetup.failures import Action, MailError
+from mailsetup.queue import publish
 from sharing.selectors import sendable_mailboxes
 from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
@@ -19,8 +18,6 @@ from sync.models import Attachment, Email
 from .delivery import DeliveryError, copy_to_sent, deliver
 from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
-
-logger = logging.getLogger(__name__)
 
 # Deliveries (and Sent copies) tried at most this often: the first and six retries with
 # backoff, about an hour in all.
@@ -32,13 +29,13 @@ SWEEP_BATCH = 500
 def claim_lease() -> timedelta:
     """A worker that died while sending leaves its claim; after this long the sweep takes
     the email back (queued again, or "May have been sent" once it was handed over)."""
-    return timedelta(seconds=getattr(settings, "SENDING_CLAIM_LEASE_SECONDS", 600))
+    return timedelta(seconds=settings.SENDING_CLAIM_LEASE_SECONDS)
 
 
 def queued_grace() -> timedelta:
     """How late a queued email's task may be before the sweep queues it again: the
     task queue may be busy with long syncs."""
-    return timedelta(seconds=getattr(settings, "SENDING_QUEUED_GRACE_SECONDS", 300))
+    return timedelta(seconds=settings.SENDING_QUEUED_GRACE_SECONDS)
 
 
 def backoff(attempt: int) -> float:
@@ -90,22 +87,10 @@ UNCERTAIN_AFTER_CRASH = (
 )
 
 
-def _publish(task, outgoing_id: int) -> bool:
-    """Queue `task` for the email now; False when the task queue cannot be reached (the
-    row stays as it is, and the sweep queues it once the queue is back)."""
-    try:
-        task.delay(outgoing_id)
-    except (KombuError, OSError) as error:
-        logger.warning("The task queue could not be reached for outgoing email %s: %s",
-                       outgoing_id, type(error).__name__)  # fmt: skip
-        return False
-    return True
-
-
 def _queue_delivery(outgoing_id: int) -> bool:
     from .tasks import send_email
 
-    if _publish(send_email, outgoing_id):
+    if publish(send_email, outgoing_id):
         OutgoingEmail.objects.filter(pk=outgoing_id, error_kind="queue").update(
             error="", error_kind=""
         )
@@ -120,7 +105,7 @@ def _queue_copy(outgoing_id: int) -> bool:
     from .tasks import store_sent_copy
 
     pending = OutgoingEmail.objects.filter(pk=outgoing_id, sent_copy=OutgoingEmail.Copy.PENDING)
-    if _publish(store_sent_copy, outgoing_id):
+    if publish(store_sent_copy, outgoing_id):
         pending.filter(sent_copy_error=COPY_QUEUE_DOWN).update(sent_copy_error="")
         return True
     pending.update(sent_copy_error=COPY_QUEUE_DOWN)
@@ -283,7 +268,9 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
             "from_name": account.display_name,
             "to": outgoing.to,
             "cc": outgoing.cc,
-            "sent_at": timezone.now(),
+            # The message's own Date, as the sync reads it from the Sent copy: a copy
+            # whose date disagrees by more than minutes would count as another email.
+            "sent_at": parsed.sent_at or timezone.now(),
             "text_body": parsed.text_body,
             "html_body": parsed.html_body,
             "size": len(outgoing.raw),

@@ -17,6 +17,7 @@ from accounts.models import EmailAccount
 from accounts.oauth import session_for
 from accounts.services import account_change_record, account_settings_update
 from mailsetup.failures import PROVIDER_KINDS, Action, MailError
+from mailsetup.queue import publish, publish_on_commit
 from providers.models import ServiceType
 from systemsettings.selectors import mailbox_sync_interval
 
@@ -463,6 +464,17 @@ def folders_choose(
     account_settings_update(account=account, actor=actor, values={"folder_mode": mode})
     if before != after:
         account_change_record(account=account, actor=actor, field="folders", old=before, new=after)
+
+
+def download_queue(*, account_id: int, items_only: bool = False, now: bool = False) -> bool:
+    """Queue a download of the mailbox ("Download emails now", a longer period, new
+    folders, a fixed password), once the caller's transaction commits, or `now`. False
+    if the task queue cannot be reached: the dispatcher queues the mailbox once it is
+    back, so nothing is lost, but the person asking should know."""
+    from .tasks import import_exchange_items, sync_mailbox
+
+    task = import_exchange_items if items_only else sync_mailbox
+    return publish(task, account_id) if now else publish_on_commit(task, account_id)
 
 
 def provider_changed(sender, instance, created: bool, **kwargs) -> None:

@@ -1,3 +1,4 @@
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,7 +16,7 @@ from .files import safe_download_name
 from .models import Attachment
 from .sanitize import clean_email_html, email_document
 from .selectors import folder_overview, problem_emails, sync_status
-from .tasks import sync_mailbox
+from .services import download_queue
 
 
 @login_required
@@ -59,7 +60,12 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
-    sync_mailbox.delay_on_commit(account.pk)
+    if not download_queue(account_id=account.pk, now=True):
+        messages.warning(
+            request,
+            "The app's task queue cannot be reached right now: the download starts by itself "
+            "once it is back.",
+        )
     target = f"{account.get_absolute_url()}#sync"
     if request.htmx:
         return HttpResponseClientRedirect(target)

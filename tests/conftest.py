@@ -171,10 +171,17 @@ def synced_mailbox(db, dovecot, test_provider):
 @pytest.fixture
 def queued(monkeypatch):
     """The mailbox ids the settings page queued for download (nothing runs them)."""
-    from accounts import views
+    from sync import services, tasks
 
     calls = []
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", calls.append)
+
+    def capture(task, *args):
+        if task is tasks.sync_mailbox:
+            calls.append(*args)
+        return True
+
+    monkeypatch.setattr(services, "publish_on_commit", capture)
+    monkeypatch.setattr(services, "publish", capture)
     return calls
 
 

@@ -16,9 +16,9 @@ from tests.test_signatures import PNG
 @pytest.fixture
 def no_queue(monkeypatch):
     # Nothing runs the queued downloads here; the sync itself is tested elsewhere.
-    from accounts import views
+    from sync import services
 
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", lambda account_id: None)
+    monkeypatch.setattr(services, "publish_on_commit", lambda task, *args: True)
 
 
 def test_it_edits_the_settings_section_by_section(

@@ -44,11 +44,7 @@ def test_it_finds_due_mailboxes_in_a_constant_number_of_queries(db):
     assert len(many) == len(few)
 
 
-def test_it_starts_a_download_from_the_button(client, db, monkeypatch):
-    from sync import views
-
-    queued = []
-    monkeypatch.setattr(views.sync_mailbox, "delay_on_commit", queued.append)
+def test_it_starts_a_download_from_the_button(client, db, queued):
     account = EmailAccountFactory()
     client.force_login(account.owner)
     response = client.post(reverse("sync:download", args=[account.pk]))
@@ -128,3 +124,17 @@ def test_it_tells_when_the_next_download_is_due(client, db):
     account.auto_sync = False
     account.save()
     assert "Automatic download is off" in client.get(url).text
+
+
+def test_it_says_so_when_the_task_queue_is_down(client, db):
+    from tests.servers.broker import publishing_to
+    from tests.servers.dovecot import free_port
+
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    # A broker address nothing listens on: the button still answers, and says why
+    # nothing started (the dispatcher queues the mailbox once the queue is back).
+    with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
+        response = client.post(reverse("sync:download", args=[account.pk]), follow=True)
+    assert response.status_code == 200
+    assert "task queue cannot be reached" in response.text

@@ -106,3 +106,21 @@ def test_it_waits_for_the_owner_when_the_password_is_wrong(synced_mailbox, test_
     assert (state.last_error_kind, state.health) == ("credentials", "needs_attention")
     test_provider.save()  # an administrator's save does not help a wrong password
     assert not _due(account)
+
+
+def test_it_carries_a_failure_through_pickling_as_celery_does():
+    import pickle
+
+    from accounts.oauth import ReconnectNeeded
+
+    for error in (
+        MailError("busy", "The server was busy."),
+        SignInError("certificate", "Bad certificate.", field="provider"),
+        ReconnectNeeded("Sign in again."),
+    ):
+        copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+        assert (type(copy), copy.kind, str(copy), copy.action) == (
+            type(error), error.kind, str(error), error.action,
+        )  # fmt: skip
+    tls = SignInError("tls", "x", field="provider")
+    assert pickle.loads(pickle.dumps(tls)).field == "provider"  # noqa: S301 (our own bytes)

@@ -246,9 +246,7 @@ def test_it_keeps_both_messages_that_share_a_message_id(synced_mailbox):
     assert idle.new_locations == 0
 
 
-def test_it_counts_only_what_a_failed_run_committed(
-    transactional_db, synced_mailbox, monkeypatch
-):
+def test_it_counts_only_what_a_failed_run_committed(transactional_db, synced_mailbox, monkeypatch):
     # Transactional: losing the database ends the connection, which a test transaction
     # around everything would not survive.
     account, mailbox = synced_mailbox
