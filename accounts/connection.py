@@ -156,15 +156,17 @@ def check_sign_in(
 @sensitive_variables("password", "access_token")
 def imap_session(
     *, provider: EmailProvider, address: Address, login: str, password: str = "",
-    access_token: str = "",
+    access_token: str = "", allow_internal: bool | None = None,
 ):  # fmt: skip
     """A logged-in IMAP connection made with exactly the sign-in check's rules (checked
     address, internal-address guard, verified TLS, time limits), signed in with the
-    password or, given one, an OAuth 2.0 access token (XOAUTH2). Raises SignInError."""
+    password or, given one, an OAuth 2.0 access token (XOAUTH2). Raises SignInError.
+    `allow_internal`: the system setting, when the caller read it already (a thread
+    that must not touch the database)."""
+    if allow_internal is None:
+        allow_internal = internal_mail_servers_allowed()
     checker = _Checker(
-        provider=provider,
-        timeout=settings.MAIL_CONNECT_TIMEOUT,
-        allow_internal=internal_mail_servers_allowed(),
+        provider=provider, timeout=settings.MAIL_CONNECT_TIMEOUT, allow_internal=allow_internal
     )
     endpoint = _endpoint(provider, address, "IMAP")
     return checker.imap(endpoint, login, password, keep=True, access_token=access_token)

@@ -469,8 +469,10 @@ class AccountSyncer:
         """Some servers end the session over one message they cannot read (Dovecot: "BYE
         FETCH failed: Internal error" for a message file it cannot open), and would do so
         again on every run: a new session goes on without that message. A cut
-        connection ("socket error") is not that, and ends the run as before."""
-        said_bye = not str(error).startswith("socket error")
+        connection is not that, and ends the run as before."""
+        # imaplib keeps the server's BYE among the untagged responses; a cut connection
+        # leaves none, whatever the error's text says.
+        said_bye = bool(self.client._imap.untagged_responses.get("BYE"))
         if not (said_bye and self.open_session and self.reopened < MAX_REOPEN):
             raise error
         self.reopened += 1

@@ -2,6 +2,7 @@
 dispatcher that beat calls every minute."""
 
 import contextlib
+import functools
 import imaplib
 import uuid
 from datetime import timedelta
@@ -11,15 +12,16 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.connection import imap_session
 from accounts.models import EmailAccount
-from accounts.oauth import session_for
+from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
 from mailsetup.failures import PROVIDER_KINDS, Action, MailError
 from mailsetup.queue import publish, publish_on_commit
 from providers.models import ServiceType
-from systemsettings.selectors import mailbox_sync_interval
+from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync_interval
 
 from .engine import AccountSyncer, folders_refresh
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
@@ -101,6 +103,22 @@ def runs_interrupted_close(*, account_id: int | None = None) -> int:
 
 def _session(account: EmailAccount):
     return session_for(imap_session, account)
+
+
+@sensitive_variables("secret")
+def _session_opener(account: EmailAccount):
+    """Another session like the run's first, for the fetching thread (which never
+    touches the database): the sign-in's setting and secret are read here, now."""
+    from providers.addresses import normalize_address
+
+    if account.uses_oauth:
+        secret = {"access_token": access_token(account_id=account.pk)}
+    else:
+        secret = {"password": account.get_password()}
+    return functools.partial(
+        imap_session, provider=account.provider, address=normalize_address(account.address),
+        login=account.login, allow_internal=internal_mail_servers_allowed(), **secret,
+    )  # fmt: skip
 
 
 def _is_exchange(account: EmailAccount) -> bool:
@@ -239,7 +257,7 @@ def _mailbox_sync(
 def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
     syncer = AccountSyncer(
         account=account, client=_session(account), run=run, renew=renew,
-        open_session=lambda: _session(account),
+        open_session=_session_opener(account),
     )  # fmt: skip
     try:
         for folder in syncer.folders_to_sync(syncer.refresh_folders()):
