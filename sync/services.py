@@ -414,6 +414,20 @@ def mailboxes_due() -> list[int]:
     return ids
 
 
+def mailboxes_dispatch() -> int:
+    """Queue a sync of every mailbox that is due (beat's `sync.dispatch`); returns how
+    many were queued. Should the task queue go away midway, those not queued are made
+    due again at once instead of waiting out an interval as if they had run."""
+    from .tasks import sync_mailbox
+
+    due = mailboxes_due()
+    for index, account_id in enumerate(due):
+        if not publish(sync_mailbox, account_id):
+            MailboxSync.objects.filter(account_id__in=due[index:]).update(last_started_at=None)
+            return index
+    return len(due)
+
+
 class FolderListError(Exception):
     """The server's folder list could not be read; the message says why."""
 

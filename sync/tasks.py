@@ -2,7 +2,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .files import orphans_delete
-from .services import TransientSyncError, heartbeat_record, mailbox_sync, mailboxes_due
+from .services import TransientSyncError, heartbeat_record, mailbox_sync, mailboxes_dispatch
 
 
 @shared_task(name="sync.heartbeat", ignore_result=True)
@@ -38,8 +38,7 @@ def import_exchange_items(self, account_id: int) -> None:
 
 @shared_task(name="sync.dispatch", ignore_result=True)
 def dispatch() -> None:
-    for account_id in mailboxes_due():
-        sync_mailbox.delay(account_id)
+    mailboxes_dispatch()
 
 
 @shared_task(name="sync.files_sweep", ignore_result=True)

@@ -138,3 +138,16 @@ def test_it_says_so_when_the_task_queue_is_down(client, db):
         response = client.post(reverse("sync:download", args=[account.pk]), follow=True)
     assert response.status_code == 200
     assert "task queue cannot be reached" in response.text
+
+
+def test_it_leaves_mailboxes_due_when_the_task_queue_goes_away(db):
+    from sync.services import mailboxes_dispatch
+    from tests.servers.broker import publishing_to
+    from tests.servers.dovecot import free_port
+
+    accounts = [EmailAccountFactory() for _ in range(3)]
+    # A broker nobody listens on: nothing is queued, and nothing is marked as started,
+    # so the next tick (with the queue back) queues all three at once.
+    with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
+        assert mailboxes_dispatch() == 0
+    assert sorted(mailboxes_due()) == sorted(a.pk for a in accounts)
