@@ -14,7 +14,7 @@ from sharing.selectors import (
 
 from .files import safe_download_name
 from .models import Attachment
-from .sanitize import clean_email_html, email_document
+from .sanitize import email_document, hold_back_remote_images
 from .selectors import folder_overview, problem_emails, sync_status
 from .services import download_queue
 
@@ -25,9 +25,11 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if email is None:
         raise Http404
     allow_images = request.GET.get("images") == "1"
-    html, blocked = ("", 0)
-    if email.html_body:
-        html, blocked = clean_email_html(email.html_body, allow_remote_images=allow_images)
+    # Stored safe when the email was downloaded (sync.parsing); here only the remote
+    # images are held back, unless asked for: a linear rewrite, whatever the HTML.
+    html, blocked = email.html_body, 0
+    if html and not allow_images:
+        html, blocked = hold_back_remote_images(html)
     return render(
         request,
         "sync/email_detail.html",

@@ -5,6 +5,7 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from sync.models import Attachment, Email
+from sync.parsing import parse_message
 from tests.factories import EmailAccountFactory, UserFactory
 
 HOSTILE = (
@@ -37,7 +38,10 @@ def test_it_lists_the_users_emails_newest_first(client, db):
 
 def test_it_shows_html_sanitised_in_a_sandbox_with_remote_images_held_back(client, db):
     account = EmailAccountFactory()
-    email = _email(account, subject="hostile", html_body=HOSTILE)
+    parsed = parse_message(
+        b"Subject: hostile\r\nContent-Type: text/html\r\n\r\n" + HOSTILE.encode()
+    )
+    email = _email(account, subject=parsed.subject, html_body=parsed.html_body)
     client.force_login(account.owner)
     page = client.get(reverse("sync:email", args=[email.pk])).text
     assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in page
