@@ -6,6 +6,7 @@ app_name = "sync"
 
 urlpatterns = [
     path("emails/<int:pk>/", views.email_detail, name="email"),
+    path("emails/<int:pk>/original/", views.original_download, name="original"),
     path(
         "emails/<int:pk>/attachments/<int:attachment_pk>/",
         views.attachment_download,

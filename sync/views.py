@@ -1,3 +1,5 @@
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -12,8 +14,8 @@ from sharing.selectors import (
     mailboxes_for_status,
 )
 
-from .files import safe_download_name
-from .models import Attachment
+from .files import original_open, safe_download_name
+from .models import Attachment, Email
 from .sanitize import email_document, hold_back_remote_images
 from .selectors import folder_overview, problem_emails, sync_status
 from .services import download_queue
@@ -38,7 +40,36 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "document": email_document(html, allow_remote_images=allow_images) if html else "",
             "blocked_images": blocked,
             "attachments": email.attachments.all(),
+            "problem": PROBLEMS.get(email.problem, ""),
+            "notes": [note for note in email.notes.splitlines() if note.strip()],
         },
+    )
+
+
+PROBLEMS = {
+    Email.Problem.UNREADABLE: "This email could not be read: only what little could be read "
+    "is shown. Its original is kept as it came.",
+    Email.Problem.INCOMPLETE: "This email could not be read completely: what could be read "
+    "is shown. Its original is kept as it came.",
+}
+
+
+@login_required
+def original_download(request: HttpRequest, pk: int) -> FileResponse:
+    """The message as the server sent it (.eml), for an email whose original was kept."""
+    email = email_for_user(request.user, pk)
+    if email is None or not email.original:
+        raise Http404
+    try:
+        original = original_open(email.original.name)
+    except OSError as error:
+        raise Http404 from error
+    name = re.sub(r"[/\\]", "-", email.subject)[:100].strip() or "email"
+    return FileResponse(
+        original,
+        as_attachment=True,
+        filename=f"{safe_download_name(name)}.eml",
+        content_type="message/rfc822",
     )
 
 

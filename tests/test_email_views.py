@@ -4,6 +4,7 @@ import re
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
+from sync.files import WrittenFiles
 from sync.models import Attachment, Email
 from sync.parsing import parse_message
 from tests.factories import EmailAccountFactory, UserFactory
@@ -101,3 +102,52 @@ def test_it_searches_the_panel_by_subject_and_sender_and_pages_with_the_query(cl
         "No email matches “nothing-like-this”."
         in client.get(reverse("accounts:email"), {"q": "nothing-like-this"}).text
     )
+
+
+def test_it_shows_the_problem_in_words_and_every_note(client, db):
+    account = EmailAccountFactory()
+    parsed = parse_message(
+        b'Subject: cut\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\n'
+        b"the text before the cut\r\n--b\r\n"
+        b"Content-Type: text/plain; charset=x-nonsense\r\n\r\nmore"
+    )
+    assert len(parsed.notes) == 2
+    email = _email(
+        account, subject=parsed.subject, text_body=parsed.text_body, problem=parsed.problem,
+        notes="\n".join(parsed.notes),
+    )  # fmt: skip
+    client.force_login(account.owner)
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    assert "This email could not be read completely" in page
+    for note in parsed.notes:
+        assert f"<li>{html.escape(note)}</li>" in page
+    assert "the text before the cut" in page
+    assert "Download the original" not in page  # none was kept
+
+
+def test_it_offers_the_original_only_to_those_who_may_see_the_email(client, db, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    raw = "Subject: Résumé/Q3\r\nContent-Type: multipart/mixed\r\n\r\nno parts\r\n".encode()
+    email = _email(
+        EmailAccountFactory(), subject="Résumé/Q3", problem=Email.Problem.INCOMPLETE,
+        notes="The email says it has several parts.", original=WrittenFiles().save_original(raw),
+    )  # fmt: skip
+    url = reverse("sync:original", args=[email.pk])
+
+    client.force_login(UserFactory())
+    assert client.get(url).status_code == 404
+
+    client.force_login(email.account.owner)
+    assert f'href="{url}"' in client.get(reverse("sync:email", args=[email.pk])).text
+    response = client.get(url)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == raw
+    assert response["Content-Type"] == "message/rfc822"
+    assert response["Content-Length"] == str(len(raw))
+    assert response["Content-Disposition"] == (
+        "attachment; filename*=utf-8''R%C3%A9sum%C3%A9-Q3.eml"
+    )
+
+    without = _email(email.account, subject="fine")
+    assert client.get(reverse("sync:original", args=[without.pk])).status_code == 404
+    assert "Download the original" not in client.get(reverse("sync:email", args=[without.pk])).text
