@@ -559,40 +559,42 @@ def _headers(head: str, default_type: str | None = None) -> _Part:
     return part
 
 
-def _split(text: str, default_type: str | None = None) -> tuple[_Part, str]:
-    """The part's headers, parsed by the stdlib, and its body (undecoded)."""
-    if text.startswith(("\r\n", "\n")):
-        head, body = "", text[1 if text[0] == "\n" else 2 :]
-    else:
-        found = _HEADER_BREAK.search(text)
-        if found is None:
-            raise _Unusual
-        head, body = text[: found.start()], text[found.end() :]
-    return _headers(head, default_type), body
+def _split(text: str, start: int, end: int, default_type: str | None = None) -> tuple[_Part, int]:
+    """The headers of the part in text[start:end], parsed by the stdlib, and where its
+    body starts. Offsets, not slices: a 50 MB part is not copied on its way down."""
+    if text.startswith("\n", start, end):
+        return _headers("", default_type), start + 1
+    if text.startswith("\r\n", start, end):
+        return _headers("", default_type), start + 2
+    found = _HEADER_BREAK.search(text, start, end)
+    if found is None:
+        raise _Unusual
+    return _headers(text[start : found.start()], default_type), found.end()
 
 
-def _delimiters(body: str, boundary: str):
-    """(start, end, closing) of each `--boundary` line, as RFC 2046 draws them: the line
-    break before a delimiter belongs to it, not to the part above."""
+def _delimiters(text: str, boundary: str, start: int, end: int):
+    """(start, end, closing) of each `--boundary` line in text[start:end], as RFC 2046
+    draws them: the line break before a delimiter belongs to it, not to the part above."""
     marker = "--" + boundary
-    position = 0
-    while (found := body.find(marker, position)) != -1:
+    position = start
+    while (found := text.find(marker, position, end)) != -1:
         position = found + len(marker)
-        if found and body[found - 1] != "\n":
+        if found > start and text[found - 1] != "\n":
             continue
-        closing = body.startswith("--", position)
-        end = position + 2 if closing else position
-        while end < len(body) and body[end] in " \t":
-            end += 1
-        if end < len(body) and body[end] not in "\r\n":
+        closing = text.startswith("--", position, end)
+        line_end = position + 2 if closing else position
+        while line_end < end and text[line_end] in " \t":
+            line_end += 1
+        if line_end < end and text[line_end] not in "\r\n":
             continue  # "--boundaryX": another string that starts the same way
-        end = body.find("\n", end)
-        end = len(body) if end == -1 else end + 1
-        start = found
-        if found:
-            start -= 2 if body[found - 2 : found] == "\r\n" else 1
-        yield start, end, closing
-        position = end
+        line_end = text.find("\n", line_end, end)
+        line_end = end if line_end == -1 else line_end + 1
+        line_start = found
+        if found > start:
+            crlf = found - 2 >= start and text[found - 2 : found] == "\r\n"
+            line_start -= 2 if crlf else 1
+        yield line_start, line_end, closing
+        position = line_end
 
 
 def _cte(part: Message) -> str:
@@ -600,48 +602,49 @@ def _cte(part: Message) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
-def _fill(part: _Part, body: str, depth: int, budget: _Budget) -> None:
-    """Attach `body` to `part` as the stdlib would: its children, or its payload."""
+def _fill(part: _Part, text: str, start: int, end: int, depth: int, budget: _Budget) -> None:
+    """Attach text[start:end], the part's body, to `part` as the stdlib would: its
+    children, or its payload."""
     if part.opaque:
-        part.set_payload(body)
+        part.set_payload(text[start:end])
         return
     maintype = part.get_content_maintype()
     if maintype == "message":
         if part.get_content_subtype() == "delivery-status" or _cte(part) not in _IDENTITY:
             raise _Unusual
         opaque = budget.entity(depth + 1)
-        inner, inner_body = _split(body)
+        inner, inner_start = _split(text, start, end)
         inner.opaque = opaque
         part.attach(inner)
-        _fill(inner, inner_body, depth + 1, budget)
+        _fill(inner, text, inner_start, end, depth + 1, budget)
         return
     if maintype != "multipart":
         # The body as the stdlib leaves it on a leaf, so decoding is the same.
-        part.set_payload(body)
+        part.set_payload(text[start:end])
         return
     boundary = part.get_boundary()
     if not boundary:
         raise _Unusual
     default_type = "message/rfc822" if part.get_content_subtype() == "digest" else None
     previous_end = None
-    for start, end, closing in _delimiters(body, boundary):
+    for line_start, line_end, closing in _delimiters(text, boundary, start, end):
         if previous_end is None:
-            if start:
-                part.preamble = body[:start]
+            if line_start > start:
+                part.preamble = text[start:line_start]
         else:
-            if start <= previous_end:
+            if line_start <= previous_end:
                 raise _Unusual  # an empty part: the stdlib skips those
             opaque = budget.entity(depth + 1)
-            child, child_body = _split(body[previous_end:start], default_type)
+            child, child_start = _split(text, previous_end, line_start, default_type)
             child.opaque = opaque
             part.attach(child)
-            _fill(child, child_body, depth + 1, budget)
+            _fill(child, text, child_start, line_start, depth + 1, budget)
         if closing:
             if previous_end is None:
                 raise _Unusual  # closed before it opened
-            part.epilogue = body[end:]
+            part.epilogue = text[line_end:end]
             return
-        previous_end = end
+        previous_end = line_end
     raise _Unusual  # no closing delimiter
 
 
@@ -652,9 +655,9 @@ def _fast_parse(raw: bytes, budget: _Budget | None = None, depth: int = 0) -> _P
     text = raw.decode("ascii", "surrogateescape")
     if _BARE_CR.search(text) or text.startswith(("From ", ">From ")):
         raise _Unusual
-    root, body = _split(text)
+    root, body_start = _split(text, 0, len(text))
     with contextlib.suppress(_PartsLimit):
-        _fill(root, body, depth, budget)
+        _fill(root, text, body_start, len(text), depth, budget)
     return root
 
 
