@@ -747,6 +747,11 @@ def _parts_in(text: str, boundary: str) -> bool:
     return re.search(delimiter, text, re.MULTILINE) is not None
 
 
+def _spoiled(boundary: str) -> str:
+    """A line that starts as a delimiter of `boundary` and is followed by headers."""
+    return "^--" + re.escape(boundary) + r"[^\r\n]*\r?\n(?=(?i:content-))"
+
+
 def _unnamed(content_type: str) -> str:
     if content_type in _UNNAMED:
         return _UNNAMED[content_type]
@@ -861,7 +866,10 @@ class _Reader:
             self._alternative(part.get_payload(), depth, out)
         else:
             for child in part.get_payload():
+                swallowed = self._swallowed(child, boundary)
                 self.read(child, depth + 1, out)
+                if swallowed:
+                    self._swallowed_parts(swallowed, boundary, depth, out)
         self._unclosed(part)
         # Parts after the closing delimiter: a nested multipart that reuses its parent's
         # boundary closes the parent early, and the stdlib reads the rest as epilogue.
@@ -882,6 +890,37 @@ class _Reader:
             self._unclosed(tree)
             epilogue = tree.epilogue
         self._outside(epilogue, boundary, out)
+
+    def _swallowed(self, child: _Part, boundary: str) -> str:
+        """What a part swallowed: a delimiter line spoiled by extra characters ("--b;")
+        is no delimiter to the parsers, so the parts after it became this part's body
+        (an attachment's, often, where their text would be lost). The part keeps what
+        came before that line; the rest is returned."""
+        payload = child._payload
+        if not boundary or not isinstance(payload, str) or "\n--" + boundary not in payload:
+            return ""
+        found = re.search(_spoiled(boundary), payload, re.MULTILINE)
+        if found is None:
+            return ""
+        child.set_payload(payload[: found.start()].removesuffix("\n").removesuffix("\r"))
+        return payload[found.start() :]
+
+    def _swallowed_parts(self, text: str, boundary: str, depth: int, out: list[_Unit]) -> None:
+        # Followed by a part's headers, a spoiled line opens that part.
+        repaired = re.sub(_spoiled(boundary), f"--{boundary}\r\n", text, flags=re.MULTILINE)
+        tree = self._reread(
+            f'multipart/mixed; boundary="{boundary}"',
+            _bytes_of(f"{repaired}\r\n--{boundary}--\r\n"),
+            depth,
+        )
+        if not tree.is_multipart():
+            return
+        self.note(
+            "A line that should separate two parts of the email is malformed; the parts after "
+            "it were read as well."
+        )
+        for child in tree.get_payload():
+            self.read(child, depth + 1, out)
 
     def _unclosed(self, part: _Part) -> None:
         if any(isinstance(d, email.errors.CloseBoundaryNotFoundDefect) for d in part.defects):

@@ -288,6 +288,21 @@ def test_it_reads_parts_after_a_nested_multipart_closes_its_parent_early():
     assert any("after the boundary" in note for note in parsed.notes)
 
 
+@pytest.mark.parametrize("spoiled", [b"--b;", b"--b this", b"--b--x"])
+def test_it_reads_the_parts_after_a_malformed_delimiter_line(spoiled):
+    # Not a delimiter to the parsers: the parts after it become the attachment's body.
+    raw = _multipart(PLAIN + b"one", PDF, PLAIN + b"two", PDF.replace(b"a.pdf", b"b.pdf"))
+    raw = raw.replace(b"LjQK\r\n--b\r\n" + PLAIN, b"LjQK\r\n" + spoiled + b"\r\n" + PLAIN)
+    parsed = _both(raw)
+    assert parsed.text_body == "one\n\ntwo"
+    assert [(a.name, a.data) for a in parsed.attachments] == [
+        ("a.pdf", b"%PDF-1.4\n"),
+        ("b.pdf", b"%PDF-1.4\n"),
+    ]
+    assert parsed.problem == INCOMPLETE
+    assert any("malformed" in note for note in parsed.notes)
+
+
 def test_it_reads_parts_by_the_boundary_the_text_uses_when_the_header_has_a_typo():
     raw = _multipart(PLAIN + b"one", PDF, PLAIN + b"two", boundary=b"real")
     raw = raw.replace(b'boundary="real"', b'boundary="rael"', 1)
