@@ -989,7 +989,11 @@ class _Reader:
         if _cte(part) in ("base64", "quoted-printable") and not inner.keys():
             # Encoded, which RFC 2046 forbids for message/rfc822 but some mailers do.
             data, _trouble = _payload(_encoded_as(inner, _cte(part)))
-            inner = _tree(data, self.budget, fast=self.fast, depth=depth + 1)
+            try:
+                inner = _tree(data, self.budget, fast=self.fast, depth=depth + 1)
+            except Exception:  # read as the text it is, below
+                inner = _Part()
+                inner.set_payload(data.decode("ascii", "surrogateescape"))
         inner.is_message = True
         out.append(self._forward_header(inner))
         self.read(inner, depth + 1, out)
