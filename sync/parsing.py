@@ -6,27 +6,30 @@ Parsing. compat32 messages, measured ~7x faster than `policy.default` on these m
 reads every body line by line in Python, the largest cost of a first sync; well-formed
 MIME is therefore cut into its parts with `str.find` (C speed) and only the small header
 blocks go through the stdlib's header code, building the same tree of compat32 messages
-the stdlib would (`_fast_tree`). Anything unusual (bare CRs, missing boundaries, a
-part's headers without their blank line, a message/* body that is encoded) takes the
-stdlib's feed parser instead (`_stdlib_tree`); tests/test_parsing.py checks that both
-paths give the same result. Both stop at `Limits.max_parts` parts and treat a part
-nested deeper than `Limits.max_depth` as one unread leaf, so a message of 10,000 parts
-or 10,000 levels costs what its first 200 parts cost. Parameters are split in one pass
-(the stdlib's `_parseparam` is quadratic in the semicolons inside quotes).
+the stdlib would (`_fast_parse`). Anything unusual (bare CRs, missing boundaries, a
+part's headers without their blank line, a delivery report, a message/* body that is
+encoded) takes the stdlib's feed parser instead (`_stdlib_parse`); tests/test_parsing.py
+checks that both paths give the same result. Both stop at `Limits.max_parts` parts and
+treat a part nested deeper than `Limits.max_depth` as one unread leaf, so a message of
+10,000 parts or 10,000 levels costs what its first 200 parts cost. Parameters are split
+in one pass (the stdlib's `_parseparam` is quadratic in the semicolons inside quotes).
 
-Reading. Every part that is not an attachment, in order, becomes text: parts after an
-attachment, attached messages (with a short "Forwarded message" header block), digests,
-one version per multipart/alternative, preamble and epilogue text that is more than
-the usual "This is a multi-part message in MIME format". HTML is sanitised here, once
-(sync/sanitize.py), and the text of a part that came only as HTML is extracted from it,
-so search and reply quoting see everything. A broken structure is read as well as it
-can be and noted: the problem is then INCOMPLETE and the engine keeps the original.
+Reading (`_Reader`). Every part that is not an attachment, in order, becomes text:
+parts after an attachment, attached messages (after a short "Forwarded message" header
+block), digests, one version per multipart/alternative, preamble and epilogue text that
+is more than the usual "This is a multi-part message in MIME format". HTML is sanitised
+here, once (sync/sanitize.py), and the text of a part that came only as HTML is
+extracted from it, so that search and reply quoting see everything. A broken structure
+(parts after an early closing boundary, a malformed delimiter line, a boundary other
+than the declared one, no parts at all, a body that is not what its headers say) is
+read as well as it can be and noted: the problem is then INCOMPLETE, and the engine
+keeps the original.
 
 Headers. RFC 2047 encoded words are decoded in one linear pass (`decode_header` and
 `make_header` are quadratic: 100,000 encoded words took ~10 s); raw 8-bit text in a
-header (RFC 6532) is read as UTF-8 first, then as the charset the message or part
-declares, then as Windows-1252. Each header is read up to `Limits.max_header_chars`,
-and at most `Limits.max_addresses` recipients are kept.
+header (RFC 6532) is read as UTF-8 first, then in the charsets the message declares
+(its own, then its text parts'), then as Windows-1252. Each header is read up to
+`Limits.max_header_chars`, and at most `Limits.max_addresses` recipients are kept.
 """
 
 import binascii
