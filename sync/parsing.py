@@ -177,6 +177,10 @@ def _bytes_of(text: str) -> bytes:
 def _raw_text(text: str, charsets: Sequence[str | None] = ()) -> str:
     """Header text as it came (RFC 6532): UTF-8 first, then the declared charsets."""
     if text.isascii():
+        if "\x1b" in text:
+            # ISO-2022 escapes (older Japanese mail): 7-bit bytes that are not ASCII text.
+            seven_bit = [c for c in charsets if (_codec(c) or "").startswith("iso2022")]
+            return _text_of(text.encode("ascii"), *seven_bit, "ascii") if seven_bit else text
         return text
     return _text_of(_bytes_of(text), "utf-8", *charsets)
 
@@ -257,7 +261,7 @@ def header_text(value, charsets: Sequence[str | None] = ()) -> str:
         value = str(value)
     if "=?" in value:
         value = _decode_words(value, charsets)
-    elif not value.isascii():
+    elif not value.isascii() or "\x1b" in value:
         value = _raw_text(value, charsets)
     return " ".join(value.split())
 

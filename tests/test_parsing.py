@@ -402,6 +402,9 @@ def test_it_reads_raw_8bit_headers_in_the_declared_charset_then_windows_1252():
     assert _both(koi8).subject == "привет"
     undeclared = "Subject: \x93quoted\x94 \x80 5\r\n\r\nx".encode("latin-1")
     assert _both(undeclared).subject == "“quoted” € 5"
+    iso2022 = b"Subject: " + "すみません".encode("iso-2022-jp") + b"\r\n"
+    iso2022 += b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\nx"
+    assert _both(iso2022).subject == "すみません"
 
 
 def test_it_keeps_distinct_raw_8bit_subjects_distinct():
@@ -554,6 +557,7 @@ def test_it_makes_html_safe_when_it_reads_it_and_keeps_remote_images_for_the_pag
     assert parsed.text_body == "Hello\nlink"
 
 
+@pytest.mark.timeout(20)
 def test_it_survives_hostile_parameters():
     # The stdlib's parameter splitter is quadratic in ';' inside quotes, and its
     # RFC 2231 code raises on a 5,000-digit continuation number.
