@@ -759,6 +759,10 @@ def _spoiled(boundary: str) -> str:
     return "^--" + re.escape(boundary) + r"[^\r\n]*\r?\n(?=(?i:content-))"
 
 
+# A delimiter line of some boundary followed by a part's headers.
+_FOREIGN_DELIMITER = re.compile(r"^--(\S{1,200})[ \t]*\r?\n(?=(?i:content-))", re.MULTILINE)
+
+
 def _unnamed(content_type: str) -> str:
     if content_type in _UNNAMED:
         return _UNNAMED[content_type]
@@ -873,10 +877,10 @@ class _Reader:
             self._alternative(part.get_payload(), depth, out)
         else:
             for child in part.get_payload():
-                swallowed = self._swallowed(child, boundary)
+                swallowed, swallowed_by = self._swallowed(child, boundary)
                 self.read(child, depth + 1, out)
-                if swallowed:
-                    self._swallowed_parts(swallowed, boundary, depth, out)
+                if swallowed and '"' not in swallowed_by:
+                    self._swallowed_parts(swallowed, swallowed_by, depth, out)
         self._unclosed(part)
         # Parts after the closing delimiter: a nested multipart that reuses its parent's
         # boundary closes the parent early, and the stdlib reads the rest as epilogue.
@@ -898,19 +902,28 @@ class _Reader:
             epilogue = tree.epilogue
         self._outside(epilogue, boundary, out)
 
-    def _swallowed(self, child: _Part, boundary: str) -> str:
-        """What a part swallowed: a delimiter line spoiled by extra characters ("--b;")
-        is no delimiter to the parsers, so the parts after it became this part's body
-        (an attachment's, often, where their text would be lost). The part keeps what
-        came before that line; the rest is returned."""
+    def _swallowed(self, child: _Part, boundary: str) -> tuple[str, str]:
+        """What a part swallowed, and the boundary to read it by: the parts after a
+        delimiter line the parsers did not take for one. Either the line is spoiled by
+        extra characters ("--b;"), or it names another boundary ("--b2", a typo) inside
+        base64, which no delimiter-like line can belong to. The parts after it became
+        this part's body (an attachment's, often, where their text would be lost); the
+        part keeps what came before that line."""
         payload = child._payload
-        if not boundary or not isinstance(payload, str) or "\n--" + boundary not in payload:
-            return ""
-        found = re.search(_spoiled(boundary), payload, re.MULTILINE)
-        if found is None:
-            return ""
+        if not isinstance(payload, str) or "\n--" not in payload:
+            return "", ""
+        found = boundary and re.search(_spoiled(boundary), payload, re.MULTILINE)
+        if found:
+            swallowed_by = boundary
+        else:
+            if _cte(child) != "base64":
+                return "", ""
+            found = _FOREIGN_DELIMITER.search(payload)
+            if found is None:
+                return "", ""
+            swallowed_by = found.group(1)
         child.set_payload(payload[: found.start()].removesuffix("\n").removesuffix("\r"))
-        return payload[found.start() :]
+        return payload[found.start() :], swallowed_by
 
     def _swallowed_parts(self, text: str, boundary: str, depth: int, out: list[_Unit]) -> None:
         # Followed by a part's headers, a spoiled line opens that part.
@@ -931,7 +944,10 @@ class _Reader:
 
     def _unclosed(self, part: _Part) -> None:
         if any(isinstance(d, email.errors.CloseBoundaryNotFoundDefect) for d in part.defects):
-            self.note("The email ends before its last part is closed: it may have been cut short.")
+            self.note(
+                "The email ends before the boundary that closes its last part: it may have been "
+                "cut short."
+            )
 
     def _outside(self, text: str | None, boundary: str, out: list[_Unit]) -> None:
         """A preamble or epilogue: kept when it holds more than MIME boilerplate and
@@ -943,6 +959,10 @@ class _Reader:
         text = _raw_text(text.strip(), self.charsets)
         if not text or (len(text) <= _BOILERPLATE_CHARS and "mime" in text.lower()):
             return
+        self.note(
+            "Part of the email's text lies outside its parts (before the first boundary or "
+            "after the closing one), where mail programs may not show it; it is shown here."
+        )
         out.append(_Unit(text=text))
 
     def _alternative(self, children: list, depth: int, out: list[_Unit]) -> None:
@@ -1044,16 +1064,16 @@ class _Reader:
             )
             if tree.is_multipart():
                 self.note(
-                    "The email's parts are not separated as its headers say; they were told "
-                    "apart by the separator found in its text."
+                    "The email's parts are separated by another boundary than its headers "
+                    "declare; they were read by the one found in its text."
                 )
                 self.read(tree, depth, out)
                 return
         if not body.strip():
             return  # nothing to lose
         self.note(
-            "The email says it has several parts, but they could not be told apart; its text "
-            "is shown as it came."
+            "The email's structure is broken: it says it has several parts, but they could not "
+            "be told apart; its text is shown as it came."
         )
         data, _trouble = _payload(part)
         text = _text_of(data, "utf-8", self._charset(part), *self.charsets)
@@ -1084,7 +1104,7 @@ class _Reader:
         if filename or disposition == "attachment" or content_type not in _TEXT_TYPES:
             if trouble == "not base64":
                 self.note(
-                    f"The attachment {filename or content_type} says it is base64-encoded but "
+                    f"The attachment {filename or content_type} is marked as base64-encoded but "
                     "is not; it is kept as it came."
                 )
             elif trouble == "damaged":
@@ -1096,10 +1116,11 @@ class _Reader:
             return
         if trouble == "not base64":
             self.note(
-                "A part of the email says it is base64-encoded but is not; it is shown as it came."
+                "A part of the email is marked as base64-encoded but is not; it is shown as it "
+                "came."
             )
         elif trouble == "damaged":
-            self.note("A part of the email is not valid base64; it was decoded as far as possible.")
+            self.note("A part of the email has invalid base64; it was decoded as far as possible.")
         text = self._text(data, charset)
         if "\r\n" in text:
             text = text.replace("\r\n", "\n")  # stored with one kind of line break
@@ -1146,23 +1167,22 @@ class _Reader:
         if not lines:
             return ""
         self.note(
-            "A part of the email has no blank line after its headers; its first lines may "
-            "be shown out of place."
+            "A part of the email is malformed (no blank line after its headers); its first "
+            "lines may be shown out of place."
         )
         return "".join(lines)
 
     def _text(self, data: bytes, declared: str | None) -> str:
+        """A text part's bytes as text. A wrong or unknown charset label is common and
+        recovered from without a note, as browsers do: the declared charset, else UTF-8
+        (valid UTF-8 by accident is rare), else the declared one with U+FFFD for the bytes
+        it cannot read (a lone NUL that a server turned into 0x80), else Windows-1252."""
         codec = _codec(declared)
         if codec is None or codec == "ascii":
-            if declared and codec is None:
-                text = _text_of(data, "utf-8", *self.charsets)
-                self.note(
-                    f"A part of the email is in a character set this system does not know "
-                    f"({declared[:40]}); it was read as well as possible."
-                )
-                return text
-            # Undeclared or ASCII: 8-bit text is UTF-8 more often than not.
-            return data.decode("ascii") if data.isascii() else _text_of(data, "utf-8")
+            # Undeclared, unknown or ASCII: 8-bit text is UTF-8 more often than not.
+            if data.isascii():
+                return data.decode("ascii")
+            return _text_of(data, "utf-8", *self.charsets)
         if data.isascii() and not _SEVEN_BIT.match(codec):
             return data.decode("ascii")
         try:
@@ -1171,25 +1191,15 @@ class _Reader:
             pass
         if codec != "utf_8":
             try:
-                text = data.decode("utf-8")
+                return data.decode("utf-8")
             except UnicodeDecodeError:
                 pass
-            else:
-                self.note(
-                    f"A part of the email says it is in {declared[:40]} but is not; it was read "
-                    "as UTF-8."
-                )
-                return text
-        self.note(
-            f"A part of the email has bytes that are not valid {declared[:40]}; they are shown "
-            "as �."
-        )
         return data.decode(codec, "replace")
 
     def _attach(self, filename: str, content_type: str, data: bytes) -> None:
         self.attachments.append(
             ParsedAttachment(
-                name=(filename or _unnamed(content_type))[:255],
+                name=(filename or _unnamed(content_type))[:1000],
                 content_type=content_type[:255],
                 data=data,
             )

@@ -109,7 +109,7 @@ def test_it_shows_the_problem_in_words_and_every_note(client, db):
     parsed = parse_message(
         b'Subject: cut\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\n'
         b"the text before the cut\r\n--b\r\n"
-        b"Content-Type: text/plain; charset=x-nonsense\r\n\r\nmore"
+        b"Content-Transfer-Encoding: base64\r\n\r\nthis is no base64, and the message ends"
     )
     assert len(parsed.notes) == 2
     email = _email(

@@ -254,13 +254,18 @@ def test_it_keeps_preamble_and_epilogue_text_but_not_mime_boilerplate():
     raw = (
         b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
         b"This is a multi-part message in MIME format.\r\n--b1\r\n\r\nthe part\r\n"
-        b"--b1--\r\nA footer a list server appended.\r\n"
+        b"--b1--\r\n\r\n"
     )
     assert _takes_fast_path(raw)
-    assert _both(raw).text_body == "the part\n\nA footer a list server appended."
+    assert (_both(raw).text_body, _both(raw).problem) == ("the part", "")
 
     raw = raw.replace(b"This is a multi-part message in MIME format.", b"Text before.")
-    assert _both(raw).text_body.startswith("Text before.\n\nthe part")
+    raw += b"A footer a list server appended.\r\n"
+    parsed = _both(raw)
+    assert parsed.text_body == "Text before.\n\nthe part\n\nA footer a list server appended."
+    # Mail programs may not show text outside the parts: the original is worth keeping.
+    assert parsed.problem == INCOMPLETE
+    assert any("outside its parts" in note for note in parsed.notes)
 
 
 def test_it_reads_a_part_without_headers_as_plain_text():
@@ -303,6 +308,21 @@ def test_it_reads_the_parts_after_a_malformed_delimiter_line(spoiled):
     assert any("malformed" in note for note in parsed.notes)
 
 
+def test_it_reads_the_parts_after_a_mistyped_delimiter_inside_base64():
+    raw = _multipart(PLAIN + b"one", PDF + b"\r\n--c\r\n" + PLAIN + b"two, after the typo")
+    parsed = _both(raw)
+    assert parsed.text_body == "one\n\ntwo, after the typo"
+    assert [(a.name, a.data) for a in parsed.attachments] == [("a.pdf", b"%PDF-1.4\n")]
+    assert parsed.problem == INCOMPLETE
+
+    # In a part that is not base64 such lines may be content (an attached .eml): kept.
+    eml = b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+    eml += b'filename="fwd.eml"\r\n\r\n--c\r\n' + PLAIN + b"inside the file"
+    parsed = _both(_multipart(PLAIN + b"one", eml))
+    assert parsed.text_body == "one"
+    assert parsed.attachments[0].data.endswith(b"inside the file")
+
+
 def test_it_reads_parts_by_the_boundary_the_text_uses_when_the_header_has_a_typo():
     raw = _multipart(PLAIN + b"one", PDF, PLAIN + b"two", boundary=b"real")
     raw = raw.replace(b'boundary="real"', b'boundary="rael"', 1)
@@ -310,7 +330,7 @@ def test_it_reads_parts_by_the_boundary_the_text_uses_when_the_header_has_a_typo
     assert parsed.text_body == "one\n\ntwo"
     assert [a.name for a in parsed.attachments] == ["a.pdf"]
     assert parsed.problem == INCOMPLETE
-    assert any("not separated as its headers say" in note for note in parsed.notes)
+    assert any("another boundary than its headers declare" in note for note in parsed.notes)
 
 
 @pytest.mark.parametrize(
@@ -321,7 +341,7 @@ def test_it_shows_a_multipart_without_parts_as_text_with_a_note(head):
     parsed = _both(head + b"\r\nJust a letter,\r\nno parts at all.\r\n")
     assert parsed.text_body == "Just a letter,\r\nno parts at all.\r\n"
     assert parsed.problem == INCOMPLETE
-    assert any("could not be told apart" in note for note in parsed.notes)
+    assert any("structure is broken" in note for note in parsed.notes)
 
 
 def test_it_keeps_the_text_of_a_message_cut_before_its_closing_boundary():
@@ -356,16 +376,21 @@ def test_it_shows_lines_a_part_without_a_blank_line_lost_to_its_headers():
     assert "thanks" in parsed.text_body
 
 
-def test_it_reads_text_in_a_charset_other_than_declared_and_notes_it():
+def test_it_reads_text_in_a_charset_other_than_declared_without_ado():
+    # Wrong and unknown labels are common; like a browser, read on without a note.
     part = b"Content-Type: text/plain; charset=big5\r\n\r\n" + "Grüße".encode()
-    parsed = _both(_multipart(part))
-    assert parsed.text_body == "Grüße"
-    assert parsed.problem == INCOMPLETE
-
+    unknown = b"Content-Type: text/plain; charset=x-nonsense\r\n\r\n" + "Grüße".encode()
     latin = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\n" + "Grüße €".encode("cp1252")
-    parsed = _both(_multipart(latin))
-    assert parsed.text_body == "Grüße €"  # ISO-8859-1 read as Windows-1252
-    assert parsed.problem == ""
+    # A NUL some servers hand out as 0x80, which is no UTF-8.
+    broken = b"Content-Type: text/plain; charset=utf-8\r\n\r\nbefore\x80after"
+    for raw, text in [
+        (part, "Grüße"),
+        (unknown, "Grüße"),
+        (latin, "Grüße €"),  # ISO-8859-1 read as Windows-1252
+        (broken, "before\ufffdafter"),
+    ]:
+        parsed = _both(_multipart(raw))
+        assert (parsed.text_body, parsed.problem, parsed.notes) == (text, "", [])
 
 
 # Headers -----------------------------------------------------------------------------
