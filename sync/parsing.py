@@ -910,8 +910,8 @@ class _Reader:
         this part's body (an attachment's, often, where their text would be lost); the
         part keeps what came before that line."""
         payload = child._payload
-        if not isinstance(payload, str) or "\n--" not in payload:
-            return "", ""
+        if child.opaque or not isinstance(payload, str) or "\n--" not in payload:
+            return "", ""  # (an unread part too deep holds its own delimiters)
         found = boundary and re.search(_spoiled(boundary), payload, re.MULTILINE)
         if found:
             swallowed_by = boundary
