@@ -922,6 +922,9 @@ class _Reader:
             if found is None:
                 return "", ""
             swallowed_by = found.group(1)
+        token = found.group(0)[2:].split()[0]
+        if re.search(r"boundary\s*=\s*\"?" + re.escape(token.removesuffix("--")), payload, re.I):
+            return "", ""  # a boundary the part itself declares: an attached .eml, say
         child.set_payload(payload[: found.start()].removesuffix("\n").removesuffix("\r"))
         return payload[found.start() :], swallowed_by
 

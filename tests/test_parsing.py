@@ -315,7 +315,12 @@ def test_it_reads_the_parts_after_a_mistyped_delimiter_inside_base64():
     assert [(a.name, a.data) for a in parsed.attachments] == [("a.pdf", b"%PDF-1.4\n")]
     assert parsed.problem == INCOMPLETE
 
-    # In a part that is not base64 such lines may be content (an attached .eml): kept.
+    # A boundary the part declares itself, and one that is not base64, may be content
+    # (an attached .eml): kept as it came.
+    inner = _multipart(PLAIN + b"inside the file", boundary=b"b-inner")
+    parsed = _both(_multipart(PLAIN + b"one", PDF.replace(b"base64", b"7bit") + b"\r\n" + inner))
+    assert parsed.text_body == "one" and parsed.problem == ""
+
     eml = b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
     eml += b'filename="fwd.eml"\r\n\r\n--c\r\n' + PLAIN + b"inside the file"
     parsed = _both(_multipart(PLAIN + b"one", eml))
