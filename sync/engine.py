@@ -23,10 +23,15 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
-from systemsettings.selectors import create_contacts_for_unknown_senders, message_size_limit
+from systemsettings.selectors import (
+    create_contacts_for_unknown_senders,
+    message_depth_limit,
+    message_parts_limit,
+    message_size_limit,
+)
 
 from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
-from .parsing import UNREADABLE, ParsedEmail, fingerprint, parse_message
+from .parsing import DEFAULT_LIMITS, UNREADABLE, Limits, ParsedEmail, fingerprint, parse_message
 from .store import Fetched, Store, Stored
 
 # A batch is one FETCH and one transaction. Bounded in bytes as well as in count, so a
@@ -244,7 +249,6 @@ class AccountSyncer:
         self.special_use = b"SPECIAL-USE" in capabilities
         self.statuses: dict[str, dict] = {}
         self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
-        self.limits = None
         # A new signed-in session, for going on after the server ended one over a
         # message it cannot read (`_reopen_after`); None: such a run ends.
         self.open_session = open_session
@@ -415,7 +419,8 @@ class AccountSyncer:
         it waits for a long fetch (a large message, a slow server), the caller renews
         the mailbox's claim."""
         batches = self._batches(uids)
-        self.size_limit  # noqa: B018 (read here: the helper thread never touches the database)
+        # Read here: the helper thread never touches the database.
+        self.size_limit, self.limits  # noqa: B018
 
         def fetch_next() -> FetchedBatch | None:
             batch = next(batches, None)
@@ -530,9 +535,8 @@ class AccountSyncer:
             if item is None:
                 continue
             raw, seen = item
-            result.items.append(
-                Fetched(uid=uid, parsed=parse_safely(raw), seen=seen, size=len(raw), raw=raw)
-            )
+            parsed = parse_safely(raw, self.limits)
+            result.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
         return result
 
     def _halved(
@@ -557,11 +561,15 @@ class AccountSyncer:
     def large(self, uid: int, size: int) -> Fetched:
         from .large import fetch_large
 
-        return fetch_large(self.client, uid, size, limit=self.size_limit)
+        return fetch_large(self.client, uid, size, limit=self.size_limit, limits=self.limits)
 
     @cached_property
     def size_limit(self) -> int:
         return message_size_limit()
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
 
     def _apply_changes(
         self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus,
@@ -615,11 +623,11 @@ class FetchedBatch:
     unstored: dict[int, str] = field(default_factory=dict)  # UID: why
 
 
-def parse_safely(raw: bytes, limits=None) -> ParsedEmail:
+def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
     """parse_message never raises by design; should it still (a bug, a recursion limit),
     the message is stored as unreadable with its original instead of failing the run."""
     try:
-        return parse_message(raw) if limits is None else parse_message(raw, limits=limits)
+        return parse_message(raw, limits=limits or DEFAULT_LIMITS)
     except Exception as error:
         return ParsedEmail(
             message_key=fingerprint(raw),

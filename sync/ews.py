@@ -288,7 +288,7 @@ class EwsSyncer(AccountSyncer):
                 continue
             # EWS has no UIDs: the location's UID is the app's own count per folder.
             folder.last_uid += 1
-            parsed = parse_safely(raw)
+            parsed = parse_safely(raw, self.limits)
             if note:
                 parsed.problem = parsed.problem or level
                 parsed.notes.append(note)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from imapclient import IMAPClient
 
-from .parsing import INCOMPLETE, parse_message
+from .parsing import DEFAULT_LIMITS, INCOMPLETE, Limits, parse_message
 from .store import Fetched, Spooled
 
 CHUNK = 1 << 20  # bytes per partial FETCH
@@ -34,8 +34,6 @@ SMALL_PART = 32 * 1024
 # Text parts are read up to this many bytes together: the parser keeps at most
 # MAX_BODY_CHARS of text, and encodings at most double a text's size.
 TEXT_BUDGET = 6_000_000
-MAX_PARTS = 200
-MAX_DEPTH = 20
 
 
 @dataclass
@@ -113,24 +111,25 @@ def _leaf(node, section: str) -> Leaf:
     return Leaf(section, maintype, subtype, params, encoding, size, disposition, filename)
 
 
-def plan(structure) -> tuple[Plan, dict]:
+def plan(structure, limits: Limits = DEFAULT_LIMITS) -> tuple[Plan, dict]:
     """The skeleton's plan, and the tree to write it by: {section: node description}."""
     result = Plan()
+    max_parts, max_depth = limits.max_parts, limits.max_depth
     tree: dict = {}
 
     def walk(node, prefix: str, depth: int, owner: str) -> None:
         """`owner`: the section whose headers describe this node ("" for the message's,
         or "S" for a message/rfc822 part's embedded header)."""
-        if depth > MAX_DEPTH:
-            result.cut = f"parts nested deeper than {MAX_DEPTH} levels were not read"
+        if depth > max_depth:
+            result.cut = f"parts nested deeper than {max_depth} levels were not read"
             tree[owner or "top"] = ("cut",)
             return
         if _is_multipart(node):
             parts, _subtype, params = _split_multipart(node)
             children = []
             for number, part in enumerate(parts, start=1):
-                if len(result.leaves) >= MAX_PARTS:
-                    result.cut = f"parts after the first {MAX_PARTS} were not read"
+                if len(result.leaves) >= max_parts:
+                    result.cut = f"parts after the first {max_parts} were not read"
                     break
                 section = f"{prefix}.{number}" if prefix else str(number)
                 result.headers.append(f"{section}.MIME")
@@ -172,8 +171,9 @@ def _as_token_part(mime_headers: bytes) -> bytes:
 
 
 class LargeReader:
-    def __init__(self, client: IMAPClient, uid: int, size: int, *, limit: int):
+    def __init__(self, client: IMAPClient, uid: int, size: int, *, limit: int, limits: Limits):
         self.client = client
+        self.limits = limits
         self.uid = uid
         self.size = size
         self.limit = limit
@@ -192,10 +192,10 @@ class LargeReader:
         first = self._fetch([b"FLAGS", b"BODYSTRUCTURE", b"BODY.PEEK[HEADER]"])
         seen = b"\\seen" in {bytes(f).lower() for f in first.get(b"FLAGS", ())}
         header = first.get(b"BODY[HEADER]") or b""
-        skeleton_plan, tree = plan(first[b"BODYSTRUCTURE"])
+        skeleton_plan, tree = plan(first[b"BODYSTRUCTURE"], self.limits)
         parts = self._parts(skeleton_plan)
         skeleton = self._headers("top", header, tree, parts) + self._body("top", tree, parts)
-        parsed = parse_message(skeleton)
+        parsed = parse_message(skeleton, limits=self.limits)
         notes = []
         if self.over:
             notes.append(
@@ -340,10 +340,12 @@ class LargeReader:
         return path
 
 
-def fetch_large(client: IMAPClient, uid: int, size: int, *, limit: int) -> Fetched:
-    """`limit`: MaxMessageSizeMB in bytes, read by the caller (this runs in the fetching
-    thread, which never touches the database)."""
-    return LargeReader(client, uid, size, limit=limit).read()
+def fetch_large(
+    client: IMAPClient, uid: int, size: int, *, limit: int, limits: Limits = DEFAULT_LIMITS
+) -> Fetched:
+    """`limit`: MaxMessageSizeMB in bytes, and `limits` the parser's, read by the caller
+    (this runs in the fetching thread, which never touches the database)."""
+    return LargeReader(client, uid, size, limit=limit, limits=limits).read()
 
 
 def _piece(pieces: dict, section: str) -> bytes:

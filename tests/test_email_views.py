@@ -151,3 +151,24 @@ def test_it_offers_the_original_only_to_those_who_may_see_the_email(client, db, 
     without = _email(email.account, subject="fine")
     assert client.get(reverse("sync:original", args=[without.pk])).status_code == 404
     assert "Download the original" not in client.get(reverse("sync:email", args=[without.pk])).text
+
+
+def test_it_makes_the_html_of_emails_stored_earlier_safe_once(transactional_db):
+    """Emails stored before HTML was sanitised at download: the migration cleans them,
+    since the page now shows what is stored."""
+    import importlib
+
+    from django.apps import apps
+
+    from sync.models import Email
+    from tests.factories import EmailAccountFactory
+
+    email = Email.objects.create(
+        account=EmailAccountFactory(), message_key="old",
+        html_body='<p onclick="steal()">Hi<script>alert(1)</script></p>',
+    )  # fmt: skip
+    migration = importlib.import_module("sync.migrations.0012_sanitise_stored_html")
+    migration.sanitise(apps, None)
+    email.refresh_from_db()
+    assert "script" not in email.html_body and "onclick" not in email.html_body
+    assert "Hi" in email.html_body

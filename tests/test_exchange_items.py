@@ -265,12 +265,18 @@ def test_it_exports_the_people_the_mailbox_writes_with_once(exchange_mailbox, ew
 
 
 def test_it_offers_the_exchange_sections_only_for_exchange_mailboxes(
-    client, exchange_mailbox, synced_mailbox, queued, monkeypatch
+    client, exchange_mailbox, synced_mailbox, monkeypatch
 ):
-    from accounts import views
+    from sync import services, tasks
 
     imports = []
-    monkeypatch.setattr(views.import_exchange_items, "delay_on_commit", imports.append)
+
+    def capture(task, account_id):
+        if task is tasks.import_exchange_items:
+            imports.append(account_id)
+        return True
+
+    monkeypatch.setattr(services, "publish_on_commit", capture)
     exchange, _address = exchange_mailbox
     imap, _mailbox = synced_mailbox
     imap.owner = exchange.owner
