@@ -55,22 +55,27 @@ def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
     return beat
 
 
-def _claim(account_id: int, token: str | None = None) -> str | None:
-    """Take the mailbox's claim with one conditional update; None if someone else holds
-    it. A retry of the same task brings the token it claimed with: a claim its first
-    attempt could not release (the database was gone) is its own to take again."""
+def _claim(account_id: int, token: str | None = None) -> tuple[str | None, bool]:
+    """Take the mailbox's claim with one conditional update: (the token, or None if
+    someone else holds it; whether the claim was left by a run that did not end, whose
+    record may then still say "running"). A retry of the same task brings the token it
+    claimed with: a claim its first attempt could not release (the database was gone)
+    is its own to take again."""
     now = timezone.now()
     token = token or str(uuid.uuid4())
-    free = MailboxSync.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now) | Q(claim_token=token),
-        account_id=account_id,
-    )
-    claimed = free.update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
-    if not claimed and not MailboxSync.objects.filter(account_id=account_id).exists():
+    taken = {"claimed_until": now + _lease(), "claim_token": token, "last_started_at": now}
+    rows = MailboxSync.objects.filter(account_id=account_id)
+    # Almost always free: one statement. Else one left by a dead run, or our own.
+    if rows.filter(claimed_until__isnull=True).update(**taken):
+        return token, False
+    if rows.filter(Q(claimed_until__lt=now) | Q(claim_token=token)).update(**taken):
+        return token, True
+    if not rows.exists():
         # A mailbox's first sync: its row is made here, then claimed like any other.
         MailboxSync.objects.get_or_create(account_id=account_id)
-        claimed = free.update(claimed_until=now + _lease(), claim_token=token, last_started_at=now)
-    return token if claimed else None
+        if rows.filter(claimed_until__isnull=True).update(**taken):
+            return token, False
+    return None, False
 
 
 def _renew(account_id: int, token: str) -> None:
@@ -221,10 +226,11 @@ def _mailbox_sync(
     )
     if account is None:
         return None
-    token = _claim(account_id, claim_token)
+    token, left_behind = _claim(account_id, claim_token)
     if token is None:
         return None
-    runs_interrupted_close(account_id=account_id)
+    if left_behind:
+        runs_interrupted_close(account_id=account_id)
     run = SyncRun(account=account)
     try:
         if _is_exchange(account):
