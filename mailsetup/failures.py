@@ -40,6 +40,7 @@ ACTIONS: dict[str, Action] = {
     "token_unavailable": Action.RETRY,  # the OAuth token endpoint could not be reached
     "database": Action.RETRY,  # our own database went away during the work
     "queue": Action.RETRY,  # our own task queue (the broker) could not be reached
+    "storage": Action.RETRY,  # our own files: a full disk, a volume we may not write
     # A person has to act: the owner, or an administrator where the message says so.
     "credentials": Action.OWNER,
     "app_password": Action.OWNER,

@@ -1,3 +1,4 @@
+import logging
 import random
 from datetime import datetime, timedelta
 from functools import partial, wraps
@@ -18,6 +19,8 @@ from sync.models import Attachment, Email
 from .delivery import DeliveryError, copy_to_sent, deliver
 from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
+
+logger = logging.getLogger(__name__)
 
 # Deliveries (and Sent copies) tried at most this often: the first and six retries with
 # backoff, about an hour in all.
@@ -249,8 +252,27 @@ def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
     """Mark it sent, and put it on the timelines at once: the same Email row the next
     sync would make from the Sent copy (same mailbox, same Message-ID), so the sync
     only adds the copy's folder to it."""
-    with files_for_transaction() as files, transaction.atomic():
-        _sent_record(outgoing, claim, files)
+    try:
+        with files_for_transaction() as files, transaction.atomic():
+            _sent_record(outgoing, claim, files)
+    except (OperationalError, InterfaceError):
+        raise  # our database gone: the sweep settles the row once it is back
+    except Exception as error:
+        # The server took the message: it is sent, whatever became of our copy of it
+        # (a full disk for its attachments, say). The next download of the Sent folder
+        # brings the copy to the timelines.
+        logger.warning("Outgoing email %s was sent; its timeline copy failed: %r",
+                       outgoing.pk, error)  # fmt: skip
+        keeps_copy = outgoing.account.provider.files_sent_copies
+        _mine(outgoing.pk, claim).update(
+            state=OutgoingEmail.State.SENT, sent_at=timezone.now(), error_kind="",
+            error=f"Sent. It could not be put on the timelines yet ({type(error).__name__}); "
+            "the next download of the Sent folder brings it there.",
+            next_attempt_at=timezone.now(),
+            sent_copy=OutgoingEmail.Copy.BY_SERVER if keeps_copy else OutgoingEmail.Copy.PENDING,
+        )  # fmt: skip
+        if not keeps_copy:
+            _queue_copy(outgoing.pk)
 
 
 def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) -> None:

@@ -278,6 +278,13 @@ def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
         return error
     if isinstance(error, ExchangeError):
         return exchange_failure(error.__cause__ or error, account)
+    if isinstance(error, OSError) and error.filename is not None:
+        # A file of ours (an attachment, an original, a spooled part), not the network.
+        return MailError(
+            "storage",
+            f"The app could not write its files ({error.strerror or type(error).__name__}); "
+            "its administrator must free space or fix the storage's permissions.",
+        )
     if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
         return MailError(
             "connection_lost",

@@ -8,6 +8,7 @@ the connect call answering as it would. The test then asserts the state it leads
 RETRY → queued again (a TransientSendError), OWNER and NEVER → "Not sent" at once with
 the reason, UNKNOWN → "May have been sent"; for the Sent copy, pending or failed."""
 
+import contextlib
 import errno
 import socket
 from datetime import timedelta
@@ -314,7 +315,7 @@ COPY_SAYS = {
     "server_error": "The server refused the copy (append failed: [OVERQUOTA] Mailbox is full)",
 }
 # Met outside a delivery's or a copy's own run, each tested below.
-SEPARATE = {"database", "queue"}
+SEPARATE = {"database", "queue", "storage"}
 
 
 def _draft(account) -> Draft:
@@ -453,3 +454,27 @@ def test_it_leaves_an_email_to_the_sweep_when_the_database_stays_away(monkeypatc
     assert isinstance(result.result, TransientSendError)
     assert calls == [7] * (tasks.DATABASE_RETRIES + 1)
     assert caplog.text.count("Retry in") == tasks.DATABASE_RETRIES
+
+
+def test_it_calls_an_email_sent_when_only_its_timeline_copy_could_not_be_written(
+    request, db, outbox, monkeypatch
+):
+    """Kind "storage": a full disk while the sent email's attachments are written for the
+    timelines. The server took the message, so it is sent, not "May have been sent"."""
+    import errno
+
+    from sending import services
+
+    account = _account(request)
+    # Not queued (nothing would run it here): the test runs the service itself.
+    outgoing = _queued(account, contextlib.nullcontext)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/media/attachments/x")
+
+    monkeypatch.setattr(services, "_sent_record", disk_full)
+    services.outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.SENT
+    assert "could not be put on the timelines yet" in outgoing.error
+    assert len(outbox.messages) == 1

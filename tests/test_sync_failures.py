@@ -124,3 +124,34 @@ def test_it_carries_a_failure_through_pickling_as_celery_does():
         )  # fmt: skip
     tls = SignInError("tls", "x", field="provider")
     assert pickle.loads(pickle.dumps(tls)).field == "provider"  # noqa: S301 (our own bytes)
+
+
+def test_it_says_a_full_disk_is_the_apps_storage_not_the_mail_server(
+    synced_mailbox, settings, tmp_path
+):
+    from tests.mailbox import make_message
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="with a file", attachment=("a.pdf", b"%PDF")))
+    media = tmp_path / "media"
+    media.mkdir()
+    media.chmod(0o500)  # the volume the app may not write (root: made read-only below)
+    settings.MEDIA_ROOT = str(media)
+    import errno
+
+    from django.core.files.storage import FileSystemStorage
+
+    real = FileSystemStorage._save
+
+    def full(self, name, content):
+        raise OSError(errno.ENOSPC, "No space left on device", str(media / name))
+
+    FileSystemStorage._save = full
+    try:
+        with pytest.raises(TransientSyncError, match="could not write its files"):
+            mailbox_sync(account_id=account.pk)
+    finally:
+        FileSystemStorage._save = real
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == "storage"
+    assert "mail server" not in state.last_error
