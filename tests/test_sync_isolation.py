@@ -310,3 +310,25 @@ def test_it_takes_back_its_own_claim_on_a_retry(synced_mailbox):
     assert Email.objects.filter(subject="waiting").exists()
     stale.refresh_from_db()
     assert stale.state == SyncRun.State.INTERRUPTED
+
+
+def test_it_keeps_a_forged_correction_that_reuses_a_message_id(synced_mailbox):
+    """Same Message-ID, sender and subject, five minutes apart, other content: a forged
+    "correction" must not replace the real invoice, nor disappear behind it."""
+    account, mailbox = synced_mailbox
+    real = make_message(
+        subject="Invoice 42", message_id="<inv-42@partner.test>",
+        body="Please pay to IBAN DE11 1111.", age=timedelta(minutes=10),
+    )  # fmt: skip
+    forged = make_message(
+        subject="Invoice 42", message_id="<inv-42@partner.test>",
+        body="CORRECTION: pay to IBAN XX99 9999 instead.", age=timedelta(minutes=5),
+    )  # fmt: skip
+    mailbox.append("INBOX", real, forged)
+    mailbox.append("Archive", real)  # a copy of the real one: the same email
+    _sync(account)
+    texts = sorted(Email.objects.values_list("text_body", flat=True))
+    assert len(texts) == 2
+    assert "DE11" in texts[1] and "XX99" in texts[0]
+    assert EmailLocation.objects.count() == 3
+    assert Email.objects.exclude(notes="").count() == 1
