@@ -332,3 +332,27 @@ def test_it_keeps_a_forged_correction_that_reuses_a_message_id(synced_mailbox):
     assert "DE11" in texts[1] and "XX99" in texts[0]
     assert EmailLocation.objects.count() == 3
     assert Email.objects.exclude(notes="").count() == 1
+
+
+def test_it_sets_aside_many_messages_the_server_ends_the_session_over(synced_mailbox, dovecot):
+    """Ten unreadable message files among 120 in one batch: each costs its message, and
+    the next run does not ask for them again until their retry falls due."""
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m {n:03}") for n in range(120)))
+    broken = [_message_file(dovecot, account.address, f"m {n:03}") for n in range(5, 120, 12)]
+    for path in broken:
+        os.chmod(path, 0)
+    try:
+        run = _sync(account)
+        assert run.new_locations == 110
+        assert UnstoredMessage.objects.count() == len(broken) == 10
+        assert Email.objects.count() == 110
+        again = _sync(account)
+        assert (again.new_locations, again.new_emails) == (0, 0)
+        assert UnstoredMessage.objects.filter(attempts=1).count() == 10  # not asked again
+    finally:
+        for path in broken:
+            os.chmod(path, 0o600)
+    _an_hour_passes()
+    _sync(account)
+    assert Email.objects.count() == 120 and not UnstoredMessage.objects.exists()
