@@ -25,6 +25,7 @@ from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync
 
 from .engine import AccountSyncer, folders_refresh
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
+from .store import ours
 
 
 def _lease() -> timedelta:
@@ -292,8 +293,9 @@ def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
         return error
     if isinstance(error, ExchangeError):
         return exchange_failure(error.__cause__ or error, account)
-    if isinstance(error, OSError) and error.filename is not None:
-        # A file of ours (an attachment, an original, a spooled part), not the network.
+    if isinstance(error, OSError) and (error.filename is not None or ours(error)):
+        # A file of ours (an attachment, an original, a spooled part), not the network:
+        # a full disk says ENOSPC with no file name.
         return MailError(
             "storage",
             f"The app could not write its files ({error.strerror or type(error).__name__}); "
