@@ -401,7 +401,7 @@ class AccountSyncer:
         a reconnection), at most RETRY_UNSTORED a run, fetched like any other."""
         now = timezone.now()
         due = sorted(
-            (n for n in noted.values() if n.last_failed_at + _retry_after(n.attempts) <= now),
+            (n for n in noted.values() if n.last_failed_at + retry_after(n.attempts) <= now),
             key=lambda n: n.last_failed_at,
         )[:RETRY_UNSTORED]
         if not due:
@@ -701,7 +701,7 @@ def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
         )
 
 
-def _retry_after(attempts: int) -> timedelta:
+def retry_after(attempts: int) -> timedelta:
     return min(timedelta(minutes=2**attempts), timedelta(days=1))
 
 
@@ -709,7 +709,7 @@ def _next_retry(folder: Folder, uidvalidity: int):
     noted = UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
     return min(
         (
-            n.last_failed_at + _retry_after(n.attempts)
+            n.last_failed_at + retry_after(n.attempts)
             for n in noted.only("attempts", "last_failed_at")
         ),
         default=None,

@@ -262,6 +262,8 @@ class UnstoredMessage(models.Model):
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="unstored")
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
+    # An Exchange item's id: how it is asked for again (its UID is the app's own count).
+    item_id = models.CharField(max_length=512, blank=True)
     error = models.TextField()
     attempts = models.PositiveIntegerField(default=1)
     first_failed_at = models.DateTimeField(default=timezone.now)

@@ -421,16 +421,28 @@ class Store:
         except Exception as second:
             if ours(second):
                 raise
-            return self.unstored(folder, uidvalidity, item.uid, f"{note} Then: {second!r}"[:2000])
+            why = f"{note} Then: {second!r}"[:2000]
+            return self.unstored(folder, uidvalidity, item.uid, why, item.item_id)
         return Stored(emails=int(created), locations=1, problems=int(created))
 
-    def unstored(self, folder: Folder, uidvalidity: int, uid: int, error: str) -> Stored:
+    def unstored(
+        self, folder: Folder, uidvalidity: int, uid: int, error: str, item_id: str = ""
+    ) -> Stored:
         """A message not stored at all: noted, to be tried again by the next runs."""
         try:
             with transaction.atomic():
-                noted, created = UnstoredMessage.objects.get_or_create(
-                    folder=folder, uidvalidity=uidvalidity, uid=uid, defaults={"error": error}
+                # An Exchange item is known by its id; each attempt gives it a new count.
+                earlier = (
+                    item_id
+                    and UnstoredMessage.objects.filter(folder=folder, item_id=item_id).first()
                 )
+                if earlier:
+                    noted, created = earlier, False
+                else:
+                    noted, created = UnstoredMessage.objects.get_or_create(
+                        folder=folder, uidvalidity=uidvalidity, uid=uid,
+                        defaults={"error": error, "item_id": item_id},
+                    )  # fmt: skip
                 if not created:
                     noted.error = error
                     noted.attempts += 1
