@@ -60,7 +60,7 @@ def test_it_trusts_the_dev_mail_ca_wherever_the_var_dir_points(var_dir):
     production = {"DEBUG": "false", "SECRET_KEY": "s", "CREDENTIAL_KEYS": "x" * 43 + "="}
     assert _settings_in(var_dir, **production) == "None"
     # make run passes no CA path of its own that would take precedence.
-    assert "MAIL_EXTRA_CA_FILE" not in (PROJECT / "Makefile").read_text()
+    assert "var/dev-mail/ca.pem" not in (PROJECT / "Makefile").read_text()
 
 
 def test_it_seeds_a_demo_mailbox_a_newcomer_signs_in_to_and_downloads(
