@@ -356,3 +356,30 @@ def test_it_sets_aside_many_messages_the_server_ends_the_session_over(synced_mai
     _an_hour_passes()
     _sync(account)
     assert Email.objects.count() == 120 and not UnstoredMessage.objects.exists()
+
+
+def test_it_knows_a_copy_read_under_other_limits_for_the_same_email(synced_mailbox):
+    """The content key comes from the server's bytes, not from what the parser made of
+    them: a copy filed later, read under a lower parts limit, is the same email."""
+    from email.message import EmailMessage
+
+    from systemsettings.models import SystemSetting
+
+    account, mailbox = synced_mailbox
+    message = EmailMessage()
+    message["Subject"] = "Photos"
+    message["From"] = "peter@partner.test"
+    message["Message-ID"] = "<photos-1@partner.test>"
+    message.set_content("Fifteen photos.")
+    for number in range(15):
+        message.add_attachment(b"jpeg %d" % number, maintype="image", subtype="jpeg",
+                               filename=f"p{number}.jpg")  # fmt: skip
+    mailbox.append("INBOX", message.as_bytes())
+    _sync(account)
+    SystemSetting.objects.update_or_create(
+        code="MaxMessageParts", defaults={"value_type": "integer", "value": "10"}
+    )
+    mailbox.append("Archive", message.as_bytes())
+    _sync(account)
+    assert Email.objects.count() == 1
+    assert EmailLocation.objects.count() == 2
