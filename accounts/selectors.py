@@ -77,8 +77,14 @@ def open_notifications(user) -> QuerySet[AccountNotification]:
     ).select_related("account")
 
 
-def providers_matching(query: str) -> QuerySet[EmailProvider]:
-    providers = EmailProvider.objects.all()
+# Cards a domain's own records made (autoconfig, Exchange autodiscover) speak for that
+# domain only: they are offered to addresses of that domain, never to everyone.
+_DOMAIN_ONLY = [Source.AUTOCONFIG, Source.MX]
+
+
+def providers_matching(query: str, domain: str | None = None) -> QuerySet[EmailProvider]:
+    serving = ProviderDomain.objects.filter(domain=domain or "").values("provider_id")
+    providers = EmailProvider.objects.exclude(Q(source__in=_DOMAIN_ONLY) & ~Q(pk__in=serving))
     query = query.strip()
     if query:
         providers = providers.filter(

@@ -454,6 +454,46 @@ def secure_connection_help(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/secure_connection.html", {"guides": GUIDES.values()})
 
 
+# -- What discovery found, shown on the next step (issue 20) --------------------------
+# The wizard keeps its state in the URL; discovery's explanation, its suggestions and
+# its trace are too long for that, so the last one is kept in the session, for its
+# address only.
+DISCOVERY_NOTE = "wizard:discovery"
+DISCOVERY_TRACE_LINES = 40
+
+
+def _discovery_note_keep(request: HttpRequest, result) -> None:
+    request.session[DISCOVERY_NOTE] = {
+        "address": result.address.email,
+        "provider": result.provider.pk if result.provider else None,
+        "reason": result.reason,
+        "unsupported": result.unsupported,
+        "suggestions": [[s.provider.pk, s.text] for s in result.suggestions],
+        "trace": result.trace[:DISCOVERY_TRACE_LINES],
+    }
+
+
+def _discovery_note(request: HttpRequest, address: Address, provider=None) -> dict | None:
+    """What discovery said about this address; on the sign-in step, its reason only
+    when that is the provider it found (not one the user chose instead)."""
+    note = request.session.get(DISCOVERY_NOTE)
+    if not isinstance(note, dict) or note.get("address") != address.email:
+        return None
+    cards = EmailProvider.objects.in_bulk([pk for pk, _ in note.get("suggestions", [])])
+    suggestions = [
+        {"provider": cards[pk], "text": text}
+        for pk, text in note.get("suggestions", [])
+        if pk in cards
+    ]
+    same = provider is not None and note.get("provider") == provider.pk
+    return {
+        "reason": note.get("reason", "") if same else "",
+        "unsupported": note.get("unsupported", "") if provider is None else "",
+        "suggestions": suggestions if provider is None else [],
+        "trace": note.get("trace", []),
+    }
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def wizard_address(request: HttpRequest) -> HttpResponse:
@@ -466,6 +506,7 @@ def wizard_address(request: HttpRequest) -> HttpResponse:
             context["existing"] = existing
         else:
             result = discover(address)
+            _discovery_note_keep(request, result)
             if result.found:
                 return redirect(
                     _url(
@@ -489,16 +530,19 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
     form = ProviderPickForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         provider = form.cleaned_data["provider"]
+        # A suggestion of discovery (the SPF record) the user confirmed with its button.
+        via = "spf" if request.POST.get("via") == "spf" else "pick"
         return redirect(
-            _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk, via="pick")
+            _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk, via=via)
         )
     context = {
         "form": form,
         "address": address,
         "query": query,
-        "providers": providers_matching(query),
+        "providers": providers_matching(query, address.domain),
         "can_add_server": request.user.has_perm(MANAGE_PROVIDERS),
         "managers": provider_managers(),
+        "discovery": _discovery_note(request, address),
     }
     if request.htmx and request.htmx.target == "provider-list":
         return render(request, f"{WIZARD}#provider_list", context)
@@ -572,7 +616,12 @@ def wizard_new_server(request: HttpRequest) -> HttpResponse:
     )
 
 
-VIA_TEXT = {**FOUND_VIA, "pick": "chosen by you", "new": "the server you are adding"}
+VIA_TEXT = {
+    **FOUND_VIA,
+    "pick": "chosen by you",
+    "new": "the server you are adding",
+    "spf": "suggested by your domain's SPF record, confirmed by you",
+}
 
 
 @sensitive_post_parameters("password")
@@ -614,10 +663,11 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "draft": token,
         "draft_url": token
         and _url("accounts:wizard_new_server", address=address.email, draft=token),
+        "discovery": _discovery_note(request, address, provider=provider),
     }
     # A provider chosen by hand (or drafted): say whether the domain will lead everyone
     # there once the sign-in passes, and why.
-    chosen = via in {"pick", "new"}
+    chosen = via in {"pick", "new", "spf"}
     if chosen:
         context["domain_memory"] = domain_memory(provider=provider, address=address, login=None)
     usable = not context["oauth_only"]

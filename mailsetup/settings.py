@@ -201,6 +201,7 @@ DISCOVERY_TOTAL_TIMEOUT = env_int("DISCOVERY_TOTAL_TIMEOUT_SECONDS", 8, minimum=
 DISCOVERY_USE_ISPDB = env_bool("DISCOVERY_USE_ISPDB", default=True)
 DISCOVERY_USE_AUTOCONFIG = env_bool("DISCOVERY_USE_AUTOCONFIG", default=True)
 DISCOVERY_USE_MX = env_bool("DISCOVERY_USE_MX", default=True)
+DISCOVERY_USE_AUTODISCOVER = env_bool("DISCOVERY_USE_AUTODISCOVER", default=True)
 
 # Connecting to mail servers (accounts.connection).
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)

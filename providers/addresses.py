@@ -9,8 +9,10 @@ what duplicate detection needs.
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 MAX_ADDRESS = 254  # RFC 5321 path limit minus the angle brackets
 MAX_LOCAL = 64
@@ -143,3 +145,28 @@ def _ascii_label(label: str) -> str:
             "(not at its start or end)."
         )
     return ascii_label
+
+
+@cache
+def _public_suffixes() -> PublicSuffixList:
+    # The list as bundled with the package (publicsuffixlist ships a dated snapshot and
+    # never fetches one by itself); unknown endings such as .test count as suffixes.
+    return PublicSuffixList(accept_unknown=True)
+
+
+def registrable_domain(domain: str) -> str | None:
+    """The domain someone registered ("example.co.uk" for "a.b.example.co.uk"), by the
+    public suffix list; None for a public suffix itself ("co.uk")."""
+    return _public_suffixes().privatesuffix(domain.lower())
+
+
+def parent_domains(domain: str) -> list[str]:
+    """The domains a normalised domain lies under, nearest first, down to its registrable
+    domain and never above it: "mail.sub.example.co.uk" gives "sub.example.co.uk" and
+    "example.co.uk", never "co.uk"."""
+    base = registrable_domain(domain)
+    if base is None or base == domain or not domain.endswith("." + base):
+        return []
+    labels = domain.split(".")
+    keep = len(base.split("."))
+    return [".".join(labels[i:]) for i in range(1, len(labels) - keep + 1)]

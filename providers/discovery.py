@@ -1,17 +1,24 @@
 """Which provider serves an email address.
 
 Steps, in order, each time-boxed, the whole call bounded:
-1. the "Email providers domains" lookup table;
-2. the Thunderbird ISPDB over HTTPS (`<base>/<domain>`);
+1. the "Email providers domains" lookup table, for the domain and then the domains it
+   belongs to, up to its registrable domain (public suffix list: never "co.uk");
+2. the Thunderbird ISPDB over HTTPS (`<base>/<domain>`), for the same domains;
 3. the domain's own autoconfig over HTTPS;
-4. the domain's MX records, matched against known providers.
-A provider found by steps 2-4 is saved with its domain, so the next lookup is step 1.
+4. the domain's MX records, matched against known providers and the hosted-mail
+   platform table (providers/platforms.yaml); a mail-security gateway is named as one
+   and, with the SPF record's hints offered as suggestions, discovery goes on;
+5. Exchange autodiscover by DNS: the CNAME of autodiscover.<domain>, then its HTTPS
+   autodiscover (JSON, then POX) and the `_autodiscover._tcp` SRV record's server.
+A provider found by steps 2-5 is saved with its domain, so the next lookup is step 1.
 Discovery reads configuration documents and DNS only: it never contacts a mail
-server and never sees a password.
+server and never sees a password (autodiscover is asked without one). Each trace
+line says in plain words what a step found, with the technical detail in brackets.
 """
 
 import contextlib
 import http.client
+import json
 import socket
 import ssl
 import threading
@@ -19,28 +26,49 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
+from xml.sax.saxutils import escape
 
 import dns.exception
 import dns.resolver
+from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from mailsetup import net
 
-from .addresses import Address, normalize_address
+from .addresses import (
+    Address,
+    AddressError,
+    normalize_address,
+    normalize_domain,
+    parent_domains,
+    registrable_domain,
+)
 from .ispdb import ClientConfigError, parse_client_config
 from .models import EmailProvider, ProviderDomain, Source
-from .services import UnsupportedProvider, provider_domain_remember, provider_import_config
+from .platforms import GATEWAY, PROVIDER, UNSUPPORTED, Platform, platforms
+from .services import (
+    UnsupportedProvider,
+    provider_domain_remember,
+    provider_exchange_discovered,
+    provider_for_platform,
+    provider_import_config,
+)
 
 MAX_REDIRECTS = 3
 USER_AGENT = "mailsetup-discovery/1"
+XML = "application/xml, text/xml"
 
 
 class FetchError(Exception):
     """A configuration document could not be fetched; str() is for the trace."""
 
-    def __init__(self, message: str, *, not_found: bool = False):
+    def __init__(self, message: str, *, not_found: bool = False, status: int | None = None):
         super().__init__(message)
         self.not_found = not_found
+        # The HTTP status when the server answered; None when it could not be reached.
+        self.status = status
 
 
 class StepTimeout(FetchError):
@@ -78,7 +106,21 @@ class HttpsFetcher:
         self.max_bytes = max_bytes
         self.allow_internal = allow_internal
 
-    def get(self, url: str, *, timeout: float) -> bytes:
+    def get(self, url: str, *, timeout: float, accept: str = XML) -> bytes:
+        return self.request("GET", url, timeout=timeout, accept=accept)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        body: bytes = b"",
+        content_type: str = "",
+        accept: str = XML,
+    ) -> bytes:
+        """The body of a 200 answer, following up to MAX_REDIRECTS redirects (the same
+        request again, as autodiscover clients do), each over verified HTTPS."""
         deadline = time.monotonic() + timeout
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -88,7 +130,10 @@ class HttpsFetcher:
                 raise FetchError(f"refused to fetch {url!r}: not a valid address") from None
             if parts.scheme != "https" or not parts.hostname:
                 raise FetchError(f"refused to fetch {url}: only https:// addresses are used")
-            status, location, body = self._get_once(parts, port, deadline)
+            head = {"Accept": accept}
+            if method != "GET":
+                head |= {"Content-Type": content_type, "Content-Length": str(len(body))}
+            status, location, answer = self._get_once(parts, port, deadline, method, head, body)
             if status in (301, 302, 303, 307, 308) and location:
                 try:
                     url = urljoin(url, location)
@@ -96,10 +141,14 @@ class HttpsFetcher:
                     raise FetchError(f"{url} redirected to an invalid address") from None
                 continue
             if status == 404 or status == 410:
-                raise FetchError(f"{url} answered {status} (not listed)", not_found=True)
+                raise FetchError(
+                    f"{url} answered {status} (not listed)", not_found=True, status=status
+                )
+            if status == 401:
+                raise FetchError(f"{url} asks for a password (HTTP 401)", status=status)
             if status != 200:
-                raise FetchError(f"{url} answered HTTP {status}")
-            return body
+                raise FetchError(f"{url} answered HTTP {status}", status=status)
+            return answer
         raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times")
 
     def _addresses(self, host: str, port: int, deadline: float) -> list[tuple]:
@@ -121,7 +170,9 @@ class HttpsFetcher:
                 error = caught
         raise error  # type: ignore[misc]
 
-    def _get_once(self, parts, port: int, deadline: float) -> tuple[int, str, bytes]:
+    def _get_once(
+        self, parts, port: int, deadline: float, method: str, head: dict, body: bytes
+    ) -> tuple[int, str, bytes]:
         host = parts.hostname
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
@@ -141,22 +192,23 @@ class HttpsFetcher:
             watchdog.start()
             sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
             current.append(sock)
+            lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
             request = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-                "Accept: application/xml, text/xml\r\nConnection: close\r\n\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+                f"{lines}Connection: close\r\n\r\n"
             )
-            sock.sendall(request.encode("ascii"))
+            sock.sendall(request.encode("ascii") + body)
             response = http.client.HTTPResponse(sock)
             response.begin()
             location = response.getheader("Location") or ""
-            body = bytearray()
+            received = bytearray()
             while chunk := response.read1(16384):
-                body += chunk
-                if len(body) > self.max_bytes:
+                received += chunk
+                if len(received) > self.max_bytes:
                     raise FetchError(f"{host} sent more than {self.max_bytes} bytes")
             if time.monotonic() >= deadline:
                 raise TimeoutError
-            return response.status, location, bytes(body)
+            return response.status, location, bytes(received)
         except ssl.SSLCertVerificationError as error:
             raise FetchError(
                 f"{host} has an untrusted certificate ({error.verify_message})"
@@ -188,25 +240,54 @@ def _remaining(deadline: float, what: str) -> float:
     return left
 
 
-class DnsMxResolver:
-    """MX hosts of a domain, most preferred first; [] when it has none."""
+class DnsLookup:
+    """The DNS records discovery reads (MX, TXT, SRV, CNAME), each query bounded in
+    time; a name without the record gives an empty answer, not an error."""
+
+    MAX_RECORDS = 20
 
     def __init__(self, resolver: dns.resolver.Resolver | None = None):
         self.resolver = resolver
 
-    def __call__(self, domain: str, timeout: float) -> list[str]:
-        resolver = self.resolver or dns.resolver.get_default_resolver()
+    def _answer(self, name: str, rdtype: str, timeout: float):
         try:
-            answer = resolver.resolve(domain, "MX", lifetime=timeout)
+            resolver = self.resolver or dns.resolver.get_default_resolver()
+            return resolver.resolve(name, rdtype, lifetime=timeout)
         except dns.exception.Timeout:
-            raise StepTimeout(f"the DNS query for MX of {domain} timed out") from None
+            raise StepTimeout(f"the DNS query for {rdtype} of {name} timed out") from None
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
             return []
         except dns.exception.DNSException as error:
-            raise FetchError(f"the DNS query for MX of {domain} failed ({error})") from None
-        records = sorted(answer, key=lambda record: record.preference)
+            raise FetchError(f"the DNS query for {rdtype} of {name} failed ({error})") from None
+
+    def mx(self, domain: str, timeout: float) -> list[str]:
+        """MX hosts of a domain, most preferred first; [] when it has none."""
+        records = sorted(self._answer(domain, "MX", timeout), key=lambda r: r.preference)
         # A null MX (RFC 7505, exchange ".") comes back as "": the domain takes no mail.
-        return [record.exchange.to_text().rstrip(".").lower() for record in records]
+        return [r.exchange.to_text().rstrip(".").lower() for r in records][: self.MAX_RECORDS]
+
+    def txt(self, name: str, timeout: float) -> list[str]:
+        """Each TXT record as one string (a long SPF record comes in several pieces)."""
+        records = list(self._answer(name, "TXT", timeout))[: self.MAX_RECORDS]
+        return [b"".join(r.strings)[:4096].decode("utf-8", "replace") for r in records]
+
+    def srv(self, name: str, timeout: float) -> list[tuple[str, int]]:
+        """(host, port) of SRV records, by priority, then heavier weight first."""
+        records = sorted(self._answer(name, "SRV", timeout), key=lambda r: (r.priority, -r.weight))
+        targets = [(r.target.to_text().rstrip(".").lower(), r.port) for r in records]
+        # A target of "." says the service is decidedly not offered (RFC 2782).
+        return [(host, port) for host, port in targets if host][: self.MAX_RECORDS]
+
+    def cname(self, name: str, timeout: float) -> str | None:
+        records = list(self._answer(name, "CNAME", timeout))
+        return records[0].target.to_text().rstrip(".").lower() if records else None
+
+
+class DnsMxResolver(DnsLookup):
+    """MX hosts of a domain as a callable, (domain, timeout) -> hosts."""
+
+    def __call__(self, domain: str, timeout: float) -> list[str]:
+        return self.mx(domain, timeout)
 
 
 FOUND_VIA = {
@@ -214,18 +295,49 @@ FOUND_VIA = {
     "ispdb": "found in ISPDB",
     "autoconfig": "found in the domain's autoconfig",
     "mx": "found via MX",
+    "autodiscover": "found by Exchange autodiscover",
 }
+
+# The step names of the trace, as users read them.
+TABLE = "Email providers domains"
+ISPDB = "Thunderbird's provider database (ISPDB)"
+AUTOCONFIG = "Your domain's settings file (autoconfig)"
+MX = "Your domain's MX records"
+SPF = "Your domain's SPF record"
+AUTODISCOVER = "Exchange autodiscover"
+
+
+@dataclass
+class Suggestion:
+    """A provider a hint (the SPF record) points to: shown, confirmed by the user."""
+
+    provider: EmailProvider
+    platform: str
+    evidence: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"Your domain's SPF record lets {self.platform} send its email ({self.evidence}), "
+            f"so your mailbox may well be at {self.platform}."
+        )
 
 
 @dataclass
 class DiscoveryResult:
     address: Address
     provider: EmailProvider | None = None
-    # The step that answered ("table", "ispdb", "autoconfig", "mx"), and the source
-    # recorded on the domain's entry (for a table hit, where the entry came from).
+    # The step that answered ("table", "ispdb", "autoconfig", "mx", "autodiscover"), and
+    # the source recorded on the domain's entry (for a table hit, where it came from).
     step: str | None = None
     source: str | None = None
+    # How the provider was found, in one sentence for the user.
+    reason: str = ""
     candidates: list[EmailProvider] = field(default_factory=list)
+    # Hints the user may confirm; never chosen by discovery itself.
+    suggestions: list[Suggestion] = field(default_factory=list)
+    # A platform the domain's mail is at that this app cannot connect to, and why.
+    unsupported: str = ""
     trace: list[str] = field(default_factory=list)
 
     @property
@@ -241,11 +353,23 @@ class DiscoveryResult:
         return f"{text}: {self.provider.name}" if self.step == "mx" else text
 
 
+@dataclass
+class _MxFinding:
+    host: str
+    kind: str  # provider, gateway, unsupported, unknown
+    provider: EmailProvider | None = None
+    platform: Platform | None = None
+    why: str = ""
+    # For a card matched by its own MX endings or domains: how ("ends with zoho.com").
+    detail: str = ""
+
+
 class Discoverer:
     def __init__(
         self,
         *,
         fetcher: HttpsFetcher | None = None,
+        dns: DnsLookup | None = None,
         mx_resolver: Callable[[str, float], list[str]] | None = None,
         ispdb_url: str | None = None,
         step_timeout: float | None = None,
@@ -253,9 +377,11 @@ class Discoverer:
         use_ispdb: bool | None = None,
         use_autoconfig: bool | None = None,
         use_mx: bool | None = None,
+        use_autodiscover: bool | None = None,
     ):
         self.fetcher = fetcher or HttpsFetcher()
-        self.mx_resolver = mx_resolver or DnsMxResolver()
+        self.dns = dns or DnsLookup()
+        self.mx_resolver = mx_resolver or self.dns.mx
         self.ispdb_url = ispdb_url or settings.DISCOVERY_ISPDB_URL
         if not self.ispdb_url.endswith("/"):
             self.ispdb_url += "/"
@@ -266,6 +392,9 @@ class Discoverer:
             settings.DISCOVERY_USE_AUTOCONFIG if use_autoconfig is None else use_autoconfig
         )
         self.use_mx = settings.DISCOVERY_USE_MX if use_mx is None else use_mx
+        self.use_autodiscover = (
+            settings.DISCOVERY_USE_AUTODISCOVER if use_autodiscover is None else use_autodiscover
+        )
 
     def discover(self, address: str | Address) -> DiscoveryResult:
         """Raises AddressError for an unusable address; never for network trouble."""
@@ -274,28 +403,40 @@ class Discoverer:
         result = DiscoveryResult(address=address)
         self._deadline = time.monotonic() + self.total_timeout
         domain = address.domain
+        lineage = [domain, *parent_domains(domain)]
 
-        entry = ProviderDomain.objects.select_related("provider").filter(domain=domain).first()
-        if entry is not None:
-            result.trace.append(f"Email providers domains: {domain} → {entry.provider.name}.")
-            self._found(result, entry.provider, "table", entry.source)
+        if self._step_table(lineage, result):
             return result
-        result.trace.append(f"Email providers domains: no entry for {domain}.")
-
         steps = []
         if self.use_ispdb:
-            steps.append(self._step_ispdb)
+            steps.append(lambda: self._step_ispdb(lineage, result))
         if self.use_autoconfig:
-            steps.append(self._step_autoconfig)
+            steps.append(lambda: self._step_autoconfig(domain, result))
         if self.use_mx:
-            steps.append(self._step_mx)
+            steps.append(lambda: self._step_mx(domain, result))
+        if self.use_autodiscover:
+            steps.append(lambda: self._step_autodiscover(domain, result))
         for step in steps:
             if self._left() <= 0:
                 result.trace.append("Stopped: discovery used up its time.")
                 break
-            if step(domain, result):
-                return result
-        result.trace.append("No provider found: the user will be asked to choose one.")
+            if step():
+                break
+        if result.found:
+            return result
+        if result.unsupported:
+            result.trace.append(
+                "No provider found that this app can connect to: your domain's mail is at a "
+                "service that does not allow it (see above)."
+            )
+        elif result.suggestions:
+            names = ", ".join(s.provider.name for s in result.suggestions)
+            result.trace.append(
+                f"No provider found for certain: please confirm the suggestion ({names}) "
+                "or choose your provider from the list."
+            )
+        else:
+            result.trace.append("No provider found: please choose yours from the list.")
         return result
 
     def _left(self) -> float:
@@ -305,25 +446,62 @@ class Discoverer:
         return max(0.05, min(self.step_timeout, self._left()))
 
     def _found(
-        self, result: DiscoveryResult, provider: EmailProvider, step: str, source: str
+        self,
+        result: DiscoveryResult,
+        provider: EmailProvider,
+        step: str,
+        source: str,
+        reason: str = "",
     ) -> bool:
         result.provider = provider
         result.step = step
         result.source = source
+        result.reason = reason
         if provider not in result.candidates:
             result.candidates.insert(0, provider)
         return True
 
-    def _fetch_config(self, url: str, label: str, result: DiscoveryResult):
+    # -- 1. Email providers domains ------------------------------------------------
+
+    def _step_table(self, lineage: list[str], result: DiscoveryResult) -> bool:
+        domain = lineage[0]
+        entries = {
+            e.domain: e
+            for e in ProviderDomain.objects.select_related("provider").filter(domain__in=lineage)
+        }
+        for name in lineage:
+            entry = entries.get(name)
+            if entry is None:
+                continue
+            if name == domain:
+                reason = f"{domain} is served by {entry.provider.name}."
+            else:
+                reason = (
+                    f"{name}, the domain {domain} belongs to, is served by {entry.provider.name}."
+                )
+            result.trace.append(f"{TABLE}: {reason}")
+            return self._found(result, entry.provider, "table", entry.source, reason)
+        parents = f" or the domains it belongs to ({', '.join(lineage[1:])})" if lineage[1:] else ""
+        result.trace.append(f"{TABLE}: this app's list has no entry for {domain}{parents}.")
+        return False
+
+    # -- 2. ISPDB and 3. autoconfig --------------------------------------------------
+
+    def _fetch_config(self, url: str, label: str, name: str, result: DiscoveryResult):
+        """The clientConfig at url, or None; the trace says why not. Raises StepTimeout
+        so that a walk over several addresses stops at an unresponsive server."""
         try:
             body = self.fetcher.get(url, timeout=self._timeout())
         except FetchError as error:
-            result.trace.append(f"{label}: {error}.")
+            what = "no entry for" if error.not_found else "could not be asked about"
+            result.trace.append(f"{label}: {what} {name} ({error}).")
+            if isinstance(error, StepTimeout):
+                raise
             return None
         try:
             return parse_client_config(body)
         except ClientConfigError as error:
-            result.trace.append(f"{label}: {url} is not a usable clientConfig: {error}.")
+            result.trace.append(f"{label}: {url} is not a usable settings file: {error}.")
             return None
 
     def _save(self, config, *, source, domain, result, label, config_id=None, only=None):
@@ -343,18 +521,32 @@ class Discoverer:
         )
         return outcome.provider
 
-    def _step_ispdb(self, domain: str, result: DiscoveryResult) -> bool:
-        url = self.ispdb_url + domain
-        config = self._fetch_config(url, "ISPDB", result)
-        if config is None:
-            return False
-        provider = self._save(
-            config, source=Source.ISPDB, domain=domain, result=result, label="ISPDB"
-        )
-        if provider is None:
-            return False
-        result.trace.append(f"ISPDB: {url} describes {provider.name}.")
-        return self._found(result, provider, "ispdb", Source.ISPDB)
+    def _step_ispdb(self, lineage: list[str], result: DiscoveryResult) -> bool:
+        domain = lineage[0]
+        for name in lineage:
+            if self._left() <= 0:
+                return False
+            url = self.ispdb_url + name
+            try:
+                config = self._fetch_config(url, ISPDB, name, result)
+            except StepTimeout:
+                return False
+            if config is None:
+                continue
+            provider = self._save(
+                config, source=Source.ISPDB, domain=name, result=result, label=ISPDB
+            )
+            if provider is None:
+                return False
+            if name == domain:
+                reason = f"{domain} is served by {provider.name} ({url})."
+            else:
+                reason = (
+                    f"{name}, the domain {domain} belongs to, is served by {provider.name} ({url})."
+                )
+            result.trace.append(f"{ISPDB}: {reason}")
+            return self._found(result, provider, "ispdb", Source.ISPDB, reason)
+        return False
 
     def _step_autoconfig(self, domain: str, result: DiscoveryResult) -> bool:
         urls = [
@@ -364,65 +556,431 @@ class Discoverer:
         for url in urls:
             if self._left() <= 0:
                 return False
-            config = self._fetch_config(url, "Autoconfig", result)
-            if config is None:
-                continue
-            # A domain's own file speaks for that domain only, under an id of its own.
-            provider = self._save(
-                config,
-                source=Source.AUTOCONFIG,
-                domain=domain,
-                result=result,
-                label="Autoconfig",
-                config_id=f"autoconfig:{domain}",
-                only=[domain],
-            )
-            if provider is not None:
-                result.trace.append(f"Autoconfig: {url} describes {provider.name}.")
-                return self._found(result, provider, "autoconfig", Source.AUTOCONFIG)
+            with contextlib.suppress(StepTimeout):
+                config = self._fetch_config(url, AUTOCONFIG, url, result)
+                if config is None:
+                    continue
+                # A domain's own file speaks for that domain only, under an id of its own.
+                provider = self._save(
+                    config,
+                    source=Source.AUTOCONFIG,
+                    domain=domain,
+                    result=result,
+                    label=AUTOCONFIG,
+                    config_id=f"autoconfig:{domain}",
+                    only=[domain],
+                )
+                if provider is not None:
+                    reason = f"{url} says your mail is served by {provider.name}."
+                    result.trace.append(f"{AUTOCONFIG}: {reason}")
+                    return self._found(result, provider, "autoconfig", Source.AUTOCONFIG, reason)
         return False
+
+    # -- 4. MX, the platform table, SPF hints -------------------------------------------
 
     def _step_mx(self, domain: str, result: DiscoveryResult) -> bool:
         try:
             hosts = self.mx_resolver(domain, self._timeout())
         except FetchError as error:
-            result.trace.append(f"MX: {error}.")
+            result.trace.append(f"{MX}: could not be read ({error}).")
             return False
         if not hosts:
-            result.trace.append(f"MX: {domain} has no MX records.")
+            result.trace.append(
+                f"{MX}: {domain} has no MX records, so they tell nothing about its provider."
+            )
             return False
         if not any(hosts):
-            result.trace.append(f"MX: {domain} has a null MX record: it receives no email.")
+            result.trace.append(f"{MX}: {domain} has a null MX record: it receives no email.")
             return False
         hosts = [host for host in hosts if host]
-        result.trace.append(f"MX: {domain} → {', '.join(hosts)}.")
-        for host in hosts:
-            for provider, why in _mx_matches(host):
-                if provider not in result.candidates:
-                    result.candidates.append(provider)
-                    result.trace.append(f"MX: {host} {why} → {provider.name}.")
-        if not result.candidates:
-            # Thunderbird's last resort: ask ISPDB about the MX host's own domain.
-            bases = [base for host in hosts for base in _base_domains(host)]
-            for base in dict.fromkeys(bases):
-                if not self.use_ispdb or self._left() <= 0:
-                    break
-                config = self._fetch_config(self.ispdb_url + base, f"MX → ISPDB {base}", result)
-                if config is None:
+        findings = [self._mx_finding(host) for host in dict.fromkeys(hosts)]
+        providers = [f for f in findings if f.kind == PROVIDER]
+        for finding in providers:
+            if finding.provider not in result.candidates:
+                result.candidates.append(finding.provider)
+        for finding in findings:
+            if finding.kind == GATEWAY and finding.platform is not None:
+                self._trace_gateway(finding, result)
+        if providers:
+            first = providers[0]
+            which = f", which {first.detail}" if first.detail else ""
+            reason = (
+                f"Your domain's mail is handled by {first.why} (its MX record points to "
+                f"{first.host}{which})."
+            )
+            result.trace.append(f"{MX}: {reason}")
+            provider_domain_remember(domain=domain, provider=first.provider, source=Source.MX)
+            return self._found(result, first.provider, "mx", Source.MX, reason)
+        unsupported = next((f for f in findings if f.kind == UNSUPPORTED), None)
+        if unsupported is not None:
+            platform = unsupported.platform
+            result.unsupported = (
+                f"Your domain's mail is handled by {platform.name}, which this app cannot "
+                f"connect to: {platform.reason}"
+            )
+            result.trace.append(
+                f"{MX}: {result.unsupported} (its MX record points to {unsupported.host}; "
+                f"{platform.source})"
+            )
+            return True
+        unknown = [f.host for f in findings if f.kind == "unknown"]
+        if unknown and self._mx_host_in_ispdb(domain, unknown, result):
+            return True
+        if unknown:
+            result.trace.append(
+                f"{MX}: your domain's mail goes to {', '.join(unknown)}, which no provider "
+                "this app knows runs."
+            )
+        if any(f.kind == GATEWAY for f in findings):
+            self._spf_hints(domain, result)
+        return False
+
+    def _mx_finding(self, host: str) -> _MxFinding:
+        """Who runs an MX host: a provider card an administrator gave that MX ending
+        first (their word overrides), then the platform table, then the other cards'
+        MX endings and known domains."""
+        matches = _mx_matches(host)
+        admin = [(p, why) for p, why in matches if p.source == Source.ADMIN]
+        if admin:
+            provider, detail = admin[0]
+            return _MxFinding(host, PROVIDER, provider=provider, why=provider.name, detail=detail)
+        match = platforms().match_mx(host)
+        if match is not None:
+            platform = match.platform
+            if platform.kind == PROVIDER:
+                provider = provider_for_platform(platform=platform)
+                return _MxFinding(host, PROVIDER, provider, platform, why=platform.name)
+            return _MxFinding(host, platform.kind, platform=platform)
+        if matches:
+            provider, detail = matches[0]
+            return _MxFinding(host, PROVIDER, provider=provider, why=provider.name, detail=detail)
+        return _MxFinding(host, "unknown")
+
+    def _trace_gateway(self, finding: _MxFinding, result: DiscoveryResult) -> None:
+        line = (
+            f"{MX}: your domain's mail first passes through {finding.platform.name}, a "
+            f"mail-security service (its MX record points to {finding.host}); that does "
+            "not tell where the mailboxes are, so discovery looks further."
+        )
+        if not any(f"through {finding.platform.name}," in seen for seen in result.trace):
+            result.trace.append(line)
+
+    def _mx_host_in_ispdb(self, domain: str, hosts: list[str], result: DiscoveryResult) -> bool:
+        """Thunderbird's last resort: ask ISPDB about the MX host's own domain."""
+        bases = [base for host in hosts for base in _mx_host_domains(host)]
+        for base in dict.fromkeys(bases):
+            if not self.use_ispdb or self._left() <= 0:
+                return False
+            try:
+                config = self._fetch_config(self.ispdb_url + base, ISPDB, base, result)
+            except StepTimeout:
+                return False
+            if config is None:
+                continue
+            provider = self._save(
+                config, source=Source.ISPDB, domain=base, result=result, label=ISPDB
+            )
+            if provider is None:
+                continue
+            host = next(h for h in hosts if h == base or h.endswith("." + base))
+            reason = (
+                f"Your domain's mail is handled by {provider.name} (its MX record points to "
+                f"{host}, and ISPDB describes {base} as {provider.name})."
+            )
+            result.trace.append(f"{MX}: {reason}")
+            if provider not in result.candidates:
+                result.candidates.append(provider)
+            provider_domain_remember(domain=domain, provider=provider, source=Source.MX)
+            return self._found(result, provider, "mx", Source.MX, reason)
+        return False
+
+    def _spf_hints(self, domain: str, result: DiscoveryResult) -> None:
+        """Providers the SPF record lets send for the domain: suggestions, never a choice."""
+        if self._left() <= 0:
+            return
+        try:
+            records = self.dns.txt(domain, self._timeout())
+        except FetchError as error:
+            result.trace.append(f"{SPF}: could not be read ({error}).")
+            return
+        spf = [r for r in records if r.lower().split(" ", 1)[0] == "v=spf1"]
+        if not spf:
+            result.trace.append(f"{SPF}: {domain} has none, so it gives no hint either.")
+            return
+        hinted = False
+        for term in spf[0].split()[1:40]:
+            name = _spf_target(term)
+            platform = platforms().match_spf(name) if name else None
+            if platform is None:
+                continue
+            hinted = True
+            if platform.kind == PROVIDER:
+                provider = provider_for_platform(platform=platform)
+                if any(s.provider == provider for s in result.suggestions):
                     continue
-                provider = self._save(
-                    config, source=Source.ISPDB, domain=base, result=result, label="MX → ISPDB"
+                suggestion = Suggestion(provider, platform.name, term)
+                result.suggestions.append(suggestion)
+                result.trace.append(
+                    f"{SPF}: {suggestion.text} This is a suggestion for you to confirm, "
+                    "not a choice."
                 )
-                if provider is not None:
-                    result.candidates.append(provider)
-                    result.trace.append(f"MX: ISPDB knows {base} as {provider.name}.")
+            elif platform.kind == UNSUPPORTED:
+                result.trace.append(
+                    f"{SPF}: it names {platform.name} ({term}), which this app cannot "
+                    f"connect to: {platform.reason}"
+                )
+        if not hinted:
+            result.trace.append(f"{SPF}: it names no email provider this app knows.")
+
+    # -- 5. Exchange autodiscover ---------------------------------------------------------
+
+    def _step_autodiscover(self, domain: str, result: DiscoveryResult) -> bool:
+        name = f"autodiscover.{domain}"
+        try:
+            alias = self.dns.cname(name, self._timeout())
+        except FetchError as error:
+            result.trace.append(f"{AUTODISCOVER}: {name} could not be looked up ({error}).")
+            alias = None
+        if alias:
+            platform = platforms().match_autodiscover(alias)
+            if platform is not None and platform.kind == PROVIDER:
+                provider = provider_for_platform(platform=platform)
+                reason = (
+                    f"Your domain's mail is handled by {platform.name} ({name} points to "
+                    f"{alias}, {platform.name}'s autodiscover service)."
+                )
+                result.trace.append(f"{AUTODISCOVER}: {reason}")
+                provider_domain_remember(domain=domain, provider=provider, source=Source.AUTOCONFIG)
+                return self._found(result, provider, "autodiscover", Source.AUTOCONFIG, reason)
+        budget = [AUTODISCOVER_MAX_HOPS]
+        found = self._autodiscover_at(name, 443, result.address.email, result, budget)
+        if found is None and self._left() > 0:
+            record = f"_autodiscover._tcp.{domain}"
+            try:
+                targets = self.dns.srv(record, self._timeout())
+            except FetchError as error:
+                result.trace.append(f"{AUTODISCOVER}: {record} could not be looked up ({error}).")
+                targets = []
+            if not targets and self._left() > 0:
+                result.trace.append(f"{AUTODISCOVER}: {domain} has no {record} record.")
+            for host, port in targets[:2]:
+                if self._left() <= 0:
                     break
-        if not result.candidates:
-            result.trace.append("MX: no known provider runs these servers.")
+                result.trace.append(
+                    f"{AUTODISCOVER}: the {record} record names the server {host} (port {port})."
+                )
+                found = self._autodiscover_at(host, port, result.address.email, result, budget)
+                if found is not None:
+                    break
+        if found is None:
             return False
-        provider = result.candidates[0]
-        provider_domain_remember(domain=domain, provider=provider, source=Source.MX)
-        return self._found(result, provider, "mx", Source.MX)
+        ews_url, asked = found
+        return self._exchange_found(domain, ews_url, asked, result)
+
+    def _autodiscover_at(
+        self, host: str, port: int, email: str, result: DiscoveryResult, budget: list[int]
+    ) -> tuple[str, str] | None:
+        """(EWS address, who said it) from one autodiscover server: JSON, then POX."""
+        base = f"https://{host}" if port == 443 else f"https://{host}:{port}"
+        mailbox = quote(email, safe="@")
+        json_url = f"{base}/autodiscover/autodiscover.json/v1.0/{mailbox}?Protocol=EWS"
+        try:
+            body = self.fetcher.get(json_url, timeout=self._timeout(), accept=JSON)
+        except FetchError as error:
+            result.trace.append(f"{AUTODISCOVER}: {_why_not(error, host)}.")
+            if error.status is None:
+                return None  # Nobody there (or not in time): the POX address is there too.
+        else:
+            try:
+                return _json_ews_url(body), host
+            except ValueError as error:
+                result.trace.append(f"{AUTODISCOVER}: {json_url} gave no server address ({error}).")
+        if self._left() <= 0:
+            return None
+        pox_url = f"{base}/autodiscover/autodiscover.xml"
+        return self._autodiscover_pox(pox_url, email, result, budget)
+
+    def _autodiscover_pox(
+        self, url: str, email: str, result: DiscoveryResult, budget: list[int]
+    ) -> tuple[str, str] | None:
+        while self._left() > 0:
+            host = urlsplit(url).hostname or url
+            try:
+                body = self.fetcher.request(
+                    "POST",
+                    url,
+                    timeout=self._timeout(),
+                    body=_pox_request(email),
+                    content_type="text/xml; charset=utf-8",
+                )
+                action, value = _pox_answer(body)
+            except FetchError as error:
+                result.trace.append(f"{AUTODISCOVER}: {_why_not(error, host)}.")
+                return None
+            except ValueError as error:
+                result.trace.append(f"{AUTODISCOVER}: {url} gave no usable answer ({error}).")
+                return None
+            if action == "settings":
+                return value, host
+            budget[0] -= 1
+            if budget[0] < 0:
+                result.trace.append(
+                    f"{AUTODISCOVER}: stopped after {AUTODISCOVER_MAX_HOPS} redirects."
+                )
+                return None
+            if action == "redirectUrl":
+                result.trace.append(f"{AUTODISCOVER}: {host} sends discovery on to {value}.")
+                url = value
+                continue
+            try:
+                email = normalize_address(value).email
+            except AddressError:
+                result.trace.append(
+                    f"{AUTODISCOVER}: {host} redirected to {value!r}, which is not an address."
+                )
+                return None
+            domain = email.split("@", 1)[1]
+            result.trace.append(f"{AUTODISCOVER}: {host} says the mailbox is known as {email}.")
+            url = f"https://autodiscover.{domain}/autodiscover/autodiscover.xml"
+        return None
+
+    def _exchange_found(
+        self, domain: str, ews_url: str, asked: str, result: DiscoveryResult
+    ) -> bool:
+        try:
+            ews_url = _checked_ews_url(ews_url)
+        except ValueError as error:
+            result.trace.append(f"{AUTODISCOVER}: {asked} named {ews_url!r}, {error}; not used.")
+            return False
+        host = urlsplit(ews_url).hostname
+        platform = platforms().match_ews(host)
+        if platform is not None and platform.kind == PROVIDER:
+            provider = provider_for_platform(platform=platform)
+            reason = (
+                f"Your domain's mail is handled by {platform.name} (Exchange autodiscover at "
+                f"{asked} named the server {host})."
+            )
+            provider_domain_remember(domain=domain, provider=provider, source=Source.AUTOCONFIG)
+        else:
+            try:
+                provider = provider_exchange_discovered(domain=domain, ews_url=ews_url)
+            except ValidationError as error:
+                result.trace.append(f"{AUTODISCOVER}: {ews_url} cannot be used ({error}).")
+                return False
+            reason = (
+                f"Your domain runs its own Microsoft Exchange server: autodiscover at {asked} "
+                f"named its address, {ews_url}."
+            )
+        result.trace.append(f"{AUTODISCOVER}: {reason}")
+        return self._found(result, provider, "autodiscover", Source.AUTOCONFIG, reason)
+
+
+AUTODISCOVER_MAX_HOPS = 3
+JSON = "application/json"
+_POX_REQUEST = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+_POX_RESPONSE = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+
+
+def _why_not(error: FetchError, host: str) -> str:
+    if error.status == 401:
+        return (
+            f"{host} runs Exchange autodiscover but asks for a password before it names the "
+            "server; discovery never sends one"
+        )
+    return str(error)
+
+
+def _json_ews_url(body: bytes) -> str:
+    """The EWS address of an autodiscover v1.0 JSON answer; ValueError says why not."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    url = answer.get("Url")
+    if not isinstance(url, str) or not url:
+        raise ValueError(str(answer.get("ErrorMessage") or "no Url")[:200])
+    if str(answer.get("Protocol", "EWS")).upper() != "EWS":
+        raise ValueError(f"protocol {answer.get('Protocol')!r}, not EWS")
+    return url
+
+
+def _pox_request(email: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>\n<Autodiscover xmlns="{_POX_REQUEST}">'
+        f"<Request><EMailAddress>{escape(email)}</EMailAddress>"
+        f"<AcceptableResponseSchema>{_POX_RESPONSE}</AcceptableResponseSchema>"
+        "</Request></Autodiscover>"
+    ).encode()
+
+
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _child_text(element, name: str) -> str:
+    for child in element:
+        if _local(child.tag) == name:
+            return (child.text or "").strip()
+    return ""
+
+
+def _pox_answer(body: bytes) -> tuple[str, str]:
+    """("settings", EWS address), ("redirectUrl", url) or ("redirectAddr", address) from a
+    POX autodiscover answer; ValueError says why none."""
+    try:
+        root = ElementTree.fromstring(body)
+    except (DefusedXmlException, ElementTree.ParseError) as error:
+        raise ValueError(f"not usable XML ({error})") from None
+    elements = list(root.iter())
+    errors = [e for e in elements if _local(e.tag) == "Error"]
+    accounts = [e for e in elements if _local(e.tag) == "Account"]
+    if not accounts:
+        message = _child_text(errors[0], "Message") if errors else ""
+        raise ValueError(message[:200] or "no Account in the answer")
+    account = accounts[0]
+    action = _child_text(account, "Action")
+    if action == "redirectUrl":
+        return action, _child_text(account, "RedirectUrl")
+    if action == "redirectAddr":
+        return action, _child_text(account, "RedirectAddr")
+    # External (EXPR) first: its address is the one reachable from outside the company.
+    by_type = {}
+    for protocol in account:
+        if _local(protocol.tag) == "Protocol":
+            url = _child_text(protocol, "EwsUrl")
+            if url:
+                by_type.setdefault(_child_text(protocol, "Type").upper(), url)
+    for kind in ("EXPR", "EXCH", "WEB"):
+        if kind in by_type:
+            return "settings", by_type[kind]
+    raise ValueError("the answer names no EWS address")
+
+
+def _checked_ews_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = normalize_domain(parts.hostname or "")
+        _ = parts.port
+    except (ValueError, AddressError):
+        raise ValueError("not a valid address") from None
+    if parts.scheme != "https":
+        raise ValueError("which is not encrypted (https)")
+    if len(url) > 200:
+        raise ValueError("longer than 200 characters")
+    return parts._replace(netloc=parts.netloc.lower()).geturl() if host else url
+
+
+def _spf_target(term: str) -> str:
+    """The domain of an SPF include: or redirect= term that passes mail ("+" or none)."""
+    term = term.lower()
+    if term.startswith("+"):
+        term = term[1:]
+    for prefix in ("include:", "redirect="):
+        if term.startswith(prefix):
+            return term[len(prefix) :].rstrip(".")
+    return ""
 
 
 def _mx_matches(host: str) -> list[tuple[EmailProvider, str]]:
@@ -452,14 +1010,17 @@ def _mx_matches(host: str) -> list[tuple[EmailProvider, str]]:
     return matches
 
 
-def _base_domains(host: str) -> list[str]:
-    """Candidate registrable domains of an MX host, shortest first.
-
-    Without the public suffix list "example.co.uk" and "web.de" cannot be told apart
-    from "co.uk", so both the two- and three-label endings are tried.
-    """
-    labels = host.split(".")
-    return [".".join(labels[-n:]) for n in (2, 3) if len(labels) > n]
+def _mx_host_domains(host: str) -> list[str]:
+    """Domains to ask ISPDB about for an MX host: its registrable domain (by the public
+    suffix list, so "web.de" and "example.co.uk" alike), then the host's parent."""
+    bases = []
+    base = registrable_domain(host)
+    if base and base != host:
+        bases.append(base)
+    parent = host.split(".", 1)[1] if "." in host else ""
+    if parent and parent != base and base and parent.endswith("." + base):
+        bases.append(parent)
+    return bases
 
 
 def discover(address: str | Address) -> DiscoveryResult:

@@ -2,11 +2,12 @@
 
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from .builtin import BUILTIN_PROVIDERS
 from .ispdb import ClientConfig
-from .models import EmailProvider, ProviderDomain, ServiceType, Source
+from .models import AuthMethod, EmailProvider, LoginFormat, ProviderDomain, ServiceType, Source
+from .platforms import PROVIDER, Platform, platforms
 
 # Entries a person chose (or that we ship) are never overwritten by machine sources.
 _CURATED = {Source.BUILTIN, Source.ADMIN, Source.USER}
@@ -157,36 +158,120 @@ def provider_import_config(
     return outcome
 
 
+def _builtin_card(spec: dict, outcome_list: list[ImportOutcome] | None = None) -> EmailProvider:
+    spec = dict(spec)
+    domains = spec.pop("domains")
+    provider = EmailProvider.objects.filter(name=spec["name"]).first()
+    if provider is None and spec.get("ispdb_id"):
+        provider = EmailProvider.objects.filter(ispdb_id=spec["ispdb_id"]).first()
+    outcome = ImportOutcome(provider=provider)  # type: ignore[arg-type]
+    if provider is None:
+        provider = EmailProvider(source=Source.BUILTIN, **spec)
+        provider.full_clean()
+        provider.save()
+        outcome = ImportOutcome(provider=provider, created=True)
+    taken = set(ProviderDomain.objects.filter(domain__in=domains).values_list("domain", flat=True))
+    for domain in domains:
+        if domain in taken:
+            continue
+        ProviderDomain.objects.create(domain=domain, provider=provider, source=Source.BUILTIN)
+        outcome.domains_added.append(domain)
+    if outcome_list is not None:
+        outcome_list.append(outcome)
+    return provider
+
+
+def _platform_card(platform: Platform) -> tuple[EmailProvider, bool]:
+    """The card of a platform row with its own settings: found by its id, else the
+    ISPDB card the row names, else created from the row (source built-in: its settings
+    ship with the app)."""
+    mine = EmailProvider.objects.filter(ispdb_id=platform.card_id).order_by("pk").first()
+    if mine is not None:
+        return mine, False
+    if platform.ispdb:
+        imported = EmailProvider.objects.filter(ispdb_id=platform.ispdb).order_by("pk").first()
+        if imported is not None:
+            return imported, False
+    fields = platform.card_fields()
+    fields["name"] = _unique_name(fields["name"], platform.card_id)
+    provider = EmailProvider(source=Source.BUILTIN, **fields)
+    provider.full_clean()
+    try:
+        with transaction.atomic():
+            provider.save()
+    except IntegrityError:
+        # A concurrent discovery created it first.
+        return EmailProvider.objects.get(ispdb_id=platform.card_id), False
+    return provider, True
+
+
+def provider_for_platform(*, platform: Platform) -> EmailProvider:
+    """The provider card that serves a hosted-mail platform's customers: the built-in
+    card it shares, or its own; created when missing (a database older than the row,
+    or a card an administrator deleted), never overwritten (an admin's edits stand)."""
+    if platform.kind != PROVIDER:
+        raise ValueError(f"{platform.key} is a {platform.kind}, not a provider")
+    if platform.builtin:
+        spec = next(spec for spec in BUILTIN_PROVIDERS if spec["name"] == platform.builtin)
+        return _builtin_card(spec)
+    return _platform_card(platform)[0]
+
+
 @transaction.atomic
 def provider_load_builtins() -> list[ImportOutcome]:
-    """Create the shipped providers that are missing, and their missing domains.
+    """Create the shipped providers that are missing, and their missing domains: the
+    built-in cards, then the cards of the hosted-mail platform table.
 
     An admin's edits to a built-in provider survive: existing providers are not
     overwritten, only completed with domains nobody has mapped yet.
     """
-    outcomes = []
+    outcomes: list[ImportOutcome] = []
     for spec in BUILTIN_PROVIDERS:
-        spec = dict(spec)
-        domains = spec.pop("domains")
-        provider = EmailProvider.objects.filter(name=spec["name"]).first()
-        if provider is None and spec.get("ispdb_id"):
-            provider = EmailProvider.objects.filter(ispdb_id=spec["ispdb_id"]).first()
-        outcome = ImportOutcome(provider=provider)  # type: ignore[arg-type]
-        if provider is None:
-            provider = EmailProvider(source=Source.BUILTIN, **spec)
-            provider.full_clean()
-            provider.save()
-            outcome = ImportOutcome(provider=provider, created=True)
-        taken = set(
-            ProviderDomain.objects.filter(domain__in=domains).values_list("domain", flat=True)
-        )
-        for domain in domains:
-            if domain in taken:
-                continue
-            ProviderDomain.objects.create(domain=domain, provider=provider, source=Source.BUILTIN)
-            outcome.domains_added.append(domain)
-        outcomes.append(outcome)
+        _builtin_card(spec, outcomes)
+    for platform in platforms().platforms:
+        if platform.kind == PROVIDER and not platform.builtin:
+            provider, created = _platform_card(platform)
+            outcomes.append(ImportOutcome(provider=provider, created=created))
     return outcomes
+
+
+@transaction.atomic
+def provider_exchange_discovered(*, domain: str, ews_url: str) -> EmailProvider:
+    """The Exchange card of one domain whose server Exchange autodiscover named.
+
+    Like a domain's autoconfig, it speaks for that domain only: one card per domain
+    (id "autodiscover:<domain>"), mapped to that domain alone; a later autodiscover
+    answer updates its address unless an administrator took the card over.
+    """
+    config_id = f"autodiscover:{domain}"
+    values = {
+        "service_type": ServiceType.EXCHANGE,
+        "exchange_url": ews_url,
+        "receive_enabled": True,
+        "send_enabled": True,
+        "imap_host": "",
+        "imap_port": None,
+        "smtp_host": "",
+        "smtp_port": None,
+        "login_format": LoginFormat.EMAIL,
+        "auth_method": AuthMethod.PASSWORD,
+    }
+    provider = EmailProvider.objects.select_for_update().filter(ispdb_id=config_id).first()
+    if provider is None:
+        provider = EmailProvider(
+            name=_unique_name(f"Exchange server of {domain}", config_id),
+            ispdb_id=config_id,
+            source=Source.AUTOCONFIG,
+            **values,
+        )
+        provider.full_clean()
+        provider.save()
+    elif provider.source not in _CURATED and provider.exchange_url != ews_url:
+        provider.exchange_url = ews_url
+        provider.full_clean()
+        provider.save(update_fields=["exchange_url", "updated_at"])
+    provider_domain_remember(domain=domain, provider=provider, source=Source.AUTOCONFIG)
+    return provider
 
 
 def provider_domain_remember(

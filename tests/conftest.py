@@ -63,6 +63,7 @@ def _no_network_discovery(settings):
     settings.DISCOVERY_USE_ISPDB = False
     settings.DISCOVERY_USE_AUTOCONFIG = False
     settings.DISCOVERY_USE_MX = False
+    settings.DISCOVERY_USE_AUTODISCOVER = False
 
 
 SYNC_POOL = 300

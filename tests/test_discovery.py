@@ -5,9 +5,10 @@ import pytest
 from defusedxml import ElementTree as ET
 
 from providers.addresses import AddressError
-from providers.discovery import Discoverer, DnsMxResolver, FetchError, HttpsFetcher
+from providers.discovery import Discoverer, DnsLookup, DnsMxResolver, FetchError, HttpsFetcher
 from providers.models import EmailProvider, ProviderDomain, Source
 from tests.factories import EmailProviderFactory, ProviderDomainFactory
+from tests.servers.dns import ZoneDnsServer
 from tests.servers.https import HttpsServer, SilentDnsServer, SilentServer
 
 ISPDB_HOST = "ispdb.test"
@@ -63,8 +64,22 @@ def _loopback_resolver(server_port, names):
     return resolve
 
 
+@pytest.fixture(scope="module")
+def zone():
+    """The DNS of the tests: a real server on loopback, answering from its own table."""
+    server = ZoneDnsServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def discoverer(https_server):
+def dns_zone(zone):
+    zone.clear()
+    return zone
+
+
+@pytest.fixture
+def discoverer(https_server, dns_zone):
     def make(**kwargs):
         fetcher = HttpsFetcher(
             ssl_context=https_server.client_context(),
@@ -73,14 +88,15 @@ def discoverer(https_server):
         )
         options = {
             "fetcher": fetcher,
+            "dns": DnsLookup(dns_zone.resolver()),
             "ispdb_url": ISPDB_BASE,
-            "mx_resolver": lambda domain, timeout: [],
             "step_timeout": 3,
             "total_timeout": 8,
             # Every step on: this fixture's network is the loopback server above.
             "use_ispdb": True,
             "use_autoconfig": True,
             "use_mx": True,
+            "use_autodiscover": True,
         }
         options.update(kwargs)
         return Discoverer(**options)
@@ -256,12 +272,13 @@ def test_it_matches_an_mx_host_under_a_known_domain(db, discoverer):
 
 
 def test_it_asks_ispdb_about_the_mx_hosts_domain_as_a_last_resort(db, discoverer, ispdb_listing):
-    mx = {"customer.test": ["mx1.pub.mailpod1-cph3.one.com"]}
+    # webhuset.no is in ISPDB and not in the platform table.
+    mx = {"customer.test": ["mx1.pub.mailpod3.webhuset.no"]}
     found = discoverer(use_autoconfig=False, mx_resolver=lambda d, t: mx[d]).discover(
         "anna@customer.test"
     )
     assert found.step == "mx"
-    assert found.provider.ispdb_id == "one.com"
+    assert found.provider.ispdb_id == "webhuset.no"
     assert ProviderDomain.objects.get(domain="customer.test").source == Source.MX
 
 
@@ -306,6 +323,7 @@ def silent_discoverer():
                 resolve=lambda host, port, timeout: [("127.0.0.1", silent.port)],
                 allow_internal=True,
             ),
+            dns=DnsLookup(resolver),
             mx_resolver=DnsMxResolver(resolver),
             ispdb_url="https://ispdb.test/v1.1/",
             step_timeout=1,
@@ -325,7 +343,13 @@ def _timed(discoverer):
 
 def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db, silent_discoverer):
     found, elapsed = _timed(
-        silent_discoverer(total_timeout=2.5, use_ispdb=True, use_autoconfig=True, use_mx=True)
+        silent_discoverer(
+            total_timeout=2.5,
+            use_ispdb=True,
+            use_autoconfig=True,
+            use_mx=True,
+            use_autodiscover=True,
+        )
     )
     assert found.provider is None
     assert any("did not answer in time" in line for line in found.trace), found.trace
@@ -333,7 +357,13 @@ def test_it_keeps_the_whole_call_within_its_bound_when_nothing_answers(db, silen
     assert elapsed < 2.5 + 1.0, found.trace
 
 
-@pytest.mark.parametrize("step", ["ispdb", "autoconfig", "mx"])
+# How many waits each step has when nothing answers: autoconfig has two addresses;
+# autodiscover asks DNS for the CNAME, autodiscover.<domain> over HTTPS (the POX address
+# on the same silent server is not tried again) and DNS for the SRV record.
+WAITS = {"ispdb": 1, "autoconfig": 2, "mx": 1, "autodiscover": 3}
+
+
+@pytest.mark.parametrize("step", list(WAITS))
 def test_it_times_out_each_step_on_its_own(db, silent_discoverer, step):
     found, elapsed = _timed(
         silent_discoverer(
@@ -341,11 +371,11 @@ def test_it_times_out_each_step_on_its_own(db, silent_discoverer, step):
             use_ispdb=step == "ispdb",
             use_autoconfig=step == "autoconfig",
             use_mx=step == "mx",
+            use_autodiscover=step == "autodiscover",
         )
     )
     timeouts = [line for line in found.trace if "in time" in line or "timed out" in line]
-    # autoconfig has two addresses, each with its own step timeout.
-    assert len(timeouts) == (2 if step == "autoconfig" else 1), found.trace
+    assert len(timeouts) == WAITS[step], found.trace
     assert elapsed < len(timeouts) * 1 + 1.0
 
 

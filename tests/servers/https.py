@@ -22,6 +22,9 @@ class Routes:
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     drips: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Every request in full, for tests that check what was sent (autodiscover's POST
+    # bodies, and that no Authorization header ever left discovery).
+    log: list[dict] = field(default_factory=list)
 
     def add(self, host: str, path: str, body: bytes, status: int = 200, **headers) -> None:
         self.pages[(host, path)] = (status, body, headers)
@@ -34,10 +37,26 @@ class Routes:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "test-https/1"
 
+    def do_POST(self):
+        length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
+        self._answer(self.rfile.read(length))
+
     def do_GET(self):
+        self._answer(b"")
+
+    def _answer(self, received: bytes):
         routes: Routes = self.server.routes
         host = (self.headers.get("Host") or "").split(":")[0]
         routes.requests.append((host, self.path))
+        routes.log.append(
+            {
+                "method": self.command,
+                "host": host,
+                "path": self.path,
+                "headers": dict(self.headers.items()),
+                "body": received,
+            }
+        )
         if (host, self.path) in routes.drips:
             self.wfile.write(b"HTTP/1.1 200 OK\r\n")
             try:
@@ -50,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, body, headers = routes.pages.get((host, self.path), (404, b"not found", {}))
         self.send_response(status)
-        self.send_header("Content-Type", "text/xml")
+        headers = dict(headers)
+        self.send_header("Content-Type", headers.pop("Content_Type", "text/xml"))
         self.send_header("Content-Length", str(len(body)))
         for name, value in headers.items():
             self.send_header(name.replace("_", "-"), value)
