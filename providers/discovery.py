@@ -19,6 +19,7 @@ line says in plain words what a step found, with the technical detail in bracket
 import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -41,7 +42,6 @@ from .addresses import (
     Address,
     AddressError,
     normalize_address,
-    normalize_domain,
     parent_domains,
     registrable_domain,
 )
@@ -958,18 +958,26 @@ def _pox_answer(body: bytes) -> tuple[str, str]:
     raise ValueError("the answer names no EWS address")
 
 
+_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 def _checked_ews_url(url: str) -> str:
+    """An EWS address from an autodiscover answer, if usable: https, a host name (an
+    internal one is refused later, at sign-in, by the internal-address rule)."""
     try:
-        parts = urlsplit(url)
-        host = normalize_domain(parts.hostname or "")
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
         _ = parts.port
-    except (ValueError, AddressError):
+    except ValueError:
         raise ValueError("not a valid address") from None
-    if parts.scheme != "https":
+    labels = host.split(".")
+    if not host or not all(_HOST_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError("not a server name")
+    if parts.scheme.lower() != "https":
         raise ValueError("which is not encrypted (https)")
     if len(url) > 200:
         raise ValueError("longer than 200 characters")
-    return parts._replace(netloc=parts.netloc.lower()).geturl() if host else url
+    return parts._replace(scheme="https", netloc=parts.netloc.lower()).geturl()
 
 
 def _spf_target(term: str) -> str:

@@ -11,6 +11,7 @@ import socket
 import threading
 from collections import defaultdict
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -89,8 +90,8 @@ class ZoneDnsServer:
                 return
             try:
                 reply = self._answer(dns.message.from_wire(data))
-            except Exception:  # noqa: BLE001 - a malformed query gets no answer
-                continue
+            except dns.exception.DNSException:
+                reply = None  # a malformed query gets no answer
             if reply is not None:
                 self.sock.sendto(reply.to_wire(max_size=65535), peer)
 

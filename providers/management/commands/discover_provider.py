@@ -21,5 +21,15 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(f"{result.address}: {result.found_via}: {result.provider}")
             )
-        else:
+            return
+        for suggestion in result.suggestions:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{result.address}: suggestion to confirm: {suggestion.provider} "
+                    f"({suggestion.evidence})"
+                )
+            )
+        if result.unsupported:
+            self.stdout.write(self.style.WARNING(f"{result.address}: {result.unsupported}"))
+        elif not result.suggestions:
             self.stdout.write(self.style.WARNING(f"{result.address}: no provider found"))
