@@ -721,8 +721,9 @@ class Discoverer:
                 suggestion = Suggestion(provider, platform.name, term)
                 result.suggestions.append(suggestion)
                 result.trace.append(
-                    f"{SPF}: {suggestion.text} This is a suggestion for you to confirm, "
-                    "not a choice."
+                    f"{SPF}: it lets {platform.name} send your domain's email ({term}), so "
+                    f"your mailbox may well be at {platform.name}. This is a suggestion for "
+                    "you to confirm, not a choice."
                 )
             elif platform.kind == UNSUPPORTED:
                 result.trace.append(
