@@ -24,6 +24,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType, Source
@@ -37,6 +38,7 @@ from sharing.selectors import (
     grants_of,
     mailboxes_for_setup,
     mailboxes_shared_with,
+    removed_mailboxes_with_grants,
 )
 from sync.sanitize import email_document
 from sync.selectors import sync_status
@@ -138,6 +140,7 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
         "accounts": accounts_for_user(request.user),
         "shared": mailboxes_shared_with(request.user),
         "alerts": sign_in_alerts(request.user),
+        "removed": removed_mailboxes_with_grants(request.user),
     }
     return render(request, "accounts/mailboxes.html", context)
 
@@ -593,13 +596,19 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
 OAUTH_SESSION = "oauth:"
 
 
-def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None):
-    url, state, pending = authorization_start(
-        provider=provider,
-        address=address,
-        redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
-        account_id=account_id,
-    )
+def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None, *, back: str):
+    try:
+        url, state, pending = authorization_start(
+            provider=provider,
+            address=address,
+            redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
+            account_id=account_id,
+        )
+    except MailError as error:
+        # The card's OAuth addresses cannot be used (an internal address, the service
+        # unreachable): said, not a 500.
+        messages.error(request, str(error))
+        return redirect(back)
     request.session[OAUTH_SESSION + state] = asdict(pending)
     return redirect(url)
 
@@ -616,7 +625,8 @@ def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
     provider = get_object_or_404(EmailProvider, pk=int(provider_id), auth_method=AuthMethod.OAUTH2)
     if not provider.oauth_ready:
         raise Http404
-    return _oauth_redirect(request, provider, address.email)
+    back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
+    return _oauth_redirect(request, provider, address.email, back=back)
 
 
 @login_required
@@ -635,7 +645,10 @@ def account_reconnect_start(request: HttpRequest, pk: int) -> HttpResponse:
             "to register the app on the provider card.",
         )
         return redirect(account.get_absolute_url())
-    return _oauth_redirect(request, provider, account.address, account_id=account.pk)
+    return _oauth_redirect(
+        request, provider, account.address, account_id=account.pk,
+        back=account.get_absolute_url(),
+    )  # fmt: skip
 
 
 @login_required
@@ -670,7 +683,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         answer = code_exchange(
             provider=provider, pending=pending, query=request.GET.dict(), redirect_uri=redirect_uri
         )
-        signed_in = signed_in_address(answer=answer, client_id=provider.oauth_client_id)
+        signed_in = signed_in_address(answer=answer, provider=provider)
         if signed_in != address.email:
             instead = "" if reconnecting else f", or add {signed_in or 'that account'} instead"
             raise TokenError(
