@@ -223,6 +223,9 @@ def _section(
     return settings_page(request, account, extra=context)
 
 
+FOLDER_INDENTS = 12
+
+
 def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
     """The folder tree as rows with depth, showing what the user ticked if the form
     came back with an error, else what is saved."""
@@ -239,6 +242,9 @@ def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
             {
                 "folder": folder,
                 "depth": len(parts) - 1,
+                # Indented by classes (the page's policy has no inline styles), so
+                # the deepest levels share the last step.
+                "indent": min(len(parts) - 1, FOLDER_INDENTS),
                 "name": parts[-1],
                 "chosen": str(folder.pk) in chosen,
                 "subfolders": str(folder.pk) in subfolders,
@@ -263,7 +269,8 @@ def _folders_response(
 @login_required
 @require_http_methods(["GET", "POST"])
 def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
-    """The folder picker: the server's real folder tree, read when the user opens it."""
+    """The folder picker. GET shows the folders as saved (it reads only); "Choose
+    folders" reads the server's real tree first, as a POST (account_folders_refresh)."""
     account = _setup(request, pk)
     if not can_change_download(request.user, account):
         raise PermissionDenied
@@ -285,13 +292,32 @@ def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
             return _folders_response(request, account, form, folders_saved=True)
         messages.success(request, "Folders saved.")
         return redirect(f"{account.get_absolute_url()}#settings-folders")
+    form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
+    return _folders_response(request, account, form)
+
+
+@login_required
+@require_POST
+def account_folders_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Choose folders": the server's folder tree read now and saved (a write, hence a
+    POST), then the picker."""
+    account = _setup(request, pk)
+    if not can_change_download(request.user, account):
+        raise PermissionDenied
     error = ""
     try:
         folders_load(account=account)
     except FolderListError as problem:
         error = str(problem)
+    if not request.htmx:
+        if error:
+            messages.error(request, f"Could not read the folder list from the server: {error}")
+        return redirect(reverse("accounts:folders", args=[account.pk]))
+    folders = account.folders.filter(exists_on_server=True)
     form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
-    return _folders_response(request, account, form, folders_error=error)
+    return _folders_response(
+        request, account, form, folders_error=error, folders_fresh=not error
+    )
 
 
 @login_required
