@@ -279,4 +279,9 @@ class SignatureForm(forms.Form):
             cleaned["signature_html"] = clean_signature(html).html
         except SignatureError as error:
             self.add_error("signature_html", str(error))
+            # The editor shows what was posted again, so the user can fix it: sanitised
+            # like a saved signature, never as it came (it would run in the page).
+            data = self.data.copy()
+            data[self.add_prefix("signature_html")] = clean_signature(html, strict=False).html
+            self.data = data
         return cleaned

@@ -110,7 +110,7 @@ def removed_mailbox_grants_revoke(*, account: EmailAccount, actor) -> list[str]:
     """Revoke every grant a removed mailbox still has (its owner's decision); each one
     logged like any grant change. Returns the grantees, in words."""
     locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
-    grants = list(locked.grants.select_for_update().select_related("user", "group"))
+    grants = list(locked.grants.select_for_update(of=("self",)).select_related("user", "group"))
     GrantChange.objects.bulk_create(
         [
             GrantChange(
