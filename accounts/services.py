@@ -24,7 +24,11 @@ from .oauth import TokenError, token_revoke, tokens_store
 
 logger = logging.getLogger(__name__)
 
+# Sign-in checks per user and address, and per user whatever the address, in the
+# window. Never per address alone: one person's attempts must not lock another out of
+# adding their own mailbox (issue 15, point 7).
 SIGN_IN_LIMIT = 5
+SIGN_IN_LIMIT_PER_USER = 20
 # Changed only after a real sign-in check, never through account_settings_update.
 SIGN_IN_FIELDS = {"password_encrypted", "login", "provider"}
 SIGN_IN_WINDOW = timedelta(minutes=10)
@@ -39,18 +43,19 @@ class DuplicateAccount(Exception):
 def _rate_limit(*, user, address: Address) -> None:
     since = timezone.now() - SIGN_IN_WINDOW
     recent = SignInAttempt.objects.filter(created_at__gte=since)
-    for attempts, whose in (
-        (recent.filter(user=user), "from your user account"),
-        (recent.filter(address=address.email), f"for {address.email}"),
+    mine = recent.filter(user=user)
+    for attempts, limit, whose in (
+        (mine.filter(address=address.email), SIGN_IN_LIMIT, f"for {address.email}"),
+        (mine, SIGN_IN_LIMIT_PER_USER, "from your user account"),
     ):
-        times = list(attempts.order_by("-created_at").values_list("created_at", flat=True))
-        if len(times) >= SIGN_IN_LIMIT:
+        times = list(attempts.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+        if len(times) >= limit:
             # The oldest attempt that still counts leaves the window first.
-            retry_at = times[SIGN_IN_LIMIT - 1] + SIGN_IN_WINDOW
+            retry_at = times[limit - 1] + SIGN_IN_WINDOW
             minutes = max(1, round((retry_at - timezone.now()).total_seconds() / 60))
             raise SignInError(
                 "rate_limited",
-                f"Too many sign-in attempts {whose} ({SIGN_IN_LIMIT} in "
+                f"Too many sign-in attempts {whose} ({limit} in "
                 f"{SIGN_IN_WINDOW.seconds // 60} minutes). Try again after "
                 f"{timezone.localtime(retry_at):%H:%M} (in about {minutes} minutes).",
             )

@@ -315,9 +315,7 @@ def account_folders_refresh(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(reverse("accounts:folders", args=[account.pk]))
     folders = account.folders.filter(exists_on_server=True)
     form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
-    return _folders_response(
-        request, account, form, folders_error=error, folders_fresh=not error
-    )
+    return _folders_response(request, account, form, folders_error=error, folders_fresh=not error)
 
 
 @login_required
