@@ -24,6 +24,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mailsetup.csp import allow_mail_frame
 from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
@@ -196,7 +197,8 @@ def settings_page(
         **sync_status(account),
         **(extra or {}),
     }
-    return render(request, SETTINGS, context)
+    # The signature preview is a sandboxed srcdoc frame.
+    return allow_mail_frame(render(request, SETTINGS, context))
 
 
 def _section_form(form_class, account: EmailAccount, rights: dict, *args, **kwargs):
