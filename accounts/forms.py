@@ -6,6 +6,7 @@ from django.utils.html import escape
 
 from providers.addresses import Address, AddressError, normalize_address, normalize_domain
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+from providers.naming import impersonation_error
 
 from .models import EmailAccount, FolderMode
 from .signatures import MAX_IMAGE_BYTES, SignatureError, clean_signature, image_type
@@ -31,10 +32,18 @@ class AddressForm(forms.Form):
 
 class ProviderPickForm(forms.Form):
     provider = forms.ModelChoiceField(
-        queryset=EmailProvider.objects.all(),
+        queryset=EmailProvider.objects.none(),
         widget=forms.RadioSelect,
-        error_messages={"required": "Choose your email provider from the list."},
+        error_messages={
+            "required": "Choose your email provider from the list.",
+            "invalid_choice": "Choose your email provider from the list.",
+        },
     )
+
+    def __init__(self, *args, offered, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only what the list offers for this address (accounts.selectors.providers_offered).
+        self.fields["provider"].queryset = offered
 
 
 class CredentialsForm(forms.Form):
@@ -86,6 +95,13 @@ class NewServerForm(forms.ModelForm):
             "imap_security": forms.Select(attrs={"data-security-for": "imap"}),
             "smtp_security": forms.Select(attrs={"data-security-for": "smtp"}),
         }
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        refusal = impersonation_error(name)
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return name
 
     def clean(self):
         data = super().clean()

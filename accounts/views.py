@@ -11,7 +11,7 @@ works without JavaScript and can be reloaded.
 
 import copy
 from dataclasses import asdict
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -76,6 +76,7 @@ from .selectors import (
     open_notifications,
     provider_managers,
     providers_matching,
+    providers_offered,
     sign_in_alert,
     sign_in_alerts,
 )
@@ -512,7 +513,8 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
     if address is None:
         return redirect("accounts:wizard_address")
     query = request.GET.get("q", "")
-    form = ProviderPickForm(request.POST or None)
+    offered = providers_offered(address.domain)
+    form = ProviderPickForm(request.POST or None, offered=offered)
     if request.method == "POST" and form.is_valid():
         provider = form.cleaned_data["provider"]
         return redirect(
@@ -522,7 +524,7 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
         "form": form,
         "address": address,
         "query": query,
-        "providers": providers_matching(query),
+        "providers": providers_matching(query, address.domain),
         "can_add_server": request.user.has_perm(MANAGE_PROVIDERS),
         "managers": provider_managers(),
     }
@@ -577,7 +579,8 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
     provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
     if not (provider_id.isascii() and provider_id.isdecimal()):
         return redirect(_url("accounts:wizard_provider", address=address.email))
-    provider = get_object_or_404(EmailProvider, pk=int(provider_id))
+    # A provider that discovery made for another domain is not offered for this one.
+    provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
     via = request.GET.get("via", "")
     form = CredentialsForm(request.POST or None, provider=provider)
     context = {
@@ -592,6 +595,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
+        # Where the password goes, always said: the provider's sign-in page for OAuth,
+        # the hosts Exchange autodiscover asks first when the card names no server.
+        "oauth_host": urlsplit(provider.oauth_authorize_url).hostname or "",
+        "autodiscover_hosts": [address.domain, f"autodiscover.{address.domain}"],
     }
     usable = not context["oauth_only"]
     if request.method == "POST" and usable and form.is_valid():
@@ -648,7 +655,9 @@ def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
     provider_id = str(request.POST.get("provider") or "")
     if address is None or not (provider_id.isascii() and provider_id.isdecimal()):
         return redirect("accounts:wizard_address")
-    provider = get_object_or_404(EmailProvider, pk=int(provider_id), auth_method=AuthMethod.OAUTH2)
+    provider = get_object_or_404(
+        providers_offered(address.domain), pk=int(provider_id), auth_method=AuthMethod.OAUTH2
+    )
     if not provider.oauth_ready:
         raise Http404
     back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)

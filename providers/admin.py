@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from .models import EmailProvider, ProviderDomain, Source
+from .naming import impersonation_error
 
 PERMISSION = "providers.manage_email_providers"
 
@@ -67,6 +68,15 @@ class EmailProviderForm(forms.ModelForm):
             "security_guide",
             "mx_suffixes",
         ]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        # A built-in card keeps its own name; any other name must not pass for one.
+        if "name" in self.changed_data or self.instance.pk is None:
+            refusal = impersonation_error(name)
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return name
 
     def _https(self, name: str) -> str:
         """An OAuth address: https only, and (unless internal servers are allowed) not
