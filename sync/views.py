@@ -96,11 +96,12 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
     if not download_queue(account_id=account.pk, now=True):
-        messages.warning(
-            request,
-            "The app's task queue cannot be reached right now: the download starts by itself "
-            "once it is back.",
+        later = (
+            "automatic downloads go on by themselves once it is back"
+            if account.auto_sync
+            else "try again in a few minutes"
         )
+        messages.warning(request, f"The app's task queue cannot be reached right now: {later}.")
     target = f"{account.get_absolute_url()}#sync"
     if request.htmx:
         return HttpResponseClientRedirect(target)
