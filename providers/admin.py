@@ -2,8 +2,8 @@ from django import forms
 from django.contrib import admin
 from django.urls import reverse
 
+from .forms import ProviderCardForm
 from .models import EmailProvider, ProviderDomain, Source
-from .naming import impersonation_error
 
 PERMISSION = "providers.manage_email_providers"
 
@@ -28,7 +28,7 @@ class ManageProvidersOnly:
         return request.user.has_perm(PERMISSION)
 
 
-class EmailProviderForm(forms.ModelForm):
+class EmailProviderForm(ProviderCardForm):
     oauth_client_secret = forms.CharField(
         label="OAuth client secret",
         required=False,
@@ -68,15 +68,6 @@ class EmailProviderForm(forms.ModelForm):
             "security_guide",
             "mx_suffixes",
         ]
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        # A built-in card keeps its own name; any other name must not pass for one.
-        if "name" in self.changed_data or self.instance.pk is None:
-            refusal = impersonation_error(name)
-            if refusal:
-                raise forms.ValidationError(refusal)
-        return name
 
     def _https(self, name: str) -> str:
         """An OAuth address: https only, and (unless internal servers are allowed) not
