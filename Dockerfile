@@ -9,9 +9,14 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # The whole tree, less what .dockerignore leaves out (local state, secrets, tests): an app
 # added to INSTALLED_APPS needs no line here (tests/test_packaging.py checks it).
 COPY . .
+# The app runs as its own user, who must be able to write its state (var/) and the
+# media volume (attachments, kept originals): a named volume mounted on /data/media
+# starts as a copy of this directory, with its owner.
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --home /app mailsetup \
-    && mkdir -p /app/var && chown mailsetup /app/var
+    && mkdir -p /app/var /data/media \
+    && chown mailsetup:mailsetup /app/var /data/media
+ENV MEDIA_ROOT=/data/media
 USER mailsetup
 EXPOSE 8000
 CMD ["gunicorn", "mailsetup.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -86,6 +86,68 @@ class MailTrustAdapter(HTTPAdapter):
         return super().init_poolmanager(*args, **kwargs)
 
 
+class InternalAddressRefused(ConnectionError):
+    """A connection to an internal network address while those are not allowed; a
+    subclass's MESSAGE says which server it was, for people."""
+
+    MESSAGE = (
+        "The server is on an internal network address, and connecting to internal mail "
+        "servers is turned off; an administrator can allow it with the system setting "
+        "AllowInternalMailServers."
+    )
+
+
+def refused_internal(error: BaseException | None) -> bool:
+    """Whether a guarded adapter stopped the connection; requests and the libraries
+    above it wrap the exception, sometimes only as text."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, InternalAddressRefused) or "AddressRefused" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+@functools.cache
+def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
+    """A MailTrustAdapter that applies the internal-address rule to every connection it
+    opens, checked on the socket itself once connected (so a name that resolves
+    differently the second time, or a redirect, gains nothing), before any request or
+    credential is sent."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def checked(sock):
+        peer = sock.getpeername()[0]
+        if net.is_internal(peer) and not internal_mail_servers_allowed():
+            sock.close()
+            raise refusal(refusal.MESSAGE)
+        return sock
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn())
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn())
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedTrustAdapter(MailTrustAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
+            }  # fmt: skip
+
+    return GuardedTrustAdapter
+
+
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
     if provider.login_format == LoginFormat.LOCAL_PART:
         return address.local

@@ -18,10 +18,11 @@ from providers.addresses import Address
 from providers.models import EmailProvider
 from systemsettings.selectors import internal_mail_servers_allowed
 
-from .connection import MailTrustAdapter, SignInError
+from . import connection
+from .connection import SignInError
 
 
-class InternalAddressRefused(ConnectionError):
+class InternalAddressRefused(connection.InternalAddressRefused):
     """A connection to an internal network address while those are not allowed."""
 
     MESSAGE = (
@@ -31,57 +32,10 @@ class InternalAddressRefused(ConnectionError):
     )
 
 
-def _refused_internal(error: BaseException) -> bool:
-    """Whether the guard below stopped the connection; exchangelib and requests wrap the
-    exception, sometimes only as text."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, InternalAddressRefused) or "InternalAddressRefused" in str(error):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-def _checked(sock):
-    """The socket, if its peer is an address the app may talk to; checked on the socket
-    itself, so a name that resolves differently the second time gains nothing."""
-    peer = sock.getpeername()[0]
-    if net.is_internal(peer) and not internal_mail_servers_allowed():
-        sock.close()
-        raise InternalAddressRefused(InternalAddressRefused.MESSAGE)
-    return sock
-
-
 def _guarded_adapter():
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self):
-            return _checked(super()._new_conn())
-
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self):
-            return _checked(super()._new_conn())
-
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    class ExchangeAdapter(MailTrustAdapter):
-        """The mail trust, and the internal-address rule on every connection exchangelib
-        opens: to the service address, and to whatever autodiscover or a redirect
-        points at, before any credentials are sent."""
-
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
-            }  # fmt: skip
-
-    return ExchangeAdapter
+    # The internal-address rule on every connection exchangelib opens: to the service
+    # address, and to whatever autodiscover or a redirect points at.
+    return connection.guarded_adapter(InternalAddressRefused)
 
 
 def _exchangelib():
@@ -183,7 +137,7 @@ def ews_session(
             "Exchange administrator whether EWS is allowed for this mailbox.",
         ) from None
     except (TimeoutError, TransportError, OSError) as error:
-        if _refused_internal(error):
+        if connection.refused_internal(error):
             raise SignInError(
                 "internal_address", InternalAddressRefused.MESSAGE, field="provider"
             ) from None

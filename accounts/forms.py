@@ -33,10 +33,18 @@ class AddressForm(forms.Form):
 
 class ProviderPickForm(forms.Form):
     provider = forms.ModelChoiceField(
-        queryset=EmailProvider.objects.all(),
+        queryset=EmailProvider.objects.none(),
         widget=forms.RadioSelect,
-        error_messages={"required": "Choose your email provider from the list."},
+        error_messages={
+            "required": "Choose your email provider from the list.",
+            "invalid_choice": "Choose your email provider from the list.",
+        },
     )
+
+    def __init__(self, *args, offered, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only what the list offers for this address (accounts.selectors.providers_offered).
+        self.fields["provider"].queryset = offered
 
 
 class CredentialsForm(forms.Form):
@@ -259,4 +267,9 @@ class SignatureForm(forms.Form):
             cleaned["signature_html"] = clean_signature(html).html
         except SignatureError as error:
             self.add_error("signature_html", str(error))
+            # The editor shows what was posted again, so the user can fix it: sanitised
+            # like a saved signature, never as it came (it would run in the page).
+            data = self.data.copy()
+            data[self.add_prefix("signature_html")] = clean_signature(html, strict=False).html
+            self.data = data
         return cleaned

@@ -171,3 +171,22 @@ class AccountChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address}: {self.field} {self.old_value!r} -> {self.new_value!r}"
+
+
+class TokenRevocation(models.Model):
+    """A removed mailbox's refresh token, kept encrypted only until the provider has
+    been asked to revoke it (RFC 7009) by the background task, which takes the
+    mailbox's id. The mailbox row itself holds no credential any more, and may be gone
+    (removed with its emails): hence the plain id and the provider of its own."""
+
+    account_id = models.BigIntegerField(db_index=True)
+    address = models.CharField(max_length=254)
+    provider = models.ForeignKey(EmailProvider, on_delete=models.CASCADE, related_name="+")
+    # Fernet token, like every credential (rotate_mail_keys re-encrypts it).
+    token_encrypted = models.TextField(editable=False)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"revocation of {self.address}'s sign-in at {self.provider}"

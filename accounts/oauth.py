@@ -10,25 +10,28 @@ import base64
 import functools
 import hashlib
 import json
+import logging
+import re
 import secrets
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from mailsetup import crypto
+from mailsetup import crypto, net
 from mailsetup.failures import MailError
 from providers.models import ServiceType
+from systemsettings.selectors import internal_mail_servers_allowed
 
-from .connection import mail_ssl_context
+from .connection import InternalAddressRefused, guarded_adapter, refused_internal
 from .models import EmailAccount
+
+logger = logging.getLogger(__name__)
 
 # An access token this close to its expiry is refreshed first: a sync or a send may
 # take minutes, and the server checks the token when it is used.
@@ -49,31 +52,79 @@ class TokenError(MailError):
         super().__init__("token_unavailable", message)
 
 
-def _post(url: str, form: dict) -> tuple[int, dict]:
-    if not url.lower().startswith("https://"):
-        # Tokens and the client secret never travel unencrypted, nor through file: URLs.
-        raise TokenError("The provider's OAuth token address must start with https://.")
-    request = urllib.request.Request(  # noqa: S310 (https only, checked above)
-        url,
-        data=urlencode(form).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-        method="POST",
+class OAuthAddressRefused(InternalAddressRefused):
+    MESSAGE = (
+        "The provider's OAuth address is on an internal network address, and connecting "
+        "to internal servers is turned off; an administrator can allow it with the "
+        "system setting AllowInternalMailServers, or correct the provider card."
     )
+
+
+class OAuthInternalAddress(MailError):
+    """An OAuth address of the provider card leads to an internal network address while
+    those are not allowed: the card's administrator must act, no retry helps."""
+
+    def __init__(self, message: str = OAuthAddressRefused.MESSAGE):
+        super().__init__("internal_address", message)
+
+
+def _unreachable(error: BaseException) -> MailError:
+    """What a failed request to the provider's OAuth service means."""
+    if refused_internal(error):
+        return OAuthInternalAddress()
+    return TokenError(f"The sign-in service could not be reached ({type(error).__name__}).")
+
+
+def endpoint_refusal(url: str) -> str | None:
+    """Why the app must not use this OAuth address of a provider card (not https, or a
+    host on an internal network address while those are not allowed), or None. The
+    authorization address is only visited by the browser, so this is its whole check;
+    the app's own requests are checked again on the socket (`_session`)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return "An OAuth address must start with https://."
+    if internal_mail_servers_allowed():
+        return None
     try:
-        with urllib.request.urlopen(  # noqa: S310 (https only, checked above)
-            request, timeout=settings.MAIL_CONNECT_TIMEOUT, context=mail_ssl_context()
-        ) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        try:
-            body = json.loads(error.read() or b"{}")
-        except ValueError:
-            body = {}
-        return error.code, body
-    except (OSError, ValueError) as error:
-        raise TokenError(
-            f"The sign-in service could not be reached ({type(error).__name__})."
-        ) from None
+        addresses = net.resolve(parts.hostname, parts.port or 443, settings.MAIL_CONNECT_TIMEOUT)
+    except (OSError, UnicodeError, ValueError):
+        return None  # unknown now; the connection is checked when it is made
+    if any(net.is_internal(address[0]) for address in addresses):
+        return (
+            f"{parts.hostname} is on an internal network address. Connecting to internal "
+            "servers is turned off; an administrator can allow it with the system setting "
+            "AllowInternalMailServers."
+        )
+    return None
+
+
+@sensitive_variables("form")
+def _post(url: str, form: dict) -> tuple[int, dict]:
+    import requests
+
+    _https(url)
+    try:
+        response = _session().post(
+            url, data=form, headers={"Accept": "application/json"},
+            timeout=settings.MAIL_CONNECT_TIMEOUT, allow_redirects=False,
+        )  # fmt: skip
+    except (requests.RequestException, OSError) as error:
+        raise _unreachable(error) from None
+    try:
+        body = response.json() if response.content else {}
+    except ValueError:
+        body = {}
+    return response.status_code, body if isinstance(body, dict) else {}
+
+
+def _durable() -> None:
+    """The current transaction's commit waits for the disk, whatever the session says:
+    a sync turns synchronous_commit off for its own rows, which a crash may cost and the
+    next run fetches again, but a rotated refresh token lost in a crash cannot be had
+    again (the provider spent the old one) and the mailbox would need its owner."""
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO on")
 
 
 @sensitive_variables("answer")
@@ -116,11 +167,14 @@ def access_token(*, account_id: int, force_refresh: bool = False) -> str:
                 crypto.decrypt(account.oauth_refresh_token_encrypted)
             )
         except Refused as refusal:
+            _durable()
             # Saved and committed before raising: the refusal stands.
             account.reconnect_needed_at = timezone.now()
             account.save(update_fields=["reconnect_needed_at", "updated_at"])
             refused = str(refusal)
         else:
+            # The provider may have rotated the refresh token: the old one is spent.
+            _durable()
             tokens_store(account=account, answer=answer)
             return answer["access_token"]
     raise ReconnectNeeded(
@@ -189,13 +243,15 @@ class Refused(Exception):
 
 
 def _session():
-    """A requests session trusting what the mail connections trust (mail_ssl_context)."""
+    """A requests session trusting what the mail connections trust (mail_ssl_context),
+    with the internal-address rule on every connection: the token, revocation and
+    OpenID discovery addresses come from provider cards, which discovery may write."""
     import requests
 
-    from .connection import MailTrustAdapter
-
     session = requests.Session()
-    session.mount("https://", MailTrustAdapter())
+    adapter = guarded_adapter(OAuthAddressRefused)()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session
 
 
@@ -318,9 +374,7 @@ class _Google(_Standard):
             reason = error.description or error.error
             raise TokenError(f"The sign-in could not be completed ({reason}).") from None
         except (OSError, ValueError) as error:
-            raise TokenError(
-                f"The sign-in service could not be reached ({type(error).__name__})."
-            ) from None
+            raise _unreachable(error) from None
         granted = answer.get("scope") or ""
         granted = granted.split() if isinstance(granted, str) else list(granted)
         if not answer.get("access_token") or GOOGLE_MAIL not in granted:
@@ -353,9 +407,7 @@ class _Google(_Standard):
                 raise Refused(details.get("error_description") or details["error"]) from None
             raise TokenError(f"The sign-in service refused to refresh ({error.args[0]}).") from None
         except exceptions.TransportError as error:
-            raise TokenError(
-                f"The sign-in service could not be reached ({type(error).__name__})."
-            ) from None
+            raise _unreachable(error) from None
         expires_in = 3600
         if credentials.expiry is not None:  # naive UTC, as google-auth keeps it
             left = credentials.expiry - timezone.now().replace(tzinfo=None)
@@ -403,9 +455,8 @@ class _Microsoft:
                 timeout=settings.MAIL_CONNECT_TIMEOUT,
             )
         except (OSError, ValueError) as error:
-            raise TokenError(
-                f"The sign-in service could not be reached ({type(error).__name__})."
-            ) from None
+            # msal reads the tenant's OpenID configuration here, through _session().
+            raise _unreachable(error) from None
 
     def _scopes(self) -> list[str]:
         # Exchange Online mailboxes (EWS) need EWS's permission; the others IMAP's and SMTP's.
@@ -436,6 +487,8 @@ class _Microsoft:
         try:
             # msal checks the state, the PKCE verifier and the ID token's nonce.
             answer = self._app().acquire_token_by_auth_code_flow(pending.flow or {}, query)
+        except OSError as error:
+            raise _unreachable(error) from None
         except ValueError as error:
             raise TokenError(f"The sign-in could not be completed ({error}).") from None
         if "access_token" not in answer:
@@ -445,7 +498,10 @@ class _Microsoft:
 
     @sensitive_variables("refresh_token", "answer", "credentials")
     def refresh(self, refresh_token: str) -> dict:
-        answer = self._app().acquire_token_by_refresh_token(refresh_token, self._scopes())
+        try:
+            answer = self._app().acquire_token_by_refresh_token(refresh_token, self._scopes())
+        except OSError as error:
+            raise _unreachable(error) from None
         if "access_token" in answer:
             return answer
         if answer.get("error") in ("invalid_grant", "invalid_client", "interaction_required"):
@@ -469,6 +525,11 @@ def authorization_start(
 ) -> tuple[str, str, Pending]:
     """The provider's authorization address to send the browser to, with a fresh
     `state` (bound to the session by the caller) and a PKCE challenge (S256)."""
+    refusal = endpoint_refusal(provider.oauth_authorize_url)
+    if refusal:
+        # The browser would be sent there to type the password: an internal page could
+        # pass itself off as the provider's.
+        raise OAuthInternalAddress(refusal)
     state = secrets.token_urlsafe(24)
     url, pending = _client(provider).start(state=state, address=address, redirect_uri=redirect_uri)
     pending.account_id = account_id
@@ -482,13 +543,42 @@ def code_exchange(*, provider, pending: Pending, query: dict, redirect_uri: str)
     return _client(provider).exchange(pending=pending, query=query, redirect_uri=redirect_uri)
 
 
-def signed_in_address(*, answer: dict, client_id: str) -> str:
+MICROSOFT_ISSUER = re.compile(r"\A/(?P<tenant>[^/]+)/v2\.0\Z")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+def _issuer_expected(provider, issuer: str, claims: dict) -> bool:
+    """Whether the ID token comes from the provider's own sign-in service, judged by the
+    card's authorization address (the page the user signed in on):
+    - the issuer has the same origin, and the authorization address lies under its path
+      (Google's https://accounts.google.com, Zoho's, Keycloak's realm paths);
+    - Google also writes its issuer without the scheme ("accounts.google.com");
+    - Microsoft's is https://login.microsoftonline.com/<the user's tenant id>/v2.0, the
+      tenant id also in the `tid` claim; a card with a tenant id takes only that one."""
+    authorize = urlsplit(provider.oauth_authorize_url)
+    origin = f"{authorize.scheme}://{authorize.netloc}".lower()
+    if issuer.lower() == authorize.netloc.lower() and isinstance(_client(provider), _Google):
+        return True
+    parts = urlsplit(issuer)
+    if f"{parts.scheme}://{parts.netloc}".lower() != origin or parts.query or parts.fragment:
+        return False
+    path = parts.path.rstrip("/")
+    if isinstance(_client(provider), _Microsoft):
+        found = MICROSOFT_ISSUER.search(path)
+        tenant = provider.oauth_tenant.strip().lower()
+        if found and str(claims.get("tid", "")).lower() == found["tenant"].lower():
+            return not _GUID.match(tenant) or tenant == found["tenant"].lower()
+    return authorize.path == path or authorize.path.startswith(f"{path}/")
+
+
+def signed_in_address(*, answer: dict, provider) -> str:
     """The address of the account the user signed in with, from the ID token.
 
     The ID token came straight from the token endpoint over verified TLS, which OpenID
-    Connect Core (3.1.3.7) accepts in place of checking its signature; its audience and
-    expiry are still checked (msal hands over the claims decoded, without checking
-    them since its 1.38)."""
+    Connect Core (3.1.3.7) accepts in place of checking its signature; its issuer,
+    audience and expiry are still checked, and an address the provider says it has not
+    verified is not taken (msal hands over the claims decoded, without checking them
+    since its 1.38)."""
     claims = answer.get("id_token_claims")
     if claims is None:
         token = answer.get("id_token", "")
@@ -497,8 +587,53 @@ def signed_in_address(*, answer: dict, client_id: str) -> str:
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         except (IndexError, ValueError):
             raise TokenError("The provider did not say which account signed in.") from None
+    if not isinstance(claims, dict):
+        raise TokenError("The provider did not say which account signed in.")
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]
-    if client_id not in audiences or float(claims.get("exp", 0)) < timezone.now().timestamp():
+    try:
+        expired = float(claims.get("exp", 0)) < timezone.now().timestamp()
+    except (TypeError, ValueError):
+        expired = True
+    issuer = str(claims.get("iss") or "")
+    if (
+        provider.oauth_client_id not in audiences
+        or expired
+        or not _issuer_expected(provider, issuer, claims)
+    ):
         raise TokenError("The provider's answer was not meant for this app, or has expired.")
+    if "email_verified" in claims and claims["email_verified"] not in (True, "true", "True"):
+        raise TokenError(
+            f"{provider.name} has not verified the address of the account you signed in "
+            "with. Verify it with the provider first, then sign in again."
+        )
     return str(claims.get("email") or claims.get("preferred_username") or "").strip().lower()
+
+
+@sensitive_variables("token")
+def token_revoke(*, provider, token: str) -> bool:
+    """Revoke a refresh token at the provider's revocation address (RFC 7009), when the
+    card has one. True when the provider confirmed (200; RFC 7009 answers 200 for a
+    token it no longer knows too). Raises TokenError or OAuthInternalAddress when the
+    provider could not be asked."""
+    url = provider.oauth_revoke_url
+    if not url:
+        return False
+    status, answer = _post(
+        url,
+        {
+            "token": token,
+            "token_type_hint": "refresh_token",
+            "client_id": provider.oauth_client_id,
+            "client_secret": provider.get_oauth_client_secret(),
+        },
+    )
+    if status == 200:
+        return True
+    if status == 503 or status >= 500:
+        raise TokenError(f"The provider's revocation address answered {status}.")
+    logger.warning(
+        "Revocation at %s refused: HTTP %s (%s)", urlsplit(url).hostname, status,
+        answer.get("error", "no reason"),
+    )  # fmt: skip
+    return False

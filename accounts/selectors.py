@@ -77,14 +77,21 @@ def open_notifications(user) -> QuerySet[AccountNotification]:
     ).select_related("account")
 
 
-# Cards a domain's own records made (autoconfig, Exchange autodiscover) speak for that
-# domain only: they are offered to addresses of that domain, never to everyone.
-_DOMAIN_ONLY = [Source.AUTOCONFIG, Source.MX]
+# Providers anyone may be offered: shipped, made by an administrator, or Thunderbird's
+# curated ISPDB. One that discovery made from a domain's own autoconfig (or found by its
+# MX) speaks for that domain only: a stranger's domain must not put a server of its
+# choosing in everybody's list.
+LISTED_SOURCES = [Source.BUILTIN, Source.ADMIN, Source.ISPDB]
 
 
-def providers_matching(query: str, domain: str | None = None) -> QuerySet[EmailProvider]:
-    serving = ProviderDomain.objects.filter(domain=domain or "").values("provider_id")
-    providers = EmailProvider.objects.exclude(Q(source__in=_DOMAIN_ONLY) & ~Q(pk__in=serving))
+def providers_offered(domain: str) -> QuerySet[EmailProvider]:
+    """The providers a user adding an address of `domain` may choose or sign in with."""
+    mapped = ProviderDomain.objects.filter(domain=domain).values("provider_id")
+    return EmailProvider.objects.filter(Q(source__in=LISTED_SOURCES) | Q(pk__in=mapped))
+
+
+def providers_matching(query: str, domain: str) -> QuerySet[EmailProvider]:
+    providers = providers_offered(domain)
     query = query.strip()
     if query:
         providers = providers.filter(
@@ -95,7 +102,12 @@ def providers_matching(query: str, domain: str | None = None) -> QuerySet[EmailP
 
 def provider_managers() -> list:
     """Who a user can ask to add a mail server: holders of the manage permission."""
-    users = get_user_model().objects.with_perm(MANAGE_PROVIDERS).filter(is_active=True)
+    # Named: django-axes adds its own authentication backend, which keeps no permissions.
+    users = (
+        get_user_model()
+        .objects.with_perm(MANAGE_PROVIDERS, backend="django.contrib.auth.backends.ModelBackend")
+        .filter(is_active=True)
+    )
     return list(users.order_by("last_name", "username")[:5])
 
 

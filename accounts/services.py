@@ -1,5 +1,7 @@
 """Writes for mailboxes: adding one after a real sign-in check, notifications, keys."""
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,15 +12,23 @@ from django.utils.html import strip_tags
 from django.views.decorators.debug import sensitive_variables
 
 from mailsetup import crypto
+from mailsetup.failures import MailError
+from mailsetup.queue import publish_on_commit
 from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source
 from providers.services import provider_domain_remember, provider_save_checked
 
 from .connection import SignInError, check_sign_in
-from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt
-from .oauth import tokens_store
+from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt, TokenRevocation
+from .oauth import TokenError, token_revoke, tokens_store
 
+logger = logging.getLogger(__name__)
+
+# Sign-in checks per user and address, and per user whatever the address, in the
+# window. Never per address alone: one person's attempts must not lock another out of
+# adding their own mailbox (issue 15, point 7).
 SIGN_IN_LIMIT = 5
+SIGN_IN_LIMIT_PER_USER = 20
 # Changed only after a real sign-in check, never through account_settings_update.
 SIGN_IN_FIELDS = {"password_encrypted", "login", "provider"}
 SIGN_IN_WINDOW = timedelta(minutes=10)
@@ -33,18 +43,19 @@ class DuplicateAccount(Exception):
 def _rate_limit(*, user, address: Address) -> None:
     since = timezone.now() - SIGN_IN_WINDOW
     recent = SignInAttempt.objects.filter(created_at__gte=since)
-    for attempts, whose in (
-        (recent.filter(user=user), "from your user account"),
-        (recent.filter(address=address.email), f"for {address.email}"),
+    mine = recent.filter(user=user)
+    for attempts, limit, whose in (
+        (mine.filter(address=address.email), SIGN_IN_LIMIT, f"for {address.email}"),
+        (mine, SIGN_IN_LIMIT_PER_USER, "from your user account"),
     ):
-        times = list(attempts.order_by("-created_at").values_list("created_at", flat=True))
-        if len(times) >= SIGN_IN_LIMIT:
+        times = list(attempts.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+        if len(times) >= limit:
             # The oldest attempt that still counts leaves the window first.
-            retry_at = times[SIGN_IN_LIMIT - 1] + SIGN_IN_WINDOW
+            retry_at = times[limit - 1] + SIGN_IN_WINDOW
             minutes = max(1, round((retry_at - timezone.now()).total_seconds() / 60))
             raise SignInError(
                 "rate_limited",
-                f"Too many sign-in attempts {whose} ({SIGN_IN_LIMIT} in "
+                f"Too many sign-in attempts {whose} ({limit} in "
                 f"{SIGN_IN_WINDOW.seconds // 60} minutes). Try again after "
                 f"{timezone.localtime(retry_at):%H:%M} (in about {minutes} minutes).",
             )
@@ -155,26 +166,41 @@ def notification_dismiss(*, user, notification_id: int) -> bool:
 
 @dataclass
 class RotationOutcome:
-    accounts: int = 0
-    providers: int = 0
+    values: int = 0
+    # "app.model.field" -> how many values of that column were re-encrypted
+    fields: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def encrypted_fields() -> list:
+    """Every column that holds a Fernet token, in every installed model: by the rule
+    that such a column's name ends in `_encrypted` (tests/test_key_rotation.py finds
+    them by their contents instead, and fails when one breaks the rule)."""
+    from django.apps import apps
+
+    return [
+        field
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if field.name.endswith("_encrypted")
+    ]
 
 
 @transaction.atomic
 def credentials_rotate() -> RotationOutcome:
-    """Re-encrypt every stored secret under the newest key in CREDENTIAL_KEYS."""
+    """Re-encrypt every stored secret under the newest key in CREDENTIAL_KEYS: mailbox
+    passwords, OAuth access and refresh tokens, client secrets, tokens waiting for
+    revocation, and any column added later under the naming rule."""
     outcome = RotationOutcome()
-    accounts = EmailAccount.objects.select_for_update().exclude(password_encrypted="")
-    for account in accounts.only("pk", "password_encrypted"):
-        account.password_encrypted = crypto.rotate(account.password_encrypted)
-        account.save(update_fields=["password_encrypted"])
-        outcome.accounts += 1
-    providers = EmailProvider.objects.select_for_update().exclude(oauth_client_secret_encrypted="")
-    for provider in providers.only("pk", "oauth_client_secret_encrypted"):
-        provider.oauth_client_secret_encrypted = crypto.rotate(
-            provider.oauth_client_secret_encrypted
-        )
-        provider.save(update_fields=["oauth_client_secret_encrypted"])
-        outcome.providers += 1
+    for field in encrypted_fields():
+        model = field.model
+        rows = model.objects.select_for_update().exclude(**{field.name: ""})
+        for pk, token in rows.values_list("pk", field.name).iterator():
+            # One UPDATE per value, of this column only: a row's other encrypted columns
+            # and its other fields (updated_at) are left to their own pass.
+            model.objects.filter(pk=pk).update(**{field.name: crypto.rotate(token)})
+            name = f"{model._meta.label_lower}.{field.name}"
+            outcome.values += 1
+            outcome.fields[name] = outcome.fields.get(name, 0) + 1
     return outcome
 
 
@@ -305,19 +331,33 @@ def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
 
 def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
     """Remove a mailbox from the app; nothing on the mail server is touched. Its emails
-    either stay (on the CRM's timelines, the row kept without its secret) or go with it.
-    If it was the default sender, the next mailbox that sends becomes the default."""
+    either stay (on the owner's CRM timelines, the row kept without any credential) or go
+    with it. Every credential is wiped at once; an OAuth refresh token is also revoked
+    at the provider (RFC 7009) by a background task that takes the mailbox's id, where
+    the provider card has a revocation address. Its shares end with it: grantees lose
+    access to the kept emails (sharing.selectors), the grants stay for its owner to see
+    and revoke, and count again only if the owner adds it and shares it again. If it was
+    the default sender, the next mailbox that sends becomes the default."""
     with transaction.atomic():
-        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        locked = (
+            EmailAccount.objects.select_for_update().select_related("provider").get(pk=account.pk)
+        )
         was_default = locked.is_default_sender
+        revoking = _revocation_keep(locked)
         AccountChange.objects.create(
             account=locked, address=locked.address, actor=actor, field="removed",
             new_value="emails kept" if keep_emails else "emails deleted",
         )  # fmt: skip
+        if locked.shared_access:
+            AccountChange.objects.create(
+                account=locked, address=locked.address, actor=actor, field="shared_access",
+                old_value="On", new_value="Off (mailbox removed)",
+            )  # fmt: skip
         if keep_emails:
             locked.removed_at = timezone.now()
-            locked.password_encrypted = ""
+            _credentials_wipe(locked)
             locked.auto_sync = locked.send_enabled = locked.is_default_sender = False
+            locked.shared_access = False
             locked.save()
         else:
             files = _files_of(locked)
@@ -335,6 +375,109 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
             if successor is not None:
                 successor.is_default_sender = True
                 successor.save(update_fields=["is_default_sender", "updated_at"])
+        if revoking:
+            from .tasks import revoke_tokens
+
+            # A task queue that is down does not stop the removal: the sweep queues it.
+            publish_on_commit(revoke_tokens, account.pk)
+    logger.info(
+        "Mailbox %s (id %s) removed by user %s, emails %s; credentials wiped%s.",
+        account.address, account.pk, getattr(actor, "pk", None),
+        "kept" if keep_emails else "deleted",
+        ", refresh token queued for revocation" if revoking else "",
+    )  # fmt: skip
+
+
+def _credentials_wipe(account: EmailAccount) -> None:
+    account.password_encrypted = ""
+    account.oauth_access_token_encrypted = ""
+    account.oauth_refresh_token_encrypted = ""
+    account.oauth_expires_at = None
+
+
+def _revocation_keep(account: EmailAccount) -> bool:
+    """Keep the refresh token (encrypted, apart from the mailbox) until the provider has
+    been asked to revoke it; without a revocation address there is nothing to ask."""
+    token = account.oauth_refresh_token_encrypted
+    if not token:
+        return False
+    if not account.provider.oauth_revoke_url:
+        logger.info(
+            "Mailbox %s (id %s): %s has no revocation address; its refresh token is wiped, "
+            "not revoked.", account.address, account.pk, account.provider.name,
+        )  # fmt: skip
+        return False
+    TokenRevocation.objects.create(
+        account_id=account.pk, address=account.address, provider=account.provider,
+        token_encrypted=token,
+    )  # fmt: skip
+    return True
+
+
+# Revocation is tried this often before the token is given up (and wiped anyway).
+REVOKE_ATTEMPTS = 8
+
+
+class RevocationPending(Exception):
+    """The provider could not be asked now; the task tries again later."""
+
+
+def tokens_revoke(*, account_id: int) -> int:
+    """Ask the provider to revoke the refresh tokens kept for the removed mailbox, and
+    forget each one the provider answered for; returns how many were revoked. Raises
+    RevocationPending when the provider could not be reached (the task retries), until
+    REVOKE_ATTEMPTS, after which the token is wiped unrevoked and that is logged."""
+    revoked, pending = 0, []
+    for row in TokenRevocation.objects.filter(account_id=account_id).select_related("provider"):
+        where = row.provider.oauth_revoke_url
+        try:
+            done = token_revoke(provider=row.provider, token=crypto.decrypt(row.token_encrypted))
+        except TokenError as error:
+            row.attempts += 1
+            row.last_error = str(error)[:500]
+            if row.attempts < REVOKE_ATTEMPTS:
+                row.save(update_fields=["attempts", "last_error"])
+                pending.append(row.address)
+                logger.warning(
+                    "Revoking the refresh token of removed mailbox %s (id %s) at %s failed "
+                    "(attempt %s, tried again later): %s",
+                    row.address, account_id, where, row.attempts, error,
+                )  # fmt: skip
+                continue
+            logger.error(
+                "Gave up revoking the refresh token of removed mailbox %s (id %s) at %s "
+                "after %s attempts (%s); the token is wiped here, unrevoked.",
+                row.address, account_id, where, row.attempts, error,
+            )  # fmt: skip
+        except (MailError, crypto.CredentialError) as error:
+            logger.error(
+                "The refresh token of removed mailbox %s (id %s) cannot be revoked at %s "
+                "(%s); it is wiped here, unrevoked.", row.address, account_id, where, error,
+            )  # fmt: skip
+        else:
+            if done:
+                revoked += 1
+                logger.info(
+                    "Revoked the refresh token of removed mailbox %s (id %s) at %s.",
+                    row.address, account_id, where,
+                )  # fmt: skip
+            else:
+                logger.warning(
+                    "%s did not confirm revoking the refresh token of removed mailbox %s "
+                    "(id %s); it is wiped here.", where, row.address, account_id,
+                )  # fmt: skip
+        row.delete()
+    if pending:
+        raise RevocationPending(", ".join(pending))
+    return revoked
+
+
+def revocations_due() -> list[int]:
+    """Mailboxes whose revocation waits longer than its task should have taken (the task
+    queue was down at the removal, or a worker died): the sweep queues them again."""
+    stale = timezone.now() - timedelta(minutes=10)
+    rows = TokenRevocation.objects.filter(created_at__lt=stale)
+    return sorted(set(rows.values_list("account_id", flat=True)))
 
 
 def _files_of(account: EmailAccount) -> list[str]:

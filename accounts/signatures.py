@@ -80,10 +80,14 @@ class CleanSignature:
     images: int
 
 
-def clean_signature(html: str) -> CleanSignature:
+def clean_signature(html: str, *, strict: bool = True) -> CleanSignature:
     """The signature as it will be saved and sent. Raises SignatureError for images that
-    are too large, too many, or of a type mail clients do not show."""
+    are too large, too many, or of a type mail clients do not show. Not `strict`: the
+    same sanitising, but the problems are not raised (what is put back in the editor
+    after an error, so the user can fix it there and nothing of theirs ever runs)."""
     if len(html) > MAX_SIGNATURE_CHARS:
+        if not strict:
+            return CleanSignature(html="", images=0)
         raise SignatureError("The signature is too large: keep it under 8 MB with its images.")
     problems: list[str] = []
     images = 0
@@ -139,6 +143,6 @@ def clean_signature(html: str) -> CleanSignature:
     )
     if images > MAX_IMAGES:
         problems.append(f"The signature has {images} images; it may have at most {MAX_IMAGES}.")
-    if problems:
+    if problems and strict:
         raise SignatureError(" ".join(dict.fromkeys(problems)))
     return CleanSignature(html=cleaned.strip(), images=images)

@@ -15,6 +15,9 @@ urlpatterns = [
     path("mailboxes/oauth/callback/", views.wizard_oauth_callback, name="oauth_callback"),
     path("mailboxes/<int:pk>/", views.account_settings, name="settings"),
     path("mailboxes/<int:pk>/folders/", views.account_folders, name="folders"),
+    path(
+        "mailboxes/<int:pk>/folders/refresh/", views.account_folders_refresh, name="folders_refresh"
+    ),
     path("mailboxes/<int:pk>/credentials/", views.account_credentials, name="credentials"),
     path("mailboxes/<int:pk>/reconnect/", views.account_reconnect_start, name="reconnect"),
     path("mailboxes/<int:pk>/remove/", views.account_remove_view, name="remove"),

@@ -12,7 +12,7 @@ works without JavaScript and can be reloaded.
 import copy
 import secrets
 from dataclasses import asdict
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,6 +25,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mailsetup.csp import allow_mail_frame
+from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType
@@ -39,6 +41,7 @@ from sharing.selectors import (
     grants_of,
     mailboxes_for_setup,
     mailboxes_shared_with,
+    removed_mailboxes_with_grants,
 )
 from sync.sanitize import email_document
 from sync.selectors import sync_status
@@ -76,6 +79,7 @@ from .selectors import (
     open_notifications,
     provider_managers,
     providers_matching,
+    providers_offered,
     sign_in_alert,
     sign_in_alerts,
 )
@@ -141,6 +145,7 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
         "accounts": accounts_for_user(request.user),
         "shared": mailboxes_shared_with(request.user),
         "alerts": sign_in_alerts(request.user),
+        "removed": removed_mailboxes_with_grants(request.user),
     }
     return render(request, "accounts/mailboxes.html", context)
 
@@ -196,7 +201,8 @@ def settings_page(
         **sync_status(account),
         **(extra or {}),
     }
-    return render(request, SETTINGS, context)
+    # The signature preview is a sandboxed srcdoc frame.
+    return allow_mail_frame(render(request, SETTINGS, context))
 
 
 def _section_form(form_class, account: EmailAccount, rights: dict, *args, **kwargs):
@@ -223,6 +229,9 @@ def _section(
     return settings_page(request, account, extra=context)
 
 
+FOLDER_INDENTS = 12
+
+
 def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
     """The folder tree as rows with depth, showing what the user ticked if the form
     came back with an error, else what is saved."""
@@ -239,6 +248,9 @@ def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
             {
                 "folder": folder,
                 "depth": len(parts) - 1,
+                # Indented by classes (the page's policy has no inline styles), so
+                # the deepest levels share the last step.
+                "indent": min(len(parts) - 1, FOLDER_INDENTS),
                 "name": parts[-1],
                 "chosen": str(folder.pk) in chosen,
                 "subfolders": str(folder.pk) in subfolders,
@@ -263,7 +275,8 @@ def _folders_response(
 @login_required
 @require_http_methods(["GET", "POST"])
 def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
-    """The folder picker: the server's real folder tree, read when the user opens it."""
+    """The folder picker. GET shows the folders as saved (it reads only); "Choose
+    folders" reads the server's real tree first, as a POST (account_folders_refresh)."""
     account = _setup(request, pk)
     if not can_change_download(request.user, account):
         raise PermissionDenied
@@ -285,13 +298,30 @@ def account_folders(request: HttpRequest, pk: int) -> HttpResponse:
             return _folders_response(request, account, form, folders_saved=True)
         messages.success(request, "Folders saved.")
         return redirect(f"{account.get_absolute_url()}#settings-folders")
+    form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
+    return _folders_response(request, account, form)
+
+
+@login_required
+@require_POST
+def account_folders_refresh(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Choose folders": the server's folder tree read now and saved (a write, hence a
+    POST), then the picker."""
+    account = _setup(request, pk)
+    if not can_change_download(request.user, account):
+        raise PermissionDenied
     error = ""
     try:
         folders_load(account=account)
     except FolderListError as problem:
         error = str(problem)
+    if not request.htmx:
+        if error:
+            messages.error(request, f"Could not read the folder list from the server: {error}")
+        return redirect(reverse("accounts:folders", args=[account.pk]))
+    folders = account.folders.filter(exists_on_server=True)
     form = FolderChoiceForm(initial={"folder_mode": account.folder_mode}, folders=folders)
-    return _folders_response(request, account, form, folders_error=error)
+    return _folders_response(request, account, form, folders_error=error, folders_fresh=not error)
 
 
 @login_required
@@ -527,7 +557,8 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
     if address is None:
         return redirect("accounts:wizard_address")
     query = request.GET.get("q", "")
-    form = ProviderPickForm(request.POST or None)
+    offered = providers_offered(address.domain)
+    form = ProviderPickForm(request.POST or None, offered=offered)
     if request.method == "POST" and form.is_valid():
         provider = form.cleaned_data["provider"]
         # A suggestion of discovery (the SPF record) the user confirmed with its button.
@@ -646,7 +677,8 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
         if not (provider_id.isascii() and provider_id.isdecimal()):
             return redirect(_url("accounts:wizard_provider", address=address.email))
-        provider = get_object_or_404(EmailProvider, pk=int(provider_id))
+        # A provider that discovery made for another domain is not offered for this one.
+        provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
     form = CredentialsForm(request.POST or None, provider=provider)
     context = {
         "form": form,
@@ -660,6 +692,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
+        # Where the password goes, always said: the provider's sign-in page for OAuth,
+        # the hosts Exchange autodiscover asks first when the card names no server.
+        "oauth_host": urlsplit(provider.oauth_authorize_url).hostname or "",
+        "autodiscover_hosts": [address.domain, f"autodiscover.{address.domain}"],
         "draft": token,
         "draft_url": token
         and _url("accounts:wizard_new_server", address=address.email, draft=token),
@@ -703,13 +739,19 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
 OAUTH_SESSION = "oauth:"
 
 
-def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None):
-    url, state, pending = authorization_start(
-        provider=provider,
-        address=address,
-        redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
-        account_id=account_id,
-    )
+def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None, *, back: str):
+    try:
+        url, state, pending = authorization_start(
+            provider=provider,
+            address=address,
+            redirect_uri=request.build_absolute_uri(reverse("accounts:oauth_callback")),
+            account_id=account_id,
+        )
+    except MailError as error:
+        # The card's OAuth addresses cannot be used (an internal address, the service
+        # unreachable): said, not a 500.
+        messages.error(request, str(error))
+        return redirect(back)
     request.session[OAUTH_SESSION + state] = asdict(pending)
     return redirect(url)
 
@@ -723,10 +765,13 @@ def wizard_oauth_start(request: HttpRequest) -> HttpResponse:
     provider_id = str(request.POST.get("provider") or "")
     if address is None or not (provider_id.isascii() and provider_id.isdecimal()):
         return redirect("accounts:wizard_address")
-    provider = get_object_or_404(EmailProvider, pk=int(provider_id), auth_method=AuthMethod.OAUTH2)
+    provider = get_object_or_404(
+        providers_offered(address.domain), pk=int(provider_id), auth_method=AuthMethod.OAUTH2
+    )
     if not provider.oauth_ready:
         raise Http404
-    return _oauth_redirect(request, provider, address.email)
+    back = _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
+    return _oauth_redirect(request, provider, address.email, back=back)
 
 
 @login_required
@@ -745,7 +790,10 @@ def account_reconnect_start(request: HttpRequest, pk: int) -> HttpResponse:
             "to register the app on the provider card.",
         )
         return redirect(account.get_absolute_url())
-    return _oauth_redirect(request, provider, account.address, account_id=account.pk)
+    return _oauth_redirect(
+        request, provider, account.address, account_id=account.pk,
+        back=account.get_absolute_url(),
+    )  # fmt: skip
 
 
 @login_required
@@ -780,7 +828,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         answer = code_exchange(
             provider=provider, pending=pending, query=request.GET.dict(), redirect_uri=redirect_uri
         )
-        signed_in = signed_in_address(answer=answer, client_id=provider.oauth_client_id)
+        signed_in = signed_in_address(answer=answer, provider=provider)
         if signed_in != address.email:
             instead = "" if reconnecting else f", or add {signed_in or 'that account'} instead"
             raise TokenError(

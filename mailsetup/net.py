@@ -16,6 +16,12 @@ _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
 # Ranges that some Python versions call global; none hosts a public mail server.
 _NOT_PUBLIC = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("192.0.0.0/24")]
+# IPv6 forms that carry an IPv4 address in their last 32 bits: NAT64's well-known prefix
+# (RFC 6052; a NAT64 gateway connects to the IPv4 address inside) and the deprecated
+# IPv4-compatible form (::a.b.c.d, RFC 4291). Python calls both global whatever they
+# carry, so 64:ff9b::10.0.0.1 would reach 10.0.0.1 through the company's gateway.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 def resolve(host: str, port: int, timeout: float) -> list[tuple]:
@@ -39,12 +45,18 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple]:
 
 def is_internal(ip: str) -> bool:
     """Anything but a globally routable unicast address: loopback, private, link-local
-    (cloud metadata), shared, reserved, multicast, and IPv6 forms that embed one."""
+    (cloud metadata), shared, reserved, multicast, and IPv6 forms that embed one
+    (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address):
         if address.is_site_local:
             return True
+        if address in _IPV4_COMPATIBLE:
+            # Deprecated since 2006 and routed nowhere; :: and ::1 are in it too.
+            return True
         embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is None and address.teredo:
             embedded = address.teredo[1]
         if embedded is not None:

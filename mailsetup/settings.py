@@ -1,6 +1,7 @@
 """The one settings module. Everything that differs between machines comes from the
 environment through the typed readers in mailsetup.env."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -17,6 +18,11 @@ CREDENTIAL_KEYS = credential_keys(debug=DEBUG, var_dir=VAR_DIR)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Reverse proxies (addresses or networks) whose X-Forwarded-Proto and X-Forwarded-For
+# are believed; requests from anywhere else have those headers dropped
+# (mailsetup.proxy). With a proxy named, the https it terminated counts as https, so
+# OAuth redirect URIs and secure cookies come out right.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -26,6 +32,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
+    "csp",
     "systemsettings",
     "providers",
     "accounts",
@@ -36,6 +44,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "mailsetup.proxy.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files under gunicorn; runserver serves them itself in DEBUG.
     *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
@@ -45,7 +54,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mailsetup.urls"
@@ -106,9 +118,66 @@ STORAGES = {
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 MEDIA_URL = "media/"
 
+# Production (DEBUG off): https only, and `manage.py check --deploy` clean
+# (tests/test_production_settings.py runs it).
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+# Pages send the token themselves (the form field, htmx's X-CSRFToken header from the
+# page): no script needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# A load balancer's or container's health probe speaks plain HTTP to the app itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TRUSTED_PROXIES else None
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp) on every page. No inline script anywhere; htmx
+# runs from /static with its inline indicator style and eval turned off (base.html).
+# Pages that show an email or a signature in a sandboxed srcdoc frame add what that
+# frame needs (srcdoc documents inherit the page's policy): see mailsetup.csp.
+_SELF, _NONE = "'self'", "'none'"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_SELF],
+        "script-src": [_SELF],
+        "style-src": [_SELF],
+        "img-src": [_SELF, "data:"],
+        "font-src": [_SELF],
+        "connect-src": [_SELF],
+        "frame-src": [_SELF],
+        "object-src": [_NONE],
+        "base-uri": [_NONE],
+        "frame-ancestors": [_NONE],
+        # "Sign in with …" and "Reconnect" post here and are sent on to the provider's
+        # sign-in page, which form-action governs too.
+        "form-action": [_SELF, "https:"],
+    }
+}
+
+# Logins to the app itself (django-axes): failures are counted per user name and client
+# address together and per client address, never per user name alone, so nobody can
+# lock a person out from the addresses they use; a lock lasts AXES_COOLOFF_TIME, and
+# an administrator lifts it at once by deleting the "Access attempt" in the admin.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "mailsetup.proxy.axes_client_ip"
+# A successful login does not wipe the address's count (it would let anyone with an
+# account reset it between guesses at other accounts).
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "mailsetup.views.locked_out"
+AXES_VERBOSE = False
 
 LOGGING = {
     "version": 1,
@@ -165,6 +234,8 @@ SYNC_SPOOL_DIR = env_str("SYNC_SPOOL_DIR") or None
 # The first retry of a failed sync waits about this long, each next one twice as long.
 SYNC_RETRY_BACKOFF_SECONDS = env_int("SYNC_RETRY_BACKOFF_SECONDS", 30, minimum=1)
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 60, minimum=1)
+# A bearer token that shows /healthz's details to a monitor (staff users see them too).
+HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN") or ""
 CELERY_BEAT_SCHEDULE = {
     # Proves beat -> broker -> worker works; /healthz reports its age.
     "heartbeat": {
@@ -186,6 +257,13 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Queues again the outgoing emails (and Sent copies) that are stuck: queued too long
     # or never (task queue down), or claimed by a worker that died (sending.services).
+    # Refresh tokens of removed mailboxes whose revocation task was never queued (the
+    # task queue was down) or was lost.
+    "revocations-sweep": {
+        "task": "accounts.revocations_sweep",
+        "schedule": 15 * 60,
+        "options": {"expires": 15 * 60},
+    },
     "sending-sweep": {
         "task": "sending.sweep",
         "schedule": env_int("SENDING_SWEEP_SECONDS", 60, minimum=1),

@@ -1,5 +1,7 @@
+import hmac
+
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
@@ -11,15 +13,49 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Database reachable, and whether beat and a worker ran the heartbeat lately."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    age = heartbeat_age()
+    """The public learns only "ok" or "not ok" (and the status code says the same);
+    staff users, and callers with HEALTHZ_TOKEN as a bearer token, get the details:
+    the database reachable, and whether beat and a worker ran the heartbeat lately."""
+    age = None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database_ok = True
+        age = heartbeat_age()
+    except DatabaseError:
+        database_ok = False
     workers_ok = age is not None and age.total_seconds() < 3 * settings.HEARTBEAT_INTERVAL
+    ok = database_ok and workers_ok
+    status = 200 if ok else 503
+    if not _may_see_details(request):
+        return JsonResponse({"status": "ok" if ok else "not ok"}, status=status)
     return JsonResponse(
         {
-            "database": "ok",
+            "status": "ok" if ok else "not ok",
+            "database": "ok" if database_ok else "unreachable",
             "workers": "ok" if workers_ok else "no recent heartbeat",
             "heartbeat_age_seconds": None if age is None else round(age.total_seconds()),
-        }
+        },
+        status=status,
     )
+
+
+def _may_see_details(request: HttpRequest) -> bool:
+    token = settings.HEALTHZ_TOKEN
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if token and offered and hmac.compare_digest(offered.encode(), token.encode()):
+        return True
+    user = getattr(request, "user", None)
+    return bool(user and user.is_active and user.is_staff)
+
+
+def locked_out(request: HttpRequest, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer to a login while its user name and address are paused."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    username = (credentials or {}).get("username") or request.POST.get("username", "")
+    context = {
+        "username": username[:150],
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "minutes": minutes,
+    }
+    return render(request, "registration/locked_out.html", context, status=429)

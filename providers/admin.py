@@ -61,6 +61,7 @@ class EmailProviderForm(ProviderCardForm):
             "oauth_tenant",
             "oauth_authorize_url",
             "oauth_token_url",
+            "oauth_revoke_url",
             "oauth_secret_expires_on",
             "app_password_required",
             "app_password_help_url",
@@ -69,9 +70,18 @@ class EmailProviderForm(ProviderCardForm):
         ]
 
     def _https(self, name: str) -> str:
+        """An OAuth address: https only, and (unless internal servers are allowed) not
+        on an internal network address: the app posts the client secret and tokens to
+        the token and revocation addresses, reads the OpenID configuration under the
+        authorization address, and sends people to type their password there."""
+        from accounts.oauth import endpoint_refusal
+
         url = self.cleaned_data.get(name, "")
         if url and not url.lower().startswith("https://"):
             raise forms.ValidationError("Use an https:// address: tokens must travel encrypted.")
+        refusal = url and endpoint_refusal(url)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return url
 
     def clean_oauth_authorize_url(self) -> str:
@@ -79,6 +89,9 @@ class EmailProviderForm(ProviderCardForm):
 
     def clean_oauth_token_url(self) -> str:
         return self._https("oauth_token_url")
+
+    def clean_oauth_revoke_url(self) -> str:
+        return self._https("oauth_revoke_url")
 
     def save(self, commit=True):
         provider = super().save(commit=False)
@@ -131,6 +144,7 @@ class EmailProviderAdmin(ManageProvidersOnly, admin.ModelAdmin):
                     "oauth_tenant",
                     "oauth_authorize_url",
                     "oauth_token_url",
+                    "oauth_revoke_url",
                     "oauth_secret_status",
                     "oauth_client_secret",
                     "clear_oauth_client_secret",

@@ -7,6 +7,10 @@ edit them afterwards and a reload keeps those edits.
 from .models import AuthMethod, LoginFormat, Security
 
 _SSL, _STARTTLS = Security.SSL_TLS, Security.STARTTLS
+# Google's RFC 7009 endpoint. Microsoft's identity platform publishes none (its OpenID
+# configuration has no revocation_endpoint): a removed Microsoft mailbox's tokens are
+# wiped here and run out there.
+GOOGLE_REVOKE_URL = "https://oauth2.googleapis.com/revoke"
 
 BUILTIN_PROVIDERS: list[dict] = [
     {
@@ -23,6 +27,8 @@ BUILTIN_PROVIDERS: list[dict] = [
         "auth_method": AuthMethod.PASSWORD,
         "app_password_required": True,
         "app_password_help_url": "https://support.google.com/accounts/answer/185833",
+        # Used once an administrator turns OAuth 2.0 on for the card (RFC 7009).
+        "oauth_revoke_url": GOOGLE_REVOKE_URL,
         "stores_sent_copy": True,
         "mx_suffixes": "google.com, googlemail.com",
         "domains": ["gmail.com", "googlemail.com"],

@@ -9,6 +9,7 @@ from django import forms
 from systemsettings.selectors import internal_mail_servers_allowed
 
 from .addresses import AddressError, normalize_domain
+from .naming import impersonation_error
 
 PLACEHOLDER = "%EMAILDOMAIN%"
 
@@ -56,6 +57,16 @@ class ProviderCardForm(forms.ModelForm):
     """Base of the provider forms: the host rule above, and the model's cross-field
     rules (EmailProvider.clean) only for fields whose own value passed. A server name
     refused for its spelling must not also read "Enter the IMAP server"."""
+
+    def clean_name(self) -> str:
+        """No name that could pass for a built-in provider's (providers.naming); a
+        built-in card keeps its own name."""
+        name = (self.cleaned_data.get("name") or "").strip()
+        if "name" in self.changed_data or self.instance.pk is None:
+            refusal = impersonation_error(name)
+            if refusal:
+                raise forms.ValidationError(refusal, code="impersonation")
+        return name
 
     def clean_imap_host(self) -> str:
         return mail_host(self.cleaned_data.get("imap_host"))

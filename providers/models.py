@@ -104,6 +104,12 @@ class EmailProvider(models.Model):
     )
     oauth_authorize_url = models.URLField("OAuth authorization address", blank=True)
     oauth_token_url = models.URLField("OAuth token address", blank=True)
+    oauth_revoke_url = models.URLField(
+        "OAuth revocation address",
+        blank=True,
+        help_text="RFC 7009 token revocation (Google: https://oauth2.googleapis.com/revoke): "
+        "a removed mailbox's refresh token is revoked there. Blank if the provider has none.",
+    )
     oauth_secret_expires_on = models.DateField(
         "client secret expires on",
         null=True,

@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 from .builtin import BUILTIN_PROVIDERS
 from .ispdb import ClientConfig
 from .models import AuthMethod, EmailProvider, LoginFormat, ProviderDomain, ServiceType, Source
+from .naming import mimicked_builtin
 from .platforms import PROVIDER, Platform, platforms
 
 # Entries a person chose (or that we ship) are never overwritten by machine sources.
@@ -84,7 +85,11 @@ def _find_imported(config_id: str, name: str, domains: list[str]) -> EmailProvid
 
 
 def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
-    candidates = [name, f"{name} ({config_id})"]
+    """The file's name, unless it is taken or could pass for a built-in provider's
+    (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)"."""
+    candidates = [f"{name} ({config_id})"]
+    if mimicked_builtin(name) is None:
+        candidates.insert(0, name)
     candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))

@@ -18,10 +18,13 @@ from .services import outgoing_create
 TEMPLATE = "sending/compose.html"
 
 
-def _original(request: HttpRequest, pk) -> object | None:
+def _original(request: HttpRequest, pk: str | None) -> object | None:
     if not pk:
         return None
-    email = email_for_user(request.user, pk)
+    # A malformed id is a page that does not exist, not a server error.
+    if not (pk.isascii() and pk.isdecimal()):
+        raise Http404
+    email = email_for_user(request.user, int(pk))
     if email is None:
         raise Http404
     return email

@@ -46,8 +46,11 @@ def _granted(user, right: Right) -> Exists:
 
 def _holds(user, right: Right) -> Q:
     """Mailboxes on which the user holds the right: their own, or granted to them or to
-    one of their roles while the mailbox is shared."""
-    return Q(owner=user) | Q(shared_access=True) & _granted(user, right)
+    one of their roles while the mailbox is shared and not removed (a removed mailbox's
+    kept emails are its owner's alone; its grants wait for the owner, who may revoke
+    them, see `removed_mailboxes_with_grants`)."""
+    shared = Q(shared_access=True, removed_at__isnull=True)
+    return Q(owner=user) | shared & _granted(user, right)
 
 
 def mailboxes_with(user, *rights: Right, removed: bool = False) -> QuerySet[EmailAccount]:
@@ -190,6 +193,26 @@ def emails_for_user(user) -> QuerySet[Email]:
 def email_for_user(user, pk: int) -> Email | None:
     """One email, if the user may see it anywhere: on a timeline or their Email page."""
     return emails_for_user(user).filter(pk=pk).select_related("account").first()
+
+
+def removed_mailboxes_with_grants(user) -> list[EmailAccount]:
+    """The user's removed mailboxes (emails kept) that still have grants: the grants
+    count for nobody, and come back only if the owner adds the mailbox and shares it
+    again. Listed for the owner, who may revoke them; each with `kept_grants`."""
+    if not (user.is_authenticated and user.is_active):
+        return []
+    mailboxes = list(
+        EmailAccount.objects.filter(owner=user, removed_at__isnull=False, grants__isnull=False)
+        .distinct()
+        .order_by("address")
+    )
+    grants = MailboxGrant.objects.filter(account__in=mailboxes).select_related("user", "group")
+    by_mailbox: dict[int, list[MailboxGrant]] = {}
+    for grant in grants.order_by("group__name", "user__username", "pk"):
+        by_mailbox.setdefault(grant.account_id, []).append(grant)
+    for mailbox in mailboxes:
+        mailbox.kept_grants = by_mailbox.get(mailbox.pk, [])
+    return mailboxes
 
 
 def grants_of(account: EmailAccount) -> list[MailboxGrant]:

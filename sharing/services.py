@@ -103,3 +103,26 @@ def mailbox_sharing_update(
         said.append(f"{row.label}: {rights_label(after)}")
     GrantChange.objects.bulk_create(changes)
     return said
+
+
+@transaction.atomic
+def removed_mailbox_grants_revoke(*, account: EmailAccount, actor) -> list[str]:
+    """Revoke every grant a removed mailbox still has (its owner's decision); each one
+    logged like any grant change. Returns the grantees, in words."""
+    locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+    grants = list(locked.grants.select_for_update(of=("self",)).select_related("user", "group"))
+    GrantChange.objects.bulk_create(
+        [
+            GrantChange(
+                account=locked,
+                address=locked.address,
+                actor=actor,
+                grantee=grant.grantee_label,
+                before=grant.rights_label,
+                after=rights_label(set()),
+            )
+            for grant in grants
+        ]
+    )
+    MailboxGrant.objects.filter(pk__in=[grant.pk for grant in grants]).delete()
+    return [grant.grantee_label for grant in grants]

@@ -7,14 +7,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.models import EmailAccount
 from accounts.views import settings_page
 
 from .forms import KEY, GrantsForm
 from .selectors import can_share, grant_candidates, grants_of, mailboxes_for_setup
-from .services import GrantConflict, mailbox_sharing_update
+from .services import GrantConflict, mailbox_sharing_update, removed_mailbox_grants_revoke
 
 SECTION = "sharing/section.html"
 
@@ -76,3 +78,18 @@ def grantee_search(request: HttpRequest, pk: int) -> HttpResponse:
     exclude = [key for key in request.GET.getlist("row") if KEY.match(key)]
     context = {"query": query, "candidates": grant_candidates(account, query, exclude)}
     return render(request, f"{SECTION}#candidates", context)
+
+
+@login_required
+@require_POST
+def removed_grants_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """Revoke the grants a removed mailbox still has: its owner's alone (404 for anyone
+    else, and for a mailbox that is not removed)."""
+    account = get_object_or_404(EmailAccount, pk=pk, owner=request.user, removed_at__isnull=False)
+    revoked = removed_mailbox_grants_revoke(account=account, actor=request.user)
+    if revoked:
+        messages.success(request, f"{account.address}: access revoked for {', '.join(revoked)}.")
+    target = reverse("accounts:list")
+    if request.htmx:
+        return HttpResponseClientRedirect(target)
+    return redirect(target)

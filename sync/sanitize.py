@@ -54,14 +54,38 @@ _IMAGE_DATA = ("data:image/png", "data:image/jpeg", "data:image/gif", "cid:")
 _URL_NOISE = re.compile(r"[\x00-\x20]+")
 
 
+# A declaration whose value could fetch something, or hide what it does: url() and the
+# other image functions, IE's expression(), and escapes or comments (u\72l(, ur/**/l().
+_CSS_FETCHING = ("url(", "image(", "image-set(", "cross-fade(", "element(", "expression(")
+_CSS_SPACE = re.compile(r"\s+")
+
+
+def _safe_style(value: str) -> str | None:
+    """The style attribute without the declarations that could load anything; nh3 then
+    keeps only the allowed properties of what is left."""
+    kept = []
+    for declaration in value.split(";"):
+        squeezed = _CSS_SPACE.sub("", declaration).lower()
+        if not squeezed:
+            continue
+        if "\\" in squeezed or "/*" in squeezed or any(f in squeezed for f in _CSS_FETCHING):
+            continue
+        kept.append(declaration.strip())
+    return "; ".join(kept) or None
+
+
 def _keep(tag: str, attribute: str, value: str) -> str | None:
     if tag == "img" and attribute == "src":
         value = _URL_NOISE.sub("", value)
         if value.lower().startswith(_REMOTE + _IMAGE_DATA):
             return value
         return None
-    if tag == "a" and attribute == "href" and value.strip().lower().startswith("data:"):
+    if attribute == "href" and _URL_NOISE.sub("", value).lower().startswith("data:"):
+        # A data: link opens a document the email made up (a login page, a script):
+        # dropped however it is spelt (" data:", "d\tata:", "DATA:").
         return None
+    if attribute == "style":
+        return _safe_style(value)
     return value
 
 

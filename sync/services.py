@@ -79,10 +79,25 @@ def _claim(account_id: int, token: str | None = None) -> tuple[str | None, bool]
     return None, False
 
 
+class ClaimLost(Exception):
+    """The run no longer holds its mailbox's claim: it outlived its lease (a stalled
+    worker, a fetch longer than the lease) and another run took the mailbox. Two runs
+    must not store into one mailbox at once: this one stops where it is."""
+
+
 def _renew(account_id: int, token: str) -> None:
-    MailboxSync.objects.filter(account_id=account_id, claim_token=token).update(
+    """Extend the claim, if this run still holds it; else raise ClaimLost."""
+    renewed = MailboxSync.objects.filter(account_id=account_id, claim_token=token).update(
         claimed_until=timezone.now() + _lease()
     )
+    if not renewed:
+        raise ClaimLost(f"mailbox {account_id}: the claim {token} is held by another run")
+
+
+CLAIM_LOST = (
+    "This download stopped: it ran past its time limit and another download of the "
+    "mailbox took over. What it stored is kept; the other download goes on from there."
+)
 
 
 def _release(account_id: int, token: str, **fields) -> None:
@@ -257,6 +272,14 @@ def _mailbox_sync(
     except DATABASE_GONE:
         _end_if_possible(run, account_id, token)
         raise
+    except ClaimLost:
+        # The mailbox's state belongs to the run that holds the claim now: only this
+        # run's record is written, and nothing is retried (the other run does the work).
+        run.state = SyncRun.State.INTERRUPTED
+        run.error = CLAIM_LOST
+        run.finished_at = timezone.now()
+        run.save()
+        return run
     except Exception as error:
         failure = _as_failure(error, account)
         if failure is None:

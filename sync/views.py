@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from mailsetup.csp import allow_mail_frame
 from sharing.selectors import (
     email_for_user,
     emails_for_user,
@@ -32,7 +33,7 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
     html, blocked = email.html_body, 0
     if html and not allow_images:
         html, blocked = hold_back_remote_images(html)
-    return render(
+    response = render(
         request,
         "sync/email_detail.html",
         {
@@ -44,6 +45,7 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "notes": [note for note in email.notes.splitlines() if note.strip()],
         },
     )
+    return allow_mail_frame(response, remote_images=allow_images)
 
 
 PROBLEMS = {

@@ -1,4 +1,8 @@
-"""Playwright driving Debian's Chromium (never a downloaded browser)."""
+"""Playwright driving Debian's Chromium (never a downloaded browser).
+
+Every browser context the suite opens (through `page`, or `browser.new_context()` in a
+test) reports Content-Security-Policy violations from its pages and their frames, as
+Chromium writes them to the console; a browser test that caused one fails."""
 
 import os
 import shutil
@@ -19,6 +23,43 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
+# What the current test's pages violated: "<page url>: <Chromium's message>".
+CSP_VIOLATIONS: list[str] = []
+
+
+def is_csp_violation(text: str) -> bool:
+    # Chromium: "Refused to apply inline style because it violates the following Content
+    # Security Policy directive: …", "… violates the following Content Security Policy …"
+    return "Content Security Policy" in text or "Content-Security-Policy" in text
+
+
+def watch_csp(context):
+    """Record every CSP violation a page (or a frame in it) of `context` reports."""
+
+    def on_console(message):
+        if is_csp_violation(message.text):
+            where = message.page.url if message.page else "?"
+            CSP_VIOLATIONS.append(f"{where}: {message.text}")
+
+    context.on("console", on_console)
+    return context
+
+
+class CheckedBrowser:
+    """The Playwright browser, whose new contexts and pages are watched (watch_csp)."""
+
+    def __init__(self, browser):
+        self._browser = browser
+
+    def new_context(self, **kwargs):
+        return watch_csp(self._browser.new_context(**kwargs))
+
+    def new_page(self, **kwargs):
+        return self.new_context(**kwargs).new_page()
+
+    def __getattr__(self, name):
+        return getattr(self._browser, name)
+
 
 @pytest.fixture(scope="session")
 def browser():
@@ -31,8 +72,22 @@ def browser():
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
+        yield CheckedBrowser(browser)
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_csp_violations(request):
+    """Fails a browser test whose pages broke the Content-Security-Policy (an inline
+    script or style, a resource from elsewhere): the policy must fit every page."""
+    if not {"browser", "page"} & set(request.fixturenames):
+        yield
+        return
+    CSP_VIOLATIONS.clear()
+    yield
+    found, CSP_VIOLATIONS[:] = list(CSP_VIOLATIONS), []
+    if found:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(found))
 
 
 @pytest.fixture

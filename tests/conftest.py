@@ -237,11 +237,14 @@ def oauth_provider(db, oauth_server, mail_trust, oauth_provider_kind):
         security_guide=guide,
         oauth_authorize_url=f"{base}/authorize",
         oauth_token_url=f"{base}/token",
+        oauth_revoke_url=f"{base}/revoke",
     )
     provider.set_oauth_client_secret("client-secret-1")
     provider.save()
     oauth_server.state.requests.clear()
-    return provider
+    yield provider
+    # Knobs a test may have turned on the session's server.
+    oauth_server.state.email_verified = oauth_server.state.forged_issuer = None
 
 
 @pytest.fixture

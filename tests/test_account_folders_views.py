@@ -34,21 +34,26 @@ def _synced_subjects(account):
     return set(Email.objects.filter(account=account).values_list("subject", flat=True))
 
 
+def _refresh(client, account, **headers):
+    return client.post(reverse("accounts:folders_refresh", args=[account.pk]), **headers)
+
+
 def test_it_shows_the_servers_real_folder_tree_on_demand(client, nested):
     account, _ = nested
     client.force_login(account.owner)
     page = client.get(reverse("accounts:settings", args=[account.pk])).content.decode()
-    # Not read from the server until asked: the page has a link that works without JS.
-    assert f'hx-get="/mailboxes/{account.pk}/folders/"' in page
-    assert f'href="/mailboxes/{account.pk}/folders/"' in page
+    # Not read from the server until asked: a button (a POST: reading the tree saves
+    # it) that works without JS.
+    assert f'hx-post="/mailboxes/{account.pk}/folders/refresh/"' in page
+    assert f'action="/mailboxes/{account.pk}/folders/refresh/"' in page
     assert not Folder.objects.filter(account=account).exists()
-    body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).content.decode()
+    body = _refresh(client, account, **HTMX).content.decode()
     paths = [p for p in body.split('data-path="')[1:]]
     listed = [p.split('"')[0] for p in paths]
     assert listed[0] == "INBOX"
     assert {"Clients", "Clients/Acme", "Clients/Acme/2026", "Projects", "Sent"} <= set(listed)
     # Nested folders are indented by depth, special folders are marked.
-    assert 'style="margin-left: 2em" data-path="Clients/Acme/2026"' in body
+    assert '<li class="depth-2" data-path="Clients/Acme/2026"' in body
     assert '<span class="tag">sent</span>' in body
     assert "Choosing a folder does not choose the folders inside it." in body
 
@@ -56,7 +61,7 @@ def test_it_shows_the_servers_real_folder_tree_on_demand(client, nested):
 def test_it_downloads_a_chosen_parent_without_its_children(client, nested, queued):
     account, _ = nested
     client.force_login(account.owner)
-    client.get(reverse("accounts:folders", args=[account.pk]), **HTMX)
+    _refresh(client, account, **HTMX)
     response = client.post(
         reverse("accounts:folders", args=[account.pk]),
         {"folder_mode": "custom", "chosen": _ids(account, "Clients")},
@@ -74,7 +79,7 @@ def test_it_downloads_a_chosen_parent_without_its_children(client, nested, queue
 def test_it_downloads_subfolders_current_and_future_when_asked(client, nested, queued):
     account, mailbox = nested
     client.force_login(account.owner)
-    client.get(reverse("accounts:folders", args=[account.pk]))
+    _refresh(client, account)
     client.post(
         reverse("accounts:folders", args=[account.pk]),
         {"folder_mode": "custom", "subfolders": _ids(account, "Clients/Acme")},
@@ -89,7 +94,7 @@ def test_it_downloads_subfolders_current_and_future_when_asked(client, nested, q
 def test_it_refuses_customized_folders_with_none_chosen_and_keeps_the_choice(client, nested):
     account, _ = nested
     client.force_login(account.owner)
-    client.get(reverse("accounts:folders", args=[account.pk]))
+    _refresh(client, account)
     for headers in (HTMX, {}):
         response = client.post(
             reverse("accounts:folders", args=[account.pk]), {"folder_mode": "custom"}, **headers
@@ -109,7 +114,7 @@ def test_it_says_why_when_the_server_cannot_be_reached(client, nested):
     account.set_password("not-the-password")
     account.save()
     client.force_login(account.owner)
-    body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).content.decode()
+    body = _refresh(client, account, **HTMX).content.decode()
     assert "Could not read the folder list from the server:" in body
     assert "did not accept the login or password" in body
 
@@ -120,3 +125,27 @@ def test_it_hides_another_users_folders(client, nested):
     url = reverse("accounts:folders", args=[account.pk])
     assert client.get(url, **HTMX).status_code == 404
     assert client.post(url, {"folder_mode": "all"}).status_code == 404
+
+
+def test_it_reads_only_on_a_get_of_the_folder_picker(client, nested):
+    """Issue 15, point 12: a GET writes nothing; reading the server's tree is a POST."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    account, _ = nested
+    client.force_login(account.owner)
+    for headers in (HTMX, {}):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(reverse("accounts:folders", args=[account.pk]), **headers)
+        assert response.status_code == 200
+        writes = [
+            q["sql"] for q in queries
+            if q["sql"].split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+        ]  # fmt: skip
+        assert writes == []
+    assert not Folder.objects.filter(account=account).exists()
+    assert client.get(reverse("accounts:folders_refresh", args=[account.pk])).status_code == 405
+    response = _refresh(client, account)
+    assert response.status_code == 302
+    assert response.url == reverse("accounts:folders", args=[account.pk])
+    assert Folder.objects.filter(account=account, path="Clients/Acme").exists()

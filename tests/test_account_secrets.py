@@ -51,7 +51,7 @@ def test_it_keeps_every_mailbox_usable_after_key_rotation(test_provider, setting
     settings.CREDENTIAL_KEYS = [Fernet.generate_key().decode(), old_key]
     out = StringIO()
     call_command("rotate_mail_keys", stdout=out)
-    assert "Re-encrypted 2 mailbox passwords" in out.getvalue()
+    assert "accounts.emailaccount.password_encrypted: 2" in out.getvalue()
     # The old key can now go: every secret reads, and signs in, under the new one alone.
     settings.CREDENTIAL_KEYS = settings.CREDENTIAL_KEYS[:1]
     for account in EmailAccount.objects.select_related("provider"):

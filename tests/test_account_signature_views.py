@@ -89,3 +89,25 @@ def test_it_hides_another_users_signature(client, db):
     assert _post(client, account, "<p>x</p>", view="accounts:signature_preview").status_code == 404
     account.refresh_from_db()
     assert account.signature_html == "<p>Mine</p>"
+
+
+def test_it_puts_back_a_refused_signature_sanitised_never_as_posted(client, db):
+    """Issue 15, point 11: after an error the editor got the raw post back (self-XSS)."""
+    from html import unescape
+
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    hostile = (
+        '<p>Jane</p><img src="x" onerror="alert(1)"><script>alert(2)</script>'
+        '<a href="javascript:alert(3)">me</a>'
+    )
+    for headers in (HTMX, {}):
+        body = _post(client, account, hostile, **headers).content.decode()
+        assert "An image could not be read" in body
+        textarea = body.split('name="signature-signature_html"')[1].split("</textarea>")[0]
+        shown = unescape(textarea)
+        assert "<p>Jane</p>" in shown
+        for gone in ("onerror", "<script", "alert(", "javascript:"):
+            assert gone not in shown, shown
+    account.refresh_from_db()
+    assert account.signature_html == ""

@@ -69,3 +69,25 @@ def test_it_edits_the_settings_section_by_section(
     assert f'src="data:image/png;base64,{PNG}"' in account.signature_html
     fields = set(AccountChange.objects.values_list("field", flat=True))
     assert {"sync_period", "folder_mode", "folders", "signature_html"} <= fields
+
+
+def test_it_never_runs_a_refused_signatures_markup_in_the_editor(live_server, page, db):
+    """Issue 15, point 11: a signature refused for its image came back into the editor
+    as posted, and its onerror ran in the page (self-XSS, fired in Chromium)."""
+    from tests.factories import EmailAccountFactory
+
+    account = EmailAccountFactory()
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}/mailboxes/{account.pk}/")
+    hostile = '<p>Jane</p><img src="x" onerror="window.pwned = 1">'
+    page.evaluate(
+        "html => { document.querySelector('#id_signature-signature_html').value = html; }",
+        hostile,
+    )
+    page.click("button:has-text('Save signature')")
+    expect(page.locator("#signature-error")).to_contain_text("An image could not be read")
+    editor = page.locator("[data-signature-editor]")
+    expect(editor).to_contain_text("Jane")
+    assert "onerror" not in editor.inner_html()
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.pwned") is None

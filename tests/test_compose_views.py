@@ -250,3 +250,14 @@ def test_it_keeps_the_email_queued_and_says_so_when_the_task_queue_is_down(
     assert waiting in page and "will be sent automatically once the queue is back" in page
     outbox = client.get(reverse("accounts:email")).text
     assert "Offer" in outbox and waiting in outbox
+
+
+@pytest.mark.parametrize("reply", ["abc", "1e3", "-1", "1.0", "٣", "99999999999999999999999"])
+def test_it_answers_404_for_a_malformed_email_id(client, db, no_delivery, reply):
+    # Issue 15, point 12: /compose/?reply=abc answered 500.
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    assert client.get(reverse("sending:compose"), {"reply": reply}).status_code == 404
+    data = {"sender": account.pk, "to": "a@b.test", "subject": "s", "body": "b", "reply": reply}
+    assert client.post(reverse("sending:compose"), data).status_code == 404
+    assert not OutgoingEmail.objects.exists()

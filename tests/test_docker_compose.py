@@ -53,3 +53,44 @@ def test_it_refuses_to_render_without_the_secrets(tmp_path):
     result = _config(env, tmp_path)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) of the Dockerfile, continuation lines joined."""
+    text = (BASE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+
+
+def test_it_builds_an_image_whose_user_can_write_the_media_volume(tmp_path):
+    """Issue 15, point 10: the volume on MEDIA_ROOT was created by Docker for root, and
+    the app's user could not write attachments there. A named volume starts as a copy of
+    the image's directory, owner included: the directory must exist in the image,
+    owned by the user the app runs as."""
+    import shlex
+
+    env = {**os.environ, "SECRET_KEY": "s", "CREDENTIAL_KEYS": "k", "POSTGRES_PASSWORD": "p"}
+    config = yaml.safe_load(_config(env, tmp_path).stdout)
+    instructions = _dockerfile()
+    user = [args for name, args in instructions if name == "USER"][-1]
+    commands = [
+        shlex.split(part)
+        for name, args in instructions
+        if name == "RUN"
+        for part in args.split("&&")
+        if part.split()[:1] in (["mkdir"], ["chown"])
+    ]
+    owned = {
+        path for words in commands if words[:1] == ["chown"]
+        for path in words[2:] if words[1].split(":")[0] == user
+    }  # fmt: skip
+    made = {path for words in commands if words[:2] == ["mkdir", "-p"] for path in words[2:]}
+    for name in ("web", "worker"):
+        service = config["services"][name]
+        media = service["environment"]["MEDIA_ROOT"]
+        targets = [
+            volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+            for volume in service["volumes"]
+        ]
+        assert media in targets, service
+        assert media in made and media in owned, (media, made, owned)

@@ -123,3 +123,80 @@ def test_it_asks_msal_at_the_tenant_the_card_names():
     assert microsoft_authority(card) == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
     card.oauth_authorize_url = "https://login.example.test/t1/oauth2/v2.0/authorize"
     assert microsoft_authority(card) == "https://login.example.test/t1"
+
+
+def test_it_commits_a_rotated_refresh_token_durably_even_during_a_sync(
+    oauth_server, oauth_provider
+):
+    """Issue 15, point 3: a sync turns synchronous_commit off for its own commits; the
+    transaction that stores a rotated refresh token must wait for the disk all the same
+    (the provider spent the old token: a crash would leave the mailbox unusable)."""
+    from sync.services import _commits_without_waiting_for_disk
+
+    account = _account(oauth_server, oauth_provider, expires_in=0)
+    seen = []
+
+    def watch(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("UPDATE") and "oauth_refresh_token_encrypted" in sql:
+            with context["connection"].cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                seen.append(cursor.fetchone()[0])
+        return result
+
+    with _commits_without_waiting_for_disk(), connection.execute_wrapper(watch):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "off"
+        access_token(account_id=account.pk)
+
+    assert seen == ["on"]
+    account.refresh_from_db()
+    assert (
+        crypto.decrypt(account.oauth_refresh_token_encrypted) in oauth_server.state.refresh_tokens
+    )
+
+
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
+def test_it_never_sends_tokens_to_an_internal_address_unless_allowed(
+    oauth_server, oauth_provider, oauth_provider_kind
+):
+    """Issue 15, point 5: the token (and, for Microsoft, the OpenID discovery) address
+    of the card is on loopback; with internal servers not allowed nothing is sent."""
+    from accounts.oauth import OAuthInternalAddress
+    from systemsettings.models import SystemSetting
+
+    account = _account(oauth_server, oauth_provider, expires_in=0)
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+
+    with pytest.raises(OAuthInternalAddress, match="internal network address"):
+        access_token(account_id=account.pk)
+
+    assert oauth_server.state.requests == []
+    account.refresh_from_db()
+    assert account.reconnect_needed_at is None
+
+
+def test_it_refuses_oauth_addresses_on_internal_networks_on_the_provider_card(db):
+    from providers.admin import EmailProviderForm
+    from tests.factories import EmailProviderFactory
+
+    provider = EmailProviderFactory(name="Corp")
+    data = {
+        "name": "Corp", "service_type": "imap_smtp", "receive_enabled": "on",
+        "imap_host": "imap.corp.test", "imap_port": 993, "imap_security": "ssl",
+        "smtp_host": "smtp.corp.test", "smtp_port": 465, "smtp_security": "ssl",
+        "login_format": "email", "auth_method": "oauth2", "oauth_client_id": "app",
+    }  # fmt: skip
+    for name in ("oauth_authorize_url", "oauth_token_url", "oauth_revoke_url"):
+        for address in (
+            "https://127.0.0.1/x",
+            "https://[64:ff9b::a9fe:a9fe]/x",
+            "https://[::10.0.0.1]/x",
+        ):
+            form = EmailProviderForm(data={**data, name: address}, instance=provider)
+            assert not form.is_valid()
+            assert "is on an internal network address" in form.errors[name][0], (name, address)
+    form = EmailProviderForm(data={**data, "oauth_token_url": "https://93.184.215.14/token"},
+                             instance=provider)  # fmt: skip
+    assert form.is_valid(), form.errors

@@ -1,10 +1,13 @@
-"""Who sees and does what with a shared mailbox: every user kind x grant x surface.
+"""Who sees and does what with a shared mailbox: every user kind x grant x surface,
+while the mailbox is connected and once its owner removed it keeping its emails.
 
 The expected outcome of each cell comes from the product's definition of the rights
 (written out in `expected` below, independently of sharing.selectors): the owner has
 all three; a direct grantee and a member of a granted role have the granted one;
 a member of another role, a stranger and a superuser have none. Being a superuser
-gives the two system operations, which the others lack, and nothing else.
+gives the two system operations, which the others lack, and nothing else. Removing a
+mailbox ends its shares: its kept emails are its owner's alone, who still sees the
+grants it had and may revoke them (issue 15, point 2).
 """
 
 from dataclasses import dataclass
@@ -14,14 +17,16 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from accounts.models import EmailAccount
+from accounts.services import account_remove
 from crm.models import Company, Contact
-from sharing.models import MailboxGrant
+from sharing.models import GrantChange, MailboxGrant
 from sharing.selectors import sendable_mailboxes
 from sync.models import Attachment, Email
 from tests.factories import EmailAccountFactory, EmailProviderFactory, GroupFactory, UserFactory
 
 USERS = ["owner", "direct", "role_member", "other_role", "stranger", "superuser"]
 GRANTS = ["access", "send", "setup", "none"]
+STATES = ["connected", "removed"]
 SUBJECT = "Quarterly offer 7f3a"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -40,7 +45,7 @@ class World:
 def world(db, settings, tmp_path) -> callable:
     settings.MEDIA_ROOT = tmp_path
 
-    def build(grant: str) -> World:
+    def build(grant: str, state: str = "connected") -> World:
         # Loopback, and internal servers are not allowed: a sign-in check or folder
         # list started by an allowed request fails at once, without leaving the machine.
         provider = EmailProviderFactory(imap_host="127.0.0.1", smtp_host="127.0.0.1")
@@ -62,6 +67,10 @@ def world(db, settings, tmp_path) -> callable:
         attachment = Attachment.objects.create(
             email=email, file=ContentFile(b"offer", name="offer.pdf"), name="offer.pdf", size=5
         )
+        if state == "removed":
+            # Through the service, as the owner's "Remove" with "keep the emails" does.
+            account_remove(account=account, actor=users["owner"], keep_emails=True)
+            account.refresh_from_db()
         return World(account, email, attachment, contact, company, users)
 
     return build
@@ -108,10 +117,28 @@ SETUP = {
     "POST remove": "owner",
     "POST sharing": "share",
     "POST download now": None,
+    "POST folders refresh": "owner or sync",
 }
+# A removed mailbox's leftovers, for its owner alone: the grants it still has are listed
+# on the mailbox list (when it has any), and may be revoked there.
+REMOVED = {
+    "removed grants list": None,
+    "POST revoke removed grants": None,
+}
+# What the owner of a removed mailbox (emails kept) still has; everything else is gone
+# for everyone: its settings and partials answer 404, it sends and lists nothing.
+KEPT_BY_OWNER = {
+    "contact timeline", "company timeline", "email detail", "attachment download",
+}  # fmt: skip
 
 
-def expected(user: str, grant: str, surface: str) -> bool | int:
+def expected(user: str, grant: str, surface: str, state: str = "connected") -> bool | int:
+    if state == "removed":
+        return expected_removed(user, grant, surface)
+    if surface == "removed grants list":
+        return False
+    if surface == "POST revoke removed grants":
+        return 404
     held = rights(user, grant)
     if surface in SEES:
         return bool(held & SEES[surface])
@@ -126,6 +153,17 @@ def expected(user: str, grant: str, surface: str) -> bool | int:
         or (extra == "share" and "share" in operations(user))
     )
     return 200 if ok else 403
+
+
+def expected_removed(user: str, grant: str, surface: str) -> bool | int:
+    owner = user == "owner"
+    if surface in SEES:
+        return owner and surface in KEPT_BY_OWNER
+    if surface == "removed grants list":
+        return owner and grant != "none"
+    if surface == "POST revoke removed grants":
+        return 302 if owner else 404
+    return 404
 
 
 def observe(client, w: World, user, surface: str) -> bool | int:
@@ -162,7 +200,19 @@ def observe(client, w: World, user, surface: str) -> bool | int:
         return f'<option value="{pk}"' in page
 
     if surface == "mailbox list":
-        return w.account.address in client.get(reverse("accounts:list")).text
+        page = client.get(reverse("accounts:list")).text
+        # The "Removed mailboxes with grants" table is its own surface, below.
+        return w.account.address in page.split('id="removed-mailboxes"')[0]
+    if surface == "removed grants list":
+        page = client.get(reverse("accounts:list")).text
+        removed = page.split('id="removed-mailboxes"')
+        return (
+            len(removed) == 2
+            and w.account.address in removed[1]
+            and (w.users["direct"].username in removed[1])
+        )
+    if surface == "POST revoke removed grants":
+        return client.post(reverse("sharing:revoke_removed", args=[pk])).status_code
     if surface == "sync status partial":
         status = client.get(reverse("sync:status", args=[pk]), **HTMX).status_code
         assert status in (200, 404)
@@ -200,29 +250,37 @@ def _setup_request(client, pk: int, surface: str):
             return post("sharing:mailbox", {"shared_access": "on", "save": "1"})
         case "POST download now":
             return post("sync:download")
+        case "POST folders refresh":
+            return post("accounts:folders_refresh")
     raise AssertionError(surface)
 
 
-SURFACES = [*SEES, *SETUP]
+SURFACES = [*SEES, *SETUP, *REMOVED]
 
 
+@pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize("grant", GRANTS)
 @pytest.mark.parametrize("user", USERS)
 def test_it_gives_each_user_exactly_what_their_grant_allows(
-    client, world, queued, user, grant, surface
+    client, world, queued, user, grant, surface, state
 ):
-    w = world(grant)
+    w = world(grant, state)
     who = w.users[user]
     client.force_login(who)
     before = EmailAccount.objects.filter(pk=w.account.pk).values().get()
     grants_before = list(MailboxGrant.objects.values().order_by("pk"))
+    outcome = expected(user, grant, surface, state)
 
-    assert observe(client, w, who, surface) == expected(user, grant, surface)
+    assert observe(client, w, who, surface) == outcome
 
-    if expected(user, grant, surface) in (403, 404):
+    if outcome in (403, 404):
         # Refused means refused: nothing about the mailbox or its grants changed.
         assert EmailAccount.objects.filter(pk=w.account.pk).values().get() == before
         assert list(MailboxGrant.objects.values().order_by("pk")) == grants_before
         assert Email.objects.filter(pk=w.email.pk).exists()
         assert not queued
+    if surface == "POST revoke removed grants" and outcome == 302:
+        # The owner revoked what the removed mailbox still had, each grant logged.
+        assert not MailboxGrant.objects.filter(account=w.account).exists()
+        assert GrantChange.objects.filter(account=w.account).count() == len(grants_before)

@@ -63,7 +63,7 @@ def test_it_counts_role_changes_and_revocations_on_the_next_request(client, db):
     assert client.get(detail).status_code == 404
 
 
-def test_it_shows_a_removed_mailboxs_kept_emails_to_access_grantees_on_timelines_only(db):
+def test_it_shows_a_removed_mailboxs_kept_emails_to_its_owner_alone_on_timelines(db):
     from crm.models import Contact
 
     reader = UserFactory()
@@ -71,11 +71,16 @@ def test_it_shows_a_removed_mailboxs_kept_emails_to_access_grantees_on_timelines
     email = _email(grant.account)
     contact = Contact.objects.create(name="Peter")
     email.contacts.add(contact)
+    assert list(emails_for_timeline(reader, contact=contact)) == [email]
+    # Even with its shared access left on, a removed mailbox's grants count for nobody.
     type(grant.account).objects.filter(pk=grant.account.pk).update(removed_at="2026-11-01T00:00Z")
 
-    assert list(emails_for_timeline(reader, contact=contact)) == [email]
+    assert not emails_for_timeline(reader, contact=contact).exists()
     assert not emails_for_panel(reader).exists()
     assert not sendable_mailboxes(reader).exists()
+    owner = grant.account.owner
+    assert list(emails_for_timeline(owner, contact=contact)) == [email]
+    assert not emails_for_panel(owner).exists()
 
 
 def test_it_orders_the_from_list_with_the_users_own_default_first(db):
@@ -128,7 +133,7 @@ def test_it_keeps_the_panels_queries_constant_in_grants_roles_and_mailboxes(
     assert emails_for_panel(user).count() == 1 + 12 * 3
 
 
-def test_it_does_not_open_a_removed_mailboxs_emails_to_a_send_only_grantee(db):
+def test_it_does_not_open_a_removed_mailboxs_emails_to_any_grantee(db):
     sender, reader = UserFactory(), UserFactory()
     grant = MailboxGrantFactory(user=sender, can_send=True)
     MailboxGrantFactory(account=grant.account, user=reader, can_access=True)
@@ -138,7 +143,9 @@ def test_it_does_not_open_a_removed_mailboxs_emails_to_a_send_only_grantee(db):
     type(grant.account).objects.filter(pk=grant.account.pk).update(removed_at="2026-11-01T00:00Z")
 
     assert email_for_user(sender, email.pk) is None
-    assert email_for_user(reader, email.pk) == email
+    # Removing the mailbox ended its shares: the "Access emails" grantee loses it too.
+    assert email_for_user(reader, email.pk) is None
+    assert email_for_user(grant.account.owner, email.pk) == email
 
 
 def test_it_refuses_to_answer_for_no_right_at_all(db):

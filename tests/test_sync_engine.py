@@ -404,3 +404,59 @@ def test_it_stores_a_message_whose_text_decodes_to_nul(synced_mailbox):
     email = Email.objects.get(account=account, message_id="nul@partner.test")
     assert email.subject == "Null\ufffdbyte" and "before\ufffdafter" in email.text_body
     assert Email.objects.filter(account=account, subject="the next one").exists()
+
+
+def test_it_renews_a_claim_only_while_it_holds_it(synced_mailbox):
+    """Issue 15, point 14: the renewal is conditional on the run's own token."""
+    from django.utils import timezone
+
+    from sync.services import ClaimLost, _claim, _renew
+
+    account, _mailbox = synced_mailbox
+    token, _ = _claim(account.pk)
+    _renew(account.pk, token)
+    # The lease ran out (a stalled worker) and another run took the mailbox.
+    MailboxSync.objects.filter(account=account).update(claimed_until=timezone.now())
+    other, left_behind = _claim(account.pk)
+    assert other and other != token and left_behind
+    held_until = MailboxSync.objects.get(account=account).claimed_until
+
+    with pytest.raises(ClaimLost):
+        _renew(account.pk, token)
+
+    state = MailboxSync.objects.get(account=account)
+    assert (state.claim_token, state.claimed_until) == (other, held_until)
+
+
+def test_it_stops_a_run_whose_claim_another_run_took(synced_mailbox, monkeypatch):
+    """A run that outlived its lease finds out at its next renewal (after a batch, or
+    while it waits for a fetch) and stops, leaving the mailbox to the run that holds it."""
+    from django.db import connection
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *[make_message(subject=f"m {n}", body="x" * 50_000) for n in range(6)])
+    monkeypatch.setattr(engine, "BATCH_BYTES", 120_000)  # three batches of two
+    stolen = []
+
+    def take_over_after_the_first_batch(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not stolen and sql.startswith("INSERT") and '"sync_syncrun"' in sql:
+            with context["connection"].cursor() as cursor:
+                cursor.execute(
+                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+                    [account.pk],
+                )
+            stolen.append(True)
+        return result
+
+    with connection.execute_wrapper(take_over_after_the_first_batch):
+        run = mailbox_sync(account_id=account.pk)
+
+    assert stolen
+    assert run.state == SyncRun.State.INTERRUPTED
+    assert "another download of the mailbox took over" in run.error
+    assert Email.objects.filter(account=account).count() == 2  # the first batch only
+    state = MailboxSync.objects.get(account=account)
+    assert state.claim_token == "other-run" and state.claimed_until is not None
+    assert state.last_error == "" and state.health == MailboxSync.Health.OK

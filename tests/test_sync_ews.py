@@ -248,7 +248,9 @@ def test_it_downloads_only_the_folders_chosen_in_the_exchange_folder_picker(
     _deliver(ews_server, address, "inbox/Projects", 1, prefix="project")
     client.force_login(account.owner)
 
-    picker = client.get(reverse("accounts:folders", args=[account.pk]), HTTP_HX_REQUEST="true")
+    picker = client.post(
+        reverse("accounts:folders_refresh", args=[account.pk]), HTTP_HX_REQUEST="true"
+    )
 
     assert 'data-path="Inbox/Projects"' in picker.text  # read from Exchange (FindFolder)
     chosen = Folder.objects.get(account=account, path="Inbox/Projects")

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import EmailAccount
+from accounts.oauth import TokenError
 from mailsetup import crypto
 from tests.factories import UserFactory
 from tests.servers.oauth import authorize_as
@@ -118,3 +119,97 @@ def test_it_refuses_a_google_sign_in_without_mail_access(
 
     assert "Google did not allow access to the mailbox." in response.text
     assert not EmailAccount.objects.exists()
+
+
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
+def test_it_refuses_an_id_token_from_another_issuer(client, provider, oauth_server, mail_trust):
+    # Issue 15, point 13: the audience and expiry were right, the issuer someone else's.
+    oauth_server.state.forged_issuer = "https://accounts.evil.test"
+    client.force_login(UserFactory())
+    url = _start(client, provider, "ann@oauth.test")
+
+    response = client.get(CALLBACK, authorize_as(url, str(mail_trust)), follow=True)
+
+    assert "answer was not meant for this app, or has expired." in response.text
+    assert not EmailAccount.objects.exists()
+
+
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
+def test_it_refuses_an_address_the_provider_has_not_verified(
+    client, provider, oauth_server, mail_trust
+):
+    oauth_server.state.email_verified = False
+    client.force_login(UserFactory())
+    url = _start(client, provider, "ann@oauth.test")
+
+    response = client.get(CALLBACK, authorize_as(url, str(mail_trust)), follow=True)
+
+    assert "OAuth Mail has not verified the address of the account you signed in with" in (
+        response.text
+    )
+    assert not EmailAccount.objects.exists()
+
+
+def test_it_checks_the_issuer_against_the_provider_card():
+    from accounts.oauth import signed_in_address
+    from providers.models import EmailProvider
+
+    def claims(issuer, **extra):
+        return {"id_token_claims": {"iss": issuer, "aud": "app", "exp": 4_000_000_000,
+                                    "email": "ann@example.com", **extra}}  # fmt: skip
+
+    google = EmailProvider(
+        name="Google", security_guide="gmail", oauth_client_id="app",
+        oauth_authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
+    )  # fmt: skip
+    for issuer in ("https://accounts.google.com", "accounts.google.com"):
+        assert signed_in_address(answer=claims(issuer), provider=google) == "ann@example.com"
+    microsoft = EmailProvider(
+        name="Microsoft 365", security_guide="outlook", oauth_client_id="app",
+        oauth_authorize_url="https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize",
+    )  # fmt: skip
+    tid = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    ms_issuer = f"https://login.microsoftonline.com/{tid}/v2.0"
+    assert signed_in_address(answer=claims(ms_issuer, tid=tid), provider=microsoft)
+    keycloak = EmailProvider(
+        name="Corp SSO", oauth_client_id="app",
+        oauth_authorize_url="https://sso.corp.test/realms/staff/protocol/openid-connect/auth",
+    )  # fmt: skip
+    assert signed_in_address(answer=claims("https://sso.corp.test/realms/staff"), provider=keycloak)
+
+    refused = [
+        (google, claims("https://accounts.google.com.evil.test")),
+        (google, claims("https://evil.test")),
+        (google, claims("")),
+        (microsoft, claims(ms_issuer, tid="another-tenant")),  # tid and issuer disagree
+        (microsoft, claims(ms_issuer)),
+        (keycloak, claims("https://sso.corp.test/realms/other")),
+        (keycloak, claims("http://sso.corp.test/realms/staff")),
+        (google, claims("https://accounts.google.com", email_verified=False)),
+        (google, claims("https://accounts.google.com", email_verified="false")),
+    ]
+    for provider, answer in refused:
+        with pytest.raises(TokenError):
+            signed_in_address(answer=answer, provider=provider)
+    # A card naming its tenant id takes only that tenant's tokens.
+    microsoft.oauth_tenant = "00000000-0000-0000-0000-000000000001"
+    with pytest.raises(TokenError):
+        signed_in_address(answer=claims(ms_issuer, tid=tid), provider=microsoft)
+
+
+def test_it_refuses_to_send_the_browser_to_an_internal_authorization_address(
+    client, provider, oauth_server
+):
+    from systemsettings.models import SystemSetting
+
+    # Issue 15, point 5: the suite's server is on loopback; internal servers not allowed.
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+    client.force_login(UserFactory())
+
+    response = client.post(START, {"address": "ann@oauth.test", "provider": provider.pk})
+
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("accounts:wizard_sign_in"))
+    page = client.get(response.url).text
+    assert "is on an internal network address" in page
+    assert oauth_server.calls("/authorize") == []

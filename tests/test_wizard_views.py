@@ -137,13 +137,38 @@ def test_it_limits_sign_in_attempts_and_says_when_to_retry(signed_in, test_provi
     assert SignInAttempt.objects.count() == 5
 
 
-def test_it_limits_attempts_per_address_across_users(client, test_provider):
-    for _ in range(5):
+def test_it_never_lets_other_users_lock_someone_out_of_their_own_address(client, test_provider):
+    """Issue 15, point 7: the limit was per address alone, so anyone could spend an
+    address's attempts and lock its owner out of adding it."""
+    for _ in range(12):
         client.force_login(UserFactory())
         client.post(_sign_in_url(test_provider), {"password": "wrong"})
-    client.force_login(UserFactory())
+    owner = UserFactory()
+    client.force_login(owner)
     response = client.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
-    assert "Too many sign-in attempts for alice@example.test" in response.text
+    assert "Too many sign-in attempts" not in response.text
+    assert EmailAccount.objects.filter(owner=owner, address=ALICE).exists()
+
+
+def test_it_limits_attempts_per_address_and_per_user(signed_in, test_provider, settings):
+    from accounts.services import SIGN_IN_LIMIT_PER_USER
+
+    for _ in range(5):
+        signed_in.post(_sign_in_url(test_provider), {"password": "wrong"})
+    # Locked for this address only: another of the user's addresses still works...
+    response = signed_in.post(
+        _sign_in_url(test_provider, "bob@example.test"),
+        {"password": MAIL_USERS["bob@example.test"]},
+    )
+    assert "Too many sign-in attempts" not in response.text
+    assert EmailAccount.objects.filter(address="bob@example.test").exists()
+    # ...until the user's own attempts reach the limit for every address.
+    for n in range(SIGN_IN_LIMIT_PER_USER - 6):
+        signed_in.post(_sign_in_url(test_provider, f"x{n}@example.test"), {"password": "wrong"})
+    response = signed_in.post(
+        _sign_in_url(test_provider, "carol@example.test"), {"password": "wrong"}
+    )
+    assert "Too many sign-in attempts from your user account (20 in 10 minutes)" in response.text
 
 
 def test_it_remembers_a_picked_provider_for_the_next_person(client, test_provider):

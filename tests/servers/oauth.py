@@ -44,6 +44,10 @@ class State:
     # What the token endpoint says was granted, when a test wants it to differ from what
     # was asked (the user unticked a permission on the consent page).
     granted_scope: str | None = None
+    # The ID token's email_verified claim: left out when None.
+    email_verified: bool | None = None
+    # Overrides the ID token's issuer (a token from someone else's sign-in service).
+    forged_issuer: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -52,14 +56,14 @@ def _challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def _id_token(grant: Grant, secret: str, issuer: str) -> str:
+def _id_token(grant: Grant, secret: str, issuer: str, extra: dict | None = None) -> str:
     """An OpenID Connect ID token, signed HS256 with the client's secret."""
 
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     claims = {"iss": issuer, "aud": grant.client_id, "sub": grant.user, "email": grant.user,
-              "iat": int(time.time()), "exp": int(time.time()) + 600}  # fmt: skip
+              "iat": int(time.time()), "exp": int(time.time()) + 600, **(extra or {})}  # fmt: skip
     if grant.nonce:
         claims["nonce"] = grant.nonce
     signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}"
@@ -109,7 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
             base = f"{self.server.base_url}{url.path.removesuffix(discovery)}"
             return self._reply(
                 200,
-                {"issuer": state.issuer, "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                {"issuer": f"{base}/v2.0",
+                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
                  "token_endpoint": f"{base}/oauth2/v2.0/token"},
             )  # fmt: skip
         if not url.path.endswith("/authorize"):
@@ -149,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(401, {"error": "invalid_client"})
         with state.lock:
             if path.endswith("/token"):
-                return self._token(state, client_id, form)
+                return self._token(state, client_id, form, path)
             if path.endswith("/revoke"):
                 state.refresh_tokens.pop(form.get("token", ""), None)
                 state.access_tokens.pop(form.get("token", ""), None)
@@ -169,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
              "scope": grant.scope, "exp": int(expires), "client_id": grant.client_id},
         )  # fmt: skip
 
-    def _issue(self, state: State, grant: Grant) -> dict:
+    def _issue(self, state: State, grant: Grant, path: str = "") -> dict:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         state.access_tokens[access] = (grant, time.time() + state.lifetime)
         state.refresh_tokens[refresh] = grant
@@ -181,10 +186,20 @@ class _Handler(BaseHTTPRequestHandler):
             "scope": grant.scope if state.granted_scope is None else state.granted_scope,
         }
         if "openid" in grant.scope.split():
-            answer["id_token"] = _id_token(grant, state.clients[grant.client_id], state.issuer)
+            issuer, extra = state.issuer, {}
+            tenant = path.removesuffix("/oauth2/v2.0/token")
+            if tenant != path:
+                # Microsoft's form: the issuer names the user's tenant, as `tid` does.
+                issuer = f"{state.issuer}{tenant}/v2.0"
+                extra["tid"] = tenant.strip("/")
+            if state.email_verified is not None:
+                extra["email_verified"] = state.email_verified
+            answer["id_token"] = _id_token(
+                grant, state.clients[grant.client_id], state.forged_issuer or issuer, extra
+            )
         return answer
 
-    def _token(self, state: State, client_id: str, form: dict):
+    def _token(self, state: State, client_id: str, form: dict, path: str = ""):
         kind = form.get("grant_type")
         if kind == "authorization_code":
             found = state.codes.pop(form.get("code", ""), None)
@@ -197,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
                 or _challenge(form.get("code_verifier", "")) != challenge
             ):
                 return self._reply(400, {"error": "invalid_grant"})
-            return self._reply(200, self._issue(state, grant))
+            return self._reply(200, self._issue(state, grant, path))
         if kind == "refresh_token":
             # Rotation: the old refresh token is spent by its use.
             grant = state.refresh_tokens.pop(form.get("refresh_token", ""), None)
@@ -205,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(
                     400, {"error": "invalid_grant", "error_description": "Token has been revoked."}
                 )
-            return self._reply(200, self._issue(state, grant))
+            return self._reply(200, self._issue(state, grant, path))
         return self._reply(400, {"error": "unsupported_grant_type"})
 
 

@@ -1,0 +1,57 @@
+"""The client's address and the request's scheme behind a reverse proxy the operator
+trusts (TRUSTED_PROXIES), and from no one else.
+
+Django's SECURE_PROXY_SSL_HEADER believes X-Forwarded-Proto from whoever sends it, so
+it is set only when proxies are named, and this middleware (before SecurityMiddleware)
+drops the X-Forwarded-* headers of any request that did not come through one of them:
+a client talking to gunicorn directly cannot claim https, or another address.
+"""
+
+import ipaddress
+from functools import cache
+
+from django.conf import settings
+
+FORWARDED = ("HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST")
+
+
+@cache
+def _networks(proxies: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(ip in network for network in _networks(tuple(settings.TRUSTED_PROXIES)))
+
+
+def client_ip(request) -> str:
+    """The address the request came from: behind trusted proxies, the last address in
+    X-Forwarded-For that is not one of them (each proxy appends who it heard from)."""
+    address = request.META.get("REMOTE_ADDR", "")
+    if not _trusted(address):
+        return address
+    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        hop = hop.strip()
+        if hop and not _trusted(hop):
+            return hop
+    return address
+
+
+def axes_client_ip(request) -> str:
+    # django-axes counts failed logins per client address (AXES_CLIENT_IP_CALLABLE).
+    return client_ip(request)
+
+
+class TrustedProxyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not _trusted(request.META.get("REMOTE_ADDR", "")):
+            for header in FORWARDED:
+                request.META.pop(header, None)
+        return self.get_response(request)

@@ -1,0 +1,115 @@
+"""Provider names people cannot mistake for a built-in provider's.
+
+A user picks a provider by its name and then types the mailbox's password for it. A
+card named "Gmail" (or "GMaiI", "Gmail Secure", "Outl00k.com") that a domain's own
+autoconfig, an import or a manager created would be taken for the real one. Names are
+compared by their skeleton: Unicode folded to ASCII look-alikes, digits read as the
+letters they resemble, everything but letters dropped; a name mimics a built-in one
+when its skeleton equals or is one edit away from a built-in's, or contains one of the
+brands the built-in names carry.
+"""
+
+import unicodedata
+from functools import cache
+
+from .builtin import BUILTIN_PROVIDERS
+
+# What digits, signs and Cyrillic or Greek letters pass for, to a reader of a provider
+# list (written as escapes: the look-alikes are the point).
+_LOOK_ALIKE = str.maketrans(
+    {
+        "0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b",
+        "9": "g", "!": "l", "|": "l", "$": "s", "@": "a", "\u0456": "i", "\u043e": "o",
+        "\u0430": "a", "\u0435": "e", "\u0441": "c", "\u0440": "p", "\u0445": "x",
+        "\u0443": "y", "\u043a": "k", "\u043c": "m", "\u0442": "t", "\u0455": "s",
+        "\u0458": "j", "\u0501": "d", "\u0261": "g", "\u03bf": "o", "\u03b1": "a",
+        "\u03b9": "i", "\u03ba": "k", "\u03bd": "v", "\u03c1": "p", "\u03c4": "t",
+        "\u03c5": "u", "\u03c7": "x",
+    }
+)  # fmt: skip
+# Letter pairs that read as one letter, and letters read as each other.
+_PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"), ("i", "l"))
+
+
+def skeleton(name: str) -> str:
+    folded = unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKE)
+    decomposed = unicodedata.normalize("NFKD", folded)
+    letters = "".join(ch for ch in decomposed if "a" <= ch <= "z")
+    for pair, one in _PAIRS:
+        letters = letters.replace(pair, one)
+    return letters
+
+
+def _words(name: str) -> list[str]:
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    cleaned = "".join(ch if ch.isalnum() else " " for ch in folded)
+    return [skeleton(word) for word in cleaned.split() if skeleton(word)]
+
+
+# Words of the built-in names that say nothing about who the provider is.
+_GENERIC = {"mail", "email", "for", "organisations", "com", "net", "ru", "workspace"}
+# Other names the built-in providers go by.
+_ALIASES = {
+    "googlemail": "Gmail / Google Workspace",
+    "hotmail": "Outlook.com",
+    "office365": "Microsoft 365",
+}
+
+
+_GENERIC_SHAPES = {skeleton(word) for word in _GENERIC}
+
+
+@cache
+def _builtins() -> tuple[dict[str, str], dict[str, str]]:
+    """Skeletons of the built-in names, and their brand words: skeleton -> name."""
+    names, brands = {}, {}
+    for spec in BUILTIN_PROVIDERS:
+        name = spec["name"]
+        names[skeleton(name)] = name
+        for word in _words(name):
+            if word not in _GENERIC_SHAPES:
+                brands.setdefault(word, name)
+    for alias, name in _ALIASES.items():
+        brands.setdefault(skeleton(alias), name)
+    return names, brands
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return a == b
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def mimicked_builtin(name: str) -> str | None:
+    """The built-in provider's name that `name` collides with or closely mimics, else
+    None. A built-in name itself counts too: the caller exempts the card it belongs to."""
+    names, brands = _builtins()
+    shape = skeleton(name)
+    if not shape:
+        return None
+    for builtin_shape, builtin in names.items():
+        if shape == builtin_shape or (
+            len(builtin_shape) >= 5 and _one_edit_apart(shape, builtin_shape)
+        ):
+            return builtin
+    words = [word for word in _words(name) if word not in _GENERIC_SHAPES]
+    for brand, builtin in brands.items():
+        # Short brands ("aol", "gmx") only as a word of their own; longer ones anywhere.
+        if brand in words or (len(brand) >= 5 and brand in shape):
+            return builtin
+        if len(brand) >= 5 and any(_one_edit_apart(word, brand) for word in words):
+            return builtin
+    return None
+
+
+def impersonation_error(name: str) -> str | None:
+    builtin = mimicked_builtin(name)
+    if builtin is None:
+        return None
+    return (
+        f"“{name}” could be taken for the built-in provider “{builtin}”: choose a name "
+        "nobody can mistake for it (for example the company's or the domain's name)."
+    )

@@ -1,0 +1,93 @@
+"""Failed logins to the app itself are throttled per user name and client address, and
+per client address (django-axes), with a clear message and an administrator's unlock;
+the throttle never locks a person out from other addresses (issue 15, point 6)."""
+
+from datetime import timedelta
+
+import pytest
+from axes.models import AccessAttempt
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.factories import PASSWORD, UserFactory
+
+LOGIN = reverse("login")
+ATTACKER, HOME, OFFICE = "198.51.100.66", "203.0.113.10", "192.0.2.20"
+
+
+@pytest.fixture
+def limit(settings) -> int:
+    settings.AXES_FAILURE_LIMIT = 3
+    return 3
+
+
+def _login(client, username: str, password: str, address: str):
+    return client.post(LOGIN, {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def test_it_pauses_a_user_name_at_an_address_after_the_limit_and_says_so(client, db, limit):
+    user = UserFactory()
+    for _ in range(limit - 1):
+        response = _login(client, user.username, "wrong", ATTACKER)
+        assert response.status_code == 200  # the form again, with its error
+    assert _login(client, user.username, "wrong", ATTACKER).status_code == 429
+    # Now even the right password waits out the pause.
+    response = _login(client, user.username, PASSWORD, ATTACKER)
+    assert response.status_code == 429
+    assert "Too many failed sign-ins" in response.text
+    assert f"Sign-in as <strong>{user.username}</strong> from your address is paused" in (
+        response.text
+    )
+    assert "try again in 15 minutes" in response.text
+    assert "_auth_user_id" not in client.session
+    # The same person from any other address is not affected.
+    response = _login(client, user.username, PASSWORD, HOME)
+    assert response.status_code == 302 and response.url == reverse("accounts:email")
+
+
+def test_it_pauses_an_address_trying_many_user_names(client, db, limit):
+    users = [UserFactory() for _ in range(limit)]
+    for user in users:
+        _login(client, user.username, "wrong", ATTACKER)
+    someone = UserFactory()
+    assert _login(client, someone.username, PASSWORD, ATTACKER).status_code == 429
+    assert _login(client, someone.username, PASSWORD, OFFICE).status_code == 302
+
+
+def test_it_cannot_lock_a_user_out_from_other_addresses_however_long_it_tries(client, db, limit):
+    user = UserFactory()
+    # An attacker keeps failing, from address after address, for hours.
+    for hour in range(5):
+        for n in range(limit * 2):
+            _login(client, user.username, "wrong", f"198.51.100.{hour * 10 + n}")
+    assert _login(client, user.username, PASSWORD, HOME).status_code == 302
+
+
+def test_it_lifts_the_pause_after_the_cool_off(client, db, limit):
+    user = UserFactory()
+    for _ in range(limit):
+        _login(client, user.username, "wrong", ATTACKER)
+    assert _login(client, user.username, PASSWORD, ATTACKER).status_code == 429
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert _login(client, user.username, PASSWORD, ATTACKER).status_code == 302
+
+
+def test_it_lets_an_administrator_unlock_at_once(client, db, limit):
+    user = UserFactory()
+    for _ in range(limit):
+        _login(client, user.username, "wrong", OFFICE)
+    assert _login(client, user.username, PASSWORD, OFFICE).status_code == 429
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    changelist = reverse("admin:axes_accessattempt_changelist")
+    page = client.get(changelist)
+    assert page.status_code == 200 and user.username in page.text
+    attempts = list(AccessAttempt.objects.values_list("pk", flat=True))
+    response = client.post(
+        changelist,
+        {"action": "delete_selected", "_selected_action": attempts, "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not AccessAttempt.objects.exists()
+    client.logout()
+    assert _login(client, user.username, PASSWORD, OFFICE).status_code == 302

@@ -1,0 +1,200 @@
+"""Providers users can trust (issue 15, point 4): a provider that discovery made from a
+domain's own autoconfig is offered for that domain only; the choose-provider list holds
+built-in, administrators' and ISPDB providers; no name passes for a built-in one; the
+sign-in step always names the hosts that will receive the password."""
+
+from urllib.parse import urlencode
+
+import pytest
+from django.urls import reverse
+
+from providers.admin import EmailProviderForm
+from providers.discovery import Discoverer, FetchError, HttpsFetcher
+from providers.ispdb import parse_client_config
+from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from providers.services import provider_import_config
+from tests.factories import EmailProviderFactory, ProviderDomainFactory, UserFactory
+from tests.servers.https import HttpsServer
+
+AUTOCONFIG = """<?xml version="1.0"?>
+<clientConfig version="1.1"><emailProvider id="%(domain)s">
+  <domain>%(domain)s</domain><domain>gmail.com</domain>
+  <displayName>%(name)s</displayName>
+  <incomingServer type="imap"><hostname>imap.%(domain)s</hostname><port>993</port>
+    <socketType>SSL</socketType><username>%%EMAILADDRESS%%</username>
+    <authentication>password-cleartext</authentication></incomingServer>
+  <outgoingServer type="smtp"><hostname>smtp.%(domain)s</hostname><port>465</port>
+    <socketType>SSL</socketType><username>%%EMAILADDRESS%%</username>
+    <authentication>password-cleartext</authentication></outgoingServer>
+</emailProvider></clientConfig>"""
+
+
+def _config(domain: str, name: str):
+    return parse_client_config(AUTOCONFIG % {"domain": domain, "name": name})
+
+
+@pytest.fixture(scope="module")
+def autoconfig_server():
+    server = HttpsServer(["autoconfig.evil.test"]).start()
+    yield server
+    server.stop()
+
+
+def _discover(server, address: str):
+    """Discovery for real, against the domain's own autoconfig on loopback."""
+
+    def resolve(host, port, timeout):
+        if host in server.hostnames:
+            return [("127.0.0.1", server.port)]
+        raise FetchError(f"{host} does not resolve", not_found=True)
+
+    fetcher = HttpsFetcher(
+        ssl_context=server.client_context(), resolve=resolve, allow_internal=True
+    )
+    return Discoverer(
+        fetcher=fetcher, ispdb_url="https://ispdb.invalid/", mx_resolver=lambda d, t: [],
+        step_timeout=3, total_timeout=8, use_ispdb=False, use_autoconfig=True, use_mx=False,
+    ).discover(address)  # fmt: skip
+
+
+def _wizard(name: str, **params) -> str:
+    return f"{reverse(name)}?{urlencode(params)}"
+
+
+def test_it_offers_a_provider_from_a_domains_autoconfig_for_that_domain_only(
+    client, db, autoconfig_server
+):
+    autoconfig_server.routes.add(
+        "autoconfig.evil.test", "/mail/config-v1.1.xml",
+        (AUTOCONFIG % {"domain": "evil.test", "name": "Evil Corp Mail"}).encode(),
+    )  # fmt: skip
+    found = _discover(autoconfig_server, "boss@evil.test")
+    assert found.step == "autoconfig"
+    evil = found.provider
+    assert evil.source == Source.AUTOCONFIG
+    listed = {
+        source: EmailProviderFactory(name=f"{source} provider", source=source)
+        for source in (Source.BUILTIN, Source.ADMIN, Source.ISPDB)
+    }
+    by_mx = EmailProviderFactory(name="Learned by MX", source=Source.MX)
+    client.force_login(UserFactory())
+
+    # Someone at another domain: the list, a crafted pick, a crafted sign-in URL.
+    page = client.get(_wizard("accounts:wizard_provider", address="ann@victim.test")).text
+    for provider in listed.values():
+        assert f'value="{provider.pk}"' in page
+    assert f'value="{evil.pk}"' not in page and f'value="{by_mx.pk}"' not in page
+    searched = client.get(
+        _wizard("accounts:wizard_provider", address="ann@victim.test", q="Evil"),
+        HTTP_HX_REQUEST="true", HTTP_HX_TARGET="provider-list",
+    )  # fmt: skip
+    assert "Evil Corp Mail" not in searched.text
+    picked = client.post(
+        _wizard("accounts:wizard_provider", address="ann@victim.test"), {"provider": evil.pk}
+    )
+    assert picked.status_code == 200 and "Choose your email provider from the list." in (
+        picked.text
+    )
+    sign_in = _wizard("accounts:wizard_sign_in", address="ann@victim.test", provider=evil.pk)
+    assert client.get(sign_in).status_code == 404
+    assert client.post(sign_in, {"password": "secret"}).status_code == 404
+    start = client.post(
+        reverse("accounts:wizard_oauth_start"), {"address": "ann@victim.test", "provider": evil.pk}
+    )
+    assert start.status_code == 404
+
+    # Someone at the domain itself is offered it.
+    own = client.get(_wizard("accounts:wizard_sign_in", address="cfo@evil.test", provider=evil.pk))
+    assert own.status_code == 200 and "imap.evil.test" in own.text
+    page = client.get(_wizard("accounts:wizard_provider", address="cfo@evil.test")).text
+    assert f'value="{evil.pk}"' in page
+
+
+@pytest.mark.parametrize(
+    "name", ["Gmail", "GMaiI", "Gmai1 / Google Workspace", "Outl00k.com", "Micros0ft 365",
+             "Gm\u0430il", "Yahoo! Mail", "Google Mail", "Hotmail", "Fastmai1"],
+)  # fmt: skip
+def test_it_suffixes_a_discovered_or_imported_name_that_passes_for_a_built_in(
+    db, builtin_providers, name
+):
+    outcome = provider_import_config(
+        config=_config("evil.test", name), source=Source.AUTOCONFIG,
+        only_domains=["evil.test"], config_id="autoconfig:evil.test",
+    )  # fmt: skip
+    assert outcome.provider.name == f"{name} (autoconfig:evil.test)"
+    imported = provider_import_config(config=_config("isp.test", name), source=Source.ISPDB)
+    assert imported.provider.name == f"{name} (isp.test)"
+
+
+def test_it_keeps_an_ordinary_name(db, builtin_providers):
+    outcome = provider_import_config(
+        config=_config("acme.test", "Acme Mail"), source=Source.AUTOCONFIG,
+        only_domains=["acme.test"], config_id="autoconfig:acme.test",
+    )  # fmt: skip
+    assert outcome.provider.name == "Acme Mail"
+
+
+def _card(**overrides) -> dict:
+    return {
+        "name": "Acme Mail", "service_type": "imap_smtp", "receive_enabled": "on",
+        "send_enabled": "on", "imap_host": "imap.acme.test", "imap_port": 993,
+        "imap_security": "ssl", "smtp_host": "smtp.acme.test", "smtp_port": 465,
+        "smtp_security": "ssl", "login_format": "email", "auth_method": "password",
+        **overrides,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["Gmail", "G mail", "Outlook", "iCl0ud Mail", "Zoho Mail"])
+def test_it_refuses_a_name_that_passes_for_a_built_in_on_cards_people_make(client, db, name):
+    form = EmailProviderForm(data=_card(name=name))
+    assert not form.is_valid()
+    assert "could be taken for the built-in provider" in form.errors["name"][0]
+    manager = UserFactory()
+    from django.contrib.auth.models import Permission
+
+    manager.user_permissions.add(Permission.objects.get(codename="manage_email_providers"))
+    client.force_login(manager)
+    url = _wizard("accounts:wizard_new_server", address="it@acme.test")
+    before = EmailProvider.objects.count()
+    response = client.post(url, _card(name=name))
+    assert "could be taken for the built-in provider" in response.text
+    assert EmailProvider.objects.count() == before
+    assert EmailProviderForm(data=_card(name="Acme Mail")).is_valid()
+
+
+def test_it_lets_a_built_in_card_keep_its_own_name(db, builtin_providers):
+    gmail = EmailProvider.objects.get(name="Gmail / Google Workspace")
+    data = {
+        field: getattr(gmail, field) for field in EmailProviderForm.Meta.fields
+        if getattr(gmail, field) not in (None, False)
+    }  # fmt: skip
+    form = EmailProviderForm(data={**data, "imap_port": 993}, instance=gmail)
+    assert form.is_valid(), form.errors
+
+
+def test_it_always_names_the_hosts_that_receive_the_password(client, db):
+    client.force_login(UserFactory())
+    imap = EmailProviderFactory(
+        name="Acme", imap_host="imap.%EMAILDOMAIN%", smtp_host="smtp.out.test"
+    )
+    oauth = EmailProviderFactory(
+        name="Corp SSO", auth_method=AuthMethod.OAUTH2,
+        oauth_authorize_url="https://login.corp.test/oauth2/authorize",
+    )  # fmt: skip
+    exchange = EmailProviderFactory(
+        name="Corp Exchange", service_type=ServiceType.EXCHANGE, imap_host="", smtp_host=""
+    )
+    for provider in (imap, oauth, exchange):
+        ProviderDomainFactory(domain=f"{provider.pk}.corp.test", provider=provider)
+
+    def page(provider):
+        url = _wizard(
+            "accounts:wizard_sign_in", address=f"ann@{provider.pk}.corp.test", provider=provider.pk
+        )
+        return client.get(url).text
+
+    assert f"imap.{imap.pk}.corp.test" in page(imap) and "smtp.out.test" in page(imap)
+    assert "You type your password on <strong>login.corp.test</strong>" in page(oauth)
+    shown = page(exchange)
+    assert f"<strong>{exchange.pk}.corp.test</strong>" in shown
+    assert f"<strong>autodiscover.{exchange.pk}.corp.test</strong>" in shown
