@@ -153,6 +153,11 @@ class Email(models.Model):
     def __str__(self) -> str:
         return self.subject or "(no subject)"
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("sync:email", args=[self.pk])
+
 
 class EmailLocation(models.Model):
     """Where an email sits on the server: a folder, its UIDVALIDITY and the UID. In an
@@ -195,6 +200,10 @@ class Attachment(models.Model):
     name = models.CharField(max_length=1000)
     content_type = models.CharField(max_length=255)
     size = models.PositiveIntegerField()
+    # The part's Content-ID (sync.parsing.content_id): where the email's HTML shows it
+    # ("cid:"), it is part of the text (an inline image, a signature's logo), served for
+    # the email page and not listed among the attachments.
+    content_id = models.CharField(max_length=500, blank=True)
 
     def __str__(self) -> str:
         return self.name
