@@ -7,7 +7,6 @@ from django.core import signing
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from sharing.selectors import (
     email_for_user,
@@ -20,7 +19,7 @@ from .files import original_open, safe_download_name
 from .models import Attachment, Email
 from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
 from .selectors import folder_overview, problem_emails, sync_status
-from .services import download_queue
+from .services import download_request
 
 
 @login_required
@@ -172,16 +171,18 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
-    if not download_queue(account_id=account.pk, now=True):
+    queued = download_request(account_id=account.pk)
+    if request.htmx:
+        # The status in place of the button's section, looking again every 2 s from now.
+        context = {"account": account, "queue_down": not queued, **sync_status(account)}
+        return render(request, "sync/status.html", context)
+    if not queued:
         messages.warning(
             request,
             "The app's task queue cannot be reached right now: the download starts by itself "
             "once it is back.",
         )
-    target = f"{account.get_absolute_url()}#sync"
-    if request.htmx:
-        return HttpResponseClientRedirect(target)
-    return redirect(target)
+    return redirect(f"{account.get_absolute_url()}#sync")
 
 
 @login_required
