@@ -159,6 +159,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SYNC_CLAIM_LEASE_SECONDS = env_int("SYNC_CLAIM_LEASE_SECONDS", 300, minimum=1)
+# Where the parts of large messages wait, decoded, between the server and the storage
+# (sync/large.py); the system's temporary folder when unset.
+SYNC_SPOOL_DIR = env_str("SYNC_SPOOL_DIR") or None
 # The first retry of a failed sync waits about this long, each next one twice as long.
 SYNC_RETRY_BACKOFF_SECONDS = env_int("SYNC_RETRY_BACKOFF_SECONDS", 30, minimum=1)
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 60, minimum=1)

@@ -9,7 +9,9 @@ from django.template.defaultfilters import filesizeformat
 
 # Commas between addresses, not inside a quoted display name.
 SEPARATOR = re.compile(r"""[,;](?=(?:[^"]*"[^"]*")*[^"]*$)""")
-LINE_BREAKS = ("\r", "\n", "\0")
+# Every character str.splitlines() breaks a line at (an email header could not hold
+# it: building the message failed with a 500), and NUL.
+LINE_BREAKS = ("\r", "\n", "\0", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def people(value: str) -> list[dict]:

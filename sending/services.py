@@ -15,6 +15,7 @@ from mailsetup.queue import publish
 from sharing.selectors import sendable_mailboxes
 from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
+from sync.store import SENT_BY_APP
 
 from .delivery import DeliveryError, copy_to_sent, deliver
 from .message import Draft, build, new_message_id
@@ -285,8 +286,11 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
         message_key=outgoing.message_id,
         defaults={
             "message_id": outgoing.message_id,
-            "subject": outgoing.subject,
-            "from_address": account.address.lower(),
+            # As the sync reads them from the Sent copy (the subject decoded from the
+            # message, not as typed), so that the copy is found to be this email.
+            "subject": parsed.subject,
+            "from_address": parsed.from_address or account.address.lower(),
+            "content_key": SENT_BY_APP,
             "from_name": account.display_name,
             "to": outgoing.to,
             "cc": outgoing.cc,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
 
+from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.imap_utf7 import decode as decode_utf7
@@ -52,8 +53,9 @@ FLAGS_SLICE = 1000
 # While the helper thread fetches (a large message can take minutes on a slow line), the
 # claim is renewed this often, well within its lease.
 RENEW_WHILE_WAITING = 20
-# New sessions a run may open after the server ended one over a message.
-MAX_REOPEN = 50
+# A batch the server will not give whole is asked for in this many groups, then the
+# failing group one message at a time: about two new sessions per bad message.
+ISOLATING_GROUPS = 10
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -250,9 +252,11 @@ class AccountSyncer:
         self.special_use = b"SPECIAL-USE" in capabilities
         self.statuses: dict[str, dict] = {}
         self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
-        # A new signed-in session, for going on after the server ended one over a
-        # message it cannot read (`_reopen_after`); None: such a run ends.
-        self.open_session = open_session
+        # Makes, in this (the storing) thread, a way to open a new signed-in session from
+        # the fetching thread, for going on after the server ended one over a message it
+        # cannot read (`_reopen_after`); None: such a run ends.
+        self.session_opener = open_session
+        self.open_session = None
         self.reopened = 0
         self.selected: str | None = None
         self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
@@ -373,22 +377,25 @@ class AccountSyncer:
             folder.flags_checked_below = 0
         uidvalidity = status.uidvalidity
         folder.uidvalidity = uidvalidity
+        locations = EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity)
 
-        stored = set(
-            EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity).values_list(
-                "uid", flat=True
-            )
-        )
         new, older = self._wanted_uids(folder, since)
-        wanted = set(new) | set(older)
-        missing = sorted((uid for uid in wanted if uid not in stored), reverse=True)
+        # Messages earlier runs could not store wait for their turn (`_retry_unstored`),
+        # not to be asked for again by every run.
+        noted = {
+            n.uid: n for n in UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
+        }
+        candidates = (set(new) | set(older)) - set(noted)
+        # Stored already: by an interrupted run, or older mail when the period grew.
+        stored = _stored_among(locations, candidates)
+        missing = sorted(candidates - stored, reverse=True)
         # Newest first, so the user sees recent mail early in a long first sync.
         for fetched in self._fetched(missing):
             self._store_fetched(folder, uidvalidity, fetched)
-        self._retry_unstored(folder, uidvalidity, stored)
+        self._retry_unstored(folder, uidvalidity, locations, noted)
 
-        if stored and folder.last_uid:
-            self._apply_changes(folder, uidvalidity, stored, status, new_count=len(new))
+        if folder.last_uid:
+            self._apply_changes(folder, locations, status, new_count=len(new))
 
         folder.last_uid = max([folder.last_uid, *new]) if new else folder.last_uid
         folder.retry_at = _next_retry(folder, uidvalidity)
@@ -397,7 +404,8 @@ class AccountSyncer:
         folder.highestmodseq = status.highestmodseq
         if since is None or folder.synced_since is None or since < folder.synced_since:
             folder.synced_since = since
-        folder.save()
+        # Only what the sync owns: a folder choice saved during the run stands.
+        folder.save(update_fields=SYNC_FIELDS)
         self.run.folders += 1
 
     def _store_fetched(self, folder: Folder, uidvalidity: int, fetched: "FetchedBatch") -> Stored:
@@ -411,26 +419,35 @@ class AccountSyncer:
         self.renew()
         return stored
 
-    def _retry_unstored(self, folder: Folder, uidvalidity: int, stored: set[int]) -> None:
-        """Messages earlier runs could not store, tried again one at a time, each less
-        often the more it failed (a server that ends the session over a message must not
-        cost every run a reconnection), and at most RETRY_UNSTORED a run."""
+    def _retry_unstored(
+        self, folder: Folder, uidvalidity: int, locations, noted: dict[int, UnstoredMessage]
+    ) -> None:
+        """Messages earlier runs could not store, tried again, each less often the more
+        it failed (a server that ends the session over a message must not cost every run
+        a reconnection), at most RETRY_UNSTORED a run, fetched like any other."""
         now = timezone.now()
-        due = [
-            noted
-            for noted in UnstoredMessage.objects.filter(
-                folder=folder, uidvalidity=uidvalidity
-            ).order_by("last_failed_at")[: RETRY_UNSTORED * 4]
-            if noted.last_failed_at + _retry_after(noted.attempts) <= now
-        ][:RETRY_UNSTORED]
-        for noted in due:
-            if noted.uid not in stored:
-                fetched = self._fetch_and_parse([noted.uid], self._sizes([noted.uid]))
-                # Neither: expunged meanwhile, nothing left to store.
-                gone = not (fetched.items or fetched.unstored)
-                if not gone and not self._store_fetched(folder, uidvalidity, fetched).locations:
-                    continue  # noted again, with one more attempt
-            UnstoredMessage.objects.filter(pk=noted.pk).delete()
+        due = sorted(
+            (n for n in noted.values() if n.last_failed_at + retry_after(n.attempts) <= now),
+            key=lambda n: n.last_failed_at,
+        )[:RETRY_UNSTORED]
+        if not due:
+            return
+        uids = {n.uid for n in due}
+        done = _stored_among(locations, uids)  # stored meanwhile, by some other way
+        for fetched in self._fetched(sorted(uids - done, reverse=True)):
+            self._store_fetched(folder, uidvalidity, fetched)
+            done |= {item.uid for item in fetched.items}
+        # What is stored now, or gone from the server (neither stored nor noted again),
+        # is no longer waiting; what failed again was noted again with one more attempt.
+        still = set(
+            UnstoredMessage.objects.filter(
+                folder=folder, uidvalidity=uidvalidity, uid__in=uids, attempts__gt=1,
+                last_failed_at__gte=now,
+            ).values_list("uid", flat=True)
+        )  # fmt: skip
+        UnstoredMessage.objects.filter(
+            folder=folder, uidvalidity=uidvalidity, uid__in=uids - still
+        ).delete()
 
     def _count(self, stored: Stored) -> None:
         self.run.new_emails += stored.emails
@@ -443,39 +460,52 @@ class AccountSyncer:
         here or in the caller measured the same: the worker is CPU-bound.) Only the
         helper thread touches the IMAP connection, only the caller the database: while
         it waits for a long fetch (a large message, a slow server), the caller renews
-        the mailbox's claim."""
-        batches = self._batches(uids)
+        the mailbox's claim. Temporary files of large messages go with their batch,
+        whatever becomes of it."""
+        if not uids:
+            return
         # Read here: the helper thread never touches the database.
         self.size_limit, self.limits  # noqa: B018
+        if self.open_session is None and self.session_opener is not None:
+            self.open_session = self.session_opener()
+        batches = self._batches(uids)
 
         def fetch_next() -> FetchedBatch | None:
             batch = next(batches, None)
             if batch is None:
                 return None
+            self.reopened = 0
             return self._fetch_and_parse(*batch)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
             pending = pool.submit(fetch_next)
-            while True:
-                try:
-                    fetched = pending.result(timeout=RENEW_WHILE_WAITING)
-                except FutureTimeout:
-                    self.renew()
-                    continue
-                if fetched is None:
-                    return
-                pending = pool.submit(fetch_next)
-                try:
-                    yield fetched
-                finally:
-                    for item in fetched.items:
-                        if item.spooled is not None:
-                            item.spooled.cleanup()
+            try:
+                while True:
+                    try:
+                        fetched = pending.result(timeout=RENEW_WHILE_WAITING)
+                    except FutureTimeout:
+                        self.renew()
+                        continue
+                    if fetched is None:
+                        return
+                    pending = pool.submit(fetch_next)
+                    try:
+                        yield fetched
+                    finally:
+                        fetched.cleanup()
+            finally:
+                # A batch fetched ahead that will not be stored (the run failed or
+                # ended): its temporary files go too.
+                with contextlib.suppress(Exception):
+                    ahead = pending.result()
+                    if ahead is not None:
+                        ahead.cleanup()
 
     def _batches(self, uids: list[int]) -> Iterator[tuple[list[int], dict[int, int]]]:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
         # so the first emails are stored before the sizes of the last are known.
         for chunk in _chunks(uids, 2000):
+            self.reopened = 0
             sizes = self._sizes(chunk)
             known = [uid for uid in chunk if uid not in self.refused]
             for batch in size_batches(known, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
@@ -484,27 +514,33 @@ class AccountSyncer:
                 yield [], {}  # carries what was set aside to be noted
 
     def _sizes(self, uids: list[int]) -> dict[int, int]:
-        """The messages' sizes; a message the server closes the session over (see
-        `_reopened`) is found by halving and set aside in `refused`."""
+        """The messages' sizes; a message whose size the server will not give (it ends
+        the session over it, or answers NO) is found by asking in groups, then one by
+        one, and set aside in `refused`."""
         try:
             return fetch_sizes(self.client, uids)
-        except imaplib.IMAP4.abort as error:
-            self._reopen_after(error)
+        except imaplib.IMAP4.error as error:
+            if isinstance(error, imaplib.IMAP4.abort):
+                self._reopen_after(error, allowed=4 * len(uids) + 10)
             if len(uids) == 1:
-                self.refused[uids[0]] = _closed_over(error)
+                self.refused[uids[0]] = _refused(error)
                 return {}
-            half = len(uids) // 2
-            return self._sizes(uids[:half]) | self._sizes(uids[half:])
+            sizes: dict[int, int] = {}
+            for group in _chunks(uids, max(1, len(uids) // ISOLATING_GROUPS)):
+                sizes |= self._sizes(group)
+            return sizes
 
-    def _reopen_after(self, error: imaplib.IMAP4.abort) -> None:
+    def _reopen_after(self, error: imaplib.IMAP4.abort, *, allowed: int) -> None:
         """Some servers end the session over one message they cannot read (Dovecot: "BYE
         FETCH failed: Internal error" for a message file it cannot open), and would do so
         again on every run: a new session goes on without that message. A cut
-        connection is not that, and ends the run as before."""
+        connection is not that, and ends the run as before. `allowed`: how many new
+        sessions the batch at hand may open (finding every bad message of a batch costs
+        about two each), so a server that ends every session cannot keep a run busy."""
         # imaplib keeps the server's BYE among the untagged responses; a cut connection
         # leaves none, whatever the error's text says.
         said_bye = bool(self.client._imap.untagged_responses.get("BYE"))
-        if not (said_bye and self.open_session and self.reopened < MAX_REOPEN):
+        if not (said_bye and self.open_session and self.reopened < allowed):
             raise error
         self.reopened += 1
         _quietly_close(self.client)
@@ -543,11 +579,20 @@ class AccountSyncer:
                 result.items.append(self.large(uids[0], sizes[uids[0]]))
                 return result
             response = fetch_bodies(self.client, uids)
-        except imaplib.IMAP4.abort as error:
-            self._reopen_after(error)
-            return self._halved(uids, sizes, result, _closed_over(error))
         except imaplib.IMAP4.error as error:
-            return self._halved(uids, sizes, result, f"The server refused to give it ({error}).")
+            # One message the server will not give fails the whole FETCH (with NO, or by
+            # ending the session): the batch is asked for in groups, then one by one,
+            # and only that message is set aside.
+            if isinstance(error, imaplib.IMAP4.abort):
+                self._reopen_after(error, allowed=2 * BATCH + 10)
+            if len(uids) == 1:
+                result.unstored[uids[0]] = _refused(error)
+                return result
+            for group in _chunks(uids, max(1, len(uids) // ISOLATING_GROUPS)):
+                fetched = self._fetch_and_parse(group, sizes)
+                result.items += fetched.items
+                result.unstored |= fetched.unstored
+            return result
         absent = [uid for uid in uids if uid not in response]
         if absent:
             # Expunged between SEARCH and FETCH, or a server that answered OK without
@@ -563,21 +608,6 @@ class AccountSyncer:
             raw, seen = item
             parsed = parse_safely(raw, self.limits)
             result.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
-        return result
-
-    def _halved(
-        self, uids: list[int], sizes: dict[int, int], result: "FetchedBatch", why: str
-    ) -> "FetchedBatch":
-        """One message the server will not give fails the whole FETCH: the batch is asked
-        for in halves until that message stands alone, and only it is set aside."""
-        if len(uids) == 1:
-            result.unstored[uids[0]] = why
-            return result
-        half = len(uids) // 2
-        for part in (uids[:half], uids[half:]):
-            fetched = self._fetch_and_parse(part, sizes)
-            result.items += fetched.items
-            result.unstored |= fetched.unstored
         return result
 
     def _take_refused(self) -> dict[int, str]:
@@ -598,11 +628,10 @@ class AccountSyncer:
         return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
 
     def _apply_changes(
-        self, folder: Folder, uidvalidity: int, stored: set[int], status: FolderStatus,
-        *, new_count: int,
-    ) -> None:  # fmt: skip
-        """Flags and expunges since the last run, as cheaply as the server allows."""
-        locations = EmailLocation.objects.filter(folder=folder, uidvalidity=uidvalidity)
+        self, folder: Folder, locations, status: FolderStatus, *, new_count: int
+    ) -> None:
+        """Flags and expunges since the last run, as cheaply as the server allows: no
+        query here reads all of a folder's stored UIDs but the one after an expunge."""
         gone: set[int] = set()
         if self.condstore and folder.highestmodseq and status.highestmodseq is not None:
             # Only what changed since the last run's modseq; with QRESYNC the server also
@@ -610,11 +639,10 @@ class AccountSyncer:
             seen, vanished = fetch_changed_flags(
                 self.client, folder.highestmodseq, vanished=self.qresync_enabled
             )
-            seen = {uid: flag for uid, flag in seen.items() if uid in stored}
-            if self.qresync_enabled:
-                gone = {uid for uid in stored if any(lo <= uid <= hi for lo, hi in vanished)}
+            if self.qresync_enabled and vanished:
+                gone = _stored_in_ranges(locations, vanished)
         else:
-            checked = self._flag_slice(folder, stored)
+            checked = self._flag_slice(folder, locations)
             seen = fetch_flags(self.client, checked)
             # Asked by UID, the server answers for those it still has.
             gone = {uid for uid in checked if uid not in seen}
@@ -624,22 +652,28 @@ class AccountSyncer:
         if not (self.condstore and self.qresync_enabled) and folder.messages is not None:
             expected = folder.messages + new_count
             if status.messages is not None and status.messages < expected:
-                present = set(self.client.search(["UID", f"{min(stored)}:{max(stored)}"]))
-                gone |= stored - present
+                stored = set(locations.values_list("uid", flat=True))
+                if stored:
+                    present = self.client.search(["UID", f"{min(stored)}:{max(stored)}"])
+                    gone |= stored - set(present)
         if gone:
             removed, _ = locations.filter(uid__in=gone).delete()
             self.run.removed_locations += removed
 
-    def _flag_slice(self, folder: Folder, stored: set[int]) -> list[int]:
+    def _flag_slice(self, folder: Folder, locations) -> list[int]:
         """The stored UIDs whose flags this run asks for without CONDSTORE: the newest
         FLAGS_NEWEST every run (where reading happens), and the next FLAGS_SLICE older
         ones below where the last run stopped, starting over from the top at the end."""
-        ordered = sorted(stored, reverse=True)
-        newest, rest = ordered[:FLAGS_NEWEST], ordered[FLAGS_NEWEST:]
-        below = folder.flags_checked_below
-        older = [uid for uid in rest if not below or uid < below][:FLAGS_SLICE]
-        last_of_folder = not older or older[-1] == rest[-1]
-        folder.flags_checked_below = 0 if last_of_folder else older[-1]
+        uids = locations.order_by("-uid").values_list("uid", flat=True)
+        newest = list(uids[:FLAGS_NEWEST])
+        if len(newest) < FLAGS_NEWEST:
+            folder.flags_checked_below = 0
+            return newest
+        older = uids.filter(uid__lt=newest[-1])
+        if folder.flags_checked_below:
+            older = older.filter(uid__lt=folder.flags_checked_below)
+        older = list(older[:FLAGS_SLICE])
+        folder.flags_checked_below = older[-1] if len(older) == FLAGS_SLICE else 0
         return newest + older
 
 
@@ -647,6 +681,37 @@ class AccountSyncer:
 class FetchedBatch:
     items: list[Fetched] = field(default_factory=list)
     unstored: dict[int, str] = field(default_factory=dict)  # UID: why
+
+    def cleanup(self) -> None:
+        for item in self.items:
+            if item.spooled is not None:
+                item.spooled.cleanup()
+
+
+# The fields of a folder a sync run writes (not the owner's choice of folders).
+SYNC_FIELDS = [
+    "uidvalidity", "last_uid", "uidnext", "messages", "highestmodseq", "synced_since",
+    "flags_checked_below", "retry_at",
+]  # fmt: skip
+
+
+def _stored_among(locations, uids: set[int]) -> set[int]:
+    """Which of `uids` the folder holds already, asked in chunks (a first sync's are
+    many)."""
+    found: set[int] = set()
+    for chunk in _chunks(sorted(uids), 5000):
+        found |= set(locations.filter(uid__in=chunk).values_list("uid", flat=True))
+    return found
+
+
+def _stored_in_ranges(locations, ranges: list[tuple[int, int]]) -> set[int]:
+    found: set[int] = set()
+    for start in range(0, len(ranges), 100):
+        condition = Q()
+        for low, high in ranges[start : start + 100]:
+            condition |= Q(uid__range=(low, high))
+        found |= set(locations.filter(condition).values_list("uid", flat=True))
+    return found
 
 
 def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
@@ -662,7 +727,7 @@ def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
         )
 
 
-def _retry_after(attempts: int) -> timedelta:
+def retry_after(attempts: int) -> timedelta:
     return min(timedelta(minutes=2**attempts), timedelta(days=1))
 
 
@@ -670,15 +735,17 @@ def _next_retry(folder: Folder, uidvalidity: int):
     noted = UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
     return min(
         (
-            n.last_failed_at + _retry_after(n.attempts)
+            n.last_failed_at + retry_after(n.attempts)
             for n in noted.only("attempts", "last_failed_at")
         ),
         default=None,
     )
 
 
-def _closed_over(error: Exception) -> str:
-    return f"The server ended the session when asked for this message ({error})."[:1000]
+def _refused(error: Exception) -> str:
+    if isinstance(error, imaplib.IMAP4.abort):
+        return f"The server ended the session when asked for this message ({error})."[:1000]
+    return f"The server refused to give this message ({error})."[:1000]
 
 
 def _quietly_close(client: IMAPClient) -> None:

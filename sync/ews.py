@@ -14,12 +14,22 @@ import contextlib
 from datetime import UTC, datetime, time
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import EmailAccount
 
-from .engine import CONTACTS, LARGE, AccountSyncer, folders_refresh, parse_safely, period_start
+from .engine import (
+    CONTACTS,
+    LARGE,
+    RETRY_UNSTORED,
+    AccountSyncer,
+    folders_refresh,
+    parse_safely,
+    period_start,
+    retry_after,
+)
 from .files import files_for_transaction
-from .models import Email, EmailLocation, Folder, SyncRun
+from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import INCOMPLETE, UNREADABLE
 from .progress import RunProgress
 from .store import Fetched, Store, Stored
@@ -28,6 +38,8 @@ from .store import Fetched, Store, Stored
 # messages per GetItem: a page is one transaction.
 PAGE = 200
 FETCH = 25
+# Characters of a message's body kept when it is made from Exchange's properties.
+MAX_PROPERTY_BODY = 2_000_000
 DISTINGUISHED = {"sent": "\\sent", "trash": "\\trash", "junk": "\\junk", "drafts": "\\drafts"}
 DELIMITER = "/"
 
@@ -136,10 +148,44 @@ class EwsSyncer(AccountSyncer):
             if last or next_state == state:
                 break
             state = next_state
+        self._retry_unstored(folder)
         if since is None or folder.synced_since is None or since < folder.synced_since:
             folder.synced_since = since
-            folder.save(update_fields=["synced_since"])
+        # The folder's count as Exchange gives it, for the page's "on the server".
+        folder.messages = getattr(ews_folder, "total_count", None)
+        folder.save(update_fields=["synced_since", "messages"])
         self.run.folders += 1
+
+    def _retry_unstored(self, folder: Folder) -> None:
+        """Items earlier runs could not store, asked for again by their ids when due."""
+        now = timezone.now()
+        due = [
+            noted
+            for noted in UnstoredMessage.objects.filter(folder=folder).exclude(item_id="")
+            if noted.last_failed_at + retry_after(noted.attempts) <= now
+        ][:RETRY_UNSTORED]
+        if not due:
+            return
+        fetched = self._fetch([(noted.item_id, None, None) for noted in due])
+        with files_for_transaction(), transaction.atomic():
+            stored = self._store_items(folder, fetched)
+            folder.save(update_fields=["last_uid"])
+            # Stored now, or gone from Exchange: no longer waiting. (One that failed
+            # again was noted again on its old note, with one more attempt.)
+            located = set(
+                EmailLocation.objects.filter(
+                    folder=folder, item_id__in=[noted.item_id for noted in due]
+                ).values_list("item_id", flat=True)
+            )
+            asked = {item_id for item_id, *_rest in fetched}
+            UnstoredMessage.objects.filter(
+                pk__in=[
+                    noted.pk
+                    for noted in due
+                    if noted.item_id in located or noted.item_id not in asked
+                ]
+            ).delete()
+        self._count(stored)
 
     def _page(self, ews_folder, state: str | None):
         from exchangelib.fields import FieldPath
@@ -259,17 +305,24 @@ class EwsSyncer(AccountSyncer):
         return fetched
 
     def _from_properties(self, unreadable: dict) -> list[tuple[str, bytes, bool, tuple[str, str]]]:
-        """A header-only source made from what Exchange says of the message."""
+        """A source made from what Exchange says of the message: its headers and text.
+        An item whose properties Exchange cannot give either is noted as unstored (raw
+        None), to be asked for again by later runs."""
         from email.message import EmailMessage
         from email.utils import format_datetime, formataddr
 
-        fields = ["subject", "sender", "datetime_sent", "is_read", "message_id"]
+        fields = ["subject", "sender", "datetime_sent", "is_read", "message_id", "body"]
         ids = [(item_id, key) for item_id, (key, *_why) in unreadable.items()]
         made = []
         for (item_id, _key), item in zip(
             ids, self.ews.fetch(ids=ids, only_fields=fields), strict=True
         ):
             if isinstance(item, Exception):
+                why = (
+                    f"Exchange gave neither this message nor its properties "
+                    f"({type(item).__name__})."
+                )
+                made.append((item_id, None, False, ("unstored", why)))
                 continue
             message = EmailMessage()
             message["Subject"] = item.subject or ""
@@ -283,6 +336,12 @@ class EwsSyncer(AccountSyncer):
                 )
             if item.message_id:
                 message["Message-ID"] = item.message_id
+            # Two items made this way are two messages, even where their headers agree.
+            message["X-Exchange-Item"] = item_id[-64:]
+            body = getattr(item, "body", None)
+            if body:
+                subtype = "html" if type(body).__name__ == "HTMLBody" else "plain"
+                message.set_content(str(body)[:MAX_PROPERTY_BODY], subtype=subtype)
             made.append((item_id, message.as_bytes(), bool(item.is_read), unreadable[item_id][1:]))
         return made
 
@@ -297,11 +356,15 @@ class EwsSyncer(AccountSyncer):
             ).values_list("item_id", flat=True)
         )
         batch = []
+        noted = Stored()
         for item_id, raw, seen, (level, note) in fetched:
             if item_id in known:
                 continue
             # EWS has no UIDs: the location's UID is the app's own count per folder.
             folder.last_uid += 1
+            if raw is None:
+                noted.add(self.store.unstored(folder, 0, folder.last_uid, note, item_id))
+                continue
             parsed = parse_safely(raw, self.limits)
             if note:
                 parsed.problem = parsed.problem or level
@@ -312,7 +375,9 @@ class EwsSyncer(AccountSyncer):
                     item_id=item_id,
                 )
             )  # fmt: skip
-        return self.store.batch(folder, 0, batch)
+        stored = self.store.batch(folder, 0, batch)
+        stored.add(noted)
+        return stored
 
     def _fetch_older(self, folder: Folder, ews_folder, since_at) -> None:
         """The user asked for a longer period: what arrived before the folder's

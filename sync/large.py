@@ -189,6 +189,14 @@ class LargeReader:
         return response[self.uid]
 
     def read(self) -> Fetched:
+        try:
+            return self._read()
+        except BaseException:
+            # A connection cut midway, a refusal: the parts spooled so far go.
+            self.spooled.cleanup()
+            raise
+
+    def _read(self) -> Fetched:
         first = self._fetch([b"FLAGS", b"BODYSTRUCTURE", b"BODY.PEEK[HEADER]"])
         seen = b"\\seen" in {bytes(f).lower() for f in first.get(b"FLAGS", ())}
         header = first.get(b"BODY[HEADER]") or b""
@@ -359,7 +367,7 @@ def _is_token(pieces: dict, section: str) -> bool:
 
 
 def _spool_dir() -> str | None:
-    return getattr(settings, "SYNC_SPOOL_DIR", None) or None
+    return settings.SYNC_SPOOL_DIR
 
 
 def _decoded_size(leaf: Leaf) -> int:

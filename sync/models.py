@@ -109,8 +109,12 @@ class Email(models.Model):
     account = models.ForeignKey(
         EmailAccount, on_delete=models.CASCADE, related_name="emails", db_index=False
     )
-    # Message-ID, or a fingerprint of stable headers when there is none.
+    # Message-ID, or a fingerprint of the whole message when there is none; a second
+    # message with one Message-ID gets that Message-ID and a hash (sync/store.py).
     message_key = models.CharField(max_length=500)
+    # What its content is (sync/store.py `content_key`): a later message with the same
+    # Message-ID is the same email only if this agrees. "sent" for an email this app sent.
+    content_key = models.CharField(max_length=32, blank=True)
     message_id = models.CharField(max_length=500, blank=True)
     subject = models.TextField(blank=True)
     from_address = models.CharField(max_length=254, blank=True)
@@ -289,6 +293,8 @@ class UnstoredMessage(models.Model):
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="unstored")
     uidvalidity = models.BigIntegerField()
     uid = models.BigIntegerField()
+    # An Exchange item's id: how it is asked for again (its UID is the app's own count).
+    item_id = models.CharField(max_length=512, blank=True)
     error = models.TextField()
     attempts = models.PositiveIntegerField(default=1)
     first_failed_at = models.DateTimeField(default=timezone.now)

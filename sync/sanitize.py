@@ -14,6 +14,7 @@ nh3 sees the document, so its cost is bounded by size times max_depth.
 
 import html as html_lib
 import re
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 import nh3
@@ -75,9 +76,29 @@ _CLEANER = nh3.Cleaner(
     link_rel="noopener noreferrer nofollow",
 )
 
-# A tag as the pre-check sees it. Possessive quantifiers: a "<" never closed costs one
-# scan to the next "<", never a scan per starting point.
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*+)([^<>]*+)>")
+# A tag's name after its "<" (and "/" for a closing tag); the tag ends at the next ">",
+# as an HTML tokenizer ends it (a "<" inside a tag is an attribute's character there).
+_NAME = re.compile(r"(/?)([A-Za-z][A-Za-z0-9:-]*)")
+
+
+def _tags(markup: str) -> Iterator[tuple[int, int, bool, str, bool]]:
+    """(start, end, closing, lower-case name, self-closing) of each tag, in one pass:
+    every character is looked at a bounded number of times, whatever the input (a
+    regular expression over tags either missed `<div x=<>` or scanned to the end of the
+    markup from every "<" of a markup that has no ">")."""
+    position = 0
+    while (start := markup.find("<", position)) != -1:
+        name = _NAME.match(markup, start + 1)
+        if name is None:
+            position = start + 1
+            continue
+        end = markup.find(">", name.end())
+        if end == -1:
+            return  # a tag the markup never ends: the parser drops it
+        yield start, end + 1, bool(name.group(1)), name.group(2).lower(), markup[end - 1] == "/"
+        position = end + 1
+
+
 # Elements that do not nest: void ones, and those a new sibling closes implicitly.
 _FLAT = {
     "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img",
@@ -92,13 +113,12 @@ def _too_deep(markup: str, max_depth: int) -> bool:
     if len(markup) < 16_384 or markup.count("<") <= max_depth:
         return False
     depth = 0
-    for found in _TAG.finditer(markup):
-        name = found.group(2).lower()
+    for _start, _end, closing, name, self_closing in _tags(markup):
         if name in _FLAT:
             continue
-        if found.group(1):
+        if closing:
             depth = max(depth - 1, 0)
-        elif not found.group(3).endswith("/"):
+        elif not self_closing:
             depth += 1
             if depth > max_depth:
                 return True
@@ -110,17 +130,16 @@ def _flatten(markup: str, max_depth: int) -> str:
     pair with them); all text stays."""
     pieces: list[str] = []
     position = depth = dropped = 0
-    for found in _TAG.finditer(markup):
-        name = found.group(2).lower()
+    for start, end, closing, name, self_closing in _tags(markup):
         if name in _FLAT:
             continue
-        if found.group(1):
+        if closing:
             drop = dropped > 0
             if drop:
                 dropped -= 1
             else:
                 depth = max(depth - 1, 0)
-        elif found.group(3).endswith("/"):
+        elif self_closing:
             continue
         else:
             drop = depth >= max_depth
@@ -129,8 +148,8 @@ def _flatten(markup: str, max_depth: int) -> str:
             else:
                 depth += 1
         if drop:
-            pieces.append(markup[position : found.start()])
-            position = found.end()
+            pieces.append(markup[position:start])
+            position = end
     pieces.append(markup[position:])
     return "".join(pieces)
 

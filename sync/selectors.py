@@ -125,18 +125,26 @@ def _stuck(account, state: MailboxSync | None, now) -> tuple[str, str] | None:
 
 
 def _problem_lines(account) -> tuple[list[str], list[str]]:
-    """Per folder: emails it could not store, emails it could not read, its own error;
-    and the emails stored in part (a note, not a fault)."""
+    """Per folder the sync downloads: its own error, and emails it could not store (both
+    blocking: retried by the sync); and, as notes, emails stored that could not be read
+    or were stored in part (stored: nothing is retried, their originals are kept)."""
+    from .engine import folders_to_sync
+
     problems: list[str] = []
     notes: list[str] = []
-    for folder in Folder.objects.filter(account=account).exclude(last_error=""):
-        since = timezone.localtime(folder.failing_since) if folder.failing_since else None
-        problems.append(
-            f"{folder.path}: {folder.last_error}"
-            + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
-        )
+    folders = folders_to_sync(
+        account, list(Folder.objects.filter(account=account, exists_on_server=True))
+    )
+    synced = {folder.pk for folder in folders}
+    for folder in folders:
+        if folder.last_error:
+            since = timezone.localtime(folder.failing_since) if folder.failing_since else None
+            problems.append(
+                f"{folder.path}: {folder.last_error}"
+                + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
+            )
     unstored = (
-        UnstoredMessage.objects.filter(folder__account=account)
+        UnstoredMessage.objects.filter(folder__in=synced)
         .values("folder__path")
         .annotate(count=Count("pk"))
         .order_by("folder__path")
@@ -144,23 +152,23 @@ def _problem_lines(account) -> tuple[list[str], list[str]]:
     for row in unstored:
         problems.append(f"{_emails(row['count'])} in {row['folder__path']} could not be stored.")
     with_problem = (
-        EmailLocation.objects.filter(folder__account=account)
+        EmailLocation.objects.filter(folder__in=synced)
         .exclude(email__problem="")
         .values("folder__path", "email__problem")
         .annotate(count=Count("email", distinct=True))
-        .order_by("folder__path")
+        .order_by("folder__path", "-email__problem")
     )
     for row in with_problem:
+        count, path = row["count"], row["folder__path"]
         if row["email__problem"] == Email.Problem.UNREADABLE:
-            problems.append(
-                f"{_emails(row['count'])} in {row['folder__path']} could not be read; "
-                f"{'its' if row['count'] == 1 else 'their'} original is kept."
+            notes.append(
+                f"{_emails(count)} in {path} could not be read; "
+                f"{'its' if count == 1 else 'their'} original is kept."
             )
         else:
             notes.append(
-                f"{_emails(row['count'])} in {row['folder__path']} "
-                f"{'was' if row['count'] == 1 else 'were'} stored in part (a size limit or a "
-                "broken structure); the originals are kept."
+                f"{_emails(count)} in {path} {'was' if count == 1 else 'were'} stored in part "
+                "(a size limit or a broken structure); the originals are kept."
             )
     return problems, notes
 

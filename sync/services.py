@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from accounts.connection import imap_session
+from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
@@ -25,6 +25,7 @@ from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync
 
 from .engine import AccountSyncer, folders_refresh
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
+from .store import ours
 
 
 def _lease() -> timedelta:
@@ -117,17 +118,31 @@ def _session(account: EmailAccount):
 @sensitive_variables("secret")
 def _session_opener(account: EmailAccount):
     """Another session like the run's first, for the fetching thread (which never
-    touches the database): the sign-in's setting and secret are read here, now."""
+    touches the database): the sign-in's setting and secret are read here, now. An
+    access token read now may run out before a long run ends: a refusal then is the
+    token's, for the next run to refresh, not the owner's to fix."""
     from providers.addresses import normalize_address
 
     if account.uses_oauth:
         secret = {"access_token": access_token(account_id=account.pk)}
     else:
         secret = {"password": account.get_password()}
-    return functools.partial(
+    open_one = functools.partial(
         imap_session, provider=account.provider, address=normalize_address(account.address),
         login=account.login, allow_internal=internal_mail_servers_allowed(), **secret,
     )  # fmt: skip
+    if not account.uses_oauth:
+        return open_one
+
+    def with_token():
+        try:
+            return open_one()
+        except SignInError as error:
+            if error.kind != "credentials":
+                raise
+            raise MailError("token_unavailable", f"{error} (the sign-in token ran out)") from None
+
+    return with_token
 
 
 def _is_exchange(account: EmailAccount) -> bool:
@@ -271,7 +286,7 @@ def _mailbox_sync(
 def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
     syncer = AccountSyncer(
         account=account, client=_session(account), run=run, renew=renew,
-        open_session=_session_opener(account),
+        open_session=lambda: _session_opener(account),
     )  # fmt: skip
     try:
         folders = syncer.folders_to_sync(syncer.refresh_folders())
@@ -288,8 +303,9 @@ def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
         return error
     if isinstance(error, ExchangeError):
         return exchange_failure(error.__cause__ or error, account)
-    if isinstance(error, OSError) and error.filename is not None:
-        # A file of ours (an attachment, an original, a spooled part), not the network.
+    if isinstance(error, OSError) and (error.filename is not None or ours(error)):
+        # A file of ours (an attachment, an original, a spooled part), not the network:
+        # a full disk says ENOSPC with no file name.
         return MailError(
             "storage",
             f"The app could not write its files ({error.strerror or type(error).__name__}); "

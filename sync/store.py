@@ -78,6 +78,7 @@ class Fetched:
     raw: bytes | None = None  # the message as the server sent it (all but large ones)
     spooled: Spooled | None = None  # large ones
     item_id: str = ""  # an Exchange item's id (its folder's "UID" is the app's own count)
+    content_key: str = ""  # set when it is stored (`content_key`)
 
 
 @dataclass
@@ -108,33 +109,74 @@ def _normalized_subject(subject: str) -> str:
     return " ".join(subject.split()).casefold()
 
 
-def same_message(stored: tuple, parsed: ParsedEmail) -> bool:
-    """Whether a stored email (from address, subject, date) and a parsed message with
-    the same Message-ID are one message."""
-    from_address, subject, sent_at = stored
+# Email.content_key of an email this app made from a message it sent: its Message-ID is
+# its own, and the server's copy of it may be re-rendered (Exchange rewrites the MIME and
+# the Date), so only the sender and subject are compared.
+SENT_BY_APP = "sent"
+
+
+def content_key(parsed: ParsedEmail, item: "Fetched | None" = None) -> str:
+    """What a message's content is, cheaply (it is computed for every message a first
+    sync stores): the text's length, start and end, and the attachments' names and sizes.
+    Copies of one message on one server are the same bytes, so this agrees for them and
+    tells a different message that reuses a Message-ID (a forged correction, a mailer
+    with one Message-ID for all its mail) from the first."""
+    text = parsed.text_body or ""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{len(text)}\0{len(parsed.html_body or '')}\0".encode())
+    digest.update(text[:256].encode("utf-8", "surrogatepass"))
+    digest.update(text[-256:].encode("utf-8", "surrogatepass"))
+    for name, size in sorted(_attachment_sizes(parsed, item)):
+        digest.update(f"\0{name}\0{size}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _attachment_sizes(parsed: ParsedEmail, item: "Fetched | None") -> list[tuple[str, int]]:
+    spooled = item.spooled if item is not None else None
+    sizes = []
+    for attachment in parsed.attachments:
+        token = attachment.data.strip() if spooled is not None else b""
+        if spooled is not None and token in spooled.attachments:
+            size = spooled.attachments[token][1]
+        elif spooled is not None and token in spooled.listed:
+            size = spooled.listed[token][0]
+        else:
+            size = len(attachment.data)
+        sizes.append((attachment.name, size))
+    return sizes
+
+
+def same_message(stored: tuple, parsed: ParsedEmail, key: str) -> bool:
+    """Whether a stored email (from address, subject, date, content key) and a parsed
+    message (with content key `key`) that carry the same Message-ID are one message."""
+    from_address, subject, sent_at, stored_key = stored
     if (from_address or "").lower() != (parsed.from_address or "").lower():
         return False
     if _normalized_subject(subject or "") != _normalized_subject(parsed.subject or ""):
+        return False
+    if stored_key == SENT_BY_APP:
+        return True
+    if stored_key and stored_key != key:  # "": stored before content keys existed
         return False
     if sent_at is None or parsed.sent_at is None:
         return True
     return abs(sent_at - parsed.sent_at) <= SAME_MESSAGE_DATES
 
 
-def second_key(parsed: ParsedEmail) -> str:
+def second_key(parsed: ParsedEmail, key: str) -> str:
     """The key of a message whose Message-ID another email of the mailbox already has:
     the Message-ID and what makes this message another one, so that its other copies
     (in other folders, on later runs) find it again."""
     digest = hashlib.sha256()
-    for value in (parsed.from_address, _normalized_subject(parsed.subject)):
+    for value in (parsed.from_address, _normalized_subject(parsed.subject), key):
         digest.update((value or "").encode("utf-8", "surrogatepass") + b"\0")
     digest.update(parsed.sent_at.isoformat().encode() if parsed.sent_at else b"")
     return f"{parsed.message_key[:480]}#{digest.hexdigest()[:16]}"
 
 
 def stored_emails(account_id: int, keys: set[str]) -> dict[str, tuple[int, tuple]]:
-    """{message key: (email id, (from address, subject, date))} of the mailbox's emails
-    among `keys`.
+    """{message key: (email id, (from address, subject, date, content key))} of the
+    mailbox's emails among `keys`.
 
     On PostgreSQL, one unique-index lookup per key, whatever the table's statistics say.
     `message_key IN (...)` leaves the choice to the planner, and while a first sync fills
@@ -146,13 +188,13 @@ def stored_emails(account_id: int, keys: set[str]) -> dict[str, tuple[int, tuple
         return {}
     if connection.vendor != "postgresql":
         rows = Email.objects.filter(account_id=account_id, message_key__in=keys).values_list(
-            "message_key", "pk", "from_address", "subject", "sent_at"
+            "message_key", "pk", "from_address", "subject", "sent_at", "content_key"
         )
     else:
         sql = (
-            "SELECT k.key, e.id, e.from_address, e.subject, e.sent_at FROM "  # noqa: S608
-            "unnest(%s::varchar[]) AS k(key) CROSS JOIN LATERAL "
-            f"(SELECT id, from_address, subject, sent_at FROM {Email._meta.db_table} "
+            "SELECT k.key, e.id, e.from_address, e.subject, e.sent_at, e.content_key "  # noqa: S608
+            "FROM unnest(%s::varchar[]) AS k(key) CROSS JOIN LATERAL "
+            f"(SELECT id, from_address, subject, sent_at, content_key FROM {Email._meta.db_table} "
             "WHERE account_id = %s AND message_key = k.key LIMIT 1) AS e"
         )
         with connection.cursor() as cursor:
@@ -234,7 +276,8 @@ class Store:
     def _identify(self, items: list[Fetched]) -> tuple[list[int | str], dict[str, Fetched]]:
         """For each item, the email it is: a stored one's id, or the key of a new one
         (`new` maps those keys to the first item with it). A Message-ID shared by
-        different messages gives the later one a key of its own (`second_key`)."""
+        different messages gives the later one a key of its own (`second_key`). Sets
+        each item's content key."""
         keys = {item.parsed.message_key for item in items}
         keys |= {item.parsed.legacy_key for item in items if item.parsed.legacy_key}
         existing = stored_emails(self.account.pk, keys)
@@ -243,18 +286,22 @@ class Store:
         differing = []
         for index, item in enumerate(items):
             parsed = item.parsed
+            item.content_key = content_key(parsed, item)
             key, legacy = parsed.message_key, parsed.legacy_key
             target: int | str | None
             if key in existing:
                 email_id, known = existing[key]
-                agrees = not parsed.message_id or same_message(known, parsed)
+                agrees = not parsed.message_id or same_message(known, parsed, item.content_key)
                 target = email_id if agrees else None
             elif legacy and legacy in existing:
                 target = existing[legacy][0]
             elif key in new:
-                first = new[key].parsed
-                known = (first.from_address, first.subject, first.sent_at)
-                agrees = not parsed.message_id or same_message(known, parsed)
+                first = new[key]
+                known = (
+                    first.parsed.from_address, first.parsed.subject, first.parsed.sent_at,
+                    first.content_key,
+                )  # fmt: skip
+                agrees = not parsed.message_id or same_message(known, parsed, item.content_key)
                 target = key if agrees else None
             else:
                 new[key] = item
@@ -263,19 +310,19 @@ class Store:
                 differing.append(index)
             targets.append(target)
         if differing:
-            wanted = {second_key(items[index].parsed) for index in differing}
+            wanted = {second_key(items[i].parsed, items[i].content_key) for i in differing}
             seconds = stored_emails(self.account.pk, wanted)
             for index in differing:
                 item = items[index]
-                key = second_key(item.parsed)
+                key = second_key(item.parsed, item.content_key)
                 if key in seconds:
                     targets[index] = seconds[key][0]
                     continue
                 if key not in new:
                     item.parsed.notes.append(
                         f"Another email in this mailbox has the same Message-ID "
-                        f"<{item.parsed.message_id}>; this one differs in sender, subject or "
-                        "date, so both are kept."
+                        f"<{item.parsed.message_id}>; this one differs from it (sender, "
+                        "subject, date or content), so both are kept."
                     )
                     new[key] = item
                 targets[index] = key
@@ -337,13 +384,19 @@ class Store:
         """A message whose storing failed even on its own: stored with what is surely
         storable (its headers as parsed, cut to size) and its original, with a note."""
         parsed = item.parsed
+        read_in_parts = item.raw is None and item.spooled is not None
+        kept = (
+            "its original is kept" if not read_in_parts or item.spooled.original
+            else "its parts are kept as attachments (it was read part by part)"
+        )  # fmt: skip
         note = (
-            f"It could not be stored normally ({type(error).__name__}: {str(error)[:300]}); "
-            "its original is kept."
+            f"It could not be stored normally ({type(error).__name__}: {str(error)[:300]}); {kept}."
         )
-        key = parsed.message_key
+        # A key of its own: it must not be taken for another email with its Message-ID.
         if item.raw is not None:
             key = fingerprint(item.raw)
+        else:
+            key = f"{parsed.message_key[:440]}#unreadable-{content_key(parsed, item)}"
         try:
             with files_for_transaction() as files, transaction.atomic():
                 email = Email.objects.filter(account=self.account, message_key=key).first()
@@ -363,6 +416,8 @@ class Store:
                         notes="\n".join([*parsed.notes, note]),
                         original=self._original(files, item),
                     )
+                    if read_in_parts and not item.spooled.original:
+                        Attachment.objects.bulk_create(self._attachments(files, email.pk, item))
                 EmailLocation.objects.get_or_create(
                     folder=folder, uidvalidity=uidvalidity, uid=item.uid,
                     defaults={"email": email, "item_id": item.item_id},
@@ -373,16 +428,28 @@ class Store:
         except Exception as second:
             if ours(second):
                 raise
-            return self.unstored(folder, uidvalidity, item.uid, f"{note} Then: {second!r}"[:2000])
+            why = f"{note} Then: {second!r}"[:2000]
+            return self.unstored(folder, uidvalidity, item.uid, why, item.item_id)
         return Stored(emails=int(created), locations=1, problems=int(created))
 
-    def unstored(self, folder: Folder, uidvalidity: int, uid: int, error: str) -> Stored:
+    def unstored(
+        self, folder: Folder, uidvalidity: int, uid: int, error: str, item_id: str = ""
+    ) -> Stored:
         """A message not stored at all: noted, to be tried again by the next runs."""
         try:
             with transaction.atomic():
-                noted, created = UnstoredMessage.objects.get_or_create(
-                    folder=folder, uidvalidity=uidvalidity, uid=uid, defaults={"error": error}
+                # An Exchange item is known by its id; each attempt gives it a new count.
+                earlier = (
+                    item_id
+                    and UnstoredMessage.objects.filter(folder=folder, item_id=item_id).first()
                 )
+                if earlier:
+                    noted, created = earlier, False
+                else:
+                    noted, created = UnstoredMessage.objects.get_or_create(
+                        folder=folder, uidvalidity=uidvalidity, uid=uid,
+                        defaults={"error": error, "item_id": item_id},
+                    )  # fmt: skip
                 if not created:
                     noted.error = error
                     noted.attempts += 1
@@ -399,7 +466,7 @@ class Store:
 EMAIL_COLUMNS = [
     "account_id", "message_key", "message_id", "subject", "from_address", "from_name", "to",
     "cc", "sent_at", "text_body", "html_body", "size", "seen", "in_reply_to", "references",
-    "problem", "notes", "original", "created_at",
+    "problem", "notes", "original", "content_key", "created_at",
 ]  # fmt: skip
 
 
@@ -424,5 +491,6 @@ def _email_row(account_id: int, key: str, item: Fetched, now, original: str) -> 
         parsed.problem,
         "\n".join(parsed.notes),
         original,
+        item.content_key,
         now,
     )

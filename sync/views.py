@@ -172,16 +172,20 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
     queued = download_request(account_id=account.pk)
+    queue_down = ""
+    if not queued:
+        later = (
+            "automatic downloads go on by themselves once it is back"
+            if account.auto_sync
+            else "try again in a few minutes"
+        )
+        queue_down = f"The app's task queue cannot be reached right now: {later}."
     if request.htmx:
         # The status in place of the button's section, looking again every 2 s from now.
-        context = {"account": account, "queue_down": not queued, **sync_status(account)}
+        context = {"account": account, "queue_down": queue_down, **sync_status(account)}
         return render(request, "sync/status.html", context)
-    if not queued:
-        messages.warning(
-            request,
-            "The app's task queue cannot be reached right now: the download starts by itself "
-            "once it is back.",
-        )
+    if queue_down:
+        messages.warning(request, queue_down)
     return redirect(f"{account.get_absolute_url()}#sync")
 
 

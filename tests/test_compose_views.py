@@ -80,6 +80,8 @@ def test_it_names_each_bad_address_and_keeps_what_was_typed(client, db, no_deliv
     "field, value",
     [
         ("subject", "Hi\r\nBcc: victim@x.test"),
+        ("subject", "Hi\u2028there"),  # a line separator: building the message failed
+        ("subject", "Hi\x0bthere"),
         ("to", "Ann\r\nBcc: victim@x.test <ann@x.test>"),
         ("cc", "ann@x.test\nBcc: victim@x.test"),
     ],

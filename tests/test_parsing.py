@@ -574,6 +574,33 @@ def test_it_flattens_html_nested_200000_deep_and_keeps_its_text():
     assert any("flattened" in note for note in parsed.notes)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "html",
+    [b"<div x=<>" * 80_000, b'<div title="<">' * 80_000, b"<font>" * 100_000],
+    ids=["a-lt-in-the-tag", "a-quoted-lt", "formatting"],
+)
+def test_it_flattens_nesting_however_its_tags_are_written(html):
+    """A "<" inside a tag still makes an element for the HTML parser: the depth check
+    must see it, or 720 KB took nh3 20 s."""
+    parsed = _both(HTML + html + b"the text")
+    assert "the text" in parsed.text_body
+    assert parsed.problem == INCOMPLETE
+    assert any("flattened" in note for note in parsed.notes)
+
+
+@pytest.mark.timeout(30)
+def test_it_reads_parts_after_many_closing_boundaries_in_one_pass():
+    """Parts after the boundary that closes them, 250 times over (a bare CR sends the
+    message to the stdlib's parser): read once, not once per closing delimiter."""
+    after = b"--b\r\n" + PLAIN + b"later text " + b"x" * 11_000 + b"\r\n--b--\r\n"
+    raw = _multipart(PLAIN + b"first\rtext") + after * 250
+    parsed = parse_message(raw)
+    assert parsed.text_body.startswith("first")
+    assert "later text" in parsed.text_body
+    assert any("after the boundary that closes them" in note for note in parsed.notes)
+
+
 def test_it_makes_html_safe_when_it_reads_it_and_keeps_remote_images_for_the_page():
     html = (
         b'<p onclick="steal()">Hello<script>alert(1)</script></p>'

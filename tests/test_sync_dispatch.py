@@ -137,7 +137,7 @@ def test_it_says_so_when_the_task_queue_is_down(client, db):
     with publishing_to(f"redis://127.0.0.1:{free_port()}/0"):
         response = client.post(reverse("sync:download", args=[account.pk]), follow=True)
     assert response.status_code == 200
-    assert "task queue cannot be reached" in response.text
+    assert "task queue cannot be reached right now: automatic downloads go on" in response.text
 
 
 def test_it_leaves_mailboxes_due_when_the_task_queue_goes_away(db):

@@ -332,5 +332,33 @@ def test_it_keeps_the_headers_of_a_message_above_the_size_limit(exchange_mailbox
     huge = Email.objects.get(subject="huge")
     assert huge.problem == Email.Problem.INCOMPLETE
     assert "above the limit of 1 MB" in huge.notes
+    assert "Hi there." in huge.text_body  # its text, from Exchange's properties
     assert not huge.attachments.exists()
     assert Email.objects.get(subject="small").problem == ""
+
+
+def test_it_notes_an_item_exchange_gives_nothing_of_and_asks_again_later(
+    exchange_mailbox, ews_server
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sync.models import UnstoredMessage
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1, prefix="stubborn")
+    # Neither its MIME source nor its properties come: nothing is stored, it is noted.
+    ews_server.fail_next("GetItem", "ErrorMimeContentConversionFailed", count=2)
+    run = _sync(account)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert not Email.objects.filter(account=account).exists()
+    noted = UnstoredMessage.objects.get()
+    assert noted.item_id and "neither this message nor its properties" in noted.error
+    _sync(account)  # not due yet: asked for no sooner than its backoff says
+    assert UnstoredMessage.objects.get().attempts == 1
+    UnstoredMessage.objects.update(last_failed_at=timezone.now() - timedelta(hours=1))
+    _sync(account)
+    assert Email.objects.get(account=account).subject == "stubborn 0"
+    assert not UnstoredMessage.objects.exists()
+    assert EmailLocation.objects.filter(email__account=account).count() == 1

@@ -135,16 +135,15 @@ def test_it_says_a_full_disk_is_the_apps_storage_not_the_mail_server(
     mailbox.append("INBOX", make_message(subject="with a file", attachment=("a.pdf", b"%PDF")))
     media = tmp_path / "media"
     media.mkdir()
-    media.chmod(0o500)  # the volume the app may not write (root: made read-only below)
     settings.MEDIA_ROOT = str(media)
-    import errno
-
     from django.core.files.storage import FileSystemStorage
 
     real = FileSystemStorage._save
 
     def full(self, name, content):
-        raise OSError(errno.ENOSPC, "No space left on device", str(media / name))
+        # As a write to a full disk says it: no file name.
+        with open("/dev/full", "wb") as device:
+            device.write(b"x" * 65536)
 
     FileSystemStorage._save = full
     try:

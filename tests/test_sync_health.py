@@ -48,12 +48,21 @@ def test_it_names_a_folder_the_server_refuses_and_emails_it_could_not_read(db):
         EmailLocation.objects.create(email=email, folder=inbox, uidvalidity=1, uid=number + 1)
     health = _health(account)
     assert health.level == "problems"
-    assert health.problems[0].startswith("Archive: The server refused to read this folder: NO")
-    assert "2 emails in INBOX could not be read; their original is kept." in health.problems
+    assert health.problems == [health.problems[0]] and health.problems[0].startswith(
+        "Archive: The server refused to read this folder: NO"
+    )
+    # Stored, with their originals: worth knowing, not a fault that blocks anything.
     assert health.notes == [
+        "2 emails in INBOX could not be read; their original is kept.",
         "1 email in INBOX was stored in part (a size limit or a broken structure); the "
-        "originals are kept."
+        "originals are kept.",
     ]
+    # A folder the owner no longer downloads (or the server deleted) is not counted.
+    account.folder_mode = "custom"
+    account.save()
+    Folder.objects.filter(path="INBOX").update(chosen=True)
+    health = _health(account)
+    assert (health.level, health.problems) == ("ok", [])
 
 
 def test_it_says_when_no_download_happened_although_one_was_due(db):

@@ -310,3 +310,49 @@ def test_it_takes_back_its_own_claim_on_a_retry(synced_mailbox):
     assert Email.objects.filter(subject="waiting").exists()
     stale.refresh_from_db()
     assert stale.state == SyncRun.State.INTERRUPTED
+
+
+def test_it_keeps_a_forged_correction_that_reuses_a_message_id(synced_mailbox):
+    """Same Message-ID, sender and subject, five minutes apart, other content: a forged
+    "correction" must not replace the real invoice, nor disappear behind it."""
+    account, mailbox = synced_mailbox
+    real = make_message(
+        subject="Invoice 42", message_id="<inv-42@partner.test>",
+        body="Please pay to IBAN DE11 1111.", age=timedelta(minutes=10),
+    )  # fmt: skip
+    forged = make_message(
+        subject="Invoice 42", message_id="<inv-42@partner.test>",
+        body="CORRECTION: pay to IBAN XX99 9999 instead.", age=timedelta(minutes=5),
+    )  # fmt: skip
+    mailbox.append("INBOX", real, forged)
+    mailbox.append("Archive", real)  # a copy of the real one: the same email
+    _sync(account)
+    texts = sorted(Email.objects.values_list("text_body", flat=True))
+    assert len(texts) == 2
+    assert "DE11" in texts[1] and "XX99" in texts[0]
+    assert EmailLocation.objects.count() == 3
+    assert Email.objects.exclude(notes="").count() == 1
+
+
+def test_it_sets_aside_many_messages_the_server_ends_the_session_over(synced_mailbox, dovecot):
+    """Ten unreadable message files among 120 in one batch: each costs its message, and
+    the next run does not ask for them again until their retry falls due."""
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m {n:03}") for n in range(120)))
+    broken = [_message_file(dovecot, account.address, f"m {n:03}") for n in range(5, 120, 12)]
+    for path in broken:
+        os.chmod(path, 0)
+    try:
+        run = _sync(account)
+        assert run.new_locations == 110
+        assert UnstoredMessage.objects.count() == len(broken) == 10
+        assert Email.objects.count() == 110
+        again = _sync(account)
+        assert (again.new_locations, again.new_emails) == (0, 0)
+        assert UnstoredMessage.objects.filter(attempts=1).count() == 10  # not asked again
+    finally:
+        for path in broken:
+            os.chmod(path, 0o600)
+    _an_hour_passes()
+    _sync(account)
+    assert Email.objects.count() == 120 and not UnstoredMessage.objects.exists()

@@ -8,6 +8,8 @@ import random
 from email.message import EmailMessage
 from email.utils import make_msgid
 
+import pytest
+
 from sync import engine
 from sync.models import Email, SyncRun
 from sync.parsing import parse_message
@@ -58,8 +60,15 @@ def _stored_files(email) -> dict[str, bytes]:
     return {a.name: a.file.read() for a in email.attachments.exclude(file="")}
 
 
+@pytest.fixture
+def spool(settings, tmp_path):
+    settings.SYNC_SPOOL_DIR = str(tmp_path / "spool")
+    (tmp_path / "spool").mkdir()
+    return tmp_path / "spool"
+
+
 def test_it_stores_a_large_message_part_by_part_as_the_whole_would_be(
-    synced_mailbox, settings, tmp_path
+    synced_mailbox, settings, tmp_path, spool
 ):
     settings.MEDIA_ROOT = tmp_path
     account, mailbox = synced_mailbox
@@ -79,7 +88,7 @@ def test_it_stores_a_large_message_part_by_part_as_the_whole_would_be(
         n: hashlib.sha256(d).hexdigest() for n, d in files.items()
     }
     assert email.size == len(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-    assert not list(tmp_path.glob("**/mailsetup-*"))  # no spooled file left behind
+    assert not list(spool.iterdir())  # no spooled part left behind
 
 
 def test_it_reads_a_single_part_large_message(synced_mailbox, settings, tmp_path):
@@ -162,3 +171,30 @@ def test_it_gives_the_same_email_part_by_part_as_whole(
         assert email.text_body.strip() == whole.text_body.strip()
         assert email.html_body.strip() == whole.html_body.strip()
         assert _stored_files(email) == {a.name: a.data for a in whole.attachments}
+
+
+def test_it_leaves_no_spooled_part_behind_when_the_connection_breaks(
+    synced_mailbox, test_provider, dovecot, spool, settings, tmp_path
+):
+    from sync.services import TransientSyncError
+    from tests.servers.proxy import CuttingProxy
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    account, mailbox = synced_mailbox
+    raw, _files = _large_message(attachment=3_500_000)
+    mailbox.append("INBOX", raw)
+    # Cut once the first megabytes of the large part have come (the structure, the
+    # header, the small parts and some chunks), then relay faithfully.
+    proxy = CuttingProxy(dovecot.imaps_port, cuts=1, low=2_500_000, high=2_600_000)
+    test_provider.imap_port = proxy.port
+    test_provider.save()
+    try:
+        with pytest.raises(TransientSyncError):
+            mailbox_sync(account_id=account.pk)
+        assert proxy.cut_count == 1
+        assert not list(spool.iterdir())
+        _sync(account)
+    finally:
+        proxy.close()
+    assert Email.objects.get().attachments.exclude(file="").count() == 3
+    assert not list(spool.iterdir())

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sync", "0013_attachment_content_id"),
+        ("sync", "0015_attachment_content_id"),
     ]
 
     operations = [
