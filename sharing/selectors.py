@@ -12,6 +12,10 @@ Every view, partial and task asks here; none filters mailboxes or emails on its 
   - Setup mailbox: the grantee may open and change the mailbox's settings.
 - An email a user wrote in the app stays theirs to see on timelines and to open, from
   whichever mailbox it went out.
+- Contacts and companies are the company's: every user sees them all, in the lists and
+  on their pages; the emails, meetings and tasks there, and the latest email a list
+  sorts and shows them by, are only those the user may see on a timeline. Whoever may
+  see an email may link it to a contact or company by hand, or unlink it.
 - Nobody else sees anything of the mailbox; its URLs answer 404 for them. Being a
   superuser gives the two system operations, not a look into other people's mail.
 - Two system operations narrow what "Setup mailbox" allows: turning on shared access
@@ -190,6 +194,13 @@ def emails_for_user(user) -> QuerySet[Email]:
 def email_for_user(user, pk: int) -> Email | None:
     """One email, if the user may see it anywhere: on a timeline or their Email page."""
     return emails_for_user(user).filter(pk=pk).select_related("account").first()
+
+
+def email_for_linking(user, pk: int) -> Email | None:
+    """One email whose contacts and companies the user may change by hand: any email
+    they may see. A link only decides on which timelines the email shows, and there
+    only to those who may see it anyway; every change is recorded (crm.EmailLinkChange)."""
+    return email_for_user(user, pk)
 
 
 def grants_of(account: EmailAccount) -> list[MailboxGrant]:

@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from crm.selectors import email_links, link_candidates
 from sharing.selectors import (
     email_for_user,
     emails_for_user,
@@ -28,6 +29,7 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if email is None:
         raise Http404
     allow_images = request.GET.get("images") == "1"
+    link_query = request.GET.get("link", "").strip()[:200]
     # Stored safe when the email was downloaded (sync.parsing); here only the remote
     # images are held back, unless asked for: a linear rewrite, whatever the HTML.
     html, blocked = email.html_body, 0
@@ -54,6 +56,11 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "document": document,
             "blocked_images": blocked,
             "attachments": attachments,
+            # Whom it is linked to (and the links changed by hand); `link` is what was
+            # typed to find another one, when the page works without JavaScript.
+            **email_links(email),
+            "link_query": link_query,
+            "candidates": link_candidates(email, link_query) if link_query else None,
             "problem": PROBLEMS.get(email.problem, ""),
             "notes": [note for note in email.notes.splitlines() if note.strip()],
         },
