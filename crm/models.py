@@ -32,8 +32,10 @@ class Contact(models.Model):
         ordering = [Lower("name")]
 
     def __str__(self) -> str:
+        if self.name:
+            return self.name
         primary = self.addresses.first()
-        return self.name or (primary.address if primary else f"Contact {self.pk}")
+        return primary.address if primary else f"Contact {self.pk}"
 
 
 class ContactAddress(models.Model):

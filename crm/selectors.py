@@ -1,6 +1,7 @@
 """Reads of the CRM's contacts and companies."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.core.paginator import Paginator
 from django.db.models import (
@@ -8,9 +9,9 @@ from django.db.models import (
     Count,
     DateTimeField,
     F,
+    Max,
     OuterRef,
     Q,
-    QuerySet,
     Subquery,
     Value,
 )
@@ -49,64 +50,100 @@ TIMELINE_PAGE = 30
 CANDIDATES = 8
 
 
-def _latest(visible, **link) -> dict:
-    """The latest email among `visible` for each row (by `link`, e.g. contacts=OuterRef):
-    its date and its id, newest first, those without a date last."""
-    latest = (
-        visible.filter(**link)
-        .order_by(F("sent_at").desc(nulls_last=True), "-pk")
-        .values_list("pk", flat=True)
+def _by_latest(rows, user, via: str, search: Q | None):
+    """`rows` sorted by their latest email the user may see (one pass over the emails,
+    grouped: no query per row), undated and emailless last, then by name; with the count
+    of the matching rows taken without the emails."""
+    from sharing.selectors import seen_on_timelines
+
+    matching = rows.filter(search) if search is not None else rows
+    latest = Max(f"{via}sent_at", filter=seen_on_timelines(user, via=via))
+    listed = matching.annotate(latest_at=latest).order_by(
+        F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
     )
-    return {
-        "latest_id": Subquery(latest[:1]),
-        "latest_at": Subquery(
-            visible.filter(**link)
-            .order_by(F("sent_at").desc(nulls_last=True), "-pk")
-            .values("sent_at")[:1]
-        ),
-    }
+    return listed, matching.order_by().count
 
 
-def contacts_for_list(user, *, search: str = "") -> QuerySet[Contact]:
+def contacts_for_list(user, *, search: str = ""):
     """Every contact, those with the most recent email the user may see first (then by
-    name); matching `search` in the name, an address, the job title or the company."""
-    from sharing.selectors import emails_for_timeline
-
-    contacts = Contact.objects.select_related("company").annotate(
-        **_latest(emails_for_timeline(user), contacts=OuterRef("pk"))
-    )
+    name); matching `search` in the name, an address, the job title or the company.
+    Returns (queryset, its count)."""
     search = " ".join(search.split())
+    condition = None
     if search:
-        contacts = contacts.filter(
+        condition = (
             Q(name__icontains=search)
             | Q(job_title__icontains=search)
             | Q(company__name__icontains=search)
             | Q(pk__in=ContactAddress.objects.filter(address__icontains=search).values("contact"))
         )
-    return contacts.order_by(F("latest_at").desc(nulls_last=True), Lower("name"), "pk")
+    return _by_latest(Contact.objects.all(), user, "emails__", condition)
 
 
-def companies_for_list(user, *, search: str = "") -> QuerySet[Company]:
+def companies_for_list(user, *, search: str = ""):
     """Every company, as contacts_for_list; matching `search` in its name or web domain."""
-    from sharing.selectors import emails_for_timeline
-
-    people = Contact.objects.filter(company=OuterRef("pk")).order_by().values("company")
-    companies = Company.objects.annotate(
-        **_latest(emails_for_timeline(user), companies=OuterRef("pk")),
-        contact_count=Coalesce(Subquery(people.annotate(n=Count("pk")).values("n")), 0),
-    )
     search = " ".join(search.split())
+    condition = None
     if search:
-        companies = companies.filter(Q(name__icontains=search) | Q(web_domain__icontains=search))
-    return companies.order_by(F("latest_at").desc(nulls_last=True), Lower("name"), "pk")
+        condition = Q(name__icontains=search) | Q(web_domain__icontains=search)
+    return _by_latest(Company.objects.all(), user, "emails__", condition)
 
 
-def latest_emails(rows) -> dict[int, object]:
-    """The latest emails of a page of listed contacts or companies, by id: one query."""
+class ListPaginator(Paginator):
+    """Pages of a list whose count comes from a cheaper query than the list's own."""
+
+    def __init__(self, rows, per_page, *, count):
+        super().__init__(rows, per_page)
+        self._count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._count()
+
+
+def page_details(user, page, model) -> None:
+    """For a page of listed contacts or companies: each one's latest email the user may
+    see (`latest_email`), its addresses or its number of contacts; a few queries."""
+    from sharing.selectors import emails_for_timeline
     from sync.models import Email
 
-    ids = [row.latest_id for row in rows if row.latest_id]
-    return {e.pk: e for e in Email.objects.filter(pk__in=ids).only("pk", "subject", "sent_at")}
+    ids = [row.pk for row in page]
+    link = "contacts" if model is Contact else "companies"
+    latest = (
+        emails_for_timeline(user)
+        .filter(**{link: OuterRef("pk")})
+        .order_by(F("sent_at").desc(nulls_last=True), "-pk")
+        .values("pk")[:1]
+    )
+    extra = model.objects.filter(pk__in=ids).annotate(latest_id=Subquery(latest))
+    if model is Contact:
+        companies = Company.objects.filter(contacts__in=ids).distinct()
+        companies = {company.pk: company for company in companies}
+        for row in page:
+            row.company = companies.get(row.company_id)
+    if model is Company:
+        people = Contact.objects.filter(company=OuterRef("pk")).order_by().values("company")
+        extra = extra.annotate(
+            contact_count=Coalesce(Subquery(people.annotate(n=Count("pk")).values("n")), 0)
+        )
+        found = {row.pk: (row.latest_id, row.contact_count) for row in extra}
+    else:
+        found = {row.pk: (row.latest_id, None) for row in extra}
+    emails = Email.objects.filter(pk__in=[f[0] for f in found.values() if f[0]])
+    emails = {email.pk: email for email in emails.only("pk", "subject", "sent_at")}
+    addresses: dict[int, list[str]] = {}
+    if model is Contact:
+        rows = ContactAddress.objects.filter(contact__in=ids).order_by("address")
+        for contact_id, address in rows.values_list("contact_id", "address"):
+            addresses.setdefault(contact_id, []).append(address)
+    for row in page:
+        latest_id, count = found.get(row.pk, (None, None))
+        row.latest_email = emails.get(latest_id)
+        row.contact_count = count
+        row.address_list = addresses.get(row.pk, [])
+        if model is Contact:
+            # As str(contact) reads, without a query per row.
+            row.label = row.name or next(iter(row.address_list), f"Contact {row.pk}")
 
 
 @dataclass

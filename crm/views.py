@@ -5,7 +5,6 @@ sharing.selectors' decision; contacts and companies themselves are everyone's.""
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
@@ -15,21 +14,21 @@ from sharing.selectors import email_for_linking
 from .models import Company, Contact, ContactAddress
 from .selectors import (
     PAGE_SIZE,
+    ListPaginator,
     companies_for_list,
     contacts_for_list,
     email_links,
-    latest_emails,
     link_candidates,
+    page_details,
     timeline,
 )
 from .services import LinkTargetMissing, email_link_change
 
 
-def _list(request: HttpRequest, template: str, rows, search: str) -> HttpResponse:
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
-    latest = latest_emails(page)
-    for row in page:
-        row.latest_email = latest.get(row.latest_id)
+def _list(request: HttpRequest, template: str, model, listed, search: str) -> HttpResponse:
+    rows, count = listed
+    page = ListPaginator(rows, PAGE_SIZE, count=count).get_page(request.GET.get("page"))
+    page_details(request.user, page, model)
     context = {"page": page, "q": search}
     if request.htmx and request.htmx.target == "crm-list":
         return render(request, f"{template}#list", context)
@@ -39,15 +38,15 @@ def _list(request: HttpRequest, template: str, rows, search: str) -> HttpRespons
 @login_required
 def contact_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:200]
-    rows = contacts_for_list(request.user, search=search).prefetch_related("addresses")
-    return _list(request, "crm/contacts.html", rows, search)
+    listed = contacts_for_list(request.user, search=search)
+    return _list(request, "crm/contacts.html", Contact, listed, search)
 
 
 @login_required
 def company_list(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:200]
-    rows = companies_for_list(request.user, search=search)
-    return _list(request, "crm/companies.html", rows, search)
+    listed = companies_for_list(request.user, search=search)
+    return _list(request, "crm/companies.html", Company, listed, search)
 
 
 @login_required

@@ -154,13 +154,31 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
     and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
     emails they wrote themselves in the app, from whichever mailbox."""
-    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
-    emails = Email.objects.filter(_written_by(user) | Q(account__in=mailboxes.values("pk")))
+    emails = Email.objects.filter(seen_on_timelines(user))
     if contact is not None:
         emails = emails.filter(contacts=contact)
     if company is not None:
         emails = emails.filter(companies=company)
     return emails.defer("text_body", "html_body").order_by("-sent_at", "-pk")
+
+
+def seen_on_timelines(user, via: str = "") -> Q:
+    """The emails that `emails_for_timeline` shows the user, as a condition on an email,
+    or through a relation to emails (`via`, e.g. "emails__": a contact's or company's
+    emails, for the latest one in a list)."""
+    from sending.models import OutgoingEmail
+
+    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
+    if not via:
+        written = _written_by(user)
+    elif user.is_authenticated:
+        # Through a relation: the user's own emails as a set read once, not a join per
+        # email (the list of every contact grouped with their emails).
+        mine = OutgoingEmail.objects.filter(author=user, email__isnull=False)
+        written = Q(**{f"{via}pk__in": mine.values("email")})
+    else:
+        written = Q(pk__in=[])
+    return written | Q(**{f"{via}account__in": mailboxes.values("pk")})
 
 
 def activities_for_timeline(user, *, contact=None, company=None) -> QuerySet:
