@@ -30,13 +30,14 @@ run: $(VENV)/.installed-run
 	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} python manage.py ensure_admin
 	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops web, worker and beat)."
-	@# The local test mail server's CA (make dev-mail), when it has been started.
-	DEBUG=$${DEBUG:-true} MAIL_EXTRA_CA_FILE=$${MAIL_EXTRA_CA_FILE:-$$(ls var/dev-mail/ca.pem 2>/dev/null)} \
-	  exec honcho -f Procfile.dev start
+	@# With DEBUG on, the app trusts make dev-mail's CA under its own var dir
+	@# (settings.MAIL_DEV_CA_FILE), wherever MAILSETUP_VAR_DIR points.
+	DEBUG=$${DEBUG:-true} exec honcho -f Procfile.dev start
 
-## make dev-mail: a local Dovecot and SMTP server with demo mailboxes to try the wizard on.
+## make dev-mail: a local Dovecot and SMTP server with a demo mailbox full of sample mail,
+## kept under the var dir (var/dev-mail/) across restarts; the demo company and contacts.
 dev-mail: $(VENV)/.installed-test
-	scripts/test-services
+	scripts/dev-mail-services
 	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} python -m tests.servers.devmail
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import imaplib
+import os
 import smtplib
 import socket
 import ssl
@@ -54,17 +55,25 @@ class Endpoint:
 
 
 def mail_ssl_context() -> ssl.SSLContext:
-    """The system's trusted CAs, plus the company's own CA when one is configured."""
-    return _ssl_context(settings.MAIL_EXTRA_CA_FILE)
+    """The system's trusted CAs, plus the company's own CA when one is configured, plus
+    in development the CA `make dev-mail` wrote (settings.MAIL_DEV_CA_FILE), once it is
+    there: a running app picks it up, or a new one, without a restart."""
+    dev_ca = None
+    if settings.MAIL_DEV_CA_FILE:
+        with contextlib.suppress(OSError):
+            dev_ca = (settings.MAIL_DEV_CA_FILE, os.stat(settings.MAIL_DEV_CA_FILE).st_mtime_ns)
+    return _ssl_context(settings.MAIL_EXTRA_CA_FILE, dev_ca)
 
 
 @functools.lru_cache(maxsize=4)
-def _ssl_context(extra_ca_file: str | None) -> ssl.SSLContext:
+def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> ssl.SSLContext:
     # Loading the system's CA store takes tens of milliseconds: once per process, not
     # once per connection (an idle re-sync is otherwise mostly this).
     context = ssl.create_default_context()
     if extra_ca_file:
         context.load_verify_locations(cafile=extra_ca_file)
+    if dev_ca:
+        context.load_verify_locations(cafile=dev_ca[0])
     return context
 
 

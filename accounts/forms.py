@@ -5,8 +5,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
-from providers.addresses import Address, AddressError, normalize_address, normalize_domain
+from providers.addresses import Address, AddressError, normalize_address
+from providers.forms import ProviderCardForm
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+from providers.services import DRAFT_FIELDS
 
 from .models import EmailAccount, FolderMode
 from .signatures import MAX_IMAGE_BYTES, SignatureError, clean_signature, image_type
@@ -62,25 +64,20 @@ class CredentialsForm(forms.Form):
             self.fields["password"].label = "App password"
 
 
-class NewServerForm(forms.ModelForm):
-    """The wizard's "Add new server": the essentials of a provider card."""
+class NewServerForm(ProviderCardForm):
+    """The wizard's "Add new server": the essentials of a provider card, with the
+    admin's rules for host names (ProviderCardForm)."""
 
     class Meta:
         model = EmailProvider
-        fields = [
-            "name",
-            "service_type",
-            "receive_enabled",
-            "send_enabled",
-            "imap_host",
-            "imap_security",
-            "imap_port",
-            "smtp_host",
-            "smtp_security",
-            "smtp_port",
-            "exchange_url",
-            "login_format",
-        ]
+        # What a draft holds until the sign-in check passes (providers.services).
+        fields = list(DRAFT_FIELDS)
+        error_messages = {
+            "name": {
+                "unique": "A provider of this name exists already: go back and choose it "
+                "from the list, or give this server another name."
+            }
+        }
         widgets = {
             "imap_port": forms.NumberInput(attrs={"data-port-for": "imap"}),
             "smtp_port": forms.NumberInput(attrs={"data-port-for": "smtp"}),
@@ -98,23 +95,6 @@ class NewServerForm(forms.ModelForm):
             if not data.get("smtp_port") and data.get("smtp_security"):
                 data["smtp_port"] = SMTP_DEFAULT_PORT[data["smtp_security"]]
         return data
-
-    def _clean_host(self, name: str) -> str:
-        value = self.cleaned_data.get(name, "").strip().lower()
-        if value:
-            try:
-                normalize_domain(value.replace("%emaildomain%", "example.com"))
-            except AddressError as error:
-                raise forms.ValidationError(
-                    f"Enter a server name such as mail.example.com. {error}"
-                ) from None
-        return value.replace("%emaildomain%", "%EMAILDOMAIN%")
-
-    def clean_imap_host(self) -> str:
-        return self._clean_host("imap_host")
-
-    def clean_smtp_host(self) -> str:
-        return self._clean_host("smtp_host")
 
 
 class ShownValuesForm(forms.ModelForm):

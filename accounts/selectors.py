@@ -5,10 +5,15 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from providers.models import EmailProvider
+from providers.addresses import Address
+from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
 
+from .connection import login_for
 from .guides import GUIDES, Guide
 from .models import AccountNotification, EmailAccount
+
+# The rule itself lives with the save it decides; told here before it happens.
+from .services import _proves_domain
 
 MANAGE_PROVIDERS = "providers.manage_email_providers"
 
@@ -90,3 +95,75 @@ def provider_managers() -> list:
 
 def guide_for(provider: EmailProvider) -> Guide | None:
     return GUIDES.get(provider.security_guide)
+
+
+@dataclass(frozen=True)
+class DomainMemory:
+    """Whether a sign-in through the wizard makes the address's domain lead everyone to
+    the provider, and why, in words for the sign-in step (`before`) and for the message
+    once the mailbox is added (`after`). `remembered` is None while it depends on the
+    login the user is still to type."""
+
+    remembered: bool | None
+    before: str
+    after: str
+
+
+def domain_memory(*, provider: EmailProvider, address: Address, login: str | None) -> DomainMemory:
+    """What accounts.services does with the domain after a passed sign-in check (a
+    drafted new server saves it with the card; otherwise `_proves_domain` decides, and
+    the first mapping stays), told before it happens. `login`: None while unknown."""
+    domain, name = address.domain, provider.name
+    everyone = f"people with an @{domain} address go straight to {name}"
+    entry = ProviderDomain.objects.select_related("provider").filter(domain=domain).first()
+    if entry is not None and provider.pk is not None and entry.provider_id == provider.pk:
+        text = f"{domain} is already remembered for everyone: {everyone}."
+        return DomainMemory(True, text, "")
+    if entry is not None:
+        kept = (
+            f"{domain} stays remembered for everyone as served by {entry.provider.name} "
+            f"(source: {entry.get_source_display()}): one person's choice does not change "
+            "that. A provider manager can change it under Email providers domains."
+        )
+        return DomainMemory(False, kept, kept)
+    if provider.pk is None:
+        return DomainMemory(
+            True,
+            f"Once you sign in, {name} is added to the email providers and {domain} is "
+            f"remembered for everyone: {everyone}. Nothing is saved before the sign-in works.",
+            f"{name} was added to the email providers and {domain} is remembered for "
+            f"everyone: {everyone}.",
+        )
+    not_remembered = f"{domain} will not be remembered for everyone"
+    if provider.source not in {Source.BUILTIN, Source.ADMIN}:
+        why = (
+            f"{not_remembered}: {name} was not set up by an administrator (its card came "
+            f"from {provider.get_source_display()}), so a sign-in there does not show that "
+            f"it serves {domain}. Each colleague chooses the provider, as you did."
+        )
+        return DomainMemory(False, why, why.replace("will not be", "was not"))
+    if provider.login_format == LoginFormat.MANUAL and login is None:
+        return DomainMemory(
+            None,
+            f"{domain} is remembered for everyone only if you sign in with your full address "
+            f"{address.email} as the login: only then does {name} show that it serves "
+            f"{domain}, and {everyone} afterwards.",
+            "",
+        )
+    login = login if login is not None else login_for(provider, address)
+    if _proves_domain(provider, login, address):
+        return DomainMemory(
+            True,
+            f"Once you sign in, {domain} is remembered for everyone: {everyone}, since its "
+            f"servers accept {address.email} as the login.",
+            f"{domain} is now remembered for everyone: {everyone}.",
+        )
+    if login != address.email:
+        why = (
+            f"{not_remembered}: you sign in with the login {login}, not your full address, "
+            f"which does not show that {name} serves {domain}. Each colleague chooses the "
+            "provider, as you did."
+        )
+    else:
+        why = f"{not_remembered}: a sign-in to {name} does not show that it serves {domain}."
+    return DomainMemory(False, why, why.replace("will not be", "was not"))

@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from mailsetup import crypto
 from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source
-from providers.services import provider_domain_remember
+from providers.services import provider_domain_remember, provider_save_checked
 
 from .connection import SignInError, check_sign_in
 from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt
@@ -75,7 +75,8 @@ def account_create(
     """Check the login against the real servers, then save the mailbox with defaults.
     `oauth` is a token endpoint's answer when the user signed in with OAuth 2.0.
 
-    Nothing is written but the rate-limit record unless the check passes.
+    Nothing is written but the rate-limit record unless the check passes. An unsaved
+    `provider` (a drafted new server) is saved with the mailbox, after the check.
     """
     connected = EmailAccount.objects.filter(owner=user, removed_at__isnull=True)
     existing = connected.filter(address=address.email).first()
@@ -92,14 +93,19 @@ def account_create(
         provider=provider, address=address, login=login, password=password, access_token=token
     )
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
-    try:
-        account = _account_save(user, provider, address, login, password)
-    except IntegrityError:
-        existing = connected.filter(address=address.email).first()
-        if existing is not None:  # the same address added twice at once, from two tabs
-            raise DuplicateAccount(existing) from None
-        # Two first mailboxes added at once: both wanted to be the default sender.
-        account = _account_save(user, provider, address, login, password, first=False)
+    with transaction.atomic():
+        if provider.pk is None:
+            # A new server a manager drafted in the wizard: saved only now that its
+            # servers accepted a real sign-in, in one transaction with the mailbox.
+            provider = provider_save_checked(provider=provider, domain=address.domain)
+        try:
+            account = _account_save(user, provider, address, login, password)
+        except IntegrityError:
+            existing = connected.filter(address=address.email).first()
+            if existing is not None:  # the same address added twice at once, from two tabs
+                raise DuplicateAccount(existing) from None
+            # Two first mailboxes added at once: both wanted to be the default sender.
+            account = _account_save(user, provider, address, login, password, first=False)
     if oauth:
         tokens_store(account=account, answer=oauth)
     if directory and not account.display_name:

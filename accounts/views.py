@@ -10,6 +10,7 @@ works without JavaScript and can be reloaded.
 """
 
 import copy
+import secrets
 from dataclasses import asdict
 from urllib.parse import urlencode
 
@@ -26,7 +27,8 @@ from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
-from providers.models import AuthMethod, EmailProvider, ServiceType, Source
+from providers.models import AuthMethod, EmailProvider, ServiceType
+from providers.services import provider_from_draft
 from sending.selectors import outgoing_unsent
 from sharing.forms import GrantsForm
 from sharing.selectors import (
@@ -69,6 +71,7 @@ from .oauth import Pending, TokenError, authorization_start, code_exchange, sign
 from .selectors import (
     MANAGE_PROVIDERS,
     accounts_for_user,
+    domain_memory,
     guide_for,
     open_notifications,
     provider_managers,
@@ -553,26 +556,59 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
     return _step(request, "provider", context)
 
 
+# A manager's "Add new server" drafts, unchecked, by token: {token: {address, fields}}.
+# Nothing is saved for everyone until a sign-in to the servers passes (wizard_sign_in).
+DRAFTS = "wizard:new_servers"
+MAX_DRAFTS = 5
+
+
+def _draft(request: HttpRequest, token: str, address: Address) -> dict | None:
+    draft = request.session.get(DRAFTS, {}).get(token)
+    if draft is None or draft["address"] != address.email:
+        return None
+    return draft["fields"]
+
+
+def _draft_keep(request: HttpRequest, address: Address, fields: dict, token: str = "") -> str:
+    drafts = request.session.get(DRAFTS, {})
+    token = token if token in drafts else secrets.token_urlsafe(9)
+    drafts.pop(token, None)
+    drafts[token] = {"address": address.email, "fields": fields}
+    # Only the latest few: a session is no store of abandoned attempts.
+    request.session[DRAFTS] = dict(list(drafts.items())[-MAX_DRAFTS:])
+    return token
+
+
+def _draft_drop(request: HttpRequest, token: str) -> None:
+    drafts = request.session.get(DRAFTS, {})
+    if drafts.pop(token, None) is not None:
+        request.session[DRAFTS] = drafts
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def wizard_new_server(request: HttpRequest) -> HttpResponse:
+    """ "Add new server": the card is a draft in this session until the sign-in step
+    checks it against the real servers; only then is it saved for everyone."""
     if not request.user.has_perm(MANAGE_PROVIDERS):
         raise PermissionDenied
     address = _wizard_address(request)
     if address is None:
         return redirect("accounts:wizard_address")
-    form = NewServerForm(
-        request.POST or None,
-        initial={"name": address.domain, "imap_host": f"imap.{address.domain}",
-                 "smtp_host": f"smtp.{address.domain}", "imap_port": 993, "smtp_port": 465},
-    )  # fmt: skip
+    token = request.GET.get("draft", "")
+    drafted = _draft(request, token, address) if token else None
+    if drafted is None:
+        token = ""
+    initial = drafted or {
+        "name": address.domain, "imap_host": f"imap.{address.domain}",
+        "smtp_host": f"smtp.{address.domain}", "imap_port": 993, "smtp_port": 465,
+    }  # fmt: skip
+    form = NewServerForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        provider = form.save(commit=False)
-        provider.source = Source.ADMIN
-        provider.save()
-        messages.success(request, f"{provider.name} was added to the email providers.")
+        fields = {name: form.cleaned_data[name] for name in form.fields}
+        token = _draft_keep(request, address, fields, token)
         return redirect(
-            _url("accounts:wizard_sign_in", address=address.email, provider=provider.pk, via="new")
+            _url("accounts:wizard_sign_in", address=address.email, draft=token, via="new")
         )
     return _step(
         request,
@@ -580,13 +616,14 @@ def wizard_new_server(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "address": address,
+            "draft": token,
             "imap_ports": IMAP_DEFAULT_PORT,
             "smtp_ports": SMTP_DEFAULT_PORT,
         },
     )
 
 
-VIA_TEXT = {**FOUND_VIA, "pick": "chosen by you", "new": "the server you added"}
+VIA_TEXT = {**FOUND_VIA, "pick": "chosen by you", "new": "the server you are adding"}
 
 
 @sensitive_post_parameters("password")
@@ -596,11 +633,22 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
     address = _wizard_address(request)
     if address is None:
         return redirect("accounts:wizard_address")
-    provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
-    if not (provider_id.isascii() and provider_id.isdecimal()):
-        return redirect(_url("accounts:wizard_provider", address=address.email))
-    provider = get_object_or_404(EmailProvider, pk=int(provider_id))
     via = request.GET.get("via", "")
+    token = request.GET.get("draft", "")
+    if token:
+        # A drafted new server: checked here, saved with the mailbox if the check passes.
+        if not request.user.has_perm(MANAGE_PROVIDERS):
+            raise PermissionDenied
+        drafted = _draft(request, token, address)
+        if drafted is None:
+            messages.info(request, "That new server was not saved: enter it again.")
+            return redirect(_url("accounts:wizard_new_server", address=address.email))
+        provider, via = provider_from_draft(fields=drafted), "new"
+    else:
+        provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
+        if not (provider_id.isascii() and provider_id.isdecimal()):
+            return redirect(_url("accounts:wizard_provider", address=address.email))
+        provider = get_object_or_404(EmailProvider, pk=int(provider_id))
     form = CredentialsForm(request.POST or None, provider=provider)
     context = {
         "form": form,
@@ -614,10 +662,19 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
+        "draft": token,
+        "draft_url": token
+        and _url("accounts:wizard_new_server", address=address.email, draft=token),
     }
+    # A provider chosen by hand (or drafted): say whether the domain will lead everyone
+    # there once the sign-in passes, and why.
+    chosen = via in {"pick", "new"}
+    if chosen:
+        context["domain_memory"] = domain_memory(provider=provider, address=address, login=None)
     usable = not context["oauth_only"]
     if request.method == "POST" and usable and form.is_valid():
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
+        memory = chosen and domain_memory(provider=provider, address=address, login=login)
         try:
             account = account_create(
                 user=request.user,
@@ -633,7 +690,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             form.add_error(field, str(error))
             context["error_kind"] = error.kind
         else:
-            messages.success(request, f"{account.address} is connected.")
+            if token:
+                _draft_drop(request, token)
+            after = memory.after if memory else ""
+            messages.success(request, f"{account.address} is connected. {after}".strip())
             target = reverse("accounts:email")
             if request.htmx:
                 return HttpResponseClientRedirect(target)

@@ -213,3 +213,7 @@ SENDING_QUEUED_GRACE_SECONDS = env_int("SENDING_QUEUED_GRACE_SECONDS", 300, mini
 SEND_ATTACHMENTS_MAX_BYTES = env_int("SEND_ATTACHMENTS_MAX_MB", 20, minimum=1) * 1024 * 1024
 # A PEM file of extra CAs to trust, for a company mail server with its own CA.
 MAIL_EXTRA_CA_FILE = env_str("MAIL_EXTRA_CA_FILE") or None
+# In development, the CA of `make dev-mail`'s local mail servers, which it writes under
+# this same var dir: trusted from the moment it exists, whichever was started first.
+# Never in production (its private key lies beside it).
+MAIL_DEV_CA_FILE = str(VAR_DIR / "dev-mail" / "ca.pem") if DEBUG else None

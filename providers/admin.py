@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.urls import reverse
 
+from .forms import ProviderCardForm
 from .models import EmailProvider, ProviderDomain, Source
 
 PERMISSION = "providers.manage_email_providers"
@@ -27,7 +28,7 @@ class ManageProvidersOnly:
         return request.user.has_perm(PERMISSION)
 
 
-class EmailProviderForm(forms.ModelForm):
+class EmailProviderForm(ProviderCardForm):
     oauth_client_secret = forms.CharField(
         label="OAuth client secret",
         required=False,

@@ -197,3 +197,40 @@ def provider_domain_remember(
         domain=domain, defaults={"provider": provider, "source": source}
     )
     return entry
+
+
+# What the wizard's "Add new server" sets on a card (accounts.forms.NewServerForm).
+DRAFT_FIELDS = (
+    "name", "service_type", "receive_enabled", "send_enabled", "imap_host", "imap_security",
+    "imap_port", "smtp_host", "smtp_security", "smtp_port", "exchange_url", "login_format",
+)  # fmt: skip
+
+
+def provider_from_draft(*, fields: dict) -> EmailProvider:
+    """The card a manager drafted in the wizard, unsaved: what the sign-in check
+    connects to before anything is written."""
+    return EmailProvider(
+        source=Source.ADMIN, **{name: fields[name] for name in DRAFT_FIELDS if name in fields}
+    )
+
+
+def _free_name(name: str) -> str:
+    candidates = [name, *(f"{name} ({n})" for n in range(2, 100))]
+    taken = set(EmailProvider.objects.filter(name__in=candidates).values_list("name", flat=True))
+    return next((c[:200] for c in candidates if c not in taken), name)
+
+
+@transaction.atomic
+def provider_save_checked(*, provider: EmailProvider, domain: str) -> EmailProvider:
+    """Save a drafted card once a real sign-in to its servers passed, and remember the
+    domain it was checked for (unless a provider serves that domain already: the first
+    mapping stays). Nothing of a draft is written before this, so an abandoned attempt
+    leaves nothing in anyone's list and the same domain can be tried again."""
+    if provider.pk is not None:
+        raise ValueError("only a drafted, unsaved provider is saved here")
+    # Another manager may have saved a provider of that name since the draft was made.
+    provider.name = _free_name(provider.name)
+    provider.source = Source.ADMIN
+    provider.save()
+    provider_domain_remember(domain=domain, provider=provider, source=Source.ADMIN)
+    return provider

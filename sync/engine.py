@@ -24,6 +24,7 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
+from mailsetup.failures import MailError
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,
@@ -44,8 +45,9 @@ BATCH_BYTES = 3_000_000
 # A message above this size is read part by part (sync/large.py) instead of whole, so
 # that the worker's memory does not grow with the largest message of a mailbox.
 LARGE = BATCH_BYTES
-# Messages that could not be stored, tried again per folder and run.
-RETRY_UNSTORED = 50
+# Messages that could not be stored, tried again per folder and run (as many as a server
+# that refused a whole folder for a while may have left noted).
+RETRY_UNSTORED = 2000
 # Without CONDSTORE, the flags asked for per folder and run: the newest ones every time,
 # and a slice of the older ones in turn.
 FLAGS_NEWEST = 500
@@ -56,6 +58,12 @@ RENEW_WHILE_WAITING = 20
 # A batch the server will not give whole is asked for in this many groups, then the
 # failing group one message at a time: about two new sessions per bad message.
 ISOLATING_GROUPS = 10
+# New sessions a run may open after the server ended one over a message; then it stops,
+# keeping what it set aside (a server that ends every session cannot keep a run busy,
+# nor sign in a hundred times over).
+MAX_REOPEN = 100
+# Answers about the server itself, not about a message: the folder's failure.
+SERVER_WIDE = ("[UNAVAILABLE]", "[LIMIT]")
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
 SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
@@ -258,7 +266,10 @@ class AccountSyncer:
         self.session_opener = open_session
         self.open_session = None
         self.reopened = 0
+        self.ended: MailError | None = None
         self.selected: str | None = None
+        # A UID of the selected folder the server gave before (its newest stored one).
+        self.canary: int | None = None
         self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
         self.progress = RunProgress(run)
 
@@ -389,6 +400,8 @@ class AccountSyncer:
         # Stored already: by an interrupted run, or older mail when the period grew.
         stored = _stored_among(locations, candidates)
         missing = sorted(candidates - stored, reverse=True)
+        if missing or noted:
+            self.canary = locations.order_by("-uid").values_list("uid", flat=True).first()
         # Newest first, so the user sees recent mail early in a long first sync.
         for fetched in self._fetched(missing):
             self._store_fetched(folder, uidvalidity, fetched)
@@ -433,20 +446,17 @@ class AccountSyncer:
         if not due:
             return
         uids = {n.uid for n in due}
-        done = _stored_among(locations, uids)  # stored meanwhile, by some other way
-        for fetched in self._fetched(sorted(uids - done, reverse=True)):
+        asked = uids - _stored_among(locations, uids)  # some may be stored meanwhile
+        answered: set[int] = set()
+        for fetched in self._fetched(sorted(asked, reverse=True)):
             self._store_fetched(folder, uidvalidity, fetched)
-            done |= {item.uid for item in fetched.items}
-        # What is stored now, or gone from the server (neither stored nor noted again),
-        # is no longer waiting; what failed again was noted again with one more attempt.
-        still = set(
-            UnstoredMessage.objects.filter(
-                folder=folder, uidvalidity=uidvalidity, uid__in=uids, attempts__gt=1,
-                last_failed_at__gte=now,
-            ).values_list("uid", flat=True)
-        )  # fmt: skip
+            answered |= {item.uid for item in fetched.items} | set(fetched.unstored)
+        # A note goes once its message is stored, or gone from the server (asked for, and
+        # neither given nor refused); one refused again was noted again by the store.
+        gone = asked - answered
+        done = _stored_among(locations, uids) | gone
         UnstoredMessage.objects.filter(
-            folder=folder, uidvalidity=uidvalidity, uid__in=uids - still
+            folder=folder, uidvalidity=uidvalidity, uid__in=done
         ).delete()
 
     def _count(self, stored: Stored) -> None:
@@ -471,10 +481,11 @@ class AccountSyncer:
         batches = self._batches(uids)
 
         def fetch_next() -> FetchedBatch | None:
+            if self.ended is not None:
+                return None
             batch = next(batches, None)
             if batch is None:
                 return None
-            self.reopened = 0
             return self._fetch_and_parse(*batch)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
@@ -493,6 +504,8 @@ class AccountSyncer:
                         yield fetched
                     finally:
                         fetched.cleanup()
+                    if fetched.ended is not None:
+                        raise fetched.ended
             finally:
                 # A batch fetched ahead that will not be stored (the run failed or
                 # ended): its temporary files go too.
@@ -505,8 +518,14 @@ class AccountSyncer:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
         # so the first emails are stored before the sizes of the last are known.
         for chunk in _chunks(uids, 2000):
-            self.reopened = 0
-            sizes = self._sizes(chunk)
+            try:
+                sizes = self._sizes(chunk)
+            except _SessionsSpent as spent:
+                for uid in chunk:
+                    self.refused.setdefault(uid, _not_asked(spent))
+                self.ended = spent.failure
+                yield [], {}  # carries what was set aside to be noted
+                return
             known = [uid for uid in chunk if uid not in self.refused]
             for batch in size_batches(known, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
                 yield batch, sizes
@@ -520,8 +539,7 @@ class AccountSyncer:
         try:
             return fetch_sizes(self.client, uids)
         except imaplib.IMAP4.error as error:
-            if isinstance(error, imaplib.IMAP4.abort):
-                self._reopen_after(error, allowed=4 * len(uids) + 10)
+            self._after_refusal(error, several=len(uids) > 1)
             if len(uids) == 1:
                 self.refused[uids[0]] = _refused(error)
                 return {}
@@ -530,18 +548,42 @@ class AccountSyncer:
                 sizes |= self._sizes(group)
             return sizes
 
-    def _reopen_after(self, error: imaplib.IMAP4.abort, *, allowed: int) -> None:
+    def _after_refusal(self, error: imaplib.IMAP4.error, *, several: bool) -> None:
+        """What a refusal means before the messages are asked for in groups: a session
+        the server ended is opened again (`_reopen_after`); a NO about the server itself,
+        not about a message, is the folder's failure, raised as it is: one that says so
+        (UNAVAILABLE, LIMIT), or, for several messages, one the server gives again for a
+        message it gave before (`canary`), which no message of the batch can cause."""
+        if isinstance(error, imaplib.IMAP4.abort):
+            self._reopen_after(error)
+        elif any(code in str(error).upper() for code in SERVER_WIDE):
+            raise error
+        elif several and self.canary is not None:
+            try:
+                typ, _data = self.client._imap.uid(
+                    "FETCH", str(self.canary), "(UID BODY.PEEK[HEADER])"
+                )
+            except imaplib.IMAP4.abort:
+                raise error from None
+            except imaplib.IMAP4.error:
+                typ = "NO"
+            if typ != "OK":
+                raise error
+
+    def _reopen_after(self, error: imaplib.IMAP4.abort) -> None:
         """Some servers end the session over one message they cannot read (Dovecot: "BYE
         FETCH failed: Internal error" for a message file it cannot open), and would do so
-        again on every run: a new session goes on without that message. A cut
-        connection is not that, and ends the run as before. `allowed`: how many new
-        sessions the batch at hand may open (finding every bad message of a batch costs
-        about two each), so a server that ends every session cannot keep a run busy."""
+        again on every run: a new session goes on without that message (finding each
+        such message costs about two). A cut connection is not that, and ends the run as
+        before. A run opens at most MAX_REOPEN sessions: then it stops, keeping what it
+        set aside, and the next run goes on from there."""
         # imaplib keeps the server's BYE among the untagged responses; a cut connection
         # leaves none, whatever the error's text says.
         said_bye = bool(self.client._imap.untagged_responses.get("BYE"))
-        if not (said_bye and self.open_session and self.reopened < allowed):
+        if not (said_bye and self.open_session):
             raise error
+        if self.reopened >= MAX_REOPEN:
+            raise _SessionsSpent(error)
         self.reopened += 1
         _quietly_close(self.client)
         self.client = self.open_session()
@@ -570,29 +612,39 @@ class AccountSyncer:
 
     def _fetch_and_parse(self, uids: list[int], sizes: dict[int, int]) -> "FetchedBatch":
         """The batch's messages, parsed; what the server will not give goes to `unstored`
-        with its words, never silently skipped."""
+        with its words, never silently skipped. If the run has opened all the sessions
+        it may, the rest of the batch is noted to be asked for later, and the batch says
+        the run must end."""
         result = FetchedBatch(unstored=self._take_refused())
+        try:
+            self._fetch_into(result, uids, sizes)
+        except _SessionsSpent as spent:
+            done = {item.uid for item in result.items}
+            for uid in uids:
+                if uid not in done:
+                    result.unstored.setdefault(uid, _not_asked(spent))
+            result.ended = self.ended = spent.failure
+        return result
+
+    def _fetch_into(self, result: "FetchedBatch", uids: list[int], sizes: dict[int, int]) -> None:
         if not uids:
-            return result
+            return
         try:
             if len(uids) == 1 and sizes.get(uids[0], 0) > LARGE:
                 result.items.append(self.large(uids[0], sizes[uids[0]]))
-                return result
+                return
             response = fetch_bodies(self.client, uids)
         except imaplib.IMAP4.error as error:
             # One message the server will not give fails the whole FETCH (with NO, or by
             # ending the session): the batch is asked for in groups, then one by one,
             # and only that message is set aside.
-            if isinstance(error, imaplib.IMAP4.abort):
-                self._reopen_after(error, allowed=2 * BATCH + 10)
+            self._after_refusal(error, several=len(uids) > 1)
             if len(uids) == 1:
                 result.unstored[uids[0]] = _refused(error)
-                return result
+                return
             for group in _chunks(uids, max(1, len(uids) // ISOLATING_GROUPS)):
-                fetched = self._fetch_and_parse(group, sizes)
-                result.items += fetched.items
-                result.unstored |= fetched.unstored
-            return result
+                self._fetch_into(result, group, sizes)
+            return
         absent = [uid for uid in uids if uid not in response]
         if absent:
             # Expunged between SEARCH and FETCH, or a server that answered OK without
@@ -608,7 +660,6 @@ class AccountSyncer:
             raw, seen = item
             parsed = parse_safely(raw, self.limits)
             result.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
-        return result
 
     def _take_refused(self) -> dict[int, str]:
         refused, self.refused = self.refused, {}
@@ -682,10 +733,30 @@ class FetchedBatch:
     items: list[Fetched] = field(default_factory=list)
     unstored: dict[int, str] = field(default_factory=dict)  # UID: why
 
+    # The run must end after this batch: it opened all the sessions it may.
+    ended: MailError | None = None
+
     def cleanup(self) -> None:
         for item in self.items:
             if item.spooled is not None:
                 item.spooled.cleanup()
+
+
+class _SessionsSpent(Exception):
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.failure = MailError(
+            "connection_lost",
+            f"The mail server kept ending the session ({error}); the messages it would not "
+            "give are set aside and tried again later.",
+        )
+
+
+def _not_asked(spent: _SessionsSpent) -> str:
+    return (
+        "Not asked for yet: the server kept ending the session; it is asked for again "
+        f"later ({spent})."
+    )[:1000]
 
 
 # The fields of a folder a sync run writes (not the owner's choice of folders).

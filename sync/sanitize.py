@@ -112,44 +112,45 @@ def _too_deep(markup: str, max_depth: int) -> bool:
     # Below 16 KB even the worst nesting costs nh3 a few milliseconds.
     if len(markup) < 16_384 or markup.count("<") <= max_depth:
         return False
-    depth = 0
-    for _start, _end, closing, name, self_closing in _tags(markup):
+    return any(_nesting(markup, max_depth))
+
+
+def _nesting(markup: str, max_depth: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each tag that would nest an element deeper than `max_depth`, or
+    close one that did, as an HTML parser builds the tree: a closing tag closes the
+    nearest open element of its name and those opened after it, and one that closes
+    nothing is ignored; a non-void element written `<div/>` opens all the same. The
+    search for a name looks at most `max_depth` elements down, so the cost stays linear."""
+    open_names: list[str] = []  # the elements kept, innermost last
+    dropped: dict[str, int] = {}  # elements past the depth, by name: their tags go
+    for start, end, closing, name, _self_closing in _tags(markup):
         if name in _FLAT:
             continue
-        if closing:
-            depth = max(depth - 1, 0)
-        elif not self_closing:
-            depth += 1
-            if depth > max_depth:
-                return True
-    return False
+        if not closing:
+            if len(open_names) >= max_depth:
+                dropped[name] = dropped.get(name, 0) + 1
+                yield start, end
+            else:
+                open_names.append(name)
+            continue
+        if dropped.get(name):
+            dropped[name] -= 1
+            yield start, end
+            continue
+        for index in range(len(open_names) - 1, -1, -1):
+            if open_names[index] == name:
+                del open_names[index:]
+                break
 
 
 def _flatten(markup: str, max_depth: int) -> str:
-    """The markup without the tags that open past `max_depth` (and the closing tags that
+    """The markup without the tags that nest past `max_depth` (and the closing tags that
     pair with them); all text stays."""
     pieces: list[str] = []
-    position = depth = dropped = 0
-    for start, end, closing, name, self_closing in _tags(markup):
-        if name in _FLAT:
-            continue
-        if closing:
-            drop = dropped > 0
-            if drop:
-                dropped -= 1
-            else:
-                depth = max(depth - 1, 0)
-        elif self_closing:
-            continue
-        else:
-            drop = depth >= max_depth
-            if drop:
-                dropped += 1
-            else:
-                depth += 1
-        if drop:
-            pieces.append(markup[position:start])
-            position = end
+    position = 0
+    for start, end in _nesting(markup, max_depth):
+        pieces.append(markup[position:start])
+        position = end
     pieces.append(markup[position:])
     return "".join(pieces)
 

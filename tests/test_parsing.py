@@ -577,8 +577,14 @@ def test_it_flattens_html_nested_200000_deep_and_keeps_its_text():
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "html",
-    [b"<div x=<>" * 80_000, b'<div title="<">' * 80_000, b"<font>" * 100_000],
-    ids=["a-lt-in-the-tag", "a-quoted-lt", "formatting"],
+    [
+        b"<div x=<>" * 80_000,
+        b'<div title="<">' * 80_000,
+        b"<font>" * 100_000,
+        b"<div/>" * 80_000,
+        b"<div></b>" * 80_000,
+    ],
+    ids=["a-lt-in-the-tag", "a-quoted-lt", "formatting", "self-closing-div", "stray-closing"],
 )
 def test_it_flattens_nesting_however_its_tags_are_written(html):
     """A "<" inside a tag still makes an element for the HTML parser: the depth check

@@ -218,52 +218,6 @@ def test_it_lets_only_managers_add_a_server(signed_in, member, test_provider):
     assert signed_in.post(url, {"name": "x"}).status_code == 403
 
 
-def test_it_adds_a_new_server_with_usual_ports_filled_in(client, test_provider, dovecot):
-    manager = UserFactory(permissions=["providers.manage_email_providers"])
-    client.force_login(manager)
-    url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
-    page = client.get(url)
-    assert 'value="imap.newcorp.test"' in page.text
-    response = client.post(
-        url,
-        {
-            "name": "NewCorp",
-            "service_type": "imap_smtp",
-            "receive_enabled": "on",
-            "send_enabled": "on",
-            "imap_host": " IMAP.newcorp.test ",
-            "imap_security": "starttls",
-            "imap_port": "",
-            "smtp_host": "smtp.newcorp.test",
-            "smtp_security": "starttls",
-            "smtp_port": "",
-            "exchange_url": "",
-            "login_format": "email",
-        },
-    )
-    provider = EmailProvider.objects.get(name="NewCorp")
-    assert (provider.imap_host, provider.imap_port, provider.smtp_port) == (
-        "imap.newcorp.test",
-        143,
-        587,
-    )
-    assert provider.source == Source.ADMIN
-    assert response.url == _sign_in_url(provider, address="anna@newcorp.test", via="new")
-
-
-def test_it_names_the_field_a_new_server_misses(client, db):
-    client.force_login(UserFactory(permissions=["providers.manage_email_providers"]))
-    url = f"{reverse('accounts:wizard_new_server')}?address=anna@newcorp.test"
-    response = client.post(
-        url,
-        {"name": "NewCorp", "service_type": "imap_smtp", "receive_enabled": "on",
-         "send_enabled": "on", "imap_host": "", "imap_security": "ssl",
-         "smtp_host": "smtp.newcorp.test", "smtp_security": "ssl", "login_format": "email"},
-    )  # fmt: skip
-    assert "Enter the IMAP server, or turn off receiving emails." in response.text
-    assert 'value="smtp.newcorp.test"' in response.text
-
-
 def test_it_hides_other_users_mailboxes(client, signed_in, test_provider):
     signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
     account = EmailAccount.objects.get()

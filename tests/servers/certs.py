@@ -10,7 +10,7 @@ def test_ca() -> trustme.CA:
     return trustme.CA()
 
 
-def server_context(*hostnames: str) -> ssl.SSLContext:
+def server_context(*hostnames: str, ca: trustme.CA | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    test_ca().issue_cert(*hostnames).configure_cert(context)
+    (ca or test_ca()).issue_cert(*hostnames).configure_cert(context)
     return context

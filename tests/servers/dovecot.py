@@ -54,6 +54,9 @@ class Dovecot:
     namespace_prefix: str = ""
     separator: str = "/"
     special_use: dict[str, str] | None = None
+    # The CA that issues the server's certificate (None: the suite's; make dev-mail keeps
+    # its own under the var dir).
+    ca: object = None
     process: subprocess.Popen | None = None
 
     def config(self) -> str:
@@ -151,7 +154,7 @@ service imap-login {{
         for sub in ("run", "state", "log", "mail"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chown(self.root / "mail", 65534, 65534)
-        cert = test_ca().issue_cert(self.hostname)
+        cert = (self.ca or test_ca()).issue_cert(self.hostname)
         cert.private_key_pem.write_to_path(str(self.root / "key.pem"))
         cert.cert_chain_pems[0].write_to_path(str(self.root / "cert.pem"))
         lines = [

@@ -66,11 +66,12 @@ class SmtpServer:
         auth: bool = True,
         hostname: str = "localhost",
         port: int | None = None,
+        ca=None,
     ):
         self.users = users
         self.port = port or free_port()
         self.handler = Handler()
-        context = server_context(hostname)
+        context = server_context(hostname, ca=ca)
         options = {}
         if auth:
             options.update(authenticator=self._authenticate, auth_required=True)
