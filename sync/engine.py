@@ -447,17 +447,26 @@ class AccountSyncer:
             return
         uids = {n.uid for n in due}
         asked = uids - _stored_among(locations, uids)  # some may be stored meanwhile
+        # Messages a run only did not get to (it had opened all its sessions) are asked
+        # for in batches as usual; those the server refused themselves, one at a time,
+        # so that each costs one refusal and none holds back the others.
+        waiting = {n.uid for n in due if n.error.startswith(NOT_ASKED)} & asked
         answered: set[int] = set()
-        for fetched in self._fetched(sorted(asked, reverse=True)):
-            self._store_fetched(folder, uidvalidity, fetched)
-            answered |= {item.uid for item in fetched.items} | set(fetched.unstored)
-        # A note goes once its message is stored, or gone from the server (asked for, and
-        # neither given nor refused); one refused again was noted again by the store.
-        gone = asked - answered
-        done = _stored_among(locations, uids) | gone
-        UnstoredMessage.objects.filter(
-            folder=folder, uidvalidity=uidvalidity, uid__in=done
-        ).delete()
+        rounds = [sorted(waiting, reverse=True)]
+        rounds += [[uid] for uid in sorted(asked - waiting, reverse=True)]
+        notes = UnstoredMessage.objects.filter(folder=folder, uidvalidity=uidvalidity)
+        for uids_of_round in rounds:
+            for fetched in self._fetched(uids_of_round):
+                self._store_fetched(folder, uidvalidity, fetched)
+                given = {item.uid for item in fetched.items}
+                answered |= given | set(fetched.unstored)
+                # A note goes once its message is stored (one refused again was noted
+                # again by the store), batch by batch: a run that ends early keeps
+                # what it got.
+                notes.filter(uid__in=_stored_among(locations, given)).delete()
+        # And once its message is gone from the server: asked for, neither given nor
+        # refused; or stored meanwhile by some other way.
+        notes.filter(uid__in=(asked - answered) | (uids - asked)).delete()
 
     def _count(self, stored: Stored) -> None:
         self.run.new_emails += stored.emails
@@ -752,10 +761,12 @@ class _SessionsSpent(Exception):
         )
 
 
+NOT_ASKED = "Not asked for yet"
+
+
 def _not_asked(spent: _SessionsSpent) -> str:
     return (
-        "Not asked for yet: the server kept ending the session; it is asked for again "
-        f"later ({spent})."
+        f"{NOT_ASKED}: the server kept ending the session; it is asked for again later ({spent})."
     )[:1000]
 
 

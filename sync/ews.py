@@ -11,6 +11,7 @@ its key instead of stored twice.
 """
 
 import contextlib
+import re
 from datetime import UTC, datetime, time
 
 from django.db import transaction
@@ -166,7 +167,17 @@ class EwsSyncer(AccountSyncer):
         ][:RETRY_UNSTORED]
         if not due:
             return
-        fetched = self._fetch([(noted.item_id, None, None) for noted in due])
+        # Asked for by their size as any other (one Exchange cannot size is read from its
+        # properties, which stay bounded).
+        ids = [(noted.item_id, None) for noted in due]
+        sizes = {
+            item_id: (None if isinstance(item, Exception) else item.size)
+            for (item_id, _key), item in zip(
+                ids, self.ews.fetch(ids=ids, only_fields=["size"]), strict=True
+            )
+        }
+        unknown = self.size_limit + 1
+        fetched = self._fetch([(i, None, sizes[i] or unknown) for i, _key in ids])
         with files_for_transaction(), transaction.atomic():
             stored = self._store_items(folder, fetched)
             folder.save(update_fields=["last_uid"])
@@ -279,8 +290,8 @@ class EwsSyncer(AccountSyncer):
                     key,
                     INCOMPLETE,
                     f"This message is {size / 1e6:.0f} MB, above the limit of "
-                    f"{limit / 1e6:.0f} MB (system setting MaxMessageSizeMB): only its "
-                    "headers are stored; its text and attachments stay on the server.",
+                    f"{limit / 1e6:.0f} MB (system setting MaxMessageSizeMB): its headers "
+                    "and text are stored; its attachments stay on the server.",
                 )
         chunks = [small[i : i + FETCH] for i in range(0, len(small), FETCH)]
         for chunk in [*chunks, *([one] for one in large)]:
@@ -306,43 +317,36 @@ class EwsSyncer(AccountSyncer):
 
     def _from_properties(self, unreadable: dict) -> list[tuple[str, bytes, bool, tuple[str, str]]]:
         """A source made from what Exchange says of the message: its headers and text.
-        An item whose properties Exchange cannot give either is noted as unstored (raw
-        None), to be asked for again by later runs."""
-        from email.message import EmailMessage
-        from email.utils import format_datetime, formataddr
+        An item whose properties Exchange cannot give, or that cannot be made into a
+        message, is noted as unstored (raw None), to be asked for again by later runs.
+        Items above the size limit are asked for one at a time (their text may be long)."""
+        from exchangelib.errors import ErrorItemNotFound
 
         fields = ["subject", "sender", "datetime_sent", "is_read", "message_id", "body"]
-        ids = [(item_id, key) for item_id, (key, *_why) in unreadable.items()]
+        large = [(i, key) for i, (key, level, *_n) in unreadable.items() if level == INCOMPLETE]
+        other = [(i, key) for i, (key, level, *_n) in unreadable.items() if level != INCOMPLETE]
+        chunks = [other[i : i + FETCH] for i in range(0, len(other), FETCH)]
         made = []
-        for (item_id, _key), item in zip(
-            ids, self.ews.fetch(ids=ids, only_fields=fields), strict=True
-        ):
-            if isinstance(item, Exception):
-                why = (
-                    f"Exchange gave neither this message nor its properties "
-                    f"({type(item).__name__})."
-                )
-                made.append((item_id, None, False, ("unstored", why)))
-                continue
-            message = EmailMessage()
-            message["Subject"] = item.subject or ""
-            if item.sender is not None:
-                message["From"] = formataddr(
-                    (item.sender.name or "", item.sender.email_address or "")
-                )
-            if item.datetime_sent is not None:
-                message["Date"] = format_datetime(
-                    datetime.fromtimestamp(item.datetime_sent.timestamp(), tz=UTC)
-                )
-            if item.message_id:
-                message["Message-ID"] = item.message_id
-            # Two items made this way are two messages, even where their headers agree.
-            message["X-Exchange-Item"] = item_id[-64:]
-            body = getattr(item, "body", None)
-            if body:
-                subtype = "html" if type(body).__name__ == "HTMLBody" else "plain"
-                message.set_content(str(body)[:MAX_PROPERTY_BODY], subtype=subtype)
-            made.append((item_id, message.as_bytes(), bool(item.is_read), unreadable[item_id][1:]))
+        for chunk in [*chunks, *([one] for one in large)]:
+            for (item_id, _key), item in zip(
+                chunk, self.ews.fetch(ids=chunk, only_fields=fields), strict=True
+            ):
+                if isinstance(item, ErrorItemNotFound):
+                    continue  # deleted meanwhile: nothing left to store
+                if isinstance(item, Exception):
+                    why = (
+                        f"Exchange gave neither this message nor its properties "
+                        f"({type(item).__name__})."
+                    )
+                    made.append((item_id, None, False, ("unstored", why)))
+                    continue
+                try:
+                    raw = _message_from(item, item_id)
+                except Exception as error:  # anything a property can make the builder do
+                    why = f"This message could not be made from its properties ({error!r})."
+                    made.append((item_id, None, False, ("unstored", why[:1000])))
+                    continue
+                made.append((item_id, raw, bool(item.is_read), unreadable[item_id][1:]))
         return made
 
     def _store_items(
@@ -400,6 +404,40 @@ class EwsSyncer(AccountSyncer):
                 folder.save(update_fields=["last_uid"])
             self._count(stored)
             self.renew()
+
+
+_LINE_BREAKS = re.compile("[\r\n\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def _header(value) -> str:
+    """A property as a header's value: on one line (a line separator in a subject made
+    the email library refuse the whole page of changes)."""
+    return _LINE_BREAKS.sub(" ", str(value or "")).strip()[:2000]
+
+
+def _message_from(item, item_id: str) -> bytes:
+    """A MIME message from an item's properties (compat32: it takes what Exchange says
+    without judging a Message-ID's syntax)."""
+    from email.header import Header
+    from email.mime.text import MIMEText
+    from email.utils import format_datetime, formataddr
+
+    body = getattr(item, "body", None)
+    subtype = "html" if type(body).__name__ == "HTMLBody" else "plain"
+    message = MIMEText(str(body or "")[:MAX_PROPERTY_BODY], subtype, "utf-8")
+    message["Subject"] = Header(_header(item.subject), "utf-8")
+    if item.sender is not None:
+        name = Header(_header(item.sender.name), "utf-8").encode()
+        message["From"] = formataddr((name, _header(item.sender.email_address)))
+    if item.datetime_sent is not None:
+        message["Date"] = format_datetime(
+            datetime.fromtimestamp(item.datetime_sent.timestamp(), tz=UTC)
+        )
+    if item.message_id:
+        message["Message-ID"] = _header(item.message_id)
+    # Two items made this way are two messages, even where their headers agree.
+    message["X-Exchange-Item"] = _header(item_id[-64:])
+    return message.as_bytes()
 
 
 def _period_extended_ews(folder: Folder, since) -> bool:

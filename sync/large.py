@@ -200,6 +200,7 @@ class LargeReader:
         first = self._fetch([b"FLAGS", b"BODYSTRUCTURE", b"BODY.PEEK[HEADER]"])
         seen = b"\\seen" in {bytes(f).lower() for f in first.get(b"FLAGS", ())}
         header = first.get(b"BODY[HEADER]") or b""
+        self.spooled.structure = f"{self.size - len(header)}|{first[b'BODYSTRUCTURE']!r}"
         skeleton_plan, tree = plan(first[b"BODYSTRUCTURE"], self.limits)
         parts = self._parts(skeleton_plan)
         skeleton = self._headers("top", header, tree, parts) + self._body("top", tree, parts)

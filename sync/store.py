@@ -54,6 +54,9 @@ class Spooled:
     # token: (size, name, content type) of parts listed, not downloaded
     listed: dict[bytes, tuple[int, str, str]] = field(default_factory=dict)
     original: str = ""  # a gzip file's path
+    # The message as the server described it (its structure and body size): what its
+    # content key is made of, as no whole body was read.
+    structure: str = ""
 
     def cleanup(self) -> None:
         import contextlib
@@ -115,35 +118,27 @@ def _normalized_subject(subject: str) -> str:
 SENT_BY_APP = "sent"
 
 
-def content_key(parsed: ParsedEmail, item: "Fetched | None" = None) -> str:
-    """What a message's content is, cheaply (it is computed for every message a first
-    sync stores): the text's length, start and end, and the attachments' names and sizes.
-    Copies of one message on one server are the same bytes, so this agrees for them and
-    tells a different message that reuses a Message-ID (a forged correction, a mailer
-    with one Message-ID for all its mail) from the first."""
-    text = parsed.text_body or ""
+def content_key(item: "Fetched") -> str:
+    """What a message's content is, from the bytes the server gave (so neither a parser
+    of another version nor other limits change it), cheaply, as it is computed for every
+    message a first sync stores: its body's length, start and end, or for a message read
+    part by part its structure. Copies of one message are the same bytes (its headers
+    may differ: each delivery adds its own), so this agrees for them, and tells a
+    different message that reuses a Message-ID (a forged correction, a mailer with one
+    Message-ID for all its mail) from the first."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{len(text)}\0{len(parsed.html_body or '')}\0".encode())
-    digest.update(text[:256].encode("utf-8", "surrogatepass"))
-    digest.update(text[-256:].encode("utf-8", "surrogatepass"))
-    for name, size in sorted(_attachment_sizes(parsed, item)):
-        digest.update(f"\0{name}\0{size}".encode("utf-8", "surrogatepass"))
+    if item.raw is not None:
+        raw = item.raw
+        cut = raw.find(b"\r\n\r\n")
+        body = raw[cut + 4 :] if cut != -1 else raw[raw.find(b"\n\n") + 2 :]
+        digest.update(b"%d\0" % len(body))
+        digest.update(body[:256])
+        digest.update(body[-256:])
+    elif item.spooled is not None:
+        digest.update(item.spooled.structure.encode("utf-8", "surrogatepass"))
+    else:  # nothing of the server's: what was read of it
+        digest.update(item.parsed.text_body.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
-
-
-def _attachment_sizes(parsed: ParsedEmail, item: "Fetched | None") -> list[tuple[str, int]]:
-    spooled = item.spooled if item is not None else None
-    sizes = []
-    for attachment in parsed.attachments:
-        token = attachment.data.strip() if spooled is not None else b""
-        if spooled is not None and token in spooled.attachments:
-            size = spooled.attachments[token][1]
-        elif spooled is not None and token in spooled.listed:
-            size = spooled.listed[token][0]
-        else:
-            size = len(attachment.data)
-        sizes.append((attachment.name, size))
-    return sizes
 
 
 def same_message(stored: tuple, parsed: ParsedEmail, key: str) -> bool:
@@ -286,7 +281,7 @@ class Store:
         differing = []
         for index, item in enumerate(items):
             parsed = item.parsed
-            item.content_key = content_key(parsed, item)
+            item.content_key = content_key(item)
             key, legacy = parsed.message_key, parsed.legacy_key
             target: int | str | None
             if key in existing:
@@ -382,54 +377,71 @@ class Store:
         self, folder: Folder, uidvalidity: int, item: Fetched, error: Exception
     ) -> Stored:
         """A message whose storing failed even on its own: stored with what is surely
-        storable (its headers as parsed, cut to size) and its original, with a note."""
-        parsed = item.parsed
+        storable (its headers as parsed, cut to size) and its original, with a note. A
+        message read part by part has no original: its parts are stored with it, or,
+        should they be what fails, it is stored without them and says so."""
         read_in_parts = item.raw is None and item.spooled is not None
-        kept = (
-            "its original is kept" if not read_in_parts or item.spooled.original
-            else "its parts are kept as attachments (it was read part by part)"
-        )  # fmt: skip
-        note = (
-            f"It could not be stored normally ({type(error).__name__}: {str(error)[:300]}); {kept}."
-        )
+        with_parts = read_in_parts and not item.spooled.original
+        try:
+            return self._unreadable_row(folder, uidvalidity, item, error, with_parts)
+        except Exception as second:
+            if ours(second):
+                raise
+            if with_parts:
+                try:
+                    return self._unreadable_row(folder, uidvalidity, item, second, False)
+                except Exception as third:
+                    if ours(third):
+                        raise
+                    second = third
+            why = f"It could not be stored ({error!r}; then {second!r})."[:2000]
+            return self.unstored(folder, uidvalidity, item.uid, why, item.item_id)
+
+    def _unreadable_row(
+        self, folder: Folder, uidvalidity: int, item: Fetched, error: Exception,
+        with_parts: bool,
+    ) -> Stored:  # fmt: skip
+        parsed = item.parsed
+        if item.raw is not None or (item.spooled is not None and item.spooled.original):
+            kept = "its original is kept"
+        elif with_parts:
+            kept = "its parts are kept as attachments (it was read part by part)"
+        else:
+            kept = "it was read part by part and its parts could not be stored: only this is"
+        why = f"{type(error).__name__}: {str(error)[:300]}"
+        note = f"It could not be stored normally ({why}); {kept}."
         # A key of its own: it must not be taken for another email with its Message-ID.
         if item.raw is not None:
             key = fingerprint(item.raw)
         else:
-            key = f"{parsed.message_key[:440]}#unreadable-{content_key(parsed, item)}"
-        try:
-            with files_for_transaction() as files, transaction.atomic():
-                email = Email.objects.filter(account=self.account, message_key=key).first()
-                created = email is None
-                if created:
-                    email = Email.objects.create(
-                        account=self.account,
-                        message_key=key[:500],
-                        message_id=parsed.message_id[:500],
-                        subject=parsed.subject[:1000],
-                        from_address=parsed.from_address[:254],
-                        from_name=parsed.from_name[:255],
-                        sent_at=parsed.sent_at,
-                        size=item.size,
-                        seen=item.seen,
-                        problem=UNREADABLE,
-                        notes="\n".join([*parsed.notes, note]),
-                        original=self._original(files, item),
-                    )
-                    if read_in_parts and not item.spooled.original:
-                        Attachment.objects.bulk_create(self._attachments(files, email.pk, item))
-                EmailLocation.objects.get_or_create(
-                    folder=folder, uidvalidity=uidvalidity, uid=item.uid,
-                    defaults={"email": email, "item_id": item.item_id},
-                )  # fmt: skip
-                UnstoredMessage.objects.filter(
-                    folder=folder, uidvalidity=uidvalidity, uid=item.uid
-                ).delete()
-        except Exception as second:
-            if ours(second):
-                raise
-            why = f"{note} Then: {second!r}"[:2000]
-            return self.unstored(folder, uidvalidity, item.uid, why, item.item_id)
+            key = f"{parsed.message_key[:440]}#unreadable-{content_key(item)}"
+        with files_for_transaction() as files, transaction.atomic():
+            email = Email.objects.filter(account=self.account, message_key=key).first()
+            created = email is None
+            if created:
+                email = Email.objects.create(
+                    account=self.account,
+                    message_key=key[:500],
+                    message_id=parsed.message_id[:500],
+                    subject=parsed.subject[:1000],
+                    from_address=parsed.from_address[:254],
+                    from_name=parsed.from_name[:255],
+                    sent_at=parsed.sent_at,
+                    size=item.size,
+                    seen=item.seen,
+                    problem=UNREADABLE,
+                    notes="\n".join([*parsed.notes, note]),
+                    original=self._original(files, item),
+                )
+                if with_parts:
+                    Attachment.objects.bulk_create(self._attachments(files, email.pk, item))
+            EmailLocation.objects.get_or_create(
+                folder=folder, uidvalidity=uidvalidity, uid=item.uid,
+                defaults={"email": email, "item_id": item.item_id},
+            )  # fmt: skip
+            UnstoredMessage.objects.filter(
+                folder=folder, uidvalidity=uidvalidity, uid=item.uid
+            ).delete()
         return Stored(emails=int(created), locations=1, problems=int(created))
 
     def unstored(

@@ -362,3 +362,21 @@ def test_it_notes_an_item_exchange_gives_nothing_of_and_asks_again_later(
     assert Email.objects.get(account=account).subject == "stubborn 0"
     assert not UnstoredMessage.objects.exists()
     assert EmailLocation.objects.filter(email__account=account).count() == 1
+
+
+def test_it_keeps_going_when_a_property_would_break_a_header(exchange_mailbox, ews_server):
+    """A subject with a line separator (U+2028), on a message stored from its properties:
+    it made the email library refuse the whole page of changes, on every run."""
+    from systemsettings.models import SystemSetting
+
+    SystemSetting.objects.update_or_create(
+        code="MaxMessageSizeMB", defaults={"value_type": "integer", "value": "1"}
+    )
+    account, address = exchange_mailbox
+    odd = make_message(subject="PLACEHOLDER", attachment=("big.bin", b"x" * 1_500_000))
+    odd = odd.replace(b"PLACEHOLDER", b"=?utf-8?q?Invoice=E2=80=A8due?=")
+    ews_server.add_message("inbox", odd, mailbox=address)
+    ews_server.add_message("inbox", make_message(subject="beside it"), mailbox=address)
+    run = _sync(account)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert set(Email.objects.values_list("subject", flat=True)) == {"Invoice due", "beside it"}

@@ -356,3 +356,85 @@ def test_it_sets_aside_many_messages_the_server_ends_the_session_over(synced_mai
     _an_hour_passes()
     _sync(account)
     assert Email.objects.count() == 120 and not UnstoredMessage.objects.exists()
+
+
+def test_it_knows_a_copy_read_under_other_limits_for_the_same_email(synced_mailbox):
+    """The content key comes from the server's bytes, not from what the parser made of
+    them: a copy filed later, read under a lower parts limit, is the same email."""
+    from email.message import EmailMessage
+
+    from systemsettings.models import SystemSetting
+
+    account, mailbox = synced_mailbox
+    message = EmailMessage()
+    message["Subject"] = "Photos"
+    message["From"] = "peter@partner.test"
+    message["Message-ID"] = "<photos-1@partner.test>"
+    message.set_content("Fifteen photos.")
+    for number in range(15):
+        message.add_attachment(b"jpeg %d" % number, maintype="image", subtype="jpeg",
+                               filename=f"p{number}.jpg")  # fmt: skip
+    mailbox.append("INBOX", message.as_bytes())
+    _sync(account)
+    SystemSetting.objects.update_or_create(
+        code="MaxMessageParts", defaults={"value_type": "integer", "value": "10"}
+    )
+    mailbox.append("Archive", message.as_bytes())
+    _sync(account)
+    assert Email.objects.count() == 1
+    assert EmailLocation.objects.count() == 2
+
+
+def test_it_stops_a_run_after_its_new_sessions_and_goes_on_later(
+    synced_mailbox, dovecot, monkeypatch
+):
+    """A server that ends the session over many messages: a run opens a bounded number
+    of new sessions, keeps what it set aside, and the next runs go on from there."""
+    monkeypatch.setattr(engine, "MAX_REOPEN", 6)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m {n:03}") for n in range(40)))
+    mailbox.append("Later", *(make_message(subject=f"later {n}") for n in range(3)))
+    broken = [_message_file(dovecot, account.address, f"m {n:03}") for n in range(0, 40, 3)]
+    for path in broken:
+        os.chmod(path, 0)
+    runs, errors = 0, []
+    try:
+        while True:
+            runs += 1
+            assert runs <= 12, errors
+            try:
+                run = mailbox_sync(account_id=account.pk)
+            except TransientSyncError as error:
+                errors.append(str(error))
+                _an_hour_passes()
+                continue
+            if run.state == SyncRun.State.SUCCEEDED:
+                break
+    finally:
+        for path in broken:
+            os.chmod(path, 0o600)
+    assert errors and all("kept ending the session" in error for error in errors)
+    assert Email.objects.count() == 40 - len(broken) + 3
+    assert UnstoredMessage.objects.count() == len(broken)
+
+
+def test_it_takes_a_refusal_about_the_server_for_the_folders_not_each_messages(
+    synced_mailbox, monkeypatch
+):
+    import imaplib
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m{n}") for n in range(30)))
+
+    def unavailable(client, uids):
+        raise imaplib.IMAP4.error("UID FETCH failed: NO [UNAVAILABLE] Try again later")
+
+    monkeypatch.setattr(engine, "fetch_bodies", unavailable)
+    run = _sync(account)
+    assert run.folder_errors == 1
+    assert not UnstoredMessage.objects.exists()  # not thirty messages noted one by one
+    assert "UNAVAILABLE" in Folder.objects.get(account=account, path="INBOX").last_error
+    monkeypatch.undo()
+    _sync(account)
+    assert Email.objects.count() == 30
+    assert Folder.objects.get(account=account, path="INBOX").last_error == ""
