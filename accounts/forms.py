@@ -2,6 +2,7 @@ import base64
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
 from providers.addresses import Address, AddressError, normalize_address
@@ -104,7 +105,75 @@ class NewServerForm(ProviderCardForm):
         return data
 
 
-class DownloadSettingsForm(forms.ModelForm):
+class ShownValuesForm(forms.ModelForm):
+    """A settings section that carries, beside each field, the value it had when the
+    page was shown (Django's hidden initial), and a marker that says so. A save then
+    writes only the fields its user changed (`touched`), so another section, another
+    tab or another user's change to the rest is never overwritten; and `shown` tells
+    a field someone else changed meanwhile (accounts.services.SettingsConflict)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.show_hidden_initial = True
+
+    @property
+    def shown_marker(self) -> str:
+        return self.add_prefix("shown")
+
+    def _came_with_shown(self) -> bool:
+        return self.shown_marker in self.data
+
+    def _shown(self, name: str):
+        field = self.fields[name]
+        if not self._came_with_shown():
+            # Posted without what it showed (a client of its own): the saved values.
+            return self[name].initial
+        data = field.hidden_widget().value_from_datadict(
+            self.data, self.files, self[name].html_initial_name
+        )
+        return field.to_python(data)
+
+    def touched(self) -> list[str]:
+        """The fields whose posted value differs from the one shown."""
+        names = []
+        for name, field in self.fields.items():
+            try:
+                shown = self._shown(name)
+            except ValidationError:
+                names.append(name)
+                continue
+            if field.has_changed(shown, self[name].data):
+                names.append(name)
+        return names
+
+    def shown(self, names: list[str]) -> dict:
+        """The values the fields had on the user's page (none if the form did not say)."""
+        if not self._came_with_shown():
+            return {}
+        values = {}
+        for name in names:
+            try:
+                values[name] = self._shown(name)
+            except ValidationError:
+                continue
+        return values
+
+    def data_reshown(self, now: dict):
+        """The posted data, showing `now` as the values the page was shown with: after
+        a conflict, saving again replaces what someone else saved meanwhile."""
+        data = self.data.copy()
+        for name, value in now.items():
+            key = self[name].html_initial_name
+            if isinstance(value, list | tuple):
+                data.setlist(key, [str(item) for item in value])
+            else:
+                data[key] = "" if value is None else str(self.fields[name].prepare_value(value))
+        data[self.shown_marker] = "1"
+        return data
+
+
+class DownloadSettingsForm(ShownValuesForm):
     """Settings page, "Download emails"."""
 
     class Meta:
@@ -116,7 +185,7 @@ class DownloadSettingsForm(forms.ModelForm):
         }
 
 
-class MeetingsSettingsForm(forms.ModelForm):
+class MeetingsSettingsForm(ShownValuesForm):
     """Settings page, "Meetings and tasks" (Exchange)."""
 
     class Meta:
@@ -131,7 +200,7 @@ class MeetingsSettingsForm(forms.ModelForm):
         }
 
 
-class ContactsSettingsForm(forms.ModelForm):
+class ContactsSettingsForm(ShownValuesForm):
     """Settings page, "Contacts" (Exchange): the address book folders to import are
     those the last download found."""
 
@@ -167,7 +236,7 @@ class ContactsSettingsForm(forms.ModelForm):
         return cleaned
 
 
-class SendSettingsForm(forms.ModelForm):
+class SendSettingsForm(ShownValuesForm):
     """Settings page, "Send emails" (the signature has its own section)."""
 
     message_language = forms.ChoiceField(label="Message language", required=False)
@@ -240,6 +309,9 @@ class SignatureForm(forms.Form):
     signature_html = forms.CharField(
         label="Signature", required=False, widget=forms.Textarea(attrs={"rows": 6})
     )
+    # The digest of the signature as the page showed it: a save writes the signature
+    # only if the user changed it, and notices one saved elsewhere meanwhile.
+    shown = forms.CharField(required=False, widget=forms.HiddenInput)
     image = forms.FileField(
         label="Add an image",
         required=False,

@@ -1,6 +1,7 @@
 """Writes for mailboxes: adding one after a real sign-in check, notifications, keys."""
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -220,15 +221,67 @@ def _shown(field: str, value) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Digest:
+    """A value as shown, by its digest: a signature with images is too large to post
+    twice."""
+
+    hex: str
+
+    @classmethod
+    def of(cls, value: str) -> "Digest":
+        return cls(hashlib.sha256(value.encode()).hexdigest())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, str):
+            return Digest.of(other).hex == self.hex
+        return isinstance(other, Digest) and other.hex == self.hex
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SettingsConflict(Exception):
+    """Settings this user changed that someone else changed too since the page was
+    shown: field -> the value now. Nothing was saved."""
+
+    def __init__(self, now: dict):
+        super().__init__(", ".join(now))
+        self.now = now
+
+
+def shown_text(field: str, value) -> str:
+    """A setting's value in words, as the audit trail and a conflict name it."""
+    return _shown(field, value)
+
+
 @transaction.atomic
-def account_settings_update(*, account: EmailAccount, actor, values: dict) -> list[str]:
+def account_settings_update(
+    *, account: EmailAccount, actor, values: dict, shown: dict | None = None
+) -> list[str]:
     """Save the settings that changed, each written to the audit trail (who, what,
     old -> new). One default sender per user: choosing one clears the other, and a
-    mailbox that stops sending stops being the default. Returns the changed fields."""
+    mailbox that stops sending stops being the default. Returns the changed fields.
+
+    `values` holds only what the user changed; `shown`, the values those fields had on
+    the user's page (a Digest for a signature). A field someone else changed meanwhile
+    to another value than this user's raises SettingsConflict, and nothing is saved."""
     if values.keys() & SIGN_IN_FIELDS:
         raise ValueError("credentials are changed through the sign-in check, not here")
     locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+    conflicts = {
+        field: getattr(locked, field)
+        for field, value in values.items()
+        if shown is not None
+        and field in shown
+        and shown[field] != getattr(locked, field)
+        and getattr(locked, field) != value
+    }
+    if conflicts:
+        raise SettingsConflict(conflicts)
     changed = {field: value for field, value in values.items() if getattr(locked, field) != value}
+    if changed.get("is_default_sender") and not changed.get("send_enabled", locked.send_enabled):
+        # Sending was turned off elsewhere since the page showed it on.
+        raise SettingsConflict({"send_enabled": locked.send_enabled})
     if changed.get("send_enabled") is False and locked.is_default_sender:
         changed["is_default_sender"] = False
     trail = []

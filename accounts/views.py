@@ -84,13 +84,16 @@ from .selectors import (
     sign_in_alerts,
 )
 from .services import (
+    Digest,
     DuplicateAccount,
+    SettingsConflict,
     account_create,
     account_credentials_change,
     account_reconnect,
     account_remove,
     account_settings_update,
     notification_dismiss,
+    shown_text,
 )
 
 WIZARD = "accounts/wizard.html"
@@ -368,13 +371,36 @@ def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
     form = SignatureForm(request.POST, request.FILES, prefix="signature")
     saved = False
     if form.is_valid():
-        values = {"signature_html": form.cleaned_data["signature_html"]}
-        account_settings_update(account=account, actor=request.user, values=values)
-        saved = True
-        if not request.htmx:
-            messages.success(request, "Signature saved.")
-            return redirect(f"{account.get_absolute_url()}#settings-signature")
-        form = _signature_form(account)
+        html = form.cleaned_data["signature_html"]
+        shown = form.cleaned_data["shown"]
+        # Without the editor's field (a page that lost it), nothing was typed: the
+        # signature stays as it is rather than becoming empty.
+        sent = form.add_prefix("signature_html") in request.POST or form.cleaned_data["image"]
+        touched = sent and (Digest(shown) != html if shown else html != account.signature_html)
+        try:
+            if touched:
+                account_settings_update(
+                    account=account, actor=request.user, values={"signature_html": html},
+                    shown={"signature_html": Digest(shown)} if shown else None,
+                )  # fmt: skip
+        except SettingsConflict:
+            account.refresh_from_db(fields=["signature_html"])
+            data = request.POST.copy()
+            data[form.add_prefix("shown")] = Digest.of(account.signature_html).hex
+            form = SignatureForm(data, prefix="signature")
+            form.is_valid()
+            form.add_error(
+                "signature_html",
+                "Someone changed this signature since the page was shown (it now reads "
+                f"“{shown_text('signature_html', account.signature_html)}”). Save again to "
+                "replace it with yours, or reload the page to see theirs.",
+            )
+        else:
+            saved = True
+            if not request.htmx:
+                messages.success(request, "Signature saved.")
+                return redirect(f"{account.get_absolute_url()}#settings-signature")
+            form = _signature_form(account)
     return _section(
         request, account, "signature", {"signature_form": form, "signature_saved": saved}
     )
@@ -395,7 +421,11 @@ def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _signature_form(account: EmailAccount) -> SignatureForm:
-    return SignatureForm(initial={"signature_html": account.signature_html}, prefix="signature")
+    initial = {
+        "signature_html": account.signature_html,
+        "shown": Digest.of(account.signature_html).hex,
+    }
+    return SignatureForm(initial=initial, prefix="signature")
 
 
 @login_required
@@ -435,16 +465,33 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
         raise PermissionDenied
     # The form gets its own copy: a rejected save must not touch the shown values.
     form = _section_form(form_class, copy.copy(account), rights, request.POST, prefix=section)
-    if not form.is_valid():
+    changed = None
+    if form.is_valid():
+        # Only what this user changed on the page is written: the other fields keep
+        # what is saved, whoever saved it since the page was shown.
+        touched = form.touched()
+        try:
+            changed = account_settings_update(
+                account=account, actor=request.user,
+                values={name: form.cleaned_data[name] for name in touched},
+                shown=form.shown(touched),
+            )  # fmt: skip
+        except SettingsConflict as conflict:
+            form = _section_form(
+                form_class, copy.copy(account), rights, form.data_reshown(conflict.now),
+                prefix=section,
+            )  # fmt: skip
+            form.is_valid()
+            for name, now in conflict.now.items():
+                form.add_error(
+                    name,
+                    f"Someone changed this to “{shown_text(name, now)}” since the page was "
+                    "shown. Save again to replace it with yours.",
+                )
+    if changed is None:
         if request.htmx:
-            context = {"account": account, **rights, "forms": {section: form}}
-            return render(request, f"{SETTINGS}#{section}", context)
+            return _section_form_response(request, account, rights, section, form)
         return settings_page(request, account, **{section: form})
-    changed = account_settings_update(
-        account=account,
-        actor=request.user,
-        values={name: form.cleaned_data[name] for name in form.fields},
-    )
     # A new period may reach further back: fetch the older emails now, not at the
     # next scheduled run.
     download_queued = "sync_period" in changed
@@ -457,17 +504,21 @@ def account_settings_save(request: HttpRequest, pk: int, section: str) -> HttpRe
     if import_queued:
         download_queue(account_id=account.pk, items_only=True)
     if request.htmx:
-        context = {
-            "account": account,
-            **rights,
-            "forms": {section: _section_form(form_class, account, rights, prefix=section)},
-            "saved": True,
-            "download_queued": download_queued,
-            "import_queued": import_queued,
-        }
-        return render(request, f"{SETTINGS}#{section}", context)
+        return _section_form_response(
+            request, account, rights, section,
+            _section_form(form_class, account, rights, prefix=section),
+            saved=True, download_queued=download_queued, import_queued=import_queued,
+        )  # fmt: skip
     messages.success(request, "Settings saved.")
     return redirect(f"{account.get_absolute_url()}#settings-{section}")
+
+
+def _section_form_response(request, account, rights, section: str, form, **extra):
+    """Just the section's form: the section's other parts (the signature editor beside
+    "Send emails", the folder picker under "Download emails") stay as the user left
+    them."""
+    context = {"account": account, **rights, "form": form, "section": section, **extra}
+    return render(request, f"{SETTINGS}#section_form", context)
 
 
 @login_required

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Company, Contact, ContactAddress
+from .models import Company, Contact, ContactAddress, EmailLinkChange
 
 
 class ContactAddressInline(admin.TabularInline):
@@ -20,3 +20,18 @@ class ContactAdmin(admin.ModelAdmin):
 class CompanyAdmin(admin.ModelAdmin):
     list_display = ["name", "web_domain", "created_at"]
     search_fields = ["name", "web_domain"]
+
+
+@admin.register(EmailLinkChange)
+class EmailLinkChangeAdmin(admin.ModelAdmin):
+    """The record of emails linked and unlinked by hand: read, never edited."""
+
+    list_display = ["created_at", "actor", "action", "kind", "target", "subject"]
+    list_filter = ["action", "kind"]
+    search_fields = ["target", "subject", "actor__username"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -31,8 +32,10 @@ class Contact(models.Model):
         ordering = [Lower("name")]
 
     def __str__(self) -> str:
+        if self.name:
+            return self.name
         primary = self.addresses.first()
-        return self.name or (primary.address if primary else f"Contact {self.pk}")
+        return primary.address if primary else f"Contact {self.pk}"
 
 
 class ContactAddress(models.Model):
@@ -112,3 +115,35 @@ class Activity(models.Model):
     @property
     def when(self):
         return self.starts_at or self.due_on
+
+
+class EmailLinkChange(models.Model):
+    """An email linked to or unlinked from a contact or company by hand: who, what,
+    when. Kept as text, so it outlives the email, the user and the contact it names."""
+
+    class Action(models.TextChoices):
+        LINKED = "linked", "linked"
+        UNLINKED = "unlinked", "unlinked"
+
+    class Kind(models.TextChoices):
+        CONTACT = "contact", "Contact"
+        COMPANY = "company", "Company"
+
+    email = models.ForeignKey(
+        "sync.Email", on_delete=models.SET_NULL, null=True, related_name="link_changes"
+    )
+    subject = models.CharField(max_length=300, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    target_id = models.PositiveIntegerField()
+    target = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'}: {self.action} {self.kind} {self.target}"

@@ -1,6 +1,23 @@
 """Reads of the CRM's contacts and companies."""
 
-from .models import Company, Contact
+from dataclasses import dataclass
+from functools import cached_property
+
+from django.core.paginator import Paginator
+from django.db.models import (
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce, Lower
+
+from .models import Company, Contact, ContactAddress
 
 
 def _one(queryset):
@@ -22,3 +39,203 @@ def contact_by_name(name: str) -> Contact | None:
     if "@" in name:
         return _one(Contact.objects.filter(addresses__address=name.lower()))
     return _one(Contact.objects.filter(name__iexact=name))
+
+
+# -- lists, pages and an email's links (issue 17) --------------------------------------
+# What a user may see of the emails, meetings and tasks is decided in sharing.selectors;
+# these only arrange it.
+
+PAGE_SIZE = 50
+TIMELINE_PAGE = 30
+CANDIDATES = 8
+
+
+def _by_latest(rows, user, via: str, search: Q | None):
+    """`rows` sorted by their latest email the user may see (one pass over the emails,
+    grouped: no query per row), undated and emailless last, then by name; with the count
+    of the matching rows taken without the emails."""
+    from sharing.selectors import seen_on_timelines
+
+    matching = rows.filter(search) if search is not None else rows
+    latest = Max(f"{via}sent_at", filter=seen_on_timelines(user, via=via))
+    listed = matching.annotate(latest_at=latest).order_by(
+        F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
+    )
+    return listed, matching.order_by().count
+
+
+def contacts_for_list(user, *, search: str = ""):
+    """Every contact, those with the most recent email the user may see first (then by
+    name); matching `search` in the name, an address, the job title or the company.
+    Returns (queryset, its count)."""
+    search = " ".join(search.split())
+    condition = None
+    if search:
+        condition = (
+            Q(name__icontains=search)
+            | Q(job_title__icontains=search)
+            | Q(company__name__icontains=search)
+            | Q(pk__in=ContactAddress.objects.filter(address__icontains=search).values("contact"))
+        )
+    return _by_latest(Contact.objects.all(), user, "emails__", condition)
+
+
+def companies_for_list(user, *, search: str = ""):
+    """Every company, as contacts_for_list; matching `search` in its name or web domain."""
+    search = " ".join(search.split())
+    condition = None
+    if search:
+        condition = Q(name__icontains=search) | Q(web_domain__icontains=search)
+    return _by_latest(Company.objects.all(), user, "emails__", condition)
+
+
+class ListPaginator(Paginator):
+    """Pages of a list whose count comes from a cheaper query than the list's own."""
+
+    def __init__(self, rows, per_page, *, count):
+        super().__init__(rows, per_page)
+        self._count = count
+
+    @cached_property
+    def count(self) -> int:
+        return self._count()
+
+
+def page_details(user, page, model) -> None:
+    """For a page of listed contacts or companies: each one's latest email the user may
+    see (`latest_email`), its addresses or its number of contacts; a few queries."""
+    from sharing.selectors import emails_for_timeline
+    from sync.models import Email
+
+    ids = [row.pk for row in page]
+    link = "contacts" if model is Contact else "companies"
+    latest = (
+        emails_for_timeline(user)
+        .filter(**{link: OuterRef("pk")})
+        .order_by(F("sent_at").desc(nulls_last=True), "-pk")
+        .values("pk")[:1]
+    )
+    extra = model.objects.filter(pk__in=ids).annotate(latest_id=Subquery(latest))
+    if model is Contact:
+        companies = Company.objects.filter(contacts__in=ids).distinct()
+        companies = {company.pk: company for company in companies}
+        for row in page:
+            row.company = companies.get(row.company_id)
+    if model is Company:
+        people = Contact.objects.filter(company=OuterRef("pk")).order_by().values("company")
+        extra = extra.annotate(
+            contact_count=Coalesce(Subquery(people.annotate(n=Count("pk")).values("n")), 0)
+        )
+        found = {row.pk: (row.latest_id, row.contact_count) for row in extra}
+    else:
+        found = {row.pk: (row.latest_id, None) for row in extra}
+    emails = Email.objects.filter(pk__in=[f[0] for f in found.values() if f[0]])
+    emails = {email.pk: email for email in emails.only("pk", "subject", "sent_at")}
+    addresses: dict[int, list[str]] = {}
+    if model is Contact:
+        rows = ContactAddress.objects.filter(contact__in=ids).order_by("address")
+        for contact_id, address in rows.values_list("contact_id", "address"):
+            addresses.setdefault(contact_id, []).append(address)
+    for row in page:
+        latest_id, count = found.get(row.pk, (None, None))
+        row.latest_email = emails.get(latest_id)
+        row.contact_count = count
+        row.address_list = addresses.get(row.pk, [])
+        if model is Contact:
+            # As str(contact) reads, without a query per row.
+            row.label = row.name or next(iter(row.address_list), f"Contact {row.pk}")
+
+
+@dataclass
+class Entry:
+    """One line of a timeline: an email, a meeting or a task."""
+
+    kind: str  # "email" or "activity"
+    when: object
+    item: object
+
+
+def timeline(user, *, contact: Contact | None = None, company: Company | None = None):
+    """A contact's or company's emails, meetings and tasks that the user may see, newest
+    first (undated last), as one list to page through: a paginator of Entry pages."""
+    from sharing.selectors import activities_for_timeline, emails_for_timeline
+
+    emails = (
+        emails_for_timeline(user, contact=contact, company=company)
+        .order_by()
+        .annotate(entry=Value("email", output_field=CharField()), at=F("sent_at"))
+        .values_list("entry", "pk", "at")
+    )
+    activities = (
+        activities_for_timeline(user, contact=contact, company=company)
+        .order_by()
+        .annotate(
+            entry=Value("activity", output_field=CharField()),
+            at=Coalesce("starts_at", Cast("due_on", DateTimeField())),
+        )
+        .values_list("entry", "pk", "at")
+    )
+    rows = emails.union(activities, all=True).order_by(
+        F("at").desc(nulls_last=True), "-entry", "-pk"
+    )
+    return TimelinePaginator(rows, TIMELINE_PAGE)
+
+
+class TimelinePaginator(Paginator):
+    """Pages of (kind, id, when) rows, each page turned into Entry objects with two
+    queries (its emails, its activities)."""
+
+    def _get_page(self, rows, number, paginator):
+        from sync.models import Email
+
+        from .models import Activity
+
+        rows = list(rows)
+        email_ids = [pk for kind, pk, _when in rows if kind == "email"]
+        activity_ids = [pk for kind, pk, _when in rows if kind == "activity"]
+        emails = Email.objects.filter(pk__in=email_ids).select_related("account")
+        emails = {e.pk: e for e in emails.defer("text_body", "html_body", "references")}
+        activities = {a.pk: a for a in Activity.objects.filter(pk__in=activity_ids)}
+        entries = [
+            Entry(kind, when, (emails if kind == "email" else activities)[pk])
+            for kind, pk, when in rows
+            if pk in (emails if kind == "email" else activities)
+        ]
+        return super()._get_page(entries, number, paginator)
+
+
+def link_candidates(email, query: str) -> dict[str, list]:
+    """Contacts and companies matching what was typed to link the email to, without
+    those it is linked to already: at most CANDIDATES of each."""
+    query = " ".join(query.split())
+    if not query:
+        return {"contacts": [], "companies": []}
+    addresses = ContactAddress.objects.filter(address__icontains=query).values("contact")
+    contacts = (
+        Contact.objects.filter(Q(name__icontains=query) | Q(pk__in=addresses))
+        .exclude(pk__in=email.contacts.values("pk"))
+        .select_related("company")
+        .prefetch_related("addresses")
+        .order_by(Lower("name"), "pk")[:CANDIDATES]
+    )
+    companies = (
+        Company.objects.filter(Q(name__icontains=query) | Q(web_domain__icontains=query))
+        .exclude(pk__in=email.companies.values("pk"))
+        .order_by(Lower("name"), "pk")[:CANDIDATES]
+    )
+    return {"contacts": list(contacts), "companies": list(companies)}
+
+
+def email_links(email) -> dict:
+    """Whom an email is linked to, and the changes made to that by hand."""
+    from .models import EmailLinkChange
+
+    return {
+        "linked_contacts": list(
+            email.contacts.select_related("company").prefetch_related("addresses")
+        ),
+        "linked_companies": list(email.companies.all()),
+        "link_changes": list(
+            EmailLinkChange.objects.filter(email=email).select_related("actor")[:20]
+        ),
+    }

@@ -178,3 +178,43 @@ def contact_import(
                 account=account, item_id=item_id, contact=contact, folder=folder
             )
     return contact, created
+
+
+class LinkTargetMissing(Exception):
+    """The contact or company to link or unlink does not exist (any more)."""
+
+
+@transaction.atomic
+def email_link_change(
+    *, email, actor, link: bool, contact_id: int | None = None, company_id: int | None = None
+) -> bool:
+    """Link an email to a contact or a company by hand, or unlink it; recorded (who,
+    what, when). A manual unlink stays: the sync links only the emails it stores anew.
+    Returns whether anything changed (linking twice, or unlinking what is not linked,
+    changes and records nothing)."""
+    from sync.models import Email
+
+    from .models import EmailLinkChange
+
+    if (contact_id is None) == (company_id is None):
+        raise ValueError("name one contact or one company")
+    if contact_id is not None:
+        target = Contact.objects.filter(pk=contact_id).first()
+        through, column, kind = Email.contacts.through, "contact_id", "contact"
+    else:
+        target = Company.objects.filter(pk=company_id).first()
+        through, column, kind = Email.companies.through, "company_id", "company"
+    if target is None:
+        raise LinkTargetMissing
+    rows = through.objects.filter(email_id=email.pk, **{column: target.pk})
+    if link:
+        _row, changed = through.objects.get_or_create(email_id=email.pk, **{column: target.pk})
+    else:
+        changed = rows.delete()[0] > 0
+    if changed:
+        EmailLinkChange.objects.create(
+            email=email, subject=(email.subject or "")[:300], actor=actor,
+            action=EmailLinkChange.Action.LINKED if link else EmailLinkChange.Action.UNLINKED,
+            kind=kind, target_id=target.pk, target=str(target)[:300],
+        )  # fmt: skip
+    return changed

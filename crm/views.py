@@ -1,27 +1,68 @@
-from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+"""The CRM side: the Contacts and Companies lists, their pages with the timeline, and an
+email's links to them, changed by hand. Who sees which emails, meetings and tasks is
+sharing.selectors' decision; contacts and companies themselves are everyone's."""
 
-from sharing.selectors import activities_for_timeline, emails_for_timeline
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from sharing.selectors import email_for_linking
 
 from .models import Company, Contact, ContactAddress
+from .selectors import (
+    PAGE_SIZE,
+    ListPaginator,
+    companies_for_list,
+    contacts_for_list,
+    email_links,
+    link_candidates,
+    page_details,
+    timeline,
+)
+from .services import LinkTargetMissing, email_link_change
+
+
+def _list(request: HttpRequest, template: str, model, listed, search: str) -> HttpResponse:
+    rows, count = listed
+    page = ListPaginator(rows, PAGE_SIZE, count=count).get_page(request.GET.get("page"))
+    page_details(request.user, page, model)
+    context = {"page": page, "q": search}
+    if request.htmx and request.htmx.target == "crm-list":
+        return render(request, f"{template}#list", context)
+    return render(request, template, context)
+
+
+@login_required
+def contact_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "").strip()[:200]
+    listed = contacts_for_list(request.user, search=search)
+    return _list(request, "crm/contacts.html", Contact, listed, search)
+
+
+@login_required
+def company_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "").strip()[:200]
+    listed = companies_for_list(request.user, search=search)
+    return _list(request, "crm/companies.html", Company, listed, search)
 
 
 @login_required
 def contact_detail(request: HttpRequest, pk: int) -> HttpResponse:
     contact = get_object_or_404(Contact.objects.select_related("company"), pk=pk)
-    emails = emails_for_timeline(request.user, contact=contact)
+    addresses = list(contact.addresses.values_list("address", flat=True))
     return render(
         request,
         "crm/timeline.html",
         {
+            "contact": contact,
             "title": str(contact),
-            "subtitle": ", ".join(contact.addresses.values_list("address", flat=True)),
+            "subtitle": ", ".join(addresses),
             "company": contact.company,
-            "write_to": ", ".join(contact.addresses.values_list("address", flat=True)[:1]),
-            "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
-            "activities": activities_for_timeline(request.user, contact=contact)[:50],
+            "write_to": ", ".join(addresses[:1]),
+            "entries": timeline(request.user, contact=contact).get_page(request.GET.get("page")),
         },
     )
 
@@ -29,16 +70,15 @@ def contact_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
     company = get_object_or_404(Company, pk=pk)
-    emails = emails_for_timeline(request.user, company=company)
     return render(
         request,
         "crm/timeline.html",
         {
             "title": company.name,
             "subtitle": company.web_domain,
+            "people": company.contacts.order_by("name", "pk")[:100],
             "write_to": _company_recipients(company),
-            "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
-            "activities": activities_for_timeline(request.user, company=company)[:50],
+            "entries": timeline(request.user, company=company).get_page(request.GET.get("page")),
         },
     )
 
@@ -50,3 +90,42 @@ def _company_recipients(company: Company) -> str:
     for contact_id, address in rows.values_list("contact_id", "address")[:200]:
         first.setdefault(contact_id, address)
     return ", ".join(list(first.values())[:20])
+
+
+def _target(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """An email's contacts and companies: GET finds candidates to link (what was typed),
+    POST links or unlinks one. Open to whoever may see the email; 404 for anyone else."""
+    email = email_for_linking(request.user, pk)
+    if email is None:
+        raise Http404
+    query = request.GET.get("link", "").strip()[:200]
+    if request.method == "POST":
+        action = request.POST.get("action")
+        contact_id = _target(request.POST.get("contact", ""))
+        company_id = _target(request.POST.get("company", ""))
+        if action not in {"link", "unlink"} or (contact_id is None) == (company_id is None):
+            return HttpResponseBadRequest("Name one contact or company to link or unlink.")
+        try:
+            email_link_change(
+                email=email, actor=request.user, link=action == "link",
+                contact_id=contact_id, company_id=company_id,
+            )  # fmt: skip
+        except LinkTargetMissing:
+            raise Http404 from None
+        query = ""
+        if not request.htmx:
+            return redirect(f"{email.get_absolute_url()}#links")
+    context = {"email": email, **email_links(email), "link_query": query}
+    if query:
+        context["candidates"] = link_candidates(email, query)
+    if request.htmx and request.htmx.target == "link-candidates":
+        return render(request, "crm/email_links.html#candidates", context)
+    if request.htmx:
+        return render(request, "crm/email_links.html#links", context)
+    return redirect(f"{email.get_absolute_url()}?{urlencode({'link': query})}#links")

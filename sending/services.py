@@ -311,6 +311,7 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
                 email=email, name=attachment.name, content_type=attachment.content_type,
                 size=len(attachment.data),
                 file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
+                content_id=attachment.content_id,
             )  # fmt: skip
         people = {p["address"]: p.get("name", "") for p in outgoing.to + outgoing.cc + outgoing.bcc}
         contacts_link(

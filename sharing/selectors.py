@@ -12,6 +12,10 @@ Every view, partial and task asks here; none filters mailboxes or emails on its 
   - Setup mailbox: the grantee may open and change the mailbox's settings.
 - An email a user wrote in the app stays theirs to see on timelines and to open, from
   whichever mailbox it went out.
+- Contacts and companies are the company's: every user sees them all, in the lists and
+  on their pages; the emails, meetings and tasks there, and the latest email a list
+  sorts and shows them by, are only those the user may see on a timeline. Whoever may
+  see an email may link it to a contact or company by hand, or unlink it.
 - Nobody else sees anything of the mailbox; its URLs answer 404 for them. Being a
   superuser gives the two system operations, not a look into other people's mail.
 - Two system operations narrow what "Setup mailbox" allows: turning on shared access
@@ -153,13 +157,31 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
     and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
     emails they wrote themselves in the app, from whichever mailbox."""
-    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
-    emails = Email.objects.filter(_written_by(user) | Q(account__in=mailboxes.values("pk")))
+    emails = Email.objects.filter(seen_on_timelines(user))
     if contact is not None:
         emails = emails.filter(contacts=contact)
     if company is not None:
         emails = emails.filter(companies=company)
     return emails.defer("text_body", "html_body").order_by("-sent_at", "-pk")
+
+
+def seen_on_timelines(user, via: str = "") -> Q:
+    """The emails that `emails_for_timeline` shows the user, as a condition on an email,
+    or through a relation to emails (`via`, e.g. "emails__": a contact's or company's
+    emails, for the latest one in a list)."""
+    from sending.models import OutgoingEmail
+
+    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
+    if not via:
+        written = _written_by(user)
+    elif user.is_authenticated:
+        # Through a relation: the user's own emails as a set read once, not a join per
+        # email (the list of every contact grouped with their emails).
+        mine = OutgoingEmail.objects.filter(author=user, email__isnull=False)
+        written = Q(**{f"{via}pk__in": mine.values("email")})
+    else:
+        written = Q(pk__in=[])
+    return written | Q(**{f"{via}account__in": mailboxes.values("pk")})
 
 
 def activities_for_timeline(user, *, contact=None, company=None) -> QuerySet:
@@ -213,6 +235,13 @@ def removed_mailboxes_with_grants(user) -> list[EmailAccount]:
     for mailbox in mailboxes:
         mailbox.kept_grants = by_mailbox.get(mailbox.pk, [])
     return mailboxes
+
+
+def email_for_linking(user, pk: int) -> Email | None:
+    """One email whose contacts and companies the user may change by hand: any email
+    they may see. A link only decides on which timelines the email shows, and there
+    only to those who may see it anyway; every change is recorded (crm.EmailLinkChange)."""
+    return email_for_user(user, pk)
 
 
 def grants_of(account: EmailAccount) -> list[MailboxGrant]:

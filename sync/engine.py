@@ -34,6 +34,7 @@ from systemsettings.selectors import (
 
 from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import DEFAULT_LIMITS, UNREADABLE, Limits, ParsedEmail, fingerprint, parse_message
+from .progress import RunProgress
 from .store import Fetched, Store, Stored
 
 # A batch is one FETCH and one transaction. Bounded in bytes as well as in count, so a
@@ -270,6 +271,7 @@ class AccountSyncer:
         # A UID of the selected folder the server gave before (its newest stored one).
         self.canary: int | None = None
         self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
+        self.progress = RunProgress(run)
 
     @cached_property
     def create_contacts(self) -> bool:
@@ -288,6 +290,26 @@ class AccountSyncer:
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
         return folders_to_sync(self.account, folders)
+
+    def progress_start(self, folders: list[Folder]) -> None:
+        """The run's folders, for its progress. In a first download of any of them, the
+        messages each holds: the status every folder's turn reads anyway, asked for all
+        of them now (LIST-STATUS may have brought them already), kept for their turn."""
+        counts = None
+        if any(folder.uidvalidity is None for folder in folders):
+            counts = {}
+            for folder in folders:
+                data = self.statuses.get(folder.path)
+                if data is None:
+                    try:
+                        data = self.client.folder_status(folder.path, self._status_items)
+                    except imaplib.IMAP4.abort:
+                        raise
+                    except imaplib.IMAP4.error:
+                        continue  # its turn asks again, and notes the refusal
+                    self.statuses[folder.path] = data
+                counts[folder.path] = _folder_status(data).messages or 0
+        self.progress.start(folders, counts)
 
     # -- one folder ----------------------------------------------------------
 
@@ -310,6 +332,7 @@ class AccountSyncer:
         """`sync_folder`, where the server's refusal (NO, BAD) of a folder is the folder's
         trouble, recorded on it and shown, and the run goes on to the next folder. A
         broken connection still ends the run."""
+        self.progress.folder_started(folder.path)
         try:
             self.sync_folder(folder)
         except imaplib.IMAP4.abort:
@@ -321,9 +344,11 @@ class AccountSyncer:
                 last_error=message, failing_since=folder.failing_since or now
             )
             self.run.folder_errors += 1
+            self.progress.folder_finished(folder.path)
             return
         if folder.last_error or folder.failing_since:
             Folder.objects.filter(pk=folder.pk).update(last_error="", failing_since=None)
+        self.progress.folder_finished(folder.path)
 
     def sync_folder(self, folder: Folder) -> None:
         since = period_start(self.account)
@@ -401,7 +426,8 @@ class AccountSyncer:
         for uid, error in fetched.unstored.items():
             stored.add(self.store.unstored(folder, uidvalidity, uid, error))
         self._count(stored)
-        # Counts saved per batch: the Email page's progress bar reads them.
+        self.progress.handled(len(fetched.items) + len(fetched.unstored))
+        # Counts saved per batch: the status's progress reads them.
         self.run.save_progress()
         self.renew()
         return stored

@@ -32,6 +32,7 @@ from .engine import (
 from .files import files_for_transaction
 from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import INCOMPLETE, UNREADABLE
+from .progress import RunProgress
 from .store import Fetched, Store, Stored
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
@@ -59,6 +60,18 @@ class EwsSyncer(AccountSyncer):
         self.renew = renew or (lambda: None)
         self.store = Store(account=account, create_contacts=lambda: self.create_contacts)
         self.by_id: dict[str, object] = {}
+        self.progress = RunProgress(run)
+
+    def progress_start(self, folders: list[Folder]) -> None:
+        """In a first download of any folder, the items each holds, as the folder list
+        gave them (FindFolder's TotalCount): no request of its own."""
+        counts = None
+        if any(not folder.ews_sync_state for folder in folders):
+            counts = {
+                folder.path: getattr(self.by_id.get(folder.path), "total_count", None) or 0
+                for folder in folders
+            }
+        self.progress.start(folders, counts)
 
     # -- folders -------------------------------------------------------------
 
@@ -250,6 +263,7 @@ class EwsSyncer(AccountSyncer):
             folder.save(update_fields=["ews_sync_state", "last_uid"])
         # Counted once committed: a failed run reports what it stored, nothing more.
         self._count(stored)
+        self.progress.handled(len(fetched))
         self.run.flag_changes += flag_changes
         self.run.removed_locations += removed
         if fetched:

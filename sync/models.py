@@ -43,6 +43,9 @@ class MailboxSync(models.Model):
     # Exchange: when meetings, tasks and contacts were last read (at most hourly, as
     # they change far less often than mail and cost more to read).
     items_imported_at = models.DateTimeField(null=True, blank=True)
+    # "Download emails now" was pressed and no run has claimed the mailbox since: the
+    # status page shows that the download is about to start, and keeps looking.
+    download_requested_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"sync of {self.account}"
@@ -157,6 +160,11 @@ class Email(models.Model):
     def __str__(self) -> str:
         return self.subject or "(no subject)"
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("sync:email", args=[self.pk])
+
 
 class EmailLocation(models.Model):
     """Where an email sits on the server: a folder, its UIDVALIDITY and the UID. In an
@@ -199,6 +207,10 @@ class Attachment(models.Model):
     name = models.CharField(max_length=1000)
     content_type = models.CharField(max_length=255)
     size = models.PositiveIntegerField()
+    # The part's Content-ID (sync.parsing.content_id): where the email's HTML shows it
+    # ("cid:"), it is part of the text (an inline image, a signature's logo), served for
+    # the email page and not listed among the attachments.
+    content_id = models.CharField(max_length=500, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -229,6 +241,13 @@ class SyncRun(models.Model):
     activities = models.PositiveIntegerField(default=0)
     contacts_imported = models.PositiveIntegerField(default=0)
     contacts_exported = models.PositiveIntegerField(default=0)
+    # Progress while it runs (sync.progress): the folders it goes through and those
+    # done; in a first download, the messages those folders hold on the server and
+    # how many of them are handled (0 of 0: not a first download, no bar to fill).
+    folders_total = models.PositiveIntegerField(default=0)
+    folders_done = models.PositiveIntegerField(default=0)
+    messages_total = models.PositiveIntegerField(default=0)
+    messages_done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -251,7 +270,19 @@ class SyncRun(models.Model):
         if self._state.adding:
             self.save()
         else:
-            self.save(update_fields=["new_emails", "new_locations", "parse_problems"])
+            self.save(
+                update_fields=[
+                    "new_emails", "new_locations", "parse_problems",
+                    "folders_total", "folders_done", "messages_total", "messages_done",
+                ]
+            )  # fmt: skip
+
+    @property
+    def progress(self) -> int | None:
+        """How far a first download is, in percent; None when that is not known."""
+        if not self.messages_total:
+            return None
+        return min(100, self.messages_done * 100 // self.messages_total)
 
 
 class UnstoredMessage(models.Model):

@@ -81,6 +81,9 @@ class ParsedAttachment:
     name: str  # the sender's file name, for display only: never a path
     content_type: str
     data: bytes
+    # The part's Content-ID without its angle brackets: the HTML shows it where it says
+    # "cid:" and that (an inline image, a signature's logo) is no attachment to list.
+    content_id: str = ""
 
 
 # ParsedEmail.problem: the values of sync.models.Email.Problem.
@@ -385,6 +388,19 @@ class _Part(Message):
             return email.utils.decode_params(params)
         except (ValueError, TypeError, LookupError, UnicodeError):
             return params
+
+
+MAX_CONTENT_ID = 500
+
+
+def content_id(value: str) -> str:
+    """A Content-ID header's id (RFC 2392), as a `cid:` URL names it: inside its angle
+    brackets, without folding white space; empty when there is none or it is too long
+    to be one."""
+    value = "".join(value.split())
+    if value.startswith("<"):
+        value = value[1 : value.index(">")] if ">" in value else value[1:]
+    return value if len(value) <= MAX_CONTENT_ID else ""
 
 
 def _first_raw(part: Message, name: str) -> str:
@@ -1120,7 +1136,7 @@ class _Reader:
                     f"The attachment {filename or content_type} is not valid base64; it was "
                     "decoded as far as possible and may be damaged."
                 )
-            self._attach(filename, content_type, data)
+            self._attach(filename, content_type, data, content_id(_first_raw(part, "content-id")))
             return
         if trouble == "not base64":
             self.note(
@@ -1204,12 +1220,13 @@ class _Reader:
                 pass
         return data.decode(codec, "replace")
 
-    def _attach(self, filename: str, content_type: str, data: bytes) -> None:
+    def _attach(self, filename: str, content_type: str, data: bytes, cid: str = "") -> None:
         self.attachments.append(
             ParsedAttachment(
                 name=(filename or _unnamed(content_type))[:1000],
                 content_type=content_type[:255],
                 data=data,
+                content_id=cid,
             )
         )
 

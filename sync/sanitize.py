@@ -15,6 +15,7 @@ nh3 sees the document, so its cost is bounded by size times max_depth.
 import html as html_lib
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import nh3
 
@@ -252,10 +253,52 @@ def text_html(text: str) -> str:
     return f'<div style="white-space: pre-wrap">{html_lib.escape(text, quote=False)}</div>'
 
 
-def email_document(html: str, *, allow_remote_images: bool) -> str:
+_CID_SRC = re.compile(r'(\ssrc=")cid:([^"]*+)"', re.IGNORECASE)
+
+
+def cid_key(reference: str) -> str:
+    """A `cid:` URL's id (RFC 2392: the Content-ID, URL-encoded) as Content-IDs are
+    compared: decoded, without angle brackets, in lower case (senders differ in case)."""
+    return unquote(html_lib.unescape(reference)).strip().strip("<>").lower()
+
+
+def cids_shown(safe: str) -> set[str]:
+    """The Content-IDs that stored safe HTML shows as images (see `cid_key`)."""
+    if "cid:" not in safe.lower():
+        return set()
+    shown = set()
+    for found in _IMG.finditer(safe):
+        reference = _CID_SRC.search(found.group(0))
+        if reference:
+            shown.add(cid_key(reference.group(2)))
+    return shown
+
+
+def inline_images(safe: str, urls: dict[str, str]) -> str:
+    """Stored safe HTML with each `cid:` image pointing at the app's address for that
+    part (`urls`: cid_key -> URL); one the email does not have loses its address (its
+    alternative text shows)."""
+    if "cid:" not in safe.lower():
+        return safe
+
+    def pointed(found: re.Match) -> str:
+        def swap(reference: re.Match) -> str:
+            url = urls.get(cid_key(reference.group(2)))
+            return f'{reference.group(1)}{html_lib.escape(url)}"' if url else ""
+
+        return _CID_SRC.sub(swap, found.group(0))
+
+    return _IMG.sub(pointed, safe)
+
+
+def email_document(html: str, *, allow_remote_images: bool, inline_source: str = "") -> str:
     """A whole document for the iframe's srcdoc, with a policy that forbids scripts and
-    allows remote images only when the user asked for them."""
-    images = "data: cid: https: http:" if allow_remote_images else "data: cid:"
+    allows remote images only when the user asked for them. `inline_source`: the one
+    address (a path prefix) the email's own inline images are served from."""
+    images = " ".join(
+        ["data:", *([inline_source] if inline_source else [])]
+        + (["https:", "http:"] if allow_remote_images else [])
+    )
     policy = f"default-src 'none'; img-src {images}; style-src 'unsafe-inline'; font-src data:"
     return (
         f'<!doctype html><html><head><meta charset="utf-8">'

@@ -177,12 +177,44 @@ def _emails(count: int) -> str:
     return f"{count} email{'s' if count != 1 else ''}"
 
 
+# "Download emails now" pressed and no run has taken the mailbox yet: the status says
+# it is about to start, and keeps looking for this long; past it, that it has not
+# started and why, for a while more.
+REQUEST_WAIT = timedelta(minutes=2)
+REQUEST_SHOWN = timedelta(minutes=30)
+
+
+def _request(state: MailboxSync | None, running: bool) -> tuple[bool, str]:
+    """(a download was asked for and is about to start; else why it has not started)."""
+    asked = state.download_requested_at if state else None
+    if asked is None or running:
+        return False, ""
+    waited = timezone.now() - asked
+    if waited < REQUEST_WAIT:
+        return True, ""
+    if waited > REQUEST_SHOWN:
+        return False, ""
+    age = heartbeat_age()
+    when = timezone.localtime(asked)
+    if age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL):
+        return False, (
+            f"The download asked for at {when:%H:%M} has not started: the app's background "
+            "service is not running. Ask your administrator to start the app's worker and "
+            "scheduler (Celery worker and beat)."
+        )
+    return False, (
+        f"The download asked for at {when:%H:%M} has not started yet: the app's background "
+        "service is busy. It starts as soon as a worker is free."
+    )
+
+
 def sync_status(account) -> dict:
     state = MailboxSync.objects.filter(account=account).first()
     last_run = SyncRun.objects.filter(account=account).first()
     # Running while someone holds the claim: a run record left "running" by a worker
     # that died is not (the dispatcher closes it).
     running = bool(state and state.claimed_until and state.claimed_until > timezone.now())
+    requested, not_started = _request(state, running)
     next_due = None
     if account.auto_sync and not (state and state.health == MailboxSync.Health.NEEDS_ATTENTION):
         started = state.last_started_at if state else None
@@ -192,6 +224,15 @@ def sync_status(account) -> dict:
         "state": state,
         "last_run": last_run,
         "running": running,
+        # The running download's own record (written with its first batch, or at once
+        # in a first download); None until then.
+        "run": last_run
+        if running and last_run and last_run.state == SyncRun.State.RUNNING
+        else None,
+        "requested": requested,
+        "not_started": not_started,
+        # While a download runs or is about to, the status looks again every 2 s.
+        "polling": running or requested,
         "emails": Email.objects.filter(account=account).count(),
         "next_due": next_due,
         "health": mailbox_health(account, state, running=running),

@@ -64,7 +64,11 @@ def _claim(account_id: int, token: str | None = None) -> tuple[str | None, bool]
     is its own to take again."""
     now = timezone.now()
     token = token or str(uuid.uuid4())
-    taken = {"claimed_until": now + _lease(), "claim_token": token, "last_started_at": now}
+    taken = {
+        "claimed_until": now + _lease(), "claim_token": token, "last_started_at": now,
+        # The download someone asked for is this one.
+        "download_requested_at": None,
+    }  # fmt: skip
     rows = MailboxSync.objects.filter(account_id=account_id)
     # Almost always free: one statement. Else one left by a dead run, or our own.
     if rows.filter(claimed_until__isnull=True).update(**taken):
@@ -258,6 +262,10 @@ def _mailbox_sync(
         return None
     token, left_behind = _claim(account_id, claim_token)
     if token is None:
+        # Another run holds the mailbox: a download asked for meanwhile is that one.
+        MailboxSync.objects.filter(
+            account_id=account_id, download_requested_at__isnull=False
+        ).update(download_requested_at=None)
         return None
     if left_behind:
         runs_interrupted_close(account_id=account_id)
@@ -304,7 +312,9 @@ def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
         open_session=lambda: _session_opener(account),
     )  # fmt: skip
     try:
-        for folder in syncer.folders_to_sync(syncer.refresh_folders()):
+        folders = syncer.folders_to_sync(syncer.refresh_folders())
+        syncer.progress_start(folders)
+        for folder in folders:
             syncer.sync_folder_isolated(folder)
     finally:
         _goodbye(syncer.client)
@@ -379,8 +389,12 @@ def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew, items_only: bo
         syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
         folders = syncer.refresh_folders()
         if not items_only:
-            for folder in syncer.folders_to_sync(folders):
+            chosen = syncer.folders_to_sync(folders)
+            syncer.progress_start(chosen)
+            for folder in chosen:
+                syncer.progress.folder_started(folder.path)
                 syncer.sync_folder(folder)
+                syncer.progress.folder_finished(folder.path)
         last = (
             MailboxSync.objects.filter(account=account)
             .values_list("items_imported_at", flat=True)
@@ -559,6 +573,24 @@ def download_queue(*, account_id: int, items_only: bool = False, now: bool = Fal
 
     task = import_exchange_items if items_only else sync_mailbox
     return publish(task, account_id) if now else publish_on_commit(task, account_id)
+
+
+def download_request(*, account_id: int) -> bool:
+    """ "Download emails now": queued at once, and marked as asked for until a run takes
+    the mailbox (its claim clears the mark), so the status shows the download starting
+    and keeps looking (sync.selectors.sync_status). False if the task queue cannot be
+    reached: then nothing is marked, and the dispatcher queues the mailbox once it is
+    back."""
+    from .tasks import sync_mailbox
+
+    MailboxSync.objects.get_or_create(account_id=account_id)
+    marked = MailboxSync.objects.filter(account_id=account_id)
+    # Marked before it is queued: a worker that claims at once clears it.
+    marked.update(download_requested_at=timezone.now())
+    if publish(sync_mailbox, account_id):
+        return True
+    marked.update(download_requested_at=None)
+    return False
 
 
 def provider_changed(sender, instance, created: bool, **kwargs) -> None:

@@ -344,16 +344,23 @@ class Store:
                         email_id=email_id, name=attachment.name,
                         content_type=attachment.content_type, size=len(attachment.data),
                         file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
+                        content_id=attachment.content_id,
                     )
                 )  # fmt: skip
             else:
-                made.append(self._spooled(files, email_id, spooled, token, attachment.name))
+                made.append(
+                    self._spooled(
+                        files, email_id, spooled, token, attachment.name, attachment.content_id
+                    )
+                )
         # A large part the parser did not take for an attachment is one all the same.
         for token in tokens:
             made.append(self._spooled(files, email_id, spooled, token, ""))
         return made
 
-    def _spooled(self, files, email_id: int, spooled: Spooled, token: bytes, name: str):
+    def _spooled(
+        self, files, email_id: int, spooled: Spooled, token: bytes, name: str, cid: str = ""
+    ):
         if token in spooled.attachments:
             path, size, own_name, content_type = spooled.attachments[token]
             name = name or own_name or "attachment"
@@ -363,7 +370,7 @@ class Store:
             name, stored = name or own_name or "attachment", ""
         return Attachment(
             email_id=email_id, name=name[:1000], content_type=content_type[:255], size=size,
-            file=stored,
+            file=stored, content_id=cid,
         )  # fmt: skip
 
     def _unreadable(

@@ -12,6 +12,7 @@ urlpatterns = [
         views.attachment_download,
         name="attachment",
     ),
+    path("emails/<int:pk>/inline/<int:part_pk>/", views.inline_part, name="inline"),
     path("mailboxes/<int:pk>/download/", views.download_now, name="download"),
     path("mailboxes/<int:pk>/sync-status/", views.sync_status_partial, name="status"),
     path("mailboxes/<int:pk>/problems/", views.mailbox_problems, name="problems"),

@@ -1,12 +1,14 @@
 import re
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
+from crm.selectors import email_links, link_candidates
 from mailsetup.csp import allow_mail_frame
 from sharing.selectors import (
     email_for_user,
@@ -17,9 +19,9 @@ from sharing.selectors import (
 
 from .files import original_open, safe_download_name
 from .models import Attachment, Email
-from .sanitize import email_document, hold_back_remote_images
+from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
 from .selectors import folder_overview, problem_emails, sync_status
-from .services import download_queue
+from .services import download_request
 
 
 @login_required
@@ -28,24 +30,107 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if email is None:
         raise Http404
     allow_images = request.GET.get("images") == "1"
+    link_query = request.GET.get("link", "").strip()[:200]
     # Stored safe when the email was downloaded (sync.parsing); here only the remote
     # images are held back, unless asked for: a linear rewrite, whatever the HTML.
     html, blocked = email.html_body, 0
     if html and not allow_images:
         html, blocked = hold_back_remote_images(html)
+    attachments, inline = _parts(email, html)
+    document = ""
+    if html:
+        # The email's own images ("cid:") from the app, under the email's access rules;
+        # the frame's policy allows that one address and nothing else of ours.
+        base = request.build_absolute_uri(f"{email.get_absolute_url()}inline/")
+        key = inline_key(request.user, email)
+        html = inline_images(
+            html, {cid: f"{base}{part.pk}/?k={key}" for cid, part in inline.items()}
+        )
+        document = email_document(
+            html, allow_remote_images=allow_images, inline_source=base if inline else ""
+        )
     response = render(
         request,
         "sync/email_detail.html",
         {
             "email": email,
-            "document": email_document(html, allow_remote_images=allow_images) if html else "",
+            "document": document,
             "blocked_images": blocked,
-            "attachments": email.attachments.all(),
+            "attachments": attachments,
+            # Whom it is linked to (and the links changed by hand); `link` is what was
+            # typed to find another one, when the page works without JavaScript.
+            **email_links(email),
+            "link_query": link_query,
+            "candidates": link_candidates(email, link_query) if link_query else None,
             "problem": PROBLEMS.get(email.problem, ""),
             "notes": [note for note in email.notes.splitlines() if note.strip()],
         },
     )
     return allow_mail_frame(response, remote_images=allow_images)
+
+
+def _parts(email: Email, html: str) -> tuple[list[Attachment], dict[str, Attachment]]:
+    """The email's real attachments, listed; and the parts its HTML shows as images
+    (by Content-ID), which are part of its text and not listed."""
+    shown = cids_shown(html) if html else set()
+    listed, inline = [], {}
+    for part in email.attachments.all():
+        cid = part.content_id.lower()
+        if cid and cid in shown and part.file and cid not in inline:
+            inline[cid] = part
+        else:
+            listed.append(part)
+    return listed, inline
+
+
+# Served for an <img>: types a browser shows as pictures and nothing else (an SVG or
+# HTML part would be a document of our origin if opened on its own).
+INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/avif"}
+
+
+# The sandboxed frame has no origin of its own, so its requests carry no session cookie
+# (they are cross-site): its image addresses carry a key instead, made for the user and
+# the email when the page is shown. The key only says who asks; the email's access rules
+# are checked again for that user at every request, so a revoked grant counts at once.
+INLINE_KEY_SALT = "sync.inline"
+INLINE_KEY_MAX_AGE = 3600
+
+
+def inline_key(user, email: Email) -> str:
+    return signing.dumps([user.pk, email.pk], salt=INLINE_KEY_SALT, compress=False)
+
+
+def _inline_user(request: HttpRequest, pk: int):
+    if request.user.is_authenticated:
+        return request.user
+    try:
+        user_pk, email_pk = signing.loads(
+            request.GET.get("k", ""), salt=INLINE_KEY_SALT, max_age=INLINE_KEY_MAX_AGE
+        )
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    if email_pk != pk:
+        return None
+    return get_user_model().objects.filter(pk=user_pk, is_active=True).first()
+
+
+def inline_part(request: HttpRequest, pk: int, part_pk: int) -> FileResponse:
+    """A part an email's HTML shows (cid:), for its page's frame: the email's own access
+    rules, one of its stored parts with a Content-ID, a picture or nothing runnable."""
+    user = _inline_user(request, pk)
+    email = email_for_user(user, pk) if user is not None else None
+    if email is None:
+        raise Http404
+    parts = Attachment.objects.exclude(file="").exclude(content_id="")
+    part = get_object_or_404(parts, pk=part_pk, email=email)
+    content_type = part.content_type.lower()
+    response = FileResponse(
+        part.file.open("rb"),
+        content_type=content_type if content_type in INLINE_TYPES else "application/octet-stream",
+    )
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = f"private, max-age={INLINE_KEY_MAX_AGE}"
+    return response
 
 
 PROBLEMS = {
@@ -95,17 +180,22 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
-    if not download_queue(account_id=account.pk, now=True):
+    queued = download_request(account_id=account.pk)
+    queue_down = ""
+    if not queued:
         later = (
             "automatic downloads go on by themselves once it is back"
             if account.auto_sync
             else "try again in a few minutes"
         )
-        messages.warning(request, f"The app's task queue cannot be reached right now: {later}.")
-    target = f"{account.get_absolute_url()}#sync"
+        queue_down = f"The app's task queue cannot be reached right now: {later}."
     if request.htmx:
-        return HttpResponseClientRedirect(target)
-    return redirect(target)
+        # The status in place of the button's section, looking again every 2 s from now.
+        context = {"account": account, "queue_down": queue_down, **sync_status(account)}
+        return render(request, "sync/status.html", context)
+    if queue_down:
+        messages.warning(request, queue_down)
+    return redirect(f"{account.get_absolute_url()}#sync")
 
 
 @login_required

@@ -20,7 +20,9 @@ def test_it_saves_the_download_section_in_place_and_logs_the_change(client, db, 
     response = _save(client, account, "download", {"sync_period": "3m", "auto_sync": ""}, **HTMX)
     assert response.status_code == 200
     body = response.content.decode()
-    assert body.lstrip().startswith('<section class="card" id="settings-download">')
+    # The section's form alone: the folder picker beside it is not swapped.
+    assert body.lstrip().startswith('<form method="post" action="/mailboxes/')
+    assert 'id="settings-download-form"' in body and "settings-folders" not in body
     assert "Saved." in body and "Downloading emails for the new period now." in body
     account.refresh_from_db()
     assert (account.sync_period, account.auto_sync) == ("3m", False)
@@ -142,3 +144,88 @@ def test_it_offers_for_sending_only_the_mailboxes_with_sending_on(client, db):
     assert list(sendable_mailboxes(user)) == [second, first]
     _save(client, first, "send", {"send_enabled": ""}, **HTMX)
     assert list(sendable_mailboxes(user)) == [second]
+
+
+def _shown_page_data(client, account, section: str) -> dict:
+    """What the settings page posts for a section, as it was rendered: each field's
+    value and the value it was shown with."""
+    import re
+
+    page = client.get(reverse("accounts:settings", args=[account.pk])).content.decode()
+    form = re.search(rf'<form[^>]*id="settings-{section}-form".*?</form>', page, re.S).group(0)
+    data: dict = {}
+    for tag in re.finditer(r"<select\b.*?</select>|<input\b[^>]*>", form, re.S):
+        html = tag.group(0)
+        name = re.search(r'name="([^"]+)"', html).group(1)
+        if html.startswith("<select"):
+            chosen = re.search(r'<option value="([^"]*)"[^>]*selected', html)
+            data[name] = chosen.group(1) if chosen else ""
+        elif 'type="checkbox"' in html:
+            if " checked" in html:
+                data[name] = "on"
+        elif 'type="submit"' not in html:
+            value = re.search(r'value="([^"]*)"', html)
+            data[name] = value.group(1) if value else ""
+    return data
+
+
+def test_it_writes_only_what_the_user_changed_on_the_page(client, db):
+    account = EmailAccountFactory(display_name="Jane", message_language="")
+    client.force_login(account.owner)
+    data = _shown_page_data(client, account, "send")
+    assert data["initial-send-display_name"] == "Jane" and data["send-shown"] == "1"
+    # Meanwhile, in another tab or by a "Setup mailbox" grantee:
+    EmailAccount.objects.filter(pk=account.pk).update(display_name="Jane Doe")
+
+    data["send-message_language"] = "de"
+    url = reverse("accounts:settings_save", args=[account.pk, "send"])
+    assert client.post(url, data).status_code == 302
+    account.refresh_from_db()
+    # Untouched here, so kept as saved elsewhere; only the language was written.
+    assert (account.display_name, account.message_language) == ("Jane Doe", "de")
+    assert list(AccountChange.objects.values_list("field", flat=True)) == ["message_language"]
+
+
+def test_it_makes_no_default_sender_of_a_mailbox_whose_sending_went_off_meanwhile(client, db):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    data = _shown_page_data(client, account, "send")
+    EmailAccount.objects.filter(pk=account.pk).update(send_enabled=False)
+    data["send-is_default_sender"] = "on"
+    url = reverse("accounts:settings_save", args=[account.pk, "send"])
+    body = client.post(url, data, **HTMX).content.decode()
+    assert "Send emails using this mailbox: Someone changed this to “Off” since the page was" in (
+        body
+    )
+    account.refresh_from_db()
+    assert (account.send_enabled, account.is_default_sender) == (False, False)
+    # Saved again as the form now shows it (sending ticked on again): both are written.
+    data["initial-send-send_enabled"] = "False"
+    client.post(url, data, **HTMX)
+    account.refresh_from_db()
+    assert (account.send_enabled, account.is_default_sender) == (True, True)
+
+
+def test_it_names_a_field_someone_else_changed_meanwhile_and_saves_when_asked_again(client, db):
+    account = EmailAccountFactory(display_name="Jane")
+    client.force_login(account.owner)
+    data = _shown_page_data(client, account, "send")
+    EmailAccount.objects.filter(pk=account.pk).update(display_name="Jane Doe")
+    data["send-display_name"] = "Jane Smith"
+    url = reverse("accounts:settings_save", args=[account.pk, "send"])
+    for headers in (HTMX, {}):
+        body = client.post(url, data, **headers).content.decode()
+        assert (
+            "Custom display name: Someone changed this to “Jane Doe” since the page was shown. "
+            "Save again to replace it with yours."
+        ) in body
+        assert 'value="Jane Smith"' in body  # what was typed stays
+        assert 'name="initial-send-display_name" value="Jane Doe"' in body
+    account.refresh_from_db()
+    assert account.display_name == "Jane Doe"
+    data["initial-send-display_name"] = "Jane Doe"  # as the form now shows
+    client.post(url, data, **HTMX)
+    account.refresh_from_db()
+    assert account.display_name == "Jane Smith"
+    change = AccountChange.objects.get()
+    assert (change.old_value, change.new_value) == ("Jane Doe", "Jane Smith")

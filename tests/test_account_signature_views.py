@@ -5,7 +5,7 @@ import base64
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from accounts.models import AccountChange
+from accounts.models import AccountChange, EmailAccount
 from tests.factories import EmailAccountFactory, UserFactory
 from tests.test_signatures import IMAGE, PNG
 
@@ -111,3 +111,47 @@ def test_it_puts_back_a_refused_signature_sanitised_never_as_posted(client, db):
             assert gone not in shown, shown
     account.refresh_from_db()
     assert account.signature_html == ""
+
+
+def test_it_never_empties_a_signature_the_post_did_not_carry(client, db):
+    account = EmailAccountFactory(signature_html="<p>Jane</p>")
+    client.force_login(account.owner)
+    url = reverse("accounts:signature", args=[account.pk])
+    # A page that lost its editor posts no signature field at all.
+    body = client.post(url, {"signature-shown": "x"}, **HTMX).content.decode()
+    assert "Saved." in body
+    account.refresh_from_db()
+    assert account.signature_html == "<p>Jane</p>"
+    assert not AccountChange.objects.exists()
+
+
+def test_it_keeps_a_signature_saved_elsewhere_unless_this_one_was_changed(client, db):
+    from accounts.services import Digest
+
+    account = EmailAccountFactory(signature_html="<p>Jane</p>")
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:settings", args=[account.pk])).content.decode()
+    shown = Digest.of("<p>Jane</p>").hex
+    assert f'name="signature-shown" value="{shown}"' in page
+    EmailAccount.objects.filter(pk=account.pk).update(signature_html="<p>Jane Doe</p>")
+    url = reverse("accounts:signature", args=[account.pk])
+
+    # Posted as it was shown: untouched, so what was saved elsewhere stays.
+    client.post(url, {"signature-signature_html": "<p>Jane</p>", "signature-shown": shown}, **HTMX)
+    account.refresh_from_db()
+    assert account.signature_html == "<p>Jane Doe</p>"
+
+    # Changed here too: the user is told, nothing is saved; saving again replaces it.
+    data = {"signature-signature_html": "<p>Jane, Sales</p>", "signature-shown": shown}
+    body = client.post(url, data, **HTMX).content.decode()
+    assert "Someone changed this signature since the page was shown (it now reads “Jane Doe”)" in (
+        body
+    )
+    assert "&lt;p&gt;Jane, Sales&lt;/p&gt;" in body
+    account.refresh_from_db()
+    assert account.signature_html == "<p>Jane Doe</p>"
+    now = Digest.of("<p>Jane Doe</p>").hex
+    assert f'name="signature-shown" value="{now}"' in body
+    client.post(url, data | {"signature-shown": now}, **HTMX)
+    account.refresh_from_db()
+    assert account.signature_html == "<p>Jane, Sales</p>"

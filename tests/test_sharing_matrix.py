@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from accounts.models import EmailAccount
 from accounts.services import account_remove
-from crm.models import Company, Contact
+from crm.models import Activity, Company, Contact, EmailLinkChange
 from sharing.models import GrantChange, MailboxGrant
 from sharing.selectors import sendable_mailboxes
 from sync.models import Attachment, Email
@@ -28,6 +28,7 @@ USERS = ["owner", "direct", "role_member", "other_role", "stranger", "superuser"
 GRANTS = ["access", "send", "setup", "none"]
 STATES = ["connected", "removed"]
 SUBJECT = "Quarterly offer 7f3a"
+MEETING = "Kick-off 9c2e"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
@@ -39,6 +40,8 @@ class World:
     contact: Contact
     company: Company
     users: dict
+    inline: Attachment
+    other_company: Company
 
 
 @pytest.fixture
@@ -67,11 +70,21 @@ def world(db, settings, tmp_path) -> callable:
         attachment = Attachment.objects.create(
             email=email, file=ContentFile(b"offer", name="offer.pdf"), name="offer.pdf", size=5
         )
+        # The email's inline image (cid:), and a meeting from the same mailbox.
+        inline = Attachment.objects.create(
+            email=email, file=ContentFile(b"\x89PNG", name="logo.png"), name="logo.png",
+            size=4, content_type="image/png", content_id="logo@partner.test",
+        )  # fmt: skip
+        meeting = Activity.objects.create(account=account, kind="meeting", external_id="m1",
+                                          subject=MEETING)  # fmt: skip
+        meeting.contacts.add(contact)
+        meeting.companies.add(company)
+        other = Company.objects.create(name="Other Inc", web_domain="other.test")
         if state == "removed":
             # Through the service, as the owner's "Remove" with "keep the emails" does.
             account_remove(account=account, actor=users["owner"], keep_emails=True)
             account.refresh_from_db()
-        return World(account, email, attachment, contact, company, users)
+        return World(account, email, attachment, contact, company, users, inline, other)
 
     return build
 
@@ -95,8 +108,17 @@ SEES = {
     "panel search": {"send"},
     "contact timeline": {"access"},
     "company timeline": {"access"},
+    "contact page meetings and tasks": {"access"},
+    "company page meetings and tasks": {"access"},
+    "contact list": {"access"},
+    "company list": {"access"},
+    "contact list search": {"access"},
     "email detail": {"access", "send"},
+    "email detail links": {"access", "send"},
     "attachment download": {"access", "send"},
+    "inline image": {"access", "send"},
+    "link by hand": {"access", "send"},
+    "unlink by hand": {"access", "send"},
     "From list": {"send"},
     "compose From field": {"send"},
     "mailbox list": {"send", "setup"},
@@ -127,8 +149,14 @@ REMOVED = {
 }
 # What the owner of a removed mailbox (emails kept) still has; everything else is gone
 # for everyone: its settings and partials answer 404, it sends and lists nothing.
+# What a removed mailbox's owner keeps: its emails and meetings on the CRM's pages, the
+# email itself (its inline images, its links and changing them), and what the contact and
+# company lists show of it. Everyone else loses all of it with the mailbox.
 KEPT_BY_OWNER = {
     "contact timeline", "company timeline", "email detail", "attachment download",
+    "contact page meetings and tasks", "company page meetings and tasks", "contact list",
+    "contact list search", "company list", "email detail links", "inline image",
+    "link by hand", "unlink by hand",
 }  # fmt: skip
 
 
@@ -185,10 +213,49 @@ def observe(client, w: World, user, surface: str) -> bool | int:
         return SUBJECT in client.get(reverse("crm:contact", args=[w.contact.pk])).text
     if surface == "company timeline":
         return SUBJECT in client.get(reverse("crm:company", args=[w.company.pk])).text
+    if surface == "contact page meetings and tasks":
+        return MEETING in client.get(reverse("crm:contact", args=[w.contact.pk])).text
+    if surface == "company page meetings and tasks":
+        return MEETING in client.get(reverse("crm:company", args=[w.company.pk])).text
+    if surface in ("contact list", "company list"):
+        url = reverse("crm:contacts" if surface == "contact list" else "crm:companies")
+        page = client.get(url).text
+        # Listed for everyone; the email beside it only for those who may see it.
+        assert w.contact.name in page or w.company.name in page
+        return SUBJECT in page
+    if surface == "contact list search":
+        page = client.get(reverse("crm:contacts"), {"q": "peter"}, HTTP_HX_REQUEST="true",
+                          HTTP_HX_TARGET="crm-list").text  # fmt: skip
+        assert w.contact.name in page
+        return SUBJECT in page
     if surface == "email detail":
         response = client.get(reverse("sync:email", args=[w.email.pk]))
         assert response.status_code in (200, 404)
         return response.status_code == 200 and SUBJECT in response.text
+    if surface == "email detail links":
+        response = client.get(reverse("sync:email", args=[w.email.pk]))
+        return response.status_code == 200 and f'href="/contacts/{w.contact.pk}/"' in response.text
+    if surface == "inline image":
+        response = client.get(reverse("sync:inline", args=[w.email.pk, w.inline.pk]))
+        assert response.status_code in (200, 404)
+        return response.status_code == 200
+    if surface in ("link by hand", "unlink by hand"):
+        link = surface.startswith("link")
+        target = {"company": w.other_company.pk} if link else {"contact": w.contact.pk}
+        response = client.post(
+            reverse("crm:email_links", args=[w.email.pk]),
+            {"action": "link" if link else "unlink", **target}, HTTP_HX_REQUEST="true",
+        )  # fmt: skip
+        assert response.status_code in (200, 404)
+        linked = (
+            w.email.companies.filter(pk=w.other_company.pk).exists()
+            if link
+            else w.email.contacts.filter(pk=w.contact.pk).exists()
+        )
+        # Refused means refused: the links stay, and nothing is recorded.
+        assert linked == (link == (response.status_code == 200))
+        assert EmailLinkChange.objects.exists() == (response.status_code == 200)
+        return response.status_code == 200
     if surface == "attachment download":
         response = client.get(reverse("sync:attachment", args=[w.email.pk, w.attachment.pk]))
         assert response.status_code in (200, 404)

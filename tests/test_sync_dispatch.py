@@ -67,7 +67,7 @@ def test_it_shows_progress_while_a_sync_runs_and_polls_for_more(client, db):
     SyncRun.objects.create(account=account, new_emails=120)
     client.force_login(account.owner)
     running = client.get(reverse("sync:status", args=[account.pk])).text
-    assert "Downloading… 120 new emails so far" in running
+    assert "120 new emails stored so far" in running
     assert 'hx-trigger="every 2s"' in running
     assert "<progress" in running
 

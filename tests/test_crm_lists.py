@@ -1,0 +1,262 @@
+"""Issue 17, point 2: the Contacts and Companies lists, their timelines, and an email's
+links to them changed by hand. What a user sees of the emails is sharing.selectors'
+decision (the whole matrix is in test_sharing_matrix.py); here the lists' own rules."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from crm.models import Activity, Company, Contact, ContactAddress, EmailLinkChange
+from sync.models import Email
+from tests.factories import EmailAccountFactory, UserFactory
+
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _contact(name, *addresses, company=None, **fields):
+    contact = Contact.objects.create(name=name, company=company, **fields)
+    for address in addresses:
+        ContactAddress.objects.create(contact=contact, address=address)
+    return contact
+
+
+def _email(account, subject, *, days=0, contacts=(), companies=(), sent_at="auto"):
+    email = Email.objects.create(
+        account=account, message_key=f"k-{subject}", subject=subject,
+        sent_at=NOW - timedelta(days=days) if sent_at == "auto" else sent_at,
+        from_address="peter@partner.test",
+    )  # fmt: skip
+    email.contacts.add(*contacts)
+    email.companies.add(*companies)
+    return email
+
+
+def _names(page: str, names: list[str]) -> list[str]:
+    return sorted(names, key=lambda name: page.index(f">{name}<") if f">{name}<" in page else 1e9)
+
+
+def test_it_lists_contacts_by_the_latest_email_the_user_may_see(client, db):
+    mine = EmailAccountFactory()
+    ann, bob, cid = _contact("Ann"), _contact("Bob"), _contact("Cid")
+    _contact("Dora")  # no email at all
+    _email(mine, "Ann's offer", days=1, contacts=[ann])
+    _email(mine, "Bob, older", days=3, contacts=[bob])
+    # Newer, but in a mailbox the user may not see: it neither sorts nor shows.
+    _email(EmailAccountFactory(), "Bob, secret", days=0, contacts=[bob])
+    _email(mine, "Cid, undated", sent_at=None, contacts=[cid])
+    client.force_login(mine.owner)
+
+    page = client.get(reverse("crm:contacts")).text
+    assert _names(page, ["Dora", "Cid", "Bob", "Ann"]) == ["Ann", "Bob", "Cid", "Dora"]
+    assert "Ann&#x27;s offer" in page and "Bob, older" in page
+    assert "secret" not in page
+    assert 'id="crm-count">4 contacts' in page
+    # Everyone sees every contact; a user with no mailbox sees no email beside them.
+    client.force_login(UserFactory())
+    page = client.get(reverse("crm:contacts")).text
+    assert all(f">{name}<" in page for name in ("Ann", "Bob", "Cid", "Dora"))
+    assert "Ann&#x27;s offer" not in page and "Bob, older" not in page
+
+
+def test_it_finds_contacts_by_name_address_job_title_or_company(client, db):
+    partner = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
+    _contact("Ann Archer", "ann@archer.test")
+    _contact("Bob", "robert@partner.test", company=partner)
+    _contact("Cid", job_title="Purchasing lead")
+    client.force_login(UserFactory())
+    url = reverse("crm:contacts")
+    for query, found in {
+        "archer": {"Ann Archer"},
+        "ROBERT@": {"Bob"},
+        "partner ltd": {"Bob"},
+        "purchasing": {"Cid"},
+        "nobody": set(),
+    }.items():
+        page = client.get(url, {"q": query}).text
+        assert {n for n in ("Ann Archer", "Bob", "Cid") if f">{n}<" in page} == found, query
+    assert "No contact matches “nobody”." in client.get(url, {"q": "nobody"}).text
+    partial = client.get(url, {"q": "ann"}, HTTP_HX_TARGET="crm-list", **HTMX).text
+    assert partial.lstrip().startswith('<div id="crm-list">') and "<h1>" not in partial
+
+
+def test_it_pages_the_lists_and_keeps_the_search(client, db):
+    for n in range(55):
+        _contact(f"Person {n:02}")
+    client.force_login(UserFactory())
+    first = client.get(reverse("crm:contacts"), {"q": "person"}).text
+    assert "Page 1 of 2" in first and "?page=2&amp;q=person" in first
+    second = client.get(reverse("crm:contacts"), {"q": "person", "page": 2}).text
+    assert len(re.findall(r'href="/contacts/\d+/"', second)) == 5
+
+
+def test_it_lists_a_page_of_contacts_in_the_same_queries_however_many(client, db):
+    mine = EmailAccountFactory()
+    client.force_login(mine.owner)
+
+    def fill(count):
+        for n in range(count):
+            contact = _contact(f"P{Contact.objects.count()}", f"p{Contact.objects.count()}@x.test")
+            _email(mine, f"mail {contact.pk}", days=n, contacts=[contact])
+
+    fill(3)
+    with CaptureQueriesContext(connection) as few:
+        client.get(reverse("crm:contacts"))
+    fill(20)
+    with CaptureQueriesContext(connection) as many:
+        client.get(reverse("crm:contacts"))
+    assert len(many) == len(few)
+
+
+def test_it_lists_companies_by_the_latest_email_with_their_contacts(client, db):
+    mine = EmailAccountFactory()
+    acme = Company.objects.create(name="Acme", web_domain="acme.test")
+    zeta = Company.objects.create(name="Zeta", web_domain="zeta.test")
+    Company.objects.create(name="Quiet Co")
+    _contact("Ann", company=acme)
+    _contact("Alf", company=acme)
+    _email(mine, "To Zeta", days=1, companies=[zeta])
+    _email(mine, "To Acme", days=5, companies=[acme])
+    _email(EmailAccountFactory(), "Acme secret", days=0, companies=[acme])
+    client.force_login(mine.owner)
+    page = client.get(reverse("crm:companies")).text
+    assert _names(page, ["Quiet Co", "Acme", "Zeta"]) == ["Zeta", "Acme", "Quiet Co"]
+    assert "secret" not in page
+    assert "<td>acme.test</td>\n            <td>2</td>" in page
+    found = client.get(reverse("crm:companies"), {"q": "ZETA.TEST"}).text
+    assert ">Zeta<" in found and ">Acme<" not in found
+
+
+def test_it_shows_emails_meetings_and_tasks_on_one_timeline_newest_first(client, db):
+    mine = EmailAccountFactory()
+    acme = Company.objects.create(name="Acme", web_domain="acme.test")
+    ann = _contact("Ann", "ann@acme.test", company=acme)
+    _email(mine, "Offer", days=3, contacts=[ann], companies=[acme])
+    meeting = Activity.objects.create(
+        account=mine, kind="meeting", external_id="m1", subject="Kick-off",
+        starts_at=NOW - timedelta(days=1),
+    )  # fmt: skip
+    task = Activity.objects.create(
+        account=mine, kind="task", external_id="t1", subject="Send the contract",
+        due_on=(NOW - timedelta(days=2)).date(),
+    )  # fmt: skip
+    for activity in (meeting, task):
+        activity.contacts.add(ann)
+        activity.companies.add(acme)
+    theirs = Activity.objects.create(
+        account=EmailAccountFactory(), kind="meeting", external_id="m2", subject="Their lunch",
+        starts_at=NOW,
+    )  # fmt: skip
+    theirs.contacts.add(ann)
+    client.force_login(mine.owner)
+    for url in (reverse("crm:contact", args=[ann.pk]), reverse("crm:company", args=[acme.pk])):
+        page = client.get(url).text
+        order = [page.index(s) for s in ("Kick-off", "Send the contract", "Offer")]
+        assert order == sorted(order), url
+        assert "Their lunch" not in page
+    assert 'href="/contacts/' in client.get(reverse("crm:company", args=[acme.pk])).text
+
+
+def test_it_pages_a_timeline(client, db):
+    mine = EmailAccountFactory()
+    ann = _contact("Ann")
+    for n in range(35):
+        _email(mine, f"Mail {n:02}", days=n, contacts=[ann])
+    client.force_login(mine.owner)
+    url = reverse("crm:contact", args=[ann.pk])
+    first = client.get(url).text
+    assert "Mail 00" in first and "Mail 29" in first and "Mail 30" not in first
+    assert "Page 1 of 2" in first
+    second = client.get(url, {"page": 2}).text
+    assert "Mail 30" in second and "Mail 34" in second and "Mail 29" not in second
+
+
+def test_it_shows_whom_an_email_is_linked_to_and_links_and_unlinks_by_hand(client, db):
+    mine = EmailAccountFactory()
+    acme = Company.objects.create(name="Acme", web_domain="acme.test")
+    other = Company.objects.create(name="Other Inc", web_domain="other.test")
+    ann = _contact("Ann", "ann@acme.test", company=acme)
+    bob = _contact("Bob", "bob@elsewhere.test")
+    email = _email(mine, "Offer", contacts=[ann], companies=[acme])
+    client.force_login(mine.owner)
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    assert f'href="/contacts/{ann.pk}/">Ann</a>' in page
+    assert f'href="/companies/{acme.pk}/">Acme</a>' in page
+
+    url = reverse("crm:email_links", args=[email.pk])
+    found = client.get(url, {"link": "o"}, HTTP_HX_TARGET="link-candidates", **HTMX).text
+    # Those it is linked to already are not offered again.
+    assert "Link to Bob &lt;bob@elsewhere.test&gt;" in found
+    assert "Link to Other Inc (company, other.test)" in found
+    assert "Link to Ann" not in found and "Link to Acme" not in found
+
+    answer = client.post(url, {"action": "link", "contact": bob.pk}, **HTMX)
+    assert answer.text.lstrip().startswith('<section class="email-links" id="links">')
+    assert f'href="/contacts/{bob.pk}/">Bob</a>' in answer.text
+    client.post(url, {"action": "link", "company": other.pk})  # without JavaScript
+    client.post(url, {"action": "link", "company": other.pk})  # twice: nothing more
+    response = client.post(url, {"action": "unlink", "contact": ann.pk})
+    assert response.status_code == 302 and response.url.endswith("#links")
+    assert set(email.contacts.all()) == {bob}
+    assert set(email.companies.all()) == {acme, other}
+    changes = list(EmailLinkChange.objects.order_by("pk").values_list("action", "kind", "target"))
+    assert changes == [
+        ("linked", "contact", "Bob"),
+        ("linked", "company", "Other Inc"),
+        ("unlinked", "contact", "Ann"),
+    ]
+    assert EmailLinkChange.objects.filter(actor=mine.owner, subject="Offer").count() == 3
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    assert "unlinked contact Ann" in page
+    # On the timelines accordingly.
+    assert "Offer" not in client.get(reverse("crm:contact", args=[ann.pk])).text
+    assert "Offer" in client.get(reverse("crm:contact", args=[bob.pk])).text
+
+
+def test_it_refuses_a_link_to_nothing_and_hides_the_email_from_others(client, db):
+    email = _email(EmailAccountFactory(), "Private")
+    ann = _contact("Ann")
+    url = reverse("crm:email_links", args=[email.pk])
+    client.force_login(email.account.owner)
+    assert client.post(url, {"action": "link"}).status_code == 400
+    assert client.post(url, {"action": "link", "contact": 999999}).status_code == 404
+    assert client.post(url, {"action": "nope", "contact": ann.pk}).status_code == 400
+    client.force_login(UserFactory())
+    assert client.post(url, {"action": "link", "contact": ann.pk}).status_code == 404
+    assert client.get(url, {"link": "ann"}).status_code == 404
+    assert not email.contacts.exists() and not EmailLinkChange.objects.exists()
+
+
+def test_it_finds_candidates_without_javascript(client, db):
+    email = _email(EmailAccountFactory(), "Offer")
+    _contact("Ann Archer", "ann@archer.test")
+    client.force_login(email.account.owner)
+    response = client.get(reverse("crm:email_links", args=[email.pk]), {"link": "archer"})
+    assert response.status_code == 302
+    page = client.get(response.url).text
+    assert "Link to Ann Archer &lt;ann@archer.test&gt;" in page
+    assert 'value="archer"' in page
+
+
+def test_it_keeps_a_manual_unlink_when_the_sync_sees_the_email_again(synced_mailbox):
+    from sync.services import mailbox_sync
+    from tests.mailbox import make_message
+
+    account, mailbox = synced_mailbox
+    peter = _contact("Peter Partner", "peter@partner.test")
+    raw = make_message(subject="Offer")
+    mailbox.append("INBOX", raw)
+    mailbox_sync(account_id=account.pk)
+    email = Email.objects.get(account=account, subject="Offer")
+    assert list(email.contacts.all()) == [peter]  # linked by the sync
+
+    from crm.services import email_link_change
+
+    email_link_change(email=email, actor=account.owner, link=False, contact_id=peter.pk)
+    mailbox.append("Archive", raw)  # a copy in another folder: the same email
+    mailbox_sync(account_id=account.pk)
+    assert email.locations.count() == 2
+    assert not email.contacts.exists()
