@@ -7,6 +7,7 @@ from providers.models import EmailProvider, ProviderDomain, Source
 from tests.browser import SCREENSHOTS
 from tests.conftest import MAIL_USERS
 from tests.factories import PASSWORD, UserFactory
+from tests.servers.dovecot import free_port
 
 CAROL = "carol@elsewhere.test"
 
@@ -46,7 +47,7 @@ def test_it_saves_a_new_server_only_once_a_sign_in_passes(
     live_server, browser, page, dovecot, smtp_servers, mail_trust
 ):
     smtp_port = smtp_servers["starttls"].port
-    closed_port = smtp_servers["no_auth"].port + 10_000  # nothing listens there
+    closed_port = free_port()  # nothing listens there
     manager = UserFactory(permissions=["providers.manage_email_providers"])
     _sign_in(page, live_server, manager)
     _draft_server(page, live_server, imap_port=closed_port, smtp_port=smtp_port)

@@ -16,6 +16,7 @@ from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
 from systemsettings.models import SystemSetting
 from tests.conftest import MAIL_USERS
 from tests.factories import EmailProviderFactory, ProviderDomainFactory, UserFactory
+from tests.servers.dovecot import free_port
 
 MANAGE = "providers.manage_email_providers"
 CAROL = "carol@elsewhere.test"
@@ -125,7 +126,7 @@ def test_it_edits_the_draft_after_a_failed_check(
     client, manager, dovecot, smtp_servers, mail_trust
 ):
     # The IMAP port is wrong: nothing listens there.
-    closed = str(smtp_servers["no_auth"].port + 10_000)
+    closed = str(free_port())  # nothing listens there
     response = client.post(_new_server_url(), _server(dovecot, smtp_servers, imap_port=closed))
     draft = _draft_of(response)
     failed = client.post(response.url, {"password": MAIL_USERS[CAROL]})
