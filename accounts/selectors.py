@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from providers.addresses import Address
+from providers.addresses import Address, parent_domains
 from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
 
 from .connection import login_for
@@ -85,8 +85,12 @@ LISTED_SOURCES = [Source.BUILTIN, Source.ADMIN, Source.ISPDB]
 
 
 def providers_offered(domain: str) -> QuerySet[EmailProvider]:
-    """The providers a user adding an address of `domain` may choose or sign in with."""
-    mapped = ProviderDomain.objects.filter(domain=domain).values("provider_id")
+    """The providers a user adding an address of `domain` may choose or sign in with:
+    those listed for everyone, and those mapped to the domain or to a parent of it up to
+    the registrable domain (discovery finds a subdomain's server through its parent, and
+    the parent's owner owns its subdomains)."""
+    lineage = [domain, *parent_domains(domain)]
+    mapped = ProviderDomain.objects.filter(domain__in=lineage).values("provider_id")
     return EmailProvider.objects.filter(Q(source__in=LISTED_SOURCES) | Q(pk__in=mapped))
 
 

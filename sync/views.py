@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core import signing
+from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -70,13 +71,18 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _parts(email: Email, html: str) -> tuple[list[Attachment], dict[str, Attachment]]:
-    """The email's real attachments, listed; and the parts its HTML shows as images
-    (by Content-ID), which are part of its text and not listed."""
+    """The email's real attachments, listed; and the pictures its HTML shows (by
+    Content-ID), which are part of its text and not listed. A part the HTML points at
+    that is no picture (Apple Mail shows a PDF so) stays listed: it must stay findable.
+    Emails stored before Content-IDs were kept: a "cid:image001.png@…" finds the part
+    named image001.png."""
     shown = cids_shown(html) if html else set()
+    by_name = {cid.split("@", 1)[0]: cid for cid in shown}
     listed, inline = [], {}
     for part in email.attachments.all():
-        cid = part.content_id.lower()
-        if cid and cid in shown and part.file and cid not in inline:
+        cid = part.content_id.lower() or by_name.get(part.name.lower(), "")
+        picture = part.content_type.lower() in INLINE_TYPES
+        if cid and cid in shown and part.file and picture and cid not in inline:
             inline[cid] = part
         else:
             listed.append(part)
@@ -93,7 +99,9 @@ INLINE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp
 # the email when the page is shown. The key only says who asks; the email's access rules
 # are checked again for that user at every request, so a revoked grant counts at once.
 INLINE_KEY_SALT = "sync.inline"
-INLINE_KEY_MAX_AGE = 3600
+# The frame asks for its images as the page is shown: minutes are plenty, and the key is
+# in the address (proxies log it).
+INLINE_KEY_MAX_AGE = 600
 
 
 def inline_key(user, email: Email) -> str:
@@ -116,12 +124,16 @@ def _inline_user(request: HttpRequest, pk: int):
 
 def inline_part(request: HttpRequest, pk: int, part_pk: int) -> FileResponse:
     """A part an email's HTML shows (cid:), for its page's frame: the email's own access
-    rules, one of its stored parts with a Content-ID, a picture or nothing runnable."""
+    rules (whoever may download its attachments), a picture or nothing runnable."""
     user = _inline_user(request, pk)
     email = email_for_user(user, pk) if user is not None else None
     if email is None:
         raise Http404
-    parts = Attachment.objects.exclude(file="").exclude(content_id="")
+    # A part with a Content-ID, or a picture (an email stored before Content-IDs were
+    # kept shows its pictures by name): nothing else is this address's business.
+    parts = Attachment.objects.exclude(file="").filter(
+        ~Q(content_id="") | Q(content_type__in=INLINE_TYPES)
+    )
     part = get_object_or_404(parts, pk=part_pk, email=email)
     content_type = part.content_type.lower()
     response = FileResponse(

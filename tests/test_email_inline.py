@@ -205,3 +205,35 @@ def test_it_checks_the_emails_access_rules_again_for_the_keys_user(
     later = signing.time.time() + INLINE_KEY_MAX_AGE + 5
     monkeypatch.setattr(signing.time, "time", lambda: later)
     assert client.get(url, {"k": key}).status_code == 404
+
+
+def test_it_keeps_listing_a_part_the_html_shows_that_is_no_picture(client, db, settings, tmp_path):
+    """Apple Mail shows a PDF in the HTML by cid: it must stay findable in the list."""
+    settings.MEDIA_ROOT = tmp_path
+    email = _stored(EmailAccountFactory(), related_message())
+    Attachment.objects.create(
+        email=email, name="contract.pdf", content_type="application/pdf", size=8,
+        content_id="contract@apple",
+        file=WrittenFiles().save("attachments", b"%PDF-1.4", like="contract.pdf"),
+    )  # fmt: skip
+    email.html_body += '<img src="cid:contract@apple" alt="contract">'
+    email.save()
+    client.force_login(email.account.owner)
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    contract = email.attachments.get(name="contract.pdf")
+    assert reverse("sync:attachment", args=[email.pk, contract.pk]) in page
+
+
+def test_it_shows_the_pictures_of_an_email_stored_before_content_ids_were_kept(
+    client, db, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    email = _stored(EmailAccountFactory(), related_message(cid="image001.png@01DA2B"))
+    Attachment.objects.filter(email=email).update(content_id="")  # as stored before
+    Attachment.objects.filter(email=email, name="logo.png").update(name="image001.png")
+    client.force_login(email.account.owner)
+    page = client.get(reverse("sync:email", args=[email.pk])).text
+    picture = email.attachments.get(name="image001.png")
+    assert f"/emails/{email.pk}/inline/{picture.pk}/?k=" in _srcdoc(page)
+    listed = page.split("<h2>Attachments</h2>")[1]
+    assert "offer.pdf" in listed and "image001.png" not in listed

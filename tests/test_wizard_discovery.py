@@ -161,3 +161,25 @@ def test_it_signs_in_to_an_exchange_found_by_autodiscover(
     finally:
         # The fake is the session's: tests after this one count its calls from zero.
         ews_server.state.requests.clear()
+
+
+def test_it_offers_a_parents_own_server_to_an_address_of_a_subdomain(signed_in, db):
+    """A card a domain's own records made speaks for that domain and its subdomains
+    (found for sales.corp.test through corp.test): the sign-in step opens, it was a 404."""
+    from providers.models import ProviderDomain
+
+    card = EmailProvider.objects.create(
+        name="Exchange server of corp-parent.test", service_type="exchange",
+        exchange_url="https://mail.corp-parent.test/EWS/Exchange.asmx", imap_host="",
+        smtp_host="", source=Source.AUTOCONFIG, ispdb_id="autodiscover:corp-parent.test",
+    )  # fmt: skip
+    ProviderDomain.objects.create(
+        domain="corp-parent.test", provider=card, source=Source.AUTOCONFIG
+    )
+    response = _start(signed_in, "ben@sales.corp-parent.test")
+    assert response.status_code == 302
+    assert f"provider={card.pk}" in response.url
+    assert signed_in.get(response.url).status_code == 200
+    # Never to a stranger's domain.
+    other = signed_in.get(response.url.replace("sales.corp-parent.test", "else.test"))
+    assert other.status_code in (302, 404)
