@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from providers.addresses import Address, parent_domains
 from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
+from providers.services import GUESSED
 
 from .connection import login_for
 from .guides import GUIDES, Guide
@@ -131,6 +132,14 @@ class DomainMemory:
     after: str
 
 
+def _may_prove(provider: EmailProvider, address: Address, login: str | None) -> bool:
+    """Whether a passed sign-in would prove the provider serves the domain (and so
+    replace a mapping discovery only guessed): a drafted new server, or `_proves_domain`."""
+    if provider.pk is None:
+        return True
+    return _proves_domain(provider, login or login_for(provider, address), address)
+
+
 def domain_memory(*, provider: EmailProvider, address: Address, login: str | None) -> DomainMemory:
     """What accounts.services does with the domain after a passed sign-in check (a
     drafted new server saves it with the card; otherwise `_proves_domain` decides, and
@@ -141,7 +150,7 @@ def domain_memory(*, provider: EmailProvider, address: Address, login: str | Non
     if entry is not None and provider.pk is not None and entry.provider_id == provider.pk:
         text = f"{domain} is already remembered for everyone: {everyone}."
         return DomainMemory(True, text, "")
-    if entry is not None:
+    if entry is not None and not (entry.source in GUESSED and _may_prove(provider, address, login)):
         kept = (
             f"{domain} stays remembered for everyone as served by {entry.provider.name} "
             f"(source: {entry.get_source_display()}): one person's choice does not change "

@@ -47,7 +47,7 @@ from .addresses import (
 )
 from .ispdb import ClientConfigError, parse_client_config
 from .models import EmailProvider, ProviderDomain, Source
-from .platforms import GATEWAY, PROVIDER, UNSUPPORTED, Platform, platforms
+from .platforms import GATEWAY, PROVIDER, SERVERS, UNSUPPORTED, Platform, platforms
 from .services import (
     UnsupportedProvider,
     provider_domain_remember,
@@ -69,6 +69,17 @@ class FetchError(Exception):
         self.not_found = not_found
         # The HTTP status when the server answered; None when it could not be reached.
         self.status = status
+
+
+# Names only a company's own network resolves (RFC 6762, RFC 8375, ICANN's .internal,
+# and the endings companies commonly use inside).
+PRIVATE_NAME_ENDINGS = (
+    ".local", ".localdomain", ".internal", ".lan", ".home.arpa", ".corp", ".home",
+    ".intranet", ".private",
+)  # fmt: skip
+
+# Characters kept of a line of the discovery trace.
+TRACE_LINE = 300
 
 
 class StepTimeout(FetchError):
@@ -397,7 +408,17 @@ class Discoverer:
         )
 
     def discover(self, address: str | Address) -> DiscoveryResult:
-        """Raises AddressError for an unusable address; never for network trouble."""
+        """Raises AddressError for an unusable address; never for network trouble. The
+        trace's lines are cut to TRACE_LINE characters: they quote what servers said
+        (a redirect's address, an error), which is kept in the session and shown."""
+        result = self._discover(address)
+        result.trace = [
+            line if len(line) <= TRACE_LINE else line[: TRACE_LINE - 1] + "…"
+            for line in result.trace
+        ]
+        return result
+
+    def _discover(self, address: str | Address) -> DiscoveryResult:
         if not isinstance(address, Address):
             address = normalize_address(address)
         result = DiscoveryResult(address=address)
@@ -601,6 +622,12 @@ class Discoverer:
         for finding in findings:
             if finding.kind == GATEWAY and finding.platform is not None:
                 self._trace_gateway(finding, result)
+            elif finding.kind == SERVERS:
+                result.trace.append(
+                    f"{MX}: your domain's mail goes to {finding.host}, a server rented at "
+                    f"{finding.platform.name}: the company's own, not {finding.platform.name}'s "
+                    "mail service, so discovery looks further."
+                )
         if providers:
             first = providers[0]
             which = f", which {first.detail}" if first.detail else ""
@@ -851,7 +878,8 @@ class Discoverer:
         try:
             ews_url = _checked_ews_url(ews_url)
         except ValueError as error:
-            result.trace.append(f"{AUTODISCOVER}: {asked} named {ews_url!r}, {error}; not used.")
+            shown = ews_url if len(ews_url) <= 100 else ews_url[:99] + "…"
+            result.trace.append(f"{AUTODISCOVER}: {asked} named {shown!r}, {error}; not used.")
             return False
         host = urlsplit(ews_url).hostname
         platform = platforms().match_ews(host)
@@ -953,18 +981,30 @@ def _pox_answer(body: bytes) -> tuple[str, str]:
             url = _child_text(protocol, "EwsUrl")
             if url:
                 by_type.setdefault(_child_text(protocol, "Type").upper(), url)
-    for kind in ("EXPR", "EXCH", "WEB"):
-        if kind in by_type:
-            return "settings", by_type[kind]
+    # Internal addresses (EXCH, WEB) serve only under a name the internet knows:
+    # "ex01.corp.local" would make a card that can never sign in, saved for the domain.
+    # An answer naming only such an address returns it, to be refused with its reason.
+    urls = [by_type[kind] for kind in ("EXPR", "EXCH", "WEB") if kind in by_type]
+    for url in urls:
+        if not _private_name(urlsplit(url).hostname or ""):
+            return "settings", url
+    if urls:
+        return "settings", urls[0]
     raise ValueError("the answer names no EWS address")
+
+
+def _private_name(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host.endswith(ending) or host == ending[1:] for ending in PRIVATE_NAME_ENDINGS)
 
 
 _HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _checked_ews_url(url: str) -> str:
-    """An EWS address from an autodiscover answer, if usable: https, a host name (an
-    internal one is refused later, at sign-in, by the internal-address rule)."""
+    """An EWS address from an autodiscover answer, if usable: https, a host name the
+    internet knows (an internal address it resolves to is refused later, at sign-in,
+    by the internal-address rule)."""
     try:
         parts = urlsplit(url.strip())
         host = (parts.hostname or "").lower()
@@ -974,6 +1014,8 @@ def _checked_ews_url(url: str) -> str:
     labels = host.split(".")
     if not host or not all(_HOST_LABEL.match(label) for label in labels) or labels[-1].isdigit():
         raise ValueError("not a server name")
+    if _private_name(host):
+        raise ValueError("a name only the company's own network knows")
     if parts.scheme.lower() != "https":
         raise ValueError("which is not encrypted (https)")
     if len(url) > 200:

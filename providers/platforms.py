@@ -22,7 +22,10 @@ from .models import IMAP_PORTS, SMTP_PORTS, LoginFormat, Security
 TABLE_PATH = Path(__file__).with_name("platforms.yaml")
 
 PROVIDER, GATEWAY, UNSUPPORTED = "provider", "gateway", "unsupported"
-_KINDS = {PROVIDER, GATEWAY, UNSUPPORTED}
+# Servers a hoster rents out, named under the hoster's domain: a company's own mail
+# server there is not the hoster's mail service.
+SERVERS = "servers"
+_KINDS = {PROVIDER, GATEWAY, UNSUPPORTED, SERVERS}
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,60}$")
 # SPF include: names are DNS names, not host names: "_spf.google.com" has an underscore.
 _DNS_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$")

@@ -1,5 +1,6 @@
 """Writes to the provider directory: imports, built-ins and discovery results."""
 
+import logging
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
@@ -9,6 +10,8 @@ from .ispdb import ClientConfig
 from .models import AuthMethod, EmailProvider, LoginFormat, ProviderDomain, ServiceType, Source
 from .naming import mimicked_builtin
 from .platforms import PROVIDER, Platform, platforms
+
+logger = logging.getLogger(__name__)
 
 # Entries a person chose (or that we ship) are never overwritten by machine sources.
 _CURATED = {Source.BUILTIN, Source.ADMIN, Source.USER}
@@ -279,13 +282,28 @@ def provider_exchange_discovered(*, domain: str, ews_url: str) -> EmailProvider:
     return provider
 
 
+# Mappings discovery guessed before anyone signed in; a mapping an administrator made,
+# or a sign-in proved (an admin-vouched card accepting the full address), replaces one.
+GUESSED = {Source.MX, Source.AUTOCONFIG}
+PROVEN = {Source.ADMIN, Source.USER}
+
+
 def provider_domain_remember(
     *, domain: str, provider: EmailProvider, source: Source
 ) -> ProviderDomain:
-    """Map a domain to a provider unless it is mapped already (first writer wins)."""
-    entry, _ = ProviderDomain.objects.get_or_create(
-        domain=domain, defaults={"provider": provider, "source": source}
-    )
+    """Map a domain to a provider. The first mapping stays, except a guess (from MX or
+    the domain's records) once a proven one comes: a wrong guess must not hold a domain
+    for ever."""
+    with transaction.atomic():
+        entry, created = ProviderDomain.objects.select_for_update().get_or_create(
+            domain=domain, defaults={"provider": provider, "source": source}
+        )
+        if not created and entry.source in GUESSED and source in PROVEN:
+            if entry.provider_id != provider.pk:
+                logger.info("Domain %s: %s's guess replaced by %s (%s)", domain,
+                            entry.get_source_display(), provider.name, source)  # fmt: skip
+            entry.provider, entry.source = provider, source
+            entry.save(update_fields=["provider", "source"])
     return entry
 
 

@@ -124,6 +124,8 @@ AUTODISCOVER_HOSTS = [
     "autodiscover.bad-ews.test",
     "autodiscover.e2e-corp.test",
     "autodiscover.internal.test",
+    "autodiscover.inside-only.test",
+    "autodiscover.chatty.test",
 ]
 ISPDB = "https://ispdb.test/v1.1/"
 
@@ -215,9 +217,17 @@ def test_it_loads_a_table_of_at_least_thirty_platforms_with_their_sources(capsys
             assert platform.imap.port == 993 and platform.smtp.port in (465, 587), platform.key
 
 
+# A company's own mail server on a machine rented at a hoster: named under the hoster's
+# domain, and not the hoster's mail service.
+SERVER_EXAMPLES = {
+    "hetzner-servers": ("schmidt-selbst.de", ["static.88.99.12.34.clients.your-server.de"]),
+    "godaddy-servers": ("lone-star-tools.com", ["ip-166-62-1-2.ip.secureserver.net"]),
+}
+
+
 def test_it_has_an_example_domain_for_every_platform_and_gateway():
     keys = {p.key for p in platforms().platforms}
-    assert set(EXAMPLES) | set(GATEWAY_EXAMPLES) == keys
+    assert set(EXAMPLES) | set(GATEWAY_EXAMPLES) | set(SERVER_EXAMPLES) == keys
     assert {p.key for p in platforms().platforms if p.kind == GATEWAY} == set(GATEWAY_EXAMPLES)
 
 
@@ -318,6 +328,33 @@ def test_it_recognises_a_company_domain_on_every_platform(db, discoverer, zone):
             )
         # Remembered: the next address at that domain is answered by the table.
         assert ProviderDomain.objects.get(domain=domain).source == Source.MX
+
+
+def test_it_takes_a_rented_server_for_the_companys_own_not_the_hosters_service(
+    db, discoverer, zone
+):
+    discover = discoverer()
+    for key, (domain, hosts) in SERVER_EXAMPLES.items():
+        zone.mx(domain, *hosts)
+        found = discover.discover(f"anna@{domain}")
+        assert found.provider is None, (key, found.trace)
+        assert any("a server rented at" in line for line in found.trace), found.trace
+        assert not ProviderDomain.objects.filter(domain=domain).exists()
+
+
+def test_it_recognises_nothing_in_mx_hosts_no_platform_runs(db, discoverer, zone):
+    """Negative examples beside the table's own: a company's own server, a look-alike of
+    a platform's name, an unknown hoster."""
+    discover = discoverer()
+    for domain, host in [
+        ("acme-corp.de", "mail.acme-corp.de"),
+        ("evil-twin.test", "aspmx.l.google.com.evil-twin.test"),
+        ("smallhost-customer.de", "mx1.smallhost-unknown.de"),
+    ]:
+        zone.mx(domain, host)
+        found = discover.discover(f"anna@{domain}")
+        assert found.provider is None, (domain, found.trace)
+        assert not ProviderDomain.objects.filter(domain=domain).exists()
 
 
 def test_it_says_how_it_recognised_microsoft_365_in_words_users_understand(db, discoverer, zone):
@@ -438,8 +475,14 @@ def _json(url):
     return json.dumps({"Protocol": "EWS", "Url": url}).encode()
 
 
-def _pox(*, ews=None, redirect_url=None, redirect_addr=None, error=None):
-    if error:
+def _pox(*, ews=None, redirect_url=None, redirect_addr=None, error=None, internal_only=False):
+    if internal_only:
+        inner = (
+            "<Account><AccountType>email</AccountType><Action>settings</Action>"
+            "<Protocol><Type>EXCH</Type><Server>ex01.corp.local</Server>"
+            "<EwsUrl>https://ex01.corp.local/EWS/Exchange.asmx</EwsUrl></Protocol></Account>"
+        )
+    elif error:
         inner = f"<Error><ErrorCode>500</ErrorCode><Message>{error}</Message></Error>"
     elif redirect_url:
         inner = (
@@ -620,6 +663,8 @@ def test_it_recognises_microsoft_365_in_an_autodiscover_answer(db, discoverer, s
         ("https://[::1]/EWS/Exchange.asmx", "not a server name"),
         ("https://192.0.2.7/EWS/Exchange.asmx", "not a server name"),
         (f"https://mail.bad-ews.test/{'x' * 200}", "longer than 200"),
+        ("https://ex01.corp.local/EWS/Exchange.asmx", "only the company's own network"),
+        ("https://mail.home.arpa/EWS/Exchange.asmx", "only the company's own network"),
     ],
 )
 def test_it_refuses_an_unusable_exchange_address(db, discoverer, site, ews, why):
@@ -629,6 +674,22 @@ def test_it_refuses_an_unusable_exchange_address(db, discoverer, site, ews, why)
     found = discoverer().discover("anna@bad-ews.test")
     assert found.provider is None
     assert any(why in line for line in found.trace), found.trace
+
+
+def test_it_never_saves_an_exchange_only_the_companys_network_knows(db, discoverer, site):
+    site.routes.add("autodiscover.inside-only.test", POX_PATH, _pox(internal_only=True))
+    found = discoverer().discover("anna@inside-only.test")
+    assert found.provider is None
+    assert not EmailProvider.objects.filter(exchange_url__contains="corp.local").exists()
+    assert any("only the company's own network" in line for line in found.trace), found.trace
+
+
+def test_it_cuts_long_lines_of_the_trace(db, discoverer, site):
+    site.routes.add("autodiscover.chatty.test", POX_PATH, _pox(error="x" * 5000))
+    found = discoverer().discover("anna@chatty.test")
+    assert found.trace
+    assert max(len(line) for line in found.trace) <= 300
+    assert any(line.endswith("…") for line in found.trace), found.trace
 
 
 def test_it_keeps_the_internal_address_rule_for_autodiscover(db, zone, site):

@@ -54,6 +54,17 @@ def _local_apps() -> dict[str, list[str]]:
     }
 
 
+def _app_data() -> list[str]:
+    """The apps' files that are not Python (the platform table, read at start), which
+    package discovery alone leaves out."""
+    return sorted(
+        str(file.relative_to(ROOT).as_posix())
+        for app in _local_apps()
+        for file in (ROOT / app).rglob("*")
+        if file.is_file() and file.suffix not in {".py", ".pyc"} and "__pycache__" not in file.parts
+    )
+
+
 def _missing(files: set[str]) -> dict[str, list[str]]:
     """The apps some of whose files are not among `files`, with those files."""
     missing = {}
@@ -123,6 +134,7 @@ def test_it_puts_every_installed_app_in_the_image():
     assert {"sending", "crm", "mailsetup"} <= set(_local_apps())
     files = image_files((ROOT / "Dockerfile").read_text(), (ROOT / ".dockerignore").read_text())
     assert _missing(files) == {}
+    assert [data for data in _app_data() if data not in files] == []
     for needed in IMAGE_NEEDS:
         assert needed in files or any(f.startswith(f"{needed}/") for f in files), needed
     # Local state and secrets never enter the image.
@@ -216,6 +228,9 @@ def test_it_builds_a_package_with_every_installed_app(tmp_path):
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert _missing(in_wheel) == {}
     assert _missing(in_sdist) == {}
+    assert "providers/platforms.yaml" in _app_data()
+    assert [data for data in _app_data() if data not in in_wheel] == []
+    assert [data for data in _app_data() if data not in in_sdist] == []
     assert not [name for name in in_wheel if name.startswith(("tests/", "bench/"))]
 
 

@@ -373,15 +373,25 @@ def test_it_explains_a_typed_login_and_a_domain_served_by_another(client, test_p
     client.force_login(UserFactory())
 
     other = EmailProviderFactory(name="Other Mail")
-    ProviderDomainFactory(domain="elsewhere.test", provider=other, source=Source.MX)
+    mapping = ProviderDomainFactory(domain="elsewhere.test", provider=other, source=Source.ISPDB)
     page = client.get(url)
     assert (
         "elsewhere.test stays remembered for everyone as served by Other Mail "
-        "(source: MX records): one person&#x27;s choice does not change that." in page.text
+        "(source: Thunderbird ISPDB): one person&#x27;s choice does not change that." in page.text
     )
     done = client.post(url, {"login": CAROL, "password": MAIL_USERS[CAROL]}, follow=True)
     assert "stays remembered for everyone as served by Other Mail" in done.text
     assert ProviderDomain.objects.get(domain="elsewhere.test").provider == other
+
+    # Only guessed by discovery (from MX): a sign-in with the full address proves better.
+    EmailAccount.objects.filter(address=CAROL).delete()
+    mapping.source = Source.MX
+    mapping.save()
+    client.force_login(UserFactory())
+    url = _pick(client, test_provider)
+    client.post(url, {"login": CAROL, "password": MAIL_USERS[CAROL]}, follow=True)
+    entry = ProviderDomain.objects.get(domain="elsewhere.test")
+    assert (entry.provider, entry.source) == (test_provider, Source.USER)
 
 
 def test_it_says_nothing_of_remembering_a_domain_found_by_itself(client, test_provider):
