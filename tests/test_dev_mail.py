@@ -154,3 +154,36 @@ def test_it_finishes_an_interrupted_seeding_without_duplicates(db, settings, var
         assert sum(counts.values()) == len(SAMPLES)
     finally:
         dev.stop()
+
+
+def test_it_runs_dovecot_without_root_for_a_developer_who_has_none(var_dir):
+    """`make dev-mail` on a laptop runs as its owner: Dovecot's rootless mode (no setuid,
+    no chroot, one account). As root here, the suite starts it as nobody to prove it."""
+    import ssl
+
+    from imapclient import IMAPClient
+
+    from tests.servers.certs import test_ca
+    from tests.servers.dovecot import Dovecot, DovecotUser
+
+    if os.geteuid() != 0:
+        pytest.skip("the suite itself runs without root: every Dovecot it starts is rootless")
+    server = Dovecot(
+        root=var_dir / "dovecot", users=[DovecotUser("dev@example.test", "pw")], user="nobody"
+    )
+    server.root.mkdir()
+    server.start()
+    try:
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()
+        assert set(uids[1:]) == {"65534"}  # real, effective, saved, filesystem: no root
+        context = ssl.create_default_context()
+        test_ca().configure_trust(context)
+        with IMAPClient("localhost", port=server.imaps_port, ssl_context=context) as client:
+            client.login("dev@example.test", "pw")
+            client.append("INBOX", b"Subject: kept\r\n\r\nby nobody\r\n")
+            assert client.select_folder("INBOX")[b"EXISTS"] == 1
+        stored = list((server.root / "mail" / "dev@example.test").rglob("*,S=*"))
+        assert [path.stat().st_uid for path in stored] == [65534]
+    finally:
+        server.stop()

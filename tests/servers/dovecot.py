@@ -1,7 +1,9 @@
 """A real Dovecot IMAP server for tests, started on free loopback ports with its own
 config under a temp dir (see ../shared/notes for the recipe it follows)."""
 
+import grp
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -57,6 +59,8 @@ class Dovecot:
     # The CA that issues the server's certificate (None: the suite's; make dev-mail keeps
     # its own under the var dir).
     ca: object = None
+    # The account a root test runs Dovecot as, rootless (None: the one running this).
+    user: str | None = None
     process: subprocess.Popen | None = None
 
     def config(self) -> str:
@@ -77,9 +81,10 @@ auth_cache_size = 0
 auth_failure_delay = 0
 mail_location = maildir:{d}/mail/%u/Maildir
 mail_fsync = never
-default_login_user = nobody
-default_internal_user = nobody
-{f"imap_capability = {self.capabilities}" if self.capabilities else ""}
+first_valid_uid = {min(self._mail_ids()[0], 500) or 1}
+default_login_user = {self._process_user()}
+default_internal_user = {self._process_user()}
+{self._process_group()}{f"imap_capability = {self.capabilities}" if self.capabilities else ""}
 namespace inbox {{
   inbox = yes
   prefix = {self.namespace_prefix}
@@ -94,12 +99,14 @@ userdb {{
   args = {d}/users
 }}
 service anvil {{
+  {self._no_chroot()}
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
 }}
 service imap-login {{
   {login_mode}
+  {self._no_chroot()}
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.imap_port}
@@ -117,6 +124,33 @@ service imap-login {{
   }}
 }}
 """
+
+    @property
+    def rootless(self) -> bool:
+        """Dovecot's rootless mode: every process is one ordinary account (make dev-mail on
+        a laptop), no setuid, no chroot. As root it drops its processes to nobody."""
+        return self.user is not None or os.geteuid() != 0
+
+    def _account(self) -> pwd.struct_passwd:
+        if self.user is not None:
+            return pwd.getpwnam(self.user)
+        return pwd.getpwuid(os.geteuid()) if self.rootless else pwd.getpwnam("nobody")
+
+    def _process_user(self) -> str:
+        return self._account().pw_name
+
+    def _process_group(self) -> str:
+        if not self.rootless:
+            return ""
+        return f"default_internal_group = {grp.getgrgid(self._account().pw_gid).gr_name}\n"
+
+    def _no_chroot(self) -> str:
+        # Only root may chroot.
+        return "chroot =" if self.rootless else ""
+
+    def _mail_ids(self) -> tuple[int, int]:
+        account = self._account()
+        return account.pw_uid, account.pw_gid
 
     def _special_use(self) -> str:
         folders = self.special_use
@@ -153,20 +187,28 @@ service imap-login {{
         self.root.chmod(0o755)
         for sub in ("run", "state", "log", "mail"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        os.chown(self.root / "mail", 65534, 65534)
+        uid, gid = self._mail_ids()
+        if os.geteuid() == 0 and not self.rootless:
+            os.chown(self.root / "mail", uid, gid)
         cert = (self.ca or test_ca()).issue_cert(self.hostname)
         cert.private_key_pem.write_to_path(str(self.root / "key.pem"))
         cert.cert_chain_pems[0].write_to_path(str(self.root / "cert.pem"))
         lines = [
-            f"{u.name}:{{PLAIN}}{u.password}:65534:65534::{self.root}/mail/{u.name}::{u.extra}"
+            f"{u.name}:{{PLAIN}}{u.password}:{uid}:{gid}::{self.root}/mail/{u.name}::{u.extra}"
             for u in self.users
         ]
         (self.root / "users").write_text("\n".join(lines) + "\n")
         (self.root / "dovecot.conf").write_text(self.config())
+        as_user = {}
+        if self.user is not None and os.geteuid() == 0:
+            for path in [self.root, *self.root.rglob("*")]:
+                os.chown(path, uid, gid)
+            as_user = {"user": uid, "group": gid, "extra_groups": []}
         self.process = subprocess.Popen(
             [binary, "-F", "-c", str(self.root / "dovecot.conf")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            **as_user,
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
