@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_int, env_list, env_networks, env_str
 from .secrets import credential_keys, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,7 +22,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # are believed; requests from anywhere else have those headers dropped
 # (mailsetup.proxy). With a proxy named, the https it terminated counts as https, so
 # OAuth redirect URIs and secure cookies come out right.
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Each entry is checked at start: a typo must stop the process, not 500 every request.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
