@@ -165,7 +165,9 @@ CONTENT_SECURITY_POLICY = {
 # Logins to the app itself (django-axes): failures are counted per user name and client
 # address together and per client address, never per user name alone, so nobody can
 # lock a person out from the addresses they use; a lock lasts AXES_COOLOFF_TIME, and
-# an administrator lifts it at once by deleting the "Access attempt" in the admin.
+# an administrator lifts it at once by deleting the "Access attempt" in the admin. An
+# IPv6 client counts as its /64 (mailsetup.proxy.throttle_address); mailsetup.checks
+# stops the app when any of this is set so that it protects nothing.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
