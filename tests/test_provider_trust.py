@@ -198,3 +198,34 @@ def test_it_always_names_the_hosts_that_receive_the_password(client, db):
     shown = page(exchange)
     assert f"<strong>{exchange.pk}.corp.test</strong>" in shown
     assert f"<strong>autodiscover.{exchange.pk}.corp.test</strong>" in shown
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Unicode look-alikes: Cyrillic, Greek, Armenian, full-width, mathematical letters,
+        # Latin small capitals and dotless letters, zero-width and soft hyphens.
+        "G\u043e\u043egle", "\u041e\u0075tlook", "Y\u0430h\u03bfo Mail", "O\u057dtlook",
+        "\uff27\uff4d\uff41\uff49\uff4c", "\U0001d406\U0001d426\U0001d41a\U0001d422\U0001d425",
+        "\u0262mail", "\u0262\u1d0d\u1d00\u026a\u029f", "\u1d00\u1d0f\u029f Mail",
+        "\u0262\u1d0d\u0445", "\u1d0f\u1d1c\u1d1b\u029f\u1d0f\u1d0f\u1d0b", "i\u1d04loud",
+        "G\u200bmail", "Out\u00adlook", "G\u2060o\u200do\u200cgle", "\u0262oogle",
+        # Digits for letters, spaces and punctuation between them.
+        "G00gle", "0utlook", "G m a i l", "G.M.A.I.L", "O-u-t-l-o-o-k", "Yah00",
+        "Micr0s0ft", "Ya\u0578dex",
+    ],
+)  # fmt: skip
+def test_it_finds_the_built_in_a_look_alike_name_passes_for(name):
+    from providers.naming import mimicked_builtin
+
+    assert mimicked_builtin(name) is not None, name
+
+
+@pytest.mark.parametrize(
+    "name", ["Acme Mail", "Example Hosting", "Posteo", "Mailbox.org", "IONOS", "Web.de",
+             "T-Online", "Proton Mail", "Corp Exchange", "Stadtwerke Mail"],
+)  # fmt: skip
+def test_it_lets_an_ordinary_name_be(name):
+    from providers.naming import mimicked_builtin
+
+    assert mimicked_builtin(name) is None, name
