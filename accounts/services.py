@@ -41,6 +41,27 @@ class DuplicateAccount(Exception):
         self.account = account
 
 
+class AccountRemoved(Exception):
+    """The mailbox was removed while its new sign-in was being checked: nothing of the
+    new sign-in is kept (a new refresh token is revoked instead)."""
+
+
+def _locked_live(account: EmailAccount) -> EmailAccount:
+    """The mailbox's row, locked, if it is still there and not removed; else raise
+    AccountRemoved. A removal takes the same lock: whichever comes second sees the
+    other's result, so a removal never leaves a credential behind and a sign-in never
+    brings one back."""
+    locked = (
+        EmailAccount.objects.select_for_update()
+        .select_related("provider")
+        .filter(pk=account.pk, removed_at__isnull=True)
+        .first()
+    )
+    if locked is None:
+        raise AccountRemoved(f"{account.address} was removed meanwhile; nothing was saved.")
+    return locked
+
+
 def _rate_limit(*, user, address: Address) -> None:
     since = timezone.now() - SIGN_IN_WINDOW
     recent = SignInAttempt.objects.filter(created_at__gte=since)
@@ -340,7 +361,7 @@ def account_credentials_change(
     check_sign_in(provider=account.provider, address=address, login=login, password=password)
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
     with transaction.atomic():
-        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        locked = _locked_live(account)
         changed = ["password"]
         trail = [AccountChange(field="password", old_value="", new_value="changed")]
         if login != locked.login:
@@ -371,14 +392,19 @@ def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
         access_token=oauth["access_token"],
     )  # fmt: skip
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
-    with transaction.atomic():
-        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
-        tokens_store(account=locked, answer=oauth)
-        AccountChange.objects.create(
-            account=locked, address=locked.address, actor=actor, field="sign-in",
-            old_value="reconnect needed" if account.reconnect_needed_at else "",
-            new_value="signed in again",
-        )  # fmt: skip
+    try:
+        with transaction.atomic():
+            locked = _locked_live(account)
+            tokens_store(account=locked, answer=oauth)
+            AccountChange.objects.create(
+                account=locked, address=locked.address, actor=actor, field="sign-in",
+                old_value="reconnect needed" if account.reconnect_needed_at else "",
+                new_value="signed in again",
+            )  # fmt: skip
+    except AccountRemoved:
+        with transaction.atomic():
+            _revoke_unused(account, oauth)
+        raise
     account.reconnect_needed_at = None
 
 
@@ -393,8 +419,13 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
     the default sender, the next mailbox that sends becomes the default."""
     with transaction.atomic():
         locked = (
-            EmailAccount.objects.select_for_update().select_related("provider").get(pk=account.pk)
+            EmailAccount.objects.select_for_update()
+            .select_related("provider")
+            .filter(pk=account.pk, removed_at__isnull=True)
+            .first()
         )
+        if locked is None:
+            return  # removed by someone else meanwhile: done once, logged once
         was_default = locked.is_default_sender
         revoking = _revocation_keep(locked)
         AccountChange.objects.create(
@@ -438,6 +469,26 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
         account.address, account.pk, getattr(actor, "pk", None),
         "kept" if keep_emails else "deleted",
         ", refresh token queued for revocation" if revoking else "",
+    )  # fmt: skip
+
+
+@sensitive_variables("oauth")
+def _revoke_unused(account: EmailAccount, oauth: dict) -> None:
+    """A refresh token issued for a mailbox removed meanwhile is kept only to be
+    revoked, as the removal does with the old one (the caller's transaction)."""
+    token = oauth.get("refresh_token")
+    if not token or not account.provider.oauth_revoke_url:
+        return
+    TokenRevocation.objects.create(
+        account_id=account.pk, address=account.address, provider=account.provider,
+        token_encrypted=crypto.encrypt(token),
+    )  # fmt: skip
+    from .tasks import revoke_tokens
+
+    publish_on_commit(revoke_tokens, account.pk)
+    logger.info(
+        "Mailbox %s (id %s) was removed during its reconnection; the new refresh token "
+        "is queued for revocation.", account.address, account.pk,
     )  # fmt: skip
 
 

@@ -84,6 +84,7 @@ from .selectors import (
     sign_in_alerts,
 )
 from .services import (
+    AccountRemoved,
     Digest,
     DuplicateAccount,
     SettingsConflict,
@@ -351,6 +352,10 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
         except SignInError as error:
             field = error.field if error.field in form.fields else None
             form.add_error(field, str(error))
+        except AccountRemoved as removed:
+            messages.error(request, str(removed))
+            target = reverse("accounts:list")
+            return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
         else:
             saved = True
             mailbox_attention_clear(account_id=account.pk)
@@ -896,6 +901,9 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     except (TokenError, SignInError) as error:
         messages.error(request, str(error))
         return redirect(back)
+    except AccountRemoved as removed:
+        messages.error(request, str(removed))
+        return redirect("accounts:list")
     except DuplicateAccount as duplicate:
         messages.info(request, f"{duplicate.account.address} is already connected.")
         return redirect(duplicate.account.get_absolute_url())
