@@ -530,50 +530,77 @@ def tokens_revoke(*, account_id: int) -> int:
     """Ask the provider to revoke the refresh tokens kept for the removed mailbox, and
     forget each one the provider answered for; returns how many were revoked. Raises
     RevocationPending when the provider could not be reached (the task retries), until
-    REVOKE_ATTEMPTS, after which the token is wiped unrevoked and that is logged."""
+    REVOKE_ATTEMPTS, after which the token is wiped unrevoked and that is logged.
+
+    Each row is claimed (locked, skipping rows another worker holds) for the time of its
+    request: the removal's task, the sweep's and a retry may all run at once, and a
+    token is sent to the provider by one of them only, then forgotten."""
     revoked, pending = 0, []
-    for row in TokenRevocation.objects.filter(account_id=account_id).select_related("provider"):
-        where = row.provider.oauth_revoke_url
-        try:
-            done = token_revoke(provider=row.provider, token=crypto.decrypt(row.token_encrypted))
-        except TokenError as error:
-            row.attempts += 1
-            row.last_error = str(error)[:500]
-            if row.attempts < REVOKE_ATTEMPTS:
-                row.save(update_fields=["attempts", "last_error"])
-                pending.append(row.address)
-                logger.warning(
-                    "Revoking the refresh token of removed mailbox %s (id %s) at %s failed "
-                    "(attempt %s, tried again later): %s",
-                    row.address, account_id, where, row.attempts, error,
-                )  # fmt: skip
-                continue
-            logger.error(
-                "Gave up revoking the refresh token of removed mailbox %s (id %s) at %s "
-                "after %s attempts (%s); the token is wiped here, unrevoked.",
-                row.address, account_id, where, row.attempts, error,
-            )  # fmt: skip
-        except (MailError, crypto.CredentialError) as error:
-            logger.error(
-                "The refresh token of removed mailbox %s (id %s) cannot be revoked at %s "
-                "(%s); it is wiped here, unrevoked.", row.address, account_id, where, error,
-            )  # fmt: skip
-        else:
-            if done:
-                revoked += 1
-                logger.info(
-                    "Revoked the refresh token of removed mailbox %s (id %s) at %s.",
-                    row.address, account_id, where,
-                )  # fmt: skip
-            else:
-                logger.warning(
-                    "%s did not confirm revoking the refresh token of removed mailbox %s "
-                    "(id %s); it is wiped here.", where, row.address, account_id,
-                )  # fmt: skip
-        row.delete()
+    ids = TokenRevocation.objects.filter(account_id=account_id).order_by("pk")
+    for row_id in list(ids.values_list("pk", flat=True)):
+        with transaction.atomic():
+            row = (
+                TokenRevocation.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("provider")
+                .filter(pk=row_id)
+                .first()
+            )
+            if row is None:
+                continue  # done meanwhile, or being done by another worker now
+            outcome = _revoke_one(row, account_id)
+        if outcome == "pending":
+            pending.append(row.address)
+        elif outcome == "revoked":
+            revoked += 1
     if pending:
         raise RevocationPending(", ".join(pending))
     return revoked
+
+
+def _revoke_one(row: TokenRevocation, account_id: int) -> str:
+    """One claimed row: "revoked", "pending" (kept for a retry) or "dropped" (wiped
+    unrevoked, logged). The token itself is never logged."""
+    where = row.provider.oauth_revoke_url
+    try:
+        done = token_revoke(provider=row.provider, token=crypto.decrypt(row.token_encrypted))
+    except TokenError as error:
+        row.attempts += 1
+        row.last_error = str(error)[:500]
+        if row.attempts < REVOKE_ATTEMPTS:
+            row.save(update_fields=["attempts", "last_error"])
+            logger.warning(
+                "Revoking the refresh token of removed mailbox %s (id %s) at %s failed "
+                "(attempt %s, tried again later): %s",
+                row.address, account_id, where, row.attempts, error,
+            )  # fmt: skip
+            return "pending"
+        logger.error(
+            "Gave up revoking the refresh token of removed mailbox %s (id %s) at %s "
+            "after %s attempts (%s); the token is wiped here, unrevoked.",
+            row.address, account_id, where, row.attempts, error,
+        )  # fmt: skip
+        outcome = "dropped"
+    except (MailError, crypto.CredentialError) as error:
+        logger.error(
+            "The refresh token of removed mailbox %s (id %s) cannot be revoked at %s "
+            "(%s); it is wiped here, unrevoked.", row.address, account_id, where, error,
+        )  # fmt: skip
+        outcome = "dropped"
+    else:
+        if done:
+            logger.info(
+                "Revoked the refresh token of removed mailbox %s (id %s) at %s.",
+                row.address, account_id, where,
+            )  # fmt: skip
+            outcome = "revoked"
+        else:
+            logger.warning(
+                "%s did not confirm revoking the refresh token of removed mailbox %s "
+                "(id %s); it is wiped here.", where, row.address, account_id,
+            )  # fmt: skip
+            outcome = "dropped"
+    row.delete()
+    return outcome
 
 
 def revocations_due() -> list[int]:

@@ -199,3 +199,49 @@ def test_it_keeps_no_password_entered_while_the_mailbox_was_being_removed(
         assert account.removed_at is not None and account.password_encrypted == ""
     else:
         assert not EmailAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_it_revokes_once_when_two_workers_run_the_revocation_at_once(
+    transactional_db, oauth_mailbox, oauth_server, published, caplog
+):
+    """The removal's task and the sweep's (or a retry) may run together: the one that
+    holds the row does the revocation; the other skips it, neither raising nor forgetting
+    it, and the token is asked to be revoked once."""
+    import threading
+
+    from django.db import connection, transaction
+
+    account, _mailbox = oauth_mailbox
+    refresh = crypto.decrypt(account.oauth_refresh_token_encrypted)
+    services.account_remove(account=account, actor=account.owner, keep_emails=True)
+    row = TokenRevocation.objects.get()
+    claimed, finish = threading.Event(), threading.Event()
+
+    def first_worker():
+        # Stands for a worker in the middle of its request to the provider.
+        try:
+            with transaction.atomic():
+                TokenRevocation.objects.select_for_update().get(pk=row.pk)
+                claimed.set()
+                finish.wait(30)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    assert claimed.wait(30)
+    try:
+        assert tasks.revoke_tokens(account.pk) is None  # the second worker: nothing to do
+        assert oauth_server.calls("/revoke") == []
+        assert TokenRevocation.objects.filter(pk=row.pk).exists()
+    finally:
+        finish.set()
+        worker.join(30)
+
+    # The first worker died before finishing: its lock went with its connection, and the
+    # revocation is still there for the next run, which revokes it once.
+    tasks.revoke_tokens(account.pk)
+    tasks.revoke_tokens(account.pk)
+    assert [call["token"] for call in oauth_server.calls("/revoke")] == [refresh]
+    assert not TokenRevocation.objects.exists()
+    assert refresh not in caplog.text
