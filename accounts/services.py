@@ -193,27 +193,30 @@ class RotationOutcome:
     fields: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def encrypted_fields() -> list:
-    """Every column that holds a Fernet token, in every installed model: by the rule
-    that such a column's name ends in `_encrypted` (tests/test_key_rotation.py finds
-    them by their contents instead, and fails when one breaks the rule)."""
+def encrypted_fields(models=None) -> list:
+    """Every column that holds a Fernet token, in every installed model (or in
+    `models`): each field whose class is an EncryptedField (mailsetup.fields), whatever
+    its name or subclass. tests/test_key_rotation.py also finds them by their contents,
+    and fails when a secret lies in a column of another class."""
     from django.apps import apps
+
+    from mailsetup.fields import EncryptedField
 
     return [
         field
-        for model in apps.get_models()
+        for model in (apps.get_models() if models is None else models)
         for field in model._meta.concrete_fields
-        if field.name.endswith("_encrypted")
+        if isinstance(field, EncryptedField)
     ]
 
 
 @transaction.atomic
-def credentials_rotate() -> RotationOutcome:
+def credentials_rotate(*, models=None) -> RotationOutcome:
     """Re-encrypt every stored secret under the newest key in CREDENTIAL_KEYS: mailbox
     passwords, OAuth access and refresh tokens, client secrets, tokens waiting for
-    revocation, and any column added later under the naming rule."""
+    revocation, and any encrypted field added later (`models`: only these)."""
     outcome = RotationOutcome()
-    for field in encrypted_fields():
+    for field in encrypted_fields(models):
         model = field.model
         rows = model.objects.select_for_update().exclude(**{field.name: ""})
         for pk, token in rows.values_list("pk", field.name).iterator():
