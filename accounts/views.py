@@ -12,7 +12,7 @@ works without JavaScript and can be reloaded.
 import copy
 import secrets
 from dataclasses import asdict
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -70,7 +70,14 @@ from .forms import (
 )
 from .guides import GUIDES
 from .models import EmailAccount
-from .oauth import Pending, TokenError, authorization_start, code_exchange, signed_in_address
+from .oauth import (
+    Pending,
+    TokenError,
+    authorization_start,
+    code_exchange,
+    identity_hosts,
+    signed_in_address,
+)
 from .selectors import (
     MANAGE_PROVIDERS,
     accounts_for_user,
@@ -736,6 +743,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         # A provider that discovery made for another domain is not offered for this one.
         provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
     form = CredentialsForm(request.POST or None, provider=provider)
+    oauth_only = provider.auth_method == AuthMethod.OAUTH2
     context = {
         "form": form,
         "address": address,
@@ -744,13 +752,13 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "found_via_mx": via == "mx",
         "guide": guide_for(provider),
         "login": login_for(provider, address),
-        "oauth_only": provider.auth_method == AuthMethod.OAUTH2,
+        "oauth_only": oauth_only,
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
         # Where the password goes, always said: the provider's sign-in page for OAuth,
         # the hosts Exchange autodiscover asks first when the card names no server.
-        "oauth_host": urlsplit(provider.oauth_authorize_url).hostname or "",
+        "identity": identity_hosts(provider) if oauth_only else None,
         "autodiscover_hosts": [address.domain, f"autodiscover.{address.domain}"],
         "draft": token,
         "draft_url": token

@@ -229,3 +229,39 @@ def test_it_lets_an_ordinary_name_be(name):
     from providers.naming import mimicked_builtin
 
     assert mimicked_builtin(name) is None, name
+
+
+@pytest.mark.parametrize(
+    ("guide", "tenant", "authorize", "token", "shown_sign_in", "shown_tokens"),
+    [
+        ("", "", "https://login.corp.test/authorize", "https://api.corp.test/token",
+         "login.corp.test", "api.corp.test"),
+        ("gmail", "", "https://accounts.google.com/o/oauth2/auth",
+         "https://oauth2.googleapis.com/token", "accounts.google.com", "oauth2.googleapis.com"),
+        # msal signs in at its authority: the card's tenant at Microsoft, whatever the
+        # card's authorization address says.
+        ("outlook", "contoso", "https://login.partner-sso.test/contoso/oauth2/authorize",
+         "https://login.partner-sso.test/contoso/oauth2/token",
+         "login.microsoftonline.com", "login.microsoftonline.com"),
+        ("outlook", "", "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+         "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+         "login.microsoftonline.com", "login.microsoftonline.com"),
+    ],
+)  # fmt: skip
+def test_it_names_the_identity_provider_and_mail_hosts_of_an_oauth_sign_in(
+    client, db, guide, tenant, authorize, token, shown_sign_in, shown_tokens
+):
+    client.force_login(UserFactory())
+    provider = EmailProviderFactory(
+        name="Corp SSO", auth_method=AuthMethod.OAUTH2, security_guide=guide,
+        oauth_tenant=tenant, oauth_authorize_url=authorize, oauth_token_url=token,
+        oauth_client_id="app", imap_host="imap.corp.test", smtp_host="smtp.corp.test",
+    )  # fmt: skip
+    ProviderDomainFactory(domain="corp.test", provider=provider)
+    url = _wizard("accounts:wizard_sign_in", address="ann@corp.test", provider=provider.pk)
+
+    page = client.get(url).text
+
+    assert f"You type your password on <strong>{shown_sign_in}</strong>" in page
+    assert f'<strong id="token-host">{shown_tokens}</strong>' in page
+    assert "<strong>imap.corp.test</strong>" in page and "<strong>smtp.corp.test</strong>" in page
