@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
-from mailsetup.csp import allow_mail_frame
+from mailsetup.csp import allow_mail_frame, allow_oauth_forms
 from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
@@ -130,6 +130,16 @@ def _existing(request: HttpRequest, address: Address) -> EmailAccount | None:
     return accounts_for_user(request.user).filter(address=address.email).first()
 
 
+def _reconnect_origins(alerts) -> list[str]:
+    """The sign-in origins the page's "Reconnect" forms lead to (its form-action)."""
+    return [
+        origin
+        for alert in alerts
+        if alert.reconnect
+        for origin in identity_hosts(alert.account.provider).origins
+    ]
+
+
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
@@ -147,7 +157,8 @@ def email_page(request: HttpRequest) -> HttpResponse:
         "notifications": open_notifications(request.user),
         "alerts": sign_in_alerts(request.user),
     }
-    return render(request, "accounts/email.html", context)
+    response = render(request, "accounts/email.html", context)
+    return allow_oauth_forms(response, _reconnect_origins(context["alerts"]))
 
 
 @login_required
@@ -158,7 +169,8 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
         "alerts": sign_in_alerts(request.user),
         "removed": removed_mailboxes_with_grants(request.user),
     }
-    return render(request, "accounts/mailboxes.html", context)
+    response = render(request, "accounts/mailboxes.html", context)
+    return allow_oauth_forms(response, _reconnect_origins(context["alerts"]))
 
 
 SETTINGS = "accounts/settings.html"
@@ -213,7 +225,10 @@ def settings_page(
         **(extra or {}),
     }
     # The signature preview is a sandboxed srcdoc frame.
-    return allow_mail_frame(render(request, SETTINGS, context))
+    response = allow_mail_frame(render(request, SETTINGS, context))
+    # "Sign in again" / "Reconnect" (the credentials section) and the banner's button.
+    origins = identity_hosts(account.provider).origins if account.uses_oauth else ()
+    return allow_oauth_forms(response, [*origins, *_reconnect_origins(context["alerts"])])
 
 
 def _section_form(form_class, account: EmailAccount, rights: dict, *args, **kwargs):
@@ -744,6 +759,11 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
     form = CredentialsForm(request.POST or None, provider=provider)
     oauth_only = provider.auth_method == AuthMethod.OAUTH2
+    if oauth_only and provider.oauth_ready and request.htmx:
+        # The "Sign in with …" form leads to the provider's page, which the document's
+        # form-action must allow: a swap would keep the policy of the page it lands in,
+        # so this step loads as a page of its own, with its own policy.
+        return HttpResponseClientRedirect(request.get_full_path())
     context = {
         "form": form,
         "address": address,
@@ -797,7 +817,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             if request.htmx:
                 return HttpResponseClientRedirect(target)
             return redirect(target)
-    return _step(request, "sign_in", context)
+    response = _step(request, "sign_in", context)
+    if oauth_only and provider.oauth_ready:
+        allow_oauth_forms(response, list(context["identity"].origins))
+    return response
 
 
 OAUTH_SESSION = "oauth:"

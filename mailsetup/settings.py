@@ -156,9 +156,11 @@ CONTENT_SECURITY_POLICY = {
         "object-src": [_NONE],
         "base-uri": [_NONE],
         "frame-ancestors": [_NONE],
-        # "Sign in with …" and "Reconnect" post here and are sent on to the provider's
-        # sign-in page, which form-action governs too.
-        "form-action": [_SELF, "https:"],
+        # Forms post to this site only. "Sign in with …" and "Reconnect" are sent on to
+        # the provider's sign-in page by a redirect, which the browser holds to the
+        # form-action of the page the form is on: those pages add that provider's
+        # origin alone (mailsetup.csp.allow_oauth_forms).
+        "form-action": [_SELF],
     }
 }
 
