@@ -3,6 +3,7 @@ from django.db import models
 from django.urls import reverse
 
 from mailsetup import crypto
+from mailsetup.fields import EncryptedTextField
 from providers.models import EmailProvider
 
 
@@ -37,11 +38,11 @@ class EmailAccount(models.Model):
     address = models.CharField(max_length=254)
     login = models.CharField(max_length=254)
     # Fernet token; written and read only through set_password()/get_password().
-    password_encrypted = models.TextField(editable=False)
+    password_encrypted = EncryptedTextField(editable=False)
     # Signed in with OAuth 2.0 instead of a password: both tokens encrypted like it.
     uses_oauth = models.BooleanField(default=False)
-    oauth_refresh_token_encrypted = models.TextField(blank=True, editable=False)
-    oauth_access_token_encrypted = models.TextField(blank=True, editable=False)
+    oauth_refresh_token_encrypted = EncryptedTextField(blank=True, editable=False)
+    oauth_access_token_encrypted = EncryptedTextField(blank=True, editable=False)
     oauth_expires_at = models.DateTimeField(null=True, blank=True)
     # The provider refused the refresh token (revoked, expired consent): nothing syncs or
     # sends until the owner signs in again ("Reconnect"), which keeps every setting.
@@ -183,7 +184,7 @@ class TokenRevocation(models.Model):
     address = models.CharField(max_length=254)
     provider = models.ForeignKey(EmailProvider, on_delete=models.CASCADE, related_name="+")
     # Fernet token, like every credential (rotate_mail_keys re-encrypts it).
-    token_encrypted = models.TextField(editable=False)
+    token_encrypted = EncryptedTextField(editable=False)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -511,6 +511,36 @@ class _Microsoft:
         )
 
 
+@dataclass(frozen=True)
+class IdentityHosts:
+    """Where an OAuth sign-in goes, as the client the app uses for the provider has it:
+    `sign_in`, the host whose page the browser is sent to (the password is typed there);
+    `tokens`, the host the app trades the code and refreshes the tokens with.
+    `origins`: the sign-in page's scheme, host and port (the pages' form-action)."""
+
+    sign_in: str
+    tokens: str
+    origins: tuple[str, ...]
+
+
+def identity_hosts(provider) -> IdentityHosts:
+    """For msal (Microsoft) these are its authority's host, whatever else the card's
+    authorization address says: msal finds both endpoints under the authority."""
+    if isinstance(_client(provider), _Microsoft):
+        authority = urlsplit(microsoft_authority(provider))
+        host = authority.hostname or ""
+        origin = f"https://{authority.netloc}".lower() if host else ""
+        return IdentityHosts(sign_in=host, tokens=host, origins=(origin,) if origin else ())
+    authorize = urlsplit(provider.oauth_authorize_url)
+    token = urlsplit(provider.oauth_token_url)
+    origin = f"https://{authorize.netloc}".lower() if authorize.hostname else ""
+    return IdentityHosts(
+        sign_in=authorize.hostname or "",
+        tokens=token.hostname or "",
+        origins=(origin,) if origin else (),
+    )
+
+
 def _client(provider):
     """The provider's own client library where it has one; the standard flow otherwise."""
     if provider.security_guide == "gmail":

@@ -41,6 +41,27 @@ class DuplicateAccount(Exception):
         self.account = account
 
 
+class AccountRemoved(Exception):
+    """The mailbox was removed while its new sign-in was being checked: nothing of the
+    new sign-in is kept (a new refresh token is revoked instead)."""
+
+
+def _locked_live(account: EmailAccount) -> EmailAccount:
+    """The mailbox's row, locked, if it is still there and not removed; else raise
+    AccountRemoved. A removal takes the same lock: whichever comes second sees the
+    other's result, so a removal never leaves a credential behind and a sign-in never
+    brings one back."""
+    locked = (
+        EmailAccount.objects.select_for_update()
+        .select_related("provider")
+        .filter(pk=account.pk, removed_at__isnull=True)
+        .first()
+    )
+    if locked is None:
+        raise AccountRemoved(f"{account.address} was removed meanwhile; nothing was saved.")
+    return locked
+
+
 def _rate_limit(*, user, address: Address) -> None:
     since = timezone.now() - SIGN_IN_WINDOW
     recent = SignInAttempt.objects.filter(created_at__gte=since)
@@ -172,27 +193,30 @@ class RotationOutcome:
     fields: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def encrypted_fields() -> list:
-    """Every column that holds a Fernet token, in every installed model: by the rule
-    that such a column's name ends in `_encrypted` (tests/test_key_rotation.py finds
-    them by their contents instead, and fails when one breaks the rule)."""
+def encrypted_fields(models=None) -> list:
+    """Every column that holds a Fernet token, in every installed model (or in
+    `models`): each field whose class is an EncryptedField (mailsetup.fields), whatever
+    its name or subclass. tests/test_key_rotation.py also finds them by their contents,
+    and fails when a secret lies in a column of another class."""
     from django.apps import apps
+
+    from mailsetup.fields import EncryptedField
 
     return [
         field
-        for model in apps.get_models()
+        for model in (apps.get_models() if models is None else models)
         for field in model._meta.concrete_fields
-        if field.name.endswith("_encrypted")
+        if isinstance(field, EncryptedField)
     ]
 
 
 @transaction.atomic
-def credentials_rotate() -> RotationOutcome:
+def credentials_rotate(*, models=None) -> RotationOutcome:
     """Re-encrypt every stored secret under the newest key in CREDENTIAL_KEYS: mailbox
     passwords, OAuth access and refresh tokens, client secrets, tokens waiting for
-    revocation, and any column added later under the naming rule."""
+    revocation, and any encrypted field added later (`models`: only these)."""
     outcome = RotationOutcome()
-    for field in encrypted_fields():
+    for field in encrypted_fields(models):
         model = field.model
         rows = model.objects.select_for_update().exclude(**{field.name: ""})
         for pk, token in rows.values_list("pk", field.name).iterator():
@@ -340,7 +364,7 @@ def account_credentials_change(
     check_sign_in(provider=account.provider, address=address, login=login, password=password)
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
     with transaction.atomic():
-        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
+        locked = _locked_live(account)
         changed = ["password"]
         trail = [AccountChange(field="password", old_value="", new_value="changed")]
         if login != locked.login:
@@ -371,14 +395,19 @@ def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
         access_token=oauth["access_token"],
     )  # fmt: skip
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
-    with transaction.atomic():
-        locked = EmailAccount.objects.select_for_update().get(pk=account.pk)
-        tokens_store(account=locked, answer=oauth)
-        AccountChange.objects.create(
-            account=locked, address=locked.address, actor=actor, field="sign-in",
-            old_value="reconnect needed" if account.reconnect_needed_at else "",
-            new_value="signed in again",
-        )  # fmt: skip
+    try:
+        with transaction.atomic():
+            locked = _locked_live(account)
+            tokens_store(account=locked, answer=oauth)
+            AccountChange.objects.create(
+                account=locked, address=locked.address, actor=actor, field="sign-in",
+                old_value="reconnect needed" if account.reconnect_needed_at else "",
+                new_value="signed in again",
+            )  # fmt: skip
+    except AccountRemoved:
+        with transaction.atomic():
+            _revoke_unused(account, oauth)
+        raise
     account.reconnect_needed_at = None
 
 
@@ -393,8 +422,13 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
     the default sender, the next mailbox that sends becomes the default."""
     with transaction.atomic():
         locked = (
-            EmailAccount.objects.select_for_update().select_related("provider").get(pk=account.pk)
+            EmailAccount.objects.select_for_update()
+            .select_related("provider")
+            .filter(pk=account.pk, removed_at__isnull=True)
+            .first()
         )
+        if locked is None:
+            return  # removed by someone else meanwhile: done once, logged once
         was_default = locked.is_default_sender
         revoking = _revocation_keep(locked)
         AccountChange.objects.create(
@@ -441,6 +475,26 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
     )  # fmt: skip
 
 
+@sensitive_variables("oauth")
+def _revoke_unused(account: EmailAccount, oauth: dict) -> None:
+    """A refresh token issued for a mailbox removed meanwhile is kept only to be
+    revoked, as the removal does with the old one (the caller's transaction)."""
+    token = oauth.get("refresh_token")
+    if not token or not account.provider.oauth_revoke_url:
+        return
+    TokenRevocation.objects.create(
+        account_id=account.pk, address=account.address, provider=account.provider,
+        token_encrypted=crypto.encrypt(token),
+    )  # fmt: skip
+    from .tasks import revoke_tokens
+
+    publish_on_commit(revoke_tokens, account.pk)
+    logger.info(
+        "Mailbox %s (id %s) was removed during its reconnection; the new refresh token "
+        "is queued for revocation.", account.address, account.pk,
+    )  # fmt: skip
+
+
 def _credentials_wipe(account: EmailAccount) -> None:
     account.password_encrypted = ""
     account.oauth_access_token_encrypted = ""
@@ -479,50 +533,77 @@ def tokens_revoke(*, account_id: int) -> int:
     """Ask the provider to revoke the refresh tokens kept for the removed mailbox, and
     forget each one the provider answered for; returns how many were revoked. Raises
     RevocationPending when the provider could not be reached (the task retries), until
-    REVOKE_ATTEMPTS, after which the token is wiped unrevoked and that is logged."""
+    REVOKE_ATTEMPTS, after which the token is wiped unrevoked and that is logged.
+
+    Each row is claimed (locked, skipping rows another worker holds) for the time of its
+    request: the removal's task, the sweep's and a retry may all run at once, and a
+    token is sent to the provider by one of them only, then forgotten."""
     revoked, pending = 0, []
-    for row in TokenRevocation.objects.filter(account_id=account_id).select_related("provider"):
-        where = row.provider.oauth_revoke_url
-        try:
-            done = token_revoke(provider=row.provider, token=crypto.decrypt(row.token_encrypted))
-        except TokenError as error:
-            row.attempts += 1
-            row.last_error = str(error)[:500]
-            if row.attempts < REVOKE_ATTEMPTS:
-                row.save(update_fields=["attempts", "last_error"])
-                pending.append(row.address)
-                logger.warning(
-                    "Revoking the refresh token of removed mailbox %s (id %s) at %s failed "
-                    "(attempt %s, tried again later): %s",
-                    row.address, account_id, where, row.attempts, error,
-                )  # fmt: skip
-                continue
-            logger.error(
-                "Gave up revoking the refresh token of removed mailbox %s (id %s) at %s "
-                "after %s attempts (%s); the token is wiped here, unrevoked.",
-                row.address, account_id, where, row.attempts, error,
-            )  # fmt: skip
-        except (MailError, crypto.CredentialError) as error:
-            logger.error(
-                "The refresh token of removed mailbox %s (id %s) cannot be revoked at %s "
-                "(%s); it is wiped here, unrevoked.", row.address, account_id, where, error,
-            )  # fmt: skip
-        else:
-            if done:
-                revoked += 1
-                logger.info(
-                    "Revoked the refresh token of removed mailbox %s (id %s) at %s.",
-                    row.address, account_id, where,
-                )  # fmt: skip
-            else:
-                logger.warning(
-                    "%s did not confirm revoking the refresh token of removed mailbox %s "
-                    "(id %s); it is wiped here.", where, row.address, account_id,
-                )  # fmt: skip
-        row.delete()
+    ids = TokenRevocation.objects.filter(account_id=account_id).order_by("pk")
+    for row_id in list(ids.values_list("pk", flat=True)):
+        with transaction.atomic():
+            row = (
+                TokenRevocation.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("provider")
+                .filter(pk=row_id)
+                .first()
+            )
+            if row is None:
+                continue  # done meanwhile, or being done by another worker now
+            outcome = _revoke_one(row, account_id)
+        if outcome == "pending":
+            pending.append(row.address)
+        elif outcome == "revoked":
+            revoked += 1
     if pending:
         raise RevocationPending(", ".join(pending))
     return revoked
+
+
+def _revoke_one(row: TokenRevocation, account_id: int) -> str:
+    """One claimed row: "revoked", "pending" (kept for a retry) or "dropped" (wiped
+    unrevoked, logged). The token itself is never logged."""
+    where = row.provider.oauth_revoke_url
+    try:
+        done = token_revoke(provider=row.provider, token=crypto.decrypt(row.token_encrypted))
+    except TokenError as error:
+        row.attempts += 1
+        row.last_error = str(error)[:500]
+        if row.attempts < REVOKE_ATTEMPTS:
+            row.save(update_fields=["attempts", "last_error"])
+            logger.warning(
+                "Revoking the refresh token of removed mailbox %s (id %s) at %s failed "
+                "(attempt %s, tried again later): %s",
+                row.address, account_id, where, row.attempts, error,
+            )  # fmt: skip
+            return "pending"
+        logger.error(
+            "Gave up revoking the refresh token of removed mailbox %s (id %s) at %s "
+            "after %s attempts (%s); the token is wiped here, unrevoked.",
+            row.address, account_id, where, row.attempts, error,
+        )  # fmt: skip
+        outcome = "dropped"
+    except (MailError, crypto.CredentialError) as error:
+        logger.error(
+            "The refresh token of removed mailbox %s (id %s) cannot be revoked at %s "
+            "(%s); it is wiped here, unrevoked.", row.address, account_id, where, error,
+        )  # fmt: skip
+        outcome = "dropped"
+    else:
+        if done:
+            logger.info(
+                "Revoked the refresh token of removed mailbox %s (id %s) at %s.",
+                row.address, account_id, where,
+            )  # fmt: skip
+            outcome = "revoked"
+        else:
+            logger.warning(
+                "%s did not confirm revoking the refresh token of removed mailbox %s "
+                "(id %s); it is wiped here.", where, row.address, account_id,
+            )  # fmt: skip
+            outcome = "dropped"
+    row.delete()
+    return outcome
 
 
 def revocations_due() -> list[int]:

@@ -42,6 +42,12 @@ STYLE_PROPERTIES = {
 # url(), expression(), escapes or at-rules (nh3 checks only the property names).
 _PLAIN_VALUE = re.compile(r"[\w\s#.,%'\"+-]*\Z")
 _COLOUR_FUNCTION = re.compile(r"(rgb|rgba|hsl|hsla)\([\d\s.,%]+\)\Z", re.I)
+# Browsers drop tabs and line breaks anywhere in a URL and controls and spaces around
+# it ("d\tata:", "\x01javascript:"): a URL is judged as a browser will read it.
+_URL_NOISE = re.compile(r"[\x00-\x20]+")
+# A link's scheme, where it has one (a relative link has none); only these are kept.
+_SCHEME = re.compile(r"([a-z][a-z0-9+.-]*):")
+LINK_SCHEMES = {"http", "https", "mailto", "tel"}
 _DATA_IMAGE = re.compile(r"data:(image/[a-z0-9.+-]+);base64,([A-Za-z0-9+/=\s]*)\Z", re.I)
 
 
@@ -95,7 +101,7 @@ def clean_signature(html: str, *, strict: bool = True) -> CleanSignature:
     def keep(tag: str, attribute: str, value: str) -> str | None:
         nonlocal images
         if tag == "img" and attribute == "src":
-            lowered = value.strip().lower()
+            lowered = _URL_NOISE.sub("", value).lower()
             if lowered.startswith(("https:", "cid:")):
                 return value
             found = _DATA_IMAGE.match(value.strip())
@@ -126,8 +132,11 @@ def clean_signature(html: str, *, strict: bool = True) -> CleanSignature:
             return value
         if attribute == "style":
             return _safe_style(value) or None
-        if attribute == "href" and value.strip().lower().startswith("data:"):
-            return None  # data: only ever for images
+        if attribute == "href":
+            # data: only ever for images; javascript:, vbscript: and the like never.
+            scheme = _SCHEME.match(_URL_NOISE.sub("", value).lower())
+            if scheme is not None and scheme.group(1) not in LINK_SCHEMES:
+                return None
         return value
 
     cleaned = nh3.clean(

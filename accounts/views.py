@@ -12,7 +12,7 @@ works without JavaScript and can be reloaded.
 import copy
 import secrets
 from dataclasses import asdict
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
-from mailsetup.csp import allow_mail_frame
+from mailsetup.csp import allow_mail_frame, allow_oauth_forms
 from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
@@ -70,7 +70,14 @@ from .forms import (
 )
 from .guides import GUIDES
 from .models import EmailAccount
-from .oauth import Pending, TokenError, authorization_start, code_exchange, signed_in_address
+from .oauth import (
+    Pending,
+    TokenError,
+    authorization_start,
+    code_exchange,
+    identity_hosts,
+    signed_in_address,
+)
 from .selectors import (
     MANAGE_PROVIDERS,
     accounts_for_user,
@@ -84,6 +91,7 @@ from .selectors import (
     sign_in_alerts,
 )
 from .services import (
+    AccountRemoved,
     Digest,
     DuplicateAccount,
     SettingsConflict,
@@ -122,6 +130,16 @@ def _existing(request: HttpRequest, address: Address) -> EmailAccount | None:
     return accounts_for_user(request.user).filter(address=address.email).first()
 
 
+def _reconnect_origins(alerts) -> list[str]:
+    """The sign-in origins the page's "Reconnect" forms lead to (its form-action)."""
+    return [
+        origin
+        for alert in alerts
+        if alert.reconnect
+        for origin in identity_hosts(alert.account.provider).origins
+    ]
+
+
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
@@ -139,7 +157,8 @@ def email_page(request: HttpRequest) -> HttpResponse:
         "notifications": open_notifications(request.user),
         "alerts": sign_in_alerts(request.user),
     }
-    return render(request, "accounts/email.html", context)
+    response = render(request, "accounts/email.html", context)
+    return allow_oauth_forms(response, _reconnect_origins(context["alerts"]))
 
 
 @login_required
@@ -150,7 +169,8 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
         "alerts": sign_in_alerts(request.user),
         "removed": removed_mailboxes_with_grants(request.user),
     }
-    return render(request, "accounts/mailboxes.html", context)
+    response = render(request, "accounts/mailboxes.html", context)
+    return allow_oauth_forms(response, _reconnect_origins(context["alerts"]))
 
 
 SETTINGS = "accounts/settings.html"
@@ -205,7 +225,10 @@ def settings_page(
         **(extra or {}),
     }
     # The signature preview is a sandboxed srcdoc frame.
-    return allow_mail_frame(render(request, SETTINGS, context))
+    response = allow_mail_frame(render(request, SETTINGS, context))
+    # "Sign in again" / "Reconnect" (the credentials section) and the banner's button.
+    origins = identity_hosts(account.provider).origins if account.uses_oauth else ()
+    return allow_oauth_forms(response, [*origins, *_reconnect_origins(context["alerts"])])
 
 
 def _section_form(form_class, account: EmailAccount, rights: dict, *args, **kwargs):
@@ -351,6 +374,10 @@ def account_credentials(request: HttpRequest, pk: int) -> HttpResponse:
         except SignInError as error:
             field = error.field if error.field in form.fields else None
             form.add_error(field, str(error))
+        except AccountRemoved as removed:
+            messages.error(request, str(removed))
+            target = reverse("accounts:list")
+            return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
         else:
             saved = True
             mailbox_attention_clear(account_id=account.pk)
@@ -731,6 +758,12 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         # A provider that discovery made for another domain is not offered for this one.
         provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
     form = CredentialsForm(request.POST or None, provider=provider)
+    oauth_only = provider.auth_method == AuthMethod.OAUTH2
+    if oauth_only and provider.oauth_ready and request.htmx:
+        # The "Sign in with …" form leads to the provider's page, which the document's
+        # form-action must allow: a swap would keep the policy of the page it lands in,
+        # so this step loads as a page of its own, with its own policy.
+        return HttpResponseClientRedirect(request.get_full_path())
     context = {
         "form": form,
         "address": address,
@@ -739,13 +772,13 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "found_via_mx": via == "mx",
         "guide": guide_for(provider),
         "login": login_for(provider, address),
-        "oauth_only": provider.auth_method == AuthMethod.OAUTH2,
+        "oauth_only": oauth_only,
         "exchange": provider.service_type == ServiceType.EXCHANGE,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
         "endpoints": endpoints_for(provider, address),
         # Where the password goes, always said: the provider's sign-in page for OAuth,
         # the hosts Exchange autodiscover asks first when the card names no server.
-        "oauth_host": urlsplit(provider.oauth_authorize_url).hostname or "",
+        "identity": identity_hosts(provider) if oauth_only else None,
         "autodiscover_hosts": [address.domain, f"autodiscover.{address.domain}"],
         "draft": token,
         "draft_url": token
@@ -784,7 +817,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             if request.htmx:
                 return HttpResponseClientRedirect(target)
             return redirect(target)
-    return _step(request, "sign_in", context)
+    response = _step(request, "sign_in", context)
+    if oauth_only and provider.oauth_ready:
+        allow_oauth_forms(response, list(context["identity"].origins))
+    return response
 
 
 OAUTH_SESSION = "oauth:"
@@ -896,6 +932,9 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     except (TokenError, SignInError) as error:
         messages.error(request, str(error))
         return redirect(back)
+    except AccountRemoved as removed:
+        messages.error(request, str(removed))
+        return redirect("accounts:list")
     except DuplicateAccount as duplicate:
         messages.info(request, f"{duplicate.account.address} is already connected.")
         return redirect(duplicate.account.get_absolute_url())

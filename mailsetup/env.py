@@ -4,6 +4,7 @@ Each one fails loudly, naming the variable, when a value is present but malforme
 a typo in production configuration must stop the process, not fall back silently.
 """
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -63,3 +64,18 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """A comma-separated list of IP addresses and networks (CIDR), each given back as a
+    network ("192.0.2.7" -> "192.0.2.7/32"; host bits of a network are dropped)."""
+    networks = []
+    for number, item in enumerate(env_list(name), start=1):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"The environment variable {name} entry {number}, {item!r}, is not an IP "
+                "address or network (for example 10.0.0.1 or 10.0.0.0/8)."
+            ) from None
+    return networks

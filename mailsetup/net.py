@@ -22,6 +22,9 @@ _NOT_PUBLIC = [ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("192.
 # carry, so 64:ff9b::10.0.0.1 would reach 10.0.0.1 through the company's gateway.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# SIIT's IPv4-translated form (::ffff:0:a.b.c.d, RFC 2765), which a stateless
+# translator connects through like NAT64; Python calls it global too.
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 
 def resolve(host: str, port: int, timeout: float) -> list[tuple]:
@@ -46,7 +49,7 @@ def resolve(host: str, port: int, timeout: float) -> list[tuple]:
 def is_internal(ip: str) -> bool:
     """Anything but a globally routable unicast address: loopback, private, link-local
     (cloud metadata), shared, reserved, multicast, and IPv6 forms that embed one
-    (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo)."""
+    (IPv4-mapped, IPv4-translated, IPv4-compatible, NAT64, 6to4, Teredo)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address):
         if address.is_site_local:
@@ -55,7 +58,7 @@ def is_internal(ip: str) -> bool:
             # Deprecated since 2006 and routed nowhere; :: and ::1 are in it too.
             return True
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
+        if embedded is None and (address in _NAT64 or address in _IPV4_TRANSLATED):
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is None and address.teredo:
             embedded = address.teredo[1]

@@ -41,9 +41,25 @@ def client_ip(request) -> str:
     return address
 
 
+def throttle_address(address: str) -> str:
+    """The address failed logins are counted under: an IPv4 address as it is (an
+    IPv4-mapped IPv6 one as its IPv4 address), an IPv6 address as the first address of
+    its /64. A /64 is one subscriber's (RFC 6177): counted per address, one attacker
+    could rotate through 2**64 of them and never be throttled."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address)
+    return str(ip)
+
+
 def axes_client_ip(request) -> str:
     # django-axes counts failed logins per client address (AXES_CLIENT_IP_CALLABLE).
-    return client_ip(request)
+    return throttle_address(client_ip(request))
 
 
 class TrustedProxyMiddleware:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_int, env_list, env_networks, env_str
 from .secrets import credential_keys, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,7 +22,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # are believed; requests from anywhere else have those headers dropped
 # (mailsetup.proxy). With a proxy named, the https it terminated counts as https, so
 # OAuth redirect URIs and secure cookies come out right.
-TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Each entry is checked at start: a typo must stop the process, not 500 every request.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -155,16 +156,20 @@ CONTENT_SECURITY_POLICY = {
         "object-src": [_NONE],
         "base-uri": [_NONE],
         "frame-ancestors": [_NONE],
-        # "Sign in with …" and "Reconnect" post here and are sent on to the provider's
-        # sign-in page, which form-action governs too.
-        "form-action": [_SELF, "https:"],
+        # Forms post to this site only. "Sign in with …" and "Reconnect" are sent on to
+        # the provider's sign-in page by a redirect, which the browser holds to the
+        # form-action of the page the form is on: those pages add that provider's
+        # origin alone (mailsetup.csp.allow_oauth_forms).
+        "form-action": [_SELF],
     }
 }
 
 # Logins to the app itself (django-axes): failures are counted per user name and client
 # address together and per client address, never per user name alone, so nobody can
 # lock a person out from the addresses they use; a lock lasts AXES_COOLOFF_TIME, and
-# an administrator lifts it at once by deleting the "Access attempt" in the admin.
+# an administrator lifts it at once by deleting the "Access attempt" in the admin. An
+# IPv6 client counts as its /64 (mailsetup.proxy.throttle_address); mailsetup.checks
+# stops the app when any of this is set so that it protects nothing.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",

@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models.functions import Lower
 
 from mailsetup import crypto
+from mailsetup.fields import EncryptedTextField
 
 from .addresses import AddressError, normalize_domain
 
@@ -117,7 +118,7 @@ class EmailProvider(models.Model):
         help_text="Owners of its mailboxes are warned before this day.",
     )
     # Fernet token; read and written only through the two methods below.
-    oauth_client_secret_encrypted = models.TextField(blank=True, editable=False)
+    oauth_client_secret_encrypted = EncryptedTextField(blank=True, editable=False)
 
     app_password_required = models.BooleanField(
         "needs an app password",

@@ -9,6 +9,7 @@ when its skeleton equals or is one edit away from a built-in's, or contains one 
 brands the built-in names carry.
 """
 
+import re
 import unicodedata
 from functools import cache
 
@@ -24,15 +25,33 @@ _LOOK_ALIKE = str.maketrans(
         "\u0443": "y", "\u043a": "k", "\u043c": "m", "\u0442": "t", "\u0455": "s",
         "\u0458": "j", "\u0501": "d", "\u0261": "g", "\u03bf": "o", "\u03b1": "a",
         "\u03b9": "i", "\u03ba": "k", "\u03bd": "v", "\u03c1": "p", "\u03c4": "t",
-        "\u03c5": "u", "\u03c7": "x",
+        "\u03c5": "u", "\u03c7": "x", "\u04bb": "h", "\u04cf": "l", "\u051b": "q",
+        "\u051d": "w", "\u0578": "n", "\u057d": "u", "\u0585": "o", "\u0570": "h",
+        "\u0566": "q", "\u0251": "a", "\u0269": "i", "\u03f2": "c",
+        "\u0432": "b", "\u043d": "h", "\u0433": "r", "\u0475": "v",
     }
 )  # fmt: skip
+# Latin letters that NFKC leaves alone but that read as a plain one: small capitals
+# ("\u0262" for g), dotless i and j, script and hooked forms, by their Unicode names.
+_LATIN_NAME = re.compile(
+    r"LATIN (?:SMALL |CAPITAL )?LETTER (?:SMALL CAPITAL |DOTLESS |SCRIPT )?([A-Z])(?: WITH .*)?\Z"
+)
+
+
+def _plain_latin(ch: str) -> str:
+    if "a" <= ch <= "z":
+        return ch
+    found = _LATIN_NAME.match(unicodedata.name(ch, ""))
+    return found.group(1).lower() if found else ch
+
+
 # Letter pairs that read as one letter, and letters read as each other.
 _PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"), ("i", "l"))
 
 
 def skeleton(name: str) -> str:
     folded = unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKE)
+    folded = "".join(_plain_latin(ch) for ch in folded)
     decomposed = unicodedata.normalize("NFKD", folded)
     letters = "".join(ch for ch in decomposed if "a" <= ch <= "z")
     for pair, one in _PAIRS:

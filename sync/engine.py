@@ -407,6 +407,8 @@ class AccountSyncer:
             self._store_fetched(folder, uidvalidity, fetched)
         self._retry_unstored(folder, uidvalidity, locations, noted)
 
+        # The folder's flags, removals and position are the claim holder's to write too.
+        self.renew()
         if folder.last_uid:
             self._apply_changes(folder, locations, status, new_count=len(new))
 
@@ -422,6 +424,10 @@ class AccountSyncer:
         self.run.folders += 1
 
     def _store_fetched(self, folder: Folder, uidvalidity: int, fetched: "FetchedBatch") -> Stored:
+        # Before storing, not after: a run whose claim another run took while this batch
+        # was being fetched stops here (ClaimLost) instead of storing it alongside the
+        # other run. Renewed, the claim holds for a whole lease, longer than a store.
+        self.renew()
         stored = self.store.batch(folder, uidvalidity, fetched.items)
         for uid, error in fetched.unstored.items():
             stored.add(self.store.unstored(folder, uidvalidity, uid, error))
@@ -429,7 +435,6 @@ class AccountSyncer:
         self.progress.handled(len(fetched.items) + len(fetched.unstored))
         # Counts saved per batch: the status's progress reads them.
         self.run.save_progress()
-        self.renew()
         return stored
 
     def _retry_unstored(

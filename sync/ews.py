@@ -243,6 +243,8 @@ class EwsSyncer(AccountSyncer):
             elif kind == "delete" and isinstance(item, ItemId):
                 deleted.add(item.id)
         fetched = self._fetch(created)
+        # Before storing: a run whose claim was taken while it fetched stops here.
+        self.renew()
         with files_for_transaction(), transaction.atomic():
             stored = self._store_items(folder, fetched)
             flag_changes = 0
@@ -268,7 +270,6 @@ class EwsSyncer(AccountSyncer):
         self.run.removed_locations += removed
         if fetched:
             self.run.save_progress()
-        self.renew()
 
     def _fetch(
         self, ids: list[tuple[str, str, int | None]]
@@ -399,11 +400,11 @@ class EwsSyncer(AccountSyncer):
         ]
         for start in range(0, len(ids), PAGE):
             fetched = self._fetch(ids[start : start + PAGE])
+            self.renew()  # before storing, as in _apply
             with files_for_transaction(), transaction.atomic():
                 stored = self._store_items(folder, fetched)
                 folder.save(update_fields=["last_uid"])
             self._count(stored)
-            self.renew()
 
 
 _LINE_BREAKS = re.compile("[\r\n\0\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")

@@ -127,3 +127,121 @@ def test_it_wipes_the_refresh_token_of_a_provider_without_a_revocation_address(
     assert not TokenRevocation.objects.exists()
     assert published == []
     assert "has no revocation address; its refresh token is wiped, not revoked" in caplog.text
+
+
+@pytest.mark.parametrize("emails", ["keep", "delete"])
+def test_it_keeps_nothing_of_a_reconnect_that_finishes_after_the_mailbox_was_removed(
+    client, oauth_mailbox, oauth_server, mail_trust, published, monkeypatch, emails
+):
+    """The removal lands while the reconnect's new tokens are being checked with the
+    real servers: the removal wins, and the new refresh token is revoked too."""
+    from tests.servers.oauth import authorize_as
+
+    account, _mailbox = oauth_mailbox
+    old_refresh = crypto.decrypt(account.oauth_refresh_token_encrypted)
+    client.force_login(account.owner)
+    real_check = services.check_sign_in
+
+    def removed_meanwhile(**kwargs):
+        real_check(**kwargs)
+        services.account_remove(account=account, actor=account.owner, keep_emails=emails == "keep")
+
+    monkeypatch.setattr(services, "check_sign_in", removed_meanwhile)
+    started = client.post(reverse("accounts:reconnect", args=[account.pk]))
+    response = client.get(
+        reverse("accounts:oauth_callback"), authorize_as(started.url, str(mail_trust)), follow=True
+    )
+
+    assert response.redirect_chain[-1][0] == reverse("accounts:list")
+    assert f"{account.address} was removed meanwhile; nothing was saved." in response.text
+    if emails == "keep":
+        account.refresh_from_db()
+        assert account.removed_at is not None
+        secrets = (account.oauth_access_token_encrypted, account.oauth_refresh_token_encrypted,
+                   account.password_encrypted, account.oauth_expires_at)  # fmt: skip
+        assert secrets == ("", "", "", None)
+    else:
+        assert not EmailAccount.objects.filter(pk=account.pk).exists()
+    # Both refresh tokens, the old one and the one the reconnect got, wait for revocation
+    # and nothing else holds a secret of the mailbox.
+    kept = TokenRevocation.objects.values_list("token_encrypted", flat=True)
+    waiting = {crypto.decrypt(token) for token in kept}
+    assert len(waiting) == 2 and old_refresh in waiting
+    assert set(published) == {("accounts.revoke_tokens", (account.pk,))}
+    tasks.revoke_tokens(account.pk)
+    revoked = {call["token"] for call in oauth_server.calls("/revoke")}
+    assert revoked == waiting
+    assert not (waiting & set(oauth_server.state.refresh_tokens))
+    assert not TokenRevocation.objects.exists()
+
+
+@pytest.mark.parametrize("emails", ["keep", "delete"])
+def test_it_keeps_no_password_entered_while_the_mailbox_was_being_removed(
+    client, synced_mailbox, monkeypatch, emails
+):
+    account, _mailbox = synced_mailbox
+    client.force_login(account.owner)
+    real_check = services.check_sign_in
+
+    def removed_meanwhile(**kwargs):
+        real_check(**kwargs)
+        services.account_remove(account=account, actor=account.owner, keep_emails=emails == "keep")
+
+    monkeypatch.setattr(services, "check_sign_in", removed_meanwhile)
+    response = client.post(
+        reverse("accounts:credentials", args=[account.pk]),
+        {"credentials-password": "sync-secret"}, **HTMX,
+    )  # fmt: skip
+
+    assert response.headers["HX-Redirect"] == reverse("accounts:list")
+    if emails == "keep":
+        account.refresh_from_db()
+        assert account.removed_at is not None and account.password_encrypted == ""
+    else:
+        assert not EmailAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_it_revokes_once_when_two_workers_run_the_revocation_at_once(
+    transactional_db, oauth_mailbox, oauth_server, published, caplog
+):
+    """The removal's task and the sweep's (or a retry) may run together: the one that
+    holds the row does the revocation; the other skips it, neither raising nor forgetting
+    it, and the token is asked to be revoked once."""
+    import threading
+
+    from django.db import connection, transaction
+
+    account, _mailbox = oauth_mailbox
+    refresh = crypto.decrypt(account.oauth_refresh_token_encrypted)
+    services.account_remove(account=account, actor=account.owner, keep_emails=True)
+    row = TokenRevocation.objects.get()
+    claimed, finish = threading.Event(), threading.Event()
+
+    def first_worker():
+        # Stands for a worker in the middle of its request to the provider.
+        try:
+            with transaction.atomic():
+                TokenRevocation.objects.select_for_update().get(pk=row.pk)
+                claimed.set()
+                finish.wait(30)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    assert claimed.wait(30)
+    try:
+        assert tasks.revoke_tokens(account.pk) is None  # the second worker: nothing to do
+        assert oauth_server.calls("/revoke") == []
+        assert TokenRevocation.objects.filter(pk=row.pk).exists()
+    finally:
+        finish.set()
+        worker.join(30)
+
+    # The first worker died before finishing: its lock went with its connection, and the
+    # revocation is still there for the next run, which revokes it once.
+    tasks.revoke_tokens(account.pk)
+    tasks.revoke_tokens(account.pk)
+    assert [call["token"] for call in oauth_server.calls("/revoke")] == [refresh]
+    assert not TokenRevocation.objects.exists()
+    assert refresh not in caplog.text

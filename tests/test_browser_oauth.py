@@ -75,3 +75,42 @@ def test_it_reconnects_a_mailbox_from_the_banner_in_one_click(
     assert account.reconnect_needed_at is None
     assert MailboxSync.objects.get(account=account).health == MailboxSync.Health.OK
     context.close()
+
+
+def test_it_signs_in_with_the_provider_after_the_wizard_swapped_in_its_step(
+    live_server, browser, oauth_provider, dovecot, smtp_servers, synced_mailbox
+):
+    """The production policy lets forms post to this site only; the sign-in step that
+    sends the browser on to the provider loads as a page of its own, whose policy adds
+    that provider, even when the wizard reaches it by an htmx swap. Any refusal on the
+    way fails the test (tests/browser.py)."""
+    from providers.models import ProviderDomain
+
+    pooled, _mailbox = synced_mailbox
+    address = pooled.address
+    pooled.delete()
+    provider = oauth_provider
+    provider.name = "Corp SSO"
+    provider.imap_host, provider.imap_port, provider.imap_security = (
+        "localhost", dovecot.imaps_port, "ssl",
+    )  # fmt: skip
+    provider.smtp_host, provider.smtp_port = "localhost", smtp_servers["starttls"].port
+    provider.smtp_security = "starttls"
+    provider.save()
+    domain = address.split("@")[1]
+    ProviderDomain.objects.update_or_create(domain=domain, defaults={"provider": provider})
+    user = UserFactory()
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+
+    _sign_in(page, live_server, user)
+    page.goto(f"{live_server.url}/mailboxes/new/")
+    page.fill("#id_address", address)
+    page.click("button:has-text('Next')")
+    expect(page.locator("#provider-name")).to_have_text("Corp SSO")
+    page.click("button:has-text('Sign in with Corp SSO')")
+    page.wait_for_url(f"{live_server.url}/email/")
+
+    expect(page.locator(".messages")).to_contain_text(f"{address} is connected.")
+    assert EmailAccount.objects.get(owner=user, address=address).uses_oauth
+    context.close()

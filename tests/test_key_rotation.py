@@ -15,7 +15,9 @@ from django.db import models
 from accounts.connection import imap_session
 from accounts.models import EmailAccount, TokenRevocation
 from accounts.oauth import access_token, session_for
+from accounts.services import credentials_rotate, encrypted_fields
 from mailsetup import crypto
+from mailsetup.fields import EncryptedCharField, EncryptedField, EncryptedTextField
 
 
 def _secrets_under(key: str) -> set[tuple[str, str, int]]:
@@ -63,6 +65,9 @@ def test_it_re_encrypts_every_encrypted_column_and_oauth_mailboxes_keep_working(
     # As the command's help says: then remove the old key.
     settings.CREDENTIAL_KEYS = [new_key]
 
+    # Every column holding a secret is marked as one by its field class.
+    for label, column, _pk in before:
+        assert isinstance(apps.get_model(label)._meta.get_field(column), EncryptedField), column
     assert _secrets_under(old_key) == set()
     assert _secrets_under(new_key) == before
     assert f"Re-encrypted {len(before)} values under the newest key." in out.getvalue()
@@ -71,3 +76,65 @@ def test_it_re_encrypts_every_encrypted_column_and_oauth_mailboxes_keep_working(
     assert access_token(account_id=account.pk)
     account.refresh_from_db()
     session_for(imap_session, account).logout()
+
+
+def test_it_finds_every_encrypted_field_by_its_class_not_its_name(db):
+    found = {(f.model._meta.label_lower, f.name) for f in encrypted_fields()}
+    marked = {
+        (model._meta.label_lower, field.name)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedField)
+    }
+    assert found == marked
+    assert ("accounts.emailaccount", "oauth_refresh_token_encrypted") in found
+    assert ("providers.emailprovider", "oauth_client_secret_encrypted") in found
+
+
+class _ShortSecret(EncryptedCharField):
+    """A subclass of a subclass: still a secret."""
+
+
+def test_it_rotates_encrypted_fields_of_any_class_and_name(transactional_db, settings):
+    from django.db import connection
+    from django.test.utils import isolate_apps
+
+    with isolate_apps("accounts"):
+
+        class Vault(models.Model):  # noqa: DJ008
+            api_key = EncryptedTextField(blank=True)
+            pin = _ShortSecret(max_length=200, blank=True)
+            note = models.TextField(blank=True)
+
+            class Meta:
+                app_label = "accounts"
+                db_table = "test_key_rotation_vault"
+
+    old_key = settings.CREDENTIAL_KEYS[0]
+    with connection.schema_editor() as editor:
+        editor.create_model(Vault)
+    try:
+        vault = Vault.objects.create(
+            api_key=crypto.encrypt("the api key"), pin=crypto.encrypt("1234"), note="plain"
+        )
+        assert {f.name for f in encrypted_fields([Vault])} == {"api_key", "pin"}
+        new_key = Fernet.generate_key().decode()
+        settings.CREDENTIAL_KEYS = [new_key, old_key]
+        outcome = credentials_rotate(models=[Vault])
+        settings.CREDENTIAL_KEYS = [new_key]
+
+        assert outcome.fields == {"accounts.vault.api_key": 1, "accounts.vault.pin": 1}
+        vault.refresh_from_db()
+        assert (
+            crypto.decrypt(vault.api_key) == "the api key" and crypto.decrypt(vault.pin) == "1234"
+        )
+        for value in (vault.api_key, vault.pin):
+            try:
+                Fernet(old_key).decrypt(value.encode())
+            except InvalidToken:
+                continue
+            raise AssertionError("still under the old key")
+        assert vault.note == "plain"
+    finally:
+        with connection.schema_editor() as editor:
+            editor.delete_model(Vault)

@@ -91,3 +91,85 @@ def test_it_lets_an_administrator_unlock_at_once(client, db, limit):
     assert not AccessAttempt.objects.exists()
     client.logout()
     assert _login(client, user.username, PASSWORD, OFFICE).status_code == 302
+
+
+ATTACKER_NET = "2001:db8:66:1"
+
+
+def test_it_counts_an_ipv6_client_by_its_slash_64(client, db, limit):
+    """One subscriber holds a whole /64: rotating addresses inside it changes nothing."""
+    users = [UserFactory() for _ in range(limit)]
+    for n, user in enumerate(users):
+        _login(client, user.username, "wrong", f"{ATTACKER_NET}::{n + 1:x}")
+    someone = UserFactory()
+    assert _login(client, someone.username, PASSWORD, f"{ATTACKER_NET}:ffff::9").status_code == 429
+    # Its neighbour /64 is somebody else.
+    assert _login(client, someone.username, PASSWORD, "2001:db8:66:2::1").status_code == 302
+
+
+def test_it_pauses_a_user_name_tried_from_addresses_across_a_slash_64(client, db, limit):
+    user = UserFactory()
+    for n in range(limit):
+        _login(client, user.username, "wrong", f"{ATTACKER_NET}:{n:x}::1")
+    assert _login(client, user.username, PASSWORD, f"{ATTACKER_NET}::abcd").status_code == 429
+    assert _login(client, user.username, PASSWORD, HOME).status_code == 302
+
+
+def test_it_counts_an_ipv4_mapped_client_as_its_ipv4_address(client, db, limit):
+    user = UserFactory()
+    for _ in range(limit):
+        _login(client, user.username, "wrong", f"::ffff:{ATTACKER}")
+    assert _login(client, user.username, PASSWORD, ATTACKER).status_code == 429
+
+
+def _throttle_errors() -> set[str]:
+    from mailsetup.checks import login_throttle_check
+
+    return {error.id for error in login_throttle_check()}
+
+
+def test_it_passes_its_own_login_throttle_check(settings):
+    assert _throttle_errors() == set()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"AXES_ENABLED": False}, "mailsetup.E001"),
+        ({"AXES_CLIENT_IP_CALLABLE": None}, "mailsetup.E004"),
+        ({"AXES_LOCKOUT_PARAMETERS": ["username"]}, "mailsetup.E007"),
+        ({"AXES_LOCKOUT_PARAMETERS": ["username", "ip_address"]}, "mailsetup.E007"),
+        ({"AXES_LOCKOUT_PARAMETERS": []}, "mailsetup.E006"),
+        ({"AXES_IPWARE_META_PRECEDENCE_ORDER": ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"],
+          "TRUSTED_PROXIES": []}, "mailsetup.E005"),
+        ({"AUTHENTICATION_BACKENDS": ["django.contrib.auth.backends.ModelBackend"]},
+         "mailsetup.E003"),
+    ],
+)  # fmt: skip
+def test_it_refuses_a_misconfigured_login_throttle(settings, override, expected):
+    for name, value in override.items():
+        setattr(settings, name, value)
+    assert expected in _throttle_errors()
+
+
+def test_it_stops_manage_py_check_when_the_throttle_trusts_a_forgeable_header(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mailsetup.settings import BASE_DIR
+
+    (tmp_path / "loose_settings.py").write_text(
+        "from mailsetup.settings import *  # noqa\n"
+        "AXES_CLIENT_IP_CALLABLE = None\n"
+        "AXES_IPWARE_META_PRECEDENCE_ORDER = ['HTTP_X_FORWARDED_FOR', 'REMOTE_ADDR']\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "loose_settings", "DEBUG": "true",
+           "MAILSETUP_VAR_DIR": str(tmp_path), "PYTHONPATH": f"{tmp_path}:{BASE_DIR}"}  # fmt: skip
+    env.pop("TRUSTED_PROXIES", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "mailsetup.E004" in result.stderr and "mailsetup.E005" in result.stderr

@@ -14,6 +14,11 @@ from mailsetup.net import is_internal
         "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::10.0.0.1", "::127.0.0.1",
         "::10.0.0.1", "::169.254.169.254", "::93.184.215.14", "2002:a9fe:a9fe::1",
         "2002:c0a8:101::",
+        # IPv4-mapped (::ffff:0:0/96), in either spelling, and SIIT's IPv4-translated
+        # form (::ffff:0:0:0/96, RFC 2765), which a translator also connects through.
+        "::ffff:10.0.0.1", "::ffff:a00:1", "::ffff:169.254.169.254", "::ffff:192.168.1.1",
+        "::ffff:100.64.0.1", "::ffff:0.0.0.0", "::ffff:0:10.0.0.1", "::ffff:0:127.0.0.1",
+        "::ffff:0:a9fe:a9fe", "::ffff:0:0:0",
     ],
 )  # fmt: skip
 def test_it_treats_internal_addresses_as_internal(ip):
@@ -26,6 +31,7 @@ def test_it_treats_internal_addresses_as_internal(ip):
         "93.184.215.14",
         "2606:4700:4700::1111",
         "::ffff:93.184.215.14",
+        "::ffff:0:93.184.215.14",
         # A NAT64 gateway's form of a public address is public.
         "64:ff9b::93.184.215.14",
     ],

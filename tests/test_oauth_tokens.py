@@ -193,6 +193,9 @@ def test_it_refuses_oauth_addresses_on_internal_networks_on_the_provider_card(db
             "https://127.0.0.1/x",
             "https://[64:ff9b::a9fe:a9fe]/x",
             "https://[::10.0.0.1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "https://[::ffff:10.0.0.1]/x",
+            "https://[::ffff:0:169.254.169.254]/x",
         ):
             form = EmailProviderForm(data={**data, name: address}, instance=provider)
             assert not form.is_valid()

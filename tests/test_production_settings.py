@@ -115,6 +115,8 @@ def test_it_redirects_to_https_and_sends_the_security_headers(probe):
     assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
     assert policy["default-src"] == "'self'" and policy["frame-ancestors"] == "'none'"
     assert policy["object-src"] == "'none'" and policy["base-uri"] == "'none'"
+    # Forms post to this site only; a page with a provider's sign-in form adds that one.
+    assert policy["form-action"] == "'self'"
     csrf = page["cookies"]["csrftoken"]
     assert csrf["secure"] and csrf["httponly"]
     assert probe["settings"] == dict.fromkeys(

@@ -198,3 +198,70 @@ def test_it_always_names_the_hosts_that_receive_the_password(client, db):
     shown = page(exchange)
     assert f"<strong>{exchange.pk}.corp.test</strong>" in shown
     assert f"<strong>autodiscover.{exchange.pk}.corp.test</strong>" in shown
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Unicode look-alikes: Cyrillic, Greek, Armenian, full-width, mathematical letters,
+        # Latin small capitals and dotless letters, zero-width and soft hyphens.
+        "G\u043e\u043egle", "\u041e\u0075tlook", "Y\u0430h\u03bfo Mail", "O\u057dtlook",
+        "\uff27\uff4d\uff41\uff49\uff4c", "\U0001d406\U0001d426\U0001d41a\U0001d422\U0001d425",
+        "\u0262mail", "\u0262\u1d0d\u1d00\u026a\u029f", "\u1d00\u1d0f\u029f Mail",
+        "\u0262\u1d0d\u0445", "\u1d0f\u1d1c\u1d1b\u029f\u1d0f\u1d0f\u1d0b", "i\u1d04loud",
+        "G\u200bmail", "Out\u00adlook", "G\u2060o\u200do\u200cgle", "\u0262oogle",
+        # Digits for letters, spaces and punctuation between them.
+        "G00gle", "0utlook", "G m a i l", "G.M.A.I.L", "O-u-t-l-o-o-k", "Yah00",
+        "Micr0s0ft", "Ya\u0578dex",
+    ],
+)  # fmt: skip
+def test_it_finds_the_built_in_a_look_alike_name_passes_for(name):
+    from providers.naming import mimicked_builtin
+
+    assert mimicked_builtin(name) is not None, name
+
+
+@pytest.mark.parametrize(
+    "name", ["Acme Mail", "Example Hosting", "Posteo", "Mailbox.org", "IONOS", "Web.de",
+             "T-Online", "Proton Mail", "Corp Exchange", "Stadtwerke Mail"],
+)  # fmt: skip
+def test_it_lets_an_ordinary_name_be(name):
+    from providers.naming import mimicked_builtin
+
+    assert mimicked_builtin(name) is None, name
+
+
+@pytest.mark.parametrize(
+    ("guide", "tenant", "authorize", "token", "shown_sign_in", "shown_tokens"),
+    [
+        ("", "", "https://login.corp.test/authorize", "https://api.corp.test/token",
+         "login.corp.test", "api.corp.test"),
+        ("gmail", "", "https://accounts.google.com/o/oauth2/auth",
+         "https://oauth2.googleapis.com/token", "accounts.google.com", "oauth2.googleapis.com"),
+        # msal signs in at its authority: the card's tenant at Microsoft, whatever the
+        # card's authorization address says.
+        ("outlook", "contoso", "https://login.partner-sso.test/contoso/oauth2/authorize",
+         "https://login.partner-sso.test/contoso/oauth2/token",
+         "login.microsoftonline.com", "login.microsoftonline.com"),
+        ("outlook", "", "https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+         "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+         "login.microsoftonline.com", "login.microsoftonline.com"),
+    ],
+)  # fmt: skip
+def test_it_names_the_identity_provider_and_mail_hosts_of_an_oauth_sign_in(
+    client, db, guide, tenant, authorize, token, shown_sign_in, shown_tokens
+):
+    client.force_login(UserFactory())
+    provider = EmailProviderFactory(
+        name="Corp SSO", auth_method=AuthMethod.OAUTH2, security_guide=guide,
+        oauth_tenant=tenant, oauth_authorize_url=authorize, oauth_token_url=token,
+        oauth_client_id="app", imap_host="imap.corp.test", smtp_host="smtp.corp.test",
+    )  # fmt: skip
+    ProviderDomainFactory(domain="corp.test", provider=provider)
+    url = _wizard("accounts:wizard_sign_in", address="ann@corp.test", provider=provider.pk)
+
+    page = client.get(url).text
+
+    assert f"You type your password on <strong>{shown_sign_in}</strong>" in page
+    assert f'<strong id="token-host">{shown_tokens}</strong>' in page
+    assert "<strong>imap.corp.test</strong>" in page and "<strong>smtp.corp.test</strong>" in page

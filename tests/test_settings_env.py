@@ -127,3 +127,25 @@ def test_it_hands_every_process_started_at_once_the_same_development_keys(tmp_pa
     keys = {process.communicate(timeout=60)[0].strip() for process in processes}
     assert len(keys) == 1
     assert keys == {(tmp_path / "credential_key").read_text().strip()}
+
+
+@pytest.mark.parametrize(
+    "raw", ["10.0.0.0/8,proxy.internal", "10.0.0.300", "10.0.0.0/33", "fd00::/129", "*"]
+)
+def test_it_refuses_to_start_with_a_trusted_proxy_that_is_no_address_or_network(tmp_path, raw):
+    # A typo here used to surface only at the first request, as a 500 on every page.
+    result = _start(tmp_path, DEBUG="true", TRUSTED_PROXIES=raw)
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES" in result.stderr
+    assert "is not an IP address or network" in result.stderr
+
+
+def test_it_reads_trusted_proxies_as_addresses_and_networks(monkeypatch):
+    from mailsetup.env import env_networks
+
+    monkeypatch.setenv("PROXIES", " 10.0.0.0/8, 192.0.2.7 ,fd00::/8, 2001:db8::1, 10.1.2.3/8")
+    assert env_networks("PROXIES") == ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8", "2001:db8::1/128",
+                                       "10.0.0.0/8"]  # fmt: skip
+    monkeypatch.setenv("PROXIES", "10.0.0.0/8,nonsense")
+    with pytest.raises(ImproperlyConfigured, match="PROXIES entry 2, 'nonsense', is not an IP"):
+        env_networks("PROXIES")

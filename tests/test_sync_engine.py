@@ -429,8 +429,9 @@ def test_it_renews_a_claim_only_while_it_holds_it(synced_mailbox):
 
 
 def test_it_stops_a_run_whose_claim_another_run_took(synced_mailbox, monkeypatch):
-    """A run that outlived its lease finds out at its next renewal (after a batch, or
-    while it waits for a fetch) and stops, leaving the mailbox to the run that holds it."""
+    """A run that outlived its lease finds out at its next renewal (before it stores a
+    batch, or while it waits for a fetch) and stops, leaving the mailbox to the run that
+    holds it: taken before its first batch, it stores nothing."""
     from django.db import connection
 
     account, mailbox = synced_mailbox
@@ -456,7 +457,42 @@ def test_it_stops_a_run_whose_claim_another_run_took(synced_mailbox, monkeypatch
     assert stolen
     assert run.state == SyncRun.State.INTERRUPTED
     assert "another download of the mailbox took over" in run.error
-    assert Email.objects.filter(account=account).count() == 2  # the first batch only
+    assert Email.objects.filter(account=account).count() == 0
     state = MailboxSync.objects.get(account=account)
     assert state.claim_token == "other-run" and state.claimed_until is not None
     assert state.last_error == "" and state.health == MailboxSync.Health.OK
+
+
+def test_it_stores_no_batch_fetched_after_another_run_took_its_claim(synced_mailbox, monkeypatch):
+    """Issue 15, point 14, against Dovecot: the claim is taken while the second batch is
+    being fetched. The run stops before storing it; the one that holds the claim now
+    downloads the rest, and every message is stored once."""
+    from django.db import connection
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *[make_message(subject=f"m {n}", body="x" * 50_000) for n in range(6)])
+    monkeypatch.setattr(engine, "BATCH_BYTES", 120_000)  # three batches of two
+    fetched = engine.AccountSyncer._fetched
+
+    def taken_during_the_second_fetch(self, uids):
+        for number, batch in enumerate(fetched(self, uids)):
+            if number == 1:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+                        "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+                        [account.pk],
+                    )
+            yield batch
+
+    monkeypatch.setattr(engine.AccountSyncer, "_fetched", taken_during_the_second_fetch)
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.INTERRUPTED
+    assert Email.objects.filter(account=account).count() == 2  # the first batch only
+    monkeypatch.setattr(engine.AccountSyncer, "_fetched", fetched)
+    # The other run (its lease over) takes the mailbox and finishes the download.
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    subjects = list(Email.objects.filter(account=account).values_list("subject", flat=True))
+    assert sorted(subjects) == [f"m {n}" for n in range(6)]

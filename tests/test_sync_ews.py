@@ -382,3 +382,39 @@ def test_it_keeps_going_when_a_property_would_break_a_header(exchange_mailbox, e
     run = _sync(account)
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert set(Email.objects.values_list("subject", flat=True)) == {"Invoice due", "beside it"}
+
+
+def test_it_stores_no_page_fetched_after_another_run_took_its_claim(
+    exchange_mailbox, ews_server, monkeypatch
+):
+    """Issue 15, point 14, over EWS: the claim is taken while a page of items is being
+    fetched; the run stops before storing that page."""
+    from django.db import connection
+
+    from sync import ews
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 3)
+    fetch = ews.EwsSyncer._fetch
+
+    def taken_while_fetching(self, ids):
+        answer = fetch(self, ids)
+        if ids:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+                    [account.pk],
+                )
+        return answer
+
+    monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.INTERRUPTED
+    assert "another download of the mailbox took over" in run.error
+    assert not Email.objects.filter(account=account).exists()
+    monkeypatch.setattr(ews.EwsSyncer, "_fetch", fetch)
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+    assert Email.objects.filter(account=account).count() == 3

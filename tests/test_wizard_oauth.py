@@ -213,3 +213,58 @@ def test_it_refuses_to_send_the_browser_to_an_internal_authorization_address(
     page = client.get(response.url).text
     assert "is on an internal network address" in page
     assert oauth_server.calls("/authorize") == []
+
+
+def _form_action(response) -> list[str]:
+    header = response.headers["Content-Security-Policy"]
+    [directive] = [part for part in header.split("; ") if part.startswith("form-action ")]
+    return directive.split()[1:]
+
+
+def _sign_in_page(provider, address: str) -> str:
+    return f"{reverse('accounts:wizard_sign_in')}?address={address}&provider={provider.pk}"
+
+
+@pytest.mark.parametrize("oauth_provider_kind", ["standard", "google", "microsoft"])
+def test_it_lets_the_sign_in_step_send_the_browser_to_its_provider_and_nowhere_else(
+    client, provider, oauth_server, oauth_provider_kind
+):
+    from tests.factories import ProviderDomainFactory
+
+    ProviderDomainFactory(domain="oauth.test", provider=provider)
+    client.force_login(UserFactory())
+    origin = f"https://{urlsplit(oauth_server.url).netloc}"
+
+    page = client.get(_sign_in_page(provider, "ann@oauth.test"))
+    assert page.status_code == 200
+    assert _form_action(page) == ["'self'", origin]
+    # Reached by an htmx swap, the step loads as a page of its own: the policy of the
+    # page it would land in does not allow the provider.
+    swapped = client.get(_sign_in_page(provider, "ann@oauth.test"), HTTP_HX_REQUEST="true")
+    assert swapped.headers["HX-Redirect"] == _sign_in_page(provider, "ann@oauth.test")
+    # Every other page posts to this site only.
+    for url in (
+        reverse("accounts:email"),
+        reverse("accounts:list"),
+        reverse("accounts:wizard_address"),
+    ):
+        assert _form_action(client.get(url)) == ["'self'"], url
+
+
+def test_it_lets_a_reconnect_button_send_the_browser_to_that_provider_only(
+    client, oauth_mailbox, oauth_server
+):
+    from django.utils import timezone
+
+    account, _mailbox = oauth_mailbox
+    origin = f"https://{urlsplit(oauth_server.url).netloc}"
+    client.force_login(account.owner)
+    # Signed in with OAuth: the settings page's "Sign in again" form.
+    assert _form_action(client.get(account.get_absolute_url())) == ["'self'", origin]
+    assert _form_action(client.get(reverse("accounts:email"))) == ["'self'"]
+    account.reconnect_needed_at = timezone.now()
+    account.save()
+    for url in (reverse("accounts:email"), reverse("accounts:list"), account.get_absolute_url()):
+        assert _form_action(client.get(url)) == ["'self'", origin], url
+    client.force_login(UserFactory())
+    assert _form_action(client.get(reverse("accounts:email"))) == ["'self'"]
