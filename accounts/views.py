@@ -21,6 +21,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
@@ -183,6 +184,28 @@ def _rights(request: HttpRequest, account: EmailAccount) -> dict:
     }
 
 
+def close_url(request: HttpRequest, account: EmailAccount) -> str:
+    """Where "Close" goes: the page the user came from (`back`, else the Referer), as a
+    path on this site only; else the mailbox list. Another site, a scheme-relative or
+    odd URL, or the settings page itself never gets through."""
+    fallback = reverse("accounts:list")
+    for candidate in (request.GET.get("back"), request.headers.get("Referer")):
+        if not candidate or len(candidate) > 2000:
+            continue
+        if not url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            continue
+        parts = urlsplit(candidate)
+        path = parts.path
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            continue
+        if path.startswith(account.get_absolute_url()):
+            continue
+        return path + (f"?{parts.query}" if parts.query else "")
+    return fallback
+
+
 def settings_page(
     request: HttpRequest, account: EmailAccount, extra: dict | None = None, **bound
 ) -> HttpResponse:
@@ -195,6 +218,7 @@ def settings_page(
         **rights,
         "sharing_form": GrantsForm(account=account, grants=grants_of(account)),
         "account": account,
+        "close_url": close_url(request, account),
         "forms": forms,
         "credentials_form": CredentialsForm(provider=account.provider, prefix="credentials"),
         "signature_form": _signature_form(account),
@@ -377,11 +401,17 @@ def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
         # signature stays as it is rather than becoming empty.
         sent = form.add_prefix("signature_html") in request.POST or form.cleaned_data["image"]
         touched = sent and (Digest(shown) != html if shown else html != account.signature_html)
+        values = {"signature_html": html} if touched else {}
+        # The box as the page showed it; a post without it (a client of its own) leaves
+        # the setting alone.
+        box_shown = request.POST.get(form.add_prefix("add_signature_shown"))
+        if box_shown is not None and (box_shown == "1") != form.cleaned_data["add_signature"]:
+            values["add_signature"] = form.cleaned_data["add_signature"]
         try:
-            if touched:
+            if values:
                 account_settings_update(
-                    account=account, actor=request.user, values={"signature_html": html},
-                    shown={"signature_html": Digest(shown)} if shown else None,
+                    account=account, actor=request.user, values=values,
+                    shown={"signature_html": Digest(shown)} if shown and touched else None,
                 )  # fmt: skip
         except SettingsConflict:
             account.refresh_from_db(fields=["signature_html"])
@@ -421,9 +451,13 @@ def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _signature_form(account: EmailAccount) -> SignatureForm:
+    # Ticked while a signature is added: a new mailbox shows the box alone.
+    ticked = account.add_signature and bool(account.signature_html)
     initial = {
         "signature_html": account.signature_html,
         "shown": Digest.of(account.signature_html).hex,
+        "add_signature": ticked,
+        "add_signature_shown": "1" if ticked else "",
     }
     return SignatureForm(initial=initial, prefix="signature")
 
