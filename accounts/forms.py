@@ -58,7 +58,7 @@ class CredentialsForm(forms.Form):
         error_messages={"required": "Enter the password (or app password) of this mailbox."},
     )
 
-    def __init__(self, *args, provider: EmailProvider, **kwargs):
+    def __init__(self, *args, provider: EmailProvider, autofocus: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.provider = provider
         if provider.login_format != LoginFormat.MANUAL:
@@ -70,6 +70,10 @@ class CredentialsForm(forms.Form):
             )
         if provider.app_password_required:
             self.fields["password"].label = "App password"
+        if autofocus:
+            # The wizard step's first field takes the focus, on a page load as after
+            # htmx's swap (htmx focuses what carries autofocus).
+            next(iter(self.fields.values())).widget.attrs["autofocus"] = True
 
 
 class NewServerForm(ProviderCardForm):
@@ -92,6 +96,11 @@ class NewServerForm(ProviderCardForm):
             "imap_security": forms.Select(attrs={"data-security-for": "imap"}),
             "smtp_security": forms.Select(attrs={"data-security-for": "smtp"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The step's first field takes the focus, on a page load as after htmx's swap.
+        next(iter(self.fields.values())).widget.attrs["autofocus"] = True
 
     def clean(self):
         data = super().clean()

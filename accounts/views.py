@@ -764,7 +764,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             return redirect(_url("accounts:wizard_provider", address=address.email))
         # A provider that discovery made for another domain is not offered for this one.
         provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
-    form = CredentialsForm(request.POST or None, provider=provider)
+    form = CredentialsForm(request.POST or None, provider=provider, autofocus=True)
     context = {
         "form": form,
         "address": address,

@@ -1,0 +1,45 @@
+"""Issue 17, point 11, in headless Chromium: after each wizard step swapped in by htmx,
+the focus is on the new step's first field (it used to take 8 Tabs to reach the password)."""
+
+from playwright.sync_api import expect
+
+from tests.factories import UserFactory
+from tests.test_browser_wizard import _sign_in
+
+
+def _active(page) -> str:
+    return page.evaluate("document.activeElement && document.activeElement.id")
+
+
+def test_it_focuses_the_next_steps_first_field_after_the_address_step(
+    live_server, page, test_provider
+):
+    _sign_in(page, live_server, UserFactory())
+    page.goto(f"{live_server.url}/mailboxes/new/")
+    assert _active(page) == "id_address"
+    page.fill("#id_address", "alice@example.test")
+    page.click("button:has-text('Next')")
+    expect(page.locator("[data-step=sign_in]")).to_be_visible()
+    assert _active(page) == "id_password"
+    # A refused password: the field to type it again has the focus.
+    page.keyboard.type("not-the-password")
+    page.keyboard.press("Enter")
+    expect(page.locator("#password-error")).to_be_visible()
+    assert _active(page) == "id_password"
+
+
+def test_it_focuses_the_provider_search_when_the_provider_is_unknown(
+    live_server, page, test_provider
+):
+    _sign_in(page, live_server, UserFactory(is_staff=True, is_superuser=True))
+    page.goto(f"{live_server.url}/mailboxes/new/")
+    page.fill("#id_address", "carol@elsewhere.test")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-step=provider]")).to_be_visible()
+    assert _active(page) == "provider-search"
+    page.click("text=Add new server")
+    expect(page.locator("[data-step=new_server]")).to_be_visible()
+    first = page.locator(
+        "[data-step=new_server] form .field input, [data-step=new_server] form .field select"
+    ).first
+    assert _active(page) == first.get_attribute("id")
