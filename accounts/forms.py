@@ -311,7 +311,9 @@ class SendSettingsForm(ShownValuesForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["message_language"].choices = [("", "Same as the app"), *settings.LANGUAGES]
+        # By name, as people look for their language (Django lists them by code).
+        by_name = sorted(settings.LANGUAGES, key=lambda language: str(language[1]).casefold())
+        self.fields["message_language"].choices = [("", "Same as the app"), *by_name]
         self.fields["message_language"].error_messages["invalid_choice"] = (
             "Choose a message language from the list."
         )

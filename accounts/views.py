@@ -188,22 +188,26 @@ def close_url(request: HttpRequest, account: EmailAccount) -> str:
     """Where "Close" goes: the page the user came from (`back`, else the Referer), as a
     path on this site only; else the mailbox list. Another site, a scheme-relative or
     odd URL, or the settings page itself never gets through."""
-    fallback = reverse("accounts:list")
     for candidate in (request.GET.get("back"), request.headers.get("Referer")):
-        if not candidate or len(candidate) > 2000:
-            continue
-        if not url_has_allowed_host_and_scheme(
-            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-        ):
-            continue
-        parts = urlsplit(candidate)
-        path = parts.path
-        if not path.startswith("/") or path.startswith("//") or "\\" in path:
-            continue
-        if path.startswith(account.get_absolute_url()):
-            continue
-        return path + (f"?{parts.query}" if parts.query else "")
-    return fallback
+        path = same_site_path(request, candidate)
+        if path and not path.startswith(account.get_absolute_url()):
+            return path
+    return reverse("accounts:list")
+
+
+def same_site_path(request: HttpRequest, url: str | None) -> str | None:
+    """`url` as a path (and query) on this site, or None: another host, a scheme-relative
+    or odd URL (a backslash, a scheme other than http(s)) never gets through."""
+    if not url or len(url) > 2000:
+        return None
+    if not url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    parts = urlsplit(url)
+    if not parts.path.startswith("/") or parts.path.startswith("//") or "\\" in url:
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def settings_page(
@@ -566,7 +570,11 @@ def dismiss_notification(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def secure_connection_help(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/secure_connection.html", {"guides": GUIDES.values()})
+    # Opened from the wizard's sign-in step: a way back to it, with the address.
+    back = same_site_path(request, request.GET.get("back"))
+    wizard = back if back and back.startswith(reverse("accounts:wizard_address")) else None
+    context = {"guides": GUIDES.values(), "wizard": wizard}
+    return render(request, "accounts/secure_connection.html", context)
 
 
 # -- What discovery found, shown on the next step (issue 20) --------------------------
@@ -796,7 +804,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
         memory = chosen and domain_memory(provider=provider, address=address, login=login)
         try:
-            account = account_create(
+            account_create(
                 user=request.user,
                 provider=provider,
                 address=address,
@@ -812,8 +820,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         else:
             if token:
                 _draft_drop(request, token)
-            after = memory.after if memory else ""
-            messages.success(request, f"{account.address} is connected. {after}".strip())
+            # The Email page's notification says the mailbox is connected (once); the
+            # message says only what the sign-in taught the app about the domain.
+            if memory and memory.after:
+                messages.success(request, memory.after)
             target = reverse("accounts:email")
             if request.htmx:
                 return HttpResponseClientRedirect(target)
@@ -923,7 +933,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         if reconnecting is not None:
             account_reconnect(account=reconnecting, actor=request.user, oauth=answer)
         else:
-            account = account_create(
+            account_create(
                 user=request.user, provider=provider, address=address,
                 login=login_for(provider, address), oauth=answer,
             )  # fmt: skip
@@ -941,5 +951,5 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
             f"{reconnecting.address} is connected again; its emails download as before.",
         )
         return redirect(back)
-    messages.success(request, f"{account.address} is connected.")
+    # The Email page's notification says it is connected.
     return redirect("accounts:email")
