@@ -43,3 +43,18 @@ def test_it_focuses_the_provider_search_when_the_provider_is_unknown(
         "[data-step=new_server] form .field input, [data-step=new_server] form .field select"
     ).first
     assert _active(page) == first.get_attribute("id")
+
+
+def test_it_focuses_the_message_after_unlinking_an_email(live_server, page, db):
+    from crm.models import Company
+    from sync.models import Email
+    from tests.factories import EmailAccountFactory
+
+    account = EmailAccountFactory()
+    email = Email.objects.create(account=account, message_key="k", subject="Offer")
+    email.companies.add(Company.objects.create(name="Acme", web_domain="acme.test"))
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}/emails/{email.pk}/")
+    page.click("button[aria-label='Unlink Acme']")
+    expect(page.locator("#links-state")).to_have_text("Unlinked.")
+    assert _active(page) == "links-state"
