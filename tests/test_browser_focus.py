@@ -7,25 +7,21 @@ from tests.factories import UserFactory
 from tests.test_browser_wizard import _sign_in
 
 
-def _active(page) -> str:
-    return page.evaluate("document.activeElement && document.activeElement.id")
-
-
 def test_it_focuses_the_next_steps_first_field_after_the_address_step(
     live_server, page, test_provider
 ):
     _sign_in(page, live_server, UserFactory())
     page.goto(f"{live_server.url}/mailboxes/new/")
-    assert _active(page) == "id_address"
+    expect(page.locator("#id_address")).to_be_focused()
     page.fill("#id_address", "alice@example.test")
     page.click("button:has-text('Next')")
     expect(page.locator("[data-step=sign_in]")).to_be_visible()
-    assert _active(page) == "id_password"
+    expect(page.locator("#id_password")).to_be_focused()
     # A refused password: the field to type it again has the focus.
     page.keyboard.type("not-the-password")
     page.keyboard.press("Enter")
     expect(page.locator("#password-error")).to_be_visible()
-    assert _active(page) == "id_password"
+    expect(page.locator("#id_password")).to_be_focused()
 
 
 def test_it_focuses_the_provider_search_when_the_provider_is_unknown(
@@ -36,13 +32,13 @@ def test_it_focuses_the_provider_search_when_the_provider_is_unknown(
     page.fill("#id_address", "carol@elsewhere.test")
     page.keyboard.press("Enter")
     expect(page.locator("[data-step=provider]")).to_be_visible()
-    assert _active(page) == "provider-search"
+    expect(page.locator("#provider-search")).to_be_focused()
     page.click("text=Add new server")
     expect(page.locator("[data-step=new_server]")).to_be_visible()
     first = page.locator(
         "[data-step=new_server] form .field input, [data-step=new_server] form .field select"
     ).first
-    assert _active(page) == first.get_attribute("id")
+    expect(first).to_be_focused()
 
 
 def test_it_focuses_the_message_after_unlinking_an_email(live_server, page, db):
@@ -57,4 +53,4 @@ def test_it_focuses_the_message_after_unlinking_an_email(live_server, page, db):
     page.goto(f"{live_server.url}/emails/{email.pk}/")
     page.click("button[aria-label='Unlink Acme']")
     expect(page.locator("#links-state")).to_have_text("Unlinked.")
-    assert _active(page) == "links-state"
+    expect(page.locator("#links-state")).to_be_focused()

@@ -22,10 +22,6 @@ def no_queue(monkeypatch):
     monkeypatch.setattr(services, "publish_on_commit", lambda task, *args: True)
 
 
-def _active_id(page) -> str:
-    return page.evaluate("document.activeElement && document.activeElement.id")
-
-
 def test_it_walks_the_documented_settings_page_and_closes_back(
     live_server, page, account, no_queue
 ):
@@ -45,7 +41,7 @@ def test_it_walks_the_documented_settings_page_and_closes_back(
     expect(page.locator("#settings-download-state")).to_have_text("Unsaved changes.")
     page.click("#settings-download-form button:has-text('Save')")
     expect(page.locator("#settings-download-state")).to_contain_text("Saved.")
-    assert _active_id(page) == "settings-download-state"
+    expect(page.locator("#settings-download-state")).to_be_focused()
     account.refresh_from_db()
     assert account.sync_period == "all"
 
@@ -56,7 +52,7 @@ def test_it_walks_the_documented_settings_page_and_closes_back(
     expect(editor).to_be_hidden()
     page.click("button:has-text('Save signature')")
     expect(page.locator("#settings-signature-state")).to_have_text("Saved.")
-    assert _active_id(page) == "settings-signature-state"
+    expect(page.locator("#settings-signature-state")).to_be_focused()
     # The download section kept its state through the signature's swap.
     expect(page.locator("#settings-download-state")).to_contain_text("Saved.")
     expect(page.locator("#id_download-period_limited")).not_to_be_checked()
@@ -65,6 +61,20 @@ def test_it_walks_the_documented_settings_page_and_closes_back(
     page.check("#id_signature-add_signature")
     expect(editor).to_be_visible()
     expect(editor).to_contain_text("Jane Doe")
+    expect(page.locator("#settings-signature-state")).to_have_text("Unsaved changes.")
+
+    # One save state per section: "Send emails" and its signature show the newer one,
+    # and a save of the one never hides the other's unsaved change.
+    page.fill("#id_send-display_name", "Jane Doe")
+    page.click("#settings-send-form button:has-text('Save')")
+    expect(page.locator("#settings-send-state")).to_have_text("Saved.")
+    expect(page.locator("#settings-signature-state")).to_have_text("Unsaved changes.")
+    page.click("button:has-text('Save signature')")
+    expect(page.locator("#settings-signature-state")).to_have_text("Saved.")
+    expect(page.locator("#settings-send .save-state.saved")).to_have_count(1)
+    expect(page.locator("#settings-send-state")).to_have_text("")
+    account.refresh_from_db()
+    assert (account.add_signature, account.display_name) == (True, "Jane Doe")
 
     # A refused save says so once, in the section's state, and focus goes there.
     page.fill("#id_send-display_name", "Jane\u2028")
@@ -72,8 +82,8 @@ def test_it_walks_the_documented_settings_page_and_closes_back(
     page.check("#id_send-is_default_sender")
     page.click("#settings-send-form button:has-text('Save')")
     expect(page.locator("#settings-send-state")).to_contain_text("Not saved")
-    assert _active_id(page) == "settings-send-state"
-    assert EmailAccount.objects.get(pk=account.pk).display_name == ""
+    expect(page.locator("#settings-send-state")).to_be_focused()
+    assert EmailAccount.objects.get(pk=account.pk).display_name == "Jane Doe"
 
     # Change email settings leads to the sign-in part; Close goes back to the Email page.
     page.click("#settings-change")
