@@ -10,7 +10,7 @@ from providers.forms import ProviderCardForm
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 from providers.services import DRAFT_FIELDS
 
-from .models import EmailAccount, FolderMode
+from .models import EmailAccount, FolderMode, SyncPeriod
 from .signatures import MAX_IMAGE_BYTES, SignatureError, clean_signature, image_type
 
 # The port each security mode usually means, for filling in a new server's form.
@@ -58,7 +58,7 @@ class CredentialsForm(forms.Form):
         error_messages={"required": "Enter the password (or app password) of this mailbox."},
     )
 
-    def __init__(self, *args, provider: EmailProvider, **kwargs):
+    def __init__(self, *args, provider: EmailProvider, autofocus: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.provider = provider
         if provider.login_format != LoginFormat.MANUAL:
@@ -70,6 +70,10 @@ class CredentialsForm(forms.Form):
             )
         if provider.app_password_required:
             self.fields["password"].label = "App password"
+        if autofocus:
+            # The wizard step's first field takes the focus, on a page load as after
+            # htmx's swap (htmx focuses what carries autofocus).
+            next(iter(self.fields.values())).widget.attrs["autofocus"] = True
 
 
 class NewServerForm(ProviderCardForm):
@@ -92,6 +96,11 @@ class NewServerForm(ProviderCardForm):
             "imap_security": forms.Select(attrs={"data-security-for": "imap"}),
             "smtp_security": forms.Select(attrs={"data-security-for": "smtp"}),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The step's first field takes the focus, on a page load as after htmx's swap.
+        next(iter(self.fields.values())).widget.attrs["autofocus"] = True
 
     def clean(self):
         data = super().clean()
@@ -173,16 +182,66 @@ class ShownValuesForm(forms.ModelForm):
         return data
 
 
+class PeriodSelect(forms.Select):
+    """The period beside the "Download mail for period" switch: "All" is the switch
+    turned off, so the list shows a week for a mailbox that downloads everything."""
+
+    def format_value(self, value):
+        return [
+            SyncPeriod.WEEK if item == SyncPeriod.ALL else item
+            for item in super().format_value(value)
+        ]
+
+
 class DownloadSettingsForm(ShownValuesForm):
-    """Settings page, "Download emails"."""
+    """Settings page, "Download emails": the documented "Download mail for period"
+    switch with the period beside it; off means every email (the period "All").
+
+    The switch is the page's way to say "All"; a client that posts only `sync_period`
+    (without the page's shown values) still says it with "all"."""
+
+    period_limited = forms.BooleanField(
+        label="Download mail for period",
+        required=False,
+        widget=forms.CheckboxInput(attrs={"role": "switch"}),
+    )
 
     class Meta:
         model = EmailAccount
         # The folder choice comes with the folder picker, which reads the server's tree.
-        fields = ["sync_period", "auto_sync"]
+        fields = ["period_limited", "sync_period", "auto_sync"]
+        labels = {"sync_period": "Period"}
         error_messages = {
             "sync_period": {"invalid_choice": "Choose one of the periods in the list."},
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["period_limited"] = self.instance.sync_period != SyncPeriod.ALL
+        field = self.fields["sync_period"]
+        field.widget = PeriodSelect(
+            choices=[(value, label) for value, label in field.choices if value != SyncPeriod.ALL]
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if self._came_with_shown() and not cleaned.get("period_limited"):
+            cleaned["sync_period"] = SyncPeriod.ALL
+            self.errors.pop("sync_period", None)
+        return cleaned
+
+    def touched(self) -> list[str]:
+        # The switch and the list are one setting: compared as the period they mean.
+        names = [
+            name for name in super().touched() if name not in {"period_limited", "sync_period"}
+        ]
+        try:
+            shown = self._shown("sync_period")
+        except ValidationError:
+            shown = None
+        if shown != self.cleaned_data["sync_period"]:
+            names.insert(0, "sync_period")
+        return names
 
 
 class MeetingsSettingsForm(ShownValuesForm):
@@ -252,7 +311,9 @@ class SendSettingsForm(ShownValuesForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["message_language"].choices = [("", "Same as the app"), *settings.LANGUAGES]
+        # By name, as people look for their language (Django lists them by code).
+        by_name = sorted(settings.LANGUAGES, key=lambda language: str(language[1]).casefold())
+        self.fields["message_language"].choices = [("", "Same as the app"), *by_name]
         self.fields["message_language"].error_messages["invalid_choice"] = (
             "Choose a message language from the list."
         )
@@ -309,6 +370,12 @@ class SignatureForm(forms.Form):
     signature_html = forms.CharField(
         label="Signature", required=False, widget=forms.Textarea(attrs={"rows": 6})
     )
+    # Ticking it reveals the editor (CSS alone, no script needed); unticking keeps the
+    # signature for later and stops adding it.
+    add_signature = forms.BooleanField(label="Add signatures to outbound emails", required=False)
+    # Whether the box was ticked on the page: a save changes the setting only if the
+    # user did.
+    add_signature_shown = forms.CharField(required=False, widget=forms.HiddenInput)
     # The digest of the signature as the page showed it: a save writes the signature
     # only if the user changed it, and notices one saved elsewhere meanwhile.
     shown = forms.CharField(required=False, widget=forms.HiddenInput)

@@ -23,12 +23,13 @@ GUIDES: dict[str, Guide] = {
         Guide(
             key="gmail",
             provider="Gmail / Google Workspace",
-            summary="Google accepts an app password (or OAuth 2.0 sign-in), not your Google password.",
+            # Only what this sign-in offers: an app password over IMAP and SMTP (a Google
+            # provider with OAuth 2.0 shows "Sign in with Google" and no guide).
+            summary="Google needs an app password for mail programs, not your Google password.",
             steps=(
                 "Turn on 2-Step Verification for your Google Account (Security → How you sign in to Google).",
                 "Open App passwords, enter a name such as “CRM mail”, and create it.",
                 "Copy the 16-character app password and paste it here as the password.",
-                "In Gmail settings → Forwarding and POP/IMAP, make sure IMAP is enabled.",
             ),
             link="https://support.google.com/accounts/answer/185833",
             link_text="Google: Sign in with app passwords",

@@ -63,6 +63,8 @@ class EmailAccount(models.Model):
     display_name = models.CharField("display name", max_length=200, blank=True)
     message_language = models.CharField(max_length=10, blank=True)
     signature_html = models.TextField(blank=True)
+    # "Add signatures to outbound emails": off keeps the signature for when it is on again.
+    add_signature = models.BooleanField("add signatures to outbound emails", default=True)
     # Exchange only: calendar items and tasks, and the address book.
     meetings_import = models.BooleanField("import meetings and tasks", default=False)
     meetings_period = models.CharField(

@@ -12,7 +12,7 @@ works without JavaScript and can be reloaded.
 import copy
 import secrets
 from dataclasses import asdict
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,6 +21,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
@@ -203,6 +204,32 @@ def _rights(request: HttpRequest, account: EmailAccount) -> dict:
     }
 
 
+def close_url(request: HttpRequest, account: EmailAccount) -> str:
+    """Where "Close" goes: the page the user came from (`back`, else the Referer), as a
+    path on this site only; else the mailbox list. Another site, a scheme-relative or
+    odd URL, or the settings page itself never gets through."""
+    for candidate in (request.GET.get("back"), request.headers.get("Referer")):
+        path = same_site_path(request, candidate)
+        if path and not path.startswith(account.get_absolute_url()):
+            return path
+    return reverse("accounts:list")
+
+
+def same_site_path(request: HttpRequest, url: str | None) -> str | None:
+    """`url` as a path (and query) on this site, or None: another host, a scheme-relative
+    or odd URL (a backslash, a scheme other than http(s)) never gets through."""
+    if not url or len(url) > 2000:
+        return None
+    if not url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    parts = urlsplit(url)
+    if not parts.path.startswith("/") or parts.path.startswith("//") or "\\" in url:
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def settings_page(
     request: HttpRequest, account: EmailAccount, extra: dict | None = None, **bound
 ) -> HttpResponse:
@@ -215,6 +242,7 @@ def settings_page(
         **rights,
         "sharing_form": GrantsForm(account=account, grants=grants_of(account)),
         "account": account,
+        "close_url": close_url(request, account),
         "forms": forms,
         "credentials_form": CredentialsForm(provider=account.provider, prefix="credentials"),
         "signature_form": _signature_form(account),
@@ -404,11 +432,17 @@ def account_signature(request: HttpRequest, pk: int) -> HttpResponse:
         # signature stays as it is rather than becoming empty.
         sent = form.add_prefix("signature_html") in request.POST or form.cleaned_data["image"]
         touched = sent and (Digest(shown) != html if shown else html != account.signature_html)
+        values = {"signature_html": html} if touched else {}
+        # The box as the page showed it; a post without it (a client of its own) leaves
+        # the setting alone.
+        box_shown = request.POST.get(form.add_prefix("add_signature_shown"))
+        if box_shown is not None and (box_shown == "1") != form.cleaned_data["add_signature"]:
+            values["add_signature"] = form.cleaned_data["add_signature"]
         try:
-            if touched:
+            if values:
                 account_settings_update(
-                    account=account, actor=request.user, values={"signature_html": html},
-                    shown={"signature_html": Digest(shown)} if shown else None,
+                    account=account, actor=request.user, values=values,
+                    shown={"signature_html": Digest(shown)} if shown and touched else None,
                 )  # fmt: skip
         except SettingsConflict:
             account.refresh_from_db(fields=["signature_html"])
@@ -448,9 +482,13 @@ def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _signature_form(account: EmailAccount) -> SignatureForm:
+    # Ticked while a signature is added: a new mailbox shows the box alone.
+    ticked = account.add_signature and bool(account.signature_html)
     initial = {
         "signature_html": account.signature_html,
         "shown": Digest.of(account.signature_html).hex,
+        "add_signature": ticked,
+        "add_signature_shown": "1" if ticked else "",
     }
     return SignatureForm(initial=initial, prefix="signature")
 
@@ -559,7 +597,11 @@ def dismiss_notification(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def secure_connection_help(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/secure_connection.html", {"guides": GUIDES.values()})
+    # Opened from the wizard's sign-in step: a way back to it, with the address.
+    back = same_site_path(request, request.GET.get("back"))
+    wizard = back if back and back.startswith(reverse("accounts:wizard_address")) else None
+    context = {"guides": GUIDES.values(), "wizard": wizard}
+    return render(request, "accounts/secure_connection.html", context)
 
 
 # -- What discovery found, shown on the next step (issue 20) --------------------------
@@ -757,7 +799,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             return redirect(_url("accounts:wizard_provider", address=address.email))
         # A provider that discovery made for another domain is not offered for this one.
         provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
-    form = CredentialsForm(request.POST or None, provider=provider)
+    form = CredentialsForm(request.POST or None, provider=provider, autofocus=True)
     oauth_only = provider.auth_method == AuthMethod.OAUTH2
     if oauth_only and provider.oauth_ready and request.htmx:
         # The "Sign in with …" form leads to the provider's page, which the document's
@@ -795,7 +837,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
         memory = chosen and domain_memory(provider=provider, address=address, login=login)
         try:
-            account = account_create(
+            account_create(
                 user=request.user,
                 provider=provider,
                 address=address,
@@ -811,8 +853,10 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         else:
             if token:
                 _draft_drop(request, token)
-            after = memory.after if memory else ""
-            messages.success(request, f"{account.address} is connected. {after}".strip())
+            # The Email page's notification says the mailbox is connected (once); the
+            # message says only what the sign-in taught the app about the domain.
+            if memory and memory.after:
+                messages.success(request, memory.after)
             target = reverse("accounts:email")
             if request.htmx:
                 return HttpResponseClientRedirect(target)
@@ -925,7 +969,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         if reconnecting is not None:
             account_reconnect(account=reconnecting, actor=request.user, oauth=answer)
         else:
-            account = account_create(
+            account_create(
                 user=request.user, provider=provider, address=address,
                 login=login_for(provider, address), oauth=answer,
             )  # fmt: skip
@@ -946,5 +990,5 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
             f"{reconnecting.address} is connected again; its emails download as before.",
         )
         return redirect(back)
-    messages.success(request, f"{account.address} is connected.")
+    # The Email page's notification says it is connected.
     return redirect("accounts:email")

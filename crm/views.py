@@ -122,6 +122,9 @@ def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
         if not request.htmx:
             return redirect(f"{email.get_absolute_url()}#links")
     context = {"email": email, **email_links(email), "link_query": query}
+    if request.method == "POST":
+        # The button pressed is gone with the swap: the focus goes to this message.
+        context["link_done"] = "Linked." if action == "link" else "Unlinked."
     if query:
         context["candidates"] = link_candidates(email, query)
     if request.htmx and request.htmx.target == "link-candidates":

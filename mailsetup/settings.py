@@ -75,7 +75,9 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "mailsetup.templating.navigation",
             ],
+            "builtins": ["mailsetup.templating"],
         },
     },
 ]

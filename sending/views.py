@@ -73,7 +73,7 @@ def compose(request: HttpRequest) -> HttpResponse:
             bcc=form.cleaned_data["bcc"],
             subject=form.cleaned_data["subject"],
             text=form.cleaned_data["body"],
-            signature_html=account.signature_html,
+            signature_html=account.signature_html if account.add_signature else "",
             language=account.message_language,
             attachments=[
                 (f.name, f.content_type or "application/octet-stream", f.read())

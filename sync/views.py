@@ -16,6 +16,7 @@ from sharing.selectors import (
     emails_for_user,
     mailboxes_for_setup,
     mailboxes_for_status,
+    sendable_mailboxes,
 )
 
 from .files import original_open, safe_download_name
@@ -64,6 +65,8 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "link_query": link_query,
             "candidates": link_candidates(email, link_query) if link_query else None,
             "problem": PROBLEMS.get(email.problem, ""),
+            # Reply and Forward only for someone who may send from some mailbox.
+            "can_answer": sendable_mailboxes(request.user).exists(),
             "notes": [note for note in email.notes.splitlines() if note.strip()],
         },
     )

@@ -47,6 +47,9 @@ def test_it_edits_the_settings_section_by_section(
 
     # Signature: typed in the editor, an image chosen as a file, previewed, saved.
     editor = page.locator("[data-signature-editor]")
+    # "Add signatures to outbound emails" reveals the editor.
+    expect(editor).to_be_hidden()
+    page.check("#id_signature-add_signature")
     expect(editor).to_be_visible()
     expect(page.locator("#id_signature-signature_html")).to_be_hidden()
     editor.click()

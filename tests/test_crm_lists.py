@@ -125,7 +125,10 @@ def test_it_lists_companies_by_the_latest_email_with_their_contacts(client, db):
     page = client.get(reverse("crm:companies")).text
     assert _names(page, ["Quiet Co", "Acme", "Zeta"]) == ["Zeta", "Acme", "Quiet Co"]
     assert "secret" not in page
-    assert "<td>acme.test</td>\n            <td>2</td>" in page
+    assert (
+        '<td data-label="Web domain">acme.test</td>\n            <td data-label="Contacts">2</td>'
+        in page
+    )
     found = client.get(reverse("crm:companies"), {"q": "ZETA.TEST"}).text
     assert ">Zeta<" in found and ">Acme<" not in found
 

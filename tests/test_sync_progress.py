@@ -150,7 +150,8 @@ def test_it_starts_looking_at_once_after_the_button_and_until_a_run_takes_it(cli
     _release(account.pk, token, last_success_at=timezone.now())
     done = _status(client, account)
     assert "every 2s" not in done
-    assert "Last download 0\xa0minutes ago: 80 new emails, 6 folders checked." in done
+    # Issue 17, point 12: "just now", never "0 minutes ago".
+    assert "Last download just now: 80 new emails, 6 folders checked." in done
 
 
 def test_it_says_why_an_asked_for_download_has_not_started(client, db, queued):

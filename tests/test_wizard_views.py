@@ -90,6 +90,8 @@ def test_it_creates_the_account_with_defaults_after_a_real_sign_in(
     note = AccountNotification.objects.get(account=account)
     page = signed_in.get(reverse("accounts:email"))
     assert "alice@example.test</strong> is connected" in page.text
+    # Issue 17, point 12: said once (the notification), not again in a message above it.
+    assert page.text.count("is connected") == 1
     assert reverse("accounts:settings", args=[account.pk]) in page.text
     assert "Download emails" in page.text
     assert f"notifications/{note.pk}/dismiss/" in page.text
