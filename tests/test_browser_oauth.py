@@ -114,6 +114,6 @@ def test_it_signs_in_with_the_provider_after_the_wizard_swapped_in_its_step(
     page.click("button:has-text('Sign in with Corp SSO')")
     page.wait_for_url(f"{live_server.url}/email/")
 
-    expect(page.locator(".messages")).to_contain_text(f"{address} is connected.")
+    expect(page.locator(".notification")).to_contain_text(f"{address} is connected.")
     assert EmailAccount.objects.get(owner=user, address=address).uses_oauth
     context.close()
