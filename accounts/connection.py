@@ -9,9 +9,7 @@ the cause and what to do; no message ever contains the password.
 
 import contextlib
 import errno
-import functools
 import imaplib
-import os
 import smtplib
 import socket
 import ssl
@@ -23,22 +21,28 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
-from requests.adapters import HTTPAdapter
 
+from mail.errors import MailError
+from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
+    InternalAddressRefused,
+    MailTrustAdapter,
+    guarded_adapter,
+    mail_ssl_context,
+    refused_internal,
+    usable_addresses,
+)
 from mailsetup import net
-from mailsetup.failures import MailError
 from providers.addresses import Address
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed
 
 
 class SignInError(MailError):
-    """A sign-in check failed. `kind` is stable for code (mailsetup.failures says what it
+    """A sign-in check failed. `kind` is stable for code (mail.errors says what it
     means for a retry); str() is for people; `field` is the form field it is about."""
 
     def __init__(self, kind: str, message: str, *, field: str = "password"):
-        super().__init__(kind, message)
-        self.field = field
+        super().__init__(kind, message, field)
 
 
 @dataclass(frozen=True)
@@ -52,100 +56,6 @@ class Endpoint:
     def label(self) -> str:
         role = "incoming mail" if self.protocol == "IMAP" else "outgoing mail"
         return f"The {self.protocol} server for {role} ({self.host}, port {self.port})"
-
-
-def mail_ssl_context() -> ssl.SSLContext:
-    """The system's trusted CAs, plus the company's own CA when one is configured, plus
-    in development the CA `make dev-mail` wrote (settings.MAIL_DEV_CA_FILE), once it is
-    there: a running app picks it up, or a new one, without a restart."""
-    dev_ca = None
-    if settings.MAIL_DEV_CA_FILE:
-        with contextlib.suppress(OSError):
-            dev_ca = (settings.MAIL_DEV_CA_FILE, os.stat(settings.MAIL_DEV_CA_FILE).st_mtime_ns)
-    return _ssl_context(settings.MAIL_EXTRA_CA_FILE, dev_ca)
-
-
-@functools.lru_cache(maxsize=4)
-def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> ssl.SSLContext:
-    # Loading the system's CA store takes tens of milliseconds: once per process, not
-    # once per connection (an idle re-sync is otherwise mostly this).
-    context = ssl.create_default_context()
-    if extra_ca_file:
-        context.load_verify_locations(cafile=extra_ca_file)
-    if dev_ca:
-        context.load_verify_locations(cafile=dev_ca[0])
-    return context
-
-
-class MailTrustAdapter(HTTPAdapter):
-    """requests (under exchangelib, msal and google-auth) verifying servers with the
-    same trust as the mail connections: the system's CAs plus the company's own."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["ssl_context"] = mail_ssl_context()
-        return super().init_poolmanager(*args, **kwargs)
-
-
-class InternalAddressRefused(ConnectionError):
-    """A connection to an internal network address while those are not allowed; a
-    subclass's MESSAGE says which server it was, for people."""
-
-    MESSAGE = (
-        "The server is on an internal network address, and connecting to internal mail "
-        "servers is turned off; an administrator can allow it with the system setting "
-        "AllowInternalMailServers."
-    )
-
-
-def refused_internal(error: BaseException | None) -> bool:
-    """Whether a guarded adapter stopped the connection; requests and the libraries
-    above it wrap the exception, sometimes only as text."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, InternalAddressRefused) or "AddressRefused" in str(error):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-@functools.cache
-def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
-    """A MailTrustAdapter that applies the internal-address rule to every connection it
-    opens, checked on the socket itself once connected (so a name that resolves
-    differently the second time, or a redirect, gains nothing), before any request or
-    credential is sent."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def checked(sock):
-        peer = sock.getpeername()[0]
-        if net.is_internal(peer) and not internal_mail_servers_allowed():
-            sock.close()
-            raise refusal(refusal.MESSAGE)
-        return sock
-
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self):
-            return checked(super()._new_conn())
-
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self):
-            return checked(super()._new_conn())
-
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    class GuardedTrustAdapter(MailTrustAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
-            }  # fmt: skip
-
-    return GuardedTrustAdapter
 
 
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
@@ -289,7 +199,7 @@ class _Checker:
                 "Try again in a minute.",
                 field="provider",
             ) from None
-        usable = [a for a in addresses if self.allow_internal or not net.is_internal(a[0])]
+        usable = usable_addresses(addresses, allow_internal=self.allow_internal)
         if not usable:
             # The address itself is not shown: the message must not turn the wizard into
             # a way to look up the company's internal host names.

@@ -13,16 +13,16 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
+from mail import trust
 from mailsetup import net
 from providers.addresses import Address
 from providers.models import EmailProvider
 from systemsettings.selectors import internal_mail_servers_allowed
 
-from . import connection
 from .connection import SignInError
 
 
-class InternalAddressRefused(connection.InternalAddressRefused):
+class InternalAddressRefused(trust.InternalAddressRefused):
     """A connection to an internal network address while those are not allowed."""
 
     MESSAGE = (
@@ -35,7 +35,7 @@ class InternalAddressRefused(connection.InternalAddressRefused):
 def _guarded_adapter():
     # The internal-address rule on every connection exchangelib opens: to the service
     # address, and to whatever autodiscover or a redirect points at.
-    return connection.guarded_adapter(InternalAddressRefused)
+    return trust.guarded_adapter(InternalAddressRefused)
 
 
 def _exchangelib():
@@ -137,7 +137,7 @@ def ews_session(
             "Exchange administrator whether EWS is allowed for this mailbox.",
         ) from None
     except (TimeoutError, TransportError, OSError) as error:
-        if connection.refused_internal(error):
+        if trust.refused_internal(error):
             raise SignInError(
                 "internal_address", InternalAddressRefused.MESSAGE, field="provider"
             ) from None

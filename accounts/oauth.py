@@ -23,12 +23,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from mail.errors import MailError
+from mail.trust import InternalAddressRefused, guarded_adapter, refused_internal
 from mailsetup import crypto, net
-from mailsetup.failures import MailError
 from providers.models import ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed
 
-from .connection import InternalAddressRefused, guarded_adapter, refused_internal
 from .models import EmailAccount
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 from django.views.decorators.debug import sensitive_variables
 
+from mail.errors import MailError
 from mailsetup import crypto
-from mailsetup.failures import MailError
 from mailsetup.queue import publish_on_commit
 from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source

@@ -25,8 +25,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mail.errors import MailError
 from mailsetup.csp import allow_mail_frame
-from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider, ServiceType

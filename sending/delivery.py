@@ -1,6 +1,6 @@
 """Handing a message to the mailbox's SMTP server, and putting a copy in its Sent folder.
 
-Every failure is a DeliveryError, a MailError whose kind (mailsetup.failures) decides
+Every failure is a DeliveryError, a MailError whose kind (mail.errors) decides
 what becomes of the email: RETRY (nothing was handed over, or the server said "try
 later"), OWNER or NEVER (the owner, an administrator or the message must change),
 UNKNOWN ("handed_over": the connection broke after the message was handed over and
@@ -17,8 +17,8 @@ from email.utils import getaddresses
 
 from accounts.connection import imap_session, smtp_session
 from accounts.oauth import session_for
+from mail.errors import MailError
 from mailsetup.crypto import CredentialError
-from mailsetup.failures import MailError
 from providers.models import ServiceType
 
 # Common names of the Sent folder, looked for inside the personal namespace when no

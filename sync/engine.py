@@ -24,7 +24,7 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
-from mailsetup.failures import MailError
+from mail.errors import MailError
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,

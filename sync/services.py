@@ -18,7 +18,7 @@ from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
-from mailsetup.failures import PROVIDER_KINDS, Action, MailError
+from mail.errors import PROVIDER_KINDS, MailError, Retry
 from mailsetup.queue import publish, publish_on_commit
 from providers.models import ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync_interval
@@ -296,7 +296,7 @@ def _mailbox_sync(
             _end_failed(run, account_id, token, MailError("server_error", message))
             raise
         _end_failed(run, account_id, token, failure)
-        if failure.retry:
+        if failure.retry == Retry.LATER:
             raise TransientSyncError(str(failure)) from None
         return run
     _end(
@@ -321,7 +321,7 @@ def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
 
 
 def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
-    """What a run's error means (mailsetup.failures); None for one of our own bugs."""
+    """What a run's error means (mail.errors); None for one of our own bugs."""
     if isinstance(error, MailError):
         return error
     if isinstance(error, ExchangeError):
@@ -355,7 +355,7 @@ def _end_failed(run: SyncRun, account_id: int, token: str, failure: MailError) -
         "last_error_kind": failure.kind,
         "failing_since": Coalesce(F("failing_since"), Value(timezone.now())),
     }
-    if failure.action == Action.OWNER:
+    if failure.retry == Retry.OWNER:
         release["health"] = MailboxSync.Health.NEEDS_ATTENTION
     _end(run, account_id, token, error=message, **release)
 
@@ -595,7 +595,7 @@ def download_request(*, account_id: int) -> bool:
 
 def provider_changed(sender, instance, created: bool, **kwargs) -> None:
     """A provider's settings changed: its mailboxes stopped by a failure of the provider's
-    own (mailsetup.failures.PROVIDER_KINDS) are queued again by the dispatcher."""
+    own (mail.errors.PROVIDER_KINDS) are queued again by the dispatcher."""
     if created:
         return
     MailboxSync.objects.filter(
