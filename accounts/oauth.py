@@ -188,9 +188,8 @@ def session_for(session, account: EmailAccount):
     password, or with its OAuth 2.0 access token, refreshed once more if the server
     refuses the current one (revoked early, or expired by the server's clock). Raises
     SignInError, ReconnectNeeded or TokenError."""
+    from mail.errors import SignInError
     from providers.addresses import normalize_address
-
-    from .connection import SignInError
 
     connect = functools.partial(
         session,

@@ -25,7 +25,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
-from mail.errors import MailError
+from mail.errors import MailError, SignInError
+from mail.imap_smtp.connection import endpoints_for, login_for
 from mailsetup.csp import allow_mail_frame
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
@@ -53,7 +54,6 @@ from sync.services import (
     mailbox_attention_clear,
 )
 
-from .connection import SignInError, endpoints_for, login_for
 from .forms import (
     IMAP_DEFAULT_PORT,
     SMTP_DEFAULT_PORT,

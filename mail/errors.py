@@ -124,6 +124,14 @@ class MailError(Exception):
         return (_rebuilt, (type(self), self.args, self.__dict__))
 
 
+class SignInError(MailError):
+    """A sign-in check failed. `kind` is stable for code (its retry says what it
+    means); str() is for people; `field` is the form field it is about."""
+
+    def __init__(self, kind: str, message: str, *, field: str = "password"):
+        super().__init__(kind, message, field)
+
+
 def _rebuilt(cls: type, args: tuple, state: dict) -> MailError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)

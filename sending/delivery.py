@@ -15,9 +15,9 @@ import ssl
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
-from accounts.connection import imap_session, smtp_session
 from accounts.oauth import session_for
 from mail.errors import MailError
+from mail.imap_smtp.connection import imap_session, smtp_session
 from mailsetup.crypto import CredentialError
 from providers.models import ServiceType
 
@@ -150,7 +150,7 @@ def _deliver_ews(*, account, recipients: list[str], raw: bytes, handing_over) ->
     from exchangelib import Message
     from exchangelib.errors import ErrorTimeoutExpired, EWSError, ResponseMessageError
 
-    from accounts.exchange import ews_close, ews_session
+    from mail.ews.session import ews_close, ews_session
 
     headers = BytesHeaderParser().parsebytes(raw)
     shown = {

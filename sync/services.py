@@ -14,11 +14,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
-from mail.errors import PROVIDER_KINDS, MailError, Retry
+from mail.errors import PROVIDER_KINDS, MailError, Retry, SignInError
+from mail.imap_smtp.connection import imap_session
 from mailsetup.queue import publish, publish_on_commit
 from providers.models import ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync_interval
@@ -379,7 +379,7 @@ class ExchangeError(Exception):
 def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
     from exchangelib.errors import EWSError
 
-    from accounts.exchange import ews_close, ews_session
+    from mail.ews.session import ews_close, ews_session
 
     from .ews import EwsSyncer
     from .ews_items import exchange_items_sync
@@ -520,7 +520,7 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
 def _exchange_folders_load(account: EmailAccount) -> list[Folder]:
     from exchangelib.errors import EWSError
 
-    from accounts.exchange import ews_close, ews_session
+    from mail.ews.session import ews_close, ews_session
 
     from .ews import EwsSyncer
 

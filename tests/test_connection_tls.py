@@ -4,8 +4,8 @@ card's security is "tls" (an administrator fixes the card)."""
 
 import pytest
 
-from accounts.connection import SignInError, imap_session
-from mail.errors import Retry
+from mail.errors import Retry, SignInError
+from mail.imap_smtp.connection import imap_session
 from providers.addresses import normalize_address
 from tests.conftest import MAIL_USERS
 from tests.servers.faults import HandshakeFault

@@ -115,7 +115,7 @@ def _dns(request):
 
 
 def _unreachable(request):
-    from accounts import connection
+    from mail.imap_smtp import connection
 
     def no_route(*args, **kwargs):
         raise OSError(errno.ENETUNREACH, "Network is unreachable")

@@ -7,8 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.connection import SignInError
-from mail.errors import ACTIONS, MailError, Retry, action_of
+from mail.errors import ACTIONS, MailError, Retry, SignInError, action_of
 from sync import services
 from sync.models import MailboxSync, SyncRun
 from sync.services import TransientSyncError, mailbox_sync, mailboxes_due

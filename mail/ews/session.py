@@ -14,12 +14,11 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from mail import trust
+from mail.errors import SignInError
 from mailsetup import net
 from providers.addresses import Address
 from providers.models import EmailProvider
 from systemsettings.selectors import internal_mail_servers_allowed
-
-from .connection import SignInError
 
 
 class InternalAddressRefused(trust.InternalAddressRefused):

@@ -22,7 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
-from mail.errors import MailError
+from mail.errors import SignInError
 from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
     InternalAddressRefused,
     MailTrustAdapter,
@@ -35,14 +35,6 @@ from mailsetup import net
 from providers.addresses import Address
 from providers.models import EmailProvider, LoginFormat, Security, ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed
-
-
-class SignInError(MailError):
-    """A sign-in check failed. `kind` is stable for code (mail.errors says what it
-    means for a retry); str() is for people; `field` is the form field it is about."""
-
-    def __init__(self, kind: str, message: str, *, field: str = "password"):
-        super().__init__(kind, message, field)
 
 
 @dataclass(frozen=True)
@@ -94,7 +86,7 @@ def check_sign_in(
     if not (password or access_token):
         raise SignInError("password_missing", "Enter the password.")
     if provider.service_type == ServiceType.EXCHANGE:
-        from .exchange import directory_name, ews_close, ews_session
+        from mail.ews.session import directory_name, ews_close, ews_session
 
         ews = ews_session(
             provider=provider, address=address, login=login, password=password,
