@@ -13,7 +13,7 @@ from django.utils.html import strip_tags
 from django.views.decorators.debug import sensitive_variables
 
 from mail.errors import MailError, SignInError
-from mail.imap_smtp.connection import check_sign_in
+from mail.registry import check_sign_in
 from mailsetup import crypto
 from mailsetup.queue import publish_on_commit
 from providers.addresses import Address, normalize_address

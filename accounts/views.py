@@ -26,11 +26,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from mail.errors import MailError, SignInError
-from mail.imap_smtp.connection import endpoints_for, login_for
+from mail.imap_smtp.connection import login_for
+from mail.registry import backend_for
 from mailsetup.csp import allow_mail_frame
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
-from providers.models import AuthMethod, EmailProvider, ServiceType
+from providers.models import AuthMethod, EmailProvider
 from providers.services import provider_from_draft
 from sending.selectors import outgoing_unsent
 from sharing.forms import GrantsForm
@@ -160,9 +161,8 @@ EXCHANGE_SECTIONS = {"meetings": MeetingsSettingsForm, "contacts": ContactsSetti
 
 
 def _sections(account: EmailAccount) -> dict:
-    if account.provider.service_type == ServiceType.EXCHANGE:
-        return SECTIONS | EXCHANGE_SECTIONS
-    return SECTIONS
+    extra = backend_for(account.provider).settings_sections
+    return SECTIONS | {name: EXCHANGE_SECTIONS[name] for name in extra}
 
 
 def _setup(request: HttpRequest, pk: int) -> EmailAccount:
@@ -740,9 +740,9 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "guide": guide_for(provider),
         "login": login_for(provider, address),
         "oauth_only": provider.auth_method == AuthMethod.OAUTH2,
-        "exchange": provider.service_type == ServiceType.EXCHANGE,
+        "exchange": backend_for(provider).discovers_endpoints,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
-        "endpoints": endpoints_for(provider, address),
+        "endpoints": backend_for(provider).endpoints(provider, address),
         # Where the password goes, always said: the provider's sign-in page for OAuth,
         # the hosts Exchange autodiscover asks first when the card names no server.
         "oauth_host": urlsplit(provider.oauth_authorize_url).hostname or "",

@@ -17,7 +17,7 @@ from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
 from sync.store import SENT_BY_APP
 
-from .delivery import DeliveryError, copy_to_sent, deliver
+from .delivery import DeliveryError, copy_to_sent, deliver, files_sent_copies
 from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
 
@@ -264,7 +264,7 @@ def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
         # brings the copy to the timelines.
         logger.warning("Outgoing email %s was sent; its timeline copy failed: %r",
                        outgoing.pk, error)  # fmt: skip
-        keeps_copy = outgoing.account.provider.files_sent_copies
+        keeps_copy = files_sent_copies(outgoing.account)
         _mine(outgoing.pk, claim).update(
             state=OutgoingEmail.State.SENT, sent_at=timezone.now(), error_kind="",
             error=f"Sent. It could not be put on the timelines yet ({type(error).__name__}); "
@@ -318,7 +318,7 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
             emails=[(email.pk, people, "")],
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
-    provider_keeps_copy = account.provider.files_sent_copies
+    provider_keeps_copy = files_sent_copies(account)
     # After the hand-over nobody else takes the email, but the sweep may have called it
     # "May have been sent" meanwhile: the server's answer is the better truth.
     _mine(outgoing.pk, claim).update(

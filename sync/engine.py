@@ -19,12 +19,12 @@ from functools import cached_property
 from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
-from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_response
-from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
+from mail.backend import ListedFolder
 from mail.errors import MailError
+from mail.imap_smtp.backend import listed_folders as imap_listing
+from mail.imap_smtp.wire import list_with_status
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,
@@ -66,9 +66,6 @@ MAX_REOPEN = 100
 SERVER_WIDE = ("[UNAVAILABLE]", "[LIMIT]")
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
-SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
-# Not IMAP's: an Exchange address book folder (offered in the Contacts settings).
-CONTACTS = "\\contacts"
 
 
 def period_start(account: EmailAccount, today: date | None = None) -> date | None:
@@ -116,31 +113,6 @@ def _folder_status(data: dict) -> FolderStatus:
         messages=int(data[b"MESSAGES"]) if b"MESSAGES" in data else None,
         highestmodseq=int(data[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in data else None,
     )
-
-
-def list_with_status(
-    client: IMAPClient, items: list[bytes], *, special_use: bool
-) -> tuple[list, dict]:
-    """LIST-STATUS (RFC 5819): every folder and its status in one round trip, where a
-    STATUS per folder would take one each. Returns list_folders()'s triples and
-    {path: status items}; a folder the server gave no status for is simply missing."""
-    imap = client._imap
-    wanted = b" ".join(items).decode()
-    # With RETURN options a server gives the special-use flags only when asked.
-    options = f"{'SPECIAL-USE ' if special_use else ''}STATUS ({wanted})"
-    typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", f"({options})")
-    client._checkok("list", typ, data)
-    typ, data = imap._untagged_response(typ, data, "LIST")
-    folders = client._proc_folder_list(data)
-    lines = [line for line in imap.untagged_responses.pop("STATUS", []) if line]
-    statuses = {}
-    for name, values in pairs_of(parse_response(lines), size=2):
-        if isinstance(name, int):
-            name = str(name)
-        elif client.folder_encode:
-            name = decode_utf7(name)
-        statuses[name] = dict(pairs_of(values, size=2))
-    return folders, statuses
 
 
 _UID = re.compile(rb"\bUID (\d+)")
@@ -198,25 +170,24 @@ def fetched_bodies(data: list) -> dict[int, tuple[bytes, bool]]:
     return found
 
 
-def folders_refresh(
-    *, account: EmailAccount, client: IMAPClient, listed: list | None = None
-) -> list[Folder]:
-    """The server's folder list (or the one already `listed`), written to the database
-    only where it changed: an idle re-sync should cost one LIST and one query, not a
-    write per folder."""
+def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> list[Folder]:
+    """The server's folder list, as the backend gave it, written to the database only
+    where it changed: an idle re-sync should cost one LIST and one query, not a write
+    per folder."""
     known = {folder.path: folder for folder in Folder.objects.filter(account=account)}
     listed_folders = []
-    for flags, delimiter, name in client.list_folders() if listed is None else listed:
-        lowered = {f.decode(errors="replace").lower() for f in flags}
+    for entry in listed:
         values = {
-            "delimiter": (delimiter or b"").decode(errors="replace"),
-            "special_use": min((f for f in lowered if f in SPECIAL_USE | {CONTACTS}), default=""),
-            "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
+            "delimiter": entry.delimiter,
+            "special_use": entry.special_use,
+            "selectable": entry.selectable,
             "exists_on_server": True,
         }
-        folder = known.get(name)
+        if entry.server_id:
+            values["ews_id"] = entry.server_id
+        folder = known.get(entry.path)
         if folder is None:
-            folder = Folder.objects.create(account=account, path=name, **values)
+            folder = Folder.objects.create(account=account, path=entry.path, **values)
         elif any(getattr(folder, field) != value for field, value in values.items()):
             for field, value in values.items():
                 setattr(folder, field, value)
@@ -281,12 +252,13 @@ class AccountSyncer:
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        listed = None
         if self.list_status:
-            listed, self.statuses = list_with_status(
+            listing, self.statuses = list_with_status(
                 self.client, self._status_items, special_use=self.special_use
             )
-        return folders_refresh(account=self.account, client=self.client, listed=listed)
+        else:
+            listing = self.client.list_folders()
+        return folders_refresh(account=self.account, listed=imap_listing(listing))
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
         return folders_to_sync(self.account, folders)

@@ -15,13 +15,13 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
+from mail.backend import Endpoint, credentials_required
 from mail.errors import SignInError
 from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
     InternalAddressRefused,
@@ -33,21 +33,8 @@ from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
 )
 from mailsetup import net
 from providers.addresses import Address
-from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+from providers.models import EmailProvider, LoginFormat, Security
 from systemsettings.selectors import internal_mail_servers_allowed
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    protocol: str  # "IMAP" or "SMTP"
-    host: str
-    port: int
-    security: str
-
-    @property
-    def label(self) -> str:
-        role = "incoming mail" if self.protocol == "IMAP" else "outgoing mail"
-        return f"The {self.protocol} server for {role} ({self.host}, port {self.port})"
 
 
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
@@ -78,24 +65,10 @@ def check_sign_in(
     *, provider: EmailProvider, address: Address, login: str, password: str = "",
     access_token: str = "",
 ) -> str:  # fmt: skip
-    """Raises SignInError unless every server the provider uses accepts the login (with
-    the password, or an OAuth 2.0 access token). Returns the mailbox's display name where
-    the server says it (an Exchange directory), else ""."""
-    if not login:
-        raise SignInError("login_missing", "Enter the login name for this mailbox.", field="login")
-    if not (password or access_token):
-        raise SignInError("password_missing", "Enter the password.")
-    if provider.service_type == ServiceType.EXCHANGE:
-        from mail.ews.session import directory_name, ews_close, ews_session
-
-        ews = ews_session(
-            provider=provider, address=address, login=login, password=password,
-            access_token=access_token,
-        )  # fmt: skip
-        try:
-            return directory_name(ews, address.email)
-        finally:
-            ews_close(ews)
+    """Raises SignInError unless the IMAP and SMTP servers the provider uses accept the
+    login (with the password, or an OAuth 2.0 access token). Returns "" (IMAP and SMTP
+    do not say the mailbox's display name)."""
+    credentials_required(login=login, password=password, access_token=access_token)
     if not (login.isascii() and password.isascii()):
         # IMAP LOGIN and SMTP AUTH carry ASCII only; servers that accept other
         # characters are rare, and encoding errors must not carry the password around.
