@@ -24,7 +24,7 @@ from accounts.models import EmailAccount, FolderMode
 from mail.backend import ListedFolder
 from mail.errors import MailError
 from mail.imap_smtp.backend import listed_folders as imap_listing
-from mail.imap_smtp.wire import list_with_status
+from mail.imap_smtp.wire import imaplib_of, list_with_status
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,
@@ -125,7 +125,7 @@ def fetch_bodies(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, 
     line, then a literal of the announced length). IMAPClient's response parser turns
     every response into tokens first: measured, a third of a first sync's fetching
     CPU, for the two small items wanted around each body."""
-    imap = client._imap
+    imap = imaplib_of(client)
     typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID FLAGS BODY.PEEK[])")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
@@ -135,7 +135,7 @@ def fetch_bodies(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, 
 def fetch_sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
     """Each message's size by UID, read like `fetch_bodies`: IMAPClient's tokenizer took
     0.45 s of CPU for the sizes of 10,000 messages, these regular expressions 0.11 s."""
-    imap = client._imap
+    imap = imaplib_of(client)
     typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID RFC822.SIZE)")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
@@ -541,7 +541,7 @@ class AccountSyncer:
             raise error
         elif several and self.canary is not None:
             try:
-                typ, _data = self.client._imap.uid(
+                typ, _data = imaplib_of(self.client).uid(
                     "FETCH", str(self.canary), "(UID BODY.PEEK[HEADER])"
                 )
             except imaplib.IMAP4.abort:
@@ -560,7 +560,7 @@ class AccountSyncer:
         set aside, and the next run goes on from there."""
         # imaplib keeps the server's BYE among the untagged responses; a cut connection
         # leaves none, whatever the error's text says.
-        said_bye = bool(self.client._imap.untagged_responses.get("BYE"))
+        said_bye = bool(imaplib_of(self.client).untagged_responses.get("BYE"))
         if not (said_bye and self.open_session):
             raise error
         if self.reopened >= MAX_REOPEN:
@@ -829,7 +829,7 @@ def fetch_flags(client: IMAPClient, uids: list[int]) -> dict[int, bool]:
     flag compared without regard to case (some servers send `\\seen`)."""
     if not uids:
         return {}
-    typ, data = client._imap.uid("FETCH", sequence_set(uids), "(UID FLAGS)")
+    typ, data = imaplib_of(client).uid("FETCH", sequence_set(uids), "(UID FLAGS)")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
     return _seen_by_uid(data)
@@ -840,7 +840,7 @@ def fetch_changed_flags(
 ) -> tuple[dict[int, bool], list[tuple[int, int]]]:
     """{UID: read} of the messages changed since `modseq` (CONDSTORE), in one command
     for the whole folder, and with QRESYNC the UID ranges expunged since."""
-    imap = client._imap
+    imap = imaplib_of(client)
     # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
     imap.untagged_responses.pop("VANISHED", None)
     modifiers = f"(CHANGEDSINCE {modseq}{' VANISHED' if vanished else ''})"

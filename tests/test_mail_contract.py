@@ -358,6 +358,11 @@ def test_it_pins_the_imapclient_internals_the_wire_module_relies_on(synced_mailb
             name for _f, _d, name in client.list_folders()
         )
         assert statuses["INBOX"][b"MESSAGES"] == 2 and statuses["Archive"][b"MESSAGES"] == 0
+        imap = wire.imaplib_of(client)
+        assert isinstance(imap, wire.PinnedIMAP4) and imap.debug == 0  # no repr() of bodies
+        client.select_folder("INBOX", readonly=True)
+        typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS)")
+        assert typ == "OK" and len([line for line in data if b"UID" in line]) == 2
     finally:
         wire.goodbye(client)
     import imaplib

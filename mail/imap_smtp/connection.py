@@ -18,11 +18,12 @@ import time
 
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
-from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
 from mail.backend import Endpoint, credentials_required
 from mail.errors import SignInError
+from mail.imap_smtp.wire import PinnedIMAP4 as _PinnedIMAP4  # noqa: F401 (tests)
+from mail.imap_smtp.wire import PinnedIMAPClient as _PinnedIMAPClient
 from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
     InternalAddressRefused,
     MailTrustAdapter,
@@ -512,47 +513,6 @@ class _Checker:
             "credentials",
             f"The outgoing mail server did not accept the login or password."
             f"{self._password_hint()} (SMTP server said: {code} {text})",
-        )
-
-
-class _PinnedIMAP4(imaplib.IMAP4):
-    def __init__(self, host, port, *, opener, implicit_context, timeout):
-        self._opener = opener
-        self._implicit_context = implicit_context
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout=None):
-        sock = self._opener()
-        if self._implicit_context is not None:
-            sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
-        return sock
-
-
-class _PinnedIMAPClient(IMAPClient):
-    """IMAPClient that connects through our opener (checked address, time limit)."""
-
-    def __init__(self, endpoint: Endpoint, *, opener, context, timeout):
-        self._opener = opener
-        super().__init__(
-            endpoint.host,
-            port=endpoint.port,
-            ssl=endpoint.security == Security.SSL_TLS,
-            ssl_context=context,
-            timeout=timeout,
-        )
-        # IMAPClient turns imaplib's debug output on and routes it to a logger, so every
-        # response, message bodies included, is formatted with repr() before the logger
-        # drops it: measured, three quarters of a FETCH's CPU time. Off, nothing a
-        # server sends (nor the LOGIN command) is formatted for a log at all.
-        self._imap.debug = 0
-
-    def _create_IMAP4(self):
-        return _PinnedIMAP4(
-            self.host,
-            self.port,
-            opener=self._opener,
-            implicit_context=self.ssl_context if self.ssl else None,
-            timeout=self._timeout.connect,
         )
 
 
