@@ -211,7 +211,37 @@ def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder
     return [f for f in usable if f.chosen or (prefixes and f.path.startswith(prefixes))]
 
 
-class AccountSyncer:
+class MailboxSyncer:
+    """What every protocol's syncer shares (AccountSyncer over IMAP, sync.ews.EwsSyncer
+    over EWS, siblings): the mailbox, the run it counts into, and the settings read
+    once per run."""
+
+    account: EmailAccount
+    run: SyncRun
+
+    @cached_property
+    def create_contacts(self) -> bool:
+        # Asked only when there is something to link: an idle run makes no query for it.
+        return create_contacts_for_unknown_senders()
+
+    @cached_property
+    def size_limit(self) -> int:
+        return message_size_limit()
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
+
+    def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
+        return folders_to_sync(self.account, folders)
+
+    def _count(self, stored: Stored) -> None:
+        self.run.new_emails += stored.emails
+        self.run.new_locations += stored.locations
+        self.run.parse_problems += stored.problems
+
+
+class AccountSyncer(MailboxSyncer):
     def __init__(
         self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None,
         open_session=None,
@@ -244,11 +274,6 @@ class AccountSyncer:
         self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
         self.progress = RunProgress(run)
 
-    @cached_property
-    def create_contacts(self) -> bool:
-        # Asked only when there is something to link: an idle run makes no query for it.
-        return create_contacts_for_unknown_senders()
-
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
@@ -259,9 +284,6 @@ class AccountSyncer:
         else:
             listing = self.client.list_folders()
         return folders_refresh(account=self.account, listed=imap_listing(listing))
-
-    def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
-        return folders_to_sync(self.account, folders)
 
     def progress_start(self, folders: list[Folder]) -> None:
         """The run's folders, for its progress. In a first download of any of them, the
@@ -439,11 +461,6 @@ class AccountSyncer:
         # And once its message is gone from the server: asked for, neither given nor
         # refused; or stored meanwhile by some other way.
         notes.filter(uid__in=(asked - answered) | (uids - asked)).delete()
-
-    def _count(self, stored: Stored) -> None:
-        self.run.new_emails += stored.emails
-        self.run.new_locations += stored.locations
-        self.run.parse_problems += stored.problems
 
     def _fetched(self, uids: list[int]) -> Iterator["FetchedBatch"]:
         """Each batch fetched and parsed, the next one on its way while the caller stores
@@ -650,14 +667,6 @@ class AccountSyncer:
         from .large import fetch_large
 
         return fetch_large(self.client, uid, size, limit=self.size_limit, limits=self.limits)
-
-    @cached_property
-    def size_limit(self) -> int:
-        return message_size_limit()
-
-    @cached_property
-    def limits(self) -> Limits:
-        return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
 
     def _apply_changes(
         self, folder: Folder, locations, status: FolderStatus, *, new_count: int

@@ -22,7 +22,7 @@ from mail.ews.folders import folder_tree
 from .engine import (
     LARGE,
     RETRY_UNSTORED,
-    AccountSyncer,
+    MailboxSyncer,
     folders_refresh,
     parse_safely,
     period_start,
@@ -42,8 +42,9 @@ FETCH = 25
 MAX_PROPERTY_BODY = 2_000_000
 
 
-class EwsSyncer(AccountSyncer):
-    """AccountSyncer's storing and linking, fed by EWS instead of IMAP."""
+class EwsSyncer(MailboxSyncer):
+    """An Exchange mailbox's download over EWS, IMAP's sibling: the same store (sync.store)
+    and settings (MailboxSyncer), fed by SyncFolderItems pages instead of UIDs."""
 
     def __init__(self, *, account: EmailAccount, ews, run: SyncRun, renew=None):
         self.account = account
