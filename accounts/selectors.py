@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from mail.imap_smtp.connection import login_for
+from mail.backend import login_for
 from providers.addresses import Address, parent_domains
 from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
 from providers.services import GUESSED

@@ -25,8 +25,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mail.backend import login_for
 from mail.errors import MailError, SignInError
-from mail.imap_smtp.connection import login_for
 from mail.registry import backend_for
 from mailsetup.csp import allow_mail_frame
 from providers.addresses import Address, AddressError, normalize_address

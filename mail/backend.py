@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from providers.addresses import Address
-from providers.models import EmailProvider
+from providers.models import EmailProvider, LoginFormat
 
 from .errors import SignInError
 
@@ -46,6 +46,14 @@ class ListedFolder:
     special_use: str = ""
     selectable: bool = True
     server_id: str = ""
+
+
+def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
+    if provider.login_format == LoginFormat.LOCAL_PART:
+        return address.local
+    if provider.login_format == LoginFormat.MANUAL:
+        return typed_login.strip()
+    return address.email
 
 
 def credentials_required(*, login: str, password: str, access_token: str) -> None:

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from imapclient.exceptions import CapabilityError, LoginError
 
-from mail.backend import Endpoint, credentials_required
+from mail.backend import Endpoint, credentials_required, login_for  # noqa: F401 (its old place)
 from mail.errors import SignInError
 from mail.imap_smtp.wire import PinnedIMAP4 as _PinnedIMAP4  # noqa: F401 (tests)
 from mail.imap_smtp.wire import PinnedIMAPClient as _PinnedIMAPClient
@@ -34,16 +34,8 @@ from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
 )
 from mailsetup import net
 from providers.addresses import Address
-from providers.models import EmailProvider, LoginFormat, Security
+from providers.models import EmailProvider, Security
 from systemsettings.selectors import internal_mail_servers_allowed
-
-
-def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
-    if provider.login_format == LoginFormat.LOCAL_PART:
-        return address.local
-    if provider.login_format == LoginFormat.MANUAL:
-        return typed_login.strip()
-    return address.email
 
 
 def _endpoint(provider: EmailProvider, address: Address, protocol: str) -> Endpoint:
