@@ -23,12 +23,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from mail.errors import MailError
+from mail.trust import InternalAddressRefused, guarded_adapter, refused_internal
 from mailsetup import crypto, net
-from mailsetup.failures import MailError
-from providers.models import ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed
 
-from .connection import InternalAddressRefused, guarded_adapter, refused_internal
 from .models import EmailAccount
 
 logger = logging.getLogger(__name__)
@@ -188,9 +187,8 @@ def session_for(session, account: EmailAccount):
     password, or with its OAuth 2.0 access token, refreshed once more if the server
     refuses the current one (revoked early, or expired by the server's clock). Raises
     SignInError, ReconnectNeeded or TokenError."""
+    from mail.errors import SignInError
     from providers.addresses import normalize_address
-
-    from .connection import SignInError
 
     connect = functools.partial(
         session,
@@ -215,12 +213,7 @@ GOOGLE_MAIL = "https://mail.google.com/"
 GOOGLE_SCOPES = [GOOGLE_MAIL, "openid", "https://www.googleapis.com/auth/userinfo.email"]
 # msal adds openid, profile and offline_access itself (and refuses them as input);
 # "email" puts the address in the ID token, where the sign-in name may differ from it.
-MICROSOFT_SCOPES = [
-    "https://outlook.office.com/IMAP.AccessAsUser.All",
-    "https://outlook.office.com/SMTP.Send",
-    "email",
-]
-MICROSOFT_EWS_SCOPES = ["https://outlook.office.com/EWS.AccessAsUser.All", "email"]
+# Microsoft's scopes are the protocol's: MailBackend.microsoft_scopes.
 DEFAULT_SCOPE = "mail openid email"
 MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
 
@@ -459,10 +452,10 @@ class _Microsoft:
             raise _unreachable(error) from None
 
     def _scopes(self) -> list[str]:
-        # Exchange Online mailboxes (EWS) need EWS's permission; the others IMAP's and SMTP's.
-        if self.provider.service_type == ServiceType.EXCHANGE:
-            return MICROSOFT_EWS_SCOPES
-        return MICROSOFT_SCOPES
+        # Each protocol its own permission: EWS's for Exchange Online, else IMAP's and SMTP's.
+        from mail.registry import backend_for
+
+        return list(backend_for(self.provider).microsoft_scopes)
 
     def start(self, *, state: str, address: str, redirect_uri: str) -> tuple[str, Pending]:
         with warnings.catch_warnings():

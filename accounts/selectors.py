@@ -5,11 +5,11 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from mail.backend import login_for
 from providers.addresses import Address, parent_domains
 from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
 from providers.services import GUESSED
 
-from .connection import login_for
 from .guides import GUIDES, Guide
 from .models import AccountNotification, EmailAccount
 

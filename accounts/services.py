@@ -12,14 +12,14 @@ from django.utils import timezone
 from django.utils.html import strip_tags
 from django.views.decorators.debug import sensitive_variables
 
+from mail.errors import MailError, SignInError
+from mail.registry import check_sign_in
 from mailsetup import crypto
-from mailsetup.failures import MailError
 from mailsetup.queue import publish_on_commit
 from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source
 from providers.services import provider_domain_remember, provider_save_checked
 
-from .connection import SignInError, check_sign_in
 from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt, TokenRevocation
 from .oauth import TokenError, token_revoke, tokens_store
 

@@ -26,11 +26,13 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from mail.backend import login_for
+from mail.errors import MailError, SignInError
+from mail.registry import backend_for
 from mailsetup.csp import allow_mail_frame, allow_oauth_forms
-from mailsetup.failures import MailError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
-from providers.models import AuthMethod, EmailProvider, ServiceType
+from providers.models import AuthMethod, EmailProvider
 from providers.services import provider_from_draft
 from sending.selectors import outgoing_unsent
 from sharing.forms import GrantsForm
@@ -54,7 +56,6 @@ from sync.services import (
     mailbox_attention_clear,
 )
 
-from .connection import SignInError, endpoints_for, login_for
 from .forms import (
     IMAP_DEFAULT_PORT,
     SMTP_DEFAULT_PORT,
@@ -181,9 +182,8 @@ EXCHANGE_SECTIONS = {"meetings": MeetingsSettingsForm, "contacts": ContactsSetti
 
 
 def _sections(account: EmailAccount) -> dict:
-    if account.provider.service_type == ServiceType.EXCHANGE:
-        return SECTIONS | EXCHANGE_SECTIONS
-    return SECTIONS
+    extra = backend_for(account.provider).settings_sections
+    return SECTIONS | {name: EXCHANGE_SECTIONS[name] for name in extra}
 
 
 def _setup(request: HttpRequest, pk: int) -> EmailAccount:
@@ -815,9 +815,9 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "guide": guide_for(provider),
         "login": login_for(provider, address),
         "oauth_only": oauth_only,
-        "exchange": provider.service_type == ServiceType.EXCHANGE,
+        "exchange": backend_for(provider).discovers_endpoints,
         "other_provider_url": _url("accounts:wizard_provider", address=address.email),
-        "endpoints": endpoints_for(provider, address),
+        "endpoints": backend_for(provider).endpoints(provider, address),
         # Where the password goes, always said: the provider's sign-in page for OAuth,
         # the hosts Exchange autodiscover asks first when the card names no server.
         "identity": identity_hosts(provider) if oauth_only else None,

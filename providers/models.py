@@ -212,12 +212,6 @@ class EmailProvider(models.Model):
             and self.oauth_token_url
         )
 
-    @property
-    def files_sent_copies(self) -> bool:
-        """Whether a message sent through it lands in the Sent folder by itself:
-        Exchange's SendAndSaveCopy does, as do providers marked so (Gmail)."""
-        return self.stores_sent_copy or self.service_type == ServiceType.EXCHANGE
-
     def mx_suffix_list(self) -> list[str]:
         return [s.strip().lower().strip(".") for s in self.mx_suffixes.split(",") if s.strip()]
 

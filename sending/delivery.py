@@ -1,48 +1,32 @@
-"""Handing a message to the mailbox's SMTP server, and putting a copy in its Sent folder.
+"""Handing a message to the mailbox's server, and putting a copy in its Sent folder,
+through the mailbox's backend (mail/registry.py), which does the talking.
 
-Every failure is a DeliveryError, a MailError whose kind (mailsetup.failures) decides
-what becomes of the email: RETRY (nothing was handed over, or the server said "try
-later"), OWNER or NEVER (the owner, an administrator or the message must change),
-UNKNOWN ("handed_over": the connection broke after the message was handed over and
-before the server's answer; trying again could deliver it twice, so nothing is).
+Every failure is a MailError whose kind (mail.errors) decides what becomes of the email:
+LATER (nothing was handed over, or the server said "try later"), OWNER or NEVER (the
+owner, an administrator or the message must change), UNKNOWN ("handed_over": the
+connection broke after the message was handed over and before the server's answer;
+trying again could deliver it twice, so nothing is).
 """
 
-import contextlib
-import imaplib
-import re
-import smtplib
-import ssl
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
-
-from accounts.connection import imap_session, smtp_session
 from accounts.oauth import session_for
+from mail.errors import MailError
+from mail.registry import backend_for
 from mailsetup.crypto import CredentialError
-from mailsetup.failures import MailError
-from providers.models import ServiceType
 
-# Common names of the Sent folder, looked for inside the personal namespace when no
-# folder is marked \Sent.
-SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent Mail")
+# The name sending's code has always used for a MailError met while delivering.
+DeliveryError = MailError
 
 
-class DeliveryError(MailError):
-    """Why a delivery or a Sent copy did not happen (or may have): str() for people,
-    `kind` and `action` for code."""
-
-
-def _signed_in(session, account):
-    """A signed-in SMTP, IMAP or EWS session of the mailbox (password or OAuth 2.0); a
-    failed sign-in becomes a DeliveryError of the sign-in failure's own kind."""
+def _signed_in(open_session, account):
+    """A signed-in session of the mailbox's backend (password or OAuth 2.0); a failed
+    sign-in raises its own MailError (SignInError, ReconnectNeeded, TokenError)."""
     if not account.login:
         raise DeliveryError(
             "login_missing",
             f"{account.address} has no login name stored. Enter it in the mailbox's settings.",
         )
     try:
-        return session_for(session, account)
-    except MailError as error:  # SignInError, ReconnectNeeded, TokenError
-        raise DeliveryError(error.kind, str(error)) from None
+        return session_for(open_session, account)
     except CredentialError:
         raise DeliveryError(
             "password_missing",
@@ -60,238 +44,26 @@ def _signed_in(session, account):
         ) from None
 
 
-def _said(code: int, reply) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return f"{code} {' '.join(text.split())}"[:300]
-
-
-def _refusal(code: int, reply, what: str, *, permanent: str = "rejected") -> DeliveryError:
-    # 4xx: the server says "not now" (RFC 5321), and it did not take the message.
-    kind = "temporary" if 400 <= code < 500 else permanent
-    return DeliveryError(kind, f"{what} (the server said: {_said(code, reply)})")
-
-
-def _dot_stuffed(raw: bytes) -> bytes:
-    data = re.sub(rb"(?m)^\.", b"..", raw)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
-
-
 def deliver(*, account, sender: str, recipients: list[str], raw: bytes, handing_over) -> None:
     """Send `raw` to `recipients`; `handing_over()` is called just before the message's
     bytes go out, so the caller can record that a retry is no longer safe (or raise to
-    stop: the connection is then dropped mid-DATA, which makes the server discard it)."""
-    if account.provider.service_type == ServiceType.EXCHANGE:
-        return _deliver_ews(account=account, recipients=recipients, raw=raw,
-                            handing_over=handing_over)  # fmt: skip
-    client = _signed_in(smtp_session, account)
-    handed_over = False
-    try:
-        code, reply = client.mail(sender)
-        if code != 250:
-            raise _refusal(
-                code, reply, f"The server would not send as {sender}", permanent="smtp_refuses"
-            )
-        for recipient in recipients:
-            code, reply = client.rcpt(recipient)
-            if code not in (250, 251):
-                raise _refusal(code, reply, f"The server refused the recipient {recipient}")
-        code, reply = client.docmd("DATA")
-        if code != 354:
-            raise _refusal(code, reply, "The server would not take the message")
-        try:
-            handing_over()
-        except BaseException:
-            client.close()
-            raise
-        handed_over = True
-        client.send(_dot_stuffed(raw))
-        code, reply = client.getreply()
-        if code != 250:
-            # The server answered: it did not take the message, so this is no guess.
-            raise _refusal(code, reply, "The server did not accept the message")
-    except DeliveryError:
-        raise
-    except (OSError, smtplib.SMTPException, ssl.SSLError) as error:
-        if handed_over:
-            raise DeliveryError(
-                "handed_over",
-                "The connection to the mail server broke after the message was handed over "
-                "and before the server confirmed it. It may have been sent: check the "
-                "recipient's copy or your Sent folder before sending it again.",
-            ) from None
-        raise DeliveryError(
-            "timeout" if isinstance(error, TimeoutError) else "connection",
-            f"The connection to the mail server broke before the message was handed over "
-            f"({type(error).__name__}).",
-        ) from None
-    finally:
-        with contextlib.suppress(Exception):
-            client.quit()
-        with contextlib.suppress(Exception):
-            client.close()
-
-
-# Exchange answers these when it could not take the message now; nothing was sent.
-EWS_BUSY = {
-    "ErrorServerBusy", "ErrorInternalServerTransientError",
-    "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
-    "ErrorConnectionFailedTransientError",
-}  # fmt: skip
-# The login may not send from this mailbox: its owner or an administrator grants it.
-EWS_DENIED = {"ErrorAccessDenied", "ErrorSendAsDenied"}
-
-
-def _deliver_ews(*, account, recipients: list[str], raw: bytes, handing_over) -> None:
-    """CreateItem with SendAndSaveCopy: Exchange sends the MIME message as written and
-    files the copy in Sent Items itself. Bcc recipients, absent from the headers, go as
-    the item's BccRecipients."""
-    from exchangelib import Message
-    from exchangelib.errors import ErrorTimeoutExpired, EWSError, ResponseMessageError
-
-    from accounts.exchange import ews_close, ews_session
-
-    headers = BytesHeaderParser().parsebytes(raw)
-    shown = {
-        a.lower() for _n, a in getaddresses(headers.get_all("To", []) + headers.get_all("Cc", []))
-    }
-    bcc = [r for r in recipients if r.lower() not in shown]
-    ews = _signed_in(ews_session, account)
-    handed_over = False
-    try:
-        message = Message(
-            account=ews, folder=ews.sent, mime_content=raw, bcc_recipients=bcc or None
-        )
-        handing_over()
-        handed_over = True
-        message.send_and_save()
-    except ResponseMessageError as error:
-        name = type(error).__name__
-        # exchangelib also makes these up from the HTTP layer (a 503, a timeout, a cut
-        # connection: "Reraised from ...", "Caused by ..."). Only an answer the server
-        # wrote itself says the message was not taken; anything else after the
-        # hand-over may have been sent.
-        made_up = str(error).startswith(("Reraised from", "Caused by"))
-        if handed_over and (made_up or isinstance(error, ErrorTimeoutExpired)):
-            raise _ews_uncertain(error) from None
-        if name in EWS_BUSY:
-            kind = "busy"
-        elif made_up:
-            kind = "connection"
-        elif name in EWS_DENIED:
-            kind = "access_denied"
-        else:
-            kind = "rejected"
-        raise DeliveryError(kind, f"Exchange did not send the message ({name}: {error}).") from None
-    except (EWSError, OSError) as error:
-        if not handed_over:
-            raise DeliveryError(
-                "connection", f"Exchange could not be reached ({type(error).__name__})."
-            ) from None
-        raise _ews_uncertain(error) from None
-    finally:
-        ews_close(ews)
-
-
-def _ews_uncertain(error: Exception) -> DeliveryError:
-    return DeliveryError(
-        "handed_over",
-        "The connection to Exchange broke after the message was handed over and before "
-        "the server confirmed it. It may have been sent: check the recipient's copy or "
-        f"your Sent Items before sending it again ({type(error).__name__}).",
+    stop: the connection is then dropped, which makes the server discard it)."""
+    backend = backend_for(account.provider)
+    session = _signed_in(backend.open_sender, account)
+    backend.deliver(
+        session, sender=sender, recipients=recipients, raw=raw, handing_over=handing_over
     )
 
 
-def _separator(delimiter) -> str:
-    if isinstance(delimiter, bytes):
-        return delimiter.decode("ascii", "replace")
-    return delimiter or ""
-
-
-def personal_namespace(client, folders) -> tuple[str, str]:
-    """The personal namespace's prefix and separator: from NAMESPACE (RFC 2342) when the
-    server offers it, else inferred from the listing. Courier and Cyrus keep every
-    folder under "INBOX." with "." as separator; Dovecot and most others at the top."""
-    if client.has_capability("NAMESPACE"):
-        try:
-            personal = client.namespace().personal
-        except imaplib.IMAP4.error:
-            personal = None
-        if personal:
-            prefix, separator = personal[0]
-            return prefix or "", separator or ""
-    separator = next((_separator(d) for _f, d, _n in folders if d), "")
-    others = [name for _f, _d, name in folders if name.upper() != "INBOX"]
-    if separator and others and all(n.upper().startswith("INBOX" + separator) for n in others):
-        return "INBOX" + separator, separator
-    return "", separator
-
-
-def sent_folder(client) -> str:
-    """The folder the server marks \\Sent (SPECIAL-USE; Cyrus writes it \\sent), else one
-    with a common name inside the personal namespace; made there if there is none."""
-    folders = client.list_folders()
-    for flags, _delimiter, name in folders:
-        if any(flag.lower() == b"\\sent" for flag in flags):
-            return name
-    prefix, separator = personal_namespace(client, folders)
-    names = {name.lower(): name for _flags, _delimiter, name in folders}
-    candidates = [prefix + name for name in SENT_NAMES]
-    if separator and not prefix:
-        # Servers that keep folders under INBOX without saying so (no NAMESPACE).
-        candidates += [f"INBOX{separator}{name}" for name in SENT_NAMES]
-    for candidate in candidates:
-        if candidate.lower() in names:
-            return names[candidate.lower()]
-    fallback = f"INBOX{separator}Sent" if separator and not prefix else None
-    return _create(client, prefix + "Sent", fallback)
-
-
-def _create(client, name: str, fallback: str | None) -> str:
-    try:
-        client.create_folder(name)
-    except imaplib.IMAP4.error as error:
-        if "ALREADYEXISTS" in str(error).upper():
-            pass  # made meanwhile, by another client or an earlier try
-        elif fallback:
-            # Inferred wrongly: a fresh mailbox lists only INBOX, whatever the namespace.
-            return _create(client, fallback, None)
-        else:
-            raise
-    with contextlib.suppress(Exception):
-        client.subscribe_folder(name)
-    return name
-
-
-def _holds(client, folder: str, message_id: str) -> bool:
-    client.select_folder(folder, readonly=True)
-    return bool(client.search(["HEADER", "Message-ID", message_id]))
-
-
-# RFC 5530 codes for "not now": the copy may work later.
-IMAP_TEMPORARY = ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]")
-
-
 def copy_to_sent(*, account, raw: bytes, message_id: str = "", look_first: bool = False) -> str:
-    """Append the message to the mailbox's Sent folder, read; returns the folder. With
+    """Put the message in the mailbox's Sent folder, read; returns the folder. With
     `look_first`, an earlier try may have stored it already (its answer was lost), so a
     copy with the same Message-ID found there counts as done."""
-    client = _signed_in(imap_session, account)
-    try:
-        folder = sent_folder(client)
-        if not (look_first and message_id and _holds(client, folder, message_id)):
-            client.append(folder, raw, flags=[b"\\Seen"])
-        return folder
-    except (OSError, EOFError, imaplib.IMAP4.abort) as error:
-        raise DeliveryError(
-            "timeout" if isinstance(error, TimeoutError) else "connection_lost",
-            f"The connection broke during the copy ({type(error).__name__}).",
-        ) from None
-    except imaplib.IMAP4.error as error:
-        said = " ".join(str(error).split())[:300]
-        kind = "temporary" if any(c in said.upper() for c in IMAP_TEMPORARY) else "server_error"
-        raise DeliveryError(kind, f"The server refused the copy ({said}).") from None
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
+    backend = backend_for(account.provider)
+    session = _signed_in(backend.open_reader, account)
+    return backend.store_sent_copy(session, raw=raw, message_id=message_id, look_first=look_first)
+
+
+def files_sent_copies(account) -> bool:
+    """Whether the mailbox's server files what it sends in Sent by itself."""
+    return backend_for(account.provider).files_sent_copies(account.provider)

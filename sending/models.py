@@ -43,7 +43,7 @@ class OutgoingEmail(models.Model):
     raw = models.BinaryField(editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     error = models.TextField(blank=True)
-    # The kind of the last failure (mailsetup.failures), for code: "queue" means the task
+    # The kind of the last failure (mail.errors), for code: "queue" means the task
     # could not be queued at all and waits for the task queue to come back.
     error_kind = models.CharField(max_length=40, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

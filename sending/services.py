@@ -10,14 +10,14 @@ from django.utils import timezone
 
 from accounts.models import EmailAccount
 from crm.services import contacts_link
-from mailsetup.failures import Action, MailError
+from mail.errors import MailError, Retry
 from mailsetup.queue import publish
 from sharing.selectors import sendable_mailboxes
 from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
 from sync.models import Attachment, Email
 from sync.store import SENT_BY_APP
 
-from .delivery import DeliveryError, copy_to_sent, deliver
+from .delivery import DeliveryError, copy_to_sent, deliver, files_sent_copies
 from .message import Draft, build, new_message_id
 from .models import OutgoingEmail
 
@@ -191,7 +191,7 @@ def _database_retried(service):
 def outgoing_send(*, outgoing_id: int) -> OutgoingEmail | None:
     """Deliver a queued email once. Safe to run any number of times: only a queued row
     is taken. Raises TransientSendError to be tried again later, unless this was the
-    last try; the error's kind decides (mailsetup.failures)."""
+    last try; the error's kind decides (mail.errors)."""
     return _send(outgoing_id)
 
 
@@ -231,17 +231,17 @@ def _send(outgoing_id: int) -> OutgoingEmail | None:
 
 def _failed(outgoing: OutgoingEmail, claim: datetime, error: DeliveryError) -> None:
     mine = _mine(outgoing.pk, claim).filter(state=OutgoingEmail.State.SENDING)
-    action = error.action
-    if action == Action.RETRY and outgoing.attempts < MAX_ATTEMPTS:
+    action = error.retry
+    if action == Retry.LATER and outgoing.attempts < MAX_ATTEMPTS:
         countdown = backoff(outgoing.attempts)
         mine.update(
             state=OutgoingEmail.State.QUEUED, error=str(error), error_kind=error.kind,
             handed_over_at=None, next_attempt_at=timezone.now() + timedelta(seconds=countdown),
         )  # fmt: skip
         raise TransientSendError(error, countdown)
-    if action == Action.UNKNOWN:
+    if action == Retry.UNKNOWN:
         state, text = OutgoingEmail.State.UNCERTAIN, str(error)
-    elif action == Action.RETRY:
+    elif action == Retry.LATER:
         state = OutgoingEmail.State.FAILED
         text = f"Not sent after {outgoing.attempts} tries. The last answer: {error}"
     else:
@@ -264,7 +264,7 @@ def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
         # brings the copy to the timelines.
         logger.warning("Outgoing email %s was sent; its timeline copy failed: %r",
                        outgoing.pk, error)  # fmt: skip
-        keeps_copy = outgoing.account.provider.files_sent_copies
+        keeps_copy = files_sent_copies(outgoing.account)
         _mine(outgoing.pk, claim).update(
             state=OutgoingEmail.State.SENT, sent_at=timezone.now(), error_kind="",
             error=f"Sent. It could not be put on the timelines yet ({type(error).__name__}); "
@@ -318,7 +318,7 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
             emails=[(email.pk, people, "")],
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
-    provider_keeps_copy = account.provider.files_sent_copies
+    provider_keeps_copy = files_sent_copies(account)
     # After the hand-over nobody else takes the email, but the sweep may have called it
     # "May have been sent" meanwhile: the server's answer is the better truth.
     _mine(outgoing.pk, claim).update(
@@ -360,7 +360,7 @@ def outgoing_copy_store(*, outgoing_id: int) -> None:
             look_first=outgoing.sent_copy_attempts > 1,
         )
     except DeliveryError as error:
-        if error.action == Action.RETRY and outgoing.sent_copy_attempts < MAX_ATTEMPTS:
+        if error.retry == Retry.LATER and outgoing.sent_copy_attempts < MAX_ATTEMPTS:
             countdown = backoff(outgoing.sent_copy_attempts)
             mine.update(
                 sent_copy=OutgoingEmail.Copy.PENDING, sent_copy_error=str(error),

@@ -19,12 +19,12 @@ from functools import cached_property
 from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
-from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_response
-from imapclient.util import chunk as pairs_of
 
 from accounts.models import EmailAccount, FolderMode
-from mailsetup.failures import MailError
+from mail.backend import ListedFolder
+from mail.errors import MailError
+from mail.imap_smtp.backend import listed_folders as imap_listing
+from mail.imap_smtp.wire import imaplib_of, list_with_status
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,
@@ -66,9 +66,6 @@ MAX_REOPEN = 100
 SERVER_WIDE = ("[UNAVAILABLE]", "[LIMIT]")
 PERIOD_DAYS = {"1d": 1, "3d": 3, "1w": 7, "1m": 30, "3m": 91, "6m": 182, "all": None}
 SKIPPED_BY_DEFAULT = {"\\trash", "\\junk"}
-SPECIAL_USE = {"\\sent", "\\trash", "\\junk", "\\drafts", "\\archive", "\\all", "\\flagged"}
-# Not IMAP's: an Exchange address book folder (offered in the Contacts settings).
-CONTACTS = "\\contacts"
 
 
 def period_start(account: EmailAccount, today: date | None = None) -> date | None:
@@ -118,31 +115,6 @@ def _folder_status(data: dict) -> FolderStatus:
     )
 
 
-def list_with_status(
-    client: IMAPClient, items: list[bytes], *, special_use: bool
-) -> tuple[list, dict]:
-    """LIST-STATUS (RFC 5819): every folder and its status in one round trip, where a
-    STATUS per folder would take one each. Returns list_folders()'s triples and
-    {path: status items}; a folder the server gave no status for is simply missing."""
-    imap = client._imap
-    wanted = b" ".join(items).decode()
-    # With RETURN options a server gives the special-use flags only when asked.
-    options = f"{'SPECIAL-USE ' if special_use else ''}STATUS ({wanted})"
-    typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", f"({options})")
-    client._checkok("list", typ, data)
-    typ, data = imap._untagged_response(typ, data, "LIST")
-    folders = client._proc_folder_list(data)
-    lines = [line for line in imap.untagged_responses.pop("STATUS", []) if line]
-    statuses = {}
-    for name, values in pairs_of(parse_response(lines), size=2):
-        if isinstance(name, int):
-            name = str(name)
-        elif client.folder_encode:
-            name = decode_utf7(name)
-        statuses[name] = dict(pairs_of(values, size=2))
-    return folders, statuses
-
-
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
@@ -153,7 +125,7 @@ def fetch_bodies(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, 
     line, then a literal of the announced length). IMAPClient's response parser turns
     every response into tokens first: measured, a third of a first sync's fetching
     CPU, for the two small items wanted around each body."""
-    imap = client._imap
+    imap = imaplib_of(client)
     typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID FLAGS BODY.PEEK[])")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
@@ -163,7 +135,7 @@ def fetch_bodies(client: IMAPClient, uids: list[int]) -> dict[int, tuple[bytes, 
 def fetch_sizes(client: IMAPClient, uids: list[int]) -> dict[int, int]:
     """Each message's size by UID, read like `fetch_bodies`: IMAPClient's tokenizer took
     0.45 s of CPU for the sizes of 10,000 messages, these regular expressions 0.11 s."""
-    imap = client._imap
+    imap = imaplib_of(client)
     typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(UID RFC822.SIZE)")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
@@ -198,25 +170,24 @@ def fetched_bodies(data: list) -> dict[int, tuple[bytes, bool]]:
     return found
 
 
-def folders_refresh(
-    *, account: EmailAccount, client: IMAPClient, listed: list | None = None
-) -> list[Folder]:
-    """The server's folder list (or the one already `listed`), written to the database
-    only where it changed: an idle re-sync should cost one LIST and one query, not a
-    write per folder."""
+def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> list[Folder]:
+    """The server's folder list, as the backend gave it, written to the database only
+    where it changed: an idle re-sync should cost one LIST and one query, not a write
+    per folder."""
     known = {folder.path: folder for folder in Folder.objects.filter(account=account)}
     listed_folders = []
-    for flags, delimiter, name in client.list_folders() if listed is None else listed:
-        lowered = {f.decode(errors="replace").lower() for f in flags}
+    for entry in listed:
         values = {
-            "delimiter": (delimiter or b"").decode(errors="replace"),
-            "special_use": min((f for f in lowered if f in SPECIAL_USE | {CONTACTS}), default=""),
-            "selectable": "\\noselect" not in lowered and "\\nonexistent" not in lowered,
+            "delimiter": entry.delimiter,
+            "special_use": entry.special_use,
+            "selectable": entry.selectable,
             "exists_on_server": True,
         }
-        folder = known.get(name)
+        if entry.server_id:
+            values["ews_id"] = entry.server_id
+        folder = known.get(entry.path)
         if folder is None:
-            folder = Folder.objects.create(account=account, path=name, **values)
+            folder = Folder.objects.create(account=account, path=entry.path, **values)
         elif any(getattr(folder, field) != value for field, value in values.items()):
             for field, value in values.items():
                 setattr(folder, field, value)
@@ -240,7 +211,37 @@ def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder
     return [f for f in usable if f.chosen or (prefixes and f.path.startswith(prefixes))]
 
 
-class AccountSyncer:
+class MailboxSyncer:
+    """What every protocol's syncer shares (AccountSyncer over IMAP, sync.ews.EwsSyncer
+    over EWS, siblings): the mailbox, the run it counts into, and the settings read
+    once per run."""
+
+    account: EmailAccount
+    run: SyncRun
+
+    @cached_property
+    def create_contacts(self) -> bool:
+        # Asked only when there is something to link: an idle run makes no query for it.
+        return create_contacts_for_unknown_senders()
+
+    @cached_property
+    def size_limit(self) -> int:
+        return message_size_limit()
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
+
+    def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
+        return folders_to_sync(self.account, folders)
+
+    def _count(self, stored: Stored) -> None:
+        self.run.new_emails += stored.emails
+        self.run.new_locations += stored.locations
+        self.run.parse_problems += stored.problems
+
+
+class AccountSyncer(MailboxSyncer):
     def __init__(
         self, *, account: EmailAccount, client: IMAPClient, run: SyncRun, renew=None,
         open_session=None,
@@ -273,23 +274,16 @@ class AccountSyncer:
         self.refused: dict[int, str] = {}  # UIDs set aside while asking for sizes
         self.progress = RunProgress(run)
 
-    @cached_property
-    def create_contacts(self) -> bool:
-        # Asked only when there is something to link: an idle run makes no query for it.
-        return create_contacts_for_unknown_senders()
-
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        listed = None
         if self.list_status:
-            listed, self.statuses = list_with_status(
+            listing, self.statuses = list_with_status(
                 self.client, self._status_items, special_use=self.special_use
             )
-        return folders_refresh(account=self.account, client=self.client, listed=listed)
-
-    def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
-        return folders_to_sync(self.account, folders)
+        else:
+            listing = self.client.list_folders()
+        return folders_refresh(account=self.account, listed=imap_listing(listing))
 
     def progress_start(self, folders: list[Folder]) -> None:
         """The run's folders, for its progress. In a first download of any of them, the
@@ -473,11 +467,6 @@ class AccountSyncer:
         # refused; or stored meanwhile by some other way.
         notes.filter(uid__in=(asked - answered) | (uids - asked)).delete()
 
-    def _count(self, stored: Stored) -> None:
-        self.run.new_emails += stored.emails
-        self.run.new_locations += stored.locations
-        self.run.parse_problems += stored.problems
-
     def _fetched(self, uids: list[int]) -> Iterator["FetchedBatch"]:
         """Each batch fetched and parsed, the next one on its way while the caller stores
         this one, so the server streams while the worker parses and stores. (Parsing
@@ -574,7 +563,7 @@ class AccountSyncer:
             raise error
         elif several and self.canary is not None:
             try:
-                typ, _data = self.client._imap.uid(
+                typ, _data = imaplib_of(self.client).uid(
                     "FETCH", str(self.canary), "(UID BODY.PEEK[HEADER])"
                 )
             except imaplib.IMAP4.abort:
@@ -593,7 +582,7 @@ class AccountSyncer:
         set aside, and the next run goes on from there."""
         # imaplib keeps the server's BYE among the untagged responses; a cut connection
         # leaves none, whatever the error's text says.
-        said_bye = bool(self.client._imap.untagged_responses.get("BYE"))
+        said_bye = bool(imaplib_of(self.client).untagged_responses.get("BYE"))
         if not (said_bye and self.open_session):
             raise error
         if self.reopened >= MAX_REOPEN:
@@ -683,14 +672,6 @@ class AccountSyncer:
         from .large import fetch_large
 
         return fetch_large(self.client, uid, size, limit=self.size_limit, limits=self.limits)
-
-    @cached_property
-    def size_limit(self) -> int:
-        return message_size_limit()
-
-    @cached_property
-    def limits(self) -> Limits:
-        return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
 
     def _apply_changes(
         self, folder: Folder, locations, status: FolderStatus, *, new_count: int
@@ -862,7 +843,7 @@ def fetch_flags(client: IMAPClient, uids: list[int]) -> dict[int, bool]:
     flag compared without regard to case (some servers send `\\seen`)."""
     if not uids:
         return {}
-    typ, data = client._imap.uid("FETCH", sequence_set(uids), "(UID FLAGS)")
+    typ, data = imaplib_of(client).uid("FETCH", sequence_set(uids), "(UID FLAGS)")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"UID FETCH failed: {data!r}"[:300])
     return _seen_by_uid(data)
@@ -873,7 +854,7 @@ def fetch_changed_flags(
 ) -> tuple[dict[int, bool], list[tuple[int, int]]]:
     """{UID: read} of the messages changed since `modseq` (CONDSTORE), in one command
     for the whole folder, and with QRESYNC the UID ranges expunged since."""
-    imap = client._imap
+    imap = imaplib_of(client)
     # imapclient passes untagged VANISHED responses by; they wait in imaplib's table.
     imap.untagged_responses.pop("VANISHED", None)
     modifiers = f"(CHANGEDSINCE {modseq}{' VANISHED' if vanished else ''})"

@@ -10,7 +10,6 @@ folder's locations are dropped, its items listed again, and every email found ag
 its key instead of stored twice.
 """
 
-import contextlib
 import re
 from datetime import UTC, datetime, time
 
@@ -18,12 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import EmailAccount
+from mail.ews.folders import folder_tree
 
 from .engine import (
-    CONTACTS,
     LARGE,
     RETRY_UNSTORED,
-    AccountSyncer,
+    MailboxSyncer,
     folders_refresh,
     parse_safely,
     period_start,
@@ -41,17 +40,11 @@ PAGE = 200
 FETCH = 25
 # Characters of a message's body kept when it is made from Exchange's properties.
 MAX_PROPERTY_BODY = 2_000_000
-DISTINGUISHED = {"sent": "\\sent", "trash": "\\trash", "junk": "\\junk", "drafts": "\\drafts"}
-DELIMITER = "/"
 
 
-def _mail_folder(ews_folder) -> bool:
-    folder_class = getattr(ews_folder, "folder_class", None) or "IPF.Note"
-    return folder_class == "IPF.Note" or folder_class.startswith("IPF.Note.")
-
-
-class EwsSyncer(AccountSyncer):
-    """AccountSyncer's storing and linking, fed by EWS instead of IMAP."""
+class EwsSyncer(MailboxSyncer):
+    """An Exchange mailbox's download over EWS, IMAP's sibling: the same store (sync.store)
+    and settings (MailboxSyncer), fed by SyncFolderItems pages instead of UIDs."""
 
     def __init__(self, *, account: EmailAccount, ews, run: SyncRun, renew=None):
         self.account = account
@@ -76,54 +69,14 @@ class EwsSyncer(AccountSyncer):
     # -- folders -------------------------------------------------------------
 
     def refresh_folders(self) -> list[Folder]:
-        """The folder tree under the mailbox's root ("Top of Information Store"), as
-        paths joined with "/", stored like an IMAP LIST (only what changed is written)."""
-        root = self.ews.msg_folder_root
-        found = [f for f in root.walk() if f.id]
-        names = {
-            f.id: (f.name, f.parent_folder_id.id if f.parent_folder_id else None) for f in found
-        }
-
-        def path_of(ident: str) -> str:
-            parts = []
-            while ident in names:
-                name, ident = names[ident]
-                parts.append((name or "").replace(DELIMITER, " "))
-            return DELIMITER.join(reversed(parts))
-
-        from exchangelib.errors import ErrorFolderNotFound
-
-        # Which folders are Sent, Trash, ... is asked (a GetFolder each) only when the
-        # tree holds a folder not seen before; otherwise the stored answer stands.
+        """The folder tree as the backend lists it, stored (only what changed is
+        written); the special uses stored before spare asking for them again."""
         stored = dict(
             Folder.objects.filter(account=self.account).values_list("ews_id", "special_use")
         )
-        if all(f.id in stored for f in found):
-            special = {ident: use for ident, use in stored.items() if use in DISTINGUISHED.values()}
-        else:
-            special = {}
-            for attribute, flag in DISTINGUISHED.items():
-                with contextlib.suppress(ErrorFolderNotFound):  # a server without that folder
-                    special[getattr(self.ews, attribute).id] = flag
-        listed = []
-        for ews_folder in found:
-            flags = [b"\\HasNoChildren"]
-            if not _mail_folder(ews_folder):
-                flags.append(b"\\Noselect")
-            if ews_folder.id in special:
-                flags.append(special[ews_folder.id].encode())
-            elif (getattr(ews_folder, "folder_class", "") or "").startswith("IPF.Contact"):
-                flags.append(CONTACTS.encode())
-            path = path_of(ews_folder.id)
-            self.by_id[path] = ews_folder
-            listed.append((tuple(flags), DELIMITER.encode(), path))
-        folders = folders_refresh(account=self.account, client=None, listed=listed)
-        for folder in folders:
-            ews_id = self.by_id[folder.path].id
-            if folder.ews_id != ews_id:
-                folder.ews_id = ews_id
-                folder.save(update_fields=["ews_id"])
-        return folders
+        tree = folder_tree(self.ews, stored)
+        self.by_id = {listed.path: ews_folder for listed, ews_folder in tree}
+        return folders_refresh(account=self.account, listed=[listed for listed, _f in tree])
 
     # -- one folder ----------------------------------------------------------
 

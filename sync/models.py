@@ -36,7 +36,7 @@ class MailboxSync(models.Model):
     claim_token = models.CharField(max_length=36, blank=True)
     health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
     last_error = models.TextField(blank=True)
-    # The kind of the last failure (mailsetup.failures), and since when runs have failed
+    # The kind of the last failure (mail.errors), and since when runs have failed
     # without a success in between: a mailbox that keeps failing must not read "OK".
     last_error_kind = models.CharField(max_length=30, blank=True)
     failing_since = models.DateTimeField(null=True, blank=True)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from mailsetup.failures import PROVIDER_KINDS, Action, action_of
+from mail.errors import PROVIDER_KINDS, Retry, action_of
 from systemsettings.selectors import mailbox_sync_interval
 
 from .models import (
@@ -55,7 +55,7 @@ def _advice(kind: str, account) -> str:
         return "Sign in again with “Reconnect”: every setting and email is kept."
     if kind in {"credentials", "app_password", "expired"}:
         return "The password changed? Enter the new one under “Change email settings”."
-    if action_of(kind) == Action.RETRY:
+    if action_of(kind) == Retry.LATER:
         return (
             "The app tries again by itself. If this goes on for hours, check the provider's "
             "status page or ask your administrator."

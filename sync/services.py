@@ -14,16 +14,17 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from accounts.connection import SignInError, imap_session
 from accounts.models import EmailAccount
 from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
-from mailsetup.failures import PROVIDER_KINDS, Action, MailError
+from mail.errors import PROVIDER_KINDS, MailError, Retry
+from mail.registry import backend_for
 from mailsetup.queue import publish, publish_on_commit
-from providers.models import ServiceType
 from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync_interval
 
 from .engine import AccountSyncer, folders_refresh
+from .ews import EwsSyncer
+from .ews_items import exchange_items_sync
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
 from .store import ours
 
@@ -127,7 +128,7 @@ def runs_interrupted_close(*, account_id: int | None = None) -> int:
 
 
 def _session(account: EmailAccount):
-    return session_for(imap_session, account)
+    return session_for(backend_for(account.provider).open_reader, account)
 
 
 @sensitive_variables("secret")
@@ -143,8 +144,9 @@ def _session_opener(account: EmailAccount):
     else:
         secret = {"password": account.get_password()}
     open_one = functools.partial(
-        imap_session, provider=account.provider, address=normalize_address(account.address),
-        login=account.login, allow_internal=internal_mail_servers_allowed(), **secret,
+        backend_for(account.provider).open_reader, provider=account.provider,
+        address=normalize_address(account.address), login=account.login,
+        allow_internal=internal_mail_servers_allowed(), **secret,
     )  # fmt: skip
     if not account.uses_oauth:
         return open_one
@@ -152,16 +154,12 @@ def _session_opener(account: EmailAccount):
     def with_token():
         try:
             return open_one()
-        except SignInError as error:
+        except MailError as error:
             if error.kind != "credentials":
                 raise
             raise MailError("token_unavailable", f"{error} (the sign-in token ran out)") from None
 
     return with_token
-
-
-def _is_exchange(account: EmailAccount) -> bool:
-    return account.provider.service_type == ServiceType.EXCHANGE
 
 
 def exchange_failure(error: Exception, account: EmailAccount) -> MailError:
@@ -218,15 +216,6 @@ def _commits_without_waiting_for_disk():
             cursor.execute("RESET synchronous_commit")
 
 
-def _goodbye(client) -> None:
-    """LOGOUT without waiting for the server's answer, which changes nothing."""
-    with contextlib.suppress(Exception):
-        imap = client._imap
-        imap.send(imap._new_tag() + b" LOGOUT\r\n")
-    with contextlib.suppress(Exception):
-        client.shutdown()
-
-
 # Our own database going away (a restart, a failover, a cut connection): no fault of
 # the mailbox's, retried like the network.
 DATABASE_GONE = (OperationalError, InterfaceError)
@@ -270,16 +259,9 @@ def _mailbox_sync(
     if left_behind:
         runs_interrupted_close(account_id=account_id)
     run = SyncRun(account=account)
+    reader = READERS[backend_for(account.provider).reader]
     try:
-        if _is_exchange(account):
-            _exchange_sync(
-                account, run, renew=lambda: _renew(account_id, token), items_only=items_only
-            )
-        else:
-            _imap_sync(account, run, renew=lambda: _renew(account_id, token))
-    except DATABASE_GONE:
-        _end_if_possible(run, account_id, token)
-        raise
+        _read(reader, account, run, renew=lambda: _renew(account_id, token), items_only=items_only)
     except ClaimLost:
         # The mailbox's state belongs to the run that holds the claim now: only this
         # run's record is written, and nothing is retried (the other run does the work).
@@ -288,15 +270,14 @@ def _mailbox_sync(
         run.finished_at = timezone.now()
         run.save()
         return run
-    except Exception as error:
-        failure = _as_failure(error, account)
-        if failure is None:
-            # A programming error: recorded, and left to Celery's log in full.
-            message = f"Unexpected error: {type(error).__name__}: {error}"
-            _end_failed(run, account_id, token, MailError("server_error", message))
-            raise
-        _end_failed(run, account_id, token, failure)
-        if failure.retry:
+    except MailError as failure:
+        if isinstance(failure, DatabaseGone):
+            _end_if_possible(run, account_id, token)
+        else:
+            _end_failed(run, account_id, token, failure)
+        if isinstance(failure, OurBug):
+            raise failure.__cause__ from None  # left to Celery's log in full
+        if failure.retry == Retry.LATER:
             raise TransientSyncError(str(failure)) from None
         return run
     _end(
@@ -306,26 +287,71 @@ def _mailbox_sync(
     return run
 
 
-def _imap_sync(account: EmailAccount, run: SyncRun, *, renew) -> None:
-    syncer = AccountSyncer(
-        account=account, client=_session(account), run=run, renew=renew,
-        open_session=lambda: _session_opener(account),
-    )  # fmt: skip
+class OurBug(MailError):
+    """One of our own bugs met during a run: recorded like a server error, then raised
+    again as it was (its __cause__)."""
+
+
+class DatabaseGone(MailError):
+    """Our own database went away during the run: its record is written, if at all, on
+    a new connection."""
+
+
+def _read(reader, account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
+    """The reader's run, every failure but ClaimLost a MailError whose retry says what
+    becomes of the mailbox (mail.errors)."""
     try:
-        folders = syncer.folders_to_sync(syncer.refresh_folders())
-        syncer.progress_start(folders)
-        for folder in folders:
-            syncer.sync_folder_isolated(folder)
-    finally:
-        _goodbye(syncer.client)
+        reader.read(account, run, renew=renew, items_only=items_only)
+    except (MailError, ClaimLost):
+        raise
+    except DATABASE_GONE as error:
+        # The run's record could not be written: the next claim of this mailbox, or
+        # the dispatcher, closes it as interrupted.
+        raise DatabaseGone(
+            "database", f"The app's database could not be reached ({type(error).__name__})."
+        ) from error
+    except Exception as error:
+        failure = _storage_failure(error) or reader.failure(error, account)
+        if failure is None:
+            message = f"Unexpected error: {type(error).__name__}: {error}"
+            raise OurBug("server_error", message) from error
+        raise failure from None
 
 
-def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
-    """What a run's error means (mailsetup.failures); None for one of our own bugs."""
-    if isinstance(error, MailError):
-        return error
-    if isinstance(error, ExchangeError):
-        return exchange_failure(error.__cause__ or error, account)
+class ImapReader:
+    """Reads a mailbox over IMAP (sync.engine)."""
+
+    @staticmethod
+    def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
+        backend = backend_for(account.provider)
+        syncer = AccountSyncer(
+            account=account, client=_session(account), run=run, renew=renew,
+            open_session=lambda: _session_opener(account),
+        )  # fmt: skip
+        try:
+            folders = syncer.folders_to_sync(syncer.refresh_folders())
+            syncer.progress_start(folders)
+            for folder in folders:
+                syncer.sync_folder_isolated(folder)
+        finally:
+            backend.close_reader(syncer.client)
+
+    @staticmethod
+    def failure(error: Exception, account: EmailAccount) -> MailError | None:
+        if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
+            return MailError(
+                "connection_lost",
+                f"The connection to the mail server broke off ({type(error).__name__}).",
+            )
+        if isinstance(error, imaplib.IMAP4.error):
+            return MailError(
+                "server_error",
+                f"The mail server refused a command of the download ({error})."[:500],
+            )
+        return None
+
+
+def _storage_failure(error: Exception) -> MailError | None:
     if isinstance(error, OSError) and (error.filename is not None or ours(error)):
         # A file of ours (an attachment, an original, a spooled part), not the network:
         # a full disk says ENOSPC with no file name.
@@ -333,15 +359,6 @@ def _as_failure(error: Exception, account: EmailAccount) -> MailError | None:
             "storage",
             f"The app could not write its files ({error.strerror or type(error).__name__}); "
             "its administrator must free space or fix the storage's permissions.",
-        )
-    if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
-        return MailError(
-            "connection_lost",
-            f"The connection to the mail server broke off ({type(error).__name__}).",
-        )
-    if isinstance(error, imaplib.IMAP4.error):
-        return MailError(
-            "server_error", f"The mail server refused a command of the download ({error})."[:500]
         )
     return None
 
@@ -355,7 +372,7 @@ def _end_failed(run: SyncRun, account_id: int, token: str, failure: MailError) -
         "last_error_kind": failure.kind,
         "failing_since": Coalesce(F("failing_since"), Value(timezone.now())),
     }
-    if failure.action == Action.OWNER:
+    if failure.retry == Retry.OWNER:
         release["health"] = MailboxSync.Health.NEEDS_ATTENTION
     _end(run, account_id, token, error=message, **release)
 
@@ -372,43 +389,53 @@ def _end_if_possible(run: SyncRun, account_id: int, token: str) -> None:
         )  # fmt: skip
 
 
-class ExchangeError(Exception):
-    """An exchangelib error during an Exchange sync (the cause), to be classified."""
+class EwsReader:
+    """Reads an Exchange mailbox over EWS (sync.ews), with its meetings, tasks and
+    contacts at most every ITEMS_EVERY (or now, `items_only`)."""
 
-
-def _exchange_sync(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
-    from exchangelib.errors import EWSError
-
-    from accounts.exchange import ews_close, ews_session
-
-    from .ews import EwsSyncer
-    from .ews_items import exchange_items_sync
-
-    ews = session_for(ews_session, account)
-    try:
-        syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
-        folders = syncer.refresh_folders()
-        if not items_only:
-            chosen = syncer.folders_to_sync(folders)
-            syncer.progress_start(chosen)
-            for folder in chosen:
-                syncer.progress.folder_started(folder.path)
-                syncer.sync_folder(folder)
-                syncer.progress.folder_finished(folder.path)
-        last = (
-            MailboxSync.objects.filter(account=account)
-            .values_list("items_imported_at", flat=True)
-            .first()
-        )
-        if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
-            exchange_items_sync(
-                ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+    @staticmethod
+    def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
+        backend = backend_for(account.provider)
+        ews = _session(account)
+        try:
+            syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
+            folders = syncer.refresh_folders()
+            if not items_only:
+                chosen = syncer.folders_to_sync(folders)
+                syncer.progress_start(chosen)
+                for folder in chosen:
+                    syncer.progress.folder_started(folder.path)
+                    syncer.sync_folder(folder)
+                    syncer.progress.folder_finished(folder.path)
+            last = (
+                MailboxSync.objects.filter(account=account)
+                .values_list("items_imported_at", flat=True)
+                .first()
             )
-            MailboxSync.objects.filter(account=account).update(items_imported_at=timezone.now())
-    except EWSError as error:
-        raise ExchangeError(str(error)) from error
-    finally:
-        ews_close(ews)
+            if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
+                exchange_items_sync(
+                    ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+                )
+                MailboxSync.objects.filter(account=account).update(items_imported_at=timezone.now())
+        finally:
+            backend.close_reader(ews)
+
+    @staticmethod
+    def failure(error: Exception, account: EmailAccount) -> MailError | None:
+        from exchangelib.errors import EWSError
+
+        if isinstance(error, EWSError):
+            return exchange_failure(error, account)
+        if isinstance(error, OSError | EOFError):
+            return MailError(
+                "connection_lost",
+                f"The connection to the mail server broke off ({type(error).__name__}).",
+            )
+        return None
+
+
+# sync's reader for each backend's `reader` (mail.backend.MailBackend.reader).
+READERS = {"imap": ImapReader, "ews": EwsReader}
 
 
 def _finish(run: SyncRun, *, error: str = "") -> None:
@@ -494,48 +521,25 @@ def mailboxes_dispatch() -> int:
     return len(due)
 
 
-class FolderListError(Exception):
+class FolderListError(MailError):
     """The server's folder list could not be read; the message says why."""
 
 
 def folders_load(*, account: EmailAccount) -> list[Folder]:
     """The mailbox's folders as the server lists them now (IMAP LIST, or EWS
     FindFolder), stored."""
-    if _is_exchange(account):
-        return _exchange_folders_load(account)
+    backend = backend_for(account.provider)
     try:
-        client = _session(account)
+        session = _session(account)
     except MailError as error:
-        raise FolderListError(str(error)) from None
+        raise FolderListError(error.kind, str(error)) from None
     try:
-        return folders_refresh(account=account, client=client)
-    except (OSError, EOFError, imaplib.IMAP4.abort, imaplib.IMAP4.error) as error:
-        message = f"The connection to the mail server broke off ({type(error).__name__})."
-        raise FolderListError(message) from None
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
-
-
-def _exchange_folders_load(account: EmailAccount) -> list[Folder]:
-    from exchangelib.errors import EWSError
-
-    from accounts.exchange import ews_close, ews_session
-
-    from .ews import EwsSyncer
-
-    try:
-        ews = session_for(ews_session, account)
+        listed = backend.list_folders(session)
     except MailError as error:
-        raise FolderListError(str(error)) from None
-    try:
-        return EwsSyncer(account=account, ews=ews, run=SyncRun()).refresh_folders()
-    except (EWSError, OSError) as error:
-        raise FolderListError(
-            f"Exchange did not list the folders ({type(error).__name__})."
-        ) from None
+        raise FolderListError(error.kind, str(error)) from None
     finally:
-        ews_close(ews)
+        backend.close_reader(session)
+    return folders_refresh(account=account, listed=listed)
 
 
 def _folder_choice(folders) -> str:
@@ -595,7 +599,7 @@ def download_request(*, account_id: int) -> bool:
 
 def provider_changed(sender, instance, created: bool, **kwargs) -> None:
     """A provider's settings changed: its mailboxes stopped by a failure of the provider's
-    own (mailsetup.failures.PROVIDER_KINDS) are queued again by the dispatcher."""
+    own (mail.errors.PROVIDER_KINDS) are queued again by the dispatcher."""
     if created:
         return
     MailboxSync.objects.filter(

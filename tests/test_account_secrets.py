@@ -9,9 +9,10 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.db import connection
 
-from accounts.connection import SignInError, check_sign_in
 from accounts.models import EmailAccount
 from accounts.services import account_create
+from mail.errors import SignInError
+from mail.imap_smtp.connection import check_sign_in
 from providers.addresses import normalize_address
 from tests.conftest import MAIL_USERS
 from tests.factories import UserFactory

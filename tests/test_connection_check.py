@@ -2,9 +2,10 @@
 
 import pytest
 
-from accounts.connection import SignInError, check_sign_in
 from accounts.models import EmailAccount
 from accounts.services import account_create
+from mail.errors import SignInError
+from mail.imap_smtp.connection import check_sign_in
 from providers.addresses import normalize_address
 from systemsettings.models import SystemSetting
 from tests.conftest import MAIL_USERS
@@ -174,7 +175,7 @@ def test_it_refuses_internal_addresses_unless_an_admin_allows_them(test_provider
 
 
 def test_it_uses_the_local_part_when_the_provider_says_so(test_provider, dovecot):
-    from accounts.connection import login_for
+    from mail.imap_smtp.connection import login_for
 
     test_provider.login_format = "local_part"
     assert login_for(test_provider, ALICE) == "alice"

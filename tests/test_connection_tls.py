@@ -4,8 +4,8 @@ card's security is "tls" (an administrator fixes the card)."""
 
 import pytest
 
-from accounts.connection import SignInError, imap_session
-from mailsetup.failures import Action
+from mail.errors import Retry, SignInError
+from mail.imap_smtp.connection import imap_session
 from providers.addresses import normalize_address
 from tests.conftest import MAIL_USERS
 from tests.servers.faults import HandshakeFault
@@ -31,14 +31,14 @@ def test_it_tries_again_when_the_handshake_is_cut_short(test_provider, mode):
     finally:
         server.stop()
     assert server.connections == 1
-    assert (error.kind, error.action) == ("connection", Action.RETRY)
+    assert (error.kind, error.retry) == ("connection", Retry.LATER)
     assert f"port {server.port})" in str(error)
 
 
 def test_it_says_tls_does_not_fit_when_the_port_speaks_plain_text(test_provider, dovecot):
     test_provider.imap_port = dovecot.imap_port  # plain IMAP; the card says SSL/TLS
     error = _error(test_provider)
-    assert (error.kind, error.action) == ("tls", Action.OWNER)
+    assert (error.kind, error.retry) == ("tls", Retry.OWNER)
     assert "WRONG_VERSION_NUMBER" in str(error) and "SSL/TLS or STARTTLS" in str(error)
 
 
@@ -50,4 +50,4 @@ def test_it_says_tls_does_not_fit_when_nothing_is_shared(test_provider, mode):
         error = _error(test_provider)
     finally:
         server.stop()
-    assert (error.kind, error.action) == ("tls", Action.OWNER), str(error)
+    assert (error.kind, error.retry) == ("tls", Retry.OWNER), str(error)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from accounts.connection import check_sign_in
 from accounts.models import EmailAccount
 from crm.models import Company, Contact
+from mail.imap_smtp.connection import check_sign_in
 from providers.addresses import normalize_address
 from providers.models import EmailProvider
 from sync.models import Attachment, Email, Folder, SyncRun

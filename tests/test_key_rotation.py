@@ -12,10 +12,10 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import models
 
-from accounts.connection import imap_session
 from accounts.models import EmailAccount, TokenRevocation
 from accounts.oauth import access_token, session_for
 from accounts.services import credentials_rotate, encrypted_fields
+from mail.imap_smtp.connection import imap_session
 from mailsetup import crypto
 from mailsetup.fields import EncryptedCharField, EncryptedField, EncryptedTextField
 

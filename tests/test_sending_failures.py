@@ -1,4 +1,4 @@
-"""One classification (mailsetup.failures) decides every outcome of sending, kind by kind.
+"""One classification (mail.errors) decides every outcome of sending, kind by kind.
 
 Each kind of the table that sending can meet is provoked through the real code path:
 the suite's aiosmtpd, Dovecot, EWS fake and OAuth server, small loopback servers that
@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.utils import timezone
 
-from mailsetup.failures import ACTIONS, Action
+from mail.errors import ACTIONS, Retry
 from sending.message import Draft
 from sending.models import OutgoingEmail
 from sending.services import TransientSendError, outgoing_copy_store, outgoing_create, outgoing_send
@@ -115,7 +115,7 @@ def _dns(request):
 
 
 def _unreachable(request):
-    from accounts import connection
+    from mail.imap_smtp import connection
 
     def no_route(*args, **kwargs):
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
@@ -361,29 +361,29 @@ def test_it_follows_the_table_for(kind, request, db, outbox, django_capture_on_c
     if phase == "copy":
         assert outgoing.state == OutgoingEmail.State.SENT
         expected = (
-            OutgoingEmail.Copy.PENDING if action == Action.RETRY else OutgoingEmail.Copy.FAILED
+            OutgoingEmail.Copy.PENDING if action == Retry.LATER else OutgoingEmail.Copy.FAILED
         )
         assert (outgoing.sent_copy, outgoing.sent_copy_attempts) == (expected, 1)
         reason = outgoing.sent_copy_error
         assert COPY_SAYS[kind] in reason, reason
     else:
         expected = {
-            Action.RETRY: OutgoingEmail.State.QUEUED,
-            Action.OWNER: OutgoingEmail.State.FAILED,
-            Action.NEVER: OutgoingEmail.State.FAILED,
-            Action.UNKNOWN: OutgoingEmail.State.UNCERTAIN,
+            Retry.LATER: OutgoingEmail.State.QUEUED,
+            Retry.OWNER: OutgoingEmail.State.FAILED,
+            Retry.NEVER: OutgoingEmail.State.FAILED,
+            Retry.UNKNOWN: OutgoingEmail.State.UNCERTAIN,
         }[action]
         assert (outgoing.state, outgoing.error_kind) == (expected, kind), outgoing.error
         assert outgoing.attempts == 1 and outgoing.error
         reason = outgoing.error
-    if action == Action.RETRY:
+    if action == Retry.LATER:
         assert retried is not None and retried.error.kind == kind
         # Queued again for later, with backoff: 15 to 30 s after the first try.
         assert before + timedelta(seconds=14) < outgoing.next_attempt_at
         assert outgoing.next_attempt_at < timezone.now() + timedelta(seconds=31)
     else:
         assert retried is None, retried
-    if action != Action.UNKNOWN:
+    if action != Retry.UNKNOWN:
         assert outbox.messages == []
     assert MAIL_USERS["alice@example.test"] not in reason
 
@@ -408,7 +408,7 @@ def test_it_tries_again_when_its_own_database_goes_away(
 
     with pytest.raises(TransientSendError) as caught:
         outgoing_send(outgoing_id=outgoing.pk)
-    assert (caught.value.error.kind, caught.value.error.action) == ("database", Action.RETRY)
+    assert (caught.value.error.kind, caught.value.error.retry) == ("database", Retry.LATER)
     assert caught.value.countdown > 0
     connection.close()  # what the task's signal does with a broken connection
 
@@ -432,7 +432,7 @@ def test_it_keeps_the_email_queued_when_the_task_queue_is_down(
     ):
         outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
     outgoing.refresh_from_db()
-    assert ACTIONS["queue"] == Action.RETRY
+    assert ACTIONS["queue"] == Retry.LATER
     assert (outgoing.state, outgoing.error_kind, outgoing.attempts) == ("queued", "queue", 0)
     assert "will be sent automatically" in outgoing.error
 
@@ -440,7 +440,7 @@ def test_it_keeps_the_email_queued_when_the_task_queue_is_down(
 def test_it_leaves_an_email_to_the_sweep_when_the_database_stays_away(monkeypatch, caplog):
     """The row cannot count tries while the database is away: the task stops after
     DATABASE_RETRIES, and the sweep queues the email again once it is back."""
-    from mailsetup.failures import MailError
+    from mail.errors import MailError
     from sending import tasks
 
     calls = []

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from accounts.connection import SignInError, _PinnedIMAP4, check_sign_in
+from mail.errors import SignInError
+from mail.imap_smtp.connection import _PinnedIMAP4, check_sign_in
 from providers.addresses import normalize_address
 from sending.delivery import copy_to_sent
 from sync.models import Email, EmailLocation, SyncRun

@@ -110,7 +110,7 @@ def server_kind(request, monkeypatch):
         "poor": {b"QRESYNC", b"LIST-STATUS", b"CONDSTORE", b"SPECIAL-USE"},
     }
     if hidden[request.param]:
-        from accounts.connection import _PinnedIMAPClient
+        from mail.imap_smtp.connection import _PinnedIMAPClient
 
         original = _PinnedIMAPClient.capabilities
 

@@ -1,4 +1,4 @@
-"""One table of failure kinds (mailsetup/failures.py) decides how a sync run ends: kind
+"""One table of failure kinds (mail/errors.py) decides how a sync run ends: kind
 by kind, and for real against the suite's Dovecot where a kind can be provoked."""
 
 from datetime import timedelta
@@ -7,8 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.connection import SignInError
-from mailsetup.failures import ACTIONS, Action, MailError, action_of
+from mail.errors import ACTIONS, MailError, Retry, SignInError, action_of
 from sync import services
 from sync.models import MailboxSync, SyncRun
 from sync.services import TransientSyncError, mailbox_sync, mailboxes_due
@@ -31,7 +30,7 @@ def test_it_ends_a_run_as_the_kind_of_its_failure_says(synced_mailbox, monkeypat
 
     monkeypatch.setattr(services, "_session", failing)
     action = action_of(kind)
-    if action == Action.RETRY:
+    if action == Retry.LATER:
         with pytest.raises(TransientSyncError, match=f"It failed \\({kind}\\)"):
             mailbox_sync(account_id=account.pk)
     else:
@@ -42,8 +41,8 @@ def test_it_ends_a_run_as_the_kind_of_its_failure_says(synced_mailbox, monkeypat
     assert state.last_error_kind == kind and state.failing_since is not None
     assert state.claimed_until is None
     # Only a failure a person must fix stops the dispatcher; the rest are tried again.
-    assert (state.health == MailboxSync.Health.NEEDS_ATTENTION) == (action == Action.OWNER)
-    assert _due(account) == (action != Action.OWNER)
+    assert (state.health == MailboxSync.Health.NEEDS_ATTENTION) == (action == Retry.OWNER)
+    assert _due(account) == (action != Retry.OWNER)
 
 
 def test_it_refuses_a_kind_the_table_does_not_know():
@@ -119,8 +118,8 @@ def test_it_carries_a_failure_through_pickling_as_celery_does():
         ReconnectNeeded("Sign in again."),
     ):
         copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
-        assert (type(copy), copy.kind, str(copy), copy.action) == (
-            type(error), error.kind, str(error), error.action,
+        assert (type(copy), copy.kind, str(copy), copy.retry) == (
+            type(error), error.kind, str(error), error.retry,
         )  # fmt: skip
     tls = SignInError("tls", "x", field="provider")
     assert pickle.loads(pickle.dumps(tls)).field == "provider"  # noqa: S301 (our own bytes)

@@ -154,7 +154,7 @@ def test_it_keeps_going_past_a_folder_the_server_refuses(synced_mailbox, dovecot
 @pytest.mark.parametrize("hidden", [{b"CONDSTORE", b"QRESYNC"}, set()], ids=["poor", "dovecot"])
 def test_it_picks_up_a_flag_change_alone(synced_mailbox, monkeypatch, hidden):
     """Read elsewhere, nothing else changed: without CONDSTORE no status item shows it."""
-    from accounts.connection import _PinnedIMAPClient
+    from mail.imap_smtp.connection import _PinnedIMAPClient
 
     original = _PinnedIMAPClient.capabilities
     monkeypatch.setattr(
@@ -178,7 +178,7 @@ def test_it_picks_up_a_flag_change_alone(synced_mailbox, monkeypatch, hidden):
 
 
 def test_it_checks_the_flags_of_a_large_folder_a_slice_per_run(synced_mailbox, monkeypatch):
-    from accounts.connection import _PinnedIMAPClient
+    from mail.imap_smtp.connection import _PinnedIMAPClient
 
     original = _PinnedIMAPClient.capabilities
     monkeypatch.setattr(
@@ -207,7 +207,7 @@ def test_it_checks_the_flags_of_a_large_folder_a_slice_per_run(synced_mailbox, m
 def test_it_finds_an_expunge_when_the_period_leaves_older_mail_on_the_server(
     synced_mailbox, monkeypatch, hidden
 ):
-    from accounts.connection import _PinnedIMAPClient
+    from mail.imap_smtp.connection import _PinnedIMAPClient
 
     original = _PinnedIMAPClient.capabilities
     monkeypatch.setattr(

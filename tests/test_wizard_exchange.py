@@ -58,7 +58,7 @@ def test_it_finds_the_service_by_autodiscover_when_the_card_has_none(
     from exchangelib.autodiscover import cache, clear_cache
     from exchangelib.autodiscover.protocol import AutodiscoverProtocol
 
-    from accounts.exchange import _exchangelib
+    from mail.ews.session import _exchangelib
 
     _exchangelib()  # the app's TLS trust for exchangelib's requests
     monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE", tmp_path / "ad-cache")
@@ -90,7 +90,7 @@ def test_it_finds_the_service_by_autodiscover_when_the_card_has_none(
 def test_it_refuses_an_internal_exchange_server_even_when_dns_said_otherwise(
     client, exchange_provider, ews_server, monkeypatch
 ):
-    from accounts import exchange
+    from mail.ews import session as exchange
     from systemsettings.models import SystemSetting
 
     SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")

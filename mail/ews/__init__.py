@@ -1,0 +1,1 @@
+"""Exchange Web Services for reading and sending (exchangelib)."""

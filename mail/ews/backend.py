@@ -1,0 +1,73 @@
+"""The Exchange Web Services backend: exchangelib reads (sync.ews's reader) and sends;
+Exchange files what it sends in Sent Items itself."""
+
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from providers.models import ServiceType
+
+from ..backend import Endpoint, ListedFolder, MailBackend, credentials_required
+from ..errors import MailError
+from . import delivery, session
+from .folders import folder_tree
+
+
+class EwsBackend(MailBackend):
+    service_type = ServiceType.EXCHANGE
+    reader = "ews"
+    settings_sections = ("meetings", "contacts")
+    microsoft_scopes: ClassVar[tuple[str, ...]] = (
+        "https://outlook.office.com/EWS.AccessAsUser.All",
+        "email",
+    )
+    discovers_endpoints = True
+
+    def endpoints(self, provider, address) -> list[Endpoint]:
+        """The service address on the provider card; none when autodiscover finds it."""
+        parts = urlsplit(provider.exchange_url or "")
+        if not parts.hostname:
+            return []
+        return [Endpoint("EWS", parts.hostname, parts.port or 443, "ssl")]
+
+    def check_sign_in(
+        self, *, provider, address, login, password="", access_token=""
+    ) -> str:  # fmt: skip
+        credentials_required(login=login, password=password, access_token=access_token)
+        ews = session.ews_session(
+            provider=provider, address=address, login=login, password=password,
+            access_token=access_token,
+        )  # fmt: skip
+        try:
+            return session.directory_name(ews, address.email)
+        finally:
+            session.ews_close(ews)
+
+    def open_reader(self, *, allow_internal=None, **kwargs):
+        # exchangelib's adapter reads the internal-address setting on each connection.
+        return session.ews_session(**kwargs)
+
+    def close_reader(self, ews) -> None:
+        session.ews_close(ews)
+
+    def list_folders(self, ews) -> list[ListedFolder]:
+        from exchangelib.errors import EWSError
+
+        try:
+            return [listed for listed, _folder in folder_tree(ews)]
+        except (EWSError, OSError) as error:
+            raise MailError(
+                "connection", f"Exchange did not list the folders ({type(error).__name__})."
+            ) from None
+
+    def open_sender(self, **kwargs):
+        return session.ews_session(**kwargs)
+
+    def deliver(self, ews, *, sender, recipients, raw, handing_over) -> None:
+        # The sender is the mailbox itself: Exchange sends as the signed-in account.
+        delivery.deliver(ews, recipients=recipients, raw=raw, handing_over=handing_over)
+
+    def store_sent_copy(self, ews, *, raw, message_id="", look_first=False) -> str:
+        return delivery.copy_to_sent(ews, raw=raw, message_id=message_id, look_first=look_first)
+
+    def files_sent_copies(self, provider) -> bool:
+        return True

@@ -1,0 +1,179 @@
+"""Exchange Web Services (EWS) sessions, through exchangelib: the service address from
+the provider card (or autodiscover when it has none), the mailbox's login, a password
+(the server chooses NTLM or Basic) or an OAuth 2.0 access token, and the same trust and
+internal-address rules as the IMAP and SMTP connections.
+
+exchangelib talks HTTP through requests; its adapter is the app's MailTrustAdapter, so
+the company's own CA works and verification is never turned off.
+"""
+
+import contextlib
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+from mail import trust
+from mail.errors import SignInError
+from mailsetup import net
+from providers.addresses import Address
+from providers.models import EmailProvider
+from systemsettings.selectors import internal_mail_servers_allowed
+
+
+class InternalAddressRefused(trust.InternalAddressRefused):
+    """A connection to an internal network address while those are not allowed."""
+
+    MESSAGE = (
+        "The Exchange server is on an internal network address, and connecting to "
+        "internal mail servers is turned off; an administrator can allow it with the "
+        "system setting AllowInternalMailServers."
+    )
+
+
+def _guarded_adapter():
+    # The internal-address rule on every connection exchangelib opens: to the service
+    # address, and to whatever autodiscover or a redirect points at.
+    return trust.guarded_adapter(InternalAddressRefused)
+
+
+def _exchangelib():
+    # Imported on first use: only workers and views that talk to Exchange pay for it.
+    import exchangelib
+    from exchangelib.protocol import BaseProtocol
+
+    if not getattr(BaseProtocol.HTTP_ADAPTER_CLS, "guards_exchange", False):
+        adapter = _guarded_adapter()
+        adapter.guards_exchange = True
+        BaseProtocol.HTTP_ADAPTER_CLS = adapter
+    BaseProtocol.TIMEOUT = settings.MAIL_CONNECT_TIMEOUT
+    return exchangelib
+
+
+def _guard(url: str) -> None:
+    """The internal-address and encryption rules of the mail connections, for the EWS
+    address (checked when the session is made; requests resolves the name again)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SignInError(
+            "insecure",
+            "The Exchange service address must start with https://, or the password would "
+            "travel readable. Fix it on the provider card.",
+            field="provider",
+        )
+    try:
+        addresses = net.resolve(parts.hostname, parts.port or 443, settings.MAIL_CONNECT_TIMEOUT)
+    except (OSError, UnicodeError):
+        raise SignInError(
+            "dns",
+            f"We could not find the server {parts.hostname} (DNS lookup failed). Check the "
+            "Exchange service address on the provider card.",
+            field="provider",
+        ) from None
+    if not internal_mail_servers_allowed() and all(net.is_internal(a[0]) for a in addresses):
+        raise SignInError(
+            "internal_address",
+            f"{parts.hostname} is on an internal network address. Connecting to internal "
+            "mail servers is turned off; an administrator can allow it with the system "
+            "setting AllowInternalMailServers.",
+            field="provider",
+        )
+
+
+@sensitive_variables("password", "access_token")
+def ews_session(
+    *, provider: EmailProvider, address: Address, login: str, password: str = "",
+    access_token: str = "",
+):  # fmt: skip
+    """An exchangelib Account for the mailbox, signed in (one GetFolder of the inbox
+    proves it). Raises SignInError, whose kind says whether trying later may help."""
+    ex = _exchangelib()
+    from exchangelib.errors import (
+        AutoDiscoverFailed,
+        ErrorAccessDenied,
+        ErrorNonExistentMailbox,
+        TransportError,
+        UnauthorizedError,
+    )
+
+    if access_token:
+        credentials = ex.OAuth2AuthorizationCodeCredentials(
+            access_token={"access_token": access_token, "token_type": "Bearer"}
+        )
+    else:
+        credentials = ex.Credentials(username=login, password=password)
+    try:
+        if provider.exchange_url:
+            _guard(provider.exchange_url)
+            config = ex.Configuration(
+                service_endpoint=provider.exchange_url,
+                credentials=credentials,
+                auth_type=ex.OAUTH2 if access_token else None,
+                retry_policy=ex.FailFast(),
+                max_connections=2,
+            )
+            account = ex.Account(
+                primary_smtp_address=address.email, config=config, autodiscover=False,
+                access_type=ex.DELEGATE, default_timezone=ex.UTC,
+            )  # fmt: skip
+        else:
+            account = ex.Account(
+                primary_smtp_address=address.email, credentials=credentials, autodiscover=True,
+                access_type=ex.DELEGATE, default_timezone=ex.UTC,
+            )  # fmt: skip
+            _guard(account.protocol.service_endpoint)
+        account.inbox  # noqa: B018 (a GetFolder: the sign-in check itself)
+    except UnauthorizedError:
+        raise SignInError(
+            "credentials",
+            "Exchange did not accept the login and password. Check them; some servers want "
+            "the login as DOMAIN\\user or as the full address.",
+        ) from None
+    except (ErrorAccessDenied, ErrorNonExistentMailbox) as error:
+        raise SignInError(
+            "contact_admin",
+            f"Exchange refused access to {address.email} ({type(error).__name__}). Ask your "
+            "Exchange administrator whether EWS is allowed for this mailbox.",
+        ) from None
+    except (TimeoutError, TransportError, OSError) as error:
+        if trust.refused_internal(error):
+            raise SignInError(
+                "internal_address", InternalAddressRefused.MESSAGE, field="provider"
+            ) from None
+        if isinstance(error, AutoDiscoverFailed):
+            raise SignInError(
+                "autodiscover",
+                f"Exchange autodiscover found no server for {address.domain}. Enter the "
+                "Exchange service address on the provider card.",
+                field="provider",
+            ) from None
+        raise SignInError(
+            "connection",
+            f"The Exchange server could not be reached ({type(error).__name__}). Try again "
+            "in a minute.",
+            field="provider",
+        ) from None
+    return account
+
+
+def directory_name(account, address: str) -> str:
+    """The mailbox's display name in the Exchange directory (ResolveNames), or "" when
+    the directory does not know it or will not say."""
+    from exchangelib.errors import EWSError
+
+    try:
+        found = account.protocol.resolve_names([address], search_scope="ActiveDirectory")
+    except (EWSError, OSError):
+        return ""
+    for mailbox in found:
+        name = getattr(mailbox, "name", "") or ""
+        if (getattr(mailbox, "email_address", "") or "").lower() == address.lower():
+            return " ".join(name.split())[:200]
+    return ""
+
+
+def ews_close(account) -> None:
+    """Give the session's connections back (exchangelib keeps a pool per endpoint)."""
+    # Closing must not hide what happened before it.
+    with contextlib.suppress(Exception):
+        account.protocol.close()

@@ -1,0 +1,1 @@
+"""IMAP for reading and SMTP for sending (imapclient, smtplib)."""

@@ -1,0 +1,23 @@
+"""Which backend serves which service type: the one place that chooses a protocol."""
+
+from providers.models import EmailProvider, ServiceType
+
+from .backend import MailBackend
+from .ews.backend import EwsBackend
+from .imap_smtp.backend import ImapSmtpBackend
+
+BACKENDS: dict[str, MailBackend] = {
+    ServiceType.IMAP_SMTP: ImapSmtpBackend(),
+    ServiceType.EXCHANGE: EwsBackend(),
+}
+
+
+def backend_for(provider: EmailProvider) -> MailBackend:
+    """The backend of a provider card (a KeyError is a service type without one, which
+    tests/test_mail_contract.py forbids)."""
+    return BACKENDS[provider.service_type]
+
+
+def check_sign_in(*, provider: EmailProvider, **credentials) -> str:
+    """The provider's backend's sign-in check (mail.backend.MailBackend.check_sign_in)."""
+    return backend_for(provider).check_sign_in(provider=provider, **credentials)

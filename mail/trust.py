@@ -1,0 +1,118 @@
+"""What every connection to a mail server trusts, and where it may go.
+
+TLS: the system's CAs plus the company's own (settings.MAIL_EXTRA_CA_FILE) and, in
+development, `make dev-mail`'s; verification is never turned off. The internal-address
+guard: with the system setting AllowInternalMailServers off, no connection reaches an
+internal network address, checked on the connected socket itself for HTTP (exchangelib,
+msal, google-auth) and on the resolved address for IMAP and SMTP (`usable_addresses`).
+"""
+
+import contextlib
+import functools
+import os
+import ssl
+
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+from mailsetup import net
+from systemsettings.selectors import internal_mail_servers_allowed
+
+
+def usable_addresses(addresses: list, *, allow_internal: bool) -> list:
+    """The resolved addresses a connection may use (getaddrinfo's tuples)."""
+    return [a for a in addresses if allow_internal or not net.is_internal(a[0])]
+
+
+def mail_ssl_context() -> ssl.SSLContext:
+    """The system's trusted CAs, plus the company's own CA when one is configured, plus
+    in development the CA `make dev-mail` wrote (settings.MAIL_DEV_CA_FILE), once it is
+    there: a running app picks it up, or a new one, without a restart."""
+    dev_ca = None
+    if settings.MAIL_DEV_CA_FILE:
+        with contextlib.suppress(OSError):
+            dev_ca = (settings.MAIL_DEV_CA_FILE, os.stat(settings.MAIL_DEV_CA_FILE).st_mtime_ns)
+    return _ssl_context(settings.MAIL_EXTRA_CA_FILE, dev_ca)
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> ssl.SSLContext:
+    # Loading the system's CA store takes tens of milliseconds: once per process, not
+    # once per connection (an idle re-sync is otherwise mostly this).
+    context = ssl.create_default_context()
+    if extra_ca_file:
+        context.load_verify_locations(cafile=extra_ca_file)
+    if dev_ca:
+        context.load_verify_locations(cafile=dev_ca[0])
+    return context
+
+
+class MailTrustAdapter(HTTPAdapter):
+    """requests (under exchangelib, msal and google-auth) verifying servers with the
+    same trust as the mail connections: the system's CAs plus the company's own."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["ssl_context"] = mail_ssl_context()
+        return super().init_poolmanager(*args, **kwargs)
+
+
+class InternalAddressRefused(ConnectionError):
+    """A connection to an internal network address while those are not allowed; a
+    subclass's MESSAGE says which server it was, for people."""
+
+    MESSAGE = (
+        "The server is on an internal network address, and connecting to internal mail "
+        "servers is turned off; an administrator can allow it with the system setting "
+        "AllowInternalMailServers."
+    )
+
+
+def refused_internal(error: BaseException | None) -> bool:
+    """Whether a guarded adapter stopped the connection; requests and the libraries
+    above it wrap the exception, sometimes only as text."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, InternalAddressRefused) or "AddressRefused" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+@functools.cache
+def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
+    """A MailTrustAdapter that applies the internal-address rule to every connection it
+    opens, checked on the socket itself once connected (so a name that resolves
+    differently the second time, or a redirect, gains nothing), before any request or
+    credential is sent."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def checked(sock):
+        peer = sock.getpeername()[0]
+        if net.is_internal(peer) and not internal_mail_servers_allowed():
+            sock.close()
+            raise refusal(refusal.MESSAGE)
+        return sock
+
+    class GuardedHTTPConnection(HTTPConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn())
+
+    class GuardedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self):
+            return checked(super()._new_conn())
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    class GuardedTrustAdapter(MailTrustAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {
+                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
+            }  # fmt: skip
+
+    return GuardedTrustAdapter
