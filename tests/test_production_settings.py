@@ -137,3 +137,21 @@ def test_it_believes_https_and_the_client_address_from_the_named_proxy_only(prob
     assert probe["spoofed"]["status"] == 301
     assert probe["redirect_uri_spoofed"] == "http://mail.example.com/mailboxes/oauth/callback/"
     assert probe["client_ip_spoofed"] == "203.0.113.9"
+
+
+def test_it_takes_the_hsts_policy_from_the_environment(production):
+    """A site not yet sure of https everywhere starts with a short HSTS period, without
+    subdomains or preload; the header follows what the environment says."""
+    env = {
+        **production,
+        "SECURE_HSTS_SECONDS": "3600",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "false",
+        "SECURE_HSTS_PRELOAD": "false",
+    }
+    probe = (
+        "import django; django.setup()\n"
+        "from django.test import Client\n"
+        "r = Client().get('/login/', secure=True, HTTP_HOST='mail.example.com')\n"
+        "print(r.headers['Strict-Transport-Security'])\n"
+    )
+    assert _run(env, "-c", probe).stdout.strip() == "max-age=3600"
