@@ -371,7 +371,10 @@ class AccountSyncer(MailboxSyncer):
         self.selected = folder.path
         if folder.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
             # The server renumbered the folder: its old UIDs mean nothing now. The emails
-            # stay; their locations are found again by Message-ID or fingerprint.
+            # stay; their locations are found again by Message-ID or fingerprint. Only
+            # the claim holder judges that: a run that lost its claim compares with the
+            # folder as it read it at its start, and would delete the new holder's work.
+            self.renew()
             removed, _ = EmailLocation.objects.filter(folder=folder).delete()
             UnstoredMessage.objects.filter(folder=folder).delete()
             self.run.removed_locations += removed

@@ -131,6 +131,7 @@ class EwsSyncer(MailboxSyncer):
         }
         unknown = self.size_limit + 1
         fetched = self._fetch([(i, None, sizes[i] or unknown) for i, _key in ids])
+        self.renew()  # before storing, as in _apply
         with files_for_transaction(), transaction.atomic():
             stored = self._store_items(folder, fetched)
             folder.save(update_fields=["last_uid"])
@@ -171,6 +172,10 @@ class EwsSyncer(MailboxSyncer):
 
     def _forget(self, folder: Folder) -> None:
         """The server renumbered the folder: its locations go, its emails stay."""
+        # Only the claim holder may judge the folder renumbered: a run that lost its
+        # claim compares with the state it read at its start, and would delete the
+        # locations the new holder stored since.
+        self.renew()
         with transaction.atomic():
             removed, _ = EmailLocation.objects.filter(folder=folder).delete()
             self.run.removed_locations += removed

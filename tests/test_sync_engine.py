@@ -496,3 +496,36 @@ def test_it_stores_no_batch_fetched_after_another_run_took_its_claim(synced_mail
     assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
     subjects = list(Email.objects.filter(account=account).values_list("subject", flat=True))
     assert sorted(subjects) == [f"m {n}" for n in range(6)]
+
+
+def test_it_lets_only_the_claim_holder_judge_a_folder_renumbered(synced_mailbox, monkeypatch):
+    """A run that lost its claim while it waited for the server compares the folder with
+    what it read at its start; were it to judge the folder renumbered then, it would
+    delete the locations the new holder stored. It stops first."""
+    from django.db import connection
+    from imapclient import IMAPClient
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="kept"))
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    inbox = Folder.objects.get(account=account, path="INBOX")
+    located = EmailLocation.objects.filter(folder=inbox).count()
+    assert located == 1
+    # What a stale run sees: a UIDVALIDITY that is not the server's any more.
+    Folder.objects.filter(pk=inbox.pk).update(uidvalidity=inbox.uidvalidity + 1)
+    select = IMAPClient.select_folder
+
+    def taken_while_selecting(client, *args, **kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+                "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+                [account.pk],
+            )
+        return select(client, *args, **kwargs)
+
+    monkeypatch.setattr(IMAPClient, "select_folder", taken_while_selecting)
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.INTERRUPTED
+    assert EmailLocation.objects.filter(folder=inbox).count() == located

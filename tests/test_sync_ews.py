@@ -418,3 +418,44 @@ def test_it_stores_no_page_fetched_after_another_run_took_its_claim(
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert Email.objects.filter(account=account).count() == 3
+
+
+def test_it_stores_no_retried_item_after_another_run_took_its_claim(
+    exchange_mailbox, ews_server, monkeypatch
+):
+    """An item an earlier run could not store is asked for again; the claim is taken while
+    it is fetched, and the run stops before storing it (found in review: the retry stored
+    it anyway)."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from sync import ews
+    from sync.models import UnstoredMessage
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1, prefix="stubborn")
+    ews_server.fail_next("GetItem", "ErrorMimeContentConversionFailed", count=2)
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+    assert UnstoredMessage.objects.count() == 1
+    UnstoredMessage.objects.update(last_failed_at=timezone.now() - timedelta(hours=1))
+    fetch = ews.EwsSyncer._fetch
+
+    def taken_while_fetching(self, ids):
+        answer = fetch(self, ids)
+        if ids:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+                    [account.pk],
+                )
+        return answer
+
+    monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.INTERRUPTED
+    assert not Email.objects.filter(account=account).exists()
+    assert UnstoredMessage.objects.count() == 1
