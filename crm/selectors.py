@@ -155,16 +155,37 @@ class Entry:
     item: object
 
 
-def timeline(user, *, contact: Contact | None = None, company: Company | None = None):
+def timeline(user, *, contact=None, company=None, after: str = "", search: str = ""):
     """A contact's or company's emails, meetings and tasks that the user may see, newest
-    first (undated last), as one list to page through: a paginator of Entry pages."""
-    from sharing.selectors import activities_for_timeline, emails_for_timeline
+    first (undated last), one page after `after` (a cursor; keyset, issue 19: nothing
+    is counted and a later page costs what the first does), those matching `search`
+    if given: a KeysetPage of Entry rows."""
+    from mailsetup.keyset import Cursor
 
+    cursor = Cursor.parse(after)
+    if cursor is not None and cursor.kind not in ("email", "activity"):
+        cursor = None
+    search = " ".join(search.split())
+    found = _timeline_rows(user, contact, company, cursor, search, dated=True)
+    if len(found) <= TIMELINE_PAGE:
+        found += _timeline_rows(user, contact, company, cursor, search, dated=False)
+    return _entries(found, cursor)
+
+
+def _timeline_rows(user, contact, company, cursor, search, *, dated: bool) -> list:
+    """(kind, id, when) rows after the cursor: those with a date, or the undated ones."""
+    from sharing.selectors import activities_for_timeline, emails_for_timeline
+    from sync.search import matching
+
+    if cursor is not None and dated and cursor.at is None:
+        return []  # the cursor is among the undated rows already
+    emails = emails_for_timeline(user, contact=contact, company=company)
+    if search:
+        emails = matching(emails, search, emails.values("account").distinct())
     emails = (
-        emails_for_timeline(user, contact=contact, company=company)
-        .order_by()
+        emails.order_by()
         .annotate(entry=Value("email", output_field=CharField()), at=F("sent_at"))
-        .values_list("entry", "pk", "at")
+        .filter(at__isnull=not dated)
     )
     activities = (
         activities_for_timeline(user, contact=contact, company=company)
@@ -173,35 +194,58 @@ def timeline(user, *, contact: Contact | None = None, company: Company | None = 
             entry=Value("activity", output_field=CharField()),
             at=Coalesce("starts_at", Cast("due_on", DateTimeField())),
         )
-        .values_list("entry", "pk", "at")
+        .filter(at__isnull=not dated)
     )
-    rows = emails.union(activities, all=True).order_by(
-        F("at").desc(nulls_last=True), "-entry", "-pk"
-    )
-    return TimelinePaginator(rows, TIMELINE_PAGE)
+    if search:
+        activities = activities.filter(subject__icontains=search)
+    # A cursor among the dated rows keeps every undated one.
+    if cursor is not None and (dated or cursor.at is None):
+        emails = emails.filter(_after(cursor, "email", dated))
+        activities = activities.filter(_after(cursor, "activity", dated))
+    emails = emails.values_list("entry", "pk", "at")
+    activities = activities.values_list("entry", "pk", "at")
+    need = TIMELINE_PAGE + 1
+    rows = emails.union(activities, all=True).order_by(*(["-at"] if dated else []), "-entry", "-pk")
+    return list(rows[:need])
 
 
-class TimelinePaginator(Paginator):
-    """Pages of (kind, id, when) rows, each page turned into Entry objects with two
-    queries (its emails, its activities)."""
+def _after(cursor, kind: str, dated: bool) -> Q:
+    """Rows of one kind after the cursor in the timeline's order: date (newest first,
+    undated last), then emails before meetings and tasks, then id."""
+    if kind == cursor.kind:
+        tie = Q(pk__lt=cursor.pk)
+    else:
+        # "email" sorts before "activity" at one date: all or none of this kind follow.
+        tie = Q() if kind == "activity" else Q(pk__in=[])
+    if not dated:
+        return tie
+    return Q(at__lte=cursor.at) & (Q(at__lt=cursor.at) | Q(at=cursor.at) & tie)
 
-    def _get_page(self, rows, number, paginator):
-        from sync.models import Email
 
-        from .models import Activity
+def _entries(rows, cursor):
+    """The page's rows as Entry objects, with two queries (its emails, its activities)."""
+    from mailsetup.keyset import Cursor, KeysetPage
+    from sync.models import Email
 
-        rows = list(rows)
-        email_ids = [pk for kind, pk, _when in rows if kind == "email"]
-        activity_ids = [pk for kind, pk, _when in rows if kind == "activity"]
-        emails = Email.objects.filter(pk__in=email_ids).select_related("account")
-        emails = {e.pk: e for e in emails.defer("text_body", "html_body", "references")}
-        activities = {a.pk: a for a in Activity.objects.filter(pk__in=activity_ids)}
-        entries = [
-            Entry(kind, when, (emails if kind == "email" else activities)[pk])
-            for kind, pk, when in rows
-            if pk in (emails if kind == "email" else activities)
-        ]
-        return super()._get_page(entries, number, paginator)
+    from .models import Activity
+
+    page = KeysetPage([], first=cursor is None)
+    if len(rows) > TIMELINE_PAGE:
+        kind, pk, when = rows[TIMELINE_PAGE - 1]
+        page.next_cursor = str(Cursor(when, pk, kind))
+    rows = rows[:TIMELINE_PAGE]
+    email_ids = [pk for kind, pk, _when in rows if kind == "email"]
+    activity_ids = [pk for kind, pk, _when in rows if kind == "activity"]
+    emails = Email.objects.filter(pk__in=email_ids).select_related("account")
+    emails = {e.pk: e for e in emails.defer("text_body", "html_body", "references", "search")}
+    activities = Activity.objects.filter(pk__in=activity_ids) if activity_ids else []
+    activities = {a.pk: a for a in activities}
+    page.rows = [
+        Entry(kind, when, (emails if kind == "email" else activities)[pk])
+        for kind, pk, when in rows
+        if pk in (emails if kind == "email" else activities)
+    ]
+    return page
 
 
 def link_candidates(email, query: str) -> dict[str, list]:
