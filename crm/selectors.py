@@ -53,7 +53,9 @@ CANDIDATES = 8
 def _by_latest(rows, user, via: str, search: Q | None):
     """`rows` sorted by their latest email the user may see (one pass over the emails,
     grouped: no query per row), undated and emailless last, then by name; with the count
-    of the matching rows taken without the emails."""
+    of the matching rows taken without the emails. Without a search, pages are read
+    from the newest emails down instead (LatestFirst), which costs what a page holds,
+    not what the mailboxes do (issue 19)."""
     from sharing.selectors import seen_on_timelines
 
     matching = rows.filter(search) if search is not None else rows
@@ -61,7 +63,91 @@ def _by_latest(rows, user, via: str, search: Q | None):
     listed = matching.annotate(latest_at=latest).order_by(
         F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
     )
+    if search is None:
+        listed = LatestFirst(user, rows.model, listed)
     return listed, matching.order_by().count
+
+
+class LatestFirst:
+    """The contacts (or companies) in the order of their latest email the user may see,
+    sliced as a paginator does: the user's emails are read newest first, a batch at a
+    time through the date index, until the page's rows are known (their latest email is
+    the first one met). A row whose latest email is further down than STREAMED emails,
+    or that has none, comes from the grouped query (`listed`) as before."""
+
+    BATCH = 2_000
+    STREAMED = 20_000
+
+    def __init__(self, user, model, listed):
+        self.user, self.model, self.listed = user, model, listed
+
+    def count(self) -> int:
+        return self.listed.count()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, part):
+        if not isinstance(part, slice):
+            return self[part : part + 1][0]
+        start, stop = part.start or 0, part.stop
+        order = self._stream(stop)
+        if order is None:
+            return list(self.listed[start:stop])
+        ids = order[start:stop]
+        found = self.model.objects.in_bulk(ids)
+        rows = [found[pk] for pk in ids if pk in found]
+        if len(rows) < stop - start:
+            # Past the rows with a dated email: the rest by name, as the grouped order.
+            undated = self.listed.filter(latest_at__isnull=True).values("pk")
+            rest = self.model.objects.filter(pk__in=undated).order_by(Lower("name"), "pk")
+            skip = max(0, start - len(order))
+            rows += list(rest[skip : skip + (stop - start) - len(rows)])
+        return rows
+
+    def _stream(self, stop: int) -> list[int] | None:
+        """The ids of the first `stop` rows with a dated email, in order; those of all
+        such rows if fewer; None if STREAMED emails did not settle them."""
+        from sharing.selectors import emails_for_timeline
+        from sync.models import Email
+
+        link = "contacts" if self.model is Contact else "companies"
+        column = "contact" if self.model is Contact else "company"
+        emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
+        latest: dict[int, object] = {}
+        cursor, walked = None, 0
+        while walked < self.STREAMED:
+            batch = emails
+            if cursor is not None:
+                batch = batch.filter(
+                    Q(sent_at__lt=cursor[0]) | Q(sent_at=cursor[0], pk__lt=cursor[1]),
+                    sent_at__lte=cursor[0],
+                )
+            batch = list(
+                batch.order_by("-sent_at", "-pk").values_list("sent_at", "pk")[: self.BATCH]
+            )
+            if batch:
+                through = getattr(Email, link).through.objects
+                rows = through.filter(email_id__in=[pk for _at, pk in batch])
+                by_email: dict[int, list[int]] = {}
+                for email_id, row_id in rows.values_list("email_id", f"{column}_id"):
+                    by_email.setdefault(email_id, []).append(row_id)
+                for at, pk in batch:
+                    for row_id in by_email.get(pk, []):
+                        latest.setdefault(row_id, at)
+                walked += len(batch)
+                cursor = batch[-1]
+            # Settled: `stop` rows found, and no later email can tie with the last one.
+            if len(batch) < self.BATCH or (
+                len(latest) >= stop and cursor[0] < sorted(latest.values())[-stop]
+            ):
+                break
+        else:
+            return None
+        names = dict(
+            self.model.objects.filter(pk__in=list(latest)).values_list("pk", Lower("name"))
+        )
+        return sorted(latest, key=lambda pk: (-latest[pk].timestamp(), names.get(pk, ""), pk))
 
 
 def contacts_for_list(user, *, search: str = ""):

@@ -35,7 +35,9 @@ def test_it_finds_words_in_body_recipients_and_parts_of_addresses_ranked(client,
     account = EmailAccountFactory()
     _email(account, "a", subject="Weekly notes", text_body="the turbine order is late")
     _email(account, "b", subject="Turbine order", text_body="see", sent_at=NOW - timedelta(days=5))
-    _email(account, "c", subject="Lunch", to=[["Ola Nordmann", "ola@fjord.test"]])
+    _email(
+        account, "c", subject="Lunch", to=[{"name": "Ola Nordmann", "address": "ola@fjord.test"}]
+    )
     _email(account, "d", subject="From the plant", from_name="Ingrid Bergström",
            from_address="ingrid.bergstrom@vattenkraft.test")  # fmt: skip
     _email(account, "e", subject="Unrelated", text_body="nothing here")
@@ -46,6 +48,7 @@ def test_it_finds_words_in_body_recipients_and_parts_of_addresses_ranked(client,
     assert _found(client, "vattenkr") == ["From the plant"]  # part of an address
     assert _found(client, "bergstr") == ["From the plant"]  # part of a name
     assert _found(client, "zeppelin") == []
+    assert _found(client, "address") == []  # the recipients' values, not their keys
 
 
 def test_it_reads_a_german_mailbox_in_german(client, db):
@@ -110,7 +113,7 @@ def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch)
         _email(account, "s1", subject="Quarterly offer"),
         _email(account, "s2", text_body="the OFFER stands"),
         _email(account, "s3", from_address="offers@shop.test"),
-        _email(account, "s4", to=[["Offerman", "n@x.test"]]),
+        _email(account, "s4", to=[{"name": "Offerman", "address": "n@x.test"}]),
     ]
     _email(account, "s5", subject="nothing")
     found = search.matching(Email.objects.all(), "offer", [account.pk])

@@ -168,3 +168,34 @@ def test_it_schedules_the_pruning_in_beat(settings):
     from sync import tasks
 
     assert tasks.runs_prune.name == "sync.runs_prune"
+
+
+def _grouped_order(user, model):
+    from crm.selectors import LatestFirst, contacts_for_list
+
+    listed, _count = contacts_for_list(user)
+    assert isinstance(listed, LatestFirst)
+    return [row.pk for row in listed.listed]
+
+
+def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_order(
+    client, db, monkeypatch
+):
+    from crm.selectors import LatestFirst, contacts_for_list
+
+    mine, other = EmailAccountFactory(), EmailAccountFactory()
+    contacts = [Contact.objects.create(name=f"P{n % 7} {n}") for n in range(40)]
+    for n in range(90):
+        sent = None if n % 13 == 0 else NOW - timedelta(hours=(n * 7) % 31)  # many ties
+        email = Email.objects.create(
+            account=mine if n % 5 else other, message_key=f"l{n}", sent_at=sent
+        )
+        email.contacts.add(contacts[(n * 11) % 37], contacts[n % 3])
+    expected = _grouped_order(mine.owner, Contact)
+    for batch, streamed in [(4, 10_000), (1, 10_000), (3, 6), (2_000, 20_000)]:
+        monkeypatch.setattr(LatestFirst, "BATCH", batch)
+        monkeypatch.setattr(LatestFirst, "STREAMED", streamed)
+        listed, _count = contacts_for_list(mine.owner)
+        for size in (1, 7, 50):
+            got = [row.pk for start in range(0, 40, size) for row in listed[start : start + size]]
+            assert got == expected, (batch, streamed, size)

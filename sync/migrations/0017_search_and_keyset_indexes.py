@@ -26,6 +26,7 @@ FORWARDS = [
               ELSE 'simple' END)::regconfig
     $$ LANGUAGE sql IMMUTABLE PARALLEL SAFE
     """,
+    # Recipients are lists of {"name", "address"}: their values are read, not the keys.
     # Bounded: a body is read up to 100,000 characters (a tsvector holds at most 1 MB);
     # an email with no text part is read from its HTML, tags dropped.
     """
@@ -44,8 +45,10 @@ FORWARDS = [
         setweight(to_tsvector(cfg, coalesce(NEW.subject, '')), 'A')
         || setweight(to_tsvector('simple', coalesce(NEW.from_name, '') || ' '
                                  || coalesce(NEW.from_address, '')), 'B')
-        || setweight(to_tsvector('simple', left(coalesce(NEW."to"::text, '') || ' '
-                                 || coalesce(NEW.cc::text, ''), 20000)), 'C')
+        || setweight(to_tsvector('simple', left(
+             jsonb_path_query_array(coalesce(NEW."to", '[]'), 'lax $[*].*')::text || ' '
+             || jsonb_path_query_array(coalesce(NEW.cc, '[]'), 'lax $[*].*')::text,
+             20000)), 'C')
         || setweight(to_tsvector(cfg, left(body, 100000)), 'D');
       RETURN NEW;
     END
