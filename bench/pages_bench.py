@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 20
@@ -192,7 +193,7 @@ def urls(data: dict, rng: random.Random) -> dict[str, list[str]]:
     sample = rng.sample(data["email_ids"], min(200, len(data["email_ids"])))
     return {
         "Email page, first page": ["/email/"],
-        "Email page, page 50": [f"/email/?after={data['page50']}"],
+        "Email page, page 50": [f"/email/?after={quote(data['page50'])}"],
         "Email page search": [f"/email/?q={q.replace(' ', '+')}" for q in SEARCHES],
         "contact timeline": [f"/contacts/{data['hot_contact']}/"],
         "company timeline": [f"/companies/{data['hot_company']}/"],
