@@ -7,6 +7,7 @@ branch, as the suite has no SQLite mode."""
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from django.db import connection
 from django.urls import reverse
 
@@ -122,3 +123,30 @@ def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch)
     search.highlight(emails, "offer", [account.pk])
     assert str(emails[0].subject_html) == "Quarterly <mark>offer</mark>"
     assert "<mark>OFFER</mark>" in str(emails[1].snippet_html)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_gives_existing_emails_their_vector_in_the_migration():
+    from django.db.migrations.executor import MigrationExecutor
+
+    account = EmailAccountFactory()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("sync", "0016_download_progress")])
+    try:
+        with connection.cursor() as cursor:
+            # An email stored before search existed: no trigger, no vector column.
+            cursor.execute(
+                "INSERT INTO sync_email (account_id, message_key, content_key, message_id, "
+                'subject, from_address, from_name, "to", cc, text_body, html_body, size, '
+                'seen, in_reply_to, "references", problem, notes, original, created_at) '
+                "VALUES (%s, 'old', '', '', 'Pallet shipment', 'a@b.test', '', '[]', '[]', "
+                "'the freight left', '', 0, false, '', '', '', '', '', now())",
+                [account.pk],
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    email = Email.objects.get(message_key="old")
+    found = search.matching(Email.objects.all(), "freight", [account.pk])
+    assert list(found) == [email]

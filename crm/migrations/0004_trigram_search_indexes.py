@@ -1,4 +1,3 @@
-from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations
 
 # Issue 19: the Contacts and Companies lists and the link picker search with icontains,
@@ -29,6 +28,7 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("crm", "0003_email_link_changes")]
+    # pg_trgm is created (and dropped on the way back) by sync 0017.
+    dependencies = [("crm", "0003_email_link_changes"), ("sync", "0017_search_and_keyset_indexes")]
 
-    operations = [TrigramExtension(), migrations.RunPython(forwards, backwards)]
+    operations = [migrations.RunPython(forwards, backwards)]
