@@ -53,9 +53,9 @@ CANDIDATES = 8
 def _by_latest(rows, user, via: str, search: Q | None):
     """`rows` sorted by their latest email the user may see (one pass over the emails,
     grouped: no query per row), undated and emailless last, then by name; with the count
-    of the matching rows taken without the emails. Without a search, pages are read
-    from the newest emails down instead (LatestFirst), which costs what a page holds,
-    not what the mailboxes do (issue 19)."""
+    of the matching rows taken without the emails. Pages are read from the newest
+    emails down (LatestFirst), which costs what a page holds, not what the mailboxes
+    do (issue 19); the grouped query is what they fall back on."""
     from sharing.selectors import seen_on_timelines
 
     matching = rows.filter(search) if search is not None else rows
@@ -63,9 +63,8 @@ def _by_latest(rows, user, via: str, search: Q | None):
     listed = matching.annotate(latest_at=latest).order_by(
         F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
     )
-    if search is None:
-        listed = LatestFirst(user, rows.model, listed)
-    return listed, matching.order_by().count
+    only = matching.values("pk") if search is not None else None
+    return LatestFirst(user, rows.model, listed, only), matching.order_by().count
 
 
 class LatestFirst:
@@ -73,13 +72,17 @@ class LatestFirst:
     sliced as a paginator does: the user's emails are read newest first, a batch at a
     time through the date index, until the page's rows are known (their latest email is
     the first one met). A row whose latest email is further down than STREAMED emails,
-    or that has none, comes from the grouped query (`listed`) as before."""
+    or that has none, comes from the grouped query (`listed`) as before; so does a
+    search matching fewer than FEW rows (grouping their emails costs little). `only`:
+    the rows a search matches."""
 
     BATCH = 2_000
     STREAMED = 20_000
+    FEW = 200
 
-    def __init__(self, user, model, listed):
-        self.user, self.model, self.listed = user, model, listed
+    def __init__(self, user, model, listed, only=None):
+        self.user, self.model, self.listed, self.only = user, model, listed, only
+        self.latest: dict[int, tuple] = {}
 
     def count(self) -> int:
         return self.listed.count()
@@ -97,6 +100,8 @@ class LatestFirst:
         ids = order[start:stop]
         found = self.model.objects.in_bulk(ids)
         rows = [found[pk] for pk in ids if pk in found]
+        for row in rows:
+            row.known_latest = self.latest[row.pk][1]
         if len(rows) < stop - start:
             # Past the rows with a dated email: the rest by name, as the grouped order.
             undated = self.listed.filter(latest_at__isnull=True).values("pk")
@@ -113,8 +118,13 @@ class LatestFirst:
 
         link = "contacts" if self.model is Contact else "companies"
         column = "contact" if self.model is Contact else "company"
+        allowed = None
+        if self.only is not None:
+            allowed = set(self.only.values_list("pk", flat=True))
+            if len(allowed) < self.FEW:
+                return None
         emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
-        latest: dict[int, object] = {}
+        latest = self.latest
         cursor, walked = None, 0
         while walked < self.STREAMED:
             batch = emails
@@ -134,12 +144,13 @@ class LatestFirst:
                     by_email.setdefault(email_id, []).append(row_id)
                 for at, pk in batch:
                     for row_id in by_email.get(pk, []):
-                        latest.setdefault(row_id, at)
+                        if allowed is None or row_id in allowed:
+                            latest.setdefault(row_id, (at, pk))
                 walked += len(batch)
                 cursor = batch[-1]
             # Settled: `stop` rows found, and no later email can tie with the last one.
             if len(batch) < self.BATCH or (
-                len(latest) >= stop and cursor[0] < sorted(latest.values())[-stop]
+                len(latest) >= stop and cursor[0] < sorted(latest.values())[-stop][0]
             ):
                 break
         else:
@@ -147,7 +158,7 @@ class LatestFirst:
         names = dict(
             self.model.objects.filter(pk__in=list(latest)).values_list("pk", Lower("name"))
         )
-        return sorted(latest, key=lambda pk: (-latest[pk].timestamp(), names.get(pk, ""), pk))
+        return sorted(latest, key=lambda pk: (-latest[pk][0].timestamp(), names.get(pk, ""), pk))
 
 
 def contacts_for_list(user, *, search: str = ""):
@@ -195,26 +206,37 @@ def page_details(user, page, model) -> None:
 
     ids = [row.pk for row in page]
     link = "contacts" if model is Contact else "companies"
+    # LatestFirst knows the latest email of the rows it met on the way (`known_latest`);
+    # the others (no dated email, or a grouped page) are looked up here.
+    unknown = [row.pk for row in page if not hasattr(row, "known_latest")]
     latest = (
         emails_for_timeline(user)
         .filter(**{link: OuterRef("pk")})
         .order_by(F("sent_at").desc(nulls_last=True), "-pk")
         .values("pk")[:1]
     )
-    extra = model.objects.filter(pk__in=ids).annotate(latest_id=Subquery(latest))
+    looked_up = dict(
+        model.objects.filter(pk__in=unknown)
+        .annotate(latest_id=Subquery(latest))
+        .values_list("pk", "latest_id")
+    ) if unknown else {}  # fmt: skip
+    latest_ids = {row.pk: getattr(row, "known_latest", None) for row in page} | looked_up
     if model is Contact:
         companies = Company.objects.filter(contacts__in=ids).distinct()
         companies = {company.pk: company for company in companies}
         for row in page:
             row.company = companies.get(row.company_id)
     if model is Company:
-        people = Contact.objects.filter(company=OuterRef("pk")).order_by().values("company")
-        extra = extra.annotate(
-            contact_count=Coalesce(Subquery(people.annotate(n=Count("pk")).values("n")), 0)
+        people = dict(
+            Contact.objects.filter(company__in=ids)
+            .order_by()
+            .values("company")
+            .annotate(n=Count("pk"))
+            .values_list("company", "n")
         )
-        found = {row.pk: (row.latest_id, row.contact_count) for row in extra}
+        found = {pk: (latest_ids[pk], people.get(pk, 0)) for pk in ids}
     else:
-        found = {row.pk: (row.latest_id, None) for row in extra}
+        found = {pk: (latest_ids[pk], None) for pk in ids}
     emails = Email.objects.filter(pk__in=[f[0] for f in found.values() if f[0]])
     emails = {email.pk: email for email in emails.only("pk", "subject", "sent_at")}
     addresses: dict[int, list[str]] = {}

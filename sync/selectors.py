@@ -210,15 +210,11 @@ def _request(state: MailboxSync | None, running: bool) -> tuple[bool, str]:
     )
 
 
-# The status says how many emails a mailbox holds up to this many, "more than" past it:
-# it is polled every 2 s during a download and shown six times on the Email page, and
-# must not count a mailbox of 100,000 emails each time (issue 19).
-STATUS_COUNTED = 1_000
-
-
 def sync_status(account) -> dict:
     state = MailboxSync.objects.filter(account=account).first()
-    # The latest run only, by the (account, started_at) index: the history is long.
+    # The latest run only, by the (account, started_at) index: the history is long. No
+    # count of the mailbox's emails: the status is polled every 2 s during a download
+    # and shown for every mailbox on the Email page (issue 19).
     last_run = SyncRun.objects.filter(account=account).order_by("-started_at").first()
     # Running while someone holds the claim: a run record left "running" by a worker
     # that died is not (the dispatcher closes it).
@@ -242,17 +238,9 @@ def sync_status(account) -> dict:
         "not_started": not_started,
         # While a download runs or is about to, the status looks again every 2 s.
         "polling": running or requested,
-        "emails": _bounded_emails(account),
         "next_due": next_due,
         "health": mailbox_health(account, state, running=running),
     }
-
-
-def _bounded_emails(account) -> str:
-    from mailsetup.keyset import bounded_count
-
-    count = bounded_count(Email.objects.filter(account=account), STATUS_COUNTED)
-    return f"more than {STATUS_COUNTED:,}" if count > STATUS_COUNTED else str(count)
 
 
 @dataclass
