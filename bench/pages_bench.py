@@ -271,24 +271,31 @@ def explain(cookie: str, targets: dict[str, list[str]]) -> list[str]:
     client.cookies.load(cookie)
     summary, full = [], []
     for page, page_urls in targets.items():
-        timed: list[tuple[float, str]] = []
-
-        def timer(execute, sql, params, many, context, timed=timed):
-            started = time.perf_counter()
-            try:
-                return execute(sql, params, many, context)
-            finally:
-                cursor = context["cursor"]
-                query = connection.ops.last_executed_query(cursor, sql, params)
-                timed.append(((time.perf_counter() - started) * 1000, query))
-
         url = page_urls[0]
         client.get(url, HTTP_HOST="127.0.0.1")  # warm
-        with connection.execute_wrapper(timer):
-            client.get(url, HTTP_HOST="127.0.0.1")
-        if not timed:
+        # Three requests; each query's best time of the three (the machine is shared:
+        # a single timing picks whichever query a neighbour slowed down).
+        rounds: list[list[tuple[float, str]]] = []
+        for _ in range(3):
+            timed: list[tuple[float, str]] = []
+
+            def timer(execute, sql, params, many, context, timed=timed):
+                started = time.perf_counter()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    query = connection.ops.last_executed_query(context["cursor"], sql, params)
+                    timed.append(((time.perf_counter() - started) * 1000, query))
+
+            with connection.execute_wrapper(timer):
+                client.get(url, HTTP_HOST="127.0.0.1")
+            rounds.append(timed)
+        if not rounds[0]:
             continue
-        slowest_ms, sql = max(timed)
+        count = min(len(r) for r in rounds)
+        best = [min((r[i] for r in rounds), key=lambda t: t[0]) for i in range(count)]
+        timed = rounds[0]
+        slowest_ms, sql = max(best)
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
             plan = [row[0] for row in cursor.fetchall()]
