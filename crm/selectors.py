@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import (
     CharField,
     Count,
@@ -310,9 +311,15 @@ def _timeline_rows(user, contact, company, cursor, search, *, dated: bool) -> li
     if cursor is not None and (dated or cursor.at is None):
         emails = emails.filter(_after(cursor, "email", dated))
         activities = activities.filter(_after(cursor, "activity", dated))
+    need = TIMELINE_PAGE + 1
+    order = [*(["-at"] if dated else []), "-pk"]
     emails = emails.values_list("entry", "pk", "at")
     activities = activities.values_list("entry", "pk", "at")
-    need = TIMELINE_PAGE + 1
+    if connection.features.supports_slicing_ordering_in_compound:
+        # Each side's own page first (PostgreSQL): the emails' side can then stop after
+        # a page instead of sorting all of a contact's emails.
+        emails = emails.order_by(*order)[:need]
+        activities = activities.order_by(*order)[:need]
     rows = emails.union(activities, all=True).order_by(*(["-at"] if dated else []), "-entry", "-pk")
     return list(rows[:need])
 
