@@ -127,6 +127,8 @@ class LatestFirst:
         emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
         latest = self.latest
         cursor, walked = None, 0
+        # A first page needs a few hundred emails: start small, grow up to BATCH.
+        size = min(self.BATCH, max(100, 2 * stop))
         while walked < self.STREAMED:
             batch = emails
             if cursor is not None:
@@ -134,9 +136,7 @@ class LatestFirst:
                     Q(sent_at__lt=cursor[0]) | Q(sent_at=cursor[0], pk__lt=cursor[1]),
                     sent_at__lte=cursor[0],
                 )
-            batch = list(
-                batch.order_by("-sent_at", "-pk").values_list("sent_at", "pk")[: self.BATCH]
-            )
+            batch = list(batch.order_by("-sent_at", "-pk").values_list("sent_at", "pk")[:size])
             if batch:
                 through = getattr(Email, link).through.objects
                 rows = through.filter(email_id__in=[pk for _at, pk in batch])
@@ -150,12 +150,17 @@ class LatestFirst:
                 walked += len(batch)
                 cursor = batch[-1]
             # Settled: `stop` rows found, and no later email can tie with the last one.
-            if len(batch) < self.BATCH or (
+            if len(batch) < size or (
                 len(latest) >= stop and cursor[0] < sorted(latest.values())[-stop][0]
             ):
                 break
+            size = min(self.BATCH, size * 4)
         else:
             return None
+        # Only the rows up to the page's end matter (and those tied with its last one).
+        if len(latest) >= stop:
+            boundary = sorted(latest.values())[-stop][0]
+            latest = {pk: found for pk, found in latest.items() if found[0] >= boundary}
         names = dict(
             self.model.objects.filter(pk__in=list(latest)).values_list("pk", Lower("name"))
         )
