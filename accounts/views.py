@@ -17,7 +17,6 @@ from urllib.parse import urlencode, urlsplit
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -30,6 +29,7 @@ from mail.backend import login_for
 from mail.errors import MailError, SignInError
 from mail.registry import backend_for
 from mailsetup.csp import allow_mail_frame, allow_oauth_forms
+from mailsetup.keyset import BoundedPaginator, Cursor, bounded_count, dated_page
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider
@@ -47,6 +47,7 @@ from sharing.selectors import (
     removed_mailboxes_with_grants,
 )
 from sync.sanitize import email_document
+from sync.search import RANKED, highlight, ranked
 from sync.selectors import sync_status
 from sync.services import (
     FolderListError,
@@ -146,10 +147,18 @@ def _reconnect_origins(alerts) -> list[str]:
 def email_page(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
     emails = emails_for_panel(request.user, search=query)
-    context = {
-        "emails": Paginator(emails, 50).get_page(request.GET.get("page")),
-        "query": query,
-    }
+    if query:
+        # Search results, best first: pages by number over at most search.RANKED.
+        page = BoundedPaginator(ranked(emails), PANEL_PAGE, bound=RANKED)
+        page = page.get_page(request.GET.get("page"))
+        highlight(page.object_list, query, {email.account_id for email in page})
+        listed = {"emails": page, "count": page.paginator.count}
+    else:
+        # Newest first, a page after another (keyset): nothing counts every email.
+        cursor = Cursor.parse(request.GET.get("after"))
+        page = dated_page(emails, cursor, PANEL_PAGE)
+        listed = {"emails": page, "count": bounded_count(emails, PANEL_COUNTED)}
+    context = {**listed, "query": query, "counted": PANEL_COUNTED}
     if request.htmx and request.htmx.target == "panel-emails":
         return render(request, "accounts/email.html#emails", context)
     context |= {
@@ -161,6 +170,11 @@ def email_page(request: HttpRequest) -> HttpResponse:
     }
     response = render(request, "accounts/email.html", context)
     return allow_oauth_forms(response, _reconnect_origins(context["alerts"]))
+
+
+PANEL_PAGE = 50
+# The Email page says how many emails there are up to this many, "more than" past it.
+PANEL_COUNTED = 1_000
 
 
 @login_required

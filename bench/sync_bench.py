@@ -12,6 +12,11 @@ B1  first sync: (a) bare imapclient UID FETCH of every body in batches of 500, n
 B2  idle re-sync: a bare STATUS of every folder vs a sync with nothing new; latency
     and bytes read from the server (counted by a loopback relay).
 B3  one flag change, one append, one expunge, then a sync: what was applied, bytes.
+B6  pages flat in volume (issue 19, bench/pages_bench.py): every list page, search,
+    both timelines, an email, the mailbox list and the status partial, at about 100
+    and at 300,000 emails (`--pages-emails`), 20 clients against gunicorn; throughput
+    ratio and p95, and the EXPLAIN of each page's slowest query. `--pages-only` runs
+    only B6; `--pages-emails 0` skips it.
 B4  a 50 MB message among ordinary ones (issue 14): the worker's peak RSS syncing them
     through a real Celery worker, next to the same worker's peak for the same ordinary
     messages alone (synced first, in another mailbox). `--large-only` runs only B4.
@@ -109,7 +114,20 @@ def main() -> None:
     parser.add_argument(
         "--large-messages", type=int, default=600, help="B4's ordinary messages around it"
     )
+    parser.add_argument(
+        "--pages-only", action="store_true", help="only B6, the pages at two volumes"
+    )
+    parser.add_argument(
+        "--pages-emails", type=int, default=300_000,
+        help="B6's large size in emails (the small one is 100); 0 skips B6",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pages-seconds", type=float, default=10, help="B6: how long each page is driven"
+    )
     options = parser.parse_args()
+    if options.pages_only:
+        pages_only(options)
+        return
     global POOL
     POOL = options.pool
     if options.large_only:
@@ -353,9 +371,37 @@ def main() -> None:
         _stop(workers_started)
         dovecot.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if options.pages_emails:
+        # Its own process: B6 serves the app with DEBUG off on another database.
+        b6 = subprocess.run(
+            [sys.executable, __file__, "--pages-only", "--pages-emails",
+             str(options.pages_emails), "--pages-seconds", str(options.pages_seconds)],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        for line in b6.stdout.splitlines():
+            if line.startswith("B6"):
+                report(line)
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     path = results / f"sync-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"written to {path.relative_to(ROOT)}")
+
+
+def pages_only(options) -> None:
+    """`--pages-only`: B6 alone (bench/pages_bench.py)."""
+    from pages_bench import pages_figure
+
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    pages_figure(options.pages_emails or 300_000, options.pages_seconds, report)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"pages-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
     path.write_text("\n".join(lines) + "\n")
     print(f"written to {path.relative_to(ROOT)}")
 

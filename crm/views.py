@@ -62,7 +62,7 @@ def contact_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "subtitle": ", ".join(addresses),
             "company": contact.company,
             "write_to": ", ".join(addresses[:1]),
-            "entries": timeline(request.user, contact=contact).get_page(request.GET.get("page")),
+            **_timeline(request, contact=contact),
         },
     )
 
@@ -78,9 +78,15 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "subtitle": company.web_domain,
             "people": company.contacts.order_by("name", "pk")[:100],
             "write_to": _company_recipients(company),
-            "entries": timeline(request.user, company=company).get_page(request.GET.get("page")),
+            **_timeline(request, company=company),
         },
     )
+
+
+def _timeline(request: HttpRequest, **whose) -> dict:
+    search = request.GET.get("q", "").strip()[:200]
+    after = request.GET.get("after", "")[:100]
+    return {"entries": timeline(request.user, after=after, search=search, **whose), "q": search}
 
 
 def _company_recipients(company: Company) -> str:

@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Full-text search and trigram lookups on PostgreSQL (sync.search); inert on SQLite.
+    "django.contrib.postgres",
     "django_htmx",
     "axes",
     "csp",
@@ -240,6 +242,9 @@ SYNC_CLAIM_LEASE_SECONDS = env_int("SYNC_CLAIM_LEASE_SECONDS", 300, minimum=1)
 SYNC_SPOOL_DIR = env_str("SYNC_SPOOL_DIR") or None
 # The first retry of a failed sync waits about this long, each next one twice as long.
 SYNC_RETRY_BACKOFF_SECONDS = env_int("SYNC_RETRY_BACKOFF_SECONDS", 30, minimum=1)
+# How long the history of sync runs is kept (pruned hourly by beat; each mailbox's
+# latest run is always kept).
+SYNC_RUN_HISTORY_DAYS = env_int("SYNC_RUN_HISTORY_DAYS", 30, minimum=1)
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 60, minimum=1)
 # A bearer token that shows /healthz's details to a monitor (staff users see them too).
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN") or ""
@@ -254,6 +259,12 @@ CELERY_BEAT_SCHEDULE = {
     "files-sweep": {
         "task": "sync.files_sweep",
         "schedule": 6 * 60 * 60,
+        "options": {"expires": 60 * 60},
+    },
+    # Sync runs older than SYNC_RUN_HISTORY_DAYS.
+    "sync-runs-prune": {
+        "task": "sync.runs_prune",
+        "schedule": 60 * 60,
         "options": {"expires": 60 * 60},
     },
     # Queues every mailbox whose last sync is older than MailboxSyncInterval.

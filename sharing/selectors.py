@@ -137,18 +137,21 @@ def can_remove(user, account: EmailAccount) -> bool:
 
 def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
     """The Email page: emails of the user's own and "Send emails" mailboxes, newest
-    first, those whose subject or sender contains `search` if given. A removed
-    mailbox's kept emails stay on timelines, not here."""
-    emails = Email.objects.filter(account__in=mailboxes_for_panel(user).values("pk"))
+    first, those matching `search` if given (sync.search). A removed mailbox's kept
+    emails stay on timelines, not here.
+
+    The mailboxes are read first, as a list of ids: with the rule as a subquery the
+    planner cannot tell how many emails it keeps, and walked the date index through
+    most of the table to find a page of them (issue 19)."""
+    from sync.search import matching
+
+    mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
+    emails = Email.objects.filter(account__in=mailboxes)
     if search:
-        emails = emails.filter(
-            Q(subject__icontains=search)
-            | Q(from_address__icontains=search)
-            | Q(from_name__icontains=search)
-        )
+        emails = matching(emails, search, mailboxes)
     return (
         emails.select_related("account")
-        .defer("text_body", "html_body", "references")
+        .defer("text_body", "html_body", "references", "search")
         .order_by("-sent_at", "-pk")
     )
 
@@ -157,12 +160,29 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
     and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
     emails they wrote themselves in the app, from whichever mailbox."""
-    emails = Email.objects.filter(seen_on_timelines(user))
+    emails = Email.objects.filter(_timeline_rule(user))
+    # EXISTS rather than a join: the planner may then walk the emails by date and stop
+    # at a page, for a contact with thousands of them (issue 19).
     if contact is not None:
-        emails = emails.filter(contacts=contact)
+        links = Email.contacts.through.objects.filter(email=OuterRef("pk"), contact=contact)
+        emails = emails.filter(Exists(links))
     if company is not None:
-        emails = emails.filter(companies=company)
-    return emails.defer("text_body", "html_body").order_by("-sent_at", "-pk")
+        links = Email.companies.through.objects.filter(email=OuterRef("pk"), company=company)
+        emails = emails.filter(Exists(links))
+    return emails.defer("text_body", "html_body", "search").order_by("-sent_at", "-pk")
+
+
+def _timeline_rule(user) -> Q:
+    """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids, the
+    user's own emails as an EXISTS. An OR with a LEFT JOIN on the outgoing emails made
+    the planner scan every email, however few the user may see (issue 19)."""
+    from sending.models import OutgoingEmail
+
+    if not (user.is_authenticated and user.is_active):
+        return Q(pk__in=[])
+    mailboxes = list(mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True))
+    mine = OutgoingEmail.objects.filter(author=user, email=OuterRef("pk"))
+    return Q(account__in=mailboxes) | Exists(mine)
 
 
 def seen_on_timelines(user, via: str = "") -> Q:
@@ -171,10 +191,10 @@ def seen_on_timelines(user, via: str = "") -> Q:
     emails, for the latest one in a list)."""
     from sending.models import OutgoingEmail
 
-    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
     if not via:
-        written = _written_by(user)
-    elif user.is_authenticated:
+        return _timeline_rule(user)
+    mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
+    if user.is_authenticated:
         # Through a relation: the user's own emails as a set read once, not a join per
         # email (the list of every contact grouped with their emails).
         mine = OutgoingEmail.objects.filter(author=user, email__isnull=False)

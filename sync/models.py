@@ -1,3 +1,4 @@
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.utils import timezone
 
@@ -143,6 +144,9 @@ class Email(models.Model):
     contacts = models.ManyToManyField(Contact, blank=True, related_name="emails")
     companies = models.ManyToManyField(Company, blank=True, related_name="emails")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The full-text search vector (sync.search), written by a database trigger on
+    # PostgreSQL whenever the columns it reads change; unused on SQLite.
+    search = SearchVectorField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-sent_at", "-pk"]
@@ -150,7 +154,8 @@ class Email(models.Model):
             models.UniqueConstraint(fields=["account", "message_key"], name="email_unique_key")
         ]
         indexes = [
-            models.Index(fields=["account", "-sent_at"], name="email_account_sent"),
+            # The Email page's keyset pages: a mailbox's emails by date, then id.
+            models.Index(fields=["account", "-sent_at", "-id"], name="email_account_sent_id"),
             # The health summary counts a mailbox's emails with a problem: few, if any.
             models.Index(
                 fields=["account"], condition=~models.Q(problem=""), name="email_with_problem"
@@ -258,6 +263,8 @@ class SyncRun(models.Model):
             models.Index(
                 fields=["account"], condition=models.Q(state="running"), name="run_running"
             ),
+            # The status's latest run, and the pruning of the history (issue 19).
+            models.Index(fields=["account", "-started_at"], name="run_account_started"),
         ]
 
     def __str__(self) -> str:

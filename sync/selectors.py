@@ -151,9 +151,11 @@ def _problem_lines(account) -> tuple[list[str], list[str]]:
     )
     for row in unstored:
         problems.append(f"{_emails(row['count'])} in {row['folder__path']} could not be stored.")
+    # From the few emails with a problem (their partial index) to their locations,
+    # not from every location of the folders to their emails.
+    problem = Email.objects.filter(account=account).exclude(problem="").values("pk")
     with_problem = (
-        EmailLocation.objects.filter(folder__in=synced)
-        .exclude(email__problem="")
+        EmailLocation.objects.filter(folder__in=synced, email__in=problem)
         .values("folder__path", "email__problem")
         .annotate(count=Count("email", distinct=True))
         .order_by("folder__path", "-email__problem")
@@ -210,7 +212,10 @@ def _request(state: MailboxSync | None, running: bool) -> tuple[bool, str]:
 
 def sync_status(account) -> dict:
     state = MailboxSync.objects.filter(account=account).first()
-    last_run = SyncRun.objects.filter(account=account).first()
+    # The latest run only, by the (account, started_at) index: the history is long. No
+    # count of the mailbox's emails: the status is polled every 2 s during a download
+    # and shown for every mailbox on the Email page (issue 19).
+    last_run = SyncRun.objects.filter(account=account).order_by("-started_at").first()
     # Running while someone holds the claim: a run record left "running" by a worker
     # that died is not (the dispatcher closes it).
     running = bool(state and state.claimed_until and state.claimed_until > timezone.now())
@@ -233,7 +238,6 @@ def sync_status(account) -> dict:
         "not_started": not_started,
         # While a download runs or is about to, the status looks again every 2 s.
         "polling": running or requested,
-        "emails": Email.objects.filter(account=account).count(),
         "next_due": next_due,
         "health": mailbox_health(account, state, running=running),
     }

@@ -127,6 +127,34 @@ def runs_interrupted_close(*, account_id: int | None = None) -> int:
     )
 
 
+# Deleted a slice at a time: one short transaction each, however long the backlog.
+PRUNE_BATCH = 5_000
+
+
+def sync_runs_prune(*, now=None) -> int:
+    """Delete the sync-run history older than SYNC_RUN_HISTORY_DAYS (a run a minute is
+    8,640 rows a mailbox a month), keeping each mailbox's latest run (its status reads
+    it) and any run still marked running (the dispatcher closes those). Returns how many
+    were deleted."""
+    from django.db.models import OuterRef, Subquery
+
+    cutoff = (now or timezone.now()) - timedelta(days=settings.SYNC_RUN_HISTORY_DAYS)
+    latest = (
+        SyncRun.objects.filter(account=OuterRef("account")).order_by("-started_at").values("pk")[:1]
+    )
+    old = (
+        SyncRun.objects.filter(started_at__lt=cutoff)
+        .exclude(state=SyncRun.State.RUNNING)
+        .exclude(pk=Subquery(latest))
+    )
+    deleted = 0
+    while True:
+        batch = list(old.order_by().values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not batch:
+            return deleted
+        deleted += SyncRun.objects.filter(pk__in=batch).delete()[0]
+
+
 def _session(account: EmailAccount):
     return session_for(backend_for(account.provider).open_reader, account)
 

@@ -2,7 +2,13 @@ from celery import shared_task
 from django.conf import settings
 
 from .files import orphans_delete
-from .services import TransientSyncError, heartbeat_record, mailbox_sync, mailboxes_dispatch
+from .services import (
+    TransientSyncError,
+    heartbeat_record,
+    mailbox_sync,
+    mailboxes_dispatch,
+    sync_runs_prune,
+)
 
 
 @shared_task(name="sync.heartbeat", ignore_result=True)
@@ -45,3 +51,8 @@ def dispatch() -> None:
 def files_sweep() -> None:
     # Files of a worker killed between writing them and committing their rows.
     orphans_delete()
+
+
+@shared_task(name="sync.runs_prune", ignore_result=True)
+def runs_prune() -> None:
+    sync_runs_prune()

@@ -1,0 +1,210 @@
+"""Issue 19, target 1: pages flat in volume. Keyset pages give every email once and in
+order (equal dates and undated emails included), the sync-status partial's queries do
+not grow with the mailbox, and the sync-run history is pruned to its period."""
+
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import Activity, Contact
+from sync.models import Email, SyncRun
+from sync.selectors import sync_status
+from sync.services import sync_runs_prune
+from tests.factories import EmailAccountFactory
+
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def _emails(account, count, *, start=0, same_date_every=3, undated_every=11, contact=None):
+    """Emails with dates in groups of equal dates, and some without a date."""
+    made = []
+    for n in range(start, start + count):
+        sent = None if n % undated_every == 0 else NOW - timedelta(hours=n // same_date_every)
+        email = Email.objects.create(
+            account=account, message_key=f"v{n}", subject=f"Mail {n:03}", sent_at=sent
+        )
+        if contact is not None:
+            email.contacts.add(contact)
+        made.append(email)
+    return made
+
+
+def _walk(client, url, pattern, params=None) -> list[list[int]]:
+    """Follow the "Older" links from the first page; the email ids of each page."""
+    pages, params = [], dict(params or {})
+    while True:
+        page = client.get(url, params).text
+        pages.append([int(pk) for pk in re.findall(pattern, page)])
+        older = re.search(r'href="\?after=([^"&]+)', page)
+        if older is None:
+            return pages
+        params["after"] = unquote(html.unescape(older.group(1)))
+        assert len(pages) < 50
+
+
+def _expected(emails) -> list[int]:
+    dated = sorted((e for e in emails if e.sent_at), key=lambda e: (e.sent_at, e.pk))
+    undated = sorted((e for e in emails if not e.sent_at), key=lambda e: e.pk)
+    return [e.pk for e in reversed(dated)] + [e.pk for e in reversed(undated)]
+
+
+def test_it_pages_the_email_page_by_keyset_every_email_once_in_order(client, db):
+    account = EmailAccountFactory()
+    emails = _emails(account, 137)
+    client.force_login(account.owner)
+    pages = _walk(client, reverse("accounts:email"), r'href="/emails/(\d+)/"')
+    assert [len(p) for p in pages] == [50, 50, 37]
+    assert [pk for page in pages for pk in page] == _expected(emails)
+
+
+def test_it_pages_a_timeline_by_keyset_with_activities_among_the_emails(client, db):
+    account = EmailAccountFactory()
+    ann = Contact.objects.create(name="Ann")
+    emails = _emails(account, 70, contact=ann)
+    # A meeting at the very date of three emails, and an undated task.
+    meeting = Activity.objects.create(
+        account=account, kind="meeting", external_id="m", subject="Kick-off", starts_at=NOW
+    )
+    task = Activity.objects.create(account=account, kind="task", external_id="t", subject="Do")
+    for activity in (meeting, task):
+        activity.contacts.add(ann)
+    client.force_login(account.owner)
+    url = reverse("crm:contact", args=[ann.pk])
+    seen, pages = [], []
+    params: dict = {}
+    while True:
+        page = client.get(url, params).text
+        pages.append(page)
+        seen += re.findall(r'href="/emails/(\d+)/"|class="entry-(meeting|task)"', page)
+        older = re.search(r'href="\?after=([^"&]+)', page)
+        if older is None:
+            break
+        params["after"] = unquote(html.unescape(older.group(1)))
+    shown = [int(e) if e else kind for e, kind in seen]
+    expected = _expected(emails)
+    # At NOW: the emails first (emails before meetings at one date), then the meeting;
+    # undated: emails, then the task.
+    at_now = sum(1 for e in emails if e.sent_at == NOW)
+    dated = [pk for pk in expected if Email.objects.get(pk=pk).sent_at]
+    undated = expected[len(dated) :]
+    assert shown == [*dated[:at_now], "meeting", *dated[at_now:], *undated, "task"]
+    assert len(pages) == 3
+
+
+def test_it_answers_a_malformed_cursor_with_the_first_page(client, db):
+    account = EmailAccountFactory()
+    _emails(account, 3)
+    client.force_login(account.owner)
+    for cursor in ("x", "2026-01-01~y", "2026-01-01T00:00:00~5", "~~~", "nonsense~1~2~3"):
+        assert "Mail 001" in client.get(reverse("accounts:email"), {"after": cursor}).text
+
+
+def test_it_says_more_than_a_thousand_instead_of_counting_every_email_on_the_email_page(client, db):
+    account = EmailAccountFactory()
+    Email.objects.bulk_create(
+        Email(account=account, message_key=f"b{n}", subject="x", sent_at=NOW) for n in range(1001)
+    )
+    client.force_login(account.owner)
+    assert 'id="panel-count">More than 1000 emails<' in client.get(reverse("accounts:email")).text
+
+
+def _status_queries(client, account) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse("sync:status", args=[account.pk])).status_code == 200
+    for query in queries:
+        sql = query["sql"]
+        # No count of the mailbox's emails (only of the few with a problem), and the
+        # latest run alone, not the history.
+        if 'FROM "sync_email"' in sql:
+            assert '"problem"' in sql, sql
+        if 'FROM "sync_syncrun"' in sql:
+            assert "LIMIT 1" in sql, sql
+    return len(queries)
+
+
+def test_it_reads_the_status_with_the_same_queries_whatever_the_history(client, db):
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    SyncRun.objects.create(account=account, state="succeeded", new_emails=1)
+    _emails(account, 5)
+    _status_queries(client, account)  # the first request of a session reads a little more
+    few = _status_queries(client, account)
+    start = timezone.now() - timedelta(days=1)
+    SyncRun.objects.bulk_create(
+        SyncRun(account=account, state="succeeded", started_at=start + timedelta(minutes=n))
+        for n in range(300)
+    )
+    _emails(account, 300, start=5)
+    assert _status_queries(client, account) == few
+    # The latest run is the one the status reads (its started_at is the newest).
+    latest = SyncRun.objects.create(account=account, state="succeeded", new_emails=7)
+    assert sync_status(account)["last_run"] == latest
+
+
+def test_it_prunes_the_run_history_to_the_period_keeping_the_latest(db, settings):
+    settings.SYNC_RUN_HISTORY_DAYS = 10
+    now = timezone.now()
+    busy, quiet = EmailAccountFactory(), EmailAccountFactory()
+
+    def run(account, days, state="succeeded"):
+        return SyncRun.objects.create(
+            account=account, state=state, started_at=now - timedelta(days=days)
+        )
+
+    kept = [run(busy, 1), run(busy, 9.9)]
+    old = [run(busy, 11), run(busy, 40)]
+    running = run(busy, 30, state="running")
+    quiet_latest = run(quiet, 50)  # a mailbox not synced for long keeps its last run
+    quiet_old = run(quiet, 60)
+    assert sync_runs_prune(now=now) == len(old) + 1
+    left = set(SyncRun.objects.values_list("pk", flat=True))
+    assert left == {r.pk for r in [*kept, running, quiet_latest]}
+    assert quiet_old.pk not in left
+    assert sync_runs_prune(now=now) == 0
+
+
+def test_it_schedules_the_pruning_in_beat(settings):
+    assert settings.CELERY_BEAT_SCHEDULE["sync-runs-prune"]["task"] == "sync.runs_prune"
+    from sync import tasks
+
+    assert tasks.runs_prune.name == "sync.runs_prune"
+
+
+def _grouped_order(user, model, search=""):
+    from crm.selectors import LatestFirst, contacts_for_list
+
+    listed, _count = contacts_for_list(user, search=search)
+    assert isinstance(listed, LatestFirst)
+    return [row.pk for row in listed.listed]
+
+
+def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_order(
+    client, db, monkeypatch
+):
+    from crm.selectors import LatestFirst, contacts_for_list
+
+    mine, other = EmailAccountFactory(), EmailAccountFactory()
+    contacts = [Contact.objects.create(name=f"P{n % 7} {n}") for n in range(40)]
+    for n in range(90):
+        sent = None if n % 13 == 0 else NOW - timedelta(hours=(n * 7) % 31)  # many ties
+        email = Email.objects.create(
+            account=mine if n % 5 else other, message_key=f"l{n}", sent_at=sent
+        )
+        email.contacts.add(contacts[(n * 11) % 37], contacts[n % 3])
+    monkeypatch.setattr(LatestFirst, "FEW", 0)
+    for search in ("", "P1", "P3 2"):
+        expected = _grouped_order(mine.owner, Contact, search)
+        assert expected
+        for batch, streamed in [(4, 10_000), (1, 10_000), (3, 6), (2_000, 20_000)]:
+            monkeypatch.setattr(LatestFirst, "BATCH", batch)
+            monkeypatch.setattr(LatestFirst, "STREAMED", streamed)
+            listed, _count = contacts_for_list(mine.owner, search=search)
+            for size in (1, 7, 50):
+                got = [row.pk for at in range(0, 40, size) for row in listed[at : at + size]]
+                assert got == expected, (search, batch, streamed, size)
