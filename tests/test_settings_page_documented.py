@@ -199,6 +199,25 @@ def test_it_stops_adding_the_signature_and_keeps_it_when_the_box_is_unticked(
     assert b"Jane Doe" in bytes(OutgoingEmail.objects.latest("pk").raw)
 
 
+def test_it_keeps_the_box_ticked_as_saved_without_a_signature(client, account):
+    """Issue: ticking the box with no signature written saved, then showed it unticked."""
+    client.force_login(account.owner)
+    account.add_signature = False
+    account.save()
+    response = _signature(client, account, {"add_signature": "on", "add_signature_shown": ""})
+    assert "Saved." in response.text
+    account.refresh_from_db()
+    assert (account.add_signature, account.signature_html) == (True, "")
+    box = 'name="signature-add_signature" id="id_signature-add_signature" checked'
+    assert box in response.text
+    assert box in _page(client, account)
+    # Unticked again, it stays unticked.
+    response = _signature(client, account, {"add_signature_shown": "1"})
+    account.refresh_from_db()
+    assert account.add_signature is False
+    assert box not in response.text and box not in _page(client, account)
+
+
 def test_it_leaves_the_box_alone_for_a_post_that_does_not_show_it(client, account):
     account.signature_html = "<p>Jane Doe</p>"
     account.save()
