@@ -20,7 +20,7 @@ from django.utils import timezone
 from crm.models import Activity, Company, Contact, ContactAddress
 from sending.models import OutgoingEmail
 from sharing.models import MailboxGrant
-from sync.models import Email
+from sync.models import Email, Folder
 from tests.browser import SCREENSHOTS
 from tests.factories import EmailAccountFactory, UserFactory
 from tests.test_browser_wizard import _sign_in
@@ -54,6 +54,8 @@ def world(db, test_provider):
         name="Nancy Davolio", company=company, job_title="Sales Representative"
     )
     ContactAddress.objects.create(contact=contact, address="nancy.davolio@northwind.test")
+    # A folder read: the problems page lists it.
+    Folder.objects.create(account=account, path="INBOX", messages=3)
     now = timezone.now()
     email = None
     for n in range(3):
