@@ -183,10 +183,19 @@ class ShownValuesForm(forms.ModelForm):
 
 
 class PeriodSelect(forms.Select):
-    """The period beside the "Download mail for period" switch: "All" is the switch
-    turned off, so the list shows a week for a mailbox that downloads everything."""
+    """The period beside the "Download mail for period" switch. With the switch off the
+    list is disabled and reads "All" (what is saved, and what a save gets); on, it
+    offers the periods, a week first for a mailbox that downloaded everything."""
+
+    def __init__(self, *, off: bool, choices):
+        self.off = off
+        if off:
+            choices = [(SyncPeriod.ALL, SyncPeriod.ALL.label), *choices]
+        super().__init__(attrs={"disabled": True} if off else None, choices=choices)
 
     def format_value(self, value):
+        if self.off:
+            return [SyncPeriod.ALL]
         return [
             SyncPeriod.WEEK if item == SyncPeriod.ALL else item
             for item in super().format_value(value)
@@ -219,14 +228,28 @@ class DownloadSettingsForm(ShownValuesForm):
         super().__init__(*args, **kwargs)
         self.initial["period_limited"] = self.instance.sync_period != SyncPeriod.ALL
         field = self.fields["sync_period"]
+        # The list is disabled (and so not posted) while the switch is off: the page's
+        # script enables it as the switch is turned on.
         field.widget = PeriodSelect(
-            choices=[(value, label) for value, label in field.choices if value != SyncPeriod.ALL]
+            off=not self["period_limited"].value(),
+            choices=[(value, label) for value, label in field.choices if value != SyncPeriod.ALL],
         )
 
     def clean(self):
         cleaned = super().clean()
-        if self._came_with_shown() and not cleaned.get("period_limited"):
+        if not self._came_with_shown():
+            return cleaned
+        if not cleaned.get("period_limited"):
+            # The switch wins over whatever period came with it: every email, and the
+            # list shows "All" after the save.
             cleaned["sync_period"] = SyncPeriod.ALL
+            self.errors.pop("sync_period", None)
+        elif not self.data.get(self.add_prefix("sync_period")) or (
+            cleaned.get("sync_period") == SyncPeriod.ALL
+        ):
+            # Turned on while the list was disabled (no script) or still read "All":
+            # the week the list offers first, which the page then shows.
+            cleaned["sync_period"] = SyncPeriod.WEEK
             self.errors.pop("sync_period", None)
         return cleaned
 

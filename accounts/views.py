@@ -496,8 +496,9 @@ def account_signature_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _signature_form(account: EmailAccount) -> SignatureForm:
-    # Ticked while a signature is added: a new mailbox shows the box alone.
-    ticked = account.add_signature and bool(account.signature_html)
+    # The box as saved, even with no signature written yet (a new mailbox's is on:
+    # whatever signature is written gets added): a tick saved stays ticked.
+    ticked = account.add_signature
     initial = {
         "signature_html": account.signature_html,
         "shown": Digest.of(account.signature_html).hex,

@@ -20,9 +20,35 @@ def _networks(proxies: tuple[str, ...]) -> tuple:
     return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
 
 
+def bare_address(entry: str) -> str:
+    """The address alone in a forwarded entry some proxies write with a port or in
+    RFC 7239 form: `ip:port` (IPv4), `[v6]:port`, `[v6]`, each perhaps in double
+    quotes. Anything that is not one of these forms comes back as it was (stripped): a
+    port left on would give every connection of one client its own throttle bucket."""
+    entry = entry.strip()
+    text = entry[1:-1] if len(entry) > 1 and entry[0] == entry[-1] == '"' else entry
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :]
+        if end < 0 or not (rest == "" or (rest[:1] == ":" and rest[1:].isdigit())):
+            return entry
+        host = text[1:end]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+        if not port.isdigit():
+            return entry
+    else:
+        host = text
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return entry
+    return host
+
+
 def _trusted(address: str) -> bool:
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(bare_address(address).split("%", 1)[0])
     except ValueError:
         return False
     return any(ip in network for network in _networks(tuple(settings.TRUSTED_PROXIES)))
@@ -35,7 +61,7 @@ def client_ip(request) -> str:
     if not _trusted(address):
         return address
     for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
-        hop = hop.strip()
+        hop = bare_address(hop)
         if hop and not _trusted(hop):
             return hop
     return address
@@ -45,7 +71,9 @@ def throttle_address(address: str) -> str:
     """The address failed logins are counted under: an IPv4 address as it is (an
     IPv4-mapped IPv6 one as its IPv4 address), an IPv6 address as the first address of
     its /64. A /64 is one subscriber's (RFC 6177): counted per address, one attacker
-    could rotate through 2**64 of them and never be throttled."""
+    could rotate through 2**64 of them and never be throttled. A port or brackets
+    around it (bare_address) are dropped first."""
+    address = bare_address(address)
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:

@@ -6,12 +6,21 @@ autoconfig, an import or a manager created would be taken for the real one. Name
 compared by their skeleton: Unicode folded to ASCII look-alikes, digits read as the
 letters they resemble, everything but letters dropped; a name mimics a built-in one
 when its skeleton equals or is one edit away from a built-in's, or contains one of the
-brands the built-in names carry.
+brands the built-in names carry (a short brand also when spelt across separators,
+"G.M.X").
+
+The look-alikes are Unicode's own (UTS #39 confusables, as the confusable-homoglyphs
+package ships them): a hand-kept table misses scripts nobody thought of (Cherokee
+"\u13c0" for G). The hand-kept tables below stay for what UTS #39 does not pair with a
+plain letter (digits read as letters, small capitals).
 """
 
 import re
+import string
 import unicodedata
 from functools import cache
+
+from confusable_homoglyphs.confusables import confusables_data
 
 from .builtin import BUILTIN_PROVIDERS
 
@@ -45,12 +54,50 @@ def _plain_latin(ch: str) -> str:
     return found.group(1).lower() if found else ch
 
 
+@cache
+def _confusable_letters() -> dict[int, str]:
+    """Every non-ASCII character UTS #39 finds confusable, directly or through others,
+    with a plain letter or digit -> that letter (str.translate table). Its pairs form
+    groups ("\uab7a" ~ "\u1d00"); a group holding no ASCII letter takes the letter a
+    Latin member's name gives ("LATIN LETTER SMALL CAPITAL A")."""
+    parent: dict[str, str] = {}
+
+    def root(ch: str) -> str:
+        while parent.setdefault(ch, ch) != ch:
+            parent[ch] = parent[parent[ch]]
+            ch = parent[ch]
+        return ch
+
+    for ch, entries in confusables_data.items():
+        if len(ch) == 1:
+            for entry in entries:
+                if len(entry["c"]) == 1:
+                    parent[root(ch)] = root(entry["c"])
+    groups: dict[str, set[str]] = {}
+    for ch in list(parent):
+        groups.setdefault(root(ch), set()).add(ch)
+    table = {}
+    for group in groups.values():
+        ascii_ = {ch.casefold() for ch in group if ch in string.ascii_letters + string.digits}
+        # The only groups with two ASCII members are {1, I, l} and {0, O}: read as a letter
+        # ("l" over "i": the skeleton reads i as l anyway).
+        letters = sorted(ch for ch in ascii_ if ch.isalpha()) or sorted(ascii_)
+        if not letters:
+            letters = sorted({_plain_latin(ch) for ch in group} & set(string.ascii_lowercase))
+        if letters:
+            for ch in group:
+                if not ch.isascii():
+                    table[ord(ch)] = letters[-1]
+    return table
+
+
 # Letter pairs that read as one letter, and letters read as each other.
 _PAIRS = (("rn", "m"), ("vv", "w"), ("cl", "d"), ("i", "l"))
 
 
 def skeleton(name: str) -> str:
-    folded = unicodedata.normalize("NFKC", name).casefold().translate(_LOOK_ALIKE)
+    folded = unicodedata.normalize("NFKC", name).translate(_confusable_letters())
+    folded = folded.casefold().translate(_confusable_letters()).translate(_LOOK_ALIKE)
     folded = "".join(_plain_latin(ch) for ch in folded)
     decomposed = unicodedata.normalize("NFKD", folded)
     letters = "".join(ch for ch in decomposed if "a" <= ch <= "z")
@@ -114,10 +161,18 @@ def mimicked_builtin(name: str) -> str | None:
             len(builtin_shape) >= 5 and _one_edit_apart(shape, builtin_shape)
         ):
             return builtin
-    words = [word for word in _words(name) if word not in _GENERIC_SHAPES]
+    all_words = _words(name)
+    words = [word for word in all_words if word not in _GENERIC_SHAPES]
+    # Words run together across separators ("G.M.X", "GM X"): every run of neighbours.
+    runs = {
+        "".join(all_words[start:end])
+        for start in range(len(all_words))
+        for end in range(start + 2, len(all_words) + 1)
+    }
     for brand, builtin in brands.items():
-        # Short brands ("aol", "gmx") only as a word of their own; longer ones anywhere.
-        if brand in words or (len(brand) >= 5 and brand in shape):
+        # Short brands ("aol", "gmx") only as a word of their own, or spelt across
+        # separators; longer ones anywhere.
+        if brand in words or brand in runs or (len(brand) >= 5 and brand in shape):
             return builtin
         if len(brand) >= 5 and any(_one_edit_apart(word, brand) for word in words):
             return builtin

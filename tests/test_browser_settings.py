@@ -47,7 +47,11 @@ def test_it_edits_the_settings_section_by_section(
 
     # Signature: typed in the editor, an image chosen as a file, previewed, saved.
     editor = page.locator("[data-signature-editor]")
-    # "Add signatures to outbound emails" reveals the editor.
+    # "Add signatures to outbound emails" is on for a new mailbox, as saved: its editor
+    # shows, empty; unticked hides it, ticked reveals it.
+    expect(page.locator("#id_signature-add_signature")).to_be_checked()
+    expect(editor).to_be_visible()
+    page.uncheck("#id_signature-add_signature")
     expect(editor).to_be_hidden()
     page.check("#id_signature-add_signature")
     expect(editor).to_be_visible()

@@ -92,6 +92,42 @@ def test_it_walks_the_documented_settings_page_and_closes_back(
     page.wait_for_url(f"{live_server.url}/email/")
 
 
+def test_it_disables_the_period_list_while_the_switch_is_off(live_server, page, account, no_queue):
+    """A period picked beside a switch that is off would be thrown away on save: the
+    list cannot be picked from then, and reads "All" (what the save gets)."""
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}{account.get_absolute_url()}")
+    switch = page.locator("#id_download-period_limited")
+    period = page.locator("#id_download-sync_period")
+    expect(switch).to_be_checked()
+    period.select_option("1m")
+    switch.uncheck()
+    expect(period).to_be_disabled()
+    expect(period).to_have_value("all")
+    expect(page.locator("#settings-download-state")).to_have_text("Unsaved changes.")
+    # On again: a period to pick, never "All" with the switch on.
+    switch.check()
+    expect(period).to_be_enabled()
+    expect(period).to_have_value("1w")
+    expect(period.locator('option[value="all"]')).to_have_count(0)
+    switch.uncheck()
+    page.click("#settings-download-form button:has-text('Save')")
+    expect(page.locator("#settings-download-state")).to_contain_text("Saved.")
+    # The swapped-in form keeps it: disabled, "All"; and the switch still enables it.
+    expect(period).to_be_disabled()
+    expect(period).to_have_value("all")
+    account.refresh_from_db()
+    assert account.sync_period == "all"
+    switch.check()
+    expect(period).to_be_enabled()
+    period.select_option("3m")
+    page.click("#settings-download-form button:has-text('Save')")
+    expect(page.locator("#settings-download-state")).to_contain_text("Saved.")
+    expect(period).to_have_value("3m")
+    account.refresh_from_db()
+    assert account.sync_period == "3m"
+
+
 def test_it_never_closes_to_another_site(live_server, page, account):
     _sign_in(page, live_server, account.owner)
     page.goto(f"{live_server.url}/mailboxes/{account.pk}/?back=//evil.example/x")

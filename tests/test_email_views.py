@@ -37,6 +37,18 @@ def test_it_lists_the_users_emails_newest_first(client, db):
     assert "someone else&#x27;s" not in page and "someone else's" not in page
 
 
+def test_it_names_the_list_cells_by_their_column_for_a_phone(client, db):
+    """At 390 px the list reflows into one block per row: From and Date say what they
+    are (data-label, as the other lists); the subject, the row's link, is its title."""
+    account = EmailAccountFactory()
+    _email(account, subject="Offer", from_name="Ann Smith")
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email")).text
+    assert '<td data-label="From">Ann Smith</td>' in page
+    assert '<td data-label="Date">' in page
+    assert '<td class="subject"><a href=' in page
+
+
 def test_it_shows_html_sanitised_in_a_sandbox_with_remote_images_held_back(client, db):
     account = EmailAccountFactory()
     parsed = parse_message(

@@ -173,3 +173,76 @@ def test_it_stops_manage_py_check_when_the_throttle_trusts_a_forgeable_header(tm
     )  # fmt: skip
     assert result.returncode != 0
     assert "mailsetup.E004" in result.stderr and "mailsetup.E005" in result.stderr
+
+
+PROXY = "10.1.2.3"
+
+
+@pytest.fixture
+def behind_proxy(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+
+
+def _login_via_proxy(client, username: str, password: str, forwarded_for: str):
+    return client.post(
+        LOGIN,
+        {"username": username, "password": password},
+        REMOTE_ADDR=PROXY,
+        HTTP_X_FORWARDED_FOR=forwarded_for,
+    )
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        # A proxy that appends the client's source port: a new port per connection.
+        lambda n: f"{ATTACKER}:{40000 + n}",
+        lambda n: f"[{ATTACKER_NET}::{n + 1:x}]:{50000 + n}",
+        lambda n: f'"[{ATTACKER_NET}::{n + 1:x}]"',
+        lambda n: f"[::ffff:{ATTACKER}]:{443 + n}",
+    ],
+    ids=["ipv4:port", "[ipv6]:port", '"[ipv6]"', "[mapped]:port"],
+)
+def test_it_counts_a_client_forwarded_with_a_port_under_its_bare_address(
+    client, db, limit, behind_proxy, forwarded
+):
+    user = UserFactory()
+    for n in range(limit):
+        _login_via_proxy(client, user.username, "wrong", f"{forwarded(n)}, {PROXY}:8443")
+    # The next connection, from yet another port, is the same client.
+    response = _login_via_proxy(client, user.username, PASSWORD, forwarded(limit))
+    assert response.status_code == 429
+    assert _login_via_proxy(client, user.username, PASSWORD, HOME).status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("198.51.100.7:1234", "198.51.100.7"),
+        (" [2001:db8:66:1::9]:443 ", "2001:db8:66:1::"),
+        ('"[2001:db8:66:1::9]"', "2001:db8:66:1::"),
+        ('"[2001:db8::1]:4711"', "2001:db8::"),
+        ("[::ffff:198.51.100.7]:80", "198.51.100.7"),
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:66:1::9", "2001:db8:66:1::"),
+        # Garbage stays what it was, without a crash.
+        ("unknown", "unknown"),
+        ("198.51.100.7:http", "198.51.100.7:http"),
+        ("[2001:db8::1", "[2001:db8::1"),
+        ("[not-an-address]:80", "[not-an-address]:80"),
+        ("[2001:db8::1]:x", "[2001:db8::1]:x"),
+        ('"', '"'),
+        ("", ""),
+    ],
+)
+def test_it_throttles_a_forwarded_entry_under_its_bare_address(entry, expected):
+    from mailsetup.proxy import throttle_address
+
+    assert throttle_address(entry) == expected
+
+
+def test_it_finds_the_client_behind_a_proxy_that_writes_ports(rf, behind_proxy):
+    from mailsetup.proxy import client_ip
+
+    request = rf.get("/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="198.51.100.7:5555, 10.9.9.9:443")
+    assert client_ip(request) == "198.51.100.7"

@@ -213,6 +213,10 @@ def test_it_always_names_the_hosts_that_receive_the_password(client, db):
         # Digits for letters, spaces and punctuation between them.
         "G00gle", "0utlook", "G m a i l", "G.M.A.I.L", "O-u-t-l-o-o-k", "Yah00",
         "Micr0s0ft", "Ya\u0578dex",
+        # Scripts a hand-kept table missed (Cherokee, Cyrillic Komi, mathematical sans),
+        # and short brands spelt across separators.
+        "\u13c0mail", "\u050cMX", "\u13aa\U0001d5aeL", "\uab7a\u1d0f\u029f", "GM X", "G.M.X",
+        "A.O.L. Mail",
     ],
 )  # fmt: skip
 def test_it_finds_the_built_in_a_look_alike_name_passes_for(name):
@@ -223,12 +227,25 @@ def test_it_finds_the_built_in_a_look_alike_name_passes_for(name):
 
 @pytest.mark.parametrize(
     "name", ["Acme Mail", "Example Hosting", "Posteo", "Mailbox.org", "IONOS", "Web.de",
-             "T-Online", "Proton Mail", "Corp Exchange", "Stadtwerke Mail"],
+             "T-Online", "Proton Mail", "Corp Exchange", "Stadtwerke Mail",
+             # Names in other scripts are not look-alikes of anything.
+             "Почта Компании", "株式会社メール", "Ταχυδρομείο", "Електронна пошта",
+             "بريد الشركة", "דואר החברה", "메일 서비스", "\u1d29roton"],
 )  # fmt: skip
 def test_it_lets_an_ordinary_name_be(name):
     from providers.naming import mimicked_builtin
 
     assert mimicked_builtin(name) is None, name
+
+
+@pytest.mark.parametrize(
+    ("look_alike", "plain"),
+    [("\u1d29roton", "Proton"), ("\u13c0mail", "Gmail"), ("\uab7a\u1d0f\u029f", "AOL")],
+)
+def test_it_reads_a_look_alike_letter_as_the_letter_it_passes_for(look_alike, plain):
+    from providers.naming import skeleton
+
+    assert skeleton(look_alike) == skeleton(plain)
 
 
 @pytest.mark.parametrize(

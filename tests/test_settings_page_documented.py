@@ -3,6 +3,8 @@ settings"): its title with Close and Change email settings, the sections' descri
 the "Download mail for period" switch and the "Add signatures to outbound emails" box;
 without a browser (the browser walk is in tests/test_browser_settings_documented.py)."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -94,10 +96,11 @@ def test_it_shows_the_period_beside_a_switch_that_turns_it_off(client, account, 
     account.refresh_from_db()
     assert account.sync_period == "all"
     assert queued == [account.pk]
-    # The page shows the switch off and, beside it, a week to pick when it is turned on.
+    # The page shows the switch off and, beside it, the list disabled, reading "All".
     page = _page(client, account)
     assert 'role="switch" id="id_download-period_limited"' in page
     assert "checked" not in page.split('id="id_download-period_limited"')[0].rsplit("<input", 1)[1]
+    assert _period_list(page) == ("disabled", "all")
     # Turned on again with a month: that period.
     shown |= {"initial-period_limited": "False", "initial-sync_period": "all"}
     _download(client, account, {**shown, "period_limited": "on", "sync_period": "1m"})
@@ -105,6 +108,44 @@ def test_it_shows_the_period_beside_a_switch_that_turns_it_off(client, account, 
     assert account.sync_period == "1m"
     trail = AccountChange.objects.order_by("pk").values_list("new_value", flat=True)
     assert list(trail) == ["All", "1 month"]
+
+
+def _period_list(page: str) -> tuple[str, str]:
+    """The period list's state ("disabled" or "enabled") and its selected value."""
+    select = re.search(r'<select name="download-sync_period"[^>]*>.*?</select>', page, re.S)
+    opening = select.group(0).split(">", 1)[0]
+    selected = re.findall(r'<option value="([^"]*)" selected>', select.group(0))
+    return ("disabled" if " disabled" in opening else "enabled", *selected)
+
+
+def test_it_never_shows_a_period_the_switch_threw_away(client, account, queued):
+    """Issue: with the switch off, a period picked in the list was dropped while
+    "Saved." showed and the list kept the picked period."""
+    client.force_login(account.owner)
+    assert _period_list(_page(client, account)) == ("enabled", "1w")
+    shown = {"shown": "1", "initial-period_limited": "True", "initial-sync_period": "1w"}
+    response = _download(client, account, {**shown, "sync_period": "3m"})
+    assert "Saved." in response.text
+    account.refresh_from_db()
+    assert account.sync_period == "all"
+    # What the save answers and what the page shows after: every email, not 3 months.
+    assert _period_list(response.text) == ("disabled", "all")
+    assert _period_list(_page(client, account)) == ("disabled", "all")
+
+
+def test_it_turns_the_switch_on_to_a_week_where_the_list_was_disabled(client, account, queued):
+    """Without a script the disabled list is not posted: turning the switch on saves
+    the week the list then shows, enabled."""
+    client.force_login(account.owner)
+    account.sync_period = "all"
+    account.save()
+    shown = {"shown": "1", "initial-period_limited": "False", "initial-sync_period": "all"}
+    response = _download(client, account, {**shown, "period_limited": "on"})
+    assert "Saved." in response.text
+    account.refresh_from_db()
+    assert account.sync_period == "1w"
+    assert _period_list(response.text) == ("enabled", "1w")
+    assert "Choose one of the periods" not in response.text
 
 
 def test_it_leaves_the_period_alone_when_only_another_field_changed(client, account):
@@ -156,6 +197,25 @@ def test_it_stops_adding_the_signature_and_keeps_it_when_the_box_is_unticked(
     assert account.add_signature is True
     client.post(reverse("sending:compose"), compose)
     assert b"Jane Doe" in bytes(OutgoingEmail.objects.latest("pk").raw)
+
+
+def test_it_keeps_the_box_ticked_as_saved_without_a_signature(client, account):
+    """Issue: ticking the box with no signature written saved, then showed it unticked."""
+    client.force_login(account.owner)
+    account.add_signature = False
+    account.save()
+    response = _signature(client, account, {"add_signature": "on", "add_signature_shown": ""})
+    assert "Saved." in response.text
+    account.refresh_from_db()
+    assert (account.add_signature, account.signature_html) == (True, "")
+    box = 'name="signature-add_signature" id="id_signature-add_signature" checked'
+    assert box in response.text
+    assert box in _page(client, account)
+    # Unticked again, it stays unticked.
+    response = _signature(client, account, {"add_signature_shown": "1"})
+    account.refresh_from_db()
+    assert account.add_signature is False
+    assert box not in response.text and box not in _page(client, account)
 
 
 def test_it_leaves_the_box_alone_for_a_post_that_does_not_show_it(client, account):

@@ -25,6 +25,29 @@
       older.textContent = "";
     }
   }
+  // "Download mail for period": the list beside the switch is disabled while the
+  // switch is off, and reads "All" (every email, what a save then gets); turned on,
+  // it offers the periods, a week first. The server renders the same state.
+  function period(event) {
+    const toggle = event.target;
+    if (!toggle.matches || !toggle.matches(".field.period input[role=switch]")) return;
+    const list = toggle.closest(".field.period").querySelector("select");
+    if (!list) return;
+    let all = list.querySelector('option[value="all"]');
+    if (toggle.checked) {
+      list.disabled = false;
+      if (list.value === "all") list.value = "1w";
+      if (all) all.remove();
+    } else {
+      if (!all) {
+        all = new Option("All", "all");
+        list.prepend(all);
+      }
+      list.value = "all";
+      list.disabled = true;
+    }
+  }
+  document.addEventListener("change", period);
   document.addEventListener("input", mark);
   document.addEventListener("change", mark);
   if (window.htmx) htmx.onLoad(oneSaved);
