@@ -28,13 +28,7 @@ class Retry(StrEnum):
     OWNER = "owner"
     NEVER = "never"
     UNKNOWN = "unknown"
-    # The robustness issue's name for LATER (an alias: Retry.RETRY is Retry.LATER), kept
-    # while branches written against it are merged.
-    RETRY = "later"
 
-
-# The robustness issue's name for the decision.
-Action = Retry
 
 ACTIONS: dict[str, Retry] = {
     # The network, a busy or restarting server, our own database or task queue.

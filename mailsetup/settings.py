@@ -299,7 +299,7 @@ DISCOVERY_USE_AUTOCONFIG = env_bool("DISCOVERY_USE_AUTOCONFIG", default=True)
 DISCOVERY_USE_MX = env_bool("DISCOVERY_USE_MX", default=True)
 DISCOVERY_USE_AUTODISCOVER = env_bool("DISCOVERY_USE_AUTODISCOVER", default=True)
 
-# Connecting to mail servers (accounts.connection).
+# Connecting to mail servers (mail/).
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)
 # A sending worker that stopped mid-delivery leaves its claim: after this long the sweep
 # takes the email back (queued again, or "May have been sent" once handed over). A queued

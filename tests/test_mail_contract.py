@@ -148,7 +148,6 @@ def test_it_gives_every_failure_kind_one_retry_decision():
         assert error.retry == decided and error.retry in set(Retry)
     assert MailError("busy", "x", retry=Retry.OWNER).retry == Retry.OWNER
     assert MailError("credentials", "x", field="password").field == "password"
-    assert Retry.RETRY is Retry.LATER  # the robustness issue's name, while branches merge
 
 
 # -- sign in ---------------------------------------------------------------------------

@@ -24,12 +24,8 @@ from mail.backend import Endpoint, credentials_required, login_for  # noqa: F401
 from mail.errors import SignInError
 from mail.imap_smtp.wire import PinnedIMAP4 as _PinnedIMAP4  # noqa: F401 (tests)
 from mail.imap_smtp.wire import PinnedIMAPClient as _PinnedIMAPClient
-from mail.trust import (  # noqa: F401 (their old place: accounts.connection)
-    InternalAddressRefused,
-    MailTrustAdapter,
-    guarded_adapter,
+from mail.trust import (
     mail_ssl_context,
-    refused_internal,
     usable_addresses,
 )
 from mailsetup import net
