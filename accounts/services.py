@@ -421,13 +421,9 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
     and revoke, and count again only if the owner adds it and shares it again. If it was
     the default sender, the next mailbox that sends becomes the default."""
     with transaction.atomic():
-        locked = (
-            EmailAccount.objects.select_for_update()
-            .select_related("provider")
-            .filter(pk=account.pk, removed_at__isnull=True)
-            .first()
-        )
-        if locked is None:
+        try:
+            locked = _locked_live(account)
+        except AccountRemoved:
             return  # removed by someone else meanwhile: done once, logged once
         was_default = locked.is_default_sender
         revoking = _revocation_keep(locked)

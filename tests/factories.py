@@ -86,3 +86,17 @@ class MailboxGrantFactory(factory.django.DjangoModelFactory):
         model = "sharing.MailboxGrant"
 
     account = factory.SubFactory(EmailAccountFactory, shared_access=True)
+
+
+def claim_taken_by_another_run(account_id: int, connection=None) -> None:
+    """Another run takes the mailbox's sync claim for an hour, as a second worker would
+    once the first one's lease ran out (through the given connection, when the caller
+    is inside one of its own)."""
+    from django.db import connection as default
+
+    with (connection or default).cursor() as cursor:
+        cursor.execute(
+            "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
+            "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
+            [account_id],
+        )

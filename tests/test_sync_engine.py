@@ -11,6 +11,7 @@ from sync.engine import size_batches
 from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun
 from sync.services import mailbox_sync
 from systemsettings.models import SystemSetting
+from tests.factories import claim_taken_by_another_run
 from tests.mailbox import make_message
 
 
@@ -442,12 +443,7 @@ def test_it_stops_a_run_whose_claim_another_run_took(synced_mailbox, monkeypatch
     def take_over_after_the_first_batch(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
         if not stolen and sql.startswith("INSERT") and '"sync_syncrun"' in sql:
-            with context["connection"].cursor() as cursor:
-                cursor.execute(
-                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
-                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
-                    [account.pk],
-                )
+            claim_taken_by_another_run(account.pk, context["connection"])
             stolen.append(True)
         return result
 
@@ -467,7 +463,6 @@ def test_it_stores_no_batch_fetched_after_another_run_took_its_claim(synced_mail
     """Issue 15, point 14, against Dovecot: the claim is taken while the second batch is
     being fetched. The run stops before storing it; the one that holds the claim now
     downloads the rest, and every message is stored once."""
-    from django.db import connection
 
     account, mailbox = synced_mailbox
     mailbox.append("INBOX", *[make_message(subject=f"m {n}", body="x" * 50_000) for n in range(6)])
@@ -477,12 +472,7 @@ def test_it_stores_no_batch_fetched_after_another_run_took_its_claim(synced_mail
     def taken_during_the_second_fetch(self, uids):
         for number, batch in enumerate(fetched(self, uids)):
             if number == 1:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
-                        "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
-                        [account.pk],
-                    )
+                claim_taken_by_another_run(account.pk)
             yield batch
 
     monkeypatch.setattr(engine.AccountSyncer, "_fetched", taken_during_the_second_fetch)
@@ -502,7 +492,6 @@ def test_it_lets_only_the_claim_holder_judge_a_folder_renumbered(synced_mailbox,
     """A run that lost its claim while it waited for the server compares the folder with
     what it read at its start; were it to judge the folder renumbered then, it would
     delete the locations the new holder stored. It stops first."""
-    from django.db import connection
     from imapclient import IMAPClient
 
     account, mailbox = synced_mailbox
@@ -516,12 +505,7 @@ def test_it_lets_only_the_claim_holder_judge_a_folder_renumbered(synced_mailbox,
     select = IMAPClient.select_folder
 
     def taken_while_selecting(client, *args, **kwargs):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
-                "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
-                [account.pk],
-            )
+        claim_taken_by_another_run(account.pk)
         return select(client, *args, **kwargs)
 
     monkeypatch.setattr(IMAPClient, "select_folder", taken_while_selecting)

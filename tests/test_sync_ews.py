@@ -12,6 +12,7 @@ import pytest
 
 from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun
 from sync.services import TransientSyncError, mailbox_sync
+from tests.factories import claim_taken_by_another_run
 from tests.mailbox import make_message
 
 
@@ -389,7 +390,6 @@ def test_it_stores_no_page_fetched_after_another_run_took_its_claim(
 ):
     """Issue 15, point 14, over EWS: the claim is taken while a page of items is being
     fetched; the run stops before storing that page."""
-    from django.db import connection
 
     from sync import ews
 
@@ -400,12 +400,7 @@ def test_it_stores_no_page_fetched_after_another_run_took_its_claim(
     def taken_while_fetching(self, ids):
         answer = fetch(self, ids)
         if ids:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
-                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
-                    [account.pk],
-                )
+            claim_taken_by_another_run(account.pk)
         return answer
 
     monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
@@ -428,7 +423,6 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
     it anyway)."""
     from datetime import timedelta
 
-    from django.db import connection
     from django.utils import timezone
 
     from sync import ews
@@ -445,12 +439,7 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
     def taken_while_fetching(self, ids):
         answer = fetch(self, ids)
         if ids:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "UPDATE sync_mailboxsync SET claim_token = 'other-run', "
-                    "claimed_until = now() + interval '1 hour' WHERE account_id = %s",
-                    [account.pk],
-                )
+            claim_taken_by_another_run(account.pk)
         return answer
 
     monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
