@@ -16,3 +16,11 @@ class SyncConfig(AppConfig):
         # A mailbox stopped by its provider's settings (a certificate, a port, the
         # security) is tried again once an administrator saves the provider.
         post_save.connect(provider_changed, sender=EmailProvider, dispatch_uid="sync-provider")
+
+        from accounts import signals
+
+        from . import receivers
+
+        # What accounts' services say happened to a mailbox, turned into downloads.
+        signals.signed_in_again.connect(receivers.signed_in_again, dispatch_uid="sync-signed-in")
+        signals.download_wanted.connect(receivers.download_wanted, dispatch_uid="sync-download")
