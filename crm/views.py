@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from sharing.selectors import email_for_linking
+from sharing.access import email_or_404
 
 from .models import Company, Contact, ContactAddress
 from .selectors import (
@@ -107,9 +107,7 @@ def _target(value: str) -> int | None:
 def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """An email's contacts and companies: GET finds candidates to link (what was typed),
     POST links or unlinks one. Open to whoever may see the email; 404 for anyone else."""
-    email = email_for_linking(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk, linking=True)
     query = request.GET.get("link", "").strip()[:200]
     if request.method == "POST":
         action = request.POST.get("action")

@@ -11,13 +11,8 @@ from django.views.decorators.http import require_POST
 
 from crm.selectors import email_links, link_candidates
 from mailsetup.csp import allow_mail_frame
-from sharing.selectors import (
-    email_for_user,
-    emails_for_user,
-    mailboxes_for_setup,
-    mailboxes_for_status,
-    sendable_mailboxes,
-)
+from sharing.access import email_or_404, mailbox_or_404
+from sharing.selectors import MailboxAction, emails_for_user, sendable_mailboxes
 
 from .files import original_open, safe_download_name
 from .models import Attachment, Email
@@ -28,9 +23,7 @@ from .services import download_request
 
 @login_required
 def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    email = email_for_user(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk)
     allow_images = request.GET.get("images") == "1"
     link_query = request.GET.get("link", "").strip()[:200]
     # Stored safe when the email was downloaded (sync.parsing); here only the remote
@@ -129,9 +122,9 @@ def inline_part(request: HttpRequest, pk: int, part_pk: int) -> FileResponse:
     """A part an email's HTML shows (cid:), for its page's frame: the email's own access
     rules (whoever may download its attachments), a picture or nothing runnable."""
     user = _inline_user(request, pk)
-    email = email_for_user(user, pk) if user is not None else None
-    if email is None:
+    if user is None:
         raise Http404
+    email = email_or_404(user, pk)
     # A part with a Content-ID, or a picture (an email stored before Content-IDs were
     # kept shows its pictures by name): nothing else is this address's business.
     parts = Attachment.objects.exclude(file="").filter(
@@ -159,8 +152,8 @@ PROBLEMS = {
 @login_required
 def original_download(request: HttpRequest, pk: int) -> FileResponse:
     """The message as the server sent it (.eml), for an email whose original was kept."""
-    email = email_for_user(request.user, pk)
-    if email is None or not email.original:
+    email = email_or_404(request.user, pk)
+    if not email.original:
         raise Http404
     try:
         original = original_open(email.original.name)
@@ -177,9 +170,7 @@ def original_download(request: HttpRequest, pk: int) -> FileResponse:
 
 @login_required
 def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> FileResponse:
-    email = email_for_user(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk)
     stored = Attachment.objects.exclude(file="")
     attachment = get_object_or_404(stored, pk=attachment_pk, email=email)
     # Always a download, never rendered inline: an attachment may be HTML or SVG.
@@ -194,7 +185,7 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @login_required
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk)
     queued = download_request(account_id=account.pk)
     queue_down = ""
     if not queued:
@@ -217,7 +208,7 @@ def download_now(request: HttpRequest, pk: int) -> HttpResponse:
 def mailbox_problems(request: HttpRequest, pk: int) -> HttpResponse:
     """ "See why": each folder's count on the server beside what is stored, what could not
     be stored and why, and the emails stored with a problem."""
-    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
     emails = problem_emails(emails_for_user(request.user), account)
     return render(
         request,
@@ -238,5 +229,5 @@ PROBLEM_EMAILS_SHOWN = 200
 
 @login_required
 def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
     return render(request, "sync/status.html", {"account": account, **sync_status(account)})
