@@ -239,16 +239,20 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     return emails.defer("text_body", "html_body", "search").order_by("-sent_at", "-pk")
 
 
+def _written(user) -> QuerySet:
+    """The emails the user wrote in the app: sending's rows, through their author's
+    reverse relation (sending is above this module, and asks it who may send)."""
+    return user.outgoing_written.all()
+
+
 def _timeline_rule(user) -> Q:
     """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids, the
     user's own emails as an EXISTS. An OR with a LEFT JOIN on the outgoing emails made
     the planner scan every email, however few the user may see (issue 19)."""
-    from sending.models import OutgoingEmail
-
     if not (user.is_authenticated and user.is_active):
         return Q(pk__in=[])
     mailboxes = list(mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True))
-    mine = OutgoingEmail.objects.filter(author=user, email=OuterRef("pk"))
+    mine = _written(user).filter(email=OuterRef("pk"))
     return Q(account__in=mailboxes) | Exists(mine)
 
 
@@ -256,15 +260,13 @@ def seen_on_timelines(user, via: str = "") -> Q:
     """The emails that `emails_for_timeline` shows the user, as a condition on an email,
     or through a relation to emails (`via`, e.g. "emails__": a contact's or company's
     emails, for the latest one in a list)."""
-    from sending.models import OutgoingEmail
-
     if not via:
         return _timeline_rule(user)
     mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
     if user.is_authenticated:
         # Through a relation: the user's own emails as a set read once, not a join per
         # email (the list of every contact grouped with their emails).
-        mine = OutgoingEmail.objects.filter(author=user, email__isnull=False)
+        mine = _written(user).filter(email__isnull=False)
         written = Q(**{f"{via}pk__in": mine.values("email")})
     else:
         written = Q(pk__in=[])
@@ -306,13 +308,9 @@ def email_for_user(user, pk: int) -> Email | None:
 
 def outgoing_for_user(user, pk: int):
     """An email written in the app, as its page follows its delivery: its author's alone."""
-    from sending.models import OutgoingEmail
-
     if not (user.is_authenticated and user.is_active):
         return None
-    return (
-        OutgoingEmail.objects.select_related("account", "email").filter(pk=pk, author=user).first()
-    )
+    return _written(user).select_related("account", "email").filter(pk=pk).first()
 
 
 def removed_mailboxes_with_grants(user) -> list[EmailAccount]:
