@@ -151,12 +151,13 @@ def outgoing_compose(
     subject: str,
     text: str,
     attachments: list[tuple[str, str, bytes]],
-    original: Email | None = None,
+    original=None,
     mode: str = "",
 ) -> OutgoingEmail:
     """The compose page's email, from `account` as its owner set it up (name, signature,
-    language): new, or answering `original` (`mode` "reply" or "all": quoted, in its
-    thread; "forward": quoted, with its attachments). Then as outgoing_create."""
+    language): new, or answering `original`, an email the author may see (`mode`
+    "reply" or "all": quoted, in its thread; "forward": quoted, with its attachments).
+    Then as outgoing_create."""
     draft = Draft(
         sender=account.address,
         sender_name=account.display_name,
