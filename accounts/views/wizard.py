@@ -258,13 +258,16 @@ VIA_TEXT = {
 }
 
 
-@sensitive_post_parameters("password")
-@login_required
-@require_http_methods(["GET", "POST"])
-def wizard_sign_in(request: HttpRequest) -> HttpResponse:
-    address = wizard_address_of(request)
-    if address is None:
-        return redirect("accounts:wizard_address")
+# How the wizard came to the provider (`via`), in words; these three were chosen by
+# hand, and the step says whether the domain will lead everyone there afterwards.
+CHOSEN = {"pick", "new", "spf"}
+
+
+def _sign_in_provider(
+    request: HttpRequest, address: Address
+) -> tuple[EmailProvider, str, str] | HttpResponse:
+    """The provider to sign in with, how the wizard came to it and the new server's
+    draft token; or where to go instead."""
     via = request.GET.get("via", "")
     token = request.GET.get("draft", "")
     if token:
@@ -274,20 +277,18 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         if drafted is None:
             messages.info(request, "That new server was not saved: enter it again.")
             return redirect(query_url("accounts:wizard_new_server", address=address.email))
-        provider, via = provider_from_draft(fields=drafted), "new"
-    else:
-        provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
-        if not (provider_id.isascii() and provider_id.isdecimal()):
-            return redirect(query_url("accounts:wizard_provider", address=address.email))
-        # A provider that discovery made for another domain is not offered for this one.
-        provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
-    form = CredentialsForm(request.POST or None, provider=provider, autofocus=True)
+        return provider_from_draft(fields=drafted), "new", token
+    provider_id = str(request.GET.get("provider") or request.POST.get("provider") or "")
+    if not (provider_id.isascii() and provider_id.isdecimal()):
+        return redirect(query_url("accounts:wizard_provider", address=address.email))
+    # A provider that discovery made for another domain is not offered for this one.
+    provider = get_object_or_404(providers_offered(address.domain), pk=int(provider_id))
+    return provider, via, ""
+
+
+def _sign_in_context(request, address: Address, provider, form, *, via: str, token: str):
     oauth_only = provider.auth_method == AuthMethod.OAUTH2
-    if oauth_only and provider.oauth_ready and request.htmx:
-        # The "Sign in with …" form leads to the provider's page, which the document's
-        # form-action must allow: a swap would keep the policy of the page it lands in,
-        # so this step loads as a page of its own, with its own policy.
-        return HttpResponseClientRedirect(request.get_full_path())
+    backend = backend_for(provider)
     context = {
         "form": form,
         "address": address,
@@ -297,9 +298,9 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         "guide": guide_for(provider),
         "login": login_for(provider, address),
         "oauth_only": oauth_only,
-        "exchange": backend_for(provider).discovers_endpoints,
+        "exchange": backend.discovers_endpoints,
         "other_provider_url": query_url("accounts:wizard_provider", address=address.email),
-        "endpoints": backend_for(provider).endpoints(provider, address),
+        "endpoints": backend.endpoints(provider, address),
         # Where the password goes, always said: the provider's sign-in page for OAuth,
         # the hosts Exchange autodiscover asks first when the card names no server.
         "identity": identity_hosts(provider) if oauth_only else None,
@@ -309,23 +310,38 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
         and query_url("accounts:wizard_new_server", address=address.email, draft=token),
         "discovery": _discovery_note(request, address, provider=provider),
     }
-    # A provider chosen by hand (or drafted): say whether the domain will lead everyone
-    # there once the sign-in passes, and why.
-    chosen = via in {"pick", "new", "spf"}
-    if chosen:
+    if via in CHOSEN:
         context["domain_memory"] = domain_memory(provider=provider, address=address, login=None)
-    usable = not context["oauth_only"]
-    if request.method == "POST" and usable and form.is_valid():
+    return context
+
+
+@sensitive_post_parameters("password")
+@login_required
+@require_http_methods(["GET", "POST"])
+def wizard_sign_in(request: HttpRequest) -> HttpResponse:
+    address = wizard_address_of(request)
+    if address is None:
+        return redirect("accounts:wizard_address")
+    found = _sign_in_provider(request, address)
+    if isinstance(found, HttpResponse):
+        return found
+    provider, via, token = found
+    form = CredentialsForm(request.POST or None, provider=provider, autofocus=True)
+    oauth_only = provider.auth_method == AuthMethod.OAUTH2
+    if oauth_only and provider.oauth_ready and request.htmx:
+        # The "Sign in with …" form leads to the provider's page, which the document's
+        # form-action must allow: a swap would keep the policy of the page it lands in,
+        # so this step loads as a page of its own, with its own policy.
+        return HttpResponseClientRedirect(request.get_full_path())
+    context = _sign_in_context(request, address, provider, form, via=via, token=token)
+    if request.method == "POST" and not oauth_only and form.is_valid():
         login = login_for(provider, address, form.cleaned_data.get("login", ""))
-        memory = chosen and domain_memory(provider=provider, address=address, login=login)
+        memory = via in CHOSEN and domain_memory(provider=provider, address=address, login=login)
         try:
             account_create(
-                user=request.user,
-                provider=provider,
-                address=address,
-                login=login,
+                user=request.user, provider=provider, address=address, login=login,
                 password=form.cleaned_data["password"],
-            )
+            )  # fmt: skip
         except DuplicateAccount as duplicate:
             context["existing"] = duplicate.account
         except SignInError as error:
@@ -340,9 +356,7 @@ def wizard_sign_in(request: HttpRequest) -> HttpResponse:
             if memory and memory.after:
                 messages.success(request, memory.after)
             target = reverse("accounts:email")
-            if request.htmx:
-                return HttpResponseClientRedirect(target)
-            return redirect(target)
+            return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
     response = _step(request, "sign_in", context)
     if oauth_only and provider.oauth_ready:
         allow_oauth_forms(response, list(context["identity"].origins))
