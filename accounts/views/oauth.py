@@ -17,7 +17,7 @@ from providers.addresses import normalize_address
 from providers.models import AuthMethod, EmailProvider
 from sharing.access import mailbox_or_404
 
-from ..oauth import Pending, TokenError, authorization_start, code_exchange, signed_in_address
+from ..oauth import Pending, TokenError, authorization_start, sign_in_answer
 from ..selectors import providers_offered
 from ..services import AccountRemoved, DuplicateAccount, account_create, account_reconnect
 from .common import query_url
@@ -109,19 +109,11 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         back = query_url("accounts:wizard_sign_in", address=address.email, provider=provider.pk)
     redirect_uri = request.build_absolute_uri(reverse("accounts:oauth_callback"))
     try:
-        if request.GET.get("error"):
-            reason = request.GET.get("error_description") or request.GET["error"]
-            raise TokenError(f"{provider.name} did not sign you in ({reason}).")
-        answer = code_exchange(
-            provider=provider, pending=pending, query=request.GET.dict(), redirect_uri=redirect_uri
-        )
-        signed_in = signed_in_address(answer=answer, provider=provider)
-        if signed_in != address.email:
-            instead = "" if reconnecting else f", or add {signed_in or 'that account'} instead"
-            raise TokenError(
-                f"You signed in to {provider.name} as {signed_in or 'another account'}, "
-                f"not as {address.email}. Sign in with {address.email}{instead}."
-            )
+        answer = sign_in_answer(
+            provider=provider, pending=pending, query=request.GET.dict(),
+            redirect_uri=redirect_uri, address=address.email,
+            reconnecting=reconnecting is not None,
+        )  # fmt: skip
         if reconnecting is not None:
             account_reconnect(account=reconnecting, actor=request.user, oauth=answer)
         else:
