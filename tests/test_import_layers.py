@@ -2,6 +2,7 @@
 a developer runs it."""
 
 import copy
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import grimp
 import pytest
+from importlinter import configuration
+from importlinter.contracts.forbidden import ForbiddenContract
 from importlinter.contracts.layers import LayersContract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +56,16 @@ APPS = ["sending", "sharing", "sync", "crm", "accounts"]
 
 
 def _config() -> dict:
+    # The contracts below run in this process: import-linter's own settings (its timer,
+    # its graph builder) as its command line sets them.
+    configuration.configure()
     with (ROOT / "pyproject.toml").open("rb") as file:
         return tomllib.load(file)["tool"]["importlinter"]
 
 
 def _graph():
+    # This checkout's packages, not an installed copy's (grimp finds them on sys.path).
+    assert Path(importlib.util.find_spec("accounts").origin).is_relative_to(ROOT)
     return grimp.build_graph(*_config()["root_packages"], cache_dir=None)
 
 
@@ -133,3 +141,23 @@ def test_it_finds_a_loop_of_modules_when_there_is_one():
     graph = _graph()
     graph.add_import(importer="crm.models", imported="sync.models")
     assert "crm.models -> sync.models -> crm.models" in _loops_across_apps(graph)
+
+
+def test_it_fails_when_a_page_imports_a_task():
+    # Views never queue tasks; the services do, once their transaction commits.
+    config = _config()
+    (queueing,) = [c for c in config["contracts"] if c["name"].startswith("The pages queue")]
+    contract = ForbiddenContract(
+        name=queueing["name"],
+        session_options={"root_packages": config["root_packages"]},
+        # As import-linter reads TOML: a boolean becomes the word it reads in INI files.
+        contract_options={
+            key: str(value) if isinstance(value, bool) else value
+            for key, value in queueing.items()
+            if key not in {"name", "type"}
+        },
+    )
+    graph = _graph()
+    assert contract.check(copy.deepcopy(graph), verbose=False).kept
+    graph.add_import(importer="accounts.views.settings", imported="sync.tasks")
+    assert not contract.check(graph, verbose=False).kept
