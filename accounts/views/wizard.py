@@ -44,6 +44,7 @@ from ..selectors import (
     domain_memory,
     guide_for,
     provider_managers,
+    providers_by_pk,
     providers_matching,
     providers_offered,
 )
@@ -111,7 +112,7 @@ def _discovery_note(request: HttpRequest, address: Address, provider=None) -> di
     note = request.session.get(DISCOVERY_NOTE)
     if not isinstance(note, dict) or note.get("address") != address.email:
         return None
-    cards = EmailProvider.objects.in_bulk([pk for pk, _ in note.get("suggestions", [])])
+    cards = providers_by_pk([pk for pk, _ in note.get("suggestions", [])])
     suggestions = [
         {"provider": cards[pk], "text": text}
         for pk, text in note.get("suggestions", [])
