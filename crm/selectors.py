@@ -403,3 +403,12 @@ def email_links(email) -> dict:
             EmailLinkChange.objects.filter(email=email).select_related("actor")[:20]
         ),
     }
+
+
+def company_recipients(company: Company) -> str:
+    """Write email from a company's page: to its contacts, one address each."""
+    first = {}
+    rows = ContactAddress.objects.filter(contact__company=company).order_by("contact_id", "address")
+    for contact_id, address in rows.values_list("contact_id", "address")[:200]:
+        first.setdefault(contact_id, address)
+    return ", ".join(list(first.values())[:20])

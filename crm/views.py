@@ -11,11 +11,12 @@ from django.views.decorators.http import require_http_methods
 
 from sharing.access import email_or_404
 
-from .models import Company, Contact, ContactAddress
+from .models import Company, Contact
 from .selectors import (
     PAGE_SIZE,
     ListPaginator,
     companies_for_list,
+    company_recipients,
     contacts_for_list,
     email_links,
     link_candidates,
@@ -77,7 +78,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "title": company.name,
             "subtitle": company.web_domain,
             "people": company.contacts.order_by("name", "pk")[:100],
-            "write_to": _company_recipients(company),
+            "write_to": company_recipients(company),
             **_timeline(request, company=company),
         },
     )
@@ -87,15 +88,6 @@ def _timeline(request: HttpRequest, **whose) -> dict:
     search = request.GET.get("q", "").strip()[:200]
     after = request.GET.get("after", "")[:100]
     return {"entries": timeline(request.user, after=after, search=search, **whose), "q": search}
-
-
-def _company_recipients(company: Company) -> str:
-    """Write email from a company's page: to its contacts, one address each."""
-    first = {}
-    rows = ContactAddress.objects.filter(contact__company=company).order_by("contact_id", "address")
-    for contact_id, address in rows.values_list("contact_id", "address")[:200]:
-        first.setdefault(contact_id, address)
-    return ", ".join(list(first.values())[:20])
 
 
 def _target(value: str) -> int | None:
