@@ -267,6 +267,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60 * 60,
         "options": {"expires": 60 * 60},
     },
+    # Search vectors the IMAP store left for later whose queued fill was lost (the task
+    # queue down, a worker killed): sync.search.vectors_fill.
+    "search-vectors": {
+        "task": "sync.search_vectors",
+        "schedule": 60,
+        "options": {"expires": 60},
+    },
     # Queues every mailbox whose last sync is older than MailboxSyncInterval.
     "sync-dispatch": {
         "task": "sync.dispatch",

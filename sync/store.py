@@ -34,6 +34,7 @@ from .bulk import insert_rows, insert_rows_skipping_existing
 from .files import ATTACHMENTS, ORIGINALS, WrittenFiles, files_for_transaction
 from .models import Attachment, Email, EmailLocation, Folder, UnstoredMessage
 from .parsing import UNREADABLE, ParsedEmail, fingerprint
+from .search import vectors_fill_soon, vectors_later
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,10 @@ class Store:
         for key, item in new.items():
             original = self._original(files, item) if item.parsed.problem else ""
             rows.append(_email_row(self.account.pk, key, item, now, original))
-        created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
+        with vectors_later():
+            created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
+        if created:
+            vectors_fill_soon()
         email_ids = [created[t] if isinstance(t, str) else t for t in targets]
         # Skipping those stored by an earlier, interrupted run.
         insert_rows_skipping_existing(
