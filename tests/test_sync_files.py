@@ -68,7 +68,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
         "INBOX",
         *(make_message(subject=f"m{n}", attachment=(f"f{n}.bin", b"x" * 100)) for n in range(3)),
     )
-    real = store.contacts_link
+    real = store.emails_link
     failures = []
 
     def failing_link(**kwargs):
@@ -77,7 +77,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
         failures.append(1)
         raise DataError("refused")
 
-    monkeypatch.setattr(store, "contacts_link", failing_link)
+    monkeypatch.setattr(store, "emails_link", failing_link)
     run = mailbox_sync(account_id=account.pk)
     assert failures and run.state == SyncRun.State.SUCCEEDED
     # Only the three originals remain: every attachment written by a failed attempt went.
@@ -85,7 +85,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
     left = _files(media)
     assert len(left) == 3 and all(name.startswith("originals/") for name in left)
     assert {str(e.original) for e in Email.objects.all()} == left
-    monkeypatch.setattr(store, "contacts_link", real)
+    monkeypatch.setattr(store, "emails_link", real)
 
 
 def test_it_leaves_to_the_outer_transaction_what_an_inner_one_wrote(media):
