@@ -51,6 +51,21 @@ class ImapSmtpBackend(MailBackend):
     def close_reader(self, session) -> None:
         wire.goodbye(session)
 
+    def read_failure(self, error: Exception, *, oauth: bool = False) -> MailError | None:
+        # A refused login never gets here: IMAP signs in when the session opens, and
+        # open_reader raises its SignInError then.
+        if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
+            return MailError(
+                "connection_lost",
+                f"The connection to the mail server broke off ({type(error).__name__}).",
+            )
+        if isinstance(error, imaplib.IMAP4.error):
+            return MailError(
+                "server_error",
+                f"The mail server refused a command of the download ({error})."[:500],
+            )
+        return None
+
     def list_folders(self, session) -> list[ListedFolder]:
         try:
             return listed_folders(session.list_folders())
