@@ -77,6 +77,15 @@ class MailBackend(ABC):
     # Whether the sign-in finds the server itself when the provider card names none
     # (Exchange autodiscover), so the wizard says where it will look.
     discovers_endpoints: ClassVar[bool] = False
+    # The provider card's fields (providers.models.EmailProvider) only this protocol
+    # uses: forms show them for it alone (the wizard's "Add new server" hides the rest,
+    # static/accounts/provider-form.js), and `validate_provider` checks them.
+    provider_fields: ClassVar[tuple[str, ...]] = ()
+
+    def validate_provider(self, provider: EmailProvider) -> dict[str, str]:
+        """What is wrong with a provider card of this protocol, by field (what
+        EmailProvider.clean raises); {} when nothing is."""
+        return {}
 
     @abstractmethod
     def endpoints(self, provider: EmailProvider, address: Address) -> list[Endpoint]:

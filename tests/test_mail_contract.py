@@ -160,6 +160,21 @@ def test_it_has_a_backend_and_a_reader_for_every_service_type():
     assert set(DOORS) == set(ServiceType.values), "every backend runs this contract"
 
 
+def test_it_declares_and_validates_the_provider_card_fields_it_uses():
+    from providers.models import EmailProvider
+
+    card_fields = {f.name for f in EmailProvider._meta.get_fields()}
+    for service_type, backend in BACKENDS.items():
+        assert set(backend.provider_fields) <= card_fields, service_type
+        # An empty card of its type: what is wrong is named on fields the type uses.
+        empty = EmailProvider(
+            service_type=service_type, imap_host="", imap_port=None, smtp_host="",
+            smtp_port=None, exchange_url="http://mail.example.test/EWS/Exchange.asmx",
+        )  # fmt: skip
+        errors = backend.validate_provider(empty)
+        assert errors and set(errors) <= set(backend.provider_fields), (service_type, errors)
+
+
 def test_it_gives_every_failure_kind_one_retry_decision():
     for kind, decided in ACTIONS.items():
         error = MailError(kind, "x")

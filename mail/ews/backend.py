@@ -21,6 +21,14 @@ class EwsBackend(MailBackend):
         "email",
     )
     discovers_endpoints = True
+    provider_fields = ("exchange_url",)
+
+    def validate_provider(self, provider) -> dict[str, str]:
+        url = provider.exchange_url
+        if url and not url.lower().startswith("https://"):
+            # Blank means autodiscover; an address given must be encrypted.
+            return {"exchange_url": "The Exchange service address must start with https://."}
+        return {}
 
     def endpoints(self, provider, address) -> list[Endpoint]:
         """The service address on the provider card; none when autodiscover finds it."""
