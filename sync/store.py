@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import EmailAccount
@@ -566,3 +567,16 @@ def sent_email_store(
             own_domains={account.address.rsplit("@", 1)[-1].lower()},
         )
     return email
+
+
+def locations_forget(*, locations: QuerySet) -> int:
+    """Forget where emails were (a folder renumbered, messages gone from the server):
+    the rows of `locations` (EmailLocation) go, the emails stay on the timelines.
+    Returns how many went."""
+    return locations.delete()[0]
+
+
+def emails_seen_set(*, locations: QuerySet, seen: bool) -> int:
+    """Mark the emails at `locations` (EmailLocation rows) read or unread, as the
+    server says; one query. Returns how many changed."""
+    return Email.objects.filter(locations__in=locations).exclude(seen=seen).update(seen=seen)
