@@ -110,3 +110,35 @@ def test_it_sweeps_files_no_row_names(db, media):
         os.utime(media / name, (old, old))
     assert orphans_delete() == 1
     assert _files(media) == {young, original, named}
+
+
+def test_it_stores_a_sent_email_once_whoever_comes_first(synced_mailbox, media):
+    # sending's "sent email on the timeline" and the download of its Sent copy are one
+    # email, made by the store: the second to come finds the first's.
+    from crm.models import Contact, ContactAddress
+
+    account, mailbox = synced_mailbox
+    peter = Contact.objects.create(name="Peter")
+    ContactAddress.objects.create(contact=peter, address="peter@partner.test")
+    raw = make_message(
+        subject="Offer", sender=f"Owner <{account.address}>", to="peter@partner.test",
+        message_id="<offer-1@example.test>", attachment=("offer.pdf", b"%PDF offer"),
+    )  # fmt: skip
+    sent = {
+        "account": account, "raw": raw, "message_id": "offer-1@example.test",
+        "to": [{"address": "peter@partner.test", "name": "Peter"}], "cc": [], "bcc": [],
+        "in_reply_to": "", "references": "",
+    }  # fmt: skip
+    with files_for_transaction() as files, transaction.atomic():
+        email = store.sent_email_store(**sent, files=files)
+    with files_for_transaction() as files, transaction.atomic():
+        again = store.sent_email_store(**sent, files=files)
+    assert again.pk == email.pk and Email.objects.count() == 1
+    assert Attachment.objects.get().email_id == email.pk  # made once
+    assert list(email.contacts.all()) == [peter]
+    # The Sent copy's download adds its folder to the same email.
+    mailbox.append("INBOX", raw)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.count() == 1 and email.locations.count() == 1
+    assert Attachment.objects.count() == 1
