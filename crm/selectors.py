@@ -18,7 +18,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Lower
 
-from .models import Company, Contact, ContactAddress
+from .models import Company, Contact, ContactAddress, ContactLink
 
 
 def _one(queryset):
@@ -49,6 +49,19 @@ def contact_by_name(name: str) -> Contact | None:
 PAGE_SIZE = 50
 TIMELINE_PAGE = 30
 CANDIDATES = 8
+
+
+def contacts_to_export(*, account, limit: int):
+    """The people the mailbox's emails are linked to that its address book does not hold
+    yet (neither imported from it nor exported to it), at most `limit`."""
+    linked = ContactLink.objects.filter(account=account).values("contact_id")
+    return (
+        Contact.objects.filter(emails__account=account)
+        .exclude(pk__in=linked)
+        .distinct()
+        .select_related("company")
+        .prefetch_related("addresses")[:limit]
+    )
 
 
 def _by_latest(rows, user, via: str, search: Q | None):
