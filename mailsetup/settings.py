@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "sharing",
     "sending",
     "crm",
+    # On top of the others: reads their selectors for the operator (issue 18).
+    "health",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +250,9 @@ SYNC_RUN_HISTORY_DAYS = env_int("SYNC_RUN_HISTORY_DAYS", 30, minimum=1)
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 60, minimum=1)
 # A bearer token that shows /healthz's details to a monitor (staff users see them too).
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN") or ""
+# A bearer token for Prometheus' scrape of /metrics (health/); staff users may read it
+# signed in. Unset: only staff do.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
 CELERY_BEAT_SCHEDULE = {
     # Proves beat -> broker -> worker works; /healthz reports its age.
     "heartbeat": {
