@@ -1,0 +1,57 @@
+"""New emails on an open page without a reload (issue 18, point 5).
+
+A page that lists emails holds a small poller (`{% new_emails_poller %}`,
+sync/templatetags/live.py) carrying the id of the newest email stored anywhere when it
+was drawn. Every few seconds htmx asks `new_emails` with that id:
+
+- nothing stored since: 204, and htmx leaves the page alone. One query, an index's last
+  entry, whatever the number of emails: an idle open page costs that and its session.
+- emails stored since, none of them the user's to see here: the poller comes back with
+  the newer id (so the next question looks past them), and nothing else changes.
+- some of them are: the same, and the response triggers `new-emails` on the page; the
+  list listens for it and reloads itself through its own view (the same keyset query as
+  the page's first load), and so do the mailboxes' statuses. Reloading the list, rather
+  than inserting rows, keeps its order by date (a new email may be older than those
+  shown: a first download, a delayed message), its count, and an email whose batch
+  committed after a later one's: it shows with the next arrival.
+
+The ids are the emails' own, shown in their addresses already; nothing else leaves.
+"""
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from sharing.selectors import mailboxes_for_panel
+
+from .models import Email
+
+# Seconds between two questions of an open page.
+POLL_SECONDS = 3
+
+
+def newest_email_id() -> int:
+    """The newest email's id, anyone's: the primary key index's last entry."""
+    return Email.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def _visible_since(user, after: int, top: int) -> bool:
+    """Whether an email stored in (after, top] shows on the user's Email page: a range of
+    the primary key (the few emails stored since the last question), by mailbox."""
+    mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
+    return Email.objects.filter(account__in=mailboxes, pk__gt=after, pk__lte=top).exists()
+
+
+@login_required
+@require_GET
+def new_emails(request: HttpRequest) -> HttpResponse:
+    after = request.GET.get("after", "")
+    after = int(after) if after.isascii() and after.isdecimal() else 0
+    top = newest_email_id()
+    if top <= after:
+        return HttpResponse(status=204)
+    response = render(request, "sync/new_emails.html", {"after": top, "seconds": POLL_SECONDS})
+    if _visible_since(request.user, after, top):
+        response["HX-Trigger"] = "new-emails"
+    return response
