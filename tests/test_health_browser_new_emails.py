@@ -3,6 +3,7 @@ appears on an open Email page, and its mailbox's status says so, with no reload.
 sync that stores it runs here, in the test, in place of the worker the listener's
 notification would queue (push/ queues it; that part is its own tests')."""
 
+from django.db import transaction
 from playwright.sync_api import expect
 
 from sync.models import MailboxSync
@@ -40,3 +41,26 @@ def test_it_shows_an_email_stored_after_the_page_opened_without_a_reload(
     assert page.evaluate("window.__same_document") is True
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "issue18-5-new-email.png", full_page=True)
+
+
+def test_it_shows_a_new_email_on_an_open_contact_timeline(live_server, page, db):
+    from crm.models import Contact
+    from sync.models import Email
+    from tests.factories import EmailAccountFactory
+
+    account = EmailAccountFactory()
+    contact = Contact.objects.create(name="Ann Example")
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}/contacts/{contact.pk}/")
+    expect(page.locator("#timeline")).to_contain_text("Nothing yet that you can see.")
+    page.fill("#timeline-search", "half typed")
+    page.evaluate("window.__same_document = true")
+    # As the sync stores an email from Ann: the email and its link to her in one
+    # transaction (sync.store).
+    with transaction.atomic():
+        email = Email.objects.create(account=account, message_key="k", subject="Hello from Ann")
+        email.contacts.add(contact)
+    expect(page.locator("#timeline .entry-email")).to_contain_text("Hello from Ann", timeout=10_000)
+    # The search box outside the entries keeps what was typed; no reload happened.
+    expect(page.locator("#timeline-search")).to_have_value("half typed")
+    assert page.evaluate("window.__same_document") is True

@@ -98,3 +98,34 @@ def test_it_answers_the_signed_in_only(client, db):
     client.force_login(UserFactory())
     # Nothing stored at all, or a malformed id (read as none seen): nothing to say.
     assert client.get(URL, {"after": "x"}).status_code == 204
+
+
+def test_it_watches_a_timeline_by_its_own_rule(client, db):
+    from crm.models import Company, Contact
+
+    account = EmailAccountFactory()
+    company = Company.objects.create(name="Acme", web_domain="acme.test")
+    contact = Contact.objects.create(name="Ann", company=company)
+    elsewhere = Contact.objects.create(name="Bob")
+    client.force_login(account.owner)
+    page = client.get(reverse("crm:contact", args=[contact.pk])).text
+    poll = re.search(r'id="new-emails-poll" hx-get="([^"]+)"', page).group(1)
+    assert poll == f"{URL}?after=0&amp;contact={contact.pk}"
+    assert 'id="timeline-entries" hx-get="' in page
+    company_page = client.get(reverse("crm:company", args=[company.pk])).text
+    assert f"&amp;company={company.pk}" in company_page
+    # An email of the user's mailbox, not linked to Ann: not news for her timeline.
+    unlinked = _email(account, "unlinked")
+    assert "HX-Trigger" not in client.get(URL, {"after": 0, "contact": contact.pk})
+    to_bob = _email(account, "to bob")
+    to_bob.contacts.add(elsewhere)
+    assert "HX-Trigger" not in client.get(URL, {"after": unlinked.pk, "contact": contact.pk})
+    to_ann = _email(account, "to ann")
+    to_ann.contacts.add(contact)
+    to_ann.companies.add(company)
+    for scope in ({"contact": contact.pk}, {"company": company.pk}):
+        response = client.get(URL, {"after": to_bob.pk, **scope})
+        assert response["HX-Trigger"] == "new-emails", scope
+    # Someone who may not see the mailbox's emails is not told of them.
+    client.force_login(UserFactory())
+    assert "HX-Trigger" not in client.get(URL, {"after": to_bob.pk, "contact": contact.pk})
