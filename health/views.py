@@ -30,7 +30,7 @@ def _operator(request: HttpRequest) -> None:
 
 @login_required
 @require_GET
-def mailbox_health(request: HttpRequest) -> HttpResponse:
+def health_page(request: HttpRequest) -> HttpResponse:
     _operator(request)
     state = request.GET.get("state", "")
     state = state if state in STATES else ""

@@ -1,9 +1,10 @@
 """New emails on an open page without a reload (issue 18, point 5).
 
-A page that lists emails (the Email page, a contact's or a company's timeline) holds a
-small poller (`{% new_emails_poller %}`, sync/templatetags/live.py) carrying the id of the
-newest email stored anywhere when it was drawn, and which list it watches. Every few
-seconds htmx asks `new_emails` with that id:
+A page that lists emails (the Email page, a contact's or a company's timeline) or shows a
+mailbox's status (its settings page) holds a small poller (`{% new_emails_poller %}`,
+sync/templatetags/live.py) carrying the id of the newest email stored anywhere when it
+was drawn, and which list it watches. Every few seconds htmx asks `new_emails` with that
+id:
 
 - nothing stored since: 204, and htmx leaves the page alone. One query, an index's last
   entry, whatever the number of emails: an idle open page costs that and its session.
@@ -12,8 +13,9 @@ seconds htmx asks `new_emails` with that id:
 - some of them are: the same, and the response triggers `new-emails` on the page; the
   list listens for it and reloads itself through its own view (the same keyset query as
   the page's first load), and so do the mailboxes' statuses. What "the user's to see
-  here" means is the page's own rule: the Email page's mailboxes, or the timeline's
-  (sharing.selectors), checked on the few emails stored since. Reloading the list, rather
+  here" means is the page's own rule: the Email page's mailboxes, the timeline's, or the
+  one mailbox whose status the user may see (sharing.selectors), checked on the few
+  emails stored since. Reloading the list, rather
   than inserting rows, keeps its order by date (a new email may be older than those
   shown: a first download, a delayed message), its count, and an email whose batch
   committed after a later one's: it shows with the next arrival.
@@ -26,7 +28,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from sharing.selectors import emails_for_timeline, mailboxes_for_panel
+from sharing.selectors import emails_for_timeline, mailboxes_for_panel, mailboxes_for_status
 
 from .models import Email
 
@@ -42,7 +44,10 @@ def newest_email_id() -> int:
 def _visible_since(user, after: int, top: int, scope: dict[str, int]) -> bool:
     """Whether an email stored in (after, top] shows on the user's list: a range of the
     primary key (the few emails stored since the last question), by the list's rule."""
-    if scope:
+    if "account" in scope:
+        mailbox = mailboxes_for_status(user).filter(pk=scope["account"]).values("pk")
+        emails = Email.objects.filter(account__in=mailbox)
+    elif scope:
         emails = emails_for_timeline(user, **scope)
     else:
         mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
@@ -58,10 +63,10 @@ def _number(value: str) -> int | None:
 @require_GET
 def new_emails(request: HttpRequest) -> HttpResponse:
     after = _number(request.GET.get("after", "")) or 0
-    # A timeline's list (contact or company), else the Email page's.
+    # A timeline's list (contact or company) or a mailbox's status, else the Email page's.
     scope = {
         name: number
-        for name in ("contact", "company")
+        for name in ("contact", "company", "account")
         if (number := _number(request.GET.get(name, ""))) is not None
     }
     top = newest_email_id()

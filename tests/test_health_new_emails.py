@@ -129,3 +129,22 @@ def test_it_watches_a_timeline_by_its_own_rule(client, db):
     # Someone who may not see the mailbox's emails is not told of them.
     client.force_login(UserFactory())
     assert "HX-Trigger" not in client.get(URL, {"after": to_bob.pk, "contact": contact.pk})
+
+
+def test_it_watches_one_mailbox_for_its_settings_pages_status(client, db):
+    account = EmailAccountFactory()
+    second = EmailAccountFactory(owner=account.owner)
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:settings", args=[account.pk])).text
+    poll = re.search(r'id="new-emails-poll" hx-get="([^"]+)"', page).group(1)
+    assert poll == f"{URL}?after=0&amp;account={account.pk}"
+    status = re.search(rf'<div id="sync-status-{account.pk}"[^>]*>', page).group(0)
+    assert 'hx-trigger="new-emails from:body"' in status
+    other = _email(second, "the other mailbox's")
+    assert "HX-Trigger" not in client.get(URL, {"after": 0, "account": account.pk})
+    _email(account, "this mailbox's")
+    response = client.get(URL, {"after": other.pk, "account": account.pk})
+    assert response["HX-Trigger"] == "new-emails"
+    # Someone who may not see the mailbox's status is not told of its emails.
+    client.force_login(UserFactory())
+    assert "HX-Trigger" not in client.get(URL, {"after": other.pk, "account": account.pk})
