@@ -64,7 +64,7 @@ def _advice(kind: str, account) -> str:
 
 
 def mailbox_health(
-    account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=heartbeat_age
+    account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=None
 ) -> Health:
     """The mailbox's health, from its sync row and a few grouped counts (no query grows
     with its emails but the count of those with a problem, which an index holds).
@@ -106,9 +106,7 @@ def mailbox_health(
     return Health("ok", notes=notes)
 
 
-def _stuck(
-    account, state: MailboxSync | None, now, *, heartbeat=heartbeat_age
-) -> tuple[str, str] | None:
+def _stuck(account, state: MailboxSync | None, now, *, heartbeat=None) -> tuple[str, str] | None:
     """No download although one was due three intervals ago: the app's background
     service (the workers or their scheduler) is not doing its work."""
     interval = mailbox_sync_interval()
@@ -116,7 +114,7 @@ def _stuck(
     last = (state.last_success_at if state else None) or account.created_at
     if now - last < grace:
         return None
-    age = heartbeat()
+    age = (heartbeat or heartbeat_age)()
     when = timezone.localtime(last)
     if age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL):
         return (

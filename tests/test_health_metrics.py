@@ -174,3 +174,17 @@ def test_it_answers_a_token_or_staff_only(client, db, settings):
         assert client.get(URL, headers={"Authorization": wrong}).status_code == 403, wrong
     client.force_login(UserFactory(is_staff=True, is_active=False))
     assert client.get(URL).status_code == 403
+
+
+def test_it_reports_the_listener_as_push_tells_it(db, scrape, monkeypatch):
+    # The two wiring points (health.listener), standing in for push.selectors.
+    from health import listener
+
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+    monkeypatch.setattr(listener, "disconnected", lambda ids: {account.pk: "down"})
+    monkeypatch.setattr(listener, "connection_counts", lambda: {"watching": 12, "backoff": 2})
+    samples = scrape()
+    assert samples[("mailsetup_mailboxes", ("lag", "under_5m"), ("state", "listener"))] == 1
+    assert samples[("mailsetup_listener_connections", ("state", "watching"))] == 12
+    assert samples[("mailsetup_listener_connections", ("state", "backoff"))] == 2

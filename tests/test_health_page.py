@@ -262,3 +262,27 @@ def test_it_lists_a_mailboxs_runs_newest_first_a_page_at_a_time(client, operator
     assert "Older runs" not in rest
     removed = EmailAccountFactory(removed_at=timezone.now())
     assert client.get(reverse("health:runs", args=[removed.pk])).status_code == 404
+
+
+def test_it_shows_a_disconnected_listener_where_push_says_so(
+    client, operator, heartbeat, monkeypatch
+):
+    # health.listener is where push/ is wired in at the merge; here it says what push
+    # would: one watched mailbox's connection is down. The stand-in is this test's.
+    from health import listener
+
+    made = known_mailboxes()
+    down = {
+        made["ok"].pk: "The listener lost its connection 4 minutes ago; reconnecting.",
+        # A mailbox with a worse state keeps it: the listener is not its news.
+        made["failing"].pk: "Down as well.",
+    }
+    monkeypatch.setattr(
+        listener, "disconnected", lambda ids: {k: down[k] for k in down if k in ids}
+    )
+    client.force_login(operator)
+    html = client.get(PAGE, {"state": "listener"}).text
+    assert _rows(html) == {"ok@example.test": "listener"}
+    assert "The listener lost its connection 4 minutes ago; reconnecting." in html
+    assert "Check that the mail listener service (manage.py mail_listener) runs" in html
+    assert _rows(client.get(PAGE, {"state": "failing"}).text) == {"failing@example.test": "failing"}
