@@ -10,20 +10,18 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from sharing.access import email_or_404
+from sync.links import LinkTargetMissing, email_link_change
 
 from .models import Company, Contact
-from .selectors import (
+from .selectors import company_recipients, email_links, link_candidates
+from .timelines import (
     PAGE_SIZE,
     ListPaginator,
     companies_for_list,
-    company_recipients,
     contacts_for_list,
-    email_links,
-    link_candidates,
     page_details,
     timeline,
 )
-from .services import LinkTargetMissing, email_link_change
 
 
 def _list(request: HttpRequest, template: str, model, listed, search: str) -> HttpResponse:

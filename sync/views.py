@@ -7,14 +7,22 @@ from django.core import signing
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from crm.selectors import email_links, link_candidates
 from mailsetup.csp import allow_mail_frame
 from sharing.access import email_or_404, mailbox_or_404
-from sharing.selectors import MailboxAction, emails_for_user, sendable_mailboxes
+from sharing.selectors import (
+    MailboxAction,
+    emails_for_timeline,
+    emails_for_user,
+    mailboxes_for_panel,
+    mailboxes_for_status,
+    sendable_mailboxes,
+)
 
 from .files import original_open, safe_download_name
+from .live import POLL_SECONDS, newest_email_id
 from .models import Attachment, Email
 from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
 from .selectors import folder_overview, problem_emails, sync_status
@@ -231,3 +239,44 @@ PROBLEM_EMAILS_SHOWN = 200
 def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
     account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
     return render(request, "sync/status.html", {"account": account, **sync_status(account)})
+
+
+# -- New emails on an open page without a reload (issue 18; the mechanism: sync/live.py) --
+
+
+def _visible_since(user, after: int, top: int, scope: dict[str, int]) -> bool:
+    """Whether an email stored in (after, top] shows on the user's list: a range of the
+    primary key (the few emails stored since the last question), by the list's rule."""
+    if "account" in scope:
+        mailbox = mailboxes_for_status(user).filter(pk=scope["account"]).values("pk")
+        emails = Email.objects.filter(account__in=mailbox)
+    elif scope:
+        emails = emails_for_timeline(user, **scope)
+    else:
+        mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
+        emails = Email.objects.filter(account__in=mailboxes)
+    return emails.filter(pk__gt=after, pk__lte=top).exists()
+
+
+def _number(value: str) -> int | None:
+    return int(value) if value.isascii() and value.isdecimal() and len(value) < 19 else None
+
+
+@login_required
+@require_GET
+def new_emails(request: HttpRequest) -> HttpResponse:
+    after = _number(request.GET.get("after", "")) or 0
+    # A timeline's list (contact or company) or a mailbox's status, else the Email page's.
+    scope = {
+        name: number
+        for name in ("contact", "company", "account")
+        if (number := _number(request.GET.get(name, ""))) is not None
+    }
+    top = newest_email_id()
+    if top <= after:
+        return HttpResponse(status=204)
+    context = {"after": top, "seconds": POLL_SECONDS, "scope": scope}
+    response = render(request, "sync/new_emails.html", context)
+    if _visible_since(request.user, after, top, scope):
+        response["HX-Trigger"] = "new-emails"
+    return response

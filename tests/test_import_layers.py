@@ -131,7 +131,7 @@ def _loops_across_apps(graph) -> set[str]:
 
 
 def test_it_has_no_import_loop_through_modules_of_two_apps():
-    # What the contract sets aside (crm's selectors read sync and sharing for crm's pages)
+    # What the contract sets aside (crm's timelines read sync and sharing for crm's pages)
     # must not hide a loop of modules either: no module of one app imports, however
     # indirectly, a module of another app that imports it back.
     assert _loops_across_apps(_graph()) == set()
