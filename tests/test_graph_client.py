@@ -411,7 +411,7 @@ def test_it_reads_contacts_of_the_default_folder_and_of_chosen_folders(
     assert [c["displayName"] for c in client.contacts(folders[0]["id"])] == ["Sue Supply"]
 
 
-def test_the_fake_answers_sendmail_as_graph_documents_it(graph_server, mailbox, client):
+def test_it_has_a_fake_that_takes_sendmail_as_graph_documents_it(graph_server, mailbox, client):
     # The fake itself: MIME must come base64-encoded as text/plain, or Graph says 400.
     response = client.session.post(
         f"{graph_server.graph_url}/me/sendMail", data=b"not base64!",
@@ -427,3 +427,79 @@ def test_the_fake_answers_sendmail_as_graph_documents_it(graph_server, mailbox, 
     assert response.status_code == 202 and response.content == b""
     parsed = email.message_from_bytes(graph_server.sent[-1]["mime"], policy=email.policy.default)
     assert parsed["Subject"] == "Message 3"
+
+
+def test_it_gives_up_on_a_server_that_never_answers(mail_trust):
+    from tests.servers.https import SilentServer
+
+    silent = SilentServer().start()
+    try:
+        graph = GraphClient("token", base_url=f"https://localhost:{silent.port}/v1.0", timeout=1)
+        started = time.monotonic()
+        with pytest.raises(MailError) as caught:
+            graph.me()
+        assert caught.value.kind == "timeout" and caught.value.retry == Retry.LATER
+        assert time.monotonic() - started < 10
+    finally:
+        silent.stop()
+
+
+def test_it_reads_retry_after_as_seconds_or_as_a_date():
+    from email.utils import format_datetime
+
+    from mail.graph.client import _retry_after
+
+    assert _retry_after("7") == 7.0
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    assert 80 <= _retry_after(later) <= 90
+    assert _retry_after("soon") is None and _retry_after(None) is None
+    assert _retry_after("-5") is None
+
+
+# --- The fake itself, where the client does not show it -------------------------------------
+
+
+@pytest.fixture
+def raw(mailbox, mail_trust):
+    """requests as a bare Graph client would use it: the suite's CA, the user's token."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would replace `verify`
+    session.verify = str(mail_trust)
+    session.headers["Authorization"] = f"Bearer {mailbox[1]}"
+    yield session
+    session.close()
+
+
+def test_it_has_a_fake_that_refuses_a_request_without_a_token(graph_server, raw):
+    del raw.headers["Authorization"]
+    response = raw.get(f"{graph_server.graph_url}/me", timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_it_has_a_fake_that_gives_the_same_page_for_a_skip_token_twice(graph_server, raw, mailbox):
+    for n in range(5):
+        graph_server.add_message("inbox", mime(n), mailbox=mailbox[0])
+    inbox = graph_server.folder_id("inbox", mailbox[0])
+    # The SDKs' spelling of the function, and the page size they prefer.
+    first = raw.get(
+        f"{graph_server.graph_url}/me/mailFolders/{inbox}/messages/microsoft.graph.delta()",
+        headers={"Prefer": "odata.maxpagesize=2"}, timeout=5,
+    )  # fmt: skip
+    assert first.headers["Preference-Applied"] == "odata.maxpagesize=2"
+    assert first.json()["@odata.context"].endswith("$metadata#Collection(message)")
+    link = first.json()["@odata.nextLink"]
+    again = [raw.get(link, timeout=5).json()["value"] for _ in range(2)]
+    assert again[0] == again[1] and len(again[0]) == 2
+
+
+def test_it_has_a_fake_that_answers_graph_errors_for_bad_requests(graph_server, raw):
+    response = raw.get(f"{graph_server.graph_url}/me/calendarView", timeout=5)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "ErrorInvalidParameter"
+    response = raw.get(f"{graph_server.graph_url}/me/mailFolders/AQMkNoSuchFolder", timeout=5)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "ErrorItemNotFound"

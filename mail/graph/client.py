@@ -378,6 +378,8 @@ class GraphClient:
             document = json.loads(body)
         except ValueError:
             raise MailError("temporary", "Microsoft Graph's answer was not JSON.") from None
+        except RecursionError:  # nesting no Graph document has
+            raise MailError("server_error", "Microsoft Graph's answer nests too deep.") from None
         if not isinstance(document, dict):
             raise MailError("server_error", "Microsoft Graph's answer was not an object.")
         return document

@@ -43,6 +43,11 @@ from tests.servers.dovecot import free_port
 
 # Graph refuses request bodies above 4 MB (larger messages go through upload sessions).
 MAX_BODY = 4 * 1024 * 1024
+DELTA_NAMES = {
+    "delta()": "delta",
+    "microsoft.graph.delta": "delta",
+    "microsoft.graph.delta()": "delta",
+}
 DEFAULT_PAGE = 10  # Graph's default page size for messages and their delta
 MAX_PAGE = 1000
 WELL_KNOWN = [  # well-known name, display name
@@ -653,6 +658,9 @@ ROUTES: dict[str, Callable[[Call], dict | tuple]] = {
 class _Handler(BaseHTTPRequestHandler):
     server_version = "Microsoft-HTTPAPI/2.0"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle's algorithm holds the
+    # body until the client's delayed ACK (40 ms a request on loopback).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -710,7 +718,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(error)
         body = self.rfile.read(length) if length else b""
         path = url.path.rstrip("/")
-        segments = [s for s in path.split("/") if s]
+        # /delta is Graph's shortcut for the function's full name, which the SDKs send.
+        segments = [DELTA_NAMES.get(s, s) for s in path.split("/") if s]
         with state.lock:
             user = self._user(state)
             parts = segments[2:] if segments[:2] == ["v1.0", "me"] else None
