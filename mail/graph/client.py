@@ -280,6 +280,8 @@ class GraphClient:
     def _read(self, response: requests.Response, limit: int, out: BinaryIO | None = None):
         """The whole body (bounded in size and time), or into `out` up to `limit` bytes
         (then (size, complete))."""
+        # Sizes count decoded bytes: urllib3 (2.6+, pyproject.toml) inflates a gzip answer
+        # no further than each chunk asked for, so a small bomb cannot outgrow `limit`.
         started = time.monotonic()
         chunks: list[bytes] = []
         size = 0
