@@ -503,3 +503,36 @@ def test_it_has_a_fake_that_answers_graph_errors_for_bad_requests(graph_server, 
     response = raw.get(f"{graph_server.graph_url}/me/mailFolders/AQMkNoSuchFolder", timeout=5)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "ErrorItemNotFound"
+
+
+def test_it_finds_a_message_by_its_message_id_and_creates_one_from_mime(
+    client, graph_server, mailbox
+):
+    sent = graph_server.folder_id("sentitems", mailbox[0])
+    raw = mime(11, subject="It's a quote").replace(b"<g11@", b"<o'brien.11@")
+    assert client.find_messages(sent, "<o'brien.11@example.test>") == []
+
+    created = client.create_message(sent, raw)
+
+    assert created["isDraft"] is True  # what Graph makes of MIME
+    (found,) = client.find_messages(sent, "<o'brien.11@example.test>")
+    assert found["id"] == created["id"]
+    assert client.message_mime(found["id"], limit=1 << 20) == raw
+
+
+def test_it_reports_a_refused_recipient_and_a_server_failure_by_their_decisions(
+    client, graph_server, mailbox
+):
+    graph_server.fail_next("sendMail", 400, "ErrorInvalidRecipients", mailbox=mailbox[0])
+    with pytest.raises(MailError) as caught:
+        client.send_mime(mime(12))
+    assert caught.value.retry == Retry.NEVER
+    graph_server.fail_next("sendMail", 500, "ErrorInternalServerError", mailbox=mailbox[0])
+    with pytest.raises(MailError) as caught:
+        client.send_mime(mime(13))
+    assert caught.value.kind == "temporary" and caught.value.retry == Retry.LATER
+    graph_server.fail_next("mailFolders", 403, "ErrorAccessDenied", mailbox=mailbox[0])
+    with pytest.raises(MailError) as caught:
+        client.mail_folders()
+    assert caught.value.kind == "access_denied" and caught.value.retry == Retry.OWNER
+    assert not [s for s in graph_server.sent if s["user"] == mailbox[0]]

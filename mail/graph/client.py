@@ -550,6 +550,36 @@ class GraphClient:
             raise
         response.close()
 
+    def find_messages(
+        self, folder_id: str, internet_message_id: str, *, select: tuple[str, ...] = MESSAGE_FIELDS
+    ) -> list[dict[str, Any]]:
+        """The folder's messages with this Message-ID (a Sent copy looked for first)."""
+        quoted = internet_message_id.replace("'", "''")  # OData string literal
+        params = {"$filter": f"internetMessageId eq '{quoted}'", "$select": ",".join(select)}
+        return self.items(f"mailFolders/{_segment(folder_id)}/messages", params=params)
+
+    def create_message(self, folder_id: str, raw: bytes) -> dict[str, Any]:
+        """Put `raw` (MIME) in a folder; Graph makes it a draft (isDraft), which is what
+        it offers for MIME: a Sent copy is better left to sendMail's own."""
+        body = base64.b64encode(raw)
+        if len(body) > MAX_SEND_BYTES:
+            raise MailError(
+                "rejected",
+                f"This email is {len(raw) / 1048576:.1f} MB; Microsoft 365 takes at most about "
+                "3 MB this way.",
+            )
+        response = self._request(
+            "POST", f"mailFolders/{_segment(folder_id)}/messages",
+            headers={"Content-Type": "text/plain"}, data=body,
+        )  # fmt: skip
+        try:
+            document = json.loads(self._read(response, MAX_ERROR_BYTES * 4))
+        except ValueError:
+            raise MailError("temporary", "Microsoft Graph's answer was not JSON.") from None
+        if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+            raise MailError("server_error", "Microsoft Graph did not say what it created.")
+        return document
+
     # --- Meetings, tasks, contacts ---
 
     def calendar_view(self, start: datetime, end: datetime, *,

@@ -10,14 +10,16 @@ lists and tasks, contact folders and contacts live in memory; `requests` records
 asked what, route by route.
 
 Endpoints: GET /me; /me/mailFolders (+ /{id or well-known name}, /childFolders,
-/messages, /messages/delta); /me/messages/{id} and /$value (MIME); POST /me/sendMail
+/messages with $filter on internetMessageId, POST /messages from MIME or JSON,
+/messages/delta); /me/messages/{id} and /$value (MIME); POST /me/sendMail
 (MIME as base64 text/plain, or JSON; a copy is saved in Sent Items); /me/calendarView
 (+ /delta; weekly series expanded into occurrences); /me/todo/lists (+ /tasks, /delta);
 /me/contactFolders (+ /contacts, /childFolders, /delta) and /me/contacts (+ /delta).
 Collections page with `$top`/`$skip` (nextLink); delta rounds honour `$select` and
 `Prefer: odata.maxpagesize` and page through `$skiptoken`s that can be asked again.
 
-Faults, per route name (see `_route`): `throttle_next` (429 or 503 with Retry-After),
+Faults, per route name (see `_route`), for anyone or one mailbox: `throttle_next` (429 or
+503 with Retry-After), `fail_next` (any Graph error, nothing done),
 `cut_next` (the headers and half the body, then the connection closes),
 `forget_delta_links` (410 Gone, syncStateNotFound or resyncRequired).
 """
@@ -28,6 +30,7 @@ import email
 import email.policy
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -141,6 +144,8 @@ class State:
     # (route, mailbox or None for anyone's) -> [status, seconds, count]
     throttles: dict[tuple, list] = field(default_factory=dict)
     cuts: dict[tuple, int] = field(default_factory=dict)  # (route, mailbox or None) -> count
+    # (route, mailbox or None) -> [status, code, message, count]
+    failures: dict[tuple, list] = field(default_factory=dict)
     seq: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -391,8 +396,11 @@ def _mail_folders(call: Call) -> dict | tuple:
         rows = [_render_folder(state, f) for f in state.children(folder)]
         path = f"mailFolders/{folder.id}/childFolders"
         return call.collection(rows, f"users('me')/mailFolders('{folder.id}')/childFolders", path)
+    if parts[2:] == ["messages"] and call.method == "POST":
+        return _create_message(call, folder)
     if parts[2:] == ["messages"]:
         items = list(reversed(state.in_container(folder.id)))  # newest first, as Graph
+        items = _filtered(items, call.query.get("$filter"))
         rows = [_render(state, e, call.select) for e in items]
         path = f"mailFolders/{folder.id}/messages"
         return call.collection(rows, f"users('me')/mailFolders('{folder.id}')/messages", path)
@@ -403,7 +411,58 @@ def _mail_folders(call: Call) -> dict | tuple:
     raise GraphError(400, "BadRequest", f"Unsupported segment {'/'.join(parts[2:])!r}.")
 
 
+def _filtered(items: list[Entity], expression: str | None) -> list[Entity]:
+    """$filter, as far as the app asks it: internetMessageId eq '<...>' (OData doubles a
+    quote inside a string)."""
+    if not expression:
+        return items
+    match = re.fullmatch(r"\s*internetMessageId\s+eq\s+'((?:[^']|'')*)'\s*", expression)
+    if match is None:
+        raise GraphError(400, "BadRequest", "The fake filters on internetMessageId eq only.")
+    wanted = match.group(1).replace("''", "'")
+    return [e for e in items if e.data.get("internetMessageId") == wanted]
+
+
+def _mime_body(call: Call) -> bytes:
+    """A message given as MIME: base64 in a text/plain body, as Graph takes it."""
+    try:
+        return base64.b64decode(call.body, validate=True)
+    except (binascii.Error, ValueError):
+        message = "Invalid base64 string for MIME content."
+        raise GraphError(400, "ErrorMimeContentInvalidBase64String", message) from None
+
+
+def _create_message(call: Call, folder: Container) -> tuple:
+    """POST .../messages: MIME (base64 text/plain) makes a draft, as in Graph; JSON
+    makes a draft too unless PR_MESSAGE_FLAGS (Integer 0x0E07) says 1 (read, sent)."""
+    kind = call.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "text/plain":
+        mime = _mime_body(call)
+        draft = True
+    elif kind == "application/json":
+        try:
+            message = json.loads(call.body)
+        except ValueError:
+            raise GraphError(400, "BadRequest", "Invalid JSON.") from None
+        mime = _mime_from_json(call.user, message)
+        flags = {
+            p.get("id", "").lower(): p.get("value")
+            for p in message.get("singleValueExtendedProperties") or []
+        }
+        draft = flags.get("integer 0x0e07") not in ("1", 1)
+    else:
+        raise GraphError(415, "UnsupportedMediaType", "The content type is not supported.")
+    entity = _store_message(call.state, folder, mime, is_read=True, received=datetime.now(UTC))
+    entity.data["isDraft"] = draft
+    context = call.context(f"users('me')/mailFolders('{folder.id}')/messages/$entity")
+    body = json.dumps({"@odata.context": context, **_render(call.state, entity, None)})
+    return (201, body.encode(), "application/json")
+
+
 def _messages(call: Call) -> dict | tuple:
+    if len(call.parts) < 2 and call.method == "POST":
+        drafts = call.state.well_known(call.user.address, "drafts")
+        return _create_message(call, drafts)
     if len(call.parts) < 2:
         raise GraphError(400, "BadRequest", "The fake lists messages per folder only.")
     message = call.entity(call.parts[1], "message")
@@ -420,14 +479,7 @@ def _send_mail(call: Call) -> tuple:
     kind = call.headers.get("content-type", "").split(";")[0].strip().lower()
     save = True
     if kind == "text/plain":
-        try:
-            mime = base64.b64decode(call.body, validate=True)
-        except (binascii.Error, ValueError):
-            raise GraphError(
-                400,
-                "ErrorMimeContentInvalidBase64String",
-                "Invalid base64 string for MIME content.",
-            ) from None
+        mime = _mime_body(call)
         msg = email.message_from_bytes(mime, policy=email.policy.default)
         if not any(msg.get_all(h) for h in ("To", "Cc", "Bcc")):
             raise GraphError(400, "ErrorInvalidRecipients", "At least one recipient isn't valid.")
@@ -761,6 +813,15 @@ class _Handler(BaseHTTPRequestHandler):
                 code = "TooManyRequests" if status == 429 else "ServiceUnavailable"
                 message = "Too many requests." if status == 429 else "Service unavailable."
                 return self._error(GraphError(status, code, message, {"Retry-After": str(seconds)}))
+            fail_key = next(
+                (k for k in ((route, user.address), (route, None)) if state.failures.get(k)), None
+            )
+            if fail_key:
+                status, code, message, _ = state.failures[fail_key]
+                state.failures[fail_key][3] -= 1
+                if state.failures[fail_key][3] <= 0:
+                    del state.failures[fail_key]
+                return self._error(GraphError(status, code, message))
             cut_key = next(
                 (k for k in ((route, user.address), (route, None)) if state.cuts.get(k)), None
             )
@@ -774,7 +835,8 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, KeyError) as error:
                 return self._error(GraphError(400, "BadRequest", f"Bad request: {error}"), cut)
         if isinstance(answer, tuple) and isinstance(answer[0], int):
-            return self._send(answer[0], answer[1], "text/plain", {}, cut)
+            kind = answer[2] if len(answer) > 2 else "text/plain"
+            return self._send(answer[0], answer[1], kind, {}, cut)
         if isinstance(answer, tuple):
             return self._send(200, answer[1], answer[0], {}, cut)
         extra = {}
@@ -799,7 +861,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command != "POST":
                 raise GraphError(405, "BadRequest", "Method not allowed.")
             return _send_mail(call)
-        if self.command != "GET":
+        creating = self.command == "POST" and (
+            parts == ["messages"] or (parts[:1] == ["mailFolders"] and parts[2:] == ["messages"])
+        )
+        if self.command != "GET" and not creating:
             raise GraphError(405, "BadRequest", "The fake answers GET here.")
         handler = ROUTES.get(parts[0])
         if handler is None:
@@ -1094,6 +1159,17 @@ class GraphServer:
         with self.state.lock:
             key = (route, mailbox.lower() if mailbox else None)
             self.state.cuts[key] = self.state.cuts.get(key, 0) + count
+
+    def fail_next(
+        self, route: str, status: int, code: str, message: str = "", count: int = 1,
+        mailbox: str | None = None,
+    ) -> None:  # fmt: skip
+        """The next `count` requests of `route` (by `mailbox`, or by anyone) are not
+        carried out and get a Graph error: `status` with `code` (e.g. 400
+        ErrorInvalidRecipients for sendMail, 403 ErrorAccessDenied, 500)."""
+        with self.state.lock:
+            key = (route, mailbox.lower() if mailbox else None)
+            self.state.failures[key] = [status, code, message or code, count]
 
     def forget_delta_links(self, code: str = "syncStateNotFound") -> None:
         """Every delta and skip token so far is forgotten: the next use gets 410 Gone
