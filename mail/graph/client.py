@@ -317,7 +317,7 @@ class GraphClient:
             document = json.loads(self._read(response, MAX_ERROR_BYTES))
             code = str(document["error"].get("code") or "")
             message = _short(document["error"].get("message") or "")
-        except (MailError, ValueError, KeyError, TypeError, AttributeError):
+        except (MailError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass
         status = response.status_code
         said = f" ({code}: {message})" if code else f" (HTTP {status})"
