@@ -633,6 +633,29 @@ def signed_in_address(*, answer: dict, provider) -> str:
     return str(claims.get("email") or claims.get("preferred_username") or "").strip().lower()
 
 
+@sensitive_variables("pending", "query")
+def sign_in_answer(
+    *, provider, pending: Pending, query: dict, redirect_uri: str, address: str, reconnecting: bool
+) -> dict:
+    """The provider's answer at the redirect URI (`query`), traded for tokens, for the
+    account of `address` (the one the sign-in started for) and no other; TokenError
+    says what went wrong."""
+    if query.get("error"):
+        reason = query.get("error_description") or query["error"]
+        raise TokenError(f"{provider.name} did not sign you in ({reason}).")
+    answer = code_exchange(
+        provider=provider, pending=pending, query=query, redirect_uri=redirect_uri
+    )
+    signed_in = signed_in_address(answer=answer, provider=provider)
+    if signed_in != address:
+        instead = "" if reconnecting else f", or add {signed_in or 'that account'} instead"
+        raise TokenError(
+            f"You signed in to {provider.name} as {signed_in or 'another account'}, "
+            f"not as {address}. Sign in with {address}{instead}."
+        )
+    return answer
+
+
 @sensitive_variables("token")
 def token_revoke(*, provider, token: str) -> bool:
     """Revoke a refresh token at the provider's revocation address (RFC 7009), when the

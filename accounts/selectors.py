@@ -95,6 +95,11 @@ def providers_offered(domain: str) -> QuerySet[EmailProvider]:
     return EmailProvider.objects.filter(Q(source__in=LISTED_SOURCES) | Q(pk__in=mapped))
 
 
+def providers_by_pk(pks: list[int]) -> dict[int, EmailProvider]:
+    """Provider cards by id (those still there), for what discovery suggested."""
+    return EmailProvider.objects.in_bulk(pks)
+
+
 def providers_matching(query: str, domain: str) -> QuerySet[EmailProvider]:
     providers = providers_offered(domain)
     query = query.strip()

@@ -20,9 +20,16 @@ from providers.addresses import Address, normalize_address
 from providers.models import EmailProvider, Source
 from providers.services import provider_domain_remember, provider_save_checked
 
-from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt, TokenRevocation
+from .models import (
+    AccountChange,
+    AccountNotification,
+    ContactsImport,
+    EmailAccount,
+    SignInAttempt,
+    TokenRevocation,
+)
 from .oauth import TokenError, token_revoke, tokens_store
-from .signals import mailbox_deleting
+from .signals import download_wanted, mailbox_deleting, signed_in_again
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,9 @@ SIGN_IN_LIMIT_PER_USER = 20
 # Changed only after a real sign-in check, never through account_settings_update.
 SIGN_IN_FIELDS = {"password_encrypted", "login", "provider"}
 SIGN_IN_WINDOW = timedelta(minutes=10)
+# A change of these settings wants the emails now, not at the next scheduled run: a
+# longer period reaches further back.
+DOWNLOAD_FIELDS = {"sync_period"}
 
 
 class DuplicateAccount(Exception):
@@ -338,7 +348,22 @@ def account_settings_update(
     )
     for field in changed:
         setattr(account, field, getattr(locked, field))
+    if DOWNLOAD_FIELDS & changed.keys():
+        download_wanted.send(sender=EmailAccount, account_id=account.pk, items_only=False)
     return list(changed)
+
+
+def account_import_now(*, account: EmailAccount, items: str) -> bool:
+    """Saving an Exchange import section ("meetings" or "contacts") with its import on
+    runs the import now, whatever the schedule. Returns whether it was asked for."""
+    wanted = (
+        account.meetings_import
+        if items == "meetings"
+        else account.contacts_import != ContactsImport.OFF
+    )
+    if wanted:
+        download_wanted.send(sender=EmailAccount, account_id=account.pk, items_only=True)
+    return wanted
 
 
 def account_change_record(*, account: EmailAccount, actor, field: str, old: str, new: str):
@@ -378,6 +403,7 @@ def account_credentials_change(
             change.account, change.address, change.actor = locked, locked.address, actor
         AccountChange.objects.bulk_create(trail)
     account.login, account.password_encrypted = locked.login, locked.password_encrypted
+    signed_in_again.send(sender=EmailAccount, account_id=account.pk)
     return changed
 
 
@@ -410,6 +436,7 @@ def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
             _revoke_unused(account, oauth)
         raise
     account.reconnect_needed_at = None
+    signed_in_again.send(sender=EmailAccount, account_id=account.pk)
 
 
 def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:

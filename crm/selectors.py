@@ -1,22 +1,9 @@
-"""Reads of the CRM's contacts and companies."""
+"""Reads of the CRM's contacts and companies themselves: below sync, which links each
+email to them (sync.links, sync.ews_items), so nothing here reads an email or an access
+rule; the lists and timelines that do are crm/timelines.py."""
 
-from dataclasses import dataclass
-from functools import cached_property
-
-from django.core.paginator import Paginator
-from django.db import connection
-from django.db.models import (
-    CharField,
-    Count,
-    DateTimeField,
-    F,
-    Max,
-    OuterRef,
-    Q,
-    Subquery,
-    Value,
-)
-from django.db.models.functions import Cast, Coalesce, Lower
+from django.db.models import Q
+from django.db.models.functions import Lower
 
 from .models import Company, Contact, ContactAddress, ContactLink
 
@@ -42,12 +29,10 @@ def contact_by_name(name: str) -> Contact | None:
     return _one(Contact.objects.filter(name__iexact=name))
 
 
-# -- lists, pages and an email's links (issue 17) --------------------------------------
-# What a user may see of the emails, meetings and tasks is decided in sharing.selectors;
-# these only arrange it.
+# -- an email's links, the contacts and companies to link it to (issue 17) --------------
+# The Contacts and Companies lists and the timelines, which show the emails each user may
+# see, are crm/timelines.py's.
 
-PAGE_SIZE = 50
-TIMELINE_PAGE = 30
 CANDIDATES = 8
 
 
@@ -62,333 +47,6 @@ def contacts_to_export(*, account, limit: int):
         .select_related("company")
         .prefetch_related("addresses")[:limit]
     )
-
-
-def _by_latest(rows, user, via: str, search: Q | None):
-    """`rows` sorted by their latest email the user may see (one pass over the emails,
-    grouped: no query per row), undated and emailless last, then by name; with the count
-    of the matching rows taken without the emails. Pages are read from the newest
-    emails down (LatestFirst), which costs what a page holds, not what the mailboxes
-    do (issue 19); the grouped query is what they fall back on."""
-    from sharing.selectors import seen_on_timelines
-
-    matching = rows.filter(search) if search is not None else rows
-    latest = Max(f"{via}sent_at", filter=seen_on_timelines(user, via=via))
-    listed = matching.annotate(latest_at=latest).order_by(
-        F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
-    )
-    only = matching.values("pk") if search is not None else None
-    return LatestFirst(user, rows.model, listed, only), matching.order_by().count
-
-
-class LatestFirst:
-    """The contacts (or companies) in the order of their latest email the user may see,
-    sliced as a paginator does: the user's emails are read newest first, a batch at a
-    time through the date index, until the page's rows are known (their latest email is
-    the first one met). A row whose latest email is further down than STREAMED emails,
-    or that has none, comes from the grouped query (`listed`) as before; so does a
-    search matching fewer than FEW rows (grouping their emails costs little). `only`:
-    the rows a search matches."""
-
-    BATCH = 2_000
-    STREAMED = 20_000
-    FEW = 200
-
-    def __init__(self, user, model, listed, only=None):
-        self.user, self.model, self.listed, self.only = user, model, listed, only
-        self.latest: dict[int, tuple] = {}
-
-    def count(self) -> int:
-        return self.listed.count()
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __getitem__(self, part):
-        if not isinstance(part, slice):
-            return self[part : part + 1][0]
-        start, stop = part.start or 0, part.stop
-        order = self._stream(stop)
-        if order is None:
-            return list(self.listed[start:stop])
-        ids = order[start:stop]
-        found = self.model.objects.in_bulk(ids)
-        rows = [found[pk] for pk in ids if pk in found]
-        for row in rows:
-            row.known_latest = self.latest[row.pk][1]
-        if len(rows) < stop - start:
-            # Past the rows with a dated email: the rest by name, as the grouped order.
-            undated = self.listed.filter(latest_at__isnull=True).values("pk")
-            rest = self.model.objects.filter(pk__in=undated).order_by(Lower("name"), "pk")
-            skip = max(0, start - len(order))
-            rows += list(rest[skip : skip + (stop - start) - len(rows)])
-        return rows
-
-    def _stream(self, stop: int) -> list[int] | None:
-        """The ids of the first `stop` rows with a dated email, in order; those of all
-        such rows if fewer; None if STREAMED emails did not settle them."""
-        from sharing.selectors import emails_for_timeline
-        from sync.models import Email
-
-        link = "contacts" if self.model is Contact else "companies"
-        column = "contact" if self.model is Contact else "company"
-        allowed = None
-        if self.only is not None:
-            allowed = set(self.only.values_list("pk", flat=True))
-            if len(allowed) < self.FEW:
-                return None
-        emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
-        latest = self.latest
-        cursor, walked = None, 0
-        # A first page needs a few hundred emails: start small, grow up to BATCH.
-        size = min(self.BATCH, max(100, 2 * stop))
-        while walked < self.STREAMED:
-            batch = emails
-            if cursor is not None:
-                batch = batch.filter(
-                    Q(sent_at__lt=cursor[0]) | Q(sent_at=cursor[0], pk__lt=cursor[1]),
-                    sent_at__lte=cursor[0],
-                )
-            batch = list(batch.order_by("-sent_at", "-pk").values_list("sent_at", "pk")[:size])
-            if batch:
-                through = getattr(Email, link).through.objects
-                rows = through.filter(email_id__in=[pk for _at, pk in batch])
-                by_email: dict[int, list[int]] = {}
-                for email_id, row_id in rows.values_list("email_id", f"{column}_id"):
-                    by_email.setdefault(email_id, []).append(row_id)
-                for at, pk in batch:
-                    for row_id in by_email.get(pk, []):
-                        if allowed is None or row_id in allowed:
-                            latest.setdefault(row_id, (at, pk))
-                walked += len(batch)
-                cursor = batch[-1]
-            # Settled: `stop` rows found, and no later email can tie with the last one.
-            if len(batch) < size or (
-                len(latest) >= stop and cursor[0] < sorted(latest.values())[-stop][0]
-            ):
-                break
-            size = min(self.BATCH, size * 4)
-        else:
-            return None
-        # Only the rows up to the page's end matter (and those tied with its last one).
-        if len(latest) >= stop:
-            boundary = sorted(latest.values())[-stop][0]
-            latest = {pk: found for pk, found in latest.items() if found[0] >= boundary}
-        names = dict(
-            self.model.objects.filter(pk__in=list(latest)).values_list("pk", Lower("name"))
-        )
-        return sorted(latest, key=lambda pk: (-latest[pk][0].timestamp(), names.get(pk, ""), pk))
-
-
-def contacts_for_list(user, *, search: str = ""):
-    """Every contact, those with the most recent email the user may see first (then by
-    name); matching `search` in the name, an address, the job title or the company.
-    Returns (queryset, its count)."""
-    search = " ".join(search.split())
-    condition = Q(pk__in=_contacts_matching(search)) if search else None
-    return _by_latest(Contact.objects.all(), user, "emails__", condition)
-
-
-def _contacts_matching(search: str):
-    """The ids of the contacts whose name, job title, address or company matches: a
-    UNION of four lookups, each served by its own trigram index (crm 0004, 0005). The
-    same four ORed over the joins made PostgreSQL read every contact (issue 19)."""
-    return (
-        Contact.objects.filter(name__icontains=search)
-        .values("pk")
-        .union(
-            Contact.objects.filter(job_title__icontains=search).values("pk"),
-            Contact.objects.filter(
-                company__in=Company.objects.filter(name__icontains=search)
-            ).values("pk"),
-            ContactAddress.objects.filter(address__icontains=search).values("contact"),
-        )
-    )
-
-
-def companies_for_list(user, *, search: str = ""):
-    """Every company, as contacts_for_list; matching `search` in its name or web domain."""
-    search = " ".join(search.split())
-    condition = None
-    if search:
-        condition = Q(name__icontains=search) | Q(web_domain__icontains=search)
-    return _by_latest(Company.objects.all(), user, "emails__", condition)
-
-
-class ListPaginator(Paginator):
-    """Pages of a list whose count comes from a cheaper query than the list's own."""
-
-    def __init__(self, rows, per_page, *, count):
-        super().__init__(rows, per_page)
-        self._count = count
-
-    @cached_property
-    def count(self) -> int:
-        return self._count()
-
-
-def page_details(user, page, model) -> None:
-    """For a page of listed contacts or companies: each one's latest email the user may
-    see (`latest_email`), its addresses or its number of contacts; a few queries."""
-    from sharing.selectors import emails_for_timeline
-    from sync.models import Email
-
-    ids = [row.pk for row in page]
-    link = "contacts" if model is Contact else "companies"
-    # LatestFirst knows the latest email of the rows it met on the way (`known_latest`);
-    # the others (no dated email, or a grouped page) are looked up here.
-    unknown = [row.pk for row in page if not hasattr(row, "known_latest")]
-    latest = (
-        emails_for_timeline(user)
-        .filter(**{link: OuterRef("pk")})
-        .order_by(F("sent_at").desc(nulls_last=True), "-pk")
-        .values("pk")[:1]
-    )
-    looked_up = dict(
-        model.objects.filter(pk__in=unknown)
-        .annotate(latest_id=Subquery(latest))
-        .values_list("pk", "latest_id")
-    ) if unknown else {}  # fmt: skip
-    latest_ids = {row.pk: getattr(row, "known_latest", None) for row in page} | looked_up
-    if model is Contact:
-        companies = Company.objects.filter(contacts__in=ids).distinct()
-        companies = {company.pk: company for company in companies}
-        for row in page:
-            row.company = companies.get(row.company_id)
-    if model is Company:
-        people = dict(
-            Contact.objects.filter(company__in=ids)
-            .order_by()
-            .values("company")
-            .annotate(n=Count("pk"))
-            .values_list("company", "n")
-        )
-        found = {pk: (latest_ids[pk], people.get(pk, 0)) for pk in ids}
-    else:
-        found = {pk: (latest_ids[pk], None) for pk in ids}
-    emails = Email.objects.filter(pk__in=[f[0] for f in found.values() if f[0]])
-    emails = {email.pk: email for email in emails.only("pk", "subject", "sent_at")}
-    addresses: dict[int, list[str]] = {}
-    if model is Contact:
-        rows = ContactAddress.objects.filter(contact__in=ids).order_by("address")
-        for contact_id, address in rows.values_list("contact_id", "address"):
-            addresses.setdefault(contact_id, []).append(address)
-    for row in page:
-        latest_id, count = found.get(row.pk, (None, None))
-        row.latest_email = emails.get(latest_id)
-        row.contact_count = count
-        row.address_list = addresses.get(row.pk, [])
-        if model is Contact:
-            # As str(contact) reads, without a query per row.
-            row.label = row.name or next(iter(row.address_list), f"Contact {row.pk}")
-
-
-@dataclass
-class Entry:
-    """One line of a timeline: an email, a meeting or a task."""
-
-    kind: str  # "email" or "activity"
-    when: object
-    item: object
-
-
-def timeline(user, *, contact=None, company=None, after: str = "", search: str = ""):
-    """A contact's or company's emails, meetings and tasks that the user may see, newest
-    first (undated last), one page after `after` (a cursor; keyset, issue 19: nothing
-    is counted and a later page costs what the first does), those matching `search`
-    if given: a KeysetPage of Entry rows."""
-    from mailsetup.keyset import Cursor
-
-    cursor = Cursor.parse(after)
-    if cursor is not None and cursor.kind not in ("email", "activity"):
-        cursor = None
-    search = " ".join(search.split())
-    found = _timeline_rows(user, contact, company, cursor, search, dated=True)
-    if len(found) <= TIMELINE_PAGE:
-        found += _timeline_rows(user, contact, company, cursor, search, dated=False)
-    return _entries(found, cursor)
-
-
-def _timeline_rows(user, contact, company, cursor, search, *, dated: bool) -> list:
-    """(kind, id, when) rows after the cursor: those with a date, or the undated ones."""
-    from sharing.selectors import activities_for_timeline, emails_for_timeline
-    from sync.search import matching
-
-    if cursor is not None and dated and cursor.at is None:
-        return []  # the cursor is among the undated rows already
-    emails = emails_for_timeline(user, contact=contact, company=company)
-    if search:
-        emails = matching(emails, search, emails.values("account").distinct())
-    emails = (
-        emails.order_by()
-        .annotate(entry=Value("email", output_field=CharField()), at=F("sent_at"))
-        .filter(at__isnull=not dated)
-    )
-    activities = (
-        activities_for_timeline(user, contact=contact, company=company)
-        .order_by()
-        .annotate(
-            entry=Value("activity", output_field=CharField()),
-            at=Coalesce("starts_at", Cast("due_on", DateTimeField())),
-        )
-        .filter(at__isnull=not dated)
-    )
-    if search:
-        activities = activities.filter(subject__icontains=search)
-    # A cursor among the dated rows keeps every undated one.
-    if cursor is not None and (dated or cursor.at is None):
-        emails = emails.filter(_after(cursor, "email", dated))
-        activities = activities.filter(_after(cursor, "activity", dated))
-    need = TIMELINE_PAGE + 1
-    order = [*(["-at"] if dated else []), "-pk"]
-    emails = emails.values_list("entry", "pk", "at")
-    activities = activities.values_list("entry", "pk", "at")
-    if connection.features.supports_slicing_ordering_in_compound:
-        # Each side's own page first (PostgreSQL): the emails' side can then stop after
-        # a page instead of sorting all of a contact's emails.
-        emails = emails.order_by(*order)[:need]
-        activities = activities.order_by(*order)[:need]
-    rows = emails.union(activities, all=True).order_by(*(["-at"] if dated else []), "-entry", "-pk")
-    return list(rows[:need])
-
-
-def _after(cursor, kind: str, dated: bool) -> Q:
-    """Rows of one kind after the cursor in the timeline's order: date (newest first,
-    undated last), then emails before meetings and tasks, then id."""
-    if kind == cursor.kind:
-        tie = Q(pk__lt=cursor.pk)
-    else:
-        # "email" sorts before "activity" at one date: all or none of this kind follow.
-        tie = Q() if kind == "activity" else Q(pk__in=[])
-    if not dated:
-        return tie
-    return Q(at__lte=cursor.at) & (Q(at__lt=cursor.at) | Q(at=cursor.at) & tie)
-
-
-def _entries(rows, cursor):
-    """The page's rows as Entry objects, with two queries (its emails, its activities)."""
-    from mailsetup.keyset import Cursor, KeysetPage
-    from sync.models import Email
-
-    from .models import Activity
-
-    page = KeysetPage([], first=cursor is None)
-    if len(rows) > TIMELINE_PAGE:
-        kind, pk, when = rows[TIMELINE_PAGE - 1]
-        page.next_cursor = str(Cursor(when, pk, kind))
-    rows = rows[:TIMELINE_PAGE]
-    email_ids = [pk for kind, pk, _when in rows if kind == "email"]
-    activity_ids = [pk for kind, pk, _when in rows if kind == "activity"]
-    emails = Email.objects.filter(pk__in=email_ids).select_related("account")
-    emails = {e.pk: e for e in emails.defer("text_body", "html_body", "references", "search")}
-    activities = Activity.objects.filter(pk__in=activity_ids) if activity_ids else []
-    activities = {a.pk: a for a in activities}
-    page.rows = [
-        Entry(kind, when, (emails if kind == "email" else activities)[pk])
-        for kind, pk, when in rows
-        if pk in (emails if kind == "email" else activities)
-    ]
-    return page
 
 
 def link_candidates(email, query: str) -> dict[str, list]:
@@ -426,3 +84,12 @@ def email_links(email) -> dict:
             EmailLinkChange.objects.filter(email=email).select_related("actor")[:20]
         ),
     }
+
+
+def company_recipients(company: Company) -> str:
+    """Write email from a company's page: to its contacts, one address each."""
+    first = {}
+    rows = ContactAddress.objects.filter(contact__company=company).order_by("contact_id", "address")
+    for contact_id, address in rows.values_list("contact_id", "address")[:200]:
+        first.setdefault(contact_id, address)
+    return ", ".join(list(first.values())[:20])

@@ -9,17 +9,16 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from sharing.selectors import email_for_linking
+from sharing.access import email_or_404
 from sync.links import LinkTargetMissing, email_link_change
 
-from .models import Company, Contact, ContactAddress
-from .selectors import (
+from .models import Company, Contact
+from .selectors import company_recipients, email_links, link_candidates
+from .timelines import (
     PAGE_SIZE,
     ListPaginator,
     companies_for_list,
     contacts_for_list,
-    email_links,
-    link_candidates,
     page_details,
     timeline,
 )
@@ -77,7 +76,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "title": company.name,
             "subtitle": company.web_domain,
             "people": company.contacts.order_by("name", "pk")[:100],
-            "write_to": _company_recipients(company),
+            "write_to": company_recipients(company),
             **_timeline(request, company=company),
         },
     )
@@ -89,15 +88,6 @@ def _timeline(request: HttpRequest, **whose) -> dict:
     return {"entries": timeline(request.user, after=after, search=search, **whose), "q": search}
 
 
-def _company_recipients(company: Company) -> str:
-    """Write email from a company's page: to its contacts, one address each."""
-    first = {}
-    rows = ContactAddress.objects.filter(contact__company=company).order_by("contact_id", "address")
-    for contact_id, address in rows.values_list("contact_id", "address")[:200]:
-        first.setdefault(contact_id, address)
-    return ", ".join(list(first.values())[:20])
-
-
 def _target(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
@@ -107,9 +97,7 @@ def _target(value: str) -> int | None:
 def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """An email's contacts and companies: GET finds candidates to link (what was typed),
     POST links or unlinks one. Open to whoever may see the email; 404 for anyone else."""
-    email = email_for_linking(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk, linking=True)
     query = request.GET.get("link", "").strip()[:200]
     if request.method == "POST":
         action = request.POST.get("action")

@@ -86,6 +86,13 @@ class Draft:
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
+def answer_headers(message_id: str, references: str) -> tuple[str, str]:
+    """An answer's In-Reply-To and References (RFC 5322 3.6.4) to a message with this
+    Message-ID (without its brackets) and References: the thread its replies keep."""
+    bracketed = f"<{message_id}>" if message_id else ""
+    return message_id, " ".join(filter(None, [references, bracketed]))
+
+
 def new_message_id(sender: str) -> str:
     return make_msgid(domain=sender.rsplit("@", 1)[-1])[1:-1]
 

@@ -27,8 +27,13 @@ class OutgoingEmail(models.Model):
         FAILED = "failed", "Could not be stored"
 
     account = models.ForeignKey(EmailAccount, on_delete=models.CASCADE, related_name="outgoing")
+    # `user.outgoing_written`: how sharing.selectors, below this app, finds the emails a
+    # user wrote in the app (an access rule) without importing this module.
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="outgoing_written",
     )
     # The headers as the user typed them, checked: lists of {"name", "address"}.
     to = models.JSONField(default=list)

@@ -16,8 +16,9 @@ from sync.files import WrittenFiles, files_for_transaction
 from sync.store import sent_email_store
 
 from .delivery import DeliveryError, copy_to_sent, deliver, files_sent_copies
-from .message import Draft, build, new_message_id
+from .message import Draft, answer_headers, build, new_message_id
 from .models import OutgoingEmail
+from .selectors import forwarded_attachments, quote
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,47 @@ def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingE
     )
     transaction.on_commit(partial(_queue_delivery, outgoing.pk))
     return outgoing
+
+
+def outgoing_compose(
+    *,
+    author,
+    account: EmailAccount,
+    to: list[dict],
+    cc: list[dict],
+    bcc: list[dict],
+    subject: str,
+    text: str,
+    attachments: list[tuple[str, str, bytes]],
+    original=None,
+    mode: str = "",
+) -> OutgoingEmail:
+    """The compose page's email, from `account` as its owner set it up (name, signature,
+    language): new, or answering `original`, an email the author may see (`mode`
+    "reply" or "all": quoted, in its thread; "forward": quoted, with its attachments).
+    Then as outgoing_create."""
+    draft = Draft(
+        sender=account.address,
+        sender_name=account.display_name,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        text=text,
+        signature_html=account.signature_html if account.add_signature else "",
+        language=account.message_language,
+        attachments=list(attachments),
+    )
+    if original is not None:
+        forward = mode == "forward"
+        draft.quote_text, draft.quote_html = quote(original, forward=forward)
+        if forward:
+            draft.attachments += forwarded_attachments(original)
+        else:
+            draft.in_reply_to, draft.references = answer_headers(
+                original.message_id, original.references
+            )
+    return outgoing_create(author=author, account=account, draft=draft)
 
 
 def _claim(outgoing_id: int) -> datetime | None:

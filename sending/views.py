@@ -3,17 +3,17 @@ send from; and the outgoing email's page, which follows its delivery."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
-from sharing.selectors import email_for_user, sendable_mailboxes
+from sharing.access import email_or_404, outgoing_or_404
+from sharing.selectors import sendable_mailboxes
 
 from .forms import ComposeForm
-from .message import Draft, prefixed
-from .models import OutgoingEmail
-from .selectors import forwarded_attachments, quote, reply_recipients
-from .services import outgoing_create
+from .message import prefixed
+from .selectors import quote, reply_recipients
+from .services import outgoing_compose
 
 TEMPLATE = "sending/compose.html"
 
@@ -24,10 +24,7 @@ def _original(request: HttpRequest, pk: str | None) -> object | None:
     # A malformed id is a page that does not exist, not a server error.
     if not (pk.isascii() and pk.isdecimal()):
         raise Http404
-    email = email_for_user(request.user, int(pk))
-    if email is None:
-        raise Http404
-    return email
+    return email_or_404(request.user, int(pk))
 
 
 def _initial(request: HttpRequest, mailboxes: list, original, mode: str) -> dict:
@@ -65,37 +62,21 @@ def compose(request: HttpRequest) -> HttpResponse:
     if data is not None and form.is_valid():
         account = next(m for m in mailboxes if m.pk == form.cleaned_data["sender"])
         mode = form.cleaned_data["mode"]
-        draft = Draft(
-            sender=account.address,
-            sender_name=account.display_name,
+        outgoing = outgoing_compose(
+            author=request.user,
+            account=account,
             to=form.cleaned_data["to"],
             cc=form.cleaned_data["cc"],
             bcc=form.cleaned_data["bcc"],
             subject=form.cleaned_data["subject"],
             text=form.cleaned_data["body"],
-            signature_html=account.signature_html if account.add_signature else "",
-            language=account.message_language,
             attachments=[
                 (f.name, f.content_type or "application/octet-stream", f.read())
                 for f in form.cleaned_data["attachments"]
             ],
+            original=original,
+            mode=mode,
         )
-        if original is not None:
-            draft.quote_text, draft.quote_html = quote(original, forward=mode == "forward")
-            if mode == "forward":
-                draft.attachments += forwarded_attachments(original)
-            else:
-                draft.in_reply_to = original.message_id
-                draft.references = " ".join(
-                    filter(
-                        None,
-                        [
-                            original.references,
-                            f"<{original.message_id}>" if original.message_id else "",
-                        ],
-                    )
-                )
-        outgoing = outgoing_create(author=request.user, account=account, draft=draft)
         target = outgoing.get_absolute_url()
         if request.htmx:
             return HttpResponseClientRedirect(target)
@@ -110,9 +91,7 @@ def compose(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def outgoing_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    outgoing = get_object_or_404(
-        OutgoingEmail.objects.select_related("account", "email"), pk=pk, author=request.user
-    )
+    outgoing = outgoing_or_404(request.user, pk)
     context = {"outgoing": outgoing}
     if request.htmx:
         return render(request, "sending/outgoing.html#status", context)

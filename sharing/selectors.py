@@ -28,6 +28,9 @@ or a change of role membership counts at once, and the number of queries does no
 depend on the number of grants, roles or mailboxes.
 """
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
@@ -135,6 +138,70 @@ def can_remove(user, account: EmailAccount) -> bool:
     return account.owner_id == user.pk
 
 
+def mailbox_rights(user, account: EmailAccount) -> dict[str, bool]:
+    """What the user may do with a mailbox they may set up beyond the sections every
+    setup user may change: shown on its settings page, enforced by `mailbox_access`."""
+    return {
+        "is_owner": account.owner_id == user.pk,
+        "can_change_download": can_change_download(user, account),
+        "can_remove": can_remove(user, account),
+        "can_share": can_share(user, account),
+    }
+
+
+class MailboxAction(StrEnum):
+    """What a page or a form wants to do with one mailbox. Each names the mailboxes the
+    user may know of for it (any other is "not found", so its existence does not leak)
+    and the right needed on top (without it: "forbidden", the page shows it read-only)."""
+
+    # Its download status and the "See why" page: those listed for the user.
+    STATUS = "status"
+    # Its settings page, and the sections every setup user may change.
+    SETUP = "setup"
+    # The download settings: period, new emails, folders, Exchange's imports.
+    CHANGE_DOWNLOAD = "change_download"
+    SHARE = "share"
+    REMOVE = "remove"
+    # A removed mailbox's kept grants: its owner's alone.
+    REVOKE_KEPT_GRANTS = "revoke_kept_grants"
+
+
+# The right each action needs on a mailbox the user may set up.
+_NEEDS = {
+    MailboxAction.CHANGE_DOWNLOAD: can_change_download,
+    MailboxAction.SHARE: can_share,
+    MailboxAction.REMOVE: can_remove,
+}
+
+
+def _known_for(user, action: MailboxAction) -> QuerySet[EmailAccount]:
+    if action is MailboxAction.STATUS:
+        return mailboxes_for_status(user)
+    if action is MailboxAction.REVOKE_KEPT_GRANTS:
+        if not (user.is_authenticated and user.is_active):
+            return EmailAccount.objects.none()
+        return EmailAccount.objects.filter(owner=user, removed_at__isnull=False)
+    return mailboxes_for_setup(user)
+
+
+@dataclass(frozen=True)
+class MailboxAccess:
+    """`account` is None when the user may not know the mailbox exists; else `allowed`
+    says whether they may do what they asked with it."""
+
+    account: EmailAccount | None
+    allowed: bool
+
+
+def mailbox_access(user, pk: int, action: MailboxAction) -> MailboxAccess:
+    """The mailbox `pk` as `action` may see it, and whether the user may do `action`."""
+    account = _known_for(user, MailboxAction(action)).filter(pk=pk).first()
+    if account is None:
+        return MailboxAccess(None, False)
+    needs = _NEEDS.get(action)
+    return MailboxAccess(account, needs is None or needs(user, account))
+
+
 def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
     """The Email page: emails of the user's own and "Send emails" mailboxes, newest
     first, those matching `search` if given (sync.search). A removed mailbox's kept
@@ -172,16 +239,20 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     return emails.defer("text_body", "html_body", "search").order_by("-sent_at", "-pk")
 
 
+def _written(user) -> QuerySet:
+    """The emails the user wrote in the app: sending's rows, through their author's
+    reverse relation (sending is above this module, and asks it who may send)."""
+    return user.outgoing_written.all()
+
+
 def _timeline_rule(user) -> Q:
     """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids, the
     user's own emails as an EXISTS. An OR with a LEFT JOIN on the outgoing emails made
     the planner scan every email, however few the user may see (issue 19)."""
-    from sending.models import OutgoingEmail
-
     if not (user.is_authenticated and user.is_active):
         return Q(pk__in=[])
     mailboxes = list(mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True))
-    mine = OutgoingEmail.objects.filter(author=user, email=OuterRef("pk"))
+    mine = _written(user).filter(email=OuterRef("pk"))
     return Q(account__in=mailboxes) | Exists(mine)
 
 
@@ -189,15 +260,13 @@ def seen_on_timelines(user, via: str = "") -> Q:
     """The emails that `emails_for_timeline` shows the user, as a condition on an email,
     or through a relation to emails (`via`, e.g. "emails__": a contact's or company's
     emails, for the latest one in a list)."""
-    from sending.models import OutgoingEmail
-
     if not via:
         return _timeline_rule(user)
     mailboxes = mailboxes_with(user, Right.ACCESS, removed=True)
     if user.is_authenticated:
         # Through a relation: the user's own emails as a set read once, not a join per
         # email (the list of every contact grouped with their emails).
-        mine = OutgoingEmail.objects.filter(author=user, email__isnull=False)
+        mine = _written(user).filter(email__isnull=False)
         written = Q(**{f"{via}pk__in": mine.values("email")})
     else:
         written = Q(pk__in=[])
@@ -235,6 +304,13 @@ def emails_for_user(user) -> QuerySet[Email]:
 def email_for_user(user, pk: int) -> Email | None:
     """One email, if the user may see it anywhere: on a timeline or their Email page."""
     return emails_for_user(user).filter(pk=pk).select_related("account").first()
+
+
+def outgoing_for_user(user, pk: int):
+    """An email written in the app, as its page follows its delivery: its author's alone."""
+    if not (user.is_authenticated and user.is_active):
+        return None
+    return _written(user).select_related("account", "email").filter(pk=pk).first()
 
 
 def removed_mailboxes_with_grants(user) -> list[EmailAccount]:

@@ -9,10 +9,11 @@ class SyncConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
+        from accounts import signals
         from accounts.models import EmailAccount
-        from accounts.signals import mailbox_deleting
         from providers.models import EmailProvider
 
+        from . import receivers
         from .files import mailbox_files_delete_on_commit
         from .services import provider_changed
 
@@ -20,6 +21,9 @@ class SyncConfig(AppConfig):
         # security) is tried again once an administrator saves the provider.
         post_save.connect(provider_changed, sender=EmailProvider, dispatch_uid="sync-provider")
         # A mailbox removed with its emails: their files go after the commit.
-        mailbox_deleting.connect(
+        signals.mailbox_deleting.connect(
             mailbox_files_delete_on_commit, sender=EmailAccount, dispatch_uid="sync-files"
         )
+        # What accounts' services say happened to a mailbox, turned into downloads.
+        signals.signed_in_again.connect(receivers.signed_in_again, dispatch_uid="sync-signed-in")
+        signals.download_wanted.connect(receivers.download_wanted, dispatch_uid="sync-download")

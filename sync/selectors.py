@@ -312,3 +312,8 @@ def problem_emails(emails, account):
         .only("pk", "subject", "sent_at", "problem", "notes", "from_address", "from_name")
         .order_by("-sent_at", "-pk")
     )
+
+
+def folders_on_server(account):
+    """The mailbox's folders that the server still lists, for the folder picker."""
+    return account.folders.filter(exists_on_server=True)

@@ -434,6 +434,8 @@ def folders_choose(
     account_settings_update(account=account, actor=actor, values={"folder_mode": mode})
     if before != after:
         account_change_record(account=account, actor=actor, field="folders", old=before, new=after)
+    # The folders chosen now are downloaded now, not at the next scheduled run.
+    download_queue(account_id=account.pk)
 
 
 def download_queue(*, account_id: int, items_only: bool = False, now: bool = False) -> bool:

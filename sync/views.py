@@ -7,19 +7,22 @@ from django.core import signing
 from django.db.models import Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from crm.selectors import email_links, link_candidates
 from mailsetup.csp import allow_mail_frame
+from sharing.access import email_or_404, mailbox_or_404
 from sharing.selectors import (
-    email_for_user,
+    MailboxAction,
+    emails_for_timeline,
     emails_for_user,
-    mailboxes_for_setup,
+    mailboxes_for_panel,
     mailboxes_for_status,
     sendable_mailboxes,
 )
 
 from .files import original_open, safe_download_name
+from .live import POLL_SECONDS, newest_email_id
 from .models import Attachment, Email
 from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
 from .selectors import folder_overview, problem_emails, sync_status
@@ -28,9 +31,7 @@ from .services import download_request
 
 @login_required
 def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    email = email_for_user(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk)
     allow_images = request.GET.get("images") == "1"
     link_query = request.GET.get("link", "").strip()[:200]
     # Stored safe when the email was downloaded (sync.parsing); here only the remote
@@ -129,9 +130,9 @@ def inline_part(request: HttpRequest, pk: int, part_pk: int) -> FileResponse:
     """A part an email's HTML shows (cid:), for its page's frame: the email's own access
     rules (whoever may download its attachments), a picture or nothing runnable."""
     user = _inline_user(request, pk)
-    email = email_for_user(user, pk) if user is not None else None
-    if email is None:
+    if user is None:
         raise Http404
+    email = email_or_404(user, pk)
     # A part with a Content-ID, or a picture (an email stored before Content-IDs were
     # kept shows its pictures by name): nothing else is this address's business.
     parts = Attachment.objects.exclude(file="").filter(
@@ -159,8 +160,8 @@ PROBLEMS = {
 @login_required
 def original_download(request: HttpRequest, pk: int) -> FileResponse:
     """The message as the server sent it (.eml), for an email whose original was kept."""
-    email = email_for_user(request.user, pk)
-    if email is None or not email.original:
+    email = email_or_404(request.user, pk)
+    if not email.original:
         raise Http404
     try:
         original = original_open(email.original.name)
@@ -177,9 +178,7 @@ def original_download(request: HttpRequest, pk: int) -> FileResponse:
 
 @login_required
 def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> FileResponse:
-    email = email_for_user(request.user, pk)
-    if email is None:
-        raise Http404
+    email = email_or_404(request.user, pk)
     stored = Attachment.objects.exclude(file="")
     attachment = get_object_or_404(stored, pk=attachment_pk, email=email)
     # Always a download, never rendered inline: an attachment may be HTML or SVG.
@@ -194,7 +193,7 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Fi
 @login_required
 @require_POST
 def download_now(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(mailboxes_for_setup(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk)
     queued = download_request(account_id=account.pk)
     queue_down = ""
     if not queued:
@@ -217,7 +216,7 @@ def download_now(request: HttpRequest, pk: int) -> HttpResponse:
 def mailbox_problems(request: HttpRequest, pk: int) -> HttpResponse:
     """ "See why": each folder's count on the server beside what is stored, what could not
     be stored and why, and the emails stored with a problem."""
-    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
     emails = problem_emails(emails_for_user(request.user), account)
     return render(
         request,
@@ -238,5 +237,46 @@ PROBLEM_EMAILS_SHOWN = 200
 
 @login_required
 def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    account = get_object_or_404(mailboxes_for_status(request.user), pk=pk)
+    account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
     return render(request, "sync/status.html", {"account": account, **sync_status(account)})
+
+
+# -- New emails on an open page without a reload (issue 18; the mechanism: sync/live.py) --
+
+
+def _visible_since(user, after: int, top: int, scope: dict[str, int]) -> bool:
+    """Whether an email stored in (after, top] shows on the user's list: a range of the
+    primary key (the few emails stored since the last question), by the list's rule."""
+    if "account" in scope:
+        mailbox = mailboxes_for_status(user).filter(pk=scope["account"]).values("pk")
+        emails = Email.objects.filter(account__in=mailbox)
+    elif scope:
+        emails = emails_for_timeline(user, **scope)
+    else:
+        mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
+        emails = Email.objects.filter(account__in=mailboxes)
+    return emails.filter(pk__gt=after, pk__lte=top).exists()
+
+
+def _number(value: str) -> int | None:
+    return int(value) if value.isascii() and value.isdecimal() and len(value) < 19 else None
+
+
+@login_required
+@require_GET
+def new_emails(request: HttpRequest) -> HttpResponse:
+    after = _number(request.GET.get("after", "")) or 0
+    # A timeline's list (contact or company) or a mailbox's status, else the Email page's.
+    scope = {
+        name: number
+        for name in ("contact", "company", "account")
+        if (number := _number(request.GET.get(name, ""))) is not None
+    }
+    top = newest_email_id()
+    if top <= after:
+        return HttpResponse(status=204)
+    context = {"after": top, "seconds": POLL_SECONDS, "scope": scope}
+    response = render(request, "sync/new_emails.html", context)
+    if _visible_since(request.user, after, top, scope):
+        response["HX-Trigger"] = "new-emails"
+    return response

@@ -62,7 +62,7 @@ def wizard_discovery(monkeypatch, zone, web):
             use_autodiscover=True,
         ).discover(address)
 
-    monkeypatch.setattr("accounts.views.discover", discover)
+    monkeypatch.setattr("accounts.views.wizard.discover", discover)
     return zone
 
 

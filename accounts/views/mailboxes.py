@@ -1,0 +1,75 @@
+"""The Email page and the mailbox list."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from mailsetup.csp import allow_oauth_forms
+from mailsetup.keyset import BoundedPaginator, Cursor, bounded_count, dated_page
+from sending.selectors import outgoing_unsent
+from sharing.selectors import (
+    emails_for_panel,
+    mailboxes_shared_with,
+    removed_mailboxes_with_grants,
+)
+from sync.search import RANKED, highlight, ranked
+
+from ..selectors import accounts_for_user, open_notifications, sign_in_alerts
+from ..services import notification_dismiss
+from .common import reconnect_origins
+
+PANEL_PAGE = 50
+# The Email page says how many emails there are up to this many, "more than" past it.
+PANEL_COUNTED = 1_000
+
+
+@login_required
+def email_page(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:200]
+    emails = emails_for_panel(request.user, search=query)
+    if query:
+        # Search results, best first: pages by number over at most search.RANKED.
+        page = BoundedPaginator(ranked(emails), PANEL_PAGE, bound=RANKED)
+        page = page.get_page(request.GET.get("page"))
+        highlight(page.object_list, query, {email.account_id for email in page})
+        listed = {"emails": page, "count": page.paginator.count}
+    else:
+        # Newest first, a page after another (keyset): nothing counts every email.
+        cursor = Cursor.parse(request.GET.get("after"))
+        page = dated_page(emails, cursor, PANEL_PAGE)
+        listed = {"emails": page, "count": bounded_count(emails, PANEL_COUNTED)}
+    context = {**listed, "query": query, "counted": PANEL_COUNTED}
+    if request.htmx and request.htmx.target == "panel-emails":
+        return render(request, "accounts/email.html#emails", context)
+    context |= {
+        "outbox": outgoing_unsent(request.user),
+        "accounts": accounts_for_user(request.user),
+        "shared": mailboxes_shared_with(request.user),
+        "notifications": open_notifications(request.user),
+        "alerts": sign_in_alerts(request.user),
+    }
+    response = render(request, "accounts/email.html", context)
+    return allow_oauth_forms(response, reconnect_origins(context["alerts"]))
+
+
+@login_required
+def mailbox_list(request: HttpRequest) -> HttpResponse:
+    context = {
+        "accounts": accounts_for_user(request.user),
+        "shared": mailboxes_shared_with(request.user),
+        "alerts": sign_in_alerts(request.user),
+        "removed": removed_mailboxes_with_grants(request.user),
+    }
+    response = render(request, "accounts/mailboxes.html", context)
+    return allow_oauth_forms(response, reconnect_origins(context["alerts"]))
+
+
+@login_required
+@require_POST
+def dismiss_notification(request: HttpRequest, pk: int) -> HttpResponse:
+    if not notification_dismiss(user=request.user, notification_id=pk):
+        raise Http404
+    if request.htmx:
+        return HttpResponse("")
+    return redirect("accounts:email")
