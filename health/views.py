@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from accounts.selectors import MANAGE_PROVIDERS
-from mailsetup.keyset import Cursor, dated_page
+from mailsetup.keyset import Cursor, dated_page, dated_page_before
 from sync.models import SyncRun
 
 from .metrics import registry
@@ -69,10 +69,13 @@ def mailbox_runs(request: HttpRequest, pk: int) -> HttpResponse:
     _operator(request)
     account = get_object_or_404(mailboxes(), pk=pk)
     (row,) = with_counts(classify([account]))
-    cursor = Cursor.parse(request.GET.get("after"))
-    runs = dated_page(
-        SyncRun.objects.filter(account=account), cursor, RUNS_PAGE_SIZE, date="started_at"
-    )
+    rows = SyncRun.objects.filter(account=account)
+    before = Cursor.parse(request.GET.get("before"))
+    if before is not None:
+        runs = dated_page_before(rows, before, RUNS_PAGE_SIZE, date="started_at")
+    else:
+        cursor = Cursor.parse(request.GET.get("after"))
+        runs = dated_page(rows, cursor, RUNS_PAGE_SIZE, date="started_at")
     for run in runs:
         run.took = _took(run)
     context = {"row": row, "account": account, "runs": runs}

@@ -1,6 +1,7 @@
 """Keyset pages of dated rows (issue 19): newest first, undated last, ties by id.
 
-A page starts after the last row of the one before (`?after=<cursor>`), so page 50 costs
+A page starts after the last row of the one before (`?after=<cursor>`), or ends before
+the first row of the one after (`?before=<cursor>`, the "Newer" link), so page 50 costs
 what page 1 does, where an OFFSET read and threw away every row before it; and nothing
 is counted, so a page's cost does not grow with the rows there are. Rows with a date
 come first, by (date, id) descending, read through an index on them; the undated ones
@@ -44,6 +45,7 @@ class KeysetPage:
     rows: list
     next_cursor: str = ""  # empty on the last page
     first: bool = True
+    prev_cursor: str = ""  # empty on the first page
     extra: dict = field(default_factory=dict)
 
     def __iter__(self):
@@ -58,6 +60,10 @@ class KeysetPage:
     @property
     def has_next(self) -> bool:
         return bool(self.next_cursor)
+
+    @property
+    def has_previous(self) -> bool:
+        return bool(self.prev_cursor)
 
 
 def after(cursor: Cursor, date: str = "sent_at") -> Q:
@@ -83,8 +89,38 @@ def dated_page(rows: QuerySet, cursor: Cursor | None, size: int, date: str = "se
         found += list(undated.order_by("-pk")[: size + 1 - len(found)])
     page = KeysetPage(found[:size], first=cursor is None)
     if len(found) > size:
-        last = found[size - 1]
-        page.next_cursor = str(Cursor(getattr(last, date), last.pk))
+        page.next_cursor = _cursor_of(found[size - 1], date)
+    if cursor is not None and page.rows:
+        page.prev_cursor = _cursor_of(page.rows[0], date)
+    return page
+
+
+def _cursor_of(row, date: str) -> str:
+    return str(Cursor(getattr(row, date), row.pk))
+
+
+def dated_page_before(rows: QuerySet, cursor: Cursor, size: int, date: str = "sent_at"):
+    """The page of `rows` that ends just before `cursor`'s row (the "Newer" link): the
+    `size` rows closest before it, read in the other direction through the same index,
+    shown in the page's order. Fewer than a page before it: the first page."""
+    found: list = []
+    if cursor.at is None:
+        # Before an undated row: the undated ones with a higher id, then every dated one.
+        undated = rows.filter(**{f"{date}__isnull": True, "pk__gt": cursor.pk})
+        found = list(undated.order_by("pk")[: size + 1])
+    if len(found) <= size:
+        dated = rows.filter(**{f"{date}__isnull": False})
+        if cursor.at is not None:
+            dated = dated.filter(
+                Q(**{f"{date}__gte": cursor.at})
+                & (Q(**{f"{date}__gt": cursor.at}) | Q(**{date: cursor.at, "pk__gt": cursor.pk}))
+            )
+        found += list(dated.order_by(date, "pk")[: size + 1 - len(found)])
+    if len(found) <= size:
+        return dated_page(rows, None, size, date)
+    page = KeysetPage(found[:size][::-1], first=False)
+    page.prev_cursor = _cursor_of(page.rows[0], date)
+    page.next_cursor = _cursor_of(page.rows[-1], date)
     return page
 
 

@@ -201,13 +201,17 @@ def vectors_fill_soon(*, again: bool = False) -> None:
     publish_on_commit(search_vectors)
 
 
-def vectors_waiting(account_ids) -> int:
-    """How many of these mailboxes' emails wait for their search vector."""
+def vectors_waiting(account_ids, *, bound: int = 10_000) -> int:
+    """How many of these mailboxes' emails wait for their search vector, counted up to
+    `bound` + 1 (the partial index of those waiting serves it)."""
     if not postgres():
         return 0
+    from mailsetup.keyset import bounded_count
+
     from .models import Email
 
-    return Email.objects.filter(account_id__in=account_ids, search__isnull=True).count()
+    waiting = Email.objects.filter(account_id__in=account_ids, search__isnull=True)
+    return bounded_count(waiting, bound)
 
 
 class SearchConfigOf(Func):

@@ -256,10 +256,14 @@ def test_it_lists_a_mailboxs_runs_newest_first_a_page_at_a_time(client, operator
     assert len(runs) == 50
     assert "The server did not answer." in html and "42 s" in html
     assert "not this one" not in html
-    older = re.search(r'href="\?after=([^"]+)">Older runs', html).group(1)
+    assert "Newer runs" not in html
+    older = re.search(r'href="\?after=([^"]+)" rel="next">Older runs', html).group(1)
     rest = client.get(f"{url}?after={older}").text
     assert len(re.findall(r'<tr id="run-(\d+)">', rest)) == 10
     assert "Older runs" not in rest
+    newer = re.search(r'href="\?before=([^"]+)" rel="prev">Newer runs', rest).group(1)
+    again = client.get(f"{url}?before={newer}").text
+    assert re.findall(r'<tr id="run-(\d+)">', again) == runs
     removed = EmailAccountFactory(removed_at=timezone.now())
     assert client.get(reverse("health:runs", args=[removed.pk])).status_code == 404
 

@@ -173,6 +173,8 @@ def test_it_fills_later_the_vectors_the_bulk_store_leaves_and_finds_those_emails
     # Waiting: found by its subject, not yet by its body; after the ranked ones.
     assert _found(client, "pumpen") == ["Lieferung Pumpen"]
     assert _found(client, "Pumpen lieferung -storniert") == ["Lieferung Pumpen"]
+    page = client.get(reverse("accounts:email"), {"q": "turbinen"}).text
+    assert "1 email just downloaded is still being prepared for search" in page
     assert _found(client, "turbinen") == ["Written alone"]
     assert _found(client, "lieferung OR written") == ["Written alone", "Lieferung Pumpen"]
 
@@ -180,6 +182,7 @@ def test_it_fills_later_the_vectors_the_bulk_store_leaves_and_finds_those_emails
     # The mailbox's language, as the trigger would have read it.
     assert "'turbin':" in _vector(waiting) and "'liefer':1A" in _vector(waiting)
     assert search.vectors_waiting([account.pk]) == 0
+    assert "prepared for search" not in client.get(reverse("accounts:email"), {"q": "x"}).text
     assert sorted(_found(client, "turbinen")) == ["Lieferung Pumpen", "Written alone"]
     assert search.vectors_fill() == 0
 

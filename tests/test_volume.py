@@ -63,6 +63,50 @@ def test_it_pages_the_email_page_by_keyset_every_email_once_in_order(client, db)
     assert [pk for page in pages for pk in page] == _expected(emails)
 
 
+def test_it_pages_back_with_newer_links_to_the_same_pages(client, db):
+    account = EmailAccountFactory()
+    _emails(account, 137, undated_every=7)
+    client.force_login(account.owner)
+    url, pattern = reverse("accounts:email"), r'href="/emails/(\d+)/"'
+    forward = _walk(client, url, pattern)
+    assert [len(p) for p in forward] == [50, 50, 37]
+    # From the last page back, the "Newer" links give the same pages in reverse.
+    params = {"after": unquote(html.unescape(_links(client, url, len(forward) - 1)[-1]))}
+    backward = []
+    while True:
+        page = client.get(url, params).text
+        backward.append([int(pk) for pk in re.findall(pattern, page)])
+        newer = re.search(r'href="\?before=([^"&]+)"', page)
+        if newer is None:
+            break
+        params = {"before": unquote(html.unescape(newer.group(1)))}
+        assert len(backward) < 10
+    assert backward == forward[::-1]
+    assert "Newer" not in client.get(url).text
+
+
+def test_it_answers_newer_with_the_first_page_when_less_than_a_page_is_newer(client, db):
+    account = EmailAccountFactory()
+    emails = _emails(account, 60)
+    client.force_login(account.owner)
+    url, pattern = reverse("accounts:email"), r'href="/emails/(\d+)/"'
+    # Newer than the tenth email: nine, fewer than a page, so the first page whole.
+    tenth = Email.objects.get(pk=_expected(emails)[9])
+    page = client.get(url, {"before": f"{tenth.sent_at.isoformat()}~{tenth.pk}"}).text
+    assert [int(pk) for pk in re.findall(pattern, page)] == _expected(emails)[:50]
+    assert "Newer" not in page and "Newest" not in page
+
+
+def _links(client, url, pages: int) -> list[str]:
+    """The "Older" cursors of the first `pages` pages."""
+    cursors, params = [], {}
+    for _ in range(pages):
+        found = re.search(r'href="\?after=([^"&]+)', client.get(url, params).text)
+        cursors.append(found.group(1))
+        params = {"after": unquote(html.unescape(found.group(1)))}
+    return cursors
+
+
 def test_it_pages_a_timeline_by_keyset_with_activities_among_the_emails(client, db):
     account = EmailAccountFactory()
     ann = Contact.objects.create(name="Ann")

@@ -6,14 +6,21 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from mailsetup.csp import allow_oauth_forms
-from mailsetup.keyset import BoundedPaginator, Cursor, bounded_count, dated_page
+from mailsetup.keyset import (
+    BoundedPaginator,
+    Cursor,
+    bounded_count,
+    dated_page,
+    dated_page_before,
+)
 from sending.selectors import outgoing_unsent
 from sharing.selectors import (
     emails_for_panel,
+    mailboxes_for_panel,
     mailboxes_shared_with,
     removed_mailboxes_with_grants,
 )
-from sync.search import RANKED, highlight, ranked
+from sync.search import RANKED, highlight, ranked, vectors_waiting
 
 from ..selectors import accounts_for_user, open_notifications, sign_in_alerts
 from ..services import notification_dismiss
@@ -33,11 +40,15 @@ def email_page(request: HttpRequest) -> HttpResponse:
         page = BoundedPaginator(ranked(emails), PANEL_PAGE, bound=RANKED)
         page = page.get_page(request.GET.get("page"))
         highlight(page.object_list, query, {email.account_id for email in page})
-        listed = {"emails": page, "count": page.paginator.count}
+        waiting = vectors_waiting(mailboxes_for_panel(request.user).values("pk"))
+        listed = {"emails": page, "count": page.paginator.count, "waiting": waiting}
     else:
         # Newest first, a page after another (keyset): nothing counts every email.
-        cursor = Cursor.parse(request.GET.get("after"))
-        page = dated_page(emails, cursor, PANEL_PAGE)
+        before = Cursor.parse(request.GET.get("before"))
+        if before is not None:
+            page = dated_page_before(emails, before, PANEL_PAGE)
+        else:
+            page = dated_page(emails, Cursor.parse(request.GET.get("after")), PANEL_PAGE)
         listed = {"emails": page, "count": bounded_count(emails, PANEL_COUNTED)}
     context = {**listed, "query": query, "counted": PANEL_COUNTED}
     if request.htmx and request.htmx.target == "panel-emails":
