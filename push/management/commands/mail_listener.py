@@ -1,0 +1,31 @@
+"""`python manage.py mail_listener`: the push listener (push/listener.py) until SIGTERM
+or Ctrl-C, which free its mailboxes for the other listeners at once."""
+
+import asyncio
+import logging
+import signal
+
+from django.core.management.base import BaseCommand
+
+from push.listener import Listener
+
+
+class Command(BaseCommand):
+    help = "Watch mailboxes (IMAP IDLE) and queue their sync as soon as new mail comes."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--holder", default="", help="This listener's name in the leases (default: host:pid)."
+        )
+
+    def handle(self, *args, holder: str = "", **options):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        listener = Listener(holder=holder)
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, listener.stop)
+            await listener.run()
+
+        asyncio.run(main())
