@@ -1,0 +1,44 @@
+"""push.selectors: what the health page and /metrics read of the listeners' state."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from push.models import MailboxWatch
+from push.selectors import watch_counts, watch_states
+from tests.factories import EmailAccountFactory
+
+State = MailboxWatch.State
+
+
+def _watch(state: str, *, holder: str = "", lease: timedelta | None = None) -> MailboxWatch:
+    return MailboxWatch.objects.create(
+        account=EmailAccountFactory(), state=state, holder=holder,
+        lease_expires_at=timezone.now() + lease if lease is not None else None,
+    )  # fmt: skip
+
+
+def test_it_counts_the_mailboxes_in_each_state(db):
+    _watch(State.WATCHING, holder="a", lease=timedelta(minutes=1))
+    _watch(State.WATCHING, holder="b", lease=timedelta(minutes=1))
+    _watch(State.BACKOFF, holder="a", lease=timedelta(minutes=1))
+    _watch(State.NEEDS_OWNER)
+    _watch(State.NOT_SUPPORTED)
+    # Its listener died: the lease ran out, nobody watches it.
+    _watch(State.WATCHING, holder="dead", lease=timedelta(minutes=-1))
+    assert watch_counts() == {
+        "connecting": 0, "watching": 2, "backoff": 1, "not_supported": 1, "needs_owner": 1,
+        "stopped": 1,
+    }  # fmt: skip
+
+
+def test_it_gives_each_mailboxs_state(db):
+    live = _watch(State.WATCHING, holder="a", lease=timedelta(minutes=1))
+    dead = _watch(State.WATCHING, holder="dead", lease=timedelta(minutes=-1))
+    owner = _watch(State.NEEDS_OWNER)
+    unwatched = EmailAccountFactory()
+    states = watch_states([live.account_id, dead.account_id, owner.account_id, unwatched.pk])
+    assert states == {
+        live.account_id: "watching", dead.account_id: "stopped",
+        owner.account_id: "needs_owner", unwatched.pk: "stopped",
+    }  # fmt: skip
