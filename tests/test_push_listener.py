@@ -420,3 +420,42 @@ def test_it_spreads_reconnects_with_full_jitter():
     assert max(delays) - min(delays) > 1  # spread, not one instant for everyone
     assert all(0 <= backoff_delay(20, base=2, cap=300) <= 300 for _ in range(50))
     assert max(backoff_delay(5, base=2, cap=300) for _ in range(200)) > 16
+
+
+def test_it_signs_in_with_a_refreshed_token_when_it_expired_during_idle(
+    transactional_db, oauth_mailbox, oauth_server, dovecot, published, short_lease
+):
+    account, mailbox = oauth_mailbox
+    with running(Listener(config=config())):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        assert oauth_server.calls("/token") == []
+        # The token runs out while the connection idles (Dovecot keeps the session),
+        # then the connection is cut: our copy still looks fresh, the server refuses it.
+        oauth_server.expire_access_tokens()
+        dovecot.doveadm("kick", account.address)
+        eventually(lambda: len(oauth_server.calls("/token")) == 1, what="a refresh")
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching again")
+        published.clear()
+        mailbox.append("INBOX", make_message(subject="after the refresh"))
+        eventually(lambda: account.pk in published, what="the new message's sync")
+    assert len(oauth_server.calls("/token")) == 1
+
+
+def test_it_stops_watching_when_the_oauth_grant_is_revoked(
+    transactional_db, oauth_mailbox, oauth_server, dovecot, published, short_lease
+):
+    account, _ = oauth_mailbox
+    listener = Listener(config=config())
+    with running(listener):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        oauth_server.expire_access_tokens()
+        oauth_server.state.refresh_tokens.clear()  # consent revoked
+        dovecot.doveadm("kick", account.address)
+        eventually(lambda: state_of(account) == State.NEEDS_OWNER, what="needs the owner")
+        eventually(lambda: account.pk not in listener.watches, what="the watch ended")
+    account.refresh_from_db()
+    assert account.reconnect_needed_at is not None
+    sync = MailboxSync.objects.get(account=account)
+    assert sync.health == MailboxSync.Health.NEEDS_ATTENTION
+    assert sync.last_error_kind == "reconnect"
+    assert watch_of(account).error_kind == "reconnect"
