@@ -315,6 +315,8 @@ PUSH_BACKOFF_MAX_SECONDS = env_int("PUSH_BACKOFF_MAX_SECONDS", 300, minimum=1)
 PUSH_MAX_MAILBOXES = env_int("PUSH_MAX_MAILBOXES", 2000, minimum=1)
 PUSH_CLAIM_BATCH = env_int("PUSH_CLAIM_BATCH", 100, minimum=1)
 PUSH_CONNECT_CONCURRENCY = env_int("PUSH_CONNECT_CONCURRENCY", 20, minimum=1)
+# Exchange mailboxes are watched through an EWS pull subscription, asked this often.
+PUSH_EWS_POLL_SECONDS = env_int("PUSH_EWS_POLL_SECONDS", 10, minimum=1)
 # A server without IDLE is asked again after this long (it may have been upgraded).
 PUSH_UNSUPPORTED_RECHECK_SECONDS = env_int("PUSH_UNSUPPORTED_RECHECK_SECONDS", 6 * 3600, minimum=1)
 

@@ -149,10 +149,3 @@ def test_it_says_a_server_without_idle_cannot_be_watched(poor_dovecot, db, mail_
 
     with pytest.raises(WatchUnsupported):
         asyncio.run(scenario())
-
-
-def test_it_has_no_watcher_for_exchange(exchange_provider):
-    assert backend_for(exchange_provider).watcher(
-        provider=exchange_provider, address=normalize_address("a@example.test"), login="a",
-        password="x",
-    ) is None  # fmt: skip
