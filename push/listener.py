@@ -40,6 +40,7 @@ from .models import MailboxWatch
 logger = logging.getLogger(__name__)
 State = MailboxWatch.State
 DATABASE_GONE = (OperationalError, InterfaceError)
+UNEXPECTED = "The listener met an unexpected error watching this mailbox; it tries again."
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Listener:
         self.config = config or ListenerConfig.from_settings()
         self.watches: dict[int, asyncio.Task] = {}
         self._queuers: dict[int, asyncio.Task] = {}
+        self._chores: set[asyncio.Task] = set()
         self._pending: set[int] = set()
         self._last_queued: dict[int, float] = {}
         self._stop: asyncio.Event | None = None
@@ -128,7 +130,7 @@ class Listener:
         tasks = [*self.watches.values(), *self._queuers.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._chores, return_exceptions=True)
         with contextlib.suppress(*DATABASE_GONE):
             await _database(services.watches_release)(holder=self.holder)
         # The database thread's connection goes with the listener.
@@ -168,7 +170,12 @@ class Listener:
         if self.watches.get(account_id) is task:
             del self.watches[account_id]
         if not task.cancelled() and task.exception() is not None:
+            # One of our own bugs: the mailbox must not read "watching" while nobody
+            # watches it. Freed, it is claimed again at a next tick.
             logger.error("mailbox %s: the watch failed", account_id, exc_info=task.exception())
+            chore = asyncio.create_task(self._release(account_id, State.STOPPED, UNEXPECTED))
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
 
     # -- one mailbox ----------------------------------------------------------------
 

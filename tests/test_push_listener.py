@@ -459,3 +459,41 @@ def test_it_stops_watching_when_the_oauth_grant_is_revoked(
     assert sync.health == MailboxSync.Health.NEEDS_ATTENTION
     assert sync.last_error_kind == "reconnect"
     assert watch_of(account).error_kind == "reconnect"
+
+
+def test_it_reconnects_after_an_unexpected_error_of_the_client_library(
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
+):
+    from aioimaplib.aioimaplib import Abort
+
+    account, mailbox = synced_mailbox
+    real, broken = ImapWatcher._next_change, []
+
+    async def once_broken(self, within):
+        if not broken:
+            broken.append(self)
+            raise Abort("unexpected tagged response")
+        return await real(self, within)
+
+    monkeypatch.setattr(ImapWatcher, "_next_change", once_broken)
+    with running(Listener(config=config())):
+        eventually(lambda: broken and state_of(account) == State.WATCHING, what="watching again")
+        assert watch_of(account).error == ""
+        mailbox.append("INBOX", make_message())
+        eventually(lambda: account.pk in published, what="the sync queued")
+
+
+def test_it_frees_a_mailbox_whose_watch_met_a_bug(
+    transactional_db, synced_mailbox, short_lease, monkeypatch
+):
+    listener = Listener(config=config(tick=30))  # no tick claims it again meanwhile
+    account, _ = synced_mailbox
+
+    async def buggy(self, account_id, *, catch_up):
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(Listener, "_watch", buggy)
+    with running(listener):
+        eventually(lambda: watch_of(account) and watch_of(account).error, what="released")
+        watch = watch_of(account)
+        assert (watch.holder, watch.state) == ("", State.STOPPED)

@@ -149,3 +149,30 @@ def test_it_says_a_server_without_idle_cannot_be_watched(poor_dovecot, db, mail_
 
     with pytest.raises(WatchUnsupported):
         asyncio.run(scenario())
+
+
+def test_it_keeps_passwords_and_tokens_out_of_the_debug_log(oauth_mailbox, caplog):
+    import base64
+    import logging
+
+    from accounts.oauth import access_token
+
+    caplog.set_level(logging.DEBUG)
+    # The suite's Dovecot takes this user's password and its OAuth tokens alike.
+    account, _ = oauth_mailbox
+    token = access_token(account_id=account.pk)
+
+    async def scenario(account, **secret):
+        watcher = _watcher(account, **secret)
+        try:
+            await watcher.open()
+            await watcher.next_change(within=0.1)
+        finally:
+            await watcher.close()
+
+    asyncio.run(scenario(account, password="sync-secret"))
+    asyncio.run(scenario(account, access_token=token))
+    sasl = base64.b64encode(f"user={account.login}\1auth=Bearer {token}\1\1".encode())
+    assert "LOGIN" in caplog.text and "AUTHENTICATE" in caplog.text  # the lines are there
+    for secret in ("sync-secret", token, sasl.decode()):
+        assert secret not in caplog.text

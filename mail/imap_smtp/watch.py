@@ -186,6 +186,16 @@ class ImapWatcher(MailWatcher):
     # -- watching -------------------------------------------------------------------
 
     async def next_change(self, *, within: float) -> bool:
+        try:
+            return await self._next_change(within)
+        except MailError:
+            raise
+        except Exception as error:  # aioimaplib's own (Abort, Error, CommandTimeout, ...)
+            raise MailError(
+                "connection", f"{self.endpoint.label} broke off IDLE ({type(error).__name__})."
+            ) from None
+
+    async def _next_change(self, within: float) -> bool:
         protocol = self._protocol
         if protocol is None or self._lost.is_set():
             raise self._broken()
