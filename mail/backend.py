@@ -163,7 +163,10 @@ class MailBackend(ABC):
     def watcher(
         self, *, provider: EmailProvider, address: Address, login: str, password: str = "",
         access_token: str = "", allow_internal: bool = False,
+        folders: tuple[str, ...] | None = (),
     ) -> MailWatcher | None:  # fmt: skip
         """A watcher of the mailbox's inbox (push.listener holds it), or None when the
-        protocol has no way to be told of new mail: the interval alone then applies."""
+        protocol has no way to be told of new mail: the interval alone then applies.
+        `folders`: the other folders to watch too where the protocol and server can
+        (IMAP NOTIFY), by path; None for every folder, () for the inbox alone."""
         return None

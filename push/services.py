@@ -13,7 +13,8 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.models import EmailAccount
 from accounts.oauth import access_token
 from mail.errors import MailError
-from sync.models import MailboxSync
+from sync.engine import folders_to_sync
+from sync.models import Folder, MailboxSync
 from sync.services import download_queue, mailbox_failure_record
 from systemsettings.selectors import internal_mail_servers_allowed
 
@@ -156,6 +157,10 @@ def watch_sign_in(*, account_id: int, force_refresh: bool = False) -> tuple | No
     )
     if account is None:
         return None
+    # The other folders the sync reads, where the server can report on them too (NOTIFY);
+    # before the first sync lists them, every folder.
+    known = list(Folder.objects.filter(account=account, exists_on_server=True))
+    folders = tuple(f.path for f in folders_to_sync(account, known)) if known else None
     if account.uses_oauth:
         secret = {"access_token": access_token(account_id=account_id, force_refresh=force_refresh)}
     else:
@@ -168,6 +173,7 @@ def watch_sign_in(*, account_id: int, force_refresh: bool = False) -> tuple | No
             "address": normalize_address(account.address),
             "login": account.login,
             "allow_internal": internal_mail_servers_allowed(),
+            "folders": folders,
             **secret,
         },
     )

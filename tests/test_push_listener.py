@@ -497,3 +497,20 @@ def test_it_frees_a_mailbox_whose_watch_met_a_bug(
         eventually(lambda: watch_of(account) and watch_of(account).error, what="released")
         watch = watch_of(account)
         assert (watch.holder, watch.state) == ("", State.STOPPED)
+
+
+def test_it_stores_a_message_appended_to_another_chosen_folder(
+    transactional_db, synced_mailbox, inline_sync, short_lease
+):
+    from sync.services import mailbox_sync
+
+    account, mailbox = synced_mailbox
+    mailbox.create("Projects")
+    mailbox_sync(account_id=account.pk)  # the folders are known from the first sync on
+    with running(Listener(config=config())):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        mailbox.append("Projects", make_message(subject="in a project"))
+        eventually(
+            lambda: Email.objects.filter(account=account, subject="in a project").exists(),
+            within=15, what="the email stored",
+        )  # fmt: skip

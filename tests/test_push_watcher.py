@@ -176,3 +176,42 @@ def test_it_keeps_passwords_and_tokens_out_of_the_debug_log(oauth_mailbox, caplo
     assert "LOGIN" in caplog.text and "AUTHENTICATE" in caplog.text  # the lines are there
     for secret in ("sync-secret", token, sasl.decode()):
         assert secret not in caplog.text
+
+
+def test_it_hears_about_the_other_chosen_folders_through_notify(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.create("Projects")
+    mailbox.create("Elsewhere")
+
+    async def scenario():
+        watcher = _watcher(account, password="sync-secret", folders=("INBOX", "Projects"))
+        await watcher.open()
+        try:
+            assert watcher.notifying
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "Projects", make_message())
+            chosen = await waiting
+            waiting = asyncio.ensure_future(watcher.next_change(within=0.5))
+            await asyncio.to_thread(mailbox.append, "Elsewhere", make_message())
+            return chosen, await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_it_hears_about_every_folder_when_all_are_watched(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.create("Anywhere")
+
+    async def scenario():
+        watcher = _watcher(account, password="sync-secret", folders=None)
+        await watcher.open()
+        try:
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "Anywhere", make_message())
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) is True

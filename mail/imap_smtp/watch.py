@@ -18,7 +18,10 @@ from aioimaplib.aioimaplib import (
     AUTH,
     NONAUTH,
     SELECTED,
+    Cmd,
     Command,
+    Commands,
+    Exec,
     IMAP4ClientProtocol,
     quoted,
 )
@@ -31,9 +34,15 @@ from providers.models import Security
 
 from .connection import _Checker, _endpoint, _imap_quoted
 
-# Untagged responses that mean the inbox changed (aioimaplib strips the "* "):
-# a new message, one gone, flags changed (RFC 3501), or gone by UID (QRESYNC).
-CHANGE = re.compile(rb"^(?:\* )?(?:\d+ (?:EXISTS|EXPUNGE|FETCH)\b|VANISHED\b)", re.IGNORECASE)
+# Untagged responses that mean a watched folder changed (aioimaplib strips the "* "):
+# a new message, one gone, flags changed (RFC 3501), gone by UID (QRESYNC), or another
+# folder's status (NOTIFY, RFC 5465).
+CHANGE = re.compile(
+    rb"^(?:\* )?(?:\d+ (?:EXISTS|EXPUNGE|FETCH)\b|VANISHED\b|STATUS\b)", re.IGNORECASE
+)
+# aioimaplib's command table lacks NOTIFY (RFC 5465); a synchronous command like IDLE.
+Commands.setdefault("NOTIFY", Cmd("NOTIFY", (AUTH, SELECTED), Exec.is_sync))
+NOTIFY_EVENTS = "(MessageNew MessageExpunge FlagChange)"
 BYE = re.compile(rb"^(?:\* )?BYE\b", re.IGNORECASE)
 
 
@@ -68,9 +77,13 @@ class ImapWatcher(MailWatcher):
     @sensitive_variables("password", "access_token")
     def __init__(
         self, *, provider, address, login: str, password: str = "", access_token: str = "",
-        allow_internal: bool = False, timeout: float,
+        allow_internal: bool = False, timeout: float, folders: tuple[str, ...] | None = (),
     ):  # fmt: skip
         self.provider = provider
+        # The other folders to hear about where the server offers NOTIFY: their paths,
+        # or None for every personal folder; () for the inbox alone.
+        self.folders = folders
+        self.notifying = False
         self.endpoint: Endpoint = _endpoint(provider, address, "IMAP")
         self.login = login
         self._password = password
@@ -164,6 +177,34 @@ class ImapWatcher(MailWatcher):
             raise MailError("server_error", f"{self.endpoint.label} would not open INBOX.")
         # EXAMINE is aioimaplib's "simple command": the state IDLE needs is set here.
         protocol.state = SELECTED
+        if self.folders != () and "NOTIFY" in protocol.capabilities:
+            await self._notify(protocol, loop)
+
+    async def _notify(self, protocol: _Protocol, loop) -> None:
+        """Ask to hear about the other folders during IDLE too (untagged STATUS). A
+        server that refuses (a folder gone meanwhile) still reports the inbox."""
+        from imapclient import imap_utf7
+
+        if self.folders is None:
+            others = f"(personal {NOTIFY_EVENTS})"
+        else:
+            names = [
+                quoted(imap_utf7.encode(path).decode("ascii"))
+                for path in self.folders
+                if path.upper() != "INBOX"
+            ]
+            if not names:
+                return
+            others = f"(mailboxes ({' '.join(names)}) {NOTIFY_EVENTS})"
+        try:
+            command = Command(
+                "NOTIFY", protocol.new_tag(), "SET", f"(selected {NOTIFY_EVENTS})", others,
+                loop=loop,
+            )  # fmt: skip
+        except ValueError:  # a folder name with a control character: inbox alone
+            return
+        answer = await protocol.execute(command)
+        self.notifying = answer.result == "OK"
 
     @sensitive_variables("secret", "argument")
     async def _authenticate(self, protocol: _Protocol, loop) -> None:
