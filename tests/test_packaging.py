@@ -145,7 +145,7 @@ def test_it_would_catch_an_app_the_image_leaves_out():
     # The Dockerfile as it was, one COPY per app and none for sending/.
     listed = "\n".join(
         f"COPY {name} {name}"
-        for name in ["mailsetup", "providers", "accounts", "sync", "sharing", "crm"]
+        for name in ["mailsetup", "providers", "accounts", "sync", "sharing", "crm", "push"]
     )
     dockerfile = f"FROM python:3.12-slim\nWORKDIR /app\n{listed}\nCOPY manage.py ./\n"
     missing = _missing(image_files(dockerfile, ""))
@@ -196,7 +196,7 @@ def test_it_would_catch_an_app_the_package_leaves_out():
     old = {
         "namespaces": False,
         "include": ["mailsetup*", "providers*", "accounts*", "sync*", "sharing*", "crm*",
-                    "systemsettings*"],
+                    "systemsettings*", "push*"],
     }  # fmt: skip
     assert set(_missing(_discovered(old))) == {"sending"}
     assert _missing(_discovered(_pyproject()["tool"]["setuptools"]["packages"]["find"])) == {}
