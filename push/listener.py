@@ -111,9 +111,12 @@ class Listener:
         logger.info("listener %s started", self.holder)
         try:
             while not self._stop.is_set():
-                await self._tick()
+                claimed = await self._tick()
+                # A full batch: more mailboxes may be waiting; the next batch soon, still
+                # one at a time so that listeners starting together share them.
+                pause = min(1.0, self.config.tick) if claimed >= self.config.claim_batch else None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.config.tick)
+                    await asyncio.wait_for(self._stop.wait(), pause or self.config.tick)
         finally:
             await self._shutdown()
 
@@ -137,7 +140,8 @@ class Listener:
         await _database(connections.close_all)()
         logger.info("listener %s stopped", self.holder)
 
-    async def _tick(self) -> None:
+    async def _tick(self) -> int:
+        """Renew, drop, claim; returns how many mailboxes were claimed."""
         try:
             held = await _database(services.watches_renew)(holder=self.holder)
             for account_id in [a for a in self.watches if a not in held]:
@@ -154,12 +158,13 @@ class Listener:
         except DATABASE_GONE as error:
             logger.warning("listener %s: database unavailable (%s)", self.holder,
                            type(error).__name__)  # fmt: skip
-            return
+            return 0
         for account_id, taken_over in claimed:
             if account_id not in self.watches:
                 task = asyncio.create_task(self._watch(account_id, catch_up=taken_over))
                 self.watches[account_id] = task
                 task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
+        return len(claimed)
 
     def _drop(self, account_id: int) -> None:
         task = self.watches.pop(account_id, None)

@@ -2,7 +2,9 @@
 or Ctrl-C, which free its mailboxes for the other listeners at once."""
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 
 from django.core.management.base import BaseCommand
@@ -20,6 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, holder: str = "", **options):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        # One socket per mailbox: the soft limit on open files (often 1,024) is raised to
+        # what the system allows this process.
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         listener = Listener(holder=holder)
 
         async def main():
