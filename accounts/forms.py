@@ -1,13 +1,15 @@
 import base64
+import json
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
+from mail.registry import BACKENDS, provider_fields_by_type
 from providers.addresses import Address, AddressError, normalize_address
 from providers.forms import ProviderCardForm
-from providers.models import EmailProvider, LoginFormat, Security, ServiceType
+from providers.models import EmailProvider, LoginFormat, Security
 from providers.services import DRAFT_FIELDS
 
 from .models import EmailAccount, FolderMode, SyncPeriod
@@ -101,16 +103,24 @@ class NewServerForm(ProviderCardForm):
         super().__init__(*args, **kwargs)
         # The step's first field takes the focus, on a page load as after htmx's swap.
         next(iter(self.fields.values())).widget.attrs["autofocus"] = True
+        # Which fields each service type uses, as its backend declares them: the page's
+        # script shows those of the chosen type and hides the other types' own.
+        self.fields["service_type"].widget.attrs["data-fields-by-type"] = json.dumps(
+            provider_fields_by_type()
+        )
 
     def clean(self):
         data = super().clean()
         # Without JavaScript nothing filled the ports in: take the usual one for the
-        # chosen security, as the page says.
-        if data.get("service_type") == ServiceType.IMAP_SMTP:
-            if not data.get("imap_port") and data.get("imap_security"):
-                data["imap_port"] = IMAP_DEFAULT_PORT[data["imap_security"]]
-            if not data.get("smtp_port") and data.get("smtp_security"):
-                data["smtp_port"] = SMTP_DEFAULT_PORT[data["smtp_security"]]
+        # chosen security, as the page says (for a type whose card has these fields).
+        backend = BACKENDS.get(data.get("service_type"))
+        uses = backend.provider_fields if backend else ()
+        for port, security, usual in (
+            ("imap_port", "imap_security", IMAP_DEFAULT_PORT),
+            ("smtp_port", "smtp_security", SMTP_DEFAULT_PORT),
+        ):
+            if port in uses and not data.get(port) and data.get(security):
+                data[port] = usual[data[security]]
         return data
 
 

@@ -22,6 +22,7 @@ from providers.services import provider_domain_remember, provider_save_checked
 
 from .models import AccountChange, AccountNotification, EmailAccount, SignInAttempt, TokenRevocation
 from .oauth import TokenError, token_revoke, tokens_store
+from .signals import mailbox_deleting
 
 logger = logging.getLogger(__name__)
 
@@ -443,10 +444,10 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
             locked.shared_access = False
             locked.save()
         else:
-            files = _files_of(locked)
+            # The apps above this one clean up what they own of it (sync: its files,
+            # once the rows are surely gone).
+            mailbox_deleting.send(sender=EmailAccount, account=locked)
             locked.delete()
-            # The files go once the rows are surely gone.
-            transaction.on_commit(lambda: _delete_files(files))
         if was_default:
             successor = (
                 EmailAccount.objects.filter(
@@ -608,23 +609,3 @@ def revocations_due() -> list[int]:
     stale = timezone.now() - timedelta(minutes=10)
     rows = TokenRevocation.objects.filter(created_at__lt=stale)
     return sorted(set(rows.values_list("account_id", flat=True)))
-
-
-def _files_of(account: EmailAccount) -> list[str]:
-    """The names of the mailbox's attachment files and kept originals."""
-    from django.apps import apps
-
-    # The sync app owns emails and depends on this one, not the other way round.
-    attachments = apps.get_model("sync", "Attachment").objects.filter(email__account=account)
-    originals = apps.get_model("sync", "Email").objects.filter(account=account)
-    return [
-        *attachments.exclude(file="").values_list("file", flat=True),
-        *originals.exclude(original="").values_list("original", flat=True),
-    ]
-
-
-def _delete_files(names: list[str]) -> None:
-    from django.core.files.storage import default_storage
-
-    for name in names:
-        default_storage.delete(name)

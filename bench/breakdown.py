@@ -27,8 +27,8 @@ def install() -> None:
     from sync import engine
 
     engine.parse_message = _timed("parse", engine.parse_message)
-    engine.AccountSyncer._store = _timed("store", engine.AccountSyncer._store)
-    fetched = engine.AccountSyncer._parsed
+    engine.AccountSyncer._store_fetched = _timed("store", engine.AccountSyncer._store_fetched)
+    fetched = engine.AccountSyncer._fetched
 
     def waited(self, uids):
         batches = fetched(self, uids)
@@ -40,7 +40,7 @@ def install() -> None:
                 return
             yield item
 
-    engine.AccountSyncer._parsed = waited
+    engine.AccountSyncer._fetched = waited
 
 
 def reset() -> None:

@@ -17,14 +17,17 @@ def _domain(address: str) -> str:
     return address.split("@", 1)[-1]
 
 
-def contacts_link(
+def email_people(
     *,
     emails: list[tuple[int, dict[str, str], str]],
     own_domains: set[str],
     create_for_unknown_senders: bool = False,
-) -> None:
-    """Link each email to the contacts of every address it carries, and to their
-    companies or a company whose web domain matches an address's domain.
+) -> dict[int, tuple[set[int], set[int]]]:
+    """Who each email is about: {email id: (contact ids, company ids)}, the contacts of
+    every address it carries, and their companies or a company whose web domain matches
+    an address's domain. The CRM decides who is who; the link rows themselves are the
+    email's, written by sync (sync/links.py), so that this app never writes the tables of
+    the app above it.
 
     `emails` holds (email id, {address: display name}, sender). A contact without a name
     takes the display name from the email. With the option on, an unknown external
@@ -32,7 +35,7 @@ def contacts_link(
     Queries do not grow with the number of emails.
     """
     if not emails:
-        return
+        return {}
     names: dict[str, str] = {}
     for _email, names_by_address, _sender in emails:
         for address, name in names_by_address.items():
@@ -68,22 +71,13 @@ def contacts_link(
         Contact.objects.bulk_update(enriched, ["name"])
     domains = {_domain(a) for a in names} - own_domains
     by_domain = {c.web_domain: c for c in Company.objects.filter(web_domain__in=domains)}
-
-    from sync.models import Email  # the M2M lives on Email
-
-    contact_rows, company_rows = [], []
+    people = {}
     for email_id, names_by_address, _sender in emails:
         contacts = {known[a] for a in names_by_address if a in known}
         companies = {c.company_id for c in contacts if c.company_id}
         companies |= {by_domain[_domain(a)].pk for a in names_by_address if _domain(a) in by_domain}
-        contact_rows += [
-            Email.contacts.through(email_id=email_id, contact_id=c.pk) for c in contacts
-        ]
-        company_rows += [
-            Email.companies.through(email_id=email_id, company_id=c) for c in companies
-        ]
-    Email.contacts.through.objects.bulk_create(contact_rows, ignore_conflicts=True)
-    Email.companies.through.objects.bulk_create(company_rows, ignore_conflicts=True)
+        people[email_id] = ({c.pk for c in contacts}, companies)
+    return people
 
 
 def _people(addresses: set[str], own_domains: set[str]) -> tuple[set[Contact], set[int]]:
@@ -135,6 +129,14 @@ def activities_prune(*, account, kind: str, keep: set[str], starts_from=None, st
     return removed
 
 
+def contact_export_record(*, account, contact: Contact, item_id: str, folder: str) -> None:
+    """A contact written into the mailbox's address book: remembered, so that neither
+    the next export writes it again nor an import takes it for a new one."""
+    ContactLink.objects.get_or_create(
+        account=account, contact=contact, defaults={"item_id": item_id, "folder": folder}
+    )
+
+
 @transaction.atomic
 def contact_import(
     *, account, item_id: str, folder: str, name: str, company_name: str, addresses: list[str],
@@ -180,41 +182,24 @@ def contact_import(
     return contact, created
 
 
-class LinkTargetMissing(Exception):
-    """The contact or company to link or unlink does not exist (any more)."""
-
-
-@transaction.atomic
-def email_link_change(
-    *, email, actor, link: bool, contact_id: int | None = None, company_id: int | None = None
-) -> bool:
-    """Link an email to a contact or a company by hand, or unlink it; recorded (who,
-    what, when). A manual unlink stays: the sync links only the emails it stores anew.
-    Returns whether anything changed (linking twice, or unlinking what is not linked,
-    changes and records nothing)."""
-    from sync.models import Email
-
-    from .models import EmailLinkChange
-
+def link_target(*, contact_id: int | None = None, company_id: int | None = None):
+    """The contact or company an email is to be linked to or unlinked from by hand, or
+    None if it does not exist (any more)."""
     if (contact_id is None) == (company_id is None):
         raise ValueError("name one contact or one company")
     if contact_id is not None:
-        target = Contact.objects.filter(pk=contact_id).first()
-        through, column, kind = Email.contacts.through, "contact_id", "contact"
-    else:
-        target = Company.objects.filter(pk=company_id).first()
-        through, column, kind = Email.companies.through, "company_id", "company"
-    if target is None:
-        raise LinkTargetMissing
-    rows = through.objects.filter(email_id=email.pk, **{column: target.pk})
-    if link:
-        _row, changed = through.objects.get_or_create(email_id=email.pk, **{column: target.pk})
-    else:
-        changed = rows.delete()[0] > 0
-    if changed:
-        EmailLinkChange.objects.create(
-            email=email, subject=(email.subject or "")[:300], actor=actor,
-            action=EmailLinkChange.Action.LINKED if link else EmailLinkChange.Action.UNLINKED,
-            kind=kind, target_id=target.pk, target=str(target)[:300],
-        )  # fmt: skip
-    return changed
+        return Contact.objects.filter(pk=contact_id).first()
+    return Company.objects.filter(pk=company_id).first()
+
+
+def email_link_record(*, email, actor, link: bool, target: Contact | Company) -> None:
+    """Record a link made or undone by hand (who, what, when); sync.links writes the
+    link itself."""
+    from .models import EmailLinkChange
+
+    EmailLinkChange.objects.create(
+        email=email, subject=(email.subject or "")[:300], actor=actor,
+        action=EmailLinkChange.Action.LINKED if link else EmailLinkChange.Action.UNLINKED,
+        kind="contact" if isinstance(target, Contact) else "company", target_id=target.pk,
+        target=str(target)[:300],
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from sharing.selectors import email_for_linking
+from sync.links import LinkTargetMissing, email_link_change
 
 from .models import Company, Contact, ContactAddress
 from .selectors import (
@@ -22,7 +23,6 @@ from .selectors import (
     page_details,
     timeline,
 )
-from .services import LinkTargetMissing, email_link_change
 
 
 def _list(request: HttpRequest, template: str, model, listed, search: str) -> HttpResponse:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from providers.addresses import Address
 from providers.models import EmailProvider, LoginFormat
 
-from .errors import SignInError
+from .errors import MailError, SignInError
 
 # Not IMAP's: an Exchange address book folder (offered in the Contacts settings).
 CONTACTS = "\\contacts"
@@ -94,7 +94,7 @@ def credentials_required(*, login: str, password: str, access_token: str) -> Non
 class MailBackend(ABC):
     # The providers.models.ServiceType it serves.
     service_type: ClassVar[str]
-    # Which of sync's readers downloads its mailboxes (sync.services.READERS).
+    # Which of sync's readers downloads its mailboxes (sync.readers.READERS).
     reader: ClassVar[str]
     # Settings sections a mailbox of this protocol offers beyond every mailbox's
     # ("download", "send"): Exchange has a calendar, tasks and an address book.
@@ -104,6 +104,15 @@ class MailBackend(ABC):
     # Whether the sign-in finds the server itself when the provider card names none
     # (Exchange autodiscover), so the wizard says where it will look.
     discovers_endpoints: ClassVar[bool] = False
+    # The provider card's fields (providers.models.EmailProvider) only this protocol
+    # uses: forms show them for it alone (the wizard's "Add new server" hides the rest,
+    # static/accounts/provider-form.js), and `validate_provider` checks them.
+    provider_fields: ClassVar[tuple[str, ...]] = ()
+
+    def validate_provider(self, provider: EmailProvider) -> dict[str, str]:
+        """What is wrong with a provider card of this protocol, by field (what
+        EmailProvider.clean raises); {} when nothing is."""
+        return {}
 
     @abstractmethod
     def endpoints(self, provider: EmailProvider, address: Address) -> list[Endpoint]:
@@ -127,6 +136,15 @@ class MailBackend(ABC):
     @abstractmethod
     def close_reader(self, session) -> None:
         """End a reading session; never raises (the work before it is what counts)."""
+
+    @abstractmethod
+    def read_failure(self, error: Exception, *, oauth: bool = False) -> MailError | None:
+        """What an exception raised while reading through this backend's session (by
+        the session's library, or by sync's reader using it) means, as a MailError whose
+        retry decides what becomes of the mailbox; None when it is no failure of the
+        protocol's (a bug of ours, which the caller reports as one). `oauth`: the session
+        signed in with an access token, so a refusal is the token's running out (the
+        next run refreshes it), not the owner's password."""
 
     @abstractmethod
     def list_folders(self, session) -> list[ListedFolder]:

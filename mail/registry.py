@@ -21,3 +21,9 @@ def backend_for(provider: EmailProvider) -> MailBackend:
 def check_sign_in(*, provider: EmailProvider, **credentials) -> str:
     """The provider's backend's sign-in check (mail.backend.MailBackend.check_sign_in)."""
     return backend_for(provider).check_sign_in(provider=provider, **credentials)
+
+
+def provider_fields_by_type() -> dict[str, list[str]]:
+    """{service type: the provider card's fields only its backend uses}: what a provider
+    form shows for each choice of service type."""
+    return {kind: list(backend.provider_fields) for kind, backend in BACKENDS.items()}

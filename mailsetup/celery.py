@@ -4,6 +4,8 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
+from .logs import bind_task, unbind_task
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailsetup.settings")
 
 app = Celery("mailsetup")
@@ -18,3 +20,8 @@ def _recycle_database_connections(**_) -> None:
     # closes it when Django's own rule says so (CONN_MAX_AGE reached, or a failed health
     # check), the rule web requests follow.
     close_old_connections()
+
+
+# Every line a task logs names the mailbox or outgoing email it works on (LOG_FORMAT=json).
+task_prerun.connect(bind_task, dispatch_uid="mailsetup-logs-bind")
+task_postrun.connect(unbind_task, dispatch_uid="mailsetup-logs-unbind")

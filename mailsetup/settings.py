@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_networks, env_str
+from .env import env_bool, env_choice, env_int, env_list, env_networks, env_str
 from .secrets import credential_keys, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "sending",
     "crm",
     "push",
+    # On top of the others: reads their selectors for the operator (issue 18).
+    "health",
 ]
 
 MIDDLEWARE = [
@@ -190,10 +192,19 @@ AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "mailsetup.views.locked_out"
 AXES_VERBOSE = False
 
+# "json": one JSON object a line, with the mailbox's id on every line of its sync
+# (mailsetup/logs.py); "text": as Python writes them.
+LOG_FORMAT = env_choice("LOG_FORMAT", ("text", "json"), "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "mailsetup.logs.json_formatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            **({"formatter": "json"} if LOG_FORMAT == "json" else {}),
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
     # At DEBUG these log request headers (Authorization), tokens and whole messages:
     # kept at WARNING whatever LOG_LEVEL says.
@@ -250,6 +261,9 @@ SYNC_RUN_HISTORY_DAYS = env_int("SYNC_RUN_HISTORY_DAYS", 30, minimum=1)
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 60, minimum=1)
 # A bearer token that shows /healthz's details to a monitor (staff users see them too).
 HEALTHZ_TOKEN = env_str("HEALTHZ_TOKEN") or ""
+# A bearer token for Prometheus' scrape of /metrics (health/); staff users may read it
+# signed in. Unset: only staff do.
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
 CELERY_BEAT_SCHEDULE = {
     # Proves beat -> broker -> worker works; /healthz reports its age.
     "heartbeat": {
@@ -268,6 +282,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sync.runs_prune",
         "schedule": 60 * 60,
         "options": {"expires": 60 * 60},
+    },
+    # Search vectors the IMAP store left for later whose queued fill was lost (the task
+    # queue down, a worker killed): sync.search.vectors_fill.
+    "search-vectors": {
+        "task": "sync.search_vectors",
+        "schedule": 60,
+        "options": {"expires": 60},
     },
     # Queues every mailbox whose last sync is older than MailboxSyncInterval.
     "sync-dispatch": {

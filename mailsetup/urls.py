@@ -10,6 +10,8 @@ admin.site.site_title = "mailsetup"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # The operator's "Mailbox health" page (under admin/) and /metrics (issue 18).
+    path("", include("health.urls")),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

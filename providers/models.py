@@ -174,19 +174,12 @@ class EmailProvider(models.Model):
         return self.name
 
     def clean(self) -> None:
-        errors = {}
-        if self.service_type == ServiceType.IMAP_SMTP:
-            if self.receive_enabled and not self.imap_host:
-                errors["imap_host"] = "Enter the IMAP server, or turn off receiving emails."
-            if self.receive_enabled and not self.imap_port:
-                errors["imap_port"] = "Enter the IMAP port (993 for SSL/TLS, 143 for STARTTLS)."
-            if self.send_enabled and not self.smtp_host:
-                errors["smtp_host"] = "Enter the SMTP server, or turn off sending emails."
-            if self.send_enabled and not self.smtp_port:
-                errors["smtp_port"] = "Enter the SMTP port (465 for SSL/TLS, 587 for STARTTLS)."
-        elif self.exchange_url and not self.exchange_url.lower().startswith("https://"):
-            # Blank means autodiscover; an address given must be encrypted.
-            errors["exchange_url"] = "The Exchange service address must start with https://."
+        # The rules of the card's protocol are its backend's (mail.backend.MailBackend.
+        # validate_provider). Imported here: mail builds on this module's models.
+        from mail.registry import BACKENDS
+
+        backend = BACKENDS.get(self.service_type)
+        errors = backend.validate_provider(self) if backend else {}
         if errors:
             raise ValidationError(errors)
 

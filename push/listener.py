@@ -185,10 +185,16 @@ class Listener:
     # -- one mailbox ----------------------------------------------------------------
 
     async def _state(self, account_id: int, state: str, failure: MailError | None = None):
+        """Record the state; connecting keeps the last error (why it reconnects),
+        watching clears it."""
+        if failure is not None:
+            error, kind = str(failure), failure.kind
+        else:
+            error, kind = (None, "") if state == State.CONNECTING else ("", "")
         with contextlib.suppress(*DATABASE_GONE):
             await _database(services.watch_state_set)(
-                account_id=account_id, holder=self.holder, state=state,
-                error=str(failure) if failure else "", error_kind=failure.kind if failure else "",
+                account_id=account_id, holder=self.holder, state=state, error=error,
+                error_kind=kind,
             )  # fmt: skip
 
     async def _watch(self, account_id: int, *, catch_up: bool) -> None:

@@ -93,15 +93,18 @@ def watches_drop_ineligible(*, holder: str) -> set[int]:
 
 
 def watch_state_set(
-    *, account_id: int, holder: str, state: str, error: str = "", error_kind: str = ""
+    *, account_id: int, holder: str, state: str, error: str | None = "", error_kind: str = ""
 ) -> None:
+    """The state now, and since when (kept if unchanged). `error` None keeps the last
+    one: a mailbox connecting again still says why its connection broke."""
     now = timezone.now()
-    MailboxWatch.objects.filter(account_id=account_id, holder=holder).update(
-        state=state,
-        state_since=Case(When(state=state, then=F("state_since")), default=Value(now)),
-        error=error[:2000],
-        error_kind=error_kind,
-    )
+    fields = {
+        "state": state,
+        "state_since": Case(When(state=state, then=F("state_since")), default=Value(now)),
+    }
+    if error is not None:
+        fields |= {"error": error[:2000], "error_kind": error_kind}
+    MailboxWatch.objects.filter(account_id=account_id, holder=holder).update(**fields)
 
 
 def watch_release(

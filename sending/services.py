@@ -9,13 +9,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import EmailAccount
-from crm.services import contacts_link
 from mail.errors import MailError, Retry
 from mailsetup.queue import publish
 from sharing.selectors import sendable_mailboxes
-from sync.files import ATTACHMENTS, WrittenFiles, files_for_transaction
-from sync.models import Attachment, Email
-from sync.store import SENT_BY_APP
+from sync.files import WrittenFiles, files_for_transaction
+from sync.store import sent_email_store
 
 from .delivery import DeliveryError, copy_to_sent, deliver, files_sent_copies
 from .message import Draft, build, new_message_id
@@ -277,47 +275,12 @@ def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
 
 
 def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) -> None:
-    from sync.parsing import parse_message
-
-    parsed = parse_message(bytes(outgoing.raw))
     account = outgoing.account
-    email, created = Email.objects.get_or_create(
-        account=account,
-        message_key=outgoing.message_id,
-        defaults={
-            "message_id": outgoing.message_id,
-            # As the sync reads them from the Sent copy (the subject decoded from the
-            # message, not as typed), so that the copy is found to be this email.
-            "subject": parsed.subject,
-            "from_address": parsed.from_address or account.address.lower(),
-            "content_key": SENT_BY_APP,
-            "from_name": account.display_name,
-            "to": outgoing.to,
-            "cc": outgoing.cc,
-            # The message's own Date, as the sync reads it from the Sent copy: a copy
-            # whose date disagrees by more than minutes would count as another email.
-            "sent_at": parsed.sent_at or timezone.now(),
-            "text_body": parsed.text_body,
-            "html_body": parsed.html_body,
-            "size": len(outgoing.raw),
-            "seen": True,
-            "in_reply_to": outgoing.in_reply_to,
-            "references": outgoing.references,
-        },
-    )
-    if created:
-        for attachment in parsed.attachments:
-            Attachment.objects.create(
-                email=email, name=attachment.name, content_type=attachment.content_type,
-                size=len(attachment.data),
-                file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
-                content_id=attachment.content_id,
-            )  # fmt: skip
-        people = {p["address"]: p.get("name", "") for p in outgoing.to + outgoing.cc + outgoing.bcc}
-        contacts_link(
-            emails=[(email.pk, people, "")],
-            own_domains={account.address.rsplit("@", 1)[-1].lower()},
-        )
+    email = sent_email_store(
+        account=account, raw=bytes(outgoing.raw), message_id=outgoing.message_id,
+        to=outgoing.to, cc=outgoing.cc, bcc=outgoing.bcc, in_reply_to=outgoing.in_reply_to,
+        references=outgoing.references, files=files,
+    )  # fmt: skip
     provider_keeps_copy = files_sent_copies(account)
     # After the hand-over nobody else takes the email, but the sweep may have called it
     # "May have been sent" meanwhile: the server's answer is the better truth.

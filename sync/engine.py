@@ -32,10 +32,10 @@ from systemsettings.selectors import (
     message_size_limit,
 )
 
-from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
+from .models import EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import DEFAULT_LIMITS, UNREADABLE, Limits, ParsedEmail, fingerprint, parse_message
 from .progress import RunProgress
-from .store import Fetched, Store, Stored
+from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 
 # A batch is one FETCH and one transaction. Bounded in bytes as well as in count, so a
 # folder of large messages does not raise the worker's memory: the raw batch exists a
@@ -375,7 +375,7 @@ class AccountSyncer(MailboxSyncer):
             # the claim holder judges that: a run that lost its claim compares with the
             # folder as it read it at its start, and would delete the new holder's work.
             self.renew()
-            removed, _ = EmailLocation.objects.filter(folder=folder).delete()
+            removed = locations_forget(locations=EmailLocation.objects.filter(folder=folder))
             UnstoredMessage.objects.filter(folder=folder).delete()
             self.run.removed_locations += removed
             folder.last_uid = 0
@@ -706,7 +706,7 @@ class AccountSyncer(MailboxSyncer):
                     present = self.client.search(["UID", f"{min(stored)}:{max(stored)}"])
                     gone |= stored - set(present)
         if gone:
-            removed, _ = locations.filter(uid__in=gone).delete()
+            removed = locations_forget(locations=locations.filter(uid__in=gone))
             self.run.removed_locations += removed
 
     def _flag_slice(self, folder: Folder, locations) -> list[int]:
@@ -892,11 +892,7 @@ def _seen_apply(locations, seen: dict[int, bool]) -> int:
     updated = 0
     for flag, uids in changed.items():
         if uids:
-            updated += (
-                Email.objects.filter(locations__in=locations.filter(uid__in=uids))
-                .exclude(seen=flag)
-                .update(seen=flag)
-            )
+            updated += emails_seen_set(locations=locations.filter(uid__in=uids), seen=flag)
     return updated
 
 

@@ -29,10 +29,10 @@ from .engine import (
     retry_after,
 )
 from .files import files_for_transaction
-from .models import Email, EmailLocation, Folder, SyncRun, UnstoredMessage
+from .models import EmailLocation, Folder, SyncRun, UnstoredMessage
 from .parsing import INCOMPLETE, UNREADABLE
 from .progress import RunProgress
-from .store import Fetched, Store, Stored
+from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
 # messages per GetItem: a page is one transaction.
@@ -177,7 +177,7 @@ class EwsSyncer(MailboxSyncer):
         # locations the new holder stored since.
         self.renew()
         with transaction.atomic():
-            removed, _ = EmailLocation.objects.filter(folder=folder).delete()
+            removed = locations_forget(locations=EmailLocation.objects.filter(folder=folder))
             self.run.removed_locations += removed
             folder.ews_sync_state = ""
             folder.synced_since = None
@@ -206,17 +206,18 @@ class EwsSyncer(MailboxSyncer):
         with files_for_transaction(), transaction.atomic():
             stored = self._store_items(folder, fetched)
             flag_changes = 0
-            for item_id, seen in seen_changes.items():
-                flag_changes += (
-                    Email.objects.filter(locations__folder=folder, locations__item_id=item_id)
-                    .exclude(seen=seen)
-                    .update(seen=seen)
-                )
+            for seen in (True, False):
+                item_ids = [item_id for item_id, flag in seen_changes.items() if flag == seen]
+                if item_ids:
+                    flag_changes += emails_seen_set(
+                        locations=EmailLocation.objects.filter(folder=folder, item_id__in=item_ids),
+                        seen=seen,
+                    )
             removed = 0
             if deleted:
-                removed, _ = EmailLocation.objects.filter(
-                    folder=folder, item_id__in=deleted
-                ).delete()
+                removed = locations_forget(
+                    locations=EmailLocation.objects.filter(folder=folder, item_id__in=deleted)
+                )
             # Saved with the page it follows: a run cut before this commit gets the
             # same page again, and its items are found already stored.
             folder.ews_sync_state = next_state

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from django.utils import timezone
 
 from accounts.models import ContactsImport, EmailAccount
-from crm.models import Contact, ContactLink
-from crm.services import activities_prune, activity_save, contact_import
+from crm.selectors import contacts_to_export
+from crm.services import activities_prune, activity_save, contact_export_record, contact_import
 
 from .engine import PERIOD_DAYS
 from .models import SyncRun
@@ -177,15 +177,7 @@ def contacts_export(*, ews, account: EmailAccount, run: SyncRun) -> None:
     from exchangelib import Contact as EwsContact
     from exchangelib.indexed_properties import EmailAddress, PhoneNumber
 
-    linked = ContactLink.objects.filter(account=account).values("contact_id")
-    pending = (
-        Contact.objects.filter(emails__account=account)
-        .exclude(pk__in=linked)
-        .distinct()
-        .select_related("company")
-        .prefetch_related("addresses")[:EXPORT_LIMIT]
-    )
-    for contact in pending:
+    for contact in contacts_to_export(account=account, limit=EXPORT_LIMIT):
         addresses = [a.address for a in contact.addresses.all()][:3]
         if not addresses:
             continue
@@ -205,9 +197,7 @@ def contacts_export(*, ews, account: EmailAccount, run: SyncRun) -> None:
             else None,
         )
         item.save()
-        ContactLink.objects.get_or_create(
-            account=account, contact=contact, defaults={"item_id": item.id, "folder": "Contacts"}
-        )
+        contact_export_record(account=account, contact=contact, item_id=item.id, folder="Contacts")
         run.contacts_exported += 1
 
 

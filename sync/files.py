@@ -149,3 +149,29 @@ def safe_download_name(name: str) -> str:
     base = re.split(r"[/\\]", name or "")[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip().strip(".")
     return base[:200] or "attachment"
+
+
+def mailbox_files_delete_on_commit(sender, account, **kwargs) -> None:
+    """accounts.signals.mailbox_deleting: the mailbox goes with its emails; their
+    attachment files and kept originals go once the deletion has committed (should it
+    roll back, every file is still there for the rows that stay)."""
+    from django.db import transaction
+
+    from .models import Attachment, Email
+
+    names = [
+        *Attachment.objects.filter(email__account=account)
+        .exclude(file="")
+        .values_list("file", flat=True),
+        *Email.objects.filter(account=account)
+        .exclude(original="")
+        .values_list("original", flat=True),
+    ]
+    if names:
+        transaction.on_commit(lambda: _files_delete(names))
+
+
+def _files_delete(names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(OSError):
+            default_storage.delete(name)

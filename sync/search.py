@@ -1,27 +1,38 @@
 """Searching emails (issue 19).
 
 On PostgreSQL: full-text search with django.contrib.postgres.search over a stored
-search vector (`Email.search`, a GIN index), written by a trigger on every insert or
-change of the columns it reads (migration sync 0018), so every path that writes an
-email (the IMAP store, Exchange, the sending app, the admin, the tests' factories) keeps
-it up to date with no code of its own. Weights: subject A, sender B, recipients C, body
-text D. Subject and body are read with the text search configuration of the mailbox's
-message language (`config_for`), names and addresses with 'simple'. Addresses and
-partial names are also found by `icontains`, served by trigram indexes (pg_trgm).
+search vector (`Email.search`, a GIN index), computed in the database by one function
+(sync_email_vector, migration sync 0018). A trigger computes it for every email written
+one at a time (the sending app, an unreadable message's row, the admin, the tests'
+factories) and for every change of the columns it reads, with no code of their own. The
+store's bulk insert (IMAP and Exchange) asks for it later (`vectors_later`): computing
+it there halved a first sync (B1), and `vectors_fill`, a task queued after each batch
+and by beat every minute, fills it in batches beside the download. Until then the email
+is found by its subject and sender.
+
+Weights: subject A, sender B, recipients C, body text D. Subject and body are read
+with the text search configuration of the mailbox's message language (`config_for`),
+names and addresses with 'simple'. Addresses and partial names are also found by
+`icontains`, served by trigram indexes (pg_trgm).
 
 On SQLite (the embedded default) a plain `icontains` over the same columns: slower, and
 not ranked, but it finds the same emails a user would look for.
 """
 
 import html
+import time
+from contextlib import contextmanager
 from functools import reduce
-from operator import or_
+from operator import and_, or_
 
 from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.db.models import F, Func, Q, QuerySet, TextField
 from django.db.models.functions import Left
 from django.utils.safestring import SafeString, mark_safe
+
+from mailsetup.queue import publish_on_commit
 
 # The message languages (settings.LANGUAGES codes, before any "-") that have a
 # PostgreSQL text search configuration; any other reads as 'simple' (no stemming, no
@@ -44,6 +55,13 @@ RANKED = 1_000
 TRIGRAM_MIN = 3
 # What a headline shows of the body.
 HEADLINE_SOURCE = 20_000
+# vectors_fill: emails per transaction, and how long one task fills before it hands
+# over to a new one (so that a long backlog never holds a worker).
+FILL_BATCH = 200
+FILL_SECONDS = 20.0
+# At most one fill is queued per process in this many seconds (the store asks after
+# every batch it commits).
+FILL_QUEUED_KEY, FILL_QUEUED_SECONDS = "sync:search-vectors-queued", 10
 # Private-use characters mark the highlights, so that everything else can be escaped.
 START, STOP = "\ue000", "\ue001"
 
@@ -89,18 +107,107 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
             | Q(text_body__icontains=text)
         )
     query = search_query(text, mailboxes)
-    condition = Q(search=query)
+    # An email whose vector is still to be filled (vectors_later) is found by its
+    # subject, through the small index of those waiting (email_search_pending).
+    condition = Q(search=query) | Q(search__isnull=True) & _in_subject(text)
     if len(text) >= TRIGRAM_MIN:
         condition |= Q(from_address__icontains=text) | Q(from_name__icontains=text)
     newest = emails.filter(condition).order_by("-sent_at", "-pk").values("pk")[:RANKED]
     return emails.filter(pk__in=newest).annotate(rank=SearchRank(F("search"), query))
 
 
+def _in_subject(text: str) -> Q:
+    """The words typed, in the subject: all of them, or any with an OR between (what
+    websearch reads them as, roughly); a -word is left out."""
+    words = [word.strip('"') for word in text.split()]
+    anyof = any(word.lower() == "or" for word in words)
+    words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
+    if not words:
+        return Q(pk__in=[])
+    return reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
+
+
 def ranked(emails: QuerySet) -> QuerySet:
     """Search results in order: best first, then newest (PostgreSQL); newest on SQLite."""
     if postgres() and "rank" in emails.query.annotations:
-        return emails.order_by("-rank", F("sent_at").desc(nulls_last=True), "-pk")
+        # An email found before its vector was filled has no rank: after the ranked ones.
+        return emails.order_by(
+            F("rank").desc(nulls_last=True), F("sent_at").desc(nulls_last=True), "-pk"
+        )
     return emails
+
+
+@contextmanager
+def vectors_later():
+    """Emails inserted inside this block (in a transaction) get no search vector now;
+    `vectors_fill` computes it after. For the bulk store only: a first sync stores
+    thousands of emails a minute, and the vector of each (to_tsvector over its body)
+    cost more than the rest of storing it."""
+    if not postgres():
+        yield
+        return
+    with connection.cursor() as cursor:
+        # Local to the transaction: it cannot outlive it, whatever happens inside.
+        cursor.execute("SELECT set_config('mailsetup.search_later', 'on', true)")
+        try:
+            yield
+        finally:
+            cursor.execute("SELECT set_config('mailsetup.search_later', 'off', true)")
+
+
+FILL = """
+    UPDATE sync_email e
+       SET search = sync_email_vector(
+             coalesce(sync_search_config(a.message_language), 'simple'::regconfig),
+             e.subject, e.from_name, e.from_address, e."to", e.cc, e.text_body, e.html_body)
+      FROM accounts_emailaccount a
+     WHERE a.id = e.account_id
+       AND e.id IN (SELECT id FROM sync_email WHERE search IS NULL
+                     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+"""
+
+
+def vectors_fill(*, batch: int = FILL_BATCH, seconds: float = FILL_SECONDS) -> int:
+    """Compute the search vectors the bulk store left for later, oldest email first,
+    `batch` at a time, each batch its own transaction. Two fills share the work: each
+    skips the rows the other holds. After `seconds` with more to do it queues a new fill
+    and returns, so that a backlog of a large first sync never holds one worker. Returns
+    how many vectors it filled."""
+    if not postgres():
+        return 0
+    began, filled = time.monotonic(), 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(FILL, [batch])
+            done = cursor.rowcount
+        filled += done
+        if done < batch:  # none left, or the rest is another fill's
+            return filled
+        if time.monotonic() - began >= seconds:
+            vectors_fill_soon(again=True)
+            return filled
+
+
+def vectors_fill_soon(*, again: bool = False) -> None:
+    """Queue `vectors_fill` once the current transaction commits; at most once in
+    FILL_QUEUED_SECONDS from this process unless `again` (a fill handing over). If the
+    task queue is down, beat's fill every minute does it once it is back."""
+    if not postgres():
+        return
+    if not again and not cache.add(FILL_QUEUED_KEY, True, FILL_QUEUED_SECONDS):
+        return
+    from .tasks import search_vectors
+
+    publish_on_commit(search_vectors)
+
+
+def vectors_waiting(account_ids) -> int:
+    """How many of these mailboxes' emails wait for their search vector."""
+    if not postgres():
+        return 0
+    from .models import Email
+
+    return Email.objects.filter(account_id__in=account_ids, search__isnull=True).count()
 
 
 class SearchConfigOf(Func):

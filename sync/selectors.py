@@ -63,11 +63,17 @@ def _advice(kind: str, account) -> str:
     return "Ask your administrator if the message above does not say what to change."
 
 
-def mailbox_health(account, state: MailboxSync | None, *, running: bool) -> Health:
+def mailbox_health(
+    account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=None
+) -> Health:
     """The mailbox's health, from its sync row and a few grouped counts (no query grows
-    with its emails but the count of those with a problem, which an index holds)."""
+    with its emails but the count of those with a problem, which an index holds).
+
+    `lines` and `heartbeat` let a page of many mailboxes (health/) classify them all from
+    a fixed number of queries: the (problems, notes) read by `problem_lines_for`, and a
+    heartbeat reader asked once for them all."""
     now = timezone.now()
-    problems, notes = _problem_lines(account)
+    problems, notes = lines if lines is not None else _problem_lines(account)
     if state is not None and state.health == MailboxSync.Health.NEEDS_ATTENTION:
         return Health(
             "attention", f"Needs your attention: {state.last_error}",
@@ -88,7 +94,7 @@ def mailbox_health(account, state: MailboxSync | None, *, running: bool) -> Heal
             level, "Automatic download is off.",
             "Use “Download emails now”, or turn on automatic download below.", problems, notes,
         )  # fmt: skip
-    stuck = _stuck(account, state, now)
+    stuck = _stuck(account, state, now, heartbeat=heartbeat)
     if stuck and not running:
         return Health("stuck", *stuck, problems, notes)
     if problems:
@@ -100,7 +106,7 @@ def mailbox_health(account, state: MailboxSync | None, *, running: bool) -> Heal
     return Health("ok", notes=notes)
 
 
-def _stuck(account, state: MailboxSync | None, now) -> tuple[str, str] | None:
+def _stuck(account, state: MailboxSync | None, now, *, heartbeat=None) -> tuple[str, str] | None:
     """No download although one was due three intervals ago: the app's background
     service (the workers or their scheduler) is not doing its work."""
     interval = mailbox_sync_interval()
@@ -108,7 +114,7 @@ def _stuck(account, state: MailboxSync | None, now) -> tuple[str, str] | None:
     last = (state.last_success_at if state else None) or account.created_at
     if now - last < grace:
         return None
-    age = heartbeat_age()
+    age = (heartbeat or heartbeat_age)()
     when = timezone.localtime(last)
     if age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL):
         return (
@@ -125,42 +131,69 @@ def _stuck(account, state: MailboxSync | None, now) -> tuple[str, str] | None:
 
 
 def _problem_lines(account) -> tuple[list[str], list[str]]:
-    """Per folder the sync downloads: its own error, and emails it could not store (both
-    blocking: retried by the sync); and, as notes, emails stored that could not be read
-    or were stored in part (stored: nothing is retried, their originals are kept)."""
+    return problem_lines_for([account])[account.pk]
+
+
+def problem_lines_for(accounts) -> dict[int, tuple[list[str], list[str]]]:
+    """Per mailbox, per folder the sync downloads: its own error, and emails it could not
+    store (both blocking: retried by the sync); and, as notes, emails stored that could
+    not be read or were stored in part (stored: nothing is retried, their originals are
+    kept).
+
+    Four queries however many mailboxes: the few folders with an error, the few unstored
+    messages and the few emails with a problem (their partial index), then the folders of
+    only the mailboxes that have any of those, to tell which folders are downloaded."""
     from .engine import folders_to_sync
 
-    problems: list[str] = []
-    notes: list[str] = []
-    folders = folders_to_sync(
-        account, list(Folder.objects.filter(account=account, exists_on_server=True))
-    )
-    synced = {folder.pk for folder in folders}
-    for folder in folders:
-        if folder.last_error:
-            since = timezone.localtime(folder.failing_since) if folder.failing_since else None
-            problems.append(
-                f"{folder.path}: {folder.last_error}"
-                + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
-            )
-    unstored = (
-        UnstoredMessage.objects.filter(folder__in=synced)
-        .values("folder__path")
+    by_pk = {account.pk: account for account in accounts}
+    lines: dict[int, tuple[list[str], list[str]]] = {pk: ([], []) for pk in by_pk}
+    ids = list(by_pk)
+    failing = Folder.objects.filter(account__in=ids, exists_on_server=True).exclude(last_error="")
+    unstored = list(
+        UnstoredMessage.objects.filter(folder__account__in=ids, folder__exists_on_server=True)
+        .values("folder", "folder__account", "folder__path")
         .annotate(count=Count("pk"))
         .order_by("folder__path")
     )
-    for row in unstored:
-        problems.append(f"{_emails(row['count'])} in {row['folder__path']} could not be stored.")
     # From the few emails with a problem (their partial index) to their locations,
     # not from every location of the folders to their emails.
-    problem = Email.objects.filter(account=account).exclude(problem="").values("pk")
-    with_problem = (
-        EmailLocation.objects.filter(folder__in=synced, email__in=problem)
-        .values("folder__path", "email__problem")
+    problem = Email.objects.filter(account__in=ids).exclude(problem="").values("pk")
+    with_problem = list(
+        EmailLocation.objects.filter(email__in=problem, folder__exists_on_server=True)
+        .values("folder", "folder__account", "folder__path", "email__problem")
         .annotate(count=Count("email", distinct=True))
         .order_by("folder__path", "-email__problem")
     )
+    concerned = set(failing.values_list("account", flat=True))
+    concerned |= {row["folder__account"] for row in unstored + with_problem}
+    if not concerned:
+        return lines
+    folders: dict[int, list[Folder]] = {pk: [] for pk in concerned}
+    for folder in Folder.objects.filter(account__in=concerned, exists_on_server=True).defer(
+        "ews_sync_state"
+    ):
+        folders[folder.account_id].append(folder)
+    synced: dict[int, set[int]] = {}
+    for pk, its_folders in folders.items():
+        chosen = folders_to_sync(by_pk[pk], its_folders)
+        synced[pk] = {folder.pk for folder in chosen}
+        problems = lines[pk][0]
+        for folder in chosen:
+            if folder.last_error:
+                since = timezone.localtime(folder.failing_since) if folder.failing_since else None
+                problems.append(
+                    f"{folder.path}: {folder.last_error}"
+                    + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
+                )
+    for row in unstored:
+        if row["folder"] in synced[row["folder__account"]]:
+            lines[row["folder__account"]][0].append(
+                f"{_emails(row['count'])} in {row['folder__path']} could not be stored."
+            )
     for row in with_problem:
+        if row["folder"] not in synced[row["folder__account"]]:
+            continue
+        notes = lines[row["folder__account"]][1]
         count, path = row["count"], row["folder__path"]
         if row["email__problem"] == Email.Problem.UNREADABLE:
             notes.append(
@@ -172,7 +205,7 @@ def _problem_lines(account) -> tuple[list[str], list[str]]:
                 f"{_emails(count)} in {path} {'was' if count == 1 else 'were'} stored in part "
                 "(a size limit or a broken structure); the originals are kept."
             )
-    return problems, notes
+    return lines
 
 
 def _emails(count: int) -> str:

@@ -2,8 +2,6 @@
 dispatcher that beat calls every minute."""
 
 import contextlib
-import functools
-import imaplib
 import uuid
 from datetime import timedelta
 
@@ -12,20 +10,17 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import EmailAccount
-from accounts.oauth import access_token, session_for
 from accounts.services import account_change_record, account_settings_update
 from mail.errors import PROVIDER_KINDS, MailError, Retry
 from mail.registry import backend_for
 from mailsetup.queue import publish, publish_on_commit
-from systemsettings.selectors import internal_mail_servers_allowed, mailbox_sync_interval
+from systemsettings.selectors import mailbox_sync_interval
 
-from .engine import AccountSyncer, folders_refresh
-from .ews import EwsSyncer
-from .ews_items import exchange_items_sync
+from .engine import folders_refresh
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
+from .readers import READERS, session_open
 from .store import ours
 
 
@@ -34,10 +29,6 @@ def _lease() -> timedelta:
     # after every batch, so the lease only has to cover one batch.
     return timedelta(seconds=settings.SYNC_CLAIM_LEASE_SECONDS)
 
-
-# An Exchange mailbox's meetings, tasks and contacts are read at most this often by the
-# scheduled runs; "Import now" and saving their settings read them at once.
-ITEMS_EVERY = timedelta(hours=1)
 
 INTERRUPTED = (
     "This download stopped before it finished (its worker stopped, or the database went "
@@ -155,77 +146,6 @@ def sync_runs_prune(*, now=None) -> int:
         deleted += SyncRun.objects.filter(pk__in=batch).delete()[0]
 
 
-def _session(account: EmailAccount):
-    return session_for(backend_for(account.provider).open_reader, account)
-
-
-@sensitive_variables("secret")
-def _session_opener(account: EmailAccount):
-    """Another session like the run's first, for the fetching thread (which never
-    touches the database): the sign-in's setting and secret are read here, now. An
-    access token read now may run out before a long run ends: a refusal then is the
-    token's, for the next run to refresh, not the owner's to fix."""
-    from providers.addresses import normalize_address
-
-    if account.uses_oauth:
-        secret = {"access_token": access_token(account_id=account.pk)}
-    else:
-        secret = {"password": account.get_password()}
-    open_one = functools.partial(
-        backend_for(account.provider).open_reader, provider=account.provider,
-        address=normalize_address(account.address), login=account.login,
-        allow_internal=internal_mail_servers_allowed(), **secret,
-    )  # fmt: skip
-    if not account.uses_oauth:
-        return open_one
-
-    def with_token():
-        try:
-            return open_one()
-        except MailError as error:
-            if error.kind != "credentials":
-                raise
-            raise MailError("token_unavailable", f"{error} (the sign-in token ran out)") from None
-
-    return with_token
-
-
-def exchange_failure(error: Exception, account: EmailAccount) -> MailError:
-    """An exchangelib error as a MailError whose kind says what it means."""
-    from exchangelib import errors
-
-    name = type(error).__name__
-    if isinstance(error, errors.UnauthorizedError):
-        if account.uses_oauth:
-            # The token ran out or was revoked during the run: the next run's sign-in
-            # refreshes it, or finds out that the owner must reconnect.
-            return MailError(
-                "token_unavailable",
-                "Exchange stopped accepting the sign-in token during the download.",
-            )
-        return MailError(
-            "credentials",
-            "Exchange no longer accepts the mailbox's login. Enter the password again.",
-        )
-    busy = (
-        errors.ErrorServerBusy, errors.ErrorTimeoutExpired,
-        errors.ErrorInternalServerTransientError, errors.ErrorMailboxMoveInProgress,
-        errors.ErrorMailboxStoreUnavailable, errors.ErrorConnectionFailedTransientError,
-        errors.RateLimitError,
-    )  # fmt: skip
-    unreachable = isinstance(error, errors.TransportError) and not isinstance(
-        error, errors.ResponseMessageError
-    )
-    if isinstance(error, busy) or unreachable:
-        return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
-    if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):
-        return MailError(
-            "access_denied",
-            f"Exchange refused access to the mailbox ({name}); ask its administrator.",
-        )
-    return MailError("server_error", f"Exchange answered with an error ({name}: {error}).")
-
-
 @contextlib.contextmanager
 def _commits_without_waiting_for_disk():
     """A sync's commits do not wait for PostgreSQL to flush them to disk (about 0.4 ms
@@ -339,44 +259,13 @@ def _read(reader, account: EmailAccount, run: SyncRun, *, renew, items_only: boo
             "database", f"The app's database could not be reached ({type(error).__name__})."
         ) from error
     except Exception as error:
-        failure = _storage_failure(error) or reader.failure(error, account)
+        failure = _storage_failure(error) or backend_for(account.provider).read_failure(
+            error, oauth=account.uses_oauth
+        )
         if failure is None:
             message = f"Unexpected error: {type(error).__name__}: {error}"
             raise OurBug("server_error", message) from error
         raise failure from None
-
-
-class ImapReader:
-    """Reads a mailbox over IMAP (sync.engine)."""
-
-    @staticmethod
-    def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
-        backend = backend_for(account.provider)
-        syncer = AccountSyncer(
-            account=account, client=_session(account), run=run, renew=renew,
-            open_session=lambda: _session_opener(account),
-        )  # fmt: skip
-        try:
-            folders = syncer.folders_to_sync(syncer.refresh_folders())
-            syncer.progress_start(folders)
-            for folder in folders:
-                syncer.sync_folder_isolated(folder)
-        finally:
-            backend.close_reader(syncer.client)
-
-    @staticmethod
-    def failure(error: Exception, account: EmailAccount) -> MailError | None:
-        if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
-            return MailError(
-                "connection_lost",
-                f"The connection to the mail server broke off ({type(error).__name__}).",
-            )
-        if isinstance(error, imaplib.IMAP4.error):
-            return MailError(
-                "server_error",
-                f"The mail server refused a command of the download ({error})."[:500],
-            )
-        return None
 
 
 def _storage_failure(error: Exception) -> MailError | None:
@@ -415,55 +304,6 @@ def _end_if_possible(run: SyncRun, account_id: int, token: str) -> None:
             run, account_id, token,
             MailError("database", "The app's database went away during the download."),
         )  # fmt: skip
-
-
-class EwsReader:
-    """Reads an Exchange mailbox over EWS (sync.ews), with its meetings, tasks and
-    contacts at most every ITEMS_EVERY (or now, `items_only`)."""
-
-    @staticmethod
-    def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
-        backend = backend_for(account.provider)
-        ews = _session(account)
-        try:
-            syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
-            folders = syncer.refresh_folders()
-            if not items_only:
-                chosen = syncer.folders_to_sync(folders)
-                syncer.progress_start(chosen)
-                for folder in chosen:
-                    syncer.progress.folder_started(folder.path)
-                    syncer.sync_folder(folder)
-                    syncer.progress.folder_finished(folder.path)
-            last = (
-                MailboxSync.objects.filter(account=account)
-                .values_list("items_imported_at", flat=True)
-                .first()
-            )
-            if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
-                exchange_items_sync(
-                    ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
-                )
-                MailboxSync.objects.filter(account=account).update(items_imported_at=timezone.now())
-        finally:
-            backend.close_reader(ews)
-
-    @staticmethod
-    def failure(error: Exception, account: EmailAccount) -> MailError | None:
-        from exchangelib.errors import EWSError
-
-        if isinstance(error, EWSError):
-            return exchange_failure(error, account)
-        if isinstance(error, OSError | EOFError):
-            return MailError(
-                "connection_lost",
-                f"The connection to the mail server broke off ({type(error).__name__}).",
-            )
-        return None
-
-
-# sync's reader for each backend's `reader` (mail.backend.MailBackend.reader).
-READERS = {"imap": ImapReader, "ews": EwsReader}
 
 
 def _finish(run: SyncRun, *, error: str = "") -> None:
@@ -558,7 +398,7 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
     FindFolder), stored."""
     backend = backend_for(account.provider)
     try:
-        session = _session(account)
+        session = session_open(account)
     except MailError as error:
         raise FolderListError(error.kind, str(error)) from None
     try:

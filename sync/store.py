@@ -25,15 +25,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import EmailAccount
-from crm.services import contacts_link
 
 from .bulk import insert_rows, insert_rows_skipping_existing
 from .files import ATTACHMENTS, ORIGINALS, WrittenFiles, files_for_transaction
+from .links import emails_link
 from .models import Attachment, Email, EmailLocation, Folder, UnstoredMessage
 from .parsing import UNREADABLE, ParsedEmail, fingerprint
+from .search import vectors_fill_soon, vectors_later
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +236,10 @@ class Store:
         for key, item in new.items():
             original = self._original(files, item) if item.parsed.problem else ""
             rows.append(_email_row(self.account.pk, key, item, now, original))
-        created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
+        with vectors_later():
+            created = dict(zip(new, insert_rows(Email, EMAIL_COLUMNS, rows), strict=True))
+        if created:
+            vectors_fill_soon()
         email_ids = [created[t] if isinstance(t, str) else t for t in targets]
         # Skipping those stored by an earlier, interrupted run.
         insert_rows_skipping_existing(
@@ -249,7 +254,7 @@ class Store:
         for key, item in new.items():
             attachments += self._attachments(files, created[key], item)
         Attachment.objects.bulk_create(attachments)
-        contacts_link(
+        emails_link(
             emails=[
                 (
                     created[key],
@@ -506,3 +511,72 @@ def _email_row(account_id: int, key: str, item: Fetched, now, original: str) -> 
         item.content_key,
         now,
     )
+
+
+def sent_email_store(
+    *, account: EmailAccount, raw: bytes, message_id: str, to: list[dict], cc: list[dict],
+    bcc: list[dict], in_reply_to: str, references: str, files: WrittenFiles,
+) -> Email:  # fmt: skip
+    """The email this app just sent from the mailbox, on the timelines at once: the same
+    email the sync makes of the Sent copy later (its key is the Message-ID, as the
+    parsed copy's, and its content key SENT_BY_APP lets `same_message` take the
+    server's re-rendered copy for it), so the sync only adds the copy's folder. Made
+    once: a sync that stored the copy first, or a second call, finds it. Call it inside
+    the caller's transaction, with `files` of files_for_transaction."""
+    from .parsing import parse_message
+
+    parsed = parse_message(raw)
+    email, created = Email.objects.get_or_create(
+        account=account,
+        message_key=message_id,
+        defaults={
+            "message_id": message_id,
+            # As the sync reads them from the Sent copy (the subject decoded from the
+            # message, not as typed), so that the copy is found to be this email.
+            "subject": parsed.subject,
+            "from_address": parsed.from_address or account.address.lower(),
+            "content_key": SENT_BY_APP,
+            "from_name": account.display_name,
+            "to": to,
+            "cc": cc,
+            # The message's own Date, as the sync reads it from the Sent copy: a copy
+            # whose date disagrees by more than minutes would count as another email.
+            "sent_at": parsed.sent_at or timezone.now(),
+            "text_body": parsed.text_body,
+            "html_body": parsed.html_body,
+            "size": len(raw),
+            "seen": True,
+            "in_reply_to": in_reply_to,
+            "references": references,
+        },
+    )
+    if created:
+        Attachment.objects.bulk_create(
+            Attachment(
+                email=email,
+                name=attachment.name,
+                content_type=attachment.content_type,
+                size=len(attachment.data),
+                file=files.save(ATTACHMENTS, attachment.data, like=attachment.name),
+                content_id=attachment.content_id,
+            )
+            for attachment in parsed.attachments
+        )
+        emails_link(
+            emails=[(email.pk, {p["address"]: p.get("name", "") for p in to + cc + bcc}, "")],
+            own_domains={account.address.rsplit("@", 1)[-1].lower()},
+        )
+    return email
+
+
+def locations_forget(*, locations: QuerySet) -> int:
+    """Forget where emails were (a folder renumbered, messages gone from the server):
+    the rows of `locations` (EmailLocation) go, the emails stay on the timelines.
+    Returns how many went."""
+    return locations.delete()[0]
+
+
+def emails_seen_set(*, locations: QuerySet, seen: bool) -> int:
+    """Mark the emails at `locations` (EmailLocation rows) read or unread, as the
+    server says; one query. Returns how many changed."""
+    return Email.objects.filter(locations__in=locations).exclude(seen=seen).update(seen=seen)

@@ -2,6 +2,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .files import orphans_delete
+from .search import vectors_fill
 from .services import (
     TransientSyncError,
     heartbeat_record,
@@ -56,3 +57,10 @@ def files_sweep() -> None:
 @shared_task(name="sync.runs_prune", ignore_result=True)
 def runs_prune() -> None:
     sync_runs_prune()
+
+
+# Takes no id: it fills the oldest waiting vectors of any mailbox, and two at once share
+# the rows (SKIP LOCKED); one killed midway leaves its rows to the next (beat's, a minute).
+@shared_task(name="sync.search_vectors", ignore_result=True, acks_late=True)
+def search_vectors() -> None:
+    vectors_fill()

@@ -1,11 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import live, views
 
 app_name = "sync"
 
 urlpatterns = [
     path("emails/<int:pk>/", views.email_detail, name="email"),
+    # Whether emails arrived since a page was drawn (issue 18; sync/live.py).
+    path("emails/new/", live.new_emails, name="new_emails"),
     path("emails/<int:pk>/original/", views.original_download, name="original"),
     path(
         "emails/<int:pk>/attachments/<int:attachment_pk>/",

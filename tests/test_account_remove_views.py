@@ -118,3 +118,56 @@ def test_it_hides_another_users_mailbox(client, db):
     client.force_login(UserFactory())
     assert _remove(client, account, "delete").status_code == 404
     assert EmailAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_it_deletes_the_files_only_once_the_removal_commits(
+    synced_mailbox, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    # accounts knows nothing of sync's files: sync hears accounts.signals.mailbox_deleting
+    # and deletes them after the commit; a removal that rolls back keeps every one.
+    import pytest
+    from django.db import transaction
+
+    from accounts.services import account_remove
+
+    settings.MEDIA_ROOT = tmp_path
+    account, mailbox = synced_mailbox
+    mailbox.append(
+        "INBOX",
+        make_message(subject="a", attachment=("a.pdf", b"%PDF")),
+        make_message(subject="b", attachment=("b.txt", b"b")),
+    )
+    mailbox_sync(account_id=account.pk)
+    files = [Path(a.file.path) for a in Attachment.objects.all()]
+    assert len(files) == 2 and all(f.exists() for f in files)
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        account_remove(account=account, actor=account.owner, keep_emails=False)
+        raise RuntimeError("the removal's transaction rolls back")
+    assert callbacks == []
+    assert Email.objects.count() == 2 and all(f.exists() for f in files)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        account_remove(account=account, actor=account.owner, keep_emails=False)
+    # The rows are gone, the files still there until the commit's callback runs.
+    assert not Email.objects.exists() and all(f.exists() for f in files)
+    for callback in callbacks:
+        callback()
+    assert not any(f.exists() for f in files)
+
+
+def test_it_keeps_the_files_of_kept_emails(
+    synced_mailbox, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from accounts.services import account_remove
+
+    settings.MEDIA_ROOT = tmp_path
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="with file", attachment=("a.pdf", b"%PDF")))
+    mailbox_sync(account_id=account.pk)
+    stored = Path(Attachment.objects.get().file.path)
+    with django_capture_on_commit_callbacks(execute=True):
+        account_remove(account=account, actor=account.owner, keep_emails=True)
+    assert stored.exists() and Attachment.objects.get().file.path == str(stored)

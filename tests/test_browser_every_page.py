@@ -20,7 +20,7 @@ from django.utils import timezone
 from crm.models import Activity, Company, Contact, ContactAddress
 from sending.models import OutgoingEmail
 from sharing.models import MailboxGrant
-from sync.models import Email, Folder
+from sync.models import Email, Folder, SyncRun
 from tests.browser import SCREENSHOTS
 from tests.factories import EmailAccountFactory, UserFactory
 from tests.test_browser_wizard import _sign_in
@@ -79,6 +79,10 @@ def world(db, test_provider):
         subject="Re: Framework agreement", to=[{"address": "nancy.davolio@northwind.test"}],
         state=OutgoingEmail.State.SENT, sent_copy="stored", sent_at=now,
     )  # fmt: skip
+    SyncRun.objects.create(
+        account=account, state="failed", finished_at=now,
+        error="The server did not answer in time: imap.example.test:993 (a timeout).",
+    )  # fmt: skip
     return {"user": user, "account": account, "email": email, "contact": contact,
             "company": company, "outgoing": outgoing}  # fmt: skip
 
@@ -109,6 +113,9 @@ def _pages(world) -> list[tuple[str, str, str]]:
             "Mailbox settings",
         ),
         ("help-secure-connection", "/help/secure-connection/", "Mailbox settings"),
+        # The operator's pages (issue 18, health/).
+        ("mailbox-health", "/admin/mailbox-health/", ""),
+        ("mailbox-runs", f"/admin/mailbox-health/{account.pk}/runs/", ""),
     ]
 
 

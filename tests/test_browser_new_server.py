@@ -97,3 +97,27 @@ def test_it_saves_a_new_server_only_once_a_sign_in_passes(
     assert (provider.source, provider.imap_port) == (Source.ADMIN, dovecot.imaps_port)
     assert ProviderDomain.objects.get(domain="elsewhere.test").provider == provider
     assert provider.accounts.get().address == CAROL
+
+
+def test_it_shows_the_fields_of_the_chosen_service_type(live_server, browser, page, db):
+    # The page's script knows no protocol: it shows what each backend declares
+    # (mail.backend.MailBackend.provider_fields) for the type chosen.
+    manager = UserFactory(permissions=["providers.manage_email_providers"])
+    _sign_in(page, live_server, manager)
+    page.goto(f"{live_server.url}/mailboxes/new/")
+    page.fill("#id_address", CAROL)
+    page.click("button:has-text('Next')")
+    page.click("text=Add new server")
+    expect(page.locator("[data-step=new_server]")).to_be_visible()
+    imap_host, exchange_url = page.locator("#id_imap_host"), page.locator("#id_exchange_url")
+    smtp_port, name = page.locator("#id_smtp_port"), page.locator("#id_name")
+    expect(imap_host).to_be_visible()
+    expect(exchange_url).to_be_hidden()
+    page.select_option("#id_service_type", "exchange")
+    expect(exchange_url).to_be_visible()
+    expect(imap_host).to_be_hidden()
+    expect(smtp_port).to_be_hidden()
+    expect(name).to_be_visible()  # every type's field stays
+    page.select_option("#id_service_type", "imap_smtp")
+    expect(imap_host).to_be_visible()
+    expect(exchange_url).to_be_hidden()

@@ -259,7 +259,7 @@ def test_it_keeps_a_manual_unlink_when_the_sync_sees_the_email_again(synced_mail
     email = Email.objects.get(account=account, subject="Offer")
     assert list(email.contacts.all()) == [peter]  # linked by the sync
 
-    from crm.services import email_link_change
+    from sync.links import email_link_change
 
     email_link_change(email=email, actor=account.owner, link=False, contact_id=peter.pk)
     mailbox.append("Archive", raw)  # a copy in another folder: the same email

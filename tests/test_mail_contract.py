@@ -18,7 +18,8 @@ from mail.registry import BACKENDS, backend_for
 from providers.addresses import normalize_address
 from providers.models import ServiceType
 from sync.models import Email, SyncRun
-from sync.services import READERS, mailbox_sync
+from sync.readers import READERS
+from sync.services import mailbox_sync
 from tests.mailbox import make_message
 from tests.servers.dovecot import free_port
 
@@ -34,6 +35,9 @@ class Door:
     in_sent: object  # (message_id) -> bool: the server's Sent folder holds it
     delivered: object  # () -> list of (recipients, raw) the server sent on
     fail_sending: object  # (retry) -> None: the next delivery fails with that decision
+    # (session) -> None: a request of the protocol's own library through a reading
+    # session, as a reader makes them (its exceptions are the library's, untranslated)
+    read: object = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -78,7 +82,10 @@ def _imap_door(request) -> Door:
         elif retry == Retry.UNKNOWN:
             outbox.cut_after_data.add(PARTNER)
 
-    return Door(account, put, in_sent, delivered, fail_sending)
+    def read(session) -> None:
+        session.select_folder("INBOX", readonly=True)
+
+    return Door(account, put, in_sent, delivered, fail_sending, read=read)
 
 
 def _ews_door(request) -> Door:
@@ -114,7 +121,18 @@ def _ews_door(request) -> Door:
         if code:
             server.fail_next("CreateItem", *code)
 
-    return Door(account, put, in_sent, delivered, fail_sending, {"server": server})
+    def read(ews) -> None:
+        list(ews.inbox.all().only("subject")[:1])
+
+    def password_changed(_session) -> None:
+        # Exchange checks the sign-in with every request: the next one is refused.
+        with server.state.lock:
+            server.state.users[address.lower()].password = "changed by its owner"
+
+    return Door(
+        account, put, in_sent, delivered, fail_sending, read=read,
+        extra={"server": server, "password_changed": password_changed},
+    )  # fmt: skip
 
 
 DOORS = {ServiceType.IMAP_SMTP: _imap_door, ServiceType.EXCHANGE: _ews_door}
@@ -140,6 +158,21 @@ def test_it_has_a_backend_and_a_reader_for_every_service_type():
         assert backend.service_type == service_type
         assert backend.reader in READERS
     assert set(DOORS) == set(ServiceType.values), "every backend runs this contract"
+
+
+def test_it_declares_and_validates_the_provider_card_fields_it_uses():
+    from providers.models import EmailProvider
+
+    card_fields = {f.name for f in EmailProvider._meta.get_fields()}
+    for service_type, backend in BACKENDS.items():
+        assert set(backend.provider_fields) <= card_fields, service_type
+        # An empty card of its type: what is wrong is named on fields the type uses.
+        empty = EmailProvider(
+            service_type=service_type, imap_host="", imap_port=None, smtp_host="",
+            smtp_port=None, exchange_url="http://mail.example.test/EWS/Exchange.asmx",
+        )  # fmt: skip
+        errors = backend.validate_provider(empty)
+        assert errors and set(errors) <= set(backend.provider_fields), (service_type, errors)
 
 
 def test_it_gives_every_failure_kind_one_retry_decision():
@@ -311,9 +344,9 @@ def test_it_reports_a_refused_sign_in_while_sending_for_the_owner(door):
 
 
 def test_it_reports_a_broken_connection_while_reading_as_worth_another_try(door, monkeypatch):
-    from sync import services
+    from sync import readers, services
 
-    real = services._session
+    real = readers.session_open
 
     def cut(account):
         session = real(account)
@@ -322,7 +355,7 @@ def test_it_reports_a_broken_connection_while_reading_as_worth_another_try(door,
         monkeypatch.setattr(ssl.SSLSocket, "send", _broken)
         return session
 
-    monkeypatch.setattr(services, "_session", cut)
+    monkeypatch.setattr(readers, "session_open", cut)
     with pytest.raises(services.TransientSyncError):
         mailbox_sync(account_id=door.account.pk)
     monkeypatch.undo()
@@ -333,6 +366,86 @@ def test_it_reports_a_broken_connection_while_reading_as_worth_another_try(door,
 
 def _broken(*args, **kwargs):
     raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def _read_failure(door, *, password: str | None = None, before_read=None) -> MailError:
+    """What a request of the reader's meets, in the backend's terms: the library's own
+    exception through MailBackend.read_failure, or the MailError the backend raised."""
+    backend = door.backend
+    given = door.credentials() if password is None else door.credentials(password=password)
+    try:
+        session = backend.open_reader(**given)
+    except MailError as error:
+        return error  # IMAP signs in when the session opens
+    try:
+        if before_read:
+            before_read(session)
+        door.read(session)
+    except MailError as error:
+        return error
+    except Exception as error:
+        failure = backend.read_failure(error)
+        assert failure is not None, f"{type(error).__name__} is the protocol's: {error}"
+        return failure
+    finally:
+        backend.close_reader(session)
+    raise AssertionError("the read did not fail")
+
+
+def test_it_reads_through_a_session_that_works(door):
+    # The checks below fail for the reason they name, not for a read that never works.
+    backend = door.backend
+    session = backend.open_reader(**door.credentials())
+    try:
+        door.read(session)
+    finally:
+        backend.close_reader(session)
+
+
+def test_it_reports_a_refused_password_while_reading_for_the_owner(door):
+    # A reader opens sessions as it goes (sync.readers.session_opener): a password
+    # changed since is refused when the next one signs in.
+    failure = _read_failure(door, password="not the password")
+    assert (failure.kind, failure.retry) == ("credentials", Retry.OWNER), str(failure)
+
+
+def test_it_reports_a_password_changed_in_the_middle_of_a_read_for_the_owner(door):
+    if "password_changed" not in door.extra:
+        pytest.skip("IMAP signs in once per session: a signed-in session stays signed in")
+    failure = _read_failure(door, before_read=door.extra["password_changed"])
+    assert (failure.kind, failure.retry) == ("credentials", Retry.OWNER), str(failure)
+
+
+def test_it_reports_a_connection_reset_while_reading_as_worth_another_try(door, monkeypatch):
+    def cut(session):
+        door.read(session)  # signed in and connected; then the connection breaks
+        monkeypatch.setattr(ssl.SSLSocket, "sendall", _broken)
+        monkeypatch.setattr(ssl.SSLSocket, "send", _broken)
+
+    failure = _read_failure(door, before_read=cut)
+    monkeypatch.undo()
+    assert failure.retry == Retry.LATER, (failure.kind, str(failure))
+
+
+def test_it_stops_a_sync_whose_password_is_refused_until_the_owner_acts(door):
+    from sync.models import MailboxSync
+
+    account = door.account
+    account.set_password("not the password")
+    account.save()
+    run = mailbox_sync(account_id=account.pk)  # not retried: no TransientSyncError
+    assert run.state == SyncRun.State.FAILED
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == "credentials"
+    assert state.health == MailboxSync.Health.NEEDS_ATTENTION
+
+
+@pytest.mark.parametrize("service_type", sorted(BACKENDS))
+def test_it_leaves_an_error_of_ours_to_the_caller(service_type):
+    # A bug of ours met during a read is not the server's: sync reports it as a bug.
+    backend = BACKENDS[service_type]
+    assert backend.read_failure(KeyError("folder")) is None
+    assert backend.read_failure(ValueError("parse")) is None
 
 
 # -- the one module that knows imapclient's private parts -----------------------------

@@ -42,3 +42,34 @@ def test_it_gives_each_mailboxs_state(db):
         live.account_id: "watching", dead.account_id: "stopped",
         owner.account_id: "needs_owner", unwatched.pk: "stopped",
     }  # fmt: skip
+
+
+def test_it_says_which_mailboxes_no_listener_watches_and_why(db, settings):
+    from push.selectors import watches_down
+
+    settings.PUSH_LEASE_SECONDS, settings.PUSH_TICK_SECONDS = 60, 10
+    watching = _watch(State.WATCHING, holder="a", lease=timedelta(minutes=1))
+    reconnecting = _watch(State.BACKOFF, holder="a", lease=timedelta(minutes=1))
+    reconnecting.error = "The connection broke off."
+    reconnecting.save()
+    dead = _watch(State.WATCHING, holder="dead", lease=timedelta(minutes=-5))
+    abandoned = _watch(State.STOPPED)
+    MailboxWatch.objects.filter(pk=abandoned.pk).update(
+        state_since=timezone.now() - timedelta(minutes=10)
+    )
+    just_released = _watch(State.STOPPED)  # a listener's next tick takes it
+    owner = _watch(State.NEEDS_OWNER)
+    unsupported = _watch(State.NOT_SUPPORTED)
+    turned_off = _watch(State.STOPPED)
+    MailboxWatch.objects.filter(pk=turned_off.pk).update(
+        state_since=timezone.now() - timedelta(minutes=10)
+    )
+    turned_off.account.auto_sync = False
+    turned_off.account.save()
+    everyone = [w.account_id for w in (watching, reconnecting, dead, abandoned, just_released,
+                                        owner, unsupported, turned_off)]  # fmt: skip
+    down = watches_down(everyone)
+    assert set(down) == {reconnecting.account_id, dead.account_id, abandoned.account_id}
+    assert "reconnecting (The connection broke off.)" in down[reconnecting.account_id]
+    assert "stopped renewing" in down[dead.account_id]
+    assert "No mail listener has watched it for 10" in down[abandoned.account_id]

@@ -8,13 +8,15 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from django.urls import reverse
 
 from crm.models import Company, Contact
-from sync import search
+from sync import search, tasks
 from sync.models import Email
 from tests.factories import EmailAccountFactory
+from tests.mailbox import make_message
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -150,3 +152,70 @@ def test_it_gives_existing_emails_their_vector_in_the_migration():
     email = Email.objects.get(message_key="old")
     found = search.matching(Email.objects.all(), "freight", [account.pk])
     assert list(found) == [email]
+
+
+def _vector(email) -> str | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT search::text FROM sync_email WHERE id = %s", [email.pk])
+        return cursor.fetchone()[0]
+
+
+def test_it_fills_later_the_vectors_the_bulk_store_leaves_and_finds_those_emails_meanwhile(
+    client, db
+):
+    account = EmailAccountFactory(message_language="de")
+    with transaction.atomic(), search.vectors_later():
+        waiting = _email(account, "w1", subject="Lieferung Pumpen", text_body="die Turbinen")
+    written = _email(account, "w2", subject="Written alone", text_body="Turbinen auch")
+    assert _vector(waiting) is None and "'turbin'" in _vector(written)
+    assert search.vectors_waiting([account.pk]) == 1
+    client.force_login(account.owner)
+    # Waiting: found by its subject, not yet by its body; after the ranked ones.
+    assert _found(client, "pumpen") == ["Lieferung Pumpen"]
+    assert _found(client, "Pumpen lieferung -storniert") == ["Lieferung Pumpen"]
+    assert _found(client, "turbinen") == ["Written alone"]
+    assert _found(client, "lieferung OR written") == ["Written alone", "Lieferung Pumpen"]
+
+    assert search.vectors_fill() == 1
+    # The mailbox's language, as the trigger would have read it.
+    assert "'turbin':" in _vector(waiting) and "'liefer':1A" in _vector(waiting)
+    assert search.vectors_waiting([account.pk]) == 0
+    assert sorted(_found(client, "turbinen")) == ["Lieferung Pumpen", "Written alone"]
+    assert search.vectors_fill() == 0
+
+
+def test_it_fills_in_batches_and_hands_over_a_long_backlog(db, django_capture_on_commit_callbacks):
+    account = EmailAccountFactory()
+    with transaction.atomic(), search.vectors_later():
+        for n in range(5):
+            _email(account, f"b{n}", subject=f"batch {n}")
+    # Out of time after the first batch: a new fill is queued for the rest.
+    with django_capture_on_commit_callbacks() as queued:
+        assert search.vectors_fill(batch=2, seconds=0) == 2
+    assert len(queued) == 1
+    assert search.vectors_waiting([account.pk]) == 3
+    assert search.vectors_fill(batch=2) == 3
+    assert Email.objects.filter(search__isnull=True).count() == 0
+
+
+def test_it_asks_for_the_vectors_after_a_sync_and_beat_fills_them(synced_mailbox, monkeypatch):
+    from django.core.cache import cache
+
+    from sync.services import mailbox_sync
+
+    queued = []
+    monkeypatch.setattr(search, "publish_on_commit", lambda task: queued.append(task.name))
+    cache.delete(search.FILL_QUEUED_KEY)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="Invoice 42", body="the flux capacitor"))
+    mailbox.append("INBOX", make_message(subject="Invoice 43", body="the flux capacitor"))
+    mailbox_sync(account_id=account.pk)
+    emails = list(Email.objects.filter(account=account))
+    assert len(emails) == 2 and all(_vector(email) is None for email in emails)
+    # Once however many batches asked, within FILL_QUEUED_SECONDS.
+    assert queued == ["sync.search_vectors"]
+    assert "sync.search_vectors" in {
+        entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()
+    }
+    tasks.search_vectors.run()
+    assert all("'capacitor'" in _vector(email) for email in emails)

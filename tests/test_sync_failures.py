@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mail.errors import ACTIONS, MailError, Retry, SignInError, action_of
-from sync import services
+from sync import readers
 from sync.models import MailboxSync, SyncRun
 from sync.services import TransientSyncError, mailbox_sync, mailboxes_due
 from tests.servers.dovecot import free_port
@@ -28,7 +28,7 @@ def test_it_ends_a_run_as_the_kind_of_its_failure_says(synced_mailbox, monkeypat
     def failing(account):
         raise SignInError(kind, f"It failed ({kind}).")
 
-    monkeypatch.setattr(services, "_session", failing)
+    monkeypatch.setattr(readers, "session_open", failing)
     action = action_of(kind)
     if action == Retry.LATER:
         with pytest.raises(TransientSyncError, match=f"It failed \\({kind}\\)"):
@@ -53,7 +53,9 @@ def test_it_refuses_a_kind_the_table_does_not_know():
 def test_it_keeps_the_first_failure_time_while_runs_keep_failing(synced_mailbox, monkeypatch):
     account, _ = synced_mailbox
     monkeypatch.setattr(
-        services, "_session", lambda account: (_ for _ in ()).throw(SignInError("timeout", "slow"))
+        readers,
+        "session_open",
+        lambda account: (_ for _ in ()).throw(SignInError("timeout", "slow")),
     )
     with pytest.raises(TransientSyncError):
         mailbox_sync(account_id=account.pk)

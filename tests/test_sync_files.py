@@ -68,7 +68,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
         "INBOX",
         *(make_message(subject=f"m{n}", attachment=(f"f{n}.bin", b"x" * 100)) for n in range(3)),
     )
-    real = store.contacts_link
+    real = store.emails_link
     failures = []
 
     def failing_link(**kwargs):
@@ -77,7 +77,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
         failures.append(1)
         raise DataError("refused")
 
-    monkeypatch.setattr(store, "contacts_link", failing_link)
+    monkeypatch.setattr(store, "emails_link", failing_link)
     run = mailbox_sync(account_id=account.pk)
     assert failures and run.state == SyncRun.State.SUCCEEDED
     # Only the three originals remain: every attachment written by a failed attempt went.
@@ -85,7 +85,7 @@ def test_it_removes_the_files_of_a_batch_that_rolled_back(synced_mailbox, media,
     left = _files(media)
     assert len(left) == 3 and all(name.startswith("originals/") for name in left)
     assert {str(e.original) for e in Email.objects.all()} == left
-    monkeypatch.setattr(store, "contacts_link", real)
+    monkeypatch.setattr(store, "emails_link", real)
 
 
 def test_it_leaves_to_the_outer_transaction_what_an_inner_one_wrote(media):
@@ -110,3 +110,35 @@ def test_it_sweeps_files_no_row_names(db, media):
         os.utime(media / name, (old, old))
     assert orphans_delete() == 1
     assert _files(media) == {young, original, named}
+
+
+def test_it_stores_a_sent_email_once_whoever_comes_first(synced_mailbox, media):
+    # sending's "sent email on the timeline" and the download of its Sent copy are one
+    # email, made by the store: the second to come finds the first's.
+    from crm.models import Contact, ContactAddress
+
+    account, mailbox = synced_mailbox
+    peter = Contact.objects.create(name="Peter")
+    ContactAddress.objects.create(contact=peter, address="peter@partner.test")
+    raw = make_message(
+        subject="Offer", sender=f"Owner <{account.address}>", to="peter@partner.test",
+        message_id="<offer-1@example.test>", attachment=("offer.pdf", b"%PDF offer"),
+    )  # fmt: skip
+    sent = {
+        "account": account, "raw": raw, "message_id": "offer-1@example.test",
+        "to": [{"address": "peter@partner.test", "name": "Peter"}], "cc": [], "bcc": [],
+        "in_reply_to": "", "references": "",
+    }  # fmt: skip
+    with files_for_transaction() as files, transaction.atomic():
+        email = store.sent_email_store(**sent, files=files)
+    with files_for_transaction() as files, transaction.atomic():
+        again = store.sent_email_store(**sent, files=files)
+    assert again.pk == email.pk and Email.objects.count() == 1
+    assert Attachment.objects.get().email_id == email.pk  # made once
+    assert list(email.contacts.all()) == [peter]
+    # The Sent copy's download adds its folder to the same email.
+    mailbox.append("INBOX", raw)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.count() == 1 and email.locations.count() == 1
+    assert Attachment.objects.count() == 1

@@ -21,6 +21,14 @@ class EwsBackend(MailBackend):
         "email",
     )
     discovers_endpoints = True
+    provider_fields = ("exchange_url",)
+
+    def validate_provider(self, provider) -> dict[str, str]:
+        url = provider.exchange_url
+        if url and not url.lower().startswith("https://"):
+            # Blank means autodiscover; an address given must be encrypted.
+            return {"exchange_url": "The Exchange service address must start with https://."}
+        return {}
 
     def endpoints(self, provider, address) -> list[Endpoint]:
         """The service address on the provider card; none when autodiscover finds it."""
@@ -48,6 +56,18 @@ class EwsBackend(MailBackend):
 
     def close_reader(self, ews) -> None:
         session.ews_close(ews)
+
+    def read_failure(self, error: Exception, *, oauth: bool = False) -> MailError | None:
+        from exchangelib.errors import EWSError
+
+        if isinstance(error, EWSError):
+            return exchange_failure(error, oauth=oauth)
+        if isinstance(error, OSError | EOFError):
+            return MailError(
+                "connection_lost",
+                f"The connection to the mail server broke off ({type(error).__name__}).",
+            )
+        return None
 
     def list_folders(self, ews) -> list[ListedFolder]:
         from exchangelib.errors import EWSError
@@ -81,3 +101,41 @@ class EwsBackend(MailBackend):
         from .watch import EwsWatcher
 
         return EwsWatcher(poll=settings.PUSH_EWS_POLL_SECONDS, **kwargs)
+
+
+def exchange_failure(error: Exception, *, oauth: bool = False) -> MailError:
+    """An exchangelib error as a MailError whose kind says what it means."""
+    from exchangelib import errors
+
+    name = type(error).__name__
+    if isinstance(error, errors.UnauthorizedError):
+        # exchangelib signs in with the first request, so a refused login is met here,
+        # during the read.
+        if oauth:
+            # The token ran out or was revoked during the run: the next run's sign-in
+            # refreshes it, or finds out that the owner must reconnect.
+            return MailError(
+                "token_unavailable",
+                "Exchange stopped accepting the sign-in token during the download.",
+            )
+        return MailError(
+            "credentials",
+            "Exchange no longer accepts the mailbox's login. Enter the password again.",
+        )
+    busy = (
+        errors.ErrorServerBusy, errors.ErrorTimeoutExpired,
+        errors.ErrorInternalServerTransientError, errors.ErrorMailboxMoveInProgress,
+        errors.ErrorMailboxStoreUnavailable, errors.ErrorConnectionFailedTransientError,
+        errors.RateLimitError,
+    )  # fmt: skip
+    unreachable = isinstance(error, errors.TransportError) and not isinstance(
+        error, errors.ResponseMessageError
+    )
+    if isinstance(error, busy) or unreachable:
+        return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
+    if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):
+        return MailError(
+            "access_denied",
+            f"Exchange refused access to the mailbox ({name}); ask its administrator.",
+        )
+    return MailError("server_error", f"Exchange answered with an error ({name}: {error}).")

@@ -101,20 +101,18 @@ class EwsWatcher(MailWatcher):
         return changed
 
     def _failure(self, error: Exception) -> MailError:
-        """exchangelib's errors in MailError's terms (the listener's decision table)."""
+        """exchangelib's errors in MailError's terms, as the reader has them (a refused
+        token is the token's: the listener signs in again with a fresh one)."""
         from exchangelib import errors
 
-        name = type(error).__name__
+        from .backend import exchange_failure
+
         if isinstance(error, MailError):
             return error
-        if isinstance(error, errors.UnauthorizedError):
-            # A token: the listener refreshes it once before asking the owner.
-            return MailError("credentials", "Exchange no longer accepts the mailbox's sign-in.")
-        if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):
-            return MailError("access_denied", f"Exchange refused access to the mailbox ({name}).")
         if isinstance(error, errors.ErrorSubscriptionNotFound | errors.ErrorInvalidWatermark):
+            name = type(error).__name__
             return MailError("connection", f"Exchange ended the subscription ({name}).")
-        return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
+        return exchange_failure(error, oauth=self.uses_token)
 
     async def close(self) -> None:
         account, subscription = self._account, self._subscription

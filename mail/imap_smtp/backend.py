@@ -38,6 +38,22 @@ class ImapSmtpBackend(MailBackend):
         "https://outlook.office.com/SMTP.Send",
         "email",
     )
+    provider_fields = (
+        "imap_host", "imap_port", "imap_security", "smtp_host", "smtp_port", "smtp_security",
+        "stores_sent_copy",
+    )  # fmt: skip
+
+    def validate_provider(self, provider) -> dict[str, str]:
+        errors = {}
+        if provider.receive_enabled and not provider.imap_host:
+            errors["imap_host"] = "Enter the IMAP server, or turn off receiving emails."
+        if provider.receive_enabled and not provider.imap_port:
+            errors["imap_port"] = "Enter the IMAP port (993 for SSL/TLS, 143 for STARTTLS)."
+        if provider.send_enabled and not provider.smtp_host:
+            errors["smtp_host"] = "Enter the SMTP server, or turn off sending emails."
+        if provider.send_enabled and not provider.smtp_port:
+            errors["smtp_port"] = "Enter the SMTP port (465 for SSL/TLS, 587 for STARTTLS)."
+        return errors
 
     def endpoints(self, provider, address):
         return connection.endpoints_for(provider, address)
@@ -50,6 +66,21 @@ class ImapSmtpBackend(MailBackend):
 
     def close_reader(self, session) -> None:
         wire.goodbye(session)
+
+    def read_failure(self, error: Exception, *, oauth: bool = False) -> MailError | None:
+        # A refused login never gets here: IMAP signs in when the session opens, and
+        # open_reader raises its SignInError then.
+        if isinstance(error, OSError | EOFError | imaplib.IMAP4.abort):
+            return MailError(
+                "connection_lost",
+                f"The connection to the mail server broke off ({type(error).__name__}).",
+            )
+        if isinstance(error, imaplib.IMAP4.error):
+            return MailError(
+                "server_error",
+                f"The mail server refused a command of the download ({error})."[:500],
+            )
+        return None
 
     def list_folders(self, session) -> list[ListedFolder]:
         try:

@@ -11,14 +11,19 @@
     return JSON.parse(form.dataset[kind + "Ports"]);
   }
 
+  // Each service type's own fields, as its mail backend declares them (the select's
+  // data-fields-by-type, mail.backend.MailBackend.provider_fields): those of the chosen
+  // type show, the other types' own hide, every other field stays as it is.
   function showFieldsFor(form) {
     var type = form.querySelector('[name="service_type"]');
-    if (!type) return;
-    var exchange = type.value === "exchange";
+    if (!type || !type.dataset.fieldsByType) return;
+    var byType = JSON.parse(type.dataset.fieldsByType);
+    var chosen = byType[type.value] || [];
+    var owned = [];
+    Object.keys(byType).forEach(function (kind) { owned = owned.concat(byType[kind]); });
     form.querySelectorAll(".field").forEach(function (field) {
       var name = field.dataset.field;
-      if (/^(imap|smtp)_/.test(name)) field.hidden = exchange;
-      if (name === "exchange_url") field.hidden = !exchange;
+      if (owned.indexOf(name) !== -1) field.hidden = chosen.indexOf(name) === -1;
     });
   }
 

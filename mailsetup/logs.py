@@ -1,0 +1,59 @@
+"""Logs as JSON lines (LOG_FORMAT=json), for a log collector (issue 18).
+
+Every record of the standard library's logging (the app's, Django's, Celery's) is written
+by structlog's ProcessorFormatter as one JSON object: time (UTC, ISO 8601), level, logger,
+event (the message as it would read in text), and what is bound to the current context.
+A Celery task that works on one mailbox or one outgoing email binds its id for as long
+as it runs (`bind_task`, connected in mailsetup/celery.py), so every line the sync or the
+delivery logs carries `mailbox_id` or `outgoing_id` without passing it down; the mail
+listener binds `mailbox_id` the same way (structlog.contextvars.bind_contextvars).
+
+Only ids are bound: the messages are those the text format writes, which name no
+secret (settings.LOGGING keeps the libraries that would log headers at WARNING).
+"""
+
+import structlog
+
+# The id each task's first argument is (tasks take ids only).
+TASK_IDS = {
+    "sync.mailbox": "mailbox_id",
+    "sync.exchange_items": "mailbox_id",
+    "accounts.revoke_tokens": "mailbox_id",
+    "sending.send": "outgoing_id",
+    "sending.store_sent_copy": "outgoing_id",
+}
+
+
+def json_formatter() -> structlog.stdlib.ProcessorFormatter:
+    """The formatter of settings.LOGGING's "json" (a dictConfig factory)."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+
+
+def bind_task(task=None, args=None, kwargs=None, **_) -> None:
+    """Celery's task_prerun: the task's name, and the id it works on, for its lines."""
+    structlog.contextvars.clear_contextvars()
+    name = getattr(task, "name", "") or ""
+    bound: dict[str, object] = {"task": name}
+    key = TASK_IDS.get(name)
+    if key:
+        value = args[0] if args else next(iter((kwargs or {}).values()), None)
+        if isinstance(value, int):
+            bound[key] = value
+    structlog.contextvars.bind_contextvars(**bound)
+
+
+def unbind_task(**_) -> None:
+    """Celery's task_postrun: the next task on this worker starts with nothing bound."""
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,72 @@
+"""LOG_FORMAT=json (issue 18, point 7's optional part): every log line one JSON object,
+the mailbox's id on each line its sync task writes, nothing bound once the task ends."""
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+
+from celery.signals import task_postrun, task_prerun
+
+from mailsetup.logs import json_formatter
+from mailsetup.settings import BASE_DIR
+from sending.tasks import send_email
+from sync.tasks import sync_mailbox
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_it_writes_json_lines_with_the_tasks_mailbox_id():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    logger = logging.getLogger("sync.services")
+    logger.addHandler(handler)
+    try:
+        # As a worker runs the task (its signals are Celery's own, sent by hand here).
+        task_prerun.send(
+            sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,), kwargs={}
+        )
+        logger.warning("Folder %s failed: %s", "INBOX", "NO [UNAVAILABLE]")
+        task_postrun.send(sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,))
+        task_prerun.send(
+            sender=send_email, task_id="t2", task=send_email, args=(), kwargs={"outgoing_id": 7}
+        )
+        logger.warning("sending")
+        task_postrun.send(sender=send_email, task_id="t2", task=send_email)
+        logger.warning("between tasks")
+    finally:
+        logger.removeHandler(handler)
+    first, second, third = _lines(stream)
+    assert first["event"] == "Folder INBOX failed: NO [UNAVAILABLE]"
+    assert (first["mailbox_id"], first["task"]) == (42, "sync.mailbox")
+    assert (first["level"], first["logger"]) == ("warning", "sync.services")
+    assert first["time"].endswith("Z")
+    assert (second["outgoing_id"], second["task"]) == (7, "sending.send")
+    assert "mailbox_id" not in second
+    assert "mailbox_id" not in third and "task" not in third
+
+
+def _log_from_a_process(**env) -> subprocess.CompletedProcess:
+    script = (
+        "import django; django.setup(); import logging; "
+        "logging.getLogger('sync.engine').warning('hello %s', 'there')"
+    )
+    clean = {**os.environ, "DEBUG": "true", **env}
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=clean, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_it_turns_json_on_from_the_environment_and_names_a_bad_value():
+    line = _log_from_a_process(LOG_FORMAT="json").stderr.strip().splitlines()[-1]
+    assert json.loads(line)["event"] == "hello there"
+    assert _log_from_a_process(LOG_FORMAT="").stderr.strip().endswith("hello there")
+    bad = _log_from_a_process(LOG_FORMAT="xml")
+    assert bad.returncode != 0
+    assert "LOG_FORMAT must be one of text, json, not 'xml'" in bad.stderr
