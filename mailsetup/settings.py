@@ -217,6 +217,8 @@ LOGGING = {
             "msal",
             "google.auth",
             "urllib3",
+            # The push listener's IMAP client: every line it reads from the server.
+            "aioimaplib",
         )
     },
 }

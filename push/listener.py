@@ -14,7 +14,9 @@ its server reports a change.
   mailbox's credentials afresh (a changed password, a refreshed OAuth token). A refusal
   that only the owner can fix is recorded as the sync records it and ends the watch.
 - Database work runs in one thread (asgiref's sync_to_async, thread-sensitive).
-Log lines name the mailbox by id and never carry a secret.
+Log lines name the mailbox by id (and bind it as `mailbox_id` for LOG_FORMAT=json,
+mailsetup/logs.py: each watch is an asyncio task with a context of its own) and never
+carry a secret.
 """
 
 import asyncio
@@ -26,6 +28,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
@@ -199,6 +202,7 @@ class Listener:
 
     async def _watch(self, account_id: int, *, catch_up: bool) -> None:
         """Watch one mailbox until told to stop, or until it cannot be watched."""
+        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
         attempt, refresh = 0, False
         while True:
             if attempt:
@@ -293,6 +297,7 @@ class Listener:
             self._queuers[account_id] = asyncio.create_task(self._queue_soon(account_id))
 
     async def _queue_soon(self, account_id: int) -> None:
+        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
         loop = asyncio.get_running_loop()
         try:
             while account_id in self._pending:

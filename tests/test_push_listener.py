@@ -373,6 +373,7 @@ def test_it_shares_mailboxes_between_listeners_and_takes_over_a_killed_ones(
         "PUSH_TICK_SECONDS": "1",
         # One mailbox a tick each: two listeners starting together share them.
         "PUSH_CLAIM_BATCH": "1",
+        "LOG_FORMAT": "json",
     }
     processes = {}
     for name in ("listener-a", "listener-b"):
@@ -414,6 +415,15 @@ def test_it_shares_mailboxes_between_listeners_and_takes_over_a_killed_ones(
     assert not MailboxWatch.objects.exclude(holder="").exists(), logs()
     for line in logs().splitlines():
         assert "push-secret" not in line
+    # JSON lines, each watch's with its mailbox's id bound.
+    import json
+
+    watching = [
+        record for line in logs().splitlines() if line.startswith("{")
+        for record in [json.loads(line)] if record["event"].endswith(": watching")
+    ]  # fmt: skip
+    assert {r["mailbox_id"] for r in watching} == {a.pk for a in accounts}
+    assert all(r["event"] == f"mailbox {r['mailbox_id']}: watching" for r in watching)
 
 
 def test_it_spreads_reconnects_with_full_jitter():

@@ -3,7 +3,6 @@ or Ctrl-C, which free its mailboxes for the other listeners at once."""
 
 import asyncio
 import contextlib
-import logging
 import resource
 import signal
 
@@ -21,7 +20,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, holder: str = "", **options):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         # One socket per mailbox: the soft limit on open files (often 1,024) is raised to
         # what the system allows this process.
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
