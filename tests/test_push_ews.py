@@ -14,7 +14,7 @@ from push.listener import Listener
 from push.models import MailboxWatch
 from sync.models import Email
 from tests.mailbox import make_message
-from tests.test_push_listener import config, eventually, running, state_of
+from tests.push_servers import config, eventually, running, state_of
 
 State = MailboxWatch.State
 

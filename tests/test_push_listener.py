@@ -2,116 +2,23 @@
 listeners on a thread of their own, and `manage.py mail_listener` processes for the
 takeover after a SIGKILL. Every wait polls with a deadline; none asserts a duration."""
 
-import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 from django.db import connection
 
 from mail.imap_smtp.watch import ImapWatcher
 from mailsetup.settings import BASE_DIR
-from push.listener import Listener, ListenerConfig, backoff_delay
+from push.listener import Listener, backoff_delay
 from push.models import MailboxWatch
 from sync.models import Email, MailboxSync
 from tests.mailbox import Mailbox, make_message
-from tests.push_servers import PUSH_USERS
+from tests.push_servers import PUSH_USERS, config, eventually, running, state_of, watch_of
 
 State = MailboxWatch.State
-
-
-def eventually(check, *, within: float = 20, what: str = ""):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"not within {within} s: {what or check}")
-
-
-def watch_of(account) -> MailboxWatch | None:
-    return MailboxWatch.objects.filter(account=account).first()
-
-
-def state_of(account) -> str:
-    watch = watch_of(account)
-    return watch.state if watch else ""
-
-
-def config(**changes) -> ListenerConfig:
-    values = {
-        "renew": 60, "tick": 0.2, "debounce": 0.2, "backoff_base": 0.2, "backoff_max": 1,
-        "max_mailboxes": 100, "claim_batch": 100, "connect_concurrency": 5, "busy_poll": 0.1,
-    }  # fmt: skip
-    return ListenerConfig(**(values | changes))
-
-
-@contextlib.contextmanager
-def running(listener: Listener):
-    failure = []
-
-    def main():
-        try:
-            asyncio.run(listener.run())
-        except BaseException as error:  # shown by the test, not lost in a thread
-            failure.append(error)
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    try:
-        yield listener
-    finally:
-        eventually(lambda: listener._loop is not None, what="the listener's loop")
-        listener.stop_threadsafe()
-        thread.join(timeout=30)
-    assert not thread.is_alive(), "the listener did not stop"
-    assert not failure, failure
-
-
-@pytest.fixture
-def short_lease(settings):
-    settings.PUSH_LEASE_SECONDS = 3
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """The mailboxes whose sync the listener queued (nothing runs them)."""
-    from sync import services, tasks
-
-    calls = []
-
-    def capture(task, *args):
-        if task is tasks.sync_mailbox:
-            calls.append(*args)
-        return True
-
-    monkeypatch.setattr(services, "publish", capture)
-    return calls
-
-
-@pytest.fixture
-def inline_sync(monkeypatch):
-    """The queued syncs run at once, in the listener's database thread, as a worker
-    would run them."""
-    from sync import services, tasks
-
-    ran = []
-
-    def run(task, *args):
-        if task is tasks.sync_mailbox:
-            with contextlib.suppress(services.TransientSyncError):
-                services.mailbox_sync(account_id=args[0])
-            ran.append(args[0])
-        return True
-
-    monkeypatch.setattr(services, "publish", run)
-    return ran
 
 
 @pytest.fixture
