@@ -24,12 +24,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
-## make run: set up on embedded defaults (SQLite, filesystem broker) and start web, worker and beat.
+## make run: set up on embedded defaults (SQLite, filesystem broker) and start web, worker, beat and the push listener.
 ## migrate also ships the built-in providers.
 run: $(VENV)/.installed-run
 	DEBUG=$${DEBUG:-true} python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} python manage.py ensure_admin
-	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops web, worker and beat)."
+	@echo "Open http://127.0.0.1:$${MAILSETUP_PORT:-8000}/admin/ (Ctrl-C stops them all)."
 	@# With DEBUG on, the app trusts make dev-mail's CA under its own var dir
 	@# (settings.MAIL_DEV_CA_FILE), wherever MAILSETUP_VAR_DIR points.
 	DEBUG=$${DEBUG:-true} exec honcho -f Procfile.dev start

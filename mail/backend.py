@@ -48,6 +48,33 @@ class ListedFolder:
     server_id: str = ""
 
 
+class WatchUnsupported(Exception):
+    """The server offers no way to be told of changes (IMAP without IDLE): the mailbox
+    stays on the dispatcher's interval."""
+
+
+class MailWatcher(ABC):
+    """One long-lived, signed-in connection that says when a mailbox's inbox changes
+    (IMAP IDLE, RFC 2177). Asynchronous (asyncio): one listener process holds many.
+    Every failure is a MailError whose `retry` says what the caller does next."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, sign in and start watching the inbox. Raises MailError, or
+        WatchUnsupported when the server cannot be watched."""
+
+    @abstractmethod
+    async def next_change(self, *, within: float) -> bool:
+        """Wait until the server reports a change (True: a message came, went or
+        changed its flags) or `within` seconds passed (False: the wait was renewed, as
+        servers drop a client idle for 30 minutes). Raises MailError when the
+        connection ends (BYE, reset, no answer in time)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End the connection; never raises."""
+
+
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
     if provider.login_format == LoginFormat.LOCAL_PART:
         return address.local
@@ -150,3 +177,14 @@ class MailBackend(ABC):
     @abstractmethod
     def files_sent_copies(self, provider: EmailProvider) -> bool:
         """Whether a message sent through `deliver` lands in Sent by itself."""
+
+    def watcher(
+        self, *, provider: EmailProvider, address: Address, login: str, password: str = "",
+        access_token: str = "", allow_internal: bool = False,
+        folders: tuple[str, ...] | None = (),
+    ) -> MailWatcher | None:  # fmt: skip
+        """A watcher of the mailbox's inbox (push.listener holds it), or None when the
+        protocol has no way to be told of new mail: the interval alone then applies.
+        `folders`: the other folders to watch too where the protocol and server can
+        (IMAP NOTIFY), by path; None for every folder, () for the inbox alone."""
+        return None

@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_choice, env_int, env_list, env_networks, env_str
 from .secrets import credential_keys, secret_key
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "sharing",
     "sending",
     "crm",
+    "push",
     # On top of the others: reads their selectors for the operator (issue 18).
     "health",
 ]
@@ -215,6 +217,8 @@ LOGGING = {
             "msal",
             "google.auth",
             "urllib3",
+            # The push listener's IMAP client: every line it reads from the server.
+            "aioimaplib",
         )
     },
 }
@@ -310,6 +314,34 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_TIMEZONE = TIME_ZONE
+
+# The push listener (push/listener.py, `manage.py mail_listener`).
+# IDLE is ended and started again this often: RFC 2177 lets a server drop a client
+# idle for 30 minutes, so it must stay below 29.
+PUSH_IDLE_RENEW_SECONDS = env_int("PUSH_IDLE_RENEW_SECONDS", 25 * 60, minimum=1)
+if PUSH_IDLE_RENEW_SECONDS >= 29 * 60:
+    raise ImproperlyConfigured("PUSH_IDLE_RENEW_SECONDS must be below 1740 (29 minutes).")
+# A listener's hold on a mailbox lasts this long unless renewed; a dead listener's
+# mailboxes are taken over by the others within it. Renewed every PUSH_TICK_SECONDS,
+# when new and removed mailboxes are picked up and dropped too.
+PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 60, minimum=2)
+PUSH_TICK_SECONDS = env_int("PUSH_TICK_SECONDS", 10, minimum=1)
+if PUSH_TICK_SECONDS * 2 > PUSH_LEASE_SECONDS:
+    raise ImproperlyConfigured("PUSH_TICK_SECONDS must be at most half of PUSH_LEASE_SECONDS.")
+# At most one sync queued per mailbox per this many seconds, however many changes come.
+PUSH_DEBOUNCE_SECONDS = env_int("PUSH_DEBOUNCE_SECONDS", 2, minimum=0)
+# Reconnecting: a random wait up to base * 2^(attempt - 1), at most max.
+PUSH_BACKOFF_BASE_SECONDS = env_int("PUSH_BACKOFF_BASE_SECONDS", 2, minimum=1)
+PUSH_BACKOFF_MAX_SECONDS = env_int("PUSH_BACKOFF_MAX_SECONDS", 300, minimum=1)
+# Mailboxes one listener process holds, claimed at most this many per tick, signing in
+# at most this many at once.
+PUSH_MAX_MAILBOXES = env_int("PUSH_MAX_MAILBOXES", 2000, minimum=1)
+PUSH_CLAIM_BATCH = env_int("PUSH_CLAIM_BATCH", 100, minimum=1)
+PUSH_CONNECT_CONCURRENCY = env_int("PUSH_CONNECT_CONCURRENCY", 20, minimum=1)
+# Exchange mailboxes are watched through an EWS pull subscription, asked this often.
+PUSH_EWS_POLL_SECONDS = env_int("PUSH_EWS_POLL_SECONDS", 10, minimum=1)
+# A server without IDLE is asked again after this long (it may have been upgraded).
+PUSH_UNSUPPORTED_RECHECK_SECONDS = env_int("PUSH_UNSUPPORTED_RECHECK_SECONDS", 6 * 3600, minimum=1)
 
 # Provider discovery (providers.discovery).
 DISCOVERY_ISPDB_URL = env_str("DISCOVERY_ISPDB_URL") or "https://autoconfig.thunderbird.net/v1.1/"

@@ -485,3 +485,21 @@ def mailbox_attention_clear(*, account_id: int) -> None:
     MailboxSync.objects.filter(
         account_id=account_id, health=MailboxSync.Health.NEEDS_ATTENTION
     ).update(health=MailboxSync.Health.OK, last_error="")
+
+
+# -- for push.listener (issue 18) -------------------------------------------------------
+
+
+def mailbox_failure_record(*, account_id: int, failure: MailError) -> None:
+    """A failure met outside a run (the push listener's sign-in), recorded on the
+    mailbox as a failed run records it: if the owner must act, the mailbox reads
+    "needs your attention" and the dispatcher stops queueing it until they do."""
+    fields = {
+        "last_error": str(failure),
+        "last_error_kind": failure.kind,
+        "failing_since": Coalesce(F("failing_since"), Value(timezone.now())),
+    }
+    if failure.retry == Retry.OWNER:
+        fields["health"] = MailboxSync.Health.NEEDS_ATTENTION
+    MailboxSync.objects.get_or_create(account_id=account_id)
+    MailboxSync.objects.filter(account_id=account_id).update(**fields)

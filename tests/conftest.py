@@ -8,7 +8,7 @@ import pytest
 
 from tests.factories import UserFactory
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.push_servers"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("MAILSETUP_SHARED_DIR") or PROJECT_DIR.parent / "shared")

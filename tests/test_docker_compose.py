@@ -38,13 +38,14 @@ def test_it_is_accepted_by_docker_compose_config(tmp_path):
     result = _config(env, tmp_path)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert set(config["services"]) == {"web", "worker", "beat", "postgres", "redis"}
-    for name in ("web", "worker", "beat"):
+    assert set(config["services"]) == {"web", "worker", "beat", "listener", "postgres", "redis"}
+    for name in ("web", "worker", "beat", "listener"):
         environment = config["services"][name]["environment"]
         assert environment["CELERY_BROKER_URL"] == "redis://redis:6379/0"
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["DEBUG"] == "false"
     assert "gunicorn mailsetup.wsgi" in str(config["services"]["web"]["command"])
+    assert "mail_listener" in str(config["services"]["listener"]["command"])
 
 
 def test_it_refuses_to_render_without_the_secrets(tmp_path):

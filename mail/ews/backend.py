@@ -92,6 +92,16 @@ class EwsBackend(MailBackend):
     def files_sent_copies(self, provider) -> bool:
         return True
 
+    def watcher(self, *, allow_internal=False, folders=(), **kwargs):
+        # A pull subscription polled every PUSH_EWS_POLL_SECONDS (mail/ews/watch.py), on
+        # the inbox alone for now (`folders` would need their EWS ids); exchangelib's
+        # adapter reads the internal-address setting on each connection.
+        from django.conf import settings
+
+        from .watch import EwsWatcher
+
+        return EwsWatcher(poll=settings.PUSH_EWS_POLL_SECONDS, **kwargs)
+
 
 def exchange_failure(error: Exception, *, oauth: bool = False) -> MailError:
     """An exchangelib error as a MailError whose kind says what it means."""

@@ -109,3 +109,13 @@ class ImapSmtpBackend(MailBackend):
     def files_sent_copies(self, provider) -> bool:
         # Gmail and the like file what SMTP sends; the provider card says so.
         return provider.stores_sent_copy
+
+    def watcher(self, **kwargs):
+        # Imported here: aioimaplib is only the listener's (push), not every worker's.
+        from django.conf import settings
+
+        from .watch import ImapWatcher
+
+        if not kwargs["provider"].receive_enabled:
+            return None
+        return ImapWatcher(timeout=settings.MAIL_CONNECT_TIMEOUT, **kwargs)

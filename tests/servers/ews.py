@@ -8,8 +8,11 @@ sends them (throttling), and a ServerVersionInfo header (build 15.1.2507.6) in e
 envelope. Users, folders, items and sync states live in memory; `requests` records who
 asked what. It implements GetFolder, FindFolder, SyncFolderHierarchy, SyncFolderItems,
 GetItem, FindItem (paged, sorted, CalendarView), CreateItem (messages: SaveOnly, SendOnly,
-SendAndSaveCopy), ResolveNames and ConvertId (as much as version guessing needs). Anything
-else, FindItem restrictions included, gets ErrorInvalidOperation and lands in `unsupported`.
+SendAndSaveCopy), ResolveNames and ConvertId (as much as version guessing needs), and pull
+notifications (Subscribe with a PullSubscriptionRequest, GetEvents, Unsubscribe: every
+item created, changed, moved or deleted is an event with a watermark). Anything else,
+FindItem restrictions and push or streaming subscriptions included, gets
+ErrorInvalidOperation and lands in `unsupported`.
 """
 
 import base64
@@ -213,6 +216,11 @@ class State:
     # operation -> [HTTP status, count]: done, then answered with that status instead
     garbled: dict[str, list] = field(default_factory=dict)
     seq: int = 0
+    # Pull notifications: every change as (event element name, mailbox, folder id, item
+    # id, old folder id); a watermark is an index into it. Subscriptions: id -> (mailbox,
+    # folder ids, event types).
+    events: list[tuple[str, str, str, str, str | None]] = field(default_factory=list)
+    subscriptions: dict[str, tuple[str, set[str], set[str]]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def next_seq(self) -> int:
@@ -241,6 +249,10 @@ class State:
         item.content_version += content
         item.seq = self.next_seq()
         item.props["item:LastModifiedTime"] = datetime.now(UTC)
+        self.event("ModifiedEvent", item)
+
+    def event(self, kind: str, item: Item, old_folder: str | None = None) -> None:
+        self.events.append((kind, item.mailbox, item.folder, item.id, old_folder))
 
 
 # --- Rendering ------------------------------------------------------------------------------
@@ -766,7 +778,92 @@ def op_convert_id(call: Call, request: ET.Element) -> list[ET.Element]:
     ]
 
 
+def _watermark(index: int) -> str:
+    return base64.b64encode(f"watermark-{index}".encode()).decode()
+
+
+def _watermark_index(text: str | None) -> int | None:
+    try:
+        decoded = base64.b64decode(text or "", validate=True).decode()
+    except ValueError:
+        return None
+    prefix, _, number = decoded.partition("-")
+    return int(number) if prefix == "watermark" and number.isdigit() else None
+
+
+def op_subscribe(call: Call, request: ET.Element) -> list[ET.Element]:
+    """Pull subscriptions only (Exchange's others need a callback URL or a held-open
+    HTTP response)."""
+    pull = request.find(_q("m:PullSubscriptionRequest"))
+    if pull is None:
+        call.state.unsupported.append("Subscribe")
+        text = "The EWS fake implements pull subscriptions only."
+        return [_response_message("Subscribe", "ErrorInvalidOperation", text)]
+    if pull.get("SubscribeToAllFolders", "").lower() == "true":
+        folders = {f.id for f in call.state.folders.values() if f.mailbox == call.user.address}
+    else:
+        ids = pull.find(_q("t:FolderIds"))
+        found = [call.folder(ref) for ref in (list(ids) if ids is not None else [])]
+        if not found or None in found:
+            return [_response_message("Subscribe", "ErrorFolderNotFound")]
+        folders = {f.id for f in found}
+    types = {e.text for e in pull.iter(_q("t:EventType"))}
+    subscription = base64.b64encode(secrets.token_bytes(24)).decode()
+    call.state.subscriptions[subscription] = (call.user.address, folders, types)
+    start = _watermark_index(getattr(pull.find(_q("m:Watermark")), "text", None))
+    message = _response_message("Subscribe")
+    _el("m:SubscriptionId", subscription, message)
+    _el("m:Watermark", _watermark(len(call.state.events) if start is None else start), message)
+    return [message]
+
+
+def op_get_events(call: Call, request: ET.Element) -> list[ET.Element]:
+    subscription = getattr(request.find(_q("m:SubscriptionId")), "text", "")
+    watched = call.state.subscriptions.get(subscription or "")
+    since = _watermark_index(getattr(request.find(_q("m:Watermark")), "text", None))
+    if watched is None or watched[0] != call.user.address:
+        return [_response_message("GetEvents", "ErrorSubscriptionNotFound")]
+    if since is None or since > len(call.state.events):
+        return [_response_message("GetEvents", "ErrorInvalidWatermark")]
+    mailbox, folders, types = watched
+    message = _response_message("GetEvents")
+    notification = _el("m:Notification", parent=message)
+    _el("t:SubscriptionId", subscription, notification)
+    _el("t:PreviousWatermark", _watermark(since), notification)
+    _el("t:MoreEvents", "false", notification)
+    shown = 0
+    for index in range(since, len(call.state.events)):
+        kind, owner, folder, item_id, old_folder = call.state.events[index]
+        if owner != mailbox or kind not in types or not {folder, old_folder} & folders:
+            continue
+        event = _el(f"t:{kind}", parent=notification)
+        _el("t:Watermark", _watermark(index + 1), event)
+        _el("t:TimeStamp", _stamp(datetime.now(UTC)), event)
+        _el("t:ItemId", parent=event, Id=item_id, ChangeKey=_change_key(item_id, 1))
+        _el("t:ParentFolderId", parent=event, Id=folder, ChangeKey=_change_key(folder, 1))
+        if old_folder:
+            _el("t:OldParentFolderId", parent=event, Id=old_folder)
+        shown += 1
+    if not shown:
+        _el(
+            "t:Watermark",
+            _watermark(len(call.state.events)),
+            _el("t:StatusEvent", parent=notification),
+        )
+    return [message]
+
+
+def op_unsubscribe(call: Call, request: ET.Element) -> list[ET.Element]:
+    subscription = getattr(request.find(_q("m:SubscriptionId")), "text", "")
+    if call.state.subscriptions.pop(subscription or "", None) is None:
+        return [_response_message("Unsubscribe", "ErrorSubscriptionNotFound")]
+    return [_response_message("Unsubscribe")]
+
+
 OPERATIONS = {
+    "Subscribe": op_subscribe,
+    "GetEvents": op_get_events,
+    "Unsubscribe": op_unsubscribe,
     "GetFolder": op_get_folder,
     "FindFolder": op_find_folder,
     "SyncFolderItems": op_sync_folder_items,
@@ -1020,6 +1117,9 @@ class EwsServer:
             _new_id(b"\x00\x03$"), folder.mailbox, folder.id, kind, props, self.state.next_seq()
         )
         self.state.items[item.id] = item
+        self.state.event("CreatedEvent", item)
+        if kind == "Message":
+            self.state.event("NewMailEvent", item)
         return item
 
     def _add(self, folder: str, mailbox: str | None, kind: str, props: dict) -> str:
@@ -1158,15 +1258,17 @@ class EwsServer:
 
     def delete_item(self, item_id: str) -> None:
         with self.state.lock:
-            del self.state.items[item_id]
+            self.state.event("DeletedEvent", self.state.items.pop(item_id))
 
     def move_item(self, item_id: str, folder: str) -> str:
         """Move an item; as on Exchange, it gets a new ItemId (returned)."""
         with self.state.lock:
             item = self.state.items.pop(item_id)
+            old_folder = item.folder
             item.id, item.folder = _new_id(b"\x00\x03$"), self.folder_id(folder, item.mailbox)
             self.state.items[item.id] = item
             self.state.touch(item)
+            self.state.event("MovedEvent", item, old_folder)
             return item.id
 
     def fail_next(
@@ -1191,6 +1293,12 @@ class EwsServer:
         HTTP `status` and no SOAP (a proxy or load balancer failing on the way back)."""
         with self.state.lock:
             self.state.garbled[operation] = [status, count]
+
+    def end_subscriptions(self) -> None:
+        """Every pull subscription is forgotten, as after a mailbox moved to another server
+        or the subscription timed out: GetEvents answers ErrorSubscriptionNotFound."""
+        with self.state.lock:
+            self.state.subscriptions.clear()
 
     def invalidate_sync_states(self) -> None:
         """Every SyncState handed out so far becomes invalid, as after a mailbox move."""

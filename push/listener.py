@@ -1,0 +1,322 @@
+"""The push listener: one asyncio process holding a watching connection to each of many
+mailboxes (mail.backend.MailWatcher: IMAP IDLE), queueing a mailbox's sync as soon as
+its server reports a change.
+
+- Which mailboxes: leases in the database (push.services). Every tick the listener
+  renews its leases, drops the mailboxes that must no longer be watched, and claims
+  free ones, a batch at a time, so several listeners share the mailboxes and take over
+  those of a listener that died once its leases run out.
+- A change queues the sync through sync.services (debounced: one queued per window,
+  and none while a run holds the mailbox's claim: it is queued after that run).
+- A broken connection (BYE, reset, timeout) reconnects with exponential backoff and
+  full jitter, and no more than PUSH_CONNECT_CONCURRENCY sign-ins at once, so a server
+  restart does not bring every mailbox back in the same second. Each sign-in reads the
+  mailbox's credentials afresh (a changed password, a refreshed OAuth token). A refusal
+  that only the owner can fix is recorded as the sync records it and ends the watch.
+- Database work runs in one thread (asgiref's sync_to_async, thread-sensitive).
+Log lines name the mailbox by id (and bind it as `mailbox_id` for LOG_FORMAT=json,
+mailsetup/logs.py: each watch is an asyncio task with a context of its own) and never
+carry a secret.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
+
+from mail.backend import WatchUnsupported
+from mail.errors import MailError, Retry
+from mail.registry import backend_for
+
+from . import selectors, services
+from .models import MailboxWatch
+
+logger = logging.getLogger(__name__)
+State = MailboxWatch.State
+DATABASE_GONE = (OperationalError, InterfaceError)
+UNEXPECTED = "The listener met an unexpected error watching this mailbox; it tries again."
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    renew: float  # IDLE is ended and started again this often (RFC 2177: < 29 min)
+    tick: float  # leases renewed, mailboxes claimed and dropped this often
+    debounce: float  # at most one sync queued per mailbox per this many seconds
+    backoff_base: float
+    backoff_max: float
+    max_mailboxes: int
+    claim_batch: int
+    connect_concurrency: int
+    busy_poll: float = 1.0  # how often a mailbox whose run holds the claim is looked at
+
+    @classmethod
+    def from_settings(cls) -> "ListenerConfig":
+        return cls(
+            renew=settings.PUSH_IDLE_RENEW_SECONDS,
+            tick=settings.PUSH_TICK_SECONDS,
+            debounce=settings.PUSH_DEBOUNCE_SECONDS,
+            backoff_base=settings.PUSH_BACKOFF_BASE_SECONDS,
+            backoff_max=settings.PUSH_BACKOFF_MAX_SECONDS,
+            max_mailboxes=settings.PUSH_MAX_MAILBOXES,
+            claim_batch=settings.PUSH_CLAIM_BATCH,
+            connect_concurrency=settings.PUSH_CONNECT_CONCURRENCY,
+        )
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Full jitter (a random wait up to the exponential bound): reconnects after a
+    server restart spread over the window instead of arriving together."""
+    bound = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(0, bound)  # noqa: S311 (spreading, not secrecy)
+
+
+def _database(function):
+    """`function` in the listener's database thread; a database gone away closes that
+    thread's connection so the next call opens a new one."""
+
+    def guarded(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except DATABASE_GONE:
+            connections.close_all()
+            raise
+
+    return sync_to_async(guarded, thread_sensitive=True)
+
+
+class Listener:
+    def __init__(self, *, holder: str = "", config: ListenerConfig | None = None):
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.config = config or ListenerConfig.from_settings()
+        self.watches: dict[int, asyncio.Task] = {}
+        self._queuers: dict[int, asyncio.Task] = {}
+        self._chores: set[asyncio.Task] = set()
+        self._pending: set[int] = set()
+        self._last_queued: dict[int, float] = {}
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the process ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._connecting = asyncio.Semaphore(self.config.connect_concurrency)
+        logger.info("listener %s started", self.holder)
+        try:
+            while not self._stop.is_set():
+                claimed = await self._tick()
+                # A full batch: more mailboxes may be waiting; the next batch soon, still
+                # one at a time so that listeners starting together share them.
+                pause = min(1.0, self.config.tick) if claimed >= self.config.claim_batch else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), pause or self.config.tick)
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Stop from the listener's own loop (a signal handler)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def stop_threadsafe(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.stop)
+
+    async def _shutdown(self) -> None:
+        tasks = [*self.watches.values(), *self._queuers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._chores, return_exceptions=True)
+        with contextlib.suppress(*DATABASE_GONE):
+            await _database(services.watches_release)(holder=self.holder)
+        # The database thread's connection goes with the listener.
+        await _database(connections.close_all)()
+        logger.info("listener %s stopped", self.holder)
+
+    async def _tick(self) -> int:
+        """Renew, drop, claim; returns how many mailboxes were claimed."""
+        try:
+            held = await _database(services.watches_renew)(holder=self.holder)
+            for account_id in [a for a in self.watches if a not in held]:
+                # Taken over while this listener could not renew, or the mailbox is gone.
+                logger.info("mailbox %s: no longer held by this listener", account_id)
+                self._drop(account_id)
+            for account_id in await _database(services.watches_drop_ineligible)(holder=self.holder):
+                logger.info("mailbox %s: no longer to be watched", account_id)
+                self._drop(account_id)
+            room = self.config.max_mailboxes - len(self.watches)
+            claimed = await _database(services.watches_claim)(
+                holder=self.holder, limit=min(room, self.config.claim_batch)
+            )
+        except DATABASE_GONE as error:
+            logger.warning("listener %s: database unavailable (%s)", self.holder,
+                           type(error).__name__)  # fmt: skip
+            return 0
+        for account_id, taken_over in claimed:
+            if account_id not in self.watches:
+                task = asyncio.create_task(self._watch(account_id, catch_up=taken_over))
+                self.watches[account_id] = task
+                task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
+        return len(claimed)
+
+    def _drop(self, account_id: int) -> None:
+        task = self.watches.pop(account_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _ended(self, account_id: int, task: asyncio.Task) -> None:
+        if self.watches.get(account_id) is task:
+            del self.watches[account_id]
+        if not task.cancelled() and task.exception() is not None:
+            # One of our own bugs: the mailbox must not read "watching" while nobody
+            # watches it. Freed, it is claimed again at a next tick.
+            logger.error("mailbox %s: the watch failed", account_id, exc_info=task.exception())
+            chore = asyncio.create_task(self._release(account_id, State.STOPPED, UNEXPECTED))
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
+
+    # -- one mailbox ----------------------------------------------------------------
+
+    async def _state(self, account_id: int, state: str, failure: MailError | None = None):
+        """Record the state; connecting keeps the last error (why it reconnects),
+        watching clears it."""
+        if failure is not None:
+            error, kind = str(failure), failure.kind
+        else:
+            error, kind = (None, "") if state == State.CONNECTING else ("", "")
+        with contextlib.suppress(*DATABASE_GONE):
+            await _database(services.watch_state_set)(
+                account_id=account_id, holder=self.holder, state=state, error=error,
+                error_kind=kind,
+            )  # fmt: skip
+
+    async def _watch(self, account_id: int, *, catch_up: bool) -> None:
+        """Watch one mailbox until told to stop, or until it cannot be watched."""
+        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
+        attempt, refresh = 0, False
+        while True:
+            if attempt:
+                config = self.config
+                await asyncio.sleep(
+                    backoff_delay(attempt, base=config.backoff_base, cap=config.backoff_max)
+                )
+            await self._state(account_id, State.CONNECTING)
+            try:
+                sign_in = await _database(services.watch_sign_in)(
+                    account_id=account_id, force_refresh=refresh
+                )
+            except MailError as failure:  # ReconnectNeeded (the owner's), TokenError (later)
+                if failure.retry == Retry.OWNER:
+                    await self._owner_needed(account_id, failure)
+                    return
+                attempt += 1
+                await self._state(account_id, State.BACKOFF, failure)
+                continue
+            except DATABASE_GONE:
+                attempt += 1
+                continue
+            if sign_in is None:
+                return  # gone meanwhile: the next tick drops it
+            provider, uses_oauth, arguments = sign_in
+            watcher = backend_for(provider).watcher(**arguments)
+            del arguments
+            if watcher is None:
+                await self._release(account_id, State.NOT_SUPPORTED,
+                                    "This kind of mailbox cannot be watched.")  # fmt: skip
+                return
+            try:
+                async with self._connecting:
+                    await watcher.open()
+            except WatchUnsupported as why:
+                await watcher.close()
+                logger.info("mailbox %s: not watched (%s)", account_id, why)
+                await self._release(account_id, State.NOT_SUPPORTED, str(why))
+                return
+            except MailError as failure:
+                await watcher.close()
+                if failure.kind == "credentials" and uses_oauth and not refresh:
+                    # The token may have been revoked early or run out by the server's
+                    # clock: one refresh, at once, before the owner is asked.
+                    refresh = True
+                    continue
+                if failure.retry == Retry.OWNER:
+                    await self._owner_needed(account_id, failure)
+                    return
+                attempt += 1
+                logger.info("mailbox %s: sign-in failed (%s), attempt %s", account_id,
+                            failure.kind, attempt)  # fmt: skip
+                await self._state(account_id, State.BACKOFF, failure)
+                continue
+            refresh = False
+            try:
+                await self._state(account_id, State.WATCHING)
+                logger.info("mailbox %s: watching", account_id)
+                if catch_up:
+                    # The connection was down (or another listener's was): a change may
+                    # have come meanwhile.
+                    self._changed(account_id)
+                attempt, catch_up = 0, True
+                while True:
+                    if await watcher.next_change(within=self.config.renew):
+                        self._changed(account_id)
+            except MailError as failure:
+                attempt += 1
+                logger.info("mailbox %s: connection ended (%s)", account_id, failure.kind)
+                await self._state(account_id, State.BACKOFF, failure)
+            finally:
+                await watcher.close()
+
+    async def _release(self, account_id: int, state: str, error: str) -> None:
+        with contextlib.suppress(*DATABASE_GONE):
+            await _database(services.watch_release)(
+                account_id=account_id, holder=self.holder, state=state, error=error
+            )
+
+    async def _owner_needed(self, account_id: int, failure: MailError) -> None:
+        logger.info("mailbox %s: needs its owner (%s)", account_id, failure.kind)
+        with contextlib.suppress(*DATABASE_GONE):
+            await _database(services.watch_owner_needed)(
+                account_id=account_id, holder=self.holder, failure=failure
+            )
+
+    # -- queueing syncs ---------------------------------------------------------------
+
+    def _changed(self, account_id: int) -> None:
+        self._pending.add(account_id)
+        if account_id not in self._queuers:
+            self._queuers[account_id] = asyncio.create_task(self._queue_soon(account_id))
+
+    async def _queue_soon(self, account_id: int) -> None:
+        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
+        loop = asyncio.get_running_loop()
+        try:
+            while account_id in self._pending:
+                wait = self._last_queued.get(account_id, -1e9) + self.config.debounce - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    if await _database(selectors.mailbox_sync_running)(account_id=account_id):
+                        # The run going on may have read the inbox before this change.
+                        await asyncio.sleep(self.config.busy_poll)
+                        continue
+                    self._pending.discard(account_id)
+                    queued = await _database(services.watch_sync_queue)(account_id=account_id)
+                except DATABASE_GONE:
+                    await asyncio.sleep(self.config.busy_poll)
+                    continue
+                self._last_queued[account_id] = loop.time()
+                if not queued:
+                    logger.warning("mailbox %s: the task queue is down; the interval applies",
+                                   account_id)  # fmt: skip
+        finally:
+            self._queuers.pop(account_id, None)

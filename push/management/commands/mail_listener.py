@@ -1,0 +1,36 @@
+"""`python manage.py mail_listener`: the push listener (push/listener.py) until SIGTERM
+or Ctrl-C, which free its mailboxes for the other listeners at once."""
+
+import asyncio
+import contextlib
+import resource
+import signal
+
+from django.core.management.base import BaseCommand
+
+from push.listener import Listener
+
+
+class Command(BaseCommand):
+    help = "Watch mailboxes (IMAP IDLE) and queue their sync as soon as new mail comes."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--holder", default="", help="This listener's name in the leases (default: host:pid)."
+        )
+
+    def handle(self, *args, holder: str = "", **options):
+        # One socket per mailbox: the soft limit on open files (often 1,024) is raised to
+        # what the system allows this process.
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        listener = Listener(holder=holder)
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, listener.stop)
+            await listener.run()
+
+        asyncio.run(main())

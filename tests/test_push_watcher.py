@@ -1,0 +1,218 @@
+"""The IMAP watcher (mail/imap_smtp/watch.py: aioimaplib, IDLE) against the suite's real
+Dovecot, through the backend interface the listener uses."""
+
+import asyncio
+
+import pytest
+
+from mail.backend import WatchUnsupported
+from mail.errors import MailError, Retry
+from mail.registry import backend_for
+from providers.addresses import normalize_address
+from tests.mailbox import make_message
+
+
+def _watcher(account, **secret):
+    return backend_for(account.provider).watcher(
+        provider=account.provider, address=normalize_address(account.address),
+        login=account.login, allow_internal=True, **(secret or {"password": "sync-secret"}),
+    )  # fmt: skip
+
+
+def test_it_reports_a_message_appended_by_another_connection(synced_mailbox):
+    account, mailbox = synced_mailbox
+
+    async def scenario():
+        watcher = _watcher(account)
+        await watcher.open()
+        try:
+            # Nothing new: the wait ends at its renewal time, and IDLE starts again.
+            assert await watcher.next_change(within=0.2) is False
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "INBOX", make_message(subject="pushed"))
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_it_reports_a_deleted_message(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="to go"))
+
+    def delete():
+        with mailbox.client() as client:
+            client.select_folder("INBOX")
+            client.delete_messages(client.search())
+            client.expunge()
+
+    async def scenario():
+        watcher = _watcher(account)
+        await watcher.open()
+        try:
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(delete)
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_it_refuses_a_wrong_password_as_the_owners_to_fix(synced_mailbox):
+    account, _ = synced_mailbox
+
+    async def scenario():
+        watcher = _watcher(account, password="not the password")
+        try:
+            await watcher.open()
+        finally:
+            await watcher.close()
+
+    with pytest.raises(MailError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.kind == "credentials"
+    assert caught.value.retry == Retry.OWNER
+    assert "not the password" not in str(caught.value)
+
+
+def test_it_watches_over_starttls(synced_mailbox, dovecot):
+    account, mailbox = synced_mailbox
+    account.provider.imap_port, account.provider.imap_security = dovecot.imap_port, "starttls"
+
+    async def scenario():
+        watcher = _watcher(account)
+        await watcher.open()
+        try:
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "INBOX", make_message())
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_it_refuses_a_certificate_it_cannot_verify(synced_mailbox, settings):
+    account, _ = synced_mailbox
+    settings.MAIL_EXTRA_CA_FILE = None  # the suite's CA is no longer trusted
+
+    async def scenario():
+        watcher = _watcher(account)
+        try:
+            await watcher.open()
+        finally:
+            await watcher.close()
+
+    with pytest.raises(MailError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.kind == "certificate"
+
+
+def test_it_signs_in_with_an_oauth_token_and_refuses_a_revoked_one(oauth_mailbox, oauth_server):
+    from accounts.oauth import access_token
+
+    account, mailbox = oauth_mailbox
+    token = access_token(account_id=account.pk)
+
+    async def scenario(secret):
+        watcher = _watcher(account, access_token=secret)
+        try:
+            await watcher.open()
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "INBOX", make_message())
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario(token)) is True
+    with pytest.raises(MailError) as caught:
+        asyncio.run(scenario("not-a-token"))
+    assert caught.value.kind == "credentials"
+
+
+def test_it_says_a_server_without_idle_cannot_be_watched(poor_dovecot, db, mail_trust):
+    from tests.factories import EmailAccountFactory, EmailProviderFactory
+
+    provider = EmailProviderFactory(
+        imap_host="localhost", imap_port=poor_dovecot.imaps_port, imap_security="ssl"
+    )
+    account = EmailAccountFactory(provider=provider, address="push-0@example.test")
+
+    async def scenario():
+        watcher = _watcher(account, password="push-secret")
+        try:
+            await watcher.open()
+        finally:
+            await watcher.close()
+
+    with pytest.raises(WatchUnsupported):
+        asyncio.run(scenario())
+
+
+def test_it_keeps_passwords_and_tokens_out_of_the_debug_log(oauth_mailbox, caplog):
+    import base64
+    import logging
+
+    from accounts.oauth import access_token
+
+    # Kept at WARNING in settings.LOGGING; even at DEBUG nothing secret is written.
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
+    # The suite's Dovecot takes this user's password and its OAuth tokens alike.
+    account, _ = oauth_mailbox
+    token = access_token(account_id=account.pk)
+
+    async def scenario(account, **secret):
+        watcher = _watcher(account, **secret)
+        try:
+            await watcher.open()
+            await watcher.next_change(within=0.1)
+        finally:
+            await watcher.close()
+
+    asyncio.run(scenario(account, password="sync-secret"))
+    asyncio.run(scenario(account, access_token=token))
+    sasl = base64.b64encode(f"user={account.login}\1auth=Bearer {token}\1\1".encode())
+    assert "LOGIN" in caplog.text and "AUTHENTICATE" in caplog.text  # the lines are there
+    for secret in ("sync-secret", token, sasl.decode()):
+        assert secret not in caplog.text
+
+
+def test_it_hears_about_the_other_chosen_folders_through_notify(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.create("Projects")
+    mailbox.create("Elsewhere")
+
+    async def scenario():
+        watcher = _watcher(account, password="sync-secret", folders=("INBOX", "Projects"))
+        await watcher.open()
+        try:
+            assert watcher.notifying
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "Projects", make_message())
+            chosen = await waiting
+            waiting = asyncio.ensure_future(watcher.next_change(within=0.5))
+            await asyncio.to_thread(mailbox.append, "Elsewhere", make_message())
+            return chosen, await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_it_hears_about_every_folder_when_all_are_watched(synced_mailbox):
+    account, mailbox = synced_mailbox
+    mailbox.create("Anywhere")
+
+    async def scenario():
+        watcher = _watcher(account, password="sync-secret", folders=None)
+        await watcher.open()
+        try:
+            waiting = asyncio.ensure_future(watcher.next_change(within=20))
+            await asyncio.to_thread(mailbox.append, "Anywhere", make_message())
+            return await waiting
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) is True
