@@ -427,6 +427,39 @@ def test_it_reports_a_connection_reset_while_reading_as_worth_another_try(door, 
     assert failure.retry == Retry.LATER, (failure.kind, str(failure))
 
 
+def _list_failure(door, before_list) -> MailError:
+    backend = door.backend
+    session = backend.open_reader(**door.credentials())
+    try:
+        before_list(session)
+        backend.list_folders(session)
+    except MailError as error:
+        return error
+    finally:
+        backend.close_reader(session)
+    raise AssertionError("the folders were listed")
+
+
+def test_it_reports_a_password_changed_before_listing_the_folders_for_the_owner(door):
+    if "password_changed" not in door.extra:
+        pytest.skip("IMAP signs in once per session: a signed-in session stays signed in")
+    failure = _list_failure(door, door.extra["password_changed"])
+    assert (failure.kind, failure.retry) == ("credentials", Retry.OWNER), str(failure)
+
+
+def test_it_reports_a_connection_reset_while_listing_the_folders_as_worth_another_try(
+    door, monkeypatch
+):
+    def cut(session):
+        door.read(session)  # signed in and connected; then the connection breaks
+        monkeypatch.setattr(ssl.SSLSocket, "sendall", _broken)
+        monkeypatch.setattr(ssl.SSLSocket, "send", _broken)
+
+    failure = _list_failure(door, cut)
+    monkeypatch.undo()
+    assert failure.retry == Retry.LATER, (failure.kind, str(failure))
+
+
 def test_it_stops_a_sync_whose_password_is_refused_until_the_owner_acts(door):
     from sync.models import MailboxSync
 

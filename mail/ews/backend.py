@@ -74,10 +74,10 @@ class EwsBackend(MailBackend):
 
         try:
             return [listed for listed, _folder in folder_tree(ews)]
-        except (EWSError, OSError) as error:
-            raise MailError(
-                "connection", f"Exchange did not list the folders ({type(error).__name__})."
-            ) from None
+        except (EWSError, OSError, EOFError) as error:
+            # Exchange checks the sign-in with every request: a refused login or a
+            # denied mailbox is the owner's to fix, as while reading, not the network's.
+            raise self.read_failure(error) from None
 
     def open_sender(self, **kwargs):
         return session.ews_session(**kwargs)
