@@ -7,5 +7,8 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        # The login throttle's checks (the app's own sign-in lives beside the mailboxes').
+        # The mail backends hand their provider card rules to providers' models
+        # (providers.models.CARD_RULES) when the registry is imported; the login
+        # throttle's checks (the app's own sign-in lives beside the mailboxes').
+        import mail.registry  # noqa: F401
         from mailsetup import checks  # noqa: F401

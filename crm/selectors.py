@@ -1,6 +1,6 @@
 """Reads of the CRM's contacts and companies themselves: below sync, which links each
 email to them (sync.links, sync.ews_items), so nothing here reads an email or an access
-rule; the lists and timelines that do are crm/timelines.py."""
+rule; the lists and timelines that do are crm/views/timelines.py."""
 
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -31,7 +31,7 @@ def contact_by_name(name: str) -> Contact | None:
 
 # -- an email's links, the contacts and companies to link it to (issue 17) --------------
 # The Contacts and Companies lists and the timelines, which show the emails each user may
-# see, are crm/timelines.py's.
+# see, are crm/views/timelines.py's.
 
 CANDIDATES = 8
 

@@ -1,6 +1,6 @@
 """Which backend serves which service type: the one place that chooses a protocol."""
 
-from providers.models import EmailProvider, ServiceType
+from providers.models import CARD_RULES, EmailProvider, ServiceType
 
 from .backend import MailBackend
 from .ews.backend import EwsBackend
@@ -10,6 +10,8 @@ BACKENDS: dict[str, MailBackend] = {
     ServiceType.IMAP_SMTP: ImapSmtpBackend(),
     ServiceType.EXCHANGE: EwsBackend(),
 }
+# What EmailProvider.clean() asks of each card (providers may not import mail).
+CARD_RULES.update({kind: backend.validate_provider for kind, backend in BACKENDS.items()})
 
 
 def backend_for(provider: EmailProvider) -> MailBackend:

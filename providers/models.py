@@ -1,4 +1,6 @@
-from django.core.exceptions import ValidationError
+from collections.abc import Callable
+
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -47,6 +49,12 @@ class Source(models.TextChoices):
 # The ports that imply a security mode; the provider form and the ISPDB import use them.
 IMAP_PORTS = {993: Security.SSL_TLS, 143: Security.STARTTLS}
 SMTP_PORTS = {465: Security.SSL_TLS, 587: Security.STARTTLS, 25: Security.STARTTLS}
+
+
+# {service type: its backend's check of a provider card, returning {field: message}}.
+# The mail backends build on this module's models, so mail.registry fills this when it
+# is imported instead of this module importing mail: providers stays below mail.
+CARD_RULES: dict[str, Callable[["EmailProvider"], dict]] = {}
 
 
 class EmailProvider(models.Model):
@@ -175,11 +183,14 @@ class EmailProvider(models.Model):
 
     def clean(self) -> None:
         # The rules of the card's protocol are its backend's (mail.backend.MailBackend.
-        # validate_provider). Imported here: mail builds on this module's models.
-        from mail.registry import BACKENDS
-
-        backend = BACKENDS.get(self.service_type)
-        errors = backend.validate_provider(self) if backend else {}
+        # validate_provider), handed over by mail.registry (CARD_RULES).
+        if not CARD_RULES:
+            raise ImproperlyConfigured(
+                "No provider card rules: mail.registry registers them when it is imported "
+                "(accounts' AppConfig.ready imports it)."
+            )
+        rule = CARD_RULES.get(self.service_type)
+        errors = rule(self) if rule else {}
         if errors:
             raise ValidationError(errors)
 

@@ -161,3 +161,49 @@ def test_it_fails_when_a_page_imports_a_task():
     assert contract.check(copy.deepcopy(graph), verbose=False).kept
     graph.add_import(importer="accounts.views.settings", imported="sync.tasks")
     assert not contract.check(graph, verbose=False).kept
+
+
+# Entry points above every app: the pages (views, urls, the admin's), the management
+# commands and the migrations. What remains is each app's own code.
+ENTRY_POINTS = {"views", "urls", "admin", "management", "migrations"}
+
+
+def _package_loops(graph) -> list[str]:
+    """Pairs of root packages that import each other, however indirectly, through
+    modules that are not entry points: one import for each direction as the proof."""
+    edges: dict[tuple[str, str], str] = {}
+    for module in graph.modules:
+        if module.partition(".")[2].split(".")[0] in ENTRY_POINTS:
+            continue
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported.partition(".")[2].split(".")[0] in ENTRY_POINTS:
+                continue
+            pair = (module.split(".")[0], imported.split(".")[0])
+            if pair[0] != pair[1]:
+                edges.setdefault(pair, f"{module} -> {imported}")
+    above: dict[str, set[str]] = {}
+    for importer, imported in edges:
+        above.setdefault(importer, set()).add(imported)
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in above.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    return sorted(f"{edges[a, b]} (and back)" for a, b in edges if a in reaches(b))
+
+
+def test_it_has_no_two_apps_importing_each_other():
+    # The issue's rule in its own words, over every root package: the layers contract
+    # covers the mailbox apps, this also mail, providers, push, health, mailsetup.
+    assert _package_loops(_graph()) == []
+
+
+def test_it_finds_two_apps_importing_each_other():
+    graph = _graph()
+    graph.add_import(importer="providers.models", imported="mail.registry")
+    assert "providers.models -> mail.registry (and back)" in _package_loops(graph)

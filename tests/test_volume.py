@@ -221,7 +221,7 @@ def test_it_schedules_the_pruning_in_beat(settings):
 
 
 def _grouped_order(user, model, search=""):
-    from crm.timelines import LatestFirst, contacts_for_list
+    from crm.views.timelines import LatestFirst, contacts_for_list
 
     listed, _count = contacts_for_list(user, search=search)
     assert isinstance(listed, LatestFirst)
@@ -231,7 +231,7 @@ def _grouped_order(user, model, search=""):
 def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_order(
     client, db, monkeypatch
 ):
-    from crm.timelines import LatestFirst, contacts_for_list
+    from crm.views.timelines import LatestFirst, contacts_for_list
 
     mine, other = EmailAccountFactory(), EmailAccountFactory()
     contacts = [Contact.objects.create(name=f"P{n % 7} {n}") for n in range(40)]

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-# Issue 19: the Contacts list's search is a UNION of lookups (crm.timelines), each served
+# Issue 19: the Contacts list's search is a UNION of lookups (crm.views.timelines), each served
 # by a trigram index; 0004 gave the others theirs. None on SQLite.
 INDEX = (
     "CREATE INDEX crm_contact_job_title_trgm ON crm_contact"

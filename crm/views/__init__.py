@@ -12,8 +12,8 @@ from django.views.decorators.http import require_http_methods
 from sharing.access import email_or_404
 from sync.links import LinkTargetMissing, email_link_change
 
-from .models import Company, Contact
-from .selectors import company_recipients, email_links, link_candidates
+from ..models import Company, Contact
+from ..selectors import company_recipients, email_links, link_candidates
 from .timelines import (
     PAGE_SIZE,
     ListPaginator,

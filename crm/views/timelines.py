@@ -22,7 +22,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Lower
 
-from .models import Company, Contact, ContactAddress
+from ..models import Company, Contact, ContactAddress
 
 PAGE_SIZE = 50
 TIMELINE_PAGE = 30
@@ -334,7 +334,7 @@ def _entries(rows, cursor):
     from mailsetup.keyset import Cursor, KeysetPage
     from sync.models import Email
 
-    from .models import Activity
+    from ..models import Activity
 
     page = KeysetPage([], first=cursor is None)
     if len(rows) > TIMELINE_PAGE:
