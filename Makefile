@@ -9,6 +9,8 @@ export DJANGO_SETTINGS_MODULE := mailsetup.settings
 # PostgreSQL on this machine, as a superuser so pytest-django can create its test database.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mailsetup
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+PUSH_BENCH_ARGS ?=
 
 .PHONY: run test dev-mail bench lint format clean
 
@@ -46,10 +48,12 @@ test: $(VENV)/.installed-test
 	scripts/test-services
 	DATABASE_URL=$(TEST_DATABASE_URL) pytest $(PYTEST_ARGS)
 
-## make bench: the IMAP sync benchmark (own Dovecot, PostgreSQL database mailsetup_bench).
+## make bench: the IMAP sync benchmark (own Dovecot, PostgreSQL database mailsetup_bench),
+## then the push benchmark (a real listener, worker and Dovecot; mailsetup_bench_push).
 bench: $(VENV)/.installed-test
 	scripts/test-services
 	python bench/sync_bench.py $(BENCH_ARGS)
+	python bench/push_bench.py $(PUSH_BENCH_ARGS)
 
 lint: $(VENV)/.installed-test
 	ruff check .
