@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from sending.models import OutgoingEmail
 from sync.models import Email, SyncRun
+from sync.search import vectors_waiting
 
 from . import listener
 from .selectors import LAG_LABELS, STATES, classify
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 WINDOW = timedelta(hours=1)
 # Upper bounds of the duration histogram, in seconds: an idle run takes a second or
 # two, a first download of a large mailbox tens of minutes.
+SEARCH_WAITING_COUNTED = 100_000
 DURATION_BUCKETS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 
 
@@ -47,6 +49,7 @@ class MailsetupCollector:
         account_ids = [row.account.pk for row in rows]
         yield from self._runs(account_ids)
         yield self._emails()
+        yield self._search_waiting()
         yield self._outgoing()
         yield from self._queue()
         yield self._listener()
@@ -105,6 +108,16 @@ class MailsetupCollector:
         )
         stored.add_metric([], emails_stored())
         return stored
+
+    def _search_waiting(self):
+        waiting = GaugeMetricFamily(
+            "mailsetup_emails_waiting_for_search",
+            "Emails stored whose search vector is not filled yet (sync.search.vectors_fill; "
+            f"counted up to {SEARCH_WAITING_COUNTED} + 1). Growing for minutes: the fill "
+            "task is not running.",
+        )
+        waiting.add_metric([], vectors_waiting(None, bound=SEARCH_WAITING_COUNTED))
+        return waiting
 
     def _outgoing(self):
         outgoing = GaugeMetricFamily(

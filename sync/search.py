@@ -202,15 +202,17 @@ def vectors_fill_soon(*, again: bool = False) -> None:
 
 
 def vectors_waiting(account_ids, *, bound: int = 10_000) -> int:
-    """How many of these mailboxes' emails wait for their search vector, counted up to
-    `bound` + 1 (the partial index of those waiting serves it)."""
+    """How many of these mailboxes' emails (None: every mailbox's) wait for their search
+    vector, counted up to `bound` + 1 (the partial index of those waiting serves it)."""
     if not postgres():
         return 0
     from mailsetup.keyset import bounded_count
 
     from .models import Email
 
-    waiting = Email.objects.filter(account_id__in=account_ids, search__isnull=True)
+    waiting = Email.objects.filter(search__isnull=True)
+    if account_ids is not None:
+        waiting = waiting.filter(account_id__in=account_ids)
     return bounded_count(waiting, bound)
 
 

@@ -7,13 +7,14 @@ from datetime import timedelta
 
 import pytest
 import redis
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from sending.models import OutgoingEmail
 from sync.models import Email, MailboxSync, SyncRun, WorkerHeartbeat
+from sync.search import vectors_later
 from tests.factories import EmailAccountFactory, UserFactory
 from tests.test_health_page import known_mailboxes
 
@@ -117,6 +118,10 @@ def test_it_reports_emails_stored_and_outgoing_emails_by_state(db, scrape):
         cursor.execute("ANALYZE sync_email")
     samples = scrape()
     assert samples[("mailsetup_emails_stored",)] == 3
+    assert samples[("mailsetup_emails_waiting_for_search",)] == 0
+    with transaction.atomic(), vectors_later():
+        Email.objects.create(account=account, message_key="waiting")
+    assert scrape()[("mailsetup_emails_waiting_for_search",)] == 1
     outgoing = {
         key[1][1]: value for key, value in samples.items() if key[0] == "mailsetup_outgoing_emails"
     }
