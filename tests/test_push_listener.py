@@ -82,16 +82,27 @@ def test_it_renews_idle_on_one_connection(
 
 
 def test_it_queues_one_sync_for_a_burst_of_messages(
-    transactional_db, synced_mailbox, published, short_lease
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
 ):
     account, mailbox = synced_mailbox
-    with running(Listener(config=config(debounce=30))):
+    heard, real_changed = [], Listener._changed
+
+    def counting_changed(self, account_id):
+        heard.append(account_id)
+        real_changed(self, account_id)
+
+    monkeypatch.setattr(Listener, "_changed", counting_changed)
+    listener = Listener(config=config(debounce=30))
+    with running(listener):
         eventually(lambda: state_of(account) == State.WATCHING, what="watching")
         mailbox.append("INBOX", *[make_message(subject=f"burst {n}") for n in range(5)])
         eventually(lambda: published, what="the sync queued")
-        # More changes inside the window: still one queued.
+        # More changes inside the window: heard, and still one queued (the next waits
+        # for the window's end).
+        before = len(heard)
         mailbox.append("INBOX", make_message(subject="one more"))
-        eventually(lambda: watch_of(account).last_event_at, what="the event recorded")
+        eventually(lambda: len(heard) > before, what="the change heard")
+        eventually(lambda: account.pk in listener._queuers, what="the next sync waiting")
     assert published == [account.pk]
 
 

@@ -216,3 +216,87 @@ def test_it_hears_about_every_folder_when_all_are_watched(synced_mailbox):
             await watcher.close()
 
     assert asyncio.run(scenario()) is True
+
+
+class _Wire:
+    """A transport stand-in: what the protocol writes, and whether it ended the connection."""
+
+    def __init__(self):
+        self.written, self.aborted = [], False
+
+    def write(self, data):
+        self.written.append(data)
+
+    def abort(self):
+        self.aborted = True
+
+
+def _protocol(*, pending=None):
+    from aioimaplib.aioimaplib import SELECTED, Command, IdleCommand
+
+    from mail.imap_smtp.watch import _Protocol
+
+    loop = asyncio.get_running_loop()
+    protocol = _Protocol(loop, asyncio.Event())
+    protocol.transport, protocol.state = _Wire(), SELECTED
+    if pending == "IDLE":
+        protocol.pending_sync_command = IdleCommand("A1", protocol.idle_queue, loop=loop)
+    elif pending is not None:
+        protocol.pending_sync_command = Command("LOGIN", "A1", '"alice"', pending, loop=loop)
+    return protocol
+
+
+def test_it_reads_thousands_of_untagged_lines_in_one_read():
+    # A mailbox emptied in another client: one read carries every EXPUNGE. aioimaplib
+    # recurses once a line and would end the connection with a RecursionError.
+    async def scenario():
+        protocol = _protocol(pending="IDLE")
+        protocol.data_received(b"* 1 EXPUNGE\r\n" * 5000)
+        lines = []
+        while not protocol.idle_queue.empty():
+            lines += protocol.idle_queue.get_nowait()
+        return protocol.transport.aborted, len(lines)
+
+    assert asyncio.run(scenario()) == (False, 5000)
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        [b"x" * 65536] * 40,  # a line that never ends
+        [b"* 1 FETCH (BODY[] {100000000000}\r\n", *[b"y" * 65536] * 40],  # a huge literal
+    ],
+    ids=["line", "literal"],
+)
+def test_it_ends_a_connection_whose_server_sends_without_bound(flood):
+    async def scenario():
+        protocol = _protocol(pending="IDLE")
+        for chunk in flood:
+            if protocol.transport.aborted:
+                break
+            protocol.data_received(chunk)
+        held = len(protocol.incomplete_line)
+        return protocol.transport.aborted, held
+
+    aborted, held = asyncio.run(scenario())
+    assert aborted
+    assert held == 0
+
+
+def test_it_keeps_the_password_out_of_the_log_when_a_server_answers_out_of_turn(caplog):
+    import logging
+
+    from aioimaplib.aioimaplib import quoted
+
+    caplog.set_level(logging.DEBUG)
+    secret = quoted("Sup3r-Secret-Pw")
+
+    async def scenario():
+        protocol = _protocol(pending=secret)
+        # A tagged answer with another tag: aioimaplib's Abort quotes the pending LOGIN.
+        protocol.data_received(b"ZZ99 OK logged in\r\n")
+        return protocol.transport.aborted
+
+    assert asyncio.run(scenario())
+    assert "Sup3r-Secret-Pw" not in caplog.text
+    assert "Abort" in caplog.text

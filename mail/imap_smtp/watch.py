@@ -11,6 +11,7 @@ arguments are scrubbed from aioimaplib's debug lines, and no message here names 
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 
@@ -44,11 +45,50 @@ CHANGE = re.compile(
 Commands.setdefault("NOTIFY", Cmd("NOTIFY", (AUTH, SELECTED), Exec.is_sync))
 NOTIFY_EVENTS = "(MessageNew MessageExpunge FlagChange)"
 BYE = re.compile(rb"^(?:\* )?BYE\b", re.IGNORECASE)
+# What a server may send the watcher, however hostile: aioimaplib keeps a line without its
+# CRLF, or a literal it announced, whole in memory, and one process holds every mailbox's
+# connection. The watcher's commands are answered in short lines.
+MAX_LINE = 1024 * 1024
+MAX_LITERAL = 1024 * 1024
+# aioimaplib handles a read's lines by recursion, one level a line: a thousand EXPUNGEs in
+# one read (a mailbox emptied elsewhere) would exceed Python's recursion limit.
+LINES_PER_PIECE = 200
+
+logger = logging.getLogger(__name__)
+
+
+def _pieces(data: bytes, lines: int = LINES_PER_PIECE):
+    """`data` cut after every `lines`-th CRLF (the protocol takes any cut, as TCP's)."""
+    start = end = count = 0
+    while (end := data.find(b"\r\n", end)) >= 0:
+        end, count = end + 2, count + 1
+        if count == lines:
+            yield data[start:end]
+            start, count = end, 0
+    if start < len(data):
+        yield data[start:]
 
 
 class _Protocol(IMAP4ClientProtocol):
     def __init__(self, loop, lost: asyncio.Event):
         super().__init__(loop, conn_lost_cb=lambda _exc: lost.set())
+
+    def data_received(self, d: bytes) -> None:
+        try:
+            for piece in _pieces(d):
+                super().data_received(piece)
+                literal = self.current_command._expected_size if self.current_command else 0
+                if len(self.incomplete_line) > MAX_LINE or literal > MAX_LITERAL:
+                    raise ValueError("a line or literal beyond the watcher's bound")
+        except Exception as error:
+            # aioimaplib's errors quote the pending command with its arguments (LOGIN's
+            # password, AUTHENTICATE's token), and asyncio would log them whole at ERROR:
+            # only the type is said, and the connection ends (the listener reconnects).
+            logger.warning("IMAP watch: the server's answer was refused (%s); closing",
+                           type(error).__name__)  # fmt: skip
+            self.incomplete_line, self.current_command = b"", None
+            if self.transport is not None:
+                self.transport.abort()
 
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
