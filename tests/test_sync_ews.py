@@ -448,3 +448,59 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
     assert run.state == SyncRun.State.INTERRUPTED
     assert not Email.objects.filter(account=account).exists()
     assert UnstoredMessage.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("ErrorMailboxConfiguration", "server_error"),
+        ("ErrorInvalidRequest", "server_error"),
+        ("ErrorInternalServerError", "server_error"),
+        ("ErrorMailboxStoreUnavailable", "busy"),
+    ],
+)
+def test_it_means_the_same_by_an_exchange_answer_at_sign_in_as_while_reading(
+    exchange_mailbox, ews_server, code, kind
+):
+    # Exchange wrote the answer itself: the network did not fail, so it is not
+    # "connection"; the sign-in reads it as the read path does (EwsBackend.read_failure).
+    from exchangelib import errors
+
+    from mail.errors import SignInError
+    from mail.ews.backend import exchange_failure
+    from mail.registry import backend_for
+    from providers.addresses import normalize_address
+
+    account, address = exchange_mailbox
+    read = exchange_failure(getattr(errors, code)("x"))
+    assert read.kind == kind
+    ews_server.fail_next("GetFolder", code)
+    with pytest.raises(SignInError) as caught:
+        backend_for(account.provider).check_sign_in(
+            provider=account.provider, address=normalize_address(address), login=address,
+            password="ews-secret",
+        )  # fmt: skip
+    assert (caught.value.kind, caught.value.retry) == (read.kind, read.retry), str(caught.value)
+    assert code in str(caught.value)
+
+
+def test_it_does_not_retry_a_mailbox_exchange_refuses_at_sign_in(exchange_mailbox, ews_server):
+    account, _address = exchange_mailbox
+    ews_server.fail_next("GetFolder", "ErrorMailboxConfiguration")
+
+    run = _sync(account)  # not TransientSyncError: another try would get the same answer
+
+    assert run.state == SyncRun.State.FAILED
+    assert "ErrorMailboxConfiguration" in run.error
+    assert MailboxSync.objects.get(account=account).last_error_kind == "server_error"
+
+
+def test_it_tries_again_later_when_the_server_is_busy_at_sign_in(exchange_mailbox, ews_server):
+    account, _address = exchange_mailbox
+    ews_server.fail_next("GetFolder", "ErrorServerBusy", back_off_ms=10)
+
+    with pytest.raises(TransientSyncError):
+        _sync(account)
+
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == "busy" and state.health == MailboxSync.Health.OK

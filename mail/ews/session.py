@@ -92,6 +92,7 @@ def ews_session(
         AutoDiscoverFailed,
         ErrorAccessDenied,
         ErrorNonExistentMailbox,
+        ResponseMessageError,
         TransportError,
         UnauthorizedError,
     )
@@ -135,6 +136,15 @@ def ews_session(
             f"Exchange refused access to {address.email} ({type(error).__name__}). Ask your "
             "Exchange administrator whether EWS is allowed for this mailbox.",
         ) from None
+    except ResponseMessageError as error:
+        # Exchange wrote this answer itself (ErrorMailboxConfiguration, ErrorServerBusy,
+        # ...): the network worked. It is a TransportError to exchangelib, so it is
+        # caught before that clause and means what it means while reading: a busy server
+        # is worth another try, a refusal is not.
+        from .backend import exchange_failure
+
+        failure = exchange_failure(error)
+        raise SignInError(failure.kind, str(failure), field="provider") from None
     except (TimeoutError, TransportError, OSError) as error:
         if trust.refused_internal(error):
             raise SignInError(
