@@ -155,3 +155,27 @@ def test_it_says_a_full_disk_is_the_apps_storage_not_the_mail_server(
     state = MailboxSync.objects.get(account=account)
     assert state.last_error_kind == "storage"
     assert "mail server" not in state.last_error
+
+
+def test_it_closes_the_imap_session_when_the_syncer_cannot_be_made(synced_mailbox, monkeypatch):
+    import imaplib
+
+    account, _ = synced_mailbox
+    opened = []
+    real = readers.session_open
+
+    def recorded(account):
+        opened.append(real(account))
+        return opened[-1]
+
+    def broken(**kwargs):
+        raise RuntimeError("the syncer could not be made")
+
+    monkeypatch.setattr(readers, "session_open", recorded)
+    monkeypatch.setattr(readers, "AccountSyncer", broken)
+    with pytest.raises(RuntimeError, match="could not be made"):  # our bug, raised again
+        mailbox_sync(account_id=account.pk)
+    (client,) = opened
+    with pytest.raises((OSError, imaplib.IMAP4.abort)):
+        client.noop()  # logged out and shut down, not left open to the server's timeout
+    assert MailboxSync.objects.get(account=account).claimed_until is None
