@@ -179,3 +179,21 @@ def test_it_closes_the_imap_session_when_the_syncer_cannot_be_made(synced_mailbo
     with pytest.raises((OSError, imaplib.IMAP4.abort)):
         client.noop()  # logged out and shut down, not left open to the server's timeout
     assert MailboxSync.objects.get(account=account).claimed_until is None
+
+
+def test_it_releases_the_mailbox_when_its_reader_cannot_be_found(synced_mailbox, monkeypatch):
+    from sync import services
+
+    account, _ = synced_mailbox
+    monkeypatch.delitem(services.READERS, "imap")  # a backend whose reader is missing
+
+    with pytest.raises(KeyError):  # our bug: raised again, for Celery's log
+        mailbox_sync(account_id=account.pk)
+
+    run = SyncRun.objects.get(account=account)
+    assert run.state == SyncRun.State.FAILED
+    assert "no way to download mailboxes of the service type 'imap_smtp'" in run.error
+    state = MailboxSync.objects.get(account=account)
+    assert state.claimed_until is None and state.claim_token == ""
+    monkeypatch.undo()
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
