@@ -405,7 +405,12 @@ def mailboxes_dispatch() -> int:
 
 
 class FolderListError(MailError):
-    """The server's folder list could not be read; the message says why."""
+    """The server's folder list could not be read; the message says why, and the
+    field and retry decision are the failure's own."""
+
+    @classmethod
+    def of(cls, error: MailError) -> "FolderListError":
+        return cls(error.kind, str(error), field=error.field, retry=error.retry)
 
 
 def folders_load(*, account: EmailAccount) -> list[Folder]:
@@ -415,11 +420,11 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
     try:
         session = session_open(account)
     except MailError as error:
-        raise FolderListError(error.kind, str(error)) from None
+        raise FolderListError.of(error) from None
     try:
         listed = backend.list_folders(session)
     except MailError as error:
-        raise FolderListError(error.kind, str(error)) from None
+        raise FolderListError.of(error) from None
     finally:
         backend.close_reader(session)
     return folders_refresh(account=account, listed=listed)

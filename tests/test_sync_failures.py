@@ -197,3 +197,42 @@ def test_it_releases_the_mailbox_when_its_reader_cannot_be_found(synced_mailbox,
     assert state.claimed_until is None and state.claim_token == ""
     monkeypatch.undo()
     assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+
+
+def test_it_keeps_the_field_of_a_failure_to_list_the_folders(synced_mailbox):
+    from sync.services import FolderListError, folders_load
+
+    account, _ = synced_mailbox
+    account.set_password("not the password")
+    account.save()
+    with pytest.raises(FolderListError) as caught:
+        folders_load(account=account)
+    error = caught.value
+    assert (error.kind, error.field, error.retry) == ("credentials", "password", Retry.OWNER)
+
+
+@pytest.mark.parametrize("where", ["session_open", "list_folders"])
+def test_it_keeps_the_retry_decision_of_a_failure_to_list_the_folders(
+    synced_mailbox, monkeypatch, where
+):
+    from mail.registry import backend_for
+    from sync import services
+
+    account, _ = synced_mailbox
+    # The one who met it knew better than the table (MailError's `retry`).
+    decided = MailError(
+        "busy", "The mailbox is moving for good.", field="provider", retry=Retry.OWNER
+    )
+
+    def failing(*args, **kwargs):
+        raise decided
+
+    if where == "session_open":
+        monkeypatch.setattr(services, "session_open", failing)
+    else:
+        monkeypatch.setattr(type(backend_for(account.provider)), "list_folders", failing)
+    with pytest.raises(services.FolderListError) as caught:
+        services.folders_load(account=account)
+    error = caught.value
+    assert (error.kind, error.field, error.retry) == ("busy", "provider", Retry.OWNER)
+    assert str(error) == "The mailbox is moving for good."
