@@ -516,3 +516,40 @@ def test_it_pins_the_imapclient_internals_the_wire_module_relies_on(synced_mailb
         client.noop()  # the session is gone, without waiting for the server's answer
     # Written for 4.1.0; 3.x shares the private parts used. A new major: read them again.
     assert imapclient.__version__.split(".")[0] in {"3", "4"}
+
+
+def test_it_pins_that_quiet_turns_off_the_debug_output_imapclient_turns_on(synced_mailbox):
+    from imapclient import IMAPClient
+
+    from mail import trust
+    from mail.imap_smtp import wire
+
+    account, _mailbox = synced_mailbox
+    port = account.provider.imap_port
+    with IMAPClient("localhost", port=port, ssl_context=trust.mail_ssl_context()) as client:
+        # imapclient sets imaplib's debug level: every response formatted for a log.
+        assert wire.imaplib_of(client).debug > 0
+        assert wire.quiet(client) is client
+        assert wire.imaplib_of(client).debug == 0
+        client.login(account.login, account.get_password())
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
+
+
+def test_it_keeps_imapclients_private_parts_inside_the_wire_module():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    private = re.compile(
+        r"\._(imap|checkok|proc_folder_list|create_IMAP4|simple_command|new_tag"
+        r"|untagged_response)\b"
+    )
+    wire = root / "mail" / "imap_smtp" / "wire.py"
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        if path != wire and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == [], "use (or add) a helper in mail/imap_smtp/wire.py"
