@@ -13,7 +13,7 @@ from email.parser import BytesHeaderParser
 import pytest
 
 from mail.backend import ListedFolder, MailBackend
-from mail.errors import ACTIONS, MailError, Retry, SignInError
+from mail.errors import ACTIONS, PROVIDER_KINDS, MailError, Retry, SignInError
 from mail.registry import BACKENDS, backend_for
 from providers.addresses import normalize_address
 from providers.models import ServiceType
@@ -175,10 +175,29 @@ def test_it_declares_and_validates_the_provider_card_fields_it_uses():
         assert errors and set(errors) <= set(backend.provider_fields), (service_type, errors)
 
 
+# The decisions written out again, not read from mail.errors.ACTIONS: a changed decision,
+# a kind added or removed, fails here and has to be changed in both places on purpose.
+DECISIONS = {
+    Retry.LATER: {
+        "temporary", "timeout", "refused", "connection", "connection_lost", "dns",
+        "unreachable", "busy", "token_unavailable", "database", "queue", "storage",
+    },
+    Retry.OWNER: {
+        "credentials", "app_password", "imap_disabled", "expired", "contact_admin",
+        "non_ascii", "login_missing", "password_missing", "protocol", "smtp_auth_disabled",
+        "smtp_refuses", "reconnect", "access_denied", "sending_off", "certificate", "tls",
+        "insecure", "internal_address", "auth_unsupported", "starttls_unsupported",
+        "nothing_to_check", "autodiscover", "rate_limited",
+    },
+    Retry.NEVER: {"rejected", "server_error"},
+    Retry.UNKNOWN: {"handed_over"},
+}  # fmt: skip
+
+
 def test_it_gives_every_failure_kind_one_retry_decision():
-    for kind, decided in ACTIONS.items():
-        error = MailError(kind, "x")
-        assert error.retry == decided and error.retry in set(Retry)
+    expected = {kind: retry for retry, kinds in DECISIONS.items() for kind in kinds}
+    assert sum(len(kinds) for kinds in DECISIONS.values()) == len(expected), "one each"
+    assert {kind: MailError(kind, "x").retry for kind in ACTIONS} == expected
     assert MailError("busy", "x", retry=Retry.OWNER).retry == Retry.OWNER
     assert MailError("credentials", "x", field="password").field == "password"
 
@@ -216,6 +235,21 @@ def test_it_says_an_unreachable_server_is_worth_another_try_later(door):
     assert caught.value.retry == Retry.LATER, caught.value.kind
 
 
+def test_it_refuses_an_internal_address_unless_an_administrator_allows_it(door):
+    from systemsettings.models import SystemSetting
+    from systemsettings.selectors import cache_clear
+
+    # The suite's servers are on loopback, an internal address.
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+    cache_clear()
+    with pytest.raises(SignInError) as caught:
+        door.backend.check_sign_in(**door.credentials())
+    error = caught.value
+    assert (error.kind, error.retry, error.field) == ("internal_address", Retry.OWNER, "provider")
+    assert error.kind in PROVIDER_KINDS
+    assert "AllowInternalMailServers" in str(error)
+
+
 # -- reading ---------------------------------------------------------------------------
 
 
@@ -235,6 +269,9 @@ def test_it_lists_the_folders_with_the_inbox_and_the_sent_folder(door):
     by_path = {folder.path: folder for folder in listed}
     assert "inbox" in {path.lower() for path, folder in by_path.items() if folder.selectable}
     assert by_path[sent].selectable
+    # Both servers say which folder is the Sent one (IMAP SPECIAL-USE, EWS sentitems).
+    assert by_path[sent].special_use == "\\sent"
+    assert [path for path, f in by_path.items() if f.special_use == "\\sent"] == [sent]
     assert all(isinstance(folder.delimiter, str) for folder in listed)
 
 
