@@ -235,6 +235,16 @@ def test_it_says_an_unreachable_server_is_worth_another_try_later(door):
     assert caught.value.retry == Retry.LATER, caught.value.kind
 
 
+def test_it_leaves_a_certificate_the_app_does_not_trust_to_an_administrator(door, settings):
+    # The suite's servers present certificates of the suite's CA: trusted no longer.
+    settings.MAIL_EXTRA_CA_FILE = None
+    with pytest.raises(SignInError) as caught:
+        door.backend.check_sign_in(**door.credentials())
+    error = caught.value
+    assert (error.kind, error.retry, error.field) == ("certificate", Retry.OWNER, "provider")
+    assert error.kind in PROVIDER_KINDS  # saving the provider card tries it again
+
+
 def test_it_refuses_an_internal_address_unless_an_administrator_allows_it(door):
     from systemsettings.models import SystemSetting
     from systemsettings.selectors import cache_clear

@@ -150,6 +150,16 @@ def ews_session(
             raise SignInError(
                 "internal_address", InternalAddressRefused.MESSAGE, field="provider"
             ) from None
+        if (reason := trust.untrusted_certificate(error)) is not None:
+            # Not the network's: the same answer on every try until an administrator
+            # fixes the server's certificate or the trusted CAs.
+            raise SignInError(
+                "certificate",
+                "The Exchange server presented a security certificate that could not be "
+                f"verified ({reason}). Your password was not sent. Ask your administrator "
+                "to check the server's certificate and the trusted CAs.",
+                field="provider",
+            ) from None
         if isinstance(error, AutoDiscoverFailed):
             raise SignInError(
                 "autodiscover",
