@@ -99,9 +99,7 @@ class EwsReader:
                 chosen = syncer.folders_to_sync(folders)
                 syncer.progress_start(chosen)
                 for folder in chosen:
-                    syncer.progress.folder_started(folder.path)
-                    syncer.sync_folder(folder)
-                    syncer.progress.folder_finished(folder.path)
+                    syncer.sync_folder_isolated(folder)
             last = (
                 MailboxSync.objects.filter(account=account)
                 .values_list("items_imported_at", flat=True)

@@ -504,3 +504,48 @@ def test_it_tries_again_later_when_the_server_is_busy_at_sign_in(exchange_mailbo
 
     state = MailboxSync.objects.get(account=account)
     assert state.last_error_kind == "busy" and state.health == MailboxSync.Health.OK
+
+
+@pytest.mark.parametrize("code", ["ErrorInternalServerError", "ErrorAccessDenied"])
+def test_it_keeps_going_past_a_folder_exchange_refuses(exchange_mailbox, ews_server, code):
+    account, address = exchange_mailbox
+    ews_server.add_folder("inbox", "Projects", mailbox=address)
+    by_folder = {
+        "Drafts": _deliver(ews_server, address, "drafts", 1, prefix="draft"),
+        "Inbox": _deliver(ews_server, address, "inbox", 2, prefix="inbox"),
+        "Inbox/Projects": _deliver(ews_server, address, "inbox/Projects", 2, prefix="projects"),
+        "Sent Items": _deliver(ews_server, address, "sentitems", 1, prefix="sent"),
+    }
+    ews_server.fail_next("SyncFolderItems", code)  # the first folder's read, once
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert run.folder_errors == 1
+    (refused,) = Folder.objects.filter(account=account).exclude(last_error="")
+    assert refused.last_error.startswith(f"The server refused to read this folder: {code}")
+    assert refused.failing_since is not None and not refused.locations.exists()
+    # Every other folder was read; the refused one (with mail of its own) waits.
+    assert by_folder[refused.path]
+    expected = sum(len(ids) for path, ids in by_folder.items() if path != refused.path)
+    assert Email.objects.filter(account=account).count() == expected
+
+    again = _sync(account)
+
+    assert (again.state, again.folder_errors) == (SyncRun.State.SUCCEEDED, 0)
+    refused.refresh_from_db()
+    assert (refused.last_error, refused.failing_since) == ("", None)
+    assert Email.objects.filter(account=account).count() == 6
+
+
+def test_it_ends_the_run_when_the_busy_server_is_met_in_a_folder(exchange_mailbox, ews_server):
+    # Busy is the server's, not one folder's: the run ends and is tried again, no folder
+    # is marked as refused.
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1)
+    ews_server.fail_next("SyncFolderItems", "ErrorMailboxStoreUnavailable")
+
+    with pytest.raises(TransientSyncError):
+        _sync(account)
+
+    assert not Folder.objects.filter(account=account).exclude(last_error="").exists()
