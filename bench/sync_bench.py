@@ -188,6 +188,8 @@ def main() -> None:
     try:
         from imapclient import IMAPClient
 
+        from mail.imap_smtp import wire
+
         def client(port=dovecot.imaps_port):
             connection = IMAPClient("localhost", port=port, ssl_context=context)
             connection.login(ADDRESS, PASSWORD)
@@ -228,7 +230,7 @@ def main() -> None:
                 if quiet:
                     # IMAPClient sets imaplib's debug level so that every response is
                     # formatted for its logger; the project's sessions turn that off.
-                    c._imap.debug = 0
+                    wire.quiet(c)
                 for folder in FOLDERS:
                     c.select_folder(folder, readonly=True)
                     uids = c.search("ALL")
@@ -328,7 +330,7 @@ def main() -> None:
 
         def bare_status(port: int) -> None:
             with client(port) as c:
-                c._imap.debug = 0  # as in the project's sessions
+                wire.quiet(c)  # as in the project's sessions
                 for folder in FOLDERS:
                     c.folder_status(
                         folder, [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES", b"HIGHESTMODSEQ"]

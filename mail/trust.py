@@ -78,6 +78,18 @@ def refused_internal(error: BaseException | None) -> bool:
     return False
 
 
+def untrusted_certificate(error: BaseException | None) -> str | None:
+    """Why the server's certificate was not trusted (OpenSSL's words), if that is what
+    stopped a connection; requests, urllib3 and the libraries above them wrap the
+    ssl.SSLCertVerificationError a few levels down."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error.verify_message or str(error)
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 @functools.cache
 def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
     """A MailTrustAdapter that applies the internal-address rule to every connection it

@@ -240,6 +240,39 @@ class MailboxSyncer:
         self.run.new_locations += stored.locations
         self.run.parse_problems += stored.problems
 
+    def sync_folder(self, folder: Folder) -> None:
+        """Read one folder (each protocol's syncer has its own)."""
+        raise NotImplementedError
+
+    def folder_refusal(self, error: Exception) -> str | None:
+        """If `error`, met reading one folder, is that folder's trouble (the server
+        refused to read it), what the server said; None if it is the run's (the
+        connection, the sign-in, a busy server, our own database). Each protocol's."""
+        raise NotImplementedError
+
+    def sync_folder_isolated(self, folder: Folder) -> None:
+        """`sync_folder`, where the server's refusal of a folder (`folder_refusal`) is
+        the folder's trouble, recorded on it and shown, and the run goes on to the next
+        folder. Anything else still ends the run."""
+        self.progress.folder_started(folder.path)
+        try:
+            self.sync_folder(folder)
+        except Exception as error:
+            said = self.folder_refusal(error)
+            if said is None:
+                raise
+            message = f"The server refused to read this folder: {said}"[:1000]
+            now = timezone.now()
+            Folder.objects.filter(pk=folder.pk).update(
+                last_error=message, failing_since=folder.failing_since or now
+            )
+            self.run.folder_errors += 1
+            self.progress.folder_finished(folder.path)
+            return
+        if folder.last_error or folder.failing_since:
+            Folder.objects.filter(pk=folder.pk).update(last_error="", failing_since=None)
+        self.progress.folder_finished(folder.path)
+
 
 class AccountSyncer(MailboxSyncer):
     def __init__(
@@ -322,27 +355,12 @@ class AccountSyncer(MailboxSyncer):
             data = self.client.folder_status(folder.path, self._status_items)
         return _folder_status(data)
 
-    def sync_folder_isolated(self, folder: Folder) -> None:
-        """`sync_folder`, where the server's refusal (NO, BAD) of a folder is the folder's
-        trouble, recorded on it and shown, and the run goes on to the next folder. A
-        broken connection still ends the run."""
-        self.progress.folder_started(folder.path)
-        try:
-            self.sync_folder(folder)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as error:
-            message = f"The server refused to read this folder: {error}"[:1000]
-            now = timezone.now()
-            Folder.objects.filter(pk=folder.pk).update(
-                last_error=message, failing_since=folder.failing_since or now
-            )
-            self.run.folder_errors += 1
-            self.progress.folder_finished(folder.path)
-            return
-        if folder.last_error or folder.failing_since:
-            Folder.objects.filter(pk=folder.pk).update(last_error="", failing_since=None)
-        self.progress.folder_finished(folder.path)
+    def folder_refusal(self, error: Exception) -> str | None:
+        """The server's refusal (NO, BAD) is the folder's; a broken connection
+        (imaplib's abort) is the run's."""
+        if isinstance(error, imaplib.IMAP4.abort) or not isinstance(error, imaplib.IMAP4.error):
+            return None
+        return str(error)
 
     def sync_folder(self, folder: Folder) -> None:
         since = period_start(self.account)

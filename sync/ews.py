@@ -17,6 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import EmailAccount
+from mail.errors import Retry
+from mail.ews.backend import exchange_failure
 from mail.ews.folders import folder_tree
 
 from .engine import (
@@ -79,6 +81,22 @@ class EwsSyncer(MailboxSyncer):
         return folders_refresh(account=self.account, listed=[listed for listed, _f in tree])
 
     # -- one folder ----------------------------------------------------------
+
+    def folder_refusal(self, error: Exception) -> str | None:
+        """Exchange's own answer refusing one folder's request (ErrorFolderNotFound for
+        a folder deleted since the list, ErrorAccessDenied on a folder,
+        ErrorInternalServerError, ...) is the folder's. A busy or throttled server, a
+        mailbox that is gone, the sign-in and the network end the run, as
+        MailBackend.read_failure says."""
+        from exchangelib.errors import ErrorNonExistentMailbox, ResponseMessageError
+
+        if (
+            not isinstance(error, ResponseMessageError)
+            or isinstance(error, ErrorNonExistentMailbox)
+            or exchange_failure(error).retry == Retry.LATER
+        ):
+            return None
+        return f"{type(error).__name__}: {error}"
 
     def sync_folder(self, folder: Folder) -> None:
         from exchangelib.errors import ErrorInvalidSyncStateData

@@ -67,17 +67,21 @@ class ImapReader:
     @staticmethod
     def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
         backend = backend_for(account.provider)
-        syncer = AccountSyncer(
-            account=account, client=session_open(account), run=run, renew=renew,
-            open_session=lambda: session_opener(account),
-        )  # fmt: skip
+        client = session_open(account)
+        syncer = None
         try:
+            syncer = AccountSyncer(
+                account=account, client=client, run=run, renew=renew,
+                open_session=lambda: session_opener(account),
+            )  # fmt: skip
             folders = syncer.folders_to_sync(syncer.refresh_folders())
             syncer.progress_start(folders)
             for folder in folders:
                 syncer.sync_folder_isolated(folder)
         finally:
-            backend.close_reader(syncer.client)
+            # The syncer may have gone on in a new session (engine's `_reopen_after`);
+            # if it was never made, the session opened for it is closed all the same.
+            backend.close_reader(syncer.client if syncer is not None else client)
 
 
 class EwsReader:
@@ -95,9 +99,7 @@ class EwsReader:
                 chosen = syncer.folders_to_sync(folders)
                 syncer.progress_start(chosen)
                 for folder in chosen:
-                    syncer.progress.folder_started(folder.path)
-                    syncer.sync_folder(folder)
-                    syncer.progress.folder_finished(folder.path)
+                    syncer.sync_folder_isolated(folder)
             last = (
                 MailboxSync.objects.filter(account=account)
                 .values_list("items_imported_at", flat=True)

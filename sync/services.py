@@ -207,8 +207,10 @@ def _mailbox_sync(
     if left_behind:
         runs_interrupted_close(account_id=account_id)
     run = SyncRun(account=account)
-    reader = READERS[backend_for(account.provider).reader]
     try:
+        # Looked up with the claim taken, so inside: whatever fails here ends the run
+        # and releases the mailbox like any other failure.
+        reader = _reader_of(account)
         _read(reader, account, run, renew=lambda: _renew(account_id, token), items_only=items_only)
     except ClaimLost:
         # The mailbox's state belongs to the run that holds the claim now: only this
@@ -243,6 +245,19 @@ class OurBug(MailError):
 class DatabaseGone(MailError):
     """Our own database went away during the run: its record is written, if at all, on
     a new connection."""
+
+
+def _reader_of(account: EmailAccount):
+    """sync's reader for the mailbox's backend; a service type without a backend, or a
+    backend without a reader, is our own bug (tests/test_mail_contract.py forbids it)."""
+    try:
+        return READERS[backend_for(account.provider).reader]
+    except Exception as error:
+        raise OurBug(
+            "server_error",
+            f"The app has no way to download mailboxes of the service type "
+            f"{account.provider.service_type!r} ({type(error).__name__}: {error}).",
+        ) from error
 
 
 def _read(reader, account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
@@ -390,7 +405,12 @@ def mailboxes_dispatch() -> int:
 
 
 class FolderListError(MailError):
-    """The server's folder list could not be read; the message says why."""
+    """The server's folder list could not be read; the message says why, and the
+    field and retry decision are the failure's own."""
+
+    @classmethod
+    def of(cls, error: MailError) -> "FolderListError":
+        return cls(error.kind, str(error), field=error.field, retry=error.retry)
 
 
 def folders_load(*, account: EmailAccount) -> list[Folder]:
@@ -400,11 +420,11 @@ def folders_load(*, account: EmailAccount) -> list[Folder]:
     try:
         session = session_open(account)
     except MailError as error:
-        raise FolderListError(error.kind, str(error)) from None
+        raise FolderListError.of(error) from None
     try:
         listed = backend.list_folders(session)
     except MailError as error:
-        raise FolderListError(error.kind, str(error)) from None
+        raise FolderListError.of(error) from None
     finally:
         backend.close_reader(session)
     return folders_refresh(account=account, listed=listed)

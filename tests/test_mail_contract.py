@@ -13,7 +13,7 @@ from email.parser import BytesHeaderParser
 import pytest
 
 from mail.backend import ListedFolder, MailBackend
-from mail.errors import ACTIONS, MailError, Retry, SignInError
+from mail.errors import ACTIONS, PROVIDER_KINDS, MailError, Retry, SignInError
 from mail.registry import BACKENDS, backend_for
 from providers.addresses import normalize_address
 from providers.models import ServiceType
@@ -175,10 +175,29 @@ def test_it_declares_and_validates_the_provider_card_fields_it_uses():
         assert errors and set(errors) <= set(backend.provider_fields), (service_type, errors)
 
 
+# The decisions written out again, not read from mail.errors.ACTIONS: a changed decision,
+# a kind added or removed, fails here and has to be changed in both places on purpose.
+DECISIONS = {
+    Retry.LATER: {
+        "temporary", "timeout", "refused", "connection", "connection_lost", "dns",
+        "unreachable", "busy", "token_unavailable", "database", "queue", "storage",
+    },
+    Retry.OWNER: {
+        "credentials", "app_password", "imap_disabled", "expired", "contact_admin",
+        "non_ascii", "login_missing", "password_missing", "protocol", "smtp_auth_disabled",
+        "smtp_refuses", "reconnect", "access_denied", "sending_off", "certificate", "tls",
+        "insecure", "internal_address", "auth_unsupported", "starttls_unsupported",
+        "nothing_to_check", "autodiscover", "rate_limited",
+    },
+    Retry.NEVER: {"rejected", "server_error"},
+    Retry.UNKNOWN: {"handed_over"},
+}  # fmt: skip
+
+
 def test_it_gives_every_failure_kind_one_retry_decision():
-    for kind, decided in ACTIONS.items():
-        error = MailError(kind, "x")
-        assert error.retry == decided and error.retry in set(Retry)
+    expected = {kind: retry for retry, kinds in DECISIONS.items() for kind in kinds}
+    assert sum(len(kinds) for kinds in DECISIONS.values()) == len(expected), "one each"
+    assert {kind: MailError(kind, "x").retry for kind in ACTIONS} == expected
     assert MailError("busy", "x", retry=Retry.OWNER).retry == Retry.OWNER
     assert MailError("credentials", "x", field="password").field == "password"
 
@@ -216,6 +235,31 @@ def test_it_says_an_unreachable_server_is_worth_another_try_later(door):
     assert caught.value.retry == Retry.LATER, caught.value.kind
 
 
+def test_it_leaves_a_certificate_the_app_does_not_trust_to_an_administrator(door, settings):
+    # The suite's servers present certificates of the suite's CA: trusted no longer.
+    settings.MAIL_EXTRA_CA_FILE = None
+    with pytest.raises(SignInError) as caught:
+        door.backend.check_sign_in(**door.credentials())
+    error = caught.value
+    assert (error.kind, error.retry, error.field) == ("certificate", Retry.OWNER, "provider")
+    assert error.kind in PROVIDER_KINDS  # saving the provider card tries it again
+
+
+def test_it_refuses_an_internal_address_unless_an_administrator_allows_it(door):
+    from systemsettings.models import SystemSetting
+    from systemsettings.selectors import cache_clear
+
+    # The suite's servers are on loopback, an internal address.
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+    cache_clear()
+    with pytest.raises(SignInError) as caught:
+        door.backend.check_sign_in(**door.credentials())
+    error = caught.value
+    assert (error.kind, error.retry, error.field) == ("internal_address", Retry.OWNER, "provider")
+    assert error.kind in PROVIDER_KINDS
+    assert "AllowInternalMailServers" in str(error)
+
+
 # -- reading ---------------------------------------------------------------------------
 
 
@@ -235,6 +279,9 @@ def test_it_lists_the_folders_with_the_inbox_and_the_sent_folder(door):
     by_path = {folder.path: folder for folder in listed}
     assert "inbox" in {path.lower() for path, folder in by_path.items() if folder.selectable}
     assert by_path[sent].selectable
+    # Both servers say which folder is the Sent one (IMAP SPECIAL-USE, EWS sentitems).
+    assert by_path[sent].special_use == "\\sent"
+    assert [path for path, f in by_path.items() if f.special_use == "\\sent"] == [sent]
     assert all(isinstance(folder.delimiter, str) for folder in listed)
 
 
@@ -516,3 +563,40 @@ def test_it_pins_the_imapclient_internals_the_wire_module_relies_on(synced_mailb
         client.noop()  # the session is gone, without waiting for the server's answer
     # Written for 4.1.0; 3.x shares the private parts used. A new major: read them again.
     assert imapclient.__version__.split(".")[0] in {"3", "4"}
+
+
+def test_it_pins_that_quiet_turns_off_the_debug_output_imapclient_turns_on(synced_mailbox):
+    from imapclient import IMAPClient
+
+    from mail import trust
+    from mail.imap_smtp import wire
+
+    account, _mailbox = synced_mailbox
+    port = account.provider.imap_port
+    with IMAPClient("localhost", port=port, ssl_context=trust.mail_ssl_context()) as client:
+        # imapclient sets imaplib's debug level: every response formatted for a log.
+        assert wire.imaplib_of(client).debug > 0
+        assert wire.quiet(client) is client
+        assert wire.imaplib_of(client).debug == 0
+        client.login(account.login, account.get_password())
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
+
+
+def test_it_keeps_imapclients_private_parts_inside_the_wire_module():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    private = re.compile(
+        r"\._(imap|checkok|proc_folder_list|create_IMAP4|simple_command|new_tag"
+        r"|untagged_response)\b"
+    )
+    wire = root / "mail" / "imap_smtp" / "wire.py"
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        if path != wire and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == [], "use (or add) a helper in mail/imap_smtp/wire.py"

@@ -448,3 +448,104 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
     assert run.state == SyncRun.State.INTERRUPTED
     assert not Email.objects.filter(account=account).exists()
     assert UnstoredMessage.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("ErrorMailboxConfiguration", "server_error"),
+        ("ErrorInvalidRequest", "server_error"),
+        ("ErrorInternalServerError", "server_error"),
+        ("ErrorMailboxStoreUnavailable", "busy"),
+    ],
+)
+def test_it_means_the_same_by_an_exchange_answer_at_sign_in_as_while_reading(
+    exchange_mailbox, ews_server, code, kind
+):
+    # Exchange wrote the answer itself: the network did not fail, so it is not
+    # "connection"; the sign-in reads it as the read path does (EwsBackend.read_failure).
+    from exchangelib import errors
+
+    from mail.errors import SignInError
+    from mail.ews.backend import exchange_failure
+    from mail.registry import backend_for
+    from providers.addresses import normalize_address
+
+    account, address = exchange_mailbox
+    read = exchange_failure(getattr(errors, code)("x"))
+    assert read.kind == kind
+    ews_server.fail_next("GetFolder", code)
+    with pytest.raises(SignInError) as caught:
+        backend_for(account.provider).check_sign_in(
+            provider=account.provider, address=normalize_address(address), login=address,
+            password="ews-secret",
+        )  # fmt: skip
+    assert (caught.value.kind, caught.value.retry) == (read.kind, read.retry), str(caught.value)
+    assert code in str(caught.value)
+
+
+def test_it_does_not_retry_a_mailbox_exchange_refuses_at_sign_in(exchange_mailbox, ews_server):
+    account, _address = exchange_mailbox
+    ews_server.fail_next("GetFolder", "ErrorMailboxConfiguration")
+
+    run = _sync(account)  # not TransientSyncError: another try would get the same answer
+
+    assert run.state == SyncRun.State.FAILED
+    assert "ErrorMailboxConfiguration" in run.error
+    assert MailboxSync.objects.get(account=account).last_error_kind == "server_error"
+
+
+def test_it_tries_again_later_when_the_server_is_busy_at_sign_in(exchange_mailbox, ews_server):
+    account, _address = exchange_mailbox
+    ews_server.fail_next("GetFolder", "ErrorServerBusy", back_off_ms=10)
+
+    with pytest.raises(TransientSyncError):
+        _sync(account)
+
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == "busy" and state.health == MailboxSync.Health.OK
+
+
+@pytest.mark.parametrize("code", ["ErrorInternalServerError", "ErrorAccessDenied"])
+def test_it_keeps_going_past_a_folder_exchange_refuses(exchange_mailbox, ews_server, code):
+    account, address = exchange_mailbox
+    ews_server.add_folder("inbox", "Projects", mailbox=address)
+    by_folder = {
+        "Drafts": _deliver(ews_server, address, "drafts", 1, prefix="draft"),
+        "Inbox": _deliver(ews_server, address, "inbox", 2, prefix="inbox"),
+        "Inbox/Projects": _deliver(ews_server, address, "inbox/Projects", 2, prefix="projects"),
+        "Sent Items": _deliver(ews_server, address, "sentitems", 1, prefix="sent"),
+    }
+    ews_server.fail_next("SyncFolderItems", code)  # the first folder's read, once
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert run.folder_errors == 1
+    (refused,) = Folder.objects.filter(account=account).exclude(last_error="")
+    assert refused.last_error.startswith(f"The server refused to read this folder: {code}")
+    assert refused.failing_since is not None and not refused.locations.exists()
+    # Every other folder was read; the refused one (with mail of its own) waits.
+    assert by_folder[refused.path]
+    expected = sum(len(ids) for path, ids in by_folder.items() if path != refused.path)
+    assert Email.objects.filter(account=account).count() == expected
+
+    again = _sync(account)
+
+    assert (again.state, again.folder_errors) == (SyncRun.State.SUCCEEDED, 0)
+    refused.refresh_from_db()
+    assert (refused.last_error, refused.failing_since) == ("", None)
+    assert Email.objects.filter(account=account).count() == 6
+
+
+def test_it_ends_the_run_when_the_busy_server_is_met_in_a_folder(exchange_mailbox, ews_server):
+    # Busy is the server's, not one folder's: the run ends and is tried again, no folder
+    # is marked as refused.
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1)
+    ews_server.fail_next("SyncFolderItems", "ErrorMailboxStoreUnavailable")
+
+    with pytest.raises(TransientSyncError):
+        _sync(account)
+
+    assert not Folder.objects.filter(account=account).exclude(last_error="").exists()

@@ -155,3 +155,84 @@ def test_it_says_a_full_disk_is_the_apps_storage_not_the_mail_server(
     state = MailboxSync.objects.get(account=account)
     assert state.last_error_kind == "storage"
     assert "mail server" not in state.last_error
+
+
+def test_it_closes_the_imap_session_when_the_syncer_cannot_be_made(synced_mailbox, monkeypatch):
+    import imaplib
+
+    account, _ = synced_mailbox
+    opened = []
+    real = readers.session_open
+
+    def recorded(account):
+        opened.append(real(account))
+        return opened[-1]
+
+    def broken(**kwargs):
+        raise RuntimeError("the syncer could not be made")
+
+    monkeypatch.setattr(readers, "session_open", recorded)
+    monkeypatch.setattr(readers, "AccountSyncer", broken)
+    with pytest.raises(RuntimeError, match="could not be made"):  # our bug, raised again
+        mailbox_sync(account_id=account.pk)
+    (client,) = opened
+    with pytest.raises((OSError, imaplib.IMAP4.abort)):
+        client.noop()  # logged out and shut down, not left open to the server's timeout
+    assert MailboxSync.objects.get(account=account).claimed_until is None
+
+
+def test_it_releases_the_mailbox_when_its_reader_cannot_be_found(synced_mailbox, monkeypatch):
+    from sync import services
+
+    account, _ = synced_mailbox
+    monkeypatch.delitem(services.READERS, "imap")  # a backend whose reader is missing
+
+    with pytest.raises(KeyError):  # our bug: raised again, for Celery's log
+        mailbox_sync(account_id=account.pk)
+
+    run = SyncRun.objects.get(account=account)
+    assert run.state == SyncRun.State.FAILED
+    assert "no way to download mailboxes of the service type 'imap_smtp'" in run.error
+    state = MailboxSync.objects.get(account=account)
+    assert state.claimed_until is None and state.claim_token == ""
+    monkeypatch.undo()
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+
+
+def test_it_keeps_the_field_of_a_failure_to_list_the_folders(synced_mailbox):
+    from sync.services import FolderListError, folders_load
+
+    account, _ = synced_mailbox
+    account.set_password("not the password")
+    account.save()
+    with pytest.raises(FolderListError) as caught:
+        folders_load(account=account)
+    error = caught.value
+    assert (error.kind, error.field, error.retry) == ("credentials", "password", Retry.OWNER)
+
+
+@pytest.mark.parametrize("where", ["session_open", "list_folders"])
+def test_it_keeps_the_retry_decision_of_a_failure_to_list_the_folders(
+    synced_mailbox, monkeypatch, where
+):
+    from mail.registry import backend_for
+    from sync import services
+
+    account, _ = synced_mailbox
+    # The one who met it knew better than the table (MailError's `retry`).
+    decided = MailError(
+        "busy", "The mailbox is moving for good.", field="provider", retry=Retry.OWNER
+    )
+
+    def failing(*args, **kwargs):
+        raise decided
+
+    if where == "session_open":
+        monkeypatch.setattr(services, "session_open", failing)
+    else:
+        monkeypatch.setattr(type(backend_for(account.provider)), "list_folders", failing)
+    with pytest.raises(services.FolderListError) as caught:
+        services.folders_load(account=account)
+    error = caught.value
+    assert (error.kind, error.field, error.retry) == ("busy", "provider", Retry.OWNER)
+    assert str(error) == "The mailbox is moving for good."

@@ -92,6 +92,7 @@ def ews_session(
         AutoDiscoverFailed,
         ErrorAccessDenied,
         ErrorNonExistentMailbox,
+        ResponseMessageError,
         TransportError,
         UnauthorizedError,
     )
@@ -135,10 +136,29 @@ def ews_session(
             f"Exchange refused access to {address.email} ({type(error).__name__}). Ask your "
             "Exchange administrator whether EWS is allowed for this mailbox.",
         ) from None
+    except ResponseMessageError as error:
+        # Exchange wrote this answer itself (ErrorMailboxConfiguration, ErrorServerBusy,
+        # ...): the network worked. It is a TransportError to exchangelib, so it is
+        # caught before that clause and means what it means while reading: a busy server
+        # is worth another try, a refusal is not.
+        from .backend import exchange_failure
+
+        failure = exchange_failure(error)
+        raise SignInError(failure.kind, str(failure), field="provider") from None
     except (TimeoutError, TransportError, OSError) as error:
         if trust.refused_internal(error):
             raise SignInError(
                 "internal_address", InternalAddressRefused.MESSAGE, field="provider"
+            ) from None
+        if (reason := trust.untrusted_certificate(error)) is not None:
+            # Not the network's: the same answer on every try until an administrator
+            # fixes the server's certificate or the trusted CAs.
+            raise SignInError(
+                "certificate",
+                "The Exchange server presented a security certificate that could not be "
+                f"verified ({reason}). Your password was not sent. Ask your administrator "
+                "to check the server's certificate and the trusted CAs.",
+                field="provider",
             ) from None
         if isinstance(error, AutoDiscoverFailed):
             raise SignInError(
