@@ -146,13 +146,18 @@ def vectors_later():
     if not postgres():
         yield
         return
-    with connection.cursor() as cursor:
-        # Local to the transaction: it cannot outlive it, whatever happens inside.
-        cursor.execute("SELECT set_config('mailsetup.search_later', 'on', true)")
-        try:
-            yield
-        finally:
-            cursor.execute("SELECT set_config('mailsetup.search_later', 'off', true)")
+    # Local to the transaction, and set in a savepoint of its own: should anything
+    # inside fail, rolling the savepoint back undoes the setting with it, so no other
+    # insert of the transaction goes without its vector, and no SQL runs on an aborted
+    # transaction (which would replace the error the store's fallback must see).
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('mailsetup.search_later', true),"
+            " set_config('mailsetup.search_later', 'on', true)"
+        )
+        before = cursor.fetchone()[0] or "off"
+        yield
+        cursor.execute("SELECT set_config('mailsetup.search_later', %s, true)", [before])
 
 
 FILL = """

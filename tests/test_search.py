@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.urls import reverse
 
 from crm.models import Company, Contact
@@ -222,3 +222,44 @@ def test_it_asks_for_the_vectors_after_a_sync_and_beat_fills_them(synced_mailbox
     }
     tasks.search_vectors.run()
     assert all("'capacitor'" in _vector(email) for email in emails)
+
+
+def test_it_keeps_the_error_and_the_vectors_of_later_inserts_when_a_deferred_insert_fails(db):
+    account = EmailAccountFactory()
+    with transaction.atomic():
+        # The database refuses something inside the block: that error comes out (not
+        # "current transaction is aborted"), and the rest of the transaction is usable.
+        with pytest.raises(DataError), search.vectors_later(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+        # A Python error inside the block: the setting does not outlive it either.
+        with pytest.raises(ValueError), search.vectors_later():
+            raise ValueError("not the database")
+        after = _email(account, "after", subject="Written after the failures")
+    assert "'written'" in _vector(after)
+
+
+def test_it_names_the_databases_own_refusal_in_the_kept_emails_note(synced_mailbox, monkeypatch):
+    from sync import store
+    from sync.services import mailbox_sync
+
+    real = store.insert_rows
+
+    def too_long_key(model, columns, rows):
+        # The database itself turns the row down (message_key is varchar(500)).
+        if model is Email:
+            subject, key = columns.index("subject"), columns.index("message_key")
+            rows = [
+                (*row[:key], "k" * 600, *row[key + 1 :]) if "POISON" in row[subject] else row
+                for row in rows
+            ]
+        return real(model, columns, rows)
+
+    monkeypatch.setattr(store, "insert_rows", too_long_key)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="fine"), make_message(subject="POISON"))
+    mailbox_sync(account_id=account.pk)
+    kept = Email.objects.get(account=account, subject="POISON")
+    assert kept.problem == Email.Problem.UNREADABLE
+    assert "StringDataRightTruncation" in kept.notes, kept.notes
+    assert "transaction is aborted" not in kept.notes
+    assert Email.objects.get(account=account, subject="fine").problem == ""
