@@ -118,13 +118,18 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
 
 def _in_subject(text: str) -> Q:
     """The words typed, in the subject: all of them, or any with an OR between (what
-    websearch reads them as, roughly); a -word is left out."""
+    websearch reads them as, roughly); a subject with a -word in it is left out, as
+    websearch leaves out an email with that word."""
     words = [word.strip('"') for word in text.split()]
     anyof = any(word.lower() == "or" for word in words)
+    left_out = [w[1:].strip('"') for w in words if w.startswith("-")]
     words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
     if not words:
         return Q(pk__in=[])
-    return reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
+    found = reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
+    for word in filter(None, left_out):
+        found &= ~Q(subject__icontains=word)
+    return found
 
 
 def ranked(emails: QuerySet) -> QuerySet:

@@ -173,6 +173,7 @@ def test_it_fills_later_the_vectors_the_bulk_store_leaves_and_finds_those_emails
     # Waiting: found by its subject, not yet by its body; after the ranked ones.
     assert _found(client, "pumpen") == ["Lieferung Pumpen"]
     assert _found(client, "Pumpen lieferung -storniert") == ["Lieferung Pumpen"]
+    assert _found(client, "pumpen -lieferung") == []  # as it will be once filled
     page = client.get(reverse("accounts:email"), {"q": "turbinen"}).text
     assert "1 email just downloaded is still being prepared for search" in page
     assert _found(client, "turbinen") == ["Written alone"]
