@@ -264,3 +264,24 @@ def test_it_names_the_databases_own_refusal_in_the_kept_emails_note(synced_mailb
     assert "StringDataRightTruncation" in kept.notes, kept.notes
     assert "transaction is aborted" not in kept.notes
     assert Email.objects.get(account=account, subject="fine").problem == ""
+
+
+def test_it_reads_only_the_users_waiting_emails_while_another_mailbox_waits(db):
+    mine, other = EmailAccountFactory(), EmailAccountFactory()
+    Email.objects.bulk_create(
+        Email(account=mine, message_key=f"m{n}", subject=f"Filled {n}") for n in range(300)
+    )
+    with transaction.atomic(), search.vectors_later():
+        _email(mine, "mine", subject="Pumpen")
+        Email.objects.bulk_create(
+            Email(account=other, message_key=f"o{n}", subject=f"Backlog {n}") for n in range(300)
+        )
+    assert search.vectors_waiting([mine.pk]) == 1
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("ANALYZE sync_email")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        waiting = Email.objects.filter(account_id__in=[mine.pk], search__isnull=True)
+        plan = waiting.order_by()[:10].explain()
+    # The index of waiting emails by mailbox (sync 0019), not every mailbox's backlog
+    # (EXPLAIN at 150,000 waiting in another mailbox: a search 5 ms instead of 100).
+    assert "email_search_pending_account" in plan, plan
