@@ -212,8 +212,9 @@ def vectors_fill_soon(*, again: bool = False) -> None:
 
 
 def vectors_waiting(account_ids, *, bound: int = 10_000) -> int:
-    """How many of these mailboxes' emails (None: every mailbox's) wait for their search
-    vector, counted up to `bound` + 1 (the partial index of those waiting serves it)."""
+    """How many of these mailboxes' emails (a list of ids; None: every mailbox's) wait
+    for their search vector, counted up to `bound` + 1 (the partial indexes of those
+    waiting serve it; given a subquery, the planner reads every mailbox's instead)."""
     if not postgres():
         return 0
     from mailsetup.keyset import bounded_count

@@ -285,3 +285,18 @@ def test_it_reads_only_the_users_waiting_emails_while_another_mailbox_waits(db):
     # The index of waiting emails by mailbox (sync 0019), not every mailbox's backlog
     # (EXPLAIN at 150,000 waiting in another mailbox: a search 5 ms instead of 100).
     assert "email_search_pending_account" in plan, plan
+
+
+def test_it_counts_the_waiting_emails_of_the_users_mailboxes_by_their_ids(client, db):
+    from django.test.utils import CaptureQueriesContext
+
+    account = EmailAccountFactory()
+    with transaction.atomic(), search.vectors_later():
+        _email(account, "w", subject="Waiting")
+    client.force_login(account.owner)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(reverse("accounts:email"), {"q": "waiting"}).text
+    assert "1 email just downloaded is still being prepared for search" in page
+    (counted,) = [q["sql"] for q in queries if 'WHERE ("sync_email"."search" IS NULL' in q["sql"]]
+    # The ids themselves: with a subquery the planner read every mailbox's backlog.
+    assert "SELECT" not in counted.split("IS NULL", 1)[1], counted
