@@ -216,8 +216,9 @@ def test_it_asks_for_the_vectors_after_a_sync_and_beat_fills_them(synced_mailbox
     mailbox_sync(account_id=account.pk)
     emails = list(Email.objects.filter(account=account))
     assert len(emails) == 2 and all(_vector(email) is None for email in emails)
-    # Once however many batches asked, within FILL_QUEUED_SECONDS.
-    assert queued == ["sync.search_vectors"]
+    # Once however many batches asked, within FILL_QUEUED_SECONDS, and once as the run
+    # ends (its last batches may come after the fill the first one queued).
+    assert queued == ["sync.search_vectors", "sync.search_vectors"]
     assert "sync.search_vectors" in {
         entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()
     }
@@ -300,3 +301,24 @@ def test_it_counts_the_waiting_emails_of_the_users_mailboxes_by_their_ids(client
     (counted,) = [q["sql"] for q in queries if 'WHERE ("sync_email"."search" IS NULL' in q["sql"]]
     # The ids themselves: with a subquery the planner read every mailbox's backlog.
     assert "SELECT" not in counted.split("IS NULL", 1)[1], counted
+
+
+def test_it_asks_for_the_vectors_as_a_run_ends_though_a_batch_asked_just_before(
+    synced_mailbox, monkeypatch
+):
+    from django.core.cache import cache
+
+    from sync.services import mailbox_sync
+
+    queued = []
+    monkeypatch.setattr(search, "publish_on_commit", lambda task: queued.append(task.name))
+    # A batch of an earlier run asked a moment ago, and that fill is done: this run's
+    # batches are within FILL_QUEUED_SECONDS of it.
+    cache.set(search.FILL_QUEUED_KEY, True, search.FILL_QUEUED_SECONDS)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="Late batch", body="the flux capacitor"))
+    mailbox_sync(account_id=account.pk)
+    assert queued == ["sync.search_vectors"]  # not left to beat's fill, a minute later
+    queued.clear()
+    mailbox_sync(account_id=account.pk)
+    assert queued == []  # nothing new, nothing asked
