@@ -34,9 +34,10 @@ from .selectors import LAG_LABELS, STATES, classify
 logger = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=1)
+# Emails waiting for their search vector are counted up to this many (plus one).
+SEARCH_WAITING_COUNTED = 100_000
 # Upper bounds of the duration histogram, in seconds: an idle run takes a second or
 # two, a first download of a large mailbox tens of minutes.
-SEARCH_WAITING_COUNTED = 100_000
 DURATION_BUCKETS = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 
 

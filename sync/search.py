@@ -118,13 +118,18 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
 
 def _in_subject(text: str) -> Q:
     """The words typed, in the subject: all of them, or any with an OR between (what
-    websearch reads them as, roughly); a -word is left out."""
+    websearch reads them as, roughly); a subject with a -word in it is left out, as
+    websearch leaves out an email with that word."""
     words = [word.strip('"') for word in text.split()]
     anyof = any(word.lower() == "or" for word in words)
+    left_out = [w[1:].strip('"') for w in words if w.startswith("-")]
     words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
     if not words:
         return Q(pk__in=[])
-    return reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
+    found = reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
+    for word in filter(None, left_out):
+        found &= ~Q(subject__icontains=word)
+    return found
 
 
 def ranked(emails: QuerySet) -> QuerySet:
@@ -146,13 +151,18 @@ def vectors_later():
     if not postgres():
         yield
         return
-    with connection.cursor() as cursor:
-        # Local to the transaction: it cannot outlive it, whatever happens inside.
-        cursor.execute("SELECT set_config('mailsetup.search_later', 'on', true)")
-        try:
-            yield
-        finally:
-            cursor.execute("SELECT set_config('mailsetup.search_later', 'off', true)")
+    # Local to the transaction, and set in a savepoint of its own: should anything
+    # inside fail, rolling the savepoint back undoes the setting with it, so no other
+    # insert of the transaction goes without its vector, and no SQL runs on an aborted
+    # transaction (which would replace the error the store's fallback must see).
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('mailsetup.search_later', true),"
+            " set_config('mailsetup.search_later', 'on', true)"
+        )
+        before = cursor.fetchone()[0] or "off"
+        yield
+        cursor.execute("SELECT set_config('mailsetup.search_later', %s, true)", [before])
 
 
 FILL = """
@@ -202,8 +212,9 @@ def vectors_fill_soon(*, again: bool = False) -> None:
 
 
 def vectors_waiting(account_ids, *, bound: int = 10_000) -> int:
-    """How many of these mailboxes' emails (None: every mailbox's) wait for their search
-    vector, counted up to `bound` + 1 (the partial index of those waiting serves it)."""
+    """How many of these mailboxes' emails (a list of ids; None: every mailbox's) wait
+    for their search vector, counted up to `bound` + 1 (the partial indexes of those
+    waiting serve it; given a subquery, the planner reads every mailbox's instead)."""
     if not postgres():
         return 0
     from mailsetup.keyset import bounded_count

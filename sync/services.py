@@ -21,6 +21,7 @@ from systemsettings.selectors import mailbox_sync_interval
 from .engine import folders_refresh
 from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
 from .readers import READERS, session_open
+from .search import vectors_fill_soon
 from .store import ours
 
 
@@ -207,6 +208,19 @@ def _mailbox_sync(
     if left_behind:
         runs_interrupted_close(account_id=account_id)
     run = SyncRun(account=account)
+    try:
+        return _read_and_end(account, run, account_id, token, items_only)
+    finally:
+        if run.new_emails:
+            # The store asks for the search vectors after each batch, at most once in
+            # FILL_QUEUED_SECONDS per process: the run's last batches may fall in that
+            # window after the fill it queued ran, and would wait for beat's.
+            vectors_fill_soon(again=True)
+
+
+def _read_and_end(
+    account: EmailAccount, run: SyncRun, account_id: int, token: str, items_only: bool
+) -> SyncRun:
     try:
         # Looked up with the claim taken, so inside: whatever fails here ends the run
         # and releases the mailbox like any other failure.
