@@ -20,6 +20,7 @@ not ranked, but it finds the same emails a user would look for.
 """
 
 import html
+import logging
 import time
 from contextlib import contextmanager
 from functools import reduce
@@ -27,12 +28,14 @@ from operator import and_, or_
 
 from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DataError, InternalError, ProgrammingError, connection, transaction
 from django.db.models import F, Func, Q, QuerySet, TextField
 from django.db.models.functions import Left
 from django.utils.safestring import SafeString, mark_safe
 
 from mailsetup.queue import publish_on_commit
+
+logger = logging.getLogger(__name__)
 
 # The message languages (settings.LANGUAGES codes, before any "-") that have a
 # PostgreSQL text search configuration; any other reads as 'simple' (no stemming, no
@@ -165,16 +168,19 @@ def vectors_later():
         cursor.execute("SELECT set_config('mailsetup.search_later', %s, true)", [before])
 
 
-FILL = """
+_VECTORS = """
     UPDATE sync_email e
        SET search = sync_email_vector(
              coalesce(sync_search_config(a.message_language), 'simple'::regconfig),
              e.subject, e.from_name, e.from_address, e."to", e.cc, e.text_body, e.html_body)
       FROM accounts_emailaccount a
-     WHERE a.id = e.account_id
-       AND e.id IN (SELECT id FROM sync_email WHERE search IS NULL
-                     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+     WHERE a.id = e.account_id AND e.id {rows}
 """
+FILL = _VECTORS.format(
+    rows="IN (SELECT id FROM sync_email WHERE search IS NULL"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+FILL_ONE = _VECTORS.format(rows="= %s")
 
 
 def vectors_fill(*, batch: int = FILL_BATCH, seconds: float = FILL_SECONDS) -> int:
@@ -187,15 +193,66 @@ def vectors_fill(*, batch: int = FILL_BATCH, seconds: float = FILL_SECONDS) -> i
         return 0
     began, filled = time.monotonic(), 0
     while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(FILL, [batch])
-            done = cursor.rowcount
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(FILL, [batch])
+                done = cursor.rowcount
+        except (DataError, InternalError, ProgrammingError) as error:
+            # One email the function refuses must not stop every later one: this batch
+            # one by one, the refused one with what can be read of it.
+            logger.warning("A batch of search vectors failed (%s); filling one by one",
+                           type(error).__name__)  # fmt: skip
+            done = _fill_one_by_one(batch)
         filled += done
         if done < batch:  # none left, or the rest is another fill's
             return filled
         if time.monotonic() - began >= seconds:
             vectors_fill_soon(again=True)
             return filled
+
+
+# What an email whose full vector the database refused is found by: its subject and
+# sender, as words ('simple'), so that it is not lost to search.
+FILL_SHORT = """
+    UPDATE sync_email SET search =
+        setweight(to_tsvector('simple', left(coalesce(subject, ''), 1000)), 'A')
+        || setweight(to_tsvector('simple', coalesce(from_name, '') || ' '
+                                 || coalesce(from_address, '')), 'B')
+     WHERE id = %s
+"""
+
+
+def _fill_one_by_one(batch: int) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM sync_email WHERE search IS NULL ORDER BY id LIMIT %s"
+            " FOR UPDATE SKIP LOCKED",
+            [batch],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        refused = 0
+        for email_id in ids:
+            try:
+                with transaction.atomic():
+                    cursor.execute(FILL_ONE, [email_id])
+                continue
+            except (DataError, InternalError, ProgrammingError) as error:
+                refused += 1
+                if refused == len(ids) > 1:
+                    # Every one of them: not an email's doing but ours (a function
+                    # missing, a broken migration). Loudly, and nothing filled.
+                    raise
+                logger.warning(
+                    "Email %s: its search vector was refused (%s); it is found by its "
+                    "subject and sender", email_id, type(error).__name__,
+                )  # fmt: skip
+            try:
+                with transaction.atomic():
+                    cursor.execute(FILL_SHORT, [email_id])
+            except (DataError, InternalError, ProgrammingError):
+                cursor.execute("UPDATE sync_email SET search = ''::tsvector WHERE id = %s",
+                               [email_id])  # fmt: skip
+    return len(ids)
 
 
 def vectors_fill_soon(*, again: bool = False) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.db import DataError, connection, transaction
+from django.db import DataError, ProgrammingError, connection, transaction
 from django.urls import reverse
 
 from crm.models import Company, Contact
@@ -322,3 +322,40 @@ def test_it_asks_for_the_vectors_as_a_run_ends_though_a_batch_asked_just_before(
     queued.clear()
     mailbox_sync(account_id=account.pk)
     assert queued == []  # nothing new, nothing asked
+
+
+def test_it_fills_past_an_email_whose_vector_the_database_refuses(db):
+    account = EmailAccountFactory()
+    with transaction.atomic(), search.vectors_later():
+        before = _email(account, "p1", subject="Before it", text_body="alpha")
+        poison = _email(account, "p2", subject="Poison pill", text_body="beta",
+                        from_address="mallory@evil.test")  # fmt: skip
+        after = _email(account, "p3", subject="After it", text_body="gamma")
+    with connection.cursor() as cursor:
+        # The database refusing one email's vector (rolled back with the test).
+        cursor.execute("ALTER FUNCTION sync_email_vector(regconfig, text, text, text, jsonb, "
+                       "jsonb, text, text) RENAME TO sync_email_vector_real")  # fmt: skip
+        cursor.execute("""
+            CREATE FUNCTION sync_email_vector(cfg regconfig, subject text, a text, b text,
+              c jsonb, d jsonb, e text, f text) RETURNS tsvector AS $$
+            BEGIN
+              IF subject = 'Poison pill' THEN RAISE EXCEPTION 'refused'; END IF;
+              RETURN sync_email_vector_real(cfg, subject, a, b, c, d, e, f);
+            END $$ LANGUAGE plpgsql""")
+    assert search.vectors_fill() == 3
+    assert "'alpha'" in _vector(before) and "'gamma'" in _vector(after)
+    # The refused one: found by its subject and sender, not lost, not waiting forever.
+    assert _vector(poison) == "'mallory@evil.test':3B 'pill':2A 'poison':1A"
+    assert search.vectors_waiting([account.pk]) == 0
+
+
+def test_it_fails_loudly_when_the_database_refuses_every_vector(db):
+    account = EmailAccountFactory()
+    with transaction.atomic(), search.vectors_later():
+        for n in range(3):
+            _email(account, f"q{n}", subject=f"Email {n}")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP FUNCTION sync_email_vector(regconfig, text, text, text, jsonb, "
+                       "jsonb, text, text) CASCADE")  # fmt: skip
+    with pytest.raises(ProgrammingError):
+        search.vectors_fill()
