@@ -155,8 +155,10 @@ def contacts_for_list(user, *, search: str = ""):
 
 def _contacts_matching(search: str):
     """The ids of the contacts whose name, job title, address or company matches: a
-    UNION of four lookups, each served by its own trigram index (crm 0004, 0005). The
-    same four ORed over the joins made PostgreSQL read every contact (issue 19)."""
+    UNION of four lookups, each of which its own trigram index can serve (crm 0004, 0005;
+    at 20,000 contacts the planner still scans three of them, 11-22 ms in all, and takes
+    the indexes as the table grows). The same four ORed over the joins could use no
+    index at any size (issue 19)."""
     return (
         Contact.objects.filter(name__icontains=search)
         .values("pk")
