@@ -53,7 +53,7 @@ class MailsetupCollector:
         yield self._search_waiting()
         yield self._outgoing()
         yield from self._queue()
-        yield self._listener()
+        yield from self._listener()
 
     def _mailboxes(self, rows):
         counts = {(key, lag): 0 for key in STATES for lag in LAG_LABELS}
@@ -159,7 +159,14 @@ class MailsetupCollector:
         )
         for state, count in sorted(listener.connection_counts().items()):
             connections.add_metric([state], count)
-        return connections
+        yield connections
+        enabled = GaugeMetricFamily(
+            "mailsetup_push_enabled",
+            "Whether this deployment runs the mail listener (PUSH_ENABLED); while 0, no "
+            "mailbox counts as state=listener (disconnected).",
+        )
+        enabled.add_metric([], 1 if listener.enabled() else 0)
+        yield enabled
 
 
 def _by_state(rows) -> dict[str, int]:

@@ -32,6 +32,8 @@ STATES = {
     "listener": "Disconnected listener",
     "syncing": "Syncing",
     "off": "Automatic download off",
+    # Healthy, but its server cannot be watched (no IDLE): new mail at the interval only.
+    "interval": "OK, new mail at the interval",
     "ok": "OK",
 }
 _RANK = {key: rank for rank, key in enumerate(STATES)}
@@ -58,7 +60,9 @@ LAG_LABELS = [label for _, label in LAG_BUCKETS] + [LAG_OVER, LAG_NEVER]
 
 LISTENER_ADVICE = (
     "New mail still arrives at the download interval. Check that the mail listener "
-    "service (manage.py mail_listener) runs: it reconnects by itself."
+    "service (manage.py mail_listener) runs, and start it if none does (the compose "
+    "file's `listener` service): it reconnects by itself. A deployment that runs none "
+    "on purpose sets PUSH_ENABLED=false."
 )
 
 
@@ -135,7 +139,9 @@ def classify(accounts=None) -> list[MailboxRow]:
     queries for any number of mailboxes."""
     accounts = list(mailboxes() if accounts is None else accounts)
     lines = problem_lines_for(accounts)
-    down = listener.disconnected([account.pk for account in accounts])
+    ids = [account.pk for account in accounts]
+    down = listener.disconnected(ids)
+    interval = listener.on_interval(ids)
     # Asked once for all of them, and only if some mailbox is late enough to ask.
     heartbeat = cache(heartbeat_age)
     now = timezone.now()
@@ -152,6 +158,8 @@ def classify(accounts=None) -> list[MailboxRow]:
             key, cause, advice = "listener", down[account.pk], LISTENER_ADVICE
         elif key in {"ok", "off"} and running:
             key, cause, advice = "syncing", "A download is running.", ""
+        elif key == "ok" and account.pk in interval:
+            key, cause, advice = "interval", interval[account.pk], ""
         last = state.last_success_at if state else None
         rows.append(
             MailboxRow(

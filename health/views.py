@@ -13,6 +13,7 @@ from accounts.selectors import MANAGE_PROVIDERS
 from mailsetup.keyset import Cursor, dated_page, dated_page_before
 from sync.models import SyncRun
 
+from . import listener
 from .metrics import registry
 from .selectors import SORTS, STATES, classify, health_rows, mailboxes, with_counts
 
@@ -51,6 +52,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
             "state_label": STATES.get(state, ""),
             "sort": sort,
             "search": search,
+            "push_enabled": listener.enabled(),
             "sorts": {
                 "state": "State",
                 "lag": "Longest lag",

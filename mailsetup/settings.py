@@ -316,6 +316,11 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_TIMEZONE = TIME_ZONE
 
 # The push listener (push/listener.py, `manage.py mail_listener`).
+# Whether this deployment runs one. On (the default: `make run` and docker-compose start
+# it), a mailbox no listener watches reads "Disconnected listener" on the health page;
+# off, a deployment that chose to run none (new mail at the download interval only)
+# does not show every mailbox as broken, and the health page says push is off.
+PUSH_ENABLED = env_bool("PUSH_ENABLED", default=True)
 # IDLE is ended and started again this often: RFC 2177 lets a server drop a client
 # idle for 30 minutes, so it must stay below 29.
 PUSH_IDLE_RENEW_SECONDS = env_int("PUSH_IDLE_RENEW_SECONDS", 25 * 60, minimum=1)

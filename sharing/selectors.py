@@ -378,3 +378,25 @@ def grant_candidates(account: EmailAccount, query: str, exclude: list[str]) -> l
     return [{"key": f"group-{group.pk}", "label": f"{group.name} (role)"} for group in groups] + [
         {"key": f"user-{user.pk}", "label": grantee_label(user)} for user in users
     ]
+
+
+def emails_for_poller(
+    user, *, contact=None, company=None, account: int | None = None
+) -> tuple[list[int], QuerySet[Email]]:
+    """An open page's poller (sync.live): the mailboxes whose newest email it may follow,
+    and the emails its list shows. The Email page: its own mailboxes and emails; a
+    mailbox's settings page: that mailbox, if its status is the user's to see; a
+    contact's or company's timeline: the mailboxes whose emails may show there (the
+    user's "Access emails" ones, removed ones included, and those they send from, where
+    the emails they write go out) and the timeline's emails. Never a mailbox the user
+    may not see: the poller's answers would tell when mail arrives there."""
+    if account is not None:
+        mailboxes = list(mailboxes_for_status(user).filter(pk=account).values_list("pk", flat=True))
+        return mailboxes, Email.objects.filter(account__in=mailboxes)
+    if contact is not None or company is not None:
+        seen = mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True)
+        sending = mailboxes_for_panel(user).values_list("pk", flat=True)
+        mailboxes = sorted(set(seen) | set(sending))
+        return mailboxes, emails_for_timeline(user, contact=contact, company=company)
+    mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
+    return mailboxes, Email.objects.filter(account__in=mailboxes)

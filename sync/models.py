@@ -156,6 +156,9 @@ class Email(models.Model):
         indexes = [
             # The Email page's keyset pages: a mailbox's emails by date, then id.
             models.Index(fields=["account", "-sent_at", "-id"], name="email_account_sent_id"),
+            # An open page's poller (sync.live): each visible mailbox's newest email, and
+            # its emails past an id, read from the index alone, whatever their number.
+            models.Index(fields=["account", "id"], name="email_account_id"),
             # The health summary counts a mailbox's emails with a problem: few, if any.
             models.Index(
                 fields=["account"], condition=~models.Q(problem=""), name="email_with_problem"

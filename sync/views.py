@@ -14,15 +14,13 @@ from mailsetup.csp import allow_mail_frame
 from sharing.access import email_or_404, mailbox_or_404
 from sharing.selectors import (
     MailboxAction,
-    emails_for_timeline,
+    emails_for_poller,
     emails_for_user,
-    mailboxes_for_panel,
-    mailboxes_for_status,
     sendable_mailboxes,
 )
 
 from .files import original_open, safe_download_name
-from .live import POLL_SECONDS, newest_email_id
+from .live import POLL_SECONDS, PollState, newest_email_id, window_mark
 from .models import Attachment, Email
 from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
 from .selectors import folder_overview, problem_emails, sync_status
@@ -244,20 +242,6 @@ def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
 # -- New emails on an open page without a reload (issue 18; the mechanism: sync/live.py) --
 
 
-def _visible_since(user, after: int, top: int, scope: dict[str, int]) -> bool:
-    """Whether an email stored in (after, top] shows on the user's list: a range of the
-    primary key (the few emails stored since the last question), by the list's rule."""
-    if "account" in scope:
-        mailbox = mailboxes_for_status(user).filter(pk=scope["account"]).values("pk")
-        emails = Email.objects.filter(account__in=mailbox)
-    elif scope:
-        emails = emails_for_timeline(user, **scope)
-    else:
-        mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
-        emails = Email.objects.filter(account__in=mailboxes)
-    return emails.filter(pk__gt=after, pk__lte=top).exists()
-
-
 def _number(value: str) -> int | None:
     return int(value) if value.isascii() and value.isdecimal() and len(value) < 19 else None
 
@@ -272,11 +256,19 @@ def new_emails(request: HttpRequest) -> HttpResponse:
         for name in ("contact", "company", "account")
         if (number := _number(request.GET.get(name, ""))) is not None
     }
-    top = newest_email_id()
-    if top <= after:
+    mailboxes, shown = emails_for_poller(request.user, **scope)
+    state = PollState(after, _number(request.GET.get("mark", "")) or 0)
+    newest = newest_email_id(mailboxes)
+    mark = window_mark(shown, mailboxes, state.after)
+    if (newest, mark) == (state.after, state.mark):
         return HttpResponse(status=204)
-    context = {"after": top, "seconds": POLL_SECONDS, "scope": scope}
+    # The newest id moved (in the mailboxes the user may see there), or the list has an
+    # email it did not show (newer, or committed late behind the newest): a new state.
+    fresh = PollState(
+        newest, mark if newest == state.after else window_mark(shown, mailboxes, newest)
+    )
+    context = {"state": fresh, "seconds": POLL_SECONDS, "scope": scope}
     response = render(request, "sync/new_emails.html", context)
-    if _visible_since(request.user, after, top, scope):
+    if mark != state.mark:
         response["HX-Trigger"] = "new-emails"
     return response

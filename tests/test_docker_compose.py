@@ -1,6 +1,7 @@
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -95,3 +96,22 @@ def test_it_builds_an_image_whose_user_can_write_the_media_volume(tmp_path):
         ]
         assert media in targets, service
         assert media in made and media in owned, (media, made, owned)
+
+
+def test_it_starts_the_listener_only_once_the_migrations_are_applied(tmp_path):
+    """web migrates at its start; the listener started beside it read tables that did not
+    exist yet. It now waits until `migrate --check` passes, then becomes the listener."""
+    env = {**os.environ, "SECRET_KEY": "s", "CREDENTIAL_KEYS": "k", "POSTGRES_PASSWORD": "p"}
+    config = yaml.safe_load(_config(env, tmp_path).stdout)
+    command = config["services"]["listener"]["command"]
+    command = command if isinstance(command, str) else " ".join(command)
+    wait = command.index("until python manage.py migrate --check")
+    assert wait < command.index("exec python manage.py mail_listener"), command
+    # The check itself: it fails on a database not migrated yet, and passes once it is.
+    manage = [sys.executable, str(BASE_DIR / "manage.py"), "migrate"]
+    fresh = {**os.environ, "DEBUG": "true", "DATABASE_URL": f"sqlite:///{tmp_path / 'new.sqlite3'}"}
+    check = subprocess.run([*manage, "--check"], env=fresh, capture_output=True, timeout=120)
+    assert check.returncode != 0
+    subprocess.run([*manage, "--noinput"], env=fresh, capture_output=True, timeout=300, check=True)
+    check = subprocess.run([*manage, "--check"], env=fresh, capture_output=True, timeout=120)
+    assert check.returncode == 0, check.stderr

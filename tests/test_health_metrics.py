@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from health.selectors import STATES
 from sending.models import OutgoingEmail
 from sync.models import Email, MailboxSync, SyncRun, WorkerHeartbeat
 from sync.search import vectors_later
@@ -64,7 +65,7 @@ def test_it_counts_mailboxes_by_state_and_lag(db, scrape):
     # Every series is there, zero or not (a state that empties must read 0, not vanish);
     # the removed mailbox is in none of them.
     series = [value for key, value in samples.items() if key[0] == "mailsetup_mailboxes"]
-    assert len(series) == 8 * 7 and sum(series) == 7
+    assert len(series) == len(STATES) * 7 == 9 * 7 and sum(series) == 7
     # The listener's connections: a family with nothing in it until push/ is wired in.
     assert "# TYPE mailsetup_listener_connections gauge" in scrape.text
 
@@ -193,3 +194,31 @@ def test_it_reports_the_listener_as_push_tells_it(db, scrape, monkeypatch):
     assert samples[("mailsetup_mailboxes", ("lag", "under_5m"), ("state", "listener"))] == 1
     assert samples[("mailsetup_listener_connections", ("state", "watching"))] == 12
     assert samples[("mailsetup_listener_connections", ("state", "backoff"))] == 2
+
+
+def test_it_counts_mailboxes_no_listener_watches_and_those_on_the_interval(db, scrape, settings):
+    """Through push's real rows: a mailbox added while no listener ran (it has no watch
+    row) reads "listener"; one whose server cannot be watched reads "interval", not
+    "ok"; with PUSH_ENABLED off, neither is disconnected and the scrape says push is off."""
+    from push.models import MailboxWatch
+
+    settings.PUSH_LEASE_SECONDS = 60
+    unwatched = EmailAccountFactory()
+    type(unwatched).objects.filter(pk=unwatched.pk).update(
+        created_at=timezone.now() - timedelta(hours=1)
+    )
+    unsupported = EmailAccountFactory()
+    MailboxWatch.objects.create(account=unsupported, state=MailboxWatch.State.NOT_SUPPORTED)
+    for account in (unwatched, unsupported):
+        MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+    samples = scrape()
+
+    def mailboxes(state):
+        return samples[("mailsetup_mailboxes", ("lag", "under_5m"), ("state", state))]
+
+    assert (mailboxes("listener"), mailboxes("interval"), mailboxes("ok")) == (1, 1, 0)
+    assert samples[("mailsetup_push_enabled",)] == 1
+    settings.PUSH_ENABLED = False
+    samples = scrape()
+    assert (mailboxes("listener"), mailboxes("interval"), mailboxes("ok")) == (0, 0, 2)
+    assert samples[("mailsetup_push_enabled",)] == 0

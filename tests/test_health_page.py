@@ -290,3 +290,48 @@ def test_it_shows_a_disconnected_listener_where_push_says_so(
     assert "The listener lost its connection 4 minutes ago; reconnecting." in html
     assert "Check that the mail listener service (manage.py mail_listener) runs" in html
     assert _rows(client.get(PAGE, {"state": "failing"}).text) == {"failing@example.test": "failing"}
+
+
+def test_it_shows_a_mailbox_no_listener_ever_watched_and_what_to_do(
+    client, operator, heartbeat, settings
+):
+    """Through push's real rows, not a stand-in: a mailbox added while no listener ran has
+    no watch row (only a listener creates them), and used to read "OK" forever."""
+    from push.models import MailboxWatch
+
+    settings.PUSH_LEASE_SECONDS = 60
+    made = known_mailboxes()
+    added = made["ok"]
+    type(added).objects.filter(pk=added.pk).update(created_at=_ago(minutes=30))
+    fresh = EmailAccountFactory(address="fresh@example.test")  # a listener's tick away
+    MailboxSync.objects.create(account=fresh, last_success_at=_ago(minutes=1))
+    # Left "needs the owner" by a listener; the owner fixed it, nobody took it up again.
+    fixed = EmailAccountFactory(address="fixed@example.test")
+    MailboxSync.objects.create(account=fixed, last_success_at=_ago(minutes=1))
+    MailboxWatch.objects.create(
+        account=fixed, state=MailboxWatch.State.NEEDS_OWNER, state_since=_ago(hours=2)
+    )
+    # Its server has no IDLE: healthy, but on the interval, and the page says so.
+    idle_less = EmailAccountFactory(address="noidle@example.test")
+    MailboxSync.objects.create(account=idle_less, last_success_at=_ago(minutes=1))
+    MailboxWatch.objects.create(
+        account=idle_less, state=MailboxWatch.State.NOT_SUPPORTED, state_since=_ago(hours=1)
+    )
+    client.force_login(operator)
+    html = client.get(PAGE).text
+    rows = _rows(html)
+    assert rows["ok@example.test"] == "listener" and rows["fixed@example.test"] == "listener"
+    assert rows["fresh@example.test"] == "ok" and rows["noidle@example.test"] == "interval"
+    assert "No mail listener has watched it since it was added 30" in html
+    assert "No mail listener has watched it for 2" in html and "(last: needs the owner)" in html
+    assert "Check that the mail listener service (manage.py mail_listener) runs" in html
+    assert "Its server cannot be watched (no IDLE): new mail arrives at the download" in html
+    assert 'id="push-off"' not in html
+    # A deployment that runs no listener on purpose: nobody is disconnected, and the page
+    # says push is off.
+    settings.PUSH_ENABLED = False
+    html = client.get(PAGE).text
+    rows = _rows(html)
+    assert "listener" not in rows.values() and "interval" not in rows.values()
+    assert rows["ok@example.test"] == rows["fixed@example.test"] == "ok"
+    assert 'id="push-off"' in html and "PUSH_ENABLED=false" in html

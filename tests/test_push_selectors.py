@@ -73,3 +73,59 @@ def test_it_says_which_mailboxes_no_listener_watches_and_why(db, settings):
     assert "reconnecting (The connection broke off.)" in down[reconnecting.account_id]
     assert "stopped renewing" in down[dead.account_id]
     assert "No mail listener has watched it for 10" in down[abandoned.account_id]
+
+
+def test_it_counts_a_mailbox_with_no_row_or_a_row_left_behind_as_down(db, settings):
+    """No listener runs: a mailbox added since has no row (only a listener creates one),
+    and a row left in any state past the grace period (two leases) is nobody's."""
+    from accounts.models import EmailAccount
+    from push.selectors import watch_notes, watches_down
+
+    settings.PUSH_LEASE_SECONDS, settings.PUSH_UNSUPPORTED_RECHECK_SECONDS = 60, 3600
+    old = timezone.now() - timedelta(minutes=10)
+    added_long_ago = EmailAccountFactory()
+    EmailAccount.objects.filter(pk=added_long_ago.pk).update(created_at=old)
+    added_now = EmailAccountFactory()
+    left = {}
+    for state in (State.NEEDS_OWNER, State.CONNECTING, State.WATCHING, State.BACKOFF):
+        left[state] = _watch(state)
+        MailboxWatch.objects.filter(pk=left[state].pk).update(state_since=old)
+    unsupported = _watch(State.NOT_SUPPORTED)
+    MailboxWatch.objects.filter(pk=unsupported.pk).update(state_since=old)
+    recheck_due = _watch(State.NOT_SUPPORTED)
+    MailboxWatch.objects.filter(pk=recheck_due.pk).update(
+        state_since=timezone.now() - timedelta(hours=2)
+    )
+    # Waiting for its owner still: not the listener's news.
+    waiting = _watch(State.NEEDS_OWNER)
+    MailboxWatch.objects.filter(pk=waiting.pk).update(state_since=old)
+    EmailAccount.objects.filter(pk=waiting.account_id).update(reconnect_needed_at=old)
+    ids = [added_long_ago.pk, added_now.pk, unsupported.account_id, recheck_due.account_id,
+           waiting.account_id, *(w.account_id for w in left.values())]  # fmt: skip
+    down = watches_down(ids)
+    assert set(down) == {
+        added_long_ago.pk,
+        recheck_due.account_id,
+        *(w.account_id for w in left.values()),
+    }
+    assert "No mail listener has watched it since it was added 10" in down[added_long_ago.pk]
+    assert "(last: needs the owner)" in down[left[State.NEEDS_OWNER].account_id]
+    # The server without IDLE is on the interval, and says so, until its recheck is due.
+    note = watch_notes(ids)[unsupported.account_id]
+    assert not note.down and "new mail arrives at the download interval" in note.cause
+    # A deployment running no listener on purpose: nobody is down.
+    settings.PUSH_ENABLED = False
+    assert watches_down(ids) == {} and watch_notes(ids) == {}
+
+
+def test_it_reads_leases_by_the_databases_clock(db, monkeypatch, settings):
+    """The listeners write leases with the database's clock; a web server whose own clock
+    runs an hour ahead still reads a live lease as live."""
+    from push.selectors import watches_down
+
+    live = _watch(State.WATCHING, holder="a", lease=timedelta(minutes=1))
+    ahead = timezone.now() + timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: ahead)
+    assert watch_states([live.account_id]) == {live.account_id: "watching"}
+    assert watch_counts()["watching"] == 1
+    assert watches_down([live.account_id]) == {}

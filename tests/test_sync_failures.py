@@ -236,3 +236,89 @@ def test_it_keeps_the_retry_decision_of_a_failure_to_list_the_folders(
     error = caught.value
     assert (error.kind, error.field, error.retry) == ("busy", "provider", Retry.OWNER)
     assert str(error) == "The mailbox is moving for good."
+
+
+# A refused LOGIN, as servers word it: (reply, kind). RFC 5530's codes say whether the
+# credentials are wrong (the owner acts) or the server cannot take the sign-in now (it is
+# tried again later); Gmail says "too many connections" in words. One classification
+# serves the wizard's check, the sync and the push listener: all three are asked.
+LOGIN_REFUSALS = [
+    ("NO [UNAVAILABLE] Temporary authentication failure", "temporary"),
+    ("NO [INUSE] Mailbox in use by another command", "temporary"),
+    ("NO [LIMIT] Too many sessions for this user", "temporary"),
+    ("NO [SERVERBUG] Internal error occurred. Refer to server log for more information.",
+     "temporary"),
+    ("NO [ALERT] Too many simultaneous connections. (Failure)", "temporary"),
+    ("NO Too many simultaneous connections", "temporary"),
+    ("NO [AUTHENTICATIONFAILED] Authentication failed.", "credentials"),
+    ("NO [AUTHORIZATIONFAILED] Not allowed to use this mailbox", "credentials"),
+    ("NO [AUTHENTICATIONFAILED] Too many invalid attempts", "credentials"),
+    ("NO [EXPIRED] Password expired", "expired"),
+    ("NO [CONTACTADMIN] Ask your administrator", "contact_admin"),
+    ("NO Login failed", "credentials"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def scripted_login(request, test_provider):
+    """A mailbox whose IMAP server (scripted, plain text on loopback) answers LOGIN with
+    the test's reply."""
+    from tests.factories import EmailAccountFactory
+    from tests.servers.faults import ImapScript, ScriptedImap
+
+    server = ScriptedImap(ImapScript(login_reply=request.param))
+    server.start()
+    request.addfinalizer(server.stop)
+    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", server.port
+    test_provider.imap_security = "none"
+    test_provider.save()
+    return EmailAccountFactory(
+        provider=test_provider, address="alice@example.test", login="alice@example.test",
+        password="right-or-not",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("scripted_login", "kind"), LOGIN_REFUSALS, indirect=["scripted_login"])
+def test_it_tells_a_refusal_for_now_from_one_the_owner_must_fix(scripted_login, kind):
+    import asyncio
+
+    from mail.registry import backend_for
+    from providers.addresses import normalize_address
+
+    account = scripted_login
+    backend = backend_for(account.provider)
+    credentials = {
+        "provider": account.provider,
+        "address": normalize_address(account.address),
+        "login": account.login,
+        "password": "right-or-not",
+    }
+    later = action_of(kind) == Retry.LATER
+    # The wizard's check.
+    with pytest.raises(SignInError) as caught:
+        backend.check_sign_in(**credentials)
+    assert (caught.value.kind, caught.value.retry) == (kind, action_of(kind))
+    if later:
+        assert "try again in a few minutes" in str(caught.value)
+    # The push listener's sign-in.
+    watcher = backend.watcher(**credentials, allow_internal=True)
+
+    async def watch():
+        try:
+            await watcher.open()
+        finally:
+            await watcher.close()
+
+    with pytest.raises(MailError) as caught:
+        asyncio.run(watch())
+    assert caught.value.kind == kind
+    # The sync: tried again later, or stopped until the owner acts.
+    if later:
+        with pytest.raises(TransientSyncError):
+            mailbox_sync(account_id=account.pk)
+    else:
+        mailbox_sync(account_id=account.pk)
+    state = MailboxSync.objects.get(account=account)
+    assert state.last_error_kind == kind
+    assert (state.health == MailboxSync.Health.NEEDS_ATTENTION) == (not later)
+    assert _due(account) == later

@@ -356,9 +356,15 @@ class _Checker:
                 "The mail server refused the sign-in and asks you to contact your mail "
                 f"administrator. (Server said: {text})",
             )
-        if not any(
-            code in lowered for code in ("[authenticationfailed]", "[authorizationfailed]")
-        ) and any(word in lowered for word in ("bad", "command", "syntax", "parse")):
+        refused = any(code in lowered for code in _LOGIN_REFUSED_CODES)
+        if not refused and (reason := _login_refused_for_now(lowered)):
+            # Read before the words below: "[UNAVAILABLE] ... command" is not a syntax error.
+            return SignInError(
+                "temporary",
+                f"{endpoint.label} refused the sign-in for now ({reason}). Nothing needs to "
+                f"change: try again in a few minutes. (Server said: {text})",
+            )
+        if not refused and any(word in lowered for word in ("bad", "command", "syntax", "parse")):
             return SignInError(
                 "protocol",
                 f"{endpoint.label} did not understand the sign-in (Server said: {text}). Check "
@@ -370,12 +376,6 @@ class _Checker:
                 f"{endpoint.label} accepts passwords only over an encrypted connection. Choose "
                 "SSL/TLS or STARTTLS security in the provider's settings.",
                 field="provider",
-            )
-        if "[unavailable]" in lowered:
-            return SignInError(
-                "temporary",
-                f"{endpoint.label} could not check the password right now (temporary "
-                "failure). Try again in a few minutes.",
             )
         return SignInError(
             "credentials",
@@ -553,6 +553,34 @@ def _decode(value) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return " ".join(str(value).split())[:300]
+
+
+# RFC 5530 response codes of a refused sign-in. These say the login or password (or the
+# account's rights) are wrong: only the owner can fix them.
+_LOGIN_REFUSED_CODES = ("[authenticationfailed]", "[authorizationfailed]")
+# These say the server cannot take the sign-in now, the credentials being fine: the
+# mailbox is tried again later, never stopped for its owner.
+_LOGIN_LATER_CODES = {
+    "[unavailable]": "the server could not check the password right now",
+    "[inuse]": "the mailbox is in use by another connection",
+    "[limit]": "too many connections or sign-ins for this mailbox",
+    "[serverbug]": "the server had an internal error",
+}
+# Servers that say it in words: Gmail answers "[ALERT] Too many simultaneous connections.
+# (Failure)" to a LOGIN over its limit of 15 connections a mailbox.
+_LOGIN_LATER_WORDS = ("too many simultaneous connections", "too many connections")
+
+
+def _login_refused_for_now(lowered: str) -> str:
+    """Why a refused sign-in (its text, lowercased) is temporary, or "" if it is not."""
+    for code, reason in _LOGIN_LATER_CODES.items():
+        if code in lowered:
+            return reason
+    if any(words in lowered for words in _LOGIN_LATER_WORDS) or (
+        "[alert]" in lowered and "too many" in lowered
+    ):
+        return "too many connections or sign-ins for this mailbox"
+    return ""
 
 
 def _server_text(error: LoginError) -> str:
