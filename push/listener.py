@@ -13,7 +13,11 @@ its server reports a change.
   restart does not bring every mailbox back in the same second. Each sign-in reads the
   mailbox's credentials afresh (a changed password, a refreshed OAuth token). A refusal
   that only the owner can fix is recorded as the sync records it and ends the watch.
-- Database work runs in one thread (asgiref's sync_to_async, thread-sensitive).
+- Database work runs in threads of the listener's own, each with its own database
+  connection (Django's are per thread): the leases (renew, drop, claim, release) in one
+  that nothing else uses, so a slow query or sign-in elsewhere never lets them run out;
+  sign-ins, which may refresh an OAuth token over HTTP, in a few of their own; the rest
+  (states, queueing syncs) in one more.
 Log lines name the mailbox by id (and bind it as `mailbox_id` for LOG_FORMAT=json,
 mailsetup/logs.py: each watch is an asyncio task with a context of its own) and never
 carry a secret.
@@ -26,10 +30,10 @@ import os
 import random
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
@@ -79,18 +83,53 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     return random.uniform(0, bound)  # noqa: S311 (spreading, not secrecy)
 
 
-def _database(function):
-    """`function` in the listener's database thread; a database gone away closes that
-    thread's connection so the next call opens a new one."""
+class _Threads:
+    """Database work in threads of the listener's own (`workers` of them). A database
+    gone away closes the thread's connection so that the next call opens a new one;
+    `close_after` closes it after every call (a pool of several threads, used now and
+    then, keeps no connection open)."""
 
-    def guarded(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except DATABASE_GONE:
-            connections.close_all()
-            raise
+    def __init__(self, name: str, workers: int = 1, *, close_after: bool = False):
+        self.workers = workers
+        self.close_after = close_after
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
-    return sync_to_async(guarded, thread_sensitive=True)
+    def __call__(self, function):
+        close_after = self.close_after
+
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except DATABASE_GONE:
+                connections.close_all()
+                raise
+            finally:
+                if close_after:
+                    connections.close_all()
+
+        async def run(*args, **kwargs):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, contextvars_run(guarded, *args, **kwargs))
+
+        return run
+
+    async def close(self) -> None:
+        """Close the threads' connections, then the threads."""
+        loop = asyncio.get_running_loop()
+        if self.workers == 1:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self.pool, connections.close_all)
+        await loop.run_in_executor(None, self.pool.shutdown)
+
+
+def contextvars_run(function, *args, **kwargs):
+    """`function(*args, **kwargs)` as a thread's callable, in the caller's context (the
+    mailbox id bound for the logs)."""
+    import contextvars
+    import functools
+
+    context = contextvars.copy_context()
+    return functools.partial(context.run, function, *args, **kwargs)
 
 
 class Listener:
@@ -104,6 +143,11 @@ class Listener:
         self._last_queued: dict[int, float] = {}
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._leases = _Threads("push-leases")
+        self._database = _Threads("push-db")
+        self._sign_ins = _Threads(
+            "push-sign-in", max(1, settings.PUSH_SIGN_IN_THREADS), close_after=True
+        )
 
     # -- the process ----------------------------------------------------------------
 
@@ -138,24 +182,26 @@ class Listener:
             task.cancel()
         await asyncio.gather(*tasks, *self._chores, return_exceptions=True)
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watches_release)(holder=self.holder)
-        # The database thread's connection goes with the listener.
-        await _database(connections.close_all)()
+            await self._leases(services.watches_release)(holder=self.holder)
+        # The threads' database connections go with the listener.
+        for threads in (self._leases, self._database, self._sign_ins):
+            await threads.close()
         logger.info("listener %s stopped", self.holder)
 
     async def _tick(self) -> int:
         """Renew, drop, claim; returns how many mailboxes were claimed."""
         try:
-            held = await _database(services.watches_renew)(holder=self.holder)
+            held = await self._leases(services.watches_renew)(holder=self.holder)
             for account_id in [a for a in self.watches if a not in held]:
                 # Taken over while this listener could not renew, or the mailbox is gone.
                 logger.info("mailbox %s: no longer held by this listener", account_id)
                 self._drop(account_id)
-            for account_id in await _database(services.watches_drop_ineligible)(holder=self.holder):
+            dropped = await self._leases(services.watches_drop_ineligible)(holder=self.holder)
+            for account_id in dropped:
                 logger.info("mailbox %s: no longer to be watched", account_id)
                 self._drop(account_id)
             room = self.config.max_mailboxes - len(self.watches)
-            claimed = await _database(services.watches_claim)(
+            claimed = await self._leases(services.watches_claim)(
                 holder=self.holder, limit=min(room, self.config.claim_batch)
             )
         except DATABASE_GONE as error:
@@ -195,7 +241,7 @@ class Listener:
         else:
             error, kind = (None, "") if state == State.CONNECTING else ("", "")
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_state_set)(
+            await self._database(services.watch_state_set)(
                 account_id=account_id, holder=self.holder, state=state, error=error,
                 error_kind=kind,
             )  # fmt: skip
@@ -212,7 +258,7 @@ class Listener:
                 )
             await self._state(account_id, State.CONNECTING)
             try:
-                sign_in = await _database(services.watch_sign_in)(
+                sign_in = await self._sign_ins(services.watch_sign_in)(
                     account_id=account_id, force_refresh=refresh
                 )
             except MailError as failure:  # ReconnectNeeded (the owner's), TokenError (later)
@@ -278,14 +324,14 @@ class Listener:
 
     async def _release(self, account_id: int, state: str, error: str) -> None:
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_release)(
+            await self._leases(services.watch_release)(
                 account_id=account_id, holder=self.holder, state=state, error=error
             )
 
     async def _owner_needed(self, account_id: int, failure: MailError) -> None:
         logger.info("mailbox %s: needs its owner (%s)", account_id, failure.kind)
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_owner_needed)(
+            await self._database(services.watch_owner_needed)(
                 account_id=account_id, holder=self.holder, failure=failure
             )
 
@@ -305,12 +351,12 @@ class Listener:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 try:
-                    if await _database(selectors.mailbox_sync_running)(account_id=account_id):
+                    if await self._database(selectors.mailbox_sync_running)(account_id=account_id):
                         # The run going on may have read the inbox before this change.
                         await asyncio.sleep(self.config.busy_poll)
                         continue
                     self._pending.discard(account_id)
-                    queued = await _database(services.watch_sync_queue)(account_id=account_id)
+                    queued = await self._database(services.watch_sync_queue)(account_id=account_id)
                 except DATABASE_GONE:
                     await asyncio.sleep(self.config.busy_poll)
                     continue

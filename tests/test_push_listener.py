@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -444,3 +445,36 @@ def test_it_stores_a_message_appended_to_another_chosen_folder(
             lambda: Email.objects.filter(account=account, subject="in a project").exists(),
             within=15, what="the email stored",
         )  # fmt: skip
+
+
+def test_it_renews_its_leases_while_a_sign_in_is_slow(
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
+):
+    import threading
+
+    from push import services
+
+    account, _ = synced_mailbox
+    # A sign-in that hangs (an OAuth token server answering slowly): the leases, on
+    # their own thread, are renewed meanwhile and do not run out.
+    release, entered, real = threading.Event(), threading.Event(), services.watch_sign_in
+
+    def slow(**kwargs):
+        entered.set()
+        release.wait(timeout=20)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "watch_sign_in", slow)
+    try:
+        with running(Listener(config=config())):
+            eventually(entered.is_set, what="the sign-in started")
+            first = watch_of(account).lease_expires_at
+            # The lease is 3 s, renewed every 0.2 s tick.
+            eventually(
+                lambda: watch_of(account).lease_expires_at > first + timedelta(seconds=1),
+                what="the lease renewed during the sign-in",
+            )  # fmt: skip
+            release.set()
+            eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+    finally:
+        release.set()
