@@ -361,7 +361,10 @@ class Listener:
                     await asyncio.sleep(self.config.busy_poll)
                     continue
                 self._last_queued[account_id] = loop.time()
-                if not queued:
+                if queued == services.WAITING:
+                    logger.info("mailbox %s: the sync queued last has not started yet",
+                                account_id)  # fmt: skip
+                elif queued == services.QUEUE_DOWN:
                     logger.warning("mailbox %s: the task queue is down; the interval applies",
                                    account_id)  # fmt: skip
         finally:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, When
+from django.db.models import BooleanField, Case, F, Q, When
 from django.db.models.functions import Now
 from django.views.decorators.debug import sensitive_variables
 
@@ -139,12 +139,43 @@ def watch_owner_needed(*, account_id: int, holder: str, failure: MailError) -> N
         )  # fmt: skip
 
 
-def watch_sync_queue(*, account_id: int) -> bool:
+QUEUED, WAITING, QUEUE_DOWN = "queued", "waiting", "queue_down"
+
+
+def watch_sync_queue(*, account_id: int) -> str:
     """The server reported a change: queue the mailbox's sync now (the claim still
-    keeps one run at a time). False when the task queue is down: the dispatcher then
-    queues the mailbox at its interval."""
-    MailboxWatch.objects.filter(account_id=account_id).update(last_event_at=Now())
-    return download_queue(account_id=account_id, now=True)
+    keeps one run at a time); QUEUED. WAITING when the sync queued last has not been
+    started by a worker yet (the task queue is backed up): that one will see this
+    change, and a busy mailbox does not add a task every debounce window. After
+    PUSH_SYNC_QUEUED_WAIT_SECONDS it is queued again (a task lost with its broker).
+    QUEUE_DOWN when the task queue is down: the dispatcher then queues the mailbox at
+    its interval."""
+    wait = timedelta(seconds=settings.PUSH_SYNC_QUEUED_WAIT_SECONDS)
+    rows = MailboxWatch.objects.filter(account_id=account_id)
+    with transaction.atomic():
+        started = (
+            MailboxSync.objects.filter(account_id=account_id)
+            .values_list("last_started_at", flat=True)
+            .first()
+        )
+        recent = Case(
+            When(sync_queued_at__gt=Now() - wait, then=True),
+            default=False, output_field=BooleanField(),
+        )  # fmt: skip
+        mark = (
+            rows.select_for_update()
+            .annotate(recent=recent)
+            .values_list("recent", "sync_queued_after")
+            .first()
+        )
+        if mark is not None and mark[0] and mark[1] == started:
+            rows.update(last_event_at=Now())
+            return WAITING
+        rows.update(last_event_at=Now(), sync_queued_at=Now(), sync_queued_after=started)
+    if download_queue(account_id=account_id, now=True):
+        return QUEUED
+    rows.update(sync_queued_at=None, sync_queued_after=None)
+    return QUEUE_DOWN
 
 
 @sensitive_variables("secret")

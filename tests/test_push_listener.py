@@ -478,3 +478,30 @@ def test_it_renews_its_leases_while_a_sign_in_is_slow(
             eventually(lambda: state_of(account) == State.WATCHING, what="watching")
     finally:
         release.set()
+
+
+def test_it_queues_no_second_sync_while_the_first_waits_for_a_worker(
+    transactional_db, synced_mailbox, backed_up, short_lease
+):
+    from django.utils import timezone
+
+    account, mailbox = synced_mailbox
+    listener = Listener(config=config())  # debounce 0.2 s
+    with running(listener):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        mailbox.append("INBOX", make_message(subject="first"))
+        eventually(lambda: backed_up == [account.pk], what="the sync queued")
+        first = watch_of(account).last_event_at
+        # More mail, windows later: the queued sync has not started, and will see it.
+        for n in range(3):
+            mailbox.append("INBOX", make_message(subject=f"more {n}"))
+            eventually(lambda f=first: watch_of(account).last_event_at > f, what="considered")
+            first = watch_of(account).last_event_at
+        eventually(lambda: account.pk not in listener._queuers, what="nothing waiting")
+        assert backed_up == [account.pk]
+        # A worker starts it: the next change queues the next sync.
+        MailboxSync.objects.update_or_create(
+            account=account, defaults={"last_started_at": timezone.now()}
+        )
+        mailbox.append("INBOX", make_message(subject="after the start"))
+        eventually(lambda: backed_up == [account.pk] * 2, what="the next sync queued")
