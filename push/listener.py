@@ -40,6 +40,7 @@ from django.db import InterfaceError, OperationalError, connections
 from mail.backend import WatchUnsupported
 from mail.errors import MailError, Retry
 from mail.registry import backend_for
+from sync import selectors as sync_selectors
 
 from . import selectors, services
 from .models import MailboxWatch
@@ -307,9 +308,10 @@ class Listener:
             try:
                 await self._state(account_id, State.WATCHING)
                 logger.info("mailbox %s: watching", account_id)
-                if catch_up:
-                    # The connection was down (or another listener's was): a change may
-                    # have come meanwhile.
+                if catch_up or await self._inbox_changed(account_id, watcher):
+                    # The connection was down (or another listener's was), or nobody
+                    # watched (a first watch, a listener restarted): a change may have
+                    # come meanwhile.
                     self._changed(account_id)
                 attempt, catch_up = 0, True
                 while True:
@@ -321,6 +323,19 @@ class Listener:
                 await self._state(account_id, State.BACKOFF, failure)
             finally:
                 await watcher.close()
+
+    async def _inbox_changed(self, account_id: int, watcher) -> bool:
+        """Whether the inbox the server opened differs from what the last sync stored
+        (mail came or went while nobody watched). A mailbox never synced is left to
+        its first sync."""
+        seen = watcher.inbox_status()
+        if seen is None:
+            return False
+        try:
+            stored = await self._database(sync_selectors.inbox_stored_status)(account_id=account_id)
+        except DATABASE_GONE:
+            return True  # cannot tell: one sync more costs less than mail missed
+        return stored is not None and stored != seen
 
     async def _release(self, account_id: int, state: str, error: str) -> None:
         with contextlib.suppress(*DATABASE_GONE):

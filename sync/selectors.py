@@ -317,3 +317,17 @@ def problem_emails(emails, account):
 def folders_on_server(account):
     """The mailbox's folders that the server still lists, for the folder picker."""
     return account.folders.filter(exists_on_server=True)
+
+
+def inbox_stored_status(*, account_id: int) -> dict[str, int | None] | None:
+    """The inbox's UIDVALIDITY, UIDNEXT and message count as the last sync stored
+    them (what the server's EXAMINE is compared with, push.listener); None before a
+    sync has stored them."""
+    row = (
+        Folder.objects.filter(account_id=account_id, path__iexact="INBOX", exists_on_server=True)
+        .values("uidvalidity", "uidnext", "messages")
+        .first()
+    )
+    if row is None or row["uidnext"] is None:
+        return None
+    return row

@@ -505,3 +505,35 @@ def test_it_queues_no_second_sync_while_the_first_waits_for_a_worker(
         )
         mailbox.append("INBOX", make_message(subject="after the start"))
         eventually(lambda: backed_up == [account.pk] * 2, what="the next sync queued")
+
+
+def test_it_syncs_mail_that_came_while_no_listener_ran(
+    transactional_db, synced_mailbox, inline_sync, short_lease, monkeypatch
+):
+    from sync.services import mailbox_sync
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="synced before"))
+    mailbox_sync(account_id=account.pk)
+    compared, real = [], Listener._inbox_changed
+
+    async def recording(self, account_id, watcher):
+        compared.append(await real(self, account_id, watcher))
+        return compared[-1]
+
+    monkeypatch.setattr(Listener, "_inbox_changed", recording)
+    # Nothing changed since the sync: starting queues nothing.
+    with running(Listener(config=config())):
+        eventually(lambda: compared, what="the inbox compared")
+    assert compared == [False]
+    assert inline_sync == []
+    # Stopped gracefully (its mailboxes freed, no lease ran out); mail comes meanwhile.
+    mailbox.append("INBOX", make_message(subject="while nobody listened"))
+    with running(Listener(config=config())):
+        eventually(
+            lambda: Email.objects.filter(account=account, subject="while nobody listened")
+            .exists(),
+            within=15, what="the email stored after the start",
+        )  # fmt: skip
+    assert inline_sync == [account.pk]
+    assert compared == [False, True]

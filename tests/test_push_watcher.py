@@ -300,3 +300,13 @@ def test_it_keeps_the_password_out_of_the_log_when_a_server_answers_out_of_turn(
     assert asyncio.run(scenario())
     assert "Sup3r-Secret-Pw" not in caplog.text
     assert "Abort" in caplog.text
+
+
+def test_it_reads_the_inbox_status_from_the_examine_answer():
+    from mail.imap_smtp.watch import _inbox_status
+
+    lines = [b"FLAGS (\\Seen)", b"12 EXISTS", b"0 RECENT", b"OK [UIDVALIDITY 1700000000] UIDs",
+             b"ok [uidnext 40] Predicted", b"OK [READ-ONLY] Examine completed"]  # fmt: skip
+    assert _inbox_status(lines) == {"messages": 12, "uidvalidity": 1700000000, "uidnext": 40}
+    # A server that leaves UIDNEXT out: nothing to compare, no guess.
+    assert _inbox_status([b"12 EXISTS", b"OK [UIDVALIDITY 1] UIDs"]) is None

@@ -101,6 +101,24 @@ class _Protocol(IMAP4ClientProtocol):
         super()._continuation(line)
 
 
+EXISTS = re.compile(rb"^(?:\* )?(\d+) EXISTS\b", re.IGNORECASE)
+RESPONSE_CODE = re.compile(rb"^(?:\* )?OK \[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
+
+
+def _inbox_status(lines) -> dict[str, int] | None:
+    """UIDVALIDITY, UIDNEXT and EXISTS of a SELECT/EXAMINE answer (RFC 3501 6.3.1);
+    None unless all three came (a server may leave UIDNEXT out)."""
+    found = {}
+    for line in lines:
+        if not isinstance(line, bytes):
+            continue
+        if match := EXISTS.match(line):
+            found["messages"] = int(match.group(1))
+        elif match := RESPONSE_CODE.match(line):
+            found[match.group(1).decode().lower()] = int(match.group(2))
+    return found if len(found) == 3 else None
+
+
 def _keepalive(sock: socket.socket) -> None:
     """A server that vanished without closing (a crash, a cut network) is noticed
     within minutes, not at the next renewal."""
@@ -134,6 +152,10 @@ class ImapWatcher(MailWatcher):
         self._protocol: _Protocol | None = None
         self._transport = None
         self._idle: asyncio.Future | None = None
+        self._inbox: dict[str, int] | None = None
+
+    def inbox_status(self) -> dict[str, int] | None:
+        return self._inbox
 
     def __repr__(self) -> str:  # never the secret
         return f"<ImapWatcher {self.login} at {self.endpoint.host}:{self.endpoint.port}>"
@@ -215,6 +237,7 @@ class ImapWatcher(MailWatcher):
         answer = await protocol.simple_command("EXAMINE", "INBOX")
         if answer.result != "OK":
             raise MailError("server_error", f"{self.endpoint.label} would not open INBOX.")
+        self._inbox = _inbox_status(answer.lines)
         # EXAMINE is aioimaplib's "simple command": the state IDLE needs is set here.
         protocol.state = SELECTED
         if self.folders != () and "NOTIFY" in protocol.capabilities:
