@@ -142,6 +142,9 @@ class Listener:
         self._chores: set[asyncio.Task] = set()
         self._pending: set[int] = set()
         self._last_queued: dict[int, float] = {}
+        # When each mailbox's watch last ended, and those whose release is under way.
+        self._ended_at: dict[int, float] = {}
+        self._releasing: set[int] = set()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leases = _Threads("push-leases")
@@ -191,6 +194,7 @@ class Listener:
 
     async def _tick(self) -> int:
         """Renew, drop, claim; returns how many mailboxes were claimed."""
+        begun = asyncio.get_running_loop().time()
         try:
             held = await self._leases(services.watches_renew)(holder=self.holder)
             for account_id in [a for a in self.watches if a not in held]:
@@ -209,12 +213,22 @@ class Listener:
             logger.warning("listener %s: database unavailable (%s)", self.holder,
                            type(error).__name__)  # fmt: skip
             return 0
+        # Held, and nothing watches it: its watch ended before this tick and could not
+        # let it go (the database was away when it released it, or the mailbox seemed
+        # gone at its sign-in and is not). Renewed for ever, nobody would watch it.
+        for account_id in held - dropped - set(self.watches) - self._releasing:
+            if self._ended_at.get(account_id, -1.0) < begun:
+                logger.info("mailbox %s: held and not watched; watching it again", account_id)
+                self._start(account_id, catch_up=False)
         for account_id, taken_over in claimed:
             if account_id not in self.watches:
-                task = asyncio.create_task(self._watch(account_id, catch_up=taken_over))
-                self.watches[account_id] = task
-                task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
+                self._start(account_id, catch_up=taken_over)
         return len(claimed)
+
+    def _start(self, account_id: int, *, catch_up: bool) -> None:
+        task = asyncio.create_task(self._watch(account_id, catch_up=catch_up))
+        self.watches[account_id] = task
+        task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
 
     def _drop(self, account_id: int) -> None:
         task = self.watches.pop(account_id, None)
@@ -224,13 +238,21 @@ class Listener:
     def _ended(self, account_id: int, task: asyncio.Task) -> None:
         if self.watches.get(account_id) is task:
             del self.watches[account_id]
+        self._ended_at[account_id] = asyncio.get_running_loop().time()
         if not task.cancelled() and task.exception() is not None:
             # One of our own bugs: the mailbox must not read "watching" while nobody
             # watches it. Freed, it is claimed again at a next tick.
             logger.error("mailbox %s: the watch failed", account_id, exc_info=task.exception())
             chore = asyncio.create_task(self._release(account_id, State.STOPPED, UNEXPECTED))
             self._chores.add(chore)
-            chore.add_done_callback(self._chores.discard)
+            self._releasing.add(account_id)
+
+            def released(chore, account_id=account_id):
+                self._chores.discard(chore)
+                self._releasing.discard(account_id)
+                self._ended_at[account_id] = asyncio.get_running_loop().time()
+
+            chore.add_done_callback(released)
 
     # -- one mailbox ----------------------------------------------------------------
 

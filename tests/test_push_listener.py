@@ -537,3 +537,25 @@ def test_it_syncs_mail_that_came_while_no_listener_ran(
         )  # fmt: skip
     assert inline_sync == [account.pk]
     assert compared == [False, True]
+
+
+def test_it_watches_again_a_mailbox_it_holds_and_no_watch_has(
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
+):
+    from push import services
+
+    account, _ = synced_mailbox
+    real, signed_in = services.watch_sign_in, []
+
+    def seemingly_gone_once(**kwargs):
+        # The first sign-in finds no mailbox (a read racing an edit): the watch ends
+        # while the mailbox stays held and eligible.
+        signed_in.append(kwargs)
+        return None if len(signed_in) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(services, "watch_sign_in", seemingly_gone_once)
+    listener = Listener(config=config())
+    with running(listener):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watched again")
+        assert watch_of(account).holder == listener.holder
+    assert len(signed_in) == 2
