@@ -42,7 +42,7 @@ from mail.errors import MailError, Retry
 from mail.registry import backend_for
 from sync import selectors as sync_selectors
 
-from . import selectors, services
+from . import services
 from .models import MailboxWatch
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,9 @@ class Listener:
         # When each mailbox's watch last ended, and those whose release is under way.
         self._ended_at: dict[int, float] = {}
         self._releasing: set[int] = set()
+        # Mailboxes waiting to know whether a run holds them (_sync_running).
+        self._asks: dict[int, list[asyncio.Future]] = {}
+        self._asker: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leases = _Threads("push-leases")
@@ -182,6 +185,8 @@ class Listener:
 
     async def _shutdown(self) -> None:
         tasks = [*self.watches.values(), *self._queuers.values()]
+        if self._asker is not None:
+            tasks.append(self._asker)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *self._chores, return_exceptions=True)
@@ -374,6 +379,35 @@ class Listener:
 
     # -- queueing syncs ---------------------------------------------------------------
 
+    async def _sync_running(self, account_id: int) -> bool:
+        """Whether a run holds the mailbox's claim. The mailboxes waiting are asked
+        about together, one query every busy_poll at most, however many they are."""
+        future = asyncio.get_running_loop().create_future()
+        self._asks.setdefault(account_id, []).append(future)
+        if self._asker is None or self._asker.done():
+            self._asker = asyncio.create_task(self._ask_running())
+        return await future
+
+    async def _ask_running(self) -> None:
+        while self._asks:
+            asks, self._asks = self._asks, {}
+            failure, running = None, set()
+            try:
+                running = await self._database(sync_selectors.mailboxes_sync_running)(
+                    account_ids=list(asks)
+                )
+            except DATABASE_GONE as error:
+                failure = error
+            for account_id, futures in asks.items():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if failure is not None:
+                        future.set_exception(failure)
+                    else:
+                        future.set_result(account_id in running)
+            await asyncio.sleep(self.config.busy_poll)
+
     def _changed(self, account_id: int) -> None:
         self._pending.add(account_id)
         if account_id not in self._queuers:
@@ -388,9 +422,9 @@ class Listener:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 try:
-                    if await self._database(selectors.mailbox_sync_running)(account_id=account_id):
-                        # The run going on may have read the inbox before this change.
-                        await asyncio.sleep(self.config.busy_poll)
+                    if await self._sync_running(account_id):
+                        # The run going on may have read the inbox before this change:
+                        # asked again with the others waiting, after busy_poll.
                         continue
                     self._pending.discard(account_id)
                     queued = await self._database(services.watch_sync_queue)(account_id=account_id)

@@ -331,3 +331,15 @@ def inbox_stored_status(*, account_id: int) -> dict[str, int | None] | None:
     if row is None or row["uidnext"] is None:
         return None
     return row
+
+
+def mailboxes_sync_running(*, account_ids: list[int]) -> set[int]:
+    """Those of the mailboxes whose claim a run holds now (one query for all: the
+    push listener asks for every mailbox waiting to queue its sync at once)."""
+    from django.db.models.functions import Now
+
+    return set(
+        MailboxSync.objects.filter(account_id__in=account_ids, claimed_until__gt=Now()).values_list(
+            "account_id", flat=True
+        )
+    )

@@ -114,20 +114,20 @@ def test_it_queues_after_a_running_sync_ends(
 
     from django.utils import timezone
 
-    from push import selectors
+    from sync import selectors
 
     account, mailbox = synced_mailbox
     # A run holds the mailbox: a sync queued now would find it taken and end at once.
     MailboxSync.objects.create(
         account=account, claimed_until=timezone.now() + timedelta(minutes=5), claim_token="x"
     )
-    looked, real = [], selectors.mailbox_sync_running
+    looked, real = [], selectors.mailboxes_sync_running
 
     def counting(**kwargs):
         looked.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(selectors, "mailbox_sync_running", counting)
+    monkeypatch.setattr(selectors, "mailboxes_sync_running", counting)
     with running(Listener(config=config())):
         eventually(lambda: state_of(account) == State.WATCHING, what="watching")
         mailbox.append("INBOX", make_message())
@@ -559,3 +559,32 @@ def test_it_watches_again_a_mailbox_it_holds_and_no_watch_has(
         eventually(lambda: state_of(account) == State.WATCHING, what="watched again")
         assert watch_of(account).holder == listener.holder
     assert len(signed_in) == 2
+
+
+def test_it_asks_about_every_busy_mailbox_in_one_query(
+    transactional_db, own_dovecot, own_provider, published, short_lease, monkeypatch
+):
+    from django.utils import timezone
+
+    from sync import selectors
+
+    accounts = [own_account(own_provider, n) for n in (8, 9)]
+    for account in accounts:
+        MailboxSync.objects.create(
+            account=account, claimed_until=timezone.now() + timedelta(minutes=5), claim_token="x"
+        )
+    asked, real = [], selectors.mailboxes_sync_running
+
+    def counting(*, account_ids):
+        asked.append(sorted(account_ids))
+        return real(account_ids=account_ids)
+
+    monkeypatch.setattr(selectors, "mailboxes_sync_running", counting)
+    with running(Listener(config=config(busy_poll=0.5))):
+        for account in accounts:
+            eventually(lambda a=account: state_of(a) == State.WATCHING, what="watching")
+        for account in accounts:
+            Mailbox(own_dovecot, account.address, "push-secret").append("INBOX", make_message())
+        both = sorted(a.pk for a in accounts)
+        eventually(lambda: both in asked, what="both busy mailboxes asked about in one query")
+        assert published == []
