@@ -122,3 +122,26 @@ def test_it_stores_new_exchange_mail_through_the_listener(
         ews_server.end_subscriptions()
         eventually(lambda: ews_server.calls("Subscribe") > subscribed, what="subscribed again")
         eventually(lambda: state_of(account) == State.WATCHING, what="watching again")
+
+
+def test_it_polls_exchange_on_threads_of_its_own(settings):
+    import threading
+
+    from mail.ews import watch
+
+    settings.PUSH_EWS_THREADS = 3
+    watch._pool = None  # made again with this setting
+
+    async def names():
+        return await asyncio.gather(
+            *[watch._in_thread(lambda: threading.current_thread().name) for _ in range(6)]
+        )
+
+    try:
+        used = asyncio.run(names())
+        assert all(name.startswith("push-ews") for name in used)
+        # Not asyncio's default executor, which the IMAP watchers connect with.
+        assert watch._threads()._max_workers == 3
+    finally:
+        watch._threads().shutdown()
+        watch._pool = None
