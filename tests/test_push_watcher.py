@@ -310,3 +310,18 @@ def test_it_reads_the_inbox_status_from_the_examine_answer():
     assert _inbox_status(lines) == {"messages": 12, "uidvalidity": 1700000000, "uidnext": 40}
     # A server that leaves UIDNEXT out: nothing to compare, no guess.
     assert _inbox_status([b"12 EXISTS", b"OK [UIDVALIDITY 1] UIDs"]) is None
+
+
+def test_it_finds_the_tls_read_buffer_size_it_lowers_for_the_listener(monkeypatch):
+    import asyncio.sslproto
+
+    from push.management.commands.mail_listener import TLS_READ_BUFFER, small_tls_buffers
+
+    # A private CPython attribute (3.13: 256 KiB per TLS connection): if a Python
+    # version drops or renames it, this says so.
+    assert isinstance(asyncio.sslproto.SSLProtocol.max_size, int)
+    assert asyncio.sslproto.SSLProtocol.max_size > TLS_READ_BUFFER
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size",
+                        asyncio.sslproto.SSLProtocol.max_size)  # fmt: skip
+    small_tls_buffers()
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
