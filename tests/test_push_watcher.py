@@ -260,6 +260,23 @@ def test_it_reads_thousands_of_untagged_lines_in_one_read():
     assert asyncio.run(scenario()) == (False, 5000)
 
 
+def test_it_keeps_a_change_reported_between_two_idle_commands():
+    from mail.imap_smtp.watch import CHANGE
+
+    # IDLE ended, the next not yet sent: aioimaplib would drop what the server says now.
+    async def scenario():
+        protocol = _protocol()
+        protocol.data_received(b"* 4 EXISTS\r\n* STATUS Projects (MESSAGES 2)\r\n")
+        lines = []
+        while not protocol.idle_queue.empty():
+            lines += protocol.idle_queue.get_nowait()
+        return lines
+
+    lines = asyncio.run(scenario())
+    assert lines == [b"4 EXISTS", b"STATUS Projects (MESSAGES 2)"]
+    assert all(CHANGE.match(line) for line in lines)
+
+
 @pytest.mark.parametrize(
     "flood",
     [

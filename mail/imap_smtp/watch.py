@@ -53,6 +53,8 @@ MAX_LITERAL = 1024 * 1024
 # aioimaplib handles a read's lines by recursion, one level a line: a thousand EXPUNGEs in
 # one read (a mailbox emptied elsewhere) would exceed Python's recursion limit.
 LINES_PER_PIECE = 200
+# Untagged lines kept that came while no command was pending (_Protocol).
+UNSOLICITED_QUEUED = 100
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,20 @@ class _Protocol(IMAP4ClientProtocol):
             self.incomplete_line, self.current_command = b"", None
             if self.transport is not None:
                 self.transport.abort()
+
+    def _untagged_response(self, line: bytes):
+        command = super()._untagged_response(line)
+        # No command pending (between two IDLEs): aioimaplib drops the line, and a
+        # server may report a change at any time (RFC 3501 7, NOTIFY's STATUS): it goes
+        # where IDLE's lines go, and the next IDLE reads it first. Bounded: a few lines
+        # say that something changed.
+        if (
+            command is None
+            and self.state == SELECTED
+            and self.idle_queue.qsize() < UNSOLICITED_QUEUED
+        ):
+            self.idle_queue.put_nowait([line.removeprefix(b"* ")])
+        return command
 
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
