@@ -237,14 +237,28 @@ def test_it_marks_a_refused_password_for_the_owner_and_stops_watching(
 
 
 def test_it_leaves_a_server_without_idle_to_the_interval(
-    transactional_db, poor_dovecot, mail_trust, short_lease
+    transactional_db, poor_dovecot, mail_trust, short_lease, monkeypatch
 ):
+    from push import services
     from tests.factories import EmailProviderFactory
 
     provider = EmailProviderFactory(
         imap_host="localhost", imap_port=poor_dovecot.imaps_port, imap_security="ssl"
     )
     account = own_account(provider, 2)
+    opened, claims = [], []
+    real_open, real_claim = ImapWatcher.open, services.watches_claim
+
+    async def counting_open(self):
+        opened.append(self)
+        await real_open(self)
+
+    def counting_claim(**kwargs):
+        claims.append(kwargs)
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(ImapWatcher, "open", counting_open)
+    monkeypatch.setattr(services, "watches_claim", counting_claim)
     listener = Listener(config=config())
     with running(listener):
         eventually(lambda: state_of(account) == State.NOT_SUPPORTED, what="not supported")
@@ -252,8 +266,12 @@ def test_it_leaves_a_server_without_idle_to_the_interval(
         watch = watch_of(account)
         assert watch.holder == ""
         assert "IDLE" in watch.error
-    # Not claimed again by the next ticks (asked again after a long while).
-    assert state_of(account) == State.NOT_SUPPORTED
+        # Not claimed again by the next ticks (asked again after a long while).
+        ticks = len(claims)
+        eventually(lambda: len(claims) >= ticks + 5, what="five more ticks")
+        assert state_of(account) == State.NOT_SUPPORTED
+        assert account.pk not in listener.watches
+        assert len(opened) == 1
 
 
 def test_it_picks_up_and_drops_mailboxes_without_a_restart(
