@@ -110,7 +110,7 @@ class _Threads:
 
         async def run(*args, **kwargs):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, contextvars_run(guarded, *args, **kwargs))
+            return await loop.run_in_executor(self.pool, _in_context(guarded, *args, **kwargs))
 
         return run
 
@@ -123,7 +123,7 @@ class _Threads:
         await loop.run_in_executor(None, self.pool.shutdown)
 
 
-def contextvars_run(function, *args, **kwargs):
+def _in_context(function, *args, **kwargs):
     """`function(*args, **kwargs)` as a thread's callable, in the caller's context (the
     mailbox id bound for the logs)."""
     import contextvars
