@@ -52,6 +52,27 @@ def eventually(check, *, within: float = 20, what: str = ""):
     pytest.fail(f"not within {within} s: {what or check}")
 
 
+def run_apart(coroutine):
+    """asyncio.run(coroutine) on a thread of its own, its exception raised here: once the
+    session's Playwright has started (tests/browser.py), its event loop stays the running
+    loop of the main thread, where asyncio.run refuses to start."""
+    outcome = []
+
+    def main():
+        try:
+            outcome.append((True, asyncio.run(coroutine)))
+        except BaseException as error:  # raised in the test's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    finished, value = outcome[0]
+    if not finished:
+        raise value
+    return value
+
+
 def watch_of(account):
     from push.models import MailboxWatch
 
