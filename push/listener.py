@@ -429,7 +429,12 @@ class Listener:
                     self._pending.discard(account_id)
                     queued = await self._database(services.watch_sync_queue)(account_id=account_id)
                 except DATABASE_GONE:
+                    self._pending.add(account_id)  # still to queue
                     await asyncio.sleep(self.config.busy_poll)
+                    continue
+                if queued == services.BUSY:
+                    # A run took the mailbox meanwhile: queued after it, as above.
+                    self._pending.add(account_id)
                     continue
                 self._last_queued[account_id] = loop.time()
                 if queued == services.WAITING:

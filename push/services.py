@@ -139,7 +139,7 @@ def watch_owner_needed(*, account_id: int, holder: str, failure: MailError) -> N
         )  # fmt: skip
 
 
-QUEUED, WAITING, QUEUE_DOWN = "queued", "waiting", "queue_down"
+QUEUED, WAITING, BUSY, QUEUE_DOWN = "queued", "waiting", "busy", "queue_down"
 
 
 def watch_sync_queue(*, account_id: int) -> str:
@@ -149,15 +149,24 @@ def watch_sync_queue(*, account_id: int) -> str:
     change, and a busy mailbox does not add a task every debounce window. After
     PUSH_SYNC_QUEUED_WAIT_SECONDS it is queued again (a task lost with its broker).
     QUEUE_DOWN when the task queue is down: the dispatcher then queues the mailbox at
-    its interval."""
+    its interval. BUSY when a run holds the mailbox's claim now: the task would end at
+    once, and its mark would stand for a start that already happened; the listener
+    queues after that run."""
     wait = timedelta(seconds=settings.PUSH_SYNC_QUEUED_WAIT_SECONDS)
     rows = MailboxWatch.objects.filter(account_id=account_id)
+    running = Case(
+        When(claimed_until__gt=Now(), then=True), default=False, output_field=BooleanField()
+    )
     with transaction.atomic():
-        started = (
+        # One statement: the last start and whether a run holds the claim, together.
+        started, busy = (
             MailboxSync.objects.filter(account_id=account_id)
-            .values_list("last_started_at", flat=True)
+            .annotate(running=running)
+            .values_list("last_started_at", "running")
             .first()
-        )
+        ) or (None, False)
+        if busy:
+            return BUSY
         recent = Case(
             When(sync_queued_at__gt=Now() - wait, then=True),
             default=False, output_field=BooleanField(),

@@ -29,3 +29,32 @@ def test_it_gives_and_compares_leases_in_the_database_time(db, settings, monkeyp
         lease_expires_at=real - timedelta(seconds=1)
     )
     assert services.watches_claim(holder="fast clock", limit=10) == [(account.pk, True)]
+
+
+def test_it_queues_one_sync_until_a_worker_starts_it(db, monkeypatch):
+    from sync import services as sync_services
+    from sync.models import MailboxSync
+
+    published = []
+    monkeypatch.setattr(
+        sync_services, "publish", lambda task, *args: published.append(args) or True
+    )
+    account = EmailAccountFactory()
+    MailboxWatch.objects.create(account=account)
+    assert services.watch_sync_queue(account_id=account.pk) == services.QUEUED
+    # Not started yet (the task queue is backed up): that one will see the change.
+    assert services.watch_sync_queue(account_id=account.pk) == services.WAITING
+    assert len(published) == 1
+    # A worker started it, and its run holds the claim: queued after that run.
+    now = timezone.now()
+    MailboxSync.objects.update_or_create(
+        account=account,
+        defaults={"last_started_at": now, "claimed_until": now + timedelta(minutes=5)},
+    )
+    assert services.watch_sync_queue(account_id=account.pk) == services.BUSY
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert services.watch_sync_queue(account_id=account.pk) == services.QUEUED
+    # Waiting too long (a task lost with its broker): queued again.
+    MailboxWatch.objects.filter(account=account).update(sync_queued_at=now - timedelta(hours=1))
+    assert services.watch_sync_queue(account_id=account.pk) == services.QUEUED
+    assert len(published) == 3
