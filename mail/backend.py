@@ -74,6 +74,12 @@ class MailWatcher(ABC):
     async def close(self) -> None:
         """End the connection; never raises."""
 
+    def inbox_status(self) -> dict[str, int] | None:
+        """What the server said of the inbox on opening it, in sync.models.Folder's
+        terms (uidvalidity, uidnext, messages), for the listener to see whether it
+        changed since the last sync; None when the protocol does not say."""
+        return None
+
 
 def login_for(provider: EmailProvider, address: Address, typed_login: str = "") -> str:
     if provider.login_format == LoginFormat.LOCAL_PART:

@@ -347,6 +347,15 @@ PUSH_CONNECT_CONCURRENCY = env_int("PUSH_CONNECT_CONCURRENCY", 20, minimum=1)
 PUSH_EWS_POLL_SECONDS = env_int("PUSH_EWS_POLL_SECONDS", 10, minimum=1)
 # A server without IDLE is asked again after this long (it may have been upgraded).
 PUSH_UNSUPPORTED_RECHECK_SECONDS = env_int("PUSH_UNSUPPORTED_RECHECK_SECONDS", 6 * 3600, minimum=1)
+# Threads of the listener's own for sign-ins (reading credentials, refreshing OAuth
+# tokens over HTTP); leases have one of their own.
+PUSH_SIGN_IN_THREADS = env_int("PUSH_SIGN_IN_THREADS", 4, minimum=1)
+# Threads for the Exchange watchers' polls (exchangelib is synchronous), apart from
+# asyncio's default ones that the IMAP watchers connect with.
+PUSH_EWS_THREADS = env_int("PUSH_EWS_THREADS", 8, minimum=1)
+# A sync the listener queued and no worker has started yet is not queued again for this
+# long (the task queue is backed up: one waiting task a mailbox is enough).
+PUSH_SYNC_QUEUED_WAIT_SECONDS = env_int("PUSH_SYNC_QUEUED_WAIT_SECONDS", 600, minimum=1)
 
 # Provider discovery (providers.discovery).
 DISCOVERY_ISPDB_URL = env_str("DISCOVERY_ISPDB_URL") or "https://autoconfig.thunderbird.net/v1.1/"

@@ -13,7 +13,11 @@ its server reports a change.
   restart does not bring every mailbox back in the same second. Each sign-in reads the
   mailbox's credentials afresh (a changed password, a refreshed OAuth token). A refusal
   that only the owner can fix is recorded as the sync records it and ends the watch.
-- Database work runs in one thread (asgiref's sync_to_async, thread-sensitive).
+- Database work runs in threads of the listener's own, each with its own database
+  connection (Django's are per thread): the leases (renew, drop, claim, release) in one
+  that nothing else uses, so a slow query or sign-in elsewhere never lets them run out;
+  sign-ins, which may refresh an OAuth token over HTTP, in a few of their own; the rest
+  (states, queueing syncs) in one more.
 Log lines name the mailbox by id (and bind it as `mailbox_id` for LOG_FORMAT=json,
 mailsetup/logs.py: each watch is an asyncio task with a context of its own) and never
 carry a secret.
@@ -26,18 +30,19 @@ import os
 import random
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from mail.backend import WatchUnsupported
 from mail.errors import MailError, Retry
 from mail.registry import backend_for
+from sync import selectors as sync_selectors
 
-from . import selectors, services
+from . import services
 from .models import MailboxWatch
 
 logger = logging.getLogger(__name__)
@@ -79,18 +84,53 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     return random.uniform(0, bound)  # noqa: S311 (spreading, not secrecy)
 
 
-def _database(function):
-    """`function` in the listener's database thread; a database gone away closes that
-    thread's connection so the next call opens a new one."""
+class _Threads:
+    """Database work in threads of the listener's own (`workers` of them). A database
+    gone away closes the thread's connection so that the next call opens a new one;
+    `close_after` closes it after every call (a pool of several threads, used now and
+    then, keeps no connection open)."""
 
-    def guarded(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except DATABASE_GONE:
-            connections.close_all()
-            raise
+    def __init__(self, name: str, workers: int = 1, *, close_after: bool = False):
+        self.workers = workers
+        self.close_after = close_after
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
-    return sync_to_async(guarded, thread_sensitive=True)
+    def __call__(self, function):
+        close_after = self.close_after
+
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except DATABASE_GONE:
+                connections.close_all()
+                raise
+            finally:
+                if close_after:
+                    connections.close_all()
+
+        async def run(*args, **kwargs):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.pool, _in_context(guarded, *args, **kwargs))
+
+        return run
+
+    async def close(self) -> None:
+        """Close the threads' connections, then the threads."""
+        loop = asyncio.get_running_loop()
+        if self.workers == 1:
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self.pool, connections.close_all)
+        await loop.run_in_executor(None, self.pool.shutdown)
+
+
+def _in_context(function, *args, **kwargs):
+    """`function(*args, **kwargs)` as a thread's callable, in the caller's context (the
+    mailbox id bound for the logs)."""
+    import contextvars
+    import functools
+
+    context = contextvars.copy_context()
+    return functools.partial(context.run, function, *args, **kwargs)
 
 
 class Listener:
@@ -102,8 +142,19 @@ class Listener:
         self._chores: set[asyncio.Task] = set()
         self._pending: set[int] = set()
         self._last_queued: dict[int, float] = {}
+        # When each mailbox's watch last ended, and those whose release is under way.
+        self._ended_at: dict[int, float] = {}
+        self._releasing: set[int] = set()
+        # Mailboxes waiting to know whether a run holds them (_sync_running).
+        self._asks: dict[int, list[asyncio.Future]] = {}
+        self._asker: asyncio.Task | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._leases = _Threads("push-leases")
+        self._database = _Threads("push-db")
+        self._sign_ins = _Threads(
+            "push-sign-in", max(1, settings.PUSH_SIGN_IN_THREADS), close_after=True
+        )
 
     # -- the process ----------------------------------------------------------------
 
@@ -134,40 +185,55 @@ class Listener:
 
     async def _shutdown(self) -> None:
         tasks = [*self.watches.values(), *self._queuers.values()]
+        if self._asker is not None:
+            tasks.append(self._asker)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *self._chores, return_exceptions=True)
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watches_release)(holder=self.holder)
-        # The database thread's connection goes with the listener.
-        await _database(connections.close_all)()
+            await self._leases(services.watches_release)(holder=self.holder)
+        # The threads' database connections go with the listener.
+        for threads in (self._leases, self._database, self._sign_ins):
+            await threads.close()
         logger.info("listener %s stopped", self.holder)
 
     async def _tick(self) -> int:
         """Renew, drop, claim; returns how many mailboxes were claimed."""
+        begun = asyncio.get_running_loop().time()
         try:
-            held = await _database(services.watches_renew)(holder=self.holder)
+            held = await self._leases(services.watches_renew)(holder=self.holder)
             for account_id in [a for a in self.watches if a not in held]:
                 # Taken over while this listener could not renew, or the mailbox is gone.
                 logger.info("mailbox %s: no longer held by this listener", account_id)
                 self._drop(account_id)
-            for account_id in await _database(services.watches_drop_ineligible)(holder=self.holder):
+            dropped = await self._leases(services.watches_drop_ineligible)(holder=self.holder)
+            for account_id in dropped:
                 logger.info("mailbox %s: no longer to be watched", account_id)
                 self._drop(account_id)
             room = self.config.max_mailboxes - len(self.watches)
-            claimed = await _database(services.watches_claim)(
+            claimed = await self._leases(services.watches_claim)(
                 holder=self.holder, limit=min(room, self.config.claim_batch)
             )
         except DATABASE_GONE as error:
             logger.warning("listener %s: database unavailable (%s)", self.holder,
                            type(error).__name__)  # fmt: skip
             return 0
+        # Held, and nothing watches it: its watch ended before this tick and could not
+        # let it go (the database was away when it released it, or the mailbox seemed
+        # gone at its sign-in and is not). Renewed for ever, nobody would watch it.
+        for account_id in held - dropped - set(self.watches) - self._releasing:
+            if self._ended_at.get(account_id, -1.0) < begun:
+                logger.info("mailbox %s: held and not watched; watching it again", account_id)
+                self._start(account_id, catch_up=False)
         for account_id, taken_over in claimed:
             if account_id not in self.watches:
-                task = asyncio.create_task(self._watch(account_id, catch_up=taken_over))
-                self.watches[account_id] = task
-                task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
+                self._start(account_id, catch_up=taken_over)
         return len(claimed)
+
+    def _start(self, account_id: int, *, catch_up: bool) -> None:
+        task = asyncio.create_task(self._watch(account_id, catch_up=catch_up))
+        self.watches[account_id] = task
+        task.add_done_callback(lambda _t, a=account_id: self._ended(a, _t))
 
     def _drop(self, account_id: int) -> None:
         task = self.watches.pop(account_id, None)
@@ -177,13 +243,21 @@ class Listener:
     def _ended(self, account_id: int, task: asyncio.Task) -> None:
         if self.watches.get(account_id) is task:
             del self.watches[account_id]
+        self._ended_at[account_id] = asyncio.get_running_loop().time()
         if not task.cancelled() and task.exception() is not None:
             # One of our own bugs: the mailbox must not read "watching" while nobody
             # watches it. Freed, it is claimed again at a next tick.
             logger.error("mailbox %s: the watch failed", account_id, exc_info=task.exception())
             chore = asyncio.create_task(self._release(account_id, State.STOPPED, UNEXPECTED))
             self._chores.add(chore)
-            chore.add_done_callback(self._chores.discard)
+            self._releasing.add(account_id)
+
+            def released(chore, account_id=account_id):
+                self._chores.discard(chore)
+                self._releasing.discard(account_id)
+                self._ended_at[account_id] = asyncio.get_running_loop().time()
+
+            chore.add_done_callback(released)
 
     # -- one mailbox ----------------------------------------------------------------
 
@@ -195,7 +269,7 @@ class Listener:
         else:
             error, kind = (None, "") if state == State.CONNECTING else ("", "")
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_state_set)(
+            await self._database(services.watch_state_set)(
                 account_id=account_id, holder=self.holder, state=state, error=error,
                 error_kind=kind,
             )  # fmt: skip
@@ -212,7 +286,7 @@ class Listener:
                 )
             await self._state(account_id, State.CONNECTING)
             try:
-                sign_in = await _database(services.watch_sign_in)(
+                sign_in = await self._sign_ins(services.watch_sign_in)(
                     account_id=account_id, force_refresh=refresh
                 )
             except MailError as failure:  # ReconnectNeeded (the owner's), TokenError (later)
@@ -261,9 +335,10 @@ class Listener:
             try:
                 await self._state(account_id, State.WATCHING)
                 logger.info("mailbox %s: watching", account_id)
-                if catch_up:
-                    # The connection was down (or another listener's was): a change may
-                    # have come meanwhile.
+                if catch_up or await self._inbox_changed(account_id, watcher):
+                    # The connection was down (or another listener's was), or nobody
+                    # watched (a first watch, a listener restarted): a change may have
+                    # come meanwhile.
                     self._changed(account_id)
                 attempt, catch_up = 0, True
                 while True:
@@ -276,20 +351,62 @@ class Listener:
             finally:
                 await watcher.close()
 
+    async def _inbox_changed(self, account_id: int, watcher) -> bool:
+        """Whether the inbox the server opened differs from what the last sync stored
+        (mail came or went while nobody watched). A mailbox never synced is left to
+        its first sync."""
+        seen = watcher.inbox_status()
+        if seen is None:
+            return False
+        try:
+            stored = await self._database(sync_selectors.inbox_stored_status)(account_id=account_id)
+        except DATABASE_GONE:
+            return True  # cannot tell: one sync more costs less than mail missed
+        return stored is not None and stored != seen
+
     async def _release(self, account_id: int, state: str, error: str) -> None:
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_release)(
+            await self._leases(services.watch_release)(
                 account_id=account_id, holder=self.holder, state=state, error=error
             )
 
     async def _owner_needed(self, account_id: int, failure: MailError) -> None:
         logger.info("mailbox %s: needs its owner (%s)", account_id, failure.kind)
         with contextlib.suppress(*DATABASE_GONE):
-            await _database(services.watch_owner_needed)(
+            await self._database(services.watch_owner_needed)(
                 account_id=account_id, holder=self.holder, failure=failure
             )
 
     # -- queueing syncs ---------------------------------------------------------------
+
+    async def _sync_running(self, account_id: int) -> bool:
+        """Whether a run holds the mailbox's claim. The mailboxes waiting are asked
+        about together, one query every busy_poll at most, however many they are."""
+        future = asyncio.get_running_loop().create_future()
+        self._asks.setdefault(account_id, []).append(future)
+        if self._asker is None or self._asker.done():
+            self._asker = asyncio.create_task(self._ask_running())
+        return await future
+
+    async def _ask_running(self) -> None:
+        while self._asks:
+            asks, self._asks = self._asks, {}
+            failure, running = None, set()
+            try:
+                running = await self._database(sync_selectors.mailboxes_sync_running)(
+                    account_ids=list(asks)
+                )
+            except DATABASE_GONE as error:
+                failure = error
+            for account_id, futures in asks.items():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if failure is not None:
+                        future.set_exception(failure)
+                    else:
+                        future.set_result(account_id in running)
+            await asyncio.sleep(self.config.busy_poll)
 
     def _changed(self, account_id: int) -> None:
         self._pending.add(account_id)
@@ -305,17 +422,25 @@ class Listener:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 try:
-                    if await _database(selectors.mailbox_sync_running)(account_id=account_id):
-                        # The run going on may have read the inbox before this change.
-                        await asyncio.sleep(self.config.busy_poll)
+                    if await self._sync_running(account_id):
+                        # The run going on may have read the inbox before this change:
+                        # asked again with the others waiting, after busy_poll.
                         continue
                     self._pending.discard(account_id)
-                    queued = await _database(services.watch_sync_queue)(account_id=account_id)
+                    queued = await self._database(services.watch_sync_queue)(account_id=account_id)
                 except DATABASE_GONE:
+                    self._pending.add(account_id)  # still to queue
                     await asyncio.sleep(self.config.busy_poll)
                     continue
+                if queued == services.BUSY:
+                    # A run took the mailbox meanwhile: queued after it, as above.
+                    self._pending.add(account_id)
+                    continue
                 self._last_queued[account_id] = loop.time()
-                if not queued:
+                if queued == services.WAITING:
+                    logger.info("mailbox %s: the sync queued last has not started yet",
+                                account_id)  # fmt: skip
+                elif queued == services.QUEUE_DOWN:
                     logger.warning("mailbox %s: the task queue is down; the interval applies",
                                    account_id)  # fmt: skip
         finally:

@@ -25,6 +25,11 @@ class MailboxWatch(models.Model):
     state_since = models.DateTimeField(default=timezone.now)
     # When the server last reported a change (a sync was queued for it).
     last_event_at = models.DateTimeField(null=True, blank=True)
+    # When the listener last queued the mailbox's sync, and the mailbox's last run start
+    # then (sync.MailboxSync.last_started_at): while that is unchanged, no worker has
+    # started the queued sync yet, and another is not queued (push.services).
+    sync_queued_at = models.DateTimeField(null=True, blank=True)
+    sync_queued_after = models.DateTimeField(null=True, blank=True)
     # Why the mailbox is not watched, or why the last connection ended (never a secret).
     error = models.TextField(blank=True)
     error_kind = models.CharField(max_length=30, blank=True)

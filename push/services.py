@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
-from django.utils import timezone
+from django.db.models import BooleanField, Case, F, Q, When
+from django.db.models.functions import Now
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import EmailAccount
@@ -35,11 +35,16 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.PUSH_LEASE_SECONDS)
 
 
-def _claimable(now) -> Q:
+# Leases are given and compared in the database's time, not each machine's: listeners
+# on machines whose clocks differ would otherwise take each other's mailboxes early, or
+# leave a dead one's late.
+
+
+def _claimable() -> Q:
     # Free, or left by a listener that stopped renewing; a server found unable to be
     # watched is asked again only after a while (it may have been upgraded).
-    recheck = now - timedelta(seconds=settings.PUSH_UNSUPPORTED_RECHECK_SECONDS)
-    free = Q(holder="") | Q(lease_expires_at__lt=now)
+    recheck = Now() - timedelta(seconds=settings.PUSH_UNSUPPORTED_RECHECK_SECONDS)
+    free = Q(holder="") | Q(lease_expires_at__lt=Now())
     return free & ~Q(state=State.NOT_SUPPORTED, state_since__gt=recheck)
 
 
@@ -56,17 +61,16 @@ def watches_claim(*, holder: str, limit: int) -> list[tuple[int, bool]]:
     MailboxWatch.objects.bulk_create(
         [MailboxWatch(account_id=pk) for pk in missing], ignore_conflicts=True
     )
-    now = timezone.now()
     with transaction.atomic():
         candidates = dict(
             MailboxWatch.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(ELIGIBLE, _claimable(now))
+            .filter(ELIGIBLE, _claimable())
             .order_by("lease_expires_at", "pk")
             .values_list("account_id", "holder")[:limit]
         )
-        MailboxWatch.objects.filter(account_id__in=candidates).filter(_claimable(now)).update(
-            holder=holder, lease_expires_at=now + _lease(), state=State.CONNECTING,
-            state_since=now, error="", error_kind="",
+        MailboxWatch.objects.filter(account_id__in=candidates).filter(_claimable()).update(
+            holder=holder, lease_expires_at=Now() + _lease(), state=State.CONNECTING,
+            state_since=Now(), error="", error_kind="",
         )  # fmt: skip
         taken = MailboxWatch.objects.filter(account_id__in=candidates, holder=holder)
         return [(pk, bool(candidates[pk])) for pk in taken.values_list("account_id", flat=True)]
@@ -76,7 +80,7 @@ def watches_renew(*, holder: str) -> set[int]:
     """Extend the leases this listener holds; returns the mailboxes it still holds (one
     missing was taken by another listener while this one could not renew, or removed)."""
     rows = MailboxWatch.objects.filter(holder=holder)
-    rows.update(lease_expires_at=timezone.now() + _lease())
+    rows.update(lease_expires_at=Now() + _lease())
     return set(rows.values_list("account_id", flat=True))
 
 
@@ -87,7 +91,7 @@ def watches_drop_ineligible(*, holder: str) -> set[int]:
     dropped = set(rows.values_list("account_id", flat=True))
     if dropped:
         MailboxWatch.objects.filter(account_id__in=dropped, holder=holder).update(
-            holder="", lease_expires_at=None, state=State.STOPPED, state_since=timezone.now()
+            holder="", lease_expires_at=None, state=State.STOPPED, state_since=Now()
         )
     return dropped
 
@@ -97,10 +101,9 @@ def watch_state_set(
 ) -> None:
     """The state now, and since when (kept if unchanged). `error` None keeps the last
     one: a mailbox connecting again still says why its connection broke."""
-    now = timezone.now()
     fields = {
         "state": state,
-        "state_since": Case(When(state=state, then=F("state_since")), default=Value(now)),
+        "state_since": Case(When(state=state, then=F("state_since")), default=Now()),
     }
     if error is not None:
         fields |= {"error": error[:2000], "error_kind": error_kind}
@@ -112,7 +115,7 @@ def watch_release(
 ) -> None:
     """The listener stops watching the mailbox and says why (`state`)."""
     MailboxWatch.objects.filter(account_id=account_id, holder=holder).update(
-        holder="", lease_expires_at=None, state=state, state_since=timezone.now(),
+        holder="", lease_expires_at=None, state=state, state_since=Now(),
         error=error[:2000], error_kind=error_kind,
     )  # fmt: skip
 
@@ -121,7 +124,7 @@ def watches_release(*, holder: str) -> int:
     """A listener shutting down frees its mailboxes for the others at once."""
     rows = MailboxWatch.objects.filter(holder=holder)
     active = (State.CONNECTING, State.WATCHING, State.BACKOFF)
-    rows.filter(state__in=active).update(state=State.STOPPED, state_since=timezone.now())
+    rows.filter(state__in=active).update(state=State.STOPPED, state_since=Now())
     return rows.update(holder="", lease_expires_at=None)
 
 
@@ -136,12 +139,52 @@ def watch_owner_needed(*, account_id: int, holder: str, failure: MailError) -> N
         )  # fmt: skip
 
 
-def watch_sync_queue(*, account_id: int) -> bool:
+QUEUED, WAITING, BUSY, QUEUE_DOWN = "queued", "waiting", "busy", "queue_down"
+
+
+def watch_sync_queue(*, account_id: int) -> str:
     """The server reported a change: queue the mailbox's sync now (the claim still
-    keeps one run at a time). False when the task queue is down: the dispatcher then
-    queues the mailbox at its interval."""
-    MailboxWatch.objects.filter(account_id=account_id).update(last_event_at=timezone.now())
-    return download_queue(account_id=account_id, now=True)
+    keeps one run at a time); QUEUED. WAITING when the sync queued last has not been
+    started by a worker yet (the task queue is backed up): that one will see this
+    change, and a busy mailbox does not add a task every debounce window. After
+    PUSH_SYNC_QUEUED_WAIT_SECONDS it is queued again (a task lost with its broker).
+    QUEUE_DOWN when the task queue is down: the dispatcher then queues the mailbox at
+    its interval. BUSY when a run holds the mailbox's claim now: the task would end at
+    once, and its mark would stand for a start that already happened; the listener
+    queues after that run."""
+    wait = timedelta(seconds=settings.PUSH_SYNC_QUEUED_WAIT_SECONDS)
+    rows = MailboxWatch.objects.filter(account_id=account_id)
+    running = Case(
+        When(claimed_until__gt=Now(), then=True), default=False, output_field=BooleanField()
+    )
+    with transaction.atomic():
+        # One statement: the last start and whether a run holds the claim, together.
+        started, busy = (
+            MailboxSync.objects.filter(account_id=account_id)
+            .annotate(running=running)
+            .values_list("last_started_at", "running")
+            .first()
+        ) or (None, False)
+        if busy:
+            return BUSY
+        recent = Case(
+            When(sync_queued_at__gt=Now() - wait, then=True),
+            default=False, output_field=BooleanField(),
+        )  # fmt: skip
+        mark = (
+            rows.select_for_update()
+            .annotate(recent=recent)
+            .values_list("recent", "sync_queued_after")
+            .first()
+        )
+        if mark is not None and mark[0] and mark[1] == started:
+            rows.update(last_event_at=Now())
+            return WAITING
+        rows.update(last_event_at=Now(), sync_queued_at=Now(), sync_queued_after=started)
+    if download_queue(account_id=account_id, now=True):
+        return QUEUED
+    rows.update(sync_queued_at=None, sync_queued_after=None)
+    return QUEUE_DOWN
 
 
 @sensitive_variables("secret")

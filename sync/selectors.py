@@ -317,3 +317,29 @@ def problem_emails(emails, account):
 def folders_on_server(account):
     """The mailbox's folders that the server still lists, for the folder picker."""
     return account.folders.filter(exists_on_server=True)
+
+
+def inbox_stored_status(*, account_id: int) -> dict[str, int | None] | None:
+    """The inbox's UIDVALIDITY, UIDNEXT and message count as the last sync stored
+    them (what the server's EXAMINE is compared with, push.listener); None before a
+    sync has stored them."""
+    row = (
+        Folder.objects.filter(account_id=account_id, path__iexact="INBOX", exists_on_server=True)
+        .values("uidvalidity", "uidnext", "messages")
+        .first()
+    )
+    if row is None or row["uidnext"] is None:
+        return None
+    return row
+
+
+def mailboxes_sync_running(*, account_ids: list[int]) -> set[int]:
+    """Those of the mailboxes whose claim a run holds now (one query for all: the
+    push listener asks for every mailbox waiting to queue its sync at once)."""
+    from django.db.models.functions import Now
+
+    return set(
+        MailboxSync.objects.filter(account_id__in=account_ids, claimed_until__gt=Now()).values_list(
+            "account_id", flat=True
+        )
+    )

@@ -52,6 +52,27 @@ def eventually(check, *, within: float = 20, what: str = ""):
     pytest.fail(f"not within {within} s: {what or check}")
 
 
+def run_apart(coroutine):
+    """asyncio.run(coroutine) on a thread of its own, its exception raised here: once the
+    session's Playwright has started (tests/browser.py), its event loop stays the running
+    loop of the main thread, where asyncio.run refuses to start."""
+    outcome = []
+
+    def main():
+        try:
+            outcome.append((True, asyncio.run(coroutine)))
+        except BaseException as error:  # raised in the test's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join()
+    finished, value = outcome[0]
+    if not finished:
+        raise value
+    return value
+
+
 def watch_of(account):
     from push.models import MailboxWatch
 
@@ -100,20 +121,40 @@ def short_lease(settings):
     settings.PUSH_LEASE_SECONDS = 3
 
 
-@pytest.fixture
-def published(monkeypatch):
-    """The mailboxes whose sync the listener queued (nothing runs them)."""
+def _capturing(monkeypatch, *, started: bool) -> list[int]:
+    from django.utils import timezone
+
     from sync import services, tasks
+    from sync.models import MailboxSync
 
     calls = []
 
     def capture(task, *args):
         if task is tasks.sync_mailbox:
             calls.append(*args)
+            if started:
+                # As a worker's claim would: the listener may queue the next one.
+                MailboxSync.objects.update_or_create(
+                    account_id=args[0], defaults={"last_started_at": timezone.now()}
+                )
         return True
 
     monkeypatch.setattr(services, "publish", capture)
     return calls
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The mailboxes whose sync the listener queued; a worker takes each at once (its
+    start is recorded) and does nothing."""
+    return _capturing(monkeypatch, started=True)
+
+
+@pytest.fixture
+def backed_up(monkeypatch):
+    """The mailboxes whose sync the listener queued; no worker starts them (the task
+    queue is backed up)."""
+    return _capturing(monkeypatch, started=False)
 
 
 @pytest.fixture

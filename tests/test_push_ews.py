@@ -14,7 +14,7 @@ from push.listener import Listener
 from push.models import MailboxWatch
 from sync.models import Email
 from tests.mailbox import make_message
-from tests.push_servers import config, eventually, running, state_of
+from tests.push_servers import config, eventually, run_apart, running, state_of
 
 State = MailboxWatch.State
 
@@ -57,7 +57,7 @@ def test_it_reports_new_and_deleted_mail_in_the_inbox(
         finally:
             await watcher.close()
 
-    assert asyncio.run(scenario()) == (False, True, True, False)
+    assert run_apart(scenario()) == (False, True, True, False)
     assert ews_server.calls("Subscribe") == 1
     assert ews_server.calls("Unsubscribe") == 1
     assert ews_server.state.subscriptions == {}
@@ -78,7 +78,7 @@ def test_it_takes_a_subscription_the_server_forgot_as_a_broken_connection(
             await watcher.close()
 
     with pytest.raises(MailError) as caught:
-        asyncio.run(scenario())
+        run_apart(scenario())
     assert caught.value.kind == "connection"
 
 
@@ -93,7 +93,7 @@ def test_it_refuses_a_wrong_password(transactional_db, exchange_mailbox):
             await watcher.close()
 
     with pytest.raises(MailError) as caught:
-        asyncio.run(scenario())
+        run_apart(scenario())
     assert caught.value.kind == "credentials"
     assert "not the password" not in str(caught.value)
 
@@ -122,3 +122,26 @@ def test_it_stores_new_exchange_mail_through_the_listener(
         ews_server.end_subscriptions()
         eventually(lambda: ews_server.calls("Subscribe") > subscribed, what="subscribed again")
         eventually(lambda: state_of(account) == State.WATCHING, what="watching again")
+
+
+def test_it_polls_exchange_on_threads_of_its_own(settings):
+    import threading
+
+    from mail.ews import watch
+
+    settings.PUSH_EWS_THREADS = 3
+    watch._pool = None  # made again with this setting
+
+    async def names():
+        return await asyncio.gather(
+            *[watch._in_thread(lambda: threading.current_thread().name) for _ in range(6)]
+        )
+
+    try:
+        used = run_apart(names())
+        assert all(name.startswith("push-ews") for name in used)
+        # Not asyncio's default executor, which the IMAP watchers connect with.
+        assert watch._threads()._max_workers == 3
+    finally:
+        watch._threads().shutdown()
+        watch._pool = None

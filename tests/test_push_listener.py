@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -113,20 +114,20 @@ def test_it_queues_after_a_running_sync_ends(
 
     from django.utils import timezone
 
-    from push import selectors
+    from sync import selectors
 
     account, mailbox = synced_mailbox
     # A run holds the mailbox: a sync queued now would find it taken and end at once.
     MailboxSync.objects.create(
         account=account, claimed_until=timezone.now() + timedelta(minutes=5), claim_token="x"
     )
-    looked, real = [], selectors.mailbox_sync_running
+    looked, real = [], selectors.mailboxes_sync_running
 
     def counting(**kwargs):
         looked.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(selectors, "mailbox_sync_running", counting)
+    monkeypatch.setattr(selectors, "mailboxes_sync_running", counting)
     with running(Listener(config=config())):
         eventually(lambda: state_of(account) == State.WATCHING, what="watching")
         mailbox.append("INBOX", make_message())
@@ -236,14 +237,28 @@ def test_it_marks_a_refused_password_for_the_owner_and_stops_watching(
 
 
 def test_it_leaves_a_server_without_idle_to_the_interval(
-    transactional_db, poor_dovecot, mail_trust, short_lease
+    transactional_db, poor_dovecot, mail_trust, short_lease, monkeypatch
 ):
+    from push import services
     from tests.factories import EmailProviderFactory
 
     provider = EmailProviderFactory(
         imap_host="localhost", imap_port=poor_dovecot.imaps_port, imap_security="ssl"
     )
     account = own_account(provider, 2)
+    opened, claims = [], []
+    real_open, real_claim = ImapWatcher.open, services.watches_claim
+
+    async def counting_open(self):
+        opened.append(self)
+        await real_open(self)
+
+    def counting_claim(**kwargs):
+        claims.append(kwargs)
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(ImapWatcher, "open", counting_open)
+    monkeypatch.setattr(services, "watches_claim", counting_claim)
     listener = Listener(config=config())
     with running(listener):
         eventually(lambda: state_of(account) == State.NOT_SUPPORTED, what="not supported")
@@ -251,8 +266,12 @@ def test_it_leaves_a_server_without_idle_to_the_interval(
         watch = watch_of(account)
         assert watch.holder == ""
         assert "IDLE" in watch.error
-    # Not claimed again by the next ticks (asked again after a long while).
-    assert state_of(account) == State.NOT_SUPPORTED
+        # Not claimed again by the next ticks (asked again after a long while).
+        ticks = len(claims)
+        eventually(lambda: len(claims) >= ticks + 5, what="five more ticks")
+        assert state_of(account) == State.NOT_SUPPORTED
+        assert account.pk not in listener.watches
+        assert len(opened) == 1
 
 
 def test_it_picks_up_and_drops_mailboxes_without_a_restart(
@@ -444,3 +463,146 @@ def test_it_stores_a_message_appended_to_another_chosen_folder(
             lambda: Email.objects.filter(account=account, subject="in a project").exists(),
             within=15, what="the email stored",
         )  # fmt: skip
+
+
+def test_it_renews_its_leases_while_a_sign_in_is_slow(
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
+):
+    import threading
+
+    from push import services
+
+    account, _ = synced_mailbox
+    # A sign-in that hangs (an OAuth token server answering slowly): the leases, on
+    # their own thread, are renewed meanwhile and do not run out.
+    release, entered, real = threading.Event(), threading.Event(), services.watch_sign_in
+
+    def slow(**kwargs):
+        entered.set()
+        release.wait(timeout=20)
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "watch_sign_in", slow)
+    try:
+        with running(Listener(config=config())):
+            eventually(entered.is_set, what="the sign-in started")
+            first = watch_of(account).lease_expires_at
+            # The lease is 3 s, renewed every 0.2 s tick.
+            eventually(
+                lambda: watch_of(account).lease_expires_at > first + timedelta(seconds=1),
+                what="the lease renewed during the sign-in",
+            )  # fmt: skip
+            release.set()
+            eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+    finally:
+        release.set()
+
+
+def test_it_queues_no_second_sync_while_the_first_waits_for_a_worker(
+    transactional_db, synced_mailbox, backed_up, short_lease
+):
+    from django.utils import timezone
+
+    account, mailbox = synced_mailbox
+    listener = Listener(config=config())  # debounce 0.2 s
+    with running(listener):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        mailbox.append("INBOX", make_message(subject="first"))
+        eventually(lambda: backed_up == [account.pk], what="the sync queued")
+        first = watch_of(account).last_event_at
+        # More mail, windows later: the queued sync has not started, and will see it.
+        for n in range(3):
+            mailbox.append("INBOX", make_message(subject=f"more {n}"))
+            eventually(lambda f=first: watch_of(account).last_event_at > f, what="considered")
+            first = watch_of(account).last_event_at
+        eventually(lambda: account.pk not in listener._queuers, what="nothing waiting")
+        assert backed_up == [account.pk]
+        # A worker starts it: the next change queues the next sync.
+        MailboxSync.objects.update_or_create(
+            account=account, defaults={"last_started_at": timezone.now()}
+        )
+        mailbox.append("INBOX", make_message(subject="after the start"))
+        eventually(lambda: backed_up == [account.pk] * 2, what="the next sync queued")
+
+
+def test_it_syncs_mail_that_came_while_no_listener_ran(
+    transactional_db, synced_mailbox, inline_sync, short_lease, monkeypatch
+):
+    from sync.services import mailbox_sync
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="synced before"))
+    mailbox_sync(account_id=account.pk)
+    compared, real = [], Listener._inbox_changed
+
+    async def recording(self, account_id, watcher):
+        compared.append(await real(self, account_id, watcher))
+        return compared[-1]
+
+    monkeypatch.setattr(Listener, "_inbox_changed", recording)
+    # Nothing changed since the sync: starting queues nothing.
+    with running(Listener(config=config())):
+        eventually(lambda: compared, what="the inbox compared")
+    assert compared == [False]
+    assert inline_sync == []
+    # Stopped gracefully (its mailboxes freed, no lease ran out); mail comes meanwhile.
+    mailbox.append("INBOX", make_message(subject="while nobody listened"))
+    with running(Listener(config=config())):
+        eventually(
+            lambda: Email.objects.filter(account=account, subject="while nobody listened")
+            .exists(),
+            within=15, what="the email stored after the start",
+        )  # fmt: skip
+    assert inline_sync == [account.pk]
+    assert compared == [False, True]
+
+
+def test_it_watches_again_a_mailbox_it_holds_and_no_watch_has(
+    transactional_db, synced_mailbox, published, short_lease, monkeypatch
+):
+    from push import services
+
+    account, _ = synced_mailbox
+    real, signed_in = services.watch_sign_in, []
+
+    def seemingly_gone_once(**kwargs):
+        # The first sign-in finds no mailbox (a read racing an edit): the watch ends
+        # while the mailbox stays held and eligible.
+        signed_in.append(kwargs)
+        return None if len(signed_in) == 1 else real(**kwargs)
+
+    monkeypatch.setattr(services, "watch_sign_in", seemingly_gone_once)
+    listener = Listener(config=config())
+    with running(listener):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watched again")
+        assert watch_of(account).holder == listener.holder
+    assert len(signed_in) == 2
+
+
+def test_it_asks_about_every_busy_mailbox_in_one_query(
+    transactional_db, own_dovecot, own_provider, published, short_lease, monkeypatch
+):
+    from django.utils import timezone
+
+    from sync import selectors
+
+    accounts = [own_account(own_provider, n) for n in (8, 9)]
+    for account in accounts:
+        MailboxSync.objects.create(
+            account=account, claimed_until=timezone.now() + timedelta(minutes=5), claim_token="x"
+        )
+    asked, real = [], selectors.mailboxes_sync_running
+
+    def counting(*, account_ids):
+        asked.append(sorted(account_ids))
+        return real(account_ids=account_ids)
+
+    monkeypatch.setattr(selectors, "mailboxes_sync_running", counting)
+    with running(Listener(config=config(busy_poll=0.5))):
+        for account in accounts:
+            eventually(lambda a=account: state_of(a) == State.WATCHING, what="watching")
+        for account in accounts:
+            Mailbox(own_dovecot, account.address, "push-secret").append("INBOX", make_message())
+        both = sorted(a.pk for a in accounts)
+        eventually(lambda: both in asked, what="both busy mailboxes asked about in one query")
+        assert published == []

@@ -11,6 +11,9 @@ connection held open between polls. The subscription lives on the server while p
 
 import asyncio
 import contextlib
+import contextvars
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -26,10 +29,29 @@ EVENT_TYPES = ("NewMailEvent", "CreatedEvent", "DeletedEvent", "ModifiedEvent", 
 SUBSCRIPTION_MINUTES = 30
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The Exchange watchers' own threads (PUSH_EWS_THREADS): polls that wait on a slow
+    server do not take asyncio's default executor, which the IMAP watchers' connects
+    use (a few threads on a small machine)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from django.conf import settings
+
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.PUSH_EWS_THREADS, thread_name_prefix="push-ews"
+            )
+        return _pool
+
+
 async def _in_thread(function):
-    """`function` in a worker thread. exchangelib's adapter reads the system setting
-    on internal addresses there, on a database connection of that thread's own: closed
-    when done, or every thread of the pool would keep one open."""
+    """`function` in one of the Exchange watchers' threads. exchangelib's adapter reads
+    the system setting on internal addresses there, on a database connection of that
+    thread's own: closed when done, or every thread of the pool would keep one open."""
     from django.db import connections
 
     def run():
@@ -38,7 +60,9 @@ async def _in_thread(function):
         finally:
             connections.close_all()
 
-    return await asyncio.to_thread(run)
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_threads(), context.run, run)
 
 
 class EwsWatcher(MailWatcher):

@@ -53,6 +53,8 @@ MAX_LITERAL = 1024 * 1024
 # aioimaplib handles a read's lines by recursion, one level a line: a thousand EXPUNGEs in
 # one read (a mailbox emptied elsewhere) would exceed Python's recursion limit.
 LINES_PER_PIECE = 200
+# Untagged lines kept that came while no command was pending (_Protocol).
+UNSOLICITED_QUEUED = 100
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,20 @@ class _Protocol(IMAP4ClientProtocol):
             if self.transport is not None:
                 self.transport.abort()
 
+    def _untagged_response(self, line: bytes):
+        command = super()._untagged_response(line)
+        # No command pending (between two IDLEs): aioimaplib drops the line, and a
+        # server may report a change at any time (RFC 3501 7, NOTIFY's STATUS): it goes
+        # where IDLE's lines go, and the next IDLE reads it first. Bounded: a few lines
+        # say that something changed.
+        if (
+            command is None
+            and self.state == SELECTED
+            and self.idle_queue.qsize() < UNSOLICITED_QUEUED
+        ):
+            self.idle_queue.put_nowait([line.removeprefix(b"* ")])
+        return command
+
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
         if command is not None and command.name == "AUTHENTICATE":
@@ -99,6 +115,24 @@ class _Protocol(IMAP4ClientProtocol):
             self.transport.write(b"\r\n")
             return
         super()._continuation(line)
+
+
+EXISTS = re.compile(rb"^(?:\* )?(\d+) EXISTS\b", re.IGNORECASE)
+RESPONSE_CODE = re.compile(rb"^(?:\* )?OK \[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
+
+
+def _inbox_status(lines) -> dict[str, int] | None:
+    """UIDVALIDITY, UIDNEXT and EXISTS of a SELECT/EXAMINE answer (RFC 3501 6.3.1);
+    None unless all three came (a server may leave UIDNEXT out)."""
+    found = {}
+    for line in lines:
+        if not isinstance(line, bytes):
+            continue
+        if match := EXISTS.match(line):
+            found["messages"] = int(match.group(1))
+        elif match := RESPONSE_CODE.match(line):
+            found[match.group(1).decode().lower()] = int(match.group(2))
+    return found if len(found) == 3 else None
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -134,6 +168,10 @@ class ImapWatcher(MailWatcher):
         self._protocol: _Protocol | None = None
         self._transport = None
         self._idle: asyncio.Future | None = None
+        self._inbox: dict[str, int] | None = None
+
+    def inbox_status(self) -> dict[str, int] | None:
+        return self._inbox
 
     def __repr__(self) -> str:  # never the secret
         return f"<ImapWatcher {self.login} at {self.endpoint.host}:{self.endpoint.port}>"
@@ -215,6 +253,7 @@ class ImapWatcher(MailWatcher):
         answer = await protocol.simple_command("EXAMINE", "INBOX")
         if answer.result != "OK":
             raise MailError("server_error", f"{self.endpoint.label} would not open INBOX.")
+        self._inbox = _inbox_status(answer.lines)
         # EXAMINE is aioimaplib's "simple command": the state IDLE needs is set here.
         protocol.state = SELECTED
         if self.folders != () and "NOTIFY" in protocol.capabilities:

@@ -10,6 +10,20 @@ from django.core.management.base import BaseCommand
 
 from push.listener import Listener
 
+# asyncio gives every TLS connection a read buffer of SSLProtocol.max_size (256 KiB in
+# CPython 3.11 to 3.13: `self._ssl_buffer = bytearray(self.max_size)`), and the listener
+# holds one connection per mailbox while IDLE answers are a few lines: 32 KiB (two TLS
+# records) is ample. A private CPython attribute: tests/test_push_watcher.py pins that it
+# is still there; without it the listener only uses more memory.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def small_tls_buffers() -> None:
+    import asyncio.sslproto
+
+    if isinstance(getattr(asyncio.sslproto.SSLProtocol, "max_size", None), int):
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
 
 class Command(BaseCommand):
     help = "Watch mailboxes (IMAP IDLE) and queue their sync as soon as new mail comes."
@@ -25,6 +39,8 @@ class Command(BaseCommand):
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        # This process's alone (the command's): web and worker keep asyncio's default.
+        small_tls_buffers()
         listener = Listener(holder=holder)
 
         async def main():
