@@ -9,11 +9,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 from django.utils.timesince import timesince
 
 from accounts.models import EmailAccount
-from sync.models import MailboxSync
 
 from .models import MailboxWatch
 
@@ -40,14 +38,6 @@ def watch_states(account_ids: Iterable[int]) -> dict[int, str]:
     rows = MailboxWatch.objects.filter(left, account_id__in=ids).values_list("account_id", "state")
     states.update(rows)
     return states
-
-
-def mailbox_sync_running(*, account_id: int) -> bool:
-    """Whether a run holds the mailbox's claim now: a download queued meanwhile would
-    find it taken and end at once, so the listener queues its own after it."""
-    return MailboxSync.objects.filter(
-        account_id=account_id, claimed_until__gt=timezone.now()
-    ).exists()
 
 
 @dataclass(frozen=True)

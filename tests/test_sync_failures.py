@@ -280,10 +280,9 @@ def scripted_login(request, test_provider):
 
 @pytest.mark.parametrize(("scripted_login", "kind"), LOGIN_REFUSALS, indirect=["scripted_login"])
 def test_it_tells_a_refusal_for_now_from_one_the_owner_must_fix(scripted_login, kind):
-    import asyncio
-
     from mail.registry import backend_for
     from providers.addresses import normalize_address
+    from tests.push_servers import run_apart
 
     account = scripted_login
     backend = backend_for(account.provider)
@@ -310,7 +309,7 @@ def test_it_tells_a_refusal_for_now_from_one_the_owner_must_fix(scripted_login, 
             await watcher.close()
 
     with pytest.raises(MailError) as caught:
-        asyncio.run(watch())
+        run_apart(watch())
     assert caught.value.kind == kind
     # The sync: tried again later, or stopped until the owner acts.
     if later:
