@@ -268,11 +268,17 @@ class Listener:
             error, kind = str(failure), failure.kind
         else:
             error, kind = (None, "") if state == State.CONNECTING else ("", "")
-        with contextlib.suppress(*DATABASE_GONE):
-            await self._database(services.watch_state_set)(
-                account_id=account_id, holder=self.holder, state=state, error=error,
-                error_kind=kind,
-            )  # fmt: skip
+        # Twice: a database that restarted leaves the thread's connection stale, and the
+        # guard closes it, so the second try opens a new one (the write is idempotent).
+        for _attempt in range(2):
+            try:
+                await self._database(services.watch_state_set)(
+                    account_id=account_id, holder=self.holder, state=state, error=error,
+                    error_kind=kind,
+                )  # fmt: skip
+                return
+            except DATABASE_GONE:
+                continue
 
     async def _watch(self, account_id: int, *, catch_up: bool) -> None:
         """Watch one mailbox until told to stop, or until it cannot be watched."""
@@ -357,7 +363,10 @@ class Listener:
         its first sync."""
         seen = watcher.inbox_status()
         if seen is None:
-            return False
+            # The protocol or server says nothing to compare (Exchange; an IMAP server
+            # leaving UIDNEXT out of EXAMINE): one sync more costs less than mail that
+            # came while nobody watched waiting for the interval.
+            return True
         try:
             stored = await self._database(sync_selectors.inbox_stored_status)(account_id=account_id)
         except DATABASE_GONE:
@@ -396,7 +405,7 @@ class Listener:
                 running = await self._database(sync_selectors.mailboxes_sync_running)(
                     account_ids=list(asks)
                 )
-            except DATABASE_GONE as error:
+            except Exception as error:  # any: every waiting caller must hear of it
                 failure = error
             for account_id, futures in asks.items():
                 for future in futures:
@@ -428,7 +437,10 @@ class Listener:
                         continue
                     self._pending.discard(account_id)
                     queued = await self._database(services.watch_sync_queue)(account_id=account_id)
-                except DATABASE_GONE:
+                except Exception as error:  # any: a change is never dropped
+                    if not isinstance(error, DATABASE_GONE):
+                        logger.warning("mailbox %s: queueing its sync failed (%s); trying again",
+                                       account_id, type(error).__name__)  # fmt: skip
                     self._pending.add(account_id)  # still to queue
                     await asyncio.sleep(self.config.busy_poll)
                     continue

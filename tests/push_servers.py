@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PUSH_USERS = [f"push-{n}@example.test" for n in range(10)]
+PUSH_USERS = [f"push-{n}@example.test" for n in range(11)]
 
 
 def _dovecot(**options):

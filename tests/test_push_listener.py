@@ -606,3 +606,27 @@ def test_it_asks_about_every_busy_mailbox_in_one_query(
         both = sorted(a.pk for a in accounts)
         eventually(lambda: both in asked, what="both busy mailboxes asked about in one query")
         assert published == []
+
+
+def test_it_queues_the_sync_even_when_asking_whether_one_runs_failed(
+    transactional_db, own_dovecot, own_provider, published, short_lease, monkeypatch
+):
+    from sync import selectors
+
+    account = own_account(own_provider, 10)
+    calls, real = [], selectors.mailboxes_sync_running
+
+    def failing_once(*, account_ids):
+        calls.append(sorted(account_ids))
+        if len(calls) == 1:
+            raise ValueError("not the database's going away: any error")
+        return real(account_ids=account_ids)
+
+    monkeypatch.setattr(selectors, "mailboxes_sync_running", failing_once)
+    with running(Listener(config=config(busy_poll=0.2))):
+        eventually(lambda: state_of(account) == State.WATCHING, what="watching")
+        published.clear()
+        Mailbox(own_dovecot, account.address, "push-secret").append("INBOX", make_message())
+        # The first ask failed; the change is asked about again and queued, not stalled.
+        eventually(lambda: account.pk in published, what="the sync queued after a failed ask")
+    assert len(calls) >= 2

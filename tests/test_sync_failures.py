@@ -250,6 +250,7 @@ LOGIN_REFUSALS = [
      "temporary"),
     ("NO [ALERT] Too many simultaneous connections. (Failure)", "temporary"),
     ("NO Too many simultaneous connections", "temporary"),
+    ("NO [ALERT] Too many failed login attempts", "credentials"),
     ("NO [AUTHENTICATIONFAILED] Authentication failed.", "credentials"),
     ("NO [AUTHORIZATIONFAILED] Not allowed to use this mailbox", "credentials"),
     ("NO [AUTHENTICATIONFAILED] Too many invalid attempts", "credentials"),

@@ -576,9 +576,9 @@ def _login_refused_for_now(lowered: str) -> str:
     for code, reason in _LOGIN_LATER_CODES.items():
         if code in lowered:
             return reason
-    if any(words in lowered for words in _LOGIN_LATER_WORDS) or (
-        "[alert]" in lowered and "too many" in lowered
-    ):
+    # Only words about connections: "[ALERT] Too many failed login attempts" is a
+    # password the owner must fix, and retrying it would lock the mailbox out.
+    if any(words in lowered for words in _LOGIN_LATER_WORDS):
         return "too many connections or sign-ins for this mailbox"
     return ""
 
