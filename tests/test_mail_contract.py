@@ -592,11 +592,15 @@ def test_it_keeps_imapclients_private_parts_inside_the_wire_module():
         r"|untagged_response)\b"
     )
     wire = root / "mail" / "imap_smtp" / "wire.py"
+    # The push watcher's protocol subclasses aioimaplib's (not imapclient's), whose
+    # untagged-line hook has imaplib's name: that one call to its parent is aioimaplib's.
+    watch = root / "mail" / "imap_smtp" / "watch.py"
     found = [
         f"{path.relative_to(root)}:{number}"
         for path in root.rglob("*.py")
         if path != wire and not any(part.startswith(".") for part in path.relative_to(root).parts)
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if private.search(line)
+        and not (path == watch and "super()._untagged_response(" in line)
     ]
     assert found == [], "use (or add) a helper in mail/imap_smtp/wire.py"

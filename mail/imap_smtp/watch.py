@@ -7,6 +7,11 @@ exactly (`_Checker._open`, in a thread), TLS is verified for the server's name w
 mail/trust.py's context, STARTTLS is refused when not offered, and a refused login is
 explained by the same table. Secrets are never logged: the LOGIN and AUTHENTICATE
 arguments are scrubbed from aioimaplib's debug lines, and no message here names them.
+
+This is the one module that reaches into aioimaplib (written for 2.0.3): its protocol
+class is subclassed here (`_Protocol`: reads fed in slices, bounded lines and literals,
+untagged lines between two IDLEs kept); tests/test_push_watcher.py exercises each
+override against the real library.
 """
 
 import asyncio
