@@ -4,9 +4,12 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections
 
+from . import broker
 from .logs import bind_task, unbind_task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mailsetup.settings")
+# The embedded broker writes each message whole before a worker sees it (broker.py).
+broker.install()
 
 app = Celery("mailsetup")
 app.config_from_object("django.conf:settings", namespace="CELERY")

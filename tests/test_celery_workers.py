@@ -120,3 +120,31 @@ def test_it_fills_a_new_mailbox_through_beat_and_a_worker(
         "two",
     ], _logs(tmp_path)
     assert MailboxSync.objects.get(account=account).last_success_at is not None
+
+
+def test_it_never_shows_a_worker_a_message_file_before_it_is_written(tmp_path, monkeypatch):
+    # kombu's own transport created the file under its final name, then wrote it: a
+    # worker reading in between got it empty, and its consumer stopped for good.
+    from kombu import Connection
+
+    from mailsetup import broker
+    from mailsetup.celery import app
+
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, broker.Transport)
+    seen_while_writing = []
+    real_dumps = broker.dumps
+
+    def dumps(payload):
+        seen_while_writing.append(sorted(os.listdir(tmp_path)))
+        return real_dumps(payload)
+
+    monkeypatch.setattr(broker, "dumps", dumps)
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    with Connection("filesystem://", transport_options=options) as connection:
+        channel = connection.default_channel
+        channel._put("celery", {"body": "whole"})
+        assert seen_while_writing and not any(
+            name.endswith(".msg") for names in seen_while_writing for name in names
+        )
+        assert channel._get("celery") == {"body": "whole"}
