@@ -31,6 +31,11 @@ ELIGIBLE = Q(
 ) & (Q(account__sync__isnull=True) | Q(account__sync__health=MailboxSync.Health.OK))
 
 
+OWNER_NEEDED = Q(account__reconnect_needed_at__isnull=False) | Q(
+    account__sync__health=MailboxSync.Health.NEEDS_ATTENTION
+)
+
+
 def _lease() -> timedelta:
     return timedelta(seconds=settings.PUSH_LEASE_SECONDS)
 
@@ -89,10 +94,13 @@ def watches_drop_ineligible(*, holder: str) -> set[int]:
     download turned off, waiting for the owner); returns them."""
     rows = MailboxWatch.objects.filter(holder=holder).exclude(ELIGIBLE)
     dropped = set(rows.values_list("account_id", flat=True))
-    if dropped:
-        MailboxWatch.objects.filter(account_id__in=dropped, holder=holder).update(
-            holder="", lease_expires_at=None, state=State.STOPPED, state_since=Now()
-        )
+    # Waiting for the owner reads as such, not as merely stopped.
+    owner = set(rows.filter(OWNER_NEEDED).values_list("account_id", flat=True))
+    for ids, state in ((owner, State.NEEDS_OWNER), (dropped - owner, State.STOPPED)):
+        if ids:
+            MailboxWatch.objects.filter(account_id__in=ids, holder=holder).update(
+                holder="", lease_expires_at=None, state=state, state_since=Now()
+            )
     return dropped
 
 
@@ -133,9 +141,12 @@ def watch_owner_needed(*, account_id: int, holder: str, failure: MailError) -> N
     sync records it (the owner is asked to act), and the mailbox is no longer watched."""
     with transaction.atomic():
         mailbox_failure_record(account_id=account_id, failure=failure)
-        watch_release(
-            account_id=account_id, holder=holder, state=State.NEEDS_OWNER,
-            error=str(failure), error_kind=failure.kind,
+        # Also a row already free: the leases' thread may have dropped the mailbox as
+        # waiting for its owner first (an OAuth refresh records that itself); the why
+        # is this listener's to say. A row another listener took is left alone.
+        MailboxWatch.objects.filter(account_id=account_id, holder__in=[holder, ""]).update(
+            holder="", lease_expires_at=None, state=State.NEEDS_OWNER, state_since=Now(),
+            error=str(failure)[:2000], error_kind=failure.kind,
         )  # fmt: skip
 
 

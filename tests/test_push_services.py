@@ -58,3 +58,27 @@ def test_it_queues_one_sync_until_a_worker_starts_it(db, monkeypatch):
     MailboxWatch.objects.filter(account=account).update(sync_queued_at=now - timedelta(hours=1))
     assert services.watch_sync_queue(account_id=account.pk) == services.QUEUED
     assert len(published) == 3
+
+
+def test_it_says_the_owner_is_needed_whichever_thread_drops_the_mailbox_first(db):
+    from mail.errors import MailError
+
+    account = EmailAccountFactory()
+    assert services.watches_claim(holder="me", limit=10) == [(account.pk, False)]
+    # The OAuth refresh recorded the revoked grant itself; the leases' thread drops the
+    # mailbox before the watch's own report arrives.
+    type(account).objects.filter(pk=account.pk).update(reconnect_needed_at=timezone.now())
+    assert services.watches_drop_ineligible(holder="me") == {account.pk}
+    watch = MailboxWatch.objects.get(account=account)
+    assert (watch.holder, watch.state) == ("", MailboxWatch.State.NEEDS_OWNER)
+    services.watch_owner_needed(
+        account_id=account.pk, holder="me", failure=MailError("reconnect", "Sign in again.")
+    )
+    watch.refresh_from_db()
+    assert (watch.state, watch.error_kind) == (MailboxWatch.State.NEEDS_OWNER, "reconnect")
+    # A row another listener holds by then is not touched.
+    MailboxWatch.objects.filter(account=account).update(holder="other", error_kind="")
+    services.watch_owner_needed(
+        account_id=account.pk, holder="me", failure=MailError("reconnect", "Sign in again.")
+    )
+    assert MailboxWatch.objects.get(account=account).holder == "other"
