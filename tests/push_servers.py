@@ -52,6 +52,16 @@ def eventually(check, *, within: float = 20, what: str = ""):
     pytest.fail(f"not within {within} s: {what or check}")
 
 
+async def signed_in_and_closed(make_watcher) -> None:
+    """A watcher made on the test's loop (`make_watcher()`), opened (its sign-in) and
+    closed whatever happens: the tests that expect the sign-in itself to fail."""
+    watcher = make_watcher()
+    try:
+        await watcher.open()
+    finally:
+        await watcher.close()
+
+
 def run_apart(coroutine):
     """asyncio.run(coroutine) on a thread of its own, its exception raised here: once the
     session's Playwright has started (tests/browser.py), its event loop stays the running

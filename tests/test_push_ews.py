@@ -14,7 +14,14 @@ from push.listener import Listener
 from push.models import MailboxWatch
 from sync.models import Email
 from tests.mailbox import make_message
-from tests.push_servers import config, eventually, run_apart, running, state_of
+from tests.push_servers import (
+    config,
+    eventually,
+    run_apart,
+    running,
+    signed_in_and_closed,
+    state_of,
+)
 
 State = MailboxWatch.State
 
@@ -85,15 +92,8 @@ def test_it_takes_a_subscription_the_server_forgot_as_a_broken_connection(
 def test_it_refuses_a_wrong_password(transactional_db, exchange_mailbox):
     account, _ = exchange_mailbox
 
-    async def scenario():
-        watcher = _watcher(account, password="not the password")
-        try:
-            await watcher.open()
-        finally:
-            await watcher.close()
-
     with pytest.raises(MailError) as caught:
-        run_apart(scenario())
+        run_apart(signed_in_and_closed(lambda: _watcher(account, password="not the password")))
     assert caught.value.kind == "credentials"
     assert "not the password" not in str(caught.value)
 

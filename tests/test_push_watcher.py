@@ -10,7 +10,7 @@ from mail.errors import MailError, Retry
 from mail.registry import backend_for
 from providers.addresses import normalize_address
 from tests.mailbox import make_message
-from tests.push_servers import run_apart
+from tests.push_servers import run_apart, signed_in_and_closed
 
 
 def _watcher(account, **secret):
@@ -64,15 +64,8 @@ def test_it_reports_a_deleted_message(synced_mailbox):
 def test_it_refuses_a_wrong_password_as_the_owners_to_fix(synced_mailbox):
     account, _ = synced_mailbox
 
-    async def scenario():
-        watcher = _watcher(account, password="not the password")
-        try:
-            await watcher.open()
-        finally:
-            await watcher.close()
-
     with pytest.raises(MailError) as caught:
-        run_apart(scenario())
+        run_apart(signed_in_and_closed(lambda: _watcher(account, password="not the password")))
     assert caught.value.kind == "credentials"
     assert caught.value.retry == Retry.OWNER
     assert "not the password" not in str(caught.value)
@@ -99,15 +92,8 @@ def test_it_refuses_a_certificate_it_cannot_verify(synced_mailbox, settings):
     account, _ = synced_mailbox
     settings.MAIL_EXTRA_CA_FILE = None  # the suite's CA is no longer trusted
 
-    async def scenario():
-        watcher = _watcher(account)
-        try:
-            await watcher.open()
-        finally:
-            await watcher.close()
-
     with pytest.raises(MailError) as caught:
-        run_apart(scenario())
+        run_apart(signed_in_and_closed(lambda: _watcher(account)))
     assert caught.value.kind == "certificate"
 
 
@@ -141,15 +127,8 @@ def test_it_says_a_server_without_idle_cannot_be_watched(poor_dovecot, db, mail_
     )
     account = EmailAccountFactory(provider=provider, address="push-0@example.test")
 
-    async def scenario():
-        watcher = _watcher(account, password="push-secret")
-        try:
-            await watcher.open()
-        finally:
-            await watcher.close()
-
     with pytest.raises(WatchUnsupported):
-        run_apart(scenario())
+        run_apart(signed_in_and_closed(lambda: _watcher(account, password="push-secret")))
 
 
 def test_it_keeps_passwords_and_tokens_out_of_the_debug_log(oauth_mailbox, caplog):
