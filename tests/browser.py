@@ -45,6 +45,18 @@ def watch_csp(context):
     return context
 
 
+def htmx_settled(page) -> None:
+    """Wait until htmx has finished every swap on `page`.
+
+    htmx inserts swapped-in nodes (class `htmx-added`) and only attaches their `hx-*`
+    handlers in the settle step ~20 ms later: typing into a field that is visible but not
+    yet processed fires no request, so a test must wait for this before it types."""
+    from playwright.sync_api import expect
+
+    busy = ".htmx-added, .htmx-settling, .htmx-swapping, .htmx-request"
+    expect(page.locator(busy)).to_have_count(0)
+
+
 class CheckedBrowser:
     """The Playwright browser, whose new contexts and pages are watched (watch_csp)."""
 

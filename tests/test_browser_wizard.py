@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from accounts.models import EmailAccount
 from providers.models import ProviderDomain
-from tests.browser import SCREENSHOTS
+from tests.browser import SCREENSHOTS, htmx_settled
 from tests.conftest import MAIL_USERS
 from tests.factories import PASSWORD, UserFactory
 from tests.mailbox import Mailbox, make_message
@@ -98,6 +98,7 @@ def test_it_remembers_a_picked_provider_so_the_next_user_skips_the_choice(
     page.fill("#id_address", "carol@elsewhere.test")
     page.click("button:has-text('Next')")
     expect(page.locator("[data-step=provider]")).to_be_visible()
+    htmx_settled(page)
     # The list is swapped in as the user types (after a pause): a swap after the tick
     # would undo it, so the tick waits for that answer and for htmx to settle.
     with page.expect_response(lambda r: "q=test" in r.url):
