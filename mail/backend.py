@@ -38,14 +38,15 @@ class Endpoint:
 class ListedFolder:
     """One folder as the server lists it, in the app's terms: its path (parts joined by
     `delimiter`), its special use ("\\sent", "\\trash", ..., "\\contacts" or ""),
-    whether it can hold mail, and the server's own id for it where the protocol has one
-    (EWS)."""
+    whether it can hold mail, the server's own id for it where the protocol has one
+    (EWS, Graph), and its number of messages where the listing says it."""
 
     path: str
     delimiter: str
     special_use: str = ""
     selectable: bool = True
     server_id: str = ""
+    messages: int | None = None
 
 
 class WatchUnsupported(Exception):
@@ -100,8 +101,13 @@ def credentials_required(*, login: str, password: str, access_token: str) -> Non
 class MailBackend(ABC):
     # The providers.models.ServiceType it serves.
     service_type: ClassVar[str]
-    # Which of sync's readers downloads its mailboxes (sync.readers.READERS).
+    # How sync downloads its mailboxes (sync.readers.READERS): "imap" (sync.engine, over
+    # an IMAPClient session), or "delta": `open_reader` gives a mail.reading.DeltaReader
+    # and sync.delta needs nothing more of the protocol.
     reader: ClassVar[str]
+    # What sync imports besides mail (meetings, tasks, contacts; sync.readers.ITEMS), or
+    # "" for nothing: the mailbox's settings sections name what the user may choose.
+    items: ClassVar[str] = ""
     # Settings sections a mailbox of this protocol offers beyond every mailbox's
     # ("download", "send"): Exchange has a calendar, tasks and an address book.
     settings_sections: ClassVar[tuple[str, ...]] = ()
