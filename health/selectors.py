@@ -211,7 +211,7 @@ def with_counts(rows: list[MailboxRow]) -> list[MailboxRow]:
     by_pk = {row.account.pk: row for row in rows}
     folders: dict[int, list[Folder]] = {pk: [] for pk in by_pk}
     for folder in Folder.objects.filter(account__in=list(by_pk), exists_on_server=True).defer(
-        "ews_sync_state"
+        "sync_state"
     ):
         folders[folder.account_id].append(folder)
     owner_of: dict[int, int] = {}

@@ -184,7 +184,7 @@ def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> lis
             "exists_on_server": True,
         }
         if entry.server_id:
-            values["ews_id"] = entry.server_id
+            values["server_id"] = entry.server_id
         folder = known.get(entry.path)
         if folder is None:
             folder = Folder.objects.create(account=account, path=entry.path, **values)

@@ -201,9 +201,11 @@ def contacts_export(*, ews, account: EmailAccount, run: SyncRun) -> None:
         run.contacts_exported += 1
 
 
-def exchange_items_sync(*, ews, account: EmailAccount, run: SyncRun, by_path: dict, manual: bool):
-    """What the mailbox's settings ask for beyond mail. Meetings and tasks come with
+def exchange_items_sync(*, reader, account: EmailAccount, run: SyncRun, manual: bool):
+    """What the mailbox's settings ask for beyond mail, over the run's reader
+    (mail.ews.reader.EwsReader, whose folders are listed). Meetings and tasks come with
     every run while their automatic import is on, else only when asked for."""
+    ews, by_path = reader.ews, reader.by_path
     if account.meetings_import and (account.meetings_auto or manual):
         meetings_import(ews=ews, account=account, run=run)
     if account.contacts_import != ContactsImport.OFF:

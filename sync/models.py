@@ -69,10 +69,11 @@ class Folder(models.Model):
     messages = models.PositiveIntegerField(null=True, blank=True)
     # The oldest date downloaded so far; extending the period fetches before it.
     synced_since = models.DateField(null=True, blank=True)
-    # Exchange (EWS): the folder's id, and the SyncFolderItems state after the last
-    # change applied (IMAP folders have neither).
-    ews_id = models.CharField(max_length=512, blank=True)
-    ews_sync_state = models.TextField(blank=True)
+    # A server that reads by changes (mail.reading: Exchange, Graph): the folder's id
+    # there, and the state after the last page of changes applied (IMAP folders have
+    # neither: UIDVALIDITY and the UIDs say where a download stands).
+    server_id = models.CharField(max_length=512, blank=True)
+    sync_state = models.TextField(blank=True)
     # Without CONDSTORE a flag change shows in no status item: read flags are checked by
     # asking for the flags of stored UIDs, the newest every run and the older ones a
     # slice per run from here, so the cost of a run stays bounded however large the
@@ -175,8 +176,9 @@ class Email(models.Model):
 
 
 class EmailLocation(models.Model):
-    """Where an email sits on the server: a folder, its UIDVALIDITY and the UID. In an
-    Exchange folder the item's id says where; the UID is then the app's own count."""
+    """Where an email sits on the server: a folder, its UIDVALIDITY and the UID over
+    IMAP; the server's id of the message (`item_id`) where it reads by changes
+    (mail.reading), with no UID."""
 
     email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="locations")
     # Covered by location_unique_uid, which starts with it.
@@ -184,7 +186,7 @@ class EmailLocation(models.Model):
         Folder, on_delete=models.CASCADE, related_name="locations", db_index=False
     )
     uidvalidity = models.BigIntegerField()
-    uid = models.BigIntegerField()
+    uid = models.BigIntegerField(null=True, blank=True)
     item_id = models.CharField(max_length=512, blank=True)
 
     class Meta:
@@ -202,7 +204,11 @@ class EmailLocation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.folder} UID {self.uid}"
+        return f"{self.folder} {self.where}"
+
+    @property
+    def where(self) -> str:
+        return f"UID {self.uid}" if self.uid is not None else f"item …{self.item_id[-12:]}"
 
 
 class Attachment(models.Model):
@@ -302,8 +308,9 @@ class UnstoredMessage(models.Model):
 
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="unstored")
     uidvalidity = models.BigIntegerField()
-    uid = models.BigIntegerField()
-    # An Exchange item's id: how it is asked for again (its UID is the app's own count).
+    uid = models.BigIntegerField(null=True, blank=True)
+    # The server's id of the message where it reads by changes (no UID then): how it
+    # is asked for again.
     item_id = models.CharField(max_length=512, blank=True)
     error = models.TextField()
     attempts = models.PositiveIntegerField(default=1)
@@ -315,8 +322,17 @@ class UnstoredMessage(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["folder", "uidvalidity", "uid"], name="unstored_unique_uid"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["folder", "item_id"],
+                condition=~models.Q(item_id=""),
+                name="unstored_unique_item",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.folder} UID {self.uid}: {self.error[:60]}"
+        return f"{self.folder} {self.where}: {self.error[:60]}"
+
+    @property
+    def where(self) -> str:
+        return f"UID {self.uid}" if self.uid is not None else f"item …{self.item_id[-12:]}"

@@ -15,8 +15,8 @@ from mail.errors import MailError
 from mail.registry import backend_for
 from systemsettings.selectors import internal_mail_servers_allowed
 
+from .delta import DeltaSyncer
 from .engine import AccountSyncer
-from .ews import EwsSyncer
 from .ews_items import exchange_items_sync
 from .models import MailboxSync, SyncRun
 
@@ -84,35 +84,39 @@ class ImapReader:
             backend.close_reader(syncer.client if syncer is not None else client)
 
 
-class EwsReader:
-    """Reads an Exchange mailbox over EWS (sync.ews), with its meetings, tasks and
-    contacts at most every ITEMS_EVERY (or now, `items_only`)."""
+class DeltaRunner:
+    """Reads a mailbox whose backend reads by changes (mail.reading.DeltaReader, sync.delta),
+    with what it imports besides mail (its backend's `items`, ITEMS) at most every
+    ITEMS_EVERY (or now, `items_only`)."""
 
     @staticmethod
     def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
         backend = backend_for(account.provider)
-        ews = session_open(account)
+        reader = session_open(account)
         try:
-            syncer = EwsSyncer(account=account, ews=ews, run=run, renew=renew)
+            syncer = DeltaSyncer(account=account, reader=reader, run=run, renew=renew)
             folders = syncer.refresh_folders()
             if not items_only:
                 chosen = syncer.folders_to_sync(folders)
                 syncer.progress_start(chosen)
                 for folder in chosen:
                     syncer.sync_folder_isolated(folder)
-            last = (
-                MailboxSync.objects.filter(account=account)
-                .values_list("items_imported_at", flat=True)
-                .first()
-            )
-            if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
-                exchange_items_sync(
-                    ews=ews, account=account, run=run, by_path=syncer.by_id, manual=items_only
+            if backend.items:
+                last = (
+                    MailboxSync.objects.filter(account=account)
+                    .values_list("items_imported_at", flat=True)
+                    .first()
                 )
-                MailboxSync.objects.filter(account=account).update(items_imported_at=timezone.now())
+                if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
+                    ITEMS[backend.items](reader=reader, account=account, run=run, manual=items_only)
+                    MailboxSync.objects.filter(account=account).update(
+                        items_imported_at=timezone.now()
+                    )
         finally:
-            backend.close_reader(ews)
+            backend.close_reader(reader)
 
 
 # sync's reader for each backend's `reader` (mail.backend.MailBackend.reader).
-READERS = {"imap": ImapReader, "ews": EwsReader}
+READERS = {"imap": ImapReader, "delta": DeltaRunner}
+# What imports each backend's `items` (meetings, tasks, contacts), over its reader.
+ITEMS = {"ews": exchange_items_sync}

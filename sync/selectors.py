@@ -170,7 +170,7 @@ def problem_lines_for(accounts) -> dict[int, tuple[list[str], list[str]]]:
         return lines
     folders: dict[int, list[Folder]] = {pk: [] for pk in concerned}
     for folder in Folder.objects.filter(account__in=concerned, exists_on_server=True).defer(
-        "ews_sync_state"
+        "sync_state"
     ):
         folders[folder.account_id].append(folder)
     synced: dict[int, set[int]] = {}

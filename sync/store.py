@@ -74,9 +74,10 @@ class Spooled:
 
 @dataclass
 class Fetched:
-    """One message on its way from the server to the database."""
+    """One message on its way from the server to the database: known by its UID over
+    IMAP, by the server's id (`item_id`, `uid` None) where it reads by changes."""
 
-    uid: int
+    uid: int | None
     parsed: ParsedEmail
     seen: bool
     size: int
@@ -198,6 +199,14 @@ def stored_emails(account_id: int, keys: set[str]) -> dict[str, tuple[int, tuple
             cursor.execute(sql, [list(keys), account_id])
             rows = cursor.fetchall()
     return {key: (pk, tuple(known)) for key, pk, *known in rows}
+
+
+def _where(uidvalidity: int, uid: int | None, item_id: str) -> dict:
+    """How a server copy is found: by the server's id where it has one, else by its
+    UID (a null UID would match every message without one)."""
+    if item_id:
+        return {"item_id": item_id}
+    return {"uidvalidity": uidvalidity, "uid": uid}
 
 
 class Store:
@@ -440,33 +449,27 @@ class Store:
                 )
                 if with_parts:
                     Attachment.objects.bulk_create(self._attachments(files, email.pk, item))
+            where = _where(uidvalidity, item.uid, item.item_id)
             EmailLocation.objects.get_or_create(
-                folder=folder, uidvalidity=uidvalidity, uid=item.uid,
-                defaults={"email": email, "item_id": item.item_id},
+                folder=folder, **where,
+                defaults={"email": email, "uidvalidity": uidvalidity, "uid": item.uid,
+                          "item_id": item.item_id},
             )  # fmt: skip
-            UnstoredMessage.objects.filter(
-                folder=folder, uidvalidity=uidvalidity, uid=item.uid
-            ).delete()
+            UnstoredMessage.objects.filter(folder=folder, **where).delete()
         return Stored(emails=int(created), locations=1, problems=int(created))
 
     def unstored(
-        self, folder: Folder, uidvalidity: int, uid: int, error: str, item_id: str = ""
+        self, folder: Folder, uidvalidity: int, uid: int | None, error: str, item_id: str = ""
     ) -> Stored:
         """A message not stored at all: noted, to be tried again by the next runs."""
         try:
             with transaction.atomic():
-                # An Exchange item is known by its id; each attempt gives it a new count.
-                earlier = (
-                    item_id
-                    and UnstoredMessage.objects.filter(folder=folder, item_id=item_id).first()
-                )
-                if earlier:
-                    noted, created = earlier, False
-                else:
-                    noted, created = UnstoredMessage.objects.get_or_create(
-                        folder=folder, uidvalidity=uidvalidity, uid=uid,
-                        defaults={"error": error, "item_id": item_id},
-                    )  # fmt: skip
+                where = _where(uidvalidity, uid, item_id)
+                noted, created = UnstoredMessage.objects.get_or_create(
+                    folder=folder, **where,
+                    defaults={"error": error, "uidvalidity": uidvalidity, "uid": uid,
+                              "item_id": item_id},
+                )  # fmt: skip
                 if not created:
                     noted.error = error
                     noted.attempts += 1
@@ -475,7 +478,8 @@ class Store:
         except DatabaseError as failure:
             if ours(failure):
                 raise
-            logger.warning("Could not note UID %s of folder %s: %r", uid, folder.pk, failure)
+            logger.warning("Could not note UID %s / item %s of folder %s: %r",
+                           uid, item_id[-12:], folder.pk, failure)  # fmt: skip
         return Stored(unstored=1)
 
 

@@ -18,7 +18,7 @@ from mail.registry import BACKENDS, backend_for
 from providers.addresses import normalize_address
 from providers.models import ServiceType
 from sync.models import Email, SyncRun
-from sync.readers import READERS
+from sync.readers import ITEMS, READERS
 from sync.services import mailbox_sync
 from tests.mailbox import make_message
 from tests.servers.dovecot import free_port
@@ -121,18 +121,21 @@ def _ews_door(request) -> Door:
         if code:
             server.fail_next("CreateItem", *code)
 
-    def read(ews) -> None:
-        list(ews.inbox.all().only("subject")[:1])
-
     def password_changed(_session) -> None:
         # Exchange checks the sign-in with every request: the next one is refused.
         with server.state.lock:
             server.state.users[address.lower()].password = "changed by its owner"
 
     return Door(
-        account, put, in_sent, delivered, fail_sending, read=read,
+        account, put, in_sent, delivered, fail_sending, read=read_by_changes,
         extra={"server": server, "password_changed": password_changed},
     )  # fmt: skip
+
+
+def read_by_changes(reader) -> None:
+    """A read through mail.reading.DeltaReader: the folders, then a folder's first page."""
+    folder = next(listed for listed in reader.folders() if listed.selectable)
+    reader.changes(folder.server_id, "")
 
 
 DOORS = {ServiceType.IMAP_SMTP: _imap_door, ServiceType.EXCHANGE: _ews_door}
@@ -157,6 +160,7 @@ def test_it_has_a_backend_and_a_reader_for_every_service_type():
         assert isinstance(backend, MailBackend)
         assert backend.service_type == service_type
         assert backend.reader in READERS
+        assert not backend.items or backend.items in ITEMS
     assert set(DOORS) == set(ServiceType.values), "every backend runs this contract"
 
 
@@ -261,6 +265,37 @@ def test_it_refuses_an_internal_address_unless_an_administrator_allows_it(door):
 
 
 # -- reading ---------------------------------------------------------------------------
+
+
+def test_it_reads_a_folder_by_changes_through_the_neutral_reader(door):
+    """A backend that reads by changes gives sync.delta everything through
+    mail.reading.DeltaReader: new messages with their ids, then nothing new after the
+    state the last page gave; a message read comes whole."""
+    from mail.reading import DeltaReader
+
+    backend = door.backend
+    if backend.reader != "delta":
+        pytest.skip("IMAP is read by UIDs (sync.engine), not by changes")
+    raw, message_id = _message(to=door.account.address, subject="By changes")
+    door.put(raw)
+    reader = backend.open_reader(**door.credentials())
+    try:
+        assert isinstance(reader, DeltaReader)
+        folders = reader.folders()
+        inbox = next(f for f in folders if f.path.lower() == "inbox")
+        assert inbox.server_id and inbox.messages == 1
+        page, state, created = None, "", []
+        while page is None or not page.last:
+            page = reader.changes(inbox.server_id, state)
+            created += page.created
+            state = page.state
+        assert len(created) == 1 and state
+        assert not reader.changes(inbox.server_id, state).created
+        [read] = reader.read(created, size_limit=10_000_000)
+        assert read.id == created[0].id and not read.problem
+        assert BytesHeaderParser().parsebytes(read.raw)["Message-ID"] == message_id
+    finally:
+        backend.close_reader(reader)
 
 
 def test_it_lists_the_folders_with_the_inbox_and_the_sent_folder(door):

@@ -55,7 +55,7 @@ def test_it_downloads_the_period_from_every_mail_folder(exchange_mailbox, ews_se
     # A week by default: the 30-day-old one waits; Deleted Items is not downloaded.
     assert subjects == {"recent 0", "recent 1", "nested 0", "sent 0"}
     folders = {f.path: f for f in Folder.objects.filter(account=account)}
-    assert "Inbox/Projects/2024" in folders and folders["Inbox/Projects/2024"].ews_sync_state
+    assert "Inbox/Projects/2024" in folders and folders["Inbox/Projects/2024"].sync_state
     assert folders["Sent Items"].special_use == "\\sent"
     assert folders["Deleted Items"].special_use == "\\trash"
     assert not folders["Calendar"].selectable and not folders["Contacts"].selectable
@@ -269,22 +269,22 @@ def test_it_downloads_only_the_folders_chosen_in_the_exchange_folder_picker(
 def test_it_tries_again_when_the_token_runs_out_during_the_download(
     ews_oauth_mailbox, ews_server, oauth_server, monkeypatch
 ):
-    from sync.ews import EwsSyncer
+    from sync.delta import DeltaSyncer
 
     account, address = ews_oauth_mailbox
     _deliver(ews_server, address, "inbox", 1)
-    signed_in = EwsSyncer.sync_folder
+    signed_in = DeltaSyncer.sync_folder
 
     def token_expires_first(self, folder):
         oauth_server.expire_access_tokens()  # by the server's clock, mid-run
         return signed_in(self, folder)
 
-    monkeypatch.setattr(EwsSyncer, "sync_folder", token_expires_first)
+    monkeypatch.setattr(DeltaSyncer, "sync_folder", token_expires_first)
     with pytest.raises(TransientSyncError, match="sign-in token"):
         _sync(account)
     assert MailboxSync.objects.get(account=account).health == MailboxSync.Health.OK
 
-    monkeypatch.setattr(EwsSyncer, "sync_folder", signed_in)
+    monkeypatch.setattr(DeltaSyncer, "sync_folder", signed_in)
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert Email.objects.filter(account=account).count() == 1
@@ -367,6 +367,72 @@ def test_it_notes_an_item_exchange_gives_nothing_of_and_asks_again_later(
     assert EmailLocation.objects.filter(email__account=account).count() == 1
 
 
+def test_it_knows_exchange_copies_by_their_item_id_without_counting_uids(
+    exchange_mailbox, ews_server
+):
+    """Exchange has no UIDs: a location and a note are known by the item's id alone,
+    and a note is kept once however often the item fails."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sync.models import UnstoredMessage
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 2)
+    _sync(account)
+    locations = list(EmailLocation.objects.filter(email__account=account))
+    assert len(locations) == 2
+    assert all(where.uid is None and where.item_id for where in locations)
+
+    _deliver(ews_server, address, "inbox", 1, prefix="stubborn")
+    ews_server.fail_next("GetItem", "ErrorMimeContentConversionFailed", count=4)
+    _sync(account)
+    UnstoredMessage.objects.update(last_failed_at=timezone.now() - timedelta(hours=1))
+    _sync(account)
+    noted = UnstoredMessage.objects.get()
+    assert (noted.uid, noted.attempts) == (None, 2) and noted.item_id
+    assert noted.where.startswith("item …")
+    UnstoredMessage.objects.update(last_failed_at=timezone.now() - timedelta(hours=1))
+    _sync(account)
+    assert not UnstoredMessage.objects.exists()
+    locations = EmailLocation.objects.filter(email__account=account)
+    assert locations.count() == 3 and not locations.filter(uid__isnull=False).exists()
+
+
+def test_it_stops_reading_a_folder_whose_state_the_server_keeps_forgetting(
+    exchange_mailbox, ews_server, monkeypatch
+):
+    """A server that forgets each state it gives: the folder is read from its start once,
+    then left with the server's trouble named on it; the other folders are read, and
+    nothing is stored twice."""
+    from mail.ews import reader as ews_reader
+
+    account, address = exchange_mailbox
+    monkeypatch.setattr(ews_reader, "PAGE", 2)
+    _deliver(ews_server, address, "inbox", 5)
+    archive = ews_server.add_folder("inbox", "Archive", mailbox=address)
+    _deliver(ews_server, address, archive, 1, prefix="kept")
+    changes = ews_reader.EwsReader.changes
+
+    def forgetful(self, server_id, state):
+        page = changes(self, server_id, state)
+        if self.by_path["Inbox"].id == server_id:
+            ews_server.invalidate_sync_states()
+        return page
+
+    monkeypatch.setattr(ews_reader.EwsReader, "changes", forgetful)
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    inbox = Folder.objects.get(account=account, path="Inbox")
+    assert "forgot where the download of this folder stood" in inbox.last_error
+    assert Email.objects.filter(account=account, subject="kept 0").exists()
+    keys = list(Email.objects.filter(account=account).values_list("message_key", flat=True))
+    assert len(keys) == len(set(keys))
+    assert EmailLocation.objects.filter(folder=inbox).count() <= 5
+
+
 def test_it_keeps_going_when_a_property_would_break_a_header(exchange_mailbox, ews_server):
     """A subject with a line separator (U+2028), on a message stored from its properties:
     it made the email library refuse the whole page of changes, on every run."""
@@ -391,25 +457,25 @@ def test_it_stores_no_page_fetched_after_another_run_took_its_claim(
     """Issue 15, point 14, over EWS: the claim is taken while a page of items is being
     fetched; the run stops before storing that page."""
 
-    from sync import ews
+    from mail.ews.reader import EwsReader
 
     account, address = exchange_mailbox
     _deliver(ews_server, address, "inbox", 3)
-    fetch = ews.EwsSyncer._fetch
+    fetch = EwsReader.read
 
-    def taken_while_fetching(self, ids):
-        answer = fetch(self, ids)
-        if ids:
+    def taken_while_fetching(self, items, **kwargs):
+        answer = fetch(self, items, **kwargs)
+        if items:
             claim_taken_by_another_run(account.pk)
         return answer
 
-    monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
+    monkeypatch.setattr(EwsReader, "read", taken_while_fetching)
     run = _sync(account)
 
     assert run.state == SyncRun.State.INTERRUPTED
     assert "another download of the mailbox took over" in run.error
     assert not Email.objects.filter(account=account).exists()
-    monkeypatch.setattr(ews.EwsSyncer, "_fetch", fetch)
+    monkeypatch.setattr(EwsReader, "read", fetch)
     MailboxSync.objects.filter(account=account).update(claimed_until=None)
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert Email.objects.filter(account=account).count() == 3
@@ -425,7 +491,7 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
 
     from django.utils import timezone
 
-    from sync import ews
+    from mail.ews.reader import EwsReader
     from sync.models import UnstoredMessage
 
     account, address = exchange_mailbox
@@ -434,15 +500,15 @@ def test_it_stores_no_retried_item_after_another_run_took_its_claim(
     assert _sync(account).state == SyncRun.State.SUCCEEDED
     assert UnstoredMessage.objects.count() == 1
     UnstoredMessage.objects.update(last_failed_at=timezone.now() - timedelta(hours=1))
-    fetch = ews.EwsSyncer._fetch
+    fetch = EwsReader.read
 
-    def taken_while_fetching(self, ids):
-        answer = fetch(self, ids)
-        if ids:
+    def taken_while_fetching(self, items, **kwargs):
+        answer = fetch(self, items, **kwargs)
+        if items:
             claim_taken_by_another_run(account.pk)
         return answer
 
-    monkeypatch.setattr(ews.EwsSyncer, "_fetch", taken_while_fetching)
+    monkeypatch.setattr(EwsReader, "read", taken_while_fetching)
     run = _sync(account)
 
     assert run.state == SyncRun.State.INTERRUPTED

@@ -1,5 +1,5 @@
-"""The Exchange Web Services backend: exchangelib reads (sync.ews's reader) and sends;
-Exchange files what it sends in Sent Items itself."""
+"""The Exchange Web Services backend: exchangelib reads (a mail.reading.DeltaReader,
+mail/ews/reader.py) and sends; Exchange files what it sends in Sent Items itself."""
 
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -9,12 +9,13 @@ from providers.models import ServiceType
 from ..backend import Endpoint, ListedFolder, MailBackend, credentials_required
 from ..errors import MailError
 from . import delivery, session
-from .folders import folder_tree
+from .reader import EwsReader
 
 
 class EwsBackend(MailBackend):
     service_type = ServiceType.EXCHANGE
-    reader = "ews"
+    reader = "delta"
+    items = "ews"
     settings_sections = ("meetings", "contacts")
     microsoft_scopes: ClassVar[tuple[str, ...]] = (
         "https://outlook.office.com/EWS.AccessAsUser.All",
@@ -50,12 +51,12 @@ class EwsBackend(MailBackend):
         finally:
             session.ews_close(ews)
 
-    def open_reader(self, *, allow_internal=None, **kwargs):
+    def open_reader(self, *, allow_internal=None, **kwargs) -> EwsReader:
         # exchangelib's adapter reads the internal-address setting on each connection.
-        return session.ews_session(**kwargs)
+        return EwsReader(session.ews_session(**kwargs))
 
-    def close_reader(self, ews) -> None:
-        session.ews_close(ews)
+    def close_reader(self, reader: EwsReader) -> None:
+        reader.close()
 
     def read_failure(self, error: Exception, *, oauth: bool = False) -> MailError | None:
         from exchangelib.errors import EWSError
@@ -69,11 +70,11 @@ class EwsBackend(MailBackend):
             )
         return None
 
-    def list_folders(self, ews) -> list[ListedFolder]:
+    def list_folders(self, reader: EwsReader) -> list[ListedFolder]:
         from exchangelib.errors import EWSError
 
         try:
-            return [listed for listed, _folder in folder_tree(ews)]
+            return reader.folders()
         except (EWSError, OSError, EOFError) as error:
             # Exchange checks the sign-in with every request: a refused login or a
             # denied mailbox is the owner's to fix, as while reading, not the network's.
@@ -86,8 +87,10 @@ class EwsBackend(MailBackend):
         # The sender is the mailbox itself: Exchange sends as the signed-in account.
         delivery.deliver(ews, recipients=recipients, raw=raw, handing_over=handing_over)
 
-    def store_sent_copy(self, ews, *, raw, message_id="", look_first=False) -> str:
-        return delivery.copy_to_sent(ews, raw=raw, message_id=message_id, look_first=look_first)
+    def store_sent_copy(self, reader: EwsReader, *, raw, message_id="", look_first=False) -> str:
+        return delivery.copy_to_sent(
+            reader.ews, raw=raw, message_id=message_id, look_first=look_first
+        )
 
     def files_sent_copies(self, provider) -> bool:
         return True
