@@ -12,7 +12,7 @@ import requests
 from accounts.oauth import access_token
 from mail.errors import MailError, Retry, SignInError
 from mail.graph.backend import GraphBackend
-from mail.graph.client import GraphClient, Throttled, TokenRejected
+from mail.graph.client import Throttled, TokenRejected
 from mail.graph.reader import GraphReader
 from mail.reading import INCOMPLETE, UNREADABLE, NewItem, StateLost
 from mail.registry import backend_for
@@ -54,6 +54,7 @@ def credentials(account, **changes) -> dict:
 @pytest.fixture
 def reader(backend, graph_mailbox):
     session = backend.open_reader(**credentials(graph_mailbox[0]), allow_internal=True)
+    assert isinstance(session, GraphReader)
     session.page_size = 10
     yield session
     backend.close_reader(session)
@@ -117,6 +118,24 @@ def test_it_reports_read_flags_and_deletions_in_the_next_pages(reader, graph_ser
     assert created == {ids[0], new}
     assert {k: v for p in pages for k, v in p.seen.items()} == {ids[0]: True, new: True}
     assert {d for p in pages for d in p.deleted} == {ids[1]}
+
+
+def test_it_reads_a_page_cut_off_again_from_the_stored_state(
+    reader, backend, graph_server, graph_mailbox
+):
+    address = graph_mailbox[1]
+    ids = [graph_server.add_message("inbox", mime(n), mailbox=address) for n in range(15)]
+    inbox = graph_server.folder_id("inbox", address)
+    first = reader.changes(inbox, "")
+    graph_server.cut_next("messages.delta", mailbox=address)
+
+    with pytest.raises(MailError) as caught:
+        reader.changes(inbox, first.state)
+
+    assert backend.read_failure(caught.value, oauth=True).retry == Retry.LATER
+    assert reader.folder_refusal(caught.value) is None
+    again = reader.changes(inbox, first.state)  # nothing of the cut page was taken
+    assert [i.id for i in again.created] == ids[10:] and again.last
 
 
 def test_it_says_the_state_is_lost_when_graph_forgot_the_link(reader, graph_server, graph_mailbox):
@@ -297,6 +316,53 @@ def test_it_signs_in_and_says_the_mailboxs_name(backend, graph_mailbox, graph_se
     assert mine(graph_server, address, "me")
 
 
+def test_it_adds_a_mailbox_through_the_microsoft_sign_in_with_graphs_permissions(
+    client, graph_provider, graph_server, oauth_server, mail_trust
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    from django.urls import reverse
+
+    from accounts.models import EmailAccount
+    from tests.factories import UserFactory
+    from tests.servers.oauth import authorize_as
+
+    address = "nina.new@m365.test"
+    graph_server.add_user(address, name="Nina New")
+    user = UserFactory()
+    client.force_login(user)
+
+    started = client.post(
+        reverse("accounts:wizard_oauth_start"), {"address": address, "provider": graph_provider.pk}
+    )
+    scopes = parse_qs(urlsplit(started.url).query)["scope"][0].split()
+    back = authorize_as(started.url, str(mail_trust))
+    response = client.get(reverse("accounts:oauth_callback"), back)
+
+    # msal asked for Graph's permissions, and added offline_access (a refresh token).
+    assert {f"https://graph.microsoft.com/{p}" for p in GRAPH_SCOPES.split()} <= set(scopes)
+    assert "offline_access" in scopes
+    assert response.status_code == 302
+    account = EmailAccount.objects.get(owner=user, address=address)
+    assert account.uses_oauth and account.provider == graph_provider
+    assert mine(graph_server, address, "me")  # the sign-in check asked Graph with the token
+
+
+def test_it_refreshes_a_refused_token_once_and_reads_on(backend, graph_mailbox, oauth_server):
+    from accounts.oauth import session_for
+
+    account, _address = graph_mailbox
+    oauth_server.expire_access_tokens()  # Graph refuses the stored token: it ran out
+    refreshes = len(oauth_server.calls("/token"))
+
+    session = session_for(backend.open_reader, account)
+    try:
+        assert any(f.path == "Inbox" for f in session.folders())
+    finally:
+        backend.close_reader(session)
+    assert len(oauth_server.calls("/token")) == refreshes + 1
+
+
 def test_it_refuses_a_token_graph_does_not_accept_as_a_refusal_to_refresh(backend, graph_mailbox):
     account, _address = graph_mailbox
     for check in (backend.check_sign_in, backend.open_reader, backend.open_sender):
@@ -437,10 +503,3 @@ def test_it_says_what_a_failure_while_reading_means(backend):
     busy = Throttled("wait", 60)
     assert backend.read_failure(busy) is busy
     assert backend.read_failure(KeyError("folder")) is None
-
-
-def test_it_reads_through_a_client_on_the_configured_address(graph_server, graph_mailbox):
-    account, _address = graph_mailbox
-    with GraphClient(access_token(account_id=account.pk), base_url=graph_server.graph_url) as c:
-        reader = GraphReader(c)
-        assert any(f.path == "Inbox" for f in reader.folders())
