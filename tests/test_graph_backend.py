@@ -307,6 +307,20 @@ def test_it_lists_nested_folders_with_their_special_uses(
     assert len(mine(graph_server, address, "mailFolder")) == asked + 4  # a new folder: asked
 
 
+def test_it_lists_the_folders_of_a_mailbox_without_some_well_known_ones(
+    backend, reader, graph_server, graph_mailbox
+):
+    address = graph_mailbox[1]
+    junk = graph_server.folder_id("junkemail", address)
+    with graph_server.state.lock:
+        del graph_server.state.containers[junk]
+
+    listed = backend.list_folders(reader)
+
+    uses = {f.path: f.special_use for f in listed if f.special_use}
+    assert uses == {"Sent Items": "\\sent", "Deleted Items": "\\trash", "Drafts": "\\drafts"}
+
+
 # -- signing in ------------------------------------------------------------------------
 
 

@@ -131,12 +131,14 @@ class GraphReader(DeltaReader):
         say a message's size before it is read)."""
         found = []
         for item in items:
-            read = self._read_one(item.id, size_limit)
+            # The flag its page or listing said, kept until now (the source says none).
+            seen = self._seen.pop(item.id, None)
+            read = self._read_one(item.id, size_limit, seen)
             if read is not None:
                 found.append(read)
         return found
 
-    def _read_one(self, ident: str, size_limit: int) -> ReadItem | None:
+    def _read_one(self, ident: str, size_limit: int, seen: bool | None) -> ReadItem | None:
         buffer = io.BytesIO()
         try:
             copy = self.client.write_message_mime(ident, buffer, limit=size_limit)
@@ -158,7 +160,6 @@ class GraphReader(DeltaReader):
                 "attachments stay on the server."
             )
             return self._from_properties(ident, INCOMPLETE, note)
-        seen = self._seen.pop(ident, None)
         if seen is None:
             seen = self._is_read(ident)
             if seen is None:
@@ -187,7 +188,6 @@ class GraphReader(DeltaReader):
                 raise
             why = f"Microsoft 365 gave neither this message nor its properties ({error})."
             return ReadItem(id=ident, raw=None, note=why)
-        self._seen.pop(ident, None)
         try:
             raw = _message_from(row, ident)
         except Exception as error:  # anything a property can make the builder do
