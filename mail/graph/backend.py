@@ -21,8 +21,6 @@ from .client import GraphClient, GraphUser, TokenRejected
 from .reader import GraphReader
 
 GRAPH = "https://graph.microsoft.com"
-# Newest messages of Sent Items looked through for an earlier try's copy.
-LOOK_BACK = 50
 
 
 def _graph_url() -> str:
