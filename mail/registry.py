@@ -4,11 +4,13 @@ from providers.models import CARD_RULES, EmailProvider, ServiceType
 
 from .backend import MailBackend
 from .ews.backend import EwsBackend
+from .graph.backend import GraphBackend
 from .imap_smtp.backend import ImapSmtpBackend
 
 BACKENDS: dict[str, MailBackend] = {
     ServiceType.IMAP_SMTP: ImapSmtpBackend(),
     ServiceType.EXCHANGE: EwsBackend(),
+    ServiceType.GRAPH: GraphBackend(),
 }
 # What EmailProvider.clean() asks of each card (providers may not import mail).
 CARD_RULES.update({kind: backend.validate_provider for kind, backend in BACKENDS.items()})

@@ -368,6 +368,9 @@ DISCOVERY_USE_AUTODISCOVER = env_bool("DISCOVERY_USE_AUTODISCOVER", default=True
 
 # Connecting to mail servers (mail/).
 MAIL_CONNECT_TIMEOUT = env_int("MAIL_CONNECT_TIMEOUT_SECONDS", 15, minimum=1)
+# Microsoft Graph's v1.0 address (mail/graph/): Microsoft's global service, or a
+# national cloud's (https://graph.microsoft.us/v1.0); the tests' protocol fake.
+GRAPH_URL = env_str("GRAPH_URL") or "https://graph.microsoft.com/v1.0"
 # A sending worker that stopped mid-delivery leaves its claim: after this long the sweep
 # takes the email back (queued again, or "May have been sent" once handed over). A queued
 # email not taken by a worker within its retry time and this grace is queued again.

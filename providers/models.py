@@ -16,6 +16,7 @@ _PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
 class ServiceType(models.TextChoices):
     IMAP_SMTP = "imap_smtp", "IMAP/SMTP"
     EXCHANGE = "exchange", "Exchange (EWS)"
+    GRAPH = "graph", "Microsoft 365 (Graph)"
 
 
 class Security(models.TextChoices):

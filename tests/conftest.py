@@ -307,3 +307,61 @@ def exchange_mailbox(exchange_provider, ews_server):
         provider=exchange_provider, address=address, login=address, password="ews-secret"
     )
     return account, address
+
+
+# What a Microsoft 365 mailbox's sign-in grants through Graph (the suite's OAuth server
+# issues any scope asked for; the Graph fake checks the token's owner, not its scopes).
+GRAPH_SCOPES = "Mail.ReadWrite Mail.Send Calendars.Read Contacts.ReadWrite Tasks.Read User.Read"
+
+
+@pytest.fixture(scope="session")
+def graph_server(oauth_server):
+    """The suite's Microsoft Graph protocol fake (tests/servers/graph.py: not Microsoft's
+    service), on loopback with the suite's CA; bearer tokens are checked with the
+    suite's authorization server."""
+    from tests.servers.graph import GraphServer
+
+    server = GraphServer(token_user=oauth_server.token_user).start()
+    yield server
+    server.stop()
+
+
+_graph_users = itertools.count()
+
+
+@pytest.fixture
+def graph_provider(db, graph_server, oauth_server, mail_trust, settings):
+    """A "Microsoft 365 (Graph)" provider card signing in through msal against the
+    suite's OAuth server (Microsoft's layout: a tenant in the path); Graph is the fake."""
+    from providers.models import AuthMethod, ServiceType
+    from tests.factories import EmailProviderFactory
+
+    settings.GRAPH_URL = graph_server.graph_url
+    base = f"{oauth_server.url}/tenant-x/oauth2/v2.0"
+    provider = EmailProviderFactory(
+        name="Microsoft 365 Graph", service_type=ServiceType.GRAPH,
+        auth_method=AuthMethod.OAUTH2, oauth_client_id="mailsetup-test",
+        oauth_tenant="tenant-x", security_guide="outlook",
+        oauth_authorize_url=f"{base}/authorize", oauth_token_url=f"{base}/token",
+        imap_host="", smtp_host="",
+    )  # fmt: skip
+    provider.set_oauth_client_secret("client-secret-1")
+    provider.save()
+    return provider
+
+
+@pytest.fixture
+def graph_mailbox(graph_provider, graph_server, oauth_server):
+    """A fresh mailbox on the Graph fake and its EmailAccount, signed in with tokens
+    from the suite's OAuth server: (account, address)."""
+    from accounts.oauth import tokens_store
+    from tests.factories import EmailAccountFactory
+
+    address = f"graph-{next(_graph_users):03}@m365.test"
+    graph_server.add_user(address, name="Gina Graph")
+    account = EmailAccountFactory(
+        provider=graph_provider, address=address, login=address, password="not used"
+    )
+    tokens_store(account=account, answer=oauth_server.grant(address, "mailsetup-test",
+                                                            scope=GRAPH_SCOPES))  # fmt: skip
+    return account, address

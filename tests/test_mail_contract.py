@@ -1,7 +1,8 @@
 """One contract, every backend: the same checks run against the IMAP/SMTP backend (the
-suite's Dovecot and aiosmtpd) and the EWS backend (tests/servers/ews.py, a protocol fake
-of Exchange 2016, not Exchange). A new protocol is one new backend module, one registry
-line and one `Door` here.
+suite's Dovecot and aiosmtpd), the EWS backend (tests/servers/ews.py, a protocol fake
+of Exchange 2016, not Exchange) and the Graph backend (tests/servers/graph.py, a protocol
+fake of Microsoft Graph v1.0, not Microsoft's service). A new protocol is one new backend
+module, one registry line and one `Door` here.
 
 Sign in, list folders, read a folder incrementally, deliver, the Sent copy, and failures
 of each retry decision (later, owner, never, unknown) as the backend reports them."""
@@ -52,6 +53,15 @@ class Door:
             "login": account.login,
             "password": account.get_password(),
         }
+        if account.uses_oauth:
+            from accounts.oauth import access_token
+
+            # The secret of a mailbox that signs in with OAuth 2.0 is its access token:
+            # a wrong "password" is a token the server refuses.
+            given["access_token"] = access_token(account_id=account.pk)
+            del given["password"]
+            if "password" in changes:
+                changes["access_token"] = changes.pop("password")
         return given | changes
 
 
@@ -138,7 +148,72 @@ def read_by_changes(reader) -> None:
     reader.changes(folder.server_id, "")
 
 
-DOORS = {ServiceType.IMAP_SMTP: _imap_door, ServiceType.EXCHANGE: _ews_door}
+def _graph_door(request) -> Door:
+    from email.utils import getaddresses
+
+    from accounts.models import EmailAccount
+    from mailsetup import crypto
+
+    account, address = request.getfixturevalue("graph_mailbox")
+    server = request.getfixturevalue("graph_server")
+    oauth_server = request.getfixturevalue("oauth_server")
+    sent_before = len(server.sent)
+
+    def put(raw: bytes) -> None:
+        server.add_message("inbox", raw, mailbox=address)
+
+    def sent_copies(message_id: str) -> int:
+        folder = server.folder_id("sentitems", mailbox=address)
+        with server.state.lock:
+            return sum(
+                item.data.get("internetMessageId") == message_id
+                for item in server.state.in_container(folder)
+            )
+
+    def delivered() -> list:
+        found = []
+        for sent in server.sent[sent_before:]:
+            if sent["user"] != address:
+                continue
+            headers = BytesHeaderParser().parsebytes(sent["mime"])
+            named = [v for h in ("To", "Cc", "Bcc") for v in headers.get_all(h, [])]
+            found.append(([a for _n, a in getaddresses(named)], sent["mime"]))
+        return found
+
+    def fail_sending(retry: Retry) -> None:
+        if retry == Retry.LATER:
+            # Longer than the client waits by itself: handed back to the queue.
+            server.throttle_next("sendMail", retry_after=120, mailbox=address)
+        elif retry == Retry.NEVER:
+            server.fail_next("sendMail", 400, "ErrorInvalidRecipients", mailbox=address)
+        elif retry == Retry.UNKNOWN:
+            server.cut_next("sendMail", mailbox=address)  # taken, and no answer comes
+
+    def refuse_sign_in(account) -> tuple[str, Retry]:
+        # The grant was revoked: the access token is refused, and so is its refresh.
+        oauth_server.expire_access_tokens()
+        EmailAccount.objects.filter(pk=account.pk).update(
+            oauth_refresh_token_encrypted=crypto.encrypt("revoked by its owner")
+        )
+        return "reconnect", Retry.OWNER
+
+    return Door(
+        account, put, lambda message_id: sent_copies(message_id) > 0, delivered, fail_sending,
+        read=read_by_changes,
+        extra={
+            "sent_copies": sent_copies, "refuse_sign_in": refuse_sign_in,
+            "no_password_change": "Microsoft Graph signs in with OAuth tokens only: a token "
+            "refused during a run is the token's, for the next run to refresh "
+            "(tests/test_graph_backend.py checks that decision)",
+        },
+    )  # fmt: skip
+
+
+DOORS = {
+    ServiceType.IMAP_SMTP: _imap_door,
+    ServiceType.EXCHANGE: _ews_door,
+    ServiceType.GRAPH: _graph_door,
+}
 
 
 @pytest.fixture(params=sorted(DOORS))
@@ -168,6 +243,9 @@ def test_it_declares_and_validates_the_provider_card_fields_it_uses():
     from providers.models import EmailProvider
 
     card_fields = {f.name for f in EmailProvider._meta.get_fields()}
+    # Fields no backend owns are every type's (auth_method, login_format, ...): a type may
+    # ask something of them (Graph: OAuth 2.0 only), but never of another type's own.
+    shared = card_fields - {name for b in BACKENDS.values() for name in b.provider_fields}
     for service_type, backend in BACKENDS.items():
         assert set(backend.provider_fields) <= card_fields, service_type
         # An empty card of its type: what is wrong is named on fields the type uses.
@@ -176,7 +254,8 @@ def test_it_declares_and_validates_the_provider_card_fields_it_uses():
             smtp_port=None, exchange_url="http://mail.example.test/EWS/Exchange.asmx",
         )  # fmt: skip
         errors = backend.validate_provider(empty)
-        assert errors and set(errors) <= set(backend.provider_fields), (service_type, errors)
+        uses = set(backend.provider_fields) | shared
+        assert errors and set(errors) <= uses, (service_type, errors)
 
 
 # The decisions written out again, not read from mail.errors.ACTIONS: a changed decision,
@@ -226,11 +305,13 @@ def test_it_asks_for_a_missing_login_before_any_server(door):
     assert (error.kind, error.field, error.retry) == ("login_missing", "login", Retry.OWNER)
 
 
-def test_it_says_an_unreachable_server_is_worth_another_try_later(door):
+def test_it_says_an_unreachable_server_is_worth_another_try_later(door, settings):
     provider = door.account.provider
     closed = free_port()
     if provider.service_type == ServiceType.EXCHANGE:
         provider.exchange_url = f"https://localhost:{closed}/EWS/Exchange.asmx"
+    elif provider.service_type == ServiceType.GRAPH:
+        settings.GRAPH_URL = f"https://localhost:{closed}/v1.0"
     else:
         provider.imap_port = closed
     provider.save()
@@ -383,6 +464,8 @@ def test_it_stores_a_sent_copy_once_when_asked_to_look_first(door):
 
 
 def _sent_copies(door, message_id: str) -> int:
+    if "sent_copies" in door.extra:
+        return door.extra["sent_copies"](message_id)
     if "server" in door.extra:
         server = door.extra["server"]
         state = server.state
@@ -414,14 +497,22 @@ def test_it_reports_a_failed_delivery_with_its_retry_decision(door, retry):
         assert caught.value.kind == "handed_over"
 
 
-def test_it_reports_a_refused_sign_in_while_sending_for_the_owner(door):
+def _refuse_sign_in(door) -> tuple[str, Retry]:
+    """The mailbox's stored secret no longer works; what the backend then says."""
     account = door.account
+    if "refuse_sign_in" in door.extra:
+        return door.extra["refuse_sign_in"](account)
     account.set_password("not the password")
     account.save()
+    return "credentials", Retry.OWNER
+
+
+def test_it_reports_a_refused_sign_in_while_sending_for_the_owner(door):
+    expected = _refuse_sign_in(door)
     raw, _message_id = _message()
     with pytest.raises(MailError) as caught:
         _deliver(door, raw)
-    assert (caught.value.kind, caught.value.retry) == ("credentials", Retry.OWNER)
+    assert (caught.value.kind, caught.value.retry) == expected
     assert door.delivered() == []
 
 
@@ -444,6 +535,9 @@ def test_it_reports_a_broken_connection_while_reading_as_worth_another_try(door,
     run = SyncRun.objects.get(account=door.account)
     assert run.state == SyncRun.State.FAILED
     assert ACTIONS[door.account.sync.last_error_kind] == Retry.LATER
+
+
+IMAP_SIGNS_IN_ONCE = "IMAP signs in once per session: a signed-in session stays signed in"
 
 
 def _broken(*args, **kwargs):
@@ -493,7 +587,7 @@ def test_it_reports_a_refused_password_while_reading_for_the_owner(door):
 
 def test_it_reports_a_password_changed_in_the_middle_of_a_read_for_the_owner(door):
     if "password_changed" not in door.extra:
-        pytest.skip("IMAP signs in once per session: a signed-in session stays signed in")
+        pytest.skip(door.extra.get("no_password_change", IMAP_SIGNS_IN_ONCE))
     failure = _read_failure(door, before_read=door.extra["password_changed"])
     assert (failure.kind, failure.retry) == ("credentials", Retry.OWNER), str(failure)
 
@@ -524,7 +618,7 @@ def _list_failure(door, before_list) -> MailError:
 
 def test_it_reports_a_password_changed_before_listing_the_folders_for_the_owner(door):
     if "password_changed" not in door.extra:
-        pytest.skip("IMAP signs in once per session: a signed-in session stays signed in")
+        pytest.skip(door.extra.get("no_password_change", IMAP_SIGNS_IN_ONCE))
     failure = _list_failure(door, door.extra["password_changed"])
     assert (failure.kind, failure.retry) == ("credentials", Retry.OWNER), str(failure)
 
@@ -546,12 +640,11 @@ def test_it_stops_a_sync_whose_password_is_refused_until_the_owner_acts(door):
     from sync.models import MailboxSync
 
     account = door.account
-    account.set_password("not the password")
-    account.save()
+    kind, _retry = _refuse_sign_in(door)
     run = mailbox_sync(account_id=account.pk)  # not retried: no TransientSyncError
     assert run.state == SyncRun.State.FAILED
     state = MailboxSync.objects.get(account=account)
-    assert state.last_error_kind == "credentials"
+    assert state.last_error_kind == kind
     assert state.health == MailboxSync.Health.NEEDS_ATTENTION
 
 

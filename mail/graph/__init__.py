@@ -1,1 +1,1 @@
-"""Microsoft Graph v1.0 (issue 21): the HTTP client; the backend class comes next."""
+"""Microsoft Graph v1.0 (issue 21): the HTTP client, the delta reader and the backend."""

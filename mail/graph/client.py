@@ -319,6 +319,16 @@ class GraphClient:
             message = _short(document["error"].get("message") or "")
         except (MailError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass
+        error = self._classified(response, code, message, sending=sending)
+        # What the server answered, for callers that tell one item's or one folder's
+        # refusal (404, 403) from the run's (mail/graph/reader.py).
+        error.status = response.status_code
+        error.code = code
+        return error
+
+    def _classified(
+        self, response: requests.Response, code: str, message: str, *, sending: bool
+    ) -> MailError:
         status = response.status_code
         said = f" ({code}: {message})" if code else f" (HTTP {status})"
         if status == 401:
@@ -504,6 +514,23 @@ class GraphClient:
 
         walk("mailFolders", (), 0)
         return found
+
+    def received_between(
+        self, folder_id: str, *, since: datetime | None, before: datetime,
+        select: tuple[str, ...] = ("id", "receivedDateTime", "isRead"),
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The folder's messages received from `since` (None: the oldest) up to
+        `before`, newest first, with the fields selected."""
+        wanted = f"receivedDateTime lt {_stamp(before)}"
+        if since is not None:
+            wanted = f"receivedDateTime ge {_stamp(since)} and {wanted}"
+        params = {"$filter": wanted, "$select": ",".join(select), "$top": "100"}
+        return self.items(f"mailFolders/{_segment(folder_id)}/messages", params=params)
+
+    def message(self, message_id: str, *, select: tuple[str, ...]) -> dict[str, Any]:
+        """One message's properties (those selected)."""
+        params = {"$select": ",".join(select)}
+        return self.get_json(f"messages/{_segment(message_id)}", params=params)
 
     def message_mime(self, message_id: str, *, limit: int) -> bytes:
         """A message's source exactly as stored (/$value); TooLarge above `limit`."""

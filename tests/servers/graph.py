@@ -10,7 +10,7 @@ lists and tasks, contact folders and contacts live in memory; `requests` records
 asked what, route by route.
 
 Endpoints: GET /me; /me/mailFolders (+ /{id or well-known name}, /childFolders,
-/messages with $filter on internetMessageId, POST /messages from MIME or JSON,
+/messages with $filter on internetMessageId or receivedDateTime, POST /messages from MIME or JSON,
 /messages/delta); /me/messages/{id} and /$value (MIME); POST /me/sendMail
 (MIME as base64 text/plain, or JSON; a copy is saved in Sent Items); /me/calendarView
 (+ /delta; weekly series expanded into occurrences); /me/todo/lists (+ /tasks, /delta);
@@ -322,8 +322,9 @@ class Call:
         answer = {"@odata.context": self.context(what), "value": rows[skip : skip + top]}
         if skip + top < len(rows):
             more = {"$top": str(top), "$skip": str(skip + top)}
-            if self.query.get("$select"):
-                more["$select"] = self.query["$select"]
+            for carried in ("$select", "$filter"):
+                if self.query.get(carried):
+                    more[carried] = self.query[carried]
             answer["@odata.nextLink"] = self.url(path, **more)
         return answer
 
@@ -411,16 +412,38 @@ def _mail_folders(call: Call) -> dict | tuple:
     raise GraphError(400, "BadRequest", f"Unsupported segment {'/'.join(parts[2:])!r}.")
 
 
+_COMPARE = {
+    "ge": lambda a, b: a >= b,
+    "gt": lambda a, b: a > b,
+    "le": lambda a, b: a <= b,
+    "lt": lambda a, b: a < b,
+}
+
+
 def _filtered(items: list[Entity], expression: str | None) -> list[Entity]:
     """$filter, as far as the app asks it: internetMessageId eq '<...>' (OData doubles a
-    quote inside a string)."""
+    quote inside a string), or receivedDateTime compared (ge, gt, le, lt) with a
+    DateTimeOffset, clauses joined by "and"."""
     if not expression:
         return items
     match = re.fullmatch(r"\s*internetMessageId\s+eq\s+'((?:[^']|'')*)'\s*", expression)
-    if match is None:
-        raise GraphError(400, "BadRequest", "The fake filters on internetMessageId eq only.")
-    wanted = match.group(1).replace("''", "'")
-    return [e for e in items if e.data.get("internetMessageId") == wanted]
+    if match is not None:
+        wanted = match.group(1).replace("''", "'")
+        return [e for e in items if e.data.get("internetMessageId") == wanted]
+    for clause in re.split(r"\s+and\s+", expression.strip()):
+        match = re.fullmatch(r"receivedDateTime\s+(ge|gt|le|lt)\s+(\S+)", clause.strip())
+        if match is None:
+            raise GraphError(
+                400, "BadRequest",
+                "The fake filters on internetMessageId eq, or receivedDateTime ge/gt/le/lt.",
+            )  # fmt: skip
+        try:
+            bound = _parse_stamp(match.group(2))
+        except ValueError:
+            raise GraphError(400, "BadRequest", f"Invalid date {match.group(2)!r}.") from None
+        compare = _COMPARE[match.group(1)]
+        items = [e for e in items if compare(_parse_stamp(e.data["receivedDateTime"]), bound)]
+    return items
 
 
 def _mime_body(call: Call) -> bytes:

@@ -1,0 +1,235 @@
+"""A Microsoft 365 mailbox read as pages of changes (mail.reading.DeltaReader) through
+Microsoft Graph: mailFolders for the folders, a message delta round per folder for its
+changes, /$value for each message's source."""
+
+import contextlib
+import io
+from datetime import datetime
+from email.header import Header
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
+
+from ..backend import ListedFolder
+from ..errors import MailError
+from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
+from .client import DeltaReset, GraphClient, MailFolder
+
+DELIMITER = "/"
+# Graph's well-known folder names, as special uses (mail/ews/folders.py's DISTINGUISHED).
+WELL_KNOWN = {
+    "sentitems": "\\sent",
+    "deleteditems": "\\trash",
+    "junkemail": "\\junk",
+    "drafts": "\\drafts",
+}
+# A delta page's messages; Graph's default is 10, its largest 1000 (of selected fields).
+PAGE_SIZE = 100
+# What a message's properties give when its source is not stored (a size limit, a source
+# Graph cannot give): its headers and text.
+PROPERTIES = ("subject", "from", "sentDateTime", "internetMessageId", "isRead", "body")
+# The text kept of a message made from its properties (its body can be the whole size).
+MAX_PROPERTY_BODY = 1024 * 1024
+# Answers about one message that are that message's, not the run's: its source or its
+# properties could not be given (400 ErrorInvalidIdMalformed, 500 for a corrupt item).
+# 401, 403, 429, 502-504 and broken connections are the run's: they end it.
+ITEM_STATUSES = frozenset({400, 406, 409, 410, 413, 415, 422, 500, 501})
+
+
+def _status(error: Exception) -> int | None:
+    return getattr(error, "status", None)
+
+
+def _stamp(value) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _line(value) -> str:
+    """A property as a header's value: on one line, bounded."""
+    return " ".join(str(value or "").split())[:2000]
+
+
+class GraphReader(DeltaReader):
+    """A signed-in GraphClient read as a DeltaReader. The read flags of the messages a
+    page or a listing named are kept until they are read (the source says none)."""
+
+    def __init__(self, client: GraphClient, *, page_size: int = PAGE_SIZE):
+        self.client = client
+        self.page_size = page_size
+        self._seen: dict[str, bool] = {}
+
+    # --- Folders ---
+
+    def folders(self, special_uses: dict[str, str] | None = None) -> list[ListedFolder]:
+        found = self.client.mail_folders()
+        known = special_uses or {}
+        if found and all(f.id in known for f in found):
+            # No folder is new since the uses were found: nothing to ask again.
+            special = {i: use for i, use in known.items() if use in WELL_KNOWN.values()}
+        else:
+            special = {}
+            for name, use in WELL_KNOWN.items():
+                try:
+                    special[self.client.well_known_folder(name).id] = use
+                except MailError as error:
+                    if _status(error) != 404:  # a mailbox without that folder
+                        raise
+        return [self._listed(folder, special.get(folder.id, "")) for folder in found]
+
+    @staticmethod
+    def _listed(folder: MailFolder, use: str) -> ListedFolder:
+        # A "/" inside a name would read as a level: it becomes a space, as for EWS.
+        path = DELIMITER.join(name.replace(DELIMITER, " ") for name in folder.path)
+        return ListedFolder(
+            path=path, delimiter=DELIMITER, special_use=use, selectable=True,
+            server_id=folder.id, messages=folder.total_count,
+        )  # fmt: skip
+
+    # --- Changes ---
+
+    def changes(self, server_id: str, state: str) -> ChangePage:
+        """One delta page. Graph's delta names new and changed messages alike, with their
+        current read flag: each comes as created (sync skips an id it stored already)
+        and with its flag in `seen`."""
+        try:
+            rounds = self.client.messages_delta(server_id, link=state, page_size=self.page_size)
+            try:
+                page = next(iter(rounds))
+            finally:
+                rounds.close()
+        except DeltaReset as error:
+            raise StateLost(str(error)) from error
+        created, seen = [], {}
+        for row in page.changed:
+            ident = row["id"]
+            created.append(NewItem(id=ident, received=_stamp(row.get("receivedDateTime"))))
+            if isinstance(row.get("isRead"), bool):
+                seen[ident] = row["isRead"]
+        self._seen.update(seen)
+        return ChangePage(
+            created=created, seen=seen, deleted=set(page.removed), state=page.link,
+            last=page.delta_link is not None,
+        )  # fmt: skip
+
+    def received_between(
+        self, server_id: str, *, since: datetime | None, before: datetime
+    ) -> list[NewItem]:
+        rows = self.client.received_between(server_id, since=since, before=before)
+        for row in rows:
+            if isinstance(row.get("isRead"), bool):
+                self._seen[row["id"]] = row["isRead"]
+        return [NewItem(id=row["id"], received=_stamp(row.get("receivedDateTime"))) for row in rows]
+
+    # --- Sources ---
+
+    def read(self, items: list[NewItem], *, size_limit: int) -> list[ReadItem]:
+        """Each source through /$value, at most `size_limit` bytes of it (Graph does not
+        say a message's size before it is read)."""
+        found = []
+        for item in items:
+            # The flag its page or listing said, kept until now (the source says none).
+            seen = self._seen.pop(item.id, None)
+            read = self._read_one(item.id, size_limit, seen)
+            if read is not None:
+                found.append(read)
+        return found
+
+    def _read_one(self, ident: str, size_limit: int, seen: bool | None) -> ReadItem | None:
+        buffer = io.BytesIO()
+        try:
+            copy = self.client.write_message_mime(ident, buffer, limit=size_limit)
+        except MailError as error:
+            if _status(error) == 404:
+                return None  # deleted since it was listed
+            if _status(error) not in ITEM_STATUSES:
+                raise
+            note = (
+                f"Microsoft 365 could not give this message's source ({error}); only its "
+                "headers and text are stored."
+            )
+            return self._from_properties(ident, UNREADABLE, note)
+        if not copy.complete:
+            buffer.close()
+            note = (
+                f"This message is above the limit of {size_limit / 1e6:.0f} MB (system "
+                "setting MaxMessageSizeMB): its headers and text are stored; its "
+                "attachments stay on the server."
+            )
+            return self._from_properties(ident, INCOMPLETE, note)
+        if seen is None:
+            seen = self._is_read(ident)
+            if seen is None:
+                return None
+        return ReadItem(id=ident, raw=buffer.getvalue(), seen=seen)
+
+    def _is_read(self, ident: str) -> bool | None:
+        """The read flag of a message no page named (asked for again by id); None when
+        it is gone."""
+        try:
+            return bool(self.client.message(ident, select=("isRead",)).get("isRead"))
+        except MailError as error:
+            if _status(error) == 404:
+                return None
+            raise
+
+    def _from_properties(self, ident: str, problem: str, note: str) -> ReadItem | None:
+        """A source made from the message's properties; None when it is gone; raw None
+        (noted, asked for again later) when Graph gives neither."""
+        try:
+            row = self.client.message(ident, select=PROPERTIES)
+        except MailError as error:
+            if _status(error) == 404:
+                return None
+            if _status(error) not in ITEM_STATUSES:
+                raise
+            why = f"Microsoft 365 gave neither this message nor its properties ({error})."
+            return ReadItem(id=ident, raw=None, note=why)
+        try:
+            raw = _message_from(row, ident)
+        except Exception as error:  # anything a property can make the builder do
+            why = f"This message could not be made from its properties ({error!r})."
+            return ReadItem(id=ident, raw=None, note=why[:1000])
+        return ReadItem(id=ident, raw=raw, seen=bool(row.get("isRead")), problem=problem, note=note)
+
+    # --- The rest ---
+
+    def folder_refusal(self, error: Exception) -> str | None:
+        """A folder deleted since the list (404) or one the mailbox may not read (403)
+        is that folder's; a mailbox Graph cannot reach at all (404
+        MailboxNotEnabledForRESTAPI) and everything else is the run's."""
+        if not isinstance(error, MailError) or error.kind == "contact_admin":
+            return None
+        if _status(error) in (403, 404):
+            return str(error)
+        return None
+
+    def close(self) -> None:
+        # Closing must not hide the work before it.
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _message_from(row: dict, ident: str) -> bytes:
+    """A MIME message from a message's Graph properties (compat32: it takes what Graph
+    says without judging a Message-ID's syntax)."""
+    body = row.get("body") if isinstance(row.get("body"), dict) else {}
+    subtype = "html" if str(body.get("contentType", "")).lower() == "html" else "plain"
+    message = MIMEText(str(body.get("content") or "")[:MAX_PROPERTY_BODY], subtype, "utf-8")
+    message["Subject"] = Header(_line(row.get("subject")), "utf-8")
+    sender = row.get("from")
+    sender = sender.get("emailAddress") if isinstance(sender, dict) else None
+    if isinstance(sender, dict) and sender.get("address"):
+        name = Header(_line(sender.get("name")), "utf-8").encode()
+        message["From"] = formataddr((name, _line(sender["address"])))
+    sent = _stamp(row.get("sentDateTime"))
+    if sent is not None:
+        message["Date"] = format_datetime(sent)
+    if row.get("internetMessageId"):
+        message["Message-ID"] = _line(row["internetMessageId"])
+    # Two messages made this way are two messages, even where their headers agree.
+    message["X-Graph-Message"] = _line(ident[-64:])
+    return message.as_bytes()
