@@ -1,5 +1,5 @@
 """Reads of the CRM's contacts and companies themselves: below sync, which links each
-email to them (sync.links, sync.ews_items), so nothing here reads an email or an access
+email to them (sync.links, sync.items), so nothing here reads an email or an access
 rule; the lists and timelines that do are crm/views/timelines.py."""
 
 from django.db.models import Q

@@ -10,12 +10,15 @@ module implementing this class and one line in mail/registry.py.
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from providers.addresses import Address
 from providers.models import EmailProvider, LoginFormat
 
 from .errors import MailError, SignInError
+
+if TYPE_CHECKING:
+    from .items import ItemsReader
 
 # Not IMAP's: an Exchange address book folder (offered in the Contacts settings).
 CONTACTS = "\\contacts"
@@ -105,9 +108,7 @@ class MailBackend(ABC):
     # an IMAPClient session), or "delta": `open_reader` gives a mail.reading.DeltaReader
     # and sync.delta needs nothing more of the protocol.
     reader: ClassVar[str]
-    # What sync imports besides mail (meetings, tasks, contacts; sync.readers.ITEMS), or
-    # "" for nothing: the mailbox's settings sections name what the user may choose.
-    items: ClassVar[str] = ""
+
     # Settings sections a mailbox of this protocol offers beyond every mailbox's
     # ("download", "send"): Exchange has a calendar, tasks and an address book.
     settings_sections: ClassVar[tuple[str, ...]] = ()
@@ -189,6 +190,12 @@ class MailBackend(ABC):
     @abstractmethod
     def files_sent_copies(self, provider: EmailProvider) -> bool:
         """Whether a message sent through `deliver` lands in Sent by itself."""
+
+    def items_reader(self, session) -> "ItemsReader | None":
+        """The meetings, tasks and address book of the mailbox a reading session
+        (`open_reader`'s) is signed in to (mail.items), or None where the protocol has
+        none; `settings_sections` then offers no "meetings" or "contacts"."""
+        return None
 
     def watcher(
         self, *, provider: EmailProvider, address: Address, login: str, password: str = "",

@@ -17,7 +17,7 @@ from systemsettings.selectors import internal_mail_servers_allowed
 
 from .delta import DeltaSyncer
 from .engine import AccountSyncer
-from .ews_items import exchange_items_sync
+from .items import items_sync
 from .models import MailboxSync, SyncRun
 
 # An Exchange mailbox's meetings, tasks and contacts are read at most this often by the
@@ -86,8 +86,8 @@ class ImapReader:
 
 class DeltaRunner:
     """Reads a mailbox whose backend reads by changes (mail.reading.DeltaReader, sync.delta),
-    with what it imports besides mail (its backend's `items`, ITEMS) at most every
-    ITEMS_EVERY (or now, `items_only`)."""
+    with its meetings, tasks and address book where the backend offers them
+    (`items_reader`, sync.items) at most every ITEMS_EVERY (or now, `items_only`)."""
 
     @staticmethod
     def read(account: EmailAccount, run: SyncRun, *, renew, items_only: bool) -> None:
@@ -101,14 +101,15 @@ class DeltaRunner:
                 syncer.progress_start(chosen)
                 for folder in chosen:
                     syncer.sync_folder_isolated(folder)
-            if backend.items:
+            items = backend.items_reader(reader)
+            if items is not None:
                 last = (
                     MailboxSync.objects.filter(account=account)
                     .values_list("items_imported_at", flat=True)
                     .first()
                 )
                 if items_only or last is None or last < timezone.now() - ITEMS_EVERY:
-                    ITEMS[backend.items](reader=reader, account=account, run=run, manual=items_only)
+                    items_sync(items=items, account=account, run=run, manual=items_only)
                     MailboxSync.objects.filter(account=account).update(
                         items_imported_at=timezone.now()
                     )
@@ -118,5 +119,3 @@ class DeltaRunner:
 
 # sync's reader for each backend's `reader` (mail.backend.MailBackend.reader).
 READERS = {"imap": ImapReader, "delta": DeltaRunner}
-# What imports each backend's `items` (meetings, tasks, contacts), over its reader.
-ITEMS = {"ews": exchange_items_sync}

@@ -9,13 +9,13 @@ from providers.models import ServiceType
 from ..backend import Endpoint, ListedFolder, MailBackend, credentials_required
 from ..errors import MailError
 from . import delivery, session
+from .items import EwsItems
 from .reader import EwsReader
 
 
 class EwsBackend(MailBackend):
     service_type = ServiceType.EXCHANGE
     reader = "delta"
-    items = "ews"
     settings_sections = ("meetings", "contacts")
     microsoft_scopes: ClassVar[tuple[str, ...]] = (
         "https://outlook.office.com/EWS.AccessAsUser.All",
@@ -79,6 +79,10 @@ class EwsBackend(MailBackend):
             # Exchange checks the sign-in with every request: a refused login or a
             # denied mailbox is the owner's to fix, as while reading, not the network's.
             raise self.read_failure(error) from None
+
+    def items_reader(self, reader: EwsReader) -> EwsItems:
+        # The folders are the run's listing (the address book folders among them).
+        return EwsItems(reader.ews, reader.by_path)
 
     def open_sender(self, **kwargs):
         return session.ews_session(**kwargs)

@@ -46,7 +46,6 @@ class GraphBackend(MailBackend):
     reader = "delta"
     # Meetings, tasks and contacts through Graph are later work (issue 21): until sync
     # imports them, offering their settings would show choices that do nothing.
-    items = ""
     settings_sections = ()
     # msal adds openid, profile and offline_access itself (and refuses them as input).
     # User.Read: GET /me, the sign-in check's address and display name.
