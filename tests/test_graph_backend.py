@@ -293,9 +293,11 @@ def test_it_lists_nested_folders_with_their_special_uses(
     assert by_path["Inbox/Projects"].server_id == projects
     assert {p: f.special_use for p, f in by_path.items() if f.special_use} == {
         "Sent Items": "\\sent", "Deleted Items": "\\trash", "Junk Email": "\\junk",
-        "Drafts": "\\drafts",
+        "Drafts": "\\drafts", "Contacts": "\\contacts",
     }  # fmt: skip
-    assert all(f.delimiter == "/" and f.selectable for f in listed)
+    # Every folder holds mail but the address book (listed for the Contacts settings).
+    assert all(f.delimiter == "/" for f in listed)
+    assert {f.path for f in listed if not f.selectable} == {"Contacts"}
 
     asked = len(mine(graph_server, address, "mailFolder"))
     known = {f.server_id: f.special_use for f in listed}
@@ -318,7 +320,10 @@ def test_it_lists_the_folders_of_a_mailbox_without_some_well_known_ones(
     listed = backend.list_folders(reader)
 
     uses = {f.path: f.special_use for f in listed if f.special_use}
-    assert uses == {"Sent Items": "\\sent", "Deleted Items": "\\trash", "Drafts": "\\drafts"}
+    assert uses == {
+        "Sent Items": "\\sent", "Deleted Items": "\\trash", "Drafts": "\\drafts",
+        "Contacts": "\\contacts",
+    }  # fmt: skip
 
 
 # -- signing in ------------------------------------------------------------------------

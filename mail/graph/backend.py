@@ -18,6 +18,7 @@ from providers.models import AuthMethod, ServiceType
 from ..backend import Endpoint, ListedFolder, MailBackend, credentials_required
 from ..errors import PROVIDER_KINDS, MailError, SignInError
 from .client import GraphClient, GraphUser, TokenRejected
+from .items import GraphItems
 from .reader import GraphReader
 
 GRAPH = "https://graph.microsoft.com"
@@ -44,9 +45,8 @@ def _as_sign_in(error: MailError) -> SignInError:
 class GraphBackend(MailBackend):
     service_type = ServiceType.GRAPH
     reader = "delta"
-    # Meetings, tasks and contacts through Graph are later work (issue 21): until sync
-    # imports them, offering their settings would show choices that do nothing.
-    settings_sections = ()
+    # The calendar, To Do and the address book (mail.graph.items).
+    settings_sections = ("meetings", "contacts")
     # msal adds openid, profile and offline_access itself (and refuses them as input).
     # User.Read: GET /me, the sign-in check's address and display name.
     microsoft_scopes: ClassVar[tuple[str, ...]] = (
@@ -146,6 +146,9 @@ class GraphBackend(MailBackend):
 
     def list_folders(self, session: GraphReader) -> list[ListedFolder]:
         return session.folders()
+
+    def items_reader(self, reader: GraphReader) -> GraphItems:
+        return GraphItems(reader.client, reader.mail_paths)
 
     def open_sender(self, *, provider, address, login, password="", access_token=""):
         client, _me = self._signed_in(access_token)

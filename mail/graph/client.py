@@ -634,6 +634,20 @@ class GraphClient:
         """The folders in the default Contacts folder (it holds `contacts()`)."""
         return self.items("contactFolders")
 
+    def create_contact(self, contact: dict[str, Any]) -> str:
+        """Add a contact to the default Contacts folder; returns its id."""
+        response = self._request(
+            "POST", "contacts", headers={"Content-Type": "application/json"},
+            data=json.dumps(contact).encode(),
+        )  # fmt: skip
+        try:
+            document = json.loads(self._read(response, MAX_ERROR_BYTES * 4))
+        except ValueError:
+            raise MailError("temporary", "Microsoft Graph's answer was not JSON.") from None
+        if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+            raise MailError("server_error", "Microsoft Graph did not say what it created.")
+        return document["id"]
+
     def contacts(self, folder_id: str = "") -> list[dict[str, Any]]:
         path = f"contactFolders/{_segment(folder_id)}/contacts" if folder_id else "contacts"
         return self.items(path, params={"$top": "100"})

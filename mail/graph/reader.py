@@ -13,6 +13,7 @@ from ..backend import ListedFolder
 from ..errors import MailError
 from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
 from .client import DeltaReset, GraphClient, MailFolder
+from .items import listed_books
 
 DELIMITER = "/"
 # Graph's well-known folder names, as special uses (mail/ews/folders.py's DISTINGUISHED).
@@ -61,6 +62,9 @@ class GraphReader(DeltaReader):
         self.client = client
         self.page_size = page_size
         self._seen: dict[str, bool] = {}
+        # The mail folders' paths at the last listing (the address book's paths keep
+        # clear of them: mail.graph.items).
+        self.mail_paths: set[str] = set()
 
     # --- Folders ---
 
@@ -78,7 +82,11 @@ class GraphReader(DeltaReader):
                 except MailError as error:
                     if _status(error) != 404:  # a mailbox without that folder
                         raise
-        return [self._listed(folder, special.get(folder.id, "")) for folder in found]
+        mail = [self._listed(folder, special.get(folder.id, "")) for folder in found]
+        self.mail_paths = {listed.path for listed in mail}
+        # The address book's folders too, as Exchange lists them: not read for mail,
+        # offered in the Contacts settings (mail.graph.items).
+        return mail + listed_books(self.client, self.mail_paths)
 
     @staticmethod
     def _listed(folder: MailFolder, use: str) -> ListedFolder:

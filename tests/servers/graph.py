@@ -14,7 +14,8 @@ Endpoints: GET /me; /me/mailFolders (+ /{id or well-known name}, /childFolders,
 /messages/delta); /me/messages/{id} and /$value (MIME); POST /me/sendMail
 (MIME as base64 text/plain, or JSON; a copy is saved in Sent Items); /me/calendarView
 (+ /delta; weekly series expanded into occurrences); /me/todo/lists (+ /tasks, /delta);
-/me/contactFolders (+ /contacts, /childFolders, /delta) and /me/contacts (+ /delta).
+/me/contactFolders (+ /contacts, /childFolders, /delta) and /me/contacts (+ /delta, and
+POST to add one).
 Collections page with `$top`/`$skip` (nextLink); delta rounds honour `$select` and
 `Prefer: odata.maxpagesize` and page through `$skiptoken`s that can be asked again.
 
@@ -673,9 +674,34 @@ def _contacts_of(call: Call, folder: Container, rest: list[str], base: str) -> d
     raise GraphError(400, "BadRequest", "Unsupported segment.")
 
 
+CONTACT_FIELDS = (
+    "displayName", "givenName", "surname", "fileAs", "companyName", "jobTitle",
+    "emailAddresses", "businessPhones", "mobilePhone",
+)  # fmt: skip
+
+
+def _create_contact(call: Call, folder: Container) -> tuple:
+    """POST /me/contacts (JSON): a contact in the default Contacts folder, 201."""
+    try:
+        given = json.loads(call.body)
+    except ValueError:
+        raise GraphError(400, "BadRequest", "Invalid JSON.") from None
+    if not isinstance(given, dict) or set(given) - set(CONTACT_FIELDS):
+        raise GraphError(400, "BadRequest", "Unknown contact properties.")
+    data = {"businessPhones": [], "emailAddresses": []} | given
+    entity = Entity(_new_id("AAMk"), folder.mailbox, "contact", folder.id, data)
+    entity.seq = call.state.next_seq()
+    call.state.entities[entity.id] = entity
+    context = call.context("users('me')/contacts/$entity")
+    body = json.dumps({"@odata.context": context, **_render(call.state, entity, None)})
+    return (201, body.encode(), "application/json")
+
+
 def _contact_folders(call: Call) -> dict:
     parts, state = call.parts, call.state
     default = state.well_known(call.user.address, "contacts")
+    if parts == ["contacts"] and call.method == "POST":
+        return _create_contact(call, default)
     if parts[0] == "contacts":
         if len(parts) == 2 and parts[1] != "delta":
             context = call.context("users('me')/contacts/$entity")
@@ -885,7 +911,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise GraphError(405, "BadRequest", "Method not allowed.")
             return _send_mail(call)
         creating = self.command == "POST" and (
-            parts == ["messages"] or (parts[:1] == ["mailFolders"] and parts[2:] == ["messages"])
+            parts in (["messages"], ["contacts"])
+            or (parts[:1] == ["mailFolders"] and parts[2:] == ["messages"])
         )
         if self.command != "GET" and not creating:
             raise GraphError(405, "BadRequest", "The fake answers GET here.")
