@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from mail.backend import login_for
 from providers.addresses import Address, parent_domains
-from providers.models import EmailProvider, LoginFormat, ProviderDomain, Source
+from providers.models import AuthMethod, EmailProvider, LoginFormat, ProviderDomain, Source
 from providers.services import GUESSED
 
 from .guides import GUIDES, Guide
@@ -203,3 +203,24 @@ def domain_memory(*, provider: EmailProvider, address: Address, login: str | Non
     else:
         why = f"{not_remembered}: a sign-in to {name} does not show that it serves {domain}."
     return DomainMemory(False, why, why.replace("will not be", "was not"))
+
+
+def same_sign_in_elsewhere(provider: EmailProvider) -> list[EmailProvider]:
+    """Provider cards that sign in to the same accounts as `provider` (OAuth 2.0 at the
+    same identity platform and tenant: the same token address) through another
+    protocol: a mailbox of `provider` may move to one by signing in again (its address
+    is checked as at the first sign-in), and the wizard offers them beside it (Microsoft
+    365 over IMAP or over Graph)."""
+    if provider.auth_method != AuthMethod.OAUTH2 or not provider.oauth_token_url:
+        return []
+    return [
+        card
+        for card in EmailProvider.objects.filter(
+            auth_method=AuthMethod.OAUTH2,
+            oauth_token_url=provider.oauth_token_url,
+        )
+        .exclude(pk=provider.pk)
+        .exclude(service_type=provider.service_type)
+        .order_by("name")
+        if card.oauth_ready
+    ]

@@ -29,7 +29,7 @@ from .models import (
     TokenRevocation,
 )
 from .oauth import TokenError, token_revoke, tokens_store
-from .signals import download_wanted, mailbox_deleting, signed_in_again
+from .signals import download_wanted, mailbox_deleting, protocol_changed, signed_in_again
 
 logger = logging.getLogger(__name__)
 
@@ -408,23 +408,40 @@ def account_credentials_change(
 
 
 @sensitive_variables("oauth")
-def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
+def account_reconnect(
+    *, account: EmailAccount, actor, oauth: dict, provider: EmailProvider | None = None
+) -> None:
     """An OAuth 2.0 mailbox signed in again ("Reconnect"): the new tokens are checked
     with the real IMAP and SMTP servers first, then replace the old ones. Settings,
-    folders and emails stay as they were; only the sign-in changes."""
+    folders and emails stay as they were; only the sign-in changes.
+
+    With `provider` (one of accounts.selectors.same_sign_in_elsewhere's), the mailbox
+    moves to that card's protocol: checked with its servers, it takes the card with the
+    tokens, and sync reads it afresh (accounts.signals.protocol_changed); its settings
+    and emails stay, the emails found again by their Message-ID."""
     address = normalize_address(account.address)
+    moving = provider is not None and provider.pk != account.provider_id
+    provider = provider if moving else account.provider
     with transaction.atomic():
         get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
         _rate_limit(user=actor, address=address)
         attempt = SignInAttempt.objects.create(user=actor, address=address.email)
     check_sign_in(
-        provider=account.provider, address=address, login=account.login,
+        provider=provider, address=address, login=account.login,
         access_token=oauth["access_token"],
     )  # fmt: skip
     SignInAttempt.objects.filter(pk=attempt.pk).update(succeeded=True)
     try:
         with transaction.atomic():
             locked = _locked_live(account)
+            if moving:
+                AccountChange.objects.create(
+                    account=locked, address=locked.address, actor=actor, field="provider",
+                    old_value=locked.provider.name, new_value=provider.name,
+                )  # fmt: skip
+                locked.provider = provider
+                locked.save(update_fields=["provider"])
+                protocol_changed.send(sender=EmailAccount, account_id=locked.pk)
             tokens_store(account=locked, answer=oauth)
             AccountChange.objects.create(
                 account=locked, address=locked.address, actor=actor, field="sign-in",
@@ -436,6 +453,8 @@ def account_reconnect(*, account: EmailAccount, actor, oauth: dict) -> None:
             _revoke_unused(account, oauth)
         raise
     account.reconnect_needed_at = None
+    if moving:
+        account.provider = provider
     signed_in_again.send(sender=EmailAccount, account_id=account.pk)
 
 

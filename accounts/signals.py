@@ -23,3 +23,10 @@ signed_in_again = Signal()
 # contacts) are wanted now rather than at the next scheduled run. Sent with
 # `account_id` and `items_only`; sync queues the download on commit.
 download_wanted = Signal()
+
+# The mailbox moved to another provider card that signs in to the same account with
+# another protocol (Exchange to Microsoft Graph, IMAP to Graph): where its emails sit on
+# the server is known afresh by the new protocol. Sent with `account_id` inside the
+# transaction that moves it; sync forgets its folders' download state and locations
+# (the emails stay, found again by their Message-ID).
+protocol_changed = Signal()

@@ -22,6 +22,7 @@ urlpatterns = [
     ),
     path("mailboxes/<int:pk>/credentials/", credentials.account_credentials, name="credentials"),
     path("mailboxes/<int:pk>/reconnect/", oauth.account_reconnect_start, name="reconnect"),
+    path("mailboxes/<int:pk>/move/", oauth.account_move_start, name="move"),
     path("mailboxes/<int:pk>/remove/", settings.account_remove_view, name="remove"),
     path("mailboxes/<int:pk>/signature/", signature.account_signature, name="signature"),
     path(

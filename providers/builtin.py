@@ -4,7 +4,7 @@ Loaded by `manage.py load_builtin_providers` (which `make run` calls); an admin 
 edit them afterwards and a reload keeps those edits.
 """
 
-from .models import AuthMethod, LoginFormat, Security
+from .models import AuthMethod, LoginFormat, Security, ServiceType
 
 _SSL, _STARTTLS = Security.SSL_TLS, Security.STARTTLS
 # Google's RFC 7009 endpoint. Microsoft's identity platform publishes none (its OpenID
@@ -84,6 +84,27 @@ BUILTIN_PROVIDERS: list[dict] = [
         "oauth_token_url": "https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
         "mx_suffixes": "mail.protection.outlook.com",
         "domains": ["office365.com", "onmicrosoft.com"],
+    },
+    {
+        # The same work accounts through Microsoft Graph: mail with meetings, To Do tasks
+        # and contacts (Exchange's EWS is off for Microsoft 365 from April 2027). Offered
+        # beside the IMAP card in the wizard, and as "Move to" on an IMAP or Exchange
+        # mailbox of the same sign-in (accounts.selectors.same_sign_in_elsewhere); no
+        # domain of its own, so discovery keeps finding the card above.
+        "name": "Microsoft 365 (Graph)",
+        "service_type": ServiceType.GRAPH,
+        "security_guide": "outlook",
+        "imap_host": "",
+        "imap_port": None,
+        "smtp_host": "",
+        "smtp_port": None,
+        "login_format": LoginFormat.EMAIL,
+        "auth_method": AuthMethod.OAUTH2,
+        "oauth_authorize_url": (
+            "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+        ),
+        "oauth_token_url": "https://login.microsoftonline.com/organizations/oauth2/v2.0/token",
+        "domains": [],
     },
     {
         "name": "Yahoo Mail",

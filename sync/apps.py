@@ -27,3 +27,6 @@ class SyncConfig(AppConfig):
         # What accounts' services say happened to a mailbox, turned into downloads.
         signals.signed_in_again.connect(receivers.signed_in_again, dispatch_uid="sync-signed-in")
         signals.download_wanted.connect(receivers.download_wanted, dispatch_uid="sync-download")
+        signals.protocol_changed.connect(
+            receivers.protocol_changed, dispatch_uid="sync-protocol-changed"
+        )

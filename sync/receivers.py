@@ -1,7 +1,7 @@
 """sync's answers to what accounts' services say happened to a mailbox
 (accounts/signals.py): accounts is below sync and cannot queue its downloads itself."""
 
-from .services import download_queue, mailbox_attention_clear
+from .services import download_forget, download_queue, mailbox_attention_clear
 
 
 def signed_in_again(sender, *, account_id: int, **kwargs) -> None:
@@ -13,3 +13,7 @@ def signed_in_again(sender, *, account_id: int, **kwargs) -> None:
 
 def download_wanted(sender, *, account_id: int, items_only: bool = False, **kwargs) -> None:
     download_queue(account_id=account_id, items_only=items_only)
+
+
+def protocol_changed(sender, *, account_id: int, **kwargs) -> None:
+    download_forget(account_id=account_id)

@@ -19,10 +19,10 @@ from mailsetup.queue import publish, publish_on_commit
 from systemsettings.selectors import mailbox_sync_interval
 
 from .engine import folders_refresh
-from .models import Folder, MailboxSync, SyncRun, WorkerHeartbeat
+from .models import EmailLocation, Folder, MailboxSync, SyncRun, UnstoredMessage, WorkerHeartbeat
 from .readers import READERS, session_open
 from .search import vectors_fill_soon
-from .store import ours
+from .store import locations_forget, ours
 
 
 def _lease() -> timedelta:
@@ -470,6 +470,22 @@ def folders_choose(
         account_change_record(account=account, actor=actor, field="folders", old=before, new=after)
     # The folders chosen now are downloaded now, not at the next scheduled run.
     download_queue(account_id=account.pk)
+
+
+def download_forget(*, account_id: int) -> None:
+    """The mailbox is read through another protocol from now on (accounts.signals.
+    protocol_changed): where its emails sat on the server, and how far each folder was
+    read, meant something to the old protocol only. Forgotten, in the caller's
+    transaction: the next run lists the folders afresh (a folder of the same path keeps
+    its row and its choice in the folder settings) and finds every stored email again
+    by its Message-ID, storing none twice."""
+    locations_forget(locations=EmailLocation.objects.filter(folder__account_id=account_id))
+    UnstoredMessage.objects.filter(folder__account_id=account_id).delete()
+    Folder.objects.filter(account_id=account_id).update(
+        uidvalidity=None, last_uid=0, uidnext=None, highestmodseq=None, messages=None,
+        synced_since=None, server_id="", sync_state="", flags_checked_below=0,
+        last_error="", failing_since=None, retry_at=None,
+    )  # fmt: skip
 
 
 def download_queue(*, account_id: int, items_only: bool = False, now: bool = False) -> bool:

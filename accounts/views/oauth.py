@@ -18,7 +18,7 @@ from providers.models import AuthMethod, EmailProvider
 from sharing.access import mailbox_or_404
 
 from ..oauth import Pending, TokenError, authorization_start, sign_in_answer
-from ..selectors import providers_offered
+from ..selectors import providers_offered, same_sign_in_elsewhere
 from ..services import AccountRemoved, DuplicateAccount, account_create, account_reconnect
 from .common import query_url
 from .wizard import wizard_address_of
@@ -84,6 +84,23 @@ def account_reconnect_start(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def account_move_start(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Move to …": sign in again through a card of the same accounts with another
+    protocol (accounts.selectors.same_sign_in_elsewhere); the mailbox moves once that
+    sign-in works, keeping its settings and emails."""
+    account = mailbox_or_404(request.user, pk)
+    target = str(request.POST.get("provider") or "")
+    offered = {str(card.pk): card for card in same_sign_in_elsewhere(account.provider)}
+    if not account.uses_oauth or target not in offered:
+        raise Http404
+    return _oauth_redirect(
+        request, offered[target], account.address, account_id=account.pk,
+        back=account.get_absolute_url(),
+    )  # fmt: skip
+
+
+@login_required
 @require_http_methods(["GET"])
 @sensitive_variables("answer", "pending")
 def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
@@ -100,7 +117,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     pending = Pending(**pending)
     provider = get_object_or_404(EmailProvider, pk=pending.provider_id)
     address = normalize_address(pending.address)
-    reconnecting = None
+    reconnecting = moving_to = None
     if pending.account_id is not None:
         # Asked again: a grant may have been taken away since the sign-in started.
         reconnecting = mailbox_or_404(request.user, pending.account_id)
@@ -115,7 +132,16 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
             reconnecting=reconnecting is not None,
         )  # fmt: skip
         if reconnecting is not None:
-            account_reconnect(account=reconnecting, actor=request.user, oauth=answer)
+            # The card the sign-in went through: the mailbox's own, or one it moves to
+            # (account_move_start offered only those).
+            moving_to = provider if provider.pk != reconnecting.provider_id else None
+            if moving_to is not None and moving_to not in same_sign_in_elsewhere(
+                reconnecting.provider
+            ):
+                raise Http404
+            account_reconnect(
+                account=reconnecting, actor=request.user, oauth=answer, provider=moving_to
+            )
         else:
             account_create(
                 user=request.user, provider=provider, address=address,
@@ -134,7 +160,11 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
         # Its download goes on at once (accounts.services).
         messages.success(
             request,
-            f"{reconnecting.address} is connected again; its emails download as before.",
+            f"{reconnecting.address} is connected again; its emails download as before."
+            if moving_to is None
+            else f"{reconnecting.address} now connects through {provider.name}; its "
+            "emails and settings are kept, and its folders are read again (no email is "
+            "stored twice).",
         )
         return redirect(back)
     # The Email page's notification says it is connected.

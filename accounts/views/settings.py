@@ -33,7 +33,7 @@ from ..forms import (
 )
 from ..models import EmailAccount
 from ..oauth import identity_hosts
-from ..selectors import sign_in_alert
+from ..selectors import same_sign_in_elsewhere, sign_in_alert
 from ..services import (
     DOWNLOAD_FIELDS,
     Digest,
@@ -106,6 +106,8 @@ def settings_page(
         "preview": account.signature_html
         and email_document(account.signature_html, allow_remote_images=False),
         "alerts": [alert] if (alert := sign_in_alert(account)) else [],
+        # Cards of the same accounts through another protocol ("Move to …").
+        "move_to": same_sign_in_elsewhere(account.provider) if account.uses_oauth else [],
         **sync_status(account),
         **(extra or {}),
     }
@@ -113,6 +115,7 @@ def settings_page(
     response = allow_mail_frame(render(request, SETTINGS, context))
     # "Sign in again" / "Reconnect" (the credentials section) and the banner's button.
     origins = identity_hosts(account.provider).origins if account.uses_oauth else ()
+    origins = [*origins, *(o for card in context["move_to"] for o in identity_hosts(card).origins)]
     return allow_oauth_forms(response, [*origins, *reconnect_origins(context["alerts"])])
 
 

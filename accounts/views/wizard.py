@@ -47,6 +47,7 @@ from ..selectors import (
     providers_by_pk,
     providers_matching,
     providers_offered,
+    same_sign_in_elsewhere,
 )
 from ..services import DuplicateAccount, account_create
 from .common import query_url, same_site_path
@@ -310,6 +311,18 @@ def _sign_in_context(request, address: Address, provider, form, *, via: str, tok
         "draft_url": token
         and query_url("accounts:wizard_new_server", address=address.email, draft=token),
         "discovery": _discovery_note(request, address, provider=provider),
+        # Cards of the same sign-in through another protocol (Microsoft 365 over IMAP
+        # or over Graph), offered beside this one.
+        "alternatives": [
+            {
+                "provider": card,
+                "url": query_url(
+                    "accounts:wizard_sign_in", address=address.email, provider=card.pk
+                ),
+            }
+            for card in same_sign_in_elsewhere(provider)
+            if providers_offered(address.domain).filter(pk=card.pk).exists()
+        ],
     }
     if via in CHOSEN:
         context["domain_memory"] = domain_memory(provider=provider, address=address, login=None)
