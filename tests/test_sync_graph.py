@@ -261,6 +261,36 @@ def test_it_reads_a_folder_again_when_graph_forgets_its_delta_link_without_dupli
     assert _sync(account).new_locations == 0
 
 
+def test_it_reads_a_folder_again_when_graph_forgets_the_round_it_is_paging_through(
+    graph_mailbox, graph_server, small_pages, monkeypatch
+):
+    """The links are forgotten between two pages of the first round: the folder's
+    first page is stored, then the folder is read from its start, nothing twice."""
+    account, address = graph_mailbox
+    _deliver(graph_server, address, "inbox", 25)
+    changes = GraphReader.changes
+    forgotten = []
+
+    def forgets_once(self, server_id, state):
+        page = changes(self, server_id, state)
+        if page.created and not forgotten:
+            forgotten.append(server_id)
+            graph_server.forget_delta_links()
+        return page
+
+    monkeypatch.setattr(GraphReader, "changes", forgets_once)
+    graph_server.state.requests.clear()
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.filter(account=account).count() == 25
+    assert run.new_emails == 25 and run.removed_locations == 10
+    inbox = Folder.objects.get(account=account, path="Inbox")
+    assert inbox.locations.count() == 25 and inbox.last_error == ""
+    assert len(_mine(graph_server, address, "message.value")) == 35  # the first ten twice
+    _no_duplicates(account)
+
+
 # -- 4. a connection cut mid-page --------------------------------------------------------
 
 
@@ -302,7 +332,10 @@ def test_it_resumes_after_connections_cut_mid_page_without_losing_or_repeating_a
 # -- 5. throttling -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "route"), [(429, "messages.delta"), (503, "message.value")])
+@pytest.mark.parametrize(
+    ("status", "route"),
+    [(429, "me"), (503, "mailFolders"), (429, "messages.delta"), (503, "message.value")],
+)
 def test_it_ends_the_run_for_later_when_graph_asks_for_a_long_wait(
     graph_mailbox, graph_server, status, route
 ):
