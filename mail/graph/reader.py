@@ -3,6 +3,7 @@ Microsoft Graph: mailFolders for the folders, a message delta round per folder f
 changes, /$value for each message's source."""
 
 import contextlib
+import functools
 import io
 from datetime import datetime
 from email.header import Header
@@ -10,9 +11,9 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 
 from ..backend import ListedFolder
-from ..errors import MailError
+from ..errors import MailError, Retry
 from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
-from .client import DeltaReset, GraphClient, MailFolder
+from .client import DeltaReset, GraphClient, MailFolder, TokenRejected
 from .items import listed_books
 
 DELIMITER = "/"
@@ -54,6 +55,36 @@ def _line(value) -> str:
     return " ".join(str(value or "").split())[:2000]
 
 
+class TokenRanOut(TokenRejected):
+    """A 401 met by a reader, whose sign-in Graph accepted (GET /me) when it was opened:
+    the token ran out or was revoked during the run. The next run's sign-in refreshes
+    it, or finds that the owner must reconnect. (A MailError reaches the run's end as it
+    is, without the backend's read_failure: a plain TokenRejected would put the mailbox
+    on its owner.)"""
+
+    def __init__(self, error: TokenRejected):
+        MailError.__init__(
+            self, "token_unavailable",
+            f"Microsoft 365 stopped accepting the sign-in token during the download ({error})",
+            retry=Retry.LATER,
+        )  # fmt: skip
+        self.code = error.code
+        self.status = getattr(error, "status", 401)
+
+
+def _token_may_run_out(method):
+    @functools.wraps(method)
+    def reading(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except TokenRejected as error:
+            if isinstance(error, TokenRanOut):
+                raise
+            raise TokenRanOut(error) from error
+
+    return reading
+
+
 class GraphReader(DeltaReader):
     """A signed-in GraphClient read as a DeltaReader. The read flags of the messages a
     page or a listing named are kept until they are read (the source says none)."""
@@ -68,6 +99,7 @@ class GraphReader(DeltaReader):
 
     # --- Folders ---
 
+    @_token_may_run_out
     def folders(self, special_uses: dict[str, str] | None = None) -> list[ListedFolder]:
         found = self.client.mail_folders()
         known = special_uses or {}
@@ -99,6 +131,7 @@ class GraphReader(DeltaReader):
 
     # --- Changes ---
 
+    @_token_may_run_out
     def changes(self, server_id: str, state: str) -> ChangePage:
         """One delta page. Graph's delta names new and changed messages alike, with their
         current read flag: each comes as created (sync skips an id it stored already)
@@ -123,6 +156,7 @@ class GraphReader(DeltaReader):
             last=page.delta_link is not None,
         )  # fmt: skip
 
+    @_token_may_run_out
     def received_between(
         self, server_id: str, *, since: datetime | None, before: datetime
     ) -> list[NewItem]:
@@ -134,6 +168,7 @@ class GraphReader(DeltaReader):
 
     # --- Sources ---
 
+    @_token_may_run_out
     def read(self, items: list[NewItem], *, size_limit: int) -> list[ReadItem]:
         """Each source through /$value, at most `size_limit` bytes of it (Graph does not
         say a message's size before it is read)."""

@@ -2,12 +2,13 @@
 
 This is not Microsoft's service. It answers the part of Graph v1.0 the app uses, on
 `/v1.0/me/...`, with documents shaped like Graph's: `@odata.context`, `value`,
-`@odata.nextLink`, `@odata.deltaLink`, removed items as `{"id", "@removed": {...}}`, and
-errors as `{"error": {"code", "message", "innerError"}}`. Bearer tokens are checked with
-`token_user` (the suite's OAuth server, tests/servers/oauth.py: an unknown or expired
-token gets 401 InvalidAuthenticationToken). Users, folders, messages, events, To Do
-lists and tasks, contact folders and contacts live in memory; `requests` records who
-asked what, route by route.
+`@odata.nextLink`, `@odata.deltaLink`, a message's `body` as HTML (Graph's default),
+removed items as `{"id", "@removed": {...}}`, and errors as `{"error": {"code",
+"message", "innerError"}}`. Bearer tokens are checked with `token_user` (the suite's
+OAuth server, tests/servers/oauth.py: an unknown or expired token gets 401
+InvalidAuthenticationToken). Users, folders, messages, events, To Do lists and tasks,
+contact folders and contacts live in memory; `requests` records who asked what, route by
+route.
 
 Endpoints: GET /me; /me/mailFolders (+ /{id or well-known name}, /childFolders,
 /messages with $filter on internetMessageId or receivedDateTime, POST /messages from MIME or JSON,
@@ -21,7 +22,8 @@ Collections page with `$top`/`$skip` (nextLink); delta rounds honour `$select` a
 
 Faults, per route name (see `_route`), for anyone or one mailbox: `throttle_next` (429 or
 503 with Retry-After), `fail_next` (any Graph error, nothing done),
-`cut_next` (the headers and half the body, then the connection closes),
+`cut_next` (the headers and half the body, then the connection closes; `after` requests
+of the route answered whole first, to cut a later page of a round),
 `forget_delta_links` (410 Gone, syncStateNotFound or resyncRequired).
 """
 
@@ -39,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -145,6 +148,8 @@ class State:
     # (route, mailbox or None for anyone's) -> [status, seconds, count]
     throttles: dict[tuple, list] = field(default_factory=dict)
     cuts: dict[tuple, int] = field(default_factory=dict)  # (route, mailbox or None) -> count
+    # (route, mailbox or None) -> requests answered whole before the cuts begin
+    cuts_after: dict[tuple, int] = field(default_factory=dict)
     # (route, mailbox or None) -> [status, code, message, count]
     failures: dict[tuple, list] = field(default_factory=dict)
     seq: int = 0
@@ -251,6 +256,14 @@ def _message_data(mime: bytes, is_read: bool, received: datetime) -> dict:
     sender = boxes("From")
     body = msg.get_body(preferencelist=("plain", "html"))
     text = body.get_content() if body is not None else ""
+    # `body` comes as HTML, Graph's default (the fake does not take Prefer:
+    # outlook.body-content-type): the message's HTML part, or its text made HTML.
+    html_part = msg.get_body(preferencelist=("html",))
+    if html_part is not None:
+        html = html_part.get_content()
+    else:
+        lines = "<br>\r\n".join(escape(line) for line in str(text).splitlines())
+        html = f"<html><head></head><body><div>{lines}</div></body></html>"
     sent = msg["Date"].datetime if msg["Date"] is not None and msg["Date"].datetime else received
     return {
         "createdDateTime": _stamp(received),
@@ -261,6 +274,7 @@ def _message_data(mime: bytes, is_read: bool, received: datetime) -> dict:
         "internetMessageId": header("Message-ID"),
         "subject": header("Subject") or "",
         "bodyPreview": " ".join(str(text).split())[:255],
+        "body": {"contentType": "html", "content": html},
         "importance": "normal",
         "conversationId": _new_id("AAQk"),
         "isRead": is_read,
@@ -875,7 +889,10 @@ class _Handler(BaseHTTPRequestHandler):
                 (k for k in ((route, user.address), (route, None)) if state.cuts.get(k)), None
             )
             cut = cut_key is not None
-            if cut:
+            if cut and state.cuts_after.get(cut_key, 0) > 0:
+                state.cuts_after[cut_key] -= 1
+                cut = False
+            elif cut:
                 state.cuts[cut_key] -= 1
             try:
                 answer = self._answer(server, state, user, parts, query, headers, body)
@@ -1202,13 +1219,17 @@ class GraphServer:
             key = (route, mailbox.lower() if mailbox else None)
             self.state.throttles[key] = [status, retry_after, count]
 
-    def cut_next(self, route: str, count: int = 1, mailbox: str | None = None) -> None:
+    def cut_next(
+        self, route: str, count: int = 1, mailbox: str | None = None, after: int = 0
+    ) -> None:
         """The next `count` requests of `route` (by `mailbox`, or by anyone) are carried
         out, and their answer breaks off halfway through the body (the connection
-        closes); an answer without a body does not come at all."""
+        closes); an answer without a body does not come at all. `after`: that many
+        requests of the route are answered whole first (a round's later page is cut)."""
         with self.state.lock:
             key = (route, mailbox.lower() if mailbox else None)
             self.state.cuts[key] = self.state.cuts.get(key, 0) + count
+            self.state.cuts_after[key] = after
 
     def fail_next(
         self, route: str, status: int, code: str, message: str = "", count: int = 1,
