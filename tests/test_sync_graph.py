@@ -201,14 +201,18 @@ def test_it_applies_a_new_message_a_read_flag_and_a_deletion_and_stays_quiet_whe
     assert (idle.new_emails, idle.new_locations, idle.flag_changes) == (0, 0, 0)
     synced = Folder.objects.filter(account=account).exclude(sync_state="").count()
     asked = _mine(graph_server, address)
-    # The sign-in, the folder list, one delta request per folder read; no message, no
-    # well-known folder asked for again (their uses are known).
+    # The sign-in, the folder list (with the address book's folders), one delta request
+    # per folder read; no message, no well-known folder asked for again (their uses are
+    # known).
     routes = [r["route"] for r in asked]
     # (childFolders only for a folder that has some.)
     assert {"me", "mailFolders", "messages.delta"} <= set(routes)
-    assert set(routes) <= {"me", "mailFolders", "childFolders", "messages.delta"}
+    assert set(routes) <= {
+        "me", "mailFolders", "childFolders", "messages.delta", "contactFolders",
+    }  # fmt: skip
+    assert routes.count("contactFolders") == 1
     assert routes.count("me") == 1 and routes.count("messages.delta") == synced
-    assert len(asked) <= 2 + synced + Folder.objects.filter(account=account).count()
+    assert len(asked) <= 3 + synced + Folder.objects.filter(account=account).count()
 
 
 def test_it_moves_the_location_of_a_message_moved_to_another_folder_keeping_its_email(
