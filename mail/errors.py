@@ -96,6 +96,10 @@ class MailError(Exception):
     `retry` is the table's answer for the kind unless the one who met the failure knows
     better (it must still name a classified kind)."""
 
+    # Seconds the server asked to be left alone before the next try (its Retry-After),
+    # where it said; the caller waits at least that long (sync: MailboxSync.not_before).
+    wait: float | None = None
+
     def __init__(self, kind: str, message: str, field: str = "", retry: Retry | None = None):
         decided = action_of(kind)  # refuse unclassified kinds where they are made
         super().__init__(message)

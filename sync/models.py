@@ -47,6 +47,9 @@ class MailboxSync(models.Model):
     # "Download emails now" was pressed and no run has claimed the mailbox since: the
     # status page shows that the download is about to start, and keeps looking.
     download_requested_at = models.DateTimeField(null=True, blank=True)
+    # The server asked to be left alone until then (Retry-After on a throttled or busy
+    # answer): the dispatcher queues the mailbox no sooner, nor does the run's retry.
+    not_before = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"sync of {self.account}"

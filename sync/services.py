@@ -37,9 +37,19 @@ INTERRUPTED = (
 )
 
 
+# The longest a server's Retry-After holds a mailbox back (a day: a larger one is a
+# server's mistake, not a plan).
+MAX_WAIT = 24 * 3600
+
+
 class TransientSyncError(Exception):
     """Worth another try later: the network, a timeout, a server that was busy, our own
-    database. The task retries it with backoff."""
+    database. The task retries it with backoff, or after `wait` seconds where the server
+    said how long to wait."""
+
+    def __init__(self, message: str = "", wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
 
 
 def heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
@@ -192,12 +202,18 @@ def _mailbox_sync(
     account_id: int, items_only: bool = False, claim_token: str | None = None
 ) -> SyncRun | None:
     account = (
-        EmailAccount.objects.select_related("provider")
+        EmailAccount.objects.select_related("provider", "sync")
         .filter(pk=account_id, removed_at__isnull=True)
         .first()
     )
     if account is None:
         return None
+    known = getattr(account, "sync", None)  # (none before the mailbox's first run)
+    not_before = known.not_before if known is not None else None
+    if not_before is not None and not_before > timezone.now():
+        # The server's own wait is not over: asked for nothing now, tried when it is.
+        wait = (not_before - timezone.now()).total_seconds()
+        raise TransientSyncError(f"The server asked to wait until {not_before:%H:%M:%S}.", wait)
     token, left_behind = _claim(account_id, claim_token)
     if token is None:
         # Another run holds the mailbox: a download asked for meanwhile is that one.
@@ -242,11 +258,11 @@ def _read_and_end(
         if isinstance(failure, OurBug):
             raise failure.__cause__ from None  # left to Celery's log in full
         if failure.retry == Retry.LATER:
-            raise TransientSyncError(str(failure)) from None
+            raise TransientSyncError(str(failure), wait=failure.wait) from None
         return run
     _end(
         run, account_id, token, last_success_at=timezone.now(), last_error="",
-        last_error_kind="", failing_since=None, health=MailboxSync.Health.OK,
+        last_error_kind="", failing_since=None, health=MailboxSync.Health.OK, not_before=None,
     )  # fmt: skip
     return run
 
@@ -320,6 +336,9 @@ def _end_failed(run: SyncRun, account_id: int, token: str, failure: MailError) -
     }
     if failure.retry == Retry.OWNER:
         release["health"] = MailboxSync.Health.NEEDS_ATTENTION
+    if failure.wait:
+        # Honoured per mailbox: Retry-After can be minutes, longer than the interval.
+        release["not_before"] = timezone.now() + timedelta(seconds=min(failure.wait, MAX_WAIT))
     _end(run, account_id, token, error=message, **release)
 
 
@@ -394,6 +413,7 @@ def mailboxes_due() -> list[int]:
     now = timezone.now()
     due = MailboxSync.objects.filter(
         Q(last_started_at__isnull=True) | Q(last_started_at__lt=now - mailbox_sync_interval()),
+        Q(not_before__isnull=True) | Q(not_before__lte=now),
         account__auto_sync=True,
         health=MailboxSync.Health.OK,
     )

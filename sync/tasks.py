@@ -1,3 +1,5 @@
+import random
+
 from celery import shared_task
 from django.conf import settings
 
@@ -33,14 +35,30 @@ RETRYING = {
 }
 
 
+def _after_the_servers_wait(task, error: TransientSyncError):
+    """A retry no sooner than the server asked (Retry-After), else the backoff's."""
+    if error.wait:
+        # A little later than asked, spread: mailboxes throttled together do not
+        # come back together.
+        countdown = error.wait + random.uniform(0, min(30.0, error.wait / 10))  # noqa: S311
+        raise task.retry(exc=error, countdown=countdown)
+    raise error
+
+
 @shared_task(name="sync.mailbox", **RETRYING)
 def sync_mailbox(self, account_id: int) -> None:
-    mailbox_sync(account_id=account_id, claim_token=self.request.id)
+    try:
+        mailbox_sync(account_id=account_id, claim_token=self.request.id)
+    except TransientSyncError as error:
+        _after_the_servers_wait(self, error)
 
 
 @shared_task(name="sync.exchange_items", **RETRYING)
 def import_exchange_items(self, account_id: int) -> None:
-    mailbox_sync(account_id=account_id, items_only=True, claim_token=self.request.id)
+    try:
+        mailbox_sync(account_id=account_id, items_only=True, claim_token=self.request.id)
+    except TransientSyncError as error:
+        _after_the_servers_wait(self, error)
 
 
 @shared_task(name="sync.dispatch", ignore_result=True)

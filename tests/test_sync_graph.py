@@ -17,7 +17,7 @@ from crm.models import Company, Contact, ContactAddress
 from mail.graph.reader import GraphReader
 from sync.delta import DeltaSyncer
 from sync.models import Email, EmailLocation, Folder, MailboxSync, SyncRun, UnstoredMessage
-from sync.services import TransientSyncError, mailbox_sync
+from sync.services import TransientSyncError, mailbox_sync, mailboxes_due
 from systemsettings.models import SystemSetting
 from tests.mailbox import make_message
 
@@ -355,11 +355,45 @@ def test_it_ends_the_run_for_later_when_graph_asks_for_a_long_wait(
     state = MailboxSync.objects.get(account=account)
     assert state.last_error_kind == "busy" and state.health == MailboxSync.Health.OK
     assert SyncRun.objects.get(account=account).state == SyncRun.State.FAILED
+    # Honoured for this mailbox: neither the dispatcher nor a retry asks Graph before then.
+    waited = state.not_before - timezone.now()
+    assert timedelta(seconds=590) < waited <= timedelta(seconds=600)
     _release(account)
+    MailboxSync.objects.filter(account=account).update(last_started_at=None)
+    assert account.pk not in mailboxes_due()
+    graph_server.state.requests.clear()
+    with pytest.raises(TransientSyncError) as early:
+        _sync(account)
+    assert 590 < early.value.wait <= 600 and not _mine(graph_server, address)
+    MailboxSync.objects.filter(account=account).update(not_before=timezone.now())
     run = _sync(account)
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert Email.objects.filter(account=account).count() == 2
+    assert MailboxSync.objects.get(account=account).not_before is None
     _no_duplicates(account)
+
+
+def test_it_retries_the_task_no_sooner_than_graph_asked(graph_mailbox, graph_server, monkeypatch):
+    from sync.tasks import sync_mailbox
+
+    account, address = graph_mailbox
+    graph_server.throttle_next("mailFolders", retry_after=600, status=429, mailbox=address)
+
+    asked = {}
+
+    class Retried(Exception):
+        pass
+
+    def retry(**kwargs):  # Celery's Task.retry, which needs a worker; what it is asked
+        asked.update(kwargs)
+        return Retried()
+
+    monkeypatch.setattr(sync_mailbox, "retry", retry)
+    with pytest.raises(Retried):
+        sync_mailbox.run(account.pk)
+
+    assert 600 <= asked["countdown"] <= 630  # the server's wait, a little spread
+    assert isinstance(asked["exc"], TransientSyncError)
 
 
 def test_it_waits_out_a_short_retry_after_and_goes_on(graph_mailbox, graph_server):

@@ -39,7 +39,9 @@ def _as_sign_in(error: MailError) -> SignInError:
         )
     # The client's decisions are the table's for these kinds (a throttled check: later).
     field = "provider" if error.kind in PROVIDER_KINDS else error.field or "sign-in"
-    return SignInError(error.kind, str(error), field=field)
+    converted = SignInError(error.kind, str(error), field=field)
+    converted.wait = error.wait  # Graph's Retry-After holds for the next try too
+    return converted
 
 
 class GraphBackend(MailBackend):
