@@ -1,0 +1,85 @@
+"""Review of sync.delta (8c81cbc): a page's new messages are committed in chunks of
+STORE_EVERY before the page's state is. A run cut between a chunk and the state leaves
+locations the server's next page (from the old state) never speaks of again: the
+message's read flag and its deletion are lost. The old sync/ews.py stored a page's new
+items, flags, deletions and state in one transaction. Against the EWS fake
+(tests/servers/ews.py), whose SyncFolderItems diffs snapshots as Exchange's ICS does."""
+
+from datetime import UTC, datetime, timedelta
+
+from sync.models import Email, EmailLocation, MailboxSync, SyncRun
+from sync.services import mailbox_sync
+from tests.factories import claim_taken_by_another_run
+from tests.mailbox import make_message
+
+
+def _deliver(ews_server, address, count):
+    ids = []
+    for n in range(count):
+        mime = make_message(subject=f"m {n}", to=address, age=timedelta(hours=1))
+        received = datetime.now(UTC) - timedelta(hours=1)
+        ids.append(ews_server.add_message("inbox", mime, received=received, mailbox=address))
+    return ids
+
+
+def _cut_after_first_chunk(account, ews_server, monkeypatch):
+    """A first run whose claim is taken while its second chunk of a page is read: the
+    first chunk (50) is committed, the page's state is not."""
+    from mail.ews.reader import EwsReader
+
+    read = EwsReader.read
+    calls = []
+
+    def taken_on_second_chunk(self, items, **kwargs):
+        answer = read(self, items, **kwargs)
+        calls.append(len(items))
+        if len(calls) == 2:
+            claim_taken_by_another_run(account.pk)
+        return answer
+
+    monkeypatch.setattr(EwsReader, "read", taken_on_second_chunk)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.INTERRUPTED
+    monkeypatch.setattr(EwsReader, "read", read)
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    return calls
+
+
+def test_it_keeps_a_read_flag_changed_after_a_run_cut_mid_page(
+    exchange_mailbox, ews_server, monkeypatch
+):
+    account, address = exchange_mailbox
+    ids = _deliver(ews_server, address, 60)
+    calls = _cut_after_first_chunk(account, ews_server, monkeypatch)
+    assert calls[0] == 50
+    stored = set(EmailLocation.objects.values_list("item_id", flat=True))
+    first = next(i for i in ids if i in stored)
+    assert not Email.objects.get(locations__item_id=first).seen
+
+    ews_server.set_read(first, True)
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.filter(account=account).count() == 60
+    # Read on the server: the page from the old state lists it as created (with its
+    # flag), and sync skips it as stored.
+    assert Email.objects.get(locations__item_id=first).seen
+
+
+def test_it_forgets_a_message_deleted_after_a_run_cut_mid_page(
+    exchange_mailbox, ews_server, monkeypatch
+):
+    account, address = exchange_mailbox
+    ids = _deliver(ews_server, address, 60)
+    _cut_after_first_chunk(account, ews_server, monkeypatch)
+    stored = set(EmailLocation.objects.values_list("item_id", flat=True))
+    first = next(i for i in ids if i in stored)
+
+    ews_server.delete_item(first)
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    # Gone from the server: the page from the old state neither creates nor deletes
+    # it, and its location stays for ever.
+    assert not EmailLocation.objects.filter(item_id=first).exists()
+    assert EmailLocation.objects.filter(folder__account=account).count() == 59
