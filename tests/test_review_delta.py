@@ -82,3 +82,35 @@ def test_it_forgets_a_message_deleted_after_a_run_cut_mid_page(
     # it, and its location stays for ever.
     assert not EmailLocation.objects.filter(item_id=first).exists()
     assert EmailLocation.objects.filter(folder__account=account).count() == 59
+
+
+def test_it_reads_a_graph_folder_made_again_under_the_same_name(graph_mailbox, graph_server):
+    """A folder deleted and made again under the same path gets a new server id;
+    folders_refresh writes the new id but keeps the old folder's state. Graph's stored
+    link names the old folder: 404, the folder's refusal, at every run from then on."""
+    account, address = graph_mailbox
+    graph_server.add_folder("inbox", "Projects", mailbox=address)
+    graph_server.add_message(
+        "inbox/Projects", make_message(subject="before", to=address), mailbox=address
+    )
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    assert Email.objects.filter(account=account, subject="before").exists()
+
+    with graph_server.state.lock:
+        old = graph_server.folder_id("inbox/Projects", address)
+        del graph_server.state.containers[old]
+        for ident in [i for i, e in graph_server.state.entities.items() if e.container == old]:
+            del graph_server.state.entities[ident]
+    graph_server.add_folder("inbox", "Projects", mailbox=address)
+    graph_server.add_message(
+        "inbox/Projects", make_message(subject="after", to=address), mailbox=address
+    )
+    for _run in range(2):
+        run = mailbox_sync(account_id=account.pk)
+        assert run.state == SyncRun.State.SUCCEEDED, run.error
+
+    from sync.models import Folder
+
+    folder = Folder.objects.get(account=account, path="Inbox/Projects")
+    assert folder.last_error == ""
+    assert Email.objects.filter(account=account, subject="after").exists()
