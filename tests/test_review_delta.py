@@ -114,3 +114,19 @@ def test_it_reads_a_graph_folder_made_again_under_the_same_name(graph_mailbox, g
     folder = Folder.objects.get(account=account, path="Inbox/Projects")
     assert folder.last_error == ""
     assert Email.objects.filter(account=account, subject="after").exists()
+
+
+def test_it_reads_a_graph_mailbox_with_folders_whose_names_differ_only_by_a_slash(
+    graph_mailbox, graph_server
+):
+    """"a/b" and "a b" are two folders on the server; the reader makes both "Inbox/a b"
+    (a "/" becomes a space), and folders_refresh creates the path twice."""
+    account, address = graph_mailbox
+    graph_server.add_folder("inbox", "a/b", mailbox=address)
+    graph_server.add_folder("inbox", "a b", mailbox=address)
+    graph_server.add_message("inbox", make_message(subject="hello", to=address), mailbox=address)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.filter(account=account, subject="hello").exists()
