@@ -130,3 +130,24 @@ def test_it_reads_a_graph_mailbox_with_folders_whose_names_differ_only_by_a_slas
 
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert Email.objects.filter(account=account, subject="hello").exists()
+
+
+def test_it_reads_a_mailbox_whose_card_moved_from_exchange_to_graph(graph_mailbox, graph_server):
+    """A provider card's service type changed from Exchange (EWS) to Microsoft 365
+    (Graph) in the admin: the folders keep EWS's ids and SyncFolderItems states. Here the
+    state EWS left is put on a Graph mailbox's Inbox, as the switch leaves it."""
+    from sync.models import Folder
+
+    account, address = graph_mailbox
+    graph_server.add_message("inbox", make_message(subject="one", to=address), mailbox=address)
+    assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    Folder.objects.filter(account=account, path="Inbox").update(
+        server_id="AAMkAGI2TG93AAA=", sync_state="H4sIAAAAAAAEAO29B2AcSZYlJi9tynt/AAA="
+    )
+    graph_server.add_message("inbox", make_message(subject="two", to=address), mailbox=address)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Folder.objects.get(account=account, path="Inbox").last_error == ""
+    assert Email.objects.filter(account=account, subject="two").exists()
