@@ -30,11 +30,13 @@ class StateLost(Exception):
 @dataclass(frozen=True)
 class NewItem:
     """A message the server lists in a folder: its id there, and what the listing said
-    of its size (bytes) and arrival, where it said."""
+    of its size (bytes), arrival and read flag, where it said (a reader whose sources
+    carry no flag takes it from here)."""
 
     id: str
     size: int | None = None
     received: datetime | None = None
+    seen: bool | None = None
 
 
 @dataclass

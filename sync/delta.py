@@ -30,14 +30,19 @@ from .engine import (
     period_start,
     retry_after,
 )
+from .files import files_for_transaction
 from .models import EmailLocation, Folder, SyncRun, UnstoredMessage
 from .progress import RunProgress
 from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 
-# Messages read and stored per transaction while a page's new messages are stored: a
-# reader's page may list a few hundred, and their sources are held in memory until
-# stored.
+# Messages read and stored at a time (a savepoint each): a reader's page may list a few
+# hundred, and their sources are held in memory until stored. Bounded in bytes too, as
+# IMAP's batches are (sync.engine.BATCH_BYTES).
 STORE_EVERY = 50
+STORE_BYTES = 3_000_000
+# Pages of one folder read per run (200 changes each for Exchange, 100 for Graph): a
+# first download of a large folder takes a few runs, each saving where it stopped.
+MAX_PAGES = 500
 
 
 class StateLostAgain(Exception):
@@ -92,7 +97,7 @@ class DeltaSyncer(MailboxSyncer):
             self._read_older(folder, since_at)
         state = folder.sync_state
         lost = False
-        while True:
+        for _page in range(MAX_PAGES):
             try:
                 page = self.reader.changes(folder.server_id, state)
             except StateLost:
@@ -113,6 +118,11 @@ class DeltaSyncer(MailboxSyncer):
             if page.last or page.state == state:
                 break
             state = page.state
+        else:
+            # A server that never says "last" keeps no worker for good: the next run
+            # goes on from the state saved with the last page.
+            self.run.folders += 1
+            return
         self._retry_unstored(folder)
         if since is None or folder.synced_since is None or since < folder.synced_since:
             folder.synced_since = since
@@ -138,14 +148,18 @@ class DeltaSyncer(MailboxSyncer):
         self, folder: Folder, created: list[NewItem], seen: dict[str, bool], deleted: set[str],
         next_state: str,
     ) -> None:  # fmt: skip
-        """A page: its new messages stored a few at a time, then its flag changes and
-        deletions together with the state after it. A run cut in between reads the
-        page again and finds what it stored."""
+        """A page in one transaction, as the state after it says what it holds: its new
+        messages read and stored a few at a time (each a savepoint, their sources let go
+        after it), then its flag changes and deletions, then the state. A run cut before
+        the commit reads the whole page again; a chunk committed alone would be a
+        location that page, asked again from the old state, never names (a message
+        read or deleted meanwhile would keep its old flag or its location)."""
         created = self._unknown(folder, created)
-        for start in range(0, len(created), STORE_EVERY):
-            self._store(folder, created[start : start + STORE_EVERY])
-        self.renew()
-        with transaction.atomic():
+        chunks = []
+        with files_for_transaction(), transaction.atomic():
+            for chunk in _chunks(created):
+                chunks.append(self._store(folder, chunk, count=False))
+            self.renew()
             flag_changes = 0
             for value in (True, False):
                 ids = [item_id for item_id, flag in seen.items() if flag == value]
@@ -159,10 +173,14 @@ class DeltaSyncer(MailboxSyncer):
                 removed = locations_forget(
                     locations=EmailLocation.objects.filter(folder=folder, item_id__in=deleted)
                 )
-            # Saved with the page it follows: a run cut before this commit gets the
-            # same page again, and its messages are found already stored.
             folder.sync_state = next_state
             folder.save(update_fields=["sync_state"])
+        # Counted once committed: a failed run reports what it stored, nothing more.
+        for stored, handled, _answered in chunks:
+            self._count(stored)
+            self.progress.handled(handled)
+        if chunks:
+            self.run.save_progress()
         self.run.flag_changes += flag_changes
         self.run.removed_locations += removed
 
@@ -178,10 +196,15 @@ class DeltaSyncer(MailboxSyncer):
         )
         return [item for item in items if item.id not in known]
 
-    def _store(self, folder: Folder, items: list[NewItem], *, new: bool = True) -> set[str]:
-        """Read `items` and store them in one transaction; returns the ids the reader
-        gave (stored or noted; one left out is gone from the server). `new`: counted in
-        the run's progress (messages tried again were counted by an earlier run)."""
+    def _store(
+        self, folder: Folder, items: list[NewItem], *, new: bool = True, count: bool = True
+    ) -> tuple[Stored, int, set[str]]:
+        """Read `items` and store them (one transaction, or a savepoint in the caller's);
+        returns what was stored, how many count in the progress, and the ids the reader
+        answered for (stored or noted; one left out is gone from the server). `new`:
+        counted in the run's
+        progress (messages tried again were counted by an earlier run); `count`: counted
+        now (else by the caller, once its transaction commits)."""
         read = self.reader.read(items, size_limit=self.size_limit)
         # Before storing: a run whose claim was taken while it read stops here.
         self.renew()
@@ -193,12 +216,18 @@ class DeltaSyncer(MailboxSyncer):
             batch.append(self._fetched(item))
         stored = self.store.batch(folder, 0, batch)
         stored.add(noted)
-        self._count(stored)
-        if new:
-            self.progress.handled(len(items))
-        if read:
-            self.run.save_progress()
-        return {item.id for item in read}
+        # Stored now: no longer waiting, whatever its note's next try said.
+        if batch:
+            UnstoredMessage.objects.filter(
+                folder=folder, item_id__in=[item.item_id for item in batch]
+            ).delete()
+        if count:
+            self._count(stored)
+            if new:
+                self.progress.handled(len(items))
+            if read:
+                self.run.save_progress()
+        return stored, len(items) if new else 0, {item.id for item in read}
 
     def _fetched(self, item: ReadItem) -> Fetched:
         parsed = parse_safely(item.raw, self.limits)
@@ -222,9 +251,8 @@ class DeltaSyncer(MailboxSyncer):
         if not due:
             return
         answered: set[str] = set()
-        for start in range(0, len(due), STORE_EVERY):
-            chunk = [NewItem(noted.item_id) for noted in due[start : start + STORE_EVERY]]
-            answered |= self._store(folder, chunk, new=False)
+        for chunk in _chunks([NewItem(noted.item_id) for noted in due]):
+            answered |= self._store(folder, chunk, new=False)[2]
         # Stored now, or gone from the server: no longer waiting. (One that failed again
         # was noted again on its old note, with one more attempt.)
         located = set(
@@ -246,9 +274,24 @@ class DeltaSyncer(MailboxSyncer):
         older = self.reader.received_between(
             folder.server_id, since=since_at, before=_start_of(folder.synced_since)
         )
-        older = self._unknown(folder, older)
-        for start in range(0, len(older), STORE_EVERY):
-            self._store(folder, older[start : start + STORE_EVERY])
+        for chunk in _chunks(self._unknown(folder, older)):
+            self._store(folder, chunk)
+
+
+def _chunks(items: list[NewItem]):
+    """`items` a few at a time: at most STORE_EVERY, and at most STORE_BYTES of the
+    sizes the server said (a message larger than that goes alone; one of unknown size
+    counts as large, as it may be)."""
+    chunk, total = [], 0
+    for item in items:
+        size = item.size if item.size is not None else STORE_BYTES
+        if chunk and (len(chunk) >= STORE_EVERY or total + size > STORE_BYTES):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += size
+    if chunk:
+        yield chunk
 
 
 def _start_of(day: date | None) -> datetime | None:

@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import cached_property
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from imapclient import IMAPClient
@@ -176,7 +177,7 @@ def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> lis
     per folder."""
     known = {folder.path: folder for folder in Folder.objects.filter(account=account)}
     listed_folders = []
-    for entry in listed:
+    for entry in paths_apart(listed):
         values = {
             "delimiter": entry.delimiter,
             "special_use": entry.special_use,
@@ -186,6 +187,10 @@ def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> lis
         if entry.server_id:
             values["server_id"] = entry.server_id
         folder = known.get(entry.path)
+        if folder is not None and folder.server_id and entry.server_id != folder.server_id:
+            # Another folder under the same path (deleted and made again, or the mailbox
+            # read through another protocol): what was known of the old one goes.
+            folder_forget(folder)
         if folder is None:
             folder = Folder.objects.create(account=account, path=entry.path, **values)
         elif any(getattr(folder, field) != value for field, value in values.items()):
@@ -200,6 +205,52 @@ def folders_refresh(*, account: EmailAccount, listed: list[ListedFolder]) -> lis
     return listed_folders
 
 
+def paths_apart(listed: list[ListedFolder]) -> list[ListedFolder]:
+    """`listed` with one path each. A server that names folders rather than paths
+    (Exchange, Graph: "a/b" and "a b" both read "a b", as "/" is the delimiter) can
+    list two under one path; the one with the smaller id keeps it, the others get a
+    piece of their id after it, the same on every run."""
+    by_path: dict[str, list[ListedFolder]] = {}
+    for entry in listed:
+        by_path.setdefault(entry.path, []).append(entry)
+    if all(len(same) == 1 for same in by_path.values()):
+        return listed
+    taken = set(by_path)
+    apart = []
+    for entry in listed:
+        same = by_path[entry.path]
+        if len(same) > 1 and entry is not min(same, key=lambda e: e.server_id):
+            path = f"{entry.path} ~{entry.server_id[-8:]}"
+            while path in taken:
+                path += "~"
+            taken.add(path)
+            entry = replace(entry, path=path)
+        apart.append(entry)
+    return apart
+
+
+def folder_forget(folder: Folder) -> None:
+    """Forget where the server kept a folder's messages and how far it was read: its
+    locations and notes go (its emails stay, found again by their Message-ID), its
+    state starts over."""
+    with transaction.atomic():
+        locations_forget(locations=EmailLocation.objects.filter(folder=folder))
+        UnstoredMessage.objects.filter(folder=folder).delete()
+        folder.sync_state, folder.synced_since, folder.messages = "", None, None
+        folder.uidvalidity, folder.last_uid, folder.uidnext, folder.highestmodseq = (
+            None,
+            0,
+            None,
+            None,
+        )
+        folder.save(
+            update_fields=[
+                "sync_state", "synced_since", "messages", "uidvalidity", "last_uid", "uidnext",
+                "highestmodseq",
+            ]
+        )  # fmt: skip
+
+
 def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder]:
     """ "All folders": every selectable one but Trash and Junk unless chosen. "Customized":
     the chosen ones; a chosen parent brings its subfolders only when asked to, and then
@@ -212,8 +263,8 @@ def folders_to_sync(account: EmailAccount, folders: list[Folder]) -> list[Folder
 
 
 class MailboxSyncer:
-    """What every protocol's syncer shares (AccountSyncer over IMAP, sync.ews.EwsSyncer
-    over EWS, siblings): the mailbox, the run it counts into, and the settings read
+    """What every protocol's syncer shares (AccountSyncer over IMAP, sync.delta.DeltaSyncer
+    over Exchange and Graph, siblings): the mailbox, the run it counts into, and the settings read
     once per run."""
 
     account: EmailAccount

@@ -211,7 +211,7 @@ class EmailLocation(models.Model):
 
     @property
     def where(self) -> str:
-        return f"UID {self.uid}" if self.uid is not None else f"item …{self.item_id[-12:]}"
+        return f"item …{self.item_id[-12:]}" if self.item_id else f"UID {self.uid}"
 
 
 class Attachment(models.Model):
@@ -338,4 +338,4 @@ class UnstoredMessage(models.Model):
 
     @property
     def where(self) -> str:
-        return f"UID {self.uid}" if self.uid is not None else f"item …{self.item_id[-12:]}"
+        return f"item …{self.item_id[-12:]}" if self.item_id else f"UID {self.uid}"

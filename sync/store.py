@@ -83,7 +83,7 @@ class Fetched:
     size: int
     raw: bytes | None = None  # the message as the server sent it (all but large ones)
     spooled: Spooled | None = None  # large ones
-    item_id: str = ""  # an Exchange item's id (its folder's "UID" is the app's own count)
+    item_id: str = ""  # the server's id of it where it reads by changes (no UID then)
     content_key: str = ""  # set when it is stored (`content_key`)
 
 

@@ -99,6 +99,10 @@ class EwsReader(DeltaReader):
         page.last = bool(service.includes_last_item_in_range) or page.state == state
         for kind, item in changes:
             if kind == "create":
+                # Its flag too: a page read again (a run cut before its state was saved)
+                # names the message as created, with the flag it has now.
+                if getattr(item, "is_read", None) is not None:
+                    page.seen[item.id] = item.is_read
                 page.created.append(
                     NewItem(
                         item.id, getattr(item, "size", None),
@@ -146,11 +150,13 @@ class EwsReader(DeltaReader):
                 unknown, self._get(unknown, ["size"]), strict=True
             ):  # fmt: skip
                 sizes[item_id] = None if isinstance(item, Exception) else item.size
-                if sizes[item_id] is None:
-                    sizes[item_id] = size_limit + 1
         read, from_properties = [], {}
-        small = [i for i, size in sizes.items() if (size or 0) <= min(LARGE, size_limit)]
-        large = [i for i, size in sizes.items() if LARGE < (size or 0) <= size_limit]
+        # A size Exchange would not say: read whole, alone (as a large one), rather than
+        # taken for one above the limit and kept without its attachments for good.
+        small = [
+            i for i, size in sizes.items() if size is not None and size <= min(LARGE, size_limit)
+        ]
+        large = [i for i, size in sizes.items() if size is None or LARGE < size <= size_limit]
         for item_id, size in sizes.items():
             if (size or 0) > size_limit:
                 from_properties[item_id] = (

@@ -92,7 +92,6 @@ class GraphReader(DeltaReader):
     def __init__(self, client: GraphClient, *, page_size: int = PAGE_SIZE):
         self.client = client
         self.page_size = page_size
-        self._seen: dict[str, bool] = {}
         # The mail folders' paths at the last listing (the address book's paths keep
         # clear of them: mail.graph.items).
         self.mail_paths: set[str] = set()
@@ -147,10 +146,12 @@ class GraphReader(DeltaReader):
         created, seen = [], {}
         for row in page.changed:
             ident = row["id"]
-            created.append(NewItem(id=ident, received=_stamp(row.get("receivedDateTime"))))
-            if isinstance(row.get("isRead"), bool):
-                seen[ident] = row["isRead"]
-        self._seen.update(seen)
+            flag = row["isRead"] if isinstance(row.get("isRead"), bool) else None
+            created.append(
+                NewItem(id=ident, received=_stamp(row.get("receivedDateTime")), seen=flag)
+            )
+            if flag is not None:
+                seen[ident] = flag
         return ChangePage(
             created=created, seen=seen, deleted=set(page.removed), state=page.link,
             last=page.delta_link is not None,
@@ -161,10 +162,14 @@ class GraphReader(DeltaReader):
         self, server_id: str, *, since: datetime | None, before: datetime
     ) -> list[NewItem]:
         rows = self.client.received_between(server_id, since=since, before=before)
-        for row in rows:
-            if isinstance(row.get("isRead"), bool):
-                self._seen[row["id"]] = row["isRead"]
-        return [NewItem(id=row["id"], received=_stamp(row.get("receivedDateTime"))) for row in rows]
+        return [
+            NewItem(
+                id=row["id"],
+                received=_stamp(row.get("receivedDateTime")),
+                seen=row["isRead"] if isinstance(row.get("isRead"), bool) else None,
+            )
+            for row in rows
+        ]
 
     # --- Sources ---
 
@@ -174,9 +179,8 @@ class GraphReader(DeltaReader):
         say a message's size before it is read)."""
         found = []
         for item in items:
-            # The flag its page or listing said, kept until now (the source says none).
-            seen = self._seen.pop(item.id, None)
-            read = self._read_one(item.id, size_limit, seen)
+            # The flag its page or listing said (the source says none).
+            read = self._read_one(item.id, size_limit, item.seen)
             if read is not None:
                 found.append(read)
         return found

@@ -1,15 +1,23 @@
 """Folders of servers that read by changes (mail.reading) keep a neutral server id and
 state; their locations and notes are known by the server's id alone, without the UIDs
-the app used to count for them."""
+the app used to count for them (new rows get none; the old counted ones are left as they
+are, as nothing reads them: rewriting every Exchange location would lock the table for
+the length of the update)."""
 
 from django.db import migrations, models
 
 
-def forget_counted_uids(apps, schema_editor):
-    # Those UIDs were the app's own count per folder, never the server's: nothing reads
-    # them, and a null one cannot be taken for an IMAP UID.
-    for name in ("EmailLocation", "UnstoredMessage"):
-        apps.get_model("sync", name).objects.exclude(item_id="").update(uid=None)
+def one_note_per_item(apps, schema_editor):
+    # Before the constraint: a run that had lost its claim could note an item a second
+    # time (under another counted UID). The newest note of each item stays.
+    notes = apps.get_model("sync", "UnstoredMessage").objects.exclude(item_id="")
+    seen = set()
+    for pk, folder_id, item_id in notes.order_by("-last_failed_at", "-pk").values_list(
+        "pk", "folder_id", "item_id"
+    ):
+        if (folder_id, item_id) in seen:
+            notes.filter(pk=pk).delete()
+        seen.add((folder_id, item_id))
 
 
 class Migration(migrations.Migration):
@@ -24,6 +32,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             "unstoredmessage", "uid", models.BigIntegerField(null=True, blank=True)
         ),
+        migrations.RunPython(one_note_per_item, migrations.RunPython.noop),
         migrations.AddConstraint(
             "unstoredmessage",
             models.UniqueConstraint(
@@ -32,5 +41,4 @@ class Migration(migrations.Migration):
                 name="unstored_unique_item",
             ),
         ),
-        migrations.RunPython(forget_counted_uids, migrations.RunPython.noop),
     ]
