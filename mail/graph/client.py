@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from requests.structures import CaseInsensitiveDict
 
 from mail import trust
 from mail.errors import MailError, Retry
@@ -46,6 +47,8 @@ MAX_ERROR_BYTES = 64 * 1024
 # Graph's own bound for sendMail's request (bigger messages need an upload session).
 MAX_SEND_BYTES = 4 * 1024 * 1024
 MAX_PAGE_SIZE = 1000
+# Requests per JSON batch: Graph's own limit.
+BATCH_MAX = 20
 # Throttling: waits up to `max_wait` seconds are honoured here, this many times per
 # request; longer ones go back to the caller as Throttled (the queue waits, not a worker).
 DEFAULT_MAX_WAIT = 30.0
@@ -100,6 +103,14 @@ class TooLarge(MailError):
     def __init__(self, message: str, limit: int):
         super().__init__("server_error", message, retry=Retry.NEVER)
         self.limit = limit
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """One answer inside a batch, as _classified reads a response."""
+
+    status_code: int
+    headers: Any
 
 
 @dataclass(frozen=True)
@@ -536,6 +547,64 @@ class GraphClient:
         """A message's source exactly as stored (/$value); TooLarge above `limit`."""
         response = self._request("GET", f"messages/{_segment(message_id)}/$value")
         return self._read(response, limit)
+
+    def mime_batch(self, message_ids: list[str], *, limit: int) -> dict[str, bytes | MailError]:
+        """Several messages' sources in one round trip (JSON batching, at most
+        BATCH_MAX): each a source, or the MailError its own answer was (404 gone, 429
+        throttled, ...); one above `limit` is TooLarge, for the caller to read alone. The
+        whole answer is bounded as a page is (TooLarge: read them one by one)."""
+        if not 0 < len(message_ids) <= BATCH_MAX:
+            raise ValueError(f"1 to {BATCH_MAX} messages per batch")
+        asked = {str(n): ident for n, ident in enumerate(message_ids)}
+        body = {
+            "requests": [
+                {"id": n, "method": "GET", "url": f"/me/messages/{_segment(ident)}/$value"}
+                for n, ident in asked.items()
+            ]
+        }
+        response = self._request(
+            "POST", f"{self.base_url}/$batch", headers={"Content-Type": "application/json"},
+            data=json.dumps(body).encode(),
+        )  # fmt: skip
+        try:
+            document = json.loads(self._read(response, self.max_page_bytes))
+            answers = document["responses"]
+            if not isinstance(answers, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, RecursionError):
+            raise MailError("server_error", "Microsoft Graph's batch answer was not one.") from None
+        found: dict[str, bytes | MailError] = {}
+        for answer in answers:
+            ident = asked.get(str(answer.get("id"))) if isinstance(answer, dict) else None
+            if ident is None:
+                continue
+            found[ident] = self._batch_answer(answer, limit)
+        for ident in message_ids:  # an answer the batch left out: asked again alone
+            found.setdefault(ident, MailError("temporary", "Missing from the batch answer."))
+        return found
+
+    def _batch_answer(self, answer: dict, limit: int) -> bytes | MailError:
+        status = answer.get("status")
+        headers = CaseInsensitiveDict(answer.get("headers") or {})
+        body = answer.get("body")
+        if status == 200 and isinstance(body, str):
+            try:
+                raw = base64.b64decode(body, validate=True)
+            except ValueError:
+                return MailError("server_error", "A batch answer's source was not base64.")
+            if len(raw) > limit:
+                return TooLarge(f"The message is larger than {limit // 1024} KB.", limit)
+            return raw
+        if not isinstance(status, int) or status < 400:
+            return MailError("server_error", f"Microsoft Graph's batch answered {status!r}.")
+        error_body = body.get("error") if isinstance(body, dict) else None
+        code = str((error_body or {}).get("code") or "")
+        message = _short((error_body or {}).get("message") or "")
+        error = self._classified(
+            _Answered(status_code=status, headers=headers), code, message, sending=False
+        )
+        error.status, error.code = status, code
+        return error
 
     def write_message_mime(self, message_id: str, out: BinaryIO, *, limit: int) -> MimeCopy:
         """A message's source into `out` as it arrives; above `limit` its first `limit`

@@ -760,6 +760,46 @@ def _route(method: str, parts: list[str]) -> str:
     return ".".join([head, *rest[:1]]) if rest[:1] == ["delta"] else head
 
 
+def _batch_error(ident: str, error: "GraphError") -> dict:
+    inner = {"date": _stamp(datetime.now(UTC)), "request-id": secrets.token_hex(16)}
+    return {
+        "id": ident, "status": error.status, "headers": dict(error.headers),
+        "body": {"error": {"code": error.code, "message": str(error), "innerError": inner}},
+    }  # fmt: skip
+
+
+def _take_cut(state: "State", route: str, user: str) -> bool:
+    """Whether a cut planned for `route` (see GraphServer.cut_next) falls on this request."""
+    key = next((k for k in ((route, user), (route, None)) if state.cuts.get(k)), None)
+    if key is None:
+        return False
+    if state.cuts_after.get(key, 0) > 0:
+        state.cuts_after[key] -= 1
+        return False
+    state.cuts[key] -= 1
+    return True
+
+
+def _take_fault(state: "State", route: str, user: str) -> "GraphError | None":
+    """A throttle or failure planned for `route` (throttle_next, fail_next), as an error."""
+    key = next((k for k in ((route, user), (route, None)) if k in state.throttles), None)
+    if key is not None:
+        status, seconds, _ = state.throttles[key]
+        state.throttles[key][2] -= 1
+        if state.throttles[key][2] <= 0:
+            del state.throttles[key]
+        code = "TooManyRequests" if status == 429 else "ServiceUnavailable"
+        return GraphError(status, code, "Throttled.", {"Retry-After": str(seconds)})
+    key = next((k for k in ((route, user), (route, None)) if state.failures.get(k)), None)
+    if key is not None:
+        status, code, message, _ = state.failures[key]
+        state.failures[key][3] -= 1
+        if state.failures[key][3] <= 0:
+            del state.failures[key]
+        return GraphError(status, code, message)
+    return None
+
+
 ROUTES: dict[str, Callable[[Call], dict | tuple]] = {
     "mailFolders": _mail_folders,
     "messages": _messages,
@@ -838,7 +878,9 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             user = self._user(state)
             parts = segments[2:] if segments[:2] == ["v1.0", "me"] else None
+            batching = segments == ["v1.0", "$batch"] and self.command == "POST"
             route = _route(self.command, parts) if parts is not None else "?"
+            route = "$batch" if batching else route
             state.requests.append(
                 {
                     "method": self.command,
@@ -862,6 +904,8 @@ class _Handler(BaseHTTPRequestHandler):
                         "Lifetime validation failed, the token is expired.",
                     )
                 )
+            if batching:
+                return self._batch(server, state, user, headers, body)
             if parts is None:
                 return self._error(GraphError(400, "BadRequest", "Invalid version."))
             throttle_key = next(
@@ -910,6 +954,69 @@ class _Handler(BaseHTTPRequestHandler):
             extra["Preference-Applied"] = f"odata.maxpagesize={_page_size(headers)}"
         data = json.dumps(answer).encode()
         return self._send(200, data, "application/json;odata.metadata=minimal", extra, cut)
+
+    def _batch(self, server, state, user, headers, body):
+        """POST /v1.0/$batch (JSON batching, GETs of the user's resources, at most 20):
+        each request is logged, throttled and failed under its own route as if it came
+        alone; a cut planned for any of them (or for "$batch") breaks the whole answer
+        off, as the connection is shared. Binary answers come base64-encoded, as Graph
+        sends them."""
+        fault = _take_fault(state, "$batch", user.address)
+        if fault is not None:
+            return self._error(fault)
+        try:
+            asked = json.loads(body)["requests"]
+            if not isinstance(asked, list) or not 0 < len(asked) <= 20:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return self._error(GraphError(400, "BadRequest", "Invalid batch payload."))
+        cut = _take_cut(state, "$batch", user.address)
+        answers = []
+        for request in asked:
+            ident = str(request.get("id"))
+            url = urlsplit(str(request.get("url") or ""))
+            sub = [DELTA_NAMES.get(p, p) for p in url.path.split("/") if p]
+            if request.get("method") != "GET" or sub[:1] != ["me"]:
+                error = GraphError(400, "BadRequest", "The fake batches GETs of /me only.")
+                answers.append(_batch_error(ident, error))
+                continue
+            parts = sub[1:]
+            route = _route("GET", parts)
+            query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            state.requests.append(
+                {
+                    "method": "GET", "route": route, "path": url.path, "query": query,
+                    "prefer": "", "user": user.address, "at": time.monotonic(),
+                    "batch": True,
+                }
+            )  # fmt: skip
+            cut = _take_cut(state, route, user.address) or cut
+            try:
+                fault = _take_fault(state, route, user.address)
+                if fault is not None:
+                    raise fault
+                call = Call(server, state, user, "GET", parts, query, headers, b"")
+                handler = ROUTES.get(parts[0]) if parts else None
+                if handler is None:
+                    raise GraphError(400, "BadRequest", "Unsupported in a batch.")
+                answer = handler(call)
+            except GraphError as error:
+                answers.append(_batch_error(ident, error))
+                continue
+            if isinstance(answer, tuple):
+                encoded = base64.b64encode(answer[-1] if isinstance(answer[-1], bytes) else b"")
+                kind = answer[0] if isinstance(answer[0], str) else "text/plain"
+                answers.append(
+                    {"id": ident, "status": 200, "headers": {"Content-Type": kind},
+                     "body": encoded.decode()}
+                )  # fmt: skip
+            else:
+                answers.append(
+                    {"id": ident, "status": 200,
+                     "headers": {"Content-Type": "application/json"}, "body": answer}
+                )  # fmt: skip
+        data = json.dumps({"responses": answers}).encode()
+        return self._send(200, data, "application/json", {}, cut)
 
     def _answer(self, server, state, user, parts, query, headers, body):
         call = Call(server, state, user, self.command, parts, query, headers, body)
