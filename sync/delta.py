@@ -40,6 +40,7 @@ from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 # IMAP's batches are (sync.engine.BATCH_BYTES).
 STORE_EVERY = 50
 STORE_BYTES = 3_000_000
+UNKNOWN_SIZE = STORE_BYTES // 20
 # Pages of one folder read per run (200 changes each for Exchange, 100 for Graph): a
 # first download of a large folder takes a few runs, each saving where it stopped.
 MAX_PAGES = 500
@@ -280,11 +281,14 @@ class DeltaSyncer(MailboxSyncer):
 
 def _chunks(items: list[NewItem]):
     """`items` a few at a time: at most STORE_EVERY, and at most STORE_BYTES of the
-    sizes the server said (a message larger than that goes alone; one of unknown size
-    counts as large, as it may be)."""
+    sizes the server said (a message larger than that goes alone). A size the server
+    did not say (Graph says none before the source) counts as UNKNOWN_SIZE, so that
+    such messages still go 20 to a chunk, which Graph reads in one batch whose answer
+    is bounded (mail/graph/reader.py); one that turns out large is read alone there,
+    bounded by the size limit."""
     chunk, total = [], 0
     for item in items:
-        size = item.size if item.size is not None else STORE_BYTES
+        size = item.size if item.size is not None else UNKNOWN_SIZE
         if chunk and (len(chunk) >= STORE_EVERY or total + size > STORE_BYTES):
             yield chunk
             chunk, total = [], 0

@@ -605,3 +605,15 @@ def test_it_notes_a_message_graph_gives_nothing_of_by_its_id_and_asks_again_late
     assert stored.uid is None and stored.email.subject == "stubborn 0"
     assert stored.email.problem == ""  # its source, whole, this time
     _no_duplicates(account)
+
+
+def test_it_reads_a_first_download_twenty_sources_to_a_round_trip(graph_mailbox, graph_server):
+    account, address = graph_mailbox
+    _deliver(graph_server, address, "inbox", 45)
+    graph_server.state.requests.clear()
+
+    run = _sync(account)
+
+    assert run.state == SyncRun.State.SUCCEEDED and run.new_emails == 45
+    routes = [r["route"] for r in _mine(graph_server, address) if not r.get("batch")]
+    assert routes.count("$batch") == 3 and "message.value" not in routes
