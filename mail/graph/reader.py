@@ -13,7 +13,15 @@ from email.utils import format_datetime, formataddr
 from ..backend import ListedFolder
 from ..errors import MailError, Retry
 from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
-from .client import BATCH_MAX, DeltaReset, GraphClient, MailFolder, TokenRejected, TooLarge
+from .client import (
+    BATCH_MAX,
+    DeltaReset,
+    GraphClient,
+    MailFolder,
+    Throttled,
+    TokenRejected,
+    TooLarge,
+)
 from .items import listed_books
 
 DELIMITER = "/"
@@ -192,6 +200,12 @@ class GraphReader(DeltaReader):
                     continue
                 if isinstance(source, MailError) and _status(source) == 404:
                     continue  # deleted since it was listed
+                if isinstance(source, Throttled):
+                    # Said inside the batch as alone: a long wait ends the run for
+                    # later, a short one is waited out before the message is asked again.
+                    if source.wait > self.client.max_wait:
+                        raise source
+                    self.client.sleep(source.wait)
                 read = self._read_one(item.id, size_limit, item.seen)
                 if read is not None:
                     found.append(read)

@@ -985,7 +985,7 @@ class _Handler(BaseHTTPRequestHandler):
             query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             state.requests.append(
                 {
-                    "method": "GET", "route": route, "path": url.path, "query": query,
+                    "method": "GET", "route": route, "path": f"/v1.0{url.path}", "query": query,
                     "prefer": "", "user": user.address, "at": time.monotonic(),
                     "batch": True,
                 }
