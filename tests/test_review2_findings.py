@@ -1,0 +1,115 @@
+"""Review of f5d9151, c9e686c, d8d9539 and 70db42b: failing tests for the defects found.
+Against the suite's OAuth server and the EWS and Graph protocol fakes (tests/servers/),
+which are not Microsoft's services."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from crm.models import Activity
+from providers.models import ProviderDomain
+from sync.models import MailboxSync, SyncRun
+from sync.selectors import sync_status
+from sync.services import MAX_WAIT, TransientSyncError, heartbeat_record, mailbox_sync
+from tests.factories import EmailAccountFactory, EmailProviderFactory
+from tests.test_account_move import exchange_by_oauth  # noqa: F401 (a fixture)
+
+
+def test_it_offers_no_move_to_a_card_the_mailbox_address_is_not_offered(
+    client,
+    exchange_by_oauth,  # noqa: F811
+    graph_provider,
+):
+    """A card of another organization (mapped to its domain only, not listed for
+    everyone) that happens to use Microsoft's common token address is no card this
+    mailbox's owner may pick in the wizard: neither may they move the mailbox to it
+    (its client registration, its endpoints)."""
+    account, _address = exchange_by_oauth
+    theirs = EmailProviderFactory(
+        name="Othercorp Graph", service_type="graph", auth_method="oauth2", source="user",
+        oauth_client_id="othercorp-client", oauth_authorize_url=graph_provider.oauth_authorize_url,
+        oauth_token_url=graph_provider.oauth_token_url, imap_host="", smtp_host="",
+    )  # fmt: skip
+    theirs.set_oauth_client_secret("othercorp-secret")
+    theirs.save()
+    ProviderDomain.objects.create(domain="othercorp.test", provider=theirs, source="user")
+    client.force_login(account.owner)
+
+    started = client.post(reverse("accounts:move", args=[account.pk]), {"provider": theirs.pk})
+    assert started.status_code == 404, started.get("Location")
+    page = client.get(account.get_absolute_url()).text
+    assert "Move to Othercorp Graph" not in page
+
+
+def test_it_says_why_a_download_asked_for_during_the_servers_wait_has_not_started(db):
+    """'Download emails now' pressed while the server's Retry-After holds the mailbox:
+    the task asks nothing and is retried after the wait; the status must say so, not
+    blame the app's background service."""
+    heartbeat_record(hostname="worker-1")  # the workers run
+    account = EmailAccountFactory()
+    until = timezone.now() + timedelta(minutes=50)
+    MailboxSync.objects.update_or_create(
+        account=account,
+        defaults={
+            "not_before": until,
+            "download_requested_at": timezone.now() - timedelta(minutes=5),
+            "last_error": "Microsoft Graph asked to wait 3600 seconds.",
+            "last_error_kind": "busy",
+            "failing_since": timezone.now() - timedelta(minutes=10),
+        },
+    )
+
+    status = sync_status(account)
+
+    assert "background service" not in status["not_started"], status["not_started"]
+    assert f"{timezone.localtime(until):%H:%M}" in status["not_started"]
+
+
+def test_it_retries_the_task_no_later_than_the_longest_wait_honoured(
+    graph_mailbox, graph_server, monkeypatch
+):
+    """not_before is capped at MAX_WAIT (a larger Retry-After is the server's mistake);
+    the task's own retry countdown must be too, or it waits a year on a broker."""
+    from sync.tasks import sync_mailbox
+
+    account, address = graph_mailbox
+    graph_server.throttle_next("mailFolders", retry_after=10**7, status=429, mailbox=address)
+    asked = {}
+
+    class Retried(Exception):
+        pass
+
+    def retry(**kwargs):  # Celery's Task.retry, which needs a worker; what it is asked
+        asked.update(kwargs)
+        return Retried()
+
+    monkeypatch.setattr(sync_mailbox, "retry", retry)
+    with pytest.raises(Retried):
+        sync_mailbox.run(account.pk)
+
+    state = MailboxSync.objects.get(account=account)
+    assert state.not_before <= timezone.now() + timedelta(seconds=MAX_WAIT)
+    assert isinstance(asked["exc"], TransientSyncError)
+    assert asked["countdown"] <= MAX_WAIT + 30, asked["countdown"]
+
+
+def test_it_keeps_a_to_do_due_date_as_the_day_it_names(graph_mailbox, graph_server):
+    """A To Do due date is a day: 'due 10 December' written with a zone east of UTC
+    (midnight in Berlin) is still due 10 December, not 9 December."""
+    account, address = graph_mailbox
+    account.meetings_import = True
+    account.save()
+    due = (datetime.now(UTC) + timedelta(days=5)).date()
+    ident = graph_server.add_task("Send the contract", mailbox=address)
+    graph_server.state.entities[ident].data["dueDateTime"] = {
+        "dateTime": f"{due.isoformat()}T00:00:00.0000000",
+        "timeZone": "Europe/Berlin",
+    }
+
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    task = Activity.objects.get(account=account, kind="task")
+    assert task.due_on == due
