@@ -113,3 +113,33 @@ def test_it_keeps_a_to_do_due_date_as_the_day_it_names(graph_mailbox, graph_serv
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     task = Activity.objects.get(account=account, kind="task")
     assert task.due_on == due
+
+
+def test_it_stops_the_old_protocols_run_when_the_mailbox_moves(
+    exchange_by_oauth,  # noqa: F811
+    graph_server,
+    graph_provider,
+    oauth_server,
+):
+    """A download over EWS holds the mailbox while its owner moves it to Graph: the move
+    forgets the folders' EWS states and locations in its transaction, and the EWS run
+    must not go on writing them afterwards (nor keep the claim that makes the move's
+    own download give way): its next renewal finds the claim gone."""
+    from accounts.services import account_reconnect
+    from sync.services import ClaimLost, _claim, _renew
+    from tests.conftest import GRAPH_SCOPES
+
+    account, address = exchange_by_oauth
+    graph_server.add_user(address, name="Erin Exchange")
+    token, _left = _claim(account.pk)  # the EWS run, under way
+    assert token is not None
+
+    account_reconnect(
+        account=account, actor=account.owner, provider=graph_provider,
+        oauth=oauth_server.grant(address, "mailsetup-test", scope=GRAPH_SCOPES),
+    )  # fmt: skip
+
+    account.refresh_from_db()
+    assert account.provider == graph_provider
+    with pytest.raises(ClaimLost):
+        _renew(account.pk, token)
