@@ -143,3 +143,24 @@ def test_it_stops_the_old_protocols_run_when_the_mailbox_moves(
     assert account.provider == graph_provider
     with pytest.raises(ClaimLost):
         _renew(account.pk, token)
+
+
+def test_it_downloads_mail_when_the_address_book_cannot_be_listed(graph_mailbox, graph_server):
+    """The address book's folders are listed with the mail folders on every run, even
+    with contacts import off: a refusal of that one listing (403 on contactFolders)
+    must not stop the mail (one quirk never blocks another)."""
+    from sync.models import Email
+    from tests.mailbox import make_message
+
+    account, address = graph_mailbox
+    assert account.contacts_import == "off"
+    raw = make_message(subject="Offer", to=address, age=timedelta(hours=1))
+    graph_server.add_message("inbox", raw, mailbox=address)
+    graph_server.fail_next("contactFolders", 403, "ErrorAccessDenied", mailbox=address, count=5)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    state = MailboxSync.objects.get(account=account)
+    assert state.health == MailboxSync.Health.OK, (state.last_error_kind, state.last_error)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.filter(account=account, subject="Offer").exists()
