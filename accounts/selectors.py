@@ -205,17 +205,20 @@ def domain_memory(*, provider: EmailProvider, address: Address, login: str | Non
     return DomainMemory(False, why, why.replace("will not be", "was not"))
 
 
-def same_sign_in_elsewhere(provider: EmailProvider) -> list[EmailProvider]:
+def same_sign_in_elsewhere(provider: EmailProvider, domain: str) -> list[EmailProvider]:
     """Provider cards that sign in to the same accounts as `provider` (OAuth 2.0 at the
     same identity platform and tenant: the same token address) through another
-    protocol: a mailbox of `provider` may move to one by signing in again (its address
-    is checked as at the first sign-in), and the wizard offers them beside it (Microsoft
-    365 over IMAP or over Graph)."""
+    protocol, among those offered to addresses of `domain`: a mailbox of `provider` may
+    move to one by signing in again (its address is checked as at the first sign-in),
+    and the wizard offers them beside it (Microsoft 365 over IMAP or over Graph)."""
     if provider.auth_method != AuthMethod.OAUTH2 or not provider.oauth_token_url:
         return []
+    # Only cards an address of `domain` may pick at all (the wizard's own rule): a card
+    # of another organisation on the same identity platform is not one.
     return [
         card
-        for card in EmailProvider.objects.filter(
+        for card in providers_offered(domain)
+        .filter(
             auth_method=AuthMethod.OAUTH2,
             oauth_token_url=provider.oauth_token_url,
         )

@@ -6,3 +6,12 @@ class PushConfig(AppConfig):
     their sync as soon as the server says something changed (issue 18)."""
 
     name = "push"
+
+    def ready(self) -> None:
+        from accounts import signals
+
+        from . import receivers
+
+        signals.protocol_changed.connect(
+            receivers.protocol_changed, dispatch_uid="push-protocol-changed"
+        )

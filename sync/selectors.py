@@ -224,6 +224,13 @@ def _request(state: MailboxSync | None, running: bool) -> tuple[bool, str]:
     asked = state.download_requested_at if state else None
     if asked is None or running:
         return False, ""
+    if state.not_before is not None and state.not_before > timezone.now():
+        # Neither the workers' fault nor to be polled for: the server's own wait.
+        until = timezone.localtime(state.not_before)
+        return False, (
+            f"The mail server asked to be left alone until {until:%H:%M}: the download "
+            "asked for starts then, by itself."
+        )
     waited = timezone.now() - asked
     if waited < REQUEST_WAIT:
         return True, ""

@@ -258,7 +258,8 @@ def _read_and_end(
         if isinstance(failure, OurBug):
             raise failure.__cause__ from None  # left to Celery's log in full
         if failure.retry == Retry.LATER:
-            raise TransientSyncError(str(failure), wait=failure.wait) from None
+            wait = min(failure.wait, MAX_WAIT) if failure.wait else None
+            raise TransientSyncError(str(failure), wait=wait) from None
         return run
     _end(
         run, account_id, token, last_success_at=timezone.now(), last_error="",
@@ -499,6 +500,12 @@ def download_forget(*, account_id: int) -> None:
     transaction: the next run lists the folders afresh (a folder of the same path keeps
     its row and its choice in the folder settings) and finds every stored email again
     by its Message-ID, storing none twice."""
+    # A run of the old protocol under way loses its claim: its next renewal stops it
+    # before it writes another old-protocol state, and the move's own download takes
+    # the mailbox. A wait the old server asked for is not the new one's.
+    MailboxSync.objects.filter(account_id=account_id).update(
+        claim_token="", claimed_until=None, not_before=None
+    )
     locations_forget(locations=EmailLocation.objects.filter(folder__account_id=account_id))
     UnstoredMessage.objects.filter(folder__account_id=account_id).delete()
     Folder.objects.filter(account_id=account_id).update(

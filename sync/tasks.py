@@ -23,6 +23,8 @@ def heartbeat() -> None:
 # what may pass: the network, a busy server, our own database. The task's id is the
 # claim's token, the same on every retry: a claim a failed attempt could not release is
 # taken again by its retry instead of blocking it until the lease runs out.
+# The longest a task waits for its retry (a Redis broker's visibility timeout is an hour).
+RETRY_WAIT_MAX = 30 * 60
 RETRYING = {
     "bind": True,
     "ignore_result": True,
@@ -36,7 +38,12 @@ RETRYING = {
 
 
 def _after_the_servers_wait(task, error: TransientSyncError):
-    """A retry no sooner than the server asked (Retry-After), else the backoff's."""
+    """A retry no sooner than the server asked (Retry-After), else the backoff's. A
+    wait longer than RETRY_WAIT_MAX is left to the dispatcher, which queues the mailbox
+    once MailboxSync.not_before has passed: a task held back for hours would outlive a
+    Redis broker's visibility timeout and be delivered again meanwhile."""
+    if error.wait and error.wait > RETRY_WAIT_MAX:
+        return
     if error.wait:
         # A little later than asked, spread: mailboxes throttled together do not
         # come back together.

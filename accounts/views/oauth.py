@@ -91,7 +91,8 @@ def account_move_start(request: HttpRequest, pk: int) -> HttpResponse:
     sign-in works, keeping its settings and emails."""
     account = mailbox_or_404(request.user, pk)
     target = str(request.POST.get("provider") or "")
-    offered = {str(card.pk): card for card in same_sign_in_elsewhere(account.provider)}
+    domain = normalize_address(account.address).domain
+    offered = {str(card.pk): card for card in same_sign_in_elsewhere(account.provider, domain)}
     if not account.uses_oauth or target not in offered:
         raise Http404
     return _oauth_redirect(
@@ -136,7 +137,7 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
             # (account_move_start offered only those).
             moving_to = provider if provider.pk != reconnecting.provider_id else None
             if moving_to is not None and moving_to not in same_sign_in_elsewhere(
-                reconnecting.provider
+                reconnecting.provider, address.domain
             ):
                 raise Http404
             account_reconnect(

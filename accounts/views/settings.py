@@ -17,6 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from mail.registry import backend_for
 from mailsetup.csp import allow_mail_frame, allow_oauth_forms
+from providers.addresses import normalize_address
 from sharing.access import mailbox_or_404
 from sharing.forms import GrantsForm
 from sharing.selectors import MailboxAction, grants_of, mailbox_rights
@@ -107,7 +108,11 @@ def settings_page(
         and email_document(account.signature_html, allow_remote_images=False),
         "alerts": [alert] if (alert := sign_in_alert(account)) else [],
         # Cards of the same accounts through another protocol ("Move to …").
-        "move_to": same_sign_in_elsewhere(account.provider) if account.uses_oauth else [],
+        "move_to": (
+            same_sign_in_elsewhere(account.provider, normalize_address(account.address).domain)
+            if account.uses_oauth
+            else []
+        ),
         **sync_status(account),
         **(extra or {}),
     }

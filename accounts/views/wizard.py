@@ -320,8 +320,7 @@ def _sign_in_context(request, address: Address, provider, form, *, via: str, tok
                     "accounts:wizard_sign_in", address=address.email, provider=card.pk
                 ),
             }
-            for card in same_sign_in_elsewhere(provider)
-            if providers_offered(address.domain).filter(pk=card.pk).exists()
+            for card in same_sign_in_elsewhere(provider, address.domain)
         ],
     }
     if via in CHOSEN:

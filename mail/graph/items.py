@@ -6,7 +6,7 @@ the path "Contacts" for the default folder and "Contacts/<name>" for those in it
 Contacts settings offer them as they offer Exchange's."""
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..backend import CONTACTS, ListedFolder
@@ -43,16 +43,31 @@ def _when(value: dict | None) -> datetime | None:
     return moment.replace(tzinfo=zone).astimezone(UTC)
 
 
+def _day(value: dict | None) -> date | None:
+    """A To Do due date is a day: the date written, whatever the zone (midnight in
+    Berlin is still that day, not the day before in UTC)."""
+    if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
+        return None
+    try:
+        return date.fromisoformat(value["dateTime"][:10])
+    except ValueError:
+        return None
+
+
 def _address(box: dict | None) -> str:
     email = (box or {}).get("emailAddress") or {}
     return str(email.get("address") or "").strip().lower()
+
+
+def _root(taken: set[str]) -> str:
+    return DEFAULT_BOOK if DEFAULT_BOOK not in taken else f"{DEFAULT_BOOK} (address book)"
 
 
 def address_books(client: GraphClient, taken: set[str] = frozenset()) -> list[tuple[str, str]]:
     """(path, contact folder id) of the address book: the default folder (id "") and
     those in it. A mail folder with the same path keeps it; the book is then named
     "Contacts (address book)"."""
-    root = DEFAULT_BOOK if DEFAULT_BOOK not in taken else f"{DEFAULT_BOOK} (address book)"
+    root = _root(taken)
     books = [(root, "")]
     for row in client.contact_folders():
         name = str(row.get("displayName") or "").replace(DELIMITER, " ")
@@ -93,7 +108,11 @@ class GraphItems(ItemsReader):
             if row.get("isCancelled"):
                 continue
             attendees = tuple(
-                address for a in row.get("attendees") or [] if (address := _address(a))
+                address
+                for a in row.get("attendees") or []
+                # A room or equipment booked is no person (Exchange's reading takes
+                # required and optional attendees only).
+                if isinstance(a, dict) and a.get("type") != "resource" and (address := _address(a))
             )
             found.append(
                 Meeting(
@@ -111,11 +130,10 @@ class GraphItems(ItemsReader):
         for todo_list in self.client.todo_lists():
             for row in self.client.todo_tasks(str(todo_list["id"])):
                 status = str(row.get("status") or "")
-                due = _when(row.get("dueDateTime"))
                 yield Task(
                     id=str(row["id"]), subject=str(row.get("title") or ""),
                     starts_at=_when(row.get("startDateTime")),
-                    due_on=due.date() if due else None,
+                    due_on=_day(row.get("dueDateTime")),
                     # "notStarted" as Exchange says it: "NotStarted".
                     status=status[:1].upper() + status[1:], done=status == "completed",
                 )  # fmt: skip
@@ -155,4 +173,4 @@ class GraphItems(ItemsReader):
             contact["jobTitle"] = card.job_title
         if card.phone:
             contact["businessPhones"] = [card.phone]
-        return self.client.create_contact(contact), DEFAULT_BOOK
+        return self.client.create_contact(contact), _root(self.mail_paths)

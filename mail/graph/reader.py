@@ -5,6 +5,7 @@ changes, /$value for each message's source."""
 import contextlib
 import functools
 import io
+import logging
 from datetime import datetime
 from email.header import Header
 from email.mime.text import MIMEText
@@ -23,6 +24,8 @@ from .client import (
     TooLarge,
 )
 from .items import listed_books
+
+logger = logging.getLogger(__name__)
 
 DELIMITER = "/"
 # Graph's well-known folder names, as special uses (mail/ews/folders.py's DISTINGUISHED).
@@ -124,8 +127,14 @@ class GraphReader(DeltaReader):
         mail = [self._listed(folder, special.get(folder.id, "")) for folder in found]
         self.mail_paths = {listed.path for listed in mail}
         # The address book's folders too, as Exchange lists them: not read for mail,
-        # offered in the Contacts settings (mail.graph.items).
-        return mail + listed_books(self.client, self.mail_paths)
+        # offered in the Contacts settings (mail.graph.items). Their listing refused
+        # (no permission for contacts, a throttled or failing request) costs the mail
+        # nothing: this run lists no address book, and the next asks again.
+        try:
+            return mail + listed_books(self.client, self.mail_paths)
+        except MailError as error:
+            logger.info("The address book's folders could not be listed: %s", error.kind)
+            return mail
 
     @staticmethod
     def _listed(folder: MailFolder, use: str) -> ListedFolder:

@@ -1,6 +1,10 @@
-"""Review of f5d9151, c9e686c, d8d9539 and 70db42b: failing tests for the defects found.
-Against the suite's OAuth server and the EWS and Graph protocol fakes (tests/servers/),
-which are not Microsoft's services."""
+"""Moving a mailbox between protocols and honouring a server's wait, where a fresh-eyed
+review found them wanting: a move only to a card the address is offered, the old
+protocol's run and watch let go at the move, a long Retry-After left to the dispatcher
+(capped at a day) and said on the page, a To Do due date kept as its day, an address
+book that cannot be listed costing the mail nothing. Against the suite's OAuth server
+and the EWS and Graph protocol fakes (tests/servers/), which are not Microsoft's
+services."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +16,7 @@ from crm.models import Activity
 from providers.models import ProviderDomain
 from sync.models import MailboxSync, SyncRun
 from sync.selectors import sync_status
-from sync.services import MAX_WAIT, TransientSyncError, heartbeat_record, mailbox_sync
+from sync.services import MAX_WAIT, heartbeat_record, mailbox_sync
 from tests.factories import EmailAccountFactory, EmailProviderFactory
 from tests.test_account_move import exchange_by_oauth  # noqa: F401 (a fixture)
 
@@ -67,32 +71,30 @@ def test_it_says_why_a_download_asked_for_during_the_servers_wait_has_not_starte
     assert f"{timezone.localtime(until):%H:%M}" in status["not_started"]
 
 
-def test_it_retries_the_task_no_later_than_the_longest_wait_honoured(
+def test_it_leaves_a_long_wait_to_the_dispatcher_capped_at_a_day(
     graph_mailbox, graph_server, monkeypatch
 ):
-    """not_before is capped at MAX_WAIT (a larger Retry-After is the server's mistake);
-    the task's own retry countdown must be too, or it waits a year on a broker."""
+    """not_before is capped at MAX_WAIT (a larger Retry-After is the server's mistake).
+    A wait longer than a task should be held on a broker (RETRY_WAIT_MAX) asks no retry
+    at all: the dispatcher queues the mailbox once the wait is over."""
+    from sync.services import mailboxes_due
     from sync.tasks import sync_mailbox
 
     account, address = graph_mailbox
     graph_server.throttle_next("mailFolders", retry_after=10**7, status=429, mailbox=address)
-    asked = {}
+    asked = []
+    monkeypatch.setattr(sync_mailbox, "retry", lambda **kwargs: asked.append(kwargs))
 
-    class Retried(Exception):
-        pass
+    sync_mailbox.run(account.pk)
 
-    def retry(**kwargs):  # Celery's Task.retry, which needs a worker; what it is asked
-        asked.update(kwargs)
-        return Retried()
-
-    monkeypatch.setattr(sync_mailbox, "retry", retry)
-    with pytest.raises(Retried):
-        sync_mailbox.run(account.pk)
-
+    assert asked == []
     state = MailboxSync.objects.get(account=account)
     assert state.not_before <= timezone.now() + timedelta(seconds=MAX_WAIT)
-    assert isinstance(asked["exc"], TransientSyncError)
-    assert asked["countdown"] <= MAX_WAIT + 30, asked["countdown"]
+    assert state.not_before > timezone.now() + timedelta(seconds=MAX_WAIT - 60)
+    MailboxSync.objects.filter(account=account).update(last_started_at=None)
+    assert account.pk not in mailboxes_due()
+    MailboxSync.objects.filter(account=account).update(not_before=timezone.now())
+    assert account.pk in mailboxes_due()
 
 
 def test_it_keeps_a_to_do_due_date_as_the_day_it_names(graph_mailbox, graph_server):
@@ -164,3 +166,35 @@ def test_it_downloads_mail_when_the_address_book_cannot_be_listed(graph_mailbox,
     assert state.health == MailboxSync.Health.OK, (state.last_error_kind, state.last_error)
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert Email.objects.filter(account=account, subject="Offer").exists()
+
+
+def test_it_gives_up_the_old_protocols_watch_when_the_mailbox_moves(
+    exchange_by_oauth,  # noqa: F811
+    graph_server,
+    graph_provider,
+    oauth_server,
+):
+    """The listener watching the mailbox over EWS loses the lease at the move: its next
+    renewal no longer holds it (it closes the old connection), and any listener may
+    claim it afresh with the new protocol's watcher (Graph's: none, so the interval)."""
+    from accounts.services import account_reconnect
+    from push import services as push
+    from push.models import MailboxWatch
+    from tests.conftest import GRAPH_SCOPES
+
+    account, address = exchange_by_oauth
+    graph_server.add_user(address, name="Erin Exchange")
+    MailboxWatch.objects.create(
+        account=account, holder="listener-1", state=MailboxWatch.State.WATCHING,
+        lease_expires_at=timezone.now() + timedelta(minutes=2),
+    )  # fmt: skip
+    assert account.pk in push.watches_renew(holder="listener-1")
+
+    account_reconnect(
+        account=account, actor=account.owner, provider=graph_provider,
+        oauth=oauth_server.grant(address, "mailsetup-test", scope=GRAPH_SCOPES),
+    )  # fmt: skip
+
+    assert account.pk not in push.watches_renew(holder="listener-1")
+    watch = MailboxWatch.objects.get(account=account)
+    assert (watch.holder, watch.state) == ("", MailboxWatch.State.STOPPED)
