@@ -149,3 +149,25 @@ def test_it_offers_graph_beside_the_card_of_the_same_sign_in_in_the_wizard(
     page = client.get(url, {"address": "new@corp.test", "provider": account.provider.pk}).text
     assert "The same account also connects through" in page
     assert f"provider={graph_provider.pk}" in page
+
+
+def test_it_ships_a_graph_card_beside_the_microsoft_365_one(db):
+    from accounts.selectors import same_sign_in_elsewhere
+    from providers.models import EmailProvider, ServiceType
+    from providers.services import provider_load_builtins
+
+    provider_load_builtins()
+    imap = EmailProvider.objects.get(name="Microsoft 365")
+    graph = EmailProvider.objects.get(name="Microsoft 365 (Graph)")
+    assert graph.service_type == ServiceType.GRAPH
+    # Microsoft's addresses come with the cards (providers 0009 fills the ones 0002 made).
+    microsoft = "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
+    assert graph.oauth_token_url == imap.oauth_token_url == microsoft
+    # Offered once an administrator enters the app registration on both cards.
+    assert same_sign_in_elsewhere(imap, "contoso.onmicrosoft.com") == []
+    for card in (imap, graph):
+        card.oauth_client_id = "company-app"
+        card.set_oauth_client_secret("secret")
+        card.save()
+    assert same_sign_in_elsewhere(imap, "contoso.onmicrosoft.com") == [graph]
+    assert same_sign_in_elsewhere(graph, "contoso.onmicrosoft.com") == [imap]
