@@ -63,3 +63,15 @@ def test_it_holds_no_more_than_a_chunk_of_sources_at_once(graph_mailbox, graph_s
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert Email.objects.filter(account=account).count() == 20
     assert max(held) <= STORE_BYTES + 1_100_000, held
+
+
+def test_it_takes_a_batch_item_whose_error_is_not_an_object_as_a_server_error(
+    reader,  # noqa: F811 (the imported fixture)
+):
+    # A single answer's odd error document is caught (GraphClient._error); one inside a
+    # batch escapes as AttributeError, which no caller takes as the server's (OurBug).
+    answer = {"id": "0", "status": 500, "headers": {}, "body": {"error": "boom"}}
+
+    error = reader.client._batch_answer(answer, 1000)
+
+    assert error.kind == "temporary"
