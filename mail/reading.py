@@ -19,6 +19,8 @@ from .backend import ListedFolder
 # values of sync.models.Email.Problem, which stores them.
 INCOMPLETE = "incomplete"  # part of it: a size limit, its properties without attachments
 UNREADABLE = "unreadable"  # only what the server said of it: its headers, perhaps its text
+# What one `read` may hold before it hands the rest back for later.
+READ_BUDGET = 3_000_000
 
 
 class StateLost(Exception):
@@ -59,13 +61,16 @@ class ReadItem:
     says of it could be read; `note` says why, and sync notes it to ask again later.
     `problem` INCOMPLETE or UNREADABLE: `raw` was made from less than the message (its
     size over the limit, its properties when the server could not give its source), and
-    `note` says so for the stored email."""
+    `note` says so for the stored email. `later`: not read yet, ask again."""
 
     id: str
     raw: bytes | None
     seen: bool = False
     problem: str = ""
     note: str = ""
+    # Not read this time (the call's `budget` was spent): neither stored nor gone; the
+    # caller asks for it again.
+    later: bool = False
 
 
 class DeltaReader(ABC):
@@ -92,11 +97,15 @@ class DeltaReader(ABC):
         `before`: the older mail a longer download period asks for."""
 
     @abstractmethod
-    def read(self, items: list[NewItem], *, size_limit: int) -> list[ReadItem]:
+    def read(
+        self, items: list[NewItem], *, size_limit: int, budget: int = READ_BUDGET
+    ) -> list[ReadItem]:
         """The messages' sources, in any order. One deleted since it was listed is left
         out. One above `size_limit` bytes (its size unknown is asked for) comes as what
         the server says of it, INCOMPLETE; one whose source the server cannot give, the
-        same way, UNREADABLE. Memory stays bounded by the batch asked for."""
+        same way, UNREADABLE. Once the sources read hold more than `budget` bytes, the
+        rest may come back `later` (at least one is always read): memory stays bounded
+        where the server says no size before the source."""
 
     @abstractmethod
     def folder_refusal(self, error: Exception) -> str | None:

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import EmailAccount
+from mail.errors import MailError
 from mail.reading import DeltaReader, NewItem, ReadItem, StateLost
 
 from .engine import (
@@ -202,33 +203,45 @@ class DeltaSyncer(MailboxSyncer):
     ) -> tuple[Stored, int, set[str]]:
         """Read `items` and store them (one transaction, or a savepoint in the caller's);
         returns what was stored, how many count in the progress, and the ids the reader
-        answered for (stored or noted; one left out is gone from the server). `new`:
-        counted in the run's
-        progress (messages tried again were counted by an earlier run); `count`: counted
-        now (else by the caller, once its transaction commits)."""
-        read = self.reader.read(items, size_limit=self.size_limit)
-        # Before storing: a run whose claim was taken while it read stops here.
-        self.renew()
-        batch, noted = [], Stored()
-        for item in read:
-            if item.raw is None:
-                noted.add(self.store.unstored(folder, 0, None, item.note, item.id))
-                continue
-            batch.append(self._fetched(item))
-        stored = self.store.batch(folder, 0, batch)
-        stored.add(noted)
-        # Stored now: no longer waiting, whatever its note's next try said.
-        if batch:
-            UnstoredMessage.objects.filter(
-                folder=folder, item_id__in=[item.item_id for item in batch]
-            ).delete()
+        answered for (stored or noted; one left out is gone from the server). A reader
+        that hands some back for later (its budget spent: sizes it could not know) is
+        asked again for those once the others are stored, so no more than its budget is
+        held at once. `new`: counted in the run's progress (messages tried again were
+        counted by an earlier run); `count`: counted now (else by the caller, once its
+        transaction commits)."""
+        stored, answered, pending = Stored(), set(), items
+        while pending:
+            read = self.reader.read(pending, size_limit=self.size_limit)
+            later = {item.id for item in read if item.later}
+            if later and len(later) == len(pending):
+                raise MailError("server_error", "The mail server's reader read nothing.")
+            # Before storing: a run whose claim was taken while it read stops here.
+            self.renew()
+            batch, noted = [], Stored()
+            for item in read:
+                if item.later:
+                    continue
+                answered.add(item.id)
+                if item.raw is None:
+                    noted.add(self.store.unstored(folder, 0, None, item.note, item.id))
+                    continue
+                batch.append(self._fetched(item))
+            stored.add(self.store.batch(folder, 0, batch))
+            stored.add(noted)
+            # Stored now: no longer waiting, whatever its note's next try said.
+            if batch:
+                UnstoredMessage.objects.filter(
+                    folder=folder, item_id__in=[item.item_id for item in batch]
+                ).delete()
+            del batch, read
+            pending = [item for item in pending if item.id in later]
         if count:
             self._count(stored)
             if new:
                 self.progress.handled(len(items))
-            if read:
+            if answered:
                 self.run.save_progress()
-        return stored, len(items) if new else 0, {item.id for item in read}
+        return stored, len(items) if new else 0, answered
 
     def _fetched(self, item: ReadItem) -> Fetched:
         parsed = parse_safely(item.raw, self.limits)

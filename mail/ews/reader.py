@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 
 from ..backend import ListedFolder
 from ..errors import Retry
-from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
+from ..reading import (
+    INCOMPLETE,
+    READ_BUDGET,
+    UNREADABLE,
+    ChangePage,
+    DeltaReader,
+    NewItem,
+    ReadItem,
+    StateLost,
+)
 from .folders import folder_tree
 
 # Changes asked for per SyncFolderItems call (the server's own limit is 512), and
@@ -133,12 +142,15 @@ class EwsReader(DeltaReader):
             and (since is None or item.datetime_received >= since)
         ]
 
-    def read(self, items: list[NewItem], *, size_limit: int) -> list[ReadItem]:
+    def read(
+        self, items: list[NewItem], *, size_limit: int, budget: int = READ_BUDGET
+    ) -> list[ReadItem]:
         """Each message's MIME source and read flag. An item deleted since it was
         listed is left out; one whose source Exchange cannot give (a conversion failure,
         a corrupt item) is made from its properties with a note, never dropped. Large
         items are asked for one at a time, and an item above the size limit is made from
-        its properties, with a note."""
+        its properties, with a note. (Exchange says sizes before: sync asks for at most
+        a budget's worth, so `budget` is not needed here.)"""
         from exchangelib.errors import ErrorItemNotFound
 
         sizes = {item.id: item.size for item in items}

@@ -548,11 +548,14 @@ class GraphClient:
         response = self._request("GET", f"messages/{_segment(message_id)}/$value")
         return self._read(response, limit)
 
-    def mime_batch(self, message_ids: list[str], *, limit: int) -> dict[str, bytes | MailError]:
+    def mime_batch(
+        self, message_ids: list[str], *, limit: int, bound: int | None = None
+    ) -> dict[str, bytes | MailError]:
         """Several messages' sources in one round trip (JSON batching, at most
         BATCH_MAX): each a source, or the MailError its own answer was (404 gone, 429
         throttled, ...); one above `limit` is TooLarge, for the caller to read alone. The
-        whole answer is bounded as a page is (TooLarge: read them one by one)."""
+        whole answer is bounded as a page is, or by `bound` bytes (TooLarge: read them one
+        by one)."""
         if not 0 < len(message_ids) <= BATCH_MAX:
             raise ValueError(f"1 to {BATCH_MAX} messages per batch")
         asked = {str(n): ident for n, ident in enumerate(message_ids)}
@@ -567,7 +570,7 @@ class GraphClient:
             data=json.dumps(body).encode(),
         )  # fmt: skip
         try:
-            document = json.loads(self._read(response, self.max_page_bytes))
+            document = json.loads(self._read(response, bound or self.max_page_bytes))
             answers = document["responses"]
             if not isinstance(answers, list):
                 raise TypeError
@@ -585,7 +588,10 @@ class GraphClient:
 
     def _batch_answer(self, answer: dict, limit: int) -> bytes | MailError:
         status = answer.get("status")
-        headers = CaseInsensitiveDict(answer.get("headers") or {})
+        given = answer.get("headers")
+        headers = CaseInsensitiveDict(
+            {str(k): str(v) for k, v in given.items()} if isinstance(given, dict) else {}
+        )
         body = answer.get("body")
         if status == 200 and isinstance(body, str):
             try:
@@ -598,8 +604,10 @@ class GraphClient:
         if not isinstance(status, int) or status < 400:
             return MailError("server_error", f"Microsoft Graph's batch answered {status!r}.")
         error_body = body.get("error") if isinstance(body, dict) else None
-        code = str((error_body or {}).get("code") or "")
-        message = _short((error_body or {}).get("message") or "")
+        if not isinstance(error_body, dict):  # an odd document says no more than its status
+            error_body = {}
+        code = str(error_body.get("code") or "")
+        message = _short(error_body.get("message") or "")
         error = self._classified(
             _Answered(status_code=status, headers=headers), code, message, sending=False
         )

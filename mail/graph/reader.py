@@ -13,7 +13,16 @@ from email.utils import format_datetime, formataddr
 
 from ..backend import ListedFolder
 from ..errors import MailError, Retry
-from ..reading import INCOMPLETE, UNREADABLE, ChangePage, DeltaReader, NewItem, ReadItem, StateLost
+from ..reading import (
+    INCOMPLETE,
+    READ_BUDGET,
+    UNREADABLE,
+    ChangePage,
+    DeltaReader,
+    NewItem,
+    ReadItem,
+    StateLost,
+)
 from .client import (
     BATCH_MAX,
     DeltaReset,
@@ -133,6 +142,9 @@ class GraphReader(DeltaReader):
         try:
             return mail + listed_books(self.client, self.mail_paths)
         except MailError as error:
+            # The sign-in or the connection failing is the run's, as for any request.
+            if isinstance(error, TokenRejected) or error.kind in ("connection_lost", "timeout"):
+                raise
             logger.info("The address book's folders could not be listed: %s", error.kind)
             return mail
 
@@ -191,42 +203,66 @@ class GraphReader(DeltaReader):
     # --- Sources ---
 
     @_token_may_run_out
-    def read(self, items: list[NewItem], *, size_limit: int) -> list[ReadItem]:
+    def read(
+        self, items: list[NewItem], *, size_limit: int, budget: int = READ_BUDGET
+    ) -> list[ReadItem]:
         """The sources through /$value, BATCH_MAX to a round trip (JSON batching), at
         most `size_limit` bytes each (Graph does not say a message's size before it is
         read). What a batch does not give plainly (a source above the limit or above
         what a batch answer holds, an item's own error, a throttled item) is read alone,
-        streamed and bounded, with its fallbacks; a message gone meanwhile is left out."""
-        found = []
+        streamed and bounded, with its fallbacks; a message gone meanwhile is left out.
+        Once more than `budget` bytes are held, what is left comes back `later`."""
+        found: list[ReadItem] = []
+        held = 0
         for start in range(0, len(items), BATCH_MAX):
             group = items[start : start + BATCH_MAX]
-            sources = self._batch(group, size_limit)
+            if found and held > budget:
+                found += [ReadItem(id=item.id, raw=None, later=True) for item in group]
+                continue
+            sources = self._batch(group, size_limit, budget)
+            # Graph throttles a mailbox, not one message: one wait for the batch's
+            # throttled items (the longest asked), or the run ends for later.
+            waits = [s.wait for s in sources.values() if isinstance(s, Throttled)]
+            if waits:
+                longest = max(waits)
+                if longest > self.client.max_wait:
+                    raise next(s for s in sources.values() if isinstance(s, Throttled))
+                self.client.sleep(longest)
             for item in group:
                 source = sources.get(item.id)
-                if isinstance(source, bytes) and item.seen is not None:
-                    # The flag its page or listing said (the source says none).
-                    found.append(ReadItem(id=item.id, raw=source, seen=item.seen))
-                    continue
                 if isinstance(source, MailError) and _status(source) == 404:
                     continue  # deleted since it was listed
-                if isinstance(source, Throttled):
-                    # Said inside the batch as alone: a long wait ends the run for
-                    # later, a short one is waited out before the message is asked again.
-                    if source.wait > self.client.max_wait:
-                        raise source
-                    self.client.sleep(source.wait)
-                read = self._read_one(item.id, size_limit, item.seen)
+                if found and held > budget and not isinstance(source, bytes):
+                    # A source still to be read alone: for a later call.
+                    found.append(ReadItem(id=item.id, raw=None, later=True))
+                    continue
+                if isinstance(source, bytes):
+                    seen = item.seen if item.seen is not None else self._is_read(item.id)
+                    if seen is None:
+                        continue  # gone meanwhile
+                    read = ReadItem(id=item.id, raw=source, seen=seen)
+                else:
+                    read = self._read_one(item.id, size_limit, item.seen)
                 if read is not None:
                     found.append(read)
+                    held += len(read.raw or b"")
         return found
 
-    def _batch(self, group: list[NewItem], size_limit: int) -> dict[str, bytes | MailError]:
-        """The group's sources in one round trip; {} when the batch answer would be
-        larger than a page may be (its messages are then read one by one)."""
+    def _batch(
+        self, group: list[NewItem], size_limit: int, budget: int
+    ) -> dict[str, bytes | MailError]:
+        """The group's sources in one round trip; {} when the batch answer would hold
+        more than `budget` bytes of sources (base64 in JSON: a third more), whose
+        messages are then read one by one, within the budget."""
         if len(group) < 2:
             return {}
+        bound = budget * 4 // 3 + 64 * 1024
         try:
-            return self.client.mime_batch([item.id for item in group], limit=size_limit)
+            return self.client.mime_batch(
+                [item.id for item in group], limit=size_limit, bound=min(
+                    bound, self.client.max_page_bytes
+                ),
+            )  # fmt: skip
         except TooLarge:
             return {}
 
