@@ -266,7 +266,7 @@ class DeltaSyncer(MailboxSyncer):
             return
         answered: set[str] = set()
         for chunk in _chunks([NewItem(noted.item_id) for noted in due]):
-            answered |= self._store(folder, chunk, new=False)[2]
+            answered |= self._store_committed(folder, chunk, new=False)
         # Stored now, or gone from the server: no longer waiting. (One that failed again
         # was noted again on its old note, with one more attempt.)
         located = set(
@@ -289,7 +289,19 @@ class DeltaSyncer(MailboxSyncer):
             folder.server_id, since=since_at, before=_start_of(folder.synced_since)
         )
         for chunk in _chunks(self._unknown(folder, older)):
-            self._store(folder, chunk)
+            self._store_committed(folder, chunk)
+
+    def _store_committed(self, folder: Folder, items: list[NewItem], *, new: bool = True):
+        """`_store` in a transaction of its own, counted once it commits: the claim's
+        renewal inside it holds the mailbox's row until the commit, so a move to another
+        protocol (sync.services.download_forget) comes wholly before or after it."""
+        with files_for_transaction(), transaction.atomic():
+            stored, handled, answered = self._store(folder, items, new=new, count=False)
+        self._count(stored)
+        self.progress.handled(handled)
+        if answered:
+            self.run.save_progress()
+        return answered
 
 
 def _chunks(items: list[NewItem]):
