@@ -265,6 +265,9 @@ def sync_status(account) -> dict:
         started = state.last_started_at if state else None
         # The dispatcher looks every minute; a mailbox never synced is due now.
         next_due = max(timezone.now(), started + mailbox_sync_interval()) if started else None
+        if state and state.not_before and (next_due is None or state.not_before > next_due):
+            # The server asked to be left alone until then: no download before.
+            next_due = state.not_before
     return {
         "state": state,
         "last_run": last_run,

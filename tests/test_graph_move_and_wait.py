@@ -198,3 +198,14 @@ def test_it_gives_up_the_old_protocols_watch_when_the_mailbox_moves(
     assert account.pk not in push.watches_renew(holder="listener-1")
     watch = MailboxWatch.objects.get(account=account)
     assert (watch.holder, watch.state) == ("", MailboxWatch.State.STOPPED)
+
+
+def test_it_shows_the_next_download_no_sooner_than_the_server_allows(db):
+    account = EmailAccountFactory()
+    until = timezone.now() + timedelta(minutes=50)
+    MailboxSync.objects.update_or_create(
+        account=account,
+        defaults={"not_before": until, "last_started_at": timezone.now() - timedelta(minutes=1)},
+    )
+
+    assert sync_status(account)["next_due"] == until
