@@ -365,3 +365,15 @@ def graph_mailbox(graph_provider, graph_server, oauth_server):
     tokens_store(account=account, answer=oauth_server.grant(address, "mailsetup-test",
                                                             scope=GRAPH_SCOPES))  # fmt: skip
     return account, address
+
+
+@pytest.fixture
+def peter(db):
+    """A CRM contact at a company, who takes part in a mailbox's meetings (Exchange's
+    and Microsoft 365's meetings, tasks and contacts tests)."""
+    from crm.models import Company, Contact, ContactAddress
+
+    company = Company.objects.create(name="Partner GmbH", web_domain="partner.test")
+    contact = Contact.objects.create(name="Peter Partner", company=company)
+    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
+    return contact

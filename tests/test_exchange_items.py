@@ -4,7 +4,6 @@ Exchange 2016 server does and keeps its mailboxes in memory; it is not Exchange)
 
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -12,15 +11,6 @@ from crm.models import Activity, Company, Contact, ContactAddress, ContactLink
 from sync.models import Email, MailboxSync, SyncRun
 from sync.services import mailbox_sync
 from tests.mailbox import make_message
-
-
-@pytest.fixture
-def peter(db):
-    """A CRM contact at a company, who takes part in the mailbox's meetings."""
-    company = Company.objects.create(name="Partner GmbH", web_domain="partner.test")
-    contact = Contact.objects.create(name="Peter Partner", company=company)
-    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
-    return contact
 
 
 def _sync(account, **kwargs) -> SyncRun:

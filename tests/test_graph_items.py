@@ -6,35 +6,12 @@ same as Exchange's; only mail/graph/items.py is Graph's."""
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from crm.models import Activity, Company, Contact, ContactAddress, ContactLink
-from sync.models import Email, Folder, MailboxSync, SyncRun
-from sync.services import mailbox_sync
+from crm.models import Activity, Company, ContactAddress, ContactLink
+from sync.models import Email, Folder
 from tests.mailbox import make_message
-
-
-@pytest.fixture
-def peter(db):
-    company = Company.objects.create(name="Partner GmbH", web_domain="partner.test")
-    contact = Contact.objects.create(name="Peter Partner", company=company)
-    ContactAddress.objects.create(contact=contact, address="peter@partner.test")
-    return contact
-
-
-def _sync(account, **kwargs) -> SyncRun:
-    run = mailbox_sync(account_id=account.pk, **kwargs)
-    assert run is not None and run.state == SyncRun.State.SUCCEEDED, run and run.error
-    return run
-
-
-def _an_hour_later(account) -> SyncRun:
-    MailboxSync.objects.filter(account=account).update(
-        items_imported_at=timezone.now() - timedelta(hours=1, minutes=1)
-    )
-    return _sync(account)
+from tests.test_exchange_items import _an_hour_later, _sync
 
 
 def _meeting(graph_server, address, subject, days, **kwargs):

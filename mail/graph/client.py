@@ -676,6 +676,10 @@ class GraphClient:
             "POST", f"mailFolders/{_segment(folder_id)}/messages",
             headers={"Content-Type": "text/plain"}, data=body,
         )  # fmt: skip
+        return self._created(response)
+
+    def _created(self, response: requests.Response) -> dict[str, Any]:
+        """A POST's answer: the entity Graph made, with its id."""
         try:
             document = json.loads(self._read(response, MAX_ERROR_BYTES * 4))
         except ValueError:
@@ -717,13 +721,7 @@ class GraphClient:
             "POST", "contacts", headers={"Content-Type": "application/json"},
             data=json.dumps(contact).encode(),
         )  # fmt: skip
-        try:
-            document = json.loads(self._read(response, MAX_ERROR_BYTES * 4))
-        except ValueError:
-            raise MailError("temporary", "Microsoft Graph's answer was not JSON.") from None
-        if not isinstance(document, dict) or not isinstance(document.get("id"), str):
-            raise MailError("server_error", "Microsoft Graph did not say what it created.")
-        return document["id"]
+        return self._created(response)["id"]
 
     def contacts(self, folder_id: str = "") -> list[dict[str, Any]]:
         path = f"contactFolders/{_segment(folder_id)}/contacts" if folder_id else "contacts"
