@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--mailboxes", type=int, default=1000, help="for the scale figure; 0 skips it"
+        "--mailboxes", type=int, default=10_000, help="for the scale figure; 0 skips it"
     )
     parser.add_argument(
         "--profile",
@@ -214,9 +214,15 @@ def main() -> None:
             name="Bench", imap_host="localhost", imap_port=relay.port, imap_security="ssl",
             smtp_host="localhost", smtp_port=25, smtp_security="starttls",
         )  # fmt: skip
+        # Timed figures go straight to Dovecot, as the bare fetch does: the byte-counting
+        # relay is a Python thread in this process, on the two cores the sync shares.
+        direct = EmailProvider.objects.create(
+            name="Bench direct", imap_host="localhost", imap_port=dovecot.imaps_port,
+            imap_security="ssl", smtp_host="localhost", smtp_port=25, smtp_security="starttls",
+        )  # fmt: skip
         account = EmailAccount(
             owner=UserFactory(),
-            provider=provider,
+            provider=direct,
             address=ADDRESS,
             login=ADDRESS,
             sync_period="all",
@@ -271,6 +277,7 @@ def main() -> None:
             # Resets the child's peak RSS (VmHWM), so each round reports its own.
             Path(f"/proc/{child}/clear_refs").write_text("5")
             cpu_before = _cpu_seconds(child)
+            groups_before = _cpu_by_group(child)
             began, sent_at = time.monotonic(), time.time()
             app.send_task("sync.mailbox", args=[account.pk])
             # The end is the run's own finishing time (written by the worker, same
@@ -280,8 +287,12 @@ def main() -> None:
                 if time.monotonic() - began > 1800:
                     raise RuntimeError("the worker did not finish the sync in 30 minutes")
                 time.sleep(0.25)
+            groups = _cpu_by_group(child)
             run = SyncRun.objects.get(account=account)
             elapsed = run.finished_at.timestamp() - sent_at
+            spent = {name: groups[name] - groups_before.get(name, 0.0) for name in groups}
+            report(f"B1 CPU while syncing ({elapsed:.2f} s on {os.cpu_count()} cores): " + ", ".join(
+                f"{name} {seconds:.2f} s" for name, seconds in spent.items()))  # fmt: skip
             if run.state != "succeeded":
                 raise RuntimeError(f"the sync failed: {run.error}")
             # Search vectors are filled after the store (sync.search.vectors_fill), by
@@ -323,10 +334,6 @@ def main() -> None:
         # B2: idle re-sync against a bare STATUS of every folder. Latency is timed straight
         # to Dovecot (the counting relay is a Python thread in this process and made the
         # timings noisy); the bytes are counted through the relay, once each.
-        direct = EmailProvider.objects.create(
-            name="Bench direct", imap_host="localhost", imap_port=dovecot.imaps_port,
-            imap_security="ssl", smtp_host="localhost", smtp_port=25, smtp_security="starttls",
-        )  # fmt: skip
 
         def bare_status(port: int) -> None:
             with client(port) as c:
@@ -339,7 +346,6 @@ def main() -> None:
         def via(provider_row) -> None:
             EmailAccount.objects.filter(pk=account.pk).update(provider=provider_row)
 
-        via(direct)  # outside the timings: only the sync itself is timed
         mailbox_sync(account_id=account.pk)  # settle state in this process
         status_times, idle_times = [], []
         for _ in range(9):  # interleaved; medians compared (single runs are noisy)
@@ -568,7 +574,7 @@ def scale_sweep(count: int, provider, worker_env: dict, client) -> str:
 
     from accounts.models import EmailAccount
     from sync.models import MailboxSync
-    from sync.services import mailbox_sync, mailboxes_due
+    from sync.services import mailboxes_due
 
     with client() as c:
         c.append("INBOX", generate(1)["INBOX"][0])
@@ -590,17 +596,25 @@ def scale_sweep(count: int, provider, worker_env: dict, client) -> str:
             for user in users
         ]
     )
-    for account in accounts:  # the first sync of each, so that nothing is new afterwards
-        mailbox_sync(account_id=account.pk)
-    MailboxSync.objects.filter(account__in=accounts).update(last_started_at=None)
     workers = start_workers(2, worker_env)
+    from mailsetup.celery import app
 
     def workers_cpu() -> float:
         pids = {w.pid for w in workers} | {_pool_child(w.pid) for w in workers}
         return sum(_cpu_seconds(pid) for pid in pids)
 
     try:
-        from mailsetup.celery import app
+        # The first sync of each, by the same workers, so that nothing is new afterwards.
+        began = timezone.now()
+        for account in accounts:
+            app.send_task("sync.mailbox", args=[account.pk])
+        synced = MailboxSync.objects.filter(account__in=accounts, last_success_at__gte=began)
+        while synced.count() < count:
+            if (timezone.now() - began).total_seconds() > 1800:
+                raise RuntimeError("the first syncs of the scale mailboxes took over 30 minutes")
+            time.sleep(1)
+        first = (timezone.now() - began).total_seconds()
+        MailboxSync.objects.filter(account__in=accounts).update(last_started_at=None)
 
         cpu_before = workers_cpu()
         began = timezone.now()
@@ -612,7 +626,7 @@ def scale_sweep(count: int, provider, worker_env: dict, client) -> str:
             done = MailboxSync.objects.filter(
                 account__in=accounts, last_success_at__gte=began
             ).count()
-            if done >= count or time.monotonic() - started > 300:
+            if done >= count or time.monotonic() - started > 1800:
                 break
             time.sleep(0.2)
         elapsed = time.monotonic() - started
@@ -637,10 +651,14 @@ def scale_sweep(count: int, provider, worker_env: dict, client) -> str:
         for run in SyncRun.objects.filter(account__in=accounts, started_at__gte=began)
     )
     median = inside[len(inside) // 2] * 1000 if inside else float("nan")
+    # Issue 19's target: 10,000 mailboxes in 150 s, the same rate for other counts.
+    target = 150 * count / 10_000
     return (f"Scale: {done} of {count} mailboxes with nothing new swept by 2 workers in "
-            f"{elapsed:.1f} s (target <= 30 s); a run takes {median:.0f} ms inside the task "
+            f"{elapsed:.1f} s (target <= {target:.0f} s, {count / max(elapsed, 1e-3):.0f} "
+            f"mailboxes/s); a run takes {median:.0f} ms inside the task "
             f"(median), the workers' CPU time is {cpu:.0f} ms per mailbox; all queued in "
-            f"{queued:.1f} s; {count} tasks that do nothing take {empty:.1f} s")  # fmt: skip
+            f"{queued:.1f} s; {count} tasks that do nothing take {empty:.1f} s; their first "
+            f"syncs took {first:.0f} s")  # fmt: skip
 
 
 def start_workers(count: int, env: dict, extra: list[str] | None = None) -> list:
@@ -682,8 +700,48 @@ def _pool_child(pid: int, wait: bool = True) -> int | None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _cpu_seconds_of(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _cpu_by_group(worker_child: int) -> dict[str, float]:
+    """CPU seconds so far of the processes a sync keeps busy: the worker's child, the
+    PostgreSQL backends, Dovecot's processes, Redis, and this process (its polling). A
+    process that ended meanwhile (Dovecot's session) is counted in its parent's
+    children's time, so the group's difference over the sync stays whole."""
+    groups = {"worker": 0.0, "postgres": 0.0, "dovecot": 0.0, "redis": 0.0, "bench": 0.0}
+    dovecot = {"dovecot", "imap", "imap-login", "auth", "anvil", "log", "config", "stats"}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        pid, name = int(entry.name), stat.split("(", 1)[1].rsplit(")", 1)[0]
+        if pid == worker_child:
+            groups["worker"] += _cpu_seconds_of(stat)
+        elif pid == os.getpid():
+            groups["bench"] += _cpu_seconds_of(stat)
+        elif name.startswith("postgres"):
+            groups["postgres"] += _cpu_seconds_of(stat, children=True)
+        elif name in dovecot:
+            groups["dovecot"] += _cpu_seconds_of(stat, children=True)
+        elif name.startswith("redis"):
+            groups["redis"] += _cpu_seconds_of(stat, children=True)
+    # The whole machine: what the groups above leave out, and how long the cores waited
+    # for the disk or did nothing.
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+    clock = os.sysconf("SC_CLK_TCK")
+    busy = (user + nice + system + irq + softirq) / clock
+    groups["other"] = busy - sum(groups.values())
+    groups["iowait"], groups["idle"], groups["steal"] = iowait / clock, idle / clock, steal / clock
+    return groups
+
+
+def _cpu_seconds_of(stat: str, children: bool = False) -> float:
+    fields = [int(f) for f in stat.rsplit(")", 1)[1].split()[11:15]]
+    return sum(fields if children else fields[:2]) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_kb(pid: int) -> int:

@@ -1,8 +1,9 @@
 """The project's Celery worker, started by the benchmark (B1 and Scale).
 
-`--breakdown FILE` times the engine's fetch, parse and store steps in each task and
-writes the totals of the last task to FILE; `--profile FILE` writes a cProfile of
-the last task to FILE (pstats) and FILE.txt. The rest of the arguments go to
+`--breakdown FILE` times the engine's fetch, parse and store steps in each sync task and
+writes the totals of the last one to FILE; `--profile FILE` writes a cProfile of the
+last sync task to FILE (pstats) and FILE.txt. Only "sync.mailbox" counts: the tasks a
+sync queues (search vectors) run on the same worker afterwards and would overwrite it. The rest of the arguments go to
 `celery worker`.
 """
 
@@ -33,28 +34,38 @@ def _option(name: str) -> str | None:
 
 breakdown_file = _option("--breakdown")
 profile_file = _option("--profile")
+
+
+def _sync_only(function):
+    def handler(sender=None, **_):
+        if getattr(sender, "name", None) == "sync.mailbox":
+            function()
+
+    return handler
+
+
 if breakdown_file:
     breakdown.install()
-    task_prerun.connect(lambda **_: breakdown.reset(), weak=False)
-    task_postrun.connect(lambda **_: breakdown.write(breakdown_file), weak=False)
+    task_prerun.connect(_sync_only(breakdown.reset), weak=False)
+    task_postrun.connect(_sync_only(lambda: breakdown.write(breakdown_file)), weak=False)
 if profile_file:
     import cProfile
     import pstats
 
     profilers = [cProfile.Profile()]
 
-    def _start(**_):
+    def _start():
         profilers[-1] = cProfile.Profile()  # each task's profile on its own
         profilers[-1].enable()
 
-    def _stop(**_):
+    def _stop():
         profilers[-1].disable()
         profilers[-1].dump_stats(profile_file)
         with open(profile_file + ".txt", "w") as out:
             for key in ("tottime", "cumulative"):
                 pstats.Stats(profile_file, stream=out).sort_stats(key).print_stats(40)
 
-    task_prerun.connect(_start, weak=False)
-    task_postrun.connect(_stop, weak=False)
+    task_prerun.connect(_sync_only(_start), weak=False)
+    task_postrun.connect(_sync_only(_stop), weak=False)
 
 app.worker_main(["worker", *sys.argv[1:]])
