@@ -380,6 +380,9 @@ SENDING_QUEUED_GRACE_SECONDS = env_int("SENDING_QUEUED_GRACE_SECONDS", 300, mini
 SEND_ATTACHMENTS_MAX_BYTES = env_int("SEND_ATTACHMENTS_MAX_MB", 20, minimum=1) * 1024 * 1024
 # A PEM file of extra CAs to trust, for a company mail server with its own CA.
 MAIL_EXTRA_CA_FILE = env_str("MAIL_EXTRA_CA_FILE") or None
+# A first sync's large batches are parsed in a process of their own beside each worker
+# process (sync/parsing_process.py); off, they are parsed in the worker's helper thread.
+MAIL_PARSE_PROCESS = env_bool("MAIL_PARSE_PROCESS", default=True)
 # In development, the CA of `make dev-mail`'s local mail servers, which it writes under
 # this same var dir: trusted from the moment it exists, whichever was started first.
 # Never in production (its private key lies beside it).

@@ -27,12 +27,12 @@ from .engine import (
     RETRY_UNSTORED,
     MailboxSyncer,
     folders_refresh,
-    parse_safely,
     period_start,
     retry_after,
 )
 from .files import files_for_transaction
 from .models import EmailLocation, Folder, SyncRun, UnstoredMessage
+from .parsing import parse_safely
 from .progress import RunProgress
 from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 

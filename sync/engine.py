@@ -34,7 +34,8 @@ from systemsettings.selectors import (
 )
 
 from .models import EmailLocation, Folder, SyncRun, UnstoredMessage
-from .parsing import DEFAULT_LIMITS, UNREADABLE, Limits, ParsedEmail, fingerprint, parse_message
+from .parsing import Limits
+from .parsing_process import Parsed, parse_later
 from .progress import RunProgress
 from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 
@@ -576,6 +577,7 @@ class AccountSyncer(MailboxSyncer):
                         return
                     pending = pool.submit(fetch_next)
                     try:
+                        fetched.parsed(waiting=self.renew)
                         yield fetched
                     finally:
                         fetched.cleanup()
@@ -694,11 +696,14 @@ class AccountSyncer(MailboxSyncer):
         try:
             self._fetch_into(result, uids, sizes)
         except _SessionsSpent as spent:
-            done = {item.uid for item in result.items}
+            done = {item.uid for item in result.items} | {uid for uid, _raw, _seen in result.raw}
             for uid in uids:
                 if uid not in done:
                     result.unstored.setdefault(uid, _not_asked(spent))
             result.ended = self.ended = spent.failure
+        # Parsed beside this thread (sync/parsing_process.py): it goes on to read the
+        # next batch meanwhile.
+        result.parsing = parse_later([raw for _uid, raw, _seen in result.raw], self.limits)
         return result
 
     def _fetch_into(self, result: "FetchedBatch", uids: list[int], sizes: dict[int, int]) -> None:
@@ -730,11 +735,8 @@ class AccountSyncer(MailboxSyncer):
                     result.unstored[uid] = "The server listed this message but did not send it."
         for uid in uids:
             item = response.pop(uid, None)
-            if item is None:
-                continue
-            raw, seen = item
-            parsed = parse_safely(raw, self.limits)
-            result.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
+            if item is not None:
+                result.raw.append((uid, *item))
 
     def _take_refused(self) -> dict[int, str]:
         refused, self.refused = self.refused, {}
@@ -799,11 +801,26 @@ class AccountSyncer(MailboxSyncer):
 class FetchedBatch:
     items: list[Fetched] = field(default_factory=list)
     unstored: dict[int, str] = field(default_factory=dict)  # UID: why
+    # (UID, raw message, seen) as the server gave them, until `parsed()` makes them items.
+    raw: list[tuple[int, bytes, bool]] = field(default_factory=list)
+    parsing: Parsed | None = None
 
     # The run must end after this batch: it opened all the sessions it may.
     ended: MailError | None = None
 
+    def parsed(self, waiting=None) -> None:
+        """The raw messages parsed and among the items (in the storing thread, which
+        `waiting` keeps alive while the parser is at work)."""
+        if self.parsing is None:
+            return
+        parsing, self.parsing = self.parsing, None
+        for (uid, raw, seen), parsed in zip(self.raw, parsing.result(waiting), strict=True):
+            self.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
+        self.raw = []
+
     def cleanup(self) -> None:
+        if self.parsing is not None:
+            self.parsing.forget()
         for item in self.items:
             if item.spooled is not None:
                 item.spooled.cleanup()
@@ -852,19 +869,6 @@ def _stored_in_ranges(locations, ranges: list[tuple[int, int]]) -> set[int]:
             condition |= Q(uid__range=(low, high))
         found |= set(locations.filter(condition).values_list("uid", flat=True))
     return found
-
-
-def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
-    """parse_message never raises by design; should it still (a bug, a recursion limit),
-    the message is stored as unreadable with its original instead of failing the run."""
-    try:
-        return parse_message(raw, limits=limits or DEFAULT_LIMITS)
-    except Exception as error:
-        return ParsedEmail(
-            message_key=fingerprint(raw),
-            problem=UNREADABLE,
-            notes=[f"The message could not be read ({type(error).__name__}: {error})"[:500]],
-        )
 
 
 def retry_after(attempts: int) -> timedelta:

@@ -1314,6 +1314,19 @@ def parse_message(raw: bytes, *, fast: bool = True, limits: Limits = DEFAULT_LIM
         )
 
 
+def parse_safely(raw: bytes, limits: Limits | None = None) -> ParsedEmail:
+    """parse_message never raises by design; should it still (a bug, a recursion limit),
+    the message is stored as unreadable with its original instead of failing the run."""
+    try:
+        return parse_message(raw, limits=limits or DEFAULT_LIMITS)
+    except Exception as error:
+        return ParsedEmail(
+            message_key=fingerprint(raw),
+            problem=UNREADABLE,
+            notes=[f"The message could not be read ({type(error).__name__}: {error})"[:500]],
+        )
+
+
 def _clean(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 

@@ -1,6 +1,8 @@
 """The benchmark's breakdown (bench/breakdown.py) wraps the engine's steps by name: a
 renamed step must fail here, not in the middle of `make bench --breakdown`."""
 
+import psycopg
+
 from bench import breakdown
 from sync import engine
 from sync.services import mailbox_sync
@@ -13,12 +15,14 @@ def test_it_times_the_fetch_the_parse_and_the_store_of_a_real_sync(
     # Put back by monkeypatch after the test: install() rebinds them for good.
     for name in ("_store_fetched", "_fetched"):
         monkeypatch.setattr(engine.AccountSyncer, name, getattr(engine.AccountSyncer, name))
-    monkeypatch.setattr(engine, "parse_message", engine.parse_message)
+    monkeypatch.setattr(engine.FetchedBatch, "parsed", engine.FetchedBatch.parsed)
+    monkeypatch.setattr(psycopg.Connection, "wait", psycopg.Connection.wait)
+    monkeypatch.setattr(engine, "fetch_bodies", engine.fetch_bodies)
     breakdown.install()
     breakdown.reset()
     account, mailbox = synced_mailbox
     mailbox.append("INBOX", make_message(subject="timed"), make_message(subject="too"))
     mailbox_sync(account_id=account.pk)
-    assert all(breakdown.totals[step] > 0 for step in ("fetch", "parse", "store"))
+    assert all(breakdown.totals[step] > 0 for step in breakdown.STEPS)
     breakdown.write(str(tmp_path / "out.txt"))
     assert (tmp_path / "out.txt").read_text().startswith("fetch ")

@@ -1,0 +1,191 @@
+"""A first sync's large batches parsed in a process of their own (sync/parsing_process.py):
+the same ParsedEmails as in place, and nothing lost when that process dies, hangs, is
+switched off or cannot start. Real processes, real signals."""
+
+import os
+import signal
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from sync import parsing_process
+from sync.models import Email, EmailLocation, SyncRun
+from sync.parsing import parse_safely
+from sync.services import mailbox_sync
+
+
+def _message(number: int, size: int = 30_000) -> bytes:
+    message = EmailMessage()
+    message["Subject"] = f"Angebot {number} — Grüße"
+    message["From"] = f"Olga <olga{number}@partner.test>"
+    message["To"] = "me@example.test"
+    message["Message-ID"] = make_msgid(idstring=str(number), domain="partner.test")
+    message.set_content(("lorem ipsum dolor " * (size // 18))[:size])
+    message.add_alternative(f"<p>Grüße {number}</p><script>x()</script>", subtype="html")
+    message.add_attachment(b"%PDF" + bytes(range(256)) * 8, maintype="application",
+                           subtype="pdf", filename=f"Rechnung {number}.pdf")  # fmt: skip
+    return message.as_bytes()
+
+
+@pytest.fixture
+def batch() -> list[bytes]:
+    raws = [_message(n) for n in range(12)]
+    assert sum(map(len, raws)) >= parsing_process.MIN_BATCH_BYTES
+    return raws
+
+
+@pytest.fixture
+def parser(settings):
+    settings.MAIL_PARSE_PROCESS = True
+    yield parsing_process._process
+    with parsing_process._process.lock:
+        parsing_process._process._end_locked()
+
+
+def test_it_parses_a_large_batch_in_its_own_process_as_in_place(parser, batch):
+    parsed = parsing_process.parse_later(batch)
+    assert parsed.number is not None  # handed over, not parsed here
+    assert parser.process.pid != os.getpid()
+    assert parsed.result() == [parse_safely(raw) for raw in batch]
+    # The process stays for the next batch.
+    process = parser.process
+    again = parsing_process.parse_later(batch[:11])
+    assert again.result() == [parse_safely(raw) for raw in batch[:11]]
+    assert parser.process is process
+
+
+def test_it_parses_a_small_batch_in_place(parser, batch):
+    parsed = parsing_process.parse_later(batch[:1])
+    assert parsed.number is None
+    assert parsed.result() == [parse_safely(batch[0])]
+
+
+def test_it_parses_in_place_when_switched_off(settings, parser, batch):
+    settings.MAIL_PARSE_PROCESS = False
+    parsed = parsing_process.parse_later(batch)
+    assert parsed.number is None and parser.process is None
+    assert parsed.result() == [parse_safely(raw) for raw in batch]
+
+
+def test_it_gives_the_parser_process_none_of_the_workers_environment(parser, batch, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "not-for-the-parser")
+    monkeypatch.setenv("CREDENTIAL_KEYS", "not-for-the-parser-either")
+    parsing_process.parse_later(batch).result()
+    environ = open(f"/proc/{parser.process.pid}/environ", "rb").read()  # noqa: SIM115
+    assert b"not-for-the-parser" not in environ
+    assert b"DATABASE_URL" not in environ
+
+
+def test_it_parses_in_place_what_a_dead_parser_process_had_and_starts_another(parser, batch):
+    parsing_process.parse_later(batch).result()  # started
+    first = parser.process
+    first.send_signal(signal.SIGSTOP)  # holds it before it can answer
+    waiting = parsing_process.parse_later(batch)
+    first.send_signal(signal.SIGKILL)
+    assert waiting.result() == [parse_safely(raw) for raw in batch]
+    later = parsing_process.parse_later(batch)
+    assert later.number is not None
+    assert later.result() == [parse_safely(raw) for raw in batch]
+    assert parser.process is not first and parser.process.poll() is None
+
+
+def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_in_place(
+    parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.2)
+    parsing_process.parse_later(batch).result()
+    stuck = parser.process
+    stuck.send_signal(signal.SIGSTOP)
+    parsed = parsing_process.parse_later(batch)
+    renewals = []
+    began = time.monotonic()
+    assert parsed.result(waiting=lambda: renewals.append(1)) == [parse_safely(raw) for raw in batch]
+    assert time.monotonic() - began < 10
+    assert len(renewals) >= 3  # the caller kept its claim alive meanwhile
+    assert stuck.wait(timeout=5) == -signal.SIGKILL  # ended, not left behind
+
+
+def test_it_does_not_wait_for_ever_on_a_parser_process_that_takes_no_batch(
+    parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    parsing_process.parse_later(batch).result()
+    stuck = parser.process
+    stuck.send_signal(signal.SIGSTOP)
+    larger = [_message(n) for n in range(50)]  # more than its input pipe holds
+    assert sum(map(len, larger)) > parsing_process.PIPE_BYTES
+    began = time.monotonic()
+    parsed = parsing_process.parse_later(larger)
+    assert parsed.number is None  # parsed in place
+    assert time.monotonic() - began < 10
+    assert parsed.result() == [parse_safely(raw) for raw in larger]
+    assert stuck.wait(timeout=5) == -signal.SIGKILL
+
+
+def test_it_drops_the_answer_no_one_waits_for_any_more(parser, batch):
+    forgotten = parsing_process.parse_later(batch)
+    forgotten.forget()
+    wanted = parsing_process.parse_later(batch[:10])
+    assert wanted.result() == [parse_safely(raw) for raw in batch[:10]]
+    assert parser.answers == {} and parser.forgotten == set()
+
+
+def test_it_parses_in_place_when_the_parser_process_cannot_start(parser, batch, monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(parsing_process.subprocess, "Popen", refused)
+    parsed = parsing_process.parse_later(batch)
+    assert parsed.number is None
+    assert parsed.result() == [parse_safely(raw) for raw in batch]
+
+
+def test_it_stores_a_first_sync_parsed_beside_the_worker_once_each(
+    parser, synced_mailbox, monkeypatch
+):
+    account, mailbox = synced_mailbox
+    raws = [_message(n, size=20_000) for n in range(40)]
+    mailbox.append("INBOX", *raws)
+    asked, ask = [], parser.ask
+
+    def counting(raws, limits):
+        asked.append(len(raws))
+        return ask(raws, limits)
+
+    monkeypatch.setattr(parser, "ask", counting)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert sum(asked) == 40  # every message went through the parser process
+    assert Email.objects.filter(account=account).count() == 40
+    assert EmailLocation.objects.filter(email__account=account).count() == 40
+    assert set(Email.objects.values_list("subject", flat=True)) == {
+        f"Angebot {n} — Grüße" for n in range(40)
+    }
+    # The HTML was made safe there as here.
+    assert not Email.objects.filter(html_body__contains="<script").exists()
+
+
+def test_it_stores_every_message_once_when_the_parser_process_dies_mid_sync(
+    parser, synced_mailbox, monkeypatch
+):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *[_message(n, size=20_000) for n in range(60)])
+    monkeypatch.setattr("sync.engine.BATCH", 15)
+    ask, asked = parser.ask, []
+
+    def ask_then_kill(raws, limits):
+        number = ask(raws, limits)
+        asked.append(number)
+        if len(asked) == 2:
+            os.kill(parser.process.pid, signal.SIGKILL)
+        return number
+
+    monkeypatch.setattr(parser, "ask", ask_then_kill)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert len(asked) == 4
+    assert Email.objects.filter(account=account).count() == 60
+    assert EmailLocation.objects.filter(email__account=account).count() == 60
