@@ -24,6 +24,7 @@ B4  a 50 MB message among ordinary ones (issue 14): the worker's peak RSS syncin
 """
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -274,8 +275,11 @@ def main() -> None:
             Folder.objects.filter(account=account).delete()
             SyncRun.objects.filter(account=account).delete()
             child = _pool_child(b1_worker.pid)
-            # Resets the child's peak RSS (VmHWM), so each round reports its own.
-            Path(f"/proc/{child}/clear_refs").write_text("5")
+            # Resets the peak RSS (VmHWM) of the child and its parser process, so each
+            # round reports its own.
+            for pid in (child, _parser_process(child)):
+                if pid is not None:
+                    Path(f"/proc/{pid}/clear_refs").write_text("5")
             cpu_before = _cpu_seconds(child)
             groups_before = _cpu_by_group(child)
             began, sent_at = time.monotonic(), time.time()
@@ -305,9 +309,11 @@ def main() -> None:
             if options.breakdown:
                 report(f"B1 worker breakdown: {breakdown_file.read_text().strip()}, "
                        f"worker CPU {_cpu_seconds(child) - cpu_before:.2f} s")  # fmt: skip
+            parser = _parser_process(child)
+            parser_rss.append(_peak_rss_kb(parser) if parser else 0)
             return elapsed, run.new_emails, _peak_rss_kb(child)
 
-        bare, quiet, ours, rss, searchable = [], [], [], [], []
+        bare, quiet, ours, rss, searchable, parser_rss = [], [], [], [], [], []
         for round_number in range(options.rounds):
             bare.append(bare_fetch())
             quiet.append(bare_fetch(quiet=True))
@@ -317,13 +323,15 @@ def main() -> None:
             report(f"B1 round {round_number + 1}: bare fetch {bare[-1]:.2f} s (debug formatting off: "
                    f"{quiet[-1]:.2f} s), project sync {elapsed:.2f} s ({stored} emails stored), "
                    f"all searchable after {searchable[-1]:.2f} s, "
-                   f"worker peak RSS {peak / 1024:.0f} MB")  # fmt: skip
+                   f"worker peak RSS {peak / 1024:.0f} MB (its parser process "
+                   f"{parser_rss[-1] / 1024:.0f} MB)")  # fmt: skip
         _stop([b1_worker])
         a, q, b = min(bare), min(quiet), min(ours)
         n, mb = options.messages, total_bytes / 1e6
         report(f"B1 first sync: bare {n / a:.0f} msg/s ({mb / a:.1f} MB/s); project {n / b:.0f} msg/s "
                f"({mb / b:.1f} MB/s); b/a = {b / a:.2f} (target <= 2.5); worker peak RSS "
-               f"{max(rss) / 1024:.0f} MB (target <= 150)")  # fmt: skip
+               f"{max(rss) / 1024:.0f} MB (target <= 150), its parser process's "
+               f"{max(parser_rss) / 1024:.0f} MB")  # fmt: skip
         fill = [s_ - o for s_, o in zip(searchable, ours, strict=True)]
         report(f"B1 search vectors: filled after the sync by the same one-process worker, all "
                f"{n} searchable {min(searchable):.2f} s after the sync began (filling "
@@ -708,7 +716,9 @@ def _cpu_by_group(worker_child: int) -> dict[str, float]:
     PostgreSQL backends, Dovecot's processes, Redis, and this process (its polling). A
     process that ended meanwhile (Dovecot's session) is counted in its parent's
     children's time, so the group's difference over the sync stays whole."""
-    groups = {"worker": 0.0, "postgres": 0.0, "dovecot": 0.0, "redis": 0.0, "bench": 0.0}
+    groups = {"worker": 0.0, "parser": 0.0, "postgres": 0.0, "dovecot": 0.0, "redis": 0.0,
+              "bench": 0.0}  # fmt: skip
+    parser = _parser_process(worker_child)
     dovecot = {"dovecot", "imap", "imap-login", "auth", "anvil", "log", "config", "stats"}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -720,6 +730,8 @@ def _cpu_by_group(worker_child: int) -> dict[str, float]:
         pid, name = int(entry.name), stat.split("(", 1)[1].rsplit(")", 1)[0]
         if pid == worker_child:
             groups["worker"] += _cpu_seconds_of(stat)
+        elif pid == parser:
+            groups["parser"] += _cpu_seconds_of(stat)
         elif pid == os.getpid():
             groups["bench"] += _cpu_seconds_of(stat)
         elif name.startswith("postgres"):
@@ -737,6 +749,16 @@ def _cpu_by_group(worker_child: int) -> dict[str, float]:
     groups["other"] = busy - sum(groups.values())
     groups["iowait"], groups["idle"], groups["steal"] = iowait / clock, idle / clock, steal / clock
     return groups
+
+
+def _parser_process(worker_child: int) -> int | None:
+    """The worker's parser process (sync/parsing_process.py), once it has started."""
+    path = Path(f"/proc/{worker_child}/task/{worker_child}/children")
+    for pid in path.read_text().split() if path.exists() else []:
+        with contextlib.suppress(OSError):
+            if b"sync.parsing_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
 
 
 def _cpu_seconds_of(stat: str, children: bool = False) -> float:

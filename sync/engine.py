@@ -9,6 +9,7 @@ loss or duplicates; a message that cannot be parsed is stored with its raw sourc
 import contextlib
 import imaplib
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -57,6 +58,9 @@ FLAGS_SLICE = 1000
 # While the helper thread fetches (a large message can take minutes on a slow line), the
 # claim is renewed this often, well within its lease.
 RENEW_WHILE_WAITING = 20
+# Batches the helper thread reads ahead of the one being stored (each at most BATCH_BYTES
+# in memory): with two, the parser process is never without the next one.
+READ_AHEAD = 2
 # A batch the server will not give whole is asked for in this many groups, then the
 # failing group one message at a time: about two new sessions per bad message.
 ISOLATING_GROUPS = 10
@@ -565,17 +569,20 @@ class AccountSyncer(MailboxSyncer):
             return self._fetch_and_parse(*batch)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
-            pending = pool.submit(fetch_next)
+            # The helper reads READ_AHEAD batches ahead (one at a time, in order), so the
+            # parser process always has the next one while this thread stores.
+            pending = deque(pool.submit(fetch_next) for _ in range(READ_AHEAD))
             try:
                 while True:
                     try:
-                        fetched = pending.result(timeout=RENEW_WHILE_WAITING)
+                        fetched = pending[0].result(timeout=RENEW_WHILE_WAITING)
                     except FutureTimeout:
                         self.renew()
                         continue
+                    pending.popleft()
                     if fetched is None:
                         return
-                    pending = pool.submit(fetch_next)
+                    pending.append(pool.submit(fetch_next))
                     try:
                         fetched.parsed(waiting=self.renew)
                         yield fetched
@@ -584,12 +591,14 @@ class AccountSyncer(MailboxSyncer):
                     if fetched.ended is not None:
                         raise fetched.ended
             finally:
-                # A batch fetched ahead that will not be stored (the run failed or
-                # ended): its temporary files go too.
-                with contextlib.suppress(Exception):
-                    ahead = pending.result()
-                    if ahead is not None:
-                        ahead.cleanup()
+                # Batches fetched ahead that will not be stored (the run failed or
+                # ended): those not begun are not read, the others' temporary files go.
+                for future in pending:
+                    if not future.cancel():
+                        with contextlib.suppress(Exception):
+                            ahead = future.result()
+                            if ahead is not None:
+                                ahead.cleanup()
 
     def _batches(self, uids: list[int]) -> Iterator[tuple[list[int], dict[int, int]]]:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
