@@ -109,6 +109,28 @@ def test_it_searches_the_contact_and_company_timelines(client, db):
         assert "Nothing matches “zeppelin”." in client.get(url, {"q": "zeppelin"}).text
 
 
+def test_it_says_on_a_timeline_search_which_emails_are_still_being_prepared(client, db):
+    account = EmailAccountFactory()
+    acme = Company.objects.create(name="Acme", web_domain="acme.test")
+    ann = Contact.objects.create(name="Ann", company=acme)
+    with transaction.atomic(), search.vectors_later():
+        waiting = _email(account, "tw", subject="Pumps", text_body="the turbines")
+    waiting.contacts.add(ann)
+    waiting.companies.add(acme)
+    other = EmailAccountFactory()  # another user's backlog is not this user's to hear of
+    with transaction.atomic(), search.vectors_later():
+        _email(other, "ow", subject="Theirs")
+    client.force_login(account.owner)
+    for url in (reverse("crm:contact", args=[ann.pk]), reverse("crm:company", args=[acme.pk])):
+        page = client.get(url, {"q": "turbines"}).text
+        assert "1 email just downloaded is still being prepared for search" in page
+        assert "Pumps" not in page  # found by subject and sender only, meanwhile
+        assert "still being prepared" not in client.get(url).text  # only for a search
+    search.vectors_fill()
+    page = client.get(reverse("crm:contact", args=[ann.pk]), {"q": "turbines"}).text
+    assert "still being prepared" not in page and "Pumps" in page
+
+
 def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch):
     monkeypatch.setattr(search, "postgres", lambda: False)
     account = EmailAccountFactory()

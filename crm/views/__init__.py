@@ -85,7 +85,17 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def _timeline(request: HttpRequest, **whose) -> dict:
     search = request.GET.get("q", "").strip()[:200]
     after = request.GET.get("after", "")[:100]
-    return {"entries": timeline(request.user, after=after, search=search, **whose), "q": search}
+    entries = timeline(request.user, after=after, search=search, **whose)
+    waiting = 0
+    if search:
+        from sharing.selectors import mailboxes_for_panel
+        from sync.search import vectors_waiting
+
+        # As the Email page says it: emails of the mailboxes the timeline shows that a
+        # search finds by subject and sender only until their vectors are filled.
+        mailboxes = list(mailboxes_for_panel(request.user).values_list("pk", flat=True))
+        waiting = vectors_waiting(mailboxes)
+    return {"entries": entries, "q": search, "waiting": waiting}
 
 
 def _target(value: str) -> int | None:
