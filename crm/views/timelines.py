@@ -5,7 +5,7 @@ module is above sync and sharing (pyproject.toml's layers contract), while
 crm/selectors.py, the contacts' own reads, is below sync."""
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 from django.core.paginator import Paginator
 from django.db import connection
@@ -41,8 +41,12 @@ def _by_latest(rows, user, via: str, search: Q | None):
     listed = matching.annotate(latest_at=latest).order_by(
         F("latest_at").desc(nulls_last=True), Lower("name"), "pk"
     )
-    only = matching.values("pk") if search is not None else None
-    return LatestFirst(user, rows.model, listed, only), matching.order_by().count
+    if search is None:
+        return LatestFirst(user, rows.model, listed), matching.order_by().count
+    # The search's matches, read once for both the count and the page: each reading
+    # is the search itself (a UNION of trigram lookups, 15 ms at 20,000 contacts).
+    found = cache(lambda: set(matching.order_by().values_list("pk", flat=True)))
+    return LatestFirst(user, rows.model, listed, found), lambda: len(found())
 
 
 class LatestFirst:
@@ -52,7 +56,7 @@ class LatestFirst:
     the first one met). A row whose latest email is further down than STREAMED emails,
     or that has none, comes from the grouped query (`listed`) as before; so does a
     search matching fewer than FEW rows (grouping their emails costs little). `only`:
-    the rows a search matches."""
+    the ids of the rows a search matches (a callable, read when needed)."""
 
     BATCH = 2_000
     STREAMED = 20_000
@@ -98,7 +102,7 @@ class LatestFirst:
         column = "contact" if self.model is Contact else "company"
         allowed = None
         if self.only is not None:
-            allowed = set(self.only.values_list("pk", flat=True))
+            allowed = self.only()
             if len(allowed) < self.FEW:
                 return None
         emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
