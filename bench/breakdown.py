@@ -43,9 +43,11 @@ def install() -> None:
         batches = fetched(self, uids)
         while True:
             began, began_cpu = time.perf_counter(), time.thread_time()
+            parse, parse_cpu = totals["parse"], cpu["parse"]
             item = next(batches, None)
-            totals["fetch"] += time.perf_counter() - began
-            cpu["fetch"] += time.thread_time() - began_cpu
+            # The wait for the parsing happens inside this step: counted there only.
+            totals["fetch"] += time.perf_counter() - began - (totals["parse"] - parse)
+            cpu["fetch"] += time.thread_time() - began_cpu - (cpu["parse"] - parse_cpu)
             if item is None:
                 return
             yield item

@@ -9,6 +9,7 @@ loss or duplicates; a message that cannot be parsed is stored with its raw sourc
 import contextlib
 import imaplib
 import re
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -560,13 +561,21 @@ class AccountSyncer(MailboxSyncer):
             self.open_session = self.session_opener()
         batches = self._batches(uids)
 
+        # Set once a fetch failed or the caller stopped: the batches queued ahead are
+        # not read then (on a connection known to be broken, for a run that ended).
+        stopping = threading.Event()
+
         def fetch_next() -> FetchedBatch | None:
-            if self.ended is not None:
+            if self.ended is not None or stopping.is_set():
                 return None
-            batch = next(batches, None)
-            if batch is None:
-                return None
-            return self._fetch_and_parse(*batch)
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return None
+                return self._fetch_and_parse(*batch)
+            except BaseException:
+                stopping.set()
+                raise
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch") as pool:
             # The helper reads READ_AHEAD batches ahead (one at a time, in order), so the
@@ -593,6 +602,7 @@ class AccountSyncer(MailboxSyncer):
             finally:
                 # Batches fetched ahead that will not be stored (the run failed or
                 # ended): those not begun are not read, the others' temporary files go.
+                stopping.set()
                 for future in pending:
                     if not future.cancel():
                         with contextlib.suppress(Exception):
@@ -822,8 +832,10 @@ class FetchedBatch:
         `waiting` keeps alive while the parser is at work)."""
         if self.parsing is None:
             return
-        parsing, self.parsing = self.parsing, None
-        for (uid, raw, seen), parsed in zip(self.raw, parsing.result(waiting), strict=True):
+        # Forgotten by `cleanup` if this raises (`waiting` lost the claim).
+        results = self.parsing.result(waiting)
+        self.parsing = None
+        for (uid, raw, seen), parsed in zip(self.raw, results, strict=True):
             self.items.append(Fetched(uid=uid, parsed=parsed, seen=seen, size=len(raw), raw=raw))
         self.raw = []
 

@@ -8,15 +8,18 @@ the worker reads the next batch from the server and stores the last one.
 How: one parser process per worker process, started on the first large batch and kept
 for the next ones (`python -m sync.parsing_process`, our own code: it imports the parser,
 none of the apps, sets up no Django, and is given no secret nor the worker's
-environment; setting MAIL_PARSE_PROCESS=false keeps parsing in the worker). A batch goes to
-it as its raw messages and comes back as ParsedEmails, in pickle frames over its stdin
-and stdout; a reader thread takes the answers, so the process never blocks on one that
-is not asked for yet. Small batches (an ordinary run's few new messages) are parsed in
-place: the round trip is not worth it.
+environment; setting MAIL_PARSE_PROCESS=false keeps parsing in the worker). A batch goes
+to it as its raw messages and comes back as ParsedEmails, in numbered pickle frames over
+its stdin and stdout. A writer thread feeds it, so the thread that read the batch goes on
+to read the next one at once; a reader thread takes the answers, so the process never
+blocks on one that is not asked for yet. Small batches (an ordinary run's few new
+messages) are parsed in place: the round trip is not worth it.
 
-Nothing is lost for it: if the process cannot start, dies, or gives no answer in
-ANSWER_WAIT, the batch is parsed in place as it always was (and the process started
-again for a later batch).
+Nothing is lost for it: if the process cannot start, dies, or takes or answers no batch
+in ANSWER_WAIT, the batch is parsed in place as it always was, the waiting caller kept
+alive (`waiting`, the sync's claim renewal) meanwhile; the process is started again for a
+later batch, after a pause if it died young. A run that ends with batches still in the
+process ends the process too, so the next run does not wait behind them.
 """
 
 import contextlib
@@ -24,6 +27,7 @@ import fcntl
 import logging
 import os
 import pickle
+import queue
 import select
 import struct
 import subprocess
@@ -48,8 +52,13 @@ MIN_BATCH_BYTES = 256_000
 ANSWER_WAIT = 300
 # The caller's `waiting` is called this often while it waits (the sync renews its claim).
 WAITING_EVERY = 20
-# The pipe to the parser holds this much (Linux's default limit for a pipe's size).
+# The pipes to and from the parser hold this much (Linux's limit for a pipe's size
+# without privileges): the writer thread waits less often for the parser to take a frame.
 PIPE_BYTES = 1 << 20
+# A parser process that ends this soon after it started (a broken installation) is not
+# started again for QUIET_AFTER_DEATH: large batches are parsed in place meanwhile.
+DIED_YOUNG = 5
+QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,9 +74,13 @@ class Parsed:
 
     def result(self, waiting: Callable[[], None] | None = None) -> list[ParsedEmail]:
         if self.parsed is None:
-            answer = _process.answer(self.number, waiting)
+            try:
+                answer = _process.answer(self.number, waiting)
+            except BaseException:
+                self.forget()  # `waiting` raised (the claim lost): nobody will want it
+                raise
             if answer is None or len(answer) != len(self.raws):
-                answer = [parse_safely(raw, self.limits) for raw in self.raws]
+                answer = _in_place(self.raws, self.limits, waiting)
             self.parsed = answer
         return self.parsed
 
@@ -75,6 +88,20 @@ class Parsed:
         """Not wanted any more (the run ended): its answer is dropped when it comes."""
         if self.parsed is None and self.number is not None:
             _process.forget(self.number)
+
+
+def _in_place(
+    raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None
+) -> list[ParsedEmail]:
+    """The batch parsed here, the caller kept alive between messages (a batch the
+    parser process gave up on may take long)."""
+    parsed, since = [], time.monotonic()
+    for raw in raws:
+        if waiting is not None and time.monotonic() - since > WAITING_EVERY:
+            waiting()
+            since = time.monotonic()
+        parsed.append(parse_safely(raw, limits))
+    return parsed
 
 
 def parse_later(raws: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Parsed:
@@ -90,33 +117,37 @@ def parse_later(raws: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Parsed:
 class _ParserProcess:
     """The worker process's parser process, started when first needed and again after
     it ended. Batches are numbered; `sent` lists those the running process has yet to
-    answer, in order, which is the order of its answers."""
+    answer, in order, and each answer names its batch."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.answered = threading.Condition(self.lock)
-        self.writing = threading.Lock()  # one frame at a time on the process's input
         self.numbered = 0
         self.sent: deque[int] = deque()
+        self.frames: queue.SimpleQueue | None = None  # the writer thread's, per process
         self.answers: dict[int, list[ParsedEmail]] = {}
         self.forgotten: set[int] = set()
+        self.started_at = 0.0
+        self.quiet_until = 0.0
 
     def ask(self, raws: list[bytes], limits: Limits) -> int | None:
-        frame = pickle.dumps((limits, raws), protocol=pickle.HIGHEST_PROTOCOL)
-        with self.writing:
+        try:
             with self.lock:
                 if not self._running():
                     return None
                 self.numbered += 1
-                number, process = self.numbered, self.process
-                self.sent.append(number)
-            # Outside the lock: the write may wait until the process takes the frame,
-            # and the reader thread needs the lock to hand over answers meanwhile.
-            if not _write(process.stdin.fileno(), _FRAME.pack(len(frame)) + frame):
-                self._end(process)
-                return None
-        return number
+                self.sent.append(self.numbered)
+                # In the lock: frames are written in the order of `sent`.
+                self.frames.put((self.numbered, limits, raws))
+                return self.numbered
+        except Exception:
+            # Whatever keeps the process from taking it (no thread, no memory): the batch
+            # is parsed in place, and the process, if any, ended.
+            logger.exception("A batch could not go to the parser process; parsing in place")
+            with self.lock:
+                self._end_locked()
+            return None
 
     def answer(self, number: int, waiting: Callable[[], None] | None) -> list[ParsedEmail] | None:
         deadline = time.monotonic() + ANSWER_WAIT
@@ -130,8 +161,8 @@ class _ParserProcess:
                     self._end_locked()
                     return None
                 if not self.answered.wait(timeout=min(left, WAITING_EVERY)) and waiting:
-                    self.lock.release()
                     try:
+                        self.lock.release()
                         waiting()
                     finally:
                         self.lock.acquire()
@@ -139,15 +170,22 @@ class _ParserProcess:
 
     def forget(self, number: int) -> None:
         with self.lock:
-            if self.answers.pop(number, None) is None and number in self.sent:
-                self.forgotten.add(number)
+            if self.answers.pop(number, None) is not None:
+                return
+            if number in self.sent:
+                # Still to be parsed for a run that ended: the process is ended rather
+                # than kept busy with it, so that the next run does not wait behind it.
+                self._end_locked()
 
     def _running(self) -> bool:
         if self.process is not None and self.process.poll() is None:
             return True
-        self._end_locked()
+        if self.process is not None:
+            self._ended_by_itself_locked()
+        if time.monotonic() < self.quiet_until:
+            return False
         try:
-            self.process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "sync.parsing_process"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=_ROOT,
                 # Nothing of the worker's environment (its keys, its database): the
@@ -156,17 +194,42 @@ class _ParserProcess:
             )  # fmt: skip
         except OSError as error:
             logger.warning("The parser process could not start (%r); parsing in place", error)
-            self.process = None
             return False
-        with contextlib.suppress(OSError):
-            # A batch's frame (about BATCH_BYTES) fits at once: the worker goes on
-            # without waiting for the parser to take it.
-            fcntl.fcntl(self.process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        os.set_blocking(self.process.stdin.fileno(), False)
-        threading.Thread(
-            target=self._read, args=(self.process,), name="parser-answers", daemon=True
-        ).start()
+        for stream in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        os.set_blocking(process.stdin.fileno(), False)
+        frames: queue.SimpleQueue = queue.SimpleQueue()
+        try:
+            threading.Thread(
+                target=self._read, args=(process,), name="parser-answers", daemon=True
+            ).start()
+            threading.Thread(
+                target=self._write, args=(process, frames), name="parser-frames", daemon=True
+            ).start()
+        except Exception:
+            frames.put(None)
+            _reap(process)
+            raise
+        self.process, self.frames, self.started_at = process, frames, time.monotonic()
         return True
+
+    def _write(self, process: subprocess.Popen, frames: queue.SimpleQueue) -> None:
+        """The writer thread: each batch pickled and written as the process takes it."""
+        try:
+            while (item := frames.get()) is not None:
+                frame = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                if not _write(process.stdin.fileno(), _FRAME.pack(len(frame)), frame):
+                    break
+                del item, frame
+        except Exception:
+            logger.exception("Writing to the parser process failed")
+        finally:
+            # Its input is this thread's alone to close: no write can go to a number
+            # the system gave to another file meanwhile.
+            with contextlib.suppress(Exception):
+                process.stdin.close()
+        self._end(process)
 
     def _read(self, process: subprocess.Popen) -> None:
         try:
@@ -178,11 +241,15 @@ class _ParserProcess:
                 body = process.stdout.read(size)
                 if len(body) < size:
                     break
-                answer = pickle.loads(body)  # noqa: S301 (our own process's answer)
+                number, answer = pickle.loads(body)  # noqa: S301 (our own process's answer)
                 with self.lock:
-                    if self.process is not process or not self.sent:
+                    if self.process is not process:
                         return
-                    number = self.sent.popleft()
+                    if not self.sent or self.sent[0] != number:
+                        logger.error("The parser process answered batch %s out of turn", number)
+                        self._end_locked()
+                        return
+                    self.sent.popleft()
                     if number in self.forgotten:
                         self.forgotten.discard(number)
                     else:
@@ -196,38 +263,58 @@ class _ParserProcess:
         self._end(process)
 
     def _end(self, process: subprocess.Popen) -> None:
+        """From its threads: the process went (or a pipe to it broke)."""
         with self.lock:
             if self.process is process:
-                self._end_locked()
+                self._ended_by_itself_locked()
+
+    def _ended_by_itself_locked(self) -> None:
+        if time.monotonic() - self.started_at < DIED_YOUNG:
+            logger.warning(
+                "The parser process ended %.1f s after it started (exit code %s); parsing "
+                "in place for %s s", time.monotonic() - self.started_at,
+                self.process.poll(), QUIET_AFTER_DEATH,
+            )  # fmt: skip
+            self.quiet_until = time.monotonic() + QUIET_AFTER_DEATH
+        self._end_locked()
 
     def _end_locked(self) -> None:
         """The process ended (or ends now): what it had not answered is parsed in place
-        by those who wait for it."""
-        process, self.process = self.process, None
+        by those who wait for it. Its threads end by themselves on the closed pipes."""
+        process, frames = self.process, self.frames
+        self.process, self.frames = None, None
         self.sent.clear()
         self.forgotten.clear()
         self.answered.notify_all()
+        if frames is not None:
+            frames.put(None)
         if process is not None:
-            with contextlib.suppress(OSError):
-                process.kill()
-            with contextlib.suppress(Exception):
-                process.wait(timeout=5)
-            with contextlib.suppress(Exception):
-                process.stdin.close()  # its output is the reader thread's to close
+            _reap(process)
 
 
-def _write(fd: int, data: bytes) -> bool:
-    """`data` written to the parser's input, or False if the process is gone or takes
-    none of it for ANSWER_WAIT (stuck: the worker must not wait on it for ever)."""
-    view, deadline = memoryview(data), time.monotonic() + ANSWER_WAIT
+def _reap(process: subprocess.Popen) -> None:
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(Exception):
+        process.wait(timeout=5)
+
+
+def _write(fd: int, *parts: bytes) -> bool:
+    """`parts` written to the parser's input, or False if the process is gone or takes
+    none of it for ANSWER_WAIT (stuck: nothing may wait on it for ever)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    deadline = time.monotonic() + ANSWER_WAIT
     try:
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [fd], [], left)[1]:
-                logger.warning("The parser process took no batch in %s s; ended", ANSWER_WAIT)
-                return False
-            with contextlib.suppress(BlockingIOError):
-                view = view[os.write(fd, view) :]
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(left * 1000):
+                    logger.warning("The parser process took no batch in %s s; ended", ANSWER_WAIT)
+                    return False
+                with contextlib.suppress(BlockingIOError):
+                    view = view[os.write(fd, view) :]
     except OSError:
         return False
     return True
@@ -237,8 +324,8 @@ _process = _ParserProcess()
 
 
 def serve() -> None:
-    """The parser process: a frame of (limits, raw messages) in, a frame of their
-    ParsedEmails out, until its input ends (the worker went)."""
+    """The parser process: a frame of (number, limits, raw messages) in, a frame of
+    (number, their ParsedEmails) out, until its input ends (the worker went)."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not break a frame
     while True:
@@ -246,11 +333,13 @@ def serve() -> None:
         if len(head) < _FRAME.size:
             return
         (size,) = _FRAME.unpack(head)
-        limits, raws = pickle.loads(stdin.read(size))  # noqa: S301 (the worker's frame)
+        number, limits, raws = pickle.loads(stdin.read(size))  # noqa: S301 (the worker's frame)
         answer = pickle.dumps(
-            [parse_safely(raw, limits) for raw in raws], protocol=pickle.HIGHEST_PROTOCOL
+            (number, [parse_safely(raw, limits) for raw in raws]),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
-        stdout.write(_FRAME.pack(len(answer)) + answer)
+        stdout.write(_FRAME.pack(len(answer)))
+        stdout.write(answer)
         stdout.flush()
 
 

@@ -2,6 +2,7 @@
 the same ParsedEmails as in place, and nothing lost when that process dies, hangs, is
 switched off or cannot start. Real processes, real signals."""
 
+import imaplib
 import os
 import signal
 import time
@@ -10,10 +11,12 @@ from email.utils import make_msgid
 
 import pytest
 
-from sync import parsing_process
+from sync import engine, parsing_process
+from sync.engine import FetchedBatch
 from sync.models import Email, EmailLocation, SyncRun
 from sync.parsing import parse_safely
-from sync.services import mailbox_sync
+from sync.services import ClaimLost, TransientSyncError, mailbox_sync
+from tests.mailbox import make_message
 
 
 def _message(number: int, size: int = 30_000) -> bytes:
@@ -37,11 +40,14 @@ def batch() -> list[bytes]:
 
 
 @pytest.fixture
-def parser(settings):
+def parser(settings, monkeypatch):
     settings.MAIL_PARSE_PROCESS = True
+    # These tests end processes young on purpose; the pause after that has its own test.
+    monkeypatch.setattr(parsing_process, "DIED_YOUNG", 0)
     yield parsing_process._process
     with parsing_process._process.lock:
         parsing_process._process._end_locked()
+        parsing_process._process.quiet_until = 0.0
 
 
 def test_it_parses_a_large_batch_in_its_own_process_as_in_place(parser, batch):
@@ -78,13 +84,21 @@ def test_it_gives_the_parser_process_none_of_the_workers_environment(parser, bat
     assert b"DATABASE_URL" not in environ
 
 
-def test_it_parses_in_place_what_a_dead_parser_process_had_and_starts_another(parser, batch):
+def test_it_parses_in_place_what_a_dead_parser_process_had_and_starts_another(
+    parser, batch, monkeypatch
+):
+    real = parsing_process._in_place
     parsing_process.parse_later(batch).result()  # started
     first = parser.process
     first.send_signal(signal.SIGSTOP)  # holds it before it can answer
     waiting = parsing_process.parse_later(batch)
     first.send_signal(signal.SIGKILL)
+    in_place = []
+    monkeypatch.setattr(
+        parsing_process, "_in_place", lambda *args: in_place.append(1) or real(*args)
+    )
     assert waiting.result() == [parse_safely(raw) for raw in batch]
+    assert in_place == [1]  # parsed here, not lost
     later = parsing_process.parse_later(batch)
     assert later.number is not None
     assert later.result() == [parse_safely(raw) for raw in batch]
@@ -94,9 +108,9 @@ def test_it_parses_in_place_what_a_dead_parser_process_had_and_starts_another(pa
 def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_in_place(
     parser, batch, monkeypatch
 ):
+    parsing_process.parse_later(batch).result()  # started before the short waits
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
     monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.2)
-    parsing_process.parse_later(batch).result()
     stuck = parser.process
     stuck.send_signal(signal.SIGSTOP)
     parsed = parsing_process.parse_later(batch)
@@ -111,17 +125,17 @@ def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_in_place(
 def test_it_does_not_wait_for_ever_on_a_parser_process_that_takes_no_batch(
     parser, batch, monkeypatch
 ):
+    parsing_process.parse_later(batch).result()  # started before the short wait
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
-    parsing_process.parse_later(batch).result()
     stuck = parser.process
     stuck.send_signal(signal.SIGSTOP)
     larger = [_message(n) for n in range(50)]  # more than its input pipe holds
     assert sum(map(len, larger)) > parsing_process.PIPE_BYTES
     began = time.monotonic()
     parsed = parsing_process.parse_later(larger)
-    assert parsed.number is None  # parsed in place
+    assert time.monotonic() - began < 0.5  # the reading thread goes on at once
+    assert parsed.result() == [parse_safely(raw) for raw in larger]  # in place
     assert time.monotonic() - began < 10
-    assert parsed.result() == [parse_safely(raw) for raw in larger]
     assert stuck.wait(timeout=5) == -signal.SIGKILL
 
 
@@ -189,3 +203,95 @@ def test_it_stores_every_message_once_when_the_parser_process_dies_mid_sync(
     assert len(asked) == 4
     assert Email.objects.filter(account=account).count() == 60
     assert EmailLocation.objects.filter(email__account=account).count() == 60
+
+
+def test_it_leaves_no_answer_behind_when_the_claim_is_lost_while_waiting(
+    parser, batch, monkeypatch
+):
+    parsing_process.parse_later(batch).result()  # started
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.01)
+    parser.process.send_signal(signal.SIGSTOP)  # busy: the first wait surely times out
+    fetched = FetchedBatch(raw=[(uid, raw, False) for uid, raw in enumerate(batch, 1)])
+    fetched.parsing = parsing_process.parse_later(batch)
+    assert fetched.parsing.number is not None
+
+    def renew():
+        parser.process.send_signal(signal.SIGCONT)
+        raise ClaimLost("another run took the mailbox")
+
+    with pytest.raises(ClaimLost):
+        fetched.parsed(waiting=renew)
+    fetched.cleanup()  # as _fetched's `finally` does
+    deadline = time.monotonic() + 20
+    while parser.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not parser.sent and parser.answers == {}
+
+
+def test_it_parses_in_place_when_the_parser_processs_threads_cannot_start(
+    parser, batch, monkeypatch
+):
+    class NoThread:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(parsing_process.threading, "Thread", NoThread)
+    parsed = parsing_process.parse_later(batch)
+    assert parsed.number is None and parser.process is None  # none left unread
+    assert parsed.result() == [parse_safely(raw) for raw in batch]
+
+
+def test_it_does_not_hold_the_next_run_behind_a_batch_an_ended_run_left(parser, batch, monkeypatch):
+    parsing_process.parse_later(batch).result()  # started
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 3.0)
+    parser.process.send_signal(signal.SIGSTOP)  # stands in for a message parsed for minutes
+    parsing_process.parse_later(batch).forget()  # the run that asked for it ended
+    began = time.monotonic()
+    assert parsing_process.parse_later(batch[:10]).result() == [
+        parse_safely(raw) for raw in batch[:10]
+    ]
+    assert time.monotonic() - began < 2.0
+
+
+def test_it_pauses_a_parser_process_that_dies_young_and_parses_in_place(parser, batch, monkeypatch):
+    monkeypatch.setattr(parsing_process, "DIED_YOUNG", 30)
+    monkeypatch.setattr(parsing_process, "QUIET_AFTER_DEATH", 1.0)
+    parsing_process.parse_later(batch).result()
+    parser.process.kill()  # as a broken installation's would end
+    parser.process.wait()
+    paused = parsing_process.parse_later(batch)
+    assert paused.number is None  # not started again at once
+    assert paused.result() == [parse_safely(raw) for raw in batch]
+    time.sleep(1.1)
+    assert parsing_process.parse_later(batch).number is not None  # after the pause
+
+
+def test_it_keeps_the_claim_alive_while_parsing_in_place_what_the_process_gave_up(
+    parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.0)
+    renewals = []
+    parsing_process._in_place(batch, parsing_process.DEFAULT_LIMITS, lambda: renewals.append(1))
+    assert len(renewals) >= len(batch) - 1
+
+
+def test_it_reads_no_further_batch_once_the_helper_failed(synced_mailbox, monkeypatch):
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *[make_message(subject=f"m{n}") for n in range(30)])
+    monkeypatch.setattr(engine, "BATCH", 10)
+    calls, real = [], engine.fetch_bodies
+
+    def cut_on_first(client, uids):
+        calls.append(list(uids))
+        if len(calls) == 1:
+            raise imaplib.IMAP4.abort("socket error: connection reset")
+        time.sleep(0.5)  # a slow line: the failing run would wait for this batch too
+        return real(client, uids)
+
+    monkeypatch.setattr(engine, "fetch_bodies", cut_on_first)
+    with pytest.raises(TransientSyncError):
+        mailbox_sync(account_id=account.pk)
+    assert len(calls) == 1  # nothing more asked of a connection known to be broken
