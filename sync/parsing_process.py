@@ -127,7 +127,6 @@ class _ParserProcess:
         self.sent: deque[int] = deque()
         self.frames: queue.SimpleQueue | None = None  # the writer thread's, per process
         self.answers: dict[int, list[ParsedEmail]] = {}
-        self.forgotten: set[int] = set()
         self.started_at = 0.0
         self.quiet_until = 0.0
 
@@ -234,12 +233,8 @@ class _ParserProcess:
     def _read(self, process: subprocess.Popen) -> None:
         try:
             while True:
-                head = process.stdout.read(_FRAME.size)
-                if len(head) < _FRAME.size:
-                    break
-                (size,) = _FRAME.unpack(head)
-                body = process.stdout.read(size)
-                if len(body) < size:
+                body = _read_frame(process.stdout)
+                if body is None:
                     break
                 number, answer = pickle.loads(body)  # noqa: S301 (our own process's answer)
                 with self.lock:
@@ -250,10 +245,7 @@ class _ParserProcess:
                         self._end_locked()
                         return
                     self.sent.popleft()
-                    if number in self.forgotten:
-                        self.forgotten.discard(number)
-                    else:
-                        self.answers[number] = answer
+                    self.answers[number] = answer
                     self.answered.notify_all()
         except Exception:
             logger.exception("Reading the parser process's answers failed")
@@ -284,7 +276,6 @@ class _ParserProcess:
         process, frames = self.process, self.frames
         self.process, self.frames = None, None
         self.sent.clear()
-        self.forgotten.clear()
         self.answered.notify_all()
         if frames is not None:
             frames.put(None)
@@ -320,6 +311,16 @@ def _write(fd: int, *parts: bytes) -> bool:
     return True
 
 
+def _read_frame(stream) -> bytes | None:
+    """The next frame's body, or None at the end of the stream (or a frame cut short)."""
+    head = stream.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(head)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
 _process = _ParserProcess()
 
 
@@ -328,12 +329,8 @@ def serve() -> None:
     (number, their ParsedEmails) out, until its input ends (the worker went)."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not break a frame
-    while True:
-        head = stdin.read(_FRAME.size)
-        if len(head) < _FRAME.size:
-            return
-        (size,) = _FRAME.unpack(head)
-        number, limits, raws = pickle.loads(stdin.read(size))  # noqa: S301 (the worker's frame)
+    while (frame := _read_frame(stdin)) is not None:
+        number, limits, raws = pickle.loads(frame)  # noqa: S301 (the worker's frame)
         answer = pickle.dumps(
             (number, [parse_safely(raw, limits) for raw in raws]),
             protocol=pickle.HIGHEST_PROTOCOL,

@@ -141,10 +141,15 @@ def test_it_does_not_wait_for_ever_on_a_parser_process_that_takes_no_batch(
 
 def test_it_drops_the_answer_no_one_waits_for_any_more(parser, batch):
     forgotten = parsing_process.parse_later(batch)
+    process = parser.process
+    deadline = time.monotonic() + 20
+    while forgotten.number not in parser.answers and time.monotonic() < deadline:
+        time.sleep(0.02)  # answered, not yet taken
     forgotten.forget()
+    assert parser.answers == {}
     wanted = parsing_process.parse_later(batch[:10])
     assert wanted.result() == [parse_safely(raw) for raw in batch[:10]]
-    assert parser.answers == {} and parser.forgotten == set()
+    assert parser.answers == {} and parser.process is process  # kept for the next
 
 
 def test_it_parses_in_place_when_the_parser_process_cannot_start(parser, batch, monkeypatch):
