@@ -546,12 +546,13 @@ class AccountSyncer(MailboxSyncer):
         notes.filter(uid__in=(asked - answered) | (uids - asked)).delete()
 
     def _fetched(self, uids: list[int]) -> Iterator["FetchedBatch"]:
-        """Each batch fetched and parsed, the next one on its way while the caller stores
-        this one, so the server streams while the worker parses and stores. (Parsing
-        here or in the caller measured the same: the worker is CPU-bound.) Only the
-        helper thread touches the IMAP connection, only the caller the database: while
-        it waits for a long fetch (a large message, a slow server), the caller renews
-        the mailbox's claim. Temporary files of large messages go with their batch,
+        """Each batch fetched and parsed, the next ones on their way while the caller
+        stores this one: a helper thread reads READ_AHEAD batches ahead and hands each
+        to the parser process (sync/parsing_process.py), so the server streams, the
+        parser parses and this thread stores at once. Only the helper thread touches the
+        IMAP connection, only the caller the database: while it waits for a long fetch
+        (a large message, a slow server) or a parse, the caller renews the mailbox's
+        claim. Temporary files of large messages go with their batch,
         whatever becomes of it."""
         if not uids:
             return
