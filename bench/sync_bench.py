@@ -280,6 +280,7 @@ def main() -> None:
             for pid in (child, _parser_process(child)):
                 if pid is not None:
                     Path(f"/proc/{pid}/clear_refs").write_text("5")
+            resting.append(_peak_rss_kb(child))
             cpu_before = _cpu_seconds(child)
             groups_before = _cpu_by_group(child)
             began, sent_at = time.monotonic(), time.time()
@@ -315,6 +316,9 @@ def main() -> None:
             return elapsed, run.new_emails, _peak_rss_kb(child)
 
         bare, quiet, ours, rss, searchable, parser_rss = [], [], [], [], [], []
+        # The worker's RSS at rest before each sync (its peak just reset): what the
+        # sync itself adds is the peak less this.
+        resting = []
         for round_number in range(options.rounds):
             bare.append(bare_fetch())
             quiet.append(bare_fetch(quiet=True))
@@ -324,7 +328,8 @@ def main() -> None:
             report(f"B1 round {round_number + 1}: bare fetch {bare[-1]:.2f} s (debug formatting off: "
                    f"{quiet[-1]:.2f} s), project sync {elapsed:.2f} s ({stored} emails stored), "
                    f"all searchable after {searchable[-1]:.2f} s, "
-                   f"worker peak RSS {peak / 1024:.0f} MB (its parser process "
+                   f"worker peak RSS {peak / 1024:.0f} MB (at rest before it "
+                   f"{resting[-1] / 1024:.0f} MB; its parser process "
                    f"{parser_rss[-1] / 1024:.0f} MB)")  # fmt: skip
         _stop([b1_worker])
         a, q, b = min(bare), min(quiet), min(ours)

@@ -20,8 +20,6 @@ import string
 import unicodedata
 from functools import cache
 
-from confusable_homoglyphs.confusables import confusables_data
-
 from .builtin import BUILTIN_PROVIDERS
 
 # What digits, signs and Cyrillic or Greek letters pass for, to a reader of a provider
@@ -60,6 +58,11 @@ def _confusable_letters() -> dict[int, str]:
     with a plain letter or digit -> that letter (str.translate table). Its pairs form
     groups ("\uab7a" ~ "\u1d00"); a group holding no ASCII letter takes the letter a
     Latin member's name gives ("LATIN LETTER SMALL CAPITAL A")."""
+    # Imported here: the package loads its whole table (about 6 MB of Python objects)
+    # on import, and every process imports this module through the admin, while only a
+    # process that names a provider needs it.
+    from confusable_homoglyphs.confusables import confusables_data
+
     parent: dict[str, str] = {}
 
     def root(ch: str) -> str:
@@ -122,18 +125,22 @@ _ALIASES = {
 }
 
 
-_GENERIC_SHAPES = {skeleton(word) for word in _GENERIC}
+@cache
+def _generic_shapes() -> frozenset[str]:
+    # Computed when first asked, not on import: skeletons load Unicode's confusables.
+    return frozenset(skeleton(word) for word in _GENERIC)
 
 
 @cache
 def _builtins() -> tuple[dict[str, str], dict[str, str]]:
     """Skeletons of the built-in names, and their brand words: skeleton -> name."""
     names, brands = {}, {}
+    generic = _generic_shapes()
     for spec in BUILTIN_PROVIDERS:
         name = spec["name"]
         names[skeleton(name)] = name
         for word in _words(name):
-            if word not in _GENERIC_SHAPES:
+            if word not in generic:
                 brands.setdefault(word, name)
     for alias, name in _ALIASES.items():
         brands.setdefault(skeleton(alias), name)
@@ -162,7 +169,7 @@ def mimicked_builtin(name: str) -> str | None:
         ):
             return builtin
     all_words = _words(name)
-    words = [word for word in all_words if word not in _GENERIC_SHAPES]
+    words = [word for word in all_words if word not in _generic_shapes()]
     # Words run together across separators ("G.M.X", "GM X"): every run of neighbours.
     runs = {
         "".join(all_words[start:end])

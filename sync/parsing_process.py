@@ -38,8 +38,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from django.conf import settings
-
 from .parsing import DEFAULT_LIMITS, Limits, ParsedEmail, parse_safely
 
 logger = logging.getLogger(__name__)
@@ -107,6 +105,10 @@ def _in_place(
 def parse_later(raws: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Parsed:
     """The batch handed to the parser process (or parsed now, if it is small or the
     process cannot be had); `result()` gives the ParsedEmails."""
+    # Imported here, not above: the parser process imports this module and must not
+    # load Django (it would cost it a third of its memory).
+    from django.conf import settings
+
     if sum(map(len, raws)) >= MIN_BATCH_BYTES and settings.MAIL_PARSE_PROCESS:
         number = _process.ask(raws, limits)
         if number is not None:
