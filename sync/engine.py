@@ -45,8 +45,9 @@ from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 # folder of large messages does not raise the worker's memory: the raw batch exists a
 # few times over (the response, the parsed bodies, the rows being sent), and with the
 # batches read ahead, three are in the worker at once. B1 (3,000 messages): at 3 MB the
-# worker peaked 143 MB and its parser 46 MB; at 1 MB, 126 and 34 MB, as fast; at 0.5 MB,
-# 121 and 31 MB but a quarter slower (more round trips and transactions).
+# worker peaked 143 MB and its parser 46 MB; at 1 MB, 119 and 30 MB, 0-15 % slower (more
+# round trips and transactions; README, "within 150 MB"); at 0.5 MB, 121 and 31 MB but
+# a quarter slower.
 BATCH = 200
 BATCH_BYTES = 1_000_000
 # A message above this size is read part by part (sync/large.py) instead of whole, so
@@ -64,7 +65,8 @@ FLAGS_SLICE = 1000
 # claim is renewed this often, well within its lease.
 RENEW_WHILE_WAITING = 20
 # Batches the helper thread reads ahead of the one being stored (each at most BATCH_BYTES
-# in memory): with two, the parser process is never without the next one.
+# in memory, or one message of up to LARGE): with two, the parser process is never
+# without the next one.
 READ_AHEAD = 2
 # A batch the server will not give whole is asked for in this many groups, then the
 # failing group one message at a time: about two new sessions per bad message.

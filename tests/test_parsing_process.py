@@ -5,6 +5,8 @@ switched off or cannot start. Real processes, real signals."""
 import imaplib
 import os
 import signal
+import subprocess
+import sys
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -166,6 +168,8 @@ def test_it_stores_a_first_sync_parsed_beside_the_worker_once_each(
     parser, synced_mailbox, monkeypatch
 ):
     account, mailbox = synced_mailbox
+    # One batch whatever the default bound (a small last batch would be parsed in place).
+    monkeypatch.setattr(engine, "BATCH_BYTES", 3_000_000)
     raws = [_message(n, size=20_000) for n in range(40)]
     mailbox.append("INBOX", *raws)
     asked, ask = [], parser.ask
@@ -301,3 +305,19 @@ def test_it_reads_no_further_batch_once_the_helper_failed(synced_mailbox, monkey
     with pytest.raises(TransientSyncError):
         mailbox_sync(account_id=account.pk)
     assert len(calls) == 1  # nothing more asked of a connection known to be broken
+
+
+def test_it_starts_the_parser_without_django(tmp_path):
+    # The parser process imports this module; Django would cost it a third of its memory
+    # (asyncio and ssl with it), and it has no settings to read.
+    code = (
+        "import sys; import sync.parsing_process as p; from sync.parsing import parse_safely;"
+        "parse_safely(b'Subject: hi\\r\\n\\r\\nbody');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'ssl')))"
+    )
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(parsing_process._ROOT)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    assert loaded == "[]"

@@ -3,6 +3,10 @@ domain's own autoconfig is offered for that domain only; the choose-provider lis
 built-in, administrators' and ISPDB providers; no name passes for a built-in one; the
 sign-in step always names the hosts that will receive the password."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -282,3 +286,21 @@ def test_it_names_the_identity_provider_and_mail_hosts_of_an_oauth_sign_in(
     assert f"You type your password on <strong>{shown_sign_in}</strong>" in page
     assert f'<strong id="token-host">{shown_tokens}</strong>' in page
     assert "<strong>imap.corp.test</strong>" in page and "<strong>smtp.corp.test</strong>" in page
+
+
+def test_it_loads_unicodes_confusables_only_once_a_name_is_checked():
+    # Every process imports providers.naming (through the admin); the table costs a
+    # worker about 6 MB, and only a process that names a provider needs it.
+    code = (
+        "import sys, django; django.setup(); import providers.admin;"
+        "from providers.naming import mimicked_builtin;"
+        "before = 'confusable_homoglyphs' in sys.modules;"
+        "mimicked = mimicked_builtin('GMaiI');"
+        "print(before, mimicked, 'confusable_homoglyphs' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mailsetup.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert out == "False Gmail / Google Workspace True"

@@ -381,3 +381,25 @@ def test_it_fails_loudly_when_the_database_refuses_every_vector(db):
                        "jsonb, text, text) CASCADE")  # fmt: skip
     with pytest.raises(ProgrammingError):
         search.vectors_fill()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_asks_for_the_deferred_vectors_inside_a_transaction_only():
+    # Outside one, the savepoint that keeps the setting local would not hold it.
+    with pytest.raises(RuntimeError), search.vectors_later():
+        pass
+    with transaction.atomic(), search.vectors_later():
+        pass
+
+
+def test_it_turns_vectors_later_off_again_after_a_nested_block(db):
+    account = EmailAccountFactory()
+    with transaction.atomic():
+        with search.vectors_later():
+            with search.vectors_later():
+                pass
+            # Still on for the rest of the outer block.
+            inside = _email(account, "inside", subject="Capacitor inside")
+        after = _email(account, "after", subject="Written after the block")
+    assert _vector(inside) is None
+    assert "'written'" in _vector(after)

@@ -162,7 +162,17 @@ def test_it_gives_the_same_email_part_by_part_as_whole(
         messages.append(message.as_bytes())
     mailbox.append("INBOX", *messages)
     monkeypatch.setattr(engine, "LARGE", 0)
+    # A message is read part by part only in a batch of its own.
+    monkeypatch.setattr(engine, "BATCH", 1)
+    read_in_parts, large = [], engine.AccountSyncer.large
+
+    def counting(self, uid, size):
+        read_in_parts.append(uid)
+        return large(self, uid, size)
+
+    monkeypatch.setattr(engine.AccountSyncer, "large", counting)
     _sync(account)
+    assert len(read_in_parts) == len(messages)
     assert Email.objects.count() == len(messages)
     for raw in messages:
         whole = parse_message(raw)
