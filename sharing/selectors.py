@@ -239,6 +239,19 @@ def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     return emails.defer("text_body", "html_body", "search").order_by("-sent_at", "-pk")
 
 
+def mailboxes_on_timelines(user) -> list[int]:
+    """The ids of every mailbox whose emails `emails_for_timeline` may show the user:
+    their "Access emails" ones, removed included, and those of the emails they wrote
+    in the app. Read from the mailboxes and the user's own writing, not from a
+    timeline's emails: a search asks for the mailboxes' languages, and reading them
+    off a contact with 6,000 emails took 25 ms a request (issue 19, B6)."""
+    if not (user.is_authenticated and user.is_active):
+        return []
+    access = mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True)
+    written = _written(user).filter(email__isnull=False).values_list("email__account", flat=True)
+    return sorted(set(access) | set(written))
+
+
 def _written(user) -> QuerySet:
     """The emails the user wrote in the app: sending's rows, through their author's
     reverse relation (sending is above this module, and asks it who may send)."""

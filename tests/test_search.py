@@ -403,3 +403,31 @@ def test_it_turns_vectors_later_off_again_after_a_nested_block(db):
         after = _email(account, "after", subject="Written after the block")
     assert _vector(inside) is None
     assert "'written'" in _vector(after)
+
+
+def test_it_searches_a_timeline_in_the_language_of_every_mailbox_it_shows(client, db):
+    from accounts.models import EmailAccount
+    from sending.models import OutgoingEmail
+    from sharing.selectors import mailboxes_on_timelines
+
+    user = EmailAccountFactory(message_language="de").owner
+    own = EmailAccount.objects.get(owner=user)
+    # A mailbox the user may only send from: on their timelines only what they wrote.
+    sent_from = EmailAccountFactory(message_language="fr", shared_access=True)
+    ann = Contact.objects.create(name="Ann")
+    mine = _email(own, "de", subject="Ihre Rechnungen vom März")
+    written = _email(sent_from, "fr", subject="Vos factures impayées")
+    unseen = _email(EmailAccountFactory(message_language="es"), "es", subject="Sus facturas")
+    OutgoingEmail.objects.create(
+        account=sent_from, author=user, message_id="w@x", raw=b"", subject=written.subject,
+        state=OutgoingEmail.State.SENT, email=written,
+    )  # fmt: skip
+    for email in (mine, written, unseen):
+        email.contacts.add(ann)
+    assert mailboxes_on_timelines(user) == sorted([own.pk, sent_from.pk])
+    client.force_login(user)
+    url = reverse("crm:contact", args=[ann.pk])
+    # Found by their stems, each in its own mailbox's language.
+    assert "Ihre Rechnungen" in client.get(url, {"q": "rechnung"}).text
+    page = client.get(url, {"q": "facture"}).text
+    assert "Vos factures" in page and "Sus facturas" not in page

@@ -281,14 +281,18 @@ def timeline(user, *, contact=None, company=None, after: str = "", search: str =
 
 def _timeline_rows(user, contact, company, cursor, search, *, dated: bool) -> list:
     """(kind, id, when) rows after the cursor: those with a date, or the undated ones."""
-    from sharing.selectors import activities_for_timeline, emails_for_timeline
+    from sharing.selectors import (
+        activities_for_timeline,
+        emails_for_timeline,
+        mailboxes_on_timelines,
+    )
     from sync.search import matching
 
     if cursor is not None and dated and cursor.at is None:
         return []  # the cursor is among the undated rows already
     emails = emails_for_timeline(user, contact=contact, company=company)
     if search:
-        emails = matching(emails, search, emails.values("account").distinct())
+        emails = matching(emails, search, mailboxes_on_timelines(user))
     emails = (
         emails.order_by()
         .annotate(entry=Value("email", output_field=CharField()), at=F("sent_at"))
