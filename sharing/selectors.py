@@ -248,7 +248,13 @@ def mailboxes_on_timelines(user) -> list[int]:
     if not (user.is_authenticated and user.is_active):
         return []
     access = mailboxes_with(user, Right.ACCESS, removed=True).values_list("pk", flat=True)
-    written = _written(user).filter(email__isnull=False).values_list("email__account", flat=True)
+    written = (
+        _written(user)
+        .filter(email__isnull=False)
+        .order_by()
+        .values_list("email__account", flat=True)
+        .distinct()
+    )
     return sorted(set(access) | set(written))
 
 

@@ -123,7 +123,11 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
     condition = Q(search=query) | Q(search__isnull=True) & _in_subject(text)
     if len(text) >= TRIGRAM_MIN:
         condition |= Q(from_address__icontains=text) | Q(from_name__icontains=text)
-    newest = emails.filter(condition).order_by("-sent_at", "-pk").values("pk")[:RANKED]
+    # Read once, as a list: as a subquery the Email page ran it twice (the page, and
+    # its count), each a scan of every match's date (7-8 ms at 150,000 emails, B6).
+    newest = list(
+        emails.filter(condition).order_by("-sent_at", "-pk").values_list("pk", flat=True)[:RANKED]
+    )
     return emails.filter(pk__in=newest).annotate(rank=SearchRank(F("search"), query))
 
 

@@ -88,13 +88,12 @@ def _timeline(request: HttpRequest, **whose) -> dict:
     entries = timeline(request.user, after=after, search=search, **whose)
     waiting = 0
     if search:
-        from sharing.selectors import mailboxes_for_panel
+        from sharing.selectors import mailboxes_on_timelines
         from sync.search import vectors_waiting
 
         # As the Email page says it: emails of the mailboxes the timeline shows that a
         # search finds by subject and sender only until their vectors are filled.
-        mailboxes = list(mailboxes_for_panel(request.user).values_list("pk", flat=True))
-        waiting = vectors_waiting(mailboxes)
+        waiting = vectors_waiting(mailboxes_on_timelines(request.user))
     return {"entries": entries, "q": search, "waiting": waiting}
 
 
