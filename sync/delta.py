@@ -38,7 +38,7 @@ from .store import Fetched, Store, Stored, emails_seen_set, locations_forget
 
 # Messages read and stored at a time (a savepoint each): a reader's page may list a few
 # hundred, and their sources are held in memory until stored. Bounded in bytes too, as
-# IMAP's batches are (sync.engine.BATCH_BYTES, smaller: B1 measured IMAP's).
+# IMAP's batches are (sync.engine.BATCH_BYTES: 1 MB there, measured by B1; not here).
 STORE_EVERY = 50
 STORE_BYTES = 3_000_000
 UNKNOWN_SIZE = STORE_BYTES // 20
