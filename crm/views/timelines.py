@@ -268,31 +268,31 @@ def timeline(user, *, contact=None, company=None, after: str = "", search: str =
     is counted and a later page costs what the first does), those matching `search`
     if given: a KeysetPage of Entry rows."""
     from mailsetup.keyset import Cursor
+    from sharing.selectors import mailboxes_on_timelines
 
     cursor = Cursor.parse(after)
     if cursor is not None and cursor.kind not in ("email", "activity"):
         cursor = None
     search = " ".join(search.split())
-    found = _timeline_rows(user, contact, company, cursor, search, dated=True)
+    # The mailboxes' languages a search asks for, read once for both passes.
+    mailboxes = mailboxes_on_timelines(user) if search else []
+    found = _timeline_rows(user, contact, company, cursor, search, mailboxes, dated=True)
     if len(found) <= TIMELINE_PAGE:
-        found += _timeline_rows(user, contact, company, cursor, search, dated=False)
+        found += _timeline_rows(user, contact, company, cursor, search, mailboxes, dated=False)
     return _entries(found, cursor)
 
 
-def _timeline_rows(user, contact, company, cursor, search, *, dated: bool) -> list:
-    """(kind, id, when) rows after the cursor: those with a date, or the undated ones."""
-    from sharing.selectors import (
-        activities_for_timeline,
-        emails_for_timeline,
-        mailboxes_on_timelines,
-    )
+def _timeline_rows(user, contact, company, cursor, search, mailboxes, *, dated: bool) -> list:
+    """(kind, id, when) rows after the cursor: those with a date, or the undated ones;
+    `mailboxes` those whose languages a search reads (mailboxes_on_timelines)."""
+    from sharing.selectors import activities_for_timeline, emails_for_timeline
     from sync.search import matching
 
     if cursor is not None and dated and cursor.at is None:
         return []  # the cursor is among the undated rows already
     emails = emails_for_timeline(user, contact=contact, company=company)
     if search:
-        emails = matching(emails, search, mailboxes_on_timelines(user))
+        emails = matching(emails, search, mailboxes)
     emails = (
         emails.order_by()
         .annotate(entry=Value("email", output_field=CharField()), at=F("sent_at"))
