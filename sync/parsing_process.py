@@ -15,11 +15,17 @@ to read the next one at once; a reader thread takes the answers, so the process 
 blocks on one that is not asked for yet. Small batches (an ordinary run's few new
 messages) are parsed in place: the round trip is not worth it.
 
-Nothing is lost for it: if the process cannot start, dies, or takes or answers no batch
-in ANSWER_WAIT, the batch is parsed in place as it always was, the waiting caller kept
-alive (`waiting`, the sync's claim renewal) meanwhile; the process is started again for a
-later batch, after a pause if it died young. A run that ends with batches still in the
-process ends the process too, so the next run does not wait behind them.
+Nothing is lost for it: if the process cannot start, dies, or takes no batch in
+ANSWER_WAIT, the batch is parsed in place as it always was, the waiting caller kept alive
+(`waiting`, the sync's claim renewal) meanwhile; the process is started again for a later
+batch, after a pause if it died young. A batch it took but gave no answer for in
+ANSWER_WAIT (a message that takes the parser minutes) is not parsed in place, where the
+same message would hold the worker without any bound: the process is ended and the
+batch's messages go to a new one one at a time, each given MESSAGE_WAIT; the one that
+takes longer is stored unreadable with its original, the others as usual. A run that ends
+with batches still in the process ends the process too, so the next run does not wait
+behind them, and a process given no batch for IDLE_END ends, so that a worker's parser
+does not keep its memory between first syncs.
 """
 
 import contextlib
@@ -38,7 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from .parsing import DEFAULT_LIMITS, Limits, ParsedEmail, parse_safely
+from .parsing import DEFAULT_LIMITS, UNREADABLE, Limits, ParsedEmail, fingerprint, parse_safely
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +52,14 @@ logger = logging.getLogger(__name__)
 # about what parsing 100 KB does).
 MIN_BATCH_BYTES = 256_000
 # An answer later than this (the process stuck, or starved of CPU for that long) is not
-# waited for: the process is ended and the batch parsed in place.
+# waited for: the process is ended and the batch's messages parsed one at a time.
 ANSWER_WAIT = 300
+# One message alone is given this long; one that takes longer is stored unreadable. (The
+# largest message parsed whole is sync.engine.LARGE, 3 MB: about a second here.)
+MESSAGE_WAIT = 60
+# A parser process given no batch for this long ends (its 20-30 MB back to the system);
+# the next large batch starts another, in about a tenth of a second.
+IDLE_END = 120
 # The caller's `waiting` is called this often while it waits (the sync renews its claim).
 WAITING_EVERY = 20
 # The pipes to and from the parser hold this much (Linux's limit for a pipe's size
@@ -58,6 +70,11 @@ PIPE_BYTES = 1 << 20
 DIED_YOUNG = 5
 QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
+# `answer`'s word for a batch the process had for its whole wait and did not answer.
+GAVE_UP = object()
+TOO_SLOW = (
+    f"Reading this message took longer than {MESSAGE_WAIT} s: it is kept as it was received, unread"
+)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -77,7 +94,9 @@ class Parsed:
             except BaseException:
                 self.forget()  # `waiting` raised (the claim lost): nobody will want it
                 raise
-            if answer is None or len(answer) != len(self.raws):
+            if answer is GAVE_UP:
+                answer = _one_by_one(self.raws, self.limits, waiting)
+            elif answer is None or len(answer) != len(self.raws):
                 answer = _in_place(self.raws, self.limits, waiting)
             self.parsed = answer
         return self.parsed
@@ -99,6 +118,36 @@ def _in_place(
             waiting()
             since = time.monotonic()
         parsed.append(parse_safely(raw, limits))
+    return parsed
+
+
+def _one_by_one(
+    raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None
+) -> list[ParsedEmail]:
+    """A batch the parser process gave no answer for: each message alone, so that the
+    one that holds the parser for minutes is told apart, and only it is kept unread."""
+    parsed, since = [], time.monotonic()
+    for raw in raws:
+        if waiting is not None and time.monotonic() - since > WAITING_EVERY:
+            waiting()
+            since = time.monotonic()
+        number = _process.ask([raw], limits)
+        answer = None if number is None else _process.answer(number, waiting, MESSAGE_WAIT)
+        if answer is GAVE_UP:
+            logger.warning("A message took the parser more than %s s; kept unread", MESSAGE_WAIT)
+            parsed.append(
+                ParsedEmail(
+                    message_key=fingerprint(raw),
+                    problem=UNREADABLE,
+                    notes=[TOO_SLOW],
+                )
+            )
+        elif answer is None or len(answer) != 1:
+            # No parser process to be had (or it ended for another reason): here, as
+            # without one.
+            parsed.extend(_in_place([raw], limits, waiting))
+        else:
+            parsed.extend(answer)
     return parsed
 
 
@@ -129,8 +178,12 @@ class _ParserProcess:
         self.sent: deque[int] = deque()
         self.frames: queue.SimpleQueue | None = None  # the writer thread's, per process
         self.answers: dict[int, list[ParsedEmail]] = {}
+        # Batches a process had when it was ended for being stuck: their waiters go
+        # message by message rather than in place.
+        self.gave_up: set[int] = set()
         self.started_at = 0.0
         self.quiet_until = 0.0
+        self.module = "sync.parsing_process"  # the tests give it a stand-in
 
     def ask(self, raws: list[bytes], limits: Limits) -> int | None:
         try:
@@ -150,17 +203,26 @@ class _ParserProcess:
                 self._end_locked()
             return None
 
-    def answer(self, number: int, waiting: Callable[[], None] | None) -> list[ParsedEmail] | None:
-        deadline = time.monotonic() + ANSWER_WAIT
+    def answer(
+        self, number: int, waiting: Callable[[], None] | None, wait: float | None = None
+    ) -> list[ParsedEmail] | object | None:
+        """The batch's answer; None if the process ended without giving it (it was
+        killed, or a pipe to it broke), GAVE_UP if it had it for `wait` (ANSWER_WAIT)
+        seconds without answering, and was ended for it."""
+        wait = ANSWER_WAIT if wait is None else wait
+        deadline = time.monotonic() + wait
         with self.lock:
             while number not in self.answers:
                 if number not in self.sent:
+                    if number in self.gave_up:
+                        self.gave_up.discard(number)
+                        return GAVE_UP
                     return None  # the process that had it ended
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    logger.warning("The parser process gave no answer in %s s; ended", ANSWER_WAIT)
-                    self._end_locked()
-                    return None
+                    logger.warning("The parser process gave no answer in %s s; ended", wait)
+                    self._end_locked(stuck=True)
+                    continue
                 if not self.answered.wait(timeout=min(left, WAITING_EVERY)) and waiting:
                     try:
                         self.lock.release()
@@ -171,6 +233,7 @@ class _ParserProcess:
 
     def forget(self, number: int) -> None:
         with self.lock:
+            self.gave_up.discard(number)
             if self.answers.pop(number, None) is not None:
                 return
             if number in self.sent:
@@ -186,8 +249,8 @@ class _ParserProcess:
         if time.monotonic() < self.quiet_until:
             return False
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sync.parsing_process"],
+            process = subprocess.Popen(  # noqa: S603 (our own module, no shell)
+                [sys.executable, "-m", self.module],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=_ROOT,
                 # Nothing of the worker's environment (its keys, its database): the
                 # parser needs none of it.
@@ -216,11 +279,19 @@ class _ParserProcess:
         return True
 
     def _write(self, process: subprocess.Popen, frames: queue.SimpleQueue) -> None:
-        """The writer thread: each batch pickled and written as the process takes it."""
+        """The writer thread: each batch pickled and written as the process takes it;
+        the process ended once it has had nothing to do for IDLE_END."""
         try:
-            while (item := frames.get()) is not None:
+            while (item := self._next_frame(process, frames)) is not None:
                 frame = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                if not _write(process.stdin.fileno(), _FRAME.pack(len(frame)), frame):
+                written = _write(process.stdin.fileno(), _FRAME.pack(len(frame)), frame)
+                if written == STUCK:
+                    # Taking nothing for so long, it is stuck on a batch it has, whose
+                    # waiter may not have waited that long yet.
+                    with self.lock:
+                        if self.process is process:
+                            self._end_locked(stuck=True)
+                if written != WRITTEN:
                     break
                 del item, frame
         except Exception:
@@ -231,6 +302,19 @@ class _ParserProcess:
             with contextlib.suppress(Exception):
                 process.stdin.close()
         self._end(process)
+
+    def _next_frame(self, process: subprocess.Popen, frames: queue.SimpleQueue):
+        while True:
+            try:
+                return frames.get(timeout=IDLE_END)
+            except queue.Empty:
+                with self.lock:
+                    # In the lock: `ask` sends nothing to a process ended here.
+                    if self.process is not process:
+                        return None
+                    if not self.sent:
+                        self._end_locked()
+                        return None
 
     def _read(self, process: subprocess.Popen) -> None:
         try:
@@ -272,11 +356,15 @@ class _ParserProcess:
             self.quiet_until = time.monotonic() + QUIET_AFTER_DEATH
         self._end_locked()
 
-    def _end_locked(self) -> None:
-        """The process ended (or ends now): what it had not answered is parsed in place
-        by those who wait for it. Its threads end by themselves on the closed pipes."""
+    def _end_locked(self, stuck: bool = False) -> None:
+        """The process ended (or ends now): what it had not answered is parsed by those
+        who wait for it, in place, or message by message if it was `stuck` (one of its
+        messages may hold a parser for ever). Its threads end by themselves on the
+        closed pipes."""
         process, frames = self.process, self.frames
         self.process, self.frames = None, None
+        if stuck:
+            self.gave_up.update(self.sent)
         self.sent.clear()
         self.answered.notify_all()
         if frames is not None:
@@ -292,9 +380,12 @@ def _reap(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
-def _write(fd: int, *parts: bytes) -> bool:
-    """`parts` written to the parser's input, or False if the process is gone or takes
-    none of it for ANSWER_WAIT (stuck: nothing may wait on it for ever)."""
+WRITTEN, GONE, STUCK = "written", "gone", "stuck"
+
+
+def _write(fd: int, *parts: bytes) -> str:
+    """`parts` written to the parser's input (WRITTEN), or not: the process is GONE, or
+    is STUCK, having taken none of it for ANSWER_WAIT (nothing may wait on it for ever)."""
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     deadline = time.monotonic() + ANSWER_WAIT
@@ -305,12 +396,12 @@ def _write(fd: int, *parts: bytes) -> bool:
                 left = deadline - time.monotonic()
                 if left <= 0 or not poller.poll(left * 1000):
                     logger.warning("The parser process took no batch in %s s; ended", ANSWER_WAIT)
-                    return False
+                    return STUCK
                 with contextlib.suppress(BlockingIOError):
                     view = view[os.write(fd, view) :]
     except OSError:
-        return False
-    return True
+        return GONE
+    return WRITTEN
 
 
 def _read_frame(stream) -> bytes | None:

@@ -2,6 +2,7 @@
 the same ParsedEmails as in place, and nothing lost when that process dies, hangs, is
 switched off or cannot start. Real processes, real signals."""
 
+import gzip
 import imaplib
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 from sync import engine, parsing_process
 from sync.engine import FetchedBatch
 from sync.models import Email, EmailLocation, SyncRun
-from sync.parsing import parse_safely
+from sync.parsing import UNREADABLE, fingerprint, parse_safely
 from sync.services import ClaimLost, TransientSyncError, mailbox_sync
 from tests.mailbox import make_message
 
@@ -50,6 +51,29 @@ def parser(settings, monkeypatch):
     with parsing_process._process.lock:
         parsing_process._process._end_locked()
         parsing_process._process.quiet_until = 0.0
+        parsing_process._process.gave_up.clear()
+
+
+def _hanging(raw: bytes) -> bytes:
+    """The message as tests/slow_parser.py's parser process hangs on it."""
+    return b"X-Test-Hang: yes\r\n" + raw
+
+
+@pytest.fixture
+def hanging_parser(parser, monkeypatch):
+    """The parser process replaced by one that hangs on `_hanging` messages; every
+    process started meanwhile, to show none is left behind."""
+    monkeypatch.setattr(parser, "module", "tests.slow_parser")
+    started, popen = [], parsing_process.subprocess.Popen
+
+    def recording(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(parsing_process.subprocess, "Popen", recording)
+    parser.started = started
+    yield parser
+    del parser.started
 
 
 def test_it_parses_a_large_batch_in_its_own_process_as_in_place(parser, batch):
@@ -107,7 +131,7 @@ def test_it_parses_in_place_what_a_dead_parser_process_had_and_starts_another(
     assert parser.process is not first and parser.process.poll() is None
 
 
-def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_in_place(
+def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_message_by_message(
     parser, batch, monkeypatch
 ):
     parsing_process.parse_later(batch).result()  # started before the short waits
@@ -122,6 +146,68 @@ def test_it_stops_waiting_for_a_stuck_parser_process_and_parses_in_place(
     assert time.monotonic() - began < 10
     assert len(renewals) >= 3  # the caller kept its claim alive meanwhile
     assert stuck.wait(timeout=5) == -signal.SIGKILL  # ended, not left behind
+    assert parser.process is not None and parser.process is not stuck  # a new one parsed them
+
+
+def test_it_keeps_unread_only_the_message_that_holds_the_parser(hanging_parser, batch, monkeypatch):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.2)
+    batch[5] = _hanging(batch[5])
+    parsed = parsing_process.parse_later(batch)
+    assert parsed.number is not None
+    renewals, began = [], time.monotonic()
+    result = parsed.result(waiting=lambda: renewals.append(1))
+    # The batch (1 s), then each message alone: the hanging one for 1 s, not an hour.
+    assert time.monotonic() - began < 15
+    assert len(renewals) >= 5  # the claim kept alive through both waits
+    held = result.pop(5)
+    assert held.problem == UNREADABLE and held.notes == [parsing_process.TOO_SLOW]
+    assert held.message_key == fingerprint(batch[5])  # stored with its original by it
+    assert result == [parse_safely(raw) for n, raw in enumerate(batch) if n != 5]
+    # The two processes that held it were ended; the one that parsed the rest stays.
+    assert len(hanging_parser.started) == 3
+    assert [process.wait(timeout=5) for process in hanging_parser.started[:2]] == [
+        -signal.SIGKILL
+    ] * 2
+    assert hanging_parser.started[2] is hanging_parser.process
+    assert hanging_parser.process.poll() is None
+
+
+def test_it_isolates_the_held_batch_when_the_parser_takes_no_more_before_anyone_waits(
+    hanging_parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    held = [_hanging(batch[0]), *batch[1:]]
+    first = parsing_process.parse_later(held)
+    behind = [_message(n) for n in range(50)]  # more than the pipe to the process holds
+    second = parsing_process.parse_later(behind)
+    # The writer gives up on the stuck process before the first batch is waited for
+    # (the storing thread is busy with an earlier one meanwhile).
+    deadline = time.monotonic() + 10
+    while hanging_parser.started[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hanging_parser.started[0].poll() == -signal.SIGKILL
+    result = first.result()
+    # Not parsed in place, where the same message would hold the worker: one by one.
+    assert result[0].problem == UNREADABLE and result[0].notes == [parsing_process.TOO_SLOW]
+    assert result[1:] == [parse_safely(raw) for raw in batch[1:]]
+    assert second.result() == [parse_safely(raw) for raw in behind]
+
+
+def test_it_ends_a_parser_process_left_idle_and_starts_another_when_needed(
+    parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "IDLE_END", 0.3)
+    parsing_process.parse_later(batch).result()
+    idle = parser.process
+    assert idle.wait(timeout=10) is not None  # ended by the worker, memory given back
+    assert parser.process is None
+    again = parsing_process.parse_later(batch)
+    assert again.number is not None
+    assert again.result() == [parse_safely(raw) for raw in batch]
+    assert parser.process is not idle
 
 
 def test_it_does_not_wait_for_ever_on_a_parser_process_that_takes_no_batch(
@@ -212,6 +298,29 @@ def test_it_stores_every_message_once_when_the_parser_process_dies_mid_sync(
     assert len(asked) == 4
     assert Email.objects.filter(account=account).count() == 60
     assert EmailLocation.objects.filter(email__account=account).count() == 60
+
+
+def test_it_stores_the_message_that_holds_the_parser_unread_with_its_original(
+    hanging_parser, synced_mailbox, monkeypatch
+):
+    account, mailbox = synced_mailbox
+    monkeypatch.setattr(engine, "BATCH_BYTES", 3_000_000)  # one batch, to the process
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    raws = [_message(n, size=20_000) for n in range(20)]
+    raws[7] = _hanging(raws[7])
+    mailbox.append("INBOX", *raws)
+    run = mailbox_sync(account_id=account.pk)
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    emails = Email.objects.filter(account=account)
+    assert emails.count() == 20 and EmailLocation.objects.filter(email__in=emails).count() == 20
+    held = emails.get(problem=Email.Problem.UNREADABLE)
+    assert parsing_process.TOO_SLOW in held.notes
+    with held.original.open("rb") as original:
+        kept = original.read()
+    kept = gzip.decompress(kept) if kept[:2] == b"\x1f\x8b" else kept
+    assert b"X-Test-Hang: yes" in kept and b"Angebot 7" in kept
+    assert emails.exclude(pk=held.pk).filter(problem="").count() == 19
 
 
 def test_it_leaves_no_answer_behind_when_the_claim_is_lost_while_waiting(
