@@ -11,7 +11,6 @@ follow, by id descending.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 
 
@@ -128,18 +127,3 @@ def bounded_count(rows: QuerySet, bound: int) -> int:
     """How many rows there are, counting at most bound + 1 of them (more than `bound`
     reads as bound + 1): an index range of that length at most, however many rows."""
     return rows.order_by()[: bound + 1].count()
-
-
-class BoundedPaginator(Paginator):
-    """Numbered pages over at most `bound` rows (search results, where a rank orders
-    them and a cursor would not), counted no further than that."""
-
-    def __init__(self, rows, per_page, *, bound: int):
-        super().__init__(rows, per_page)
-        self.bound = bound
-
-    @property
-    def count(self) -> int:
-        if not hasattr(self, "_bounded"):
-            self._bounded = min(bounded_count(self.object_list, self.bound), self.bound)
-        return self._bounded

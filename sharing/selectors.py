@@ -202,22 +202,29 @@ def mailbox_access(user, pk: int, action: MailboxAction) -> MailboxAccess:
     return MailboxAccess(account, needs is None or needs(user, account))
 
 
-def emails_for_panel(user, *, search: str = "") -> QuerySet[Email]:
+def emails_for_panel(user) -> QuerySet[Email]:
     """The Email page: emails of the user's own and "Send emails" mailboxes, newest
-    first, those matching `search` if given (sync.search). A removed mailbox's kept
-    emails stay on timelines, not here.
+    first. A removed mailbox's kept emails stay on timelines, not here.
 
     The mailboxes are read first, as a list of ids: with the rule as a subquery the
     planner cannot tell how many emails it keeps, and walked the date index through
     most of the table to find a page of them (issue 19)."""
-    from sync.search import matching
+    return _panel(list(mailboxes_for_panel(user).values_list("pk", flat=True)))
+
+
+def emails_found_for_panel(user, *, search: str):
+    """The Email page's search: the emails of `emails_for_panel` that match `search`,
+    best first (a sync.search.Found: its `mailboxes` are those it searched)."""
+    from sync.search import found
 
     mailboxes = list(mailboxes_for_panel(user).values_list("pk", flat=True))
-    emails = Email.objects.filter(account__in=mailboxes)
-    if search:
-        emails = matching(emails, search, mailboxes)
+    return found(_panel(mailboxes), search, mailboxes)
+
+
+def _panel(mailboxes: list[int]) -> QuerySet[Email]:
     return (
-        emails.select_related("account")
+        Email.objects.filter(account__in=mailboxes)
+        .select_related("account")
         .defer("text_body", "html_body", "references", "search")
         .order_by("-sent_at", "-pk")
     )

@@ -131,6 +131,64 @@ def test_it_says_on_a_timeline_search_which_emails_are_still_being_prepared(clie
     assert "still being prepared" not in page and "Pumps" in page
 
 
+def _in_database_order(account, text: str) -> list[int]:
+    """The order the Email page's search had when the database sorted it (best first,
+    unranked last, then newest, undated last, then the latest stored), for the newest
+    RANKED matches."""
+    from django.contrib.postgres.search import SearchRank
+    from django.db.models import F
+
+    query = search.search_query(text, [account.pk])
+    newest = search.matching(Email.objects.filter(account=account), text, [account.pk])
+    return list(
+        newest.annotate(rank=SearchRank(F("search"), query))
+        .order_by(F("rank").desc(nulls_last=True), F("sent_at").desc(nulls_last=True), "-pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_orders_search_results_best_first_then_newest_and_pages_them(client, monkeypatch):
+    account = EmailAccountFactory()
+    emails = Email.objects.filter(account=account)
+    for n in range(3):  # equal ranks: newest first
+        _email(account, f"same{n}", subject="Pump report", sent_at=NOW - timedelta(days=n))
+    _email(account, "undated", subject="Pump report", sent_at=None)  # after dated ties
+    _email(account, "title", subject="Pump pump pump", sent_at=NOW - timedelta(days=30))
+    _email(account, "body", subject="Notes", text_body="a pump", sent_at=NOW)
+    _email(account, "tie", subject="Pump report", sent_at=NOW)  # same date: latest stored
+    # Found by a part of its sender's address alone: rank 0, above the unranked.
+    _email(account, "sender", subject="Hello", from_address="pumpworks@vendor.test",
+           sent_at=NOW - timedelta(days=40))  # fmt: skip
+    with transaction.atomic(), search.vectors_later():
+        _email(account, "waiting", subject="Pump delivery", sent_at=NOW + timedelta(days=1))
+    _email(account, "other", subject="Lunch")
+    expected = _in_database_order(account, "pump")
+    assert len(expected) == 9
+    assert expected[-2:] == [emails.get(message_key=key).pk for key in ("sender", "waiting")]
+    assert emails.get(message_key="undated").pk in expected[:-3]  # ranked above `body`
+    assert search.found(emails, "pump", [account.pk]).ids == expected
+
+    # Pages by number over them, each page's emails read by id.
+    monkeypatch.setattr("accounts.views.mailboxes.PANEL_PAGE", 3)
+    client.force_login(account.owner)
+    paged = []
+    for number in (1, 2, 3):
+        page = client.get(reverse("accounts:email"), {"q": "pump", "page": number}).text
+        paged += [int(pk) for pk in re.findall(r'href="/emails/(\d+)/"', page)]
+    assert paged == expected
+    assert "9 emails" in page
+
+    # At most RANKED: the newest ones, best first among them.
+    monkeypatch.setattr(search, "RANKED", 4)
+    found = search.found(emails, "pump", [account.pk])
+    assert len(found) == found.count() == 4
+    assert found.ids == _in_database_order(account, "pump")
+    assert set(found.ids) == set(
+        emails.filter(pk__in=expected).order_by("-sent_at", "-pk").values_list("pk", flat=True)[:4]
+    )
+
+
 def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch):
     monkeypatch.setattr(search, "postgres", lambda: False)
     account = EmailAccountFactory()
@@ -147,6 +205,10 @@ def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch)
     search.highlight(emails, "offer", [account.pk])
     assert str(emails[0].subject_html) == "Quarterly <mark>offer</mark>"
     assert "<mark>OFFER</mark>" in str(emails[1].snippet_html)
+    newest_first = sorted(wanted, key=lambda email: (email.sent_at, email.pk), reverse=True)
+    assert search.found(Email.objects.all(), "offer", [account.pk]).ids == [
+        email.pk for email in newest_first
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

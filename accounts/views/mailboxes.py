@@ -1,26 +1,21 @@
 """The Email page and the mailbox list."""
 
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from mailsetup.csp import allow_oauth_forms
-from mailsetup.keyset import (
-    BoundedPaginator,
-    Cursor,
-    bounded_count,
-    dated_page,
-    dated_page_before,
-)
+from mailsetup.keyset import Cursor, bounded_count, dated_page, dated_page_before
 from sending.selectors import outgoing_unsent
 from sharing.selectors import (
     emails_for_panel,
-    mailboxes_for_panel,
+    emails_found_for_panel,
     mailboxes_shared_with,
     removed_mailboxes_with_grants,
 )
-from sync.search import RANKED, highlight, ranked, vectors_waiting
+from sync.search import highlight, vectors_waiting
 
 from ..selectors import accounts_for_user, open_notifications, sign_in_alerts
 from ..services import notification_dismiss
@@ -34,18 +29,17 @@ PANEL_COUNTED = 1_000
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:200]
-    emails = emails_for_panel(request.user, search=query)
     if query:
         # Search results, best first: pages by number over at most search.RANKED.
-        page = BoundedPaginator(ranked(emails), PANEL_PAGE, bound=RANKED)
-        page = page.get_page(request.GET.get("page"))
+        found = emails_found_for_panel(request.user, search=query)
+        page = Paginator(found, PANEL_PAGE).get_page(request.GET.get("page"))
         highlight(page.object_list, query, {email.account_id for email in page})
         # The mailboxes as a list of ids: as a subquery, the planner read every
         # mailbox's waiting emails (another user's first sync: 150,000) to count these.
-        mailboxes = list(mailboxes_for_panel(request.user).values_list("pk", flat=True))
-        waiting = vectors_waiting(mailboxes)
+        waiting = vectors_waiting(found.mailboxes)
         listed = {"emails": page, "count": page.paginator.count, "waiting": waiting}
     else:
+        emails = emails_for_panel(request.user)
         # Newest first, a page after another (keyset): nothing counts every email.
         before = Cursor.parse(request.GET.get("before"))
         if before is not None:
