@@ -50,6 +50,7 @@ def test_it_finds_words_in_body_recipients_and_parts_of_addresses_ranked(client,
     assert _found(client, "ola@fjord.test") == ["Lunch"]
     assert _found(client, "vattenkr") == ["From the plant"]  # part of an address
     assert _found(client, "bergstr") == ["From the plant"]  # part of a name
+    assert _found(client, "ingrid bergstr") == ["From the plant"]  # with a space
     assert _found(client, "zeppelin") == []
     assert _found(client, "address") == []  # the recipients' values, not their keys
 
