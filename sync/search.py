@@ -121,10 +121,11 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
 class Found:
     """Search results in order (best first, then newest), at most RANKED, for pages by
     number: sliced and counted as a Paginator does. Their order is known at once, from
-    one query; a page's emails are read by id when it is asked for."""
+    one query; a page's emails are read by id when it is asked for. `more`: whether
+    more emails match than the RANKED kept."""
 
-    def __init__(self, emails: QuerySet, ids: list[int], mailboxes: list[int]):
-        self.emails, self.ids, self.mailboxes = emails, ids, mailboxes
+    def __init__(self, emails: QuerySet, ids: list[int], mailboxes: list[int], more: bool):
+        self.emails, self.ids, self.mailboxes, self.more = emails, ids, mailboxes, more
 
     def count(self) -> int:
         return len(self.ids)
@@ -152,14 +153,16 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
     text = " ".join(text.split())
     newest = emails.order_by("-sent_at", "-pk")
     if not postgres():
-        ids = list(newest.filter(_plain_condition(text)).values_list("pk", flat=True)[:RANKED])
-        return Found(emails, ids, mailboxes)
+        # One more than RANKED: whether there are more.
+        ids = list(newest.filter(_plain_condition(text)).values_list("pk", flat=True)[: RANKED + 1])
+        return Found(emails, ids[:RANKED], mailboxes, more=len(ids) > RANKED)
     query = search_query(text, mailboxes)
     rows = list(
         newest.filter(_condition(text, query))
         .annotate(rank=SearchRank(F("search"), query))
-        .values_list("pk", "sent_at", "rank")[:RANKED]
+        .values_list("pk", "sent_at", "rank")[: RANKED + 1]
     )
+    more, rows = len(rows) > RANKED, rows[:RANKED]
     # Best first (unranked last); then newest (undated last); then the latest stored.
     rows.sort(
         key=lambda row: (
@@ -168,7 +171,7 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
             -row[0],
         )
     )  # fmt: skip
-    return Found(emails, [pk for pk, _at, _rank in rows], mailboxes)
+    return Found(emails, [pk for pk, _at, _rank in rows], mailboxes, more=more)
 
 
 def _plain_condition(text: str) -> Q:

@@ -169,6 +169,7 @@ def test_it_orders_search_results_best_first_then_newest_and_pages_them(client, 
     assert expected[-2:] == [emails.get(message_key=key).pk for key in ("sender", "waiting")]
     assert emails.get(message_key="undated").pk in expected[:-3]  # ranked above `body`
     assert search.found(emails, "pump", [account.pk]).ids == expected
+    assert not search.found(emails, "pump", [account.pk]).more
 
     # Pages by number over them, each page's emails read by id.
     monkeypatch.setattr("accounts.views.mailboxes.PANEL_PAGE", 3)
@@ -183,11 +184,14 @@ def test_it_orders_search_results_best_first_then_newest_and_pages_them(client, 
     # At most RANKED: the newest ones, best first among them.
     monkeypatch.setattr(search, "RANKED", 4)
     found = search.found(emails, "pump", [account.pk])
-    assert len(found) == found.count() == 4
+    assert len(found) == found.count() == 4 and found.more
     assert found.ids == _in_database_order(account, "pump")
     assert set(found.ids) == set(
         emails.filter(pk__in=expected).order_by("-sent_at", "-pk").values_list("pk", flat=True)[:4]
     )
+    # The page does not say 4 match when 9 do.
+    page = client.get(reverse("accounts:email"), {"q": "pump"}).text
+    assert "More than 4 emails matching" in page and "Page 1 of 2" in page
 
 
 def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch):

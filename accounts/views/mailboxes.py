@@ -37,7 +37,10 @@ def email_page(request: HttpRequest) -> HttpResponse:
         # The mailboxes as a list of ids: as a subquery, the planner read every
         # mailbox's waiting emails (another user's first sync: 150,000) to count these.
         waiting = vectors_waiting(found.mailboxes)
-        listed = {"emails": page, "count": page.paginator.count, "waiting": waiting}
+        listed = {
+            "emails": page, "waiting": waiting, "counted": len(found),
+            "count": len(found) + found.more,
+        }  # fmt: skip
     else:
         emails = emails_for_panel(request.user)
         # Newest first, a page after another (keyset): nothing counts every email.
@@ -47,7 +50,8 @@ def email_page(request: HttpRequest) -> HttpResponse:
         else:
             page = dated_page(emails, Cursor.parse(request.GET.get("after")), PANEL_PAGE)
         listed = {"emails": page, "count": bounded_count(emails, PANEL_COUNTED)}
-    context = {**listed, "query": query, "counted": PANEL_COUNTED}
+        listed["counted"] = PANEL_COUNTED
+    context = {**listed, "query": query}
     if request.htmx and request.htmx.target == "panel-emails":
         return render(request, "accounts/email.html#emails", context)
     context |= {
