@@ -121,11 +121,16 @@ def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
 class Found:
     """Search results in order (best first, then newest), at most RANKED, for pages by
     number: sliced and counted as a Paginator does. Their order is known at once, from
-    one query; a page's emails are read by id when it is asked for. `more`: whether
-    more emails match than the RANKED kept."""
+    one query; a page's emails are read by id when it is asked for, highlighted
+    (`subject_html`, `snippet_html`: escaped, the words found in <mark>) in the same
+    query. `more`: whether more emails match than the RANKED kept."""
 
-    def __init__(self, emails: QuerySet, ids: list[int], mailboxes: list[int], more: bool):
+    def __init__(
+        self, emails: QuerySet, ids: list[int], *, mailboxes: list[int], more: bool,
+        text: str, query: SearchQuery | None = None,
+    ):  # fmt: skip
         self.emails, self.ids, self.mailboxes, self.more = emails, ids, mailboxes, more
+        self.text, self.query = text, query
 
     def count(self) -> int:
         return len(self.ids)
@@ -137,8 +142,19 @@ class Found:
         if not isinstance(part, slice):
             return self[part : part + 1][0]
         ids = self.ids[part]
-        found = self.emails.order_by().in_bulk(ids)
-        return [found[pk] for pk in ids if pk in found]
+        rows = self.emails.order_by().filter(pk__in=ids)
+        if self.query is not None:
+            rows = rows.annotate(**_headlines(self.query))
+        found = {email.pk: email for email in rows}
+        page = [found[pk] for pk in ids if pk in found]
+        if self.query is not None:
+            for email in page:
+                email.subject_html = _marked(email.subject_hl)
+                body = email.body_hl or ""
+                email.snippet_html = _marked(body) if START in body else ""
+        else:
+            _highlight_plain(page, self.text)
+        return page
 
 
 def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
@@ -155,7 +171,7 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
     if not postgres():
         # One more than RANKED: whether there are more.
         ids = list(newest.filter(_plain_condition(text)).values_list("pk", flat=True)[: RANKED + 1])
-        return Found(emails, ids[:RANKED], mailboxes, more=len(ids) > RANKED)
+        return Found(emails, ids[:RANKED], mailboxes=mailboxes, more=len(ids) > RANKED, text=text)
     query = search_query(text, mailboxes)
     rows = list(
         newest.filter(_condition(text, query))
@@ -171,7 +187,8 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
             -row[0],
         )
     )  # fmt: skip
-    return Found(emails, [pk for pk, _at, _rank in rows], mailboxes, more=more)
+    ids = [pk for pk, _at, _rank in rows]
+    return Found(emails, ids, mailboxes=mailboxes, more=more, text=text, query=query)
 
 
 def _plain_condition(text: str) -> Q:
@@ -382,37 +399,31 @@ class SearchConfigOf(Func):
     output_field = TextField()
 
 
-def highlight(emails: list, text: str, mailboxes) -> None:
-    """Set `subject_html` and `snippet_html` on a page of matching emails: escaped text
-    with the matched words in <mark>. One query for the page."""
-    text = " ".join(text.split())
-    if not emails or not text:
-        return
+def _headlines(query: SearchQuery) -> dict:
+    """The subject and a part of the body with the words found between START and STOP,
+    each read in its mailbox's language."""
+    config = SearchConfigOf(F("account__message_language"))
+    options = {"start_sel": START, "stop_sel": STOP, "config": config}
+    return {
+        "subject_hl": SearchHeadline("subject", query, highlight_all=True, **options),
+        "body_hl": SearchHeadline(
+            Left("text_body", HEADLINE_SOURCE), query, max_words=30, min_words=12,
+            max_fragments=2, fragment_delimiter=" … ", **options,
+        ),
+    }  # fmt: skip
+
+
+def _highlight_plain(emails: list, text: str) -> None:
+    """SQLite: the text marked where it occurs, in the subject and around its first
+    place in the body."""
     from .models import Email
 
-    if postgres():
-        query = search_query(text, mailboxes)
-        config = SearchConfigOf(F("account__message_language"))
-        options = {"start_sel": START, "stop_sel": STOP, "config": config}
-        rows = Email.objects.filter(pk__in=[email.pk for email in emails]).annotate(
-            subject_hl=SearchHeadline("subject", query, highlight_all=True, **options),
-            body_hl=SearchHeadline(
-                Left("text_body", HEADLINE_SOURCE), query, max_words=30, min_words=12,
-                max_fragments=2, fragment_delimiter=" … ", **options,
-            ),
-        )  # fmt: skip
-        found = {pk: (s, b) for pk, s, b in rows.values_list("pk", "subject_hl", "body_hl")}
-        for email in emails:
-            subject, body = found.get(email.pk, (email.subject, ""))
-            email.subject_html = _marked(subject)
-            email.snippet_html = _marked(body) if START in (body or "") else ""
-        return
     bodies = dict(
         Email.objects.filter(pk__in=[email.pk for email in emails]).values_list("pk", "text_body")
     )
     for email in emails:
         email.subject_html = _marked(_mark_plain(email.subject, text))
-        email.snippet_html = _marked(_snippet(bodies.get(email.pk, ""), text))
+        email.snippet_html = _marked(_snippet(bodies.get(email.pk) or "", text))
 
 
 def _marked(text: str | None) -> SafeString:

@@ -15,7 +15,7 @@ from sharing.selectors import (
     mailboxes_shared_with,
     removed_mailboxes_with_grants,
 )
-from sync.search import highlight, vectors_waiting
+from sync.search import vectors_waiting
 
 from ..selectors import accounts_for_user, open_notifications, sign_in_alerts
 from ..services import notification_dismiss
@@ -33,7 +33,6 @@ def email_page(request: HttpRequest) -> HttpResponse:
         # Search results, best first: pages by number over at most search.RANKED.
         found = emails_found_for_panel(request.user, search=query)
         page = Paginator(found, PANEL_PAGE).get_page(request.GET.get("page"))
-        highlight(page.object_list, query, {email.account_id for email in page})
         # The mailboxes as a list of ids: as a subquery, the planner read every
         # mailbox's waiting emails (another user's first sync: 150,000) to count these.
         waiting = vectors_waiting(found.mailboxes)
