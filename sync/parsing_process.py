@@ -15,17 +15,18 @@ to read the next one at once; a reader thread takes the answers, so the process 
 blocks on one that is not asked for yet. Small batches (an ordinary run's few new
 messages) are parsed in place: the round trip is not worth it.
 
-Nothing is lost for it: if the process cannot start, dies, or takes no batch in
-ANSWER_WAIT, the batch is parsed in place as it always was, the waiting caller kept alive
-(`waiting`, the sync's claim renewal) meanwhile; the process is started again for a later
-batch, after a pause if it died young. A batch it took but gave no answer for in
-ANSWER_WAIT (a message that takes the parser minutes) is not parsed in place, where the
-same message would hold the worker without any bound: the process is ended and the
-batch's messages go to a new one one at a time, each given MESSAGE_WAIT; the one that
-takes longer is stored unreadable with its original, the others as usual. A run that ends
-with batches still in the process ends the process too, so the next run does not wait
-behind them, and a process given no batch for IDLE_END ends, so that a worker's parser
-does not keep its memory between first syncs.
+Nothing is lost for it: if the process cannot start or dies, the batch is parsed in
+place as it always was, the waiting caller kept alive (`waiting`, the sync's claim
+renewal) meanwhile; the process is started again for a later batch, after a pause if it
+died young. A process that works on one batch for ANSWER_WAIT (a message that takes the
+parser minutes) is stuck on it: that batch is not parsed in place, where the same
+message would hold the worker with no bound at all, but goes to a new process message by
+message, each given MESSAGE_WAIT of the parser's time; the one that takes longer is
+stored unreadable with its original, the others as usual. The batches queued behind the
+stuck one are sent again whole. A run that ends with batches still in the process ends
+the process too, so the next run does not wait behind them, and a process given no
+batch for IDLE_END ends, so that a worker's parser does not keep its memory between
+first syncs.
 """
 
 import contextlib
@@ -51,12 +52,15 @@ logger = logging.getLogger(__name__)
 # Below this many bytes a batch is parsed in place (a round trip and the copies cost
 # about what parsing 100 KB does).
 MIN_BATCH_BYTES = 256_000
-# An answer later than this (the process stuck, or starved of CPU for that long) is not
-# waited for: the process is ended and the batch's messages parsed one at a time.
+# A batch the process has worked on this long (stuck, or starved of CPU for that long)
+# is not waited for: the process is ended and that batch's messages parsed one at a time.
 ANSWER_WAIT = 300
-# One message alone is given this long; one that takes longer is stored unreadable. (The
-# largest message parsed whole is sync.engine.LARGE, 3 MB: about a second here.)
+# One message alone is given this long of the process's time; one that takes longer is
+# stored unreadable. (The largest message parsed whole is sync.engine.LARGE, 3 MB:
+# about a second here.)
 MESSAGE_WAIT = 60
+# A batch queued behind a stuck one is sent again whole, at most this many times.
+RESENDS = 3
 # A parser process given no batch for this long ends (its 20-30 MB back to the system);
 # the next large batch starts another, in about a tenth of a second.
 IDLE_END = 120
@@ -70,8 +74,9 @@ PIPE_BYTES = 1 << 20
 DIED_YOUNG = 5
 QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
-# `answer`'s word for a batch the process had for its whole wait and did not answer.
-GAVE_UP = object()
+# `answer`'s words for a batch the process worked on for its whole wait without an
+# answer (and was ended for it), and for one queued behind such a batch.
+GAVE_UP, RESEND = object(), object()
 TOO_SLOW = (
     f"Reading this message took longer than {MESSAGE_WAIT} s: it is kept as it was received, unread"
 )
@@ -89,12 +94,8 @@ class Parsed:
 
     def result(self, waiting: Callable[[], None] | None = None) -> list[ParsedEmail]:
         if self.parsed is None:
-            try:
-                answer = _process.answer(self.number, waiting)
-            except BaseException:
-                self.forget()  # `waiting` raised (the claim lost): nobody will want it
-                raise
-            if answer is GAVE_UP:
+            answer = _answered(self.raws, self.limits, waiting, number=self.number)
+            if answer is GAVE_UP or answer is RESEND:
                 answer = _one_by_one(self.raws, self.limits, waiting)
             elif answer is None or len(answer) != len(self.raws):
                 answer = _in_place(self.raws, self.limits, waiting)
@@ -105,6 +106,29 @@ class Parsed:
         """Not wanted any more (the run ended): its answer is dropped when it comes."""
         if self.parsed is None and self.number is not None:
             _process.forget(self.number)
+
+
+def _answered(
+    raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None,
+    wait: float | None = None, number: int | None = None,
+):  # fmt: skip
+    """The process's answer for `raws` (asked now, unless `number` says it was), sent
+    again whole if it was queued behind a stuck batch: ParsedEmails, GAVE_UP, RESEND
+    (sent again RESENDS times already), or None (no process, or it ended)."""
+    for _attempt in range(RESENDS + 1):
+        if number is None:
+            number = _process.ask(raws, limits)
+            if number is None:
+                return None
+        try:
+            answer = _process.answer(number, waiting, wait)
+        except BaseException:
+            _process.forget(number)  # `waiting` raised (the claim lost): nobody wants it
+            raise
+        if answer is not RESEND:
+            return answer
+        number = None
+    return RESEND
 
 
 def _in_place(
@@ -131,8 +155,8 @@ def _one_by_one(
         if waiting is not None and time.monotonic() - since > WAITING_EVERY:
             waiting()
             since = time.monotonic()
-        number = _process.ask([raw], limits)
-        answer = None if number is None else _process.answer(number, waiting, MESSAGE_WAIT)
+        _process.pause_out(waiting)
+        answer = _answered([raw], limits, waiting, MESSAGE_WAIT)
         if answer is GAVE_UP:
             logger.warning("A message took the parser more than %s s; kept unread", MESSAGE_WAIT)
             parsed.append(
@@ -142,7 +166,7 @@ def _one_by_one(
                     notes=[TOO_SLOW],
                 )
             )
-        elif answer is None or len(answer) != 1:
+        elif answer is None or answer is RESEND or len(answer) != 1:
             # No parser process to be had (or it ended for another reason): here, as
             # without one.
             parsed.extend(_in_place([raw], limits, waiting))
@@ -178,9 +202,12 @@ class _ParserProcess:
         self.sent: deque[int] = deque()
         self.frames: queue.SimpleQueue | None = None  # the writer thread's, per process
         self.answers: dict[int, list[ParsedEmail]] = {}
-        # Batches a process had when it was ended for being stuck: their waiters go
-        # message by message rather than in place.
+        # When the process began on `sent[0]` (its previous answer, or its asking).
+        self.head_since = 0.0
+        # The batch a process was stuck on when it was ended (its waiter goes message by
+        # message rather than in place), and those queued behind it (sent again).
         self.gave_up: set[int] = set()
+        self.resend: set[int] = set()
         self.started_at = 0.0
         self.quiet_until = 0.0
         self.module = "sync.parsing_process"  # the tests give it a stand-in
@@ -191,6 +218,8 @@ class _ParserProcess:
                 if not self._running():
                     return None
                 self.numbered += 1
+                if not self.sent:
+                    self.head_since = time.monotonic()
                 self.sent.append(self.numbered)
                 # In the lock: frames are written in the order of `sent`.
                 self.frames.put((self.numbered, limits, raws))
@@ -207,20 +236,35 @@ class _ParserProcess:
         self, number: int, waiting: Callable[[], None] | None, wait: float | None = None
     ) -> list[ParsedEmail] | object | None:
         """The batch's answer; None if the process ended without giving it (it was
-        killed, or a pipe to it broke), GAVE_UP if it had it for `wait` (ANSWER_WAIT)
-        seconds without answering, and was ended for it."""
+        killed, or a pipe to it broke); GAVE_UP if the process worked on it for `wait`
+        (ANSWER_WAIT) seconds without answering, and was ended for it; RESEND if it
+        was queued behind a batch the process was ended for.
+
+        Only the process's time on the batch itself counts: a batch queued behind
+        another is not blamed for it. One queued behind a batch that no one waits for
+        yet (read ahead) ends the process after ANSWER_WAIT of that batch."""
         wait = ANSWER_WAIT if wait is None else wait
-        deadline = time.monotonic() + wait
+        asked = time.monotonic()
         with self.lock:
             while number not in self.answers:
                 if number not in self.sent:
                     if number in self.gave_up:
                         self.gave_up.discard(number)
                         return GAVE_UP
+                    if number in self.resend:
+                        self.resend.discard(number)
+                        return RESEND
                     return None  # the process that had it ended
+                if self.sent[0] == number:
+                    deadline = max(asked, self.head_since) + wait
+                else:
+                    deadline = self.head_since + ANSWER_WAIT
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    logger.warning("The parser process gave no answer in %s s; ended", wait)
+                    logger.warning(
+                        "The parser process worked on batch %s for %.0f s with no answer; "
+                        "ended", self.sent[0], time.monotonic() - self.head_since,
+                    )  # fmt: skip
                     self._end_locked(stuck=True)
                     continue
                 if not self.answered.wait(timeout=min(left, WAITING_EVERY)) and waiting:
@@ -231,9 +275,19 @@ class _ParserProcess:
                         self.lock.acquire()
             return self.answers.pop(number)
 
+    def pause_out(self, waiting: Callable[[], None] | None) -> None:
+        """Wait out the pause after a process that died young (QUIET_AFTER_DEATH), the
+        caller kept alive: a message suspected of holding the parser is not to be
+        parsed in place for want of a process."""
+        while (left := self.quiet_until - time.monotonic()) > 0:
+            time.sleep(min(left, WAITING_EVERY))
+            if waiting is not None:
+                waiting()
+
     def forget(self, number: int) -> None:
         with self.lock:
             self.gave_up.discard(number)
+            self.resend.discard(number)
             if self.answers.pop(number, None) is not None:
                 return
             if number in self.sent:
@@ -286,8 +340,8 @@ class _ParserProcess:
                 frame = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
                 written = _write(process.stdin.fileno(), _FRAME.pack(len(frame)), frame)
                 if written == STUCK:
-                    # Taking nothing for so long, it is stuck on a batch it has, whose
-                    # waiter may not have waited that long yet.
+                    # Taking nothing for so long, it is stuck on the batch it works on,
+                    # whose waiter may not have waited that long yet.
                     with self.lock:
                         if self.process is process:
                             self._end_locked(stuck=True)
@@ -331,6 +385,7 @@ class _ParserProcess:
                         self._end_locked()
                         return
                     self.sent.popleft()
+                    self.head_since = time.monotonic()
                     self.answers[number] = answer
                     self.answered.notify_all()
         except Exception:
@@ -358,13 +413,14 @@ class _ParserProcess:
 
     def _end_locked(self, stuck: bool = False) -> None:
         """The process ended (or ends now): what it had not answered is parsed by those
-        who wait for it, in place, or message by message if it was `stuck` (one of its
-        messages may hold a parser for ever). Its threads end by themselves on the
-        closed pipes."""
+        who wait for it, in place; or, if it was `stuck` on its first batch (one of whose
+        messages may hold a parser for ever), that batch message by message and those
+        queued behind it sent again. Its threads end by themselves on the closed pipes."""
         process, frames = self.process, self.frames
         self.process, self.frames = None, None
-        if stuck:
-            self.gave_up.update(self.sent)
+        if stuck and self.sent:
+            self.gave_up.add(self.sent[0])
+            self.resend.update(list(self.sent)[1:])
         self.sent.clear()
         self.answered.notify_all()
         if frames is not None:
@@ -385,7 +441,8 @@ WRITTEN, GONE, STUCK = "written", "gone", "stuck"
 
 def _write(fd: int, *parts: bytes) -> str:
     """`parts` written to the parser's input (WRITTEN), or not: the process is GONE, or
-    is STUCK, having taken none of it for ANSWER_WAIT (nothing may wait on it for ever)."""
+    is STUCK, not having taken all of them within ANSWER_WAIT (nothing may wait on it for
+    ever)."""
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     deadline = time.monotonic() + ANSWER_WAIT

@@ -52,6 +52,7 @@ def parser(settings, monkeypatch):
         parsing_process._process._end_locked()
         parsing_process._process.quiet_until = 0.0
         parsing_process._process.gave_up.clear()
+        parsing_process._process.resend.clear()
 
 
 def _hanging(raw: bytes) -> bytes:
@@ -157,10 +158,12 @@ def test_it_keeps_unread_only_the_message_that_holds_the_parser(hanging_parser, 
     parsed = parsing_process.parse_later(batch)
     assert parsed.number is not None
     renewals, began = [], time.monotonic()
-    result = parsed.result(waiting=lambda: renewals.append(1))
+    result = parsed.result(waiting=lambda: renewals.append(time.monotonic() - began))
     # The batch (1 s), then each message alone: the hanging one for 1 s, not an hour.
     assert time.monotonic() - began < 15
-    assert len(renewals) >= 5  # the claim kept alive through both waits
+    # The claim kept alive through both waits: the batch's, and the hanging message's.
+    assert len([at for at in renewals if at < 1.0]) >= 3
+    assert len([at for at in renewals if at > 1.3]) >= 3
     held = result.pop(5)
     assert held.problem == UNREADABLE and held.notes == [parsing_process.TOO_SLOW]
     assert held.message_key == fingerprint(batch[5])  # stored with its original by it
@@ -196,6 +199,75 @@ def test_it_isolates_the_held_batch_when_the_parser_takes_no_more_before_anyone_
     assert second.result() == [parse_safely(raw) for raw in behind]
 
 
+def test_it_sends_again_whole_a_batch_queued_behind_the_one_that_holds_the_parser(
+    hanging_parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    asked, ask = [], hanging_parser.ask
+    monkeypatch.setattr(
+        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
+    )
+    held = parsing_process.parse_later([_hanging(batch[0]), *batch[1:]])
+    behind = parsing_process.parse_later(batch)
+    # Waited for first (the storing thread's order can differ from the process's): it
+    # is not blamed for the batch before it.
+    assert behind.result() == [parse_safely(raw) for raw in batch]
+    assert asked == [12, 12, 12]  # the two, then this one again whole to a new process
+    result = held.result()
+    assert result[0].notes == [parsing_process.TOO_SLOW]
+    assert result[1:] == [parse_safely(raw) for raw in batch[1:]]
+    assert asked[3:] == [1] * 12  # the held one, message by message
+
+
+def test_it_does_not_blame_a_message_for_the_batch_before_it(hanging_parser, batch, monkeypatch):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.5)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 0.5)
+    # A batch read ahead, holding the parser, no one waiting for it yet; then a single
+    # message of a batch parsed one by one.
+    held = parsing_process.parse_later([_hanging(batch[0]), *batch[1:]])
+    alone = parsing_process._one_by_one(batch[1:2], parsing_process.DEFAULT_LIMITS, None)
+    assert alone == [parse_safely(batch[1])]  # not TOO_SLOW after its 0.5 s
+    assert held.result()[0].notes == [parsing_process.TOO_SLOW]
+
+
+def test_it_ends_the_held_parser_when_the_claim_is_lost_message_by_message(
+    hanging_parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 0.5)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 30.0)
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.1)
+    parsed = parsing_process.parse_later([_hanging(batch[0]), *batch[1:]])
+    began = time.monotonic()
+
+    def renew():
+        if time.monotonic() - began > 1.0:  # in the hanging message's own wait
+            raise ClaimLost("another run took the mailbox")
+
+    with pytest.raises(ClaimLost):
+        parsed.result(waiting=renew)
+    parsed.forget()  # as the run's cleanup does
+    assert not hanging_parser.sent
+    # Not left parsing a message for no one, nor holding the next run.
+    assert hanging_parser.started[-1].wait(timeout=5) == -signal.SIGKILL
+    assert not hanging_parser.gave_up and not hanging_parser.resend
+
+
+def test_it_waits_out_the_pause_after_a_young_death_rather_than_parse_a_suspect_here(
+    parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "WAITING_EVERY", 0.1)
+    parser.quiet_until = time.monotonic() + 0.6  # a process died young just now
+    in_place = []
+    monkeypatch.setattr(parsing_process, "_in_place", lambda *args: in_place.append(1))
+    renewals, began = [], time.monotonic()
+    parsed = parsing_process._one_by_one(
+        batch[:1], parsing_process.DEFAULT_LIMITS, lambda: renewals.append(1)
+    )
+    assert parsed == [parse_safely(batch[0])] and in_place == []  # by a new process
+    assert time.monotonic() - began >= 0.6 and len(renewals) >= 4
+
+
 def test_it_ends_a_parser_process_left_idle_and_starts_another_when_needed(
     parser, batch, monkeypatch
 ):
@@ -222,7 +294,7 @@ def test_it_does_not_wait_for_ever_on_a_parser_process_that_takes_no_batch(
     began = time.monotonic()
     parsed = parsing_process.parse_later(larger)
     assert time.monotonic() - began < 0.5  # the reading thread goes on at once
-    assert parsed.result() == [parse_safely(raw) for raw in larger]  # in place
+    assert parsed.result() == [parse_safely(raw) for raw in larger]
     assert time.monotonic() - began < 10
     assert stuck.wait(timeout=5) == -signal.SIGKILL
 
