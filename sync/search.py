@@ -104,18 +104,14 @@ def search_query(text: str, mailboxes) -> SearchQuery:
 
 def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
     """The emails matching `text`: its words anywhere, or a part of the sender's address
-    or name. On PostgreSQL, the newest RANKED matches."""
+    or name; all of them, for a list in date order (the timelines), where the database
+    walks the dates and stops at a page. (The Email page's search ranks: `found`.)"""
     text = " ".join(text.split())
     if not text:
         return emails
     if not postgres():
         return emails.filter(_plain_condition(text))
-    condition = _condition(text, search_query(text, mailboxes))
-    # Read once, as a list: as a subquery the planner ran it once for each use of it.
-    newest = list(
-        emails.filter(condition).order_by("-sent_at", "-pk").values_list("pk", flat=True)[:RANKED]
-    )
-    return emails.filter(pk__in=newest)
+    return emails.filter(_condition(text, search_query(text, mailboxes)))
 
 
 class Found:

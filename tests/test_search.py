@@ -6,6 +6,7 @@ branch, as the suite has no SQLite mode."""
 
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
 
 import pytest
 from django.conf import settings
@@ -110,6 +111,28 @@ def test_it_searches_the_contact_and_company_timelines(client, db):
         assert "Nothing matches “zeppelin”." in client.get(url, {"q": "zeppelin"}).text
 
 
+def test_it_finds_every_match_on_a_timeline_not_only_the_newest_ranked(client, db, monkeypatch):
+    # A timeline lists its matches by date, a page at a time: the Email page's bound on
+    # ranking does not cut it short.
+    monkeypatch.setattr(search, "RANKED", 2)
+    monkeypatch.setattr("crm.views.timelines.TIMELINE_PAGE", 2)
+    account = EmailAccountFactory()
+    ann = Contact.objects.create(name="Ann")
+    for n in range(5):
+        email = _email(account, f"c{n}", subject=f"Contract {n}", sent_at=NOW - timedelta(days=n))
+        email.contacts.add(ann)
+    client.force_login(account.owner)
+    url, found, after = reverse("crm:contact", args=[ann.pk]), [], None
+    for _page in range(3):
+        page = client.get(url, {"q": "contract", **({"after": after} if after else {})}).text
+        found += re.findall(r"Contract \d", page)
+        after = re.search(r'after=([^"&]+)', page)
+        after = after and unquote(after.group(1))
+        if not after:
+            break
+    assert found == [f"Contract {n}" for n in range(5)]
+
+
 def test_it_says_on_a_timeline_search_which_emails_are_still_being_prepared(client, db):
     account = EmailAccountFactory()
     acme = Company.objects.create(name="Acme", web_domain="acme.test")
@@ -140,9 +163,11 @@ def _in_database_order(account, text: str) -> list[int]:
     from django.db.models import F
 
     query = search.search_query(text, [account.pk])
-    newest = search.matching(Email.objects.filter(account=account), text, [account.pk])
+    matches = search.matching(Email.objects.filter(account=account), text, [account.pk])
+    newest = matches.order_by("-sent_at", "-pk").values("pk")[: search.RANKED]
     return list(
-        newest.annotate(rank=SearchRank(F("search"), query))
+        Email.objects.filter(pk__in=newest)
+        .annotate(rank=SearchRank(F("search"), query))
         .order_by(F("rank").desc(nulls_last=True), F("sent_at").desc(nulls_last=True), "-pk")
         .values_list("pk", flat=True)
     )
