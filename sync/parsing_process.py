@@ -76,10 +76,11 @@ QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
 # `answer`'s words for a batch the process worked on for its whole wait without an
 # answer (and was ended for it), and for one queued behind such a batch.
-GAVE_UP, RESEND = object(), object()
+GAVE_UP, RESEND, NO_PROCESS = object(), object(), object()
 TOO_SLOW = (
     f"Reading this message took longer than {MESSAGE_WAIT} s: it is kept as it was received, unread"
 )
+ENDED_TWICE = "Reading this message ended the parser twice: it is kept as it was received, unread"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -97,7 +98,7 @@ class Parsed:
             answer = _answered(self.raws, self.limits, waiting, number=self.number)
             if answer is GAVE_UP or answer is RESEND:
                 answer = _one_by_one(self.raws, self.limits, waiting)
-            elif answer is None or len(answer) != len(self.raws):
+            elif answer is None or answer is NO_PROCESS or len(answer) != len(self.raws):
                 answer = _in_place(self.raws, self.limits, waiting)
             self.parsed = answer
         return self.parsed
@@ -114,12 +115,13 @@ def _answered(
 ):  # fmt: skip
     """The process's answer for `raws` (asked now, unless `number` says it was), sent
     again whole if it was queued behind a stuck batch: ParsedEmails, GAVE_UP, RESEND
-    (sent again RESENDS times already), or None (no process, or it ended)."""
+    (sent again RESENDS times already), NO_PROCESS (none to be had), or None (the
+    process ended while it had them)."""
     for _attempt in range(RESENDS + 1):
         if number is None:
             number = _process.ask(raws, limits)
             if number is None:
-                return None
+                return NO_PROCESS
         try:
             answer = _process.answer(number, waiting, wait)
         except BaseException:
@@ -149,30 +151,41 @@ def _one_by_one(
     raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None
 ) -> list[ParsedEmail]:
     """A batch the parser process gave no answer for: each message alone, so that the
-    one that holds the parser for minutes is told apart, and only it is kept unread."""
-    parsed, since = [], time.monotonic()
+    one that holds the parser for minutes is told apart, and only it is kept unread.
+
+    A message whose parser process ends while it has it is asked again of a new one
+    (after the pause that follows a young death); one that ends two of them is kept
+    unread too. Once two have ended in this batch, the rest is parsed here without
+    waiting out pauses (a broken installation must not cost a minute a message)."""
+    parsed, since, ended = [], time.monotonic(), 0
     for raw in raws:
         if waiting is not None and time.monotonic() - since > WAITING_EVERY:
             waiting()
             since = time.monotonic()
-        _process.pause_out(waiting)
-        answer = _answered([raw], limits, waiting, MESSAGE_WAIT)
+        for _attempt in range(2):
+            if ended < 2:
+                _process.pause_out(waiting)
+            answer = _answered([raw], limits, waiting, MESSAGE_WAIT)
+            if answer is None or answer is RESEND:
+                ended += answer is None
+                continue
+            break
         if answer is GAVE_UP:
             logger.warning("A message took the parser more than %s s; kept unread", MESSAGE_WAIT)
-            parsed.append(
-                ParsedEmail(
-                    message_key=fingerprint(raw),
-                    problem=UNREADABLE,
-                    notes=[TOO_SLOW],
-                )
-            )
-        elif answer is None or answer is RESEND or len(answer) != 1:
-            # No parser process to be had (or it ended for another reason): here, as
-            # without one.
+            parsed.append(_unread(raw, TOO_SLOW))
+        elif answer is None:
+            logger.warning("A message ended two parser processes; kept unread")
+            parsed.append(_unread(raw, ENDED_TWICE))
+        elif answer is NO_PROCESS or answer is RESEND or len(answer) != 1:
+            # No parser process to be had: here, as without one.
             parsed.extend(_in_place([raw], limits, waiting))
         else:
             parsed.extend(answer)
     return parsed
+
+
+def _unread(raw: bytes, note: str) -> ParsedEmail:
+    return ParsedEmail(message_key=fingerprint(raw), problem=UNREADABLE, notes=[note])
 
 
 def parse_later(raws: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Parsed:
@@ -244,7 +257,6 @@ class _ParserProcess:
         another is not blamed for it. One queued behind a batch that no one waits for
         yet (read ahead) ends the process after ANSWER_WAIT of that batch."""
         wait = ANSWER_WAIT if wait is None else wait
-        asked = time.monotonic()
         with self.lock:
             while number not in self.answers:
                 if number not in self.sent:
@@ -256,7 +268,7 @@ class _ParserProcess:
                         return RESEND
                     return None  # the process that had it ended
                 if self.sent[0] == number:
-                    deadline = max(asked, self.head_since) + wait
+                    deadline = self.head_since + wait
                 else:
                     deadline = self.head_since + ANSWER_WAIT
                 left = deadline - time.monotonic()
@@ -338,7 +350,10 @@ class _ParserProcess:
         try:
             while (item := self._next_frame(process, frames)) is not None:
                 frame = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                written = _write(process.stdin.fileno(), _FRAME.pack(len(frame)), frame)
+                written = _write(
+                    process.stdin.fileno(), _FRAME.pack(len(frame)), frame,
+                    deadline=lambda: self.head_since + ANSWER_WAIT,
+                )  # fmt: skip
                 if written == STUCK:
                     # Taking nothing for so long, it is stuck on the batch it works on,
                     # whose waiter may not have waited that long yet.
@@ -439,21 +454,23 @@ def _reap(process: subprocess.Popen) -> None:
 WRITTEN, GONE, STUCK = "written", "gone", "stuck"
 
 
-def _write(fd: int, *parts: bytes) -> str:
+def _write(fd: int, *parts: bytes, deadline: Callable[[], float]) -> str:
     """`parts` written to the parser's input (WRITTEN), or not: the process is GONE, or
-    is STUCK, not having taken all of them within ANSWER_WAIT (nothing may wait on it for
-    ever)."""
+    is STUCK, taking none of them by `deadline()` (ANSWER_WAIT after it began on the
+    batch it works on, read again as that batch changes: nothing may wait on it for
+    ever, and no batch is blamed for the time of the one before)."""
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
-    deadline = time.monotonic() + ANSWER_WAIT
     try:
         for part in parts:
             view = memoryview(part)
             while view:
-                left = deadline - time.monotonic()
-                if left <= 0 or not poller.poll(left * 1000):
+                left = deadline() - time.monotonic()
+                if left <= 0:
                     logger.warning("The parser process took no batch in %s s; ended", ANSWER_WAIT)
                     return STUCK
+                if not poller.poll(min(left, WAITING_EVERY) * 1000):
+                    continue
                 with contextlib.suppress(BlockingIOError):
                     view = view[os.write(fd, view) :]
     except OSError:

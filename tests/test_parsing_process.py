@@ -182,6 +182,10 @@ def test_it_isolates_the_held_batch_when_the_parser_takes_no_more_before_anyone_
 ):
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
     monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    asked, ask = [], hanging_parser.ask
+    monkeypatch.setattr(
+        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
+    )
     held = [_hanging(batch[0]), *batch[1:]]
     first = parsing_process.parse_later(held)
     behind = [_message(n) for n in range(50)]  # more than the pipe to the process holds
@@ -197,6 +201,7 @@ def test_it_isolates_the_held_batch_when_the_parser_takes_no_more_before_anyone_
     assert result[0].problem == UNREADABLE and result[0].notes == [parsing_process.TOO_SLOW]
     assert result[1:] == [parse_safely(raw) for raw in batch[1:]]
     assert second.result() == [parse_safely(raw) for raw in behind]
+    assert asked == [12, 50, *[1] * 12, 50]  # the one behind sent again whole
 
 
 def test_it_sends_again_whole_a_batch_queued_behind_the_one_that_holds_the_parser(
@@ -247,6 +252,7 @@ def test_it_ends_the_held_parser_when_the_claim_is_lost_message_by_message(
     with pytest.raises(ClaimLost):
         parsed.result(waiting=renew)
     parsed.forget()  # as the run's cleanup does
+    assert len(hanging_parser.started) == 2  # lost while the message alone was waited for
     assert not hanging_parser.sent
     # Not left parsing a message for no one, nor holding the next run.
     assert hanging_parser.started[-1].wait(timeout=5) == -signal.SIGKILL
@@ -266,6 +272,41 @@ def test_it_waits_out_the_pause_after_a_young_death_rather_than_parse_a_suspect_
     )
     assert parsed == [parse_safely(batch[0])] and in_place == []  # by a new process
     assert time.monotonic() - began >= 0.6 and len(renewals) >= 4
+
+
+def test_it_does_not_blame_a_batch_for_the_slow_one_before_it_while_feeding_the_parser(
+    hanging_parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 2.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    # Two batches each within their 2 s (one message of 1.6 s), and one behind them
+    # larger than the pipe: the writer waits 3.2 s to hand it over, which is nobody's
+    # fault.
+    slow = [b"X-Test-Slow: 1.6\r\n" + batch[0], *batch[1:]]
+    first = parsing_process.parse_later(slow)
+    second = parsing_process.parse_later(slow)
+    behind = [_message(n) for n in range(50)]
+    third = parsing_process.parse_later(behind)
+    expected = [parse_safely(raw) for raw in slow]
+    assert first.result() == expected
+    assert second.result() == expected  # not message by message, not TOO_SLOW
+    assert third.result() == [parse_safely(raw) for raw in behind]
+    assert len(hanging_parser.started) == 1
+
+
+def test_it_keeps_unread_a_message_that_ends_the_parser_twice_and_reads_the_rest(
+    hanging_parser, batch, monkeypatch
+):
+    monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
+    monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
+    batch[0] = _hanging(batch[0])
+    batch[3] = b"X-Test-Crash: yes\r\n" + batch[3]
+    result = parsing_process.parse_later(batch).result()
+    assert result[0].notes == [parsing_process.TOO_SLOW]
+    assert result[3].problem == UNREADABLE and result[3].notes == [parsing_process.ENDED_TWICE]
+    assert result[3].message_key == fingerprint(batch[3])
+    rest = [n for n in range(12) if n not in (0, 3)]
+    assert [result[n] for n in rest] == [parse_safely(batch[n]) for n in rest]
 
 
 def test_it_ends_a_parser_process_left_idle_and_starts_another_when_needed(
