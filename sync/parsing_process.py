@@ -69,8 +69,9 @@ WAITING_EVERY = 20
 # The pipes to and from the parser hold this much (Linux's limit for a pipe's size
 # without privileges): the writer thread waits less often for the parser to take a frame.
 PIPE_BYTES = 1 << 20
-# A parser process that ends this soon after it started (a broken installation) is not
-# started again for QUIET_AFTER_DEATH: large batches are parsed in place meanwhile.
+# A parser process that ends this soon after it started, having answered nothing (a
+# broken installation), is not started again for QUIET_AFTER_DEATH: large batches are
+# parsed in place meanwhile.
 DIED_YOUNG = 5
 QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
@@ -80,7 +81,7 @@ GAVE_UP, RESEND, NO_PROCESS = object(), object(), object()
 TOO_SLOW = (
     f"Reading this message took longer than {MESSAGE_WAIT} s: it is kept as it was received, unread"
 )
-ENDED_TWICE = "Reading this message ended the parser twice: it is kept as it was received, unread"
+ENDED = "Reading this message ended the parser: it is kept as it was received, unread"
 _ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,9 +97,11 @@ class Parsed:
     def result(self, waiting: Callable[[], None] | None = None) -> list[ParsedEmail]:
         if self.parsed is None:
             answer = _answered(self.raws, self.limits, waiting, number=self.number)
-            if answer is GAVE_UP or answer is RESEND:
+            if answer is GAVE_UP or answer is RESEND or answer is None:
+                # Stuck on it, or ended while it had it: one of its messages may hold
+                # or end any parser, this worker's too.
                 answer = _one_by_one(self.raws, self.limits, waiting)
-            elif answer is None or answer is NO_PROCESS or len(answer) != len(self.raws):
+            elif answer is NO_PROCESS or len(answer) != len(self.raws):
                 answer = _in_place(self.raws, self.limits, waiting)
             self.parsed = answer
         return self.parsed
@@ -150,37 +153,39 @@ def _in_place(
 def _one_by_one(
     raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None
 ) -> list[ParsedEmail]:
-    """A batch the parser process gave no answer for: each message alone, so that the
-    one that holds the parser for minutes is told apart, and only it is kept unread.
+    """A batch the parser process gave no answer for (stuck on it, or ended while it had
+    it): each message alone, so that the one that holds or ends the parser is told apart,
+    and only it is kept unread, with its original.
 
-    A message whose parser process ends while it has it is asked again of a new one
-    (after the pause that follows a young death); one that ends two of them is kept
-    unread too. Once two have ended in this batch, the rest is parsed here without
-    waiting out pauses (a broken installation must not cost a minute a message)."""
-    parsed, since, ended = [], time.monotonic(), 0
+    A message whose process ends while it has it is asked again of a new one; one that
+    ends two, or ends one when no other can be had (the pause after a process that died
+    young), is kept unread. A message that has ended none is parsed here when no process
+    can be had, as without one."""
+    parsed, since = [], time.monotonic()
     for raw in raws:
         if waiting is not None and time.monotonic() - since > WAITING_EVERY:
             waiting()
             since = time.monotonic()
-        for _attempt in range(2):
-            if ended < 2:
-                _process.pause_out(waiting)
+        ends = 0
+        for _attempt in range(RESENDS + 2):
             answer = _answered([raw], limits, waiting, MESSAGE_WAIT)
-            if answer is None or answer is RESEND:
-                ended += answer is None
+            if answer is None:
+                ends += 1
+                if ends < 2:
+                    continue
+            elif answer is RESEND:
                 continue
             break
         if answer is GAVE_UP:
             logger.warning("A message took the parser more than %s s; kept unread", MESSAGE_WAIT)
             parsed.append(_unread(raw, TOO_SLOW))
-        elif answer is None:
-            logger.warning("A message ended two parser processes; kept unread")
-            parsed.append(_unread(raw, ENDED_TWICE))
-        elif answer is NO_PROCESS or answer is RESEND or len(answer) != 1:
-            # No parser process to be had: here, as without one.
-            parsed.extend(_in_place([raw], limits, waiting))
-        else:
+        elif isinstance(answer, list) and len(answer) == 1:
             parsed.extend(answer)
+        elif ends:
+            logger.warning("A message ended the parser process; kept unread")
+            parsed.append(_unread(raw, ENDED))
+        else:
+            parsed.extend(_in_place([raw], limits, waiting))
     return parsed
 
 
@@ -222,6 +227,7 @@ class _ParserProcess:
         self.gave_up: set[int] = set()
         self.resend: set[int] = set()
         self.started_at = 0.0
+        self.answered_any = False  # the running process's: whether it ever answered
         self.quiet_until = 0.0
         self.module = "sync.parsing_process"  # the tests give it a stand-in
 
@@ -287,15 +293,6 @@ class _ParserProcess:
                         self.lock.acquire()
             return self.answers.pop(number)
 
-    def pause_out(self, waiting: Callable[[], None] | None) -> None:
-        """Wait out the pause after a process that died young (QUIET_AFTER_DEATH), the
-        caller kept alive: a message suspected of holding the parser is not to be
-        parsed in place for want of a process."""
-        while (left := self.quiet_until - time.monotonic()) > 0:
-            time.sleep(min(left, WAITING_EVERY))
-            if waiting is not None:
-                waiting()
-
     def forget(self, number: int) -> None:
         with self.lock:
             self.gave_up.discard(number)
@@ -342,6 +339,7 @@ class _ParserProcess:
             _reap(process)
             raise
         self.process, self.frames, self.started_at = process, frames, time.monotonic()
+        self.answered_any = False
         return True
 
     def _write(self, process: subprocess.Popen, frames: queue.SimpleQueue) -> None:
@@ -401,6 +399,7 @@ class _ParserProcess:
                         return
                     self.sent.popleft()
                     self.head_since = time.monotonic()
+                    self.answered_any = True
                     self.answers[number] = answer
                     self.answered.notify_all()
         except Exception:
@@ -417,7 +416,9 @@ class _ParserProcess:
                 self._ended_by_itself_locked()
 
     def _ended_by_itself_locked(self) -> None:
-        if time.monotonic() - self.started_at < DIED_YOUNG:
+        # A broken installation's process ends at once, having answered nothing; one
+        # that answered and then ended was ended by what it was given.
+        if time.monotonic() - self.started_at < DIED_YOUNG and not self.answered_any:
             logger.warning(
                 "The parser process ended %.1f s after it started (exit code %s); parsing "
                 "in place for %s s", time.monotonic() - self.started_at,
@@ -427,14 +428,15 @@ class _ParserProcess:
         self._end_locked()
 
     def _end_locked(self, stuck: bool = False) -> None:
-        """The process ended (or ends now): what it had not answered is parsed by those
-        who wait for it, in place; or, if it was `stuck` on its first batch (one of whose
-        messages may hold a parser for ever), that batch message by message and those
-        queued behind it sent again. Its threads end by themselves on the closed pipes."""
+        """The process ended (or ends now). The batch it worked on is its waiter's to
+        parse message by message (GAVE_UP if it was `stuck` on it, else None); those
+        queued behind it, never begun, are sent again whole. Its threads end by themselves
+        on the closed pipes."""
         process, frames = self.process, self.frames
         self.process, self.frames = None, None
-        if stuck and self.sent:
-            self.gave_up.add(self.sent[0])
+        if self.sent:
+            if stuck:
+                self.gave_up.add(self.sent[0])
             self.resend.update(list(self.sent)[1:])
         self.sent.clear()
         self.answered.notify_all()
@@ -456,8 +458,8 @@ WRITTEN, GONE, STUCK = "written", "gone", "stuck"
 
 def _write(fd: int, *parts: bytes, deadline: Callable[[], float]) -> str:
     """`parts` written to the parser's input (WRITTEN), or not: the process is GONE, or
-    is STUCK, taking none of them by `deadline()` (ANSWER_WAIT after it began on the
-    batch it works on, read again as that batch changes: nothing may wait on it for
+    is STUCK, not having taken all of them by `deadline()` (ANSWER_WAIT after it began on
+    the batch it works on, read again as that batch changes: nothing may wait on it for
     ever, and no batch is blamed for the time of the one before)."""
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
