@@ -104,8 +104,8 @@ def search_query(text: str, mailboxes) -> SearchQuery:
 
 def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
     """The emails matching `text`: its words anywhere, or a part of the sender's address
-    or name; all of them, for a list in date order (the timelines), where the database
-    walks the dates and stops at a page. (The Email page's search ranks: `found`.)"""
+    or name; all of them, for a list in date order (the timelines, which page them by
+    date). The Email page's search ranks them: `found`."""
     text = " ".join(text.split())
     if not text:
         return emails
