@@ -15,18 +15,20 @@ to read the next one at once; a reader thread takes the answers, so the process 
 blocks on one that is not asked for yet. Small batches (an ordinary run's few new
 messages) are parsed in place: the round trip is not worth it.
 
-Nothing is lost for it: if the process cannot start or dies, the batch is parsed in
-place as it always was, the waiting caller kept alive (`waiting`, the sync's claim
-renewal) meanwhile; the process is started again for a later batch, after a pause if it
-died young. A process that works on one batch for ANSWER_WAIT (a message that takes the
-parser minutes) is stuck on it: that batch is not parsed in place, where the same
-message would hold the worker with no bound at all, but goes to a new process message by
-message, each given MESSAGE_WAIT of the parser's time; the one that takes longer is
-stored unreadable with its original, the others as usual. The batches queued behind the
-stuck one are sent again whole. A run that ends with batches still in the process ends
-the process too, so the next run does not wait behind them, and a process given no
-batch for IDLE_END ends, so that a worker's parser does not keep its memory between
-first syncs.
+Nothing is lost for it, and no message can hold or end the worker through it. If no
+process can be had (it cannot start, or one never became ready: a broken installation,
+paused for QUIET_AFTER_DEATH), the batch is parsed in place as it always was. A process
+that works on one batch for ANSWER_WAIT (a message that takes the parser minutes) is
+stuck on it, and one that ends while it has a batch may have been ended by one of its
+messages (out of memory): that batch is not parsed in place, where the same message
+would hold or end the worker, but goes to a new process message by message, each given
+MESSAGE_WAIT of the parser's time; a message that takes longer, or ends two processes,
+is stored unreadable with its original, the others as usual. The batches queued behind
+it are sent again whole. The waiting caller is kept alive throughout (`waiting`, the
+sync's claim renewal). A run that ends with batches still in the process ends the
+process too, so the next run does not wait behind them, and a process given no batch
+for IDLE_END ends, so that a worker's parser does not keep its memory between first
+syncs.
 """
 
 import contextlib
@@ -59,7 +61,8 @@ ANSWER_WAIT = 300
 # stored unreadable. (The largest message parsed whole is sync.engine.LARGE, 3 MB:
 # about a second here.)
 MESSAGE_WAIT = 60
-# A batch queued behind a stuck one is sent again whole, at most this many times.
+# A batch queued behind one the process was ended on is sent again whole, at most this
+# many times.
 RESENDS = 3
 # A parser process given no batch for this long ends (its 20-30 MB back to the system);
 # the next large batch starts another, in about a tenth of a second.
@@ -69,14 +72,16 @@ WAITING_EVERY = 20
 # The pipes to and from the parser hold this much (Linux's limit for a pipe's size
 # without privileges): the writer thread waits less often for the parser to take a frame.
 PIPE_BYTES = 1 << 20
-# A parser process that ends this soon after it started, having answered nothing (a
-# broken installation), is not started again for QUIET_AFTER_DEATH: large batches are
-# parsed in place meanwhile.
+# A parser process that ends this soon after it started without becoming ready (it sends
+# a first empty frame before it reads anything: a broken installation does not) is not
+# started again for QUIET_AFTER_DEATH: large batches are parsed in place meanwhile.
 DIED_YOUNG = 5
 QUIET_AFTER_DEATH = 60
 _FRAME = struct.Struct("!Q")
+READY = 0  # the number of the process's first frame, sent before it reads any
 # `answer`'s words for a batch the process worked on for its whole wait without an
-# answer (and was ended for it), and for one queued behind such a batch.
+# answer (and was ended for it), for one queued behind a batch the process was ended
+# on, and (`_answered`'s) for a batch no process could be had for.
 GAVE_UP, RESEND, NO_PROCESS = object(), object(), object()
 TOO_SLOW = (
     f"Reading this message took longer than {MESSAGE_WAIT} s: it is kept as it was received, unread"
@@ -227,7 +232,7 @@ class _ParserProcess:
         self.gave_up: set[int] = set()
         self.resend: set[int] = set()
         self.started_at = 0.0
-        self.answered_any = False  # the running process's: whether it ever answered
+        self.ready = False  # whether the running process sent its first, empty frame
         self.quiet_until = 0.0
         self.module = "sync.parsing_process"  # the tests give it a stand-in
 
@@ -237,11 +242,12 @@ class _ParserProcess:
                 if not self._running():
                     return None
                 self.numbered += 1
+                # In the lock: frames are written in the order of `sent`, and an answer
+                # is read (under the lock) only once its number is in `sent`.
+                self.frames.put((self.numbered, limits, raws))
                 if not self.sent:
                     self.head_since = time.monotonic()
                 self.sent.append(self.numbered)
-                # In the lock: frames are written in the order of `sent`.
-                self.frames.put((self.numbered, limits, raws))
                 return self.numbered
         except Exception:
             # Whatever keeps the process from taking it (no thread, no memory): the batch
@@ -308,7 +314,12 @@ class _ParserProcess:
         if self.process is not None and self.process.poll() is None:
             return True
         if self.process is not None:
-            self._ended_by_itself_locked()
+            # Ended: its reader thread says so once it has taken every answer the process
+            # wrote before it ended (deciding here could count those batches as ended).
+            process = self.process
+            self.answered.wait_for(lambda: self.process is not process, timeout=5)
+            if self.process is process:
+                self._ended_by_itself_locked()
         if time.monotonic() < self.quiet_until:
             return False
         try:
@@ -339,12 +350,13 @@ class _ParserProcess:
             _reap(process)
             raise
         self.process, self.frames, self.started_at = process, frames, time.monotonic()
-        self.answered_any = False
+        self.ready = False
         return True
 
     def _write(self, process: subprocess.Popen, frames: queue.SimpleQueue) -> None:
         """The writer thread: each batch pickled and written as the process takes it;
         the process ended once it has had nothing to do for IDLE_END."""
+        written = WRITTEN
         try:
             while (item := self._next_frame(process, frames)) is not None:
                 frame = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
@@ -368,7 +380,11 @@ class _ParserProcess:
             # the system gave to another file meanwhile.
             with contextlib.suppress(Exception):
                 process.stdin.close()
-        self._end(process)
+        # Unless the process went: then its reader thread ends it, once it has taken the
+        # answers the process wrote before it went (ending it here could count those
+        # batches as ended).
+        if written != GONE:
+            self._end(process)
 
     def _next_frame(self, process: subprocess.Popen, frames: queue.SimpleQueue):
         while True:
@@ -393,13 +409,15 @@ class _ParserProcess:
                 with self.lock:
                     if self.process is not process:
                         return
+                    if number == READY:
+                        self.ready = True
+                        continue
                     if not self.sent or self.sent[0] != number:
                         logger.error("The parser process answered batch %s out of turn", number)
                         self._end_locked()
                         return
                     self.sent.popleft()
                     self.head_since = time.monotonic()
-                    self.answered_any = True
                     self.answers[number] = answer
                     self.answered.notify_all()
         except Exception:
@@ -416,9 +434,9 @@ class _ParserProcess:
                 self._ended_by_itself_locked()
 
     def _ended_by_itself_locked(self) -> None:
-        # A broken installation's process ends at once, having answered nothing; one
-        # that answered and then ended was ended by what it was given.
-        if time.monotonic() - self.started_at < DIED_YOUNG and not self.answered_any:
+        # A broken installation's process ends at once, never ready; one that was ready
+        # and then ended was ended by what it was given.
+        if time.monotonic() - self.started_at < DIED_YOUNG and not self.ready:
             logger.warning(
                 "The parser process ended %.1f s after it started (exit code %s); parsing "
                 "in place for %s s", time.monotonic() - self.started_at,
@@ -498,6 +516,9 @@ def serve() -> None:
     (number, their ParsedEmails) out, until its input ends (the worker went)."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not break a frame
+    ready = pickle.dumps((READY, None), protocol=pickle.HIGHEST_PROTOCOL)
+    stdout.write(_FRAME.pack(len(ready)) + ready)
+    stdout.flush()
     while (frame := _read_frame(stdin)) is not None:
         number, limits, raws = pickle.loads(frame)  # noqa: S301 (the worker's frame)
         answer = pickle.dumps(
