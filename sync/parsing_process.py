@@ -311,14 +311,15 @@ class _ParserProcess:
                 self._end_locked()
 
     def _running(self) -> bool:
-        if self.process is not None and self.process.poll() is None:
-            return True
-        if self.process is not None:
+        while self.process is not None:
+            if self.process.poll() is None:
+                return True
             # Ended: its reader thread says so once it has taken every answer the process
             # wrote before it ended (deciding here could count those batches as ended).
+            # The wait lets go of the lock: another thread may start the next process
+            # meanwhile, which is then the one to use.
             process = self.process
-            self.answered.wait_for(lambda: self.process is not process, timeout=5)
-            if self.process is process:
+            if not self.answered.wait_for(lambda ended=process: self.process is not ended, 5):
                 self._ended_by_itself_locked()
         if time.monotonic() < self.quiet_until:
             return False
@@ -410,7 +411,8 @@ class _ParserProcess:
                     if self.process is not process:
                         return
                     if number == READY:
-                        self.ready = True
+                        # Its start-up is not counted against the batch it was given.
+                        self.ready, self.head_since = True, time.monotonic()
                         continue
                     if not self.sent or self.sent[0] != number:
                         logger.error("The parser process answered batch %s out of turn", number)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -325,6 +326,67 @@ def test_it_keeps_unread_the_messages_that_end_the_parser_and_reads_the_rest(
     assert in_place == []  # none of them in the worker, where a crasher would end it
     clean = [raw for n, raw in enumerate(batch) if n not in crashing]
     assert parsing_process.parse_later(clean).number is not None  # no pause after
+
+
+def test_it_takes_the_answers_a_parser_wrote_before_it_ended(hanging_parser, batch, monkeypatch):
+    # The reader thread is slow (the worker's other threads hold the interpreter); the
+    # writer meets the ended process first. What the process answered before it ended
+    # is still its answer, not a batch to parse again message by message.
+    read = parsing_process._read_frame
+
+    def slow_read(stream):
+        first = len(hanging_parser.started) == 1  # the later ones read at speed
+        if first and threading.current_thread().name == "parser-answers":
+            time.sleep(1.0)
+        return read(stream)
+
+    monkeypatch.setattr(parsing_process, "_read_frame", slow_read)
+    asked, ask = [], hanging_parser.ask
+    monkeypatch.setattr(
+        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
+    )
+    answered = parsing_process.parse_later(batch)
+    # Ends the process half a second in: the next batch is being fed to it by then.
+    ending = parsing_process.parse_later(
+        [b"X-Test-Slow: 0.5\r\n" + batch[0], b"X-Test-Crash: yes\r\n" + batch[1], *batch[2:]]
+    )
+    behind = parsing_process.parse_later([_message(n) for n in range(120)])  # > the pipe
+    assert answered.result() == [parse_safely(raw) for raw in batch]
+    assert asked == [12, 12, 120]  # answered as a batch: nothing asked again
+    ended = ending.result()
+    assert ended[1].notes == [parsing_process.ENDED]
+    assert ended[0] == parse_safely(b"X-Test-Slow: 0.5\r\n" + batch[0])
+    assert len(behind.result()) == 120
+    assert parsing_process.parse_later(batch).number is not None  # no pause taken
+
+
+def test_it_starts_one_parser_for_two_threads_that_find_it_ended(
+    hanging_parser, batch, monkeypatch
+):
+    parsing_process.parse_later(batch).result()
+    end = hanging_parser._end
+
+    def slow_end(process):
+        time.sleep(0.5)  # the reader still taking the ended process's last answers
+        end(process)
+
+    monkeypatch.setattr(hanging_parser, "_end", slow_end)
+    hanging_parser.process.kill()
+    hanging_parser.process.wait()
+    results = {}
+
+    def sync_one(name):
+        results[name] = parsing_process.parse_later(batch).result()
+
+    threads = [threading.Thread(target=sync_one, args=(n,)) for n in ("fetch", "store")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    expected = [parse_safely(raw) for raw in batch]
+    assert results == {"fetch": expected, "store": expected}
+    assert len(hanging_parser.started) == 2  # the first, and one after it ended
+    assert hanging_parser.started[1] is hanging_parser.process
 
 
 def test_it_ends_a_parser_process_left_idle_and_starts_another_when_needed(
