@@ -63,8 +63,8 @@ def _hanging(raw: bytes) -> bytes:
 
 @pytest.fixture
 def hanging_parser(parser, monkeypatch):
-    """The parser process replaced by one that hangs on `_hanging` messages; every
-    process started meanwhile, to show none is left behind."""
+    """The parser process replaced by tests/slow_parser.py (hangs on `_hanging`
+    messages); every process started meanwhile, to show none is left behind."""
     monkeypatch.setattr(parser, "module", "tests.slow_parser")
     started, popen = [], parsing_process.subprocess.Popen
 
@@ -73,9 +73,14 @@ def hanging_parser(parser, monkeypatch):
         return started[-1]
 
     monkeypatch.setattr(parsing_process.subprocess, "Popen", recording)
-    parser.started = started
+    # And the size of every batch asked of them, one message or many.
+    asked, ask = [], parser.ask
+    monkeypatch.setattr(
+        parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
+    )
+    parser.started, parser.asked = started, asked
     yield parser
-    del parser.started
+    del parser.started, parser.asked
 
 
 def test_it_parses_a_large_batch_in_its_own_process_as_in_place(parser, batch):
@@ -191,10 +196,7 @@ def test_it_isolates_the_held_batch_when_the_parser_takes_no_more_before_anyone_
 ):
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
     monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
-    asked, ask = [], hanging_parser.ask
-    monkeypatch.setattr(
-        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
-    )
+    asked = hanging_parser.asked
     held = [_hanging(batch[0]), *batch[1:]]
     first = parsing_process.parse_later(held)
     behind = [_message(n) for n in range(50)]  # more than the pipe to the process holds
@@ -218,10 +220,7 @@ def test_it_sends_again_whole_a_batch_queued_behind_the_one_that_holds_the_parse
 ):
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 1.0)
     monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
-    asked, ask = [], hanging_parser.ask
-    monkeypatch.setattr(
-        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
-    )
+    asked = hanging_parser.asked
     held = parsing_process.parse_later([_hanging(batch[0]), *batch[1:]])
     behind = parsing_process.parse_later(batch)
     # Waited for first (the storing thread's order can differ from the process's): it
@@ -341,10 +340,7 @@ def test_it_takes_the_answers_a_parser_wrote_before_it_ended(hanging_parser, bat
         return read(stream)
 
     monkeypatch.setattr(parsing_process, "_read_frame", slow_read)
-    asked, ask = [], hanging_parser.ask
-    monkeypatch.setattr(
-        hanging_parser, "ask", lambda raws, limits: asked.append(len(raws)) or ask(raws, limits)
-    )
+    asked = hanging_parser.asked
     answered = parsing_process.parse_later(batch)
     # Ends the process half a second in: the next batch is being fed to it by then.
     ending = parsing_process.parse_later(
