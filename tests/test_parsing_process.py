@@ -272,10 +272,10 @@ def test_it_does_not_blame_a_batch_for_the_slow_one_before_it_while_feeding_the_
 ):
     monkeypatch.setattr(parsing_process, "ANSWER_WAIT", 2.0)
     monkeypatch.setattr(parsing_process, "MESSAGE_WAIT", 1.0)
-    # Two batches each within their 2 s (one message of 1.6 s), and one behind them
-    # larger than the pipe: the writer waits 3.2 s to hand it over, which is nobody's
+    # Two batches each within their 2 s (one message of 1.3 s), and one behind them
+    # larger than the pipe: the writer waits 2.6 s to hand it over, which is nobody's
     # fault.
-    slow = [b"X-Test-Slow: 1.6\r\n" + batch[0], *batch[1:]]
+    slow = [b"X-Test-Slow: 1.3\r\n" + batch[0], *batch[1:]]
     first = parsing_process.parse_later(slow)
     second = parsing_process.parse_later(slow)
     behind = [_message(n) for n in range(50)]
