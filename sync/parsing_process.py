@@ -122,9 +122,9 @@ def _answered(
     wait: float | None = None, number: int | None = None,
 ):  # fmt: skip
     """The process's answer for `raws` (asked now, unless `number` says it was), sent
-    again whole if it was queued behind a stuck batch: ParsedEmails, GAVE_UP, RESEND
-    (sent again RESENDS times already), NO_PROCESS (none to be had), or None (the
-    process ended while it had them)."""
+    again whole if it was queued behind a batch the process was ended on: ParsedEmails,
+    GAVE_UP, RESEND (sent again RESENDS times already), NO_PROCESS (none to be had), or
+    None (the process ended while it had them)."""
     for _attempt in range(RESENDS + 1):
         if number is None:
             number = _process.ask(raws, limits)
@@ -141,16 +141,24 @@ def _answered(
     return RESEND
 
 
+def _renewing(raws: list[bytes], waiting: Callable[[], None] | None):
+    """`raws` one after the other, the caller kept alive (`waiting`) every WAITING_EVERY
+    seconds between them."""
+    since = time.monotonic()
+    for raw in raws:
+        if waiting is not None and time.monotonic() - since > WAITING_EVERY:
+            waiting()
+            since = time.monotonic()
+        yield raw
+
+
 def _in_place(
     raws: list[bytes], limits: Limits, waiting: Callable[[], None] | None
 ) -> list[ParsedEmail]:
     """The batch parsed here, the caller kept alive between messages (a batch the
     parser process gave up on may take long)."""
-    parsed, since = [], time.monotonic()
-    for raw in raws:
-        if waiting is not None and time.monotonic() - since > WAITING_EVERY:
-            waiting()
-            since = time.monotonic()
+    parsed = []
+    for raw in _renewing(raws, waiting):
         parsed.append(parse_safely(raw, limits))
     return parsed
 
@@ -166,11 +174,8 @@ def _one_by_one(
     ends two, or ends one when no other can be had (the pause after a process that died
     young), is kept unread. A message that has ended none is parsed here when no process
     can be had, as without one."""
-    parsed, since = [], time.monotonic()
-    for raw in raws:
-        if waiting is not None and time.monotonic() - since > WAITING_EVERY:
-            waiting()
-            since = time.monotonic()
+    parsed = []
+    for raw in _renewing(raws, waiting):
         ends = 0
         for _attempt in range(RESENDS + 2):
             answer = _answered([raw], limits, waiting, MESSAGE_WAIT)
@@ -228,7 +233,8 @@ class _ParserProcess:
         # When the process began on `sent[0]` (its previous answer, or its asking).
         self.head_since = 0.0
         # The batch a process was stuck on when it was ended (its waiter goes message by
-        # message rather than in place), and those queued behind it (sent again).
+        # message rather than in place), and those queued behind the batch of any process
+        # that ended (sent again whole).
         self.gave_up: set[int] = set()
         self.resend: set[int] = set()
         self.started_at = 0.0
