@@ -2,9 +2,11 @@
 the navigation's current section (a context processor)."""
 
 from datetime import datetime
+from functools import cache
 
 from django import template
 from django.http import HttpRequest
+from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -38,3 +40,22 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value)} ago"
+
+
+# Stands for the id in a route reversed once: no route or script prefix holds it.
+_ID = 987_654_321_987_654_321
+
+
+@cache
+def _route_of_id(name: str, prefix: str, urlconf: str | None) -> tuple[str, str]:
+    head, tail = reverse(name, args=[_ID], urlconf=urlconf).split(str(_ID))
+    return head, tail
+
+
+@register.simple_tag
+def id_url(name: str, pk: int) -> str:
+    """`{% url name pk %}` for a route whose one argument is an integer id, reversed
+    once per route instead of once per row: a list's links took a third of its
+    rendering (issue 19)."""
+    head, tail = _route_of_id(name, get_script_prefix(), get_urlconf())
+    return f"{head}{int(pk)}{tail}"

@@ -81,6 +81,11 @@ def test_it_finds_contacts_by_name_address_job_title_or_company(client, db):
         page = client.get(url, {"q": query}).text
         assert {n for n in ("Ann Archer", "Bob", "Cid") if f">{n}<" in page} == found, query
     assert "No contact matches “nobody”." in client.get(url, {"q": "nobody"}).text
+    # Found by its name, job title, company and both addresses: listed and counted once.
+    _contact("Partner Pam", "pam@partner.test", "p@partner.test", company=partner,
+             job_title="Partner manager")  # fmt: skip
+    page = client.get(url, {"q": "partner"}).text
+    assert "2 contacts matching" in page and page.count(">Partner Pam<") == 1
     partial = client.get(url, {"q": "ann"}, HTTP_HX_TARGET="crm-list", **HTMX).text
     assert partial.lstrip().startswith('<div id="crm-list">') and "<h1>" not in partial
 

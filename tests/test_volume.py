@@ -252,3 +252,49 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
             for size in (1, 7, 50):
                 got = [row.pk for at in range(0, 40, size) for row in listed[at : at + size]]
                 assert got == expected, (search, batch, streamed, size)
+
+
+def test_it_filters_by_a_list_of_ids_as_one_array_on_postgresql_and_as_in_elsewhere(db):
+    from django.db import connections
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+    from django.db.models import F
+
+    from mailsetup.lookups import AnyOf
+
+    contacts = [Contact.objects.create(name=f"A{n}") for n in range(5)]
+    wanted = [contacts[1].pk, contacts[3].pk, None, contacts[3].pk]
+    chosen = Contact.objects.filter(AnyOf(F("pk"), wanted))
+    with CaptureQueriesContext(connection) as queries:
+        assert sorted(c.pk for c in chosen) == [contacts[1].pk, contacts[3].pk]
+    # One parameter however many ids: the SQL does not grow with the list.
+    assert "= ANY(" in queries[0]["sql"] and "IN (" not in queries[0]["sql"]
+    assert Contact.objects.exclude(AnyOf(F("pk"), wanted)).count() == 3
+    assert list(Contact.objects.filter(AnyOf(F("pk"), []))) == []
+    assert list(Contact.objects.filter(AnyOf(F("pk"), [None]))) == []
+    links = Email.contacts.through.objects.filter(AnyOf(F("contact"), [contacts[0].pk]))
+    assert list(links) == []  # a foreign key's column, as the pages use it
+    # Another database (SQLite, the embedded default): Django's own IN list.
+    sqlite = DatabaseWrapper({**connections["default"].settings_dict, "NAME": ":memory:"})
+    sql, params = chosen.query.get_compiler(connection=sqlite).as_sql()
+    assert "IN (%s, %s)" in sql and list(params) == [contacts[1].pk, contacts[3].pk]
+
+
+def test_it_makes_a_list_s_links_as_reverse_does_under_any_script_prefix(db):
+    from django.template import engines
+    from django.urls import clear_script_prefix, set_script_prefix
+
+    from mailsetup.templating import id_url
+
+    template = engines["django"].from_string(
+        "{% id_url 'crm:contact' pk %}|{% id_url 'sync:email' pk %}|{% url 'crm:contact' pk %}"
+    )
+    try:
+        for prefix in ("/", "/crm/"):
+            set_script_prefix(prefix)
+            for pk in (1, 42, 987_654):
+                assert id_url("crm:company", pk) == reverse("crm:company", args=[pk])
+                fast, email, slow = template.render({"pk": pk}).split("|")
+                assert fast == slow == reverse("crm:contact", args=[pk])
+                assert email == reverse("sync:email", args=[pk]) and email.startswith(prefix)
+    finally:
+        clear_script_prefix()
