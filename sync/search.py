@@ -41,6 +41,7 @@ from django.db.models import F, Func, Q, QuerySet, TextField
 from django.db.models.functions import Left
 from django.utils.safestring import SafeString, mark_safe
 
+from mailsetup.lookups import AnyOf
 from mailsetup.queue import publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Found:
         if not isinstance(part, slice):
             return self[part : part + 1][0]
         ids = self.ids[part]
-        rows = self.emails.order_by().filter(pk__in=ids)
+        rows = self.emails.order_by().filter(AnyOf(F("pk"), ids))
         if self.query is not None:
             rows = rows.annotate(**_headlines(self.query))
         found = {email.pk: email for email in rows}
