@@ -298,3 +298,97 @@ def test_it_makes_a_list_s_links_as_reverse_does_under_any_script_prefix(db):
                 assert email == reverse("sync:email", args=[pk]) and email.startswith(prefix)
     finally:
         clear_script_prefix()
+
+
+def test_it_keeps_each_link_s_email_date_as_the_email_s_own(db):
+    from crm.models import Company
+    from sync.models import CompanyTimelineRow, ContactTimelineRow
+
+    contact, company = Contact.objects.create(name="Ann"), Company.objects.create(name="Acme")
+    mailbox = EmailAccountFactory()
+    first, second, undated = (
+        Email.objects.create(account=mailbox, message_key=f"d{n}", sent_at=at)
+        for n, at in enumerate((NOW, NOW - timedelta(days=1), None))
+    )
+    first.contacts.add(contact)
+    first.companies.add(company)
+    Email.contacts.through.objects.bulk_create(
+        [Email.contacts.through(email=e, contact=contact) for e in (second, undated)]
+    )
+
+    def dates():
+        rows = ContactTimelineRow.objects.values_list("email", "sent_at")
+        return dict(rows), dict(CompanyTimelineRow.objects.values_list("email", "sent_at"))
+
+    assert dates() == (
+        {first.pk: NOW, second.pk: second.sent_at, undated.pk: None},
+        {first.pk: NOW},
+    )
+    Email.objects.filter(pk=first.pk).update(sent_at=NOW - timedelta(days=5))
+    second.sent_at = None
+    second.save()
+    undated.sent_at = NOW
+    undated.save(update_fields=["sent_at"])
+    later = NOW - timedelta(days=5)
+    assert dates() == ({first.pk: later, second.pk: None, undated.pk: NOW}, {first.pk: later})
+
+
+def test_it_pages_a_timeline_from_its_links_dates_as_from_the_emails_themselves(db, monkeypatch):
+    from crm.models import Company
+    from crm.views import timelines
+    from sending.models import OutgoingEmail
+    from tests.factories import MailboxGrantFactory
+
+    mine = EmailAccountFactory()
+    shared = MailboxGrantFactory(user=mine.owner, can_access=True).account
+    sent_only = MailboxGrantFactory(user=mine.owner, can_send=True).account
+    theirs = EmailAccountFactory()
+    company = Company.objects.create(name="Acme")
+    contact = Contact.objects.create(name="Ann", company=company)
+    for n in range(70):
+        account = [mine, shared, sent_only, theirs][n % 4]
+        # Equal dates in threes, a few undated, "turbine" in some subjects.
+        sent = None if n % 13 == 0 else NOW - timedelta(hours=n // 3)
+        subject = f"Mail {n}" + (" turbine" if n % 3 == 0 else "")
+        email = Email.objects.create(account=account, message_key=f"t{n}", subject=subject,
+                                     sent_at=sent)  # fmt: skip
+        email.contacts.add(contact)
+        email.companies.add(company)
+        if account == sent_only and n % 8 == 2:  # written in the app: seen there too
+            OutgoingEmail.objects.create(account=sent_only, author=mine.owner,
+                                         message_id=f"w{n}@x", raw=b"", email=email)  # fmt: skip
+    # Dates that changed after the links were made, and meetings at the emails' dates.
+    Email.objects.filter(message_key__in=["t5", "t6"]).update(sent_at=NOW + timedelta(hours=1))
+    for n in range(0, 30, 7):
+        meeting = Activity.objects.create(
+            account=mine, kind="meeting", external_id=f"m{n}", subject=f"Turbine talk {n}",
+            starts_at=NOW - timedelta(hours=n),
+        )  # fmt: skip
+        meeting.contacts.add(contact)
+        meeting.companies.add(company)
+
+    def walk(**where):
+        seen, after = [], ""
+        for _ in range(40):
+            page = timelines.timeline(mine.owner, after=after, **where)
+            seen.append([(entry.kind, entry.item.pk) for entry in page.rows])
+            if not page.next_cursor:
+                return seen
+            after = page.next_cursor
+        raise AssertionError("the pages do not end")
+
+    monkeypatch.setattr(timelines, "TIMELINE_PAGE", 4)  # pages end inside ties
+    for where, table in (({"contact": contact}, "contacts"), ({"company": company}, "companies")):
+        for search in ("", "turbine"):
+            with CaptureQueriesContext(connection) as queries:
+                by_links = walk(**where, search=search)
+            assert any(f'"sync_email_{table}"."sent_at"' in q["sql"] for q in queries)
+            with monkeypatch.context() as emails_only:
+                emails_only.setattr(timelines, "_by_link_dates", lambda contact, company: False)
+                by_emails = walk(**where, search=search)
+            assert by_links == by_emails, (where, search)
+            entries = [entry for page in by_links for entry in page]
+            assert len(entries) == len(set(entries)) and len(by_links) >= 2
+            assert not {pk for kind, pk in entries if kind == "email"} & set(
+                Email.objects.filter(account=theirs).values_list("pk", flat=True)
+            )
