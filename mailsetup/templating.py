@@ -5,6 +5,7 @@ from datetime import datetime
 from functools import cache
 
 from django import template
+from django.conf import settings
 from django.http import HttpRequest
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
@@ -57,5 +58,8 @@ def id_url(name: str, pk: int) -> str:
     """`{% url name pk %}` for a route whose one argument is an integer id, reversed
     once per route instead of once per row: a list's links took a third of its
     rendering (issue 19)."""
-    head, tail = _route_of_id(name, get_script_prefix(), get_urlconf())
-    return f"{head}{int(pk)}{tail}"
+    if type(pk) is not int or pk < 0:
+        return reverse(name, args=[pk])  # as `{% url %}` would take it, or refuse it
+    urlconf = get_urlconf() or settings.ROOT_URLCONF
+    head, tail = _route_of_id(name, get_script_prefix(), urlconf)
+    return f"{head}{pk}{tail}"

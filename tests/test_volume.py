@@ -7,9 +7,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from crm.models import Activity, Contact
@@ -271,8 +272,10 @@ def test_it_filters_by_a_list_of_ids_as_one_array_on_postgresql_and_as_in_elsewh
     assert Contact.objects.exclude(AnyOf(F("pk"), wanted)).count() == 3
     assert list(Contact.objects.filter(AnyOf(F("pk"), []))) == []
     assert list(Contact.objects.filter(AnyOf(F("pk"), [None]))) == []
-    links = Email.contacts.through.objects.filter(AnyOf(F("contact"), [contacts[0].pk]))
-    assert list(links) == []  # a foreign key's column, as the pages use it
+    email = Email.objects.create(account=EmailAccountFactory(), message_key="any")
+    email.contacts.add(contacts[0], contacts[2])
+    links = Email.contacts.through.objects.filter(AnyOf(F("contact"), [contacts[0].pk, 0]))
+    assert [link.contact_id for link in links] == [contacts[0].pk]  # a foreign key's column
     # Another database (SQLite, the embedded default): Django's own IN list.
     sqlite = DatabaseWrapper({**connections["default"].settings_dict, "NAME": ":memory:"})
     sql, params = chosen.query.get_compiler(connection=sqlite).as_sql()
@@ -296,6 +299,11 @@ def test_it_makes_a_list_s_links_as_reverse_does_under_any_script_prefix(db):
                 fast, email, slow = template.render({"pk": pk}).split("|")
                 assert fast == slow == reverse("crm:contact", args=[pk])
                 assert email == reverse("sync:email", args=[pk]) and email.startswith(prefix)
+            # Anything but an id is reversed as `{% url %}` would, or refused as it would.
+            assert id_url("crm:contact", "12") == reverse("crm:contact", args=["12"])
+            for odd in (None, -1, True, "x"):
+                with pytest.raises(NoReverseMatch):
+                    id_url("crm:contact", odd)
     finally:
         clear_script_prefix()
 

@@ -88,7 +88,8 @@ class LatestFirst:
         if order is None:
             return list(self.listed[start:stop])
         ids = order[start:stop]
-        found = {row.pk: row for row in self.model.objects.filter(AnyOf(F("pk"), ids))}
+        rows = self.model.objects.filter(AnyOf(F("pk"), ids)).order_by()
+        found = {row.pk: row for row in rows}
         rows = [found[pk] for pk in ids if pk in found]
         for row in rows:
             row.known_latest = self.latest[row.pk][1]
@@ -239,6 +240,7 @@ def page_details(user, page, model) -> None:
     latest_ids = {row.pk: getattr(row, "known_latest", None) for row in page} | looked_up
     if model is Contact:
         companies = Company.objects.filter(AnyOf(F("pk"), [row.company_id for row in page]))
+        companies = companies.order_by()
         companies = {company.pk: company for company in companies}
         for row in page:
             row.company = companies.get(row.company_id)
