@@ -178,40 +178,6 @@ class Email(models.Model):
         return reverse("sync:email", args=[self.pk])
 
 
-class ContactTimelineRow(models.Model):
-    """A link of an email to a contact (`Email.contacts`' own table) as the contact's
-    timeline reads it on PostgreSQL: with its email's date, which a trigger copies in
-    (sync 0023), so a page of the contact's emails comes newest first from one index
-    however many they are (issue 19). Read-only: links are written through
-    `Email.contacts`."""
-
-    email = models.ForeignKey(Email, on_delete=models.DO_NOTHING, related_name="+")
-    contact = models.ForeignKey(Contact, on_delete=models.DO_NOTHING, related_name="+")
-    sent_at = models.DateTimeField(null=True)
-
-    class Meta:
-        managed = False
-        db_table = "sync_email_contacts"
-
-    def __str__(self) -> str:
-        return f"email {self.email_id} to contact {self.contact_id}"
-
-
-class CompanyTimelineRow(models.Model):
-    """As ContactTimelineRow, for `Email.companies` and a company's timeline."""
-
-    email = models.ForeignKey(Email, on_delete=models.DO_NOTHING, related_name="+")
-    company = models.ForeignKey(Company, on_delete=models.DO_NOTHING, related_name="+")
-    sent_at = models.DateTimeField(null=True)
-
-    class Meta:
-        managed = False
-        db_table = "sync_email_companies"
-
-    def __str__(self) -> str:
-        return f"email {self.email_id} to company {self.company_id}"
-
-
 class EmailLocation(models.Model):
     """Where an email sits on the server: a folder, its UIDVALIDITY and the UID over
     IMAP; the server's id of the message (`item_id`) where it reads by changes

@@ -308,9 +308,20 @@ def test_it_makes_a_list_s_links_as_reverse_does_under_any_script_prefix(db):
         clear_script_prefix()
 
 
+def _link_dates() -> tuple[dict, dict]:
+    """{email id: its links' copy of its date} of the contacts' and the companies' links."""
+    found = []
+    with connection.cursor() as cursor:
+        for table in ("sync_email_contacts", "sync_email_companies"):
+            cursor.execute(f"SELECT email_id, sent_at FROM {table}")  # noqa: S608 - ours
+            found.append(dict(cursor.fetchall()))
+    return found[0], found[1]
+
+
 def test_it_keeps_each_link_s_email_date_as_the_email_s_own(db):
+    from django.db import transaction
+
     from crm.models import Company
-    from sync.models import CompanyTimelineRow, ContactTimelineRow
 
     contact, company = Contact.objects.create(name="Ann"), Company.objects.create(name="Acme")
     mailbox = EmailAccountFactory()
@@ -323,12 +334,7 @@ def test_it_keeps_each_link_s_email_date_as_the_email_s_own(db):
     Email.contacts.through.objects.bulk_create(
         [Email.contacts.through(email=e, contact=contact) for e in (second, undated)]
     )
-
-    def dates():
-        rows = ContactTimelineRow.objects.values_list("email", "sent_at")
-        return dict(rows), dict(CompanyTimelineRow.objects.values_list("email", "sent_at"))
-
-    assert dates() == (
+    assert _link_dates() == (
         {first.pk: NOW, second.pk: second.sent_at, undated.pk: None},
         {first.pk: NOW},
     )
@@ -338,7 +344,47 @@ def test_it_keeps_each_link_s_email_date_as_the_email_s_own(db):
     undated.sent_at = NOW
     undated.save(update_fields=["sent_at"])
     later = NOW - timedelta(days=5)
-    assert dates() == ({first.pk: later, second.pk: None, undated.pk: NOW}, {first.pk: later})
+    assert _link_dates() == ({first.pk: later, second.pk: None, undated.pk: NOW}, {first.pk: later})
+    # A link written before its email (the foreign keys are checked at commit).
+    with transaction.atomic():
+        waiting = Email.objects.order_by("-pk").first().pk + 100
+        Email.contacts.through.objects.create(email_id=waiting, contact=contact)
+        Email.objects.create(pk=waiting, account=mailbox, message_key="late", sent_at=later)
+    assert _link_dates()[0][waiting] == later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_link_s_date_when_its_email_s_date_changes_before_the_link_commits():
+    """Two sessions: one links an email, the other changes the email's date before the
+    link is committed. The date change waits for the link and then reaches it."""
+    import threading
+
+    import psycopg
+
+    mailbox = EmailAccountFactory()
+    contact = Contact.objects.create(name="Ann")
+    email = Email.objects.create(account=mailbox, message_key="race", sent_at=NOW)
+    later = NOW - timedelta(days=3)
+    settings = connection.settings_dict
+    params = {"host": settings["HOST"], "port": settings["PORT"] or 5432,
+              "user": settings["USER"], "password": settings["PASSWORD"],
+              "dbname": settings["NAME"]}  # fmt: skip
+    with psycopg.connect(**params) as linking, psycopg.connect(**params, autocommit=True) as dating:
+        linking.execute(
+            "INSERT INTO sync_email_contacts (email_id, contact_id) VALUES (%s, %s)",
+            [email.pk, contact.pk],
+        )
+        changed = threading.Thread(
+            target=dating.execute,
+            args=("UPDATE sync_email SET sent_at = %s WHERE id = %s", [later, email.pk]),
+        )
+        changed.start()
+        changed.join(timeout=0.5)
+        assert changed.is_alive()  # waiting for the link's transaction
+        linking.commit()
+        changed.join(timeout=10)
+    assert not changed.is_alive()
+    assert _link_dates()[0] == {email.pk: later}
 
 
 def test_it_pages_a_timeline_from_its_links_dates_as_from_the_emails_themselves(db, monkeypatch):
@@ -353,18 +399,27 @@ def test_it_pages_a_timeline_from_its_links_dates_as_from_the_emails_themselves(
     theirs = EmailAccountFactory()
     company = Company.objects.create(name="Acme")
     contact = Contact.objects.create(name="Ann", company=company)
-    for n in range(70):
-        account = [mine, shared, sent_only, theirs][n % 4]
+    gone = EmailAccountFactory(owner=mine.owner, removed_at=NOW)  # its emails kept
+    emails = []
+    for n in range(80):
+        account = [mine, shared, sent_only, theirs, gone][n % 5]
         # Equal dates in threes, a few undated, "turbine" in some subjects.
         sent = None if n % 13 == 0 else NOW - timedelta(hours=n // 3)
         subject = f"Mail {n}" + (" turbine" if n % 3 == 0 else "")
         email = Email.objects.create(account=account, message_key=f"t{n}", subject=subject,
                                      sent_at=sent)  # fmt: skip
-        email.contacts.add(contact)
-        email.companies.add(company)
-        if account == sent_only and n % 8 == 2:  # written in the app: seen there too
+        emails.append(email)
+        if account == sent_only and n % 10 == 2:  # written in the app: seen there too
             OutgoingEmail.objects.create(account=sent_only, author=mine.owner,
                                          message_id=f"w{n}@x", raw=b"", email=email)  # fmt: skip
+    # Linked out of the emails' order: the links' own ids must not break a tie.
+    for email in emails[1::2] + emails[::2][::-1]:
+        email.contacts.add(contact)
+        email.companies.add(company)
+    task = Activity.objects.create(account=mine, kind="task", external_id="t", subject="Turbine",
+                                   due_on=(NOW - timedelta(hours=5)).date())  # fmt: skip
+    task.contacts.add(contact)
+    task.companies.add(company)
     # Dates that changed after the links were made, and meetings at the emails' dates.
     Email.objects.filter(message_key__in=["t5", "t6"]).update(sent_at=NOW + timedelta(hours=1))
     for n in range(0, 30, 7):
@@ -390,7 +445,7 @@ def test_it_pages_a_timeline_from_its_links_dates_as_from_the_emails_themselves(
         for search in ("", "turbine"):
             with CaptureQueriesContext(connection) as queries:
                 by_links = walk(**where, search=search)
-            assert any(f'"sync_email_{table}"."sent_at"' in q["sql"] for q in queries)
+            assert any(f'"sync_email_{table}".sent_at' in q["sql"] for q in queries)
             with monkeypatch.context() as emails_only:
                 emails_only.setattr(timelines, "_by_link_dates", lambda contact, company: False)
                 by_emails = walk(**where, search=search)
