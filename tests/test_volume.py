@@ -350,6 +350,7 @@ def test_it_keeps_each_link_s_email_date_as_the_email_s_own(db):
         waiting = Email.objects.order_by("-pk").first().pk + 100
         Email.contacts.through.objects.create(email_id=waiting, contact=contact)
         Email.objects.create(pk=waiting, account=mailbox, message_key="late", sent_at=later)
+    connection.check_constraints()  # what a commit runs (the test's transaction never does)
     assert _link_dates()[0][waiting] == later
 
 
@@ -358,6 +359,7 @@ def test_it_keeps_a_link_s_date_when_its_email_s_date_changes_before_the_link_co
     """Two sessions: one links an email, the other changes the email's date before the
     link is committed. The date change waits for the link and then reaches it."""
     import threading
+    import time
 
     import psycopg
 
@@ -379,8 +381,14 @@ def test_it_keeps_a_link_s_date_when_its_email_s_date_changes_before_the_link_co
             args=("UPDATE sync_email SET sent_at = %s WHERE id = %s", [later, email.pk]),
         )
         changed.start()
-        changed.join(timeout=0.5)
-        assert changed.is_alive()  # waiting for the link's transaction
+        waiting = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+        for _ in range(200):  # until the date change waits for the link's transaction
+            if linking.execute(waiting, [dating.info.backend_pid]).fetchone()[0] == "Lock":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the date change did not wait for the link")
+        assert changed.is_alive()
         linking.commit()
         changed.join(timeout=10)
     assert not changed.is_alive()

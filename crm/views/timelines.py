@@ -370,7 +370,8 @@ def _dated_links(user, contact, company, search, mailboxes):
     else:
         links = Email.companies.through.objects.filter(company=company)
     # The link's copy of its email's date: a column of the database's only (sync 0023;
-    # the many-to-many fields' tables are Django's own).
+    # the many-to-many fields' tables are Django's own), named through the link table as
+    # this query's own base table: the query is not for use as a subquery.
     column = f"{connection.ops.quote_name(links.model._meta.db_table)}.sent_at"
     return (
         links.annotate(
