@@ -176,7 +176,6 @@ def _contacts_matching(search: str):
     UNION ALL (a contact found twice is one id to a set; a UNION's sorting out, and a
     join of all contacts to its result, took another 5 ms of 15 at 20,000 contacts).
     The same four ORed over the joins could use no index at any size (issue 19)."""
-
     return (
         Contact.objects.filter(name__icontains=search)
         .order_by()
