@@ -54,8 +54,17 @@ def _by_latest(rows, user, via: str, search: Q | None, matched=None):
     # is the search itself (four trigram lookups for contacts, 6-10 ms at 20,000).
     if matched is None:
         matched = matching.order_by().values_list("pk", flat=True)
-    found = cache(lambda: set(matched))
+    found = cache(lambda: _id_set(matched))
     return LatestFirst(user, rows.model, listed, found), lambda: len(found())
+
+
+def _id_set(ids) -> set[int]:
+    """The ids a one-column query reads, fetched as plain rows: a search matching 4,000
+    contacts spent 4-5 ms a request in Django's row-by-row iteration of them (B6)."""
+    sql, params = ids.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 class LatestFirst:
@@ -77,6 +86,13 @@ class LatestFirst:
 
     def count(self) -> int:
         return self.listed.count()
+
+    @cached_property
+    def visible(self):
+        """The emails the user may see on timelines (sharing's rule, read once)."""
+        from sharing.selectors import emails_for_timeline
+
+        return emails_for_timeline(self.user)
 
     def __len__(self) -> int:
         return self.count()
@@ -105,7 +121,6 @@ class LatestFirst:
     def _stream(self, stop: int) -> list[int] | None:
         """The ids of the first `stop` rows with a dated email, in order; those of all
         such rows if fewer; None if STREAMED emails did not settle them."""
-        from sharing.selectors import emails_for_timeline
         from sync.models import Email
 
         link = "contacts" if self.model is Contact else "companies"
@@ -115,7 +130,7 @@ class LatestFirst:
             allowed = self.only()
             if len(allowed) < self.FEW:
                 return None
-        emails = emails_for_timeline(self.user).filter(sent_at__isnull=False)
+        emails = self.visible.filter(sent_at__isnull=False)
         latest = self.latest
         cursor, walked = None, 0
         # A first page needs a few hundred emails: start small, grow up to BATCH.
@@ -226,17 +241,21 @@ def page_details(user, page, model) -> None:
     # LatestFirst knows the latest email of the rows it met on the way (`known_latest`);
     # the others (no dated email, or a grouped page) are looked up here.
     unknown = [row.pk for row in page if not hasattr(row, "known_latest")]
-    latest = (
-        emails_for_timeline(user)
-        .filter(**{link: OuterRef("pk")})
-        .order_by(F("sent_at").desc(nulls_last=True), "-pk")
-        .values("pk")[:1]
-    )
-    looked_up = dict(
-        model.objects.filter(AnyOf(F("pk"), unknown))
-        .annotate(latest_id=Subquery(latest))
-        .values_list("pk", "latest_id")
-    ) if unknown else {}  # fmt: skip
+    looked_up = {}
+    if unknown:
+        # The rule the list's stream built, if it did: its mailboxes are read once.
+        visible = getattr(page.paginator.object_list, "visible", None)
+        latest = (
+            (emails_for_timeline(user) if visible is None else visible)
+            .filter(**{link: OuterRef("pk")})
+            .order_by(F("sent_at").desc(nulls_last=True), "-pk")
+            .values("pk")[:1]
+        )
+        looked_up = dict(
+            model.objects.filter(AnyOf(F("pk"), unknown))
+            .annotate(latest_id=Subquery(latest))
+            .values_list("pk", "latest_id")
+        )
     latest_ids = {row.pk: getattr(row, "known_latest", None) for row in page} | looked_up
     if model is Contact:
         companies = Company.objects.filter(AnyOf(F("pk"), [row.company_id for row in page]))
