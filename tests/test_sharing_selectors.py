@@ -175,3 +175,77 @@ def test_it_shows_a_user_the_emails_they_wrote_from_a_send_only_mailbox(db):
     assert list(emails_for_timeline(writer, contact=contact)) == [written]
     assert not emails_for_timeline(other, contact=contact).exists()
     assert email_for_user(writer, written.pk) == written
+
+
+def _rule_by_the_orm(user, rights, removed):
+    """The rule as the ORM built it before it was written as SQL (issue 19): the
+    reference the SQL must agree with."""
+    from django.db.models import Exists, OuterRef, Q
+
+    from accounts.models import EmailAccount
+    from sharing.models import RIGHT_FIELDS, MailboxGrant
+
+    if not (user.is_authenticated and user.is_active):
+        return []
+    condition = Q()
+    for right in rights:
+        grants = MailboxGrant.objects.filter(
+            Q(user=user) | Q(group__in=user.groups.values("pk")),
+            account=OuterRef("pk"),
+            **{RIGHT_FIELDS[right]: True},
+        )
+        shared = Q(shared_access=True, removed_at__isnull=True)
+        condition |= Q(owner=user) | shared & Exists(grants)
+    mailboxes = EmailAccount.objects.filter(condition)
+    if not removed:
+        mailboxes = mailboxes.filter(removed_at__isnull=True)
+    return sorted(mailboxes.values_list("pk", flat=True))
+
+
+def test_it_decides_each_right_as_the_orm_rule_did_for_owners_users_and_roles(db):
+    from itertools import combinations
+
+    from django.contrib.auth.models import AnonymousUser
+    from django.utils import timezone
+
+    from sharing.models import Right
+    from sharing.selectors import mailbox_ids_with, mailboxes_with
+
+    owner, alice, bob, idle = UserFactory(), UserFactory(), UserFactory(), UserFactory()
+    gone = UserFactory(is_active=False)
+    sales, support = GroupFactory(), GroupFactory()
+    alice.groups.add(sales)
+    bob.groups.add(sales, support)
+    gone.groups.add(support)
+    shared = EmailAccountFactory(owner=owner, shared_access=True)
+    closed = EmailAccountFactory(owner=owner, shared_access=False)
+    removed = EmailAccountFactory(owner=owner, shared_access=True, removed_at=timezone.now())
+    bobs = EmailAccountFactory(owner=bob, shared_access=True)
+    bobs_removed = EmailAccountFactory(owner=bob, removed_at=timezone.now())
+    EmailAccountFactory(owner=idle)
+    for account in (shared, closed, removed):
+        MailboxGrantFactory(account=account, user=alice, can_access=True)
+        MailboxGrantFactory(account=account, group=sales, can_send=True)
+        MailboxGrantFactory(account=account, group=support, can_setup=True, can_access=True)
+    MailboxGrantFactory(account=bobs, user=alice, can_setup=True)
+    MailboxGrantFactory(account=bobs, group=support, can_send=True)
+    MailboxGrantFactory(account=bobs_removed, user=alice, can_access=True)
+    sets = [c for n in (1, 2, 3) for c in combinations(list(Right), n)]
+    decided = 0
+    for user in (owner, alice, bob, idle, gone, AnonymousUser()):
+        for rights in sets:
+            for with_removed in (False, True):
+                expected = _rule_by_the_orm(user, rights, with_removed)
+                got = sorted(
+                    mailboxes_with(user, *rights, removed=with_removed).values_list("pk", flat=True)
+                )
+                assert got == expected, (user, rights, with_removed)
+                assert mailbox_ids_with(user, *rights, removed=with_removed) == expected
+                decided += bool(expected)
+    assert decided > 40  # most cases hold some mailbox: the comparison is not of empties
+    # Through roles alone, each right, and never a removed or unshared mailbox's grant.
+    assert mailbox_ids_with(bob, Right.ACCESS) == sorted([shared.pk, bobs.pk])
+    assert mailbox_ids_with(bob, Right.ACCESS, removed=True) == sorted(
+        [shared.pk, bobs.pk, bobs_removed.pk]
+    )
+    assert mailbox_ids_with(alice, Right.SETUP) == [bobs.pk]
