@@ -44,16 +44,6 @@ from sync.models import Email
 from .models import RIGHT_FIELDS, SHARE_SETUP, SYNC_SETUP, MailboxGrant, Right, grantee_label
 
 
-def _granted(user, right: Right) -> Exists:
-    """A grant of the right on the mailbox, to the user or to one of their roles."""
-    grants = MailboxGrant.objects.filter(
-        Q(user=user) | Q(group__in=user.groups.values("pk")),
-        account=OuterRef("pk"),
-        **{RIGHT_FIELDS[right]: True},
-    )
-    return Exists(grants)
-
-
 @cache
 def _rule_sql(rights: tuple[Right, ...], removed: bool) -> str:
     """The mailboxes on which a user (the three parameters) holds any of `rights`: their
@@ -126,7 +116,12 @@ def mailboxes_shared_with(user) -> QuerySet[EmailAccount]:
         mailboxes_with(user, Right.SEND, Right.SETUP)
         .exclude(owner=user)
         .select_related("owner")
-        .annotate(can_setup=_granted(user, Right.SETUP))
+        # Listed, not the user's: shared and not removed, so "setup" is a grant of it.
+        .annotate(
+            can_setup=ExpressionWrapper(
+                Q(pk__in=_rule(user, (Right.SETUP,), False)), BooleanField()
+            )
+        )
         .order_by("address")
     )
 
