@@ -10,7 +10,7 @@ of the user's emails (6,000 at full size) and its company, a month of sync-run h
 per mailbox. It serves each database with gunicorn as docker-compose.yml does (3
 workers, DEBUG off; both servers up at once) and drives each page with 20 concurrent
 clients for `--pages-seconds` at each size, in ROUNDS turns (small, large, large,
-small, ...), so that the machine's drift while it runs falls on both sizes alike.
+small), so that the machine's drift while it runs falls on both sizes alike.
 
 The load generator is 20 threads on keep-alive `http.client` connections, in this
 process: locust would do, but its gevent workers and its web UI are more machinery than
@@ -38,8 +38,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 20
-# Each page is driven at each size this many times in turn, for a part of --pages-seconds.
-ROUNDS = 5
+# Each page is driven at each size this many times in turn, for a part of --pages-seconds;
+# even, so that small, large, large, small gives both sizes the same mean time.
+ROUNDS = 4
 _PARAGRAPH = """offer order invoice meeting contract delivery schedule report budget review
 project update question answer agenda minutes proposal quote price discount shipment payment
 reminder request approval draft final version customer supplier partner service support ticket
@@ -236,10 +237,13 @@ def urls(data: dict, rng: random.Random) -> dict[str, list[str]]:
 
 def drive(port: int, cookie: str, targets: list[str], seconds: float) -> tuple[float, list]:
     """CLIENTS threads asking for `targets` in turn for `seconds`; (requests/s,
-    latencies in ms). A request that is not a 200 stops the figure."""
+    latencies in ms). Requests/s counts those answered within the `seconds`: the ones
+    still running at the end would otherwise stretch a short round, and a slow page's
+    the most. A request that is not a 200 stops the figure."""
     latencies: list[float] = []
     errors: list[str] = []
     stop = time.monotonic() + seconds
+    answered = [0] * CLIENTS
     lock = threading.Lock()
 
     def loop(n: int) -> None:
@@ -254,6 +258,7 @@ def drive(port: int, cookie: str, targets: list[str], seconds: float) -> tuple[f
             response = connection.getresponse()
             response.read()
             mine.append((time.perf_counter() - started) * 1000)
+            answered[n] += time.monotonic() <= stop
             if response.status != 200:
                 errors.append(f"{url}: {response.status}")
                 break
@@ -261,14 +266,13 @@ def drive(port: int, cookie: str, targets: list[str], seconds: float) -> tuple[f
             latencies.extend(mine)
 
     threads = [threading.Thread(target=loop, args=(n,)) for n in range(CLIENTS)]
-    begun = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise RuntimeError(f"B6: {errors[0]}")
-    return len(latencies) / (time.monotonic() - begun), latencies
+    return sum(answered) / seconds, latencies
 
 
 def serve(database: str, env: dict, port: int) -> subprocess.Popen:
@@ -385,15 +389,17 @@ def pages_figure(large: int, seconds: float, report) -> None:
     targets = {total: urls(data[total], random.Random(6)) for total in sized}
     base_port = 18_000 + os.getpid() % 1_000 * 2
     ports = {total: base_port + n for n, total in enumerate(sized)}
-    servers = [serve(url, env, ports[total]) for total, url in sized.items()]
+    servers: list[subprocess.Popen] = []
     figures: dict[str, dict[int, tuple[float, list, list[float]]]] = {}
     try:
+        for total, url in sized.items():
+            servers.append(serve(url, env, ports[total]))
         for page in targets[large]:
             for total in sized:  # warm the workers
                 drive(ports[total], data[total]["cookie"], targets[total][page], 1.0)
             runs: dict[int, list[tuple[float, list]]] = {total: [] for total in sized}
             for round_ in range(ROUNDS):
-                # small, large, large, small, ...: a steady drift cancels out.
+                # small, large, large, small: a steady drift cancels out.
                 for total in sized if round_ % 2 == 0 else reversed(sized):
                     runs[total].append(
                         drive(
@@ -402,14 +408,10 @@ def pages_figure(large: int, seconds: float, report) -> None:
                         )
                     )  # fmt: skip
             for total, each in runs.items():
-                served = sum(len(latencies) for _, latencies in each)
-                busy = sum(len(latencies) / rps for rps, latencies in each if rps)
+                # Rounds of equal length: the requests/s of all is their mean.
+                rounds = [rps for rps, _ in each]
                 latencies = [ms for _, round_latencies in each for ms in round_latencies]
-                figures.setdefault(page, {})[total] = (
-                    served / busy if busy else 0.0,
-                    latencies,
-                    [rps for rps, _ in each],
-                )
+                figures.setdefault(page, {})[total] = (statistics.fmean(rounds), latencies, rounds)
     finally:
         for server in servers:
             server.terminate()

@@ -104,9 +104,13 @@ def mailbox_ids_with(user, *rights: Right, removed: bool = False) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
+# The mailboxes whose emails fill the user's Email page: own and "Send emails".
+_PANEL = (Right.SEND,)
+
+
 def mailboxes_for_panel(user) -> QuerySet[EmailAccount]:
-    """The mailboxes whose emails fill the user's Email page: own and "Send emails"."""
-    return mailboxes_with(user, Right.SEND)
+    """The mailboxes whose emails fill the user's Email page (`_PANEL`)."""
+    return mailboxes_with(user, *_PANEL)
 
 
 def mailboxes_shared_with(user) -> QuerySet[EmailAccount]:
@@ -242,7 +246,7 @@ def emails_for_panel(user) -> QuerySet[Email]:
     The mailboxes are read first, as a list of ids: with the rule as a subquery the
     planner cannot tell how many emails it keeps, and walked the date index through
     most of the table to find a page of them (issue 19)."""
-    return _panel(mailbox_ids_with(user, Right.SEND))
+    return _panel(mailbox_ids_with(user, *_PANEL))
 
 
 def emails_found_for_panel(user, *, search: str):
@@ -250,7 +254,7 @@ def emails_found_for_panel(user, *, search: str):
     best first (a sync.search.Found: its `mailboxes` are those it searched)."""
     from sync.search import found
 
-    mailboxes = mailbox_ids_with(user, Right.SEND)
+    mailboxes = mailbox_ids_with(user, *_PANEL)
     return found(_panel(mailboxes), search, mailboxes)
 
 
@@ -455,8 +459,8 @@ def emails_for_poller(
         return mailboxes, Email.objects.filter(account__in=mailboxes)
     if contact is not None or company is not None:
         seen = mailbox_ids_with(user, Right.ACCESS, removed=True)
-        sending = mailbox_ids_with(user, Right.SEND)
+        sending = mailbox_ids_with(user, *_PANEL)
         mailboxes = sorted(set(seen) | set(sending))
         return mailboxes, emails_for_timeline(user, contact=contact, company=company)
-    mailboxes = mailbox_ids_with(user, Right.SEND)
+    mailboxes = mailbox_ids_with(user, *_PANEL)
     return mailboxes, Email.objects.filter(account__in=mailboxes)

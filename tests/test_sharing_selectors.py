@@ -208,8 +208,12 @@ def test_it_decides_each_right_as_the_orm_rule_did_for_owners_users_and_roles(db
     from django.contrib.auth.models import AnonymousUser
     from django.utils import timezone
 
+    from accounts.models import EmailAccount
     from sharing.models import Right
-    from sharing.selectors import mailbox_ids_with, mailboxes_with
+    from sharing.selectors import mailbox_ids_with, mailboxes_shared_with, mailboxes_with
+
+    def owned(user):
+        return set(EmailAccount.objects.filter(owner=user).values_list("pk", flat=True))
 
     owner, alice, bob, idle = UserFactory(), UserFactory(), UserFactory(), UserFactory()
     gone = UserFactory(is_active=False)
@@ -243,6 +247,16 @@ def test_it_decides_each_right_as_the_orm_rule_did_for_owners_users_and_roles(db
                 assert mailbox_ids_with(user, *rights, removed=with_removed) == expected
                 decided += bool(expected)
     assert decided > 40  # most cases hold some mailbox: the comparison is not of empties
+    # Listed for the user as shared with them, each saying whether it opens for setup.
+    for user in (owner, alice, bob, idle, gone):
+        listed = {(m.pk, m.can_setup) for m in mailboxes_shared_with(user)}
+        setup = set(_rule_by_the_orm(user, [Right.SETUP], False))
+        theirs = _rule_by_the_orm(user, [Right.SEND, Right.SETUP], False)
+        expected = {(pk, pk in setup) for pk in theirs if pk not in owned(user)}
+        assert listed == expected, user
+    assert {(m.pk, m.can_setup) for m in mailboxes_shared_with(alice)} == {(bobs.pk, True)} | {
+        (m.pk, False) for m in (shared,)
+    }
     # Through roles alone, each right, and never a removed or unshared mailbox's grant.
     assert mailbox_ids_with(bob, Right.ACCESS) == sorted([shared.pk, bobs.pk])
     assert mailbox_ids_with(bob, Right.ACCESS, removed=True) == sorted(
