@@ -79,6 +79,7 @@ def _rule(user, rights: tuple[Right, ...], removed: bool) -> RawSQL:
 
 
 def _allowed(user) -> bool:
+    """Only a signed-in, active user holds anything (an inactive one keeps nothing)."""
     return user.is_authenticated and user.is_active
 
 
@@ -215,7 +216,7 @@ def _known_for(user, action: MailboxAction) -> QuerySet[EmailAccount]:
     if action is MailboxAction.STATUS:
         return mailboxes_for_status(user)
     if action is MailboxAction.REVOKE_KEPT_GRANTS:
-        if not (user.is_authenticated and user.is_active):
+        if not _allowed(user):
             return EmailAccount.objects.none()
         return EmailAccount.objects.filter(owner=user, removed_at__isnull=False)
     return mailboxes_for_setup(user)
@@ -290,7 +291,7 @@ def mailboxes_on_timelines(user) -> list[int]:
     in the app. Read from the mailboxes and the user's own writing, not from a
     timeline's emails: a search asks for the mailboxes' languages, and reading them
     off a contact with 6,000 emails took 25 ms a request (issue 19, B6)."""
-    if not (user.is_authenticated and user.is_active):
+    if not _allowed(user):
         return []
     access = mailbox_ids_with(user, Right.ACCESS, removed=True)
     written = (
@@ -313,7 +314,7 @@ def _timeline_rule(user) -> Q:
     """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids, the
     user's own emails as an EXISTS. An OR with a LEFT JOIN on the outgoing emails made
     the planner scan every email, however few the user may see (issue 19)."""
-    if not (user.is_authenticated and user.is_active):
+    if not _allowed(user):
         return Q(pk__in=[])
     mailboxes = mailbox_ids_with(user, Right.ACCESS, removed=True)
     mine = _written(user).filter(email=OuterRef("pk"))
@@ -372,7 +373,7 @@ def email_for_user(user, pk: int) -> Email | None:
 
 def outgoing_for_user(user, pk: int):
     """An email written in the app, as its page follows its delivery: its author's alone."""
-    if not (user.is_authenticated and user.is_active):
+    if not _allowed(user):
         return None
     return _written(user).select_related("account", "email").filter(pk=pk).first()
 
@@ -381,7 +382,7 @@ def removed_mailboxes_with_grants(user) -> list[EmailAccount]:
     """The user's removed mailboxes (emails kept) that still have grants: the grants
     count for nobody, and come back only if the owner adds the mailbox and shares it
     again. Listed for the owner, who may revoke them; each with `kept_grants`."""
-    if not (user.is_authenticated and user.is_active):
+    if not _allowed(user):
         return []
     mailboxes = list(
         EmailAccount.objects.filter(owner=user, removed_at__isnull=False, grants__isnull=False)
