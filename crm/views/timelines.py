@@ -63,7 +63,7 @@ def _id_set(ids) -> set[int]:
     """The ids a one-column query reads, fetched as plain rows: a search matching 4,000
     contacts spent 4-5 ms a request in Django's row-by-row iteration of them (B6)."""
     try:
-        sql, params = ids.query.sql_with_params()
+        sql, params = ids.query.get_compiler(using=ids.db).as_sql()
     except EmptyResultSet:  # a filter that can match nothing, such as pk__in=[]
         return set()
     with connections[ids.db].cursor() as cursor:
