@@ -137,8 +137,10 @@ class LatestFirst:
         emails = self.visible.filter(sent_at__isnull=False)
         latest = self.latest
         cursor, walked = None, 0
-        # A first page needs a few hundred emails: start small, grow up to BATCH.
-        size = min(self.BATCH, max(100, 2 * stop))
+        # A first page needs a few hundred emails: start small, grow up to BATCH. A
+        # search keeps only some of the rows the emails meet: it starts four times
+        # larger (B6's "bergstr", a fifth of the contacts: one batch instead of two).
+        size = min(self.BATCH, max(100, 2 * stop) * (1 if allowed is None else 4))
         while walked < self.STREAMED:
             batch = emails
             if cursor is not None:
