@@ -11,6 +11,24 @@ from tests.factories import UserFactory
 pytest_plugins = ["tests.browser", "tests.push_servers"]
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _redis_of_this_worker() -> None:
+    """Under pytest-xdist each worker has its own test database (pytest-django) and its
+    own Redis database, one below the last: a Celery test empties its broker, and two
+    workers on one database would also take each other's tasks."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    base = int(url.path.strip("/") or 0)
+    path = f"/{(base - int(worker[2:])) % 16}"
+    os.environ["TEST_REDIS_URL"] = urlunsplit(url._replace(path=path))
+
+
+_redis_of_this_worker()
 SHARED_DIR = Path(os.environ.get("MAILSETUP_SHARED_DIR") or PROJECT_DIR.parent / "shared")
 
 
