@@ -64,6 +64,30 @@ def test_it_lists_contacts_by_the_latest_email_the_user_may_see(client, db):
     assert "Ann&#x27;s offer" not in page and "Bob, older" not in page
 
 
+def test_it_shows_each_row_s_latest_email_linked_with_its_local_date(client, db, settings):
+    settings.TIME_ZONE = "America/New_York"
+    mine = EmailAccountFactory()
+    partner = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
+    ann, bob = _contact("Ann", company=partner), _contact("Bob")
+    _contact("Cid")  # no email the user may see
+    offer = _email(mine, "<b>Offer</b> & more", days=0, contacts=[ann], companies=[partner])
+    blank = _email(mine, "", sent_at=None, contacts=[bob])
+    client.force_login(mine.owner)
+
+    for listed in (reverse("crm:contacts"), reverse("crm:companies")):
+        page = client.get(listed).text
+        # 12:00 UTC is 7 a.m. in New York; the subject escaped, the email linked.
+        assert (
+            f'<a href="{offer.get_absolute_url()}">&lt;b&gt;Offer&lt;/b&gt; &amp; more</a> '
+            '<span class="muted">11/30/2026 7 a.m.</span>'
+        ) in page
+    page = client.get(reverse("crm:contacts")).text
+    undated = f'<a href="{blank.get_absolute_url()}">(no subject)</a> <span class="muted"></span>'
+    assert undated in page
+    cid = page[page.index(">Cid<") :]
+    assert cid.index('<span class="muted">none you can see</span>') < cid.index("</tr>")
+
+
 def test_it_finds_contacts_by_name_address_job_title_or_company(client, db):
     partner = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
     _contact("Ann Archer", "ann@archer.test")

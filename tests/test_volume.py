@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -267,8 +267,18 @@ def test_it_filters_by_a_list_of_ids_as_one_array_on_postgresql_and_as_in_elsewh
     chosen = Contact.objects.filter(AnyOf(F("pk"), wanted))
     with CaptureQueriesContext(connection) as queries:
         assert sorted(c.pk for c in chosen) == [contacts[1].pk, contacts[3].pk]
-    # One parameter however many ids: the SQL does not grow with the list.
+    # One parameter however many ids: the SQL does not grow with the list; integer ids
+    # go as one array literal of the column's type (psycopg reads no list in Python).
     assert "= ANY(" in queries[0]["sql"] and "IN (" not in queries[0]["sql"]
+    assert "::bigint[])" in queries[0]["sql"]
+    assert [c.pk for c in Contact.objects.filter(AnyOf(F("pk"), [contacts[2].pk, 2**40]))] == [
+        contacts[2].pk
+    ]
+    # Values of another type go as a list psycopg adapts: names, or a str among ids.
+    named = Contact.objects.filter(AnyOf(F("name"), ["A1", "A3", "A1}"])).order_by("name")
+    assert [c.name for c in named] == ["A1", "A3"]
+    with pytest.raises(DataError):
+        list(Contact.objects.filter(AnyOf(F("pk"), [contacts[2].pk, "1}"])))
     assert Contact.objects.exclude(AnyOf(F("pk"), wanted)).count() == 3
     assert list(Contact.objects.filter(AnyOf(F("pk"), []))) == []
     assert list(Contact.objects.filter(AnyOf(F("pk"), [None]))) == []
