@@ -10,10 +10,11 @@ export DJANGO_SETTINGS_MODULE := mailsetup.settings
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mailsetup
 PYTEST_ARGS ?=
 # Two pytest-xdist workers, each with its own test database and Redis database
-# (tests/conftest.py): the suite took 931 s in one process on 2 cores, 492 s in two.
+# (tests/conftest.py): the suite took 931 s in one process on 2 cores, 456 s in two.
 # `--dist load` hands each worker its tests in collection order, which keeps
 # pytest-django's order (transactional tests, which empty the database of the data
-# migrations' rows, after the others); `--dist loadfile` broke it. TEST_WORKERS=0: one process.
+# migrations' rows, after the others); `--dist loadfile` broke it. TEST_WORKERS=0: one
+# process (what `-s` prints shows only so).
 TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 PUSH_BENCH_ARGS ?=

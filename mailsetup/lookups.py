@@ -4,7 +4,8 @@ one array parameter (`column = ANY(%s)`) instead of `IN (%s, %s, …)`.
 Why: the pages read their rows by a few hundred ids at a time (issue 19). As an IN list,
 each id is a parameter that Django prepares, psycopg finds in the query text and the
 planner reads: 400 ids cost 3.5 ms where the array costs 1.4 ms. Elsewhere (SQLite) it
-is an IN list. For plain values (ids), not model instances; unlike the keyword `__in`,
+is an IN list. For plain values (ids) of one type, not model instances (an int beyond an
+integer column's range is an error, as in SQL; `__in` drops it); unlike the keyword `__in`,
 `exclude()` with it on a nullable column leaves the NULL rows out, as SQL's `NOT (x = ANY
 …)` does."""
 

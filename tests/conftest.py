@@ -15,8 +15,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 def _redis_of_this_worker() -> None:
     """Under pytest-xdist each worker has its own test database (pytest-django) and its
-    own Redis database, one below the last: a Celery test empties its broker, and two
-    workers on one database would also take each other's tasks."""
+    own Redis database, two below the last's (15, 13, ...; 14 is the benchmarks' broker,
+    bench/README.md): a Celery test empties its broker, and two workers on one database
+    would also take each other's tasks."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return
@@ -24,7 +25,7 @@ def _redis_of_this_worker() -> None:
 
     url = urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
     base = int(url.path.strip("/") or 0)
-    path = f"/{(base - int(worker[2:])) % 16}"
+    path = f"/{(base - 2 * int(worker[2:])) % 16}"
     os.environ["TEST_REDIS_URL"] = urlunsplit(url._replace(path=path))
 
 

@@ -206,8 +206,18 @@ def test_it_builds_a_package_with_every_installed_app(tmp_path):
     shutil.copytree(
         ROOT,
         source,
+        # The caches too: the other test process may be writing ruff's while this copies.
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "var", "test-results", "__pycache__", "*.egg-info", "build", "dist"
+            ".git",
+            ".venv",
+            "var",
+            "test-results",
+            "__pycache__",
+            "*.egg-info",
+            "build",
+            "dist",
+            ".ruff_cache",
+            ".pytest_cache",
         ),
     )
     out = tmp_path / "dist"

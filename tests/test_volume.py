@@ -277,8 +277,9 @@ def test_it_filters_by_a_list_of_ids_as_one_array_on_postgresql_and_as_in_elsewh
     # Values of another type go as a list psycopg adapts: names, or a str among ids.
     named = Contact.objects.filter(AnyOf(F("name"), ["A1", "A3", "A1}"])).order_by("name")
     assert [c.name for c in named] == ["A1", "A3"]
-    with pytest.raises(DataError):
-        list(Contact.objects.filter(AnyOf(F("pk"), [contacts[2].pk, "1}"])))
+    # Not written out as digits (it would match both): psycopg refuses the mixed list.
+    with pytest.raises(DataError, match="mixed types"):
+        list(Contact.objects.filter(AnyOf(F("pk"), [contacts[2].pk, str(contacts[3].pk)])))
     assert Contact.objects.exclude(AnyOf(F("pk"), wanted)).count() == 3
     assert list(Contact.objects.filter(AnyOf(F("pk"), []))) == []
     assert list(Contact.objects.filter(AnyOf(F("pk"), [None]))) == []
