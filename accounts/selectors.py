@@ -61,14 +61,17 @@ def sign_in_alert(account: EmailAccount) -> SignInAlert | None:
     return _alert(account, timezone.localdate() + SIGN_IN_END_WARNING)
 
 
-def sign_in_alerts(user) -> list[SignInAlert]:
+def sign_in_alerts(user, *, accounts: list[EmailAccount] | None = None) -> list[SignInAlert]:
     """The banners of the user's own mailboxes: reconnect needed, or a sign-in that ends
-    on a known day (one query)."""
+    on a known day (one query). `accounts`: the user's mailboxes as accounts_for_user
+    read them, on a page that lists them anyway: no query (issue 19)."""
     warn_until = timezone.localdate() + SIGN_IN_END_WARNING
-    accounts = accounts_for_user(user).filter(
-        Q(reconnect_needed_at__isnull=False) | Q(provider__oauth_secret_expires_on__lte=warn_until),
-        uses_oauth=True,
-    )
+    if accounts is None:
+        accounts = accounts_for_user(user).filter(
+            Q(reconnect_needed_at__isnull=False)
+            | Q(provider__oauth_secret_expires_on__lte=warn_until),
+            uses_oauth=True,
+        )
     return [alert for account in accounts if (alert := _alert(account, warn_until))]
 
 

@@ -151,3 +151,41 @@ def test_it_warns_the_owner_before_the_client_secret_ends(client, oauth_mailbox)
 
     client.force_login(UserFactory())
     assert "client secret" not in client.get(email_page).text
+
+
+def test_it_gives_the_same_alerts_from_the_listed_mailboxes_as_from_its_own_query(db):
+    from accounts.selectors import accounts_for_user, sign_in_alerts
+    from tests.factories import EmailAccountFactory
+
+    owner, today = UserFactory(), timezone.localdate()
+    now = timezone.now()
+    cases = [
+        # (uses OAuth, reconnect needed, the secret's end): alerted?
+        (True, True, None),  # reconnect
+        (True, False, today + timedelta(days=5)),  # the secret ends soon
+        (True, False, today - timedelta(days=1)),  # the secret has ended
+        (True, False, today + timedelta(days=30)),  # far off: no
+        (True, False, None),  # no
+        (False, True, None),  # a password mailbox: no
+        (False, False, today + timedelta(days=5)),  # a password mailbox: no
+    ]
+    for uses_oauth, reconnect, ends_on in cases:
+        account = EmailAccountFactory(
+            owner=owner, uses_oauth=uses_oauth, reconnect_needed_at=now if reconnect else None
+        )
+        account.provider.oauth_secret_expires_on = ends_on
+        account.provider.save()
+    removed = EmailAccountFactory(owner=owner, uses_oauth=True, reconnect_needed_at=now)
+    removed.removed_at = now
+    removed.save()
+    EmailAccountFactory(uses_oauth=True, reconnect_needed_at=now)  # someone else's
+
+    queried = sign_in_alerts(owner)
+    listed = sign_in_alerts(owner, accounts=list(accounts_for_user(owner)))
+    assert [(a.account.pk, a.reconnect, a.ends_on) for a in listed] == [
+        (a.account.pk, a.reconnect, a.ends_on) for a in queried
+    ]
+    # The first three cases, in the cases' order (the list's is by address).
+    assert [(a.reconnect, a.ends_on) for a in sorted(queried, key=lambda a: a.account.pk)] == [
+        (True, None), (False, today + timedelta(days=5)), (False, today - timedelta(days=1))
+    ]  # fmt: skip

@@ -53,12 +53,13 @@ def email_page(request: HttpRequest) -> HttpResponse:
     context = {**listed, "query": query}
     if request.htmx and request.htmx.target == "panel-emails":
         return render(request, "accounts/email.html#emails", context)
+    accounts = list(accounts_for_user(request.user))
     context |= {
         "outbox": outgoing_unsent(request.user),
-        "accounts": accounts_for_user(request.user),
+        "accounts": accounts,
         "shared": mailboxes_shared_with(request.user),
         "notifications": open_notifications(request.user),
-        "alerts": sign_in_alerts(request.user),
+        "alerts": sign_in_alerts(request.user, accounts=accounts),
     }
     response = render(request, "accounts/email.html", context)
     return allow_oauth_forms(response, reconnect_origins(context["alerts"]))
@@ -66,10 +67,11 @@ def email_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def mailbox_list(request: HttpRequest) -> HttpResponse:
+    accounts = list(accounts_for_user(request.user))
     context = {
-        "accounts": accounts_for_user(request.user),
+        "accounts": accounts,
         "shared": mailboxes_shared_with(request.user),
-        "alerts": sign_in_alerts(request.user),
+        "alerts": sign_in_alerts(request.user, accounts=accounts),
         "removed": removed_mailboxes_with_grants(request.user),
     }
     response = render(request, "accounts/mailboxes.html", context)
