@@ -37,7 +37,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Func, Q, QuerySet, TextField
+from django.db.models import BooleanField, ExpressionWrapper, F, Func, Q, QuerySet, TextField
 from django.db.models.functions import Left
 from django.utils.safestring import SafeString, mark_safe
 
@@ -175,19 +175,19 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
     query = search_query(text, mailboxes)
     rows = list(
         newest.filter(_condition(text, query))
-        .annotate(rank=SearchRank(F("search"), query))
-        .values_list("pk", "sent_at", "rank")[: RANKED + 1]
+        .annotate(
+            rank=SearchRank(F("search"), query),
+            undated=ExpressionWrapper(Q(sent_at__isnull=True), BooleanField()),
+        )
+        .values_list("pk", "undated", "rank")[: RANKED + 1]
     )
     more, rows = len(rows) > RANKED, rows[:RANKED]
     # Best first (unranked last); then newest (undated last); then the latest stored.
-    rows.sort(
-        key=lambda row: (
-            row[2] is None, -(row[2] or 0),
-            row[1] is None, -(row[1].timestamp() if row[1] else 0),
-            -row[0],
-        )
-    )  # fmt: skip
-    ids = [pk for pk, _at, _rank in rows]
+    # The rows come newest first, then the latest stored (`newest`), and the sort keeps
+    # that order among equals: their dates need not be read (a datetime made for each
+    # of 1,001 rows: B6's searches at 300,000 took 2.5-4 ms more CPU a request).
+    rows.sort(key=lambda row: (row[2] is None, -(row[2] or 0), row[1]))
+    ids = [pk for pk, _undated, _rank in rows]
     return Found(emails, ids, mailboxes=mailboxes, more=more, text=text, query=query)
 
 
