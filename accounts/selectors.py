@@ -63,8 +63,9 @@ def sign_in_alert(account: EmailAccount) -> SignInAlert | None:
 
 def sign_in_alerts(user, *, accounts: list[EmailAccount] | None = None) -> list[SignInAlert]:
     """The banners of the user's own mailboxes: reconnect needed, or a sign-in that ends
-    on a known day (one query). `accounts`: the user's mailboxes as accounts_for_user
-    read them, on a page that lists them anyway: no query (issue 19)."""
+    on a known day (one query). `accounts`: the user's own mailboxes as accounts_for_user
+    read them (with their providers), on a page that lists them anyway: no query (issue
+    19)."""
     warn_until = timezone.localdate() + SIGN_IN_END_WARNING
     if accounts is None:
         accounts = accounts_for_user(user).filter(

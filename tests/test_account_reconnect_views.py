@@ -153,7 +153,9 @@ def test_it_warns_the_owner_before_the_client_secret_ends(client, oauth_mailbox)
     assert "client secret" not in client.get(email_page).text
 
 
-def test_it_gives_the_same_alerts_from_the_listed_mailboxes_as_from_its_own_query(db):
+def test_it_gives_the_same_alerts_from_the_listed_mailboxes_as_from_its_own_query(
+    db, django_assert_num_queries
+):
     from accounts.selectors import accounts_for_user, sign_in_alerts
     from tests.factories import EmailAccountFactory
 
@@ -164,7 +166,9 @@ def test_it_gives_the_same_alerts_from_the_listed_mailboxes_as_from_its_own_quer
         (True, True, None),  # reconnect
         (True, False, today + timedelta(days=5)),  # the secret ends soon
         (True, False, today - timedelta(days=1)),  # the secret has ended
-        (True, False, today + timedelta(days=30)),  # far off: no
+        (True, False, today + timedelta(days=14)),  # the last day warned of
+        (True, True, today + timedelta(days=30)),  # reconnect; the end far off
+        (True, False, today + timedelta(days=15)),  # far off: no
         (True, False, None),  # no
         (False, True, None),  # a password mailbox: no
         (False, False, today + timedelta(days=5)),  # a password mailbox: no
@@ -181,11 +185,14 @@ def test_it_gives_the_same_alerts_from_the_listed_mailboxes_as_from_its_own_quer
     EmailAccountFactory(uses_oauth=True, reconnect_needed_at=now)  # someone else's
 
     queried = sign_in_alerts(owner)
-    listed = sign_in_alerts(owner, accounts=list(accounts_for_user(owner)))
+    accounts = list(accounts_for_user(owner))
+    with django_assert_num_queries(0):
+        listed = sign_in_alerts(owner, accounts=accounts)
     assert [(a.account.pk, a.reconnect, a.ends_on) for a in listed] == [
         (a.account.pk, a.reconnect, a.ends_on) for a in queried
     ]
-    # The first three cases, in the cases' order (the list's is by address).
+    # The first five cases, in the cases' order (the list's is by address).
     assert [(a.reconnect, a.ends_on) for a in sorted(queried, key=lambda a: a.account.pk)] == [
-        (True, None), (False, today + timedelta(days=5)), (False, today - timedelta(days=1))
+        (True, None), (False, today + timedelta(days=5)), (False, today - timedelta(days=1)),
+        (False, today + timedelta(days=14)), (True, None),
     ]  # fmt: skip
