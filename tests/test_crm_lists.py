@@ -88,6 +88,42 @@ def test_it_shows_each_row_s_latest_email_linked_with_its_local_date(client, db,
     assert cid.index('<span class="muted">none you can see</span>') < cid.index("</tr>")
 
 
+def test_it_says_more_than_counted_for_a_broad_search_and_lists_that_many(client, db, monkeypatch):
+    monkeypatch.setattr("crm.views.timelines.COUNTED", 3)
+    mine = EmailAccountFactory()
+    partner = Company.objects.create(name="Annex Ltd", web_domain="annex.test")
+    # Five matches: by name (one also by its company and two addresses), job title,
+    # company, address; Bob does not match.
+    ann = _contact("Ann", "ann@x.test", "ann2@x.test", company=partner)
+    matches = [
+        ann,
+        _contact("Cid", job_title="Annual reports"),
+        _contact("Dora", company=partner),
+        _contact("Eve", "eve@annie.test"),
+        _contact("Fay Annberg"),
+    ]
+    bob = _contact("Bob")
+    for days, contact in enumerate([*matches, bob]):
+        _email(mine, f"mail {days}", days=days, contacts=[contact])
+    client.force_login(mine.owner)
+
+    page = client.get(reverse("crm:contacts"), {"q": "ann"}).text
+    assert 'id="crm-count">More than 3 contacts match “ann”' in page
+    # The three with the latest emails, in that order: the first 3 of the five.
+    assert _names(page, ["Fay Annberg", "Eve", "Dora", "Cid", "Ann", "Bob"])[:3] == [
+        "Ann", "Cid", "Dora"
+    ]  # fmt: skip
+    assert ">Eve<" not in page and ">Fay Annberg<" not in page and ">Bob<" not in page
+    # No more than COUNTED: counted exactly.
+    monkeypatch.setattr("crm.views.timelines.COUNTED", 5)
+    page = client.get(reverse("crm:contacts"), {"q": "ann"}).text
+    assert 'id="crm-count">5 contacts matching “ann”' in page
+    # The companies list's search says it too.
+    Company.objects.bulk_create(Company(name=f"Annco {n}") for n in range(6))
+    page = client.get(reverse("crm:companies"), {"q": "ann"}).text
+    assert 'id="crm-count">More than 5 companies match “ann”' in page
+
+
 def test_it_finds_contacts_by_name_address_job_title_or_company(client, db):
     partner = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
     _contact("Ann Archer", "ann@archer.test")

@@ -243,13 +243,18 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
         )
         email.contacts.add(contacts[(n * 11) % 37], contacts[n % 3])
     monkeypatch.setattr(LatestFirst, "FEW", 0)
-    for search in ("", "P1", "P3 2"):
+    # COUNTED 2: a search with more matches reads neither all of them nor their count,
+    # and keeps, batch by batch, the contacts its emails meet that match ("P1", 6).
+    for search, counted in [("", 1_000), ("P1", 1_000), ("P3 2", 1_000), ("P1", 2)]:
+        monkeypatch.setattr("crm.views.timelines.COUNTED", counted)
         expected = _grouped_order(mine.owner, Contact, search)
         assert expected
         for batch, streamed in [(4, 10_000), (1, 10_000), (3, 6), (2_000, 20_000)]:
             monkeypatch.setattr(LatestFirst, "BATCH", batch)
             monkeypatch.setattr(LatestFirst, "STREAMED", streamed)
-            listed, _count = contacts_for_list(mine.owner, search=search)
+            listed, count = contacts_for_list(mine.owner, search=search)
+            assert (listed.keep is not None) == (counted == 2)
+            assert count() == (3 if counted == 2 else len(expected) if search else 40)
             for size in (1, 7, 50):
                 got = [row.pk for at in range(0, 40, size) for row in listed[at : at + size]]
                 assert got == expected, (search, batch, streamed, size)

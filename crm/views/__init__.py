@@ -26,7 +26,8 @@ from .timelines import (
 
 def _list(request: HttpRequest, template: str, model, listed, search: str) -> HttpResponse:
     rows, count = listed
-    page = ListPaginator(rows, PAGE_SIZE, count=count).get_page(request.GET.get("page"))
+    paginator = ListPaginator(rows, PAGE_SIZE, count=count, bounded=bool(search))
+    page = paginator.get_page(request.GET.get("page"))
     page_details(request.user, page, model)
     context = {"page": page, "q": search}
     if request.htmx and request.htmx.target == "crm-list":

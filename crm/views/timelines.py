@@ -33,15 +33,21 @@ from ..models import Company, Contact, ContactAddress
 
 PAGE_SIZE = 50
 TIMELINE_PAGE = 30
+# A search's matches are counted up to this many; past it a list says "more than", and
+# its pages reach that many rows, as the Email page's search (issue 19: counting all of
+# a broad search's matches cost what they are: 4,442 contacts of 20,000, 6-10 ms).
+COUNTED = 1_000
 
 
-def _by_latest(rows, user, via: str, search: Q | None, matched=None):
+def _by_latest(rows, user, via: str, search: Q | None, matched=None, among=None):
     """`rows` sorted by their latest email the user may see (one pass over the emails,
     grouped: no query per row), undated and emailless last, then by name; with the count
     of the matching rows taken without the emails. Pages are read from the newest
     emails down (LatestFirst), which costs what a page holds, not what the mailboxes
     do (issue 19); the grouped query is what they fall back on. `matched`: the ids
-    `search` matches, as a cheaper query than the rows filtered by it."""
+    `search` matches, as a cheaper query than the rows filtered by it. `among(ids)`:
+    those of `ids` that match, for a search with more than COUNTED matches, which are
+    then neither all read nor counted (the count is COUNTED + 1: "more than")."""
     from sharing.selectors import seen_on_timelines
 
     matching = rows.filter(search) if search is not None else rows
@@ -55,6 +61,15 @@ def _by_latest(rows, user, via: str, search: Q | None, matched=None):
     # is the search itself (four trigram lookups for contacts, 6-10 ms at 20,000).
     if matched is None:
         matched = matching.order_by().values_list("pk", flat=True)
+    if among is not None:
+        # The first COUNTED + 1 rows of the matches (a contact matched twice is two):
+        # as many different ids, and the search is too broad to read or count whole.
+        first = _id_list(matched, COUNTED + 1)
+        if len(set(first)) > COUNTED:
+            return LatestFirst(user, rows.model, listed, keep=among), lambda: COUNTED + 1
+        if len(first) <= COUNTED:  # all of them
+            ids = set(first)
+            return LatestFirst(user, rows.model, listed, lambda: ids), lambda: len(ids)
     found = cache(lambda: _id_set(matched))
     return LatestFirst(user, rows.model, listed, found), lambda: len(found())
 
@@ -62,13 +77,21 @@ def _by_latest(rows, user, via: str, search: Q | None, matched=None):
 def _id_set(ids) -> set[int]:
     """The ids a one-column query reads, fetched as plain rows: a search matching 4,000
     contacts spent 4-5 ms a request in Django's row-by-row iteration of them (B6)."""
+    return set(_id_list(ids))
+
+
+def _id_list(ids, limit: int | None = None) -> list[int]:
+    """`_id_set`'s rows as read, at most `limit` of them."""
     try:
         sql, params = ids.query.get_compiler(using=ids.db).as_sql()
     except EmptyResultSet:  # a filter that can match nothing, such as pk__in=[]
-        return set()
+        return []
+    if limit is not None:
+        # Around the query as it is: a LIMIT after a UNION's last part would be its own.
+        sql, params = f"SELECT * FROM ({sql}) AS matched LIMIT %s", (*params, limit)  # noqa: S608
     with connections[ids.db].cursor() as cursor:
         cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+        return [row[0] for row in cursor.fetchall()]
 
 
 class LatestFirst:
@@ -78,14 +101,17 @@ class LatestFirst:
     the first one met). A row whose latest email is further down than STREAMED emails,
     or that has none, comes from the grouped query (`listed`) as before; so does a
     search matching fewer than FEW rows (grouping their emails costs little). `only`:
-    the ids of the rows a search matches (a callable, read when needed)."""
+    the ids of the rows a search matches (a callable, read when needed); `keep`, for a
+    search too broad to read them all: a callable that tells which of the ids the
+    emails meet match it (a query a batch)."""
 
     BATCH = 2_000
     STREAMED = 20_000
     FEW = 200
 
-    def __init__(self, user, model, listed, only=None):
+    def __init__(self, user, model, listed, only=None, keep=None):
         self.user, self.model, self.listed, self.only = user, model, listed, only
+        self.keep = keep
         self.latest: dict[int, tuple] = {}
 
     def count(self) -> int:
@@ -140,7 +166,8 @@ class LatestFirst:
         # A first page needs a few hundred emails: start small, grow up to BATCH. A
         # search keeps only some of the rows the emails meet: it starts four times
         # larger (B6's "bergstr", a fifth of the contacts: one batch instead of two).
-        size = min(self.BATCH, max(100, 2 * stop) * (1 if allowed is None else 4))
+        searched = allowed is not None or self.keep is not None
+        size = min(self.BATCH, max(100, 2 * stop) * (4 if searched else 1))
         while walked < self.STREAMED:
             batch = emails
             if cursor is not None:
@@ -155,6 +182,9 @@ class LatestFirst:
                 by_email: dict[int, list[int]] = {}
                 for email_id, row_id in rows.values_list("email_id", f"{column}_id"):
                     by_email.setdefault(email_id, []).append(row_id)
+                if self.keep is not None:
+                    met = {row_id for ids in by_email.values() for row_id in ids}
+                    allowed = self.keep(met - latest.keys())
                 for at, pk in batch:
                     for row_id in by_email.get(pk, []):
                         if allowed is None or row_id in allowed:
@@ -188,7 +218,24 @@ def contacts_for_list(user, *, search: str = ""):
         return _by_latest(Contact.objects.all(), user, "emails__", None)
     matched = _contacts_matching(search)
     condition = Q(pk__in=matched)
-    return _by_latest(Contact.objects.all(), user, "emails__", condition, matched)
+
+    def among(ids: set[int]) -> set[int]:
+        if not ids:
+            return set()
+        # A few hundred contacts by id, each tested: the four lookups ORed over the
+        # joins, which no trigram index serves, so the planner goes by the ids (through
+        # the indexes, the name's alone read all 2,301 "bergstr" contacts: 3 ms).
+        found = Contact.objects.filter(AnyOf(F("pk"), list(ids))).filter(
+            Q(name__icontains=search)
+            | Q(job_title__icontains=search)
+            | Q(company__name__icontains=search)
+            | Exists(
+                ContactAddress.objects.filter(contact=OuterRef("pk"), address__icontains=search)
+            )
+        )
+        return _id_set(found.order_by().values_list("pk", flat=True))
+
+    return _by_latest(Contact.objects.all(), user, "emails__", condition, matched, among)
 
 
 def _contacts_matching(search: str):
@@ -197,18 +244,17 @@ def _contacts_matching(search: str):
     UNION ALL (a contact found twice is one id to a set; a UNION's sorting out, and a
     join of all contacts to its result, took another 5 ms of 15 at 20,000 contacts).
     The same four ORed over the joins could use no index at any size (issue 19)."""
+    contacts, addresses = Contact.objects.all(), ContactAddress.objects.all()
     return (
-        Contact.objects.filter(name__icontains=search)
+        contacts.filter(name__icontains=search)
         .order_by()
         .values_list("pk", flat=True)
         .union(
-            Contact.objects.filter(job_title__icontains=search).order_by().values_list("pk"),
-            Contact.objects.filter(company__in=Company.objects.filter(name__icontains=search))
+            contacts.filter(job_title__icontains=search).order_by().values_list("pk"),
+            contacts.filter(company__in=Company.objects.filter(name__icontains=search))
             .order_by()
             .values_list("pk"),
-            ContactAddress.objects.filter(address__icontains=search)
-            .order_by()
-            .values_list("contact"),
+            addresses.filter(address__icontains=search).order_by().values_list("contact"),
             all=True,
         )
         .order_by()
@@ -225,15 +271,24 @@ def companies_for_list(user, *, search: str = ""):
 
 
 class ListPaginator(Paginator):
-    """Pages of a list whose count comes from a cheaper query than the list's own."""
+    """Pages of a list whose count comes from a cheaper query than the list's own; those
+    of a search (`bounded`) reach its first COUNTED rows, and say "more than" past them."""
 
-    def __init__(self, rows, per_page, *, count):
+    def __init__(self, rows, per_page, *, count, bounded: bool = False):
         super().__init__(rows, per_page)
-        self._count = count
+        self._count, self.bounded = count, bounded
+
+    @cached_property
+    def found(self) -> int:
+        return self._count()
 
     @cached_property
     def count(self) -> int:
-        return self._count()
+        return min(self.found, COUNTED) if self.bounded else self.found
+
+    @property
+    def more(self) -> bool:
+        return self.bounded and self.found > COUNTED
 
 
 def page_details(user, page, model) -> None:
