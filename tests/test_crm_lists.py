@@ -89,39 +89,56 @@ def test_it_shows_each_row_s_latest_email_linked_with_its_local_date(client, db,
 
 
 def test_it_says_more_than_counted_for_a_broad_search_and_lists_that_many(client, db, monkeypatch):
+    from crm.views.timelines import contacts_for_list
+
     monkeypatch.setattr("crm.views.timelines.COUNTED", 3)
     mine = EmailAccountFactory()
-    partner = Company.objects.create(name="Annex Ltd", web_domain="annex.test")
-    # Five matches: by name (one also by its company and two addresses), job title,
-    # company, address; Bob does not match.
-    ann = _contact("Ann", "ann@x.test", "ann2@x.test", company=partner)
-    matches = [
-        ann,
-        _contact("Cid", job_title="Annual reports"),
-        _contact("Dora", company=partner),
-        _contact("Eve", "eve@annie.test"),
-        _contact("Fay Annberg"),
-    ]
-    bob = _contact("Bob")
-    for days, contact in enumerate([*matches, bob]):
+    annex = Company.objects.create(name="Annex Ltd", web_domain="annex.test")
+    # Six matches, each by one of the four lookups; the first rows the search reads
+    # (names, job titles, companies, addresses) are four different contacts: more than
+    # COUNTED, so the matches are neither all read nor counted.
+    matches = {
+        "Ann": _contact("Ann", "ann@x.test"),  # by name, and by address
+        "Fay Annberg": _contact("Fay Annberg"),
+        "Cid": _contact("Cid", job_title="Annual reports"),
+        "Dora": _contact("Dora", company=annex),
+        "Eve": _contact("Eve", "eve@annie.test"),
+    }
+    bob = _contact("Bob", "bob@x.test")
+    # Newest first: Bob (no match), then the address, job title and company matches.
+    for days, contact in enumerate([bob, *(matches[n] for n in ["Eve", "Cid", "Dora", "Ann"])]):
         _email(mine, f"mail {days}", days=days, contacts=[contact])
+    _email(mine, "mail 9", days=9, contacts=[matches["Fay Annberg"]])
     client.force_login(mine.owner)
+    listed, count = contacts_for_list(mine.owner, search="ann")
+    assert listed.keep is not None and count() == 4
 
     page = client.get(reverse("crm:contacts"), {"q": "ann"}).text
     assert 'id="crm-count">More than 3 contacts match “ann”' in page
-    # The three with the latest emails, in that order: the first 3 of the five.
-    assert _names(page, ["Fay Annberg", "Eve", "Dora", "Cid", "Ann", "Bob"])[:3] == [
-        "Ann", "Cid", "Dora"
-    ]  # fmt: skip
-    assert ">Eve<" not in page and ">Fay Annberg<" not in page and ">Bob<" not in page
-    # No more than COUNTED: counted exactly.
+    # The three with the latest emails that match, in that order; no more.
+    assert _names(page, ["Dora", "Cid", "Eve"]) == ["Eve", "Cid", "Dora"]
+    assert all(f">{name}<" in page for name in ("Eve", "Cid", "Dora"))
+    assert ">Ann<" not in page and ">Fay Annberg<" not in page and ">Bob<" not in page
+    # No more than COUNTED: counted exactly, all listed.
     monkeypatch.setattr("crm.views.timelines.COUNTED", 5)
     page = client.get(reverse("crm:contacts"), {"q": "ann"}).text
-    assert 'id="crm-count">5 contacts matching “ann”' in page
+    assert 'id="crm-count">5 contacts matching “ann”' in page and ">Fay Annberg<" in page
     # The companies list's search says it too.
     Company.objects.bulk_create(Company(name=f"Annco {n}") for n in range(6))
     page = client.get(reverse("crm:companies"), {"q": "ann"}).text
     assert 'id="crm-count">More than 5 companies match “ann”' in page
+
+
+def test_it_counts_a_contact_found_twice_once_at_the_bound(client, db, monkeypatch):
+    monkeypatch.setattr("crm.views.timelines.COUNTED", 2)
+    mine = EmailAccountFactory()
+    # The search's rows: Ann (name), Cid (job title), Ann (address): three rows, two
+    # contacts, no more than COUNTED.
+    _email(mine, "a", contacts=[_contact("Ann", "ann@x.test")])
+    _email(mine, "c", contacts=[_contact("Cid", job_title="Annual reports")])
+    client.force_login(mine.owner)
+    page = client.get(reverse("crm:contacts"), {"q": "ann"}).text
+    assert 'id="crm-count">2 contacts matching “ann”' in page
 
 
 def test_it_finds_contacts_by_name_address_job_title_or_company(client, db):

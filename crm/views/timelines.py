@@ -36,7 +36,7 @@ TIMELINE_PAGE = 30
 # A search's matches are counted up to this many; past it a list says "more than", and
 # its pages reach that many rows, as the Email page's search (issue 19: counting all of
 # a broad search's matches cost what they are: 4,442 contacts of 20,000, 6-10 ms).
-COUNTED = 1_000
+COUNTED = 1_000  # at least LatestFirst.FEW: a search past it takes no grouped shortcut
 
 
 def _by_latest(rows, user, via: str, search: Q | None, matched=None, among=None):
@@ -163,6 +163,7 @@ class LatestFirst:
         emails = self.visible.filter(sent_at__isnull=False)
         latest = self.latest
         cursor, walked = None, 0
+        rejected: set[int] = set()  # met on the way, and not matching the search
         # A first page needs a few hundred emails: start small, grow up to BATCH. A
         # search keeps only some of the rows the emails meet: it starts four times
         # larger (B6's "bergstr", a fifth of the contacts: one batch instead of two).
@@ -184,7 +185,9 @@ class LatestFirst:
                     by_email.setdefault(email_id, []).append(row_id)
                 if self.keep is not None:
                     met = {row_id for ids in by_email.values() for row_id in ids}
-                    allowed = self.keep(met - latest.keys())
+                    asked = met - latest.keys() - rejected
+                    allowed = self.keep(asked)
+                    rejected |= asked - allowed
                 for at, pk in batch:
                     for row_id in by_email.get(pk, []):
                         if allowed is None or row_id in allowed:
