@@ -80,8 +80,12 @@ def browser():
     # Playwright's sync API runs an event loop in this thread; the ORM calls that
     # tests make between page actions are still plain synchronous calls.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # As long as a page action waits (`page` sets 15 s): the 5 s default of `expect` ran
+    # out on a loaded machine (three xdist workers beside a database load) while the
+    # server was still answering.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield CheckedBrowser(browser)
