@@ -28,7 +28,8 @@ date order (a new email may be older than those shown), and its count.
 
 from dataclasses import dataclass
 
-from django.db.models import Max, OuterRef, QuerySet, Subquery, Sum
+from django.db import connection
+from django.db.models import QuerySet, Sum
 
 from accounts.models import EmailAccount
 
@@ -58,13 +59,19 @@ def newest_email_id(mailboxes: list[int]) -> int:
     # backwards until it meets one of the mailbox's emails (it guesses they are spread
     # evenly; a quiet mailbox's newest email may be millions of rows back). This order
     # only the (account, id) index gives: its last entry for the mailbox, always.
-    newest = (
-        Email.objects.filter(account_id__gte=OuterRef("pk"), account_id__lte=OuterRef("pk"))
-        .order_by("-account_id", "-pk")
-        .values("pk")[:1]
-    )
-    each = EmailAccount.objects.filter(pk__in=mailboxes).annotate(newest=Subquery(newest))
-    return each.aggregate(top=Max("newest"))["top"] or 0
+    # Written as SQL: every poller and every poll asks it, and the ORM took 0.9 ms of
+    # CPU to build the query against 0.1 ms to run it (B6, at 300,000 emails).
+    ids = [int(pk) for pk in mailboxes]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MAX((SELECT e.id FROM {Email._meta.db_table} e"  # noqa: S608 - our tables, ints
+            " WHERE e.account_id >= a.id AND e.account_id <= a.id"
+            " ORDER BY e.account_id DESC, e.id DESC LIMIT 1))"
+            f" FROM {EmailAccount._meta.db_table} a"
+            f" WHERE a.id IN ({', '.join(['%s'] * len(ids))})",
+            ids,
+        )  # fmt: skip
+        return cursor.fetchone()[0] or 0
 
 
 def window_mark(shown: QuerySet[Email], mailboxes: list[int], after: int) -> int:
