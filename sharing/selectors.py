@@ -269,11 +269,14 @@ def _panel(mailboxes: list[int]) -> QuerySet[Email]:
     )
 
 
-def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
+def emails_for_timeline(
+    user, *, contact=None, company=None, access: list[int] | None = None
+) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
     and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
-    emails they wrote themselves in the app, from whichever mailbox."""
-    emails = Email.objects.filter(_timeline_rule(user))
+    emails they wrote themselves in the app, from whichever mailbox. (`access`: those
+    mailboxes' ids, when the caller has just read them.)"""
+    emails = Email.objects.filter(_timeline_rule(user, access))
     # EXISTS rather than a join: the planner may then walk the emails by date and stop
     # at a page, for a contact with thousands of them (issue 19).
     if contact is not None:
@@ -310,13 +313,14 @@ def _written(user) -> QuerySet:
     return user.outgoing_written.all()
 
 
-def _timeline_rule(user) -> Q:
-    """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids, the
-    user's own emails as an EXISTS. An OR with a LEFT JOIN on the outgoing emails made
-    the planner scan every email, however few the user may see (issue 19)."""
+def _timeline_rule(user, access: list[int] | None = None) -> Q:
+    """`seen_on_timelines` for emails themselves: the mailboxes as a list of ids (read
+    here unless `access` gives them), the user's own emails as an EXISTS. An OR with a
+    LEFT JOIN on the outgoing emails made the planner scan every email, however few the
+    user may see (issue 19)."""
     if not _allowed(user):
         return Q(pk__in=[])
-    mailboxes = mailbox_ids_with(user, Right.ACCESS, removed=True)
+    mailboxes = mailbox_ids_with(user, Right.ACCESS, removed=True) if access is None else access
     mine = _written(user).filter(email=OuterRef("pk"))
     return Q(account__in=mailboxes) | Exists(mine)
 
@@ -462,6 +466,6 @@ def emails_for_poller(
         seen = mailbox_ids_with(user, Right.ACCESS, removed=True)
         sending = mailbox_ids_with(user, *_PANEL)
         mailboxes = sorted(set(seen) | set(sending))
-        return mailboxes, emails_for_timeline(user, contact=contact, company=company)
+        return mailboxes, emails_for_timeline(user, contact=contact, company=company, access=seen)
     mailboxes = mailbox_ids_with(user, *_PANEL)
     return mailboxes, Email.objects.filter(account__in=mailboxes)
