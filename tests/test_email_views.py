@@ -37,6 +37,43 @@ def test_it_lists_the_users_emails_newest_first(client, db):
     assert "someone else&#x27;s" not in page and "someone else's" not in page
 
 
+def test_it_shows_each_row_s_sender_subject_and_local_date_escaped(client, db, settings):
+    from datetime import UTC, datetime
+
+    settings.TIME_ZONE = "America/New_York"
+    account = EmailAccountFactory()
+    offer = _email(
+        account, subject="<b>Offer</b> & more", from_name="Ann <ann@x.test>",
+        from_address="ann@x.test", sent_at=datetime(2026, 11, 30, 12, tzinfo=UTC), seen=True,
+    )  # fmt: skip
+    blank = _email(account, subject="", from_address="bob@y.test", sent_at=None)
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email")).text
+    # 12:00 UTC is 7 a.m. in New York; subject and sender escaped, the email linked.
+    assert (
+        '<tr class=""><td data-label="From">Ann &lt;ann@x.test&gt;</td>\n<td class="subject">'
+        f'<a href="{offer.get_absolute_url()}">&lt;b&gt;Offer&lt;/b&gt; &amp; more</a></td>\n'
+        '<td data-label="Date">11/30/2026 7 a.m.</td></tr>'
+    ) in page
+    # Unread, no name (its address), no subject, no date.
+    assert (
+        '<tr class="unread"><td data-label="From">bob@y.test</td>\n<td class="subject">'
+        f'<a href="{blank.get_absolute_url()}">(no subject)</a></td>\n'
+        '<td data-label="Date"></td></tr>'
+    ) in page
+    found = client.get(reverse("accounts:email"), {"q": "offer"}).text
+    # Searched: the subject's words found marked, the rest escaped.
+    assert f'<a href="{offer.get_absolute_url()}">&lt;b&gt;<mark>Offer</mark>' in found
+    assert "(no subject)" not in found
+    body = _email(account, subject="Hello", text_body="About the turbine contract.")
+    found = client.get(reverse("accounts:email"), {"q": "turbine"}).text
+    # Found in the body: a snippet below the subject, the word marked.
+    assert (
+        f'<a href="{body.get_absolute_url()}">Hello</a>\n'
+        '<div class="muted snippet">About the <mark>turbine</mark> contract</div></td>'
+    ) in found
+
+
 def test_it_names_the_list_cells_by_their_column_for_a_phone(client, db):
     """At 390 px the list reflows into one block per row: From and Date say what they
     are (data-label, as the other lists); the subject, the row's link, is its title."""
