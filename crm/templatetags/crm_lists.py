@@ -1,4 +1,5 @@
-"""The Contacts and Companies lists' cells that every row repeats."""
+"""The Contacts and Companies lists' cells, and the timelines' email entries, that every
+row repeats."""
 
 from django import template
 from django.utils.formats import date_format
@@ -21,4 +22,18 @@ def latest_email(email) -> str:
     return format_html(
         '<a href="{}">{}</a> <span class="muted">{}</span>',
         id_url("sync:email", email.pk), email.subject or "(no subject)", when or "",
+    )  # fmt: skip
+
+
+@register.simple_tag
+def timeline_email(email) -> str:
+    """An email on a contact's or company's timeline: its date, subject (linked) and
+    sender; as one tag for the reason `latest_email` is (a timeline shows 50)."""
+    when = email.sent_at and date_format(template_localtime(email.sent_at), "SHORT_DATETIME_FORMAT")
+    return format_html(
+        '<li class="entry-email"><span class="muted">{}</span>\n'
+        '<span class="tag">Email</span> <a href="{}">{}</a>\n'
+        '<span class="muted">from {}</span></li>',
+        when or "", id_url("sync:email", email.pk), email.subject or "(no subject)",
+        email.from_name or email.from_address,
     )  # fmt: skip
