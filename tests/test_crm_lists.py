@@ -88,6 +88,32 @@ def test_it_shows_each_row_s_latest_email_linked_with_its_local_date(client, db,
     assert cid.index('<span class="muted">none you can see</span>') < cid.index("</tr>")
 
 
+def test_it_shows_each_contact_row_s_cells_escaped(client, db):
+    mine = EmailAccountFactory()
+    partner = Company.objects.create(name="Partner <Ltd>", web_domain="partner.test")
+    ann = _contact(
+        "Ann & Co", "ann@partner.test", "<a>@partner.test", company=partner, job_title="<i>Buyer"
+    )
+    nameless = _contact("", "zed@else.test")
+    _email(mine, "Offer", contacts=[ann, nameless])
+    client.force_login(mine.owner)
+    page = client.get(reverse("crm:contacts")).text
+    assert (
+        f'<td><a href="/contacts/{ann.pk}/">Ann &amp; Co</a> '
+        '<span class="muted">&lt;i&gt;Buyer</span></td>\n'
+        f'<td data-label="Company"><a href="/companies/{partner.pk}/">'
+        "Partner &lt;Ltd&gt;</a></td>\n"
+        '<td data-label="Email addresses">&lt;a&gt;@partner.test, ann@partner.test</td>\n'
+        '<td data-label="Latest email"><a href='
+    ) in page
+    # No name: its first address; no job title, no company: empty cells.
+    assert (
+        f'<td><a href="/contacts/{nameless.pk}/">zed@else.test</a></td>\n'
+        '<td data-label="Company"></td>\n'
+        '<td data-label="Email addresses">zed@else.test</td>\n'
+    ) in page
+
+
 def test_it_says_more_than_counted_for_a_broad_search_and_lists_that_many(client, db, monkeypatch):
     from crm.views.timelines import contacts_for_list
 

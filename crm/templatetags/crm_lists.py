@@ -3,7 +3,7 @@ row repeats."""
 
 from django import template
 from django.utils.formats import date_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timezone import template_localtime
 
 from mailsetup.templating import id_url
@@ -36,4 +36,24 @@ def timeline_email(email) -> str:
         '<span class="muted">from {}</span></li>',
         when or "", id_url("sync:email", email.pk), email.subject or "(no subject)",
         email.from_name or email.from_address,
+    )  # fmt: skip
+
+
+@register.simple_tag
+def contact_row(contact) -> str:
+    """A row of the Contacts list: the contact (linked) and job title, company (linked),
+    addresses and latest email; one tag for the reason `latest_email` is."""
+    title = contact.job_title and format_html(' <span class="muted">{}</span>', contact.job_title)
+    company = contact.company
+    company = company and format_html(
+        '<a href="{}">{}</a>', id_url("crm:company", contact.company_id), company.name
+    )
+    return format_html(
+        '<tr>\n<td><a href="{}">{}</a>{}</td>\n'
+        '<td data-label="Company">{}</td>\n'
+        '<td data-label="Email addresses">{}</td>\n'
+        '<td data-label="Latest email">{}</td>\n</tr>\n',
+        id_url("crm:contact", contact.pk), contact.label, title or "", company or "",
+        format_html_join(", ", "{}", ((address,) for address in contact.address_list)),
+        latest_email(contact.latest_email),
     )  # fmt: skip
