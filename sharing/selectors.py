@@ -269,13 +269,17 @@ def _panel(mailboxes: list[int]) -> QuerySet[Email]:
     )
 
 
-def emails_for_timeline(
-    user, *, contact=None, company=None, access: list[int] | None = None
-) -> QuerySet[Email]:
+def emails_for_timeline(user, *, contact=None, company=None) -> QuerySet[Email]:
     """A contact's or company's emails that the user may see there: those of their own
     and "Access emails" mailboxes, kept emails of removed mailboxes included, and the
-    emails they wrote themselves in the app, from whichever mailbox. (`access`: those
-    mailboxes' ids, when the caller has just read them.)"""
+    emails they wrote themselves in the app, from whichever mailbox."""
+    return _timeline_emails(user, contact, company, access=None)
+
+
+def _timeline_emails(user, contact, company, *, access: list[int] | None) -> QuerySet[Email]:
+    """`emails_for_timeline`, given the ids of the user's "Access emails" mailboxes
+    (removed ones included) when this module has just read them; never a caller's list,
+    which could widen the rule."""
     emails = Email.objects.filter(_timeline_rule(user, access))
     # EXISTS rather than a join: the planner may then walk the emails by date and stop
     # at a page, for a contact with thousands of them (issue 19).
@@ -466,6 +470,6 @@ def emails_for_poller(
         seen = mailbox_ids_with(user, Right.ACCESS, removed=True)
         sending = mailbox_ids_with(user, *_PANEL)
         mailboxes = sorted(set(seen) | set(sending))
-        return mailboxes, emails_for_timeline(user, contact=contact, company=company, access=seen)
+        return mailboxes, _timeline_emails(user, contact, company, access=seen)
     mailboxes = mailbox_ids_with(user, *_PANEL)
     return mailboxes, Email.objects.filter(account__in=mailboxes)

@@ -70,7 +70,7 @@ def test_it_shows_each_row_s_sender_subject_and_local_date_escaped(client, db, s
     # Found in the body: a snippet below the subject, the word marked.
     assert (
         f'<a href="{body.get_absolute_url()}">Hello</a>\n'
-        '<div class="muted snippet">About the <mark>turbine</mark> contract</div></td>'
+        '<div class="muted snippet">About the <mark>turbine</mark> contract'
     ) in found
 
 

@@ -32,7 +32,7 @@ def test_it_shows_an_email_stored_after_the_page_opened_without_a_reload(
     mailbox.append("INBOX", make_message(subject="Arrived while you looked"))
     mailbox_sync(account_id=account.pk)
     assert MailboxSync.objects.get(account=account).last_success_at is not None
-    expect(rows).to_have_count(2, timeout=10_000)
+    expect(rows).to_have_count(2)
     expect(rows.first).to_contain_text("Arrived while you looked")
     expect(page.locator("#panel-count")).to_contain_text("2 emails")
     # The mailbox's status too: its last download stored one new email.
@@ -60,7 +60,7 @@ def test_it_shows_a_new_email_on_an_open_contact_timeline(live_server, page, db)
     with transaction.atomic():
         email = Email.objects.create(account=account, message_key="k", subject="Hello from Ann")
         email.contacts.add(contact)
-    expect(page.locator("#timeline .entry-email")).to_contain_text("Hello from Ann", timeout=10_000)
+    expect(page.locator("#timeline .entry-email")).to_contain_text("Hello from Ann")
     # The search box outside the entries keeps what was typed; no reload happened.
     expect(page.locator("#timeline-search")).to_have_value("half typed")
     assert page.evaluate("window.__same_document") is True

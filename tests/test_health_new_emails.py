@@ -208,6 +208,25 @@ def test_it_watches_a_timeline_by_its_own_rule(client, db):
     assert client.get(URL, {**NOTHING, "contact": contact.pk}).status_code == 204
 
 
+def test_it_tells_a_timeline_nothing_of_a_mailbox_the_user_may_only_send_from(client, db):
+    """The poller follows the newest id of the mailboxes the user sends from (their
+    emails go out there), but the timeline's list is the "Access emails" rule's: an email
+    of a send-only mailbox moves the poller on without telling the list to reload."""
+    from crm.models import Contact
+
+    sender = UserFactory()
+    grant = MailboxGrantFactory(user=sender, can_send=True, can_access=False)
+    contact = Contact.objects.create(name="Ann")
+    client.force_login(sender)
+    state = _state(client.get(reverse("crm:contact", args=[contact.pk])).text)
+    hidden = _email(grant.account, "not theirs to see")
+    hidden.contacts.add(contact)
+    response = client.get(URL, {**state, "contact": contact.pk})
+    assert response.status_code == 200 and "HX-Trigger" not in response
+    assert _after(response.text) == hidden.pk
+    assert "not theirs to see" not in client.get(reverse("crm:contact", args=[contact.pk])).text
+
+
 def test_it_watches_one_mailbox_for_its_settings_pages_status(client, db):
     account = EmailAccountFactory()
     second = EmailAccountFactory(owner=account.owner)
