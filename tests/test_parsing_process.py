@@ -49,6 +49,7 @@ def _fresh(process: parsing_process._ParserProcess) -> None:
         process.quiet_until = 0.0
         process.gave_up.clear()
         process.resend.clear()
+        process.answers.clear()
 
 
 @pytest.fixture
