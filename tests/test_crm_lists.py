@@ -236,9 +236,17 @@ def test_it_lists_companies_by_the_latest_email_with_their_contacts(client, db):
     assert _names(page, ["Quiet Co", "Acme", "Zeta"]) == ["Zeta", "Acme", "Quiet Co"]
     assert "secret" not in page
     assert (
-        '<td data-label="Web domain">acme.test</td>\n            <td data-label="Contacts">2</td>'
-        in page
-    )
+        f'<tr>\n<td><a href="/companies/{acme.pk}/">Acme</a></td>\n'
+        '<td data-label="Web domain">acme.test</td>\n<td data-label="Contacts">2</td>\n'
+        '<td data-label="Latest email"><a href='
+    ) in page
+    # Escaped: a name and a domain as typed in the admin.
+    Company.objects.create(name="<b>Bold</b> & Co", web_domain="<i>.test")
+    page = client.get(reverse("crm:companies")).text
+    assert (
+        '">&lt;b&gt;Bold&lt;/b&gt; &amp; Co</a></td>\n'
+        '<td data-label="Web domain">&lt;i&gt;.test</td>\n<td data-label="Contacts">0</td>'
+    ) in page
     found = client.get(reverse("crm:companies"), {"q": "ZETA.TEST"}).text
     assert ">Zeta<" in found and ">Acme<" not in found
 

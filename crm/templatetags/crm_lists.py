@@ -57,3 +57,17 @@ def contact_row(contact) -> str:
         format_html_join(", ", "{}", ((address,) for address in contact.address_list)),
         latest_email(contact.latest_email),
     )  # fmt: skip
+
+
+@register.simple_tag
+def company_row(company) -> str:
+    """A row of the Companies list: the company (linked), web domain, number of contacts
+    and latest email; one tag for the reason `latest_email` is."""
+    return format_html(
+        '<tr>\n<td><a href="{}">{}</a></td>\n'
+        '<td data-label="Web domain">{}</td>\n'
+        '<td data-label="Contacts">{}</td>\n'
+        '<td data-label="Latest email">{}</td>\n</tr>\n',
+        id_url("crm:company", company.pk), company.name, company.web_domain,
+        company.contact_count, latest_email(company.latest_email),
+    )  # fmt: skip
