@@ -68,10 +68,12 @@ def test_it_shows_each_row_s_sender_subject_and_local_date_escaped(client, db, s
     body = _email(account, subject="Hello", text_body="About the turbine contract.")
     found = client.get(reverse("accounts:email"), {"q": "turbine"}).text
     # Found in the body: a snippet below the subject, the word marked.
-    assert (
+    # (PostgreSQL's headline ends at the word; SQLite's snippet goes on to the stop.)
+    snippet = re.escape(
         f'<a href="{body.get_absolute_url()}">Hello</a>\n'
         '<div class="muted snippet">About the <mark>turbine</mark> contract'
-    ) in found
+    )
+    assert re.search(snippet + r"[^<]*</div></td>", found)
 
 
 def test_it_names_the_list_cells_by_their_column_for_a_phone(client, db):

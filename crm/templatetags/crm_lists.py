@@ -2,7 +2,7 @@
 row repeats."""
 
 from django import template
-from django.utils.formats import date_format
+from django.utils.formats import date_format, localize
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import template_localtime
 
@@ -42,7 +42,8 @@ def timeline_email(email) -> str:
 @register.simple_tag
 def contact_row(contact) -> str:
     """A row of the Contacts list: the contact (linked) and job title, company (linked),
-    addresses and latest email; one tag for the reason `latest_email` is."""
+    addresses and latest email; one tag for the reason `latest_email` is. The row as
+    crm.views.timelines.page_details gives it (`label`, `address_list`, `latest_email`)."""
     title = contact.job_title and format_html(' <span class="muted">{}</span>', contact.job_title)
     company = contact.company
     company = company and format_html(
@@ -62,12 +63,13 @@ def contact_row(contact) -> str:
 @register.simple_tag
 def company_row(company) -> str:
     """A row of the Companies list: the company (linked), web domain, number of contacts
-    and latest email; one tag for the reason `latest_email` is."""
+    and latest email; one tag for the reason `latest_email` is. The row as
+    crm.views.timelines.page_details gives it (`contact_count`, `latest_email`)."""
     return format_html(
         '<tr>\n<td><a href="{}">{}</a></td>\n'
         '<td data-label="Web domain">{}</td>\n'
         '<td data-label="Contacts">{}</td>\n'
         '<td data-label="Latest email">{}</td>\n</tr>\n',
         id_url("crm:company", company.pk), company.name, company.web_domain,
-        company.contact_count, latest_email(company.latest_email),
+        localize(company.contact_count), latest_email(company.latest_email),
     )  # fmt: skip
