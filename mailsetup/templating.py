@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.timesince import timesince
 
 register = template.Library()
@@ -41,6 +42,12 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value)} ago"
+
+
+def short_datetime(value: datetime | None) -> str:
+    """`{{ value|date:"SHORT_DATETIME_FORMAT" }}` for the tags that write a list's rows
+    in Python: in the current time zone, empty for none."""
+    return date_format(timezone.template_localtime(value), "SHORT_DATETIME_FORMAT") if value else ""
 
 
 # Stands for the id in a route reversed once: no route or script prefix holds it.

@@ -2,11 +2,10 @@
 row repeats."""
 
 from django import template
-from django.utils.formats import date_format, localize
+from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
-from django.utils.timezone import template_localtime
 
-from mailsetup.templating import id_url
+from mailsetup.templating import id_url, short_datetime
 
 register = template.Library()
 
@@ -18,10 +17,10 @@ def latest_email(email) -> str:
     for each of a page's 50 rows took half of the list's rendering (issue 19)."""
     if email is None:
         return format_html('<span class="muted">{}</span>', "none you can see")
-    when = email.sent_at and date_format(template_localtime(email.sent_at), "SHORT_DATETIME_FORMAT")
     return format_html(
         '<a href="{}">{}</a> <span class="muted">{}</span>',
-        id_url("sync:email", email.pk), email.subject or "(no subject)", when or "",
+        id_url("sync:email", email.pk), email.subject or "(no subject)",
+        short_datetime(email.sent_at),
     )  # fmt: skip
 
 
@@ -29,13 +28,12 @@ def latest_email(email) -> str:
 def timeline_email(email) -> str:
     """An email on a contact's or company's timeline: its date, subject (linked) and
     sender; as one tag for the reason `latest_email` is (a timeline shows 50)."""
-    when = email.sent_at and date_format(template_localtime(email.sent_at), "SHORT_DATETIME_FORMAT")
     return format_html(
         '<li class="entry-email"><span class="muted">{}</span>\n'
         '<span class="tag">Email</span> <a href="{}">{}</a>\n'
         '<span class="muted">from {}</span></li>',
-        when or "", id_url("sync:email", email.pk), email.subject or "(no subject)",
-        email.from_name or email.from_address,
+        short_datetime(email.sent_at), id_url("sync:email", email.pk),
+        email.subject or "(no subject)", email.from_name or email.from_address,
     )  # fmt: skip
 
 

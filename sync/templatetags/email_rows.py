@@ -1,12 +1,10 @@
 """The Email page's email row, which every row of its list repeats."""
 
 from django import template
-from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.timezone import template_localtime
 
-from mailsetup.templating import id_url
+from mailsetup.templating import id_url, short_datetime
 
 register = template.Library()
 
@@ -23,11 +21,10 @@ def email_row(email, query: str = "") -> SafeString:
         subject = getattr(email, "subject_html", "") or subject
         if html := getattr(email, "snippet_html", ""):
             snippet = format_html('\n<div class="muted snippet">{}</div>', html)
-    when = email.sent_at and date_format(template_localtime(email.sent_at), "SHORT_DATETIME_FORMAT")
     return format_html(
         '<tr class="{}"><td data-label="From">{}</td>\n'
         '<td class="subject"><a href="{}">{}</a>{}</td>\n'
         '<td data-label="Date">{}</td></tr>\n',
         "" if email.seen else "unread", email.from_name or email.from_address,
-        id_url("sync:email", email.pk), subject, snippet, when or "",
+        id_url("sync:email", email.pk), subject, snippet, short_datetime(email.sent_at),
     )  # fmt: skip
