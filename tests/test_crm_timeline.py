@@ -5,23 +5,27 @@ from sync.models import Email
 from tests.factories import EmailAccountFactory
 
 
+def _linked(email, contact, company):
+    email.contacts.add(contact)
+    email.companies.add(company)
+    return email
+
+
+def _timelines(contact, company):
+    return (reverse("crm:contact", args=[contact.pk]), reverse("crm:company", args=[company.pk]))
+
+
 def test_it_lists_a_contacts_emails_from_the_users_own_mailboxes(client, db):
     company = Company.objects.create(name="Partner Ltd", web_domain="partner.test")
     contact = Contact.objects.create(name="Peter Partner", company=company)
     ContactAddress.objects.create(contact=contact, address="peter@partner.test")
     mine = EmailAccountFactory()
-    email = Email.objects.create(account=mine, message_key="a", subject="Offer")
-    email.contacts.add(contact)
-    email.companies.add(company)
+    _linked(Email.objects.create(account=mine, message_key="a", subject="Offer"), contact, company)
     theirs = Email.objects.create(account=EmailAccountFactory(), message_key="b", subject="Secret")
-    theirs.contacts.add(contact)
-    theirs.companies.add(company)
+    _linked(theirs, contact, company)
 
     client.force_login(mine.owner)
-    for url in (
-        reverse("crm:contact", args=[contact.pk]),
-        reverse("crm:company", args=[company.pk]),
-    ):
+    for url in _timelines(contact, company):
         page = client.get(url).text
         assert "Offer" in page
         assert "Secret" not in page
@@ -61,13 +65,9 @@ def test_it_shows_each_email_entry_s_local_date_subject_and_sender_escaped(clien
     )  # fmt: skip
     blank = Email.objects.create(account=mine, message_key="b", from_address="peter@partner.test")
     for email in (offer, blank):
-        email.contacts.add(contact)
-        email.companies.add(company)
+        _linked(email, contact, company)
     client.force_login(mine.owner)
-    for url in (
-        reverse("crm:contact", args=[contact.pk]),
-        reverse("crm:company", args=[company.pk]),
-    ):
+    for url in _timelines(contact, company):
         page = client.get(url).text
         # 12:00 UTC is 7 a.m. in New York; subject and sender escaped, the email linked.
         assert (
