@@ -22,11 +22,13 @@ not ranked, but it finds the same emails a user would look for.
 import html
 import itertools
 import logging
+import re
 import time
 from contextlib import contextmanager, suppress
 from functools import reduce
 from operator import and_, or_
 
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank
 from django.core.cache import cache
 from django.db import (
@@ -37,8 +39,9 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import BooleanField, ExpressionWrapper, F, Func, Q, QuerySet, TextField
-from django.db.models.functions import Left
+from django.db.models import Case, DateTimeField, F, Func, Q, QuerySet, TextField, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Upper
 from django.utils.safestring import SafeString, mark_safe
 
 from mailsetup.lookups import AnyOf
@@ -65,8 +68,6 @@ CONFIGS = {
 RANKED = 1_000
 # Trigram indexes serve a substring of three characters or more.
 TRIGRAM_MIN = 3
-# What a headline shows of the body.
-HEADLINE_SOURCE = 20_000
 # vectors_fill: emails per transaction, and how long one task fills before it hands
 # over to a new one (so that a long backlog never holds a worker).
 FILL_BATCH = 200
@@ -76,6 +77,12 @@ FILL_SECONDS = 20.0
 FILL_QUEUED_KEY, FILL_QUEUED_SECONDS = "sync:search-vectors-queued", 10
 # Private-use characters mark the highlights, so that everything else can be escaped.
 START, STOP = "\ue000", "\ue001"
+# A body's headline (sync_body_headline, migration sync 0024): at most 30 words around
+# the words found, in 2 fragments at most, from the body's first 20,000 characters.
+BODY_HEADLINE = (
+    f"StartSel={START}, StopSel={STOP}, MaxWords=30, MinWords=12, MaxFragments=2,"
+    ' FragmentDelimiter=" … "'
+)
 
 
 def config_for(language: str) -> str:
@@ -95,12 +102,12 @@ def _configs(mailboxes) -> list[str]:
     return sorted({"simple"} | {config_for(language) for language in set(languages)})
 
 
-def search_query(text: str, mailboxes) -> SearchQuery:
+def search_query(text: str, mailboxes, configs: list[str] | None = None) -> SearchQuery:
     """What was typed, as a query in each language the mailboxes' emails were indexed
-    in (one tsquery, ORed, so the GIN index serves it)."""
-    return reduce(
-        or_, [SearchQuery(text, config=c, search_type="websearch") for c in _configs(mailboxes)]
-    )
+    in (one tsquery, ORed, so the GIN index serves it); `configs`: those languages'
+    configurations, if already read."""
+    configs = _configs(mailboxes) if configs is None else configs
+    return reduce(or_, [SearchQuery(text, config=c, search_type="websearch") for c in configs])
 
 
 def matching(emails: QuerySet, text: str, mailboxes) -> QuerySet:
@@ -120,14 +127,20 @@ class Found:
     number: sliced and counted as a Paginator does. Their order is known at once, from
     one query; a page's emails are read by id when it is asked for, highlighted
     (`subject_html`, `snippet_html`: escaped, the words found in <mark>) in the same
-    query. `more`: whether more emails match than the RANKED kept."""
+    query, and the text marked in the sender (`sender_html`) where it is found there.
+    `more`: whether more emails match than the RANKED kept. `worded`: those of `ids`
+    found by their words (None: all of them), the only ones whose headlines are asked
+    for: a match by its sender alone has no word to show, and a headline reads the
+    whole body (B6's "bergstr": 50 of them, 9 ms for nothing)."""
 
     def __init__(
         self, emails: QuerySet, ids: list[int], *, mailboxes: list[int], more: bool,
-        text: str, query: SearchQuery | None = None,
+        text: str, query: SearchQuery | None = None, worded: set[int] | None = None,
+        configs: list[str] | None = None,
     ):  # fmt: skip
         self.emails, self.ids, self.mailboxes, self.more = emails, ids, mailboxes, more
-        self.text, self.query = text, query
+        self.text, self.query, self.worded = text, query, worded
+        self.configs = configs
 
     def count(self) -> int:
         return len(self.ids)
@@ -140,17 +153,24 @@ class Found:
             return self[part : part + 1][0]
         ids = self.ids[part]
         rows = self.emails.order_by().filter(AnyOf(F("pk"), ids))
-        if self.query is not None:
-            rows = rows.annotate(**_headlines(self.query))
+        worded = ids if self.worded is None else [pk for pk in ids if pk in self.worded]
+        if self.query is not None and worded:
+            configs = self.configs if self.configs is not None else _configs(self.mailboxes)
+            rows = rows.annotate(**_headlines(self.query, self.text, configs, worded))
         found = {email.pk: email for email in rows}
         page = [found[pk] for pk in ids if pk in found]
         if self.query is not None:
             for email in page:
-                email.subject_html = _marked(email.subject_hl)
-                body = email.body_hl or ""
+                if subject := getattr(email, "subject_hl", None):
+                    email.subject_html = _marked(subject)
+                body = getattr(email, "body_hl", None) or ""
                 email.snippet_html = _marked(body) if START in body else ""
         else:
             _highlight_plain(page, self.text)
+        for email in page:
+            sender = _mark_plain(email.from_name or email.from_address, self.text)
+            if START in sender:
+                email.sender_html = _marked(sender)
         return page
 
 
@@ -159,37 +179,82 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
     RANKED matches ordered by rank, undated and unranked ones (their vector still to
     be filled) after the ranked; on SQLite the newest RANKED, newest first.
 
-    The rank is read with the matches, in the one query that finds them, and they are
-    ordered here: ordering them in the database took a second query over the kept ids,
-    and a third to count them (B6: 12-15 ms of a 57 ms search at 300,000 emails).
-    PostgreSQL ranks only the rows kept when it walks the date index (a common word),
-    and every match when it collects them through the indexes first (a rarer one: few
-    matches); ranking the kept ids in an outer query bounds that, but cost 1.5-2 ms more
-    on every B6 search."""
+    On PostgreSQL in one query of three parts, each served by its own index: the newest
+    RANKED + 1 emails with the words (`_words`: the search vector's index, or the date
+    index for a common word), and those whose sender matches (`_by_sender`: the
+    sender's trigram index for a rare part, else the date index with the sender in it,
+    email_sent_sender), dated ones no older than the words' last when the words fill
+    the RANKED + 1 alone, undated ones apart (their index condition is another). As one
+    OR, a part of a name most senders share walked the emails' rows by date testing
+    each (B6's "bergstr": 17,898 rows, 26 ms; 5-8 ms so). Only the words' rows are
+    ranked: a match by its sender alone ranks 0.
+
+    The rank is read with the matches and they are ordered here: ordering them in the
+    database took a second query over the kept ids, and a third to count them (B6:
+    12-15 ms of a 57 ms search at 300,000 emails)."""
     text = " ".join(text.split())
     newest = emails.order_by("-sent_at", "-pk")
     if not postgres():
         # One more than RANKED: whether there are more.
         ids = list(newest.filter(_plain_condition(text)).values_list("pk", flat=True)[: RANKED + 1])
         return Found(emails, ids[:RANKED], mailboxes=mailboxes, more=len(ids) > RANKED, text=text)
-    query = search_query(text, mailboxes)
-    rows = list(
-        newest.filter(_condition(text, query))
-        .annotate(
-            rank=SearchRank(F("search"), query),
-            undated=ExpressionWrapper(Q(sent_at__isnull=True), BooleanField()),
-        )
-        .values_list("pk", "undated", "rank")[: RANKED + 1]
+    configs = _configs(mailboxes)
+    query = search_query(text, mailboxes, configs)
+    words = newest.filter(_words(text, query)).annotate(rank=SearchRank(F("search"), query))
+    parts = {"words": words.values_list("pk", "sent_at", "rank")[: RANKED + 1]}
+    if len(text) >= TRIGRAM_MIN:
+        by_sender = newest.filter(_by_sender(text)).values_list("pk", "sent_at")
+        oldest = RawSQL(_OLDEST_KEPT, [RANKED], output_field=DateTimeField())  # noqa: S611 - ours
+        parts["dated"] = by_sender.filter(sent_at__gte=oldest)[: RANKED + 1]
+        parts["undated"] = by_sender.filter(sent_at__isnull=True)[: RANKED + 1]
+    ctes, params = [], []
+    for name, part in parts.items():
+        sql, part_params = part.query.sql_with_params()
+        columns = "(id, at, rank)" if name == "words" else "(id, at)"
+        ctes.append(f"{name}{columns} AS MATERIALIZED ({sql})")
+        params += part_params
+    union = " UNION ALL ".join(
+        "SELECT id, at, rank, true FROM words"
+        if name == "words"
+        else f"SELECT id, at, 0, false FROM {name}"  # noqa: S608
+        for name in parts
     )
+    # Only Django's SQL and the names above go into it; every value is a parameter.
+    sql = (
+        f"WITH {', '.join(ctes)} SELECT id, at IS NULL, max(rank), bool_or(worded)"  # noqa: S608
+        f" FROM ({union}) AS found (id, at, rank, worded)"
+        " GROUP BY id, at ORDER BY at DESC NULLS FIRST, id DESC LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, RANKED + 1])
+        rows = cursor.fetchall()
     more, rows = len(rows) > RANKED, rows[:RANKED]
     # Best first (unranked last); then newest (undated last); then the latest stored.
-    # The last two are the rows' own order: `newest` is `sent_at DESC` (NULLs first),
+    # The last two are the rows' own order: newest first, undated (NULLs) first, then
     # `id DESC`, and the sort is stable, so among equal ranks it keeps that order but
     # for the undated, moved last. Their dates need not be read (a datetime made for
     # each of 1,001 rows: B6's searches at 300,000 took 2.5-4 ms more CPU a request).
     rows.sort(key=lambda row: (row[2] is None, -(row[2] or 0), row[1]))
-    ids = [pk for pk, _undated, _rank in rows]
-    return Found(emails, ids, mailboxes=mailboxes, more=more, text=text, query=query)
+    ids = [row[0] for row in rows]
+    worded = {row[0] for row in rows if row[3]}
+    return Found(
+        emails,
+        ids,
+        mailboxes=mailboxes,
+        more=more,
+        text=text,
+        query=query,
+        worded=worded,
+        configs=configs,
+    )
+
+
+# The date below which no sender's match can be among the newest RANKED + 1 matches:
+# the words' last, once they alone fill them. An index condition, so the walk of the
+# date index stops there (a common word and a part of no sender's name).
+_OLDEST_KEPT = (
+    "SELECT CASE WHEN count(*) > %s THEN min(at) ELSE '-infinity'::timestamptz END FROM words"
+)
 
 
 def _plain_condition(text: str) -> Q:
@@ -205,31 +270,47 @@ def _plain_condition(text: str) -> Q:
 
 
 def _condition(text: str, query: SearchQuery) -> Q:
-    """PostgreSQL's search: the words in the vector, or a part of the sender's address
-    or name. An email whose vector is still to be filled (vectors_later) is found by its
-    subject, through the small index of those waiting (email_search_pending)."""
-    condition = Q(search=query) | Q(search__isnull=True) & _in_subject(text)
+    """PostgreSQL's search: the words (`_words`), or a part of the sender's name or
+    address (`_by_sender`)."""
+    condition = _words(text, query)
     if len(text) >= TRIGRAM_MIN:
-        condition |= Q(from_name__icontains=text)
-        # An address holds no space (but in a quoted local part, which the vector's
-        # words still find): its index is not read for a text with one.
-        if " " not in text:
-            condition |= Q(from_address__icontains=text)
+        condition |= _by_sender(text)
     return condition
+
+
+def _words(text: str, query: SearchQuery) -> Q:
+    """The words in the vector; an email whose vector is still to be filled
+    (vectors_later) is found by its subject, through the small index of those waiting
+    (email_search_pending)."""
+    return Q(search=query) | Q(search__isnull=True) & _in_subject(text)
+
+
+def _by_sender(text: str) -> Q:
+    """A part of the sender's name or address, in either case: Email.sender_upper holds
+    them upper-cased by the database, and the text is upper-cased there too (Python's
+    upper() is not PostgreSQL's: "ß" is "SS" to one and "ß" to the other)."""
+    return Q(sender_upper__contains=Upper(Value(text)))
+
+
+def _typed(text: str) -> tuple[list[str], list[str], bool]:
+    """The words typed as websearch reads them, roughly: those wanted, those left out
+    (a -word), and whether any of the wanted will do (an OR between them)."""
+    words = [word.strip('"') for word in text.split()]
+    anyof = any(word.lower() == "or" for word in words)
+    left_out = [w[1:].strip('"') for w in words if w.startswith("-")]
+    words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
+    return words, [w for w in left_out if w], anyof
 
 
 def _in_subject(text: str) -> Q:
     """The words typed, in the subject: all of them, or any with an OR between (what
     websearch reads them as, roughly); a subject with a -word in it is left out, as
     websearch leaves out an email with that word."""
-    words = [word.strip('"') for word in text.split()]
-    anyof = any(word.lower() == "or" for word in words)
-    left_out = [w[1:].strip('"') for w in words if w.startswith("-")]
-    words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
+    words, left_out, anyof = _typed(text)
     if not words:
         return Q(pk__in=[])
     found = reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
-    for word in filter(None, left_out):
+    for word in left_out:
         found &= ~Q(subject__icontains=word)
     return found
 
@@ -402,18 +483,36 @@ class SearchConfigOf(Func):
     output_field = TextField()
 
 
-def _headlines(query: SearchQuery) -> dict:
+def _headlines(query: SearchQuery, text: str, configs: list[str], ids: list[int]) -> dict:
     """The subject and a part of the body with the words found between START and STOP,
-    each read in its mailbox's language."""
+    each read in its mailbox's language; for the emails of `ids` only (None for the
+    others). The body's part is read by sync_body_headline (migration sync 0024)."""
     config = SearchConfigOf(F("account__message_language"))
     options = {"start_sel": START, "stop_sel": STOP, "config": config}
-    return {
+    words = _typed(text)[0]
+    headlines = {
         "subject_hl": SearchHeadline("subject", query, highlight_all=True, **options),
-        "body_hl": SearchHeadline(
-            Left("text_body", HEADLINE_SOURCE), query, max_words=30, min_words=12,
-            max_fragments=2, fragment_delimiter=" … ", **options,
+        "body_hl": Func(
+            config, F("text_body"), _any_word(words, configs) if words else query,
+            Value(words, output_field=ArrayField(TextField())), Value(BODY_HEADLINE), Value(START),
+            function="sync_body_headline", output_field=TextField(),
         ),
     }  # fmt: skip
+    chosen = AnyOf(F("pk"), ids)
+    return {
+        name: Case(When(chosen, then=headline), default=Value(None), output_field=TextField())
+        for name, headline in headlines.items()
+    }
+
+
+def _any_word(words: list[str], configs: list[str]) -> SearchQuery:
+    """Each word typed, any of them: what a body's headline marks. The search's own
+    query would mark only where all of them are near each other (a cover): a part of the
+    body with one of them would show none."""
+    return reduce(
+        or_,
+        [SearchQuery(w, config=c, search_type="plain") for c in configs for w in words],
+    )
 
 
 def _highlight_plain(emails: list, text: str) -> None:
@@ -439,16 +538,13 @@ def _marked(text: str | None) -> SafeString:
 
 
 def _mark_plain(text: str, term: str) -> str:
-    """SQLite: the term marked wherever it occurs (any case), our markers removed from
-    the source first."""
+    """The term marked wherever it occurs (any case), our markers removed from the
+    source first. Found in the text itself, not in a lower-cased copy: lower() changes
+    the length of some characters ("İ"), and the marks would land beside the match."""
     text = (text or "").replace(START, "").replace(STOP, "")
     if not term:
         return text
-    lowered, needle, out, at = text.lower(), term.lower(), [], 0
-    while (found := lowered.find(needle, at)) != -1:
-        out += [text[at:found], START, text[found : found + len(needle)], STOP]
-        at = found + len(needle)
-    return "".join(out) + text[at:]
+    return re.sub(re.escape(term), lambda m: f"{START}{m.group(0)}{STOP}", text, flags=re.I)
 
 
 def _snippet(body: str, term: str, width: int = 120) -> str:

@@ -51,6 +51,10 @@ def test_it_finds_words_in_body_recipients_and_parts_of_addresses_ranked(client,
     assert _found(client, "ola@fjord.test") == ["Lunch"]
     assert _found(client, "vattenkr") == ["From the plant"]  # part of an address
     assert _found(client, "bergstr") == ["From the plant"]  # part of a name
+    # What matched is marked where the sender shows; nothing is marked where it does not.
+    page = client.get(reverse("accounts:email"), {"q": "BERGSTR"}).text
+    assert '<td data-label="From">Ingrid <mark>Bergstr</mark>öm</td>' in page
+    assert "<mark>" not in client.get(reverse("accounts:email"), {"q": "vattenkr"}).text
     assert _found(client, "ingrid bergstr") == ["From the plant"]  # with a space
     assert _found(client, "zeppelin") == []
     assert _found(client, "address") == []  # the recipients' values, not their keys
@@ -79,6 +83,30 @@ def test_it_highlights_the_words_and_escapes_everything_else(client, db):
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert page.count("<mark>") == page.count("</mark>")
+
+
+def _snippet(client, query) -> str:
+    page = client.get(reverse("accounts:email"), {"q": query}).text
+    return " ".join(re.findall(r'<div class="muted snippet">(.*?)</div>', page, re.S))
+
+
+def test_it_shows_the_part_of_a_long_body_where_the_words_are(client, db):
+    account = EmailAccountFactory(message_language="en")
+    filler = "lorem ipsum dolor sit amet " * 400  # 10,800 characters
+    _email(account, "far", subject="Notes",
+           text_body=f"{filler} the pumps were delivered {filler} invoices follow")  # fmt: skip
+    _email(account, "decoy", subject="Stock",
+           text_body=f"pumpernickel bread {filler} two pumps broke")  # fmt: skip
+    client.force_login(account.owner)
+    # Far into the body, as typed: the part around it.
+    assert "the <mark>pumps</mark> were delivered" in _snippet(client, "pumps")
+    # Typed otherwise than written ("pump" is stemmed to what "pumps" is): the body's
+    # first 20,000 characters are read, and it is still found and marked.
+    snippet = _snippet(client, "pump")
+    assert "the <mark>pumps</mark> were" in snippet and "two <mark>pumps</mark> broke" in snippet
+    # All the words, far apart: each is marked where it shows.
+    snippet = _snippet(client, "pumps invoices")
+    assert "<mark>pumps</mark>" in snippet and "pumpernickel" not in snippet
 
 
 def test_it_keeps_the_search_vector_on_every_write_and_the_configs_agree(db):
@@ -217,6 +245,49 @@ def test_it_orders_search_results_best_first_then_newest_and_pages_them(client, 
     # The page does not say 4 match when 9 do.
     page = client.get(reverse("accounts:email"), {"q": "pump"}).text
     assert "More than 4 emails matching" in page and "Page 1 of 2" in page
+
+
+def test_it_keeps_the_newest_matches_of_words_and_senders_together(db, monkeypatch):
+    """The words and the senders are read apart (sync.search.found): what is kept is
+    still the newest RANKED + 1 of all the matches, each once."""
+    account = EmailAccountFactory()
+    emails = Email.objects.filter(account=account)
+    for day in (1, 3, 5, 7, 9, 11):
+        _email(account, f"word{day}", subject="Pump report", sent_at=NOW - timedelta(days=day))
+    for day in (2, 6, 10, 12):  # by a part of the sender's name alone
+        _email(account, f"name{day}", subject="Hello", from_name="Jo Pumpernickel",
+               sent_at=NOW - timedelta(days=day))  # fmt: skip
+    # Both: one email, found once.
+    _email(account, "both", subject="Pump", from_name="Pumpernickel", sent_at=NOW)
+    _email(account, "undated", subject="Hi", from_address="pumpernickel@x.test", sent_at=None)
+    matches = {"pump": 12, "pumpernick": 6, "report": 6}
+    # Every cut: the words alone filling RANKED + 1 (their last date then bounds the
+    # senders' walk) or not, the senders' alone, the undated one in or out.
+    for ranked in range(1, 14):
+        monkeypatch.setattr(search, "RANKED", ranked)
+        for text, count in matches.items():
+            found = search.found(emails, text, [account.pk])
+            assert found.ids == _in_database_order(account, text), (ranked, text)
+            assert found.more == (count > ranked), (ranked, text)
+            # Headlines are read for the emails found by their words only.
+            words = emails.filter(search=search.search_query(text, [account.pk]))
+            by_words = set(words.values_list("pk", flat=True))
+            assert found.worded == by_words & set(found.ids), (ranked, text)
+    monkeypatch.setattr(search, "RANKED", 3)
+    newest = ["undated", "both", "word1"]
+    assert set(search.found(emails, "pump", [account.pk]).ids) == set(
+        emails.filter(message_key__in=newest).values_list("pk", flat=True)
+    )
+
+
+def test_it_finds_a_part_of_a_sender_as_the_database_upper_cases_it(db):
+    """Python's upper() is not PostgreSQL's ("ß"): both sides are upper-cased there."""
+    account = EmailAccountFactory()
+    _email(account, "g", subject="Hallo", from_name="Peter Großmann", from_address="p@x.test")
+    emails = Email.objects.filter(account=account)
+    for text in ("roßm", "ROßM", "großmann p@x"):
+        assert len(search.found(emails, text, [account.pk])) == 1, text
+        assert search.matching(emails, text, [account.pk]).count() == 1, text
 
 
 def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch):
