@@ -387,7 +387,3 @@ MAIL_PARSE_PROCESS = env_bool("MAIL_PARSE_PROCESS", default=True)
 # this same var dir: trusted from the moment it exists, whichever was started first.
 # Never in production (its private key lies beside it).
 MAIL_DEV_CA_FILE = str(VAR_DIR / "dev-mail" / "ca.pem") if DEBUG else None
-
-# SQLite has no covering indexes: there email_sent_sender (sync.Email) is a plain index
-# on its key columns, which is all SQLite's plain search needs.
-SILENCED_SYSTEM_CHECKS = ["models.W040"]

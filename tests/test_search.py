@@ -16,7 +16,7 @@ from django.urls import reverse
 from crm.models import Company, Contact
 from sync import search, tasks
 from sync.models import Email
-from tests.factories import EmailAccountFactory
+from tests.factories import EmailAccountFactory, UserFactory
 from tests.mailbox import make_message
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -93,8 +93,8 @@ def _snippet(client, query) -> str:
 def test_it_shows_the_part_of_a_long_body_where_the_words_are(client, db):
     account = EmailAccountFactory(message_language="en")
     filler = "lorem ipsum dolor sit amet " * 400  # 10,800 characters
-    _email(account, "far", subject="Notes",
-           text_body=f"{filler} the pumps were delivered {filler} invoices follow")  # fmt: skip
+    body = f"there {filler} the pumps were delivered {filler} invoices follow"
+    _email(account, "far", subject="Notes", text_body=body)
     _email(account, "decoy", subject="Stock",
            text_body=f"pumpernickel bread {filler} two pumps broke")  # fmt: skip
     client.force_login(account.owner)
@@ -104,9 +104,11 @@ def test_it_shows_the_part_of_a_long_body_where_the_words_are(client, db):
     # first 20,000 characters are read, and it is still found and marked.
     snippet = _snippet(client, "pump")
     assert "the <mark>pumps</mark> were" in snippet and "two <mark>pumps</mark> broke" in snippet
-    # All the words, far apart: each is marked where it shows.
-    snippet = _snippet(client, "pumps invoices")
-    assert "<mark>pumps</mark>" in snippet and "pumpernickel" not in snippet
+    # A word found early inside another ("the" in "there"), or a stop word: the next
+    # place a typed word is found.
+    assert "the <mark>pumps</mark> were" in _snippet(client, "the pumps")
+    # All the words, far apart: one of them is found, and marked where it shows.
+    assert "the <mark>pumps</mark> were" in _snippet(client, "pumps invoices")
 
 
 def test_it_keeps_the_search_vector_on_every_write_and_the_configs_agree(db):
@@ -249,7 +251,8 @@ def test_it_orders_search_results_best_first_then_newest_and_pages_them(client, 
 
 def test_it_keeps_the_newest_matches_of_words_and_senders_together(db, monkeypatch):
     """The words and the senders are read apart (sync.search.found): what is kept is
-    still the newest RANKED + 1 of all the matches, each once."""
+    still the newest RANKED + 1 of all the matches, each once, ranked as one query
+    ranked them all."""
     account = EmailAccountFactory()
     emails = Email.objects.filter(account=account)
     for day in (1, 3, 5, 7, 9, 11):
@@ -257,13 +260,23 @@ def test_it_keeps_the_newest_matches_of_words_and_senders_together(db, monkeypat
     for day in (2, 6, 10, 12):  # by a part of the sender's name alone
         _email(account, f"name{day}", subject="Hello", from_name="Jo Pumpernickel",
                sent_at=NOW - timedelta(days=day))  # fmt: skip
+    # The same date as a match by words: the latest stored first, whichever part.
+    _email(account, "tie", subject="Hi", from_name="Pumpernickel", sent_at=NOW - timedelta(days=3))
     # Both: one email, found once.
     _email(account, "both", subject="Pump", from_name="Pumpernickel", sent_at=NOW)
     _email(account, "undated", subject="Hi", from_address="pumpernickel@x.test", sent_at=None)
-    matches = {"pump": 12, "pumpernick": 6, "report": 6}
+    # A sender's match whose words share a part of the query ranks by it, as before.
+    _email(account, "partly", subject="Report", from_name="Ingrid Bergström",
+           sent_at=NOW - timedelta(days=4))  # fmt: skip
+    _email(account, "ingrid", subject="Notes", text_body="ingrid berg", sent_at=NOW)
+    # Waiting for its vector, found by its sender: unranked, after every ranked one.
+    with transaction.atomic(), search.vectors_later():
+        _email(account, "waiting", subject="Hi", from_name="Pumpernickel AG",
+               sent_at=NOW + timedelta(days=1))  # fmt: skip
+    matches = {"pump": 14, "pumpernick": 8, "report": 7, "ingrid berg": 2}
     # Every cut: the words alone filling RANKED + 1 (their last date then bounds the
     # senders' walk) or not, the senders' alone, the undated one in or out.
-    for ranked in range(1, 14):
+    for ranked in range(1, 16):
         monkeypatch.setattr(search, "RANKED", ranked)
         for text, count in matches.items():
             found = search.found(emails, text, [account.pk])
@@ -273,11 +286,23 @@ def test_it_keeps_the_newest_matches_of_words_and_senders_together(db, monkeypat
             words = emails.filter(search=search.search_query(text, [account.pk]))
             by_words = set(words.values_list("pk", flat=True))
             assert found.worded == by_words & set(found.ids), (ranked, text)
+    monkeypatch.setattr(search, "RANKED", 20)
+    keys = dict(emails.values_list("pk", "message_key"))
+    ordered = [keys[pk] for pk in search.found(emails, "pump", [account.pk]).ids]
+    assert ordered[-1] == "waiting" and ordered.index("tie") > ordered.index("name2")
     monkeypatch.setattr(search, "RANKED", 3)
-    newest = ["undated", "both", "word1"]
+    newest = ["waiting", "undated", "both"]
     assert set(search.found(emails, "pump", [account.pk]).ids) == set(
         emails.filter(message_key__in=newest).values_list("pk", flat=True)
     )
+
+
+def test_it_searches_no_mailbox_for_a_user_with_none(client, db):
+    user = UserFactory()
+    client.force_login(user)
+    page = client.get(reverse("accounts:email"), {"q": "pump"})
+    assert page.status_code == 200 and "0 emails matching" in page.text
+    assert search.found(Email.objects.none(), "pump", []).ids == []
 
 
 def test_it_finds_a_part_of_a_sender_as_the_database_upper_cases_it(db):
