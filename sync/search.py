@@ -569,9 +569,11 @@ def _mark_plain(text: str, term: str) -> str:
 
 
 def _snippet(body: str, term: str, width: int = 120) -> str:
-    at = (body or "").lower().find(term.lower())
-    if at == -1:
+    """SQLite: the body around the term's first place (found as `_mark_plain` finds it:
+    in the body itself, not in a lower-cased copy whose positions may differ)."""
+    found = re.search(re.escape(term), body or "", flags=re.I) if term else None
+    if found is None:
         return ""
-    start = max(0, at - width)
-    piece = body[start : at + len(term) + width]
+    start = max(0, found.start() - width)
+    piece = body[start : found.end() + width]
     return ("… " if start else "") + _mark_plain(piece, term) + " …"
