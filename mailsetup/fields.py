@@ -35,7 +35,8 @@ class StoredGeneratedField(models.GeneratedField):
     a check before the database is up)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs["db_persist"] = True
+        if kwargs.setdefault("db_persist", True) is not True:
+            raise TypeError("StoredGeneratedField is stored: db_persist=True")
         super().__init__(*args, **kwargs)
 
     def check(self, **kwargs):

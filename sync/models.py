@@ -7,6 +7,7 @@ from django.utils import timezone
 from accounts.models import EmailAccount
 from crm.models import Company, Contact
 from mailsetup.fields import StoredGeneratedField
+from mailsetup.indexes import PostgresCoveringIndex
 
 
 class WorkerHeartbeat(models.Model):
@@ -159,7 +160,8 @@ class Email(models.Model):
     # PostgreSQL): upper-cased once when written, so that the date index can carry it and
     # a search walks the index alone, not every email's row, testing each row's value as
     # it is (B6's "bergstr": 17,898 rows by date, 26 ms with upper() of each in the heap,
-    # 5-8 ms from the index). Its trigram index finds a rare part of a name at once.
+    # 5-8 ms from the index). Its trigram index (email_sender_trgm, raw SQL in migration
+    # sync 0024: a change of this column must build it again) finds a rare part at once.
     sender_upper = StoredGeneratedField(
         expression=Upper(Concat("from_name", Value(" "), "from_address")),
         output_field=models.TextField(),
@@ -174,12 +176,14 @@ class Email(models.Model):
             # The Email page's keyset pages: a mailbox's emails by date, then id.
             models.Index(fields=["account", "-sent_at", "-id"], name="email_account_sent_id"),
             # Every visible mailbox's emails by date at once (the Email page, a search, the
-            # Contacts list's walk). On PostgreSQL migration sync 0024 builds it covering
-            # the mailbox and what a search by sender tests (INCLUDE account_id,
-            # sender_upper), so that rows the user may not see or that do not match are
-            # passed over in the index, their rows unread; SQLite has no covering index
-            # (and its check would warn of one, models.W040).
-            models.Index(fields=["-sent_at", "-id"], name="email_sent_sender"),
+            # Contacts list's walk), on PostgreSQL with the mailbox and what a search by
+            # sender tests (sender_upper), so that rows the user may not see or that do
+            # not match are passed over in the index, their rows unread.
+            PostgresCoveringIndex(
+                fields=["-sent_at", "-id"],
+                covers=["account", "sender_upper"],
+                name="email_sent_sender",
+            ),
             # An open page's poller (sync.live): each visible mailbox's newest email, and
             # its emails past an id, read from the index alone, whatever their number.
             models.Index(fields=["account", "id"], name="email_account_id"),

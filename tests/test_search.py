@@ -55,6 +55,10 @@ def test_it_finds_words_in_body_recipients_and_parts_of_addresses_ranked(client,
     page = client.get(reverse("accounts:email"), {"q": "BERGSTR"}).text
     assert '<td data-label="From">Ingrid <mark>Bergstr</mark>öm</td>' in page
     assert "<mark>" not in client.get(reverse("accounts:email"), {"q": "vattenkr"}).text
+    # Shorter than a sender is searched for: found by the word, the sender not marked.
+    _email(account, "jo", subject="Jo", from_name="John Smith")
+    page = client.get(reverse("accounts:email"), {"q": "jo"}).text
+    assert '<td data-label="From">John Smith</td>' in page and "<mark>Jo</mark>" in page
     assert _found(client, "ingrid bergstr") == ["From the plant"]  # with a space
     assert _found(client, "zeppelin") == []
     assert _found(client, "address") == []  # the recipients' values, not their keys
@@ -295,6 +299,72 @@ def test_it_keeps_the_newest_matches_of_words_and_senders_together(db, monkeypat
     assert set(search.found(emails, "pump", [account.pk]).ids) == set(
         emails.filter(message_key__in=newest).values_list("pk", flat=True)
     )
+
+
+def test_it_ranks_a_match_by_its_sender_by_the_words_it_shares_and_cuts_at_ties(db, monkeypatch):
+    """A match by its sender alone is ranked by what its words share with the query
+    (English and 'simple' ORed: a part of them counts), not 0; and at the words' last
+    date, a sender's match stored later is kept before the words' one."""
+    account = EmailAccountFactory(message_language="en")
+    emails = Email.objects.filter(account=account)
+    old = _email(account, "old", subject="Hello", from_name="Ingrid Bergström",
+                 sent_at=NOW - timedelta(days=5))  # fmt: skip
+    new = _email(account, "new", subject="Hello", from_name="Xingrid Bergman",
+                 sent_at=NOW - timedelta(days=1))  # fmt: skip
+    found = search.found(emails, "ingrid berg", [account.pk])
+    assert found.ids == [old.pk, new.pk] == _in_database_order(account, "ingrid berg")
+
+    other = EmailAccountFactory()
+    emails = Email.objects.filter(account=other)
+    first = _email(other, "w1", subject="Pump", sent_at=NOW)
+    _email(other, "w2", subject="Pump", sent_at=NOW - timedelta(days=1))
+    tie = _email(
+        other, "s", subject="Hi", from_name="Pumpernickel", sent_at=NOW - timedelta(days=1)
+    )
+    monkeypatch.setattr(search, "RANKED", 1)
+    # The newest two: w1, then of the two at w2's date the one stored later.
+    found = search.found(emails, "pump", [other.pk])
+    assert found.ids == [first.pk] and found.more
+    monkeypatch.setattr(search, "RANKED", 2)
+    assert set(search.found(emails, "pump", [other.pk]).ids) == {first.pk, tie.pk}
+
+
+def test_it_reads_a_headline_around_each_word_before_the_whole_body(db):
+    """sync_body_headline: a part of the body around a typed word; a word found inside
+    another first ("the" in "there") marks nothing there, and the next one's place is
+    read, not the body's first 20,000 characters (which would show two fragments)."""
+    filler = "lorem ipsum dolor sit amet " * 80
+    body = f"there {filler} the pumps were late {filler} two pumps broke {filler}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sync_body_headline('english', %s, plainto_tsquery('english', 'pumps'),"
+            " %s, %s, %s)",
+            [body, ["the", "pumps"], search.BODY_HEADLINE, search.START],
+        )
+        headline = cursor.fetchone()[0]
+    assert headline.count(search.START) == 1 and "…" not in headline
+    assert "the \ue000pumps\ue001 were late" in headline
+    # No word of it anywhere: the body's start, as ts_headline gives it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sync_body_headline('english', %s, plainto_tsquery('english', 'valves'),"
+            " %s, %s, %s)",
+            [body, ["valves"], search.BODY_HEADLINE, search.START],
+        )
+        assert cursor.fetchone()[0].startswith("there lorem ipsum")
+
+
+def test_it_indexes_the_sender_for_search_on_postgresql(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'sync_email'"
+            " AND indexname IN ('email_sent_sender', 'email_sender_trgm')"
+        )
+        indexes = dict(cursor.fetchall())
+    assert (
+        "(sent_at DESC, id DESC) INCLUDE (account_id, sender_upper)" in indexes["email_sent_sender"]
+    )
+    assert "gin (sender_upper gin_trgm_ops)" in indexes["email_sender_trgm"]
 
 
 def test_it_searches_no_mailbox_for_a_user_with_none(client, db):
