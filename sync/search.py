@@ -188,7 +188,7 @@ def found(emails: QuerySet, text: str, mailboxes: list[int]) -> Found:
     email_sent_sender), dated ones no older than the words' last when the words fill
     the RANKED + 1 alone, undated ones apart (their index condition is another). As one
     OR, a part of a name most senders share walked the emails' rows by date testing
-    each (B6's "bergstr": 17,898 rows, 26 ms; 5-8 ms so).
+    each (B6's "bergstr": 17,898 rows, 24-26 ms; 9-14 ms so, the ranks included).
 
     The rank is read with the matches and they are ordered here: ordering them in the
     database took a second query over the kept ids, and a third to count them (B6:
