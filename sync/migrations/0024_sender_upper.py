@@ -4,8 +4,8 @@
 # new indexes are built after: reading or writing emails waits for the whole migration
 # (300,000 emails: 31 s here), which is one transaction, so that it is all or nothing.
 # One trigram index over the column replaces the two over the name and the address, and
-# the covering date index the plain one on sent_at, so a stored email still writes as
-# many indexes as before.
+# the covering date index the plain one on sent_at: a stored email writes one index
+# fewer than before.
 
 import django.db.models.functions.text
 from django.db import migrations, models
