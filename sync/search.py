@@ -132,7 +132,8 @@ class Found:
     `more`: whether more emails match than the RANKED kept. `worded`: those of `ids`
     found by their words (None: all of them), the only ones whose headlines are asked
     for: a match by its sender alone has no word to show, and a headline reads the
-    whole body (B6's "bergstr": 50 of them, 9 ms for nothing)."""
+    whole body (B6's "bergstr": 50 of them, 9 ms for nothing). `configs`: the text
+    search configurations `query` was made in, given with it."""
 
     def __init__(
         self, emails: QuerySet, ids: list[int], *, mailboxes: list[int], more: bool,
@@ -156,8 +157,7 @@ class Found:
         rows = self.emails.order_by().filter(AnyOf(F("pk"), ids))
         worded = ids if self.worded is None else [pk for pk in ids if pk in self.worded]
         if self.query is not None and worded:
-            configs = self.configs if self.configs is not None else _configs(self.mailboxes)
-            rows = rows.annotate(**_headlines(self.query, self.text, configs, worded))
+            rows = rows.annotate(**_headlines(self.query, self.text, self.configs, worded))
         found = {email.pk: email for email in rows}
         page = [found[pk] for pk in ids if pk in found]
         if self.query is not None:
