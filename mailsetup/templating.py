@@ -3,13 +3,17 @@ the navigation's current section (a context processor)."""
 
 from datetime import datetime
 from functools import cache
+from html import escape
 
 from django import template
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.dateformat import format as format_date
+from django.utils.formats import get_format
+from django.utils.functional import Promise
+from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
 register = template.Library()
@@ -44,12 +48,6 @@ def ago(value: datetime | None) -> str:
     return f"{timesince(value)} ago"
 
 
-def short_datetime(value: datetime | None) -> str:
-    """`{{ value|date:"SHORT_DATETIME_FORMAT" }}` for the tags that write a list's rows
-    in Python: in the current time zone, empty for none."""
-    return date_format(timezone.template_localtime(value), "SHORT_DATETIME_FORMAT") if value else ""
-
-
 # Stands for the id in a route reversed once: no route or script prefix holds it.
 _ID = 987_654_321_987_654_321
 
@@ -70,3 +68,67 @@ def id_url(name: str, pk: int) -> str:
     urlconf = get_urlconf() or settings.ROOT_URLCONF
     head, tail = _route_of_id(name, get_script_prefix(), urlconf)
     return f"{head}{pk}{tail}"
+
+
+def html_row(format_string: str, *args) -> SafeString:
+    """`format_html` for the tags that write a list's rows, escaping each argument as
+    it does (`conditional_escape`: a value's own `__html__`, else `html.escape` of its
+    text, quotes included) without Django's lazy-string wrappers around every call:
+    they were a third of a 50-row page's rows (issue 19)."""
+    return SafeString(format_string.format(*map(_escaped, args)))
+
+
+def _escaped(value) -> str:
+    if isinstance(value, Promise):
+        value = str(value)
+    if hasattr(value, "__html__"):
+        return value.__html__()
+    return escape(str(value))
+
+
+class RowKit:
+    """What every row of a list reads from the request, read once a page: the routes of
+    `id_url` (the URL configuration and script prefix are thread-local lookups, 2-4 us
+    a link), and the format and time zone of `{{ value|date:"SHORT_DATETIME_FORMAT" }}`
+    (looked up per row, 12-16 us a date). `RowKit.of(context)` gives the template's
+    own, made at its first row, so a template that switched language or time zone
+    between its rows ({% language %}, {% timezone %}: none does) would keep the first.
+    A page's 50 rows, each with two links and a date, spent about 1.5 ms on these
+    (issue 19)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, tuple[str, str]] = {}
+        self._urlconf = get_urlconf() or settings.ROOT_URLCONF
+        self._prefix = get_script_prefix()
+        self._format = get_format("SHORT_DATETIME_FORMAT")
+        self._zone = timezone.get_current_timezone() if settings.USE_TZ else None
+
+    @classmethod
+    def of(cls, context) -> "RowKit":
+        kit = context.render_context.get(cls)
+        if kit is None:
+            kit = context.render_context[cls] = cls()
+        return kit
+
+    def url(self, name: str, pk: int) -> str:
+        """`id_url(name, pk)`."""
+        if type(pk) is not int or pk < 0:
+            return reverse(name, args=[pk])
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = _route_of_id(name, self._prefix, self._urlconf)
+        return f"{route[0]}{pk}{route[1]}"
+
+    def when(self, value: datetime | None) -> str:
+        """`{{ value|date:"SHORT_DATETIME_FORMAT" }}`: in the current time zone, empty
+        for none."""
+        if not value:
+            return ""
+        if (
+            self._zone is not None
+            and isinstance(value, datetime)
+            and value.utcoffset() is not None  # aware: as template_localtime converts
+            and getattr(value, "convert_to_local_time", True)
+        ):
+            value = value.astimezone(self._zone)
+        return format_date(value, self._format)

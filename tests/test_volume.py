@@ -324,6 +324,49 @@ def test_it_makes_a_list_s_links_as_reverse_does_under_any_script_prefix(db):
         clear_script_prefix()
 
 
+def test_it_writes_a_list_s_rows_as_format_html_the_url_tag_and_the_date_filter_do(db):
+    from django.template import Context, engines
+    from django.urls import clear_script_prefix, set_script_prefix
+    from django.utils.html import format_html
+    from django.utils.safestring import mark_safe
+    from django.utils.translation import gettext_lazy, override
+
+    from mailsetup.templating import RowKit, html_row
+
+    # Escaping: text, quotes, safe strings, lazy strings, numbers and None.
+    for value in (
+        "<b>Ann</b> & 'Co' \"x\"", mark_safe("<i>kept</i>"), gettext_lazy("Email"), 12, None,
+        "{0} {}", "é ü ß",
+    ):  # fmt: skip
+        assert html_row("<td>{}</td>{}", value, value) == format_html("<td>{}</td>{}", value, value)
+    # Links and dates, as each page's template and request set them.
+    template = engines["django"].from_string(
+        '{% load crm_lists %}{% url "sync:email" pk %}|{{ at|date:"SHORT_DATETIME_FORMAT" }}'
+    )
+    moments = [
+        datetime(2026, 3, 29, 0, 30, tzinfo=UTC),  # a day earlier in New York, later in Tokyo
+        datetime(2026, 11, 30, 12, 0, tzinfo=UTC),  # noon: "noon" in English, 12:00 in German
+        datetime(2026, 7, 4, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 7, 4, 9, 5),  # naive: shown as it is
+        None,
+    ]
+    try:
+        for prefix, zone, language in (
+            ("/", "UTC", "en"), ("/crm/", "America/New_York", "de"), ("/", "Asia/Tokyo", "fr"),
+        ):  # fmt: skip
+            set_script_prefix(prefix)
+            with timezone.override(zone), override(language):
+                kit = RowKit.of(Context({}))
+                for pk, at in zip((1, 42, 987_654, 7, 8), moments, strict=True):
+                    url, date = template.render({"pk": pk, "at": at}).split("|")
+                    assert (kit.url("sync:email", pk), kit.when(at)) == (url, date)
+                assert kit.url("crm:contact", "12") == reverse("crm:contact", args=["12"])
+                with pytest.raises(NoReverseMatch):
+                    kit.url("crm:contact", -1)
+    finally:
+        clear_script_prefix()
+
+
 def _link_dates() -> tuple[dict, dict]:
     """{email id: its links' copy of its date} of the contacts' and the companies' links."""
     found = []
