@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from crm.models import Activity, Contact
+from crm.models import Activity, Company, Contact, ContactAddress
 from sync.models import Email, SyncRun
 from sync.selectors import sync_status
 from sync.services import sync_runs_prune
@@ -236,6 +236,12 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
 
     mine, other = EmailAccountFactory(), EmailAccountFactory()
     contacts = [Contact.objects.create(name=f"P{n % 7} {n}") for n in range(40)]
+    # "Zed" in a job title, a company's name and an address: a search matches each way.
+    zed = Company.objects.create(name="Zed Works")
+    Contact.objects.filter(pk__in=[c.pk for c in contacts[4:7]]).update(job_title="Buyer, Zed")
+    Contact.objects.filter(pk__in=[c.pk for c in contacts[8:12]]).update(company=zed)
+    for contact in contacts[20:23]:
+        ContactAddress.objects.create(contact=contact, address=f"{contact.pk}@zed.test")
     for n in range(90):
         sent = None if n % 13 == 0 else NOW - timedelta(hours=(n * 7) % 31)  # many ties
         email = Email.objects.create(
@@ -245,11 +251,15 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
     monkeypatch.setattr(LatestFirst, "FEW", 0)
     # COUNTED 2: a search with more matches reads neither all of them nor their count,
     # and keeps, batch by batch, the contacts its emails meet that match ("P1", 6).
-    for search, counted in [("", 1_000), ("P1", 1_000), ("P3 2", 1_000), ("P1", 2)]:
+    for search, counted in [
+        ("", 1_000), ("P1", 1_000), ("P3 2", 1_000), ("P1", 2), ("zed", 1_000), ("zed", 2),
+    ]:  # fmt: skip
         monkeypatch.setattr("crm.views.timelines.COUNTED", counted)
         expected = _grouped_order(mine.owner, Contact, search)
         assert expected
-        for batch, streamed in [(4, 10_000), (1, 10_000), (3, 6), (2_000, 20_000)]:
+        batches = [(4, 10_000), (1, 10_000), (3, 6), (2_000, 20_000)]
+        # "zed" once cut short by STREAMED, once whole (the others cover the batch sizes).
+        for batch, streamed in batches if search != "zed" else batches[2:]:
             monkeypatch.setattr(LatestFirst, "BATCH", batch)
             monkeypatch.setattr(LatestFirst, "STREAMED", streamed)
             listed, count = contacts_for_list(mine.owner, search=search)
