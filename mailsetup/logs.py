@@ -10,9 +10,13 @@ listener binds `mailbox_id` the same way (structlog.contextvars.bind_contextvars
 
 Only ids are bound: the messages are those the text format writes, which name no
 secret (settings.LOGGING keeps the libraries that would log headers at WARNING).
+
+structlog is imported only with LOG_FORMAT=json: with the text format a worker neither
+builds the formatter nor binds ids no line would show (5 MB of a worker's memory, where
+issue 19's B1 asks for 150 MB in all).
 """
 
-import structlog
+from django.conf import settings
 
 # The id each task's first argument is (tasks take ids only).
 TASK_IDS = {
@@ -24,8 +28,11 @@ TASK_IDS = {
 }
 
 
-def json_formatter() -> structlog.stdlib.ProcessorFormatter:
-    """The formatter of settings.LOGGING's "json" (a dictConfig factory)."""
+def json_formatter():
+    """The formatter of settings.LOGGING's "json" (a dictConfig factory): a structlog
+    ProcessorFormatter."""
+    import structlog
+
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -41,8 +48,22 @@ def json_formatter() -> structlog.stdlib.ProcessorFormatter:
     )
 
 
+def bind(**ids) -> None:
+    """Ids for every line logged in the current context from here on (an asyncio task's
+    own, in the mail listener); nothing with the text format."""
+    if settings.LOG_FORMAT != "json":
+        return
+    import structlog
+
+    structlog.contextvars.bind_contextvars(**ids)
+
+
 def bind_task(task=None, args=None, kwargs=None, **_) -> None:
     """Celery's task_prerun: the task's name, and the id it works on, for its lines."""
+    if settings.LOG_FORMAT != "json":
+        return
+    import structlog
+
     structlog.contextvars.clear_contextvars()
     name = getattr(task, "name", "") or ""
     bound: dict[str, object] = {"task": name}
@@ -56,4 +77,8 @@ def bind_task(task=None, args=None, kwargs=None, **_) -> None:
 
 def unbind_task(**_) -> None:
     """Celery's task_postrun: the next task on this worker starts with nothing bound."""
+    if settings.LOG_FORMAT != "json":
+        return
+    import structlog
+
     structlog.contextvars.clear_contextvars()

@@ -198,7 +198,9 @@ LOG_FORMAT = env_choice("LOG_FORMAT", ("text", "json"), "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "mailsetup.logs.json_formatter"}},
+    # Declared only when used: building it imports structlog (and, where rich is
+    # installed, rich and pygments), 5 MB of every worker's memory (issue 19's B1).
+    "formatters": {"json": {"()": "mailsetup.logs.json_formatter"}} if LOG_FORMAT == "json" else {},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

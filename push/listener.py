@@ -33,13 +33,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 
 from mail.backend import WatchUnsupported
 from mail.errors import MailError, Retry
 from mail.registry import backend_for
+from mailsetup.logs import bind
 from sync import selectors as sync_selectors
 
 from . import services
@@ -282,7 +282,7 @@ class Listener:
 
     async def _watch(self, account_id: int, *, catch_up: bool) -> None:
         """Watch one mailbox until told to stop, or until it cannot be watched."""
-        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
+        bind(mailbox_id=account_id)
         attempt, refresh = 0, False
         while True:
             if attempt:
@@ -423,7 +423,7 @@ class Listener:
             self._queuers[account_id] = asyncio.create_task(self._queue_soon(account_id))
 
     async def _queue_soon(self, account_id: int) -> None:
-        structlog.contextvars.bind_contextvars(mailbox_id=account_id)
+        bind(mailbox_id=account_id)
         loop = asyncio.get_running_loop()
         try:
             while account_id in self._pending:

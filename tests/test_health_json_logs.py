@@ -20,7 +20,8 @@ def _lines(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_it_writes_json_lines_with_the_tasks_mailbox_id():
+def test_it_writes_json_lines_with_the_tasks_mailbox_id(settings):
+    settings.LOG_FORMAT = "json"
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(json_formatter())
@@ -70,3 +71,29 @@ def test_it_turns_json_on_from_the_environment_and_names_a_bad_value():
     bad = _log_from_a_process(LOG_FORMAT="xml")
     assert bad.returncode != 0
     assert "LOG_FORMAT must be one of text, json, not 'xml'" in bad.stderr
+
+
+def test_it_leaves_structlog_unloaded_with_text_logs():
+    # A worker with text logs: its tasks' signals bind nothing no line would show, and
+    # structlog (with rich and pygments where installed) stays out of its memory.
+    script = (
+        "import sys, django; django.setup(); import logging; "
+        "from celery.signals import task_prerun, task_postrun; "
+        "from mailsetup.celery import app; from sync.tasks import sync_mailbox; "
+        "task_prerun.send(sender=sync_mailbox, task_id='t', task=sync_mailbox, args=(1,)); "
+        "logging.getLogger('sync.engine').warning('hello'); "
+        "task_postrun.send(sender=sync_mailbox, task_id='t', task=sync_mailbox); "
+        "print('structlog' in sys.modules)"
+    )
+    for log_format, loaded in (("text", "False"), ("json", "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=BASE_DIR, capture_output=True, text=True,
+            env={**os.environ, "DEBUG": "true", "LOG_FORMAT": log_format}, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == loaded, log_format
+        line = done.stderr.strip().splitlines()[-1]
+        if log_format == "json":  # and the task's id is on its line still
+            assert json.loads(line)["mailbox_id"] == 1
+        else:
+            assert line.endswith("hello") and "mailbox_id" not in line
