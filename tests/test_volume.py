@@ -230,9 +230,13 @@ def _grouped_order(user, model, search=""):
 
 
 def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_order(
-    client, db, monkeypatch
+    client, db, monkeypatch, settings
 ):
     from crm.views.timelines import LatestFirst, contacts_for_list
+
+    # Not UTC: a stream's cursor read back as a naive date would be taken for a local
+    # one, hours off (the batches' dates come through a plain cursor).
+    settings.TIME_ZONE = "America/New_York"
 
     mine, other = EmailAccountFactory(), EmailAccountFactory()
     contacts = [Contact.objects.create(name=f"P{n % 7} {n}") for n in range(40)]
@@ -247,7 +251,20 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
         email = Email.objects.create(
             account=mine if n % 5 else other, message_key=f"l{n}", sent_at=sent
         )
-        email.contacts.add(contacts[(n * 11) % 37], contacts[n % 3])
+        if n % 4 != 1:  # a quarter link to no contact: a batch still counts them
+            email.contacts.add(contacts[(n * 11) % 37], contacts[n % 3])
+    for n in range(2):  # one contact's two latest emails at one time: the later stored
+        Email.objects.create(account=mine, message_key=f"twin{n}", sent_at=NOW).contacts.add(
+            contacts[3]
+        )
+    # Each contact's latest email the user may see: the newest, the latest stored of a tie.
+    newest = {}
+    for email_id, contact_id in (
+        Email.contacts.through.objects.filter(email__account=mine, email__sent_at__isnull=False)
+        .order_by("-email__sent_at", "-email_id")
+        .values_list("email_id", "contact_id")
+    ):
+        newest.setdefault(contact_id, email_id)
     monkeypatch.setattr(LatestFirst, "FEW", 0)
     # COUNTED 2: a search with more matches reads neither all of them nor their count,
     # and keeps, batch by batch, the contacts its emails meet that match ("P1", 6).
@@ -266,8 +283,12 @@ def test_it_lists_contacts_latest_first_from_the_newest_emails_as_the_grouped_or
             assert (listed.keep is not None) == (counted == 2)
             assert count() == (3 if counted == 2 else len(expected) if search else 40)
             for size in (1, 7, 50):
-                got = [row.pk for at in range(0, 40, size) for row in listed[at : at + size]]
-                assert got == expected, (search, batch, streamed, size)
+                rows = [row for at in range(0, 40, size) for row in listed[at : at + size]]
+                assert [row.pk for row in rows] == expected, (search, batch, streamed, size)
+                for row in rows:  # the latest email a row shows, as the stream met it
+                    if hasattr(row, "known_latest"):
+                        assert row.known_latest == newest[row.pk], (search, batch, row.pk)
+                assert all(at.tzinfo for at, _pk in listed.latest.values())
 
 
 def test_it_filters_by_a_list_of_ids_as_one_array_on_postgresql_and_as_in_elsewhere(db):
@@ -343,10 +364,17 @@ def test_it_writes_a_list_s_rows_as_format_html_the_url_tag_and_the_date_filter_
 
     from mailsetup.templating import RowKit, html_row
 
-    # Escaping: text, quotes, safe strings, lazy strings, numbers and None.
+    class Html:  # its own HTML, other than its text
+        def __html__(self):
+            return "<u>as HTML</u>"
+
+        def __str__(self):
+            return "<u>as text</u>"
+
+    # Escaping: text, quotes, safe strings, lazy strings, numbers, None, own HTML.
     for value in (
         "<b>Ann</b> & 'Co' \"x\"", mark_safe("<i>kept</i>"), gettext_lazy("Email"), 12, None,
-        "{0} {}", "é ü ß",
+        "{0} {}", "é ü ß", Html(),
     ):  # fmt: skip
         assert html_row("<td>{}</td>{}", value, value) == format_html("<td>{}</td>{}", value, value)
     # Links and dates, as each page's template and request set them.
@@ -366,7 +394,9 @@ def test_it_writes_a_list_s_rows_as_format_html_the_url_tag_and_the_date_filter_
         ):  # fmt: skip
             set_script_prefix(prefix)
             with timezone.override(zone), override(language):
-                kit = RowKit.of(Context({}))
+                context = Context({})
+                kit = RowKit.of(context)
+                assert RowKit.of(context) is kit  # one a render
                 for pk, at in zip((1, 42, 987_654, 7, 8), moments, strict=True):
                     url, date = template.render({"pk": pk, "at": at}).split("|")
                     assert (kit.url("sync:email", pk), kit.when(at)) == (url, date)

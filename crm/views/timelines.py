@@ -202,8 +202,8 @@ class LatestFirst:
     def _met(self, batch) -> list[tuple]:
         """A batch of the emails (their dates and ids, newest first) with the rows each
         one links to, as (date, email id, row id) in the emails' order: an email
-        linking to none, or only to rows a search (`keep`) does not match, is there once
-        with the row id None. One query: the emails, their links and, for a search, the
+        linking to none, or only to rows a search (`keep`) does not match, is there with
+        the row id None. One query: the emails, their links and, for a search, the
         test of the rows they meet were three (issue 19)."""
         from sync.models import Email
 
@@ -242,7 +242,7 @@ class LatestFirst:
                 params,
             )
             rows = cursor.fetchall()
-        # The dates as the ORM gives them (SQLite's are text through a plain cursor).
+        # The dates as the ORM gives them: aware (SQLite's come naive through a plain cursor).
         date = Email._meta.get_field("sent_at").get_col(Email._meta.db_table)
         converters = connections[db].ops.get_db_converters(date)
         for convert in converters:
