@@ -48,23 +48,28 @@ def json_formatter():
     )
 
 
+def _binding():
+    """structlog's context variables, with the JSON format only (no text line shows
+    them); None with the text format."""
+    if settings.LOG_FORMAT != "json":
+        return None
+    import structlog.contextvars
+
+    return structlog.contextvars
+
+
 def bind(**ids) -> None:
     """Ids for every line logged in the current context from here on (an asyncio task's
-    own, in the mail listener); nothing with the text format."""
-    if settings.LOG_FORMAT != "json":
-        return
-    import structlog
-
-    structlog.contextvars.bind_contextvars(**ids)
+    own, in the mail listener)."""
+    if (binding := _binding()) is not None:
+        binding.bind_contextvars(**ids)
 
 
 def bind_task(task=None, args=None, kwargs=None, **_) -> None:
     """Celery's task_prerun: the task's name, and the id it works on, for its lines."""
-    if settings.LOG_FORMAT != "json":
+    if (binding := _binding()) is None:
         return
-    import structlog
-
-    structlog.contextvars.clear_contextvars()
+    binding.clear_contextvars()
     name = getattr(task, "name", "") or ""
     bound: dict[str, object] = {"task": name}
     key = TASK_IDS.get(name)
@@ -72,13 +77,10 @@ def bind_task(task=None, args=None, kwargs=None, **_) -> None:
         value = args[0] if args else next(iter((kwargs or {}).values()), None)
         if isinstance(value, int):
             bound[key] = value
-    structlog.contextvars.bind_contextvars(**bound)
+    binding.bind_contextvars(**bound)
 
 
 def unbind_task(**_) -> None:
     """Celery's task_postrun: the next task on this worker starts with nothing bound."""
-    if settings.LOG_FORMAT != "json":
-        return
-    import structlog
-
-    structlog.contextvars.clear_contextvars()
+    if (binding := _binding()) is not None:
+        binding.clear_contextvars()
