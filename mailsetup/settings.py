@@ -195,6 +195,9 @@ AXES_VERBOSE = False
 # "json": one JSON object a line, with the mailbox's id on every line of its sync
 # (mailsetup/logs.py); "text": as Python writes them.
 LOG_FORMAT = env_choice("LOG_FORMAT", ("text", "json"), "text")
+# A Celery worker replaces the root logger's handlers with its own text ones at start,
+# which dropped the JSON formatter: with JSON logs it keeps Django's (LOGGING below).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

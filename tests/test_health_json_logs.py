@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 from celery.signals import task_postrun, task_prerun
 
@@ -97,3 +98,40 @@ def test_it_leaves_structlog_unloaded_with_text_logs():
             assert json.loads(line)["mailbox_id"] == 1
         else:
             assert line.endswith("hello") and "mailbox_id" not in line
+
+
+def test_it_writes_json_lines_from_a_real_worker(transactional_db, tmp_path):
+    # Celery takes the root logger over as a worker starts, unless told not to: its
+    # text handler had replaced the JSON one, the ids bound for nothing.
+    from tests.test_celery_workers import _database_url
+
+    env = {
+        **os.environ, "DEBUG": "true", "LOG_FORMAT": "json", "MAILSETUP_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": "filesystem://",
+    }  # fmt: skip
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mailsetup", "worker", "--pool=solo",
+             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+            cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        queued = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); "
+             "from sync.tasks import sync_mailbox; sync_mailbox.delay(987654)"],
+            cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert queued.returncode == 0, queued.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "succeeded" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.3)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    done = [json.loads(line) for line in lines if "succeeded" in line]
+    assert done and done[0]["mailbox_id"] == 987654 and done[0]["task"] == "sync.mailbox", (
+        log.read_text()
+    )
