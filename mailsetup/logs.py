@@ -65,10 +65,26 @@ def bind(**ids) -> None:
         binding.bind_contextvars(**ids)
 
 
-def bind_task(task=None, args=None, kwargs=None, **_) -> None:
+def unbind(*keys: str) -> None:
+    """Drop `keys` from what the current context's lines carry (a task the listener
+    starts for all of its mailboxes inherits the starting mailbox's id)."""
+    if (binding := _binding()) is not None:
+        binding.unbind_contextvars(*keys)
+
+
+# What was bound before each running task began, by Celery task id: a task run eagerly
+# inside another (`.apply()`, or a task queued with CELERY_TASK_ALWAYS_EAGER) ends
+# with the outer task's ids restored, not cleared. One entry per task that has not
+# ended; a worker runs one at a time per process.
+_outer: dict[str, dict] = {}
+
+
+def bind_task(task=None, args=None, kwargs=None, task_id=None, **_) -> None:
     """Celery's task_prerun: the task's name, and the id it works on, for its lines."""
     if (binding := _binding()) is None:
         return
+    if task_id is not None:
+        _outer[task_id] = binding.get_contextvars()
     binding.clear_contextvars()
     name = getattr(task, "name", "") or ""
     bound: dict[str, object] = {"task": name}
@@ -80,7 +96,11 @@ def bind_task(task=None, args=None, kwargs=None, **_) -> None:
     binding.bind_contextvars(**bound)
 
 
-def unbind_task(**_) -> None:
-    """Celery's task_postrun: the next task on this worker starts with nothing bound."""
-    if (binding := _binding()) is not None:
-        binding.clear_contextvars()
+def unbind_task(task_id=None, **_) -> None:
+    """Celery's task_postrun: what was bound before the task began, again (nothing, for
+    a task the worker ran from its queue)."""
+    if (binding := _binding()) is None:
+        return
+    binding.clear_contextvars()
+    if outer := _outer.pop(task_id, None):
+        binding.bind_contextvars(**outer)

@@ -39,7 +39,7 @@ from django.db import InterfaceError, OperationalError, connections
 from mail.backend import WatchUnsupported
 from mail.errors import MailError, Retry
 from mail.registry import backend_for
-from mailsetup.logs import bind
+from mailsetup.logs import bind, unbind
 from sync import selectors as sync_selectors
 
 from . import services
@@ -374,6 +374,7 @@ class Listener:
         return stored is not None and stored != seen
 
     async def _release(self, account_id: int, state: str, error: str) -> None:
+        bind(mailbox_id=account_id)  # a chore of the loop's own, after a watch failed
         with contextlib.suppress(*DATABASE_GONE):
             await self._leases(services.watch_release)(
                 account_id=account_id, holder=self.holder, state=state, error=error
@@ -398,6 +399,9 @@ class Listener:
         return await future
 
     async def _ask_running(self) -> None:
+        # Started by whichever mailbox asked first, in a copy of its context: it asks
+        # for all of them, so its lines name none.
+        unbind("mailbox_id")
         while self._asks:
             asks, self._asks = self._asks, {}
             failure, running = None, set()

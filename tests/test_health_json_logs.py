@@ -53,6 +53,34 @@ def test_it_writes_json_lines_with_the_tasks_mailbox_id(settings):
     assert "mailbox_id" not in third and "task" not in third
 
 
+def test_it_gives_a_task_its_outer_tasks_ids_back_after_one_run_inside_it(settings):
+    settings.LOG_FORMAT = "json"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    logger = logging.getLogger("sync.services")
+    logger.addHandler(handler)
+    try:
+        task_prerun.send(
+            sender=sync_mailbox, task_id="outer", task=sync_mailbox, args=(42,), kwargs={}
+        )
+        # A task run eagerly inside it (a sync that sends, a test's always-eager queue).
+        task_prerun.send(sender=send_email, task_id="inner", task=send_email, args=(7,), kwargs={})
+        logger.warning("inner")
+        task_postrun.send(sender=send_email, task_id="inner", task=send_email)
+        logger.warning("outer again")
+        task_postrun.send(sender=sync_mailbox, task_id="outer", task=sync_mailbox)
+        logger.warning("after both")
+    finally:
+        logger.removeHandler(handler)
+    inner, outer, after = _lines(stream)
+    assert (inner["outgoing_id"], inner["task"]) == (7, "sending.send")
+    assert "mailbox_id" not in inner
+    assert (outer["mailbox_id"], outer["task"]) == (42, "sync.mailbox")
+    assert "outgoing_id" not in outer
+    assert "mailbox_id" not in after and "task" not in after
+
+
 def _log_from_a_process(**env) -> subprocess.CompletedProcess:
     script = (
         "import django; django.setup(); import logging; "

@@ -433,19 +433,32 @@ def test_it_reconnects_after_an_unexpected_error_of_the_client_library(
 
 
 def test_it_frees_a_mailbox_whose_watch_met_a_bug(
-    transactional_db, synced_mailbox, short_lease, monkeypatch
+    transactional_db, synced_mailbox, short_lease, monkeypatch, settings
 ):
+    import structlog.contextvars
+
+    from push import services
+
     listener = Listener(config=config(tick=30))  # no tick claims it again meanwhile
     account, _ = synced_mailbox
+    settings.LOG_FORMAT = "json"
+    bound, real = [], services.watch_release
 
     async def buggy(self, account_id, *, catch_up):
         raise ZeroDivisionError
 
+    def release(**kwargs):
+        bound.append(structlog.contextvars.get_contextvars())
+        return real(**kwargs)
+
     monkeypatch.setattr(Listener, "_watch", buggy)
+    monkeypatch.setattr(services, "watch_release", release)
     with running(listener):
         eventually(lambda: watch_of(account) and watch_of(account).error, what="released")
         watch = watch_of(account)
         assert (watch.holder, watch.state) == ("", State.STOPPED)
+    # The release's lines name the mailbox, though the loop, not its watch, ran it.
+    assert {"mailbox_id": account.pk} in bound, bound
 
 
 def test_it_stores_a_message_appended_to_another_chosen_folder(
@@ -580,11 +593,16 @@ def test_it_watches_again_a_mailbox_it_holds_and_no_watch_has(
 
 
 def test_it_asks_about_every_busy_mailbox_in_one_query(
-    transactional_db, own_dovecot, own_provider, published, short_lease, monkeypatch
+    transactional_db, own_dovecot, own_provider, published, short_lease, monkeypatch, settings
 ):
+    import structlog.contextvars
     from django.utils import timezone
 
     from sync import selectors
+
+    # The one query is the asker's, for every mailbox: its log lines name none of them.
+    settings.LOG_FORMAT = "json"
+    bound = []
 
     accounts = [own_account(own_provider, n) for n in (8, 9)]
     for account in accounts:
@@ -595,6 +613,7 @@ def test_it_asks_about_every_busy_mailbox_in_one_query(
 
     def counting(*, account_ids):
         asked.append(sorted(account_ids))
+        bound.append(structlog.contextvars.get_contextvars())
         return real(account_ids=account_ids)
 
     monkeypatch.setattr(selectors, "mailboxes_sync_running", counting)
@@ -606,6 +625,7 @@ def test_it_asks_about_every_busy_mailbox_in_one_query(
         both = sorted(a.pk for a in accounts)
         eventually(lambda: both in asked, what="both busy mailboxes asked about in one query")
         assert published == []
+    assert bound and all("mailbox_id" not in ids for ids in bound), bound
 
 
 def test_it_queues_the_sync_even_when_asking_whether_one_runs_failed(
