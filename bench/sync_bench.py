@@ -307,6 +307,12 @@ def main() -> None:
                     raise RuntimeError("the search vectors were not filled in 30 minutes")
                 time.sleep(0.25)
             searchable.append(time.time() - sent_at)
+            # What a first sync costs the machine in all: its own CPU, and the search
+            # vectors' fill after it (to_tsvector over every body, in PostgreSQL).
+            after_fill = _cpu_by_group(child)
+            filling.append({name: after_fill[name] - groups[name] for name in after_fill})
+            busy.append(sum(spent[name] for name in ("worker", "parser", "postgres", "dovecot",
+                                                       "redis")))  # fmt: skip
             if options.breakdown:
                 report(f"B1 worker breakdown: {breakdown_file.read_text().strip()}, "
                        f"worker CPU {_cpu_seconds(child) - cpu_before:.2f} s, its parser "
@@ -316,6 +322,7 @@ def main() -> None:
             return elapsed, run.new_emails, _peak_rss_kb(child)
 
         bare, quiet, ours, rss, searchable, parser_rss = [], [], [], [], [], []
+        busy, filling = [], []
         # The worker's RSS at rest before each sync (its peak just reset): what the
         # sync itself adds is the peak less this.
         resting = []
@@ -345,6 +352,17 @@ def main() -> None:
                f"{n / max(min(fill), 1e-3):.0f} emails/s)")  # fmt: skip
         report(f"B1 against the bare fetch with imaplib's debug formatting off ({n / q:.0f} msg/s): "
                f"b/a = {b / q:.2f}")  # fmt: skip
+        # The sync cannot end sooner than its processes' CPU time spread over every core:
+        # how far overlapping them could take b/a, whatever the scheduling.
+        cores = os.cpu_count() or 1
+        floor = min(busy) / cores
+        report(f"B1 CPU floor: the sync's processes spent {min(busy):.2f}-{max(busy):.2f} CPU-s, "
+               f"{floor:.2f} s at the least on {cores} cores: b/a {floor / q:.2f} against the "
+               f"bare fetch without debug formatting if nothing ever waited; the search "
+               f"vectors' fill after it {min(f['postgres'] for f in filling):.2f}-"
+               f"{max(f['postgres'] for f in filling):.2f} CPU-s of PostgreSQL and "
+               f"{min(f['worker'] for f in filling):.2f}-{max(f['worker'] for f in filling):.2f}"
+               " of the worker")  # fmt: skip
 
         # B2: idle re-sync against a bare STATUS of every folder. Latency is timed straight
         # to Dovecot (the counting relay is a Python thread in this process and made the
