@@ -75,7 +75,7 @@ def unbind(*keys: str) -> None:
 # What was bound before each running task began, by Celery task id: a task run eagerly
 # inside another (`.apply()`, or a task queued with CELERY_TASK_ALWAYS_EAGER) ends
 # with the outer task's ids restored, not cleared. One entry per task that has not
-# ended; a worker runs one at a time per process.
+# ended (Celery sends task_postrun from a `finally`, whatever the task did).
 _outer: dict[str, dict] = {}
 
 

@@ -246,7 +246,9 @@ class Listener:
         self._ended_at[account_id] = asyncio.get_running_loop().time()
         if not task.cancelled() and task.exception() is not None:
             # One of our own bugs: the mailbox must not read "watching" while nobody
-            # watches it. Freed, it is claimed again at a next tick.
+            # watches it. Freed, it is claimed again at a next tick. (A done-callback runs
+            # in its own copy of the loop's context: what it binds, it and its chore see.)
+            bind(mailbox_id=account_id)
             logger.error("mailbox %s: the watch failed", account_id, exc_info=task.exception())
             chore = asyncio.create_task(self._release(account_id, State.STOPPED, UNEXPECTED))
             self._chores.add(chore)
@@ -374,7 +376,6 @@ class Listener:
         return stored is not None and stored != seen
 
     async def _release(self, account_id: int, state: str, error: str) -> None:
-        bind(mailbox_id=account_id)  # a chore of the loop's own, after a watch failed
         with contextlib.suppress(*DATABASE_GONE):
             await self._leases(services.watch_release)(
                 account_id=account_id, holder=self.holder, state=state, error=error

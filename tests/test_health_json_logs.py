@@ -9,12 +9,25 @@ import subprocess
 import sys
 import time
 
+import pytest
 from celery.signals import task_postrun, task_prerun
 
+from mailsetup import logs
 from mailsetup.logs import json_formatter
 from mailsetup.settings import BASE_DIR
 from sending.tasks import send_email
 from sync.tasks import sync_mailbox
+
+
+@pytest.fixture(autouse=True)
+def _nothing_bound_after():
+    # A test that fails between a task's start and end must not leave its ids bound on
+    # the thread for the tests after it.
+    yield
+    import structlog.contextvars
+
+    structlog.contextvars.clear_contextvars()
+    logs._outer.clear()
 
 
 def _lines(stream: io.StringIO) -> list[dict]:
@@ -79,6 +92,50 @@ def test_it_gives_a_task_its_outer_tasks_ids_back_after_one_run_inside_it(settin
     assert (outer["mailbox_id"], outer["task"]) == (42, "sync.mailbox")
     assert "outgoing_id" not in outer
     assert "mailbox_id" not in after and "task" not in after
+
+
+def test_it_gives_the_ids_back_after_a_real_eager_task_inside_another(settings):
+    from celery import Celery
+
+    # A throwaway app: the signals that bind the ids are Celery's own, for every app.
+    app = Celery("nested", set_as_current=False)
+    app.conf.task_always_eager = True
+    settings.LOG_FORMAT = "json"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    logger = logging.getLogger("sync.services")
+    logger.addHandler(handler)
+
+    @app.task(name="sending.send", bind=True, max_retries=1)
+    def inner(self, outgoing_id):
+        logger.warning("inner, try %s", self.request.retries)
+        if not self.request.retries:
+            raise self.retry(countdown=0)
+
+    @app.task(name="sync.mailbox")
+    def outer(mailbox_id):
+        logger.warning("outer before")
+        inner.apply(args=(7,))
+        logger.warning("outer between")
+        inner.delay(8)
+        logger.warning("outer after")
+
+    try:
+        outer.apply(args=(42,))
+        logger.warning("after")
+    finally:
+        logger.removeHandler(handler)
+    lines = [(line["event"], line.get("mailbox_id"), line.get("outgoing_id"))
+             for line in _lines(stream)]  # fmt: skip
+    assert lines == [
+        ("outer before", 42, None),
+        ("inner, try 0", None, 7), ("inner, try 1", None, 7),
+        ("outer between", 42, None),
+        ("inner, try 0", None, 8), ("inner, try 1", None, 8),
+        ("outer after", 42, None),
+        ("after", None, None),
+    ]  # fmt: skip
 
 
 def _log_from_a_process(**env) -> subprocess.CompletedProcess:

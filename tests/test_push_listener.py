@@ -435,6 +435,8 @@ def test_it_reconnects_after_an_unexpected_error_of_the_client_library(
 def test_it_frees_a_mailbox_whose_watch_met_a_bug(
     transactional_db, synced_mailbox, short_lease, monkeypatch, settings
 ):
+    import logging
+
     import structlog.contextvars
 
     from push import services
@@ -443,6 +445,12 @@ def test_it_frees_a_mailbox_whose_watch_met_a_bug(
     account, _ = synced_mailbox
     settings.LOG_FORMAT = "json"
     bound, real = [], services.watch_release
+    lines = []
+
+    class Ids(logging.Filter):
+        def filter(self, record):
+            lines.append((record.getMessage(), structlog.contextvars.get_contextvars()))
+            return True
 
     async def buggy(self, account_id, *, catch_up):
         raise ZeroDivisionError
@@ -453,11 +461,20 @@ def test_it_frees_a_mailbox_whose_watch_met_a_bug(
 
     monkeypatch.setattr(Listener, "_watch", buggy)
     monkeypatch.setattr(services, "watch_release", release)
-    with running(listener):
-        eventually(lambda: watch_of(account) and watch_of(account).error, what="released")
-        watch = watch_of(account)
-        assert (watch.holder, watch.state) == ("", State.STOPPED)
-    # The release's lines name the mailbox, though the loop, not its watch, ran it.
+    ids = Ids()
+    logging.getLogger("push.listener").addFilter(ids)
+    try:
+        with running(listener):
+            eventually(lambda: watch_of(account) and watch_of(account).error, what="released")
+            watch = watch_of(account)
+            assert (watch.holder, watch.state) == ("", State.STOPPED)
+    finally:
+        logging.getLogger("push.listener").removeFilter(ids)
+    # The failure's line and the release name the mailbox, though the loop, not its
+    # watch, ran them; the loop's own lines name none.
+    failed = [bound_ids for line, bound_ids in lines if "the watch failed" in line]
+    assert failed == [{"mailbox_id": account.pk}], lines
+    assert all(bound_ids == {} for line, bound_ids in lines if "listener" in line), lines
     assert {"mailbox_id": account.pk} in bound, bound
 
 
