@@ -30,33 +30,41 @@ def _nothing_bound_after():
     logs._outer.clear()
 
 
-def _lines(stream: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
+class _JsonLog:
+    """What sync.services logs, as the JSON formatter writes it."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(json_formatter())
+        self.logger = logging.getLogger("sync.services")
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
 
 
-def test_it_writes_json_lines_with_the_tasks_mailbox_id(settings):
+@pytest.fixture
+def json_log(settings):
     settings.LOG_FORMAT = "json"
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger("sync.services")
-    logger.addHandler(handler)
-    try:
-        # As a worker runs the task (its signals are Celery's own, sent by hand here).
-        task_prerun.send(
-            sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,), kwargs={}
-        )
-        logger.warning("Folder %s failed: %s", "INBOX", "NO [UNAVAILABLE]")
-        task_postrun.send(sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,))
-        task_prerun.send(
-            sender=send_email, task_id="t2", task=send_email, args=(), kwargs={"outgoing_id": 7}
-        )
-        logger.warning("sending")
-        task_postrun.send(sender=send_email, task_id="t2", task=send_email)
-        logger.warning("between tasks")
-    finally:
-        logger.removeHandler(handler)
-    first, second, third = _lines(stream)
+    log = _JsonLog()
+    log.logger.addHandler(log.handler)
+    yield log
+    log.logger.removeHandler(log.handler)
+
+
+def test_it_writes_json_lines_with_the_tasks_mailbox_id(json_log):
+    logger = json_log.logger
+    # As a worker runs the task (its signals are Celery's own, sent by hand here).
+    task_prerun.send(sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,), kwargs={})
+    logger.warning("Folder %s failed: %s", "INBOX", "NO [UNAVAILABLE]")
+    task_postrun.send(sender=sync_mailbox, task_id="t1", task=sync_mailbox, args=(42,))
+    task_prerun.send(
+        sender=send_email, task_id="t2", task=send_email, args=(), kwargs={"outgoing_id": 7}
+    )
+    logger.warning("sending")
+    task_postrun.send(sender=send_email, task_id="t2", task=send_email)
+    logger.warning("between tasks")
+    first, second, third = json_log.lines()
     assert first["event"] == "Folder INBOX failed: NO [UNAVAILABLE]"
     assert (first["mailbox_id"], first["task"]) == (42, "sync.mailbox")
     assert (first["level"], first["logger"]) == ("warning", "sync.services")
@@ -66,27 +74,17 @@ def test_it_writes_json_lines_with_the_tasks_mailbox_id(settings):
     assert "mailbox_id" not in third and "task" not in third
 
 
-def test_it_gives_a_task_its_outer_tasks_ids_back_after_one_run_inside_it(settings):
-    settings.LOG_FORMAT = "json"
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger("sync.services")
-    logger.addHandler(handler)
-    try:
-        task_prerun.send(
-            sender=sync_mailbox, task_id="outer", task=sync_mailbox, args=(42,), kwargs={}
-        )
-        # A task run eagerly inside it (a sync that sends, a test's always-eager queue).
-        task_prerun.send(sender=send_email, task_id="inner", task=send_email, args=(7,), kwargs={})
-        logger.warning("inner")
-        task_postrun.send(sender=send_email, task_id="inner", task=send_email)
-        logger.warning("outer again")
-        task_postrun.send(sender=sync_mailbox, task_id="outer", task=sync_mailbox)
-        logger.warning("after both")
-    finally:
-        logger.removeHandler(handler)
-    inner, outer, after = _lines(stream)
+def test_it_gives_a_task_its_outer_tasks_ids_back_after_one_run_inside_it(json_log):
+    logger = json_log.logger
+    task_prerun.send(sender=sync_mailbox, task_id="outer", task=sync_mailbox, args=(42,), kwargs={})
+    # A task run eagerly inside it (a sync that sends, a test's always-eager queue).
+    task_prerun.send(sender=send_email, task_id="inner", task=send_email, args=(7,), kwargs={})
+    logger.warning("inner")
+    task_postrun.send(sender=send_email, task_id="inner", task=send_email)
+    logger.warning("outer again")
+    task_postrun.send(sender=sync_mailbox, task_id="outer", task=sync_mailbox)
+    logger.warning("after both")
+    inner, outer, after = json_log.lines()
     assert (inner["outgoing_id"], inner["task"]) == (7, "sending.send")
     assert "mailbox_id" not in inner
     assert (outer["mailbox_id"], outer["task"]) == (42, "sync.mailbox")
@@ -94,18 +92,13 @@ def test_it_gives_a_task_its_outer_tasks_ids_back_after_one_run_inside_it(settin
     assert "mailbox_id" not in after and "task" not in after
 
 
-def test_it_gives_the_ids_back_after_a_real_eager_task_inside_another(settings):
+def test_it_gives_the_ids_back_after_a_real_eager_task_inside_another(json_log):
     from celery import Celery
 
     # A throwaway app: the signals that bind the ids are Celery's own, for every app.
     app = Celery("nested", set_as_current=False)
     app.conf.task_always_eager = True
-    settings.LOG_FORMAT = "json"
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter())
-    logger = logging.getLogger("sync.services")
-    logger.addHandler(handler)
+    logger = json_log.logger
 
     @app.task(name="sending.send", bind=True, max_retries=1)
     def inner(self, outgoing_id):
@@ -121,13 +114,10 @@ def test_it_gives_the_ids_back_after_a_real_eager_task_inside_another(settings):
         inner.delay(8)
         logger.warning("outer after")
 
-    try:
-        outer.apply(args=(42,))
-        logger.warning("after")
-    finally:
-        logger.removeHandler(handler)
+    outer.apply(args=(42,))
+    logger.warning("after")
     lines = [(line["event"], line.get("mailbox_id"), line.get("outgoing_id"))
-             for line in _lines(stream)]  # fmt: skip
+             for line in json_log.lines()]  # fmt: skip
     assert lines == [
         ("outer before", 42, None),
         ("inner, try 0", None, 7), ("inner, try 1", None, 7),
