@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from accounts.selectors import MANAGE_PROVIDERS
+from mailsetup.http import search_text
 from mailsetup.keyset import Cursor, dated_page, dated_page_before
 from sync.models import SyncRun
 
@@ -37,7 +38,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
     state = state if state in STATES else ""
     sort = request.GET.get("sort", "state")
     sort = sort if sort in SORTS else "state"
-    search = request.GET.get("q", "").strip()[:200]
+    search = search_text(request)
     found = health_rows(state=state, sort=sort, search=search)
     page = Paginator(found["rows"], PAGE_SIZE).get_page(request.GET.get("page"))
     with_counts(list(page.object_list))

@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.models import EmailAccount
 from accounts.views.settings import section_response
+from mailsetup.http import search_text
 
 from .access import mailbox_or_404
 from .forms import KEY, GrantsForm
@@ -63,7 +64,7 @@ def grantee_search(request: HttpRequest, pk: int) -> HttpResponse:
     """The picker's matches as the user types (htmx); without JavaScript the section's
     Search button does the same through mailbox_sharing."""
     account = mailbox_or_404(request.user, pk, MailboxAction.SHARE)
-    query = request.GET.get("q", "")
+    query = search_text(request)
     exclude = [key for key in request.GET.getlist("row") if KEY.match(key)]
     context = {"query": query, "candidates": grant_candidates(account, query, exclude)}
     return render(request, f"{SECTION}#candidates", context)

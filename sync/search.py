@@ -15,8 +15,11 @@ with the text search configuration of the mailbox's message language (`config_fo
 names and addresses with 'simple'. Addresses and partial names are also found by
 `icontains`, served by trigram indexes (pg_trgm).
 
-On SQLite (the embedded default) a plain `icontains` over the same columns: slower, and
-not ranked, but it finds the same emails a user would look for.
+On SQLite (the embedded default) every word typed (`_typed`: an OR between words, a
+-word left out) found anywhere in the subject, the sender, the recipients' names and
+addresses, or the body, in any case of any alphabet (SQLite's LIKE is replaced for that:
+mailsetup/sqlite.py): slower, newest first and not ranked, but it finds the emails a
+user would look for, each word marked.
 """
 
 import html
@@ -43,6 +46,7 @@ from django.db import (
 from django.db.models import Case, DateTimeField, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Upper
+from django.db.models.lookups import IContains
 from django.utils.safestring import SafeString, mark_safe
 
 from mailsetup.lookups import AnyOf
@@ -144,6 +148,11 @@ class Found:
         self.text, self.query, self.worded = text, query, worded
         self.configs = configs
 
+    @property
+    def ranked(self) -> bool:
+        """Best first (PostgreSQL); else newest first."""
+        return self.query is not None
+
     def count(self) -> int:
         return len(self.ids)
 
@@ -169,8 +178,10 @@ class Found:
         else:
             _highlight_plain(page, self.text)
         if self.query is None or len(self.text) >= TRIGRAM_MIN:  # the sender was searched
+            # PostgreSQL finds a part of the sender as typed; SQLite each word.
+            terms = self.text if self.query is not None else _typed(self.text)[0]
             for email in page:
-                sender = _mark_plain(email.from_name or email.from_address, self.text)
+                sender = _mark_plain(email.from_name or email.from_address, terms)
                 if START in sender:
                     email.sender_html = _marked(sender)
         return page
@@ -276,16 +287,43 @@ _OLDEST_KEPT = (
 )
 
 
+class _People(Func):
+    """A JSON list of recipients' names and addresses as one text, to search them: the
+    column's own text escapes non-ASCII letters ("J\\u00fcrgen") and holds the keys
+    ("name", "address") as words. SQLite's function is mailsetup/sqlite.py's."""
+
+    function = "mailsetup_people"
+    output_field = TextField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        # Only where a test reads the fallback on PostgreSQL: its values, unescaped.
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(jsonb_path_query_array({sql}, 'lax $[*].*'))::text", params
+
+
+_PLAIN_COLUMNS = ("subject", "from_name", "from_address", "text_body")
+
+
+def _plain_word(word: str) -> Q:
+    """One word in any of the columns searched, in any case."""
+    found = reduce(or_, [Q(**{f"{column}__icontains": word}) for column in _PLAIN_COLUMNS])
+    for column in ("to", "cc"):
+        found |= Q(IContains(_People(F(column)), word))
+    return found
+
+
 def _plain_condition(text: str) -> Q:
-    """SQLite's search: the text anywhere, as typed."""
-    return (
-        Q(subject__icontains=text)
-        | Q(from_address__icontains=text)
-        | Q(from_name__icontains=text)
-        | Q(to__icontains=text)
-        | Q(cc__icontains=text)
-        | Q(text_body__icontains=text)
-    )
+    """SQLite's search: every word typed (any of them, with an OR between), each in the
+    subject, the sender, the recipients or the body; none of the -words. As websearch
+    reads what was typed, roughly (`_typed`): the words of a "quoted phrase" each,
+    anywhere."""
+    words, left_out, anyof = _typed(text)
+    if not words:
+        return Q(pk__in=[])
+    found = reduce(or_ if anyof else and_, [_plain_word(word) for word in words])
+    for word in left_out:
+        found &= ~_plain_word(word)
+    return found
 
 
 def _condition(text: str, query: SearchQuery) -> Q:
@@ -537,43 +575,76 @@ def _any_word(words: list[str], configs: list[str]) -> SearchQuery:
 
 
 def _highlight_plain(emails: list, text: str) -> None:
-    """SQLite: the text marked where it occurs, in the subject and around its first
-    place in the body."""
+    """SQLite: each word typed marked where it occurs, in the subject and around the
+    first place of any in the body."""
     from .models import Email
 
+    words = _typed(text)[0]
     bodies = dict(
         Email.objects.filter(pk__in=[email.pk for email in emails]).values_list("pk", "text_body")
     )
     for email in emails:
-        email.subject_html = _marked(_mark_plain(email.subject, text))
-        email.snippet_html = _marked(_snippet(bodies.get(email.pk) or "", text))
+        email.subject_html = _marked(_mark_plain(email.subject, words))
+        email.snippet_html = _marked(_snippet(bodies.get(email.pk) or "", words))
+
+
+_MARKERS = re.compile(f"[{START}{STOP}]")
 
 
 def _marked(text: str | None) -> SafeString:
     """Escape everything, then turn the markers into <mark>. A marker the email itself
-    held becomes a harmless <mark> too; one left open is closed at the end."""
+    held becomes a harmless <mark> too: one opened inside another is dropped, as is one
+    that closes nothing; one left open is closed at the end."""
     escaped = html.escape(text or "")
-    opened = escaped.count(START) - escaped.count(STOP)
-    escaped = escaped.replace(START, "<mark>").replace(STOP, "</mark>")
-    return mark_safe(escaped + "</mark>" * max(0, opened))  # noqa: S308 - escaped above
+    if START not in escaped and STOP not in escaped:
+        return mark_safe(escaped)  # noqa: S308 - escaped above
+    pieces, opened = [], False
+    position = 0
+    for marker in _MARKERS.finditer(escaped):
+        pieces.append(escaped[position : marker.start()])
+        position = marker.end()
+        if marker.group() == START and not opened:
+            pieces.append("<mark>")
+            opened = True
+        elif marker.group() == STOP and opened:
+            pieces.append("</mark>")
+            opened = False
+    pieces.append(escaped[position:])
+    if opened:
+        pieces.append("</mark>")
+    return mark_safe("".join(pieces))  # noqa: S308 - escaped above
 
 
-def _mark_plain(text: str, term: str) -> str:
-    """The term marked wherever it occurs (any case), our markers removed from the
+def _terms(terms: str | list[str]) -> re.Pattern | None:
+    """One expression for the terms (the longest first, so that one inside another
+    does not cut it short), in any case."""
+    terms = [terms] if isinstance(terms, str) else terms
+    terms = sorted({term for term in terms if term}, key=len, reverse=True)
+    if not terms:
+        return None
+    return re.compile("|".join(re.escape(term) for term in terms), re.I)
+
+
+def _mark_plain(text: str, terms: str | list[str]) -> str:
+    """The terms marked wherever they occur (any case), our markers removed from the
     source first. Found in the text itself, not in a lower-cased copy: lower() changes
     the length of some characters ("İ"), and the marks would land beside the match."""
     text = (text or "").replace(START, "").replace(STOP, "")
-    if not term:
+    expression = _terms(terms)
+    if expression is None:
         return text
-    return re.sub(re.escape(term), lambda m: f"{START}{m.group(0)}{STOP}", text, flags=re.I)
+    return expression.sub(lambda m: f"{START}{m.group(0)}{STOP}", text)
 
 
-def _snippet(body: str, term: str, width: int = 120) -> str:
-    """SQLite: the body around the term's first place (found as `_mark_plain` finds it:
-    in the body itself, not in a lower-cased copy whose positions may differ)."""
-    found = re.search(re.escape(term), body or "", flags=re.I) if term else None
+def _snippet(body: str, terms: str | list[str], width: int = 120) -> str:
+    """SQLite: the body around the first place of any of the terms (found as
+    `_mark_plain` finds them: in the body itself, not in a lower-cased copy whose
+    positions may differ); "…" where the body goes on."""
+    expression = _terms(terms)
+    found = expression.search(body or "") if expression is not None else None
     if found is None:
         return ""
     start = max(0, found.start() - width)
-    piece = body[start : found.end() + width]
-    return ("… " if start else "") + _mark_plain(piece, term) + " …"
+    end = found.end() + width
+    piece = body[start:end]
+    return ("… " if start else "") + _mark_plain(piece, terms) + (" …" if end < len(body) else "")

@@ -404,8 +404,11 @@ def test_it_falls_back_to_icontains_where_there_is_no_full_text(db, monkeypatch)
     assert "<mark>OFFER</mark>" in str(emails[wanted[1].pk].snippet_html)
     # lower() makes "İ" two characters: the marks stay on what matched all the same.
     body = "İİİİ " * 40 + "the offer"
-    assert search._snippet(body, "offer").endswith("the <mark>offer</mark> …".replace(
+    assert search._snippet(body, "offer").endswith("the <mark>offer</mark>".replace(
         "<mark>", search.START).replace("</mark>", search.STOP))  # fmt: skip
+    # "…" only where the body goes on.
+    assert search._snippet(body + " is fine", "offer").endswith(f"{search.STOP} is fine")
+    assert search._snippet(body + "x" * 200, "offer").endswith("x …")
 
 
 @pytest.mark.django_db(transaction=True)

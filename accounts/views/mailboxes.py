@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from mailsetup.csp import allow_oauth_forms
+from mailsetup.http import search_text
 from mailsetup.keyset import Cursor, bounded_count, dated_page, dated_page_before
 from sending.selectors import outgoing_unsent
 from sharing.selectors import (
@@ -28,7 +29,7 @@ PANEL_COUNTED = 1_000
 
 @login_required
 def email_page(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:200]
+    query = search_text(request)
     if query:
         # Search results, best first: pages by number over at most search.RANKED.
         found = emails_found_for_panel(request.user, search=query)

@@ -22,6 +22,7 @@ from mail.backend import login_for
 from mail.errors import SignInError
 from mail.registry import backend_for
 from mailsetup.csp import allow_oauth_forms
+from mailsetup.http import search_text
 from providers.addresses import Address, AddressError, normalize_address
 from providers.discovery import FOUND_VIA, discover
 from providers.models import AuthMethod, EmailProvider
@@ -160,7 +161,7 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
     address = wizard_address_of(request)
     if address is None:
         return redirect("accounts:wizard_address")
-    query = request.GET.get("q", "")
+    query = search_text(request)
     offered = providers_offered(address.domain)
     form = ProviderPickForm(request.POST or None, offered=offered)
     if request.method == "POST" and form.is_valid():

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from mailsetup.http import search_text
 from sharing.access import email_or_404
 from sync.links import LinkTargetMissing, email_link_change
 
@@ -37,14 +38,14 @@ def _list(request: HttpRequest, template: str, model, listed, search: str) -> Ht
 
 @login_required
 def contact_list(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()[:200]
+    search = search_text(request)
     listed = contacts_for_list(request.user, search=search)
     return _list(request, "crm/contacts.html", Contact, listed, search)
 
 
 @login_required
 def company_list(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()[:200]
+    search = search_text(request)
     listed = companies_for_list(request.user, search=search)
     return _list(request, "crm/companies.html", Company, listed, search)
 
@@ -84,7 +85,7 @@ def company_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _timeline(request: HttpRequest, **whose) -> dict:
-    search = request.GET.get("q", "").strip()[:200]
+    search = search_text(request)
     after = request.GET.get("after", "")[:100]
     entries = timeline(request.user, after=after, search=search, **whose)
     waiting = 0
