@@ -20,39 +20,46 @@ import re
 from functools import lru_cache
 
 
+def _fold(text: str) -> str:
+    # upper(), as PostgreSQL's UPPER(...) LIKE UPPER(...) reads case: lower() misses
+    # "ΟΔΥΣ" in "ΟΔΥΣΣΕΑΣ" (a final sigma) and a Turkish word with a dotless i typed in
+    # lower case in the same word in capitals.
+    return text.upper()
+
+
 @lru_cache(maxsize=256)
 def _pattern(pattern: str, escape: str | None) -> tuple[str | None, re.Pattern | None]:
-    """(a lower-cased text to find, or a regular expression to match whole): "%text%"
-    with no other wildcard, the usual `icontains`, is a plain substring."""
-    parts, literal, position = [], [], 0
-    wildcards = False
+    """(a folded text to find, or an expression to match whole): "%text%" with no other
+    wildcard, the usual `icontains`, is a plain substring. Between two %, a part is
+    matched at its first place and never tried again (an atomic group, as fnmatch does):
+    a pattern of many % cannot make the match take exponential time."""
+    if escape is not None and len(escape) != 1:
+        raise ValueError("ESCAPE expression must be a single character")
+    segments: list[list[str]] = [[]]  # between the %, each a list of regex pieces
+    literal = True
+    position = 0
     while position < len(pattern):
         char = pattern[position]
-        if escape and char == escape and position + 1 < len(pattern):
+        if escape and char == escape:
             position += 1
-            parts.append(re.escape(pattern[position]))
-            literal.append(pattern[position])
+            if position == len(pattern):  # SQL: an escape with nothing after matches nothing
+                return None, None
+            segments[-1].append(re.escape(_fold(pattern[position])))
         elif char == "%":
-            parts.append(".*")
-            literal.append(None)
+            segments.append([])
         elif char == "_":
-            parts.append(".")
-            literal.append(None)
-            wildcards = True
+            segments[-1].append(".")
+            literal = False
         else:
-            parts.append(re.escape(char))
-            literal.append(char)
+            segments[-1].append(re.escape(_fold(char)))
         position += 1
-    inner = literal[1:-1]
-    if (
-        not wildcards
-        and len(literal) >= 2
-        and literal[0] is None
-        and literal[-1] is None
-        and None not in inner
-    ):
-        return "".join(inner).lower(), None
-    return None, re.compile("".join(parts).lower(), re.DOTALL)
+    parts = ["".join(segment) for segment in segments]
+    if literal and len(parts) == 3 and not parts[0] and not parts[2]:
+        return re.sub(r"\\(.)", r"\1", parts[1]), None
+    if len(parts) == 1:
+        return None, re.compile(parts[0], re.DOTALL)
+    middle = "".join(f"(?>.*?{part})" for part in parts[1:-1])
+    return None, re.compile(f"{parts[0]}{middle}.*{parts[-1]}", re.DOTALL)
 
 
 def like(pattern, value, escape=None) -> int | None:
@@ -61,14 +68,20 @@ def like(pattern, value, escape=None) -> int | None:
         return None
     if not isinstance(value, str):
         value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    text, expression = _pattern(str(pattern), escape)
+    if not isinstance(pattern, str):
+        pattern = pattern.decode("utf-8", "replace") if isinstance(pattern, bytes) else str(pattern)
+    text, expression = _pattern(pattern, escape)
     if text is not None:
-        return int(text in value.lower())
-    return int(expression.fullmatch(value.lower()) is not None)
+        return int(text in _fold(value))
+    if expression is None:
+        return 0
+    return int(expression.fullmatch(_fold(value)) is not None)
 
 
+@lru_cache(maxsize=4096)
 def people(value) -> str:
-    """'name address name address …' of a JSON list of {"name", "address"}."""
+    """'name address name address …' of a JSON list of {"name", "address"}. Remembered:
+    a mailbox's emails go to the same few people over and over."""
     if not value:
         return ""
     try:

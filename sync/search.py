@@ -15,11 +15,11 @@ with the text search configuration of the mailbox's message language (`config_fo
 names and addresses with 'simple'. Addresses and partial names are also found by
 `icontains`, served by trigram indexes (pg_trgm).
 
-On SQLite (the embedded default) every word typed (`_typed`: an OR between words, a
--word left out) found anywhere in the subject, the sender, the recipients' names and
-addresses, or the body, in any case of any alphabet (SQLite's LIKE is replaced for that:
-mailsetup/sqlite.py): slower, newest first and not ranked, but it finds the emails a
-user would look for, each word marked.
+On SQLite (the embedded default) every word typed (`_plain_groups`: an "or" between
+words, a -word left out, as websearch reads them) found anywhere in the subject, the
+sender, the recipients' names and addresses, or the body, in any case of any alphabet
+(SQLite's LIKE is replaced for that: mailsetup/sqlite.py): slower, newest first and not
+ranked, but it finds the emails a user would look for, each word marked.
 """
 
 import html
@@ -179,7 +179,7 @@ class Found:
             _highlight_plain(page, self.text)
         if self.query is None or len(self.text) >= TRIGRAM_MIN:  # the sender was searched
             # PostgreSQL finds a part of the sender as typed; SQLite each word.
-            terms = self.text if self.query is not None else _typed(self.text)[0]
+            terms = self.text if self.query is not None else _plain_words(self.text)
             for email in page:
                 sender = _mark_plain(email.from_name or email.from_address, terms)
                 if START in sender:
@@ -312,17 +312,51 @@ def _plain_word(word: str) -> Q:
     return found
 
 
+# A "quoted phrase" (its words each, anywhere), or a word; either may be a -one.
+_PLAIN_TOKENS = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+def _plain_groups(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """What was typed as websearch reads it: groups of (words wanted, what is left out:
+    a -word, or all the words of a -"phrase"); any group will do ("or" between them),
+    each wants all of its words and none of what it leaves out ("alpha beta or gamma":
+    alpha and beta, or gamma)."""
+    groups: list[tuple[list[str], list[list[str]]]] = [([], [])]
+    for found in _PLAIN_TOKENS.finditer(text):
+        minus, quoted, bare = found.groups()
+        if bare is not None:
+            if bare.lower() == "or":
+                groups.append(([], []))
+                continue
+            minus = "-" if bare.startswith("-") and len(bare) > 1 else ""
+            words = [bare[1:] if minus else bare]
+        else:
+            words = quoted.split()  # inside quotes, "or" is a word
+        words = [word for word in words if word]
+        if minus and words:
+            groups[-1][1].append(words)
+        else:
+            groups[-1][0].extend(words)
+    return [group for group in groups if group[0] or group[1]]
+
+
+def _plain_words(text: str) -> list[str]:
+    """The words wanted, to mark them."""
+    return [word for wanted, _left_out in _plain_groups(text) for word in wanted]
+
+
 def _plain_condition(text: str) -> Q:
-    """SQLite's search: every word typed (any of them, with an OR between), each in the
-    subject, the sender, the recipients or the body; none of the -words. As websearch
-    reads what was typed, roughly (`_typed`): the words of a "quoted phrase" each,
-    anywhere."""
-    words, left_out, anyof = _typed(text)
-    if not words:
+    """SQLite's search (`_plain_groups`): each word in the subject, the sender, the
+    recipients or the body; the words of a "quoted phrase" each, anywhere."""
+    groups = _plain_groups(text)
+    if not groups:
         return Q(pk__in=[])
-    found = reduce(or_ if anyof else and_, [_plain_word(word) for word in words])
-    for word in left_out:
-        found &= ~_plain_word(word)
+    found = Q(pk__in=[])
+    for wanted, left_out in groups:
+        group = reduce(and_, [_plain_word(word) for word in wanted], Q())
+        for words in left_out:
+            group &= ~reduce(and_, [_plain_word(word) for word in words])
+        found |= group
     return found
 
 
@@ -579,7 +613,7 @@ def _highlight_plain(emails: list, text: str) -> None:
     first place of any in the body."""
     from .models import Email
 
-    words = _typed(text)[0]
+    words = _plain_words(text)
     bodies = dict(
         Email.objects.filter(pk__in=[email.pk for email in emails]).values_list("pk", "text_body")
     )

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from crm.selectors import email_links, link_candidates
 from mailsetup.csp import allow_mail_frame
+from mailsetup.http import search_text
 from sharing.access import email_or_404, mailbox_or_404
 from sharing.selectors import (
     MailboxAction,
@@ -31,7 +32,7 @@ from .services import download_request
 def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
     email = email_or_404(request.user, pk)
     allow_images = request.GET.get("images") == "1"
-    link_query = request.GET.get("link", "").strip()[:200]
+    link_query = search_text(request, "link")
     # Stored safe when the email was downloaded (sync.parsing); here only the remote
     # images are held back, unless asked for: a linear rewrite, whatever the HTML.
     html, blocked = email.html_body, 0

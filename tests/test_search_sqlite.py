@@ -69,6 +69,56 @@ def test_it_matches_like_patterns_in_any_case_as_sql_does():
     assert like("%2%", 12) == 1 and like("%é%", "é".encode()) == 1
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("ΟΔΥΣ", "ΟΔΥΣΣΕΑΣ"),  # lower() made the typed Σ a final ς
+        ("κωστασ", "ΚΩΣΤΑΣ"),
+        ("k\u0131l\u0131ç", "KILIÇ"),  # a Turkish dotless i
+        ("\u00b5g", "\u039cG"),  # the micro sign, a capital mu
+    ],
+)
+def test_it_reads_case_as_postgresqls_upper_does(typed, stored):
+    assert like(f"%{typed}%", stored, "\\") == 1
+
+
+def test_it_matches_a_pattern_of_many_wildcards_in_one_pass():
+    # Read as a backtracking expression, each of these took seconds to minutes.
+    assert like("%a%a%a%a%b", "a" * 300) == 0
+    assert like("%%%%%%a%b", "x" * 300) == 0
+    assert like("%a%a%a%a%b", "a" * 300 + "b") == 1
+
+
+def test_it_reads_the_escape_character_as_sqlite_does():
+    assert like("a\\", "a\\", "\\") == 0  # an escape with nothing after matches nothing
+    with pytest.raises(ValueError, match="single character"):
+        like("a", "a", "ab")
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # As websearch: ('alpha' & 'beta') | 'gamma'; 'alpha' | ('beta' & 'gamma').
+        ("alpha beta or gamma", {"alpha beta", "gamma", "beta gamma"}),
+        ("alpha or beta gamma", {"alpha", "alpha beta", "beta gamma"}),
+        ('"beta or gamma"', {"beta gamma"}),  # inside quotes, "or" is a word
+        ("-alpha", {"beta", "gamma", "beta gamma"}),
+        ('beta -"beta gamma"', {"beta", "alpha beta"}),
+        ('beta -"gamma beta"', {"beta", "alpha beta"}),
+    ],
+)
+def test_it_reads_or_and_minus_as_websearch_does(db, monkeypatch, text, found):
+    monkeypatch.setattr(search, "postgres", lambda: False)
+    account = EmailAccountFactory()
+    for number, subject in enumerate(["alpha", "beta", "gamma", "alpha beta", "beta gamma"]):
+        Email.objects.create(account=account, message_key=f"k{number}", subject=subject)
+    if text == '"beta or gamma"':
+        Email.objects.filter(subject="beta gamma").update(subject="beta or gamma")
+        found = {"beta or gamma"}
+    listed = Email.objects.filter(search._plain_condition(text))
+    assert set(listed.values_list("subject", flat=True)) == found
+
+
 def test_it_reads_recipients_names_and_addresses_from_their_json():
     assert people('[{"name": "J\\u00fcrgen", "address": "j@x.test"}, {"address": "a@b"}]') == (
         "Jürgen j@x.test  a@b"
@@ -104,6 +154,14 @@ def test_it_takes_a_nul_in_any_search_box(client, db):
         response = client.get(url, {"q": "offer\x00"})
         assert response.status_code == 200, url
         assert "\x00" not in response.text
+    # The box that links an email to contacts and companies (its own page, without htmx,
+    # sends the browser back to the email's).
+    email = Email.objects.create(account=account, message_key="k", subject="offer")
+    for url in (
+        reverse("sync:email", args=[email.pk]),
+        reverse("crm:email_links", args=[email.pk]),
+    ):
+        assert client.get(url, {"link": "ann\x00"}, follow=True).status_code == 200, url
     htmx = {"HTTP_HX_REQUEST": "true"}
     grantees = reverse("sharing:grantees", args=[account.pk])
     assert client.get(grantees, {"q": "\x00"}, **htmx).status_code == 200

@@ -109,7 +109,7 @@ def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """An email's contacts and companies: GET finds candidates to link (what was typed),
     POST links or unlinks one. Open to whoever may see the email; 404 for anyone else."""
     email = email_or_404(request.user, pk, linking=True)
-    query = request.GET.get("link", "").strip()[:200]
+    query = search_text(request, "link")
     if request.method == "POST":
         action = request.POST.get("action")
         contact_id = _target(request.POST.get("contact", ""))
