@@ -91,10 +91,9 @@ def people(value) -> str:
     if not isinstance(listed, list):
         return ""
     return " ".join(
-        str(person.get(key) or "")
+        f"{person.get('name') or ''} {person.get('address') or ''}"
         for person in listed
         if isinstance(person, dict)
-        for key in ("name", "address")
     )
 
 
