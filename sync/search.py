@@ -623,6 +623,9 @@ def _highlight_plain(emails: list, text: str) -> None:
 
 
 _MARKERS = re.compile(f"[{START}{STOP}]")
+# Marks that open and close in turn, none inside another: what ts_headline writes, and
+# all but never what a page shows (50 rows, two texts each), read in one pass.
+_BALANCED = re.compile(f"[^{START}{STOP}]*(?:{START}[^{START}{STOP}]*{STOP}[^{START}{STOP}]*)*")
 
 
 def _marked(text: str | None) -> SafeString:
@@ -630,8 +633,8 @@ def _marked(text: str | None) -> SafeString:
     held becomes a harmless <mark> too: one opened inside another is dropped, as is one
     that closes nothing; one left open is closed at the end."""
     escaped = html.escape(text or "")
-    if START not in escaped and STOP not in escaped:
-        return mark_safe(escaped)  # noqa: S308 - escaped above
+    if _BALANCED.fullmatch(escaped):
+        return mark_safe(escaped.replace(START, "<mark>").replace(STOP, "</mark>"))  # noqa: S308
     pieces, opened = [], False
     position = 0
     for marker in _MARKERS.finditer(escaped):
