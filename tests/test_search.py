@@ -710,3 +710,69 @@ def test_it_counts_the_waiting_emails_of_a_mailbox_shared_for_access_on_a_timeli
     page = client.get(reverse("crm:contact", args=[ann.pk]), {"q": "turbines"}).text
     # The Email page leaves an "Access emails" mailbox out; the timeline shows it.
     assert "1 email just downloaded is still being prepared for search" in page
+
+
+def test_it_leaves_out_a_minus_word_in_every_language_searched(client, db):
+    # The query is one websearch per language, ORed ('english' | 'simple'); the
+    # 'simple' half of "report -invoices", 'report' & !'invoices', is true of an English
+    # vector, which holds 'invoic': the -word left nothing out.
+    account = EmailAccountFactory(message_language="en")
+    _email(account, "a", subject="Quarterly report", text_body="the invoices are attached")
+    _email(account, "b", subject="Quarterly report", text_body="nothing else")
+    _email(account, "c", subject="Running late", text_body="see you")
+    contact = Contact.objects.create(name="Ann")
+    for email in Email.objects.all():
+        email.contacts.add(contact)
+    client.force_login(account.owner)
+    mine = Email.objects.filter(account=account)
+    found = search.found(mine, "report -invoices", [account.pk])
+    assert set(mine.filter(pk__in=found.ids).values_list("message_key", flat=True)) == {"b"}
+    for url in (reverse("accounts:email"), reverse("crm:contact", args=[contact.pk])):
+        assert _found_at(client, url, "report -invoices") == ["Quarterly report"], url
+        assert "Running late" not in _found_at(client, url, "-running"), url
+        # A -"phrase" leaves out only the emails holding it as a phrase.
+        assert _found_at(client, url, 'report -"invoices are"') == ["Quarterly report"], url
+        assert len(_found_at(client, url, 'report -"invoices nothing"')) == 2, url
+
+
+def test_it_marks_only_what_was_found_though_an_email_holds_the_markers(client, db):
+    # An email's own U+E000/U+E001, the highlights' markers, read as marks: text that
+    # matched nothing showed as found, and the body's part was the one holding a marker.
+    account = EmailAccountFactory(message_language="en")
+    _email(
+        account, "m", subject="Status \ue000 all green \ue001 pumps",
+        text_body="intro \ue000 fake " + "filler " * 600 + "the pumps arrived",
+    )  # fmt: skip
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email"), {"q": "pumps"}).text
+    marked = re.findall(r"<mark>(.*?)</mark>", page, re.S)
+    assert marked and all(mark.strip().lower() == "pumps" for mark in marked), marked
+    assert "the <mark>pumps</mark> arrived" in page
+
+
+def test_it_searches_the_first_words_of_a_long_search_once_each():
+    assert search.searched("invoice " * 16) == "invoice"
+    assert search.searched("Invoice invoice INVOICE report") == "Invoice report"
+    words = " or ".join(f"w{n}" for n in range(40))
+    assert search.searched(words) == " or ".join(f"w{n}" for n in range(search.MAX_WORDS))
+    assert search.searched("  a   b ") == "a b"
+
+
+def test_it_finds_with_a_long_search_what_its_first_words_find(client, db):
+    account = EmailAccountFactory()
+    _email(account, "a", subject="pallet warranty claim")
+    client.force_login(account.owner)
+    typed = (
+        "pallet warranty " + " ".join(["pallet"] * 30) + " " + " ".join(f"x{n}" for n in range(20))
+    )
+    assert _found(client, typed) == []  # the first eight words: pallet, warranty, x0-x5
+    assert search.searched("pallet " * 20 + "warranty") == "pallet warranty"
+    assert _found(client, "pallet " * 20 + "warranty") == ["pallet warranty claim"]
+
+
+def _found_at(client, url, query) -> list[str]:
+    page = client.get(url, {"q": query}).text
+    return [
+        re.sub("</?mark>", "", subject)
+        for subject in re.findall(r'href="/emails/\d+/">(.*?)</a>', page, re.S)
+    ]
