@@ -73,7 +73,7 @@ CONFIGS = {
 RANKED = 1_000
 # Trigram indexes serve a substring of three characters or more.
 TRIGRAM_MIN = 3
-# Words of a search searched (`searched`).
+# How many words of a search are searched (`searched`).
 MAX_WORDS = 8
 # vectors_fill: emails per transaction, and how long one task fills before it hands
 # over to a new one (so that a long backlog never holds a worker).
@@ -651,7 +651,7 @@ def _unmarked(column: str, first: int | None = None):
     are)."""
     text = F(column) if first is None else Left(F(column), first)
     # replace() gives back the text itself where there is nothing to replace (nearly
-    # always); translate() built a copy a character at a time (B6: 1-2 ms a page).
+    # always), where translate() builds a copy a character at a time.
     for marker in (START, STOP):
         text = Func(text, Value(marker), Value(""), function="replace", output_field=TextField())
     return text
