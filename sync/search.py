@@ -27,6 +27,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from functools import reduce
 from operator import and_, or_
@@ -371,19 +372,30 @@ def _plain_words(text: str) -> list[str]:
     return [word for wanted, _left_out in _plain_groups(text) for word in wanted]
 
 
+def _grouped(text: str, word: Callable[[str], Q]) -> Q:
+    """The emails `_plain_groups(text)` asks for, each word found by `word`: any group
+    will do, each wants all of its words and none of what it leaves out."""
+    found = Q(pk__in=[])
+    for wanted, left_out in _plain_groups(text):
+        group = reduce(and_, [word(each) for each in wanted], Q())
+        for words in left_out:
+            group &= ~reduce(and_, [word(each) for each in words])
+        found |= group
+    return found
+
+
 def _plain_condition(text: str) -> Q:
     """SQLite's search (`_plain_groups`): each word in the subject, the sender, the
     recipients or the body; the words of a "quoted phrase" each, anywhere."""
-    groups = _plain_groups(text)
-    if not groups:
-        return Q(pk__in=[])
-    found = Q(pk__in=[])
-    for wanted, left_out in groups:
-        group = reduce(and_, [_plain_word(word) for word in wanted], Q())
-        for words in left_out:
-            group &= ~reduce(and_, [_plain_word(word) for word in words])
-        found |= group
-    return found
+    return _grouped(text, _plain_word)
+
+
+def words_in(field: str, text: str) -> Q:
+    """The words typed, read as the emails' search reads them (`_plain_groups`), each a
+    part of one text field in any case: for what has no search vector (a timeline's
+    meetings and tasks), so that "pump delivery" finds "Delivery of the pump" there as
+    it finds it in an email."""
+    return _grouped(text, lambda word: Q(**{f"{field}__icontains": word}))
 
 
 def _condition(text: str, query: SearchQuery, configs: list[str]) -> Q:
@@ -399,26 +411,44 @@ def _words(text: str, query: SearchQuery, configs: list[str]) -> Q:
     """The words in the vector; an email whose vector is still to be filled
     (vectors_later) is found by its subject, through the small index of those waiting
     (email_search_pending)."""
-    return _without_left_out(Q(search=query), text, configs) | (
-        Q(search__isnull=True) & _in_subject(text)
+    return _without_left_out(text, query, configs) | (
+        Q(search__isnull=True) & words_in("subject", text)
     )
 
 
-def _without_left_out(found: Q, text: str, configs: list[str]) -> Q:
-    """`found` without the emails that hold a -word (or a -"phrase") in any of the
-    languages searched. The query is one websearch per language, ORed: the 'simple'
-    one's "report & !invoices" is true of an English vector, which holds "invoic", so
-    its -word left nothing out. For a search without "or" (with one, websearch's own
-    reading stays)."""
-    groups = _plain_groups(text)
-    if len(groups) != 1 or not groups[0][1]:
-        return found
-    left_out = reduce(
-        or_,
-        [SearchQuery(" ".join(words), config=config, search_type="phrase")
-         for config in configs for words in groups[0][1]],
-    )  # fmt: skip
-    return found & ~Q(search=left_out)
+def _without_left_out(text: str, query: SearchQuery, configs: list[str]) -> Q:
+    """The emails with the words of `query` (`text` in each of `configs`), leaving out
+    those that hold a -word (or a -"phrase") in any of the languages searched. The
+    query is one websearch per language, ORed: the 'simple' one's "report & !invoices"
+    is true of an English vector, which holds "invoic", so its -word left nothing out.
+    With "or", each group ("alpha -beta or gamma": alpha without beta, or gamma) is
+    asked for so, its -words left out of it alone."""
+    parts = [(part, groups[0]) for part in _or_parts(text) if (groups := _plain_groups(part))]
+    if not any(left_out for _part, (_wanted, left_out) in parts):
+        return Q(search=query)
+    found = Q(pk__in=[])
+    for part, (_wanted, left_out) in parts:
+        group = Q(search=query if len(parts) == 1 else search_query(part, (), configs))
+        phrases = [
+            SearchQuery(" ".join(words), config=config, search_type="phrase")
+            for config in configs
+            for words in left_out
+        ]
+        if phrases:
+            group &= ~Q(search=reduce(or_, phrases))
+        found |= group
+    return found
+
+
+def _or_parts(text: str) -> list[str]:
+    """`text` cut at each "or" between words (not inside a "quoted phrase"), as
+    websearch cuts it."""
+    parts, start = [], 0
+    for token in _PLAIN_TOKENS.finditer(text):
+        if (token.group(3) or "").lower() == "or":
+            parts.append(text[start : token.start()])
+            start = token.end()
+    return [*parts, text[start:]]
 
 
 def _by_sender(text: str) -> Q:
@@ -428,29 +458,6 @@ def _by_sender(text: str) -> Q:
     text, the name, a space and the address: a text with a space may span both ("Smith
     john@"), which still names that sender."""
     return Q(sender_upper__contains=Upper(Value(text)))
-
-
-def _typed(text: str) -> tuple[list[str], list[str], bool]:
-    """The words typed as websearch reads them, roughly: those wanted, those left out
-    (a -word), and whether any of the wanted will do (an OR between them)."""
-    words = [word.strip('"') for word in text.split()]
-    anyof = any(word.lower() == "or" for word in words)
-    left_out = [w[1:].strip('"') for w in words if w.startswith("-")]
-    words = [w for w in words if w and w.lower() != "or" and not w.startswith("-")]
-    return words, [w for w in left_out if w], anyof
-
-
-def _in_subject(text: str) -> Q:
-    """The words typed, in the subject: all of them, or any with an OR between (what
-    websearch reads them as, roughly); a subject with a -word in it is left out, as
-    websearch leaves out an email with that word."""
-    words, left_out, anyof = _typed(text)
-    if not words:
-        return Q(pk__in=[])
-    found = reduce(or_ if anyof else and_, [Q(subject__icontains=word) for word in words])
-    for word in left_out:
-        found &= ~Q(subject__icontains=word)
-    return found
 
 
 @contextmanager
@@ -627,7 +634,7 @@ def _headlines(query: SearchQuery, text: str, configs: list[str], ids: list[int]
     others). The body's part is read by sync_body_headline (migration sync 0024)."""
     config = SearchConfigOf(F("account__message_language"))
     options = {"start_sel": START, "stop_sel": STOP, "config": config}
-    words = _typed(text)[0]
+    words = _plain_words(text)
     headlines = {
         "subject_hl": SearchHeadline(_unmarked("subject"), query, highlight_all=True, **options),
         "body_hl": Func(

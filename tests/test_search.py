@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DataError, ProgrammingError, connection, transaction
 from django.urls import reverse
 
-from crm.models import Company, Contact
+from crm.models import Activity, Company, Contact
 from sync import search, tasks
 from sync.models import Email
 from tests.factories import EmailAccountFactory, UserFactory
@@ -733,6 +733,81 @@ def test_it_leaves_out_a_minus_word_in_every_language_searched(client, db):
         # A -"phrase" leaves out only the emails holding it as a phrase.
         assert _found_at(client, url, 'report -"invoices are"') == ["Quarterly report"], url
         assert len(_found_at(client, url, 'report -"invoices nothing"')) == 2, url
+
+
+def test_it_leaves_a_minus_word_out_of_its_own_group_with_or(client, db):
+    # "report -invoices or late": websearch's reading, (report without invoices) or
+    # late, ORed per language; the 'simple' half's !'invoices' was true of an English
+    # vector holding 'invoic', so "report" came with its invoices.
+    account = EmailAccountFactory(message_language="en")
+    _email(account, "a", subject="Quarterly report", text_body="the invoices are attached")
+    _email(account, "bb", subject="Yearly report", text_body="nothing else")
+    _email(account, "ccc", subject="Running late", text_body="the invoices follow")
+    _email(account, "dddd", subject="Lunch", text_body="unrelated")
+    with transaction.atomic(), search.vectors_later():  # found by their subjects
+        _email(account, "eeeee", subject="Waiting report", text_body="the invoices")
+        _email(account, "ffffff", subject="Waiting late invoices", text_body="")
+    contact = Contact.objects.create(name="Ann")
+    for email in Email.objects.all():
+        email.contacts.add(contact)
+    client.force_login(account.owner)
+    mine = Email.objects.filter(account=account)
+    found = search.found(mine, "report -invoices or late", [account.pk])
+    keys = set(mine.filter(pk__in=found.ids).values_list("message_key", flat=True))
+    assert keys == {"bb", "ccc", "eeeee", "ffffff"}
+    for url in (reverse("accounts:email"), reverse("crm:contact", args=[contact.pk])):
+        assert set(_found_at(client, url, "report -invoices or late")) == {
+            "Yearly report", "Running late", "Waiting report", "Waiting late invoices",
+        }, url  # fmt: skip
+        assert set(_found_at(client, url, "late -invoices or -report")) == {
+            # "-report" alone: every email without the word.
+            "Lunch", "Running late", "Waiting late invoices",
+        }, url  # fmt: skip
+        # The -word of one group, a wanted word of the other.
+        assert set(_found_at(client, url, "lunch -invoices or invoices attached")) == {
+            "Lunch", "Quarterly report",
+        }, url  # fmt: skip
+
+
+def test_it_marks_no_word_of_a_phrase_left_out(client, db):
+    # 'report -"invoices nothing"': "nothing" is left out (as a phrase with
+    # "invoices"), not a word found: marked in a snippet, it showed as what matched.
+    account = EmailAccountFactory(message_language="en")
+    _email(account, "b", subject="Quarterly report", text_body="report done, nothing else")
+    client.force_login(account.owner)
+    page = client.get(reverse("accounts:email"), {"q": 'report -"invoices nothing"'}).text
+    assert _found_at(client, reverse("accounts:email"), 'report -"invoices nothing"') == [
+        "Quarterly report"
+    ]
+    assert "<mark>report</mark> done" in page and "<mark>nothing" not in page
+
+
+def test_it_searches_a_timeline_s_meetings_and_tasks_word_by_word(client, db):
+    account = EmailAccountFactory()
+    ann = Contact.objects.create(name="Ann")
+    subjects = ["Delivery of the pump", "Pump review", "Lunch with Ann"]
+    for n, subject in enumerate(subjects):
+        meeting = Activity.objects.create(
+            account=account, kind="meeting", external_id=f"m{n}", subject=subject,
+            starts_at=NOW - timedelta(days=n),
+        )  # fmt: skip
+        meeting.contacts.add(ann)
+    task = Activity.objects.create(
+        account=account, kind="task", external_id="t", subject="Call about the PUMPS",
+        due_on=NOW.date(),
+    )  # fmt: skip
+    task.contacts.add(ann)
+    client.force_login(account.owner)
+    url = reverse("crm:contact", args=[ann.pk])
+
+    def found(text):
+        page = client.get(url, {"q": text}).text
+        return {subject for subject in [*subjects, "Call about the PUMPS"] if subject in page}
+
+    assert found("pump delivery") == {"Delivery of the pump"}
+    assert found("pump -delivery") == {"Pump review", "Call about the PUMPS"}
+    assert found("delivery or lunch") == {"Delivery of the pump", "Lunch with Ann"}
+    assert found('"the pump"') == {"Delivery of the pump", "Call about the PUMPS"}
 
 
 def test_it_marks_only_what_was_found_though_an_email_holds_the_markers(client, db):

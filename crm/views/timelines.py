@@ -449,7 +449,10 @@ def _timeline_rows(user, contact, company, cursor, search, mailboxes, *, dated: 
         .filter(at__isnull=not dated)
     )
     if search:
-        activities = activities.filter(subject__icontains=search)
+        from sync.search import searched, words_in
+
+        # Word by word, as the emails beside them are searched.
+        activities = activities.filter(words_in("subject", searched(search)))
     # A cursor among the dated rows keeps every undated one.
     if cursor is not None and (dated or cursor.at is None):
         emails = emails.filter(_after(cursor, "email", dated))
