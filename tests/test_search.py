@@ -769,6 +769,22 @@ def test_it_leaves_a_minus_word_out_of_its_own_group_with_or(client, db):
         }, url  # fmt: skip
 
 
+def test_it_looks_for_a_part_of_the_sender_only_with_two_letters_side_by_side(client, db):
+    # pg_trgm reads words of letters and digits only: "..." has no trigram, and its LIKE
+    # walked every email by date; "o'b" only "  b", held by half the senders' names.
+    account = EmailAccountFactory()
+    _email(account, "a", subject="Hello", from_name="Pat O'Brien ...", from_address="p@x.test")
+    _email(account, "b", subject="Numbers", from_name="Desk +49", from_address="d@y.test")
+    client.force_login(account.owner)
+    assert _found(client, "...") == []
+    assert _found(client, "o'b") == []
+    assert _found(client, "o'br") == ["Hello"]
+    assert _found(client, "+49") == ["Numbers"]
+    for text in ("...", "o'b", "j. s"):
+        condition = search._condition(text, search.search_query(text, [account.pk]), ["simple"])
+        assert "sender_upper" not in str(Email.objects.filter(condition).values("pk").query), text
+
+
 def test_it_marks_no_word_of_a_phrase_left_out(client, db):
     # 'report -"invoices nothing"': "nothing" is left out (as a phrase with
     # "invoices"), not a word found: marked in a snippet, it showed as what matched.
