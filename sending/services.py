@@ -270,7 +270,12 @@ def _send(outgoing_id: int) -> OutgoingEmail | None:
 
 
 def _failed(outgoing: OutgoingEmail, claim: datetime, error: DeliveryError) -> None:
-    mine = _mine(outgoing.pk, claim).filter(state=OutgoingEmail.State.SENDING)
+    # As in _sent_record: a send that outlasted its lease after the hand-over was
+    # called "May have been sent" by the sweep; the server's answer is the better truth.
+    mine = _mine(outgoing.pk, claim).filter(
+        Q(state=OutgoingEmail.State.SENDING)
+        | Q(state=OutgoingEmail.State.UNCERTAIN, error=UNCERTAIN_AFTER_CRASH)
+    )
     action = error.retry
     if action == Retry.LATER and outgoing.attempts < MAX_ATTEMPTS:
         countdown = backoff(outgoing.attempts)
@@ -395,7 +400,15 @@ def outgoing_sweep() -> dict[str, int]:
             state=OutgoingEmail.State.UNCERTAIN,
             error=UNCERTAIN_AFTER_CRASH,
             error_kind="handed_over",
-        ),
+        )
+    }
+    # A worker past its lease may still hand its email over while this runs: each
+    # update below tests `handed_over_at` again, on the row as it is then (PostgreSQL
+    # re-reads a row changed under an UPDATE), so an email handed over meanwhile is
+    # neither called "Not sent" nor queued again; the next sweep finds it, or its
+    # worker's answer settles it.
+    sending = sending.filter(handed_over_at__isnull=True)
+    counts |= {
         "given_up": sending.filter(attempts__gte=MAX_ATTEMPTS).update(
             state=OutgoingEmail.State.FAILED,
             error=f"Not sent: the app stopped while sending this email, {MAX_ATTEMPTS} times.",

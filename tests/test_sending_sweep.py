@@ -215,6 +215,99 @@ def test_it_never_hands_over_once_the_sweep_took_the_email_back(
     assert len(server.handler.messages) == 1
 
 
+def test_it_leaves_alone_an_email_handed_over_while_the_sweep_takes_back(
+    transactional_db, queued_tasks, lease
+):
+    """A worker past its lease hands its email over between the sweep's read of what to
+    take back and its update: taken back, the email read "before handing it to the mail
+    server", and the next worker, unable to hand it over, left it "sending" under its
+    own claim, so that the first worker's 250 matched no claim: "May have been sent"."""
+    from django.db import connections
+
+    account = EmailAccountFactory()
+    row = _row(account, subject="late", state=State.SENDING, attempts=1,
+               claimed_at=_ago(minutes=11))  # fmt: skip
+    other = connections.create_connection("default")
+    other.set_autocommit(False)
+    with other.cursor() as cursor:  # the worker's hand-over, not committed yet
+        cursor.execute(
+            "UPDATE sending_outgoingemail SET handed_over_at = now() WHERE id = %s", [row.pk]
+        )
+    counts = {}
+
+    def sweep():
+        try:
+            counts.update(outgoing_sweep())
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    with connection.cursor() as cursor:
+        for _ in range(200):  # until the sweep's update waits for the worker's row
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'UPDATE \"sending_outgoingemail\"%%'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("the sweep never waited for the row")
+    other.commit()
+    other.close()
+    sweeper.join(10)
+    row.refresh_from_db()
+    assert (row.state, row.error) == (State.SENDING, "")
+    assert row.handed_over_at is not None
+    assert counts["taken_back"] == 0
+    counts = outgoing_sweep()  # the next one: the worker is gone, it may have been sent
+    row.refresh_from_db()
+    assert (row.state, row.error) == (State.UNCERTAIN, UNCERTAIN_AFTER_CRASH)
+
+
+def test_it_tells_the_server_s_refusal_though_the_sweep_said_it_may_have_been_sent(
+    transactional_db, test_provider, smtp_servers, settings, queued_tasks
+):
+    """A send outlasting its lease after the hand-over (a large upload) is called "May
+    have been sent" by the sweep; the server's answer then is a refusal: the email was
+    not sent, and says so."""
+    from tests.servers.gated_smtp import gated_smtp_server
+
+    server = gated_smtp_server(smtp_servers["starttls"].users).start()
+    try:
+        test_provider.smtp_port = server.port
+        test_provider.save()
+        account = EmailAccountFactory(
+            provider=test_provider, address="alice@example.test",
+            password=MAIL_USERS["alice@example.test"],
+        )  # fmt: skip
+        outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+        server.handler.hold_at = "data"
+        server.handler.answer = "554 5.6.0 Message refused by policy"
+        settings.MAIL_CONNECT_TIMEOUT = 30
+
+        def slow_worker():
+            try:
+                outgoing_send(outgoing_id=outgoing.pk)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=slow_worker)
+        thread.start()
+        assert server.handler.reached.wait(15)
+        settings.SENDING_CLAIM_LEASE_SECONDS = 0
+        assert outgoing_sweep()["uncertain"] == 1
+        server.handler.release.set()
+        thread.join(30)
+    finally:
+        server.handler.release.set()
+        server.stop()
+    outgoing.refresh_from_db()
+    assert outgoing.state == State.FAILED
+    assert "refused by policy" in outgoing.error and outgoing.error_kind != "handed_over"
+
+
 def test_it_runs_the_sweep_every_minute_through_beat():
     from django.conf import settings
 

@@ -14,6 +14,7 @@ from tests.servers.smtp import Handler, SmtpServer
 class GatedHandler(Handler):
     hold_at: str | None = None  # "rcpt" or "data"
     holds: int = 1  # how many sessions are held; later ones pass
+    answer: str = "250 Message accepted"  # a held DATA's answer (set before it is held)
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -37,9 +38,10 @@ class GatedHandler(Handler):
         if self._take("data"):
             # The server has the message (a real one would deliver it); only its answer
             # is held back.
-            self.messages.append(envelope)
+            if self.answer.startswith("2"):
+                self.messages.append(envelope)
             await self._wait()
-            return "250 Message accepted"
+            return self.answer
         return await super().handle_DATA(server, session, envelope)
 
 
