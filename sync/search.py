@@ -47,7 +47,7 @@ from django.db import (
 from django.db.models import Case, DateTimeField, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Left, Upper
-from django.db.models.lookups import IContains
+from django.db.models.lookups import Contains, IContains
 from django.utils.safestring import SafeString, mark_safe
 
 from mailsetup.lookups import AnyOf
@@ -120,21 +120,23 @@ def search_query(text: str, mailboxes, configs: list[str] | None = None) -> Sear
 
 
 def searched(text: str) -> str:
-    """What of `text` is searched: its words once each (in any case), the first
-    MAX_WORDS of them ("or" between them not counted). Every word is a term in every
-    language's query, and past a dozen terms PostgreSQL's estimate of the matches fails:
+    """What of `text` is searched: its words once each in each "or" group (in any
+    case), the first MAX_WORDS of them ("or" between them not counted). Every word is a
+    term in every language's query, and past a dozen terms PostgreSQL's estimate fails:
     16 common words, or 40 rare ones with "or", walked all 300,000 emails (0.3-0.7 s
     against 10 ms, measured by a review)."""
-    kept, seen = [], set()
+    kept, seen, count = [], set(), 0
     for word in text.split():
         if word.lower() == "or":
             kept.append(word)
+            seen = set()  # a word again after "or" is another group's: "a -x or b -x"
             continue
         if word.lower() in seen:
             continue
-        if len(seen) == MAX_WORDS:
+        if count == MAX_WORDS:
             break
         seen.add(word.lower())
+        count += 1
         kept.append(word)
     while kept and kept[-1].lower() == "or":
         kept.pop()
@@ -349,16 +351,22 @@ def _plain_groups(text: str) -> list[tuple[list[str], list[list[str]]]]:
     each wants all of its words and none of what it leaves out ("alpha beta or gamma":
     alpha and beta, or gamma)."""
     groups: list[tuple[list[str], list[list[str]]]] = [([], [])]
+    lone_minus = False
     for found in _PLAIN_TOKENS.finditer(text):
         minus, quoted, bare = found.groups()
+        if bare == "-":  # websearch: "pump - late" is pump without late
+            lone_minus = True
+            continue
         if bare is not None:
             if bare.lower() == "or":
                 groups.append(([], []))
+                lone_minus = False
                 continue
             minus = "-" if bare.startswith("-") and len(bare) > 1 else ""
             words = [bare[1:] if minus else bare]
         else:
             words = quoted.split()  # inside quotes, "or" is a word
+        minus, lone_minus = minus or ("-" if lone_minus else ""), False
         words = [word for word in words if word]
         if minus and words:
             groups[-1][1].append(words)
@@ -422,7 +430,10 @@ def _without_left_out(text: str, query: SearchQuery, configs: list[str]) -> Q:
     query is one websearch per language, ORed: the 'simple' one's "report & !invoices"
     is true of an English vector, which holds "invoic", so its -word left nothing out.
     With "or", each group ("alpha -beta or gamma": alpha without beta, or gamma) is
-    asked for so, its -words left out of it alone."""
+    asked for so, its -words left out of it alone. A text that `_plain_groups` reads
+    otherwise than websearch does (`_unlike_websearch`) keeps websearch's own reading."""
+    if _unlike_websearch(text):
+        return Q(search=query)
     parts = [(part, groups[0]) for part in _or_parts(text) if (groups := _plain_groups(part))]
     if not any(left_out for _part, (_wanted, left_out) in parts):
         return Q(search=query)
@@ -440,6 +451,20 @@ def _without_left_out(text: str, query: SearchQuery, configs: list[str]) -> Q:
     return found
 
 
+def _unlike_websearch(text: str) -> bool:
+    """Whether websearch reads `text` otherwise than `_plain_groups`: a quote inside a
+    word opens a phrase there ('12" pipe or tube': "pipe or tube" is a phrase); "or"
+    before a punctuation mark is still "or" ("report -x or, late"); "--x" is x."""
+    for token in _PLAIN_TOKENS.finditer(text):
+        bare = token.group(3) or ""
+        if '"' in bare or bare.startswith("--") or _OR_AND_MARK.match(bare):
+            return True
+    return False
+
+
+_OR_AND_MARK = re.compile(r"(?i)or[^\w\s-]")
+
+
 def _or_parts(text: str) -> list[str]:
     """`text` cut at each "or" between words (not inside a "quoted phrase"), as
     websearch cuts it."""
@@ -452,17 +477,24 @@ def _or_parts(text: str) -> list[str]:
 
 
 def _by_sender_too(text: str) -> bool:
-    """Whether a part of the sender is searched: three characters or more (what a
-    trigram index serves), two of them a letter or a digit side by side. pg_trgm reads
-    words of letters and digits only, and a word of one ("o'b", "j. s") is a trigram
-    ("  b") that half the senders' names hold: its LIKE rechecked 33,000 emails (115-165
-    ms at 300,000 against 12-14 ms for "o'brien"); a text of none ("...") has no
-    trigram, and its LIKE walked every email by date. The words are searched still."""
-    return len(text) >= TRIGRAM_MIN and _LETTERS_TOGETHER.search(text) is not None
+    """Whether a part of the sender is searched: three characters or more, one of them a
+    letter or a digit (pg_trgm reads only those: "..." names no sender)."""
+    return len(text) >= TRIGRAM_MIN and any(_word_character(c) for c in text)
 
 
-# Two letters or digits side by side (`_by_sender_too`).
-_LETTERS_TOGETHER = re.compile(r"[^\W_]{2}")
+def _word_character(character: str) -> bool:
+    # pg_trgm's: a letter or a decimal digit ("²" and "Ⅷ" are not).
+    return character.isalpha() or character.isdecimal()
+
+
+def _full_trigrams(text: str) -> int:
+    """How many trigrams of three letters or digits the text holds, as pg_trgm reads a
+    LIKE pattern: "bergstr" five, ".com" one, "o'b" none."""
+    count = run = 0
+    for character in text:
+        run = run + 1 if _word_character(character) else 0
+        count += run >= 3
+    return count
 
 
 def _by_sender(text: str) -> Q:
@@ -470,8 +502,24 @@ def _by_sender(text: str) -> Q:
     them upper-cased by the database, and the text is upper-cased there too (Python's
     upper() is not PostgreSQL's: "ß" is "SS" to one and "ß" to the other). They are one
     text, the name, a space and the address: a text with a space may span both ("Smith
-    john@"), which still names that sender."""
-    return Q(sender_upper__contains=Upper(Value(text)))
+    john@"), which still names that sender.
+
+    A text of fewer than two full trigrams is looked for by walking the date index
+    (email_sent_sender holds the sender: its rows are not read), never through the
+    trigram index: its trigrams ("com", "  b" for "o'b") are held by most senders, the
+    planner cannot know it, and a LIKE that matched none rechecked all 300,000 emails
+    (".com" 0.3-1.2 s, "o'b" 115-165 ms); the walk costs at most ~70 ms at 300,000, and
+    stops after the newest matches."""
+    if _full_trigrams(text) >= 2:
+        return Q(sender_upper__contains=Upper(Value(text)))
+    return Q(Contains(_Unindexed(F("sender_upper")), Upper(Value(text))))
+
+
+class _Unindexed(Func):
+    """The column as an expression no index is on, so that the planner walks the dates."""
+
+    template = "(%(expressions)s || '')"
+    output_field = TextField()
 
 
 @contextmanager

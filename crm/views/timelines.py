@@ -418,7 +418,11 @@ def timeline(user, *, contact=None, company=None, after: str = "", search: str =
     cursor = Cursor.parse(after)
     if cursor is not None and cursor.kind not in ("email", "activity"):
         cursor = None
+    from sync.search import searched
+
     search = " ".join(search.split())
+    if search and not searched(search):
+        return _entries([], cursor)  # only "or": no word to look for, as on the Email page
     # The mailboxes' languages a search asks for, read once for both passes.
     mailboxes = mailboxes_on_timelines(user) if search else []
     found = _timeline_rows(user, contact, company, cursor, search, mailboxes, dated=True)
