@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.template.defaultfilters import filesizeformat
 
+from providers.addresses import AddressError, normalize_domain
+
 # Commas between addresses, not inside a quoted display name.
 SEPARATOR = re.compile(r"""[,;](?=(?:[^"]*"[^"]*")*[^"]*$)""")
 # Every character str.splitlines() breaks a line at (an email header could not hold
@@ -28,7 +30,13 @@ def people(value: str) -> list[dict]:
         name, address = parseaddr(piece)
         try:
             validate_email(address)
-        except ValidationError:
+            # An international domain as SMTP and the headers carry it (IDNA 2008, as
+            # the wizard reads domains): "anna@bücher.test" was written into the To
+            # header as an encoded word, and smtplib could not send it at all.
+            local, _at, domain = address.rpartition("@")
+            if not domain.isascii():
+                address = f"{local}@{normalize_domain(domain)}"
+        except (ValidationError, AddressError):
             bad.append(piece)
             continue
         found.append({"name": name.strip(), "address": address})

@@ -114,12 +114,31 @@ def _addresses(people: list[dict]) -> list[Address]:
     return [Address(display_name=p.get("name", ""), addr_spec=p["address"]) for p in people]
 
 
+def _wide_addresses(people: list[dict]) -> str:
+    """The header's text where an address has letters outside ASCII before the @ (RFC
+    6532: the header is sent in UTF-8, through SMTPUTF8): the stdlib's Address refuses
+    such a name, and an encoded word cannot hold an address."""
+
+    def mailbox(person: dict) -> str:
+        name = person.get("name", "").replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{name}" <{person["address"]}>' if name else person["address"]
+
+    return ", ".join(mailbox(person) for person in people)
+
+
+# A message whose addresses are all ASCII is written as before (7-bit headers, RFC 2047).
+UTF8_SMTP = SMTP.clone(utf8=True)
+
+
 def build(draft: Draft, *, message_id: str) -> bytes:
-    message = EmailMessage()
-    message["From"] = Address(display_name=draft.sender_name, addr_spec=draft.sender)
-    message["To"] = _addresses(draft.to)
+    sender = {"name": draft.sender_name, "address": draft.sender}
+    wide = not all(p["address"].isascii() for p in [sender, *draft.to, *draft.cc])
+    message = EmailMessage(policy=UTF8_SMTP) if wide else EmailMessage()
+    people = _wide_addresses if wide else _addresses
+    message["From"] = people([sender])
+    message["To"] = people(draft.to)
     if draft.cc:
-        message["Cc"] = _addresses(draft.cc)
+        message["Cc"] = people(draft.cc)
     message["Subject"] = draft.subject
     message["Date"] = format_datetime(timezone.now())
     message["Message-ID"] = f"<{message_id}>"
@@ -157,4 +176,4 @@ def build(draft: Draft, *, message_id: str) -> bytes:
     if draft.language:
         # Last: the body's setters drop and move Content-* headers.
         message["Content-Language"] = draft.language
-    return message.as_bytes(policy=SMTP)
+    return message.as_bytes(policy=UTF8_SMTP if wide else SMTP)

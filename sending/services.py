@@ -246,6 +246,12 @@ def _send(outgoing_id: int) -> OutgoingEmail | None:
     try:
         # Rights are read now, not when the email was written: a revoked grant or a
         # left role stops it, as does turning sending off for the mailbox.
+        if not account.provider.send_enabled:
+            raise DeliveryError(
+                "sending_off",
+                f"Sending is turned off for the provider {account.provider.name}, so this "
+                "email was not sent. Ask your administrator.",
+            )
         if not (
             outgoing.author and sendable_mailboxes(outgoing.author).filter(pk=account.pk).exists()
         ):
@@ -309,15 +315,14 @@ def _sent(outgoing: OutgoingEmail, claim: datetime) -> None:
         # brings the copy to the timelines.
         logger.warning("Outgoing email %s was sent; its timeline copy failed: %r",
                        outgoing.pk, error)  # fmt: skip
-        keeps_copy = files_sent_copies(outgoing.account)
+        copy = _copy_to_make(outgoing.account)
         _mine(outgoing.pk, claim).update(
             state=OutgoingEmail.State.SENT, sent_at=timezone.now(), error_kind="",
             error=f"Sent. It could not be put on the timelines yet ({type(error).__name__}); "
             "the next download of the Sent folder brings it there.",
-            next_attempt_at=timezone.now(),
-            sent_copy=OutgoingEmail.Copy.BY_SERVER if keeps_copy else OutgoingEmail.Copy.PENDING,
+            next_attempt_at=timezone.now(), **copy,
         )  # fmt: skip
-        if not keeps_copy:
+        if copy["sent_copy"] == OutgoingEmail.Copy.PENDING:
             _queue_copy(outgoing.pk)
 
 
@@ -328,7 +333,7 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
         to=outgoing.to, cc=outgoing.cc, bcc=outgoing.bcc, in_reply_to=outgoing.in_reply_to,
         references=outgoing.references, files=files,
     )  # fmt: skip
-    provider_keeps_copy = files_sent_copies(account)
+    copy = _copy_to_make(account)
     # After the hand-over nobody else takes the email, but the sweep may have called it
     # "May have been sent" meanwhile: the server's answer is the better truth.
     _mine(outgoing.pk, claim).update(
@@ -338,12 +343,23 @@ def _sent_record(outgoing: OutgoingEmail, claim: datetime, files: WrittenFiles) 
         error_kind="",
         email=email,
         next_attempt_at=timezone.now(),
-        sent_copy=OutgoingEmail.Copy.BY_SERVER
-        if provider_keeps_copy
-        else OutgoingEmail.Copy.PENDING,
+        **copy,
     )
-    if not provider_keeps_copy:
+    if copy["sent_copy"] == OutgoingEmail.Copy.PENDING:
         transaction.on_commit(partial(_queue_copy, outgoing.pk))
+
+
+NO_SENT_FOLDER = "the provider is set up for sending only: it has no Sent folder here"
+
+
+def _copy_to_make(account) -> dict:
+    """What becomes of the Sent copy of an email just sent: the provider files it, or
+    it is to be stored (PENDING), or there is no folder to store it in."""
+    if files_sent_copies(account):
+        return {"sent_copy": OutgoingEmail.Copy.BY_SERVER}
+    if not account.provider.receive_enabled:
+        return {"sent_copy": OutgoingEmail.Copy.FAILED, "sent_copy_error": NO_SENT_FOLDER}
+    return {"sent_copy": OutgoingEmail.Copy.PENDING}
 
 
 @_database_retried

@@ -143,10 +143,11 @@ def mailboxes_for_status(user) -> QuerySet[EmailAccount]:
 
 def sendable_mailboxes(user) -> QuerySet[EmailAccount]:
     """The From list: own and "Send emails" mailboxes with "send emails using this
-    mailbox" on, the user's default first."""
+    mailbox" on, whose provider sends ("send emails" on its card), the user's default
+    first."""
     return (
         mailboxes_with(user, Right.SEND)
-        .filter(send_enabled=True)
+        .filter(send_enabled=True, provider__send_enabled=True)
         # Only the user's own default counts: another owner's default is theirs.
         .annotate(
             own_default=ExpressionWrapper(Q(owner=user, is_default_sender=True), BooleanField())

@@ -45,22 +45,44 @@ class Health:
         return self.level == "ok"
 
 
-def _advice(kind: str, account) -> str:
+# Said instead of "the app tries again by itself" where it does not.
+BY_HAND = (
+    "Automatic download is off, so the app does not try again by itself: use “Download "
+    "emails now” once this is fixed, or turn on automatic download below."
+)
+SERVICE_DOWN = (
+    "The app's background service is not running, so nothing is tried again: ask your "
+    "administrator to start the app's worker and scheduler (Celery worker and beat)."
+)
+
+
+def _advice(kind: str, account, heartbeat=None) -> str:
     if kind in PROVIDER_KINDS:
         return (
             f"This is about the settings of the provider {account.provider.name} or its "
-            "server: ask your administrator. Downloads start again once it is fixed."
+            "server: ask your administrator. "
+            + ("Downloads start again once it is fixed." if account.auto_sync else BY_HAND)
         )
     if kind == "reconnect" or (account.uses_oauth and kind == "credentials"):
         return "Sign in again with “Reconnect”: every setting and email is kept."
     if kind in {"credentials", "app_password", "expired"}:
         return "The password changed? Enter the new one under “Change email settings”."
     if action_of(kind) == Retry.LATER:
+        if not account.auto_sync:
+            return BY_HAND
+        if _service_down(heartbeat):
+            return SERVICE_DOWN
         return (
             "The app tries again by itself. If this goes on for hours, check the provider's "
             "status page or ask your administrator."
         )
     return "Ask your administrator if the message above does not say what to change."
+
+
+def _service_down(heartbeat=None) -> bool:
+    """No worker has run beat's heartbeat lately: nothing runs the retries."""
+    age = (heartbeat or heartbeat_age)()
+    return age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
 
 
 def mailbox_health(
@@ -74,6 +96,12 @@ def mailbox_health(
     heartbeat reader asked once for them all."""
     now = timezone.now()
     problems, notes = lines if lines is not None else _problem_lines(account)
+    if not account.provider.receive_enabled:
+        return Health(
+            "off", f"The provider {account.provider.name} is set up for sending only: "
+            "nothing is downloaded.", "Ask your administrator to turn on “receive emails” for "
+            "the provider if this mailbox should download emails.", problems, notes,
+        )  # fmt: skip
     if state is not None and state.health == MailboxSync.Health.NEEDS_ATTENTION:
         return Health(
             "attention", f"Needs your attention: {state.last_error}",
@@ -84,14 +112,19 @@ def mailbox_health(
         return Health(
             "failing",
             f"Downloads have failed since {since:%Y-%m-%d %H:%M}: {state.last_error}",
-            _advice(state.last_error_kind or "connection", account),
+            _advice(state.last_error_kind or "connection", account, heartbeat),
             problems,
             notes,
         )
     if not account.auto_sync:
-        level = "problems" if problems else "off"
+        if problems:
+            return Health(
+                "problems", "Not everything could be stored, and automatic download is off.",
+                "See why below: each line names the folder and what the server said. "
+                + BY_HAND, problems, notes,
+            )  # fmt: skip
         return Health(
-            level, "Automatic download is off.",
+            "off", "Automatic download is off.",
             "Use “Download emails now”, or turn on automatic download below.", problems, notes,
         )  # fmt: skip
     stuck = _stuck(account, state, now, heartbeat=heartbeat)
@@ -114,9 +147,8 @@ def _stuck(account, state: MailboxSync | None, now, *, heartbeat=None) -> tuple[
     last = (state.last_success_at if state else None) or account.created_at
     if now - last < grace:
         return None
-    age = (heartbeat or heartbeat_age)()
     when = timezone.localtime(last)
-    if age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL):
+    if _service_down(heartbeat):
         return (
             f"No download since {when:%Y-%m-%d %H:%M}: the app's background service is not "
             "running.",

@@ -208,6 +208,11 @@ def _mailbox_sync(
     )
     if account is None:
         return None
+    if not account.provider.receive_enabled:
+        # Sending only (its health says so): a "Download emails now" asked before the
+        # provider changed finds nothing to do.
+        MailboxSync.objects.filter(account_id=account_id).update(download_requested_at=None)
+        return None
     known = getattr(account, "sync", None)  # (none before the mailbox's first run)
     not_before = known.not_before if known is not None else None
     if not_before is not None and not_before > timezone.now():
@@ -416,6 +421,8 @@ def mailboxes_due() -> list[int]:
         Q(last_started_at__isnull=True) | Q(last_started_at__lt=now - mailbox_sync_interval()),
         Q(not_before__isnull=True) | Q(not_before__lte=now),
         account__auto_sync=True,
+        # A provider set up for sending only has no server to download from.
+        account__provider__receive_enabled=True,
         health=MailboxSync.Health.OK,
     )
     ids = list(due.values_list("account_id", flat=True))

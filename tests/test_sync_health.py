@@ -99,3 +99,37 @@ def test_it_shows_the_problems_page_only_to_those_who_see_the_mailbox(db, client
     assert client.get(reverse("sync:problems", args=[account.pk])).status_code == 404
     client.force_login(account.owner)
     assert client.get(reverse("sync:problems", args=[account.pk])).status_code == 200
+
+
+def test_it_promises_a_retry_only_where_one_will_come(db):
+    # A download that failed with a kind tried again later: with automatic download
+    # off nothing tries again (the dispatcher skips the mailbox, the task's own retries
+    # end within the hour), nor without a worker running beat's heartbeat.
+    from sync.selectors import BY_HAND, SERVICE_DOWN
+    from sync.services import heartbeat_record, mailboxes_due
+
+    account = EmailAccountFactory()
+    two_days = timezone.now() - timedelta(days=2)
+    MailboxSync.objects.create(
+        account=account, last_started_at=two_days, failing_since=two_days,
+        last_error="The connection closed.", last_error_kind="connection",
+    )  # fmt: skip
+    assert _health(account).advice == SERVICE_DOWN  # no worker has ever beaten
+    heartbeat_record(hostname="worker@test")
+    assert "tries again by itself" in _health(account).advice
+    account.auto_sync = False
+    account.save()
+    assert account.pk not in mailboxes_due()
+    health = _health(account)
+    assert (health.level, health.advice) == ("failing", BY_HAND)
+    # Provider trouble: fixed by an administrator, then downloaded by hand.
+    MailboxSync.objects.filter(account=account).update(last_error_kind="tls")
+    assert _health(account).advice.endswith(BY_HAND)
+    # Not everything stored, automatic download off: both said, the advice true.
+    MailboxSync.objects.filter(account=account).update(failing_since=None)
+    Folder.objects.create(account=account, path="Archive", last_error="NO",
+                          failing_since=timezone.now())  # fmt: skip
+    health = _health(account)
+    assert health.level == "problems"
+    assert health.headline == "Not everything could be stored, and automatic download is off."
+    assert "tries again by itself" not in health.advice and BY_HAND in health.advice

@@ -36,6 +36,24 @@ def _dot_stuffed(raw: bytes) -> bytes:
     return data + b".\r\n"
 
 
+def _envelope_options(client, addresses: list[str]) -> list[str]:
+    """MAIL FROM's options: SMTPUTF8 (RFC 6531) where an address has letters outside
+    ASCII (a domain the compose form left in Unicode never does: it sends its xn-- form),
+    if the server takes it; else the email cannot go through this server, said before
+    anything is sent (smtplib raised UnicodeEncodeError at RCPT, a crash)."""
+    wide = [address for address in addresses if not address.isascii()]
+    if not wide:
+        return []
+    if not client.has_extn("smtputf8"):
+        raise MailError(
+            "non_ascii",
+            f"The mail server does not take addresses with letters outside ASCII, such as "
+            f"{wide[0]}, so this email was not sent. Use another address for it.",
+        )
+    client.command_encoding = "utf-8"
+    return ["SMTPUTF8"]
+
+
 def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_over) -> None:
     """Send `raw` to `recipients` over a signed-in SMTP session, then close it;
     `handing_over()` is called just before the message's bytes go out, so the caller can
@@ -43,7 +61,7 @@ def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_o
     dropped mid-DATA, which makes the server discard it)."""
     handed_over = False
     try:
-        code, reply = client.mail(sender)
+        code, reply = client.mail(sender, _envelope_options(client, [sender, *recipients]))
         if code != 250:
             raise _refusal(
                 code, reply, f"The server would not send as {sender}", permanent="smtp_refuses"

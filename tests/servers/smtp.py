@@ -67,12 +67,13 @@ class SmtpServer:
         hostname: str = "localhost",
         port: int | None = None,
         ca=None,
+        smtputf8: bool = False,
     ):
         self.users = users
         self.port = port or free_port()
         self.handler = Handler()
         context = server_context(hostname, ca=ca)
-        options = {}
+        options = {"enable_SMTPUTF8": smtputf8}
         if auth:
             options.update(authenticator=self._authenticate, auth_required=True)
         else:
