@@ -68,6 +68,8 @@ RENEW_WHILE_WAITING = 20
 # in memory, or one message of up to LARGE): with two, the parser process is never
 # without the next one.
 READ_AHEAD = 2
+# Messages whose sizes one FETCH asks for (`_batches`).
+SIZES_AT_ONCE = 2000
 # A batch the server will not give whole is asked for in this many groups, then the
 # failing group one message at a time: about two new sessions per bad message.
 ISOLATING_GROUPS = 10
@@ -597,6 +599,8 @@ class AccountSyncer(MailboxSyncer):
                         continue
                     pending.popleft()
                     if fetched is None:
+                        if self.ended is not None:
+                            raise self.ended  # never a quiet end for a run that must stop
                         return
                     pending.append(pool.submit(fetch_next))
                     try:
@@ -620,14 +624,16 @@ class AccountSyncer(MailboxSyncer):
     def _batches(self, uids: list[int]) -> Iterator[tuple[list[int], dict[int, int]]]:
         # Sizes are asked for a few thousand at a time (about 40 bytes each on the wire),
         # so the first emails are stored before the sizes of the last are known.
-        for chunk in _chunks(uids, 2000):
+        for chunk in _chunks(uids, SIZES_AT_ONCE):
             try:
                 sizes = self._sizes(chunk)
             except _SessionsSpent as spent:
-                for uid in chunk:
-                    self.refused.setdefault(uid, _not_asked(spent))
+                # The batch carries what was set aside to be noted, and ends the run (the
+                # folder's position not saved): the messages not asked for, of this chunk
+                # and those after it, are the next run's as any others. Returning quietly
+                # here went on as if the folder were done, its position past them.
                 self.ended = spent.failure
-                yield [], {}  # carries what was set aside to be noted
+                yield [], {}
                 return
             known = [uid for uid in chunk if uid not in self.refused]
             for batch in size_batches(known, sizes, max_bytes=BATCH_BYTES, max_count=BATCH):
@@ -727,6 +733,8 @@ class AccountSyncer(MailboxSyncer):
                 if uid not in done:
                     result.unstored.setdefault(uid, _not_asked(spent))
             result.ended = self.ended = spent.failure
+        if self.ended is not None:
+            result.ended = self.ended  # set while the batches were made (`_batches`)
         # Parsed beside this thread (sync/parsing_process.py): it goes on to read the
         # next batch meanwhile.
         result.parsing = parse_later([raw for _uid, raw, _seen in result.raw], self.limits)

@@ -418,6 +418,50 @@ def test_it_stops_a_run_after_its_new_sessions_and_goes_on_later(
     assert UnstoredMessage.objects.count() == len(broken)
 
 
+def _size_unreadable(path: Path) -> None:
+    """A message file without its size in the name (",S=", ",W="), made unreadable:
+    Dovecot then ends the session when asked for its RFC822.SIZE, not only its body."""
+    base, colon, flags = path.name.partition(":")
+    target = path.parent / (base.split(",")[0] + colon + flags)
+    os.rename(path, target)
+    os.chmod(target, 0)
+    return target
+
+
+def test_it_loses_nothing_when_its_sessions_run_out_while_asking_for_sizes(
+    synced_mailbox, dovecot, monkeypatch
+):
+    """The run spent its new sessions isolating messages whose sizes the server would not
+    give: it went on as if the folder were done (only that chunk of sizes noted, the
+    folder's position saved past the older chunks), and those were never asked again."""
+    monkeypatch.setattr(engine, "MAX_REOPEN", 4)
+    monkeypatch.setattr(engine, "SIZES_AT_ONCE", 10)
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", *(make_message(subject=f"m {n:03}") for n in range(40)))
+    broken = [
+        _size_unreadable(_message_file(dovecot, account.address, f"m {n:03}"))
+        for n in (36, 33, 31, 30, 29)  # among the newest: the first chunk asked for
+    ]
+    outcomes = []
+    try:
+        for _ in range(3):
+            try:
+                outcomes.append(mailbox_sync(account_id=account.pk).state)
+            except TransientSyncError as error:
+                outcomes.append(str(error))
+            _an_hour_passes()
+    finally:
+        for path in broken:
+            os.chmod(path, 0o600)
+    assert any("kept ending the session" in str(outcome) for outcome in outcomes), outcomes
+    for _ in range(3):  # the server reads them all again
+        _an_hour_passes()
+        assert mailbox_sync(account_id=account.pk).state == SyncRun.State.SUCCEEDED
+    subjects = set(Email.objects.values_list("subject", flat=True))
+    assert subjects == {f"m {n:03}" for n in range(40)}
+    assert not UnstoredMessage.objects.exists()
+
+
 def test_it_takes_a_refusal_about_the_server_for_the_folders_not_each_messages(
     synced_mailbox, monkeypatch
 ):
