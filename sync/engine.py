@@ -12,12 +12,12 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import cached_property
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -68,6 +68,9 @@ RENEW_WHILE_WAITING = 20
 # in memory, or one message of up to LARGE): with two, the parser process is never
 # without the next one.
 READ_AHEAD = 2
+# Folders a run gives up on for a server too slow there, each with a new session, before
+# the server's slowness is the run's (`AccountSyncer.folder_stalled`).
+MAX_STALLED_FOLDERS = 3
 # Messages whose sizes one FETCH asks for (`_batches`).
 SIZES_AT_ONCE = 2000
 # A batch the server will not give whole is asked for in this many groups, then the
@@ -298,7 +301,10 @@ class MailboxSyncer:
         return Limits(max_parts=message_parts_limit(), max_depth=message_depth_limit())
 
     def folders_to_sync(self, folders: list[Folder]) -> list[Folder]:
-        return folders_to_sync(self.account, folders)
+        """In the order of the run: those that failed last time last (each group in its
+        order), so that one the server answers too slowly, or refuses, delays no other."""
+        chosen = folders_to_sync(self.account, folders)
+        return sorted(chosen, key=lambda folder: folder.failing_since is not None)
 
     def _count(self, stored: Stored) -> None:
         self.run.new_emails += stored.emails
@@ -315,18 +321,26 @@ class MailboxSyncer:
         connection, the sign-in, a busy server, our own database). Each protocol's."""
         raise NotImplementedError
 
+    def folder_stalled(self, error: Exception) -> str | None:
+        """If `error`, met reading one folder, is the server answering too slowly there
+        and the run can go on with the next folder (in a new session), what to say on
+        the folder; None if it ends the run. Each protocol's; none by default."""
+        return None
+
     def sync_folder_isolated(self, folder: Folder) -> None:
-        """`sync_folder`, where the server's refusal of a folder (`folder_refusal`) is
-        the folder's trouble, recorded on it and shown, and the run goes on to the next
-        folder. Anything else still ends the run."""
+        """`sync_folder`, where the server's refusal of a folder (`folder_refusal`), or
+        its answering too slowly there (`folder_stalled`), is the folder's trouble,
+        recorded on it and shown, and the run goes on to the next folder. Anything else
+        still ends the run."""
         self.progress.folder_started(folder.path)
         try:
             self.sync_folder(folder)
         except Exception as error:
             said = self.folder_refusal(error)
-            if said is None:
+            if said is not None:
+                message = f"The server refused to read this folder: {said}"[:1000]
+            elif (message := self.folder_stalled(error)) is None:
                 raise
-            message = f"The server refused to read this folder: {said}"[:1000]
             now = timezone.now()
             Folder.objects.filter(pk=folder.pk).update(
                 last_error=message, failing_since=folder.failing_since or now
@@ -365,6 +379,7 @@ class AccountSyncer(MailboxSyncer):
         self.session_opener = open_session
         self.open_session = None
         self.reopened = 0
+        self.stalled = 0  # folders given up for a server too slow there (`folder_stalled`)
         self.ended: MailError | None = None
         self.selected: str | None = None
         # A UID of the selected folder the server gave before (its newest stored one).
@@ -426,6 +441,29 @@ class AccountSyncer(MailboxSyncer):
         if isinstance(error, imaplib.IMAP4.abort) or not isinstance(error, imaplib.IMAP4.error):
             return None
         return str(error)
+
+    def folder_stalled(self, error: Exception) -> str | None:
+        """A folder the server answers too slowly (the read timed out: a huge folder on
+        a slow server) stopped every run there, and the folders after it were never
+        read. The session, left in the middle of an answer, is replaced and the run goes
+        on; at most MAX_STALLED_FOLDERS a run (a server slow for every folder ends it as
+        before), and the folder comes last in the next runs (`MailboxSyncer.folders_to_sync`)."""
+        if not isinstance(error, TimeoutError) or self.session_opener is None:
+            return None
+        if self.stalled >= MAX_STALLED_FOLDERS:
+            return None
+        self.stalled += 1
+        _quietly_close(self.client)
+        if self.open_session is None:
+            self.open_session = self.session_opener()
+        self.client = self.open_session()
+        self.qresync_enabled = False  # the new session's first SELECT turns it on again
+        self.selected = self.canary = None
+        return (
+            f"The server did not answer in time while this folder was read (more than "
+            f"{settings.MAIL_CONNECT_TIMEOUT} seconds). It is read again on the next "
+            "download, after the other folders."
+        )
 
     def sync_folder(self, folder: Folder) -> None:
         since = period_start(self.account)
@@ -592,11 +630,14 @@ class AccountSyncer(MailboxSyncer):
             pending = deque(pool.submit(fetch_next) for _ in range(READ_AHEAD))
             try:
                 while True:
-                    try:
-                        fetched = pending[0].result(timeout=RENEW_WHILE_WAITING)
-                    except FutureTimeout:
+                    # Waited for, then read: the wait's own timeout and a fetch that timed
+                    # out are the same class (concurrent.futures.TimeoutError is
+                    # TimeoutError), and a server that stopped answering mid-FETCH was
+                    # taken for a long fetch, waited for again and again, for ever.
+                    if not wait([pending[0]], timeout=RENEW_WHILE_WAITING).done:
                         self.renew()
                         continue
+                    fetched = pending[0].result()
                     pending.popleft()
                     if fetched is None:
                         if self.ended is not None:

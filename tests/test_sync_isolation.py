@@ -462,6 +462,94 @@ def test_it_loses_nothing_when_its_sessions_run_out_while_asking_for_sizes(
     assert not UnstoredMessage.objects.exists()
 
 
+def _through_slow_proxy(test_provider, dovecot, settings, marker: bytes, holds=None):
+    """The mailbox's server behind a relay holding back commands with `marker` longer
+    than the read timeout (shortened to 2 s)."""
+    from tests.servers.proxy import SlowCommandProxy
+
+    settings.MAIL_CONNECT_TIMEOUT = 2
+    proxy = SlowCommandProxy(dovecot.imap_port, marker, delay=3, holds=holds)
+    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", proxy.port
+    test_provider.imap_security = "none"
+    test_provider.save()
+    return proxy
+
+
+def _direct(test_provider, dovecot) -> None:
+    test_provider.imap_host, test_provider.imap_port = "localhost", dovecot.imaps_port
+    test_provider.imap_security = "ssl"
+    test_provider.save()
+
+
+def test_it_reads_the_other_folders_when_the_server_is_too_slow_for_one(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    """A folder the server answered too slowly ended every run there, and the folders
+    after it were never read."""
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha", "Beta", "Slow"):  # Dovecot lists the newest first
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    with mailbox.client() as client:
+        order = [name for _flags, _sep, name in client.list_folders()]
+    assert order.index("Slow") < order.index("INBOX")
+    proxy = _through_slow_proxy(test_provider, dovecot, settings, b'"Slow"')
+    try:
+        run = mailbox_sync(account_id=account.pk)
+    finally:
+        proxy.close()
+    assert proxy.held
+    assert set(EmailLocation.objects.values_list("folder__path", flat=True)) == {
+        "INBOX", "Alpha", "Beta",
+    }  # fmt: skip
+    slow = Folder.objects.get(account=account, path="Slow")
+    assert "did not answer in time while this folder was read" in slow.last_error
+    assert (run.state, run.folder_errors) == (SyncRun.State.SUCCEEDED, 1)
+    # Read last from now on; once the server answers, it is read.
+    _direct(test_provider, dovecot)
+    _an_hour_passes()
+    mailbox_sync(account_id=account.pk)
+    assert Email.objects.filter(subject="in Slow").exists()
+    assert not Folder.objects.get(pk=slow.pk).last_error
+
+
+def test_it_gives_up_a_fetch_the_server_stopped_answering(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    """The helper thread's FETCH timed out, and the timeout was taken for the wait's own
+    (concurrent.futures.TimeoutError is TimeoutError): the run waited for it again and
+    again, renewing its claim, for ever."""
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha", "Beta"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    proxy = _through_slow_proxy(test_provider, dovecot, settings, b"BODY.PEEK[]", holds=1)
+    try:
+        run = mailbox_sync(account_id=account.pk)
+    finally:
+        proxy.close()
+    assert proxy.held == 1
+    [stalled] = Folder.objects.filter(account=account).exclude(last_error="")
+    assert "did not answer in time" in stalled.last_error
+    stored = set(EmailLocation.objects.values_list("folder__path", flat=True))
+    assert stored == {"INBOX", "Alpha", "Beta"} - {stalled.path}
+    assert (run.state, run.folder_errors) == (SyncRun.State.SUCCEEDED, 1)
+
+
+def test_it_ends_the_run_when_the_server_is_too_slow_for_every_folder(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "A", "B", "C", "D"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    proxy = _through_slow_proxy(test_provider, dovecot, settings, b"BODY.PEEK[]")
+    try:
+        with pytest.raises(TransientSyncError, match="TimeoutError"):
+            mailbox_sync(account_id=account.pk)
+    finally:
+        proxy.close()
+    assert proxy.held == engine.MAX_STALLED_FOLDERS + 1
+    assert Folder.objects.exclude(last_error="").count() == engine.MAX_STALLED_FOLDERS
+
+
 def test_it_takes_a_refusal_about_the_server_for_the_folders_not_each_messages(
     synced_mailbox, monkeypatch
 ):

@@ -79,3 +79,54 @@ class CuttingProxy:
     def close(self):
         self.closed = True
         self.listener.close()
+
+
+class SlowCommandProxy:
+    """Relays plaintext IMAP to a server and holds back client commands holding `marker`
+    (the first `holds` of them; None: every one) for `delay` seconds before passing them
+    on: the server seems to answer that late (a huge folder on a slow server). `held`
+    counts them."""
+
+    def __init__(self, target_port: int, marker: bytes, delay: float, holds: int | None = None):
+        self.target_port, self.marker, self.delay = target_port, marker, delay
+        self.holds = holds
+        self.held = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and self.marker in data and self.held != self.holds:
+                    self.held += 1
+                    threading.Event().wait(self.delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.close()
