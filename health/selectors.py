@@ -18,7 +18,13 @@ from django.utils import timezone
 from accounts.models import EmailAccount
 from sync.engine import folders_to_sync
 from sync.models import EmailLocation, Folder, MailboxSync
-from sync.selectors import Health, heartbeat_age, mailbox_health, problem_lines_for
+from sync.selectors import (
+    Health,
+    heartbeat_age,
+    mailbox_health,
+    problem_lines_for,
+    sending_lines_for,
+)
 
 from . import listener
 
@@ -29,6 +35,7 @@ STATES = {
     "failing": "Failing",
     "stuck": "Stuck",
     "blocked_folder": "Blocked folder",
+    "sending_failed": "Sending failed",
     "listener": "Disconnected listener",
     "syncing": "Syncing",
     "off": "Automatic download off",
@@ -42,6 +49,7 @@ _BY_LEVEL = {
     "failing": "failing",
     "stuck": "stuck",
     "problems": "blocked_folder",
+    "sending": "sending_failed",
     "off": "off",
     "ok": "ok",
 }
@@ -139,6 +147,7 @@ def classify(accounts=None) -> list[MailboxRow]:
     queries for any number of mailboxes."""
     accounts = list(mailboxes() if accounts is None else accounts)
     lines = problem_lines_for(accounts)
+    sending = sending_lines_for(accounts)
     ids = [account.pk for account in accounts]
     down = listener.disconnected(ids)
     interval = listener.on_interval(ids)
@@ -150,8 +159,9 @@ def classify(accounts=None) -> list[MailboxRow]:
         state = getattr(account, "sync", None)  # the reverse one-to-one, selected
         running = bool(state and state.claimed_until and state.claimed_until > now)
         health = mailbox_health(
-            account, state, running=running, lines=lines[account.pk], heartbeat=heartbeat
-        )
+            account, state, running=running, lines=lines[account.pk], heartbeat=heartbeat,
+            sending=sending[account.pk],
+        )  # fmt: skip
         key = _BY_LEVEL[health.level]
         cause, advice = health.headline, health.advice
         if key in {"ok", "off"} and account.pk in down:
@@ -170,7 +180,7 @@ def classify(accounts=None) -> list[MailboxRow]:
                 cause=cause,
                 advice=advice,
                 lag=None if last is None else max(now - last, timedelta(0)),
-                problems=health.problems,
+                problems=[*health.problems, *health.sending],
             )
         )
     return rows

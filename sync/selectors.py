@@ -31,7 +31,8 @@ class Health:
     "ok"; "problems" (downloads work, but something in them did not: see `problems`);
     "failing" (the runs fail and are retried by themselves); "attention" (nothing will
     download until a person acts); "stuck" (no download has happened when one should
-    have); "off" (automatic download is off). Every level but "ok" says why and what to
+    have); "off" (automatic download is off); "sending" (downloads are fine, sending
+    from the mailbox is not: see `sending`). Every level but "ok" says why and what to
     do."""
 
     level: str
@@ -39,6 +40,7 @@ class Health:
     advice: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not a fault
+    sending: list[str] = field(default_factory=list)  # what failed sending, last week
 
     @property
     def ok(self) -> bool:
@@ -85,15 +87,91 @@ def _service_down(heartbeat=None) -> bool:
     return age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
 
 
+SENDING_FAILED = "Downloads work, but sending from this mailbox failed."
+SENDING_ADVICE = "Each email is in its author's Outbox on the Email page, with the server's answer."
+
+
 def mailbox_health(
+    account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=None,
+    sending: list[str] | None = None,
+) -> Health:  # fmt: skip
+    """The mailbox's health, from its sync row and a few grouped counts (no query grows
+    with its emails but the count of those with a problem, which an index holds), and
+    what failed sending from it (`sending_lines_for`): a mailbox whose downloads are
+    fine is not "ok" while its emails are not sent.
+
+    `lines`, `heartbeat` and `sending` let a page of many mailboxes (health/) classify
+    them all from a fixed number of queries: the (problems, notes) read by
+    `problem_lines_for`, a heartbeat reader asked once for them all, and the lines of
+    `sending_lines_for`."""
+    if sending is None:
+        sending = sending_lines_for([account])[account.pk]
+    health = _download_health(account, state, running=running, lines=lines, heartbeat=heartbeat)
+    health.sending = sending
+    if sending and health.level in {"ok", "off"}:
+        health.level, health.headline, health.advice = "sending", SENDING_FAILED, SENDING_ADVICE
+    return health
+
+
+# What the sending app recorded, read for a mailbox's health: its table through the
+# mailbox's reverse relation (`EmailAccount.outgoing`), so that sync, below sending,
+# imports none of it. A week, as its Outbox lists them.
+SENDING_WINDOW = timedelta(days=7)
+
+
+def sending_lines_for(accounts) -> dict[int, list[str]]:
+    """Per mailbox, what went wrong sending from it in the last week: emails not sent,
+    those that may have been sent, those waiting to be tried again after a failure, and
+    sent ones whose copy could not be put in the Sent folder (for a provider that
+    receives), each with its count and the latest answer. One query however many
+    mailboxes: the latest row of each kind per mailbox, with its kind's count."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    lines: dict[int, list[str]] = {account.pk: [] for account in accounts}
+    if not lines:
+        return lines
+    outgoing = type(accounts[0])._meta.get_field("outgoing").related_model
+    kind = {"state": F("state"), "copy": F("sent_copy")}
+    rows = (
+        outgoing.objects.filter(
+            Q(state__in=["failed", "uncertain"])
+            | Q(state="queued", attempts__gte=1) & ~Q(error_kind="")
+            | Q(state="sent", sent_copy="failed", account__provider__receive_enabled=True),
+            account__in=list(lines),
+            created_at__gte=timezone.now() - SENDING_WINDOW,
+        )
+        .annotate(
+            count=Window(Count("pk"), partition_by=[F("account"), *kind.values()]),
+            latest=Window(
+                RowNumber(),
+                partition_by=[F("account"), *kind.values()],
+                order_by=[F("created_at").desc(), F("pk").desc()],
+            ),
+        )
+        .filter(latest=1)
+        .values_list("account", "state", "count", "error", "sent_copy_error")
+    )
+    order = ["failed", "uncertain", "queued", "sent"]  # the most final first
+    for account, state, count, error, copy_error in sorted(rows, key=lambda r: order.index(r[1])):
+        emails = _emails(count)
+        lines[account].append(
+            {
+                "failed": f"{emails} not sent. The last: {error}",
+                "uncertain": f"{emails} may have been sent: the connection broke after the "
+                "server took the message and before it confirmed. Check before sending again.",
+                "queued": f"{emails} waiting to be tried again. The last answer: {error}",
+                "sent": f"The copy of {_emails(count, 'sent email')} could not be put in the "
+                f"Sent folder. The last: {copy_error}",
+            }[state]
+        )
+    return lines
+
+
+def _download_health(
     account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=None
 ) -> Health:
-    """The mailbox's health, from its sync row and a few grouped counts (no query grows
-    with its emails but the count of those with a problem, which an index holds).
-
-    `lines` and `heartbeat` let a page of many mailboxes (health/) classify them all from
-    a fixed number of queries: the (problems, notes) read by `problem_lines_for`, and a
-    heartbeat reader asked once for them all."""
+    """`mailbox_health` of the downloads."""
     now = timezone.now()
     problems, notes = lines if lines is not None else _problem_lines(account)
     if not account.provider.receive_enabled:
@@ -240,8 +318,8 @@ def problem_lines_for(accounts) -> dict[int, tuple[list[str], list[str]]]:
     return lines
 
 
-def _emails(count: int) -> str:
-    return f"{count} email{'s' if count != 1 else ''}"
+def _emails(count: int, noun: str = "email") -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 # "Download emails now" pressed and no run has taken the mailbox yet: the status says

@@ -133,3 +133,60 @@ def test_it_promises_a_retry_only_where_one_will_come(db):
     assert health.level == "problems"
     assert health.headline == "Not everything could be stored, and automatic download is off."
     assert "tries again by itself" not in health.advice and BY_HAND in health.advice
+
+
+def test_it_tells_what_failed_sending_from_a_mailbox_whose_downloads_are_fine(db, client):
+    # A mailbox read "OK" everywhere while every email from it was refused, retried for
+    # an hour, or its Sent copy lost: health said nothing of sending.
+    from health.selectors import classify
+    from sending.models import OutgoingEmail
+
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+    assert _health(account).level == "ok"
+    State, Copy = OutgoingEmail.State, OutgoingEmail.Copy
+
+    def outgoing(key, on=account, days=0, **fields):
+        row = OutgoingEmail.objects.create(
+            account=on, author=on.owner, message_id=f"{key}@x.test", raw=b"x", **fields
+        )
+        OutgoingEmail.objects.filter(pk=row.pk).update(
+            created_at=timezone.now() - timedelta(days=days, minutes=len(key))
+        )
+
+    outgoing("f1", state=State.FAILED, error_kind="smtp_auth_disabled", error="AUTH off (old)")
+    outgoing("f", state=State.FAILED, error_kind="rejected", error="550 no such user")
+    outgoing("u", state=State.UNCERTAIN, error_kind="handed_over", error="broke")
+    outgoing("q", state=State.QUEUED, error_kind="refused", attempts=5, error="refused")
+    outgoing("c", state=State.SENT, sent_copy=Copy.FAILED, sent_copy_error="[OVERQUOTA]")
+    # Not counted: a week old, queued for its first try, sent, another mailbox's.
+    outgoing("old", days=8, state=State.FAILED, error="ancient")
+    outgoing("new", state=State.QUEUED)
+    outgoing("fine", state=State.SENT, sent_copy=Copy.STORED)
+    outgoing("theirs", on=EmailAccountFactory(), state=State.FAILED, error="theirs")
+    health = _health(account)
+    assert health.level == "sending"
+    assert health.sending == [
+        "2 emails not sent. The last: 550 no such user",
+        "1 email may have been sent: the connection broke after the server took the message "
+        "and before it confirmed. Check before sending again.",
+        "1 email waiting to be tried again. The last answer: refused",
+        "The copy of 1 sent email could not be put in the Sent folder. The last: [OVERQUOTA]",
+    ]
+    [row] = classify([account])
+    assert (row.key, row.cause) == ("sending_failed", health.headline)
+    assert "2 emails not sent. The last: 550 no such user" in row.problems
+    client.force_login(account.owner)
+    status = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "Sending from this mailbox failed in the last week." in status
+    assert "550 no such user" in status
+    # A download failing is said first; what failed sending is still listed.
+    MailboxSync.objects.filter(account=account).update(
+        failing_since=timezone.now(), last_error="refused", last_error_kind="refused"
+    )
+    health = _health(account)
+    assert health.level == "failing" and len(health.sending) == 4
+    # A provider set up for sending only has no Sent folder: no copy is missing.
+    account.provider.receive_enabled = False
+    account.provider.save()
+    assert not any("Sent folder" in line for line in _health(account).sending)
