@@ -380,6 +380,7 @@ class AccountSyncer(MailboxSyncer):
         self.open_session = None
         self.reopened = 0
         self.stalled = 0  # folders given up for a server too slow there (`folder_stalled`)
+        self.session_spent = False  # closed by `folder_stalled`: the next folder opens one
         self.ended: MailError | None = None
         self.selected: str | None = None
         # A UID of the selected folder the server gave before (its newest stored one).
@@ -454,11 +455,10 @@ class AccountSyncer(MailboxSyncer):
             return None
         self.stalled += 1
         _quietly_close(self.client)
-        if self.open_session is None:
-            self.open_session = self.session_opener()
-        self.client = self.open_session()
-        self.qresync_enabled = False  # the new session's first SELECT turns it on again
-        self.selected = self.canary = None
+        # A new session for the next folder, opened by it: after the run's last folder,
+        # a sign-in failing now would turn a run that read every other folder into a
+        # failed one.
+        self.session_spent = True
         return (
             f"The server did not answer in time while this folder was read (more than "
             f"{settings.MAIL_CONNECT_TIMEOUT} seconds). It is read again on the next "
@@ -466,6 +466,16 @@ class AccountSyncer(MailboxSyncer):
         )
 
     def sync_folder(self, folder: Folder) -> None:
+        if self.session_spent:
+            if self.open_session is None:
+                self.open_session = self.session_opener()
+            self.client = self.open_session()
+            self.session_spent = False
+            self.qresync_enabled = False  # the new session's first SELECT turns it on again
+            self.selected = None
+        # Set aside while asking for sizes, or a canary, in a folder that failed: that
+        # folder's, never this one's (its next run asks for them again).
+        self.refused, self.canary = {}, None
         since = period_start(self.account)
         status = self.status(folder)
         unchanged = (

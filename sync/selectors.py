@@ -93,7 +93,7 @@ SENDING_ADVICE = "Each email is in its author's Outbox on the Email page, with t
 
 def mailbox_health(
     account, state: MailboxSync | None, *, running: bool, lines=None, heartbeat=None,
-    sending: list[str] | None = None,
+    sending: "Sending | None" = None,
 ) -> Health:  # fmt: skip
     """The mailbox's health, from its sync row and a few grouped counts (no query grows
     with its emails but the count of those with a problem, which an index holds), and
@@ -107,8 +107,10 @@ def mailbox_health(
     if sending is None:
         sending = sending_lines_for([account])[account.pk]
     health = _download_health(account, state, running=running, lines=lines, heartbeat=heartbeat)
-    health.sending = sending
-    if sending and health.level in {"ok", "off"}:
+    health.sending = sending.lines
+    # Only from "ok": "off" (automatic download off, a provider that only sends) says
+    # nothing of downloads working, and keeps its own words; the lines show under any.
+    if sending.failing and health.level == "ok":
         health.level, health.headline, health.advice = "sending", SENDING_FAILED, SENDING_ADVICE
     return health
 
@@ -119,44 +121,84 @@ def mailbox_health(
 SENDING_WINDOW = timedelta(days=7)
 
 
-def sending_lines_for(accounts) -> dict[int, list[str]]:
+@dataclass
+class Sending:
+    """What failed sending from a mailbox (`sending_lines_for`): its lines, and whether
+    its sending is failing now (what the health's level says), not only one message."""
+
+    lines: list[str] = field(default_factory=list)
+    failing: bool = False
+
+
+# A refusal of one message or recipient ("550 no such user"): that email's, listed, but
+# no sign that sending from the mailbox fails.
+ONE_MESSAGE = {"rejected"}
+
+
+def sending_lines_for(accounts) -> dict[int, Sending]:
     """Per mailbox, what went wrong sending from it in the last week: emails not sent,
     those that may have been sent, those waiting to be tried again after a failure, and
     sent ones whose copy could not be put in the Sent folder (for a provider that
-    receives), each with its count and the latest answer. One query however many
-    mailboxes: the latest row of each kind per mailbox, with its kind's count."""
-    from django.db.models import F, Window
+    receives), each with its count and the latest answer. Failing now: an email waiting
+    after a failure, or a failure no later email got past (not sent, and none sent
+    since; a copy lost, and none stored since), but for one message's own refusal. One
+    query however many mailboxes: the latest row of each kind per mailbox, with its
+    kind's count."""
+    from django.db.models import BooleanField, Exists, ExpressionWrapper, F, OuterRef, Window
     from django.db.models.functions import RowNumber
 
-    lines: dict[int, list[str]] = {account.pk: [] for account in accounts}
-    if not lines:
-        return lines
+    found: dict[int, Sending] = {account.pk: Sending() for account in accounts}
+    if not found:
+        return found
     outgoing = type(accounts[0])._meta.get_field("outgoing").related_model
-    kind = {"state": F("state"), "copy": F("sent_copy")}
+    sent_since = outgoing.objects.filter(
+        account=OuterRef("account"), state="sent", created_at__gt=OuterRef("created_at")
+    )
+    copied_since = sent_since.filter(sent_copy__in=["stored", "by_server"])
+    kind = [
+        F("account"), F("state"), F("sent_copy"),
+        ExpressionWrapper(Q(error_kind__in=ONE_MESSAGE), output_field=BooleanField()),
+    ]  # fmt: skip
     rows = (
         outgoing.objects.filter(
             Q(state__in=["failed", "uncertain"])
             | Q(state="queued", attempts__gte=1) & ~Q(error_kind="")
             | Q(state="sent", sent_copy="failed", account__provider__receive_enabled=True),
-            account__in=list(lines),
+            account__in=list(found),
             created_at__gte=timezone.now() - SENDING_WINDOW,
         )
         .annotate(
-            count=Window(Count("pk"), partition_by=[F("account"), *kind.values()]),
+            count=Window(Count("pk"), partition_by=kind),
             latest=Window(
-                RowNumber(),
-                partition_by=[F("account"), *kind.values()],
-                order_by=[F("created_at").desc(), F("pk").desc()],
+                RowNumber(), partition_by=kind, order_by=[F("created_at").desc(), F("pk").desc()]
             ),
+            sent_after=Exists(sent_since),
+            copied_after=Exists(copied_since),
         )
         .filter(latest=1)
-        .values_list("account", "state", "count", "error", "sent_copy_error")
+        .values_list(
+            "account",
+            "state",
+            "count",
+            "error",
+            "error_kind",
+            "sent_copy_error",
+            "sent_after",
+            "copied_after",
+        )
     )
     order = ["failed", "uncertain", "queued", "sent"]  # the most final first
-    for account, state, count, error, copy_error in sorted(rows, key=lambda r: order.index(r[1])):
-        emails = _emails(count)
-        lines[account].append(
-            {
+    for account, state, count, error, error_kind, copy_error, sent_after, copied_after in sorted(
+        rows, key=lambda row: (order.index(row[1]), row[4] in ONE_MESSAGE)
+    ):
+        emails, sending = _emails(count), found[account]
+        if state == "failed" and error_kind in ONE_MESSAGE:
+            line = (
+                f"{emails} not sent: the server refused the message or a recipient. "
+                f"The last: {error}"
+            )
+        else:
+            line = {
                 "failed": f"{emails} not sent. The last: {error}",
                 "uncertain": f"{emails} may have been sent: the connection broke after the "
                 "server took the message and before it confirmed. Check before sending again.",
@@ -164,8 +206,13 @@ def sending_lines_for(accounts) -> dict[int, list[str]]:
                 "sent": f"The copy of {_emails(count, 'sent email')} could not be put in the "
                 f"Sent folder. The last: {copy_error}",
             }[state]
-        )
-    return lines
+            sending.failing |= (
+                state == "queued"
+                or (state == "failed" and not sent_after)
+                or (state == "sent" and not copied_after)
+            )
+        sending.lines.append(line)
+    return found
 
 
 def _download_health(

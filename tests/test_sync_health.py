@@ -167,7 +167,9 @@ def test_it_tells_what_failed_sending_from_a_mailbox_whose_downloads_are_fine(db
     health = _health(account)
     assert health.level == "sending"
     assert health.sending == [
-        "2 emails not sent. The last: 550 no such user",
+        "1 email not sent. The last: AUTH off (old)",
+        "1 email not sent: the server refused the message or a recipient. The last: 550 no "
+        "such user",
         "1 email may have been sent: the connection broke after the server took the message "
         "and before it confirmed. Check before sending again.",
         "1 email waiting to be tried again. The last answer: refused",
@@ -175,7 +177,7 @@ def test_it_tells_what_failed_sending_from_a_mailbox_whose_downloads_are_fine(db
     ]
     [row] = classify([account])
     assert (row.key, row.cause) == ("sending_failed", health.headline)
-    assert "2 emails not sent. The last: 550 no such user" in row.problems
+    assert "1 email not sent. The last: AUTH off (old)" in row.problems
     client.force_login(account.owner)
     status = client.get(reverse("sync:status", args=[account.pk])).text
     assert "Sending from this mailbox failed in the last week." in status
@@ -185,8 +187,46 @@ def test_it_tells_what_failed_sending_from_a_mailbox_whose_downloads_are_fine(db
         failing_since=timezone.now(), last_error="refused", last_error_kind="refused"
     )
     health = _health(account)
-    assert health.level == "failing" and len(health.sending) == 4
+    assert health.level == "failing" and len(health.sending) == 5
     # A provider set up for sending only has no Sent folder: no copy is missing.
     account.provider.receive_enabled = False
     account.provider.save()
     assert not any("Sent folder" in line for line in _health(account).sending)
+
+
+def test_it_calls_sending_failing_only_while_it_fails_and_for_the_mailbox(db):
+    # A failure a later email got past (the password fixed), or one message's own
+    # refusal (a recipient's typo), is listed but does not make the mailbox "failing";
+    # "off" keeps its words (downloads are not known to work).
+    from sending.models import OutgoingEmail
+
+    State, Copy = OutgoingEmail.State, OutgoingEmail.Copy
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+
+    def outgoing(key, days=0, **fields):
+        row = OutgoingEmail.objects.create(
+            account=account, author=account.owner, message_id=f"{key}@x.test", raw=b"x", **fields
+        )
+        OutgoingEmail.objects.filter(pk=row.pk).update(
+            created_at=timezone.now() - timedelta(days=days)
+        )
+
+    outgoing("typo", days=1, state=State.FAILED, error_kind="rejected", error="550 no user")
+    health = _health(account)
+    assert (health.level, len(health.sending)) == ("ok", 1)
+    assert "refused the message or a recipient" in health.sending[0]
+    outgoing("pw", days=5, state=State.FAILED, error_kind="credentials", error="535 bad")
+    assert _health(account).level == "sending"
+    outgoing("after", days=4, state=State.SENT, sent_copy=Copy.FAILED, sent_copy_error="quota")
+    health = _health(account)  # sent since: the password was fixed; the copy failed
+    assert health.level == "sending" and len(health.sending) == 3
+    outgoing("copied", days=3, state=State.SENT, sent_copy=Copy.STORED)
+    health = _health(account)
+    assert health.level == "ok" and len(health.sending) == 3
+    account.auto_sync = False
+    account.save()
+    outgoing("waiting", state=State.QUEUED, attempts=2, error_kind="refused", error="refused")
+    health = _health(account)
+    assert (health.level, health.headline) == ("off", "Automatic download is off.")
+    assert len(health.sending) == 4

@@ -512,6 +512,62 @@ def test_it_reads_the_other_folders_when_the_server_is_too_slow_for_one(
     assert not Folder.objects.get(pk=slow.pk).last_error
 
 
+def test_it_notes_nothing_of_a_failed_folder_against_the_next(synced_mailbox, monkeypatch):
+    """A UID set aside in a folder that then failed was noted as unstored in the next
+    folder, under its UIDVALIDITY (found by a review)."""
+    import imaplib
+
+    account, mailbox = synced_mailbox
+    mailbox.append("INBOX", make_message(subject="in INBOX"), make_message(subject="two"))
+    mailbox.append("Slow", make_message(subject="s1"), make_message(subject="s2"))
+    current, refused = {}, []
+    real_sync_folder, real_sizes = engine.AccountSyncer.sync_folder, engine.fetch_sizes
+
+    def sync_folder(self, folder):
+        current["path"] = folder.path
+        return real_sync_folder(self, folder)
+
+    def fetch_sizes(client, uids):
+        if current["path"] != "Slow":
+            return real_sizes(client, uids)
+        if len(uids) > 1:
+            raise imaplib.IMAP4.error("FETCH failed: one message is broken")
+        if not refused:
+            refused.append(uids[0])
+            raise imaplib.IMAP4.error("FETCH failed: this message is broken")
+        raise TimeoutError("The read operation timed out")
+
+    monkeypatch.setattr(engine.AccountSyncer, "sync_folder", sync_folder)
+    monkeypatch.setattr(engine, "fetch_sizes", fetch_sizes)
+    Folder.objects.filter(account=account, path="INBOX").update(failing_since=timezone.now())
+    run = mailbox_sync(account_id=account.pk)  # INBOX, which failed before, last
+    assert run.folder_errors == 1 and refused
+    assert "did not answer in time" in Folder.objects.get(account=account, path="Slow").last_error
+    assert set(Email.objects.values_list("subject", flat=True)) == {"in INBOX", "two"}
+    assert not UnstoredMessage.objects.exists()
+
+
+def test_it_reads_the_folders_that_failed_last_time_last(synced_mailbox, monkeypatch):
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha", "Beta"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    mailbox_sync(account_id=account.pk)
+    read = []
+    real = engine.AccountSyncer.sync_folder
+    monkeypatch.setattr(
+        engine.AccountSyncer, "sync_folder", lambda self, f: read.append(f.path) or real(self, f)
+    )
+    _an_hour_passes()
+    mailbox_sync(account_id=account.pk)
+    first = list(read)
+    Folder.objects.filter(account=account, path=first[0]).update(
+        last_error="slow", failing_since=timezone.now()
+    )
+    read.clear()
+    mailbox_sync(account_id=account.pk)
+    assert read == [*first[1:], first[0]]
+
+
 def test_it_gives_up_a_fetch_the_server_stopped_answering(
     synced_mailbox, dovecot, test_provider, settings
 ):
