@@ -35,6 +35,7 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError
 
 from mailsetup import net
 
@@ -532,6 +533,11 @@ class Discoverer:
             )
         except UnsupportedProvider as error:
             result.trace.append(f"{label}: {error}")
+            return None
+        except (DataError, IntegrityError) as error:
+            # A file no card can hold (its checks missed something): the step fails,
+            # the wizard goes on to the next one, not a 500.
+            result.trace.append(f"{label}: could not be saved ({type(error).__name__})")
             return None
         # The document may not list the domain we asked about (ISPDB answers for some
         # domains by their MX); remember it all the same, but not as listed by the file,

@@ -9,9 +9,8 @@ from django import forms
 from systemsettings.selectors import internal_mail_servers_allowed
 
 from .addresses import AddressError, normalize_domain
+from .models import PLACEHOLDER
 from .naming import impersonation_error
-
-PLACEHOLDER = "%EMAILDOMAIN%"
 
 
 def mail_host(raw: str | None, *, allow_internal: bool | None = None) -> str:

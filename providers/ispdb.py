@@ -11,7 +11,7 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
 from .addresses import AddressError, normalize_domain
-from .models import IMAP_PORTS, SMTP_PORTS, AuthMethod, LoginFormat, Security
+from .models import IMAP_PORTS, PLACEHOLDER, SMTP_PORTS, AuthMethod, LoginFormat, Security
 
 MAX_DOCUMENT_BYTES = 512 * 1024
 
@@ -137,12 +137,33 @@ def _text(parent, tag: str) -> str:
     return (element.text or "").strip() if element is not None else ""
 
 
+# Longest server name taken from a file: an Exchange server's becomes its EWS address,
+# "https://<name>/EWS/Exchange.asmx", in a column of 200 characters.
+MAX_HOST = 170
+
+
+def _hostname(raw: str, tag: str) -> str:
+    """A server name from a file, as a card stores it: lower case but the placeholder
+    (lower-cased, "mail.%emaildomain%" was never replaced: every sign-in went to that
+    name), a name a card can hold and a sign-in can look up, else the file is refused
+    (a 300-character name crashed the wizard's step with a 500)."""
+    host = raw.lower().replace(PLACEHOLDER.lower(), PLACEHOLDER)
+    try:
+        normalize_domain(host.replace(PLACEHOLDER, "example.com"))
+    except AddressError as error:
+        raise ClientConfigError(f"{tag} {raw[:80]!r} is not a server name: {error}") from None
+    if len(host) > MAX_HOST:
+        raise ClientConfigError(f"{tag} {raw[:80]!r}… is longer than {MAX_HOST} characters")
+    return host
+
+
 def _servers(provider, tag: str):
     for element in provider.findall(tag):
         kind = (element.get("type") or "").strip().lower()
-        hostname = _text(element, "hostname").lower()
+        hostname = _text(element, "hostname")
         if not kind or not hostname:
             continue
+        hostname = _hostname(hostname, tag)
         port_text = _text(element, "port")
         try:
             port = int(port_text) if port_text else None

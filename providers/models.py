@@ -1,3 +1,4 @@
+import re
 from collections.abc import Callable
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -9,6 +10,10 @@ from mailsetup import crypto
 from mailsetup.fields import EncryptedTextField
 
 from .addresses import AddressError, normalize_domain
+
+# Thunderbird's placeholder for the address's domain in a server name (a card's host
+# names may hold it; `EmailProvider.host_for` replaces it at sign-in).
+PLACEHOLDER = "%EMAILDOMAIN%"
 
 _PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
 
@@ -221,7 +226,9 @@ class EmailProvider(models.Model):
         return [s.strip().lower().strip(".") for s in self.mx_suffixes.split(",") if s.strip()]
 
     def host_for(self, host_template: str, domain: str) -> str:
-        return host_template.replace("%EMAILDOMAIN%", domain)
+        # In any case: cards imported before their placeholder was kept upper-case
+        # hold "%emaildomain%".
+        return re.sub(re.escape(PLACEHOLDER), lambda _m: domain, host_template, flags=re.I)
 
 
 class ProviderDomain(models.Model):

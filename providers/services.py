@@ -1,5 +1,6 @@
 """Writes to the provider directory: imports, built-ins and discovery results."""
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -87,16 +88,27 @@ def _find_imported(config_id: str, name: str, domains: list[str]) -> EmailProvid
     return same.filter(ispdb_id=config_id, name__in=[name, f"{name} ({config_id})"]).first()
 
 
+def _bounded_id(config_id: str) -> str:
+    """A file's id as its column holds it (255 characters): "autoconfig:" and a domain
+    of up to 253 crashed the wizard's step with a 500. A longer one keeps its start and a
+    digest of the whole, so that two stay apart."""
+    if len(config_id) <= 255:
+        return config_id
+    digest = hashlib.sha256(config_id.encode()).hexdigest()[:16]
+    return f"{config_id[:238]}#{digest}"
+
+
 def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
     """The file's name, unless it is taken or could pass for a built-in provider's
     (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)"."""
-    candidates = [f"{name} ({config_id})"]
+    name = name[:120]  # room for the suffix in the column's 200, and names stay apart
+    candidates = [f"{name} ({config_id[:60]})"]
     if mimicked_builtin(name) is None:
         candidates.insert(0, name)
-    candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
+    candidates += [f"{name} ({config_id[:60]}, {n})" for n in range(2, 100)]
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))
-    return next(candidate[:200] for candidate in candidates if candidate not in taken)
+    return next(candidate for candidate in candidates if candidate not in taken)
 
 
 @transaction.atomic
@@ -114,18 +126,31 @@ def provider_import_config(
     `config_id` overrides the file's id for the same reason: an autoconfig file must
     not be able to claim the id of an ISPDB provider and rewrite its servers.
     """
-    config_id = config_id or config.provider_id
+    config_id = _bounded_id(config_id or config.provider_id)
     values = _fields_from_config(config)
     wanted = list(only_domains) if only_domains is not None else list(config.domains)
     provider = _find_imported(config_id, config.display_name, wanted)
     outcome: ImportOutcome
     if provider is None:
-        provider = EmailProvider.objects.create(
-            name=_unique_name(config.display_name, config_id),
-            ispdb_id=config_id,
-            source=source,
-            **values,
-        )
+        try:
+            with transaction.atomic():
+                provider = EmailProvider.objects.create(
+                    name=_unique_name(config.display_name, config_id),
+                    ispdb_id=config_id,
+                    source=source,
+                    **values,
+                )
+        except IntegrityError:
+            # Another request imported it, or took the name, meanwhile (two tabs, two
+            # colleagues of one domain): its card, or the name's next free spelling.
+            provider = _find_imported(config_id, config.display_name, wanted)
+            if provider is None:
+                provider = EmailProvider.objects.create(
+                    name=_unique_name(config.display_name, config_id),
+                    ispdb_id=config_id,
+                    source=source,
+                    **values,
+                )
         outcome = ImportOutcome(provider=provider, created=True)
     else:
         outcome = ImportOutcome(provider=provider)

@@ -22,7 +22,8 @@ def _raw_listing(path):
     provider = root.find("emailProvider")
     domains = [d.text.strip().lower() for d in provider.findall("domain") if d.text]
     imap = [
-        s.findtext("hostname").strip().lower()
+        # Stored lower case, Thunderbird's placeholder as it is written.
+        s.findtext("hostname").strip().lower().replace("%emaildomain%", "%EMAILDOMAIN%")
         for s in provider.findall("incomingServer")
         if s.get("type") == "imap"
     ]

@@ -132,3 +132,87 @@ def test_it_imports_an_exchange_only_provider_with_its_ews_address(db, tmp_path)
     assert provider.service_type == "exchange"
     assert provider.exchange_url == "https://mail.ex.test/EWS/Exchange.asmx"
     provider.full_clean()
+
+
+_HOSTER = """<?xml version="1.0"?>
+<clientConfig version="1.1"><emailProvider id="hoster.test">
+  <domain>hoster.test</domain><displayName>Hoster</displayName>
+  <incomingServer type="imap"><hostname>mail.%EMAILDOMAIN%</hostname><port>993</port>
+    <socketType>SSL</socketType><username>%EMAILADDRESS%</username></incomingServer>
+  <outgoingServer type="smtp"><hostname>smtp.%EMAILDOMAIN%</hostname><port>465</port>
+    <socketType>SSL</socketType><username>%EMAILADDRESS%</username></outgoingServer>
+</emailProvider></clientConfig>"""
+
+
+def test_it_signs_in_to_the_servers_a_placeholder_names(db):
+    # Found by a review: the placeholder was stored lower case and never replaced.
+    from mail.imap_smtp.connection import endpoints_for
+    from providers.addresses import normalize_address
+    from providers.ispdb import parse_client_config
+    from providers.services import provider_import_config
+
+    outcome = provider_import_config(config=parse_client_config(_HOSTER), source=Source.ISPDB)
+    address = normalize_address("anna@customer.test")
+    hosts = [e.host for e in endpoints_for(outcome.provider, address)]
+    assert hosts == ["mail.customer.test", "smtp.customer.test"]
+    # A card imported before keeps "%emaildomain%": replaced all the same.
+    assert outcome.provider.host_for("imap.%emaildomain%", "x.test") == "imap.x.test"
+
+
+def test_it_imports_one_card_when_two_requests_import_one_file_at_once(
+    transactional_db, monkeypatch
+):
+    # Two tabs, or two colleagues of one domain: each found no card, both created one,
+    # and the second's unique name failed the wizard's step with a 500.
+    import threading
+
+    from django.db import connection
+
+    from providers import services
+    from providers.ispdb import parse_client_config
+
+    barrier, first = threading.Barrier(2, timeout=10), threading.local()
+    real = services._find_imported
+
+    def find_then_wait(*args, **kwargs):
+        found = real(*args, **kwargs)
+        if not getattr(first, "done", False):
+            first.done = True
+            barrier.wait()  # both have looked, neither has created
+        return found
+
+    monkeypatch.setattr(services, "_find_imported", find_then_wait)
+    config = parse_client_config(_HOSTER)
+    made, errors = [], []
+
+    def run():
+        try:
+            made.append(services.provider_import_config(config=config, source=Source.ISPDB))
+        except Exception as error:  # what the wizard's step would raise
+            errors.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    assert EmailProvider.objects.filter(ispdb_id="hoster.test").count() == 1
+    assert made[0].provider.pk == made[1].provider.pk
+
+
+def test_it_keeps_a_long_domain_s_autoconfig_id_within_its_column(db):
+    from providers.ispdb import parse_client_config
+    from providers.services import provider_import_config
+
+    domain = ("d" * 60 + ".") * 4 + "test"  # 248 characters: "autoconfig:" makes 259
+    config = parse_client_config(_HOSTER.replace("hoster.test", domain))
+    made = provider_import_config(
+        config=config, source=Source.AUTOCONFIG, config_id=f"autoconfig:{domain}"
+    )
+    again = provider_import_config(
+        config=config, source=Source.AUTOCONFIG, config_id=f"autoconfig:{domain}"
+    )
+    assert len(made.provider.ispdb_id) == 255 and again.provider.pk == made.provider.pk

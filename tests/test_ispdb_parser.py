@@ -75,7 +75,7 @@ def _provider(provider_id: str, inner: str) -> bytes:
             _provider(
                 "a",
                 '<domain>a.test</domain><incomingServer type="imap">'
-                "<hostname>h</hostname><port>99999</port></incomingServer>",
+                "<hostname>h.test</hostname><port>99999</port></incomingServer>",
             ),
             "outside 1-65535",
         ),
@@ -85,8 +85,51 @@ def _provider(provider_id: str, inner: str) -> bytes:
             "forbidden construct",
         ),
         (b"<clientConfig>" + b" " * (600 * 1024) + b"</clientConfig>", "larger than"),
+        # A server name no card can hold or sign-in look up: a 500 in the wizard's step.
+        (
+            _provider(
+                "a",
+                '<domain>a.test</domain><incomingServer type="imap"><hostname>'
+                + "m" * 60
+                + "."
+                + "n" * 60
+                + "."
+                + "o" * 60
+                + ".test</hostname></incomingServer>",
+            ),
+            "longer than 170",
+        ),
+        (
+            _provider(
+                "a",
+                '<domain>a.test</domain><incomingServer type="imap"><hostname>mail server.test'
+                "</hostname></incomingServer>",
+            ),
+            "is not a server name",
+        ),
+        (
+            _provider(
+                "a",
+                '<domain>a.test</domain><incomingServer type="imap"><hostname>10.0.0.1'
+                "</hostname></incomingServer>",
+            ),
+            "not an IP address",
+        ),
     ],
 )
 def test_it_refuses_a_document_it_cannot_use(document, reason):
     with pytest.raises(ClientConfigError, match=reason):
         parse_client_config(document)
+
+
+def test_it_keeps_thunderbird_s_placeholder_in_a_server_name():
+    # Lower-cased with the rest, "mail.%emaildomain%" was never replaced at sign-in: every
+    # card from such a file tried the server "mail.%emaildomain%".
+    config = parse_client_config(
+        _provider(
+            "a",
+            '<domain>a.test</domain><incomingServer type="imap"><hostname>Mail.%EmailDomain%'
+            "</hostname></incomingServer>",
+        )
+    )
+    assert config.imap.hostname == "mail.%EMAILDOMAIN%"
