@@ -24,7 +24,18 @@ class AddressForm(forms.Form):
     address = forms.CharField(
         label="Email address",
         max_length=320,
-        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+        # A text field with the e-mail keyboard, not type="email": browsers refuse a
+        # name with letters outside ASCII before the @ ("jürgen@…", RFC 6531, which the
+        # app takes) with a message of their own; the app's names what is wrong.
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "email",
+                "autofocus": True,
+                "inputmode": "email",
+                "spellcheck": "false",
+                "autocapitalize": "none",
+            }
+        ),
     )
 
     def clean_address(self) -> Address:

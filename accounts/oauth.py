@@ -26,6 +26,7 @@ from django.views.decorators.debug import sensitive_variables
 from mail.errors import MailError
 from mail.trust import InternalAddressRefused, guarded_adapter, refused_internal
 from mailsetup import crypto, net
+from providers.addresses import AddressError, normalize_address
 from systemsettings.selectors import internal_mail_servers_allowed
 
 from .models import EmailAccount
@@ -126,15 +127,24 @@ def _durable() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO on")
 
 
+def _lifetime(answer: dict) -> int:
+    """The access token's lifetime in seconds, as the server said it (RFC 6749 says an
+    integer; "3600.0", null or a huge number were a crash), an hour where it said none."""
+    value = answer.get("expires_in")
+    try:
+        seconds = 3600 if value in (None, "") else int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        seconds = 3600
+    return min(max(seconds, 0), 86_400 * 365)
+
+
 @sensitive_variables("answer")
 def tokens_store(*, account: EmailAccount, answer: dict) -> None:
     """Keep what a token endpoint answered, encrypted (the caller holds the row lock)."""
     account.oauth_access_token_encrypted = crypto.encrypt(answer["access_token"])
     if answer.get("refresh_token"):
         account.oauth_refresh_token_encrypted = crypto.encrypt(answer["refresh_token"])
-    account.oauth_expires_at = timezone.now() + timedelta(
-        seconds=int(answer.get("expires_in", 3600))
-    )
+    account.oauth_expires_at = timezone.now() + timedelta(seconds=_lifetime(answer))
     account.uses_oauth = True
     account.reconnect_needed_at = None
     account.save(
@@ -188,7 +198,6 @@ def session_for(session, account: EmailAccount):
     refuses the current one (revoked early, or expired by the server's clock). Raises
     SignInError, ReconnectNeeded or TokenError."""
     from mail.errors import SignInError
-    from providers.addresses import normalize_address
 
     connect = functools.partial(
         session,
@@ -630,7 +639,13 @@ def signed_in_address(*, answer: dict, provider) -> str:
             f"{provider.name} has not verified the address of the account you signed in "
             "with. Verify it with the provider first, then sign in again."
         )
-    return str(claims.get("email") or claims.get("preferred_username") or "").strip().lower()
+    claimed = str(claims.get("email") or claims.get("preferred_username") or "").strip()
+    try:
+        # As addresses are stored: an international domain in its xn-- form, names in
+        # NFC ("anna@bücher.example" is the mailbox "anna@xn--bcher-kva.example").
+        return normalize_address(claimed).email
+    except AddressError:
+        return claimed.lower()  # not an address: another account, named as it came
 
 
 @sensitive_variables("pending", "query")

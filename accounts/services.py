@@ -149,8 +149,10 @@ def account_create(
                 raise DuplicateAccount(existing) from None
             # Two first mailboxes added at once: both wanted to be the default sender.
             account = _account_save(user, provider, address, login, password, first=False)
-    if oauth:
-        tokens_store(account=account, answer=oauth)
+        if oauth:
+            # With the mailbox, in one transaction: one whose tokens could not be kept
+            # stayed saved without them, and adding it again said "already added".
+            tokens_store(account=account, answer=oauth)
     if directory and not account.display_name:
         # The name colleagues know the mailbox by, from the Exchange directory.
         account.display_name = directory
@@ -179,6 +181,12 @@ def _account_save(user, provider, address, login, password, first=None) -> Email
         if not account.display_name:
             account.display_name = user.get_full_name()
         account.set_password(password)
+        # A mailbox coming back signs in as it is added now: with a password, none of
+        # an earlier OAuth sign-in stays (its tokens, or a "Reconnect" it was waiting for);
+        # with OAuth, tokens_store sets them again.
+        account.uses_oauth = False
+        account.oauth_access_token_encrypted = account.oauth_refresh_token_encrypted = ""
+        account.oauth_expires_at = account.reconnect_needed_at = None
         account.save()
         AccountNotification.objects.create(
             account=account, kind=AccountNotification.Kind.ACCOUNT_ADDED

@@ -80,6 +80,9 @@ def normalize_address(raw: str | None) -> Address:
 
 
 def _normalize_local(local: str) -> str:
+    # One spelling of each letter (RFC 6532 3.1): "jürgen" typed on a Mac (u and a
+    # combining diaeresis) was another mailbox than the same name typed elsewhere.
+    local = unicodedata.normalize("NFC", local)
     if not local:
         raise AddressError("Enter the name before the @, for example anna@example.com.")
     if len(local.encode()) > MAX_LOCAL:

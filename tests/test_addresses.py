@@ -1,3 +1,5 @@
+import unicodedata
+
 import pytest
 
 from providers.addresses import AddressError, normalize_address, normalize_domain
@@ -65,3 +67,11 @@ def test_it_splits_the_address_into_local_part_and_domain():
 
 def test_it_normalises_a_domain_alone():
     assert normalize_domain(" Mail.Example.ORG ") == "mail.example.org"
+
+
+def test_it_spells_each_letter_one_way():
+    # "jürgen" typed on a Mac (u + a combining diaeresis, NFD) was another mailbox than
+    # the same name typed elsewhere (NFC): RFC 6532 3.1 asks for NFC.
+    nfd = unicodedata.normalize("NFD", "jürgen@example.com")
+    assert nfd != "jürgen@example.com"
+    assert normalize_address(nfd).email == "jürgen@example.com"

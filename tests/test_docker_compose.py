@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,15 @@ def test_it_is_accepted_by_docker_compose_config(tmp_path):
         assert environment["CELERY_BROKER_URL"] == "redis://redis:6379/0"
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["DEBUG"] == "false"
-    assert "gunicorn mailsetup.wsgi" in str(config["services"]["web"]["command"])
+    web = str(config["services"]["web"]["command"])
+    assert "gunicorn mailsetup.wsgi" in web
+    # Longer than the wizard's longest sign-in check (IMAP then SMTP, each bounded by
+    # mail.imap_smtp.connection's 3 x MAIL_CONNECT_TIMEOUT), or the worker is killed.
+    from django.conf import settings
+
+    timeout = int(re.search(r"--timeout (\d+)", web).group(1))
+    assert timeout > 2 * 3 * settings.MAIL_CONNECT_TIMEOUT
+    assert f'"--timeout", "{timeout}"' in (BASE_DIR / "Dockerfile").read_text()
     assert "mail_listener" in str(config["services"]["listener"]["command"])
 
 

@@ -268,3 +268,133 @@ def test_it_lets_a_reconnect_button_send_the_browser_to_that_provider_only(
         assert _form_action(client.get(url)) == ["'self'", origin], url
     client.force_login(UserFactory())
     assert _form_action(client.get(reverse("accounts:email"))) == ["'self'"]
+
+
+def test_it_explains_a_token_address_that_is_internal(client, provider, oauth_server):
+    # Found by a review: only the authorization address was checked at the start; the
+    # token address refused at the callback (OAuthInternalAddress) was a 500, its error
+    # report holding the authorization code.
+    import socket
+
+    from systemsettings.models import SystemSetting
+    from systemsettings.selectors import cache_clear
+
+    listener = socket.socket()  # something answers there: only the rule refuses it
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        client.force_login(UserFactory())
+        _start(client, provider, "ann@oauth.test")
+        keys = client.session.keys()
+        [state] = [key[len("oauth:") :] for key in keys if key.startswith("oauth:")]
+        provider.oauth_token_url = f"https://127.0.0.1:{listener.getsockname()[1]}/token"
+        provider.save()
+        SystemSetting.objects.filter(code="AllowInternalMailServers").update(value="no")
+        cache_clear()
+        response = client.get(CALLBACK, {"state": state, "code": "c"})
+    finally:
+        listener.close()
+    assert response.status_code == 302
+    assert "is on an internal network address" in client.get(response.url).text
+    assert oauth_server.calls("/token") == []
+
+
+def _oauth_card():
+    from tests.factories import EmailProviderFactory
+
+    return EmailProviderFactory(auth_method="oauth2")
+
+
+def test_it_keeps_a_mailbox_only_with_its_tokens(db, monkeypatch):
+    # The mailbox was committed before its tokens: a token answer that could not be
+    # kept left it saved without them, and adding it again said "already added".
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts import services
+    from providers.addresses import normalize_address
+
+    monkeypatch.setattr(services, "check_sign_in", lambda **kw: "")
+    user, provider = UserFactory(), _oauth_card()
+    address = normalize_address("anna@example.test")
+    monkeypatch.setattr(services, "tokens_store", lambda **kw: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        services.account_create(
+            user=user, provider=provider, address=address, login=address.email,
+            oauth={"access_token": "t", "refresh_token": "r"},
+        )  # fmt: skip
+    assert not EmailAccount.objects.filter(owner=user).exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(services, "check_sign_in", lambda **kw: "")
+    # A lifetime written otherwise than RFC 6749's integer is read, not a crash.
+    for lifetime, hours in [(None, 1), ("7200.0", 2), (10**30, 24 * 365), ("soon", 1)]:
+        EmailAccount.objects.filter(owner=user).delete()
+        account = services.account_create(
+            user=user, provider=provider, address=address, login=address.email,
+            oauth={"access_token": "t", "refresh_token": "r", "expires_in": lifetime},
+        )  # fmt: skip
+        left = account.oauth_expires_at - timezone.now()
+        assert timedelta(hours=hours) - timedelta(minutes=1) < left <= timedelta(hours=hours)
+
+
+def test_it_signs_a_mailbox_added_back_in_with_what_it_is_added_with(db, monkeypatch):
+    # Removed while it used OAuth (waiting for "Reconnect"), added back with a password:
+    # it kept uses_oauth and the banner, and every sign-in tried OAuth with no tokens.
+    from django.utils import timezone
+
+    from accounts import services
+    from providers.addresses import normalize_address
+    from tests.factories import EmailAccountFactory, EmailProviderFactory
+
+    monkeypatch.setattr(services, "check_sign_in", lambda **kw: "")
+    user = UserFactory()
+    account = EmailAccountFactory(owner=user, provider=_oauth_card(), address="anna@example.test")
+    account.uses_oauth, account.reconnect_needed_at = True, timezone.now()
+    account.oauth_refresh_token_encrypted = crypto.encrypt("r")
+    account.save()
+    services.account_remove(account=account, actor=user, keep_emails=True)
+    address = normalize_address("anna@example.test")
+    again = services.account_create(
+        user=user, provider=EmailProviderFactory(), address=address, login=address.email,
+        password="app-password",
+    )  # fmt: skip
+    again.refresh_from_db()
+    assert again.pk == account.pk
+    assert (again.uses_oauth, again.reconnect_needed_at) == (False, None)
+    assert again.oauth_refresh_token_encrypted == "" and again.get_password() == "app-password"
+
+
+def test_it_takes_the_unicode_spelling_of_an_international_address(db, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts import oauth
+    from providers.addresses import normalize_address
+    from tests.factories import EmailProviderFactory
+
+    provider = EmailProviderFactory(
+        auth_method="oauth2", oauth_client_id="cid",
+        oauth_authorize_url="https://id.example.test/auth",
+        oauth_token_url="https://id.example.test/token",
+    )  # fmt: skip
+    claims = {
+        "aud": "cid", "iss": "https://id.example.test", "email_verified": True,
+        "exp": (timezone.now() + timedelta(hours=1)).timestamp(),
+    }  # fmt: skip
+    answer = {"access_token": "t", "id_token_claims": claims}
+    monkeypatch.setattr(oauth, "code_exchange", lambda **kw: answer)
+    address = normalize_address("anna@bücher.example").email
+    for claimed in ("Anna@Bücher.example", "anna@xn--bcher-kva.example"):
+        claims["email"] = claimed
+        assert oauth.sign_in_answer(
+            provider=provider, pending=None, query={"code": "c"}, redirect_uri="https://x/cb",
+            address=address, reconnecting=False,
+        ) is answer  # fmt: skip
+    claims["email"] = "someone@bücher.example"
+    with pytest.raises(TokenError, match=r"as someone@xn--bcher-kva\.example, not as"):
+        oauth.sign_in_answer(
+            provider=provider, pending=None, query={"code": "c"}, redirect_uri="https://x/cb",
+            address=address, reconnecting=False,
+        )  # fmt: skip

@@ -295,3 +295,22 @@ def test_it_shows_which_servers_the_sign_in_will_check(signed_in, test_provider)
     page = signed_in.get(_sign_in_url(test_provider))
     assert f"IMAP localhost:{test_provider.imap_port} (SSL)" in page.text
     assert f"SMTP localhost:{test_provider.smtp_port} (STARTTLS)" in page.text
+
+
+def test_it_lets_an_address_outside_ascii_reach_the_server_and_finds_it_added(signed_in):
+    # type="email" made browsers refuse "jürgen@…" (RFC 6531, which the app takes) with
+    # a message of their own; and its NFD spelling passed as another mailbox.
+    import unicodedata
+
+    from django.contrib.auth import get_user_model
+
+    from tests.factories import EmailAccountFactory
+
+    page = signed_in.get(reverse("accounts:wizard_address")).text
+    assert 'type="email"' not in page and 'inputmode="email"' in page
+    user = get_user_model().objects.get(pk=signed_in.session["_auth_user_id"])
+    EmailAccountFactory(owner=user, address="jürgen@example.com")
+    typed = unicodedata.normalize("NFD", "jürgen@example.com")
+    response = signed_in.post(reverse("accounts:wizard_address"), {"address": typed})
+    assert response.status_code == 200
+    assert "You have already added" in response.text

@@ -12,12 +12,12 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods, require_POST
 
 from mail.backend import login_for
-from mail.errors import MailError, SignInError
+from mail.errors import MailError
 from providers.addresses import normalize_address
 from providers.models import AuthMethod, EmailProvider
 from sharing.access import mailbox_or_404
 
-from ..oauth import Pending, TokenError, authorization_start, sign_in_answer
+from ..oauth import Pending, authorization_start, sign_in_answer
 from ..selectors import providers_offered, same_sign_in_elsewhere
 from ..services import AccountRemoved, DuplicateAccount, account_create, account_reconnect
 from .common import query_url
@@ -148,7 +148,10 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
                 user=request.user, provider=provider, address=address,
                 login=login_for(provider, address), oauth=answer,
             )  # fmt: skip
-    except (TokenError, SignInError) as error:
+    except MailError as error:
+        # Any refusal, said on the page it came from: a token endpoint's address that
+        # resolved to an internal one (OAuthInternalAddress) was a 500, its report
+        # holding the authorization code.
         messages.error(request, str(error))
         return redirect(back)
     except AccountRemoved as removed:
