@@ -398,3 +398,25 @@ def test_it_takes_the_unicode_spelling_of_an_international_address(db, monkeypat
             provider=provider, pending=None, query={"code": "c"}, redirect_uri="https://x/cb",
             address=address, reconnecting=False,
         )  # fmt: skip
+
+
+def test_it_keeps_a_few_unfinished_sign_ins_and_says_when_one_comes_back(
+    client, provider, oauth_server, mail_trust, synced_mailbox
+):
+    # Every click on "Sign in with …" kept its state in the session for good; a reload
+    # of the callback said the sign-in "did not start in this browser session".
+    from accounts.views.oauth import MAX_PENDING
+
+    client.force_login(UserFactory())
+    for _ in range(MAX_PENDING + 7):
+        _start(client, provider, "ann@oauth.test")
+    started = [key for key in client.session.keys() if key.startswith("oauth:")]  # noqa: SIM118
+    assert len(started) == MAX_PENDING
+    pooled, _mailbox = synced_mailbox
+    address = pooled.address
+    pooled.delete()
+    back = authorize_as(_start(client, provider, address), str(mail_trust))
+    assert client.get(CALLBACK, back).url == reverse("accounts:email")
+    again = client.get(CALLBACK, back)
+    assert again.status_code == 302 and again.url == reverse("accounts:list")
+    assert "That sign-in was used already" in client.get(again.url).text

@@ -314,3 +314,19 @@ def test_it_lets_an_address_outside_ascii_reach_the_server_and_finds_it_added(si
     response = signed_in.post(reverse("accounts:wizard_address"), {"address": typed})
     assert response.status_code == 200
     assert "You have already added" in response.text
+
+
+def test_it_sends_an_htmx_request_whose_session_ended_to_the_whole_sign_in_page(client, db):
+    # htmx followed login_required's redirect and swapped the sign-in page into the
+    # wizard, whose form then posted the user's name and password to the wizard.
+    url = reverse("accounts:wizard_address")
+    response = client.post(
+        url, {"address": "ann@example.test"}, headers={"HX-Request": "true",
+        "HX-Current-URL": f"http://testserver{url}?x=1"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"{reverse('login')}?next=%2Fmailboxes%2Fnew%2F%3Fx%3D1"
+    # Without htmx, Django's own redirect; and the sign-in form posts to itself.
+    assert client.get(url).status_code == 302
+    page = client.get(reverse("login"), {"next": url}).text
+    assert f'action="{reverse("login")}"' in page and f'value="{url}"' in page

@@ -24,6 +24,11 @@ from .common import query_url
 from .wizard import wizard_address_of
 
 OAUTH_SESSION = "oauth:"
+# Sign-ins started and not finished a session keeps (a click on "Sign in with …" each,
+# abandoned at the provider); the oldest goes first. And the states of those finished
+# lately, to say so when one comes back (a reload, the back button).
+MAX_PENDING = 5
+USED = "oauth_used"
 
 
 def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=None, *, back: str):
@@ -39,6 +44,9 @@ def _oauth_redirect(request: HttpRequest, provider, address: str, account_id=Non
         # unreachable): said, not a 500.
         messages.error(request, str(error))
         return redirect(back)
+    started = [key for key in request.session.keys() if key.startswith(OAUTH_SESSION)]  # noqa: SIM118
+    for key in started[: max(0, len(started) - MAX_PENDING + 1)]:
+        del request.session[key]
     request.session[OAUTH_SESSION + state] = asdict(pending)
     return redirect(url)
 
@@ -112,9 +120,17 @@ def wizard_oauth_callback(request: HttpRequest) -> HttpResponse:
     state = request.GET.get("state", "")
     pending = request.session.pop(OAUTH_SESSION + state, None) if state else None
     if pending is None:
+        if state and state in request.session.get(USED, []):
+            messages.info(
+                request,
+                "That sign-in was used already (a page reloaded, or the back button). If "
+                "its mailbox is not in your list, add it again.",
+            )
+            return redirect("accounts:list")
         return HttpResponseBadRequest(
             "This sign-in did not start in this browser session. Start adding the mailbox again."
         )
+    request.session[USED] = [*request.session.get(USED, [])[-(MAX_PENDING - 1) :], state]
     pending = Pending(**pending)
     provider = get_object_or_404(EmailProvider, pk=pending.provider_id)
     address = normalize_address(pending.address)
