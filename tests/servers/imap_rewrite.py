@@ -6,6 +6,8 @@ import re
 import socket
 import threading
 
+from tests.servers.proxy import listening
+
 # A literal announced at the end of a line ({123}, or {123+} from a LITERAL+ client):
 # that many bytes follow, and they are message data, never responses.
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n\Z")
@@ -25,10 +27,7 @@ class UidnextStrippingProxy:
         self.target_port = target_port
         self.stripped = 0
         self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listening()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -6,6 +6,14 @@ import socket
 import threading
 
 
+def listening() -> tuple[socket.socket, int]:
+    """A socket listening on a free loopback port, and the port: each relay's door."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, listener.getsockname()[1]
+
+
 class CuttingProxy:
     """Relays to a target and counts the bytes the server sends; the first `cuts`
     connections are cut after a random number of those bytes (between `low` and
@@ -21,10 +29,7 @@ class CuttingProxy:
         self.low, self.high = low, high
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listening()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -91,10 +96,7 @@ class SlowCommandProxy:
         self.target_port, self.marker, self.delay = target_port, marker, delay
         self.holds = holds
         self.held = 0
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = listening()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
