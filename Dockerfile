@@ -19,5 +19,5 @@ RUN pip install --no-cache-dir --no-deps . \
 ENV MEDIA_ROOT=/data/media
 USER mailsetup
 EXPOSE 8000
-# --timeout: above the wizard's longest sign-in check (docker-compose.yml says why).
-CMD ["gunicorn", "mailsetup.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+# gunicorn reads ./gunicorn.conf.py: its worker timeout, from MAIL_CONNECT_TIMEOUT_SECONDS.
+CMD ["gunicorn", "mailsetup.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -48,7 +48,7 @@ _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 def _invisible(text: str) -> bool:
     """Zero-width, bidirectional and control characters: they make one address look
     like another, and no provider allows them."""
-    return any(unicodedata.category(ch) in {"Cf", "Cc", "Co", "Cn"} for ch in text)
+    return any(unicodedata.category(ch) in {"Cf", "Cc", "Co", "Cn", "Cs"} for ch in text)
 
 
 def normalize_address(raw: str | None) -> Address:

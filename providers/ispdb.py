@@ -5,6 +5,7 @@ and tolerant of everything else, because real files carry comments, unknown
 elements and POP3-only or Exchange-only entries.
 """
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from defusedxml import ElementTree
@@ -142,19 +143,42 @@ def _text(parent, tag: str) -> str:
 MAX_HOST = 170
 
 
-def _hostname(raw: str, tag: str) -> str:
-    """A server name from a file, as a card stores it: lower case but the placeholder
-    (lower-cased, "mail.%emaildomain%" was never replaced: every sign-in went to that
-    name), a name a card can hold and a sign-in can look up, else the file is refused
-    (a 300-character name crashed the wizard's step with a 500)."""
-    host = raw.lower().replace(PLACEHOLDER.lower(), PLACEHOLDER)
+# Stands for the placeholder while a name is checked and turned to its xn-- form.
+_STAND_IN = "the-address-domain.invalid"
+
+
+def _hostname(raw: str, kind: str) -> str | None:
+    """A server name from a file as a card stores it, or None for one no card can use
+    (the entry is left out; a file left with no usable server is refused as one without
+    it). Lower case, but Thunderbird's placeholder (lower-cased, "mail.%emaildomain%"
+    was never replaced: every sign-in went to that name); an international name in its
+    xn-- form (IDNA 2008, as it was checked: connecting, Python spells "straße" as
+    "strasse", another domain); a trailing dot dropped; localhost and IP addresses kept,
+    for the sign-in check to allow or not (AllowInternalMailServers). Left out: a name
+    no sign-in can look up or a card can hold (300 characters made the wizard's step a
+    500), and an Exchange server named by the placeholder (its EWS address is used as
+    stored)."""
+    host = raw.strip().lower()
+    host = host[:-1] if host.endswith(".") else host
     try:
-        normalize_domain(host.replace(PLACEHOLDER, "example.com"))
-    except AddressError as error:
-        raise ClientConfigError(f"{tag} {raw[:80]!r} is not a server name: {error}") from None
-    if len(host) > MAX_HOST:
-        raise ClientConfigError(f"{tag} {raw[:80]!r}… is longer than {MAX_HOST} characters")
-    return host
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        if host == "localhost":
+            return host
+    if PLACEHOLDER.lower() in host and kind == "exchange":
+        return None
+    stood_in = host.replace(PLACEHOLDER.lower(), _STAND_IN)
+    try:
+        if stood_in.isascii():
+            # Checked with any underscore as a hyphen: some hosts' names hold one.
+            normalize_domain(stood_in.replace("_", "-"))
+        else:
+            stood_in = normalize_domain(stood_in)
+    except AddressError:
+        return None
+    host = stood_in.replace(_STAND_IN, PLACEHOLDER)
+    return host if len(host) <= MAX_HOST else None
 
 
 def _servers(provider, tag: str):
@@ -163,7 +187,9 @@ def _servers(provider, tag: str):
         hostname = _text(element, "hostname")
         if not kind or not hostname:
             continue
-        hostname = _hostname(hostname, tag)
+        hostname = _hostname(hostname, kind)
+        if hostname is None:
+            continue
         port_text = _text(element, "port")
         try:
             port = int(port_text) if port_text else None

@@ -101,14 +101,13 @@ def _bounded_id(config_id: str) -> str:
 def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
     """The file's name, unless it is taken or could pass for a built-in provider's
     (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)"."""
-    name = name[:120]  # room for the suffix in the column's 200, and names stay apart
-    candidates = [f"{name} ({config_id[:60]})"]
+    candidates = [f"{name} ({config_id})"]
     if mimicked_builtin(name) is None:
         candidates.insert(0, name)
-    candidates += [f"{name} ({config_id[:60]}, {n})" for n in range(2, 100)]
+    candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))
-    return next(candidate for candidate in candidates if candidate not in taken)
+    return next(candidate[:200] for candidate in candidates if candidate not in taken)
 
 
 @transaction.atomic

@@ -75,3 +75,29 @@ def test_it_spells_each_letter_one_way():
     nfd = unicodedata.normalize("NFD", "jürgen@example.com")
     assert nfd != "jürgen@example.com"
     assert normalize_address(nfd).email == "jürgen@example.com"
+
+
+def test_it_rewrites_stored_addresses_in_nfc(db):
+    # Stored before addresses were kept in NFC: typed again, not found, and added twice.
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from accounts.models import EmailAccount
+    from tests.factories import EmailAccountFactory
+
+    nfd = unicodedata.normalize("NFD", "jürgen@example.test")
+    alone = EmailAccountFactory(address=nfd)
+    pair = EmailAccountFactory(address=nfd)
+    both = EmailAccountFactory(owner=pair.owner, address="jürgen@example.test")
+    import_module("accounts.migrations.0010_addresses_in_nfc").forwards(apps, None)
+    addresses = dict(EmailAccount.objects.values_list("pk", "address"))
+    assert addresses[alone.pk] == "jürgen@example.test"
+    # One owner with both spellings: both kept, for a person to look at.
+    assert (addresses[pair.pk], addresses[both.pk]) == (nfd, "jürgen@example.test")
+
+
+def test_it_refuses_a_lone_surrogate():
+    # A JSON claim can hold one ("an\\ud800na@"): encoding it was a 500.
+    with pytest.raises(AddressError):
+        normalize_address("an\ud800na@example.test")
