@@ -131,6 +131,7 @@ def provider_import_config(
     provider = _find_imported(config_id, config.display_name, wanted)
     outcome: ImportOutcome
     if provider is None:
+        created = True
         try:
             with transaction.atomic():
                 provider = EmailProvider.objects.create(
@@ -143,6 +144,7 @@ def provider_import_config(
             # Another request imported it, or took the name, meanwhile (two tabs, two
             # colleagues of one domain): its card, or the name's next free spelling.
             provider = _find_imported(config_id, config.display_name, wanted)
+            created = provider is None
             if provider is None:
                 provider = EmailProvider.objects.create(
                     name=_unique_name(config.display_name, config_id),
@@ -150,7 +152,7 @@ def provider_import_config(
                     source=source,
                     **values,
                 )
-        outcome = ImportOutcome(provider=provider, created=True)
+        outcome = ImportOutcome(provider=provider, created=created)
     else:
         outcome = ImportOutcome(provider=provider)
         if provider.source not in _CURATED:

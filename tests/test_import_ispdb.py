@@ -201,6 +201,7 @@ def test_it_imports_one_card_when_two_requests_import_one_file_at_once(
     assert errors == []
     assert EmailProvider.objects.filter(ispdb_id="hoster.test").count() == 1
     assert made[0].provider.pk == made[1].provider.pk
+    assert sorted(outcome.created for outcome in made) == [False, True]
 
 
 def test_it_keeps_a_long_domain_s_autoconfig_id_within_its_column(db):
