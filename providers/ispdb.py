@@ -161,12 +161,11 @@ def _hostname(raw: str, kind: str) -> str | None:
     host = raw.strip().lower()
     host = host[:-1] if host.endswith(".") else host
     try:
-        ipaddress.ip_address(host.strip("[]"))
-        return host
+        return str(ipaddress.ip_address(host.strip("[]")))  # as the card form stores it
     except ValueError:
         if host == "localhost":
             return host
-    if PLACEHOLDER.lower() in host and kind == "exchange":
+    if (PLACEHOLDER.lower() in host and kind == "exchange") or _STAND_IN in host:
         return None
     stood_in = host.replace(PLACEHOLDER.lower(), _STAND_IN)
     try:
@@ -177,6 +176,8 @@ def _hostname(raw: str, kind: str) -> str | None:
             stood_in = normalize_domain(stood_in)
     except AddressError:
         return None
+    if stood_in.count(_STAND_IN) != host.count(PLACEHOLDER.lower()):
+        return None  # the placeholder inside a label with letters outside ASCII
     host = stood_in.replace(_STAND_IN, PLACEHOLDER)
     return host if len(host) <= MAX_HOST else None
 

@@ -106,6 +106,10 @@ def test_it_refuses_a_document_it_cannot_use(document, reason):
         ("m" * 60 + "." + "n" * 60 + "." + "o" * 60 + ".test", "imap", None),
         ("mail server.test", "imap", None),
         ("mail.%EMAILDOMAIN%", "exchange", None),  # an EWS address is used as stored
+        ("[2001:DB8::1]", "imap", "2001:db8::1"),  # as the card form stores it
+        ("mäil-%EMAILDOMAIN%", "imap", None),  # xn-- would scatter the placeholder
+        ("imap.mäil.%EMAILDOMAIN%", "imap", "imap.xn--mil-qla.%EMAILDOMAIN%"),
+        ("the-address-domain.invalid.example.com", "imap", None),
     ],
 )
 def test_it_stores_a_server_name_as_a_sign_in_uses_it(hostname, kind, stored):
