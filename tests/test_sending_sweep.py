@@ -170,11 +170,10 @@ def test_it_sends_once_however_often_the_email_is_queued(
     assert (outgoing.state, outgoing.attempts, len(outbox.messages)) == (State.SENT, 1, 1)
 
 
-def test_it_never_hands_over_once_the_sweep_took_the_email_back(
-    transactional_db, test_provider, smtp_servers, settings, queued_tasks
-):
-    """A worker slower than the lease (held at RCPT) loses its claim to the sweep; another
-    worker sends the email; the slow one then must not send it too."""
+@pytest.fixture
+def gated(transactional_db, test_provider, smtp_servers, settings):
+    """Alice's mailbox sending through an SMTP server that holds a session where the test
+    says (tests/servers/gated_smtp.py): (server, account); released and stopped after."""
     from tests.servers.gated_smtp import gated_smtp_server
 
     server = gated_smtp_server(smtp_servers["starttls"].users).start()
@@ -185,30 +184,37 @@ def test_it_never_hands_over_once_the_sweep_took_the_email_back(
             provider=test_provider, address="alice@example.test",
             password=MAIL_USERS["alice@example.test"],
         )  # fmt: skip
-        outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
-        queued_tasks.clear()
-        server.handler.hold_at = "rcpt"
         settings.MAIL_CONNECT_TIMEOUT = 30
-        slow_result = []
-
-        def slow_worker():
-            try:
-                slow_result.append(outgoing_send(outgoing_id=outgoing.pk))
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=slow_worker)
-        thread.start()
-        assert server.handler.reached.wait(15)
-        settings.SENDING_CLAIM_LEASE_SECONDS = 0
-        outgoing_sweep()
-        assert queued_tasks == [("sending.send", outgoing.pk)]
-        outgoing_send(outgoing_id=outgoing.pk)  # another worker, not held
-        server.handler.release.set()
-        thread.join(30)
+        yield server, account
     finally:
         server.handler.release.set()
         server.stop()
+
+
+def test_it_never_hands_over_once_the_sweep_took_the_email_back(gated, settings, queued_tasks):
+    """A worker slower than the lease (held at RCPT) loses its claim to the sweep; another
+    worker sends the email; the slow one then must not send it too."""
+    server, account = gated
+    outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+    queued_tasks.clear()
+    server.handler.hold_at = "rcpt"
+    slow_result = []
+
+    def slow_worker():
+        try:
+            slow_result.append(outgoing_send(outgoing_id=outgoing.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=slow_worker)
+    thread.start()
+    assert server.handler.reached.wait(15)
+    settings.SENDING_CLAIM_LEASE_SECONDS = 0
+    outgoing_sweep()
+    assert queued_tasks == [("sending.send", outgoing.pk)]
+    outgoing_send(outgoing_id=outgoing.pk)  # another worker, not held
+    server.handler.release.set()
+    thread.join(30)
     outgoing.refresh_from_db()
     assert slow_result == [None]
     assert (outgoing.state, outgoing.attempts) == (State.SENT, 2)
@@ -267,42 +273,29 @@ def test_it_leaves_alone_an_email_handed_over_while_the_sweep_takes_back(
 
 
 def test_it_tells_the_server_s_refusal_though_the_sweep_said_it_may_have_been_sent(
-    transactional_db, test_provider, smtp_servers, settings, queued_tasks
+    gated, settings, queued_tasks
 ):
     """A send outlasting its lease after the hand-over (a large upload) is called "May
     have been sent" by the sweep; the server's answer then is a refusal: the email was
     not sent, and says so."""
-    from tests.servers.gated_smtp import gated_smtp_server
+    server, account = gated
+    outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
+    server.handler.hold_at = "data"
+    server.handler.answer = "554 5.6.0 Message refused by policy"
 
-    server = gated_smtp_server(smtp_servers["starttls"].users).start()
-    try:
-        test_provider.smtp_port = server.port
-        test_provider.save()
-        account = EmailAccountFactory(
-            provider=test_provider, address="alice@example.test",
-            password=MAIL_USERS["alice@example.test"],
-        )  # fmt: skip
-        outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
-        server.handler.hold_at = "data"
-        server.handler.answer = "554 5.6.0 Message refused by policy"
-        settings.MAIL_CONNECT_TIMEOUT = 30
+    def slow_worker():
+        try:
+            outgoing_send(outgoing_id=outgoing.pk)
+        finally:
+            connection.close()
 
-        def slow_worker():
-            try:
-                outgoing_send(outgoing_id=outgoing.pk)
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=slow_worker)
-        thread.start()
-        assert server.handler.reached.wait(15)
-        settings.SENDING_CLAIM_LEASE_SECONDS = 0
-        assert outgoing_sweep()["uncertain"] == 1
-        server.handler.release.set()
-        thread.join(30)
-    finally:
-        server.handler.release.set()
-        server.stop()
+    thread = threading.Thread(target=slow_worker)
+    thread.start()
+    assert server.handler.reached.wait(15)
+    settings.SENDING_CLAIM_LEASE_SECONDS = 0
+    assert outgoing_sweep()["uncertain"] == 1
+    server.handler.release.set()
+    thread.join(30)
     outgoing.refresh_from_db()
     assert outgoing.state == State.FAILED
     assert "refused by policy" in outgoing.error and outgoing.error_kind != "handed_over"
