@@ -10,7 +10,9 @@ msal, google-auth) and on the resolved address for IMAP and SMTP (`usable_addres
 import contextlib
 import functools
 import os
+import socket
 import ssl
+import threading
 
 from django.conf import settings
 from requests.adapters import HTTPAdapter
@@ -90,6 +92,55 @@ def untrusted_certificate(error: BaseException | None) -> str | None:
     return None
 
 
+class Cancellable:
+    """The HTTP connections one piece of work opens, so that another thread can cut them
+    when the work runs out of time: a server that answers a byte at a time never trips a
+    socket's timeout (that is per read), and the thread waiting on it cannot be stopped
+    from outside, only its sockets. The internal-address rule is read once, by whoever
+    makes the scope, so that the work's thread needs no database connection of its own."""
+
+    def __init__(self, *, allow_internal: bool) -> None:
+        self.allow_internal = allow_internal
+        self.cancelled = False
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self.cancelled:
+                sock.close()
+                raise TimeoutError("the work this connection was for ran out of time")
+            self._sockets.add(sock)
+
+    def cancel(self) -> None:
+        """Refuse new connections and end those open: a read waiting on one returns."""
+        with self._lock:
+            self.cancelled = True
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
+            # object under the thread still reading from it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_scope = threading.local()
+
+
+def current_scope() -> Cancellable | None:
+    return getattr(_scope, "current", None)
+
+
+@contextlib.contextmanager
+def connections_of(scope: Cancellable):
+    """Connections opened by a guarded adapter on this thread belong to `scope`."""
+    _scope.current = scope
+    try:
+        yield scope
+    finally:
+        _scope.current = None
+
+
 @functools.cache
 def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
     """A MailTrustAdapter that applies the internal-address rule to every connection it
@@ -100,19 +151,39 @@ def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdap
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
     def checked(sock):
+        scope = current_scope()
+        allowed = scope.allow_internal if scope else None
         peer = sock.getpeername()[0]
-        if net.is_internal(peer) and not internal_mail_servers_allowed():
+        if net.is_internal(peer) and not (
+            internal_mail_servers_allowed() if allowed is None else allowed
+        ):
             sock.close()
             raise refusal(refusal.MESSAGE)
+        if scope is not None:
+            scope.add(sock)
         return sock
+
+    def waiting(connection) -> None:
+        # A connection from the pool, opened before the scope, is cut as well.
+        scope = current_scope()
+        if scope is not None and connection.sock is not None:
+            scope.add(connection.sock)
 
     class GuardedHTTPConnection(HTTPConnection):
         def _new_conn(self):
             return checked(super()._new_conn())
 
+        def getresponse(self, *args, **kwargs):
+            waiting(self)
+            return super().getresponse(*args, **kwargs)
+
     class GuardedHTTPSConnection(HTTPSConnection):
         def _new_conn(self):
             return checked(super()._new_conn())
+
+        def getresponse(self, *args, **kwargs):
+            waiting(self)
+            return super().getresponse(*args, **kwargs)
 
     class GuardedHTTPPool(HTTPConnectionPool):
         ConnectionCls = GuardedHTTPConnection

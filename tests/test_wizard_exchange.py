@@ -109,3 +109,67 @@ def test_it_refuses_an_internal_exchange_server_even_when_dns_said_otherwise(
     assert "The Exchange server is on an internal network address" in response.text
     assert ews_server.requests == []  # no request, so no credentials, reached it
     assert not EmailAccount.objects.exists()
+
+
+def test_it_gives_up_on_an_autodiscover_that_answers_a_byte_at_a_time(
+    client, exchange_provider, ews_server, tmp_path, monkeypatch, settings
+):
+    # The cached autodiscover endpoint (as in the test above) answers its status line a
+    # byte every 0.2 s for a minute: no read ever waits past the 1 s timeout, so only a
+    # deadline over the whole walk ends it. The abandoned walk must end too: it holds
+    # exchangelib's process-wide autodiscover lock, which the next sign-in waits on.
+    import threading
+    import time
+
+    from exchangelib import BASIC, Configuration, Credentials
+    from exchangelib.autodiscover import cache, clear_cache
+    from exchangelib.autodiscover.protocol import AutodiscoverProtocol
+
+    from mail.ews.session import AUTODISCOVER_CONNECTS, _exchangelib
+
+    settings.MAIL_CONNECT_TIMEOUT = 1
+    _exchangelib()
+    monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE", tmp_path / "ad-cache")
+    exchange_provider.exchange_url = ""
+    exchange_provider.save()
+    ews_server.add_user("slow@corp.test", "slow-secret")
+    credentials = Credentials("slow@corp.test", "slow-secret")
+
+    def cached_endpoint():
+        config = Configuration(
+            service_endpoint=ews_server.autodiscover_url, credentials=credentials, auth_type=BASIC
+        )
+        cache.autodiscover_cache[("corp.test", credentials)] = AutodiscoverProtocol(config=config)
+
+    cached_endpoint()
+    ews_server.state.drips["GetUserSettings"] = 0.2
+    client.force_login(UserFactory())
+    url = _sign_in_url(exchange_provider, "slow@corp.test")
+    try:
+        began = time.monotonic()
+        response = client.post(url, {"password": "slow-secret"})
+        took = time.monotonic() - began
+
+        # The thread's connection was cut: the server sees its answer's end.
+        for _ in range(50):
+            walks = [t for t in threading.enumerate() if t.name == "ews-autodiscover"]
+            if not walks and ews_server.state.dripping == 0:
+                break
+            time.sleep(0.1)
+        ended = (walks, ews_server.state.dripping)
+
+        del ews_server.state.drips["GetUserSettings"]
+        cached_endpoint()  # the failed walk dropped the endpoint from the cache
+        again = client.post(url, {"password": "slow-secret"})
+    finally:
+        clear_cache()
+
+    assert response.status_code == 200
+    assert (
+        f"Exchange autodiscover for corp.test did not finish within {AUTODISCOVER_CONNECTS} "
+        "seconds" in response.text
+    )
+    assert AUTODISCOVER_CONNECTS <= took < 30  # the drip alone lasts a minute
+    assert ended == ([], 0)
+    assert again.status_code == 302, again.text
+    assert EmailAccount.objects.filter(address="slow@corp.test").exists()

@@ -8,6 +8,8 @@ the company's own CA works and verification is never turned off.
 """
 
 import contextlib
+import functools
+import threading
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -40,6 +42,7 @@ def _guarded_adapter():
 def _exchangelib():
     # Imported on first use: only workers and views that talk to Exchange pay for it.
     import exchangelib
+    import exchangelib.account
     from exchangelib.protocol import BaseProtocol
 
     if not getattr(BaseProtocol.HTTP_ADAPTER_CLS, "guards_exchange", False):
@@ -47,7 +50,77 @@ def _exchangelib():
         adapter.guards_exchange = True
         BaseProtocol.HTTP_ADAPTER_CLS = adapter
     BaseProtocol.TIMEOUT = settings.MAIL_CONNECT_TIMEOUT
+    discovery = _autodiscovery()
+    exchangelib.account.Autodiscovery = discovery
+    # Its DNS look-ups were given 120 s each, read from the protocol's timeout when
+    # exchangelib was imported, before ours was set.
+    discovery.DNS_RESOLVER_ATTRS = {"timeout": settings.MAIL_CONNECT_TIMEOUT / 2.5}
+    discovery.DNS_RESOLVER_LIFETIME = settings.MAIL_CONNECT_TIMEOUT
     return exchangelib
+
+
+@functools.cache
+def _autodiscovery():
+    from exchangelib.autodiscover.discovery import Autodiscovery
+    from exchangelib.errors import TransportError
+
+    class StoppableAutodiscovery(Autodiscovery):
+        """Asks DNS nothing more once its work ran out of time: cutting its connections
+        ends each step, and it would go on to look up the next step's names."""
+
+        def _ensure_valid_hostname(self, url):
+            if (scope := trust.current_scope()) and scope.cancelled:
+                raise TransportError("autodiscover ran out of time")
+            return super()._ensure_valid_hostname(url)
+
+        def _get_srv_records(self, hostname):
+            if (scope := trust.current_scope()) and scope.cancelled:
+                return []
+            return super()._get_srv_records(hostname)
+
+    return StoppableAutodiscovery
+
+
+# Autodiscover's whole walk, in connect timeouts: it tries several addresses, DNS and
+# redirects, each within the timeout but together unbounded, and a server that answers
+# a byte at a time trips no timeout at all. Four keep the wizard's OAuth callback (a
+# token trade of two, the sign-in's requests) within gunicorn.conf.py's timeout.
+AUTODISCOVER_CONNECTS = 4
+
+
+class AutodiscoverTimeout(TimeoutError):
+    pass
+
+
+@sensitive_variables("credentials")
+def _autodiscovered(ex, address: Address, credentials):
+    """exchangelib's Account found by autodiscover, or AutodiscoverTimeout when that takes
+    longer than AUTODISCOVER_CONNECTS connect timeouts. It runs in a thread of its own
+    whose connections are cut when the time is up: the thread then ends, and with it the
+    process-wide lock exchangelib holds while it discovers (every other autodiscover in
+    the process waits on it)."""
+    scope = trust.Cancellable(allow_internal=internal_mail_servers_allowed())
+    outcome: dict = {}
+
+    def discover() -> None:
+        with trust.connections_of(scope):
+            try:
+                outcome["account"] = ex.Account(
+                    primary_smtp_address=address.email, credentials=credentials,
+                    autodiscover=True, access_type=ex.DELEGATE, default_timezone=ex.UTC,
+                )  # fmt: skip
+            except BaseException as error:  # raised again by the caller, on its thread
+                outcome["error"] = error
+
+    thread = threading.Thread(target=discover, name="ews-autodiscover", daemon=True)
+    thread.start()
+    thread.join(AUTODISCOVER_CONNECTS * settings.MAIL_CONNECT_TIMEOUT)
+    if thread.is_alive():
+        scope.cancel()
+        raise AutodiscoverTimeout
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["account"]
 
 
 def _guard(url: str) -> None:
@@ -118,10 +191,7 @@ def ews_session(
                 access_type=ex.DELEGATE, default_timezone=ex.UTC,
             )  # fmt: skip
         else:
-            account = ex.Account(
-                primary_smtp_address=address.email, credentials=credentials, autodiscover=True,
-                access_type=ex.DELEGATE, default_timezone=ex.UTC,
-            )  # fmt: skip
+            account = _autodiscovered(ex, address, credentials)
             _guard(account.protocol.service_endpoint)
         account.inbox  # noqa: B018 (a GetFolder: the sign-in check itself)
     except UnauthorizedError:
@@ -145,6 +215,14 @@ def ews_session(
 
         failure = exchange_failure(error)
         raise SignInError(failure.kind, str(failure), field="provider") from None
+    except AutodiscoverTimeout:
+        raise SignInError(
+            "timeout",
+            f"Exchange autodiscover for {address.domain} did not finish within "
+            f"{AUTODISCOVER_CONNECTS * settings.MAIL_CONNECT_TIMEOUT} seconds. Try again "
+            "later, or enter the Exchange service address on the provider card.",
+            field="provider",
+        ) from None
     except (TimeoutError, TransportError, OSError) as error:
         if trust.refused_internal(error):
             raise SignInError(

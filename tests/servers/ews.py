@@ -21,6 +21,7 @@ import email.policy
 import hashlib
 import secrets
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -215,6 +216,10 @@ class State:
     drops: dict[str, int] = field(default_factory=dict)
     # operation -> [HTTP status, count]: done, then answered with that status instead
     garbled: dict[str, list] = field(default_factory=dict)
+    # operation -> seconds: answered a byte at a time, one per interval, for a minute
+    # (a server that trips no read timeout); `dripping` counts the answers under way.
+    drips: dict[str, float] = field(default_factory=dict)
+    dripping: int = 0
     seq: int = 0
     # Pull notifications: every change as (event element name, mailbox, folder id, item
     # id, old folder id); a watermark is an index into it. Subscriptions: id -> (mailbox,
@@ -944,6 +949,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _drip(self, state: State, interval: float) -> None:
+        with state.lock:
+            state.dripping += 1
+        began = time.monotonic()
+        try:
+            # A status line that never ends: http.client reads up to 64 KB of it.
+            self.wfile.write(b"HTTP/1.1 200 ")
+            while time.monotonic() - began < 60:
+                self.wfile.write(b"O")
+                self.wfile.flush()
+                time.sleep(interval)
+        except OSError:  # the client cut the connection
+            pass
+        finally:
+            self.close_connection = True
+            with state.lock:
+                state.dripping -= 1
+
     def _user(self, state: State) -> User | None:
         scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
@@ -975,6 +998,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (ET.ParseError, TypeError, IndexError):
             envelope = request = None
             op = "?"
+        if op in state.drips:
+            return self._drip(state, state.drips[op])
         with state.lock:
             user = self._user(state)
             state.requests.append((op, user.address if user else None))
