@@ -98,16 +98,31 @@ def _bounded_id(config_id: str) -> str:
     return f"{config_id[:238]}#{digest}"
 
 
+def _fitted(name: str, suffix: str = "") -> str:
+    """`name` + `suffix` within the name's column, the name shortened (marked "…") so that
+    the suffix, which tells the candidates apart, is kept whole."""
+    limit = EmailProvider._meta.get_field("name").max_length
+    if len(name) + len(suffix) <= limit:
+        return name + suffix
+    return name[: limit - len(suffix) - 1].rstrip() + "…" + suffix
+
+
 def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
     """The file's name, unless it is taken or could pass for a built-in provider's
-    (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)"."""
-    candidates = [f"{name} ({config_id})"]
+    (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)".
+    Each candidate is checked as it would be stored: a long name cut to its column was
+    checked whole before, and could then be another card's."""
+    where = config_id if len(config_id) <= 60 else config_id[:59] + "…"
+    candidates = [_fitted(name, f" ({where})")]
     if mimicked_builtin(name) is None:
-        candidates.insert(0, name)
-    candidates += [f"{name} ({config_id}, {n})" for n in range(2, 100)]
+        candidates.insert(0, _fitted(name))
+    candidates += [_fitted(name, f" ({where}, {n})") for n in range(2, 100)]
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))
-    return next(candidate[:200] for candidate in candidates if candidate not in taken)
+    free = (candidate for candidate in candidates if candidate not in taken)
+    # A hundred cards of one name: the file's id in full, digested, tells it apart.
+    digest = hashlib.sha256(config_id.encode()).hexdigest()[:16]
+    return next(free, _fitted(name, f" ({digest})"))
 
 
 @transaction.atomic

@@ -304,3 +304,42 @@ def test_it_loads_unicodes_confusables_only_once_a_name_is_checked():
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     assert out == "False Gmail / Google Workspace True"
+
+
+def test_it_gives_two_cards_of_one_long_name_two_names_within_the_column(db, builtin_providers):
+    # Two domains' autoconfig files with the same 300-character name: the first card
+    # takes the name cut to its column, the second its own spelling (it took the same
+    # cut name, checked whole, and failed on the unique column).
+    name = "Acme Hosting " + "x" * 287
+    first = provider_import_config(
+        config=_config("a.test", name), source=Source.AUTOCONFIG,
+        only_domains=["a.test"], config_id="autoconfig:a.test",
+    )  # fmt: skip
+    second = provider_import_config(
+        config=_config("b.test", name), source=Source.AUTOCONFIG,
+        only_domains=["b.test"], config_id="autoconfig:b.test",
+    )  # fmt: skip
+    names = [first.provider.name, second.provider.name]
+    assert names[0] == name[:199] + "…"
+    assert names[1].endswith("… (autoconfig:b.test)") and names[1].startswith("Acme Hosting x")
+    assert all(len(n) == 200 for n in names)
+    # Imported again, each keeps its own.
+    again = provider_import_config(
+        config=_config("b.test", name), source=Source.AUTOCONFIG,
+        only_domains=["b.test"], config_id="autoconfig:b.test",
+    )  # fmt: skip
+    assert again.provider.pk == second.provider.pk and again.provider.name == names[1]
+
+
+def test_it_keeps_the_suffix_that_tells_a_mimicking_name_apart_whole(db, builtin_providers):
+    # Ids as long as their column (an autoconfig id is "autoconfig:" and the domain).
+    ids = [f"autoconfig:{'d' * 240}.test", f"autoconfig:{'d' * 240}.test2"]
+    made = [
+        provider_import_config(
+            config=_config("g.test", "Gmail"), source=Source.AUTOCONFIG,
+            only_domains=["g.test"], config_id=config_id,
+        ).provider.name
+        for config_id in ids
+    ]  # fmt: skip
+    assert made[0] == f"Gmail ({ids[0][:59]}…)"
+    assert made[1] == f"Gmail ({ids[0][:59]}…, 2)"
