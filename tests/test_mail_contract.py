@@ -682,6 +682,11 @@ def test_it_pins_the_imapclient_internals_the_wire_module_relies_on(synced_mailb
         client.select_folder("INBOX", readonly=True)
         typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS)")
         assert typ == "OK" and len([line for line in data if b"UID" in line]) == 2
+        # The pace of answers (wire.PACE_RATE) is read where imaplib reads: its read()
+        # and readline(), a literal's bytes too.
+        typ, data = imap.uid("FETCH", "1", "(BODY.PEEK[])")
+        assert typ == "OK" and imap.brought > len(data[0][1]) > 0
+        assert not imap.reading and imap.due < float("inf")
     finally:
         wire.goodbye(client)
     import imaplib

@@ -4,6 +4,7 @@ and everything else arrives."""
 
 import gzip
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -510,6 +511,39 @@ def test_it_reads_the_other_folders_when_the_server_is_too_slow_for_one(
     mailbox_sync(account_id=account.pk)
     assert Email.objects.filter(subject="in Slow").exists()
     assert not Folder.objects.get(pk=slow.pk).last_error
+
+
+def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    """A server that sends a byte every half second never lets a read time out (2 s):
+    the run, and the worker it ran on, waited for as long as the server went on."""
+    from mail.imap_smtp.wire import PACE_CONNECTS
+    from tests.servers.proxy import DripProxy
+
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha", "Slow"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    settings.MAIL_CONNECT_TIMEOUT = 2
+    proxy = DripProxy(dovecot.imap_port, b'"Slow"', interval=0.5, limit=120)
+    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", proxy.port
+    test_provider.imap_security = "none"
+    test_provider.save()
+    began = time.monotonic()
+    try:
+        run = mailbox_sync(account_id=account.pk)
+    finally:
+        proxy.close()
+    took = time.monotonic() - began
+
+    assert proxy.dripped == 1
+    # The answer's allowance (8 s and a second a KB) and the pacer's second, not the
+    # two minutes the server would have gone on for.
+    assert PACE_CONNECTS * 2 < took < 60
+    assert set(EmailLocation.objects.values_list("folder__path", flat=True)) == {"INBOX", "Alpha"}
+    slow = Folder.objects.get(account=account, path="Slow")
+    assert "did not answer in time while this folder was read" in slow.last_error
+    assert (run.state, run.folder_errors) == (SyncRun.State.SUCCEEDED, 1)
 
 
 def test_it_notes_nothing_of_a_failed_folder_against_the_next(synced_mailbox, monkeypatch):

@@ -4,6 +4,7 @@ import contextlib
 import random
 import socket
 import threading
+import time
 
 
 def listening() -> tuple[socket.socket, int]:
@@ -132,3 +133,60 @@ class SlowCommandProxy:
         self.closed = True
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+class DripProxy(SlowCommandProxy):
+    """Relays plaintext IMAP to a server; once a client command holds `marker`, the
+    server's bytes on that connection are passed on one every `interval` seconds (for
+    `limit` seconds at most, then the connection is closed): a server that has all but
+    stopped, yet never lets a read time out. `dripped` counts the connections."""
+
+    def __init__(self, target_port: int, marker: bytes, interval: float, limit: float = 120):
+        self.interval, self.limit = interval, limit
+        self.dripped = 0
+        super().__init__(target_port, marker, delay=0)
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            marked = threading.Event()
+            for pipe in (self._ask, self._answer):
+                threading.Thread(target=pipe, args=(client, server, marked), daemon=True).start()
+
+    def _ask(self, client: socket.socket, server: socket.socket, marked) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.marker in data and not marked.is_set():
+                    self.dripped += 1
+                    marked.set()
+                server.sendall(data)
+        self._close(client, server)
+
+    def _answer(self, client: socket.socket, server: socket.socket, marked) -> None:
+        began = None
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if not marked.is_set():
+                    client.sendall(data)
+                    continue
+                began = began or time.monotonic()
+                for byte in data:
+                    if time.monotonic() - began > self.limit or self.closed:
+                        raise OSError("dripped long enough")
+                    client.sendall(bytes([byte]))
+                    time.sleep(self.interval)
+        self._close(client, server)
+
+    @staticmethod
+    def _close(*sockets: socket.socket) -> None:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
