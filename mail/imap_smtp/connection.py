@@ -22,6 +22,7 @@ from imapclient.exceptions import CapabilityError, LoginError
 
 from mail.backend import Endpoint, credentials_required, login_for  # noqa: F401 (its old place)
 from mail.errors import SignInError
+from mail.imap_smtp.pace import Paced
 from mail.imap_smtp.wire import PinnedIMAP4 as _PinnedIMAP4  # noqa: F401 (tests)
 from mail.imap_smtp.wire import PinnedIMAPClient as _PinnedIMAPClient
 from mail.trust import (
@@ -504,10 +505,11 @@ class _Checker:
         )
 
 
-class _PinnedSMTP(smtplib.SMTP):
+class _PinnedSMTP(Paced, smtplib.SMTP):
     def __init__(self, *, opener, implicit_context, timeout):
         self._opener = opener
         self._implicit_context = implicit_context
+        self.pace(timeout)
         # No DNS lookup of our own name: the EHLO name is this machine's host name.
         super().__init__(local_hostname=socket.gethostname(), timeout=timeout)
 
@@ -519,6 +521,19 @@ class _PinnedSMTP(smtplib.SMTP):
         if self._implicit_context is not None:
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self._host)
         return sock
+
+    # Where smtplib writes and reads (mail/imap_smtp/pace.py). A cut reply is the
+    # disconnection smtplib makes of a read that timed out, so that what follows (was
+    # the message handed over?) is decided as it was.
+    def send(self, s):
+        self.asked()
+        super().send(s)
+
+    def getreply(self):
+        return self.paced(0, super().getreply)
+
+    def overdue(self) -> Exception:
+        return smtplib.SMTPServerDisconnected(self.overdue_text())
 
 
 # OpenSSL's reasons for a handshake that cannot work as configured: TLS spoken to a

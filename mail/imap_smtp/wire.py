@@ -12,11 +12,6 @@ tests/test_mail_contract.py pins what it relies on.
 
 import contextlib
 import imaplib
-import math
-import socket
-import threading
-import time
-import weakref
 
 from imapclient import IMAPClient
 from imapclient.imap_utf7 import decode as decode_utf7
@@ -24,6 +19,7 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from mail.backend import Endpoint
+from mail.imap_smtp.pace import Paced
 from providers.models import Security
 
 
@@ -44,60 +40,11 @@ def quiet(client: IMAPClient) -> IMAPClient:
     return client
 
 
-# A server must keep its answer coming. The read timeout bounds each wait for bytes, not
-# an answer: a server sending a byte every few seconds held a sync, and the worker it ran
-# on, for as long as it liked (a worker the other mailboxes wait for). Each command's
-# answer now has PACE_CONNECTS read timeouts, plus a second for every PACE_RATE bytes it
-# brought or announced (a literal counts from its announced size): about 1 KB/s, far
-# below any real server's pace, so only a server that has all but stopped is cut.
-PACE_CONNECTS = 4
-PACE_RATE = 1024
-
-
-class _Pacer:
-    """The process's one thread that cuts a session whose answer is overdue (checked
-    every second). Cutting is the only way to end a read that keeps receiving bytes: the
-    thread blocked in it cannot be stopped from outside, its socket can."""
-
-    def __init__(self) -> None:
-        self.sessions: weakref.WeakSet[PinnedIMAP4] = weakref.WeakSet()
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def watch(self, imap: "PinnedIMAP4") -> None:
-        with self.lock:
-            self.sessions.add(imap)
-            # is_alive(): a forked worker process inherits the object, not the thread.
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="imap-pacer", daemon=True)
-                self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(1)
-            now = time.monotonic()
-            with self.lock:
-                sessions = list(self.sessions)
-            for imap in sessions:
-                if imap.reading and now > imap.due:
-                    imap.cut()
-
-
-_pacer = _Pacer()
-
-
-class PinnedIMAP4(imaplib.IMAP4):
+class PinnedIMAP4(Paced, imaplib.IMAP4):
     def __init__(self, host, port, *, opener, implicit_context, timeout):
         self._opener = opener
         self._implicit_context = implicit_context
-        # The pace: set before imaplib connects, since it reads the greeting at once.
-        self.allowance = PACE_CONNECTS * (timeout or 60)
-        self.asked_at = time.monotonic()
-        self.brought = 0
-        self.reading = False
-        self.due = math.inf
-        self.was_cut = False
-        _pacer.watch(self)
+        self.pace(timeout)
         super().__init__(host, port, timeout=timeout)
 
     def _create_socket(self, timeout=None):
@@ -106,50 +53,21 @@ class PinnedIMAP4(imaplib.IMAP4):
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
         return sock
 
+    # Where imaplib reads and writes (mail/imap_smtp/pace.py): every command, every line
+    # of an answer, every literal, whose size is announced before it is read.
     def send(self, data):
-        self.asked_at, self.brought = time.monotonic(), 0
+        self.asked()
         super().send(data)
 
     def readline(self):
-        line = self._paced(0, super().readline)
+        line = self.paced(0, super().readline)
         self.brought += len(line)
         return line
 
     def read(self, size):
-        data = self._paced(size, super().read, size)
+        data = self.paced(size, super().read, size)
         self.brought += len(data)
         return data
-
-    def _paced(self, announced: int, read, *args):
-        self.due = self.asked_at + self.allowance + (self.brought + announced) / PACE_RATE
-        self.reading = True
-        try:
-            data = read(*args)
-        except (OSError, imaplib.IMAP4.abort):
-            if self.was_cut:
-                raise self._overdue() from None
-            raise
-        finally:
-            self.reading = False
-        if self.was_cut:  # what came before the cut: a part line, a part literal
-            raise self._overdue()
-        return data
-
-    def _overdue(self) -> TimeoutError:
-        # TimeoutError, as a read that timed out: callers treat both alike (sync.engine
-        # gives up on the folder and goes on with the next in a new session).
-        waited = time.monotonic() - self.asked_at
-        return TimeoutError(
-            f"the server sent {self.brought} bytes of its answer in {waited:.0f} s, too "
-            "slowly to go on waiting"
-        )
-
-    def cut(self) -> None:
-        self.was_cut = True
-        # socket.socket's own shutdown: an SSLSocket's would also drop its TLS object
-        # under the thread still reading from it.
-        with contextlib.suppress(OSError, AttributeError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
 class PinnedIMAPClient(IMAPClient):
