@@ -9,6 +9,8 @@ msal, google-auth) and on the resolved address for IMAP and SMTP (`usable_addres
 
 import contextlib
 import functools
+import http.client
+import io
 import os
 import socket
 import ssl
@@ -17,6 +19,7 @@ import threading
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
+from mail.pace import Paced, PacedReader
 from mailsetup import net
 from systemsettings.selectors import internal_mail_servers_allowed
 
@@ -50,12 +53,45 @@ def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> s
 
 
 class MailTrustAdapter(HTTPAdapter):
-    """requests (under exchangelib, msal and google-auth) verifying servers with the
-    same trust as the mail connections: the system's CAs plus the company's own."""
+    """requests (under exchangelib and the Graph client) verifying servers with the same
+    trust as the mail connections, the system's CAs plus the company's own, and reading
+    their answers at a pace (mail/pace.py)."""
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = mail_ssl_context()
-        return super().init_poolmanager(*args, **kwargs)
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pools(None)
+
+
+def _pacing(base: type) -> type:
+    """urllib3's connection class `base`, its answers paced: a request sent is a command
+    asked, the answer's bytes are read through a PacedReader."""
+
+    class PacedConnection(Paced, base):
+        def __init__(self, *args, **kwargs):
+            self.pace(settings.MAIL_CONNECT_TIMEOUT)
+            super().__init__(*args, **kwargs)
+
+        def send(self, data):
+            self.asked()
+            super().send(data)
+
+        def response_class(self, sock, *args, **kwargs):
+            # Called on the connection by http.client (its class attribute, a method
+            # here): the answer reads the socket through a paced reader.
+            return http.client.HTTPResponse(_ReadPaced(sock, self), *args, **kwargs)
+
+    return PacedConnection
+
+
+class _ReadPaced:
+    # All http.client.HTTPResponse asks of the socket it is given.
+    def __init__(self, sock: socket.socket, connection: Paced) -> None:
+        self._sock, self._connection = sock, connection
+
+    def makefile(self, mode: str):
+        raw = self._sock.makefile(mode, buffering=0)
+        return io.BufferedReader(PacedReader(raw, self._connection))
 
 
 class InternalAddressRefused(ConnectionError):
@@ -142,11 +178,9 @@ def connections_of(scope: Cancellable):
 
 
 @functools.cache
-def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
-    """A MailTrustAdapter that applies the internal-address rule to every connection it
-    opens, checked on the socket itself once connected (so a name that resolves
-    differently the second time, or a redirect, gains nothing), before any request or
-    credential is sent."""
+def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
+    """urllib3's pool classes by scheme, their connections paced and, with `refusal`,
+    held to the internal-address rule."""
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -169,33 +203,38 @@ def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdap
         if scope is not None and connection.sock is not None:
             scope.add(connection.sock)
 
-    class GuardedHTTPConnection(HTTPConnection):
-        def _new_conn(self):
-            return checked(super()._new_conn())
+    def guarded(base: type) -> type:
+        class GuardedConnection(_pacing(base)):
+            def _new_conn(self):
+                return checked(super()._new_conn())
 
-        def getresponse(self, *args, **kwargs):
-            waiting(self)
-            return super().getresponse(*args, **kwargs)
+            def getresponse(self, *args, **kwargs):
+                waiting(self)
+                return super().getresponse(*args, **kwargs)
 
-    class GuardedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self):
-            return checked(super()._new_conn())
+        return GuardedConnection
 
-        def getresponse(self, *args, **kwargs):
-            waiting(self)
-            return super().getresponse(*args, **kwargs)
+    made = guarded if refusal is not None else _pacing
 
-    class GuardedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
+    class HTTPPool(HTTPConnectionPool):
+        ConnectionCls = made(HTTPConnection)
 
-    class GuardedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
+    class HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = made(HTTPSConnection)
+
+    return {"http": HTTPPool, "https": HTTPSPool}
+
+
+@functools.cache
+def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
+    """A MailTrustAdapter that applies the internal-address rule to every connection it
+    opens, checked on the socket itself once connected (so a name that resolves
+    differently the second time, or a redirect, gains nothing), before any request or
+    credential is sent."""
 
     class GuardedTrustAdapter(MailTrustAdapter):
         def init_poolmanager(self, *args, **kwargs):
             super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {
-                "http": GuardedHTTPPool, "https": GuardedHTTPSPool,
-            }  # fmt: skip
+            self.poolmanager.pool_classes_by_scheme = _pools(refusal)
 
     return GuardedTrustAdapter

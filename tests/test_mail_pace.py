@@ -1,4 +1,4 @@
-"""Answers that must keep coming (mail/imap_smtp/pace.py), over SMTP: a server on
+"""Answers that must keep coming (mail/pace.py), over SMTP: a server on
 loopback that answers its greeting and EHLO at once, then drips its answer to MAIL FROM
 a byte every 0.2 s, under a read timeout of 1 s that it never lets run out. (Over IMAP:
 tests/test_sync_isolation.py, through Dovecot.)"""
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mail.imap_smtp.connection import _PinnedSMTP
-from mail.imap_smtp.pace import PACE_CONNECTS
+from mail.pace import PACE_CONNECTS
 from tests.servers.proxy import listening
 
 

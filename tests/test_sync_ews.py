@@ -616,3 +616,33 @@ def test_it_ends_the_run_when_the_busy_server_is_met_in_a_folder(exchange_mailbo
         _sync(account)
 
     assert not Folder.objects.filter(account=account).exclude(last_error="").exists()
+
+
+def test_it_gives_up_on_an_answer_that_comes_a_byte_at_a_time(
+    exchange_mailbox, ews_server, settings
+):
+    # The server answers SyncFolderItems a byte every 0.2 s for a minute, under a read
+    # timeout of 1 s it never lets run out: the run waited the whole minute.
+    import time
+
+    from mail.pace import PACE_CONNECTS
+
+    account, address = exchange_mailbox
+    _deliver(ews_server, address, "inbox", 1)
+    settings.MAIL_CONNECT_TIMEOUT = 1
+    ews_server.state.drips["SyncFolderItems"] = 0.2
+    began = time.monotonic()
+    with pytest.raises(TransientSyncError, match="could not be reached"):
+        _sync(account)
+    took = time.monotonic() - began
+
+    assert PACE_CONNECTS <= took < 30
+    for _ in range(50):  # the cut connection's answer ends on the server too
+        if ews_server.state.dripping == 0:
+            break
+        time.sleep(0.1)
+    assert ews_server.state.dripping == 0
+    del ews_server.state.drips["SyncFolderItems"]
+    MailboxSync.objects.filter(account=account).update(claimed_until=None)
+    assert _sync(account).state == SyncRun.State.SUCCEEDED
+    assert Email.objects.filter(account=account).count() == 1

@@ -518,7 +518,7 @@ def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
 ):
     """A server that sends a byte every half second never lets a read time out (2 s):
     the run, and the worker it ran on, waited for as long as the server went on."""
-    from mail.imap_smtp.pace import PACE_CONNECTS
+    from mail.pace import PACE_CONNECTS
     from tests.servers.proxy import DripProxy
 
     account, mailbox = synced_mailbox

@@ -22,9 +22,9 @@ from imapclient.exceptions import CapabilityError, LoginError
 
 from mail.backend import Endpoint, credentials_required, login_for  # noqa: F401 (its old place)
 from mail.errors import SignInError
-from mail.imap_smtp.pace import Paced
 from mail.imap_smtp.wire import PinnedIMAP4 as _PinnedIMAP4  # noqa: F401 (tests)
 from mail.imap_smtp.wire import PinnedIMAPClient as _PinnedIMAPClient
+from mail.pace import Paced
 from mail.trust import (
     mail_ssl_context,
     usable_addresses,
@@ -522,7 +522,7 @@ class _PinnedSMTP(Paced, smtplib.SMTP):
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self._host)
         return sock
 
-    # Where smtplib writes and reads (mail/imap_smtp/pace.py). A cut reply is the
+    # Where smtplib writes and reads (mail/pace.py). A cut reply is the
     # disconnection smtplib makes of a read that timed out, so that what follows (was
     # the message handed over?) is decided as it was.
     def send(self, s):

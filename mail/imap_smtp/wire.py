@@ -19,7 +19,7 @@ from imapclient.response_parser import parse_response
 from imapclient.util import chunk as pairs_of
 
 from mail.backend import Endpoint
-from mail.imap_smtp.pace import Paced
+from mail.pace import Paced
 from providers.models import Security
 
 
@@ -53,7 +53,7 @@ class PinnedIMAP4(Paced, imaplib.IMAP4):
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
         return sock
 
-    # Where imaplib reads and writes (mail/imap_smtp/pace.py): every command, every line
+    # Where imaplib reads and writes (mail/pace.py): every command, every line
     # of an answer, every literal, whose size is announced before it is read.
     def send(self, data):
         self.asked()

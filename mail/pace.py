@@ -1,4 +1,4 @@
-"""A server must keep its answer coming.
+"""A server must keep its answer coming: IMAP, SMTP and HTTP (Exchange, Graph) alike.
 
 A read timeout bounds each wait for bytes, not an answer: a server that sends a byte
 every few seconds held a sync (or a send) and the worker it ran on, which other
@@ -11,6 +11,7 @@ the thread blocked in the read cannot be stopped from outside, its socket can.
 """
 
 import contextlib
+import io
 import math
 import socket
 import threading
@@ -22,8 +23,9 @@ PACE_RATE = 1024
 
 
 class Paced:
-    """A client connection (imaplib's or smtplib's) whose reads are paced: `asked()` when
-    a command goes out, `paced()` around each read of its answer, `sock` the socket."""
+    """A client connection (imaplib's, smtplib's, http.client's) whose reads are paced:
+    `asked()` when a command goes out, `paced()` around each read of its answer, `sock`
+    the socket."""
 
     sock: socket.socket | None
 
@@ -74,6 +76,30 @@ class Paced:
         # under the thread still reading from it.
         with contextlib.suppress(OSError, TypeError):
             socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+
+class PacedReader(io.RawIOBase):
+    """A socket's raw reader (`sock.makefile("rb", buffering=0)`) for `connection`, each
+    read paced: for libraries that read through a file (http.client), where a drip is
+    seen only read by read."""
+
+    def __init__(self, raw, connection: Paced) -> None:
+        super().__init__()
+        self._raw = raw
+        self._connection = connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int | None:
+        got = self._connection.paced(0, self._raw.readinto, b)
+        self._connection.brought += got or 0
+        return got
+
+    def close(self) -> None:
+        # The socket's own reader counts its files: it closes only with the last one.
+        self._raw.close()
+        super().close()
 
 
 class _Pacer:
