@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
@@ -85,7 +86,11 @@ def _find_imported(config_id: str, name: str, domains: list[str]) -> EmailProvid
     same = EmailProvider.objects.select_for_update()
     if entry is not None:
         return same.get(pk=entry.provider_id)
-    return same.filter(ispdb_id=config_id, name__in=[name, f"{name} ({config_id})"]).first()
+    # Any name the file's card may have been given; and as cards were named before names
+    # were cut to fit (a long name cut short, its suffix with it).
+    limit = EmailProvider._meta.get_field("name").max_length
+    names = [*_spellings(name, config_id), name[:limit], f"{name} ({config_id})"[:limit]]
+    return same.filter(ispdb_id=config_id, name__in=names).order_by("pk").first()
 
 
 def _bounded_id(config_id: str) -> str:
@@ -107,22 +112,30 @@ def _fitted(name: str, suffix: str = "") -> str:
     return name[: limit - len(suffix) - 1].rstrip() + "…" + suffix
 
 
-def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
-    """The file's name, unless it is taken or could pass for a built-in provider's
-    (providers.naming): then suffixed with where it came from, "Gmail (autoconfig:x.test)".
-    Each candidate is checked as it would be stored: a long name cut to its column was
-    checked whole before, and could then be another card's."""
+def _spellings(name: str, config_id: str) -> list[str]:
+    """Every name a file's card may be given, in the order they are tried: its own name
+    (unless it could pass for a built-in provider's, providers.naming), then suffixed with
+    where it came from, "Gmail (autoconfig:x.test)", then numbered, then with a digest of
+    the file's id. Each as stored: cut to the column, the suffix whole."""
     where = config_id if len(config_id) <= 60 else config_id[:59] + "…"
-    candidates = [_fitted(name, f" ({where})")]
+    spellings = [_fitted(name, f" ({where})")]
     if mimicked_builtin(name) is None:
-        candidates.insert(0, _fitted(name))
-    candidates += [_fitted(name, f" ({where}, {n})") for n in range(2, 100)]
+        spellings.insert(0, _fitted(name))
+    spellings += [_fitted(name, f" ({where}, {n})") for n in range(2, 100)]
+    # A hundred cards of one name: the file's id in full, digested, tells it apart.
+    digest = hashlib.sha256(config_id.encode()).hexdigest()[:16]
+    return [*spellings, _fitted(name, f" ({digest})")]
+
+
+def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
+    """The first of the file's spellings no other card has. Each is checked as it would
+    be stored: a long name cut to its column was checked whole before, and could then be
+    another card's."""
+    candidates = _spellings(name, config_id)
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))
     free = (candidate for candidate in candidates if candidate not in taken)
-    # A hundred cards of one name: the file's id in full, digested, tells it apart.
-    digest = hashlib.sha256(config_id.encode()).hexdigest()[:16]
-    return next(free, _fitted(name, f" ({digest})"))
+    return next(free, _fitted(name, f" ({secrets.token_hex(8)})"))
 
 
 @transaction.atomic

@@ -343,3 +343,27 @@ def test_it_keeps_the_suffix_that_tells_a_mimicking_name_apart_whole(db, builtin
     ]  # fmt: skip
     assert made[0] == f"Gmail ({ids[0][:59]}…)"
     assert made[1] == f"Gmail ({ids[0][:59]}…, 2)"
+
+
+@pytest.mark.parametrize(
+    "name, config_id",
+    [("Gmail", f"autoconfig:{'d' * 60}.test"), ("Acme " + "x" * 300, "autoconfig:acme.test")],
+)
+def test_it_finds_its_own_card_again_by_name_once_its_domains_are_unmapped(
+    db, builtin_providers, name, config_id
+):
+    # A card whose domains were unmapped is found by its id and name; with the name cut
+    # to fit or the id shortened in its suffix, it was missed, and a second card made.
+    from providers.models import EmailProvider, ProviderDomain
+
+    first = provider_import_config(
+        config=_config("g.test", name), source=Source.AUTOCONFIG,
+        only_domains=["g.test"], config_id=config_id,
+    )  # fmt: skip
+    ProviderDomain.objects.filter(provider=first.provider).delete()
+    again = provider_import_config(
+        config=_config("g.test", name), source=Source.AUTOCONFIG,
+        only_domains=["g.test"], config_id=config_id,
+    )  # fmt: skip
+    assert again.provider.pk == first.provider.pk and not again.created
+    assert EmailProvider.objects.filter(ispdb_id=config_id).count() == 1
