@@ -170,11 +170,12 @@ def current_scope() -> Cancellable | None:
 @contextlib.contextmanager
 def connections_of(scope: Cancellable):
     """Connections opened by a guarded adapter on this thread belong to `scope`."""
+    outer = current_scope()
     _scope.current = scope
     try:
         yield scope
     finally:
-        _scope.current = None
+        _scope.current = outer
 
 
 @functools.cache

@@ -3,6 +3,7 @@ against the suite's EWS protocol fake (tests/servers/ews.py, not Exchange itself
 
 from urllib.parse import urlencode
 
+import pytest
 from django.urls import reverse
 
 from accounts.models import EmailAccount
@@ -173,3 +174,78 @@ def test_it_gives_up_on_an_autodiscover_that_answers_a_byte_at_a_time(
     assert ended == ([], 0)
     assert again.status_code == 302, again.text
     assert EmailAccount.objects.filter(address="slow@corp.test").exists()
+
+
+def _healthy_cache_entry(ews_server, tmp_path, monkeypatch, address: str, password: str):
+    from exchangelib import BASIC, Configuration, Credentials
+    from exchangelib.autodiscover import cache
+    from exchangelib.autodiscover.protocol import AutodiscoverProtocol
+
+    monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE", tmp_path / "ad-cache")
+    ews_server.add_user(address, password)
+    credentials = Credentials(address, password)
+    config = Configuration(
+        service_endpoint=ews_server.autodiscover_url, credentials=credentials, auth_type=BASIC
+    )
+    key = (address.partition("@")[2], credentials)
+    cache.autodiscover_cache[key] = AutodiscoverProtocol(config=config)
+    return cache.autodiscover_cache, key, credentials
+
+
+def test_it_keeps_the_cached_endpoint_when_a_walk_out_of_time_gets_its_turn(
+    exchange_provider, ews_server, tmp_path, monkeypatch
+):
+    # A walk that waited behind another for exchangelib's lock, and whose time ran out
+    # meanwhile, asked the cached endpoint with its connections refused, took that for
+    # the endpoint's failure and forgot it, for every process of the host.
+    from exchangelib.autodiscover import clear_cache
+
+    from mail import trust
+    from mail.ews.session import AutodiscoverCancelled, _exchangelib
+
+    ex = _exchangelib()
+    entries, key, credentials = _healthy_cache_entry(
+        ews_server, tmp_path, monkeypatch, "late@corp.test", "late-secret"
+    )
+    scope = trust.Cancellable(allow_internal=True)
+    scope.cancel()
+    asked = ews_server.calls("GetUserSettings")
+    try:
+        with trust.connections_of(scope), pytest.raises(AutodiscoverCancelled):
+            ex.Account(
+                primary_smtp_address="late@corp.test", credentials=credentials,
+                autodiscover=True, access_type=ex.DELEGATE,
+            )  # fmt: skip
+        assert key in entries
+        assert ews_server.calls("GetUserSettings") == asked
+        account = ex.Account(
+            primary_smtp_address="late@corp.test", credentials=credentials,
+            autodiscover=True, access_type=ex.DELEGATE,
+        )  # fmt: skip
+        assert account.protocol.service_endpoint.lower() == ews_server.ews_url.lower()
+    finally:
+        clear_cache()
+
+
+def test_it_asks_dns_nothing_once_the_walk_is_out_of_time(monkeypatch):
+    import dns.resolver
+    from exchangelib.errors import TransportError
+
+    from mail import trust
+    from mail.ews.session import _autodiscovery, _exchangelib
+
+    _exchangelib()
+    asked = []
+    monkeypatch.setattr(
+        dns.resolver.Resolver, "resolve", lambda *args, **kw: asked.append(args) or []
+    )
+    walk = _autodiscovery()(email="dns@corp.test")
+    scope = trust.Cancellable(allow_internal=True)
+    scope.cancel()
+    with trust.connections_of(scope):
+        with pytest.raises(TransportError):
+            walk._ensure_valid_hostname("https://corp.test/autodiscover/autodiscover.svc")
+        assert walk._get_srv_records("_autodiscover._tcp.corp.test") == []
+    assert asked == []
+    walk._get_srv_records("_autodiscover._tcp.corp.test")  # outside a scope: asked
+    assert len(asked) == 1

@@ -8,6 +8,7 @@ the company's own CA works and verification is never turned off.
 """
 
 import contextlib
+import contextvars
 import functools
 import threading
 from urllib.parse import urlsplit
@@ -52,10 +53,15 @@ def _exchangelib():
     BaseProtocol.TIMEOUT = settings.MAIL_CONNECT_TIMEOUT
     discovery = _autodiscovery()
     exchangelib.account.Autodiscovery = discovery
-    # Its DNS look-ups were given 120 s each, read from the protocol's timeout when
-    # exchangelib was imported, before ours was set.
-    discovery.DNS_RESOLVER_ATTRS = {"timeout": settings.MAIL_CONNECT_TIMEOUT / 2.5}
-    discovery.DNS_RESOLVER_LIFETIME = settings.MAIL_CONNECT_TIMEOUT
+    # Autodiscover's own limits (its protocol's 10 s, its DNS look-ups' 4 and 10 s) stay,
+    # unless the app's connect timeout is shorter.
+    base = discovery.__mro__[1]
+    connect = settings.MAIL_CONNECT_TIMEOUT
+    discovery.DNS_RESOLVER_ATTRS = {
+        **base.DNS_RESOLVER_ATTRS,
+        "timeout": min(base.DNS_RESOLVER_ATTRS["timeout"], connect),
+    }
+    discovery.DNS_RESOLVER_LIFETIME = min(base.DNS_RESOLVER_LIFETIME, connect)
     return exchangelib
 
 
@@ -65,8 +71,20 @@ def _autodiscovery():
     from exchangelib.errors import TransportError
 
     class StoppableAutodiscovery(Autodiscovery):
-        """Asks DNS nothing more once its work ran out of time: cutting its connections
-        ends each step, and it would go on to look up the next step's names."""
+        """Does nothing more once its work ran out of time (its scope cancelled): cutting
+        its connections ends each step, and it would go on to look up the next step's
+        names. A walk that waited for exchangelib's process-wide lock behind another
+        one, and ran out of time meanwhile, stops as it gets the lock: it would ask the
+        cached endpoint with its connections refused, take the failure for the
+        endpoint's, and forget it for every process of the host."""
+
+        def discover(self):
+            _stop_if_cancelled()
+            return super().discover()
+
+        def _quick(self, protocol):
+            _stop_if_cancelled()
+            return super()._quick(protocol)
 
         def _ensure_valid_hostname(self, url):
             if (scope := trust.current_scope()) and scope.cancelled:
@@ -79,6 +97,15 @@ def _autodiscovery():
             return super()._get_srv_records(hostname)
 
     return StoppableAutodiscovery
+
+
+class AutodiscoverCancelled(Exception):
+    """Not exchangelib's AutoDiscoverFailed, on which it forgets the cached endpoint."""
+
+
+def _stop_if_cancelled() -> None:
+    if (scope := trust.current_scope()) and scope.cancelled:
+        raise AutodiscoverCancelled
 
 
 # Autodiscover's whole walk, in connect timeouts: it tries several addresses, DNS and
@@ -102,6 +129,7 @@ def _autodiscovered(ex, address: Address, credentials):
     scope = trust.Cancellable(allow_internal=internal_mail_servers_allowed())
     outcome: dict = {}
 
+    @sensitive_variables("credentials")
     def discover() -> None:
         with trust.connections_of(scope):
             try:
@@ -112,11 +140,18 @@ def _autodiscovered(ex, address: Address, credentials):
             except BaseException as error:  # raised again by the caller, on its thread
                 outcome["error"] = error
 
-    thread = threading.Thread(target=discover, name="ews-autodiscover", daemon=True)
+    # The caller's context (its log fields: the task, the mailbox) goes along.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(discover,), name="ews-autodiscover", daemon=True
+    )
     thread.start()
-    thread.join(AUTODISCOVER_CONNECTS * settings.MAIL_CONNECT_TIMEOUT)
+    try:
+        thread.join(AUTODISCOVER_CONNECTS * settings.MAIL_CONNECT_TIMEOUT)
+    finally:
+        if thread.is_alive():  # the time is up, or the wait itself was interrupted
+            scope.cancel()
     if thread.is_alive():
-        scope.cancel()
         raise AutodiscoverTimeout
     if "error" in outcome:
         raise outcome["error"]
