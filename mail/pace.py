@@ -4,15 +4,19 @@ A read timeout bounds each wait for bytes, not an answer: a server that sends a 
 every few seconds held a sync (or a send) and the worker it ran on, which other
 mailboxes wait for, for as long as it liked. Each answer to a command now has
 PACE_CONNECTS read timeouts, plus a second for every PACE_RATE bytes it brought or
-announced (an IMAP literal counts from its announced size): about 1 KB/s, far below any
-real server's pace, so only a server that has all but stopped is cut. One thread per
-process checks every second and cuts the socket of a connection whose answer is overdue:
-the thread blocked in the read cannot be stopped from outside, its socket can.
+announced (an IMAP literal counts from its announced size) and PER_LINE for every line
+(a server working out each message's size for a FETCH of thousands sends short lines
+slowly), and never more than MAX_ANSWER: about 1 KB/s, far below any real server's
+pace, so only a server that has all but stopped is cut. One thread per process checks
+every second and cuts the socket of a connection whose answer is overdue: the thread
+blocked in the read cannot be stopped from outside, its socket can.
 """
 
 import contextlib
 import io
+import logging
 import math
+import os
 import socket
 import threading
 import time
@@ -20,33 +24,55 @@ import weakref
 
 PACE_CONNECTS = 4
 PACE_RATE = 1024
+PER_LINE = 0.25
+MAX_ANSWER = 3600
+
+logger = logging.getLogger(__name__)
+
+
+class Overdue(TimeoutError):
+    """An answer cut for coming too slowly: a TimeoutError, as a read that timed out, so
+    that callers treat both alike."""
 
 
 class Paced:
     """A client connection (imaplib's, smtplib's, http.client's) whose reads are paced:
-    `asked()` when a command goes out, `paced()` around each read of its answer, `sock`
-    the socket."""
+    `pace()` once, `asked()` when a command goes out (and when its socket opens),
+    `paced()` around each read of its answer, `sock` the socket."""
 
     sock: socket.socket | None
+    counts_bytes = True  # whether `brought` is kept (smtplib reads its replies itself)
 
     def pace(self, timeout: float | None) -> None:
-        # Before the library connects: it reads the greeting at once.
         self.allowance = PACE_CONNECTS * (timeout or 60)
-        self.asked_at = time.monotonic()
-        self.brought = 0
+        self.pace_lock = threading.Lock()
         self.reading = False
         self.due = math.inf
-        self.was_cut = False
+        self.asked()
         _pacer.watch(self)
 
     def asked(self) -> None:
-        self.asked_at, self.brought = time.monotonic(), 0
+        if getattr(self, "was_cut", False):
+            # Nothing more goes out on a cut connection: said as what it is (the pipe
+            # would be broken, which callers read otherwise).
+            raise self.overdue()
+        self.asked_at, self.brought, self.lines = time.monotonic(), 0, 0
+        self.was_cut = False
+
+    def opened(self) -> None:
+        """A new socket: the answer it is for (a greeting) is timed from now."""
+        self.was_cut = False
+        self.asked()
 
     def paced(self, announced: int, read, *args):
         """read(*args), cut when the answer is overdue; then raise `overdue()`'s error
         instead of whatever the cut made of the read (an end of file, a part line)."""
-        self.due = self.asked_at + self.allowance + (self.brought + announced) / PACE_RATE
-        self.reading = True
+        allowed = self.allowance + (self.brought + announced) / PACE_RATE + self.lines * PER_LINE
+        with self.pace_lock:
+            if self.was_cut:
+                raise self.overdue()
+            self.due = self.asked_at + min(allowed, MAX_ANSWER)
+            self.reading = True
         try:
             data = read(*args)
         except Exception:
@@ -54,28 +80,38 @@ class Paced:
                 raise self.overdue() from None
             raise
         finally:
-            self.reading = False
-        if self.was_cut:
+            # Under the lock: the pacer cuts only a connection still reading, so a read
+            # that ended is never cut after it, under the next command's feet.
+            with self.pace_lock:
+                self.reading = False
+                cut = self.was_cut
+        if cut:
             raise self.overdue()
         return data
 
+    def cut_if_overdue(self, now: float) -> None:
+        with self.pace_lock:
+            if not (self.reading and now > self.due):
+                return
+            self.was_cut = True
+            # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
+            # object under the thread still reading from it.
+            with contextlib.suppress(OSError, TypeError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
     def overdue(self) -> Exception:
-        # TimeoutError, as a read that timed out: callers treat both alike.
-        return TimeoutError(self.overdue_text())
+        return Overdue(self.overdue_text())
 
     def overdue_text(self) -> str:
         waited = time.monotonic() - self.asked_at
+        if not self.counts_bytes:
+            return f"the server's answer did not arrive in full within {waited:.0f} s"
+        if not self.brought:
+            return f"the server's answer did not come in {waited:.0f} s"
         return (
             f"the server sent {self.brought} bytes of its answer in {waited:.0f} s, too "
             "slowly to go on waiting"
         )
-
-    def cut(self) -> None:
-        self.was_cut = True
-        # socket.socket's own shutdown: an SSLSocket's would also drop its TLS object
-        # under the thread still reading from it.
-        with contextlib.suppress(OSError, TypeError):
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
 
 class PacedReader(io.RawIOBase):
@@ -104,6 +140,10 @@ class PacedReader(io.RawIOBase):
 
 class _Pacer:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        # Also in a forked child: the parent's connections and thread are not its own.
         self.connections: weakref.WeakSet[Paced] = weakref.WeakSet()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -111,7 +151,6 @@ class _Pacer:
     def watch(self, connection: Paced) -> None:
         with self.lock:
             self.connections.add(connection)
-            # is_alive(): a forked worker process inherits the object, not the thread.
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="mail-pacer", daemon=True)
                 self.thread.start()
@@ -123,8 +162,13 @@ class _Pacer:
             with self.lock:
                 connections = list(self.connections)
             for connection in connections:
-                if connection.reading and now > connection.due:
-                    connection.cut()
+                # The thread, and the other connections' cuts, outlive any one
+                # connection's trouble.
+                try:
+                    connection.cut_if_overdue(now)
+                except Exception:
+                    logger.exception("The mail pacer could not check one connection")
 
 
 _pacer = _Pacer()
+os.register_at_fork(after_in_child=_pacer.reset)

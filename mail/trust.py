@@ -72,6 +72,12 @@ def _pacing(base: type) -> type:
             self.pace(settings.MAIL_CONNECT_TIMEOUT)
             super().__init__(*args, **kwargs)
 
+        def _new_conn(self):
+            # urllib3 connects a pooled connection again after a cut or a close.
+            sock = super()._new_conn()
+            self.opened()
+            return sock
+
         def send(self, data):
             self.asked()
             super().send(data)

@@ -28,6 +28,7 @@ from mail.backend import ListedFolder
 from mail.errors import MailError
 from mail.imap_smtp.backend import listed_folders as imap_listing
 from mail.imap_smtp.wire import imaplib_of, list_with_status
+from mail.pace import Overdue
 from systemsettings.selectors import (
     create_contacts_for_unknown_senders,
     message_depth_limit,
@@ -459,10 +460,14 @@ class AccountSyncer(MailboxSyncer):
         # a sign-in failing now would turn a run that read every other folder into a
         # failed one.
         self.session_spent = True
+        how = (
+            str(error)  # it kept sending, too slowly (mail/pace.py)
+            if isinstance(error, Overdue)
+            else f"more than {settings.MAIL_CONNECT_TIMEOUT} seconds"
+        )
         return (
-            f"The server did not answer in time while this folder was read (more than "
-            f"{settings.MAIL_CONNECT_TIMEOUT} seconds). It is read again on the next "
-            "download, after the other folders."
+            f"The server did not answer in time while this folder was read ({how}). It is "
+            "read again on the next download, after the other folders."
         )
 
     def sync_folder(self, folder: Folder) -> None:

@@ -3,6 +3,7 @@ loopback that answers its greeting and EHLO at once, then drips its answer to MA
 a byte every 0.2 s, under a read timeout of 1 s that it never lets run out. (Over IMAP:
 tests/test_sync_isolation.py, through Dovecot.)"""
 
+import contextlib
 import smtplib
 import socket
 import threading
@@ -66,7 +67,7 @@ def test_it_cuts_an_smtp_answer_that_comes_a_byte_at_a_time(dripping):
     assert client.ehlo()[0] == 250
     began = time.monotonic()
     # What smtplib makes of a read that timed out: the sending code decides as it did.
-    with pytest.raises(smtplib.SMTPServerDisconnected, match="too slowly"):
+    with pytest.raises(smtplib.SMTPServerDisconnected, match="did not arrive in full within"):
         client.mail("alice@example.test")
     took = time.monotonic() - began
     assert dripping.dripped.is_set()
@@ -86,3 +87,106 @@ def test_it_lets_a_prompt_smtp_answer_through(dripping):
     assert client.mail("alice@example.test") == (250, b"OOOK")
     assert client.rcpt("bob@example.test")[0] == 250
     client.close()
+
+
+class SlowLinesImap:
+    """An IMAP server on loopback whose answer to FETCH is `count` short lines, one
+    every `interval` seconds: a server working out each message's size (Exchange's
+    IMAP on a cold mailbox), slow but steady."""
+
+    def __init__(self, count: int, interval: float) -> None:
+        self.listener, self.port = listening()
+        self.count, self.interval = count, interval
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            lines = conn.makefile("rb")
+            with contextlib.suppress(OSError):
+                while line := lines.readline():
+                    tag = line.split(b" ", 1)[0]
+                    if b"FETCH" in line.upper():
+                        for n in range(1, self.count + 1):
+                            conn.sendall(b"* %d FETCH (UID %d RFC822.SIZE 1234)\r\n" % (n, n))
+                            time.sleep(self.interval)
+                    conn.sendall(tag + b" OK done\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _imap(port: int):
+    from mail.imap_smtp.wire import PinnedIMAP4
+
+    return PinnedIMAP4(
+        "127.0.0.1", port, timeout=1, implicit_context=None,
+        opener=lambda: socket.create_connection(("127.0.0.1", port), timeout=1),
+    )  # fmt: skip
+
+
+def test_it_lets_a_slow_but_steady_answer_of_many_lines_through():
+    # 24 lines, one every 0.3 s: 7 s, past the four read timeouts (4 s) that an answer
+    # of a few hundred bytes would have, within its quarter second a line.
+    server = SlowLinesImap(count=24, interval=0.3)
+    try:
+        imap = _imap(server.port)
+        imap.state = "SELECTED"  # the fake asks for no sign-in
+        typ, data = imap.uid("FETCH", "1:24", "(UID RFC822.SIZE)")
+        assert typ == "OK" and len(data) == 24
+    finally:
+        server.close()
+
+
+def test_it_cuts_only_a_connection_still_reading_and_sends_nothing_on_a_cut_one():
+    from mail.pace import Overdue, Paced
+
+    class Probe(Paced):
+        def __init__(self, sock):
+            self.sock = sock
+            self.pace(1)
+
+    here, there = socket.socketpair()
+    with here, there:
+        probe = Probe(here)
+        probe.due = 0  # overdue, but not reading: a read that ended is never cut after it
+        probe.cut_if_overdue(time.monotonic())
+        assert not probe.was_cut
+        there.sendall(b"x")
+        assert probe.paced(0, here.recv, 1) == b"x"
+        probe.reading, probe.due = True, 0
+        probe.cut_if_overdue(time.monotonic())
+        assert probe.was_cut
+        with pytest.raises(Overdue):
+            probe.asked()  # not a broken pipe, which callers read otherwise
+
+
+def test_it_keeps_its_pacer_running_past_a_failing_connection():
+    from mail.pace import Paced, _pacer
+
+    class Failing(Paced):
+        sock = None
+
+        def cut_if_overdue(self, now):
+            raise RuntimeError("one connection's trouble")
+
+    class Stalled(Paced):
+        def __init__(self, sock):
+            self.sock = sock
+            self.pace(1)
+
+    failing = Failing()
+    failing.pace(1)
+    try:
+        here, there = socket.socketpair()
+        with here, there:
+            stalled = Stalled(here)
+            began = time.monotonic()
+            stalled.asked_at = began - 60  # long overdue
+            with pytest.raises(TimeoutError):
+                stalled.paced(0, here.recv, 1)  # nothing comes: only the pacer ends it
+            assert time.monotonic() - began < 10
+        assert _pacer.thread.is_alive()
+    finally:
+        _pacer.connections.discard(failing)

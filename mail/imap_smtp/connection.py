@@ -506,6 +506,8 @@ class _Checker:
 
 
 class _PinnedSMTP(Paced, smtplib.SMTP):
+    counts_bytes = False
+
     def __init__(self, *, opener, implicit_context, timeout):
         self._opener = opener
         self._implicit_context = implicit_context
@@ -520,6 +522,7 @@ class _PinnedSMTP(Paced, smtplib.SMTP):
         sock = self._opener()
         if self._implicit_context is not None:
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self._host)
+        self.opened()  # the greeting is timed from here, not from the DNS look-up
         return sock
 
     # Where smtplib writes and reads (mail/pace.py). A cut reply is the

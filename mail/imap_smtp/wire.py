@@ -51,6 +51,7 @@ class PinnedIMAP4(Paced, imaplib.IMAP4):
         sock = self._opener()
         if self._implicit_context is not None:
             sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
+        self.opened()  # the greeting is timed from here, not from the DNS look-up
         return sock
 
     # Where imaplib reads and writes (mail/pace.py): every command, every line
@@ -62,6 +63,7 @@ class PinnedIMAP4(Paced, imaplib.IMAP4):
     def readline(self):
         line = self.paced(0, super().readline)
         self.brought += len(line)
+        self.lines += 1
         return line
 
     def read(self, size):
