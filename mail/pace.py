@@ -104,10 +104,9 @@ class Paced:
 
     def overdue_text(self) -> str:
         waited = time.monotonic() - self.asked_at
-        if not self.counts_bytes:
+        if not (self.counts_bytes and self.brought):
+            # Bytes of a line still coming are not counted until the line ends.
             return f"the server's answer did not arrive in full within {waited:.0f} s"
-        if not self.brought:
-            return f"the server's answer did not come in {waited:.0f} s"
         return (
             f"the server sent {self.brought} bytes of its answer in {waited:.0f} s, too "
             "slowly to go on waiting"

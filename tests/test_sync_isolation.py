@@ -546,6 +546,38 @@ def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
     assert (run.state, run.folder_errors) == (SyncRun.State.SUCCEEDED, 1)
 
 
+def test_it_gives_up_on_a_fetch_whose_bodies_come_a_byte_at_a_time(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    """The same, for the bodies: their FETCH is read by the run's helper thread, whose
+    read the pacer cuts; the folder is set aside and the next one read in a new
+    session."""
+    from tests.servers.proxy import DripProxy
+
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    settings.MAIL_CONNECT_TIMEOUT = 2
+    proxy = DripProxy(dovecot.imap_port, b"BODY.PEEK[]", interval=0.5, limit=120, times=1)
+    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", proxy.port
+    test_provider.imap_security = "none"
+    test_provider.save()
+    began = time.monotonic()
+    try:
+        run = mailbox_sync(account_id=account.pk)
+    finally:
+        proxy.close()
+    took = time.monotonic() - began
+
+    assert proxy.dripped == 1 and took < 60
+    failed = Folder.objects.filter(account=account).exclude(last_error="")
+    assert [f.path for f in failed] != [] and len(failed) == 1
+    assert "answer did not arrive in full within" in failed[0].last_error
+    stored = set(EmailLocation.objects.values_list("folder__path", flat=True))
+    assert stored == {"INBOX", "Alpha"} - {failed[0].path}
+    assert (run.state, run.folder_errors) == (SyncRun.State.SUCCEEDED, 1)
+
+
 def test_it_notes_nothing_of_a_failed_folder_against_the_next(synced_mailbox, monkeypatch):
     """A UID set aside in a folder that then failed was noted as unstored in the next
     folder, under its UIDVALIDITY (found by a review)."""

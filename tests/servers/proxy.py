@@ -139,10 +139,14 @@ class DripProxy(SlowCommandProxy):
     """Relays plaintext IMAP to a server; once a client command holds `marker`, the
     server's bytes on that connection are passed on one every `interval` seconds (for
     `limit` seconds at most, then the connection is closed): a server that has all but
-    stopped, yet never lets a read time out. `dripped` counts the connections."""
+    stopped, yet never lets a read time out. `dripped` counts the connections; only the
+    first `times` of them drip (None: every one)."""
 
-    def __init__(self, target_port: int, marker: bytes, interval: float, limit: float = 120):
-        self.interval, self.limit = interval, limit
+    def __init__(
+        self, target_port: int, marker: bytes, interval: float, limit: float = 120,
+        times: int | None = None,
+    ):  # fmt: skip
+        self.interval, self.limit, self.times = interval, limit, times
         self.dripped = 0
         super().__init__(target_port, marker, delay=0)
 
@@ -164,7 +168,7 @@ class DripProxy(SlowCommandProxy):
     def _ask(self, client: socket.socket, server: socket.socket, marked) -> None:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                if self.marker in data and not marked.is_set():
+                if self.marker in data and not marked.is_set() and self.dripped != self.times:
                     self.dripped += 1
                     marked.set()
                 server.sendall(data)
