@@ -157,16 +157,19 @@ class _Pacer:
     def _run(self) -> None:
         while True:
             time.sleep(1)
-            now = time.monotonic()
             with self.lock:
                 connections = list(self.connections)
-            for connection in connections:
-                # The thread, and the other connections' cuts, outlive any one
-                # connection's trouble.
-                try:
-                    connection.cut_if_overdue(now)
-                except Exception:
-                    logger.exception("The mail pacer could not check one connection")
+            self.check(connections, time.monotonic())
+
+    @staticmethod
+    def check(connections: list[Paced], now: float) -> None:
+        for connection in connections:
+            # The thread, and the other connections' cuts, outlive any one connection's
+            # trouble.
+            try:
+                connection.cut_if_overdue(now)
+            except Exception:
+                logger.exception("The mail pacer could not check one connection")
 
 
 _pacer = _Pacer()

@@ -78,6 +78,12 @@ def _pacing(base: type) -> type:
             self.opened()
             return sock
 
+        def close(self):
+            # urllib3 closes a connection whose answer was cut and pools it again; over
+            # plain HTTP it reconnects inside send(), after asked() would refuse it.
+            super().close()
+            self.was_cut = False
+
         def send(self, data):
             self.asked()
             super().send(data)

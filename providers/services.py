@@ -2,7 +2,6 @@
 
 import hashlib
 import logging
-import secrets
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
@@ -123,8 +122,8 @@ def _spellings(name: str, config_id: str) -> list[str]:
         spellings.insert(0, _fitted(name))
     spellings += [_fitted(name, f" ({where}, {n})") for n in range(2, 100)]
     # A hundred cards of one name: the file's id in full, digested, tells it apart.
-    digest = hashlib.sha256(config_id.encode()).hexdigest()[:16]
-    return [*spellings, _fitted(name, f" ({digest})")]
+    digest = hashlib.sha256(config_id.encode()).hexdigest()
+    return [*spellings, _fitted(name, f" ({digest[:16]})"), _fitted(name, f" ({digest})")]
 
 
 def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> str:
@@ -135,7 +134,8 @@ def _unique_name(name: str, config_id: str, *, exclude: int | None = None) -> st
     others = EmailProvider.objects.filter(name__in=candidates).exclude(pk=exclude)
     taken = set(others.values_list("name", flat=True))
     free = (candidate for candidate in candidates if candidate not in taken)
-    return next(free, _fitted(name, f" ({secrets.token_hex(8)})"))
+    # The last, whole digest, is the file's own: found again by `_find_imported`.
+    return next(free, candidates[-1])
 
 
 @transaction.atomic

@@ -162,31 +162,94 @@ def test_it_cuts_only_a_connection_still_reading_and_sends_nothing_on_a_cut_one(
             probe.asked()  # not a broken pipe, which callers read otherwise
 
 
-def test_it_keeps_its_pacer_running_past_a_failing_connection():
+def test_it_cuts_the_other_connections_past_one_that_fails_to_be_checked():
     from mail.pace import Paced, _pacer
 
-    class Failing(Paced):
-        sock = None
-
-        def cut_if_overdue(self, now):
-            raise RuntimeError("one connection's trouble")
-
-    class Stalled(Paced):
+    class Probe(Paced):
         def __init__(self, sock):
             self.sock = sock
             self.pace(1)
 
-    failing = Failing()
-    failing.pace(1)
+    class Failing(Probe):
+        def cut_if_overdue(self, now):
+            raise RuntimeError("one connection's trouble")
+
+    here, there = socket.socketpair()
+    with here, there:
+        failing, stalled = Failing(here), Probe(here)
+        stalled.reading, stalled.due = True, 0  # waiting on a read, long overdue
+        try:
+            _pacer.check([failing, stalled], time.monotonic())
+        finally:
+            _pacer.connections.discard(failing)
+        assert stalled.was_cut
+        here.settimeout(5)
+        assert here.recv(1) == b""  # its socket was shut down
+
+
+def test_it_answers_a_second_request_on_a_pooled_connection_whose_first_answer_was_cut(
+    settings,
+):
+    # Plain HTTP (autodiscover's http step): urllib3 closes the cut connection and pools
+    # it again, then reconnects inside send(), after the pacing had already refused it.
+    import http.server
+
+    import requests
+
+    from mail.trust import MailTrustAdapter
+
+    settings.MAIL_CONNECT_TIMEOUT = 1
+    asked = []
+
+    class Dripping(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the connection goes back to the pool
+
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                if self.path == "/drip":
+                    for _ in range(200):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.3)
+                else:
+                    self.wfile.write(b"y" * 200)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", MailTrustAdapter(pool_maxsize=1))
     try:
-        here, there = socket.socketpair()
-        with here, there:
-            stalled = Stalled(here)
-            began = time.monotonic()
-            stalled.asked_at = began - 60  # long overdue
-            with pytest.raises(TimeoutError):
-                stalled.paced(0, here.recv, 1)  # nothing comes: only the pacer ends it
-            assert time.monotonic() - began < 10
-        assert _pacer.thread.is_alive()
+        with pytest.raises(requests.exceptions.RequestException):
+            session.get(f"{base}/drip", timeout=1)
+        answer = session.get(f"{base}/plain", timeout=1)
     finally:
-        _pacer.connections.discard(failing)
+        session.close()
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 200 and answer.content == b"y" * 200
+    assert asked == ["/drip", "/plain"]
+
+
+def test_it_says_a_walk_stopped_for_want_of_time_timed_out(db):
+    # A walk that ended, stopped by its cancelled scope, between the deadline and the
+    # look at it: its AutodiscoverCancelled escaped every handler (a 500 in the wizard).
+    from types import SimpleNamespace
+
+    from mail.ews import session
+    from providers.addresses import normalize_address
+
+    def account(**kwargs):
+        raise session.AutodiscoverCancelled
+
+    ex = SimpleNamespace(Account=account, DELEGATE="delegate", UTC=None)
+    with pytest.raises(session.AutodiscoverTimeout):
+        session._autodiscovered(ex, normalize_address("ann@corp.test"), credentials=None)

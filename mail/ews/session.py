@@ -146,12 +146,16 @@ def _autodiscovered(ex, address: Address, credentials):
         target=context.run, args=(discover,), name="ews-autodiscover", daemon=True
     )
     thread.start()
+    timed_out = True
     try:
         thread.join(AUTODISCOVER_CONNECTS * settings.MAIL_CONNECT_TIMEOUT)
+        timed_out = thread.is_alive()
     finally:
-        if thread.is_alive():  # the time is up, or the wait itself was interrupted
+        if timed_out:  # the time is up, or the wait itself was interrupted
             scope.cancel()
-    if thread.is_alive():
+    # Asked once: cancelling cuts sockets, and the walk woken by it may end (stopped)
+    # before a second look, which then saw a walk that had "failed".
+    if timed_out or isinstance(outcome.get("error"), AutodiscoverCancelled):
         raise AutodiscoverTimeout
     if "error" in outcome:
         raise outcome["error"]
