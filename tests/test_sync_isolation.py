@@ -513,19 +513,13 @@ def test_it_reads_the_other_folders_when_the_server_is_too_slow_for_one(
     assert not Folder.objects.get(pk=slow.pk).last_error
 
 
-def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
-    synced_mailbox, dovecot, test_provider, settings
-):
-    """A server that sends a byte every half second never lets a read time out (2 s):
-    the run, and the worker it ran on, waited for as long as the server went on."""
-    from mail.pace import PACE_CONNECTS
+def _synced_through_drip(account, dovecot, test_provider, settings, marker: bytes, **drip):
+    """A run whose server's answers drip a byte every half second, under a read timeout
+    of 2 s, once a command holds `marker`: (the run, the relay, its seconds)."""
     from tests.servers.proxy import DripProxy
 
-    account, mailbox = synced_mailbox
-    for name in ("INBOX", "Alpha", "Slow"):
-        mailbox.append(name, make_message(subject=f"in {name}"))
     settings.MAIL_CONNECT_TIMEOUT = 2
-    proxy = DripProxy(dovecot.imap_port, b'"Slow"', interval=0.5, limit=120)
+    proxy = DripProxy(dovecot.imap_port, marker, interval=0.5, limit=120, **drip)
     test_provider.imap_host, test_provider.imap_port = "127.0.0.1", proxy.port
     test_provider.imap_security = "none"
     test_provider.save()
@@ -534,7 +528,20 @@ def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
         run = mailbox_sync(account_id=account.pk)
     finally:
         proxy.close()
-    took = time.monotonic() - began
+    return run, proxy, time.monotonic() - began
+
+
+def test_it_gives_up_on_a_folder_whose_answer_comes_a_byte_at_a_time(
+    synced_mailbox, dovecot, test_provider, settings
+):
+    """A server that sends a byte every half second never lets a read time out (2 s):
+    the run, and the worker it ran on, waited for as long as the server went on."""
+    from mail.pace import PACE_CONNECTS
+
+    account, mailbox = synced_mailbox
+    for name in ("INBOX", "Alpha", "Slow"):
+        mailbox.append(name, make_message(subject=f"in {name}"))
+    run, proxy, took = _synced_through_drip(account, dovecot, test_provider, settings, b'"Slow"')
 
     assert proxy.dripped == 1
     # The answer's allowance (8 s and a second a KB) and the pacer's second, not the
@@ -552,22 +559,12 @@ def test_it_gives_up_on_a_fetch_whose_bodies_come_a_byte_at_a_time(
     """The same, for the bodies: their FETCH is read by the run's helper thread, whose
     read the pacer cuts; the folder is set aside and the next one read in a new
     session."""
-    from tests.servers.proxy import DripProxy
-
     account, mailbox = synced_mailbox
     for name in ("INBOX", "Alpha"):
         mailbox.append(name, make_message(subject=f"in {name}"))
-    settings.MAIL_CONNECT_TIMEOUT = 2
-    proxy = DripProxy(dovecot.imap_port, b"BODY.PEEK[]", interval=0.5, limit=120, times=1)
-    test_provider.imap_host, test_provider.imap_port = "127.0.0.1", proxy.port
-    test_provider.imap_security = "none"
-    test_provider.save()
-    began = time.monotonic()
-    try:
-        run = mailbox_sync(account_id=account.pk)
-    finally:
-        proxy.close()
-    took = time.monotonic() - began
+    run, proxy, took = _synced_through_drip(
+        account, dovecot, test_provider, settings, b"BODY.PEEK[]", times=1
+    )
 
     assert proxy.dripped == 1 and took < 60
     failed = Folder.objects.filter(account=account).exclude(last_error="")

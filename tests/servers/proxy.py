@@ -112,8 +112,11 @@ class SlowCommandProxy:
             except OSError:
                 client.close()
                 continue
-            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+            self._relay(client, server)
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
@@ -150,20 +153,10 @@ class DripProxy(SlowCommandProxy):
         self.dripped = 0
         super().__init__(target_port, marker, delay=0)
 
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            marked = threading.Event()
-            for pipe in (self._ask, self._answer):
-                threading.Thread(target=pipe, args=(client, server, marked), daemon=True).start()
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        marked = threading.Event()
+        for pipe in (self._ask, self._answer):
+            threading.Thread(target=pipe, args=(client, server, marked), daemon=True).start()
 
     def _ask(self, client: socket.socket, server: socket.socket, marked) -> None:
         with contextlib.suppress(OSError):
