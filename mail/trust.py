@@ -53,9 +53,9 @@ def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> s
 
 
 class MailTrustAdapter(HTTPAdapter):
-    """requests (under exchangelib and the Graph client) verifying servers with the same
-    trust as the mail connections, the system's CAs plus the company's own, and reading
-    their answers at a pace (mail/pace.py)."""
+    """requests (under exchangelib, the Graph client and the OAuth clients) verifying
+    servers with the same trust as the mail connections, the system's CAs plus the
+    company's own, and reading their answers at a pace (mail/pace.py)."""
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = mail_ssl_context()
