@@ -86,7 +86,7 @@ def _pacing(base: type) -> type:
 
         def send(self, data):
             self.asked()
-            super().send(data)
+            self.in_pieces(super().send, data)
 
         def response_class(self, sock, *args, **kwargs):
             # Called on the connection by http.client (its class attribute, a method

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from mail.errors import MailError
 from mail.imap_smtp.connection import _PinnedSMTP
 from mail.pace import PACE_CONNECTS
 from tests.servers.proxy import listening
@@ -253,3 +254,102 @@ def test_it_says_a_walk_stopped_for_want_of_time_timed_out(db):
     ex = SimpleNamespace(Account=account, DELEGATE="delegate", UTC=None)
     with pytest.raises(session.AutodiscoverTimeout):
         session._autodiscovered(ex, normalize_address("ann@corp.test"), credentials=None)
+
+
+class ReadingSmtp:
+    """An SMTP server on loopback whose DATA is read `piece` bytes every `pause`
+    seconds through a small receive buffer (a server far away), or, with `cut_after`,
+    dropped once that many bytes of it came."""
+
+    def __init__(self, *, piece=65536, pause=0.0, cut_after: int | None = None) -> None:
+        self.listener, self.port = listening()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.piece, self.pause, self.cut_after = piece, pause, cut_after
+        self.received = bytearray()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(b"220 far.test ESMTP\r\n")
+            pending = b""
+            while True:
+                while b"\r\n" not in pending:
+                    pending += conn.recv(4096) or b"QUIT\r\n"
+                line, pending = pending.split(b"\r\n", 1)
+                verb = line[:4].upper()
+                if verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                if verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    self.received += pending
+                    while not self.received.endswith(b"\r\n.\r\n"):
+                        if self.cut_after is not None and len(self.received) >= self.cut_after:
+                            return  # the connection drops in the middle of the message
+                        time.sleep(self.pause)
+                        self.received += conn.recv(self.piece)
+                    pending = b""
+                    conn.sendall(b"250 queued\r\n")
+                elif verb in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250 far.test\r\n")
+                else:
+                    conn.sendall(b"250 OK\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _smtp_to(server) -> _PinnedSMTP:
+    def opener():
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        return sock
+
+    client = _PinnedSMTP(opener=opener, implicit_context=None, timeout=1)
+    client.connect("127.0.0.1", server.port)
+    client.ehlo()
+    return client
+
+
+def _message(size: int) -> bytes:
+    line = b"x" * 76 + b"\r\n"
+    return b"Subject: big\r\n\r\n" + line * (size // len(line))
+
+
+def test_it_sends_a_large_message_to_a_slow_reading_server_piece_by_piece():
+    # 3 MB read at about 1.3 MB/s: 2.4 s in all, past the 1 s timeout that bounded the
+    # whole write, so it failed every time (and was called "may have been sent").
+    from mail.imap_smtp.delivery import deliver
+
+    server = ReadingSmtp(piece=65536, pause=0.05)
+    raw = _message(3_000_000)
+    handed = []
+    try:
+        deliver(
+            _smtp_to(server), sender="a@example.test", recipients=["b@example.test"],
+            raw=raw, handing_over=lambda: handed.append(len(server.received)),
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert bytes(server.received) == raw + b".\r\n"
+    # Handed over with the line that ends the message, not before its bytes went out.
+    assert handed and handed[0] >= len(raw) - 2 * 65536 * 4
+
+
+def test_it_sends_again_later_a_message_whose_connection_broke_before_its_end():
+    from mail.errors import Retry
+    from mail.imap_smtp.delivery import deliver
+
+    server = ReadingSmtp(cut_after=200_000)
+    handed = []
+    try:
+        with pytest.raises(MailError) as raised:
+            deliver(
+                _smtp_to(server), sender="a@example.test", recipients=["b@example.test"],
+                raw=_message(1_000_000), handing_over=lambda: handed.append(True),
+            )  # fmt: skip
+    finally:
+        server.close()
+    assert raised.value.kind in ("connection", "timeout") and raised.value.retry == Retry.LATER
+    assert handed == []  # the server discards a message whose end never came

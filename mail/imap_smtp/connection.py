@@ -530,7 +530,7 @@ class _PinnedSMTP(Paced, smtplib.SMTP):
     # the message handed over?) is decided as it was.
     def send(self, s):
         self.asked()
-        super().send(s)
+        self.in_pieces(super().send, s)
 
     def getreply(self):
         return self.paced(0, super().getreply)

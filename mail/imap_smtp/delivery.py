@@ -29,11 +29,14 @@ def _refusal(code: int, reply, what: str, *, permanent: str = "rejected") -> Mai
     return MailError(kind, f"{what} (the server said: {_said(code, reply)})")
 
 
+END = b".\r\n"  # after the message's last line break: the end of DATA
+
+
 def _dot_stuffed(raw: bytes) -> bytes:
     data = re.sub(rb"(?m)^\.", b"..", raw)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return data + b".\r\n"
+    return data + END
 
 
 def _envelope_options(client, addresses: list[str]) -> list[str]:
@@ -56,9 +59,9 @@ def _envelope_options(client, addresses: list[str]) -> list[str]:
 
 def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_over) -> None:
     """Send `raw` to `recipients` over a signed-in SMTP session, then close it;
-    `handing_over()` is called just before the message's bytes go out, so the caller can
-    record that a retry is no longer safe (or raise to stop: the connection is then
-    dropped mid-DATA, which makes the server discard it)."""
+    `handing_over()` is called just before the line that ends the message goes out, so
+    the caller can record that a retry is no longer safe (or raise to stop: the
+    connection is then dropped mid-DATA, which makes the server discard it)."""
     handed_over = False
     try:
         code, reply = client.mail(sender, _envelope_options(client, [sender, *recipients]))
@@ -73,13 +76,18 @@ def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_o
         code, reply = client.docmd("DATA")
         if code != 354:
             raise _refusal(code, reply, "The server would not take the message")
+        # The message counts as handed over with the line that ends it: a connection
+        # that breaks before, however much went out, makes the server discard it
+        # (RFC 5321), and the email is sent again later, not "may have been sent".
+        data = _dot_stuffed(raw)
+        client.send(data[: -len(END)])
         try:
             handing_over()
         except BaseException:
             client.close()
             raise
         handed_over = True
-        client.send(_dot_stuffed(raw))
+        client.send(END)
         code, reply = client.getreply()
         if code != 250:
             # The server answered: it did not take the message, so this is no guess.

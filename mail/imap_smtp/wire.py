@@ -58,7 +58,7 @@ class PinnedIMAP4(Paced, imaplib.IMAP4):
     # of an answer, every literal, whose size is announced before it is read.
     def send(self, data):
         self.asked()
-        super().send(data)
+        self.in_pieces(super().send, data)
 
     def readline(self):
         line = self.paced(0, super().readline)
