@@ -67,8 +67,11 @@ class Paced:
     def in_pieces(self, send, data) -> None:
         """send(data), SEND_PIECE bytes at a time: each piece within the timeout."""
         try:
-            view = memoryview(data).cast("B")
-        except TypeError:  # text, a file, an iterable: the library's own way
+            # A file first, as http.client reads it (an mmap is both).
+            view = None if hasattr(data, "read") else memoryview(data).cast("B")
+        except TypeError:
+            view = None
+        if view is None:  # text, a file, an iterable: the library's own way
             send(data)
             return
         if len(view) <= SEND_PIECE:

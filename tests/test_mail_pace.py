@@ -261,10 +261,13 @@ class ReadingSmtp:
     seconds through a small receive buffer (a server far away), or, with `cut_after`,
     dropped once that many bytes of it came."""
 
-    def __init__(self, *, piece=65536, pause=0.0, cut_after: int | None = None) -> None:
+    def __init__(
+        self, *, piece=65536, pause=0.0, cut_after: int | None = None, confirm_after=0.0
+    ) -> None:
         self.listener, self.port = listening()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         self.piece, self.pause, self.cut_after = piece, pause, cut_after
+        self.confirm_after = confirm_after
         self.received = bytearray()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -290,6 +293,7 @@ class ReadingSmtp:
                         time.sleep(self.pause)
                         self.received += conn.recv(self.piece)
                     pending = b""
+                    time.sleep(self.confirm_after)  # checking the message
                     conn.sendall(b"250 queued\r\n")
                 elif verb in (b"EHLO", b"HELO"):
                     conn.sendall(b"250 far.test\r\n")
@@ -301,10 +305,10 @@ class ReadingSmtp:
 
 
 def _smtp_to(server) -> _PinnedSMTP:
+    # The client's buffers as the system gives them (megabytes on loopback): what was
+    # written is not yet what the server has.
     def opener():
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        return sock
+        return socket.create_connection(("127.0.0.1", server.port), timeout=1)
 
     client = _PinnedSMTP(opener=opener, implicit_context=None, timeout=1)
     client.connect("127.0.0.1", server.port)
@@ -353,3 +357,19 @@ def test_it_sends_again_later_a_message_whose_connection_broke_before_its_end():
         server.close()
     assert raised.value.kind in ("connection", "timeout") and raised.value.retry == Retry.LATER
     assert handed == []  # the server discards a message whose end never came
+
+
+def test_it_waits_for_a_server_that_checks_the_message_before_it_confirms():
+    # 3 s to confirm, past the read timeout of 1 s: the message went, and was called
+    # "may have been sent".
+    from mail.imap_smtp.delivery import deliver
+
+    server = ReadingSmtp(confirm_after=3)
+    try:
+        deliver(
+            _smtp_to(server), sender="a@example.test", recipients=["b@example.test"],
+            raw=_message(10_000), handing_over=lambda: None,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert server.received.endswith(b"\r\n.\r\n")

@@ -6,12 +6,21 @@ broke after the message was handed over and before the server's answer).
 """
 
 import contextlib
+import fcntl
 import imaplib
+import os
 import re
 import smtplib
+import socket
 import ssl
+import struct
+import termios
+import time
+
+from django.conf import settings
 
 from mail.errors import MailError
+from mail.pace import SEND_PIECE
 
 # Common names of the Sent folder, looked for inside the personal namespace when no
 # folder is marked \Sent.
@@ -30,6 +39,49 @@ def _refusal(code: int, reply, what: str, *, permanent: str = "rejected") -> Mai
 
 
 END = b".\r\n"  # after the message's last line break: the end of DATA
+# How long the server may take to confirm a message whose end it has; below the sending
+# lease (SENDING_CLAIM_LEASE_SECONDS, 10 minutes), after which the sweep calls a send
+# whose worker went quiet "may have been sent".
+END_REPLY_SECONDS = 300
+
+
+def _upload(client, body: memoryview) -> None:
+    """Write `body` piece by piece and wait until the server's side has acknowledged all
+    of it: within half the sending lease (a longer upload would be taken for a dead
+    worker's, and sent again beside it; 5 minutes by default), and with progress at least
+    every read timeout.
+    Raises TimeoutError or ConnectionError: the message was not handed over."""
+    sock = client.sock
+    timeout = sock.gettimeout() or settings.MAIL_CONNECT_TIMEOUT
+    # Never less than a few read timeouts, however short a lease is set.
+    until = time.monotonic() + max(settings.SENDING_CLAIM_LEASE_SECONDS / 2, 4 * timeout)
+    with body:
+        for start in range(0, len(body), SEND_PIECE):
+            if time.monotonic() > until:
+                raise TimeoutError("the server took the message too slowly")
+            client.send(body[start : start + SEND_PIECE])
+    last, since = _unsent(sock), time.monotonic()
+    while last:
+        if time.monotonic() - since > timeout or time.monotonic() > until:
+            raise TimeoutError(f"the server did not take the last {last} bytes of the message")
+        time.sleep(0.05)
+        unsent = _unsent(sock)
+        if unsent < last:
+            since = time.monotonic()
+        last = unsent
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        raise ConnectionError(error, os.strerror(error))
+
+
+def _unsent(sock) -> int:
+    """Bytes written to `sock` its peer has not acknowledged (Linux's SIOCOUTQ); 0 where
+    that cannot be asked, as before the wait existed."""
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+    except (OSError, AttributeError):
+        return 0
+    return struct.unpack("i", answer)[0]
 
 
 def _dot_stuffed(raw: bytes) -> bytes:
@@ -78,9 +130,11 @@ def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_o
             raise _refusal(code, reply, "The server would not take the message")
         # The message counts as handed over with the line that ends it: a connection
         # that breaks before, however much went out, makes the server discard it
-        # (RFC 5321), and the email is sent again later, not "may have been sent".
+        # (RFC 5321), and the email is sent again later, not "may have been sent". The
+        # body is written, and waited for until the server has it (our own kernel holds
+        # megabytes of it otherwise), within the upload's time.
         data = _dot_stuffed(raw)
-        client.send(data[: -len(END)])
+        _upload(client, memoryview(data)[: -len(END)])
         try:
             handing_over()
         except BaseException:
@@ -88,6 +142,10 @@ def deliver(client, *, sender: str, recipients: list[str], raw: bytes, handing_o
             raise
         handed_over = True
         client.send(END)
+        # The server checks the message before it answers: RFC 5321 gives it 10 minutes,
+        # a read timeout called a slow one "may have been sent".
+        client.sock.settimeout(max(client.sock.gettimeout() or 0, END_REPLY_SECONDS))
+        client.allowance = max(client.allowance, END_REPLY_SECONDS)
         code, reply = client.getreply()
         if code != 250:
             # The server answered: it did not take the message, so this is no guess.
