@@ -84,20 +84,25 @@ def test_it_says_why_an_address_outside_ascii_cannot_go_through_a_server(
     assert outbox.messages == []
 
 
-def test_it_sends_an_address_outside_ascii_through_a_server_with_smtputf8(
-    alice, django_capture_on_commit_callbacks, smtp_servers
-):
+@pytest.fixture
+def smtputf8_server(smtp_servers):
+    """An SMTP server of the suite's users that offers SMTPUTF8 (RFC 6531)."""
     from tests.servers.smtp import SmtpServer
 
     server = SmtpServer(users=smtp_servers["starttls"].users, smtputf8=True)
     server.start()
-    try:
-        alice.provider.smtp_port = server.port
-        alice.provider.save()
-        outgoing = _send(alice, [{"name": "", "address": "jürgen@partner.test"}],
-                         django_capture_on_commit_callbacks)  # fmt: skip
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_it_sends_an_address_outside_ascii_through_a_server_with_smtputf8(
+    alice, django_capture_on_commit_callbacks, smtputf8_server
+):
+    server = smtputf8_server
+    alice.provider.smtp_port = server.port
+    alice.provider.save()
+    outgoing = _send(alice, [{"name": "", "address": "jürgen@partner.test"}],
+                     django_capture_on_commit_callbacks)  # fmt: skip
     assert outgoing.state == State.SENT, outgoing.error
     [envelope] = server.handler.messages
     assert envelope.rcpt_tos == ["jürgen@partner.test"]
@@ -107,11 +112,10 @@ def test_it_sends_an_address_outside_ascii_through_a_server_with_smtputf8(
 
 
 def test_it_sends_from_a_mailbox_whose_address_is_outside_ascii(
-    test_provider, django_capture_on_commit_callbacks, smtp_servers
+    test_provider, django_capture_on_commit_callbacks, smtputf8_server
 ):
     # The wizard takes "jürgen@example.test" (RFC 6531); building its message raised
     # NonASCIILocalPartDefect: nothing could be sent from it.
-    from tests.servers.smtp import SmtpServer
 
     jurgen = EmailAccountFactory(
         provider=test_provider, address="jürgen@example.test", login=ALICE,
@@ -120,15 +124,11 @@ def test_it_sends_from_a_mailbox_whose_address_is_outside_ascii(
     outgoing = _send(jurgen, [{"name": "Ann", "address": "ann@partner.test"}],
                      django_capture_on_commit_callbacks)  # fmt: skip
     assert (outgoing.state, outgoing.error_kind) == (State.FAILED, "non_ascii")
-    server = SmtpServer(users=smtp_servers["starttls"].users, smtputf8=True)
-    server.start()
-    try:
-        test_provider.smtp_port = server.port
-        test_provider.save()
-        outgoing = _send(jurgen, [{"name": "Ann", "address": "ann@partner.test"}],
-                         django_capture_on_commit_callbacks)  # fmt: skip
-    finally:
-        server.stop()
+    server = smtputf8_server
+    test_provider.smtp_port = server.port
+    test_provider.save()
+    outgoing = _send(jurgen, [{"name": "Ann", "address": "ann@partner.test"}],
+                     django_capture_on_commit_callbacks)  # fmt: skip
     assert outgoing.state == State.SENT, outgoing.error
     [envelope] = server.handler.messages
     assert envelope.mail_from == "jürgen@example.test"

@@ -191,6 +191,21 @@ def gated(transactional_db, test_provider, smtp_servers, settings):
         server.stop()
 
 
+def _worker(outgoing_id: int, results: list) -> threading.Thread:
+    """outgoing_send in a thread of its own, as another worker would run it (its own
+    database connection, closed after); its result goes to `results`."""
+
+    def run():
+        try:
+            results.append(outgoing_send(outgoing_id=outgoing_id))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_it_never_hands_over_once_the_sweep_took_the_email_back(gated, settings, queued_tasks):
     """A worker slower than the lease (held at RCPT) loses its claim to the sweep; another
     worker sends the email; the slow one then must not send it too."""
@@ -199,15 +214,7 @@ def test_it_never_hands_over_once_the_sweep_took_the_email_back(gated, settings,
     queued_tasks.clear()
     server.handler.hold_at = "rcpt"
     slow_result = []
-
-    def slow_worker():
-        try:
-            slow_result.append(outgoing_send(outgoing_id=outgoing.pk))
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=slow_worker)
-    thread.start()
+    thread = _worker(outgoing.pk, slow_result)
     assert server.handler.reached.wait(15)
     settings.SENDING_CLAIM_LEASE_SECONDS = 0
     outgoing_sweep()
@@ -282,15 +289,7 @@ def test_it_tells_the_server_s_refusal_though_the_sweep_said_it_may_have_been_se
     outgoing = outgoing_create(author=account.owner, account=account, draft=_draft(account))
     server.handler.hold_at = "data"
     server.handler.answer = "554 5.6.0 Message refused by policy"
-
-    def slow_worker():
-        try:
-            outgoing_send(outgoing_id=outgoing.pk)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=slow_worker)
-    thread.start()
+    thread = _worker(outgoing.pk, [])
     assert server.handler.reached.wait(15)
     settings.SENDING_CLAIM_LEASE_SECONDS = 0
     assert outgoing_sweep()["uncertain"] == 1

@@ -6,7 +6,7 @@ import re
 import socket
 import threading
 
-from tests.servers.proxy import listening
+from tests.servers.proxy import Relay
 
 # A literal announced at the end of a line ({123}, or {123+} from a LITERAL+ client):
 # that many bytes follow, and they are message data, never responses.
@@ -16,7 +16,7 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n\Z")
 _UIDNEXT = re.compile(rb"\* OK \[UIDNEXT \d+\]", re.IGNORECASE)
 
 
-class UidnextStrippingProxy:
+class UidnextStrippingProxy(Relay):
     """Relays plaintext IMAP from 127.0.0.1:`port` to a server's plaintext listener and
     drops the `[UIDNEXT n]` response of every SELECT and EXAMINE, like Courier. The
     server's bytes are read response by response, with literals passed through whole,
@@ -24,30 +24,17 @@ class UidnextStrippingProxy:
     `stripped` counts the responses dropped (a test can check it was exercised)."""
 
     def __init__(self, target_port: int):
-        self.target_port = target_port
         self.stripped = 0
         self.lock = threading.Lock()
-        self.listener, self.port = listening()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            # Responses go out a line at a time: without this, Nagle's algorithm and the
-            # peer's delayed ACK hold many of them back ~40 ms each.
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._rewrite, args=(server, client), daemon=True).start()
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
+        # Responses go out a line at a time: without this, Nagle's algorithm and the
+        # peer's delayed ACK hold many of them back ~40 ms each.
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+        threading.Thread(target=self._rewrite, args=(server, client), daemon=True).start()
 
     def _relay(self, source: socket.socket, sink: socket.socket) -> None:
         try:
@@ -78,10 +65,6 @@ class UidnextStrippingProxy:
         finally:
             reader.close()
             _close(server, client)
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
 
 
 def _close(*sockets: socket.socket) -> None:

@@ -15,7 +15,40 @@ def listening() -> tuple[socket.socket, int]:
     return listener, listener.getsockname()[1]
 
 
-class CuttingProxy:
+class Relay:
+    """A loopback listener that connects each client to 127.0.0.1:`target_port` and
+    hands both sockets to `connected()`, where a relay starts its pipes. Subclasses set
+    their own state before calling this __init__, which starts accepting."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener, self.port = listening()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            self.connected(client, server)
+
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+class CuttingProxy(Relay):
     """Relays to a target and counts the bytes the server sends; the first `cuts`
     connections are cut after a random number of those bytes (between `low` and
     `high`), then it relays faithfully. With cuts=0 it is a plain counting relay."""
@@ -23,35 +56,22 @@ class CuttingProxy:
     def __init__(
         self, target_port: int, *, cuts: int = 0, low: int = 0, high: int = 0, seed: int = 7
     ):
-        self.target_port = target_port
         self.remaining = cuts
         self.cut_count = 0
         self.server_bytes = 0
         self.low, self.high = low, high
         self.random = random.Random(seed)
         self.lock = threading.Lock()
-        self.listener, self.port = listening()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                limit = None
-                if self.remaining > 0:
-                    self.remaining -= 1
-                    limit = self.random.randint(self.low, self.high)
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(
-                target=self._pipe, args=(client, server, None, False), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pipe, args=(server, client, limit, True), daemon=True
-            ).start()
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
+        with self.lock:
+            limit = None
+            if self.remaining > 0:
+                self.remaining -= 1
+                limit = self.random.randint(self.low, self.high)
+        threading.Thread(target=self._pipe, args=(client, server, None, False), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(server, client, limit, True), daemon=True).start()
 
     def _pipe(self, source, sink, limit, from_server):
         sent = 0
@@ -82,39 +102,20 @@ class CuttingProxy:
         with self.lock:
             self.server_bytes = 0
 
-    def close(self):
-        self.closed = True
-        self.listener.close()
 
-
-class SlowCommandProxy:
+class SlowCommandProxy(Relay):
     """Relays plaintext IMAP to a server and holds back client commands holding `marker`
     (the first `holds` of them; None: every one) for `delay` seconds before passing them
     on: the server seems to answer that late (a huge folder on a slow server). `held`
     counts them."""
 
     def __init__(self, target_port: int, marker: bytes, delay: float, holds: int | None = None):
-        self.target_port, self.marker, self.delay = target_port, marker, delay
+        self.marker, self.delay = marker, delay
         self.holds = holds
         self.held = 0
-        self.listener, self.port = listening()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            self._relay(client, server)
-
-    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
         threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
         threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
@@ -132,11 +133,6 @@ class SlowCommandProxy:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.listener.close()
-
 
 class DripProxy(SlowCommandProxy):
     """Relays plaintext IMAP to a server; once a client command holds `marker`, the
@@ -153,7 +149,7 @@ class DripProxy(SlowCommandProxy):
         self.dripped = 0
         super().__init__(target_port, marker, delay=0)
 
-    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
         marked = threading.Event()
         for pipe in (self._ask, self._answer):
             threading.Thread(target=pipe, args=(client, server, marked), daemon=True).start()
