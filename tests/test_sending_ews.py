@@ -112,3 +112,21 @@ def test_it_never_resends_when_the_answer_is_lost_after_exchange_took_the_messag
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingEmail.State.UNCERTAIN
     assert len([m for m in ews_server.sent if m.user == address]) == 1
+
+
+def test_it_sends_on_a_fresh_connection_so_a_stale_one_never_reads_may_have_been_sent(
+    exchange_mailbox, ews_server, django_capture_on_commit_callbacks
+):
+    account, address = exchange_mailbox
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    # A load balancer let go of the connection the requests before CreateItem kept
+    # alive: a request sent on it is lost before Exchange sees it.
+    ews_server.drop_next_on_reused("CreateItem")
+
+    with django_capture_on_commit_callbacks():
+        outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.SENT, outgoing.error
+    assert len([m for m in ews_server.sent if m.user == address]) == 1
+    assert ews_server.state.stale_drops["CreateItem"] == 1  # it came on a new connection

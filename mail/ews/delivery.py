@@ -35,6 +35,11 @@ def deliver(ews, *, recipients: list[str], raw: bytes, handing_over) -> None:
         message = Message(
             account=ews, folder=ews.sent, mime_content=raw, bcc_recipients=bcc or None
         )
+        # The requests before (the Sent Items folder, the version check) kept their
+        # connections alive; one the server or a load balancer has let go of since would
+        # fail after the hand-over and read "may have been sent". CreateItem goes on a
+        # new one (exchangelib opens sessions again as they are asked for).
+        ews.protocol.close()
         handing_over()
         handed_over = True
         message.send_and_save()

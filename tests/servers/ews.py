@@ -214,6 +214,9 @@ class State:
     unsupported: list[str] = field(default_factory=list)
     failures: dict[str, list[list]] = field(default_factory=dict)  # op -> [code, count, ms]
     drops: dict[str, int] = field(default_factory=dict)
+    # operation -> count: dropped as `drops` when it comes on a connection that already
+    # served a request (a kept-alive connection a load balancer let go of meanwhile).
+    stale_drops: dict[str, int] = field(default_factory=dict)
     # operation -> [HTTP status, count]: done, then answered with that status instead
     garbled: dict[str, list] = field(default_factory=dict)
     # operation -> seconds: answered a byte at a time, one per interval, for a minute
@@ -935,6 +938,7 @@ def _autodiscover(server: "EwsServer", request: ET.Element) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "Microsoft-IIS/10.0"
     protocol_version = "HTTP/1.1"
+    served = 0  # requests answered on this connection (a handler is one connection)
 
     def log_message(self, *args):
         pass
@@ -1007,8 +1011,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(401)
             if request is None:
                 return self._reply(400)
-            if state.drops.get(op):
-                state.drops[op] -= 1
+            reused = self.served
+            self.served += 1
+            if state.drops.get(op) or (reused and state.stale_drops.get(op)):
+                drops = state.drops if state.drops.get(op) else state.stale_drops
+                drops[op] -= 1
                 self.close_connection = True  # and no reply at all
                 return None
             if path.startswith("/autodiscover"):
@@ -1312,6 +1319,12 @@ class EwsServer:
         """The next `count` calls of `operation` get the connection closed, with no reply."""
         with self.state.lock:
             self.state.drops[operation] = self.state.drops.get(operation, 0) + count
+
+    def drop_next_on_reused(self, operation: str, count: int = 1) -> None:
+        """The next `count` calls of `operation` that come on a connection which served
+        another request before are dropped as by `drop_next`; on a new one, answered."""
+        with self.state.lock:
+            self.state.stale_drops[operation] = self.state.stale_drops.get(operation, 0) + count
 
     def answer_next(self, operation: str, status: int, count: int = 1) -> None:
         """The next `count` calls of `operation` are carried out, and then answered with
