@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import threading
+import urllib.parse
 
 from django.conf import settings
 from requests.adapters import HTTPAdapter
@@ -55,12 +56,32 @@ def _ssl_context(extra_ca_file: str | None, dev_ca: tuple[str, int] | None) -> s
 class MailTrustAdapter(HTTPAdapter):
     """requests (under exchangelib, the Graph client and the OAuth clients) verifying
     servers with the same trust as the mail connections, the system's CAs plus the
-    company's own, and reading their answers at a pace (mail/pace.py)."""
+    company's own, and reading their answers at a pace (mail/pace.py), whether they go
+    straight to the server or through a proxy named by the environment (HTTPS_PROXY)."""
+
+    refusal: type["InternalAddressRefused"] | None = None
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = mail_ssl_context()
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pools(None)
+        self.poolmanager.pool_classes_by_scheme = _pools(self.refusal)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        # requests makes a proxy's pools with urllib3's own classes and context: through
+        # a company's proxy, answers were not paced, the internal-address rule not
+        # applied and the company's CA not trusted (an Exchange server with a
+        # certificate of its own CA failed). A SOCKS proxy keeps requests' classes
+        # (PySocks' pools), and so none of this: the README says so.
+        if proxy.lower().startswith("socks"):
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+        new = proxy not in self.proxy_manager
+        context = mail_ssl_context()
+        manager = super().proxy_manager_for(
+            proxy, ssl_context=context, proxy_ssl_context=context, **proxy_kwargs
+        )
+        if new:
+            manager.pool_classes_by_scheme = _pools(self.refusal)
+        return manager
 
 
 def _pacing(base: type) -> type:
@@ -197,15 +218,27 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    def checked(sock):
+    def internal_allowed() -> bool:
         scope = current_scope()
         allowed = scope.allow_internal if scope else None
-        peer = sock.getpeername()[0]
-        if net.is_internal(peer) and not (
-            internal_mail_servers_allowed() if allowed is None else allowed
-        ):
+        return internal_mail_servers_allowed() if allowed is None else allowed
+
+    def checked(sock, target: str | None):
+        """`sock` connected to the server itself (target None), or to a proxy on its way
+        to `target`, a host name."""
+        if target is None:
+            refused = net.is_internal(sock.getpeername()[0])
+        else:
+            # The proxy is the administrator's (the environment names it), whatever its
+            # address; the server behind it is held to the rule by its name as this
+            # machine resolves it. A name only the proxy can resolve is left to the
+            # proxy's own rules: the socket's peer, checked on direct connections
+            # whatever DNS said, is the proxy here.
+            refused = _resolves_internal(target)
+        if refused and not internal_allowed():
             sock.close()
             raise refusal(refusal.MESSAGE)
+        scope = current_scope()
         if scope is not None:
             scope.add(sock)
         return sock
@@ -219,7 +252,17 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
     def guarded(base: type) -> type:
         class GuardedConnection(_pacing(base)):
             def _new_conn(self):
-                return checked(super()._new_conn())
+                # Through a proxy: a tunnel's server is known before the CONNECT goes
+                # out; a plain-HTTP request names its server in its URL (`request`).
+                proxied = getattr(self, "proxy", None) is not None
+                return checked(super()._new_conn(), self._tunnel_host if proxied else None)
+
+            def request(self, method, url, *args, **kwargs):
+                if getattr(self, "proxy", None) is not None and not self._tunnel_host:
+                    host = urllib.parse.urlsplit(url).hostname
+                    if host and _resolves_internal(host) and not internal_allowed():
+                        raise refusal(refusal.MESSAGE)
+                return super().request(method, url, *args, **kwargs)
 
             def getresponse(self, *args, **kwargs):
                 waiting(self)
@@ -238,16 +281,31 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
     return {"http": HTTPPool, "https": HTTPSPool}
 
 
+_getaddrinfo = socket.getaddrinfo  # a test names a public server through it
+
+
+def _resolves_internal(host: str) -> bool:
+    """Whether a server's name (or address) is, or resolves to, an internal address."""
+    try:
+        return net.is_internal(host.strip("[]"))
+    except ValueError:
+        pass  # a name, not an address
+    try:
+        found = _getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return any(net.is_internal(address[4][0]) for address in found)
+
+
 @functools.cache
 def guarded_adapter(refusal: type[InternalAddressRefused]) -> type[MailTrustAdapter]:
     """A MailTrustAdapter that applies the internal-address rule to every connection it
     opens, checked on the socket itself once connected (so a name that resolves
     differently the second time, or a redirect, gains nothing), before any request or
-    credential is sent."""
+    credential is sent; through a proxy, on the server's name (`_pools`)."""
 
     class GuardedTrustAdapter(MailTrustAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = _pools(refusal)
+        pass
 
+    GuardedTrustAdapter.refusal = refusal
     return GuardedTrustAdapter

@@ -1,0 +1,83 @@
+"""An HTTP proxy on loopback, as a company's egress proxy named by HTTPS_PROXY: CONNECT
+tunnels (what requests asks of it for an https:// address) and plain-HTTP requests
+forwarded with their absolute URL. Where a name leads is the proxy's own business, as
+with split DNS: `routes` maps a host name to a loopback port, any other name goes to
+127.0.0.1 and the port asked for. `asked` records each (method, host, port)."""
+
+import contextlib
+import socket
+import threading
+from urllib.parse import urlsplit
+
+from tests.servers.proxy import listening
+
+HEAD_LIMIT = 16_384
+
+
+class HttpProxy:
+    def __init__(self, routes: dict[str, int] | None = None) -> None:
+        self.routes = routes or {}
+        self.asked: list[tuple[str, str, int]] = []
+        self.listener, self.port = listening()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head and len(head) < HEAD_LIMIT:
+                data = client.recv(4096)
+                if not data:
+                    return client.close()
+                head += data
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _version = request_line.split(" ", 2)
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                port = int(port)
+            else:
+                parts = urlsplit(target)
+                host, port = parts.hostname or "", parts.port or 80
+                path = parts.path or "/"
+                if parts.query:
+                    path += "?" + parts.query
+                head = head.replace(target.encode("latin-1"), path.encode("latin-1"), 1)
+            self.asked.append((method, host.strip("[]"), port))
+            server = socket.create_connection(("127.0.0.1", self.routes.get(host, port)))
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return client.close()
+        if method == "CONNECT":
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            server.sendall(head)
+        threading.Thread(target=_pipe, args=(server, client), daemon=True).start()
+        _pipe(client, server)
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.listener.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

@@ -1,0 +1,135 @@
+"""Through a company's egress proxy (HTTPS_PROXY): Exchange is reached with the same
+trust, pacing and internal-address rule as directly. The proxy is the suite's own on
+loopback (tests/servers/http_proxy.py), Exchange the suite's EWS fake (not Exchange)."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mail import trust
+from mail.pace import PACE_CONNECTS
+from sync.models import Email, SyncRun
+from sync.services import TransientSyncError, mailbox_sync
+from systemsettings.models import SystemSetting
+from systemsettings.selectors import cache_clear
+from tests.factories import EmailAccountFactory, EmailProviderFactory
+from tests.mailbox import make_message
+from tests.servers.ews import EwsServer
+from tests.servers.http_proxy import HttpProxy
+
+# A name with a public address, which only the proxy can reach here (its route leads to
+# the EWS fake): the company's Exchange as this machine's DNS and the proxy see it.
+PUBLIC_NAME, PUBLIC_ADDRESS = "exchange.corp.example", "93.184.215.14"
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    proxy = HttpProxy()
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy.url)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield proxy
+    proxy.close()
+
+
+def _internal_servers(allowed: bool) -> None:
+    SystemSetting.objects.filter(code="AllowInternalMailServers").update(
+        value="yes" if allowed else "no"
+    )
+    cache_clear()
+
+
+def _mailbox(ews_server, address="erin@corp.test"):
+    provider = EmailProviderFactory(
+        name="Corp Exchange", service_type="exchange", exchange_url=ews_server.ews_url,
+        imap_host="", smtp_host="",
+    )  # fmt: skip
+    ews_server.add_user(address, "ews-secret", name="Erin Exchange")
+    received = datetime.now(UTC) - timedelta(hours=1)
+    mime = make_message(subject="Through the proxy", to=address, age=timedelta(hours=1))
+    ews_server.add_message("inbox", mime, received=received, mailbox=address)
+    return EmailAccountFactory(
+        provider=provider, address=address, login=address, password="ews-secret"
+    )
+
+
+def test_it_reaches_exchange_through_the_proxy_trusting_the_companys_ca(
+    proxy, ews_server, mail_trust
+):
+    account = _mailbox(ews_server)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert Email.objects.get(account=account).subject == "Through the proxy"
+    assert ("CONNECT", "localhost", ews_server.port) in proxy.asked
+
+
+def _resolving(monkeypatch, address: str) -> None:
+    """This machine's DNS gives PUBLIC_NAME `address` when a connection is made (the
+    session's own look-up before it finds nothing: only the proxy knows the name)."""
+    real = trust._getaddrinfo
+
+    def resolving(host, *args, **kwargs):
+        if host == PUBLIC_NAME:
+            return [(trust.socket.AF_INET, trust.socket.SOCK_STREAM, 6, "", (address, 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(trust, "_getaddrinfo", resolving)
+
+
+@pytest.fixture
+def public_server(proxy):
+    server = EwsServer(hostname=PUBLIC_NAME).start()
+    proxy.routes[PUBLIC_NAME] = server.port
+    yield server
+    server.stop()
+
+
+def test_it_keeps_the_internal_address_rule_for_the_server_behind_the_proxy(
+    proxy, public_server, mail_trust, monkeypatch
+):
+    account = _mailbox(public_server)
+    _internal_servers(False)
+    # The name leads somewhere internal by the time the connection is made.
+    _resolving(monkeypatch, "10.1.2.3")
+
+    run = mailbox_sync(account_id=account.pk)
+
+    # No tunnel is asked for, no password leaves.
+    assert run.state == SyncRun.State.FAILED
+    assert "AllowInternalMailServers" in run.error
+    assert proxy.asked == []
+
+
+def test_it_lets_a_proxy_on_an_internal_address_lead_to_a_public_server(
+    proxy, public_server, mail_trust, monkeypatch
+):
+    account = _mailbox(public_server)
+    _internal_servers(False)
+    _resolving(monkeypatch, PUBLIC_ADDRESS)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    # The proxy itself is on loopback: it is the administrator's, and allowed.
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert proxy.asked[0] == ("CONNECT", PUBLIC_NAME, public_server.port)
+
+
+def test_it_paces_an_answer_that_comes_a_byte_at_a_time_through_the_proxy(
+    proxy, ews_server, mail_trust, settings
+):
+    account = _mailbox(ews_server)
+    settings.MAIL_CONNECT_TIMEOUT = 1
+    ews_server.state.drips["SyncFolderItems"] = 0.2
+    began = time.monotonic()
+    try:
+        with pytest.raises(TransientSyncError, match="could not be reached"):
+            mailbox_sync(account_id=account.pk)
+    finally:
+        del ews_server.state.drips["SyncFolderItems"]
+
+    # The drip lasts a minute; paced, the answer is given up in seconds.
+    assert PACE_CONNECTS <= time.monotonic() - began < 30
