@@ -133,3 +133,29 @@ def test_it_paces_an_answer_that_comes_a_byte_at_a_time_through_the_proxy(
 
     # The drip lasts a minute; paced, the answer is given up in seconds.
     assert PACE_CONNECTS <= time.monotonic() - began < 30
+
+
+def test_it_reaches_microsoft_graph_through_the_proxy(proxy, oauth_server, mail_trust):
+    from mail.graph.client import GraphClient
+    from tests.servers.graph import GraphServer
+
+    server = GraphServer(token_user=oauth_server.token_user).start()
+    try:
+        server.add_user("gina@m365.test", name="Gina Graph")
+        token = oauth_server.grant("gina@m365.test", "mailsetup-test", scope="User.Read")
+        with GraphClient(token["access_token"], base_url=server.graph_url, timeout=5) as graph:
+            assert graph.me().address == "gina@m365.test"
+        assert ("CONNECT", "localhost", server.port) in proxy.asked
+    finally:
+        server.stop()
+
+
+def test_it_goes_straight_to_a_server_no_proxy_names(proxy, ews_server, mail_trust, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    monkeypatch.setenv("no_proxy", "localhost")
+    account = _mailbox(ews_server)
+
+    run = mailbox_sync(account_id=account.pk)
+
+    assert run.state == SyncRun.State.SUCCEEDED, run.error
+    assert proxy.asked == []

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_environ_proxies
 
 from mail import trust
 from mail.errors import MailError, Retry
@@ -224,7 +225,10 @@ class GraphClient:
         self.max_page_bytes = max_page_bytes
         self.sleep = sleep
         self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or netrc from the environment
+        # Not the environment's netrc (it would replace the token) nor its CA bundle
+        # (REQUESTS_CA_BUNDLE would replace the app's trust); its proxies are taken in
+        # `_send`, as exchangelib and the OAuth clients take them.
+        self.session.trust_env = False
         adapter = (
             trust.MailTrustAdapter()
             if allow_internal
@@ -266,7 +270,7 @@ class GraphClient:
         try:
             return self.session.request(
                 method, url, timeout=(self.timeout, self.timeout), stream=True,
-                allow_redirects=False, **kwargs,
+                allow_redirects=False, proxies=get_environ_proxies(url), **kwargs,
             )  # fmt: skip
         except requests.exceptions.SSLError as error:
             raise MailError(
