@@ -16,6 +16,7 @@ server and never sees a password (autodiscover is asked without one). Each trace
 line says in plain words what a step found, with the technical detail in brackets.
 """
 
+import base64
 import contextlib
 import http.client
 import json
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
 import dns.exception
@@ -36,6 +37,7 @@ from defusedxml.common import DefusedXmlException
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError
+from requests.utils import get_environ_proxies
 
 from mailsetup import net
 
@@ -103,6 +105,8 @@ class HttpsFetcher:
     points test host names at loopback while TLS still verifies the real name.
     Internal addresses are refused unless `allow_internal`: the host names come from
     what users type, and must not let anyone probe the company's own network.
+    `proxy_for` maps a URL to the http:// proxy to tunnel through, or None: by default
+    the environment's (HTTPS_PROXY, NO_PROXY), as exchangelib and the OAuth clients use.
     """
 
     def __init__(
@@ -112,11 +116,13 @@ class HttpsFetcher:
         resolve: Callable[[str, int, float], list[tuple]] | None = None,
         max_bytes: int = 512 * 1024,
         allow_internal: bool = False,
+        proxy_for: Callable[[str], str | None] | None = None,
     ):
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.resolve = resolve or _system_resolve
         self.max_bytes = max_bytes
         self.allow_internal = allow_internal
+        self.proxy_for = proxy_for or _environ_proxy
 
     def get(self, url: str, *, timeout: float, accept: str = XML) -> bytes:
         return self.request("GET", url, timeout=timeout, accept=accept)
@@ -173,6 +179,37 @@ class HttpsFetcher:
                 raise FetchError(f"{host} is on an internal network address; not contacted")
         return addresses
 
+    def _checked_behind_proxy(self, host: str, port: int, deadline: float) -> None:
+        """The internal-address rule for a server reached through a proxy: by its name
+        as this machine resolves it, since the proxy makes the connection. A name only
+        the proxy can resolve is left to the proxy's own rules."""
+        if self.allow_internal:
+            return
+        try:
+            addresses = self.resolve(host, port, _remaining(deadline, host))
+        except StepTimeout:
+            raise
+        except FetchError as error:
+            if error.not_found:
+                return
+            raise
+        if any(net.is_internal(a[0]) for a in addresses):
+            raise FetchError(f"{host} is on an internal network address; not contacted")
+
+    def _tunnel(self, sock: socket.socket, proxy, host: str, port: int) -> None:
+        """CONNECT through the proxy `sock` is connected to; raises FetchError unless it
+        opens the tunnel."""
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if proxy.username is not None:
+            who = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+            lines += f"Proxy-Authorization: Basic {base64.b64encode(who.encode()).decode()}\r\n"
+        sock.sendall((lines + "\r\n").encode("ascii"))
+        answer = http.client.HTTPResponse(sock, method="CONNECT")
+        answer.begin()
+        if answer.status != 200:
+            raise FetchError(f"the proxy did not open a tunnel to {host} (HTTP {answer.status})")
+
     def _connect(self, addresses: list[tuple], host: str, deadline: float) -> socket.socket:
         error: OSError | None = None
         for sockaddr in addresses:
@@ -189,7 +226,14 @@ class HttpsFetcher:
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
             path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-        addresses = self._addresses(host, port, deadline)
+        proxy = self.proxy_for(f"https://{host}:{port}/")
+        proxy = urlsplit(proxy) if proxy and proxy.lower().startswith("http://") else None
+        if proxy is None:
+            addresses = self._addresses(host, port, deadline)
+        else:
+            self._checked_behind_proxy(host, port, deadline)
+            # The proxy is the administrator's, whatever its address.
+            addresses = [(proxy.hostname, proxy.port or 80)]
         sock = watchdog = None
         # The watchdog must reach whichever socket object is current: wrapping for TLS
         # hands the connection over to a new object.
@@ -202,6 +246,8 @@ class HttpsFetcher:
             watchdog = threading.Timer(_remaining(deadline, host), _shut, args=(current,))
             watchdog.daemon = True
             watchdog.start()
+            if proxy is not None:
+                self._tunnel(sock, proxy, host, port)
             sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
             current.append(sock)
             lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
@@ -238,6 +284,11 @@ class HttpsFetcher:
                 watchdog.cancel()
             if sock is not None:
                 sock.close()
+
+
+def _environ_proxy(url: str) -> str | None:
+    proxies = get_environ_proxies(url)
+    return proxies.get("https") or proxies.get("all")
 
 
 def _shut(current: list[socket.socket]) -> None:

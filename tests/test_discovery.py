@@ -471,3 +471,57 @@ def test_it_finds_the_ispdb_entry_of_a_short_mx_domain(db, discoverer, ispdb_lis
     )
     assert found.step == "mx"
     assert found.provider.ispdb_id == "web.de"
+
+
+def _behind_proxy(https_server, resolved: str | None):
+    """A fetcher whose HTTPS goes through the suite's proxy (as HTTPS_PROXY names one),
+    which leads every name to the test server; this machine's DNS gives the names
+    `resolved`, or nothing (only the proxy knows them)."""
+    from tests.servers.http_proxy import HttpProxy
+
+    proxy = HttpProxy(routes=dict.fromkeys(https_server.hostnames, https_server.port))
+
+    def resolve(host, port, timeout):
+        if resolved is None:
+            raise FetchError(f"{host} does not resolve", not_found=True)
+        return [(resolved, port)]
+
+    fetcher = HttpsFetcher(
+        ssl_context=https_server.client_context(), resolve=resolve,
+        proxy_for=lambda url: proxy.url,
+    )  # fmt: skip
+    return proxy, fetcher
+
+
+@pytest.mark.parametrize("resolved", ["93.184.215.14", None])
+def test_it_fetches_through_the_environments_proxy(https_server, resolved):
+    https_server.routes.add("acme.test", "/through-proxy.xml", b"<clientConfig/>")
+    proxy, fetcher = _behind_proxy(https_server, resolved)
+    try:
+        body = fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
+    finally:
+        proxy.close()
+    assert body == b"<clientConfig/>"
+    # The proxy, on loopback, is the administrator's: allowed although internal.
+    assert proxy.asked == [("CONNECT", "acme.test", 443)]
+
+
+def test_it_keeps_the_internal_address_rule_behind_the_proxy(https_server):
+    proxy, fetcher = _behind_proxy(https_server, "10.0.0.8")
+    try:
+        with pytest.raises(FetchError, match="internal network address; not contacted"):
+            fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
+    finally:
+        proxy.close()
+    assert proxy.asked == []
+
+
+def test_it_takes_the_proxy_the_environment_names_and_skips_those_no_proxy_lists(monkeypatch):
+    from providers.discovery import _environ_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.test:3128")
+    monkeypatch.setenv("https_proxy", "http://proxy.corp.test:3128")
+    monkeypatch.setenv("NO_PROXY", "intranet.corp.test")
+    monkeypatch.setenv("no_proxy", "intranet.corp.test")
+    assert _environ_proxy("https://autoconfig.acme.test:443/") == "http://proxy.corp.test:3128"
+    assert _environ_proxy("https://intranet.corp.test:443/") is None
