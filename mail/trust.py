@@ -12,6 +12,7 @@ import functools
 import http.client
 import io
 import os
+import re
 import socket
 import ssl
 import threading
@@ -147,6 +148,49 @@ def refused_internal(error: BaseException | None) -> bool:
             return True
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
+
+
+def _chain(error: BaseException | None):
+    seen = 0
+    while error is not None and seen < 10:
+        yield error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+
+
+def never_sent(error: BaseException | None) -> bool:
+    """Whether a failed request never left: no connection to the server was made, or
+    the proxy would not open one (urllib3 says ProxyError only until the tunnel is up).
+    A request sent on a new connection fails so when the server is down or the proxy
+    refuses, which must not read "may have been sent"."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+    from requests.exceptions import ConnectTimeout, ProxyError
+    from urllib3.exceptions import NewConnectionError
+    from urllib3.exceptions import ProxyError as Urllib3ProxyError
+
+    before = (ConnectTimeout, ProxyError, NewConnectionError, Urllib3ProxyError)
+    for link in _chain(error):
+        if isinstance(link, before) or refused_internal(link):
+            return True
+        if isinstance(link, RequestsConnectionError) and "NewConnectionError" in repr(link.args):
+            return True
+    return False
+
+
+def proxy_refusal(error: BaseException | None) -> str | None:
+    """What the environment's proxy said when it would not open a connection, if that is
+    what stopped a request: its status line (a 407 wants credentials in HTTPS_PROXY, a
+    403 is its policy), or that it could not be reached."""
+    from requests.exceptions import ProxyError
+    from urllib3.exceptions import ProxyError as Urllib3ProxyError
+
+    for link in _chain(error):
+        if isinstance(link, ProxyError | Urllib3ProxyError):
+            text = str(link)
+            found = re.search(r"Tunnel connection failed: ([^'\")]{1,80})", text)
+            if found:
+                return f"the proxy answered {found.group(1)}"
+            return "the proxy could not be reached"
+    return None
 
 
 def untrusted_certificate(error: BaseException | None) -> str | None:

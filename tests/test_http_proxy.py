@@ -159,3 +159,60 @@ def test_it_goes_straight_to_a_server_no_proxy_names(proxy, ews_server, mail_tru
 
     assert run.state == SyncRun.State.SUCCEEDED, run.error
     assert proxy.asked == []
+
+
+def test_it_says_nothing_was_sent_when_the_proxy_refuses_the_sending_connection(
+    proxy, ews_server, mail_trust, django_capture_on_commit_callbacks
+):
+    from sending.message import Draft
+    from sending.models import OutgoingEmail
+    from sending.services import TransientSendError, outgoing_create, outgoing_send
+
+    account = _mailbox(ews_server)
+
+    def queued(subject: str) -> OutgoingEmail:
+        draft = Draft(
+            sender=account.address, sender_name="Erin", subject=subject, text="Hello",
+            to=[{"name": "", "address": "peter@partner.test"}], cc=[], bcc=[],
+            signature_html="", attachments=[],
+        )  # fmt: skip
+        with django_capture_on_commit_callbacks():
+            return outgoing_create(author=account.owner, account=account, draft=draft)
+
+    for subject in ("First", "Second"):  # the first also learns the server's version
+        proxy.asked = []
+        with django_capture_on_commit_callbacks():
+            outgoing_send(outgoing_id=queued(subject).pk)
+    # CreateItem goes on the last new connection a send opens: the proxy refuses that
+    # one next time, before anything reaches Exchange.
+    proxy.refuse_after, proxy.asked = len(proxy.asked) - 1, []
+    third = queued("Third")
+
+    with pytest.raises(TransientSendError):
+        outgoing_send(outgoing_id=third.pk)
+
+    third.refresh_from_db()
+    assert third.state == OutgoingEmail.State.QUEUED, third.error
+    assert "407 Proxy Authentication Required" in third.error
+    assert [m.subject for m in ews_server.sent] == ["First", "Second"]
+
+
+def test_it_names_the_proxy_that_refused_and_never_guesses_the_message_left(
+    proxy, oauth_server, mail_trust
+):
+    from mail.errors import MailError
+    from mail.graph.client import GraphClient
+    from tests.servers.graph import GraphServer
+
+    server = GraphServer(token_user=oauth_server.token_user).start()
+    try:
+        server.add_user("gina@m365.test", name="Gina Graph")
+        token = oauth_server.grant("gina@m365.test", "mailsetup-test", scope="Mail.Send")
+        proxy.refuse_after, proxy.refusal = 0, "403 Forbidden"
+        graph = GraphClient(token["access_token"], base_url=server.graph_url, timeout=5)
+        with graph, pytest.raises(MailError) as caught:
+            graph.send_mime(b"Subject: x\r\nTo: peter@partner.test\r\n\r\nHello\r\n")
+    finally:
+        server.stop()
+    assert caught.value.kind == "connection"  # not "handed_over": nothing left
+    assert "the proxy answered 403 Forbidden" in str(caught.value)

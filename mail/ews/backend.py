@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from providers.models import ServiceType
 
+from .. import trust
 from ..backend import Endpoint, ListedFolder, MailBackend, credentials_required
 from ..errors import MailError
 from . import delivery, session
@@ -138,6 +139,12 @@ def exchange_failure(error: Exception, *, oauth: bool = False) -> MailError:
     unreachable = isinstance(error, errors.TransportError) and not isinstance(
         error, errors.ResponseMessageError
     )
+    if refusal := trust.proxy_refusal(error):
+        return MailError(
+            "connection",
+            f"The Exchange server could not be reached through the proxy this app is set up "
+            f"with ({refusal}). Ask an administrator to check HTTPS_PROXY.",
+        )
     if isinstance(error, busy) or unreachable:
         return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
     if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):

@@ -4,6 +4,7 @@ by hand where one is wanted: Exchange's answers become MailErrors (mail/errors.p
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
+from mail import trust
 from mail.errors import MailError
 
 from .session import ews_close
@@ -50,8 +51,12 @@ def deliver(ews, *, recipients: list[str], raw: bytes, handing_over) -> None:
         # wrote itself says the message was not taken; anything else after the
         # hand-over may have been sent.
         made_up = str(error).startswith(("Reraised from", "Caused by"))
+        # CreateItem goes on a new connection: one that could not be made (the server
+        # down, the proxy refusing) took nothing.
         if handed_over and (made_up or isinstance(error, ErrorTimeoutExpired)):
-            raise _ews_uncertain(error) from None
+            if not trust.never_sent(error):
+                raise _ews_uncertain(error) from None
+            raise MailError("connection", _unreached(error)) from None
         if name in EWS_BUSY:
             kind = "busy"
         elif made_up:
@@ -62,13 +67,16 @@ def deliver(ews, *, recipients: list[str], raw: bytes, handing_over) -> None:
             kind = "rejected"
         raise MailError(kind, f"Exchange did not send the message ({name}: {error}).") from None
     except (EWSError, OSError) as error:
-        if not handed_over:
-            raise MailError(
-                "connection", f"Exchange could not be reached ({type(error).__name__})."
-            ) from None
+        if not handed_over or trust.never_sent(error):
+            raise MailError("connection", _unreached(error)) from None
         raise _ews_uncertain(error) from None
     finally:
         ews_close(ews)
+
+
+def _unreached(error: Exception) -> str:
+    why = trust.proxy_refusal(error) or type(error).__name__
+    return f"Exchange could not be reached ({why}); nothing was sent."
 
 
 def _ews_uncertain(error: Exception) -> MailError:

@@ -290,6 +290,13 @@ def ews_session(
                 "Exchange service address on the provider card.",
                 field="provider",
             ) from None
+        if refusal := trust.proxy_refusal(error):
+            raise SignInError(
+                "connection",
+                f"The Exchange server could not be reached through the proxy this app is "
+                f"set up with ({refusal}). Ask an administrator to check HTTPS_PROXY.",
+                field="provider",
+            ) from None
         raise SignInError(
             "connection",
             f"The Exchange server could not be reached ({type(error).__name__}). Try again "

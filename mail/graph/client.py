@@ -286,6 +286,12 @@ class GraphClient:
         except requests.exceptions.ConnectionError as error:
             if trust.refused_internal(error):
                 raise MailError("internal_address", GraphAddressRefused.MESSAGE) from error
+            if refusal := trust.proxy_refusal(error):
+                raise MailError(
+                    "connection",
+                    f"Microsoft Graph could not be reached through the proxy the server is "
+                    f"set up with ({refusal}). An administrator checks HTTPS_PROXY.",
+                ) from error
             raise MailError(
                 "connection", f"The connection to Microsoft Graph failed ({_short(error, 120)})."
             ) from error
@@ -770,9 +776,6 @@ def _folder(row: dict, path: tuple[str, ...], well_known: str = "") -> MailFolde
 
 
 def _before_sending(error: MailError) -> bool:
-    """Whether a failed sendMail never reached the server: no connection was made."""
-    cause = error.__cause__
-    return isinstance(cause, requests.exceptions.ConnectTimeout) or (
-        isinstance(cause, requests.exceptions.ConnectionError)
-        and "NewConnectionError" in repr(cause.args)
-    )
+    """Whether a failed sendMail never reached the server: no connection was made (the
+    server down, the proxy refusing)."""
+    return trust.never_sent(error.__cause__)

@@ -2,7 +2,9 @@
 tunnels (what requests asks of it for an https:// address) and plain-HTTP requests
 forwarded with their absolute URL. Where a name leads is the proxy's own business, as
 with split DNS: `routes` maps a host name to a loopback port, any other name goes to
-127.0.0.1 and the port asked for. `asked` records each (method, host, port)."""
+127.0.0.1 and the port asked for. `asked` records each (method, host, port). With
+`refuse_after` set, the tunnels after that many are refused with `refusal` (a proxy
+that wants credentials, or whose policy says no)."""
 
 import contextlib
 import socket
@@ -18,6 +20,8 @@ class HttpProxy:
     def __init__(self, routes: dict[str, int] | None = None) -> None:
         self.routes = routes or {}
         self.asked: list[tuple[str, str, int]] = []
+        self.refuse_after: int | None = None
+        self.refusal = "407 Proxy Authentication Required"
         self.listener, self.port = listening()
         self.url = f"http://127.0.0.1:{self.port}"
         self.closed = False
@@ -52,6 +56,9 @@ class HttpProxy:
                     path += "?" + parts.query
                 head = head.replace(target.encode("latin-1"), path.encode("latin-1"), 1)
             self.asked.append((method, host.strip("[]"), port))
+            if self.refuse_after is not None and len(self.asked) > self.refuse_after:
+                client.sendall(f"HTTP/1.1 {self.refusal}\r\nContent-Length: 0\r\n\r\n".encode())
+                return client.close()
             server = socket.create_connection(("127.0.0.1", self.routes.get(host, port)))
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
