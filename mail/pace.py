@@ -148,6 +148,13 @@ class PacedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    @property
+    def _sock(self):
+        # requests_ntlm reads the server's certificate for NTLM's channel binding from
+        # the socket under http.client's reader (`raw._fp.fp.raw._sock`): an Exchange
+        # server that asks for NTLM failed every sign-in with an AttributeError.
+        return self._raw._sock
+
     def readinto(self, b) -> int | None:
         got = self._connection.paced(0, self._raw.readinto, b)
         self._connection.brought += got or 0

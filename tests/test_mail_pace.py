@@ -373,3 +373,35 @@ def test_it_waits_for_a_server_that_checks_the_message_before_it_confirms():
     finally:
         server.close()
     assert server.received.endswith(b"\r\n.\r\n")
+
+
+def test_it_lets_ntlm_read_the_servers_certificate_through_a_paced_answer(settings, tmp_path):
+    import requests
+    from requests_ntlm import HttpNtlmAuth
+
+    from mail.trust import MailTrustAdapter
+    from tests.servers.https import HttpsServer
+
+    server = HttpsServer(["localhost"])
+    server.thread.start()
+    try:
+        ca_file = tmp_path / "ca.pem"
+        server.ca.cert_pem.write_to_path(str(ca_file))
+        settings.MAIL_EXTRA_CA_FILE = str(ca_file)
+        # Exchange on premises asks for NTLM; requests_ntlm binds its answer to the
+        # server's certificate, read from the socket under the (paced) answer.
+        server.routes.add("localhost", "/EWS/Exchange.asmx", b"", status=401,
+                          WWW_Authenticate="NTLM")  # fmt: skip
+        with requests.Session() as session:
+            session.mount("https://", MailTrustAdapter())
+            # The fake answers no challenge: requests_ntlm gives up there, past the
+            # certificate, with its negotiate message sent.
+            with pytest.raises(PermissionError, match="NTLM challenge"):
+                session.get(
+                    f"https://localhost:{server.port}/EWS/Exchange.asmx",
+                    auth=HttpNtlmAuth("CORP\\erin", "secret"), timeout=5,
+                )  # fmt: skip
+    finally:
+        server.httpd.shutdown()
+    sent = [r["headers"].get("Authorization", "") for r in server.routes.log]
+    assert any(value.startswith("NTLM ") for value in sent)

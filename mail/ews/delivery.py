@@ -15,6 +15,8 @@ EWS_BUSY = {
     "ErrorMailboxStoreUnavailable", "ErrorMailboxMoveInProgress",
     "ErrorConnectionFailedTransientError",
 }  # fmt: skip
+# Sign-ins that belong to a connection rather than to each request (exchangelib's names).
+CONNECTION_AUTH = {"NTLM", "sspi", "gssapi"}
 # The login may not send from this mailbox: its owner or an administrator grants it.
 EWS_DENIED = {"ErrorAccessDenied", "ErrorSendAsDenied"}
 
@@ -39,8 +41,11 @@ def deliver(ews, *, recipients: list[str], raw: bytes, handing_over) -> None:
         # The requests before (the Sent Items folder, the version check) kept their
         # connections alive; one the server or a load balancer has let go of since would
         # fail after the hand-over and read "may have been sent". CreateItem goes on a
-        # new one (exchangelib opens sessions again as they are asked for).
-        ews.protocol.close()
+        # new one (exchangelib opens sessions again as they are asked for), but for
+        # NTLM, which signs in the connection itself: on a new one the message would go
+        # up three times (unsigned, then each step of the handshake).
+        if ews.protocol.config.auth_type not in CONNECTION_AUTH:
+            ews.protocol.close()
         handing_over()
         handed_over = True
         message.send_and_save()
