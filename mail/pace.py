@@ -119,7 +119,7 @@ class Paced:
             # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
             # object under the thread still reading from it.
             with contextlib.suppress(OSError, TypeError):
-                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                socket.socket.shutdown(socket_of(self.sock), socket.SHUT_RDWR)
 
     def overdue(self) -> Exception:
         return Overdue(self.overdue_text())
@@ -133,6 +133,16 @@ class Paced:
             f"the server sent {self.brought} bytes of its answer in {waited:.0f} s, too "
             "slowly to go on waiting"
         )
+
+
+def socket_of(sock):
+    """The socket under urllib3's SSLTransport (TLS to a server inside TLS to an https://
+    proxy), which is no socket: shutting the socket down is how a cut reaches a read."""
+    for _ in range(3):
+        if isinstance(sock, socket.socket):
+            break
+        sock = getattr(sock, "socket", sock)
+    return sock
 
 
 class PacedReader(io.RawIOBase):

@@ -21,7 +21,7 @@ import urllib.parse
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
-from mail.pace import Paced, PacedReader
+from mail.pace import Paced, PacedReader, socket_of
 from mailsetup import net
 from systemsettings.selectors import internal_mail_servers_allowed
 
@@ -75,14 +75,32 @@ class MailTrustAdapter(HTTPAdapter):
         # (PySocks' pools), and so none of this: the README says so.
         if proxy.lower().startswith("socks"):
             return super().proxy_manager_for(proxy, **proxy_kwargs)
-        new = proxy not in self.proxy_manager
-        context = mail_ssl_context()
-        manager = super().proxy_manager_for(
-            proxy, ssl_context=context, proxy_ssl_context=context, **proxy_kwargs
-        )
-        if new:
+        if proxy not in self.proxy_manager:
+            from urllib3 import proxy_from_url
+
+            context = mail_ssl_context()
+            manager = proxy_from_url(
+                proxy, proxy_headers=self.proxy_headers(proxy),
+                num_pools=self._pool_connections, maxsize=self._pool_maxsize,
+                block=self._pool_block, ssl_context=context, proxy_ssl_context=context,
+                **proxy_kwargs,
+            )  # fmt: skip
             manager.pool_classes_by_scheme = _pools(self.refusal)
-        return manager
+            # Published whole: another thread never takes it with urllib3's classes.
+            self.proxy_manager[proxy] = manager
+        return self.proxy_manager[proxy]
+
+    def cert_verify(self, conn, url, verify, cert):
+        # The app's trust is its context alone. requests names a CA bundle for every
+        # https pool (certifi's, or REQUESTS_CA_BUNDLE's where the environment is read),
+        # and urllib3 loads it into the context it is given: the process's one cached
+        # context, which every mail connection shares. `verify=False` changes nothing.
+        super().cert_verify(conn, url, True, cert)
+        conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        # The pool's key and settings, without the environment's bundle (above).
+        return super().build_connection_pool_key_attributes(request, True, cert)
 
 
 def _pacing(base: type) -> type:
@@ -218,7 +236,8 @@ class Cancellable:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
 
-    def add(self, sock: socket.socket) -> None:
+    def add(self, sock) -> None:
+        sock = socket_of(sock)
         with self._lock:
             if self.cancelled:
                 sock.close()
@@ -267,10 +286,11 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
         allowed = scope.allow_internal if scope else None
         return internal_mail_servers_allowed() if allowed is None else allowed
 
-    def checked(sock, target: str | None):
-        """`sock` connected to the server itself (target None), or to a proxy on its way
-        to `target`, a host name."""
-        if target is None:
+    def checked(sock, *, proxied: bool, target: str | None):
+        """`sock` connected to the server itself, or to a proxy (`proxied`) on its way
+        to `target`, the tunnel's host name (None: plain HTTP, whose requests each name
+        their server and are checked in `request`)."""
+        if not proxied:
             refused = net.is_internal(sock.getpeername()[0])
         else:
             # The proxy is the administrator's (the environment names it), whatever its
@@ -278,7 +298,7 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
             # machine resolves it. A name only the proxy can resolve is left to the
             # proxy's own rules: the socket's peer, checked on direct connections
             # whatever DNS said, is the proxy here.
-            refused = _resolves_internal(target)
+            refused = target is not None and _resolves_internal(target)
         if refused and not internal_allowed():
             sock.close()
             raise refusal(refusal.MESSAGE)
@@ -299,7 +319,7 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
                 # Through a proxy: a tunnel's server is known before the CONNECT goes
                 # out; a plain-HTTP request names its server in its URL (`request`).
                 proxied = getattr(self, "proxy", None) is not None
-                return checked(super()._new_conn(), self._tunnel_host if proxied else None)
+                return checked(super()._new_conn(), proxied=proxied, target=self._tunnel_host)
 
             def request(self, method, url, *args, **kwargs):
                 if getattr(self, "proxy", None) is not None and not self._tunnel_host:
@@ -325,20 +345,21 @@ def _pools(refusal: type[InternalAddressRefused] | None) -> dict[str, type]:
     return {"http": HTTPPool, "https": HTTPSPool}
 
 
-_getaddrinfo = socket.getaddrinfo  # a test names a public server through it
+_resolve = net.resolve  # a test names a public server through it
 
 
 def _resolves_internal(host: str) -> bool:
-    """Whether a server's name (or address) is, or resolves to, an internal address."""
+    """Whether a server's name (or address) is, or resolves to, an internal address; a
+    name this machine cannot resolve in time is not (only the proxy knows it)."""
     try:
         return net.is_internal(host.strip("[]"))
     except ValueError:
         pass  # a name, not an address
     try:
-        found = _getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        found = _resolve(host, 0, settings.MAIL_CONNECT_TIMEOUT)
     except (OSError, UnicodeError):
         return False
-    return any(net.is_internal(address[4][0]) for address in found)
+    return any(net.is_internal(address[0]) for address in found)
 
 
 @functools.cache

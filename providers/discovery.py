@@ -199,16 +199,23 @@ class HttpsFetcher:
     def _tunnel(self, sock: socket.socket, proxy, host: str, port: int) -> None:
         """CONNECT through the proxy `sock` is connected to; raises FetchError unless it
         opens the tunnel."""
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        target = f"{_bracketed(host)}:{port}"
         lines = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
         if proxy.username is not None:
             who = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
             lines += f"Proxy-Authorization: Basic {base64.b64encode(who.encode()).decode()}\r\n"
         sock.sendall((lines + "\r\n").encode("ascii"))
+        # Nothing of the server's comes before our TLS hello: the reader takes only
+        # the proxy's answer (bounded by the step's watchdog).
         answer = http.client.HTTPResponse(sock, method="CONNECT")
-        answer.begin()
-        if answer.status != 200:
-            raise FetchError(f"the proxy did not open a tunnel to {host} (HTTP {answer.status})")
+        try:
+            answer.begin()
+        finally:
+            answer.close()
+        if not 200 <= answer.status < 300:
+            raise FetchError(
+                f"the proxy did not open a tunnel to {host} (HTTP {answer.status} {answer.reason})"
+            )
 
     def _connect(self, addresses: list[tuple], host: str, deadline: float) -> socket.socket:
         error: OSError | None = None
@@ -226,8 +233,7 @@ class HttpsFetcher:
         path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
         if parts.query:
             path += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-        proxy = self.proxy_for(f"https://{host}:{port}/")
-        proxy = urlsplit(proxy) if proxy and proxy.lower().startswith("http://") else None
+        proxy = _proxy_parts(self.proxy_for(f"https://{_bracketed(host)}:{port}/"))
         if proxy is None:
             addresses = self._addresses(host, port, deadline)
         else:
@@ -239,7 +245,15 @@ class HttpsFetcher:
         # hands the connection over to a new object.
         current: list[socket.socket] = []
         try:
-            sock = self._connect(addresses, host, deadline)
+            try:
+                sock = self._connect(addresses, host, deadline)
+            except OSError as error:
+                if proxy is None or isinstance(error, TimeoutError):
+                    raise
+                raise FetchError(
+                    f"the proxy {_bracketed(proxy.hostname)}:{proxy.port or 80} could not be "
+                    f"reached ({type(error).__name__})"
+                ) from None
             current.append(sock)
             # Per-read timeouts alone would let a server that drips a byte now and
             # then stretch the step without end; the watchdog ends it at the deadline.
@@ -284,6 +298,30 @@ class HttpsFetcher:
                 watchdog.cancel()
             if sock is not None:
                 sock.close()
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _proxy_parts(proxy: str | None):
+    """The proxy to tunnel through, as urlsplit's parts; None for none. A name without
+    a scheme is an http:// proxy (as requests reads it); an https:// or SOCKS proxy is
+    one discovery cannot speak to, which is said rather than gone around."""
+    if not proxy:
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    try:
+        parts = urlsplit(proxy)
+        parts.port  # noqa: B018 (checked here: a bad one raises ValueError)
+    except ValueError:
+        raise FetchError("the proxy named by HTTPS_PROXY is not a valid address") from None
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise FetchError(
+            f"discovery tunnels only through an http:// proxy, not {parts.scheme}:// (HTTPS_PROXY)"
+        )
+    return parts
 
 
 def _environ_proxy(url: str) -> str | None:

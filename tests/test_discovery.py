@@ -525,3 +525,38 @@ def test_it_takes_the_proxy_the_environment_names_and_skips_those_no_proxy_lists
     monkeypatch.setenv("no_proxy", "intranet.corp.test")
     assert _environ_proxy("https://autoconfig.acme.test:443/") == "http://proxy.corp.test:3128"
     assert _environ_proxy("https://intranet.corp.test:443/") is None
+
+
+@pytest.mark.parametrize(
+    ("named", "said"),
+    [
+        ("https://proxy.corp.test:3128", "only through an http:// proxy, not https://"),
+        ("socks5://proxy.corp.test:1080", "only through an http:// proxy, not socks5://"),
+        ("http://proxy.corp.test:99999", "not a valid address"),
+    ],
+)
+def test_it_says_which_proxy_it_cannot_tunnel_through(https_server, named, said):
+    fetcher = HttpsFetcher(
+        ssl_context=https_server.client_context(),
+        resolve=_loopback_resolver(https_server.port, https_server.hostnames),
+        proxy_for=lambda url: named,
+    )
+    with pytest.raises(FetchError, match=said):
+        fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
+
+
+def test_it_names_the_proxy_that_refused_or_could_not_be_reached(https_server):
+    from tests.servers.dovecot import free_port
+
+    proxy, fetcher = _behind_proxy(https_server, None)
+    try:
+        proxy.refuse_after = 0
+        with pytest.raises(FetchError, match=r"did not open a tunnel to acme\.test \(HTTP 407"):
+            fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
+    finally:
+        proxy.close()
+    closed = free_port()
+    # A name without a scheme is an http:// proxy, as requests reads it.
+    fetcher.proxy_for = lambda url: f"127.0.0.1:{closed}"
+    with pytest.raises(FetchError, match=f"the proxy 127.0.0.1:{closed} could not be reached"):
+        fetcher.get("https://acme.test/through-proxy.xml", timeout=5)

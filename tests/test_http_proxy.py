@@ -70,14 +70,14 @@ def test_it_reaches_exchange_through_the_proxy_trusting_the_companys_ca(
 def _resolving(monkeypatch, address: str) -> None:
     """This machine's DNS gives PUBLIC_NAME `address` when a connection is made (the
     session's own look-up before it finds nothing: only the proxy knows the name)."""
-    real = trust._getaddrinfo
+    real = trust._resolve
 
-    def resolving(host, *args, **kwargs):
+    def resolving(host, port, timeout):
         if host == PUBLIC_NAME:
-            return [(trust.socket.AF_INET, trust.socket.SOCK_STREAM, 6, "", (address, 0))]
-        return real(host, *args, **kwargs)
+            return [(address, port)]
+        return real(host, port, timeout)
 
-    monkeypatch.setattr(trust, "_getaddrinfo", resolving)
+    monkeypatch.setattr(trust, "_resolve", resolving)
 
 
 @pytest.fixture
@@ -216,3 +216,178 @@ def test_it_names_the_proxy_that_refused_and_never_guesses_the_message_left(
         server.stop()
     assert caught.value.kind == "connection"  # not "handed_over": nothing left
     assert "the proxy answered 403 Forbidden" in str(caught.value)
+
+
+@pytest.fixture
+def plain_server():
+    """A plain-HTTP server on loopback answering 200 "plain" to any GET (exchangelib's
+    autodiscover asks http://autodiscover.<domain>/ for a redirect)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"plain")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+
+
+def _guarded_session():
+    import requests
+
+    session = requests.Session()
+    adapter = trust.guarded_adapter(trust.InternalAddressRefused)()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def test_it_forwards_plain_http_through_a_proxy_on_an_internal_address(
+    proxy, plain_server, mail_trust, monkeypatch
+):
+    import requests
+
+    proxy.routes[PUBLIC_NAME] = plain_server
+    _internal_servers(False)
+    _resolving(monkeypatch, PUBLIC_ADDRESS)
+
+    with _guarded_session() as session:
+        answer = session.get(f"http://{PUBLIC_NAME}:{plain_server}/autodiscover", timeout=5)
+        assert answer.text == "plain"
+        assert proxy.asked == [("GET", PUBLIC_NAME, plain_server)]
+        # An internal server named by the URL is refused before the proxy hears of it,
+        # on the connection to the proxy already open too.
+        with pytest.raises(requests.exceptions.ConnectionError) as caught:
+            session.get(f"http://127.0.0.1:{plain_server}/autodiscover", timeout=5)
+    assert trust.refused_internal(caught.value)
+    assert len(proxy.asked) == 1
+
+
+@pytest.mark.parametrize("variable", ["NO_PROXY", "HTTP_PROXY"])
+def test_it_still_says_an_exchange_name_does_not_resolve_with_no_proxy_for_it(
+    variable, monkeypatch, db
+):
+    from mail.errors import SignInError
+    from mail.ews.session import _guard
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
+                 "no_proxy", "ALL_PROXY", "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    # Set, but not for an https:// address: no proxy will look the name up.
+    monkeypatch.setenv(variable, "http://127.0.0.1:9" if variable == "HTTP_PROXY" else "x.test")
+    with pytest.raises(SignInError) as caught:
+        _guard("https://nosuch.invalid/EWS/Exchange.asmx")
+    assert caught.value.kind == "dns"
+
+
+def test_it_keeps_the_apps_own_trust_whatever_a_request_asks_to_verify(settings, tmp_path):
+    import requests
+
+    from tests.servers.https import HttpsServer
+
+    server = HttpsServer(["localhost"])
+    server.thread.start()
+    try:
+        bundle = tmp_path / "bundle.pem"  # as REQUESTS_CA_BUNDLE would name it
+        server.ca.cert_pem.write_to_path(str(bundle))
+        server.routes.add("localhost", "/", b"ok")
+        before = trust.mail_ssl_context().cert_store_stats()["x509_ca"]
+        url = f"https://localhost:{server.port}/"
+        with requests.Session() as session:
+            session.mount("https://", trust.MailTrustAdapter())
+            for verify in (str(bundle), False, True):
+                with pytest.raises(requests.exceptions.SSLError):
+                    session.get(url, verify=verify, timeout=5)
+    finally:
+        server.httpd.shutdown()
+    # The bundle was not added to the context every mail connection shares.
+    assert trust.mail_ssl_context().cert_store_stats()["x509_ca"] == before
+
+
+def test_it_reaches_exchange_through_an_https_proxy_and_paces_it_there_too(
+    ews_server, mail_trust, settings, monkeypatch
+):
+    secure = HttpProxy(tls=True)
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, secure.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        account = _mailbox(ews_server, "erin.tls@corp.test")
+        run = mailbox_sync(account_id=account.pk)
+        assert run.state == SyncRun.State.SUCCEEDED, run.error
+        assert ("CONNECT", "localhost", ews_server.port) in secure.asked
+
+        ews_server.add_message(
+            "inbox", make_message(subject="Later", to=account.address, age=timedelta(0)),
+            received=datetime.now(UTC), mailbox=account.address,
+        )  # fmt: skip
+        settings.MAIL_CONNECT_TIMEOUT = 1
+        ews_server.state.drips["SyncFolderItems"] = 0.2
+        began = time.monotonic()
+        try:
+            with pytest.raises(TransientSyncError, match="could not be reached"):
+                mailbox_sync(account_id=account.pk)
+        finally:
+            del ews_server.state.drips["SyncFolderItems"]
+        assert PACE_CONNECTS <= time.monotonic() - began < 30
+    finally:
+        secure.close()
+
+
+def test_it_cuts_a_request_through_an_https_proxy_when_its_work_runs_out_of_time(
+    settings, tmp_path, monkeypatch
+):
+    import threading
+
+    import requests
+
+    from tests.servers.certs import test_ca
+    from tests.servers.https import HttpsServer
+
+    server = HttpsServer(["localhost"])
+    server.thread.start()
+    secure = HttpProxy(tls=True)
+    try:
+        server.routes.add_drip("localhost", "/slow", 0.2)  # 40 s of one-byte lines
+        trusted = tmp_path / "ca.pem"
+        trusted.write_bytes(server.ca.cert_pem.bytes() + test_ca().cert_pem.bytes())
+        settings.MAIL_EXTRA_CA_FILE = str(trusted)
+        settings.MAIL_CONNECT_TIMEOUT = 30  # the pacing alone would wait past the drip
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, secure.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        scope = trust.Cancellable(allow_internal=True)
+        failures = []
+
+        def cancel_soon():
+            time.sleep(1)
+            try:
+                scope.cancel()  # as autodiscover's deadline does
+            except Exception as error:
+                failures.append(error)
+
+        threading.Thread(target=cancel_soon, daemon=True).start()
+        began = time.monotonic()
+        with (
+            trust.connections_of(scope),
+            _guarded_session() as session,
+            pytest.raises(requests.exceptions.RequestException),
+        ):
+            session.get(f"https://localhost:{server.port}/slow", timeout=30)
+        took = time.monotonic() - began
+    finally:
+        secure.close()
+        server.httpd.shutdown()
+    # TLS to the server inside TLS to the proxy: the socket under it is cut.
+    assert failures == [] and took < 10

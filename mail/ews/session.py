@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
-from requests.utils import get_environ_proxies
+from requests.utils import get_environ_proxies, select_proxy
 
 from mail import trust
 from mail.errors import SignInError
@@ -177,7 +177,7 @@ def _guard(url: str) -> None:
     try:
         addresses = net.resolve(parts.hostname, parts.port or 443, settings.MAIL_CONNECT_TIMEOUT)
     except (OSError, UnicodeError):
-        if get_environ_proxies(url):
+        if select_proxy(url, get_environ_proxies(url)):
             # Reached through a proxy the environment names, which may be the only one
             # that can look the name up; the adapter still holds the server to the
             # internal-address rule by its name (mail.trust).

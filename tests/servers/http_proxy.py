@@ -4,26 +4,29 @@ forwarded with their absolute URL. Where a name leads is the proxy's own busines
 with split DNS: `routes` maps a host name to a loopback port, any other name goes to
 127.0.0.1 and the port asked for. `asked` records each (method, host, port). With
 `refuse_after` set, the tunnels after that many are refused with `refusal` (a proxy
-that wants credentials, or whose policy says no)."""
+that wants credentials, or whose policy says no). With `tls`, the proxy itself is
+spoken to over TLS (an https:// proxy, its certificate from the suite's CA)."""
 
 import contextlib
 import socket
 import threading
 from urllib.parse import urlsplit
 
+from tests.servers.certs import server_context
 from tests.servers.proxy import listening
 
 HEAD_LIMIT = 16_384
 
 
 class HttpProxy:
-    def __init__(self, routes: dict[str, int] | None = None) -> None:
+    def __init__(self, routes: dict[str, int] | None = None, *, tls: bool = False) -> None:
         self.routes = routes or {}
+        self.tls = server_context("localhost") if tls else None
         self.asked: list[tuple[str, str, int]] = []
         self.refuse_after: int | None = None
         self.refusal = "407 Proxy Authentication Required"
         self.listener, self.port = listening()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -38,6 +41,8 @@ class HttpProxy:
     def _serve(self, client: socket.socket) -> None:
         head = b""
         try:
+            if self.tls is not None:
+                client = self.tls.wrap_socket(client, server_side=True)
             while b"\r\n\r\n" not in head and len(head) < HEAD_LIMIT:
                 data = client.recv(4096)
                 if not data:
