@@ -163,7 +163,7 @@ class PacedReader(io.RawIOBase):
         # requests_ntlm reads the server's certificate for NTLM's channel binding from
         # the socket under http.client's reader (`raw._fp.fp.raw._sock`): an Exchange
         # server that asks for NTLM failed every sign-in with an AttributeError.
-        return self._raw._sock
+        return getattr(self._raw, "_sock", None)
 
     def readinto(self, b) -> int | None:
         got = self._connection.paced(0, self._raw.readinto, b)

@@ -94,8 +94,11 @@ class MailTrustAdapter(HTTPAdapter):
         # The app's trust is its context alone. requests names a CA bundle for every
         # https pool (certifi's, or REQUESTS_CA_BUNDLE's where the environment is read),
         # and urllib3 loads it into the context it is given: the process's one cached
-        # context, which every mail connection shares. `verify=False` changes nothing.
-        super().cert_verify(conn, url, True, cert)
+        # context, which every mail connection shares; a client certificate would be
+        # loaded into it the same way, and shown to every server. `verify=False`
+        # changes nothing.
+        if cert:
+            raise ValueError("mail connections take no client certificate")
         conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
@@ -175,19 +178,34 @@ def _chain(error: BaseException | None):
         error, seen = error.__cause__ or error.__context__, seen + 1
 
 
+def _proxy_would_not_connect(link: BaseException) -> bool:
+    """Whether urllib3's ProxyError `link` is for a connection the proxy never opened.
+    urllib3 says ProxyError for any failure on a proxied connection it finds closed by
+    then, and http.client closes it on a reset or a hang-up after the request went out:
+    those may have been sent."""
+    from urllib3.exceptions import ConnectTimeoutError
+
+    original = link.original_error
+    return (
+        isinstance(original, ConnectTimeoutError)  # NewConnectionError is one
+        or str(original).startswith("Tunnel connection failed")
+        or refused_internal(original)
+    )
+
+
 def never_sent(error: BaseException | None) -> bool:
     """Whether a failed request never left: no connection to the server was made, or
-    the proxy would not open one (urllib3 says ProxyError only until the tunnel is up).
-    A request sent on a new connection fails so when the server is down or the proxy
-    refuses, which must not read "may have been sent"."""
+    the proxy would not open one. A request sent on a new connection fails so when the
+    server is down or the proxy refuses, which must not read "may have been sent"."""
     from requests.exceptions import ConnectionError as RequestsConnectionError
-    from requests.exceptions import ConnectTimeout, ProxyError
+    from requests.exceptions import ConnectTimeout
     from urllib3.exceptions import NewConnectionError
     from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
-    before = (ConnectTimeout, ProxyError, NewConnectionError, Urllib3ProxyError)
     for link in _chain(error):
-        if isinstance(link, before) or refused_internal(link):
+        if isinstance(link, Urllib3ProxyError):
+            return _proxy_would_not_connect(link)
+        if isinstance(link, ConnectTimeout | NewConnectionError) or refused_internal(link):
             return True
         if isinstance(link, RequestsConnectionError) and "NewConnectionError" in repr(link.args):
             return True
@@ -197,14 +215,17 @@ def never_sent(error: BaseException | None) -> bool:
 def proxy_refusal(error: BaseException | None) -> str | None:
     """What the environment's proxy said when it would not open a connection, if that is
     what stopped a request: its status line (a 407 wants credentials in HTTPS_PROXY, a
-    403 is its policy), or that it could not be reached."""
-    from requests.exceptions import ProxyError
+    403 is its policy), or that it could not be reached. None for a connection that
+    broke once open, and for the app's own internal-address refusal."""
     from urllib3.exceptions import ProxyError as Urllib3ProxyError
 
+    if refused_internal(error):
+        return None
     for link in _chain(error):
-        if isinstance(link, ProxyError | Urllib3ProxyError):
-            text = str(link)
-            found = re.search(r"Tunnel connection failed: ([^'\")]{1,80})", text)
+        if isinstance(link, Urllib3ProxyError):
+            if not _proxy_would_not_connect(link):
+                return None
+            found = re.search(r"Tunnel connection failed: ([^'\")]{1,80})", str(link))
             if found:
                 return f"the proxy answered {found.group(1)}"
             return "the proxy could not be reached"

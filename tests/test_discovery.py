@@ -551,7 +551,9 @@ def test_it_names_the_proxy_that_refused_or_could_not_be_reached(https_server):
     proxy, fetcher = _behind_proxy(https_server, None)
     try:
         proxy.refuse_after = 0
-        with pytest.raises(FetchError, match=r"did not open a tunnel to acme\.test \(HTTP 407"):
+        with pytest.raises(
+            FetchError, match=r"tunnel to acme\.test \(HTTP 407 Proxy Authentication Required\)"
+        ):
             fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
     finally:
         proxy.close()

@@ -197,6 +197,48 @@ def test_it_says_nothing_was_sent_when_the_proxy_refuses_the_sending_connection(
     assert [m.subject for m in ews_server.sent] == ["First", "Second"]
 
 
+def test_it_says_a_message_may_have_been_sent_when_the_connection_breaks_after_it(
+    proxy, ews_server, oauth_server, mail_trust, django_capture_on_commit_callbacks
+):
+    from sending.message import Draft
+    from sending.models import OutgoingEmail
+    from sending.services import outgoing_create, outgoing_send
+
+    account = _mailbox(ews_server)
+    draft = Draft(
+        sender=account.address, sender_name="Erin", subject="Cut", text="Hello",
+        to=[{"name": "", "address": "peter@partner.test"}], cc=[], bcc=[],
+        signature_html="", attachments=[],
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks():
+        outgoing = outgoing_create(author=account.owner, account=account, draft=draft)
+    # Exchange reads CreateItem and the connection closes with no answer: through a
+    # proxy urllib3 calls that a ProxyError too, yet the message went up.
+    ews_server.drop_next("CreateItem")
+
+    outgoing_send(outgoing_id=outgoing.pk)
+
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.UNCERTAIN, outgoing.error
+    assert "proxy" not in outgoing.error
+
+    from mail.errors import MailError
+    from mail.graph.client import GraphClient
+    from tests.servers.graph import GraphServer
+
+    server = GraphServer(token_user=oauth_server.token_user).start()
+    try:
+        server.add_user("gina@m365.test", name="Gina Graph")
+        token = oauth_server.grant("gina@m365.test", "mailsetup-test", scope="Mail.Send")
+        server.cut_next("sendMail")
+        graph = GraphClient(token["access_token"], base_url=server.graph_url, timeout=5)
+        with graph, pytest.raises(MailError) as caught:
+            graph.send_mime(b"Subject: x\r\nTo: peter@partner.test\r\n\r\nHello\r\n")
+    finally:
+        server.stop()
+    assert caught.value.kind == "handed_over"
+
+
 def test_it_names_the_proxy_that_refused_and_never_guesses_the_message_left(
     proxy, oauth_server, mail_trust
 ):
@@ -216,6 +258,7 @@ def test_it_names_the_proxy_that_refused_and_never_guesses_the_message_left(
         server.stop()
     assert caught.value.kind == "connection"  # not "handed_over": nothing left
     assert "the proxy answered 403 Forbidden" in str(caught.value)
+    assert all(method == "CONNECT" for method, _host, _port in proxy.asked)
 
 
 @pytest.fixture

@@ -416,9 +416,10 @@ def test_it_reconnects_after_an_unexpected_error_of_the_client_library(
     from aioimaplib.aioimaplib import Abort
 
     account, mailbox = synced_mailbox
-    real, broken = ImapWatcher._next_change, []
+    real, broken, waiting = ImapWatcher._next_change, [], []
 
     async def once_broken(self, within):
+        waiting.append(self)
         if not broken:
             broken.append(self)
             raise Abort("unexpected tagged response")
@@ -426,7 +427,14 @@ def test_it_reconnects_after_an_unexpected_error_of_the_client_library(
 
     monkeypatch.setattr(ImapWatcher, "_next_change", once_broken)
     with running(Listener(config=config())):
-        eventually(lambda: broken and state_of(account) == State.WATCHING, what="watching again")
+        # Watching again: a new connection waits for changes (the state alone still
+        # read "watching" from before the error until the error was taken in).
+        eventually(
+            lambda: (
+                any(w is not broken[0] for w in waiting[1:]) and state_of(account) == State.WATCHING
+            ),
+            what="watching again",
+        )
         assert watch_of(account).error == ""
         mailbox.append("INBOX", make_message())
         eventually(lambda: account.pk in published, what="the sync queued")
