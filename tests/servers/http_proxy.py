@@ -13,30 +13,23 @@ import threading
 from urllib.parse import urlsplit
 
 from tests.servers.certs import server_context
-from tests.servers.proxy import listening
+from tests.servers.proxy import Listener, pipe
 
 HEAD_LIMIT = 16_384
 
 
-class HttpProxy:
+class HttpProxy(Listener):
     def __init__(self, routes: dict[str, int] | None = None, *, tls: bool = False) -> None:
         self.routes = routes or {}
         self.tls = server_context("localhost") if tls else None
         self.asked: list[tuple[str, str, int]] = []
         self.refuse_after: int | None = None
         self.refusal = "407 Proxy Authentication Required"
-        self.listener, self.port = listening()
+        super().__init__()
         self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def accepted(self, client: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         head = b""
@@ -73,23 +66,5 @@ class HttpProxy:
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
             server.sendall(head)
-        threading.Thread(target=_pipe, args=(server, client), daemon=True).start()
-        _pipe(client, server)
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(OSError):
-            self.listener.close()
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+        pipe(client, server)

@@ -1,12 +1,11 @@
 """An IMAP relay on loopback that rewrites what the server says, to emulate servers
 Dovecot cannot be configured to be (../shared/notes/imap-server-families.md)."""
 
-import contextlib
 import re
 import socket
 import threading
 
-from tests.servers.proxy import Relay
+from tests.servers.proxy import Relay, close_both, pipe
 
 # A literal announced at the end of a line ({123}, or {123+} from a LITERAL+ client):
 # that many bytes follow, and they are message data, never responses.
@@ -33,17 +32,8 @@ class UidnextStrippingProxy(Relay):
         # peer's delayed ACK hold many of them back ~40 ms each.
         for sock in (client, server):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+        threading.Thread(target=pipe, args=(client, server), daemon=True).start()
         threading.Thread(target=self._rewrite, args=(server, client), daemon=True).start()
-
-    def _relay(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(16384):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(source, sink)
 
     def _rewrite(self, server: socket.socket, client: socket.socket) -> None:
         reader = server.makefile("rb")
@@ -64,11 +54,4 @@ class UidnextStrippingProxy(Relay):
             pass
         finally:
             reader.close()
-            _close(server, client)
-
-
-def _close(*sockets: socket.socket) -> None:
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+            close_both(server, client)

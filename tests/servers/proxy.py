@@ -15,13 +15,29 @@ def listening() -> tuple[socket.socket, int]:
     return listener, listener.getsockname()[1]
 
 
-class Relay:
-    """A loopback listener that connects each client to 127.0.0.1:`target_port` and
-    hands both sockets to `connected()`, where a relay starts its pipes. Subclasses set
+def close_both(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+def pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy `source` to `sink` until either ends, then close both."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        close_both(source, sink)
+
+
+class Listener:
+    """A loopback listener handing each client's socket to `accepted()`. Subclasses set
     their own state before calling this __init__, which starts accepting."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self) -> None:
         self.listener, self.port = listening()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -32,20 +48,35 @@ class Relay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            self.connected(client, server)
+            self.accepted(client)
 
-    def connected(self, client: socket.socket, server: socket.socket) -> None:
+    def accepted(self, client: socket.socket) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         self.closed = True
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+class Relay(Listener):
+    """A loopback listener that connects each client to 127.0.0.1:`target_port` and
+    hands both sockets to `connected()`, where a relay starts its pipes."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        super().__init__()
+
+    def accepted(self, client: socket.socket) -> None:
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        self.connected(client, server)
+
+    def connected(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
 
 
 class CuttingProxy(Relay):
