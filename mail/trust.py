@@ -131,6 +131,22 @@ def _pacing(base: type) -> type:
             self.asked()
             self.in_pieces(super().send, data)
 
+        def _tunnel(self):
+            try:
+                return super()._tunnel()
+            except (OSError, http.client.HTTPException) as error:
+                if str(error).startswith("Tunnel connection failed"):
+                    raise
+                # The proxy hung up, reset or kept silent instead of answering CONNECT:
+                # nothing of the request has left. Said in the words of a refusal, on a
+                # closed connection, so that urllib3 calls it a ProxyError and
+                # `never_sent` knows it (not "timed out": urllib3 would call that a read
+                # timeout).
+                self.close()
+                raise OSError(
+                    f"Tunnel connection failed: the proxy gave no answer ({type(error).__name__})"
+                ) from error
+
         def response_class(self, sock, *args, **kwargs):
             # Called on the connection by http.client (its class attribute, a method
             # here): the answer reads the socket through a paced reader.
@@ -172,9 +188,19 @@ def refused_internal(error: BaseException | None) -> bool:
 
 
 def _chain(error: BaseException | None):
+    """`error` and what it was raised from, down to the first socket or HTTP error (the
+    one that happened): that one's own context is whatever an outer `except` was
+    handling when the request was made, which says nothing of this request."""
+    import requests
+
     seen = 0
     while error is not None and seen < 10:
         yield error
+        leaf = isinstance(error, OSError | http.client.HTTPException) and not isinstance(
+            error, requests.RequestException
+        )
+        if leaf or (error.__cause__ is None and error.__suppress_context__):
+            return
         error, seen = error.__cause__ or error.__context__, seen + 1
 
 
@@ -189,7 +215,7 @@ def _proxy_would_not_connect(link: BaseException) -> bool:
     return (
         isinstance(original, ConnectTimeoutError)  # NewConnectionError is one
         or str(original).startswith("Tunnel connection failed")
-        or refused_internal(original)
+        or isinstance(original, InternalAddressRefused)
     )
 
 
@@ -197,7 +223,6 @@ def never_sent(error: BaseException | None) -> bool:
     """Whether a failed request never left: no connection to the server was made, or
     the proxy would not open one. A request sent on a new connection fails so when the
     server is down or the proxy refuses, which must not read "may have been sent"."""
-    from requests.exceptions import ConnectionError as RequestsConnectionError
     from requests.exceptions import ConnectTimeout
     from urllib3.exceptions import NewConnectionError
     from urllib3.exceptions import ProxyError as Urllib3ProxyError
@@ -205,9 +230,7 @@ def never_sent(error: BaseException | None) -> bool:
     for link in _chain(error):
         if isinstance(link, Urllib3ProxyError):
             return _proxy_would_not_connect(link)
-        if isinstance(link, ConnectTimeout | NewConnectionError) or refused_internal(link):
-            return True
-        if isinstance(link, RequestsConnectionError) and "NewConnectionError" in repr(link.args):
+        if isinstance(link, ConnectTimeout | NewConnectionError | InternalAddressRefused):
             return True
     return False
 
@@ -225,10 +248,11 @@ def proxy_refusal(error: BaseException | None) -> str | None:
         if isinstance(link, Urllib3ProxyError):
             if not _proxy_would_not_connect(link):
                 return None
-            found = re.search(r"Tunnel connection failed: ([^'\")]{1,80})", str(link))
-            if found:
-                return f"the proxy answered {found.group(1)}"
-            return "the proxy could not be reached"
+            found = re.search(r"Tunnel connection failed: ([^'\"]{1,80})", str(link))
+            if found is None:
+                return "the proxy could not be reached"
+            said = found.group(1)
+            return f"the proxy answered {said}" if said[:1].isdigit() else said
     return None
 
 

@@ -378,6 +378,14 @@ class GraphClient:
             return Throttled(f"Microsoft Graph asks us to wait {wait:.0f} s{said}.", wait)
         if sending and 400 <= status < 500:
             return MailError("rejected", f"Microsoft 365 did not accept the message{said}.")
+        if sending and (status in (502, 504) or (status >= 500 and not code)):
+            # A gateway's answer, not Graph's own (a bad gateway, a gateway that gave up
+            # waiting): the service behind it may have taken the message.
+            return MailError(
+                "handed_over",
+                f"Microsoft 365's gateway answered HTTP {status} after the message was "
+                "handed over; it may have been sent.",
+            )
         if status >= 500:
             return MailError("temporary", f"Microsoft Graph failed for now{said}.")
         return MailError("server_error", f"Microsoft Graph refused a request{said}.")

@@ -4,7 +4,8 @@ forwarded with their absolute URL. Where a name leads is the proxy's own busines
 with split DNS: `routes` maps a host name to a loopback port, any other name goes to
 127.0.0.1 and the port asked for. `asked` records each (method, host, port). With
 `refuse_after` set, the tunnels after that many are refused with `refusal` (a proxy
-that wants credentials, or whose policy says no). With `tls`, the proxy itself is
+that wants credentials, or whose policy says no; with an empty `refusal`, one that
+hangs up without a word). With `tls`, the proxy itself is
 spoken to over TLS (an https:// proxy, its certificate from the suite's CA)."""
 
 import contextlib
@@ -55,7 +56,9 @@ class HttpProxy(Listener):
                 head = head.replace(target.encode("latin-1"), path.encode("latin-1"), 1)
             self.asked.append((method, host.strip("[]"), port))
             if self.refuse_after is not None and len(self.asked) > self.refuse_after:
-                client.sendall(f"HTTP/1.1 {self.refusal}\r\nContent-Length: 0\r\n\r\n".encode())
+                if self.refusal:  # else it hangs up without a word
+                    answer = f"HTTP/1.1 {self.refusal}\r\nContent-Length: 0\r\n\r\n"
+                    client.sendall(answer.encode())
                 return client.close()
             server = socket.create_connection(("127.0.0.1", self.routes.get(host, port)))
         except (OSError, ValueError):
