@@ -143,8 +143,9 @@ def _pacing(base: type) -> type:
                 # `never_sent` knows it (not "timed out": urllib3 would call that a read
                 # timeout).
                 self.close()
+                why = type(error).__name__
                 raise OSError(
-                    f"Tunnel connection failed: the proxy gave no answer ({type(error).__name__})"
+                    f"Tunnel connection failed: the proxy gave no usable answer ({why})"
                 ) from error
 
         def response_class(self, sock, *args, **kwargs):
@@ -178,13 +179,15 @@ class InternalAddressRefused(ConnectionError):
 
 def refused_internal(error: BaseException | None) -> bool:
     """Whether a guarded adapter stopped the connection; requests and the libraries
-    above it wrap the exception, sometimes only as text."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, InternalAddressRefused) or "AddressRefused" in str(error):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
+    above it wrap the exception, sometimes only as text (its class's repr: a proxy's
+    reason phrase or a server's words are not taken for it)."""
+    return any(
+        isinstance(link, InternalAddressRefused) or _REFUSAL_REPR.search(str(link))
+        for link in _chain(error)
+    )
+
+
+_REFUSAL_REPR = re.compile(r"\b\w*AddressRefused\(")
 
 
 def _chain(error: BaseException | None):
@@ -248,10 +251,10 @@ def proxy_refusal(error: BaseException | None) -> str | None:
         if isinstance(link, Urllib3ProxyError):
             if not _proxy_would_not_connect(link):
                 return None
-            found = re.search(r"Tunnel connection failed: ([^'\"]{1,80})", str(link))
-            if found is None:
+            said = str(link.original_error)
+            if not said.startswith("Tunnel connection failed: "):
                 return "the proxy could not be reached"
-            said = found.group(1)
+            said = said.removeprefix("Tunnel connection failed: ")[:80]
             return f"the proxy answered {said}" if said[:1].isdigit() else said
     return None
 

@@ -541,14 +541,15 @@ def test_it_reports_a_refused_recipient_and_a_server_failure_by_their_decisions(
 @pytest.mark.parametrize(
     ("status", "code", "kind"),
     [(504, "", "handed_over"), (502, "BadGateway", "handed_over"), (500, "", "handed_over"),
-     (500, "ErrorInternalServerError", "temporary")],
+     (503, "", "handed_over"), (500, "ErrorInternalServerError", "temporary")],
 )  # fmt: skip
 def test_it_never_sends_again_after_a_gateways_answer_to_the_message(
     client, graph_server, mailbox, status, code, kind
 ):
-    # A gateway's 502 or 504 (or a 5xx without Graph's own error) may come after the
-    # service took the message; Graph's own 500 says it failed.
+    # A gateway's 502 or 504 (or a 5xx without Graph's own error, a 503 too) may come
+    # after the service took the message; Graph's own 500 says it failed.
     graph_server.fail_next("sendMail", status, code, mailbox=mailbox[0])
     with pytest.raises(MailError) as caught:
         client.send_mime(mime(1))
     assert caught.value.kind == kind
+    assert len(mine(graph_server, mailbox[0], "sendMail")) == 1  # never POSTed again

@@ -250,8 +250,9 @@ def test_it_says_a_message_may_have_been_sent_when_the_connection_breaks_after_i
 
 @pytest.mark.parametrize(
     ("refusal", "said"),
-    [("403 Forbidden", "the proxy answered 403 Forbidden"),
-     ("", "the proxy gave no answer (RemoteDisconnected)")],
+    [("403 Blocked by the proxy's policy", "the proxy answered 403 Blocked by the proxy's"),
+     ("403 AddressRefused", "the proxy answered 403 AddressRefused"),
+     ("", "the proxy gave no usable answer (RemoteDisconnected)")],
 )  # fmt: skip
 def test_it_names_the_proxy_that_refused_and_never_guesses_the_message_left(
     proxy, oauth_server, mail_trust, refusal, said

@@ -373,19 +373,20 @@ class GraphClient:
         if status == 410:
             return DeltaReset(f"Microsoft Graph no longer knows this folder's sync state{said}.",
                               code)  # fmt: skip
-        if status in (429, 503):
-            wait = _retry_after(response.headers.get("Retry-After")) or DEFAULT_RETRY_AFTER
-            return Throttled(f"Microsoft Graph asks us to wait {wait:.0f} s{said}.", wait)
-        if sending and 400 <= status < 500:
-            return MailError("rejected", f"Microsoft 365 did not accept the message{said}.")
-        if sending and (status in (502, 504) or (status >= 500 and not code)):
+        if sending and status >= 500 and (status in (502, 504) or not code):
             # A gateway's answer, not Graph's own (a bad gateway, a gateway that gave up
-            # waiting): the service behind it may have taken the message.
+            # waiting, a 503 from a proxy whose server reset after taking the request):
+            # the service behind it may have taken the message, so it is not sent again.
             return MailError(
                 "handed_over",
                 f"Microsoft 365's gateway answered HTTP {status} after the message was "
                 "handed over; it may have been sent.",
             )
+        if status in (429, 503):
+            wait = _retry_after(response.headers.get("Retry-After")) or DEFAULT_RETRY_AFTER
+            return Throttled(f"Microsoft Graph asks us to wait {wait:.0f} s{said}.", wait)
+        if sending and 400 <= status < 500:
+            return MailError("rejected", f"Microsoft 365 did not accept the message{said}.")
         if status >= 500:
             return MailError("temporary", f"Microsoft Graph failed for now{said}.")
         return MailError("server_error", f"Microsoft Graph refused a request{said}.")
