@@ -196,6 +196,19 @@ class HttpsFetcher:
         if any(net.is_internal(a[0]) for a in addresses):
             raise FetchError(f"{host} is on an internal network address; not contacted")
 
+    @staticmethod
+    def _proxy_addresses(proxy, deadline: float) -> list[tuple]:
+        """The proxy's addresses, looked up within the step's time (a name the system's
+        resolver hangs on would hold the step past its box). The proxy is the
+        administrator's, whatever its address."""
+        name = f"the proxy {_bracketed(proxy.hostname)}"
+        try:
+            return net.resolve(proxy.hostname, proxy.port or 80, _remaining(deadline, name))
+        except TimeoutError:
+            raise StepTimeout(f"looking up {name} took too long") from None
+        except (OSError, UnicodeError):
+            raise FetchError(f"{name} (HTTPS_PROXY) does not resolve") from None
+
     def _tunnel(self, sock: socket.socket, proxy, host: str, port: int) -> None:
         """CONNECT through the proxy `sock` is connected to; raises FetchError unless it
         opens the tunnel."""
@@ -238,8 +251,7 @@ class HttpsFetcher:
             addresses = self._addresses(host, port, deadline)
         else:
             self._checked_behind_proxy(host, port, deadline)
-            # The proxy is the administrator's, whatever its address.
-            addresses = [(proxy.hostname, proxy.port or 80)]
+            addresses = self._proxy_addresses(proxy, deadline)
         sock = watchdog = None
         # The watchdog must reach whichever socket object is current: wrapping for TLS
         # hands the connection over to a new object.

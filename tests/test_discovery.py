@@ -562,3 +562,6 @@ def test_it_names_the_proxy_that_refused_or_could_not_be_reached(https_server):
     fetcher.proxy_for = lambda url: f"127.0.0.1:{closed}"
     with pytest.raises(FetchError, match=f"the proxy 127.0.0.1:{closed} could not be reached"):
         fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
+    fetcher.proxy_for = lambda url: "http://proxy.nowhere.invalid:3128"
+    with pytest.raises(FetchError, match=r"proxy\.nowhere\.invalid \(HTTPS_PROXY\) does not"):
+        fetcher.get("https://acme.test/through-proxy.xml", timeout=5)
