@@ -259,6 +259,15 @@ def proxy_refusal(error: BaseException | None) -> str | None:
     return None
 
 
+def through_proxy(service: str, refusal: str) -> str:
+    """What people read when the environment's proxy would not connect them: `service`
+    could not be reached, `refusal` (proxy_refusal's words) why, and who fixes it."""
+    return (
+        f"{service} could not be reached through the proxy this app is set up with "
+        f"({refusal}). Ask an administrator to check HTTPS_PROXY."
+    )
+
+
 def untrusted_certificate(error: BaseException | None) -> str | None:
     """Why the server's certificate was not trusted (OpenSSL's words), if that is what
     stopped a connection; requests, urllib3 and the libraries above them wrap the

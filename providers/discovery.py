@@ -37,7 +37,7 @@ from defusedxml.common import DefusedXmlException
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError
-from requests.utils import get_environ_proxies
+from requests.utils import get_environ_proxies, select_proxy
 
 from mailsetup import net
 
@@ -337,8 +337,8 @@ def _proxy_parts(proxy: str | None):
 
 
 def _environ_proxy(url: str) -> str | None:
-    proxies = get_environ_proxies(url)
-    return proxies.get("https") or proxies.get("all")
+    # requests' own choice, as exchangelib and the EWS session's look-up make it.
+    return select_proxy(url, get_environ_proxies(url))
 
 
 def _shut(current: list[socket.socket]) -> None:

@@ -140,11 +140,7 @@ def exchange_failure(error: Exception, *, oauth: bool = False) -> MailError:
         error, errors.ResponseMessageError
     )
     if refusal := trust.proxy_refusal(error):
-        return MailError(
-            "connection",
-            f"The Exchange server could not be reached through the proxy this app is set up "
-            f"with ({refusal}). Ask an administrator to check HTTPS_PROXY.",
-        )
+        return MailError("connection", trust.through_proxy("The Exchange server", refusal))
     if isinstance(error, busy) or unreachable:
         return MailError("busy", f"The Exchange server was busy or could not be reached ({name}).")
     if isinstance(error, errors.ErrorAccessDenied | errors.ErrorNonExistentMailbox):

@@ -293,8 +293,7 @@ def ews_session(
         if refusal := trust.proxy_refusal(error):
             raise SignInError(
                 "connection",
-                f"The Exchange server could not be reached through the proxy this app is "
-                f"set up with ({refusal}). Ask an administrator to check HTTPS_PROXY.",
+                trust.through_proxy("The Exchange server", refusal),
                 field="provider",
             ) from None
         raise SignInError(

@@ -288,9 +288,7 @@ class GraphClient:
                 raise MailError("internal_address", GraphAddressRefused.MESSAGE) from error
             if refusal := trust.proxy_refusal(error):
                 raise MailError(
-                    "connection",
-                    f"Microsoft Graph could not be reached through the proxy the server is "
-                    f"set up with ({refusal}). An administrator checks HTTPS_PROXY.",
+                    "connection", trust.through_proxy("Microsoft Graph", refusal)
                 ) from error
             raise MailError(
                 "connection", f"The connection to Microsoft Graph failed ({_short(error, 120)})."
