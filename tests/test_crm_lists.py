@@ -382,3 +382,15 @@ def test_it_keeps_a_manual_unlink_when_the_sync_sees_the_email_again(synced_mail
     mailbox_sync(account_id=account.pk)
     assert email.locations.count() == 2
     assert not email.contacts.exists()
+
+
+def test_it_lists_no_contacts_and_no_companies_on_a_fresh_install(client, db):
+    """A fresh install: the user's emails are there, the CRM has no one yet."""
+    mine = EmailAccountFactory()
+    _email(mine, "Hello", days=1)
+    client.force_login(mine.owner)
+    contacts = client.get(reverse("crm:contacts"))
+    assert contacts.status_code == 200 and "No contacts yet" in contacts.text
+    companies = client.get(reverse("crm:companies"), {"page": 2})
+    assert companies.status_code == 200 and "No companies yet" in companies.text
+    assert client.get(reverse("crm:contacts"), {"page": 2}, **HTMX).status_code == 200

@@ -134,6 +134,11 @@ class LatestFirst:
         if not isinstance(part, slice):
             return self[part : part + 1][0]
         start, stop = part.start or 0, part.stop
+        if stop <= start:
+            # An empty list's page (the paginator's [0:0]): no row to find, and the
+            # walk below would look for the 0th from the end of none (a 500 on a CRM
+            # with no contacts yet).
+            return []
         order = self._stream(stop)
         if order is None:
             return list(self.listed[start:stop])
