@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
 from mail.registry import BACKENDS, provider_fields_by_type
+from mailsetup.forms import FocusesFirstError
 from providers.addresses import Address, AddressError, normalize_address
 from providers.forms import ProviderCardForm
 from providers.models import EmailProvider, LoginFormat, Security
@@ -20,7 +21,7 @@ IMAP_DEFAULT_PORT = {Security.SSL_TLS: 993, Security.STARTTLS: 143, Security.NON
 SMTP_DEFAULT_PORT = {Security.SSL_TLS: 465, Security.STARTTLS: 587, Security.NONE: 25}
 
 
-class AddressForm(forms.Form):
+class AddressForm(FocusesFirstError, forms.Form):
     address = forms.CharField(
         label="Email address",
         max_length=320,
@@ -61,7 +62,7 @@ class ProviderPickForm(forms.Form):
         self.fields["provider"].queryset = offered
 
 
-class CredentialsForm(forms.Form):
+class CredentialsForm(FocusesFirstError, forms.Form):
     login = forms.CharField(label="Login", max_length=254, required=False)
     password = forms.CharField(
         label="Password",
@@ -89,7 +90,7 @@ class CredentialsForm(forms.Form):
             next(iter(self.fields.values())).widget.attrs["autofocus"] = True
 
 
-class NewServerForm(ProviderCardForm):
+class NewServerForm(FocusesFirstError, ProviderCardForm):
     """The wizard's "Add new server": the essentials of a provider card, with the
     admin's rules for host names (ProviderCardForm)."""
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.template.defaultfilters import filesizeformat
 
+from mailsetup.forms import FocusesFirstError
 from providers.addresses import AddressError, normalize_domain
 
 # Commas between addresses, not inside a quoted display name.
@@ -59,7 +60,7 @@ class MultipleFileField(forms.FileField):
         return [super(MultipleFileField, self).clean(item, initial) for item in files]
 
 
-class ComposeForm(forms.Form):
+class ComposeForm(FocusesFirstError, forms.Form):
     sender = forms.TypedChoiceField(label="From", coerce=int)
     to = forms.CharField(label="To", required=False)
     cc = forms.CharField(label="Cc", required=False)

@@ -20,7 +20,7 @@ def test_it_focuses_the_next_steps_first_field_after_the_address_step(
     # A refused password: the field to type it again has the focus.
     page.keyboard.type("not-the-password")
     page.keyboard.press("Enter")
-    expect(page.locator("#password-error")).to_be_visible()
+    expect(page.locator("#id_password_error")).to_be_visible()
     expect(page.locator("#id_password")).to_be_focused()
 
 

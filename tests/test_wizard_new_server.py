@@ -65,7 +65,8 @@ def _errors(html: str, field: str) -> list[str]:
     """The messages shown under one field of the wizard's form."""
     block = re.search(rf'data-field="{field}">(.*?)</div>\s*(?=<div class="field"|<p)', html, re.S)
     assert block, field
-    return re.findall(r'class="error" role="alert">([^<]*)<', block.group(1))
+    shown = re.search(r'class="error" role="alert"[^>]*>(.*?)</div>', block.group(1), re.S)
+    return shown.group(1).split("<br>") if shown else []
 
 
 def test_it_keeps_a_new_server_a_draft_until_a_sign_in_passes(
