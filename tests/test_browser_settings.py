@@ -92,7 +92,9 @@ def test_it_never_runs_a_refused_signatures_markup_in_the_editor(live_server, pa
         hostile,
     )
     page.click("button:has-text('Save signature')")
-    expect(page.locator("#id_signature-signature_html_error")).to_contain_text("An image could not be read")
+    expect(page.locator("#id_signature-signature_html_error")).to_contain_text(
+        "An image could not be read"
+    )
     editor = page.locator("[data-signature-editor]")
     expect(editor).to_contain_text("Jane")
     assert "onerror" not in editor.inner_html()

@@ -56,7 +56,9 @@ def test_it_adds_a_mailbox_of_a_known_domain(
 
     page.fill("#id_password", "not-the-password")
     page.click("button:has-text('Sign in')")
-    expect(page.locator("#id_password_error")).to_contain_text("did not accept the login or password")
+    expect(page.locator("#id_password_error")).to_contain_text(
+        "did not accept the login or password"
+    )
     expect(page.locator("#id_password")).to_have_value("")
     _shot(page, "3-wrong-password")
     assert not EmailAccount.objects.exists()
