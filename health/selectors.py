@@ -10,7 +10,6 @@ happen on that pass; only the shown page reads its folders' counts.
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache
 
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -20,10 +19,7 @@ from sync.engine import folders_to_sync
 from sync.models import EmailLocation, Folder, MailboxSync
 from sync.selectors import (
     Health,
-    heartbeat_age,
-    mailbox_health,
-    problem_lines_for,
-    sending_lines_for,
+    mailboxes_health,
 )
 
 from . import listener
@@ -146,22 +142,16 @@ def classify(accounts=None) -> list[MailboxRow]:
     """Each mailbox's state, cause and what to do, and its lag; a fixed number of
     queries for any number of mailboxes."""
     accounts = list(mailboxes() if accounts is None else accounts)
-    lines = problem_lines_for(accounts)
-    sending = sending_lines_for(accounts)
+    healths = mailboxes_health(accounts)
     ids = [account.pk for account in accounts]
     down = listener.disconnected(ids)
     interval = listener.on_interval(ids)
-    # Asked once for all of them, and only if some mailbox is late enough to ask.
-    heartbeat = cache(heartbeat_age)
     now = timezone.now()
     rows = []
     for account in accounts:
         state = getattr(account, "sync", None)  # the reverse one-to-one, selected
         running = bool(state and state.claimed_until and state.claimed_until > now)
-        health = mailbox_health(
-            account, state, running=running, lines=lines[account.pk], heartbeat=heartbeat,
-            sending=sending[account.pk],
-        )  # fmt: skip
+        health = healths[account.pk]
         key = _BY_LEVEL[health.level]
         cause, advice = health.headline, health.advice
         if key in {"ok", "off"} and account.pk in down:

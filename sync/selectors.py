@@ -1,5 +1,6 @@
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import connection
@@ -114,6 +115,26 @@ def mailbox_health(
     if sending.failing and health.level == "ok":
         health.level, health.headline, health.advice = "sending", SENDING_FAILED, SENDING_ADVICE
     return health
+
+
+def mailboxes_health(accounts) -> dict[int, Health]:
+    """`mailbox_health` of several mailboxes at once (the owner's mailbox list), from a
+    fixed number of queries: their sync rows come with them (`select_related("sync")`),
+    and the problem and sending lines are read for all of them together."""
+    accounts = list(accounts)
+    lines = problem_lines_for(accounts)
+    sending = sending_lines_for(accounts)
+    heartbeat = cache(heartbeat_age)  # asked only if some mailbox is late enough
+    now = timezone.now()
+    found = {}
+    for account in accounts:
+        state = getattr(account, "sync", None)
+        running = bool(state and state.claimed_until and state.claimed_until > now)
+        found[account.pk] = mailbox_health(
+            account, state, running=running, lines=lines[account.pk], heartbeat=heartbeat,
+            sending=sending[account.pk],
+        )  # fmt: skip
+    return found
 
 
 # What the sending app recorded, read for a mailbox's health: its table through the

@@ -230,3 +230,37 @@ def test_it_calls_sending_failing_only_while_it_fails_and_for_the_mailbox(db):
     health = _health(account)
     assert (health.level, health.headline) == ("off", "Automatic download is off.")
     assert len(health.sending) == 4
+
+
+def test_it_says_each_mailbox_s_state_on_the_owner_s_mailbox_list(db, client):
+    """A mailbox whose password stopped working does not look like one that works, and
+    the list reads them all in the same queries however many there are."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = UserFactory()
+    fine = EmailAccountFactory(owner=user, address="fine@example.test")
+    MailboxSync.objects.create(account=fine, last_success_at=timezone.now())
+    refused = EmailAccountFactory(owner=user, address="refused@example.test")
+    MailboxSync.objects.create(
+        account=refused, health=MailboxSync.Health.NEEDS_ATTENTION, last_error_kind="credentials",
+        last_error="The mail server did not accept the login or password.",
+    )  # fmt: skip
+    client.force_login(user)
+    client.get(reverse("accounts:list"))  # the session's first page reads more
+    with CaptureQueriesContext(connection) as two:
+        page = client.get(reverse("accounts:list")).text
+
+    def row(account):
+        return re.search(rf'<tr id="mailbox-{account.pk}"(.*?)</tr>', page, re.S).group(1)
+
+    assert 'data-health="ok"' in row(fine) and ">OK<" in row(fine)
+    assert 'data-health="attention"' in row(refused)
+    assert "Needs your attention: The mail server did not accept" in row(refused)
+    assert f"{reverse('accounts:settings', args=[refused.pk])}#sync" in row(refused)
+    for number in range(3):
+        more = EmailAccountFactory(owner=user, address=f"more{number}@example.test")
+        MailboxSync.objects.create(account=more, last_success_at=timezone.now())
+    with CaptureQueriesContext(connection) as five:
+        client.get(reverse("accounts:list"))
+    assert len(five) == len(two)

@@ -17,6 +17,7 @@ from sharing.selectors import (
     removed_mailboxes_with_grants,
 )
 from sync.search import vectors_waiting
+from sync.selectors import mailboxes_health
 
 from ..selectors import accounts_for_user, open_notifications, sign_in_alerts
 from ..services import notification_dismiss
@@ -68,9 +69,12 @@ def email_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def mailbox_list(request: HttpRequest) -> HttpResponse:
-    accounts = list(accounts_for_user(request.user))
+    accounts = list(accounts_for_user(request.user).select_related("sync"))
+    # Each row says how the mailbox is, as its settings page does: a mailbox whose
+    # password stopped working must not look like one that works (one read for all).
+    healths = mailboxes_health(accounts)
     context = {
-        "accounts": accounts,
+        "accounts": [(account, healths[account.pk]) for account in accounts],
         "shared": mailboxes_shared_with(request.user),
         "alerts": sign_in_alerts(request.user, accounts=accounts),
         "removed": removed_mailboxes_with_grants(request.user),
