@@ -26,6 +26,21 @@ def _person(name: str, address: str) -> str:
     return f'"{name}" <{address}>' if name and '"' not in name else address
 
 
+def written_again(outgoing, mailboxes: list) -> dict:
+    """The compose form filled from an email written before (one that was not sent):
+    its mailbox if the user may still send from it, its recipients, subject and text.
+    Its files are not carried over (the page says they are chosen again)."""
+
+    def listed(people: list[dict]) -> str:
+        return ", ".join(_person(p.get("name", ""), p["address"]) for p in people)
+
+    sender = next((m for m in mailboxes if m.pk == outgoing.account_id), mailboxes[0])
+    return {
+        "sender": sender.pk, "to": listed(outgoing.to), "cc": listed(outgoing.cc),
+        "bcc": listed(outgoing.bcc), "subject": outgoing.subject, "body": outgoing.text_body,
+    }  # fmt: skip
+
+
 def reply_recipients(original: Email, *, reply_all: bool, own: set[str]) -> tuple[str, str]:
     """To and Cc of a reply: the sender; for reply all, everyone else on the email too,
     never the user's own mailboxes."""

@@ -139,6 +139,31 @@ def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingE
     return outgoing
 
 
+class NotResendable(Exception):
+    """The email is not one to send again: sent, on its way, or perhaps sent and not
+    confirmed as unsent by its author."""
+
+
+@transaction.atomic
+def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) -> None:
+    """Send a "Not sent" email again, once what stopped it is fixed (a password, a
+    recipient's address on the server's side): the same message, Message-ID and all,
+    queued as when it was written, with a new count of tries. An email that "may have
+    been sent" goes again only when its author says they checked it was not
+    (`checked_unsent`): otherwise it could arrive twice. Whether the author may still
+    send from the mailbox is read when it is sent, as for any email."""
+    resendable = [OutgoingEmail.State.FAILED]
+    if checked_unsent:
+        resendable.append(OutgoingEmail.State.UNCERTAIN)
+    taken = OutgoingEmail.objects.filter(pk=outgoing.pk, state__in=resendable).update(
+        state=OutgoingEmail.State.QUEUED, error="", error_kind="", attempts=0,
+        claimed_at=None, handed_over_at=None, next_attempt_at=timezone.now(),
+    )  # fmt: skip
+    if not taken:
+        raise NotResendable
+    transaction.on_commit(partial(_queue_delivery, outgoing.pk))
+
+
 def outgoing_compose(
     *,
     author,

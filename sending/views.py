@@ -4,7 +4,7 @@ send from; and the outgoing email's page, which follows its delivery."""
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from sharing.access import email_or_404, outgoing_or_404
@@ -12,8 +12,8 @@ from sharing.selectors import sendable_mailboxes
 
 from .forms import ComposeForm
 from .message import prefixed
-from .selectors import quote, reply_recipients
-from .services import outgoing_compose
+from .selectors import quote, reply_recipients, written_again
+from .services import NotResendable, outgoing_compose, outgoing_resend
 
 TEMPLATE = "sending/compose.html"
 
@@ -53,12 +53,12 @@ def compose(request: HttpRequest) -> HttpResponse:
     data = request.POST if request.method == "POST" else None
     mode = (data or request.GET).get("mode", "reply")
     original = _original(request, (data or request.GET).get("reply"))
-    form = ComposeForm(
-        data,
-        request.FILES or None,
-        mailboxes=mailboxes,
-        initial=None if data else _initial(request, mailboxes, original, mode),
-    )
+    again = _written_before(request, request.GET.get("again")) if data is None else None
+    if again is not None:
+        initial = written_again(again, mailboxes)
+    else:
+        initial = None if data else _initial(request, mailboxes, original, mode)
+    form = ComposeForm(data, request.FILES or None, mailboxes=mailboxes, initial=initial)
     if data is not None and form.is_valid():
         account = next(m for m in mailboxes if m.pk == form.cleaned_data["sender"])
         mode = form.cleaned_data["mode"]
@@ -81,12 +81,21 @@ def compose(request: HttpRequest) -> HttpResponse:
         if request.htmx:
             return HttpResponseClientRedirect(target)
         return redirect(target)
-    context = {"form": form, "original": original, "mode": mode}
+    context = {"form": form, "original": original, "mode": mode, "again": again}
     if original is not None:
         context["quote"] = quote(original, forward=mode == "forward")[0]
     if request.htmx and data is not None:
         return render(request, f"{TEMPLATE}#form", context)
     return render(request, TEMPLATE, context)
+
+
+def _written_before(request: HttpRequest, pk: str | None):
+    """An email the user wrote, to write again ("Edit as a new email")."""
+    if not pk:
+        return None
+    if not (pk.isascii() and pk.isdecimal()):
+        raise Http404
+    return outgoing_or_404(request.user, int(pk))
 
 
 @login_required
@@ -96,3 +105,22 @@ def outgoing_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "sending/outgoing.html#status", context)
     return render(request, "sending/outgoing.html", context)
+
+
+@login_required
+@require_POST
+def outgoing_resend_view(request: HttpRequest, pk: int) -> HttpResponse:
+    """ "Send again": a "Not sent" email, or one that "may have been sent" once its
+    author says they checked it was not."""
+    outgoing = outgoing_or_404(request.user, pk)
+    checked = request.POST.get("checked") == "unsent"
+    try:
+        outgoing_resend(outgoing=outgoing, checked_unsent=checked)
+        resent = True
+    except NotResendable:
+        resent = False  # sent or on its way meanwhile (another tab): the page says which
+    outgoing.refresh_from_db()
+    context = {"outgoing": outgoing, "resent": resent}
+    if request.htmx:
+        return render(request, "sending/outgoing.html#status", context)
+    return redirect(outgoing.get_absolute_url())

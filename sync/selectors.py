@@ -90,7 +90,10 @@ def _service_down(heartbeat=None) -> bool:
 
 
 SENDING_FAILED = "Downloads work, but sending from this mailbox failed."
-SENDING_ADVICE = "Each email is in its author's Outbox on the Email page, with the server's answer."
+SENDING_ADVICE = (
+    "Each email is in its author's Outbox on the Email page, with the server's answer; "
+    "once that is fixed, its page sends it again."
+)
 
 
 def mailbox_health(

@@ -7,6 +7,7 @@ import email.policy
 import re
 
 import pytest
+from django.urls import reverse
 
 from crm.models import Contact, ContactAddress
 from sending.message import Draft
@@ -21,7 +22,7 @@ from sending.services import (
 from sharing.models import MailboxGrant
 from sync.models import Email, EmailLocation
 from sync.services import mailbox_sync
-from tests.factories import UserFactory
+from tests.factories import EmailAccountFactory, UserFactory
 from tests.test_signatures import PNG
 
 
@@ -340,3 +341,79 @@ def test_it_does_not_send_once_the_grant_is_revoked(
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingEmail.State.FAILED
     assert "Reconnect" in outgoing.error and outbox.messages == []
+
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_it_sends_a_not_sent_email_again_once_the_password_is_fixed(
+    sender, outbox, client, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    password = account.get_password()
+    account.set_password("changed elsewhere")
+    account.save()
+    outgoing_send(outgoing_id=outgoing.pk)
+    client.force_login(account.owner)
+    page = client.get(outgoing.get_absolute_url()).text
+    assert "Not sent" in page and "here is our offer." in page  # what was written shows
+    assert 'id="send-again"' in page and f"?again={outgoing.pk}" in page
+
+    account.set_password(password)
+    account.save()
+    resend = reverse("sending:resend", args=[outgoing.pk])
+    with django_capture_on_commit_callbacks() as queued:
+        answer = client.post(resend, **HTMX).text
+    assert len(queued) == 1 and "Queued again" in answer
+    outgoing.refresh_from_db()
+    assert (outgoing.state, outgoing.attempts, outgoing.error) == ("queued", 0, "")
+    outgoing_send(outgoing_id=outgoing.pk)
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.SENT
+    [delivered] = outbox.messages
+    assert _parsed(delivered)["Message-ID"] == f"<{outgoing.message_id}>"
+    # Sent now: never again, whatever is posted.
+    with django_capture_on_commit_callbacks() as queued:
+        answer = client.post(resend, {"checked": "unsent"}, **HTMX).text
+    assert queued == [] and "It was not queued again" in answer
+
+
+def test_it_sends_what_may_have_been_sent_again_only_once_checked(
+    sender, client, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="uncertain", error="cut")
+    client.force_login(account.owner)
+    page = client.get(outgoing.get_absolute_url()).text
+    assert "I checked: it was not sent" in page
+    resend = reverse("sending:resend", args=[outgoing.pk])
+    with django_capture_on_commit_callbacks() as queued:
+        client.post(resend, **HTMX)
+    outgoing.refresh_from_db()
+    assert queued == [] and outgoing.state == "uncertain"
+    with django_capture_on_commit_callbacks() as queued:
+        client.post(resend, {"checked": "unsent"}, **HTMX)
+    outgoing.refresh_from_db()
+    assert len(queued) == 1 and outgoing.state == "queued"
+    # Someone else's: not found, and nothing changes.
+    client.force_login(UserFactory())
+    assert client.post(resend, {"checked": "unsent"}).status_code == 404
+
+
+def test_it_writes_a_not_sent_email_again_as_a_new_one(
+    sender, client, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="failed", error="refused")
+    client.force_login(account.owner)
+    page = client.get(reverse("sending:compose"), {"again": outgoing.pk}).text
+    assert 'id="written-again"' in page
+    assert 'value="&quot;Peter Partner&quot; &lt;peter@partner.test&gt;"' in page
+    assert 'value="boss@example.test"' in page and "Offer for Grüße &amp; co" in page
+    assert "here is our offer." in page
+    # Someone else (with a mailbox to send from): not found.
+    client.force_login(EmailAccountFactory().owner)
+    assert client.get(reverse("sending:compose"), {"again": outgoing.pk}).status_code == 404
