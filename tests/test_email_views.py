@@ -223,3 +223,27 @@ def test_it_makes_the_html_of_emails_stored_earlier_safe_once(transactional_db):
     email.refresh_from_db()
     assert "script" not in email.html_body and "onclick" not in email.html_body
     assert "Hi" in email.html_body
+
+
+def test_it_makes_the_links_of_a_plain_text_email_links_and_escapes_the_rest(client, db):
+    account = EmailAccountFactory()
+    text = "See https://partner.test/offer?id=1&x=2 or write to bob@partner.test <b>now</b>"
+    email = _email(account, subject="Plain", text_body=text)
+    client.force_login(account.owner)
+    page = client.get(email.get_absolute_url()).text
+    body = re.search(r'<pre class="email-text">(.*?)</pre>', page, re.S).group(1)
+    assert '<a href="https://partner.test/offer?id=1&amp;x=2" rel="nofollow">' in body
+    assert '<a href="mailto:bob@partner.test">bob@partner.test</a>' in body
+    assert "&lt;b&gt;now&lt;/b&gt;" in body and "<b>" not in body
+    # A very long text is shown as it is (making links of 2 MB would hold the page).
+    long = _email(account, subject="Long", text_body="https://partner.test " * 3000)
+    page = client.get(long.get_absolute_url()).text
+    assert 'href="https://partner.test"' not in page
+
+
+def test_it_lets_the_keyboard_skip_to_the_page_s_content(client, db):
+    client.force_login(UserFactory())
+    page = client.get(reverse("accounts:email")).text
+    assert page.index('<a class="skip" href="#main">') < page.index('<header class="top">')
+    assert '<main id="main" tabindex="-1">' in page
+    assert 'placeholder="Subject, sender or text"' in page

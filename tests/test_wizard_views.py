@@ -111,6 +111,8 @@ def test_it_saves_nothing_and_never_echoes_the_password_on_failure(signed_in, te
     response = signed_in.post(_sign_in_url(test_provider), {"password": "wrong-password"})
     assert response.status_code == 200
     assert "did not accept the login or password" in response.text
+    # The login is made from the address here: the person can only check the password.
+    assert "Check the password and try again." in response.text
     assert "wrong-password" not in response.text
     assert not EmailAccount.objects.exists()
     assert not AccountNotification.objects.exists()
@@ -237,6 +239,9 @@ def test_it_asks_for_a_login_when_the_provider_wants_it_typed(signed_in, test_pr
     response = signed_in.post(_sign_in_url(test_provider), {"password": MAIL_USERS[ALICE]})
     assert "Enter the login name Test Mail gave you" in response.text
     assert not EmailAccount.objects.exists()
+    typed = {"login": "someone-else", "password": "wrong-password"}
+    response = signed_in.post(_sign_in_url(test_provider), typed)
+    assert "Check the login and password and try again." in response.text
 
 
 def test_it_lets_only_managers_add_a_server(signed_in, member, test_provider):

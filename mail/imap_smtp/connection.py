@@ -31,7 +31,7 @@ from mail.trust import (
 )
 from mailsetup import net
 from providers.addresses import Address
-from providers.models import EmailProvider, Security
+from providers.models import EmailProvider, LoginFormat, Security
 from systemsettings.selectors import internal_mail_servers_allowed
 
 
@@ -275,7 +275,11 @@ class _Checker:
                 f" {self.provider.name} needs an app password here, not your normal password: "
                 "create one in your account's security settings and paste it."
             )
-        return " Check the login and password and try again."
+        if self.provider.login_format == LoginFormat.MANUAL:
+            return " Check the login and password and try again."
+        # The login is made from the address by the provider's rule: not the person's to
+        # change here, and the wizard does not ask for it.
+        return " Check the password and try again."
 
     # -- IMAP ---------------------------------------------------------------------
 
