@@ -110,6 +110,8 @@ LOGIN_REDIRECT_URL = "accounts:email"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
+# English dates that read the same in every country (mailsetup/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["mailsetup.formats"]
 TIME_ZONE = env_str("TIME_ZONE") or "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -79,7 +79,7 @@ def test_it_shows_each_row_s_latest_email_linked_with_its_local_date(client, db,
         # 12:00 UTC is 7 a.m. in New York; the subject escaped, the email linked.
         assert (
             f'<a href="{offer.get_absolute_url()}">&lt;b&gt;Offer&lt;/b&gt; &amp; more</a> '
-            '<span class="muted">11/30/2026 7 a.m.</span>'
+            '<span class="muted">30 Nov 2026, 07:00</span>'
         ) in page
     page = client.get(reverse("crm:contacts")).text
     undated = f'<a href="{blank.get_absolute_url()}">(no subject)</a> <span class="muted"></span>'

@@ -71,7 +71,7 @@ def test_it_shows_each_email_entry_s_local_date_subject_and_sender_escaped(clien
         page = client.get(url).text
         # 12:00 UTC is 7 a.m. in New York; subject and sender escaped, the email linked.
         assert (
-            '<li class="entry-email"><span class="muted">11/30/2026 7 a.m.</span>\n'
+            '<li class="entry-email"><span class="muted">30 Nov 2026, 07:00</span>\n'
             f'<span class="tag">Email</span> <a href="{offer.get_absolute_url()}">'
             "&lt;b&gt;Offer&lt;/b&gt; &amp; more</a>\n"
             '<span class="muted">from Pe &lt;p@x&gt;</span></li>'

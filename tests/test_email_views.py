@@ -53,8 +53,10 @@ def test_it_shows_each_row_s_sender_subject_and_local_date_escaped(client, db, s
     assert (
         '<tr class=""><td data-label="From">Ann &lt;ann@x.test&gt;</td>\n<td class="subject">'
         f'<a href="{offer.get_absolute_url()}">&lt;b&gt;Offer&lt;/b&gt; &amp; more</a></td>\n'
-        '<td data-label="Date">11/30/2026 7 a.m.</td></tr>'
+        '<td data-label="Date">30 Nov 2026, 07:00</td></tr>'
     ) in page
+    # The email's own page says the date alike (mailsetup/formats: no "11/30/2026").
+    assert "30 Nov 2026, 07:00" in client.get(offer.get_absolute_url()).text
     # Unread, no name (its address), no subject, no date.
     assert (
         '<tr class="unread"><td data-label="From">bob@y.test</td>\n<td class="subject">'
