@@ -33,6 +33,11 @@ def mailbox_sharing(request: HttpRequest, pk: int) -> HttpResponse:
     account = mailbox_or_404(request.user, pk, MailboxAction.SHARE)
     form = GrantsForm(request.POST, account=account, grants=grants_of(account))
     query = request.POST.get("q", "")
+    added = request.POST.get("add", "")
+    if added:
+        # The person looked for is in the table now: the search is done, and its
+        # "no one matches" (they are no candidate any more) would say the opposite.
+        query = ""
     saved = False
     if "save" in request.POST and form.is_valid():
         try:
@@ -50,7 +55,7 @@ def mailbox_sharing(request: HttpRequest, pk: int) -> HttpResponse:
         # Search, add a row, or a save that failed: the table comes back as it was left.
         context = _context(
             request, account, form,
-            query=query, candidates=grant_candidates(account, query, form.keys),
+            query=query, candidates=grant_candidates(account, query, form.keys), added=added,
         )  # fmt: skip
     return section_response(
         request, account, anchor="sharing", partial=f"{SECTION}#sharing", context=context,

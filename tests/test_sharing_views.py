@@ -39,8 +39,10 @@ def test_it_adds_a_role_with_the_picker_and_saves_it_with_htmx(client, db):
         _url(account), {"shared_access": "on", "q": "sales", "add": f"group-{sales.pk}"}, **HTMX
     )
     assert "Sales team (role)" in added.text and "not saved yet" in added.text
+    # The search is done: no "No user or role matches", and the new row has the focus.
+    assert "matches" not in added.text and 'id="grantee-search" name="q" value=""' in added.text
     ticked = f'value="group-{sales.pk}" aria-label="Access emails: Sales team (role)" checked'
-    assert ticked in added.text
+    assert ticked + " autofocus" in added.text
     assert not MailboxGrant.objects.exists()
 
     key = f"group-{sales.pk}"
@@ -294,3 +296,16 @@ def test_it_refuses_an_inactive_user_sent_by_hand(client, db):
 
     assert "is not an active user" in page
     assert not MailboxGrant.objects.exists()
+
+
+def test_it_says_on_saving_that_grants_give_nobody_access_while_sharing_is_off(client, db):
+    account = _sharer()
+    colleague = UserFactory(username="bart")
+    client.force_login(account.owner)
+    key = f"user-{colleague.pk}"
+    saved = client.post(_url(account), {"row": key, "send": key, "save": "1"}, **HTMX).text
+    assert "Saved. Shared access is off, so these grants give nobody access" in saved
+    assert MailboxGrant.objects.get().can_send
+    allowed = {"shared_access": "on", "row": key, "send": key, "save": "1"}
+    saved = client.post(_url(account), allowed, **HTMX).text
+    assert "Saved.</span>" in saved
