@@ -177,3 +177,20 @@ def build(draft: Draft, *, message_id: str) -> bytes:
         # Last: the body's setters drop and move Content-* headers.
         message["Content-Language"] = draft.language
     return message.as_bytes(policy=UTF8_SMTP if wide else SMTP)
+
+
+_DATE = re.compile(rb"^Date:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*", re.MULTILINE | re.IGNORECASE)
+
+
+def redated(raw: bytes, when) -> bytes:
+    """The message with its Date header set to `when`, every other byte as it was: an
+    email sent again days after it was written must not land in the past of the
+    recipient's inbox (and spam filters count an old Date against it)."""
+    end = raw.find(b"\r\n\r\n")
+    end = len(raw) if end < 0 else end + 2
+    head, body = raw[:end], raw[end:]
+    line = f"Date: {format_datetime(when)}\r\n".encode()
+    head, found = _DATE.subn(lambda _match: line, head, count=1)
+    if not found:
+        head = line + head
+    return head + body

@@ -28,17 +28,28 @@ def _person(name: str, address: str) -> str:
 
 def written_again(outgoing, mailboxes: list) -> dict:
     """The compose form filled from an email written before (one that was not sent):
-    its mailbox if the user may still send from it, its recipients, subject and text.
-    Its files are not carried over (the page says they are chosen again)."""
+    its mailbox if the user may still send from it, its recipients, subject and text,
+    and, for an answer, the email it answers (`reply`: quoted and threaded as before,
+    if the user may still see it; the caller checks). Its files and what it forwarded
+    are not carried over (the page says so)."""
 
     def listed(people: list[dict]) -> str:
         return ", ".join(_person(p.get("name", ""), p["address"]) for p in people)
 
     sender = next((m for m in mailboxes if m.pk == outgoing.account_id), mailboxes[0])
-    return {
+    initial = {
         "sender": sender.pk, "to": listed(outgoing.to), "cc": listed(outgoing.cc),
         "bcc": listed(outgoing.bcc), "subject": outgoing.subject, "body": outgoing.text_body,
     }  # fmt: skip
+    if outgoing.in_reply_to:
+        answered = (
+            Email.objects.filter(account_id=outgoing.account_id, message_id=outgoing.in_reply_to)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if answered is not None:
+            initial |= {"reply": answered, "mode": "reply"}
+    return initial
 
 
 def reply_recipients(original: Email, *, reply_all: bool, own: set[str]) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from sync.files import WrittenFiles, files_for_transaction
 from sync.store import sent_email_store
 
 from .delivery import DeliveryError, copy_to_sent, deliver, files_sent_copies
-from .message import Draft, answer_headers, build, new_message_id
+from .message import Draft, answer_headers, build, new_message_id, redated
 from .models import OutgoingEmail
 from .selectors import forwarded_attachments, quote
 
@@ -140,27 +140,44 @@ def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingE
 
 
 class NotResendable(Exception):
-    """The email is not one to send again: sent, on its way, or perhaps sent and not
-    confirmed as unsent by its author."""
+    """The email is not one to send again now; its text says why, for its author."""
 
 
 @transaction.atomic
 def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) -> None:
     """Send a "Not sent" email again, once what stopped it is fixed (a password, a
-    recipient's address on the server's side): the same message, Message-ID and all,
-    queued as when it was written, with a new count of tries. An email that "may have
-    been sent" goes again only when its author says they checked it was not
-    (`checked_unsent`): otherwise it could arrive twice. Whether the author may still
-    send from the mailbox is read when it is sent, as for any email."""
-    resendable = [OutgoingEmail.State.FAILED]
-    if checked_unsent:
-        resendable.append(OutgoingEmail.State.UNCERTAIN)
-    taken = OutgoingEmail.objects.filter(pk=outgoing.pk, state__in=resendable).update(
-        state=OutgoingEmail.State.QUEUED, error="", error_kind="", attempts=0,
-        claimed_at=None, handed_over_at=None, next_attempt_at=timezone.now(),
+    recipient's address on the server's side): the same message and Message-ID, dated
+    now, queued as when it was written, with a new count of tries. An email that "may
+    have been sent" goes again only when its author says they checked it was not
+    (`checked_unsent`): otherwise it could arrive twice; and not while the delivery the
+    sweep gave up on may still be running (its answer would be lost, and the email sent
+    twice). Whether the author may still send from the mailbox is read when it is sent,
+    as for any email."""
+    now = timezone.now()
+    row = OutgoingEmail.objects.select_for_update().filter(pk=outgoing.pk).first()
+    if row is None or row.state not in (OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN):
+        raise NotResendable("It is not “Not sent” any more (see above): it was not queued again.")
+    if row.state == OutgoingEmail.State.UNCERTAIN:
+        if not checked_unsent:
+            raise NotResendable(
+                "Tick “I checked: it was not sent” to send it again: it may have arrived."
+            )
+        running_until = (row.claimed_at or now) + 2 * claim_lease()
+        if row.error == UNCERTAIN_AFTER_CRASH and running_until > now:
+            raise NotResendable(
+                "Its delivery may still be running: it can be sent again from "
+                f"{timezone.localtime(running_until):%H:%M}, once that one has surely ended."
+            )
+    row.raw = redated(bytes(row.raw), now)
+    row.state, row.error, row.error_kind, row.attempts = OutgoingEmail.State.QUEUED, "", "", 0
+    row.claimed_at = row.handed_over_at = None
+    row.next_attempt_at = now
+    row.save(
+        update_fields=[
+            "raw", "state", "error", "error_kind", "attempts", "claimed_at", "handed_over_at",
+            "next_attempt_at",
+        ]
     )  # fmt: skip
-    if not taken:
-        raise NotResendable
     transaction.on_commit(partial(_queue_delivery, outgoing.pk))
 
 

@@ -1,6 +1,7 @@
 """Writing an email: new, reply, reply all or forward, from any mailbox the user may
 send from; and the outgoing email's page, which follows its delivery."""
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -10,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from sharing.access import email_or_404, outgoing_or_404
 from sharing.selectors import sendable_mailboxes
 
+from .delivery import files_sent_copies
 from .forms import ComposeForm
 from .message import prefixed
 from .selectors import quote, reply_recipients, written_again
@@ -56,6 +58,11 @@ def compose(request: HttpRequest) -> HttpResponse:
     again = _written_before(request, request.GET.get("again")) if data is None else None
     if again is not None:
         initial = written_again(again, mailboxes)
+        if "reply" in initial:
+            try:
+                original, mode = _original(request, str(initial["reply"])), "reply"
+            except Http404:  # no longer the user's to see: written again unthreaded
+                del initial["reply"], initial["mode"]
     else:
         initial = None if data else _initial(request, mailboxes, original, mode)
     form = ComposeForm(data, request.FILES or None, mailboxes=mailboxes, initial=initial)
@@ -101,7 +108,7 @@ def _written_before(request: HttpRequest, pk: str | None):
 @login_required
 def outgoing_detail(request: HttpRequest, pk: int) -> HttpResponse:
     outgoing = outgoing_or_404(request.user, pk)
-    context = {"outgoing": outgoing}
+    context = _outgoing_context(outgoing)
     if request.htmx:
         return render(request, "sending/outgoing.html#status", context)
     return render(request, "sending/outgoing.html", context)
@@ -116,11 +123,32 @@ def outgoing_resend_view(request: HttpRequest, pk: int) -> HttpResponse:
     checked = request.POST.get("checked") == "unsent"
     try:
         outgoing_resend(outgoing=outgoing, checked_unsent=checked)
-        resent = True
-    except NotResendable:
-        resent = False  # sent or on its way meanwhile (another tab): the page says which
+        refusal = ""
+    except NotResendable as why:
+        refusal = str(why)
+    if not request.htmx:
+        if refusal:
+            messages.error(request, refusal)
+        else:
+            messages.success(request, RESENT)
+        return redirect(outgoing.get_absolute_url())
     outgoing.refresh_from_db()
-    context = {"outgoing": outgoing, "resent": resent}
-    if request.htmx:
-        return render(request, "sending/outgoing.html#status", context)
-    return redirect(outgoing.get_absolute_url())
+    # The whole email, so that what it says of the resend stands outside the status
+    # its page polls (a poll would take it away at once, and the focus with it).
+    context = _outgoing_context(outgoing, resent=RESENT if not refusal else "", refusal=refusal)
+    return render(request, "sending/outgoing.html#email", context)
+
+
+RESENT = "Queued again: it goes out in a moment."
+
+
+def _outgoing_context(outgoing, **extra) -> dict:
+    # For one that may have been sent: whether its copy would be in Sent if it was (a
+    # provider that files sent mail itself); this app files its own copy only once the
+    # server confirmed.
+    uncertain = outgoing.state == outgoing.State.UNCERTAIN
+    return {
+        "outgoing": outgoing,
+        "files_sent_copies": uncertain and files_sent_copies(outgoing.account),
+        **extra,
+    }

@@ -5,16 +5,20 @@ import base64
 import email
 import email.policy
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from crm.models import Contact, ContactAddress
 from sending.message import Draft
 from sending.models import OutgoingEmail
 from sending.services import (
     MAX_ATTEMPTS,
+    UNCERTAIN_AFTER_CRASH,
     TransientSendError,
+    claim_lease,
     outgoing_copy_store,
     outgoing_create,
     outgoing_send,
@@ -63,6 +67,10 @@ def _queue(account, django_capture_on_commit_callbacks, **fields) -> OutgoingEma
 
 def _parsed(envelope) -> email.message.EmailMessage:
     return email.message_from_bytes(envelope.content, policy=email.policy.default)
+
+
+def _parsed_raw(outgoing) -> email.message.EmailMessage:
+    return email.message_from_bytes(bytes(outgoing.raw), policy=email.policy.default)
 
 
 def test_it_sends_exactly_the_message_written(sender, outbox, django_capture_on_commit_callbacks):
@@ -362,21 +370,40 @@ def test_it_sends_a_not_sent_email_again_once_the_password_is_fixed(
 
     account.set_password(password)
     account.save()
+    written = _parsed_raw(outgoing)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(
+        raw=bytes(outgoing.raw).replace(
+            written["Date"].encode(), b"Mon, 02 Nov 2026 09:00:00 +0000", 1
+        )
+    )  # written a month ago
     resend = reverse("sending:resend", args=[outgoing.pk])
     with django_capture_on_commit_callbacks() as queued:
         answer = client.post(resend, **HTMX).text
-    assert len(queued) == 1 and "Queued again" in answer
+    assert len(queued) == 1
+    # Said outside the status the page polls (a poll would take it away at once).
+    notice = answer.index('id="resent-state"')
+    assert "Queued again" in answer[notice:] and answer.index('id="outgoing-status"') < notice
+    assert answer.index("</div>", answer.index('id="outgoing-status"')) < notice
     outgoing.refresh_from_db()
     assert (outgoing.state, outgoing.attempts, outgoing.error) == ("queued", 0, "")
     outgoing_send(outgoing_id=outgoing.pk)
     outgoing.refresh_from_db()
     assert outgoing.state == OutgoingEmail.State.SENT
     [delivered] = outbox.messages
-    assert _parsed(delivered)["Message-ID"] == f"<{outgoing.message_id}>"
+    sent = _parsed(delivered)
+    assert sent["Message-ID"] == f"<{outgoing.message_id}>"
+    # Dated when it went, every other header and part as written.
+    assert sent["Date"].datetime > timezone.now() - timedelta(minutes=5)
+    assert (sent["Subject"], sent.get_body(("plain",)).get_content()) == (
+        written["Subject"], written.get_body(("plain",)).get_content(),
+    )  # fmt: skip
     # Sent now: never again, whatever is posted.
     with django_capture_on_commit_callbacks() as queued:
         answer = client.post(resend, {"checked": "unsent"}, **HTMX).text
-    assert queued == [] and "It was not queued again" in answer
+    assert queued == [] and "It is not “Not sent” any more" in answer
+    # Without JavaScript: back to its page, with what happened said there.
+    page = client.post(resend, follow=True).text
+    assert "It is not “Not sent” any more" in page
 
 
 def test_it_sends_what_may_have_been_sent_again_only_once_checked(
@@ -388,11 +415,15 @@ def test_it_sends_what_may_have_been_sent_again_only_once_checked(
     client.force_login(account.owner)
     page = client.get(outgoing.get_absolute_url()).text
     assert "I checked: it was not sent" in page
+    # This provider's server files no copy in Sent; the app files one only once the
+    # server confirmed: the Sent folder cannot tell.
+    assert "Only a recipient can tell whether it arrived" in page
     resend = reverse("sending:resend", args=[outgoing.pk])
     with django_capture_on_commit_callbacks() as queued:
-        client.post(resend, **HTMX)
+        answer = client.post(resend, **HTMX).text
     outgoing.refresh_from_db()
     assert queued == [] and outgoing.state == "uncertain"
+    assert "Tick “I checked: it was not sent”" in answer
     with django_capture_on_commit_callbacks() as queued:
         client.post(resend, {"checked": "unsent"}, **HTMX)
     outgoing.refresh_from_db()
@@ -417,3 +448,40 @@ def test_it_writes_a_not_sent_email_again_as_a_new_one(
     # Someone else (with a mailbox to send from): not found.
     client.force_login(EmailAccountFactory().owner)
     assert client.get(reverse("sending:compose"), {"again": outgoing.pk}).status_code == 404
+
+
+def test_it_does_not_send_again_while_a_delivery_the_sweep_gave_up_on_may_run(
+    sender, client, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    # The sweep's "may have been sent": its worker outlived the lease after the hand-over
+    # and may still be at it (its answer would come later).
+    crashed = OutgoingEmail.objects.filter(pk=outgoing.pk)
+    crashed.update(state="uncertain", error=UNCERTAIN_AFTER_CRASH, claimed_at=timezone.now())
+    client.force_login(account.owner)
+    resend = reverse("sending:resend", args=[outgoing.pk])
+    with django_capture_on_commit_callbacks() as queued:
+        answer = client.post(resend, {"checked": "unsent"}, **HTMX).text
+    assert queued == [] and "Its delivery may still be running" in answer
+    assert crashed.get().state == "uncertain"
+    crashed.update(claimed_at=timezone.now() - 2 * claim_lease() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks() as queued:
+        client.post(resend, {"checked": "unsent"}, **HTMX)
+    assert len(queued) == 1 and crashed.get().state == "queued"
+
+
+def test_it_writes_an_answer_again_with_the_email_it_answers(
+    sender, client, django_capture_on_commit_callbacks
+):
+    account, _mailbox = sender
+    answered = Email.objects.create(
+        account=account, message_key="k-a", message_id="plans@partner.test",
+        subject="Plans", from_address="peter@partner.test", text_body="Shall we meet?",
+    )  # fmt: skip
+    outgoing = _queue(account, django_capture_on_commit_callbacks, in_reply_to="plans@partner.test")
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="failed", error="refused")
+    client.force_login(account.owner)
+    page = client.get(reverse("sending:compose"), {"again": outgoing.pk}).text
+    assert f'name="reply" value="{answered.pk}"' in page and "Shall we meet?" in page
+    assert "and the email it answers" in page

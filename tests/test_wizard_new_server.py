@@ -86,6 +86,8 @@ def test_it_keeps_a_new_server_a_draft_until_a_sign_in_passes(
 
     wrong = client.post(response.url, {"password": "not-the-password"})
     assert "did not accept the login or password" in wrong.text
+    # The login format is chosen with the server: it may be what is wrong.
+    assert "Check the password and the server&#x27;s login format" in wrong.text
     assert set(EmailProvider.objects.values_list("pk", flat=True)) == providers_before
 
     done = client.post(response.url, {"password": MAIL_USERS[CAROL]}, follow=True)

@@ -277,6 +277,10 @@ class _Checker:
             )
         if self.provider.login_format == LoginFormat.MANUAL:
             return " Check the login and password and try again."
+        if self.provider.pk is None:
+            # A server being added (the wizard's new-server step): its login format is
+            # chosen on the same page, and may be what is wrong.
+            return " Check the password and the server's login format, and try again."
         # The login is made from the address by the provider's rule: not the person's to
         # change here, and the wizard does not ask for it.
         return " Check the password and try again."
