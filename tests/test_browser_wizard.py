@@ -79,7 +79,7 @@ def test_it_adds_a_mailbox_of_a_known_domain(
     page.goto(f"{live_server.url}/email/")
     page.click(".notification >> button:has-text('Download emails')")
     page.wait_for_url(f"{live_server.url}/mailboxes/{account.pk}/#sync")
-    expect(page.locator(".sync-status")).to_contain_text("emails downloaded")
+    expect(page.locator(".sync-status")).to_contain_text("Last download just now: 1 new email")
     page.goto(f"{live_server.url}/email/")
     page.click(f"text={subject}")
     expect(page.locator("h1")).to_have_text(subject)
