@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from .models import Company, Contact, ContactAddress, EmailLinkChange
+from .signals import contacts_addressed
 
 
 class ContactAddressInline(admin.TabularInline):
@@ -14,6 +15,11 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ["name", "addresses__address", "company__name"]
     autocomplete_fields = ["company"]
     inlines = [ContactAddressInline]
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        # A contact added after its emails were downloaded shows them on its timeline.
+        contacts_addressed.send(sender=Contact, contact_ids=[form.instance.pk])
 
 
 @admin.register(Company)

@@ -30,3 +30,7 @@ class SyncConfig(AppConfig):
         signals.protocol_changed.connect(
             receivers.protocol_changed, dispatch_uid="sync-protocol-changed"
         )
+        # A contact given addresses by hand: the emails downloaded before it, linked.
+        from crm.signals import contacts_addressed
+
+        contacts_addressed.connect(receivers.contacts_addressed, dispatch_uid="sync-contacts")

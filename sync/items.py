@@ -24,6 +24,7 @@ from mail.backend import CONTACTS
 from mail.items import ItemsReader, NewCard
 
 from .engine import PERIOD_DAYS
+from .links import emails_link_to_contacts
 from .models import Folder, SyncRun
 
 # Meetings ahead of today matter as much as past ones: a year of them is read.
@@ -123,14 +124,20 @@ def _contact_folders(account: EmailAccount) -> list[str]:
 
 
 def contacts_import(*, items: ItemsReader, account: EmailAccount, run: SyncRun) -> None:
+    made = []
     for path in _contact_folders(account):
         for card in items.cards(path):
-            _contact, created = contact_import(
+            contact, created = contact_import(
                 account=account, item_id=card.id, folder=path, name=card.name,
                 company_name=card.company_name, addresses=list(card.addresses),
                 phone=card.phone, job_title=card.job_title,
             )  # fmt: skip
             run.contacts_imported += int(created)
+            if created:
+                made.append(contact.pk)
+    # The emails already downloaded from or to the new contacts, on their timelines
+    # (the download links only the emails it stores).
+    emails_link_to_contacts(contact_ids=made)
 
 
 def contacts_export(*, items: ItemsReader, account: EmailAccount, run: SyncRun) -> None:

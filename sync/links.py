@@ -6,7 +6,8 @@ records manual changes (crm.services.email_link_record); it never imports this a
 models.
 """
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 
 from crm.services import email_link_record, email_people, link_target
 
@@ -65,3 +66,72 @@ def email_link_change(
     if changed:
         email_link_record(email=email, actor=actor, link=link, target=target)
     return changed
+
+
+# A later contact's addresses looked for in one query at a time (an OR of JSON
+# containments per address: a few dozen keep it one pass over the emails).
+ADDRESSES_AT_ONCE = 50
+
+
+def emails_link_to_contacts(*, contact_ids: list[int]) -> int:
+    """The emails already downloaded, linked to contacts that came after them (imported
+    from an address book, added by hand): each email from or to one of a contact's
+    addresses, to the contact and its company, as the download would have linked it;
+    never to one a person unlinked it from by hand. Returns the contact links written
+    (those there already stay as they are)."""
+    from crm.models import Contact, EmailLinkChange
+
+    if not contact_ids:
+        return 0
+    contacts = {
+        address.address: contact
+        for contact in Contact.objects.filter(pk__in=contact_ids).prefetch_related("addresses")
+        for address in contact.addresses.all()
+    }
+    unlinked = set(
+        EmailLinkChange.objects.filter(
+            kind=EmailLinkChange.Kind.CONTACT,
+            action=EmailLinkChange.Action.UNLINKED,
+            target_id__in={contact.pk for contact in contacts.values()},
+        ).values_list("email_id", "target_id")
+    )
+    addresses = sorted(contacts)
+    contact_rows, company_rows = set(), set()
+    for start in range(0, len(addresses), ADDRESSES_AT_ONCE):
+        chunk = addresses[start : start + ADDRESSES_AT_ONCE]
+        for email_id, sender, to, cc in _emails_naming(chunk):
+            named = {sender.lower(), *(p.get("address", "").lower() for p in [*to, *cc])}
+            for address in named.intersection(chunk):
+                contact = contacts[address]
+                if (email_id, contact.pk) not in unlinked:
+                    contact_rows.add((email_id, contact.pk))
+                    if contact.company_id:
+                        company_rows.add((email_id, contact.company_id))
+    through = Email.contacts.through
+    through.objects.bulk_create(
+        [through(email_id=e, contact_id=c) for e, c in sorted(contact_rows)],
+        ignore_conflicts=True,
+    )
+    through = Email.companies.through
+    through.objects.bulk_create(
+        [through(email_id=e, company_id=c) for e, c in sorted(company_rows)],
+        ignore_conflicts=True,
+    )
+    return len(contact_rows)
+
+
+def _emails_naming(addresses: list[str]):
+    """(id, sender, to, cc) of the emails from or to any of `addresses` (lower case, as
+    the parser stores them)."""
+    emails = Email.objects.all()
+    if connection.vendor == "postgresql":
+        # jsonb containment: an element of To or Cc with this address.
+        named = Q(from_address__in=addresses)
+        for address in addresses:
+            named |= Q(to__contains=[{"address": address}]) | Q(cc__contains=[{"address": address}])
+    else:
+        # SQLite has no containment on JSON: the text is searched, the caller checks.
+        named = Q(from_address__in=addresses)
+        for address in addresses:
+            named |= Q(to__icontains=address) | Q(cc__icontains=address)
+    return emails.filter(named).values_list("pk", "from_address", "to", "cc").iterator(2000)

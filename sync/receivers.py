@@ -1,6 +1,8 @@
 """sync's answers to what accounts' services say happened to a mailbox
-(accounts/signals.py): accounts is below sync and cannot queue its downloads itself."""
+(accounts/signals.py): accounts is below sync and cannot queue its downloads itself; and
+to what crm says of its contacts (crm/signals.py)."""
 
+from .links import emails_link_to_contacts
 from .services import download_forget, download_queue, mailbox_attention_clear
 
 
@@ -17,3 +19,8 @@ def download_wanted(sender, *, account_id: int, items_only: bool = False, **kwar
 
 def protocol_changed(sender, *, account_id: int, **kwargs) -> None:
     download_forget(account_id=account_id)
+
+
+def contacts_addressed(sender, *, contact_ids: list[int], **kwargs) -> None:
+    """crm.signals: contacts got addresses after their emails were downloaded."""
+    emails_link_to_contacts(contact_ids=contact_ids)

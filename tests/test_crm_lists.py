@@ -394,3 +394,31 @@ def test_it_lists_no_contacts_and_no_companies_on_a_fresh_install(client, db):
     companies = client.get(reverse("crm:companies"), {"page": 2})
     assert companies.status_code == 200 and "No companies yet" in companies.text
     assert client.get(reverse("crm:contacts"), {"page": 2}, **HTMX).status_code == 200
+
+
+def test_it_links_the_emails_downloaded_before_an_address_given_by_hand(admin_client, db):
+    """Not one a person unlinked by hand: the download would not link it again either."""
+    mine = EmailAccountFactory()
+    carl = _contact("Carl", "carl@x.test")
+    unlinked = _email(mine, "Unlinked by hand")
+    Email.objects.filter(pk=unlinked.pk).update(from_address="carl@x.test")
+    EmailLinkChange.objects.create(
+        email=unlinked, action="unlinked", kind="contact", target_id=carl.pk, target="Carl"
+    )
+    before = _email(mine, "From his old address")
+    Email.objects.filter(pk=before.pk).update(from_address="carl@x.test")
+    later = _email(mine, "To his new address")
+    Email.objects.filter(pk=later.pk).update(to=[{"name": "", "address": "carl@new.test"}])
+    [old] = carl.addresses.all()
+    form = {
+        "name": "Carl", "job_title": "", "phone": "", "company": "",
+        "addresses-TOTAL_FORMS": "2", "addresses-INITIAL_FORMS": "1",
+        "addresses-MIN_NUM_FORMS": "0", "addresses-MAX_NUM_FORMS": "1000",
+        "addresses-0-id": str(old.pk), "addresses-0-contact": str(carl.pk),
+        "addresses-0-address": "carl@x.test",
+        "addresses-1-id": "", "addresses-1-contact": str(carl.pk),
+        "addresses-1-address": "carl@new.test",
+    }  # fmt: skip
+    answer = admin_client.post(reverse("admin:crm_contact_change", args=[carl.pk]), form)
+    assert answer.status_code == 302, answer.text
+    assert set(carl.emails.all()) == {before, later}

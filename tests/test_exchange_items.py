@@ -306,3 +306,28 @@ def test_it_reads_meetings_and_contacts_at_most_hourly_between_imports_asked_for
     assert not Activity.objects.filter(subject="Added later").exists()
     _sync(account, items_only=True)
     assert Activity.objects.filter(subject="Added later").exists()
+
+
+def test_it_links_the_emails_downloaded_before_a_contact_was_imported(exchange_mailbox, ews_server):
+    account, address = exchange_mailbox
+    account.contacts_import = "all"
+    account.save()
+    acme = Company.objects.create(name="ACME Corp")
+    wrote = Email.objects.create(
+        account=account, message_key="k1", subject="Offer", from_address="anna@acme.test"
+    )
+    copied = Email.objects.create(
+        account=account, message_key="k2", subject="Minutes", from_address="me@example.test",
+        cc=[{"name": "Anna", "address": "anna@acme.test"}],
+    )  # fmt: skip
+    Email.objects.create(
+        account=account, message_key="k3", subject="Other", from_address="zed@else.test",
+        to=[{"name": "", "address": "hanna@acme.test"}],
+    )  # fmt: skip
+    ews_server.add_contact(
+        "Anna Acme", company_name="Acme Corp", emails=["Anna@Acme.test"], mailbox=address
+    )
+    _sync(account)
+    anna = ContactAddress.objects.get(address="anna@acme.test").contact
+    assert set(anna.emails.all()) == {wrote, copied}
+    assert set(acme.emails.all()) == {wrote, copied}
