@@ -70,3 +70,28 @@ def test_it_sends_from_a_shared_mailbox_with_its_signature_image(
     with mailbox.client() as client:
         client.select_folder("Sent")
         assert len(client.search(["SUBJECT", "Our offer"])) == 1
+
+
+def test_it_sends_nothing_on_enter_and_asks_before_leaving_what_was_written(live_server, page):
+    from sending.models import OutgoingEmail
+
+    account = EmailAccountFactory()
+    _sign_in(page, live_server, account.owner)
+    page.goto(f"{live_server.url}/compose/?to=peter@partner.test")
+    page.fill("#id_subject", "Offer")
+    page.press("#id_subject", "Enter")  # the browser's implicit submission
+    page.press("#id_to", "Enter")
+    page.wait_for_timeout(500)
+    assert not OutgoingEmail.objects.exists()
+    expect(page.locator("#id_subject")).to_have_value("Offer")
+
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+    page.click("nav >> text=Contacts")
+    page.wait_for_timeout(500)
+    assert asked == ["beforeunload"] and page.url.endswith("/compose/?to=peter@partner.test")
+    # Sent: nothing is asked on the way to its page.
+    page.fill("#id_body", "Here it is.")
+    page.click("button:has-text('Send')")
+    page.wait_for_url("**/outgoing/*/")
+    assert asked == ["beforeunload"]
