@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
@@ -115,6 +117,21 @@ class Activity(models.Model):
     @property
     def when(self):
         return self.starts_at or self.due_on
+
+    @property
+    def status_label(self) -> str:
+        """A task's status as a person says it: Exchange writes "NotStarted", Microsoft
+        Graph "notStarted"; one neither names is spelled out word by word."""
+        known = TASK_STATUSES.get(self.status.lower())
+        if known:
+            return known
+        return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", self.status).capitalize()
+
+
+TASK_STATUSES = {
+    "notstarted": "Not started", "inprogress": "In progress", "completed": "Completed",
+    "waitingonothers": "Waiting on others", "deferred": "Deferred",
+}  # fmt: skip
 
 
 class EmailLinkChange(models.Model):

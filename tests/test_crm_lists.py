@@ -262,7 +262,7 @@ def test_it_shows_emails_meetings_and_tasks_on_one_timeline_newest_first(client,
     )  # fmt: skip
     task = Activity.objects.create(
         account=mine, kind="task", external_id="t1", subject="Send the contract",
-        due_on=(NOW - timedelta(days=2)).date(),
+        due_on=(NOW - timedelta(days=2)).date(), status="NotStarted",
     )  # fmt: skip
     for activity in (meeting, task):
         activity.contacts.add(ann)
@@ -278,6 +278,8 @@ def test_it_shows_emails_meetings_and_tasks_on_one_timeline_newest_first(client,
         order = [page.index(s) for s in ("Kick-off", "Send the contract", "Offer")]
         assert order == sorted(order), url
         assert "Their lunch" not in page
+        # Exchange's "NotStarted" as a person says it.
+        assert "· Not started</span>" in page and "NotStarted" not in page
     assert 'href="/contacts/' in client.get(reverse("crm:company", args=[acme.pk])).text
 
 
@@ -422,3 +424,14 @@ def test_it_links_the_emails_downloaded_before_an_address_given_by_hand(admin_cl
     answer = admin_client.post(reverse("admin:crm_contact_change", args=[carl.pk]), form)
     assert answer.status_code == 302, answer.text
     assert set(carl.emails.all()) == {before, later}
+
+
+def test_it_says_a_task_s_status_as_a_person_does():
+    labels = {
+        status: Activity(status=status).status_label
+        for status in ("NotStarted", "inProgress", "completed", "WaitingOnOthers", "SomethingNew")
+    }
+    assert labels == {
+        "NotStarted": "Not started", "inProgress": "In progress", "completed": "Completed",
+        "WaitingOnOthers": "Waiting on others", "SomethingNew": "Something new",
+    }  # fmt: skip
