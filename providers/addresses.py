@@ -108,7 +108,9 @@ def normalize_domain(raw: str | None) -> str:
         raise AddressError("The domain cannot end with a dot.")
     if domain.startswith(".") or ".." in domain:
         raise AddressError("The domain cannot start with a dot or have two dots in a row.")
-    if domain.startswith("[") or "@" in domain:
+    if "@" in domain:
+        raise AddressError("Enter the domain alone, without an @: example.com, not @example.com.")
+    if domain.startswith("["):
         raise AddressError("Enter a domain name such as example.com, not an IP address.")
     ascii_domain = ".".join(_ascii_label(label) for label in domain.split("."))
     if len(ascii_domain) > MAX_DOMAIN:

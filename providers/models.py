@@ -262,3 +262,18 @@ class ProviderDomain(models.Model):
             self.domain = normalize_domain(self.domain)
         except AddressError as error:
             raise ValidationError({"domain": str(error)}) from None
+        # Which provider has it already, rather than the unique check's "with this
+        # Domain already exists".
+        taken = (
+            ProviderDomain.objects.filter(domain=self.domain)
+            .exclude(pk=self.pk)
+            .select_related("provider")
+            .first()
+        )
+        if taken is not None:
+            raise ValidationError(
+                {
+                    "domain": f"{self.domain} is in the list already, served by "
+                    f"{taken.provider.name}: change that row to move it to another provider."
+                }
+            )

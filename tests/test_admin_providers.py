@@ -139,6 +139,13 @@ def test_it_refuses_a_malformed_domain_with_its_reason(client, manager, provider
     )
     assert response.status_code == 200
     assert "A domain cannot contain spaces." in response.text
+    add = reverse("admin:providers_providerdomain_add")
+    response = client.post(add, {"domain": "@gmail.test", "provider": provider.pk})
+    assert "Enter the domain alone, without an @" in response.text
+    ProviderDomain.objects.create(domain="gmail.test", provider=provider)
+    response = client.post(add, {"domain": " Gmail.TEST ", "provider": provider.pk})
+    assert f"gmail.test is in the list already, served by {provider.name}" in response.text
+    assert ProviderDomain.objects.filter(domain="gmail.test").count() == 1
 
 
 def test_it_makes_an_edited_import_the_admins(client, manager):
