@@ -1,3 +1,5 @@
+from difflib import get_close_matches
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -57,7 +59,17 @@ class SystemSetting(models.Model):
 
     def clean(self) -> None:
         definition = DEFINITIONS.get(self.code)
-        if definition and self.value_type != definition.value_type:
+        if definition is None:
+            # A setting no code reads would be saved and do nothing ("MailboxSyncIntervall").
+            close = get_close_matches(self.code, DEFINITIONS, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValidationError(
+                {
+                    "code": f"The app reads no setting named {self.code!r}.{hint} The settings "
+                    f"are: {', '.join(sorted(DEFINITIONS))}."
+                }
+            )
+        if self.value_type != definition.value_type:
             raise ValidationError(
                 {"value_type": f"{self.code} is a {definition.value_type} setting."}
             )

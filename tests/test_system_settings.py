@@ -67,3 +67,18 @@ def test_it_keeps_a_read_value_briefly_and_sees_a_save_at_once(db, monkeypatch):
     row.value = "9"
     row.save()
     assert mailbox_sync_interval() == timedelta(minutes=9)
+
+
+def test_it_refuses_a_setting_no_code_reads_and_says_what_a_value_may_be(client, db):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    typo = {"code": "MailboxSyncIntervall", "value_type": "integer", "value": "1"}
+    answer = client.post(reverse("admin:systemsettings_systemsetting_add"), typo)
+    assert answer.status_code == 200
+    assert "The app reads no setting named &#x27;MailboxSyncIntervall&#x27;." in answer.text
+    assert "Did you mean MailboxSyncInterval?" in answer.text
+    assert not SystemSetting.objects.filter(code="MailboxSyncIntervall").exists()
+    row = SystemSetting.objects.get(code="MailboxSyncInterval")
+    page = client.get(reverse("admin:systemsettings_systemsetting_change", args=[row.pk])).text
+    assert "A whole number from 1 to 1,440 minutes (default: 5)." in page
+    # The code's description is the code's: shown, not an input to empty.
+    assert 'name="description"' not in page and row.description in page
