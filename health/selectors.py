@@ -34,6 +34,8 @@ STATES = {
     "sending_failed": "Sending failed",
     "listener": "Disconnected listener",
     "syncing": "Syncing",
+    # Added, its first download not due yet (past due it is "Stuck"): not yet "OK".
+    "first_download": "Not downloaded yet",
     "off": "Automatic download off",
     # Healthy, but its server cannot be watched (no IDLE): new mail at the interval only.
     "interval": "OK, new mail at the interval",
@@ -158,6 +160,8 @@ def classify(accounts=None) -> list[MailboxRow]:
             key, cause, advice = "listener", down[account.pk], LISTENER_ADVICE
         elif key in {"ok", "off"} and running:
             key, cause, advice = "syncing", "A download is running.", ""
+        elif key == "ok" and not (state and state.last_success_at):
+            key, cause, advice = "first_download", "Its first download is due soon.", ""
         elif key == "ok" and account.pk in interval:
             key, cause, advice = "interval", interval[account.pk], ""
         last = state.last_success_at if state else None

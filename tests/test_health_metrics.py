@@ -65,7 +65,7 @@ def test_it_counts_mailboxes_by_state_and_lag(db, scrape):
     # Every series is there, zero or not (a state that empties must read 0, not vanish);
     # the removed mailbox is in none of them.
     series = [value for key, value in samples.items() if key[0] == "mailsetup_mailboxes"]
-    assert len(series) == len(STATES) * 7 == 10 * 7 and sum(series) == 7
+    assert len(series) == len(STATES) * 7 == 11 * 7 and sum(series) == 7
     # The listener's connections: a family with nothing in it until push/ is wired in.
     assert "# TYPE mailsetup_listener_connections gauge" in scrape.text
 

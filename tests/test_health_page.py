@@ -337,3 +337,11 @@ def test_it_shows_a_mailbox_no_listener_ever_watched_and_what_to_do(
     assert "listener" not in rows.values() and "interval" not in rows.values()
     assert rows["ok@example.test"] == rows["fixed@example.test"] == "ok"
     assert 'id="push-off"' in html and "PUSH_ENABLED=false" in html
+
+
+def test_it_says_a_mailbox_not_downloaded_yet_is_not_yet_ok(client, operator, heartbeat):
+    fresh = EmailAccountFactory(address="fresh@example.test")
+    client.force_login(operator)
+    page = client.get(PAGE).text
+    assert _rows(page)[fresh.address] == "first_download"
+    assert "Not downloaded yet" in page and "Its first download is due soon." in page
