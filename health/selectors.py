@@ -15,6 +15,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import EmailAccount
+from mail.errors import PROVIDER_KINDS
 from sync.engine import folders_to_sync
 from sync.models import EmailLocation, Folder, MailboxSync
 from sync.selectors import (
@@ -156,6 +157,8 @@ def classify(accounts=None) -> list[MailboxRow]:
         health = healths[account.pk]
         key = _BY_LEVEL[health.level]
         cause, advice = health.headline, health.advice
+        if key == "needs_owner":
+            cause, advice = _for_the_operator(account, state, cause, advice)
         if key in {"ok", "off"} and account.pk in down:
             key, cause, advice = "listener", down[account.pk], LISTENER_ADVICE
         elif key in {"ok", "off"} and running:
@@ -178,6 +181,19 @@ def classify(accounts=None) -> list[MailboxRow]:
             )
         )
     return rows
+
+
+def _for_the_operator(account, state, cause: str, advice: str) -> tuple[str, str]:
+    """The owner's words ("Needs your attention", "Enter the new one under ...") said to
+    whoever runs the mailboxes: the state already says who must act."""
+    cause = cause.removeprefix("Needs your attention: ")
+    if state is not None and state.last_error_kind in PROVIDER_KINDS:
+        return cause, (
+            f"The provider {account.provider.name}'s settings or its server: change them on "
+            "the provider's page; saving it starts its stopped mailboxes again."
+        )
+    owner = account.owner.get_full_name() or account.owner.get_username()
+    return cause, f"Only its owner, {owner}, can do this. What they are told: {advice}"
 
 
 SORTS = {

@@ -99,8 +99,12 @@ def test_it_shows_each_mailbox_in_its_state_with_cause_and_what_to_do(client, op
         "needs_owner", "failing", "stuck", "blocked_folder", "syncing", "off", "ok"
     ]  # fmt: skip
     text = response.text
-    assert "Needs your attention: The server refused the password." in text
+    # Said to the operator: the state names who must act, and the owner is named.
+    owner = made["needs_owner"].owner.get_username()
+    assert "The server refused the password." in text and "Needs your attention" not in text
+    assert f"Only its owner, {owner}, can do this. What they are told: The password" in text
     assert "Enter the new one under “Change email settings”." in text
+    assert text.count("The server refused the password.") == 1  # not again as the last error
     assert "Downloads have failed since" in text and "The server did not answer." in text
     assert "although one was due every 5 minutes" in text
     assert "Archive: The server refused to read this folder: NO" in text
@@ -345,3 +349,17 @@ def test_it_says_a_mailbox_not_downloaded_yet_is_not_yet_ok(client, operator, he
     page = client.get(PAGE).text
     assert _rows(page)[fresh.address] == "first_download"
     assert "Not downloaded yet" in page and "Its first download is due soon." in page
+
+
+def test_it_tells_the_operator_to_fix_the_provider_where_the_provider_is_wrong(
+    client, operator, heartbeat
+):
+    account = EmailAccountFactory(address="tls@example.test")
+    MailboxSync.objects.create(
+        account=account, health=MailboxSync.Health.NEEDS_ATTENTION, last_error_kind="tls",
+        last_error="The server's certificate is not trusted.",
+    )  # fmt: skip
+    client.force_login(operator)
+    page = client.get(PAGE).text
+    assert f"The provider {account.provider.name}&#x27;s settings or its server" in page
+    assert "ask your administrator" not in page
