@@ -455,9 +455,20 @@ def sync_status(account) -> dict:
     # count of the mailbox's emails: the status is polled every 2 s during a download
     # and shown for every mailbox on the Email page (issue 19).
     last_run = SyncRun.objects.filter(account=account).order_by("-started_at").first()
+    latest = last_run
     # Running while someone holds the claim: a run record left "running" by a worker
     # that died is not (the dispatcher closes it).
     running = bool(state and state.claimed_until and state.claimed_until > timezone.now())
+    items_run = None
+    if last_run and last_run.state == SyncRun.State.SUCCEEDED and _items_only(last_run):
+        # An import of meetings, tasks and contacts alone ("Import now"): it checked no
+        # folder, and its "0 new emails" would hide what the last download brought. Said
+        # apart; the download's line is the last run that checked folders (read only
+        # then, by the same index).
+        items_run = last_run
+        last_run = (
+            SyncRun.objects.filter(account=account, folders__gt=0).order_by("-started_at").first()
+        )
     requested, not_started = _request(state, running)
     next_due = None
     if account.auto_sync and not (state and state.health == MailboxSync.Health.NEEDS_ATTENTION):
@@ -473,9 +484,8 @@ def sync_status(account) -> dict:
         "running": running,
         # The running download's own record (written with its first batch, or at once
         # in a first download); None until then.
-        "run": last_run
-        if running and last_run and last_run.state == SyncRun.State.RUNNING
-        else None,
+        "run": latest if running and latest and latest.state == SyncRun.State.RUNNING else None,
+        "items_run": items_run,
         "requested": requested,
         "not_started": not_started,
         # While a download runs or is about to, the status looks again every 2 s.
@@ -483,6 +493,12 @@ def sync_status(account) -> dict:
         "next_due": next_due,
         "health": mailbox_health(account, state, running=running),
     }
+
+
+def _items_only(run: SyncRun) -> bool:
+    """A run that imported meetings, tasks or contacts and checked no folder."""
+    imported = run.activities or run.contacts_imported or run.contacts_exported
+    return bool(imported) and not (run.folders or run.folders_done or run.new_emails)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 against the suite's EWS protocol fake (tests/servers/ews.py: it answers EWS SOAP as an
 Exchange 2016 server does and keeps its mailboxes in memory; it is not Exchange)."""
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 from django.urls import reverse
@@ -331,3 +332,23 @@ def test_it_links_the_emails_downloaded_before_a_contact_was_imported(exchange_m
     anna = ContactAddress.objects.get(address="anna@acme.test").contact
     assert set(anna.emails.all()) == {wrote, copied}
     assert set(acme.emails.all()) == {wrote, copied}
+
+
+def test_it_says_an_import_apart_from_the_download_it_followed(
+    exchange_mailbox, ews_server, client
+):
+    account, address = exchange_mailbox
+    account.meetings_import = True
+    account.save()
+    ews_server.add_message("inbox", make_message(subject="Hello", to=address), mailbox=address)
+    _sync(account)
+    _meeting(ews_server, address, "Quarterly", days=2)
+    _sync(account, items_only=True)  # the "Import now" of the settings page
+    client.force_login(account.owner)
+    status = client.get(reverse("sync:status", args=[account.pk])).text
+    # The download's line is the download's; the import says what it brought.
+    assert re.search(r"Last download [^:]*: 1 new email, \d+ folders? checked", status), status
+    assert "0 new emails" not in status
+    assert re.search(
+        r"Meetings, tasks and contacts imported [^:]*: \d+ meetings? and tasks?", status
+    )
