@@ -149,3 +149,16 @@ def test_it_reads_only_on_a_get_of_the_folder_picker(client, nested):
     assert response.status_code == 302
     assert response.url == reverse("accounts:folders", args=[account.pk])
     assert Folder.objects.filter(account=account, path="Clients/Acme").exists()
+
+
+def test_it_offers_no_folder_that_holds_no_email_and_none_that_does(client, nested):
+    """Exchange's Calendar, Contacts and Tasks are folders of the tree, but no mail."""
+    account, _ = nested
+    client.force_login(account.owner)
+    _refresh(client, account, **HTMX)
+    Folder.objects.filter(account=account, path="Clients").update(selectable=False)
+    Folder.objects.create(account=account, path="Calendar", delimiter="/", selectable=False)
+    body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).text
+    listed = re.findall(r'data-path="([^"]*)"', body)
+    assert "Calendar" not in listed
+    assert {"Clients", "Clients/Acme"} <= set(listed)  # a container with mail below it stays

@@ -28,8 +28,17 @@ def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
     else:
         chosen = {str(f.pk) for f in folders if f.chosen and f.selectable}
         subfolders = {str(f.pk) for f in folders if f.include_subfolders}
+    # A folder that holds no email and none below it that does (Exchange's Calendar,
+    # Contacts and Tasks; an IMAP \\Noselect with nothing under it) is nothing to choose.
+    holds_mail = set()
+    for folder in folders:
+        if folder.selectable and folder.delimiter:
+            parts = folder.path.split(folder.delimiter)
+            holds_mail |= {folder.delimiter.join(parts[:end]) for end in range(1, len(parts))}
     rows = []
     for folder in sorted(folders, key=lambda f: f.path.lower() if f.path != "INBOX" else ""):
+        if not folder.selectable and folder.path not in holds_mail:
+            continue
         parts = folder.path.split(folder.delimiter) if folder.delimiter else [folder.path]
         rows.append(
             {
