@@ -52,5 +52,5 @@ def test_it_focuses_the_message_after_unlinking_an_email(live_server, page, db):
     _sign_in(page, live_server, account.owner)
     page.goto(f"{live_server.url}/emails/{email.pk}/")
     page.click("button[aria-label='Unlink Acme']")
-    expect(page.locator("#links-state")).to_have_text("Unlinked.")
+    expect(page.locator("#links-state")).to_have_text("Acme unlinked.")
     expect(page.locator("#links-state")).to_be_focused()

@@ -15,6 +15,7 @@ from sync.links import LinkTargetMissing, email_link_change
 
 from ..models import Company, Contact
 from ..selectors import company_recipients, email_links, link_candidates
+from ..services import link_target
 from .timelines import (
     PAGE_SIZE,
     ListPaginator,
@@ -123,13 +124,14 @@ def email_link_edit(request: HttpRequest, pk: int) -> HttpResponse:
             )  # fmt: skip
         except LinkTargetMissing:
             raise Http404 from None
+        target = link_target(contact_id=contact_id, company_id=company_id)
         query = ""
         if not request.htmx:
             return redirect(f"{email.get_absolute_url()}#links")
     context = {"email": email, **email_links(email), "link_query": query}
     if request.method == "POST":
         # The button pressed is gone with the swap: the focus goes to this message.
-        context["link_done"] = "Linked." if action == "link" else "Unlinked."
+        context["link_done"] = f"{target} {'linked' if action == 'link' else 'unlinked'}."
     if query:
         context["candidates"] = link_candidates(email, query)
     if request.htmx and request.htmx.target == "link-candidates":
