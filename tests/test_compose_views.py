@@ -204,7 +204,10 @@ def test_it_answers_404_for_an_email_the_user_may_not_see(client, db):
 
 def test_it_says_so_when_there_is_no_mailbox_to_send_from(client, db):
     client.force_login(UserFactory())
-    assert "You have no mailbox you may send from." in client.get(URL).text
+    page = client.get(URL).text
+    assert "You have no mailbox you may send from." in page
+    # Someone with emails shared to read only: what only the owner can change is said so.
+    assert "its owner grants you “Send emails”" in page
 
 
 def test_it_lists_emails_not_sent_in_the_outbox_on_the_email_page(client, db):
