@@ -18,8 +18,10 @@ class ContactAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        # A contact added after its emails were downloaded shows them on its timeline.
-        contacts_addressed.send(sender=Contact, contact_ids=[form.instance.pk])
+        # A contact given an address (or a company) after its emails were downloaded
+        # shows them on its timeline; a change of its phone asks for nothing.
+        if "company" in form.changed_data or any(f.has_changed() for f in formsets):
+            contacts_addressed.send(sender=Contact, contact_ids=[form.instance.pk])
 
 
 @admin.register(Company)

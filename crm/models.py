@@ -53,6 +53,15 @@ class ContactAddress(models.Model):
     def __str__(self) -> str:
         return self.address
 
+    def save(self, *args, **kwargs) -> None:
+        self.address = self.address.strip().lower()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        # As emails store them: "Carl@X.test" typed in the admin matched none of Carl's
+        # emails, and would be a second row beside "carl@x.test".
+        self.address = self.address.strip().lower()
+
 
 class ContactLink(models.Model):
     """A contact as it is in a mailbox's address book (an Exchange contact item): what

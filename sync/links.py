@@ -6,6 +6,8 @@ records manual changes (crm.services.email_link_record); it never imports this a
 models.
 """
 
+import json
+
 from django.db import connection, transaction
 from django.db.models import Q
 
@@ -68,45 +70,49 @@ def email_link_change(
     return changed
 
 
-# A later contact's addresses looked for in one query at a time (an OR of JSON
-# containments per address: a few dozen keep it one pass over the emails).
-ADDRESSES_AT_ONCE = 50
+# A later contact's addresses looked for in one pass over the emails at a time: the pass
+# costs what the emails do (0.9-1.1 s over 300,000 here, for 50 or 1,000 addresses alike).
+ADDRESSES_AT_ONCE = 1000
 
 
 def emails_link_to_contacts(*, contact_ids: list[int]) -> int:
     """The emails already downloaded, linked to contacts that came after them (imported
     from an address book, added by hand): each email from or to one of a contact's
     addresses, to the contact and its company, as the download would have linked it;
-    never to one a person unlinked it from by hand. Returns the contact links written
-    (those there already stay as they are)."""
+    never to a contact or company a person unlinked it from by hand. Returns the contact
+    links written (those there already stay as they are)."""
     from crm.models import Contact, EmailLinkChange
 
     if not contact_ids:
         return 0
     contacts = {
-        address.address: contact
+        address.address.strip().lower(): contact
         for contact in Contact.objects.filter(pk__in=contact_ids).prefetch_related("addresses")
         for address in contact.addresses.all()
     }
+    people = set(contacts.values())
+    # (email, contact or company) pairs a person unlinked by hand: a later manual link
+    # is a row already, which the inserts below leave as it is.
     unlinked = set(
         EmailLinkChange.objects.filter(
-            kind=EmailLinkChange.Kind.CONTACT,
             action=EmailLinkChange.Action.UNLINKED,
-            target_id__in={contact.pk for contact in contacts.values()},
-        ).values_list("email_id", "target_id")
+            target_id__in={c.pk for c in people} | {c.company_id for c in people if c.company_id},
+        ).values_list("kind", "email_id", "target_id")
     )
+    contact_kind, company_kind = EmailLinkChange.Kind.CONTACT, EmailLinkChange.Kind.COMPANY
     addresses = sorted(contacts)
     contact_rows, company_rows = set(), set()
     for start in range(0, len(addresses), ADDRESSES_AT_ONCE):
-        chunk = addresses[start : start + ADDRESSES_AT_ONCE]
-        for email_id, sender, to, cc in _emails_naming(chunk):
+        chunk = set(addresses[start : start + ADDRESSES_AT_ONCE])
+        for email_id, sender, to, cc in _emails_naming(sorted(chunk)):
             named = {sender.lower(), *(p.get("address", "").lower() for p in [*to, *cc])}
-            for address in named.intersection(chunk):
+            for address in named & chunk:
                 contact = contacts[address]
-                if (email_id, contact.pk) not in unlinked:
+                if (contact_kind, email_id, contact.pk) not in unlinked:
                     contact_rows.add((email_id, contact.pk))
-                    if contact.company_id:
-                        company_rows.add((email_id, contact.company_id))
+                company = contact.company_id
+                if company and (company_kind, email_id, company) not in unlinked:
+                    company_rows.add((email_id, company))
     through = Email.contacts.through
     through.objects.bulk_create(
         [through(email_id=e, contact_id=c) for e, c in sorted(contact_rows)],
@@ -123,15 +129,35 @@ def emails_link_to_contacts(*, contact_ids: list[int]) -> int:
 def _emails_naming(addresses: list[str]):
     """(id, sender, to, cc) of the emails from or to any of `addresses` (lower case, as
     the parser stores them)."""
-    emails = Email.objects.all()
     if connection.vendor == "postgresql":
-        # jsonb containment: an element of To or Cc with this address.
-        named = Q(from_address__in=addresses)
-        for address in addresses:
-            named |= Q(to__contains=[{"address": address}]) | Q(cc__contains=[{"address": address}])
-    else:
-        # SQLite has no containment on JSON: the text is searched, the caller checks.
-        named = Q(from_address__in=addresses)
-        for address in addresses:
+        # One pass: each email's To and Cc read once, the addresses as one array.
+        table = connection.ops.quote_name(Email._meta.db_table)
+        sql = (
+            f'SELECT id, from_address, "to", cc FROM {table} WHERE from_address = ANY(%s) '  # noqa: S608
+            'OR EXISTS (SELECT 1 FROM jsonb_array_elements("to" || cc) AS person '
+            "WHERE person->>'address' = ANY(%s))"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [addresses, addresses])
+            while rows := cursor.fetchmany(2000):
+                # Django reads jsonb as its text (its fields decode it).
+                for pk, sender, to, cc in rows:
+                    yield pk, sender, _json(to), _json(cc)
+        return
+    # SQLite: the text of To and Cc is searched (the caller checks each email), a few
+    # addresses a query (its expressions nest no deeper than 1,000).
+    seen = set()
+    for start in range(0, len(addresses), 100):
+        part = addresses[start : start + 100]
+        named = Q(from_address__in=part)
+        for address in part:
             named |= Q(to__icontains=address) | Q(cc__icontains=address)
-    return emails.filter(named).values_list("pk", "from_address", "to", "cc").iterator(2000)
+        rows = Email.objects.filter(named).order_by().values_list("pk", "from_address", "to", "cc")
+        for row in rows:
+            if row[0] not in seen:
+                seen.add(row[0])
+                yield row
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value

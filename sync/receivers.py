@@ -2,8 +2,12 @@
 (accounts/signals.py): accounts is below sync and cannot queue its downloads itself; and
 to what crm says of its contacts (crm/signals.py)."""
 
-from .links import emails_link_to_contacts
-from .services import download_forget, download_queue, mailbox_attention_clear
+from .services import (
+    contacts_link_soon,
+    download_forget,
+    download_queue,
+    mailbox_attention_clear,
+)
 
 
 def signed_in_again(sender, *, account_id: int, **kwargs) -> None:
@@ -23,4 +27,4 @@ def protocol_changed(sender, *, account_id: int, **kwargs) -> None:
 
 def contacts_addressed(sender, *, contact_ids: list[int], **kwargs) -> None:
     """crm.signals: contacts got addresses after their emails were downloaded."""
-    emails_link_to_contacts(contact_ids=contact_ids)
+    contacts_link_soon(contact_ids=contact_ids)

@@ -467,7 +467,9 @@ def sync_status(account) -> dict:
         # then, by the same index).
         items_run = last_run
         last_run = (
-            SyncRun.objects.filter(account=account, folders__gt=0).order_by("-started_at").first()
+            SyncRun.objects.filter(account=account, folders__gt=0, state=SyncRun.State.SUCCEEDED)
+            .order_by("-started_at")
+            .first()
         )
     requested, not_started = _request(state, running)
     next_due = None

@@ -587,3 +587,13 @@ def mailbox_failure_record(*, account_id: int, failure: MailError) -> None:
         fields["health"] = MailboxSync.Health.NEEDS_ATTENTION
     MailboxSync.objects.get_or_create(account_id=account_id)
     MailboxSync.objects.filter(account_id=account_id).update(**fields)
+
+
+def contacts_link_soon(*, contact_ids: list[int]) -> None:
+    """The emails already downloaded, linked to contacts given addresses by hand
+    (sync.links.emails_link_to_contacts), by a worker once the save has committed: a
+    pass over every email takes a second or more, which a page's save must neither wait
+    for nor fail by."""
+    from .tasks import contacts_link
+
+    publish_on_commit(contacts_link, list(contact_ids))

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .files import orphans_delete
+from .links import emails_link_to_contacts
 from .search import vectors_fill
 from .services import (
     TransientSyncError,
@@ -89,3 +90,8 @@ def runs_prune() -> None:
 @shared_task(name="sync.search_vectors", ignore_result=True, acks_late=True)
 def search_vectors() -> None:
     vectors_fill()
+
+
+@shared_task(name="sync.contacts_link", ignore_result=True, acks_late=True)
+def contacts_link(contact_ids: list[int]) -> None:
+    emails_link_to_contacts(contact_ids=contact_ids)

@@ -158,7 +158,12 @@ def test_it_offers_no_folder_that_holds_no_email_and_none_that_does(client, nest
     _refresh(client, account, **HTMX)
     Folder.objects.filter(account=account, path="Clients").update(selectable=False)
     Folder.objects.create(account=account, path="Calendar", delimiter="/", selectable=False)
+    # Holding nothing yet, but set to download the folders made in it later: shown, or
+    # the next save of the picker would clear that unseen.
+    Folder.objects.create(
+        account=account, path="Later", delimiter="/", selectable=False, include_subfolders=True
+    )
     body = client.get(reverse("accounts:folders", args=[account.pk]), **HTMX).text
     listed = re.findall(r'data-path="([^"]*)"', body)
     assert "Calendar" not in listed
-    assert {"Clients", "Clients/Acme"} <= set(listed)  # a container with mail below it stays
+    assert {"Clients", "Clients/Acme", "Later"} <= set(listed)  # containers that matter stay

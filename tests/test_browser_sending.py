@@ -90,8 +90,16 @@ def test_it_sends_nothing_on_enter_and_asks_before_leaving_what_was_written(live
     page.click("nav >> text=Contacts")
     page.wait_for_timeout(500)
     assert asked == ["beforeunload"] and page.url.endswith("/compose/?to=peter@partner.test")
-    # Sent: nothing is asked on the way to its page.
+    # A send that fails (the server's error, no answer) keeps the question.
+    page.route("**/compose/", lambda route: route.fulfill(status=500, body="broken"))
     page.fill("#id_body", "Here it is.")
     page.click("button:has-text('Send')")
+    page.wait_for_timeout(500)
+    page.unroute("**/compose/")
+    page.click("nav >> text=Contacts")
+    page.wait_for_timeout(500)
+    assert asked == ["beforeunload"] * 2
+    # Sent: nothing is asked on the way to its page.
+    page.click("button:has-text('Send')")
     page.wait_for_url("**/outgoing/*/")
-    assert asked == ["beforeunload"]
+    assert asked == ["beforeunload"] * 2

@@ -398,40 +398,58 @@ def test_it_lists_no_contacts_and_no_companies_on_a_fresh_install(client, db):
     assert client.get(reverse("crm:contacts"), {"page": 2}, **HTMX).status_code == 200
 
 
-def test_it_links_the_emails_downloaded_before_an_address_given_by_hand(admin_client, db):
-    """Not one a person unlinked by hand: the download would not link it again either."""
+def test_it_links_the_emails_downloaded_before_an_address_given_by_hand(
+    admin_client, db, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Not to a contact or company a person unlinked it from by hand: the download would
+    not link it again either. By a worker, once the save committed."""
+    from sync import services
+
+    queued = []
+    monkeypatch.setattr(services, "publish_on_commit", lambda task, *a: queued.append((task, a)))
     mine = EmailAccountFactory()
-    carl = _contact("Carl", "carl@x.test")
+    acme = Company.objects.create(name="Acme", web_domain="acme.test")
+    carl = _contact("Carl", "carl@x.test", company=acme)
     unlinked = _email(mine, "Unlinked by hand")
-    Email.objects.filter(pk=unlinked.pk).update(from_address="carl@x.test")
+    unlinked_company = _email(mine, "Unlinked from the company by hand")
+    Email.objects.filter(pk__in=[unlinked.pk, unlinked_company.pk]).update(
+        from_address="carl@x.test"
+    )
     EmailLinkChange.objects.create(
         email=unlinked, action="unlinked", kind="contact", target_id=carl.pk, target="Carl"
     )
+    EmailLinkChange.objects.create(
+        email=unlinked_company, action="unlinked", kind="company", target_id=acme.pk,
+        target="Acme",
+    )  # fmt: skip
     before = _email(mine, "From his old address")
     Email.objects.filter(pk=before.pk).update(from_address="carl@x.test")
     later = _email(mine, "To his new address")
     Email.objects.filter(pk=later.pk).update(to=[{"name": "", "address": "carl@new.test"}])
     [old] = carl.addresses.all()
     form = {
-        "name": "Carl", "job_title": "", "phone": "", "company": "",
+        "name": "Carl", "job_title": "", "phone": "", "company": str(acme.pk),
         "addresses-TOTAL_FORMS": "2", "addresses-INITIAL_FORMS": "1",
         "addresses-MIN_NUM_FORMS": "0", "addresses-MAX_NUM_FORMS": "1000",
         "addresses-0-id": str(old.pk), "addresses-0-contact": str(carl.pk),
         "addresses-0-address": "carl@x.test",
         "addresses-1-id": "", "addresses-1-contact": str(carl.pk),
-        "addresses-1-address": "carl@new.test",
+        "addresses-1-address": " Carl@NEW.test ",  # typed as it came
     }  # fmt: skip
-    answer = admin_client.post(reverse("admin:crm_contact_change", args=[carl.pk]), form)
+    url = reverse("admin:crm_contact_change", args=[carl.pk])
+    answer = admin_client.post(url, form)
     assert answer.status_code == 302, answer.text
-    assert set(carl.emails.all()) == {before, later}
-
-
-def test_it_says_a_task_s_status_as_a_person_does():
-    labels = {
-        status: Activity(status=status).status_label
-        for status in ("NotStarted", "inProgress", "completed", "WaitingOnOthers", "SomethingNew")
+    assert ContactAddress.objects.filter(address="carl@new.test", contact=carl).exists()
+    [(task, args)] = queued
+    task(*args)  # what the worker does
+    assert set(carl.emails.all()) == {before, later, unlinked_company}
+    assert set(acme.emails.all()) == {before, later, unlinked}
+    # Saved again with nothing of its addresses or company changed: nothing is asked.
+    form |= {
+        "phone": "+49 1",
+        "addresses-INITIAL_FORMS": "2",
+        "addresses-1-id": str(ContactAddress.objects.get(address="carl@new.test").pk),
+        "addresses-1-address": "carl@new.test",
     }
-    assert labels == {
-        "NotStarted": "Not started", "inProgress": "In progress", "completed": "Completed",
-        "WaitingOnOthers": "Waiting on others", "SomethingNew": "Something new",
-    }  # fmt: skip
+    assert admin_client.post(url, form).status_code == 302
+    assert len(queued) == 1

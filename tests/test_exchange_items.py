@@ -342,6 +342,8 @@ def test_it_says_an_import_apart_from_the_download_it_followed(
     account.save()
     ews_server.add_message("inbox", make_message(subject="Hello", to=address), mailbox=address)
     _sync(account)
+    # A download that failed since: not the one the line speaks of.
+    SyncRun.objects.create(account=account, state=SyncRun.State.FAILED, folders=1, error="x")
     _meeting(ews_server, address, "Quarterly", days=2)
     _sync(account, items_only=True)  # the "Import now" of the settings page
     client.force_login(account.owner)

@@ -37,7 +37,13 @@ def _folder_rows(folders, form: FolderChoiceForm) -> list[dict]:
             holds_mail |= {folder.delimiter.join(parts[:end]) for end in range(1, len(parts))}
     rows = []
     for folder in sorted(folders, key=lambda f: f.path.lower() if f.path != "INBOX" else ""):
-        if not folder.selectable and folder.path not in holds_mail:
+        # Kept while "with subfolders" is set on it: a save of the picker writes every
+        # folder's choice, and one not shown would lose it unseen.
+        if (
+            not folder.selectable
+            and folder.path not in holds_mail
+            and not folder.include_subfolders
+        ):
             continue
         parts = folder.path.split(folder.delimiter) if folder.delimiter else [folder.path]
         rows.append(

@@ -26,10 +26,17 @@
   document.addEventListener("input", function (event) {
     if (compose(event.target)) written = true;
   });
-  // Sent (or sent back with a mistake to correct): whatever the answer, the server has
-  // the text; a form sent back with mistakes holds it again below.
+  // Sent: the server answers with where to go (HX-Redirect), read here before htmx
+  // goes there. A refusal, an error or no answer at all leaves the text unsent, and
+  // the question stands. Without htmx, the form's own submit leaves the page.
+  document.addEventListener("htmx:beforeOnLoad", function (event) {
+    const xhr = event.detail.xhr;
+    if (compose(event.detail.elt) && xhr && xhr.status < 400 && xhr.getResponseHeader("HX-Redirect")) {
+      written = false;
+    }
+  });
   document.addEventListener("submit", function (event) {
-    if (compose(event.target)) written = false;
+    if (compose(event.target) && !event.defaultPrevented) written = false;
   });
   document.addEventListener("htmx:afterSwap", function (event) {
     const form = document.querySelector("form#compose");
