@@ -406,13 +406,19 @@ def test_it_sends_a_not_sent_email_again_once_the_password_is_fixed(
     assert "It is not “Not sent” any more" in page
 
 
+def _not_sent(sender, client, capture, state="failed", **fields) -> OutgoingEmail:
+    """An email written, left "Not sent" (or `state`), its author signed in."""
+    account, _mailbox = sender
+    outgoing = _queue(account, capture, **fields)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state=state, error="refused")
+    client.force_login(account.owner)
+    return outgoing
+
+
 def test_it_sends_what_may_have_been_sent_again_only_once_checked(
     sender, client, django_capture_on_commit_callbacks
 ):
-    account, _mailbox = sender
-    outgoing = _queue(account, django_capture_on_commit_callbacks)
-    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="uncertain", error="cut")
-    client.force_login(account.owner)
+    outgoing = _not_sent(sender, client, django_capture_on_commit_callbacks, "uncertain")
     page = client.get(outgoing.get_absolute_url()).text
     assert "I checked: it was not sent" in page
     # This provider's server files no copy in Sent; the app files one only once the
@@ -436,10 +442,7 @@ def test_it_sends_what_may_have_been_sent_again_only_once_checked(
 def test_it_writes_a_not_sent_email_again_as_a_new_one(
     sender, client, django_capture_on_commit_callbacks
 ):
-    account, _mailbox = sender
-    outgoing = _queue(account, django_capture_on_commit_callbacks)
-    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="failed", error="refused")
-    client.force_login(account.owner)
+    outgoing = _not_sent(sender, client, django_capture_on_commit_callbacks)
     page = client.get(reverse("sending:compose"), {"again": outgoing.pk}).text
     assert 'id="written-again"' in page
     assert 'value="&quot;Peter Partner&quot; &lt;peter@partner.test&gt;"' in page
@@ -479,9 +482,9 @@ def test_it_writes_an_answer_again_with_the_email_it_answers(
         account=account, message_key="k-a", message_id="plans@partner.test",
         subject="Plans", from_address="peter@partner.test", text_body="Shall we meet?",
     )  # fmt: skip
-    outgoing = _queue(account, django_capture_on_commit_callbacks, in_reply_to="plans@partner.test")
-    OutgoingEmail.objects.filter(pk=outgoing.pk).update(state="failed", error="refused")
-    client.force_login(account.owner)
+    outgoing = _not_sent(
+        sender, client, django_capture_on_commit_callbacks, in_reply_to="plans@partner.test"
+    )
     page = client.get(reverse("sending:compose"), {"again": outgoing.pk}).text
     assert f'name="reply" value="{answered.pk}"' in page and "Shall we meet?" in page
     assert "and the email it answers" in page
