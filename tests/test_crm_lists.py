@@ -453,3 +453,14 @@ def test_it_links_the_emails_downloaded_before_an_address_given_by_hand(
     }
     assert admin_client.post(url, form).status_code == 302
     assert len(queued) == 1
+
+
+def test_it_says_a_task_s_status_as_a_person_does():
+    labels = {
+        status: Activity(status=status).status_label
+        for status in ("NotStarted", "inProgress", "completed", "WaitingOnOthers", "SomethingNew")
+    }
+    assert labels == {
+        "NotStarted": "Not started", "inProgress": "In progress", "completed": "Completed",
+        "WaitingOnOthers": "Waiting on others", "SomethingNew": "Something new",
+    }  # fmt: skip
