@@ -304,5 +304,7 @@ def email_document(html: str, *, allow_remote_images: bool, inline_source: str =
         f'<!doctype html><html><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
         '<base target="_blank"></head>'
-        f'<body style="font-family: system-ui, sans-serif; margin: 0">{html}</body></html>'
+        # A long word or address breaks instead of running past the frame's edge.
+        f'<body style="font-family: system-ui, sans-serif; margin: 0; overflow-wrap: anywhere">'
+        f"{html}</body></html>"
     )

@@ -74,3 +74,25 @@ def test_it_shows_the_apps_own_signature_logo_in_a_sent_email_and_lists_no_attac
     assert (loaded["width"], loaded["height"]) == (90, 30)
     expect(page.locator("article.email h2", has_text="Attachments")).to_have_count(0)
     _shot(page, "signature-logo")
+
+
+def test_it_breaks_a_long_word_inside_the_frame_and_gives_the_email_most_of_the_window(
+    live_server, page
+):
+    from tests.factories import EmailAccountFactory
+
+    account = EmailAccountFactory()
+    word = "https://partner.test/" + "x" * 300
+    email = Email.objects.create(
+        account=account, message_key="k-long", subject="Newsletter",
+        html_body=f"<p>Read {word} now.</p>" + "<p>More.</p>" * 200,
+    )  # fmt: skip
+    _sign_in(page, live_server, account.owner)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}{email.get_absolute_url()}")
+    frame = page.locator("iframe.email-body")
+    assert frame.bounding_box()["height"] >= 0.7 * 844
+    inside = next(f for f in page.frames if f.parent_frame is not None)
+    sizes = inside.evaluate("[document.body.scrollWidth, document.body.clientWidth]")
+    assert sizes[0] <= sizes[1], sizes
+    _shot(page, "long-word")
