@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -464,3 +465,29 @@ def test_it_says_a_task_s_status_as_a_person_does():
         "NotStarted": "Not started", "inProgress": "In progress", "completed": "Completed",
         "WaitingOnOthers": "Waiting on others", "SomethingNew": "Something new",
     }  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_puts_the_addresses_stored_before_in_lower_case_unless_another_holds_it():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("crm", "0005_job_title_trigram_index")])
+    try:
+        carl, twin = Contact.objects.create(name="Carl"), Contact.objects.create(name="Twin")
+        with connection.cursor() as cursor:
+            for contact, address in (
+                (carl, "Carl@X.test"),
+                (twin, "Dup@Y.test"),
+                (twin, "dup@y.test"),
+            ):
+                cursor.execute(
+                    "INSERT INTO crm_contactaddress (contact_id, address) VALUES (%s, %s)",
+                    [contact.pk, address],
+                )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    stored = set(ContactAddress.objects.values_list("address", flat=True))
+    assert stored == {"carl@x.test", "Dup@Y.test", "dup@y.test"}
