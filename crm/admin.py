@@ -1,11 +1,24 @@
+from django import forms
 from django.contrib import admin
 
 from .models import Company, Contact, ContactAddress, EmailLinkChange
 from .signals import contacts_addressed
 
 
+class ContactAddressForm(forms.ModelForm):
+    class Meta:
+        model = ContactAddress
+        fields = ["address"]
+
+    def clean_address(self) -> str:
+        # Here, not only in the model: the inline's check that two rows differ reads
+        # these values ("Carl@x.test" and "carl@x.test" in one save failed the save).
+        return self.cleaned_data["address"].strip().lower()
+
+
 class ContactAddressInline(admin.TabularInline):
     model = ContactAddress
+    form = ContactAddressForm
     extra = 1
 
 

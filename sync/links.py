@@ -25,7 +25,12 @@ def emails_link(
     """Link each new email to the contacts of every address it carries and to their
     companies (crm.services.email_people says who). `emails` holds (email id,
     {address: display name}, sender). Two queries for the links, whatever the batch's
-    size; a link already there stays (it is not added twice)."""
+    size; a link already there stays (it is not added twice). Addresses are compared in
+    lower case, as contacts keep them (an email this app sent keeps them as typed)."""
+    emails = [
+        (email_id, {address.lower(): name for address, name in names.items()}, sender.lower())
+        for email_id, names, sender in emails
+    ]
     people = email_people(
         emails=emails,
         own_domains=own_domains,
@@ -133,9 +138,10 @@ def _emails_naming(addresses: list[str]):
         # One pass: each email's To and Cc read once, the addresses as one array.
         table = connection.ops.quote_name(Email._meta.db_table)
         sql = (
-            f'SELECT id, from_address, "to", cc FROM {table} WHERE from_address = ANY(%s) '  # noqa: S608
-            'OR EXISTS (SELECT 1 FROM jsonb_array_elements("to" || cc) AS person '
-            "WHERE person->>'address' = ANY(%s))"
+            f'SELECT id, from_address, "to", cc FROM {table} '  # noqa: S608
+            "WHERE lower(from_address) = ANY(%s) OR EXISTS (SELECT 1 FROM "
+            'jsonb_array_elements("to" || cc) AS person '
+            "WHERE lower(person->>'address') = ANY(%s))"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [addresses, addresses])

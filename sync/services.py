@@ -2,6 +2,7 @@
 dispatcher that beat calls every minute."""
 
 import contextlib
+import logging
 import uuid
 from datetime import timedelta
 
@@ -23,6 +24,8 @@ from .models import EmailLocation, Folder, MailboxSync, SyncRun, UnstoredMessage
 from .readers import READERS, session_open
 from .search import vectors_fill_soon
 from .store import locations_forget, ours
+
+logger = logging.getLogger(__name__)
 
 
 def _lease() -> timedelta:
@@ -594,6 +597,19 @@ def contacts_link_soon(*, contact_ids: list[int]) -> None:
     (sync.links.emails_link_to_contacts), by a worker once the save has committed: a
     pass over every email takes a second or more, which a page's save must neither wait
     for nor fail by."""
+    from .links import emails_link_to_contacts
     from .tasks import contacts_link
 
-    publish_on_commit(contacts_link, list(contact_ids))
+    ids = list(contact_ids)
+
+    def queue() -> None:
+        if publish(contacts_link, ids):
+            return
+        # No worker can be asked (the broker is down), and nothing sweeps this later:
+        # done here, after the save, rather than never.
+        try:
+            emails_link_to_contacts(contact_ids=ids)
+        except Exception:
+            logger.exception("Linking the emails of contacts %s failed", ids)
+
+    transaction.on_commit(queue)
