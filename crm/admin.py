@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin
 
-from .models import Company, Contact, ContactAddress, EmailLinkChange
+from .models import Company, Contact, ContactAddress, EmailLinkChange, address_key
 from .signals import contacts_addressed
 
 
@@ -13,7 +13,7 @@ class ContactAddressForm(forms.ModelForm):
     def clean_address(self) -> str:
         # Here, not only in the model: the inline's check that two rows differ reads
         # these values ("Carl@x.test" and "carl@x.test" in one save failed the save).
-        return self.cleaned_data["address"].strip().lower()
+        return address_key(self.cleaned_data["address"])
 
 
 class ContactAddressInline(admin.TabularInline):

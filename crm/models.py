@@ -54,13 +54,17 @@ class ContactAddress(models.Model):
         return self.address
 
     def save(self, *args, **kwargs) -> None:
-        self.address = self.address.strip().lower()
+        self.address = address_key(self.address)
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        # As emails store them: "Carl@X.test" typed in the admin matched none of Carl's
-        # emails, and would be a second row beside "carl@x.test".
-        self.address = self.address.strip().lower()
+        self.address = address_key(self.address)
+
+
+def address_key(address: str) -> str:
+    """An address as contacts keep it and emails store it: "Carl@X.test" typed in the
+    admin matched none of Carl's emails, and would be a second row beside "carl@x.test"."""
+    return address.strip().lower()
 
 
 class ContactLink(models.Model):

@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from .models import Activity, Company, Contact, ContactAddress, ContactLink
+from .models import Activity, Company, Contact, ContactAddress, ContactLink, address_key
 from .selectors import company_by_name, contact_by_name
 
 NO_REPLY_MARKERS = ("noreply", "no-reply", "donotreply", "do-not-reply", "mailer-daemon", "bounce")
@@ -146,7 +146,7 @@ def contact_import(
     (an earlier import) or by one of its addresses, else made. What the CRM already
     knows is kept; what it lacks is filled in. Its company is the one company of that
     name, none when the name is ambiguous. Returns (contact, created)."""
-    addresses = list(dict.fromkeys(a.strip().lower() for a in addresses if a and "@" in a))
+    addresses = list(dict.fromkeys(address_key(a) for a in addresses if a and "@" in a))
     link = (
         ContactLink.objects.select_for_update()
         .filter(account=account, item_id=item_id)

@@ -20,6 +20,7 @@ from mailsetup.queue import publish, publish_on_commit
 from systemsettings.selectors import mailbox_sync_interval
 
 from .engine import folders_refresh
+from .links import emails_link_to_contacts
 from .models import EmailLocation, Folder, MailboxSync, SyncRun, UnstoredMessage, WorkerHeartbeat
 from .readers import READERS, session_open
 from .search import vectors_fill_soon
@@ -597,7 +598,6 @@ def contacts_link_soon(*, contact_ids: list[int]) -> None:
     (sync.links.emails_link_to_contacts), by a worker once the save has committed: a
     pass over every email takes a second or more, which a page's save must neither wait
     for nor fail by."""
-    from .links import emails_link_to_contacts
     from .tasks import contacts_link
 
     ids = list(contact_ids)
