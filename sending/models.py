@@ -44,6 +44,14 @@ class OutgoingEmail(models.Model):
     message_id = models.CharField(max_length=500, unique=True)
     in_reply_to = models.CharField(max_length=500, blank=True)
     references = models.TextField(blank=True)
+    # The email it answers or forwards, as written from it ("reply", "all", "forward"):
+    # what "Edit as a new email" answers or forwards again, in whichever mailbox the
+    # author saw it (its Message-ID alone finds it only in the sending one, and a
+    # forward has none).
+    original = models.ForeignKey(
+        "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    mode = models.CharField(max_length=10, blank=True)
     # The exact bytes handed to the server, so a retry sends the same message.
     raw = models.BinaryField(editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
@@ -68,10 +76,14 @@ class OutgoingEmail(models.Model):
         "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="outgoing"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When it was last put on its way: written, or sent again. The Outbox and the
+    # mailbox's health read a week of these: an email written a month ago, sent again
+    # today and refused again is today's failure.
+    queued_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at", "-pk"]
+        ordering = ["-queued_at", "-pk"]
         indexes = [
             # The sweep's question, every minute: only the few unfinished rows.
             models.Index(

@@ -10,12 +10,11 @@ from .models import OutgoingEmail
 
 
 def outgoing_unsent(user) -> QuerySet[OutgoingEmail]:
-    """The user's emails of the last week that are not (surely) sent: on their way,
-    refused, or perhaps sent. Shown on the Email page until they are a week old."""
+    """The user's emails put on their way in the last week (written, or sent again)
+    that are not (surely) sent: on their way, refused, or perhaps sent. Shown on the
+    Email page for a week."""
     return (
-        OutgoingEmail.objects.filter(
-            author=user, created_at__gte=timezone.now() - timedelta(days=7)
-        )
+        OutgoingEmail.objects.filter(author=user, queued_at__gte=timezone.now() - timedelta(days=7))
         .exclude(state=OutgoingEmail.State.SENT)
         .select_related("account")
         .defer("raw", "text_body")
@@ -29,9 +28,9 @@ def _person(name: str, address: str) -> str:
 def written_again(outgoing, mailboxes: list) -> dict:
     """The compose form filled from an email written before (one that was not sent):
     its mailbox if the user may still send from it, its recipients, subject and text,
-    and, for an answer, the email it answers (`reply`: quoted and threaded as before,
-    if the user may still see it; the caller checks). Its files and what it forwarded
-    are not carried over (the page says so)."""
+    and the email it answered or forwarded (`reply`, `mode`: quoted, threaded and its
+    files forwarded as before, if the user may still see it; the caller checks). The
+    files the user attached are not carried over (the page says so)."""
 
     def listed(people: list[dict]) -> str:
         return ", ".join(_person(p.get("name", ""), p["address"]) for p in people)
@@ -41,7 +40,11 @@ def written_again(outgoing, mailboxes: list) -> dict:
         "sender": sender.pk, "to": listed(outgoing.to), "cc": listed(outgoing.cc),
         "bcc": listed(outgoing.bcc), "subject": outgoing.subject, "body": outgoing.text_body,
     }  # fmt: skip
+    if outgoing.original_id is not None:
+        return initial | {"reply": outgoing.original_id, "mode": outgoing.mode or "reply"}
     if outgoing.in_reply_to:
+        # Written before the email it answers was kept with it: found by its
+        # Message-ID, in the mailbox it was answered from.
         answered = (
             Email.objects.filter(account_id=outgoing.account_id, message_id=outgoing.in_reply_to)
             .values_list("pk", flat=True)

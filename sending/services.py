@@ -116,10 +116,13 @@ def _queue_copy(outgoing_id: int) -> bool:
 
 
 @transaction.atomic
-def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingEmail:
+def outgoing_create(
+    *, author, account: EmailAccount, draft: Draft, original=None, mode: str = ""
+) -> OutgoingEmail:
     """Write the outgoing row (the exact message, built once) and queue its delivery.
     With the task queue down the email is kept, queued, and says so; the sweep sends it
-    once the queue is back."""
+    once the queue is back. `original`, `mode`: the email it answers or forwards, and
+    how, kept for writing it again."""
     message_id = new_message_id(account.address)
     outgoing = OutgoingEmail.objects.create(
         account=account,
@@ -132,6 +135,8 @@ def outgoing_create(*, author, account: EmailAccount, draft: Draft) -> OutgoingE
         message_id=message_id,
         in_reply_to=draft.in_reply_to,
         references=draft.references,
+        original=original,
+        mode=mode if original is not None else "",
         raw=build(draft, message_id=message_id),
         next_attempt_at=timezone.now(),
     )
@@ -171,11 +176,11 @@ def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) ->
     row.raw = redated(bytes(row.raw), now)
     row.state, row.error, row.error_kind, row.attempts = OutgoingEmail.State.QUEUED, "", "", 0
     row.claimed_at = row.handed_over_at = None
-    row.next_attempt_at = now
+    row.next_attempt_at = row.queued_at = now
     row.save(
         update_fields=[
             "raw", "state", "error", "error_kind", "attempts", "claimed_at", "handed_over_at",
-            "next_attempt_at",
+            "next_attempt_at", "queued_at",
         ]
     )  # fmt: skip
     transaction.on_commit(partial(_queue_delivery, outgoing.pk))
@@ -219,7 +224,9 @@ def outgoing_compose(
             draft.in_reply_to, draft.references = answer_headers(
                 original.message_id, original.references
             )
-    return outgoing_create(author=author, account=account, draft=draft)
+    return outgoing_create(
+        author=author, account=account, draft=draft, original=original, mode=mode
+    )
 
 
 def _claim(outgoing_id: int) -> datetime | None:

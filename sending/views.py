@@ -60,7 +60,7 @@ def compose(request: HttpRequest) -> HttpResponse:
         initial = written_again(again, mailboxes)
         if "reply" in initial:
             try:
-                original, mode = _original(request, str(initial["reply"])), "reply"
+                original, mode = _original(request, str(initial["reply"])), initial["mode"]
             except Http404:  # no longer the user's to see: written again unthreaded
                 del initial["reply"], initial["mode"]
     else:

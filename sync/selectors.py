@@ -142,7 +142,8 @@ def mailboxes_health(accounts) -> dict[int, Health]:
 
 # What the sending app recorded, read for a mailbox's health: its table through the
 # mailbox's reverse relation (`EmailAccount.outgoing`), so that sync, below sending,
-# imports none of it. A week, as its Outbox lists them.
+# imports none of it. A week, by when each email was last put on its way (written, or
+# sent again), as its Outbox lists them.
 SENDING_WINDOW = timedelta(days=7)
 
 
@@ -183,10 +184,10 @@ def sending_lines_for(accounts) -> dict[int, Sending]:
         | Q(state="queued", attempts__gte=1) & ~Q(error_kind="")
         | Q(state="sent", sent_copy="failed", account__provider__receive_enabled=True),
         account__in=list(found),
-        created_at__gte=timezone.now() - SENDING_WINDOW,
+        queued_at__gte=timezone.now() - SENDING_WINDOW,
     )
     sent_since = outgoing.objects.filter(
-        account=OuterRef("account"), state="sent", created_at__gt=OuterRef("created_at")
+        account=OuterRef("account"), state="sent", queued_at__gt=OuterRef("queued_at")
     )
     copied_since = sent_since.filter(sent_copy__in=["stored", "by_server"])
     kind = [
@@ -197,7 +198,7 @@ def sending_lines_for(accounts) -> dict[int, Sending]:
         failed.annotate(
             count=Window(Count("pk"), partition_by=kind),
             latest=Window(
-                RowNumber(), partition_by=kind, order_by=[F("created_at").desc(), F("pk").desc()]
+                RowNumber(), partition_by=kind, order_by=[F("queued_at").desc(), F("pk").desc()]
             ),
             sent_after=Exists(sent_since),
             copied_after=Exists(copied_since),
@@ -248,7 +249,7 @@ def _any_failed(table: str, ids: list[int]) -> bool:
     status partial, polled every few seconds while a download runs, is ~8 ms without)."""
     sql = (
         f"SELECT 1 FROM {connection.ops.quote_name(table)} WHERE account_id IN "  # noqa: S608
-        f"({', '.join(['%s'] * len(ids))}) AND created_at >= %s AND (state IN "
+        f"({', '.join(['%s'] * len(ids))}) AND queued_at >= %s AND (state IN "
         "('failed', 'uncertain') OR (state = 'queued' AND attempts >= 1 AND error_kind <> '') "
         "OR (state = 'sent' AND sent_copy = 'failed')) LIMIT 1"
     )

@@ -264,3 +264,98 @@ def test_it_answers_404_for_a_malformed_email_id(client, db, no_delivery, reply)
     data = {"sender": account.pk, "to": "a@b.test", "subject": "s", "body": "b", "reply": reply}
     assert client.post(reverse("sending:compose"), data).status_code == 404
     assert not OutgoingEmail.objects.exists()
+
+
+def _refused(outgoing: OutgoingEmail) -> None:
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(
+        state=OutgoingEmail.State.FAILED, error="refused"
+    )
+
+
+def test_it_forwards_again_what_a_not_sent_forward_forwarded(
+    client, db, settings, tmp_path, no_delivery
+):
+    # "Edit as a new email" of a forward gave its text without the email it forwarded or
+    # that email's files; the email lives in a mailbox shared with the author.
+    from django.core.files.base import ContentFile
+
+    from sync.models import Attachment
+
+    settings.MEDIA_ROOT = tmp_path
+    user = UserFactory()
+    own = EmailAccountFactory(owner=user)
+    grant = MailboxGrantFactory(
+        user=user, can_access=True, account=EmailAccountFactory(shared_access=True)
+    )
+    original = Email.objects.create(
+        account=grant.account, message_key="o@x", message_id="o@x", subject="Report",
+        from_address="a@x.test", text_body="See attached",
+    )  # fmt: skip
+    Attachment.objects.create(
+        email=original, file=ContentFile(b"data", name="r.csv"), name="r.csv",
+        content_type="text/csv", size=4,
+    )  # fmt: skip
+    client.force_login(user)
+    client.post(
+        URL,
+        {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "reply": original.pk,
+         "mode": "forward", "body": "For you"},
+    )  # fmt: skip
+    first = OutgoingEmail.objects.get()
+    assert (first.original, first.mode) == (original, "forward")
+    _refused(first)
+
+    page = client.get(URL, {"again": first.pk}).text
+    assert f'name="reply" value="{original.pk}"' in page
+    assert 'name="mode" value="forward"' in page
+    assert "and the email it forwards with that email's files" in page
+    assert "See attached" in page and "For you" in page
+    client.post(
+        URL,
+        {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "reply": original.pk,
+         "mode": "forward", "body": "For you"},
+    )  # fmt: skip
+    again = OutgoingEmail.objects.exclude(pk=first.pk).get()
+    [attachment] = list(_message(again).iter_attachments())
+    assert (attachment.get_filename(), attachment.get_content()) == ("r.csv", "data")
+
+    # The shared mailbox taken away: its text still, without the email, and said so.
+    grant.delete()
+    page = client.get(URL, {"again": first.pk}).text
+    assert f'name="reply" value="{original.pk}"' not in page
+    assert "but not the email it forwarded: you may no longer see it" in page
+    assert "For you" in page
+
+
+def test_it_answers_again_an_email_of_another_mailbox_the_author_may_see(client, db, no_delivery):
+    # Found by its Message-ID, the email answered was looked for only in the mailbox
+    # the answer went from: an answer from one's own mailbox to an email of a shared
+    # one came back unthreaded.
+    user = UserFactory()
+    own = EmailAccountFactory(owner=user)
+    shared = MailboxGrantFactory(
+        user=user, can_access=True, account=EmailAccountFactory(shared_access=True)
+    ).account
+    answered = Email.objects.create(
+        account=shared, message_key="p@x", message_id="plans@partner.test", subject="Plans",
+        from_address="peter@partner.test", text_body="Shall we meet?",
+    )  # fmt: skip
+    client.force_login(user)
+    client.post(
+        URL,
+        {"sender": own.pk, "to": "peter@partner.test", "subject": "Re: Plans",
+         "reply": answered.pk, "mode": "reply", "body": "Yes"},
+    )  # fmt: skip
+    first = OutgoingEmail.objects.get()
+    _refused(first)
+    page = client.get(URL, {"again": first.pk}).text
+    assert f'name="reply" value="{answered.pk}"' in page and "Shall we meet?" in page
+    assert "and the email it answers" in page
+    client.post(
+        URL,
+        {"sender": own.pk, "to": "peter@partner.test", "subject": "Re: Plans",
+         "reply": answered.pk, "mode": "reply", "body": "Yes"},
+    )  # fmt: skip
+    again = OutgoingEmail.objects.exclude(pk=first.pk).get()
+    assert _message(again)["In-Reply-To"] == "<plans@partner.test>"
+    assert (again.original, again.mode) == (answered, "reply")

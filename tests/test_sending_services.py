@@ -406,6 +406,49 @@ def test_it_sends_a_not_sent_email_again_once_the_password_is_fixed(
     assert "It is not “Not sent” any more" in page
 
 
+def test_it_tells_of_an_email_sent_again_and_refused_again_however_old_it_is(
+    sender, outbox, client, django_capture_on_commit_callbacks
+):
+    # The Outbox and the mailbox's health read a week of emails by when they were
+    # written: one written a month ago, sent again today and refused again showed
+    # nowhere, and the mailbox read "OK".
+    from sending.selectors import outgoing_unsent
+    from sync.models import MailboxSync
+    from sync.selectors import mailbox_health
+
+    account, _mailbox = sender
+    outgoing = _queue(account, django_capture_on_commit_callbacks)
+    password = account.get_password()
+    account.set_password("changed elsewhere")
+    account.save()
+    outgoing_send(outgoing_id=outgoing.pk)
+    month_ago = timezone.now() - timedelta(days=30)
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(created_at=month_ago, queued_at=month_ago)
+
+    def health():
+        state = MailboxSync.objects.filter(account=account).first()
+        return mailbox_health(account, state, running=False)
+
+    assert list(outgoing_unsent(account.owner)) == [] and health().sending == []
+    client.force_login(account.owner)
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(reverse("sending:resend", args=[outgoing.pk]), **HTMX)
+    outgoing_send(outgoing_id=outgoing.pk)  # the password is still the wrong one
+    outgoing.refresh_from_db()
+    assert outgoing.state == OutgoingEmail.State.FAILED
+    assert list(outgoing_unsent(account.owner)) == [outgoing]
+    assert "Offer for Grüße &amp; co" in client.get(reverse("accounts:email")).text
+    [line] = health().sending
+    assert line.startswith("1 email not sent. The last:")
+    # Sent at last: a failure no longer.
+    account.set_password(password)
+    account.save()
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(reverse("sending:resend", args=[outgoing.pk]), **HTMX)
+    outgoing_send(outgoing_id=outgoing.pk)
+    assert list(outgoing_unsent(account.owner)) == [] and health().sending == []
+
+
 def _not_sent(sender, client, capture, state="failed", **fields) -> OutgoingEmail:
     """An email written, left "Not sent" (or `state`), its author signed in."""
     account, _mailbox = sender

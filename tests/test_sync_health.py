@@ -150,9 +150,8 @@ def test_it_tells_what_failed_sending_from_a_mailbox_whose_downloads_are_fine(db
         row = OutgoingEmail.objects.create(
             account=on, author=on.owner, message_id=f"{key}@x.test", raw=b"x", **fields
         )
-        OutgoingEmail.objects.filter(pk=row.pk).update(
-            created_at=timezone.now() - timedelta(days=days, minutes=len(key))
-        )
+        written = timezone.now() - timedelta(days=days, minutes=len(key))
+        OutgoingEmail.objects.filter(pk=row.pk).update(created_at=written, queued_at=written)
 
     outgoing("f1", state=State.FAILED, error_kind="smtp_auth_disabled", error="AUTH off (old)")
     outgoing("f", state=State.FAILED, error_kind="rejected", error="550 no such user")
@@ -208,9 +207,8 @@ def test_it_calls_sending_failing_only_while_it_fails_and_for_the_mailbox(db):
         row = OutgoingEmail.objects.create(
             account=account, author=account.owner, message_id=f"{key}@x.test", raw=b"x", **fields
         )
-        OutgoingEmail.objects.filter(pk=row.pk).update(
-            created_at=timezone.now() - timedelta(days=days)
-        )
+        written = timezone.now() - timedelta(days=days)
+        OutgoingEmail.objects.filter(pk=row.pk).update(created_at=written, queued_at=written)
 
     outgoing("typo", days=1, state=State.FAILED, error_kind="rejected", error="550 no user")
     health = _health(account)
