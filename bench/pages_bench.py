@@ -18,7 +18,7 @@ twenty loops need, and the figures are ratios between two sizes measured the sam
 (the generator's own CPU is the same at both sizes: 0.03-0.06 of a core, measured).
 
 Printed per page: requests/s at each size, the ratio (target >= 0.7), p50 and p95 at
-the large size (target p95 <= 250 ms), PASS/FAIL. EXPLAIN (ANALYZE, BUFFERS) of each
+the large size (target p95 <= 250 ms) and the small size's p95, PASS/FAIL. EXPLAIN (ANALYZE, BUFFERS) of each
 page's slowest query at the large size goes to test-results/b6-explain.txt, its
 summary to the output.
 """
@@ -352,6 +352,10 @@ def explain(cookie: str, targets: dict[str, list[str]]) -> list[str]:
     return summary
 
 
+def _p95(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=20)[18] if len(latencies) > 1 else latencies[0]
+
+
 def pages_figure(large: int, seconds: float, report) -> None:
     database = os.environ.get(
         "BENCH_PAGES_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mailsetup_pages_bench"
@@ -426,18 +430,21 @@ def pages_figure(large: int, seconds: float, report) -> None:
     explained = explain(data[large]["cookie"], targets[large])
     small = sizes(large)[0]
     for page, by_size in figures.items():
-        rps_small, _, rounds_small = by_size[small]
+        rps_small, latencies_small, rounds_small = by_size[small]
         rps_large, latencies, rounds_large = by_size[large]
         ratio = rps_large / rps_small if rps_small else 0.0
         each = [b / a for a, b in zip(rounds_small, rounds_large, strict=True) if a]
         p50 = statistics.median(latencies)
-        p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) > 1 else latencies[0]
+        p95 = _p95(latencies)
         verdict = "PASS" if ratio >= 0.7 and p95 <= 250 else "FAIL"
+        # The small size's p95 beside it: a page over 250 ms with 100 emails too is
+        # over because of this machine's speed at this hour, not of the volume.
         report(
             f"B6 {page}: {rps_small:.1f} req/s at {small:,} emails, {rps_large:.1f} at "
             f"{large:,}, ratio {ratio:.2f} (target >= 0.7; its {ROUNDS} rounds "
             f"{min(each):.2f}-{max(each):.2f}); p50 {p50:.0f} ms, p95 {p95:.0f} ms "
-            f"at {large:,} (target <= 250 ms), {CLIENTS} clients: {verdict}"
+            f"at {large:,} (target <= 250 ms; {_p95(latencies_small):.0f} ms at {small:,}), "
+            f"{CLIENTS} clients: {verdict}"
         )
     for line in explained:
         report(line)
