@@ -44,14 +44,24 @@ class OutgoingEmail(models.Model):
     message_id = models.CharField(max_length=500, unique=True)
     in_reply_to = models.CharField(max_length=500, blank=True)
     references = models.TextField(blank=True)
-    # The email it answers or forwards, as written from it ("reply", "all", "forward"):
-    # what "Edit as a new email" answers or forwards again, in whichever mailbox the
-    # author saw it (its Message-ID alone finds it only in the sending one, and a
-    # forward has none).
+
+    class Mode(models.TextChoices):
+        NEW = "new", "New"
+        REPLY = "reply", "Reply"
+        ALL = "all", "Reply all"
+        FORWARD = "forward", "Forward"
+        # Written before the app kept how (sending 0004): an answer says so by its
+        # In-Reply-To; a forward cannot be told from a new email.
+        UNKNOWN = "", "Not recorded"
+
+    # The email it answers or forwards (`mode`): what "Edit as a new email" answers or
+    # forwards again, in whichever mailbox the author saw it (its Message-ID alone
+    # finds it only in the sending one, and a forward has none). Null with a mode other
+    # than "new": it was deleted since.
     original = models.ForeignKey(
         "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    mode = models.CharField(max_length=10, blank=True)
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NEW, blank=True)
     # The exact bytes handed to the server, so a retry sends the same message.
     raw = models.BinaryField(editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)

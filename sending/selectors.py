@@ -43,8 +43,8 @@ def written_again(outgoing, mailboxes: list) -> dict:
     if outgoing.original_id is not None:
         return initial | {"reply": outgoing.original_id, "mode": outgoing.mode or "reply"}
     if outgoing.in_reply_to:
-        # Written before the email it answers was kept with it: found by its
-        # Message-ID, in the mailbox it was answered from.
+        # Written before the email it answers was kept with it, or that email deleted
+        # since: found by its Message-ID, in the mailbox it was answered from.
         answered = (
             Email.objects.filter(account_id=outgoing.account_id, message_id=outgoing.in_reply_to)
             .values_list("pk", flat=True)

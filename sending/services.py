@@ -136,7 +136,7 @@ def outgoing_create(
         in_reply_to=draft.in_reply_to,
         references=draft.references,
         original=original,
-        mode=mode if original is not None else "",
+        mode=(mode or OutgoingEmail.Mode.REPLY) if original is not None else OutgoingEmail.Mode.NEW,
         raw=build(draft, message_id=message_id),
         next_attempt_at=timezone.now(),
     )

@@ -2,6 +2,7 @@
 
 import email
 import email.policy
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -272,6 +273,11 @@ def _refused(outgoing: OutgoingEmail) -> None:
     )
 
 
+def _hidden(page: str) -> dict:
+    """The compose form's hidden answer fields as the page holds them."""
+    return dict(re.findall(r'<input type="hidden" name="(reply|mode)" value="([^"]*)"', page))
+
+
 def test_it_forwards_again_what_a_not_sent_forward_forwarded(
     client, db, settings, tmp_path, no_delivery
 ):
@@ -296,35 +302,35 @@ def test_it_forwards_again_what_a_not_sent_forward_forwarded(
         content_type="text/csv", size=4,
     )  # fmt: skip
     client.force_login(user)
-    client.post(
-        URL,
-        {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "reply": original.pk,
-         "mode": "forward", "body": "For you"},
-    )  # fmt: skip
+    written = {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "body": "For you"}
+    client.post(URL, written | {"reply": original.pk, "mode": "forward"})
     first = OutgoingEmail.objects.get()
     assert (first.original, first.mode) == (original, "forward")
     _refused(first)
 
     page = client.get(URL, {"again": first.pk}).text
-    assert f'name="reply" value="{original.pk}"' in page
-    assert 'name="mode" value="forward"' in page
+    assert _hidden(page) == {"reply": str(original.pk), "mode": "forward"}
     assert "and the email it forwards with that email's files" in page
     assert "See attached" in page and "For you" in page
-    client.post(
-        URL,
-        {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "reply": original.pk,
-         "mode": "forward", "body": "For you"},
-    )  # fmt: skip
+    client.post(URL, written | _hidden(page))
     again = OutgoingEmail.objects.exclude(pk=first.pk).get()
     [attachment] = list(_message(again).iter_attachments())
     assert (attachment.get_filename(), attachment.get_content()) == ("r.csv", "data")
+    assert (
+        "---------- Forwarded message ----------"
+        in _message(again).get_body(("plain",)).get_content()
+    )
 
-    # The shared mailbox taken away: its text still, without the email, and said so.
+    # The shared mailbox taken away: its text still, nothing of the email, and said so.
     grant.delete()
     page = client.get(URL, {"again": first.pk}).text
-    assert f'name="reply" value="{original.pk}"' not in page
-    assert "but not the email it forwarded: you may no longer see it" in page
+    assert _hidden(page).get("reply", "") == "" and "See attached" not in page
+    assert "but not the email it forwarded: it was deleted, or you may no longer see it" in page
     assert "For you" in page
+    # Deleted: the same.
+    original.delete()
+    page = client.get(URL, {"again": first.pk}).text
+    assert "but not the email it forwarded: it was deleted" in page
 
 
 def test_it_answers_again_an_email_of_another_mailbox_the_author_may_see(client, db, no_delivery):
@@ -341,21 +347,32 @@ def test_it_answers_again_an_email_of_another_mailbox_the_author_may_see(client,
         from_address="peter@partner.test", text_body="Shall we meet?",
     )  # fmt: skip
     client.force_login(user)
-    client.post(
-        URL,
-        {"sender": own.pk, "to": "peter@partner.test", "subject": "Re: Plans",
-         "reply": answered.pk, "mode": "reply", "body": "Yes"},
-    )  # fmt: skip
+    written = {"sender": own.pk, "to": "peter@partner.test", "subject": "Re: Plans", "body": "Yes"}
+    client.post(URL, written | {"reply": answered.pk, "mode": "all"})
     first = OutgoingEmail.objects.get()
     _refused(first)
     page = client.get(URL, {"again": first.pk}).text
-    assert f'name="reply" value="{answered.pk}"' in page and "Shall we meet?" in page
-    assert "and the email it answers" in page
-    client.post(
-        URL,
-        {"sender": own.pk, "to": "peter@partner.test", "subject": "Re: Plans",
-         "reply": answered.pk, "mode": "reply", "body": "Yes"},
-    )  # fmt: skip
+    assert _hidden(page) == {"reply": str(answered.pk), "mode": "all"}
+    assert "Shall we meet?" in page and "and the email it answers" in page
+    client.post(URL, written | _hidden(page))
     again = OutgoingEmail.objects.exclude(pk=first.pk).get()
     assert _message(again)["In-Reply-To"] == "<plans@partner.test>"
-    assert (again.original, again.mode) == (answered, "reply")
+    assert (again.original, again.mode) == (answered, "all")
+
+
+def test_it_says_what_an_email_written_before_it_was_kept_may_have_forwarded(client, db):
+    # Written before the app kept how an email was written: a forward cannot be told
+    # from a new email, and the page says what that means.
+    account = EmailAccountFactory()
+    old = OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="old@x", raw=b"",
+        subject="Fwd: Report", state=OutgoingEmail.State.FAILED, mode="",
+    )  # fmt: skip
+    new = OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="new@x", raw=b"", subject="Hello",
+        state=OutgoingEmail.State.FAILED,
+    )  # fmt: skip
+    client.force_login(account.owner)
+    said = "if it forwarded an email, that email is not carried over"
+    assert said in client.get(URL, {"again": old.pk}).text
+    assert said not in client.get(URL, {"again": new.pk}).text

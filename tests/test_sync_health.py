@@ -230,6 +230,33 @@ def test_it_calls_sending_failing_only_while_it_fails_and_for_the_mailbox(db):
     assert len(health.sending) == 4
 
 
+def test_it_takes_an_email_sent_again_and_sent_as_getting_past_earlier_failures(db):
+    # Two emails refused for the password (Monday, Tuesday); on Wednesday, once it is
+    # fixed, Monday's is sent again and goes: sending works, whatever day it was written.
+    from sending.models import OutgoingEmail
+
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+
+    def refused(key, days):
+        row = OutgoingEmail.objects.create(
+            account=account, author=account.owner, message_id=f"{key}@x.test", raw=b"x",
+            state=OutgoingEmail.State.FAILED, error_kind="credentials", error="535 bad",
+        )  # fmt: skip
+        written = timezone.now() - timedelta(days=days)
+        OutgoingEmail.objects.filter(pk=row.pk).update(created_at=written, queued_at=written)
+        return row
+
+    monday, _tuesday = refused("mon", 3), refused("tue", 2)
+    assert _health(account).level == "sending"
+    OutgoingEmail.objects.filter(pk=monday.pk).update(
+        state=OutgoingEmail.State.SENT, sent_copy=OutgoingEmail.Copy.STORED,
+        queued_at=timezone.now() - timedelta(days=1), sent_at=timezone.now(),
+    )  # fmt: skip
+    health = _health(account)
+    assert health.level == "ok" and health.sending == ["1 email not sent. The last: 535 bad"]
+
+
 def test_it_says_each_mailbox_s_state_on_the_owner_s_mailbox_list(db, client):
     """A mailbox whose password stopped working does not look like one that works, and
     the list reads them all in the same queries however many there are."""
