@@ -78,6 +78,9 @@ class ComposeForm(FocusesFirstError, forms.Form):
         choices=[("", ""), ("reply", "reply"), ("all", "reply all"), ("forward", "forward")],
         widget=forms.HiddenInput,
     )
+    # "Edit as a new email": the email it is written again from (read by the view,
+    # the author's own or not found).
+    again = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, mailboxes, **kwargs):
         super().__init__(*args, **kwargs)

@@ -62,6 +62,11 @@ class OutgoingEmail(models.Model):
         "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NEW, blank=True)
+    # Written again ("Edit as a new email") and the new one sent on its way: this one
+    # is never sent again (both would arrive), and leaves the Outbox and the health.
+    written_again_as = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # The exact bytes handed to the server, so a retry sends the same message.
     raw = models.BinaryField(editable=False)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
@@ -113,6 +118,15 @@ class OutgoingEmail(models.Model):
     @property
     def finished(self) -> bool:
         return self.state not in (self.State.QUEUED, self.State.SENDING)
+
+    @property
+    def under_way(self) -> bool:
+        """Its delivery, or once sent its copy to the Sent folder, still to come: what
+        its page keeps asking about."""
+        return not self.finished or (
+            self.state == self.State.SENT
+            and self.sent_copy in (self.Copy.PENDING, self.Copy.STORING)
+        )
 
     @property
     def recipients(self) -> list[str]:

@@ -11,10 +11,15 @@ from .models import OutgoingEmail
 
 def outgoing_unsent(user) -> QuerySet[OutgoingEmail]:
     """The user's emails put on their way in the last week (written, or sent again)
-    that are not (surely) sent: on their way, refused, or perhaps sent. Shown on the
+    that are not (surely) sent: on their way, refused, or perhaps sent; but not one
+    written again as a new email (that one is listed, if it is not sent). Shown on the
     Email page for a week."""
     return (
-        OutgoingEmail.objects.filter(author=user, queued_at__gte=timezone.now() - timedelta(days=7))
+        OutgoingEmail.objects.filter(
+            author=user,
+            queued_at__gte=timezone.now() - timedelta(days=7),
+            written_again_as=None,
+        )
         .exclude(state=OutgoingEmail.State.SENT)
         .select_related("account")
         .defer("raw", "text_body")
@@ -97,6 +102,16 @@ def quote(original: Email, *, forward: bool) -> tuple[str, str]:
     head = f"On {when}, {sender} wrote:" if when else f"{sender} wrote:"
     quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
     return f"{head}\n{quoted}", f"{text_to_html(head)}<blockquote>{text_to_html(text)}</blockquote>"
+
+
+def forwarded_files(original: Email) -> tuple[list, list]:
+    """What a forward of `original` carries, for its compose page to say: its
+    attachments that go along, and those listed without a file (not downloaded: above
+    the size limit), which cannot."""
+    going, left = [], []
+    for attachment in original.attachments.only("email_id", "name", "size", "file"):
+        (going if attachment.file else left).append(attachment)
+    return going, left
 
 
 def forwarded_attachments(original: Email) -> list[tuple[str, str, bytes]]:

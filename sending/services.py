@@ -162,6 +162,10 @@ def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) ->
     row = OutgoingEmail.objects.select_for_update().filter(pk=outgoing.pk).first()
     if row is None or row.state not in (OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN):
         raise NotResendable("It is not “Not sent” any more (see above): it was not queued again.")
+    if row.written_again_as_id is not None:
+        raise NotResendable(
+            "It was written again as a new email, which went instead: it was not queued again."
+        )
     if row.state == OutgoingEmail.State.UNCERTAIN:
         if not checked_unsent:
             raise NotResendable(
@@ -186,6 +190,7 @@ def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) ->
     transaction.on_commit(partial(_queue_delivery, outgoing.pk))
 
 
+@transaction.atomic
 def outgoing_compose(
     *,
     author,
@@ -198,11 +203,13 @@ def outgoing_compose(
     attachments: list[tuple[str, str, bytes]],
     original=None,
     mode: str = "",
+    written_from: OutgoingEmail | None = None,
 ) -> OutgoingEmail:
     """The compose page's email, from `account` as its owner set it up (name, signature,
     language): new, or answering `original`, an email the author may see (`mode`
     "reply" or "all": quoted, in its thread; "forward": quoted, with its attachments).
-    Then as outgoing_create."""
+    Then as outgoing_create. `written_from`: the author's email not sent that this one
+    writes again ("Edit as a new email"), never sent again from now on."""
     draft = Draft(
         sender=account.address,
         sender_name=account.display_name,
@@ -224,9 +231,19 @@ def outgoing_compose(
             draft.in_reply_to, draft.references = answer_headers(
                 original.message_id, original.references
             )
-    return outgoing_create(
+    outgoing = outgoing_create(
         author=author, account=account, draft=draft, original=original, mode=mode
     )
+    if written_from is not None:
+        # Only one not sent: one sent again meanwhile ("Send again" holds its row while
+        # it queues it) is on its way, and this does not take it back.
+        OutgoingEmail.objects.filter(
+            pk=written_from.pk,
+            author=author,
+            state__in=[OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN],
+            written_again_as=None,
+        ).update(written_again_as=outgoing)
+    return outgoing
 
 
 def _claim(outgoing_id: int) -> datetime | None:

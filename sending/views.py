@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -14,7 +15,7 @@ from sharing.selectors import sendable_mailboxes
 from .delivery import files_sent_copies
 from .forms import ComposeForm
 from .message import prefixed
-from .selectors import quote, reply_recipients, written_again
+from .selectors import forwarded_files, quote, reply_recipients, written_again
 from .services import NotResendable, outgoing_compose, outgoing_resend
 
 TEMPLATE = "sending/compose.html"
@@ -55,9 +56,11 @@ def compose(request: HttpRequest) -> HttpResponse:
     data = request.POST if request.method == "POST" else None
     mode = (data or request.GET).get("mode", "reply")
     original = _original(request, (data or request.GET).get("reply"))
-    again = _written_before(request, request.GET.get("again")) if data is None else None
-    if again is not None:
-        initial = written_again(again, mailboxes)
+    # "Edit as a new email": the email written before, on the form and with its post,
+    # so that once this one is sent that one is never sent again.
+    again = _written_before(request, (data or request.GET).get("again"))
+    if again is not None and data is None:
+        initial = written_again(again, mailboxes) | {"again": again.pk}
         if "reply" in initial:
             try:
                 original, mode = _original(request, str(initial["reply"])), initial["mode"]
@@ -83,6 +86,7 @@ def compose(request: HttpRequest) -> HttpResponse:
             ],
             original=original,
             mode=mode,
+            written_from=again,
         )
         target = outgoing.get_absolute_url()
         if request.htmx:
@@ -91,6 +95,8 @@ def compose(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "original": original, "mode": mode, "again": again}
     if original is not None:
         context["quote"] = quote(original, forward=mode == "forward")[0]
+        if mode == "forward":
+            context["files_going"], context["files_left"] = forwarded_files(original)
     if request.htmx and data is not None:
         return render(request, f"{TEMPLATE}#form", context)
     return render(request, TEMPLATE, context)
@@ -130,16 +136,20 @@ def outgoing_resend_view(request: HttpRequest, pk: int) -> HttpResponse:
         if refusal:
             messages.error(request, refusal)
         else:
-            messages.success(request, RESENT)
+            messages.success(request, _resent())
         return redirect(outgoing.get_absolute_url())
     outgoing.refresh_from_db()
     # The whole email, so that what it says of the resend stands outside the status
     # its page polls (a poll would take it away at once, and the focus with it).
-    context = _outgoing_context(outgoing, resent=RESENT if not refusal else "", refusal=refusal)
+    context = _outgoing_context(outgoing, resent=_resent() if not refusal else "", refusal=refusal)
     return render(request, "sending/outgoing.html#email", context)
 
 
-RESENT = "Queued again: it goes out in a moment."
+def _resent() -> str:
+    # A fact that stays true whatever comes of it: the status above (polled) says that,
+    # and this line stays where the focus is (a promise that "it goes out in a moment"
+    # read on beside "Not sent" when the server refused it again).
+    return f"Queued again at {timezone.localtime():%H:%M}. What became of it shows above."
 
 
 def _outgoing_context(outgoing, **extra) -> dict:

@@ -185,6 +185,8 @@ def sending_lines_for(accounts) -> dict[int, Sending]:
         | Q(state="sent", sent_copy="failed", account__provider__receive_enabled=True),
         account__in=list(found),
         queued_at__gte=timezone.now() - SENDING_WINDOW,
+        # Written again as a new email: that one's fate is what counts.
+        written_again_as=None,
     )
     sent_since = outgoing.objects.filter(
         account=OuterRef("account"), state="sent", queued_at__gt=OuterRef("queued_at")
@@ -249,8 +251,9 @@ def _any_failed(table: str, ids: list[int]) -> bool:
     status partial, polled every few seconds while a download runs, is ~8 ms without)."""
     sql = (
         f"SELECT 1 FROM {connection.ops.quote_name(table)} WHERE account_id IN "  # noqa: S608
-        f"({', '.join(['%s'] * len(ids))}) AND queued_at >= %s AND (state IN "
-        "('failed', 'uncertain') OR (state = 'queued' AND attempts >= 1 AND error_kind <> '') "
+        f"({', '.join(['%s'] * len(ids))}) AND queued_at >= %s AND written_again_as_id IS NULL "
+        "AND (state IN ('failed', 'uncertain') "
+        "OR (state = 'queued' AND attempts >= 1 AND error_kind <> '') "
         "OR (state = 'sent' AND sent_copy = 'failed')) LIMIT 1"
     )
     with connection.cursor() as cursor:

@@ -376,3 +376,81 @@ def test_it_says_what_an_email_written_before_it_was_kept_may_have_forwarded(cli
     said = "if it forwarded an email, that email is not carried over"
     assert said in client.get(URL, {"again": old.pk}).text
     assert said not in client.get(URL, {"again": new.pk}).text
+
+
+def test_it_never_sends_again_an_email_once_written_again_and_sent(client, db, no_delivery):
+    # "Edit as a new email", sent: the first stayed "Not sent" with "Send again" in the
+    # Outbox and the mailbox's health for a week, and both could arrive.
+    from sending.selectors import outgoing_unsent
+    from sync.selectors import sending_lines_for
+
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    client.post(URL, {"sender": account.pk, "to": "b@x.test", "subject": "Pilot", "body": "Hi"})
+    first = OutgoingEmail.objects.get()
+    _refused(first)
+    assert list(outgoing_unsent(account.owner)) == [first]
+    assert sending_lines_for([account])[account.pk].lines
+
+    page = client.get(URL, {"again": first.pk}).text
+    assert f'name="again" value="{first.pk}"' in page
+    assert "the first one leaves your Outbox and is never sent again" in page
+    client.post(URL, {"sender": account.pk, "to": "b@x.test", "subject": "Pilot", "body": "Hi",
+                      "again": first.pk})  # fmt: skip
+    second = OutgoingEmail.objects.exclude(pk=first.pk).get()
+    first.refresh_from_db()
+    assert first.written_again_as == second
+    assert list(outgoing_unsent(account.owner)) == [second]  # queued, on its way
+    OutgoingEmail.objects.filter(pk=second.pk).update(state=OutgoingEmail.State.SENT)
+    assert list(outgoing_unsent(account.owner)) == []
+    assert sending_lines_for([account])[account.pk].lines == []
+    page = client.get(first.get_absolute_url()).text
+    assert 'id="send-again"' not in page and "Written again as a new email" in page
+    assert second.get_absolute_url() in page
+    answer = client.post(reverse("sending:resend", args=[first.pk]), follow=True).text
+    assert "It was written again as a new email" in answer
+    first.refresh_from_db()
+    assert first.state == OutgoingEmail.State.FAILED
+
+    # Someone else's email cannot be marked through the form: not found.
+    other = EmailAccountFactory()
+    client.force_login(other.owner)
+    answer = client.post(URL, {"sender": other.pk, "to": "b@x.test", "again": second.pk})
+    assert answer.status_code == 404
+
+
+def test_it_says_which_files_a_forward_carries(client, db, settings, tmp_path):
+    from django.core.files.base import ContentFile
+
+    from sync.models import Attachment
+
+    settings.MEDIA_ROOT = tmp_path
+    account = EmailAccountFactory()
+    original = Email.objects.create(account=account, message_key="f@x", subject="Report")
+    Attachment.objects.create(
+        email=original, file=ContentFile(b"data", name="r.csv"), name="r.csv",
+        content_type="text/csv", size=4,
+    )  # fmt: skip
+    Attachment.objects.create(email=original, name="huge.mov", content_type="video/mp4", size=9)
+    client.force_login(account.owner)
+    page = client.get(URL, {"reply": original.pk, "mode": "forward"}).text
+    assert "Its files go along: r.csv (4\xa0bytes)." in page
+    assert "so not forwarded: huge.mov." in page
+    assert "go along" not in client.get(URL, {"reply": original.pk, "mode": "reply"}).text
+
+
+def test_it_keeps_asking_about_a_sent_email_until_its_sent_copy_is_settled(client, db):
+    # The page stopped asking once the email was sent: "The copy is not in the Sent
+    # folder yet" stayed on it after the copy was stored.
+    account = EmailAccountFactory()
+    outgoing = OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="s@x", raw=b"", subject="Hello",
+        state=OutgoingEmail.State.SENT, sent_copy=OutgoingEmail.Copy.PENDING,
+    )  # fmt: skip
+    client.force_login(account.owner)
+    poll = f'hx-get="{outgoing.get_absolute_url()}"'
+    page = client.get(outgoing.get_absolute_url()).text
+    assert poll in page and "The copy is not in the Sent folder yet" in page
+    OutgoingEmail.objects.filter(pk=outgoing.pk).update(sent_copy=OutgoingEmail.Copy.STORED)
+    status = client.get(outgoing.get_absolute_url(), HTTP_HX_REQUEST="true").text
+    assert "A copy is in the Sent folder." in status and poll not in status
