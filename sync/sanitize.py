@@ -37,9 +37,9 @@ ATTRIBUTES = {
     "col": {"width", "span"},
 }
 STYLE_PROPERTIES = {
-    "color", "background-color", "font-family", "font-size", "font-weight", "font-style",
-    "text-align", "text-decoration", "margin", "margin-left", "margin-right", "margin-top",
-    "margin-bottom", "padding", "padding-left", "padding-right", "padding-top",
+    "color", "background", "background-color", "font-family", "font-size", "font-weight",
+    "font-style", "text-align", "text-decoration", "margin", "margin-left", "margin-right",
+    "margin-top", "margin-bottom", "padding", "padding-left", "padding-right", "padding-top",
     "padding-bottom", "border", "border-collapse", "width", "height", "line-height",
     "vertical-align",
 }  # fmt: skip
@@ -62,17 +62,24 @@ _CSS_SPACE = re.compile(r"\s+")
 
 
 def _safe_style(value: str) -> str | None:
-    """The style attribute without the declarations that could load anything; nh3 then
-    keeps only the allowed properties of what is left."""
-    kept = []
+    """The style attribute without the declarations that could load anything, and only
+    the allowed properties. An element's text colour goes with a background that could
+    not stay (an image, or a property not allowed): newsletters write white on a blue
+    image or gradient, which read white on white (one that stays keeps it)."""
+    kept, background_lost = [], False
     for declaration in value.split(";"):
         squeezed = _CSS_SPACE.sub("", declaration).lower()
         if not squeezed:
             continue
-        if "\\" in squeezed or "/*" in squeezed or any(f in squeezed for f in _CSS_FETCHING):
+        name = squeezed.split(":", 1)[0]
+        unsafe = "\\" in squeezed or "/*" in squeezed or any(f in squeezed for f in _CSS_FETCHING)
+        if unsafe or name not in STYLE_PROPERTIES:
+            background_lost |= name.startswith("background")
             continue
-        kept.append(declaration.strip())
-    return "; ".join(kept) or None
+        kept.append((name, declaration.strip()))
+    if background_lost and not any(name.startswith("background") for name, _ in kept):
+        kept = [(name, declaration) for name, declaration in kept if name != "color"]
+    return "; ".join(declaration for _name, declaration in kept) or None
 
 
 def _keep(tag: str, attribute: str, value: str) -> str | None:

@@ -72,3 +72,24 @@ def test_it_keeps_ordinary_formatting_links_and_inline_images():
     assert '<p style="color:#336699;font-weight:bold;border:1px solid red">Hi</p>' in html
     assert 'href="https://example.com/offer"' in html and 'href="mailto:a@example.com"' in html
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in html
+
+
+@pytest.mark.parametrize(
+    ("markup", "kept"),
+    [
+        # A newsletter's heading: white on a solid blue, both kept.
+        ('<h1 style="background:#1d4ed8;color:#ffffff">Weekly</h1>',
+         "background:#1d4ed8;color:#ffffff"),
+        # White on an image that cannot stay: the white goes too (it read white on white).
+        ('<p style="background:url(https://t.test/b.png);color:#fff">Read</p>', None),
+        ('<p style="background-image:linear-gradient(#000,#00f);color:#fff">Read</p>', None),
+        # A solid colour kept beside the image lost: the text keeps its colour.
+        ('<p style="background-color:#000;background-image:url(x.png);color:#fff">Read</p>',
+         "background-color:#000;color:#fff"),
+    ],
+)  # fmt: skip
+def test_it_keeps_a_text_colour_only_with_the_background_it_was_chosen_for(markup, kept):
+    html, _ = safe_html(markup)
+    styles = [value for _tag, name, value in _attributes(html) if name == "style"]
+    assert styles == ([kept] if kept else []), html
+    assert "Weekly" in html or "Read" in html
