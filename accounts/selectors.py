@@ -77,8 +77,9 @@ def sign_in_alerts(user, *, accounts: list[EmailAccount] | None = None) -> list[
 
 
 def open_notifications(user) -> QuerySet[AccountNotification]:
+    # Not a removed mailbox's: its "What next?" led to pages that no longer exist.
     return AccountNotification.objects.filter(
-        account__owner=user, dismissed_at__isnull=True
+        account__owner=user, account__removed_at__isnull=True, dismissed_at__isnull=True
     ).select_related("account")
 
 

@@ -104,6 +104,28 @@ def test_it_hands_the_default_to_the_next_mailbox(client, db):
     assert other.is_default_sender
 
 
+def test_it_takes_away_a_removed_mailbox_s_notification(client, db):
+    # "demo@… is connected. What next?" stayed on the Email page after the mailbox was
+    # removed, its buttons leading to pages that no longer exist.
+    from accounts.models import AccountNotification
+
+    kept = EmailAccountFactory(address="kept@example.test")
+    account = EmailAccountFactory(owner=kept.owner, address="gone@example.test")
+    for mailbox in (kept, account):
+        AccountNotification.objects.create(
+            account=mailbox, kind=AccountNotification.Kind.ACCOUNT_ADDED
+        )
+    client.force_login(account.owner)
+    assert (
+        "<strong>gone@example.test</strong> is connected"
+        in client.get(reverse("accounts:email")).text
+    )
+    _remove(client, account, "keep")
+    page = client.get(reverse("accounts:email")).text
+    assert "<strong>gone@example.test</strong> is connected" not in page
+    assert "<strong>kept@example.test</strong> is connected" in page
+
+
 def test_it_asks_what_to_do_with_the_emails(client, db):
     account = EmailAccountFactory()
     client.force_login(account.owner)
