@@ -48,12 +48,20 @@ def prefixed(subject: str, *, forward: bool, language: str) -> str:
     return f"{prefix} {subject or ''}".strip()
 
 
+# Where a block starts or ends, a line does (one, however many blocks meet there).
+_BLOCK = re.compile(r"(?i)</?(?:p|div|li|h[1-6]|tr|blockquote|ul|ol|table|pre)\b[^>]*>")
+_BOUNDARIES = re.compile(r"\x01(?:\s*\x01)*")
+
+
 def html_to_text(markup: str) -> str:
-    """A readable plain-text version of sanitised HTML (a signature, a quote)."""
-    text = re.sub(r"(?i)<br\s*/?>", "\n", markup)
-    text = re.sub(r"(?i)</(p|div|li|h[1-6]|tr|blockquote)>", "\n", text)
+    """A readable plain-text version of sanitised HTML (a signature, a quote). A block's
+    start breaks the line too: an editor writes "Name<div>Title</div>", which read
+    "NameTitle"."""
+    text = re.sub(r"(?i)<br\s*/?>", "\n", markup.replace("\x01", ""))
+    text = _BLOCK.sub("\x01", text)
     text = re.sub(r"(?i)<img[^>]*alt=(['\"])(.*?)\1[^>]*>", r"[\2]", text)
     text = re.sub(r"<[^>]+>", "", text)
+    text = _BOUNDARIES.sub("\n", text)
     text = html.unescape(text)
     lines = [" ".join(line.split()) for line in text.splitlines()]
     return "\n".join(lines).strip()

@@ -2,6 +2,7 @@
 its thread (RFC 5322 In-Reply-To and References) for an answer and none for a forward."""
 
 import email
+import email.policy
 
 from sending.message import answer_headers
 from sending.services import outgoing_compose
@@ -43,3 +44,18 @@ def test_it_threads_an_answer_and_not_a_forward(db):
 def test_it_keeps_the_thread_of_an_email_without_a_message_id():
     assert answer_headers("", "<one@partner.test>") == ("", "<one@partner.test>")
     assert answer_headers("two@partner.test", "") == ("two@partner.test", "<two@partner.test>")
+
+
+def test_it_keeps_the_signature_s_lines_in_the_plain_text(db):
+    # The signature editor writes "Name<div>Title</div>": its plain-text version read
+    # "NameTitle" on one line.
+    account = EmailAccountFactory(
+        signature_html="Sämi Séller — Sales 🎉<div>Northwind account manager</div>"
+        "<div><b>+41</b> 44 000 00 00</div>",
+        add_signature=True,
+    )
+    sent = email.message_from_bytes(bytes(_compose(account).raw), policy=email.policy.default)
+    text = sent.get_body(("plain",)).get_content()
+    assert "Sämi Séller — Sales 🎉\nNorthwind account manager\n+41 44 000 00 00" in text.replace(
+        "\r\n", "\n"
+    )
