@@ -115,9 +115,12 @@ class ComposeForm(FocusesFirstError, forms.Form):
         total = sum(f.size for f in files)
         limit = settings.SEND_ATTACHMENTS_MAX_BYTES
         if total > limit:
+            said, allowed = filesizeformat(total), filesizeformat(limit)
+            if said == allowed:  # "20.0 MB; at most 20.0 MB": the bytes tell them apart
+                said, allowed = f"{total:,} bytes", f"{limit:,} bytes"
             raise ValidationError(
-                f"Together the files are {filesizeformat(total)}; at most "
-                f"{filesizeformat(limit)} can be sent. Choose fewer or smaller files."
+                f"Together the files are {said}; at most "
+                f"{allowed} can be sent. Choose fewer or smaller files."
             )
         return files
 

@@ -282,7 +282,7 @@ def _download_health(
         since = timezone.localtime(state.failing_since)
         return Health(
             "failing",
-            f"Downloads have failed since {since:%Y-%m-%d %H:%M}: {state.last_error}",
+            f"Downloads have failed since {_when(since)}: {state.last_error}",
             _advice(state.last_error_kind or "connection", account, heartbeat),
             problems,
             notes,
@@ -321,13 +321,12 @@ def _stuck(account, state: MailboxSync | None, now, *, heartbeat=None) -> tuple[
     when = timezone.localtime(last)
     if _service_down(heartbeat):
         return (
-            f"No download since {when:%Y-%m-%d %H:%M}: the app's background service is not "
-            "running.",
+            f"No download since {_when(when)}: the app's background service is not running.",
             "Ask your administrator to start the app's worker and scheduler (Celery worker "
             "and beat).",
         )
     return (
-        f"No download since {when:%Y-%m-%d %H:%M}, although one was due every "
+        f"No download since {_when(when)}, although one was due every "
         f"{interval.total_seconds() / 60:.0f} minutes.",
         "The app's background service may be overloaded: ask your administrator.",
     )
@@ -386,7 +385,7 @@ def problem_lines_for(accounts) -> dict[int, tuple[list[str], list[str]]]:
                 since = timezone.localtime(folder.failing_since) if folder.failing_since else None
                 problems.append(
                     f"{folder.path}: {folder.last_error}"
-                    + (f" (since {since:%Y-%m-%d %H:%M})" if since else "")
+                    + (f" (since {_when(since)})" if since else "")
                 )
     for row in unstored:
         if row["folder"] in synced[row["folder__account"]]:
@@ -409,6 +408,13 @@ def problem_lines_for(accounts) -> dict[int, tuple[list[str], list[str]]]:
                 "(a size limit or a broken structure); the originals are kept."
             )
     return lines
+
+
+def _when(moment) -> str:
+    """A local time as the pages write one ("6 Dec 2026, 08:15")."""
+    from django.utils.formats import date_format
+
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")
 
 
 def _emails(count: int, noun: str = "email") -> str:
@@ -484,6 +490,8 @@ def sync_status(account) -> dict:
         if state and state.not_before and (next_due is None or state.not_before > next_due):
             # The server asked to be left alone until then: no download before.
             next_due = state.not_before
+        if next_due is not None and next_due - timezone.now() < timedelta(minutes=1):
+            next_due = None  # "within a minute", not "in about 0 minutes"
     return {
         "state": state,
         "last_run": last_run,

@@ -63,6 +63,9 @@ def test_it_keeps_what_the_user_typed_and_names_the_field(client, db):
         assert "Message language: Choose a message language from the list." in body
         # What was typed is still in the field, and nothing was saved.
         assert "New\r\nBcc: x@evil.test" in body
+        # The fields are above the Save button and its line.
+        assert "correct the fields marked above." in body
+        assert body.index("Custom display name:") < body.index("marked above")
     account.refresh_from_db()
     assert account.display_name == "Old name"
     assert not AccountChange.objects.exists()

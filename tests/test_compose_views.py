@@ -104,6 +104,11 @@ def test_it_refuses_attachments_over_the_limit_with_their_size(client, db, setti
     page = client.post(URL, {"sender": account.pk, "to": "a@b.test", "attachments": files}).text
     assert "Attachments: Together the files are 1.4\xa0KB; at most 1.0\xa0KB can be sent." in page
     assert not OutgoingEmail.objects.exists()
+    # Over by less than the rounding: "20.0 MB; at most 20.0 MB" said nothing.
+    settings.SEND_ATTACHMENTS_MAX_BYTES = 20 * 1024 * 1024
+    files = [SimpleUploadedFile("big.bin", b"x" * 21_000_000)]
+    page = client.post(URL, {"sender": account.pk, "to": "a@b.test", "attachments": files}).text
+    assert "Together the files are 21,000,000 bytes; at most 20,971,520 bytes can be" in page
 
 
 def test_it_sends_a_new_email_with_attachments_and_shows_its_progress(

@@ -2,7 +2,7 @@
 the states the sync leaves behind."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.urls import reverse
 from django.utils import timezone
@@ -228,6 +228,16 @@ def test_it_calls_sending_failing_only_while_it_fails_and_for_the_mailbox(db):
     health = _health(account)
     assert (health.level, health.headline) == ("off", "Automatic download is off.")
     assert len(health.sending) == 4
+
+
+def test_it_dates_a_failure_as_the_pages_date_everything(db, settings):
+    # "Downloads have failed since 2026-12-06 08:15", where every page writes
+    # "6 Dec 2026, 08:15".
+    settings.TIME_ZONE = "UTC"
+    account = EmailAccountFactory()
+    since = timezone.make_aware(datetime(2026, 12, 6, 8, 15), timezone=UTC)
+    MailboxSync.objects.create(account=account, failing_since=since, last_error="refused")
+    assert _health(account).headline == "Downloads have failed since 6 Dec 2026, 08:15: refused"
 
 
 def test_it_takes_an_email_sent_again_and_sent_as_getting_past_earlier_failures(db):

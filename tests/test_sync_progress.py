@@ -152,6 +152,12 @@ def test_it_starts_looking_at_once_after_the_button_and_until_a_run_takes_it(cli
     assert "every 2s" not in done
     # Issue 17, point 12: "just now", never "0 minutes ago".
     assert "Last download just now: 80 new emails, 6 folders checked." in done
+    # Due within the minute: said so, never "in about 0 minutes".
+    MailboxSync.objects.filter(account=account).update(
+        last_started_at=timezone.now() - timedelta(minutes=5) + timedelta(seconds=20)
+    )  # MailboxSyncInterval: 5 minutes by default
+    due = _status(client, account)
+    assert "Next download within a minute." in due and "0 minutes" not in due
 
 
 def test_it_says_why_an_asked_for_download_has_not_started(client, db, queued):
