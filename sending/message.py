@@ -29,6 +29,57 @@ PREFIXES = {
     "ru": ("Re:", "Fwd:"),
     "uk": ("Re:", "Fwd:"),
 }
+# The lines that introduce a quoted email, by message language; English for any other:
+# an answer's "On <date>, <sender> wrote:" (and without a date), a forward's first line,
+# and its From, Date, Subject and To, as the common mail programs write them.
+QUOTE_LINES = {
+    "en": ("On {when}, {sender} wrote:", "{sender} wrote:",
+           "Forwarded message", ("From", "Date", "Subject", "To")),
+    "de": ("Am {when} schrieb {sender}:", "{sender} schrieb:",
+           "Weitergeleitete Nachricht",
+           ("Von", "Datum", "Betreff", "An")),
+    "fr": ("Le {when}, {sender} a écrit :", "{sender} a écrit :",
+           "Message transféré", ("De", "Date", "Objet", "À")),
+    "es": ("El {when}, {sender} escribió:", "{sender} escribió:",
+           "Mensaje reenviado",
+           ("De", "Fecha", "Asunto", "Para")),
+    "it": ("Il giorno {when} {sender} ha scritto:", "{sender} ha scritto:",
+           "Messaggio inoltrato",
+           ("Da", "Data", "Oggetto", "A")),
+    "nl": ("Op {when} schreef {sender}:", "{sender} schreef:",
+           "Doorgestuurd bericht",
+           ("Van", "Datum", "Onderwerp", "Aan")),
+    "pt": ("Em {when}, {sender} escreveu:", "{sender} escreveu:",
+           "Mensagem encaminhada",
+           ("De", "Data", "Assunto", "Para")),
+    "pl": ("W dniu {when} {sender} napisał(a):", "{sender} napisał(a):",
+           "Przekazana wiadomość",
+           ("Od", "Data", "Temat", "Do")),
+    "sv": ("Den {when} skrev {sender}:", "{sender} skrev:",
+           "Vidarebefordrat meddelande",
+           ("Från", "Datum", "Ämne", "Till")),
+    "da": ("Den {when} skrev {sender}:", "{sender} skrev:",
+           "Videresendt meddelelse",
+           ("Fra", "Dato", "Emne", "Til")),
+    "nb": ("{when} skrev {sender}:", "{sender} skrev:",
+           "Videresendt melding", ("Fra", "Dato", "Emne", "Til")),
+    "fi": ("{when} {sender} kirjoitti:", "{sender} kirjoitti:",
+           "Välitetty viesti",
+           ("Lähettäjä", "Päivämäärä", "Aihe", "Vastaanottaja")),
+    "cs": ("Dne {when} {sender} napsal(a):", "{sender} napsal(a):",
+           "Přeposlaná zpráva",
+           ("Od", "Datum", "Předmět", "Komu")),
+    "ru": ("{when}, {sender} пишет:", "{sender} пишет:",
+           "Пересылаемое сообщение", ("От", "Дата", "Тема", "Кому")),
+    "uk": ("{when} {sender} пише:", "{sender} пише:",
+           "Переслане повідомлення", ("Від", "Дата", "Тема", "Кому")),
+}  # fmt: skip
+
+
+def quote_lines(language: str) -> tuple[str, str, str, tuple[str, str, str, str]]:
+    return QUOTE_LINES.get(language_of(language), QUOTE_LINES["en"])
+
+
 REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|vs|r|odp|antw)\s*(\[\d+\])?\s*:", re.IGNORECASE)
 DATA_IMAGE = re.compile(
     r"""src=(["'])data:(image/(?:png|jpeg|gif|webp));base64,([A-Za-z0-9+/=\s]+)\1"""

@@ -1,11 +1,11 @@
 from datetime import timedelta
 
 from django.db.models import QuerySet
-from django.utils import formats, timezone
+from django.utils import formats, timezone, translation
 
 from sync.models import Email
 
-from .message import html_to_text, text_to_html
+from .message import html_to_text, language_of, quote_lines, text_to_html
 from .models import OutgoingEmail
 
 
@@ -85,21 +85,30 @@ def _text(email: Email) -> str:
     return email.text_body or html_to_text(email.html_body)
 
 
-def quote(original: Email, *, forward: bool) -> tuple[str, str]:
+def quote(original: Email, *, forward: bool, language: str = "") -> tuple[str, str]:
     """The original under a reply (quoted) or a forward (with its headers), as text and
-    as HTML; the HTML is built from the text, so nothing of the original's markup is
+    as HTML, introduced in the message language (its words and its way of writing a
+    date); the HTML is built from the text, so nothing of the original's markup is
     sent on."""
-    when = formats.date_format(original.sent_at, "DATETIME_FORMAT") if original.sent_at else ""
+    wrote, undated, forwarded, labels = quote_lines(language)
+    sender_label, date_label, subject_label, to_label = labels
+    when = ""
+    if original.sent_at:
+        with translation.override(language_of(language)):
+            when = formats.date_format(
+                timezone.localtime(original.sent_at), "DATETIME_FORMAT", use_l10n=True
+            )
     sender = _person(original.from_name, original.from_address)
     text = _text(original)
     if forward:
         head = (
-            "---------- Forwarded message ----------\n"
-            f"From: {sender}\nDate: {when}\nSubject: {original.subject}\n"
-            f"To: {', '.join(p['address'] for p in original.to)}\n"
+            f"---------- {forwarded} ----------\n"
+            f"{sender_label}: {sender}\n{date_label}: {when}\n"
+            f"{subject_label}: {original.subject}\n"
+            f"{to_label}: {', '.join(p['address'] for p in original.to)}\n"
         )
-        return f"{head}\n{text}", f"<p>{text_to_html(head)}</p>{text_to_html(text)}"
-    head = f"On {when}, {sender} wrote:" if when else f"{sender} wrote:"
+        return f"{head}\n{text}", f"{text_to_html(head)}{text_to_html(text)}"
+    head = wrote.format(when=when, sender=sender) if when else undated.format(sender=sender)
     quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
     return f"{head}\n{quoted}", f"{text_to_html(head)}<blockquote>{text_to_html(text)}</blockquote>"
 

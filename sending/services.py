@@ -224,7 +224,9 @@ def outgoing_compose(
     )
     if original is not None:
         forward = mode == "forward"
-        draft.quote_text, draft.quote_html = quote(original, forward=forward)
+        draft.quote_text, draft.quote_html = quote(
+            original, forward=forward, language=account.message_language
+        )
         if forward:
             draft.attachments += forwarded_attachments(original)
         else:

@@ -94,7 +94,12 @@ def compose(request: HttpRequest) -> HttpResponse:
         return redirect(target)
     context = {"form": form, "original": original, "mode": mode, "again": again}
     if original is not None:
-        context["quote"] = quote(original, forward=mode == "forward")[0]
+        # In the language of the mailbox it goes from (chosen, or to be chosen).
+        chosen = str(form["sender"].value())
+        sender = next((m for m in mailboxes if str(m.pk) == chosen), mailboxes[0])
+        context["quote"] = quote(
+            original, forward=mode == "forward", language=sender.message_language
+        )[0]
         if mode == "forward":
             context["files_going"], context["files_left"] = forwarded_files(original)
     if request.htmx and data is not None:

@@ -167,7 +167,33 @@ def test_it_threads_a_reply_all_in_the_message_language(client, db, no_delivery)
     assert message["References"] == "<first@partner.test> <orig@partner.test>"
     assert message["Content-Language"] == "de"
     text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
-    assert 'Danke\n\n"Peter" <peter@partner.test> wrote:\n> Line one\n> Line two' in text
+    # Introduced in the message language too, not only the subject's prefix.
+    assert 'Danke\n\n"Peter" <peter@partner.test> schrieb:\n> Line one\n> Line two' in text
+
+
+def test_it_introduces_what_it_quotes_in_the_message_language(db, settings):
+    from datetime import UTC, datetime
+
+    from sending.selectors import quote
+
+    settings.TIME_ZONE = "UTC"
+    original = Email(
+        message_key="q", subject="Angebot", from_name="Peter", from_address="p@partner.test",
+        sent_at=datetime(2026, 12, 2, 16, 0, tzinfo=UTC), text_body="Line one",
+        to=[{"name": "", "address": "me@example.test"}],
+    )  # fmt: skip
+    assert quote(original, forward=False, language="de")[0].startswith(
+        'Am 2. Dezember 2026 16:00 schrieb "Peter" <p@partner.test>:\n> Line one'
+    )
+    assert quote(original, forward=False, language="en")[0].startswith(
+        'On 2 Dec 2026, 16:00, "Peter" <p@partner.test> wrote:'
+    )
+    text, markup = quote(original, forward=True, language="fr")
+    assert '---------- Message transféré ----------\nDe: "Peter"' in text
+    assert "Objet: Angebot\nÀ: me@example.test" in text
+    assert "<p><p>" not in markup
+    # A language without its own lines: English.
+    assert "wrote:" in quote(original, forward=False, language="xx")[0]
 
 
 def test_it_forwards_with_the_originals_attachments(client, db, settings, tmp_path, no_delivery):
