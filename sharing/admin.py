@@ -11,6 +11,15 @@ class MailboxGrantAdmin(ReadOnlyAdmin):
     every change is checked and logged; here they are only read."""
 
     list_display = ["account", "user", "group", "can_access", "can_send", "can_setup"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Never here; but a user or role an administrator deletes takes its grants with
+        # it (logged by sharing.receivers), and Django's admin asks this of every row
+        # the deletion would take: without it, no user or role with a grant could go.
+        match = getattr(request, "resolver_match", None)
+        own_page = match is not None and (match.url_name or "").startswith("sharing_mailboxgrant")
+        return not own_page and request.user.has_perm("sharing.delete_mailboxgrant")
+
     list_filter = ["can_access", "can_send", "can_setup"]
     search_fields = ["account__address", "user__username", "group__name"]
 

@@ -5,3 +5,6 @@ class SharingConfig(AppConfig):
     """Shared mailboxes: grants to users and roles (the sharing issue)."""
 
     name = "sharing"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401 - connects them

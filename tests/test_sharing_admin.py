@@ -1,0 +1,40 @@
+"""Administrators and grants: the grants are read in the admin, never changed there, and
+a user or role an administrator deletes takes its grants with it, logged."""
+
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from sharing.models import GrantChange, MailboxGrant
+from tests.factories import MailboxGrantFactory, UserFactory
+
+
+def test_it_deletes_a_user_or_role_that_holds_a_grant_and_logs_it(admin_client, db):
+    # "Cannot delete group: your account doesn't have permission to delete the following
+    # types of objects: mailbox grant", even for a superuser.
+    role = Group.objects.create(name="Temp")
+    by_role = MailboxGrantFactory(group=role, can_access=True)
+    alice = UserFactory(username="alice")
+    MailboxGrantFactory(user=alice, account=by_role.account, can_send=True)
+
+    page = admin_client.get(reverse("admin:auth_group_delete", args=[role.pk])).text
+    assert "permission to delete" not in page
+    admin_client.post(reverse("admin:auth_group_delete", args=[role.pk]), {"post": "yes"})
+    admin_client.post(reverse("admin:auth_user_delete", args=[alice.pk]), {"post": "yes"})
+
+    assert not MailboxGrant.objects.exists() and not Group.objects.filter(name="Temp").exists()
+    logged = sorted(GrantChange.objects.values_list("grantee", "before", "after"))
+    assert logged == [
+        ("Temp (role), deleted", "Access emails", "none"),
+        ("alice, deleted", "Send emails", "none"),
+    ]
+    assert all(change.address == by_role.account.address for change in GrantChange.objects.all())
+
+
+def test_it_never_deletes_a_grant_from_the_grants_own_pages(admin_client, db):
+    grant = MailboxGrantFactory(user=UserFactory(), can_access=True)
+    page = admin_client.get(reverse("admin:sharing_mailboxgrant_change", args=[grant.pk])).text
+    assert reverse("admin:sharing_mailboxgrant_delete", args=[grant.pk]) not in page
+    answer = admin_client.post(
+        reverse("admin:sharing_mailboxgrant_delete", args=[grant.pk]), {"post": "yes"}
+    )
+    assert answer.status_code == 403 and MailboxGrant.objects.filter(pk=grant.pk).exists()
