@@ -90,7 +90,8 @@ def _rate_limit(*, user, address: Address) -> None:
                 "rate_limited",
                 f"Too many sign-in attempts {whose} ({limit} in "
                 f"{SIGN_IN_WINDOW.seconds // 60} minutes). Try again after "
-                f"{timezone.localtime(retry_at):%H:%M} (in about {minutes} minutes).",
+                f"{timezone.localtime(retry_at):%H:%M} (in about {minutes} "
+                f"minute{'s' if minutes != 1 else ''}).",
             )
 
 

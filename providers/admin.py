@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 from django.urls import reverse
 
+from .addresses import AddressError, normalize_domain
 from .forms import ProviderCardForm
 from .models import EmailProvider, ProviderDomain, Source
 
@@ -105,8 +106,23 @@ class EmailProviderForm(ProviderCardForm):
         return provider
 
 
+class ProviderDomainForm(forms.ModelForm):
+    class Meta:
+        model = ProviderDomain
+        fields = ["domain"]
+
+    def clean_domain(self) -> str:
+        # The spelling stored, so that the rows' own duplicate check compares it:
+        # "dup.test" and "Dup.test" on one page reached the database's unique key (500).
+        try:
+            return normalize_domain(self.cleaned_data["domain"])
+        except AddressError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
 class ProviderDomainInline(ManageProvidersOnly, admin.TabularInline):
     model = ProviderDomain
+    form = ProviderDomainForm
     extra = 1
     fields = ["domain", "source"]
     readonly_fields = ["source"]

@@ -70,7 +70,7 @@ def grantee_search(request: HttpRequest, pk: int) -> HttpResponse:
     Search button does the same through mailbox_sharing."""
     account = mailbox_or_404(request.user, pk, MailboxAction.SHARE)
     query = search_text(request)
-    exclude = [key for key in request.GET.getlist("row") if KEY.match(key)]
+    exclude = [key for key in request.GET.getlist("row") if KEY.fullmatch(key)]
     context = {"query": query, "candidates": grant_candidates(account, query, exclude)}
     return render(request, f"{SECTION}#candidates", context)
 

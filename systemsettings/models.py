@@ -71,6 +71,10 @@ class SystemSetting(models.Model):
             )
         if self.value_type != definition.value_type:
             raise ValidationError(
-                {"value_type": f"{self.code} is a {definition.value_type} setting."}
+                {"value_type": f"{self.code} is {_article(definition.value_type)} setting."}
             )
         self.typed_value()
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

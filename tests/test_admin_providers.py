@@ -120,6 +120,21 @@ def test_it_keeps_the_secret_when_the_field_is_left_empty(client, manager):
     assert provider.get_oauth_client_secret() == "s3cret-value"
 
 
+def test_it_refuses_one_domain_spelt_twice_on_the_page(client, manager):
+    # "dup.test" and "Dup.test" reached the database's unique key: a 500.
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:providers_emailprovider_add"),
+        _provider_form(**{
+            "domains-TOTAL_FORMS": "2", "domains-0-domain": "dup.test",
+            "domains-1-domain": "Dup.TEST",
+        }),
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "Please correct the duplicate data for domain" in response.text
+    assert not EmailProvider.objects.filter(name="New Mail").exists()
+
+
 def test_it_names_the_missing_field_and_keeps_what_was_typed(client, manager):
     client.force_login(manager)
     response = client.post(

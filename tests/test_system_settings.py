@@ -77,6 +77,10 @@ def test_it_refuses_a_setting_no_code_reads_and_says_what_a_value_may_be(client,
     assert "The app reads no setting named &#x27;MailboxSyncIntervall&#x27;." in answer.text
     assert "Did you mean MailboxSyncInterval?" in answer.text
     assert not SystemSetting.objects.filter(code="MailboxSyncIntervall").exists()
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match=r"MailboxSyncInterval is an integer setting\."):
+        SystemSetting(code="MailboxSyncInterval", value_type="boolean", value="1").clean()
     row = SystemSetting.objects.get(code="MailboxSyncInterval")
     page = client.get(reverse("admin:systemsettings_systemsetting_change", args=[row.pk])).text
     assert "A whole number from 1 to 1,440 minutes (default: 5)." in page

@@ -54,6 +54,22 @@ def test_it_asks_for_the_provider_of_an_unknown_domain(signed_in, test_provider)
     assert "Test Mail" in page.text
     assert "Gmail" not in page.text
     assert "Only administrators can add a mail server" in page.text
+    assert "We could not tell which provider serves" in page.text
+    change = f'href="{reverse("accounts:wizard_address")}?address=anna%40unknown.test"'
+    assert change in page.text  # back to the address, as typed, to mend its spelling
+
+
+def test_it_does_not_say_it_could_not_tell_when_the_user_asks_for_another(signed_in, test_provider):
+    # "Not your provider? Choose another" led to "We could not tell which provider
+    # serves …", though it had found one.
+    from accounts.views.wizard import DISCOVERY_NOTE
+
+    session = signed_in.session
+    session[DISCOVERY_NOTE] = {"address": "anna@unknown.test", "provider": test_provider.pk}
+    session.save()
+    page = signed_in.get(reverse("accounts:wizard_provider"), {"address": "anna@unknown.test"})
+    assert "could not tell" not in page.text
+    assert "Choose the provider that serves <strong>anna@unknown.test</strong>" in page.text
 
 
 def test_it_searches_providers_by_domain_as_an_htmx_partial(signed_in, test_provider):

@@ -108,6 +108,15 @@ def _discovery_note_keep(request: HttpRequest, result) -> None:
     }
 
 
+def _discovery_found(request: HttpRequest, address: Address) -> bool:
+    note = request.session.get(DISCOVERY_NOTE)
+    return (
+        isinstance(note, dict)
+        and note.get("address") == address.email
+        and bool(note.get("provider"))
+    )
+
+
 def _discovery_note(request: HttpRequest, address: Address, provider=None) -> dict | None:
     """What discovery said about this address; on the sign-in step, its reason only
     when that is the provider it found (not one the user chose instead)."""
@@ -181,6 +190,9 @@ def wizard_provider(request: HttpRequest) -> HttpResponse:
         "can_add_server": request.user.has_perm(MANAGE_PROVIDERS),
         "managers": provider_managers(),
         "discovery": _discovery_note(request, address),
+        # Discovery found one and the user asked for another ("Not your provider?"):
+        # not "we could not tell".
+        "found_before": _discovery_found(request, address),
     }
     if request.htmx and request.htmx.target == "provider-list":
         return render(request, f"{WIZARD}#provider_list", context)
