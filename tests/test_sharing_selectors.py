@@ -253,11 +253,13 @@ def test_it_decides_each_right_as_the_orm_rule_did_for_owners_users_and_roles(db
                 decided += bool(expected)
     assert decided > 40  # most cases hold some mailbox: the comparison is not of empties
     # Listed for the user as shared with them, each saying whether it opens for setup.
+    # And whether they may send from it ("Set up mailbox" alone lists it too).
     for user in (owner, alice, bob, idle, gone):
-        listed = {(m.pk, m.can_setup) for m in mailboxes_shared_with(user)}
+        listed = {(m.pk, m.can_setup, m.can_send) for m in mailboxes_shared_with(user)}
         setup = set(_rule_by_the_orm(user, [Right.SETUP], False))
+        send = set(_rule_by_the_orm(user, [Right.SEND], False))
         theirs = _rule_by_the_orm(user, [Right.SEND, Right.SETUP], False)
-        expected = {(pk, pk in setup) for pk in theirs if pk not in owned(user)}
+        expected = {(pk, pk in setup, pk in send) for pk in theirs if pk not in owned(user)}
         assert listed == expected, user
     assert {(m.pk, m.can_setup) for m in mailboxes_shared_with(alice)} == {(bobs.pk, True)} | {
         (m.pk, False) for m in (shared,)

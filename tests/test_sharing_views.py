@@ -310,3 +310,20 @@ def test_it_says_on_saving_that_grants_give_nobody_access_while_sharing_is_off(c
     allowed = {"shared_access": "on", "row": key, "send": key, "save": "1"}
     saved = client.post(_url(account), allowed, **HTMX).text
     assert "Saved.</span>" in saved
+
+
+def test_it_tells_a_setup_grantee_the_mailbox_is_not_theirs_to_send_from(client, db):
+    # "you can send from it", while the compose page said there was no mailbox to send
+    # from.
+    from tests.factories import MailboxGrantFactory
+
+    dave = UserFactory()
+    setup = MailboxGrantFactory(user=dave, can_setup=True).account
+    sender = MailboxGrantFactory(user=dave, can_send=True).account
+    client.force_login(dave)
+    page = client.get(reverse("accounts:email")).text
+    listed = page[page.index('id="shared-mailboxes"') :]
+    mine = listed[listed.index(setup.address) : listed.index("</li>", listed.index(setup.address))]
+    assert "sending from it is not shared with you" in mine and "you can send" not in mine
+    theirs = listed[listed.index(sender.address) :]
+    assert "you can send from it" in theirs[: theirs.index("</li>")]
