@@ -60,3 +60,23 @@ def test_it_shares_a_mailbox_with_roles_and_each_member_sees_what_their_role_giv
     expect(page.locator("body")).not_to_contain_text("sales@example.test")
     page.goto(f"{live_server.url}/contacts/{contact.pk}/")
     expect(page.locator(".timeline")).to_contain_text("Offer for Peter")
+
+
+def test_it_says_why_a_button_did_nothing_once_the_mailbox_is_no_longer_shared(live_server, page):
+    # A grantee with the settings page open, the grant revoked meanwhile: Save answered
+    # 404, which htmx dropped silently (the page went on reading "Unsaved changes").
+    from tests.factories import MailboxGrantFactory
+
+    dave = UserFactory(permissions=["sharing.setup_shared_sync"])
+    grant = MailboxGrantFactory(user=dave, can_setup=True)
+    _sign_in(page, live_server, dave)
+    page.goto(f"{live_server.url}/mailboxes/{grant.account.pk}/")
+    error = page.locator("#request-error")
+    expect(error).to_be_hidden()
+    grant.delete()
+    page.select_option("#id_download-sync_period", "3m")
+    page.click("#settings-download button:has-text('Save')")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("no longer shared with you")
+    expect(error).to_be_focused()
+    page.screenshot(path=SCREENSHOTS / "request-error.png", full_page=True)
