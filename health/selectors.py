@@ -192,8 +192,15 @@ def _for_the_operator(account, state, cause: str, advice: str) -> tuple[str, str
             f"The provider {account.provider.name}'s settings or its server: change them on "
             "the provider's page; saving it starts its stopped mailboxes again."
         )
+    return cause, f"{_owner_or_setup(account)} can do this. What they are told: {advice}"
+
+
+def _owner_or_setup(account) -> str:
     owner = account.owner.get_full_name() or account.owner.get_username()
-    return cause, f"Only its owner, {owner}, can do this. What they are told: {advice}"
+    if account.shared_access:
+        # A colleague granted "Set up mailbox" can, too.
+        return f"Its owner, {owner}, or a colleague it is shared with to set up,"
+    return f"Only its owner, {owner},"
 
 
 SORTS = {

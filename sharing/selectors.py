@@ -127,9 +127,7 @@ def mailboxes_shared_with(user) -> QuerySet[EmailAccount]:
                 Q(pk__in=_rule(user, (Right.SETUP,), False)), BooleanField()
             ),
             # "Set up mailbox" alone lists it too, and sends nothing from it.
-            can_send=ExpressionWrapper(
-                Q(pk__in=_rule(user, (Right.SEND,), False)), BooleanField()
-            ),
+            can_send=ExpressionWrapper(Q(pk__in=_rule(user, (Right.SEND,), False)), BooleanField()),
         )
         .order_by("address")
     )

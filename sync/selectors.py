@@ -1,4 +1,4 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
 
@@ -87,6 +87,19 @@ def _service_down(heartbeat=None) -> bool:
     """No worker has run beat's heartbeat lately: nothing runs the retries."""
     age = (heartbeat or heartbeat_age)()
     return age is None or age > timedelta(seconds=3 * settings.HEARTBEAT_INTERVAL)
+
+
+def advice_for_colleague(health: Health, account) -> Health:
+    """The health as a colleague who may not set the mailbox up reads it: what the owner
+    is told to do ("Enter the new one under “Change email settings”") is not theirs to
+    do (that page is not found for them), so they are told whom to ask."""
+    if health.level not in ("attention", "failing") or not health.advice:
+        return health
+    owner = account.owner.get_full_name() or account.owner.get_username()
+    return replace(
+        health,
+        advice=f"Ask its owner, {owner}, or whoever may set up this mailbox: {health.advice}",
+    )
 
 
 SENDING_FAILED = "Downloads work, but sending from this mailbox failed."

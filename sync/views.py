@@ -17,6 +17,7 @@ from sharing.selectors import (
     MailboxAction,
     emails_for_poller,
     emails_for_user,
+    mailbox_access,
     sendable_mailboxes,
 )
 
@@ -24,7 +25,7 @@ from .files import original_open, safe_download_name
 from .live import POLL_SECONDS, PollState, newest_email_id, window_mark
 from .models import Attachment, Email
 from .sanitize import cids_shown, email_document, hold_back_remote_images, inline_images
-from .selectors import folder_overview, problem_emails, sync_status
+from .selectors import advice_for_colleague, folder_overview, problem_emails, sync_status
 from .services import download_request
 
 
@@ -237,7 +238,12 @@ PROBLEM_EMAILS_SHOWN = 200
 @login_required
 def sync_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
     account = mailbox_or_404(request.user, pk, MailboxAction.STATUS)
-    return render(request, "sync/status.html", {"account": account, **sync_status(account)})
+    status = sync_status(account)
+    # A colleague's view (the owner's needs no question: the status is polled).
+    colleague = account.owner_id != request.user.pk
+    if colleague and not mailbox_access(request.user, pk, MailboxAction.SETUP).allowed:
+        status["health"] = advice_for_colleague(status["health"], account)
+    return render(request, "sync/status.html", {"account": account, **status})
 
 
 # -- New emails on an open page without a reload (issue 18; the mechanism: sync/live.py) --

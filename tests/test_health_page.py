@@ -105,6 +105,10 @@ def test_it_shows_each_mailbox_in_its_state_with_cause_and_what_to_do(client, op
     assert f"Only its owner, {owner}, can do this. What they are told: The password" in text
     assert "Enter the new one under “Change email settings”." in text
     assert text.count("The server refused the password.") == 1  # not again as the last error
+    # Shared: a colleague granted "Set up mailbox" can do it too.
+    type(made["needs_owner"]).objects.filter(pk=made["needs_owner"].pk).update(shared_access=True)
+    shared = client.get(PAGE).text
+    assert f"Its owner, {owner}, or a colleague it is shared with to set up, can do" in shared
     assert "Downloads have failed since" in text and "The server did not answer." in text
     assert "although one was due every 5 minutes" in text
     assert "Archive: The server refused to read this folder: NO" in text

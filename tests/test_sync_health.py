@@ -299,3 +299,27 @@ def test_it_says_each_mailbox_s_state_on_the_owner_s_mailbox_list(db, client):
     with CaptureQueriesContext(connection) as five:
         client.get(reverse("accounts:list"))
     assert len(five) == len(two)
+
+
+def test_it_tells_a_colleague_who_may_not_set_the_mailbox_up_whom_to_ask(db, client):
+    # A "Send emails" colleague read "Enter the new one under “Change email settings”",
+    # a page that is not found for them.
+    from tests.factories import MailboxGrantFactory
+
+    owner = UserFactory(first_name="Anna", last_name="Owner")
+    account = EmailAccountFactory(owner=owner, shared_access=True)
+    MailboxSync.objects.create(
+        account=account, health=MailboxSync.Health.NEEDS_ATTENTION, last_error_kind="credentials",
+        last_error="The mail server did not accept the login or password.",
+    )  # fmt: skip
+    sender = MailboxGrantFactory(account=account, user=UserFactory(), can_send=True).user
+    setup = MailboxGrantFactory(account=account, user=UserFactory(), can_setup=True).user
+    status = reverse("sync:status", args=[account.pk])
+    told = "Enter the new one under “Change email settings”"
+    client.force_login(sender)
+    page = client.get(status).text
+    assert "Ask its owner, Anna Owner, or whoever may set up this mailbox:" in page
+    for viewer in (owner, setup):
+        client.force_login(viewer)
+        page = client.get(status).text
+        assert told in page and "Ask its owner" not in page
