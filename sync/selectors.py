@@ -43,6 +43,7 @@ class Health:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not a fault
     sending: list[str] = field(default_factory=list)  # what failed sending, last week
+    copies_only: bool = False  # of it, only copies missing from Sent (the emails went)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +103,12 @@ def advice_for_colleague(health: Health, account) -> Health:
     )
 
 
+COPIES_FAILED = "Emails were sent, but their copies could not be put in the Sent folder."
+COPIES_ADVICE = (
+    "Nothing is to be sent again: the recipients have them. The server's answer is below "
+    "(often a full mailbox or a changed password); once it is fixed, the copies of the "
+    "emails sent after are put in Sent again."
+)
 SENDING_FAILED = "Downloads work, but sending from this mailbox failed."
 SENDING_ADVICE = (
     "Each email is in its author's Outbox on the Email page, with the server's answer; "
@@ -128,8 +135,14 @@ def mailbox_health(
     health.sending = sending.lines
     # Only from "ok": "off" (automatic download off, a provider that only sends) says
     # nothing of downloads working, and keeps its own words; the lines show under any.
+    health.copies_only = sending.copies_only
     if sending.failing and health.level == "ok":
-        health.level, health.headline, health.advice = "sending", SENDING_FAILED, SENDING_ADVICE
+        health.level = "sending"
+        health.headline, health.advice = (
+            (COPIES_FAILED, COPIES_ADVICE)
+            if sending.copies_only
+            else (SENDING_FAILED, SENDING_ADVICE)
+        )
     return health
 
 
@@ -167,6 +180,13 @@ class Sending:
 
     lines: list[str] = field(default_factory=list)
     failing: bool = False
+    # The states of the emails listed: "sent" alone is copies missing from Sent, the
+    # emails themselves delivered (nothing in an Outbox, nothing to send again).
+    states: set[str] = field(default_factory=set)
+
+    @property
+    def copies_only(self) -> bool:
+        return self.states == {"sent"}
 
 
 # A refusal of one message or recipient ("550 no such user"): that email's, listed, but
@@ -255,6 +275,7 @@ def sending_lines_for(accounts) -> dict[int, Sending]:
                 or (state == "sent" and not copied_after)
             )
         sending.lines.append(line)
+        sending.states.add(state)
     return found
 
 

@@ -323,3 +323,34 @@ def test_it_tells_a_colleague_who_may_not_set_the_mailbox_up_whom_to_ask(db, cli
         client.force_login(viewer)
         page = client.get(status).text
         assert told in page and "Ask its owner" not in page
+
+
+def test_it_does_not_call_a_copy_missing_from_sent_a_failed_send(db, client):
+    # "Sending from this mailbox failed … in its author's Outbox, where it can be sent
+    # again", for an email that went and whose copy alone could not be filed.
+    from sending.models import OutgoingEmail
+
+    account = EmailAccountFactory()
+    MailboxSync.objects.create(account=account, last_success_at=timezone.now())
+    OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="c@x.test", raw=b"x",
+        state=OutgoingEmail.State.SENT, sent_copy=OutgoingEmail.Copy.FAILED,
+        sent_copy_error="[OVERQUOTA] Mailbox is full",
+    )  # fmt: skip
+    health = _health(account)
+    assert health.level == "sending"
+    assert health.headline == (
+        "Emails were sent, but their copies could not be put in the Sent folder."
+    )
+    assert "Nothing is to be sent again" in health.advice
+    client.force_login(account.owner)
+    status = client.get(reverse("sync:status", args=[account.pk])).text
+    assert "Copies of emails sent in the last week are missing from the Sent folder." in status
+    assert "Outbox" not in status and "[OVERQUOTA] Mailbox is full" in status
+    # With an email not sent beside it: a failed send, as before.
+    OutgoingEmail.objects.create(
+        account=account, author=account.owner, message_id="f@x.test", raw=b"x",
+        state=OutgoingEmail.State.FAILED, error="535 bad",
+    )  # fmt: skip
+    assert _health(account).headline == "Downloads work, but sending from this mailbox failed."
+    assert "Outbox" in client.get(reverse("sync:status", args=[account.pk])).text
