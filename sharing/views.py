@@ -56,6 +56,7 @@ def mailbox_sharing(request: HttpRequest, pk: int) -> HttpResponse:
         context = _context(
             request, account, form,
             query=query, candidates=grant_candidates(account, query, form.keys), added=added,
+            sharing_failed="save" in request.POST,
         )  # fmt: skip
     return section_response(
         request, account, anchor="sharing", partial=f"{SECTION}#sharing", context=context,

@@ -102,6 +102,8 @@ def test_it_refuses_customized_folders_with_none_chosen_and_keeps_the_choice(cli
         body = response.content.decode()
         assert response.status_code == 200
         assert "Folders: Choose at least one folder, or download all emails from mailbox." in body
+        # The focus goes to it (after the swap it was on nothing).
+        assert re.search(r'id="folders-error" tabindex="-1" autofocus>Folders: Choose', body)
         # The user's choice is still ticked.
         assert re.search(r'<input[^>]*value="custom"[^>]*checked', body)
     account.refresh_from_db()

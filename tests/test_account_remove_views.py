@@ -132,6 +132,9 @@ def test_it_asks_what_to_do_with_the_emails(client, db):
     for headers in (HTMX, {}):
         body = _remove(client, account, "", **headers).content.decode()
         assert "Downloaded emails: Choose whether to keep or delete the downloaded emails." in body
+        assert 'id="remove-error" tabindex="-1" autofocus>' in body
+        # The browser asks first (before "Remove …?"): a choice is required.
+        assert 'name="emails" value="keep" required>' in body
     assert EmailAccount.objects.get(pk=account.pk).removed_at is None
 
 

@@ -101,6 +101,7 @@ def test_it_names_a_row_left_without_a_right_and_loses_nothing(client, db):
         **HTMX,
     )
     assert "Sales team (role): tick Access emails, Send emails or Setup mailbox" in page.text
+    assert "autofocus data-save-state>Not saved: see what is marked above." in page.text
     # What the user ticked is shown as they left it, and nothing was saved.
     assert f'name="send" value="{old}"' in page.text
     assert f'value="{old}" aria-label="Send emails: {kept.grantee_label}" checked' in page.text

@@ -282,7 +282,17 @@ def test_it_dismisses_the_notification_for_good(signed_in, test_provider):
         reverse("accounts:dismiss_notification", args=[note.pk]), headers={"HX-Request": "true"}
     )
     assert response.status_code == 200
+    # In its place, with the focus (the element that had it is gone).
+    assert f'id="notification-{note.pk}" role="status" tabindex="-1" autofocus>' in response.text
     assert f'id="notification-{note.pk}"' not in signed_in.get(reverse("accounts:email")).text
+
+
+def test_it_moves_the_focus_to_the_missing_provider(signed_in, test_provider):
+    url = f"{reverse('accounts:wizard_provider')}?address=anna%40unknown.test"
+    page = signed_in.post(url, {"provider": ""}, headers={"HX-Request": "true"}).text
+    assert 'tabindex="-1" autofocus>Choose your email provider from the list.</div>' in page
+    assert 'id="provider-search"' in page and 'Name or domain" autofocus' not in page
+    assert 'placeholder="Name or domain" autofocus' in signed_in.get(url).text
 
 
 def test_it_requires_signing_in(client, db):

@@ -89,5 +89,9 @@ def dismiss_notification(request: HttpRequest, pk: int) -> HttpResponse:
     if not notification_dismiss(user=request.user, notification_id=pk):
         raise Http404
     if request.htmx:
-        return HttpResponse("")
+        # In its place, with the focus: an empty answer took the element that had it.
+        return HttpResponse(
+            f'<p class="muted" id="notification-{pk}" role="status" tabindex="-1" autofocus>'
+            "Dismissed.</p>"
+        )
     return redirect("accounts:email")
