@@ -9,7 +9,7 @@ from django import forms
 from systemsettings.selectors import internal_mail_servers_allowed
 
 from .addresses import AddressError, normalize_domain
-from .models import PLACEHOLDER
+from .models import IMAP_PORTS, PLACEHOLDER, SMTP_PORTS, Security
 from .naming import impersonation_error
 
 
@@ -69,6 +69,24 @@ class ProviderCardForm(forms.ModelForm):
 
     def clean_imap_host(self) -> str:
         return mail_host(self.cleaned_data.get("imap_host"))
+
+    def clean(self):
+        cleaned = super().clean()
+        # A well-known port with the other security: every sign-in would fail (TLS spoken
+        # to a port that waits for STARTTLS, or the reverse), found only by the first
+        # user. Encryption off is another matter (the card's own rules say when).
+        for kind, ports in (("imap", IMAP_PORTS), ("smtp", SMTP_PORTS)):
+            port, security = cleaned.get(f"{kind}_port"), cleaned.get(f"{kind}_security")
+            expected = ports.get(port)
+            if expected and security and security != Security.NONE and security != expected:
+                usual = next(p for p, s in ports.items() if s == security)
+                self.add_error(
+                    f"{kind}_security",
+                    f"Port {port} is for {Security(expected).label}: choose "
+                    f"{Security(expected).label}, or port {usual} for "
+                    f"{Security(security).label}.",
+                )
+        return cleaned
 
     def clean_smtp_host(self) -> str:
         return mail_host(self.cleaned_data.get("smtp_host"))

@@ -135,6 +135,25 @@ def test_it_refuses_one_domain_spelt_twice_on_the_page(client, manager):
     assert not EmailProvider.objects.filter(name="New Mail").exists()
 
 
+def test_it_refuses_a_well_known_port_with_the_other_security(client, manager):
+    # Saved silently, the card failed every sign-in: TLS spoken to a STARTTLS port.
+    client.force_login(manager)
+    response = client.post(
+        reverse("admin:providers_emailprovider_add"),
+        _provider_form(imap_port="143", imap_security="ssl", smtp_port="587", smtp_security="ssl"),
+    )
+    assert response.status_code == 200
+    assert "Port 143 is for STARTTLS: choose STARTTLS, or port 993 for SSL/TLS." in response.text
+    assert "Port 587 is for STARTTLS: choose STARTTLS, or port 465 for SSL/TLS." in response.text
+    assert not EmailProvider.objects.filter(name="New Mail").exists()
+    # Another port is the administrator's to know.
+    response = client.post(
+        reverse("admin:providers_emailprovider_add"),
+        _provider_form(imap_port="10993", imap_security="ssl"),
+    )
+    assert response.status_code == 302, response.text
+
+
 def test_it_names_the_missing_field_and_keeps_what_was_typed(client, manager):
     client.force_login(manager)
     response = client.post(
