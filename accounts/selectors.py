@@ -97,7 +97,11 @@ def providers_offered(domain: str) -> QuerySet[EmailProvider]:
     the parent's owner owns its subdomains)."""
     lineage = [domain, *parent_domains(domain)]
     mapped = ProviderDomain.objects.filter(domain__in=lineage).values("provider_id")
-    return EmailProvider.objects.filter(Q(source__in=LISTED_SOURCES) | Q(pk__in=mapped))
+    # A card that neither receives nor sends connects nothing: offered, its users
+    # learnt it only after typing their password.
+    return EmailProvider.objects.filter(Q(source__in=LISTED_SOURCES) | Q(pk__in=mapped)).exclude(
+        receive_enabled=False, send_enabled=False
+    )
 
 
 def providers_by_pk(pks: list[int]) -> dict[int, EmailProvider]:

@@ -238,6 +238,8 @@ def test_it_disables_oauth_sign_in_until_the_app_is_registered(signed_in, builti
     assert 'disabled aria-describedby="oauth-reason">Sign in with Outlook.com' in page.text
     assert "its OAuth application is not registered yet" in page.text
     assert 'type="password"' not in page.text
+    # Not where a password would go, from a card that names no sign-in address yet.
+    assert "(no sign-in address on the provider card)" not in page.text
 
     outlook.oauth_client_id = "app-id"
     outlook.set_oauth_client_secret("secret")
@@ -361,3 +363,15 @@ def test_it_sends_an_htmx_request_whose_session_ended_to_the_whole_sign_in_page(
     assert client.get(url).status_code == 302
     page = client.get(reverse("login"), {"next": url}).text
     assert f'action="{reverse("login")}"' in page and f'value="{url}"' in page
+
+
+def test_it_does_not_offer_a_card_that_neither_receives_nor_sends(signed_in, test_provider):
+    from accounts.selectors import providers_matching
+
+    assert test_provider in providers_matching("", "unknown.test")
+    test_provider.receive_enabled = test_provider.send_enabled = False
+    test_provider.save()
+    assert test_provider not in providers_matching("", "unknown.test")
+    test_provider.send_enabled = True  # sending only: offered
+    test_provider.save()
+    assert test_provider in providers_matching("", "unknown.test")
