@@ -24,6 +24,9 @@ def test_it_saves_the_download_section_in_place_and_logs_the_change(client, db, 
     assert body.lstrip().startswith('<form method="post" action="/mailboxes/')
     assert 'id="settings-download-form"' in body and "settings-folders" not in body
     assert "Saved." in body and "Downloading emails for the new period now." in body
+    # The page's sync status reads again (it said "Last download …" and nothing of the
+    # download just asked for).
+    assert response["HX-Trigger"] == "sync-settings-saved"
     account.refresh_from_db()
     assert (account.sync_period, account.auto_sync) == ("3m", False)
     trail = {c.field: (c.old_value, c.new_value, c.actor) for c in AccountChange.objects.all()}

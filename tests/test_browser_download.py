@@ -106,7 +106,9 @@ def test_it_shows_the_download_live_from_the_button_to_the_result(
     expect(status).to_contain_text("18 new emails")
     expect(status.locator("progress")).to_have_count(0)
     # It stopped looking every 2 s (it waits for news of new emails instead).
-    assert status.get_attribute("hx-trigger") == "new-emails from:body"
+    assert status.get_attribute("hx-trigger") == (
+        "new-emails from:body, sync-settings-saved from:body"
+    )
     _shot(page, "done")
     worker.thread.join(30)
     assert worker.error is None

@@ -235,7 +235,7 @@ def test_it_watches_one_mailbox_for_its_settings_pages_status(client, db):
     poll = re.search(r'id="new-emails-poll" hx-get="([^"]+)"', page).group(1)
     assert poll == f"{URL}?after=0&amp;mark=0&amp;account={account.pk}"
     status = re.search(rf'<div id="sync-status-{account.pk}"[^>]*>', page).group(0)
-    assert 'hx-trigger="new-emails from:body"' in status
+    assert 'hx-trigger="new-emails from:body, sync-settings-saved from:body"' in status
     # The user's other mailbox: not this page's news.
     _email(second, "the other mailbox's")
     assert client.get(URL, {**NOTHING, "account": account.pk}).status_code == 204

@@ -144,7 +144,13 @@ def section_response(
         return redirect(f"{account.get_absolute_url()}#settings-{anchor}")
     if request.htmx:
         rights = mailbox_rights(request.user, account)
-        return render(request, partial, {"account": account, **rights, **context})
+        response = render(request, partial, {"account": account, **rights, **context})
+        if saved:
+            # The page's sync status reads again: what was saved may change it (a new
+            # period's download asked for, folders chosen), and it polls only while
+            # something runs.
+            response["HX-Trigger"] = "sync-settings-saved"
+        return response
     if bound is not None:
         return settings_page(request, account, bound=bound)
     return settings_page(request, account, extra=context)
