@@ -62,6 +62,10 @@ class OutgoingEmail(models.Model):
         "sync.Email", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.NEW, blank=True)
+    # The files it carries, to list on its page (their bytes are in `raw`):
+    # [{"name", "type", "size", "forwarded"}], "forwarded" for those of the email it
+    # forwards (carried again when it is written again; the others are chosen again).
+    files = models.JSONField(default=list, blank=True)
     # Written again ("Edit as a new email") and the new one sent on its way: this one
     # is never sent again (both would arrive), and leaves the Outbox and the health.
     written_again_as = models.ForeignKey(

@@ -117,13 +117,20 @@ def _queue_copy(outgoing_id: int) -> bool:
 
 @transaction.atomic
 def outgoing_create(
-    *, author, account: EmailAccount, draft: Draft, original=None, mode: str = ""
-) -> OutgoingEmail:
+    *, author, account: EmailAccount, draft: Draft, original=None, mode: str = "",
+    forwarded: int = 0,
+) -> OutgoingEmail:  # fmt: skip
     """Write the outgoing row (the exact message, built once) and queue its delivery.
     With the task queue down the email is kept, queued, and says so; the sweep sends it
     once the queue is back. `original`, `mode`: the email it answers or forwards, and
-    how, kept for writing it again."""
+    how, kept for writing it again; `forwarded`: how many of the draft's attachments,
+    the last ones, are that email's."""
     message_id = new_message_id(account.address)
+    own = len(draft.attachments) - forwarded
+    files = [
+        {"name": name, "type": kind, "size": len(data), "forwarded": n >= own}
+        for n, (name, kind, data) in enumerate(draft.attachments)
+    ]
     outgoing = OutgoingEmail.objects.create(
         account=account,
         author=author,
@@ -137,6 +144,7 @@ def outgoing_create(
         references=draft.references,
         original=original,
         mode=(mode or OutgoingEmail.Mode.REPLY) if original is not None else OutgoingEmail.Mode.NEW,
+        files=files,
         raw=build(draft, message_id=message_id),
         next_attempt_at=timezone.now(),
     )
@@ -222,20 +230,24 @@ def outgoing_compose(
         language=account.message_language,
         attachments=list(attachments),
     )
+    forwarded = 0
     if original is not None:
         forward = mode == "forward"
         draft.quote_text, draft.quote_html = quote(
             original, forward=forward, language=account.message_language
         )
         if forward:
-            draft.attachments += forwarded_attachments(original)
+            carried = forwarded_attachments(original)
+            draft.attachments += carried
+            forwarded = len(carried)
         else:
             draft.in_reply_to, draft.references = answer_headers(
                 original.message_id, original.references
             )
     outgoing = outgoing_create(
-        author=author, account=account, draft=draft, original=original, mode=mode
-    )
+        author=author, account=account, draft=draft, original=original, mode=mode,
+        forwarded=forwarded,
+    )  # fmt: skip
     if written_from is not None:
         # Only one not sent: one sent again meanwhile ("Send again" holds its row while
         # it queues it) is on its way, and this does not take it back.

@@ -93,6 +93,8 @@ def compose(request: HttpRequest) -> HttpResponse:
             return HttpResponseClientRedirect(target)
         return redirect(target)
     context = {"form": form, "original": original, "mode": mode, "again": again}
+    if again is not None:
+        context["again_own_files"] = [f["name"] for f in again.files if not f.get("forwarded")]
     if original is not None:
         # In the language of the mailbox it goes from (chosen, or to be chosen).
         chosen = str(form["sender"].value())

@@ -334,14 +334,19 @@ def test_it_forwards_again_what_a_not_sent_forward_forwarded(
     )  # fmt: skip
     client.force_login(user)
     written = {"sender": own.pk, "to": "b@x.test", "subject": "Fwd: Report", "body": "For you"}
-    client.post(URL, written | {"reply": original.pk, "mode": "forward"})
+    mine = SimpleUploadedFile("notes.txt", b"mine", content_type="text/plain")
+    client.post(URL, written | {"reply": original.pk, "mode": "forward", "attachments": [mine]})
     first = OutgoingEmail.objects.get()
     assert (first.original, first.mode) == (original, "forward")
+    # Its page lists what it carries (it listed no file at all).
+    page = client.get(first.get_absolute_url()).text
+    assert "notes.txt (4\xa0bytes); r.csv (4\xa0bytes), forwarded</dd>" in page
     _refused(first)
 
     page = client.get(URL, {"again": first.pk}).text
     assert _hidden(page) == {"reply": str(original.pk), "mode": "forward"}
     assert "and the email it forwards with that email's files" in page
+    assert "not carried over: choose them again (notes.txt)." in page
     assert "See attached" in page and "For you" in page
     client.post(URL, written | _hidden(page))
     again = OutgoingEmail.objects.exclude(pk=first.pk).get()

@@ -67,5 +67,10 @@ class Migration(migrations.Migration):
                 to="sending.outgoingemail",
             ),
         ),
+        migrations.AddField(
+            model_name="outgoingemail",
+            name="files",
+            field=models.JSONField(blank=True, default=list),
+        ),
         migrations.RunPython(written_before, migrations.RunPython.noop),
     ]
