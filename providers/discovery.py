@@ -576,6 +576,14 @@ class Discoverer:
         source: str,
         reason: str = "",
     ) -> bool:
+        if not (provider.receive_enabled or provider.send_enabled):
+            # Not offered in the wizard (accounts.selectors.providers_offered): its
+            # sign-in step would be "not found". The next steps go on.
+            result.trace.append(
+                f"{provider.name} neither receives nor sends (both are off on its card): "
+                "skipped."
+            )
+            return False
         result.provider = provider
         result.step = step
         result.source = source

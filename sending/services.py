@@ -156,6 +156,12 @@ class NotResendable(Exception):
     """The email is not one to send again now; its text says why, for its author."""
 
 
+class NotWrittenAgain(Exception):
+    """The email written again went its own way meanwhile ("Send again", or written
+    again before): the new one is not sent, so that it cannot arrive twice. Its text
+    says so, for the compose form."""
+
+
 @transaction.atomic
 def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) -> None:
     """Send a "Not sent" email again, once what stopped it is fixed (a password, a
@@ -244,19 +250,31 @@ def outgoing_compose(
             draft.in_reply_to, draft.references = answer_headers(
                 original.message_id, original.references
             )
+    first = None
+    if written_from is not None:
+        # Held until this one is written and the first marked: "Send again" takes the
+        # same lock, so only one of them can put the email on its way again.
+        first = (
+            OutgoingEmail.objects.select_for_update()
+            .filter(pk=written_from.pk, author=author)
+            .first()
+        )
+        if first is None or first.written_again_as_id is not None or first.state not in (
+            OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN,
+        ):  # fmt: skip
+            raise NotWrittenAgain(
+                "The email this was written from went its own way meanwhile (sent again, "
+                "or written again already; see it in your Outbox): this one was not sent, "
+                "so that it does not arrive twice. Send it as a new email without "
+                "“Edit as a new email” if both should go."
+            )
     outgoing = outgoing_create(
         author=author, account=account, draft=draft, original=original, mode=mode,
         forwarded=forwarded,
     )  # fmt: skip
-    if written_from is not None:
-        # Only one not sent: one sent again meanwhile ("Send again" holds its row while
-        # it queues it) is on its way, and this does not take it back.
-        OutgoingEmail.objects.filter(
-            pk=written_from.pk,
-            author=author,
-            state__in=[OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN],
-            written_again_as=None,
-        ).update(written_again_as=outgoing)
+    if first is not None:
+        first.written_again_as = outgoing
+        first.save(update_fields=["written_again_as"])
     return outgoing
 
 

@@ -16,7 +16,7 @@ from .delivery import files_sent_copies
 from .forms import ComposeForm
 from .message import prefixed
 from .selectors import forwarded_files, quote, reply_recipients, written_again
-from .services import NotResendable, outgoing_compose, outgoing_resend
+from .services import NotResendable, NotWrittenAgain, outgoing_compose, outgoing_resend
 
 TEMPLATE = "sending/compose.html"
 
@@ -69,25 +69,15 @@ def compose(request: HttpRequest) -> HttpResponse:
     else:
         initial = None if data else _initial(request, mailboxes, original, mode)
     form = ComposeForm(data, request.FILES or None, mailboxes=mailboxes, initial=initial)
+    outgoing = None
     if data is not None and form.is_valid():
         account = next(m for m in mailboxes if m.pk == form.cleaned_data["sender"])
         mode = form.cleaned_data["mode"]
-        outgoing = outgoing_compose(
-            author=request.user,
-            account=account,
-            to=form.cleaned_data["to"],
-            cc=form.cleaned_data["cc"],
-            bcc=form.cleaned_data["bcc"],
-            subject=form.cleaned_data["subject"],
-            text=form.cleaned_data["body"],
-            attachments=[
-                (f.name, f.content_type or "application/octet-stream", f.read())
-                for f in form.cleaned_data["attachments"]
-            ],
-            original=original,
-            mode=mode,
-            written_from=again,
-        )
+        try:
+            outgoing = _composed(request, form, account, original, mode, again)
+        except NotWrittenAgain as why:
+            form.add_error(None, str(why))
+    if outgoing is not None:
         target = outgoing.get_absolute_url()
         if request.htmx:
             return HttpResponseClientRedirect(target)
@@ -95,6 +85,10 @@ def compose(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "original": original, "mode": mode, "again": again}
     if again is not None:
         context["again_own_files"] = [f["name"] for f in again.files if not f.get("forwarded")]
+        # Sent again, or written again already: this one would go too.
+        context["again_gone"] = again.written_again_as_id is not None or again.state not in (
+            again.State.FAILED, again.State.UNCERTAIN,
+        )  # fmt: skip
     if original is not None:
         # In the language of the mailbox it goes from (chosen, or to be chosen).
         chosen = str(form["sender"].value())
@@ -107,6 +101,25 @@ def compose(request: HttpRequest) -> HttpResponse:
     if request.htmx and data is not None:
         return render(request, f"{TEMPLATE}#form", context)
     return render(request, TEMPLATE, context)
+
+
+def _composed(request: HttpRequest, form, account, original, mode: str, again):
+    return outgoing_compose(
+        author=request.user,
+        account=account,
+        to=form.cleaned_data["to"],
+        cc=form.cleaned_data["cc"],
+        bcc=form.cleaned_data["bcc"],
+        subject=form.cleaned_data["subject"],
+        text=form.cleaned_data["body"],
+        attachments=[
+            (f.name, f.content_type or "application/octet-stream", f.read())
+            for f in form.cleaned_data["attachments"]
+        ],
+        original=original,
+        mode=mode,
+        written_from=again,
+    )
 
 
 def _written_before(request: HttpRequest, pk: str | None):

@@ -16,9 +16,9 @@ class MailboxGrantAdmin(ReadOnlyAdmin):
         # Never here; but a user or role an administrator deletes takes its grants with
         # it (logged by sharing.receivers), and Django's admin asks this of every row
         # the deletion would take: without it, no user or role with a grant could go.
+        # Whoever may delete the user or role (Django checks that) may let its grants go.
         match = getattr(request, "resolver_match", None)
-        own_page = match is not None and (match.url_name or "").startswith("sharing_mailboxgrant")
-        return not own_page and request.user.has_perm("sharing.delete_mailboxgrant")
+        return match is None or not (match.url_name or "").startswith("sharing_mailboxgrant")
 
     list_filter = ["can_access", "can_send", "can_setup"]
     search_fields = ["account__address", "user__username", "group__name"]

@@ -12,10 +12,14 @@ from .models import GrantChange, MailboxGrant, rights_label
 
 @receiver(pre_delete, sender=MailboxGrant, dispatch_uid="sharing-grant-with-grantee")
 def grant_deleted_with_its_grantee(sender, instance: MailboxGrant, origin=None, **kwargs):
-    # Only a deletion that began at a user or a role: a mailbox deleted with its grants
-    # has its own trail (and a row naming it now would outlive it by nothing).
-    started_at = origin.model if isinstance(origin, QuerySet) else type(origin)
-    if started_at not in (get_user_model(), Group):
+    # Only a deletion that began at this grant's own grantee: a mailbox deleted with its
+    # grants (its owner deleted, say) has its own trail, and the grantee is still there.
+    grantee = instance.user_id if instance.user_id else instance.group_id
+    model = get_user_model() if instance.user_id else Group
+    if isinstance(origin, QuerySet):
+        if origin.model is not model or not origin.filter(pk=grantee).exists():
+            return
+    elif type(origin) is not model or origin.pk != grantee:
         return
     GrantChange.objects.create(
         account_id=instance.account_id,

@@ -490,3 +490,26 @@ def test_it_keeps_asking_about_a_sent_email_until_its_sent_copy_is_settled(clien
     OutgoingEmail.objects.filter(pk=outgoing.pk).update(sent_copy=OutgoingEmail.Copy.STORED)
     status = client.get(outgoing.get_absolute_url(), HTTP_HX_REQUEST="true").text
     assert "A copy is in the Sent folder." in status and poll not in status
+
+
+def test_it_refuses_to_send_a_written_again_email_once_the_first_went_again(
+    client, db, no_delivery
+):
+    # "Send again" on the first (another tab, or before posting this form): both went.
+    from sending.services import outgoing_resend
+
+    account = EmailAccountFactory()
+    client.force_login(account.owner)
+    client.post(URL, {"sender": account.pk, "to": "b@x.test", "subject": "Pilot", "body": "Hi"})
+    first = OutgoingEmail.objects.get()
+    _refused(first)
+    page = client.get(URL, {"again": first.pk}).text
+    assert 'id="again-gone"' not in page
+    outgoing_resend(outgoing=first)
+    page = client.get(URL, {"again": first.pk}).text
+    assert 'id="again-gone"' in page and "would deliver it twice" in page
+    answer = client.post(URL, {"sender": account.pk, "to": "b@x.test", "subject": "Pilot",
+                               "body": "Hi", "again": first.pk})  # fmt: skip
+    assert answer.status_code == 200
+    assert "went its own way meanwhile" in answer.text
+    assert OutgoingEmail.objects.count() == 1

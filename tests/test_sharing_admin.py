@@ -38,3 +38,28 @@ def test_it_never_deletes_a_grant_from_the_grants_own_pages(admin_client, db):
         reverse("admin:sharing_mailboxgrant_delete", args=[grant.pk]), {"post": "yes"}
     )
     assert answer.status_code == 403 and MailboxGrant.objects.filter(pk=grant.pk).exists()
+
+
+def test_it_logs_nothing_for_a_grantee_when_the_mailbox_s_owner_is_deleted(admin_client, db):
+    # The owner deleted takes the mailbox and its grants: bob, who is still there, was
+    # logged as "bob, deleted".
+    bob = UserFactory(username="bob")
+    grant = MailboxGrantFactory(user=bob, can_access=True)
+    admin_client.post(
+        reverse("admin:auth_user_delete", args=[grant.account.owner.pk]), {"post": "yes"}
+    )
+    assert not MailboxGrant.objects.exists()
+    assert not GrantChange.objects.filter(grantee__startswith="bob").exists()
+    # A staff member who may delete users may delete one holding a grant.
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["delete_user", "view_user"])
+    )
+    carol = UserFactory(username="carol")
+    MailboxGrantFactory(user=carol, can_send=True)
+    admin_client.force_login(staff)
+    admin_client.post(reverse("admin:auth_user_delete", args=[carol.pk]), {"post": "yes"})
+    assert not type(carol).objects.filter(pk=carol.pk).exists()
+    assert GrantChange.objects.filter(grantee="carol, deleted").exists()

@@ -372,6 +372,10 @@ def test_it_does_not_offer_a_card_that_neither_receives_nor_sends(signed_in, tes
     test_provider.receive_enabled = test_provider.send_enabled = False
     test_provider.save()
     assert test_provider not in providers_matching("", "unknown.test")
+    # Discovery finds it by its domain no more (its sign-in step was a 404).
+    response = signed_in.post(reverse("accounts:wizard_address"), {"address": ALICE})
+    assert response.url.startswith(reverse("accounts:wizard_provider"))
+    assert signed_in.get(response.url).status_code == 200
     test_provider.send_enabled = True  # sending only: offered
     test_provider.save()
     assert test_provider in providers_matching("", "unknown.test")
