@@ -498,6 +498,11 @@ def account_remove(*, account: EmailAccount, actor, keep_emails: bool) -> None:
             locked.auto_sync = locked.send_enabled = locked.is_default_sender = False
             locked.shared_access = False
             locked.save()
+            # Its "What next?" ends with it: added again (the same row), it would show
+            # beside the new one.
+            locked.notifications.filter(dismissed_at__isnull=True).update(
+                dismissed_at=timezone.now()
+            )
         else:
             # The apps above this one clean up what they own of it (sync: its files,
             # once the rows are surely gone).

@@ -580,8 +580,7 @@ class Discoverer:
             # Not offered in the wizard (accounts.selectors.providers_offered): its
             # sign-in step would be "not found". The next steps go on.
             result.trace.append(
-                f"{provider.name} neither receives nor sends (both are off on its card): "
-                "skipped."
+                f"{provider.name} neither receives nor sends (both are off on its card): skipped."
             )
             return False
         result.provider = provider

@@ -5,7 +5,7 @@ from django.utils import formats, timezone, translation
 
 from sync.models import Email
 
-from .message import html_to_text, language_of, quote_lines, text_to_html
+from .message import QUOTE_LINES, html_to_text, language_of, quote_lines, text_to_html
 from .models import OutgoingEmail
 
 
@@ -92,9 +92,11 @@ def quote(original: Email, *, forward: bool, language: str = "") -> tuple[str, s
     sent on."""
     wrote, undated, forwarded, labels = quote_lines(language)
     sender_label, date_label, subject_label, to_label = labels
+    # The date in the language of the words around it (English for one without them).
+    words = language_of(language) if language_of(language) in QUOTE_LINES else "en"
     when = ""
     if original.sent_at:
-        with translation.override(language_of(language)):
+        with translation.override(words):
             when = formats.date_format(
                 timezone.localtime(original.sent_at), "DATETIME_FORMAT", use_l10n=True
             )

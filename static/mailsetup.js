@@ -13,6 +13,7 @@
     if (!element) return;
     element.querySelector("[data-text]").textContent = text;
     element.hidden = false;
+    element.dataset.background = focus ? "" : "yes";
     // A click or a submit that failed moves the focus to why; a poll in the
     // background that failed does not take it from what the user is doing.
     if (focus) element.focus();
@@ -34,9 +35,12 @@
     return "The app could not do this (the server answered " + status + "). Try again; if it keeps failing, tell your administrator.";
   }
 
+  // A click, a key or a submit: an event the browser made for the user. A refresh set
+  // off by another request's answer (HX-Trigger: "new-emails") is an event too, but
+  // one made by script.
   function userAsked(detail) {
     const config = detail.requestConfig || {};
-    return Boolean(config.triggeringEvent);
+    return Boolean(config.triggeringEvent && config.triggeringEvent.isTrusted);
   }
 
   document.addEventListener("htmx:responseError", function (event) {
@@ -47,7 +51,10 @@
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     const element = box();
-    if (element && !element.hidden && event.detail.successful && userAsked(event.detail)) {
+    // Gone once the same kind of request works again: the user's own for theirs, any
+    // for a background one's (a poll's passing 502).
+    if (element && !element.hidden && event.detail.successful &&
+        (userAsked(event.detail) || element.dataset.background === "yes")) {
       element.hidden = true;
     }
   });

@@ -57,7 +57,9 @@ _URL_NOISE = re.compile(r"[\x00-\x20]+")
 
 # A declaration whose value could fetch something, or hide what it does: url() and the
 # other image functions, IE's expression(), and escapes or comments (u\72l(, ur/**/l().
-_CSS_FETCHING = ("url(", "image(", "image-set(", "cross-fade(", "element(", "expression(")
+_CSS_FETCHING = (
+    "url(", "src(", "image(", "image-set(", "cross-fade(", "element(", "expression(",
+)  # fmt: skip
 _CSS_SPACE = re.compile(r"\s+")
 
 

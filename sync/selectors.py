@@ -94,7 +94,9 @@ def advice_for_colleague(health: Health, account) -> Health:
     """The health as a colleague who may not set the mailbox up reads it: what the owner
     is told to do ("Enter the new one under “Change email settings”") is not theirs to
     do (that page is not found for them), so they are told whom to ask."""
-    if health.level not in ("attention", "failing") or not health.advice:
+    # "Needs your attention" alone is the owner's to act on (a password, a reconnect);
+    # what the app retries, or a provider's settings, says the same to everyone.
+    if health.level != "attention" or not health.advice:
         return health
     owner = account.owner.get_full_name() or account.owner.get_username()
     return replace(

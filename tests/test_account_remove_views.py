@@ -124,6 +124,8 @@ def test_it_takes_away_a_removed_mailbox_s_notification(client, db):
     page = client.get(reverse("accounts:email")).text
     assert "<strong>gone@example.test</strong> is connected" not in page
     assert "<strong>kept@example.test</strong> is connected" in page
+    # Dismissed with it: added again, it would come back beside the new one.
+    assert AccountNotification.objects.get(account=account).dismissed_at is not None
 
 
 def test_it_asks_what_to_do_with_the_emails(client, db):

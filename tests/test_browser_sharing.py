@@ -74,6 +74,12 @@ def test_it_says_why_a_button_did_nothing_once_the_mailbox_is_no_longer_shared(l
     error = page.locator("#request-error")
     expect(error).to_be_hidden()
     grant.delete()
+    # A refresh set off by script (the status reads again after news): said, but the
+    # focus stays where the user is.
+    page.focus("#id_download-sync_period")
+    page.evaluate("htmx.trigger(document.body, 'sync-settings-saved')")
+    expect(error).to_be_visible()
+    expect(page.locator("#id_download-sync_period")).to_be_focused()
     page.select_option("#id_download-sync_period", "3m")
     page.click("#settings-download button:has-text('Save')")
     expect(error).to_be_visible()

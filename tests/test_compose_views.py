@@ -192,8 +192,10 @@ def test_it_introduces_what_it_quotes_in_the_message_language(db, settings):
     assert '---------- Message transféré ----------\nDe: "Peter"' in text
     assert "Objet: Angebot\nÀ: me@example.test" in text
     assert "<p><p>" not in markup
-    # A language without its own lines: English.
-    assert "wrote:" in quote(original, forward=False, language="xx")[0]
+    # A language without its own lines: English, its date too (not "2026年12月2日").
+    assert quote(original, forward=False, language="ja")[0].startswith(
+        'On 2 Dec 2026, 16:00, "Peter" <p@partner.test> wrote:'
+    )
 
 
 def test_it_forwards_with_the_originals_attachments(client, db, settings, tmp_path, no_delivery):

@@ -323,6 +323,14 @@ def test_it_tells_a_colleague_who_may_not_set_the_mailbox_up_whom_to_ask(db, cli
         client.force_login(viewer)
         page = client.get(status).text
         assert told in page and "Ask its owner" not in page
+    # What the app retries by itself says the same to everyone.
+    MailboxSync.objects.filter(account=account).update(
+        health=MailboxSync.Health.OK, failing_since=timezone.now(), last_error="timed out",
+        last_error_kind="timeout",
+    )  # fmt: skip
+    client.force_login(sender)
+    page = client.get(status).text
+    assert "Downloads have failed since" in page and "Ask its owner" not in page
 
 
 def test_it_does_not_call_a_copy_missing_from_sent_a_failed_send(db, client):
