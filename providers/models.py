@@ -9,7 +9,7 @@ from django.db.models.functions import Lower
 from mailsetup import crypto
 from mailsetup.fields import EncryptedTextField
 
-from .addresses import AddressError, normalize_domain
+from .addresses import AddressError, normalize_domain, registrable_domain
 
 # Thunderbird's placeholder for the address's domain in a server name (a card's host
 # names may hold it; `EmailProvider.host_for` replaces it at sign-in).
@@ -262,6 +262,16 @@ class ProviderDomain(models.Model):
             self.domain = normalize_domain(self.domain)
         except AddressError as error:
             raise ValidationError({"domain": str(error)}) from None
+        if registrable_domain(self.domain) is None:
+            # "co.uk", "com": discovery never looks a public suffix up (it stops at the
+            # registrable domain), so the row would do nothing.
+            raise ValidationError(
+                {
+                    "domain": f"{self.domain} is a public suffix, shared by many "
+                    "organisations: enter an organisation's own domain (for example "
+                    f"example.{self.domain})."
+                }
+            )
         # Which provider has it already, rather than the unique check's "with this
         # Domain already exists".
         taken = (

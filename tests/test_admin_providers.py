@@ -180,6 +180,10 @@ def test_it_refuses_a_malformed_domain_with_its_reason(client, manager, provider
     response = client.post(add, {"domain": " Gmail.TEST ", "provider": provider.pk})
     assert f"gmail.test is in the list already, served by {provider.name}" in response.text
     assert ProviderDomain.objects.filter(domain="gmail.test").count() == 1
+    # A public suffix: accepted, it did nothing (discovery stops at the registrable domain).
+    response = client.post(add, {"domain": "co.uk", "provider": provider.pk})
+    assert "co.uk is a public suffix, shared by many organisations" in response.text
+    assert not ProviderDomain.objects.filter(domain="co.uk").exists()
 
 
 def test_it_makes_an_edited_import_the_admins(client, manager):

@@ -176,7 +176,8 @@ def test_it_refuses_an_owner_without_the_operation_and_shows_the_section_read_on
     page = client.get(reverse("accounts:settings", args=[account.pk])).text
     assert "Support (role)" in page
     assert '<fieldset class="plain" disabled>' in page
-    assert "“Access to shared account setup” operation" in page
+    # Whom to ask, too.
+    assert "shares this mailbox: ask your administrator to allow it" in page
     assert "Save shared access" not in page
 
 
