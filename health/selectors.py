@@ -199,7 +199,7 @@ def _owner_or_setup(account) -> str:
     owner = account.owner.get_full_name() or account.owner.get_username()
     if account.shared_access:
         # A colleague granted "Set up mailbox" can, too.
-        return f"Its owner, {owner}, or a colleague granted “Set up mailbox” (if any),"
+        return f"Its owner, {owner}, or a colleague granted “Setup mailbox” (if any),"
     return f"Only its owner, {owner},"
 
 

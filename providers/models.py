@@ -262,9 +262,18 @@ class ProviderDomain(models.Model):
             self.domain = normalize_domain(self.domain)
         except AddressError as error:
             raise ValidationError({"domain": str(error)}) from None
-        if registrable_domain(self.domain) is None:
-            # "co.uk", "com": discovery never looks a public suffix up (it stops at the
-            # registrable domain), so the row would do nothing.
+        stored = (
+            None
+            if self._state.adding
+            else (
+                ProviderDomain.objects.filter(pk=self.pk).values_list("domain", flat=True).first()
+            )
+        )
+        if stored != self.domain and registrable_domain(self.domain) is None:
+            # "co.uk", "com": a row for a suffix every organisation under it shares would
+            # match all their mail servers by MX. Checked for a new or changed row only:
+            # one stored before (an import, a newer suffix list) must not block the
+            # provider's page.
             raise ValidationError(
                 {
                     "domain": f"{self.domain} is a public suffix, shared by many "

@@ -178,7 +178,8 @@ def outgoing_resend(*, outgoing: OutgoingEmail, checked_unsent: bool = False) ->
         raise NotResendable("It is not “Not sent” any more (see above): it was not queued again.")
     if row.written_again_as_id is not None:
         raise NotResendable(
-            "It was written again as a new email (linked above): it was not queued again."
+            "It was written again as a new email (see its link on this page): it was not "
+            "queued again."
         )
     if row.state == OutgoingEmail.State.UNCERTAIN:
         if not checked_unsent:

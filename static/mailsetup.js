@@ -8,12 +8,20 @@
     return document.getElementById("request-error");
   }
 
-  function say(text, focus) {
+  function path(detail) {
+    return (detail.pathInfo && detail.pathInfo.requestPath) || "";
+  }
+
+  function say(text, focus, source) {
     const element = box();
     if (!element) return;
+    // A user's own error stays until they act: a background failure after it does not
+    // take its place.
+    if (!focus && !element.hidden && element.dataset.background !== "yes") return;
     element.querySelector("[data-text]").textContent = text;
     element.hidden = false;
     element.dataset.background = focus ? "" : "yes";
+    element.dataset.source = source;
     // A click or a submit that failed moves the focus to why; a poll in the
     // background that failed does not take it from what the user is doing.
     if (focus) element.focus();
@@ -44,17 +52,19 @@
   }
 
   document.addEventListener("htmx:responseError", function (event) {
-    say(why(event.detail.xhr.status), userAsked(event.detail));
+    say(why(event.detail.xhr.status), userAsked(event.detail), path(event.detail));
   });
   document.addEventListener("htmx:sendError", function (event) {
-    say("The app could not be reached: check your connection, then try again.", userAsked(event.detail));
+    say("The app could not be reached: check your connection, then try again.",
+        userAsked(event.detail), path(event.detail));
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     const element = box();
-    // Gone once the same kind of request works again: the user's own for theirs, any
-    // for a background one's (a poll's passing 502).
-    if (element && !element.hidden && event.detail.successful &&
-        (userAsked(event.detail) || element.dataset.background === "yes")) {
+    // Gone once the user's own next request works, or, for a background failure (a
+    // poll's passing 502), once that same address answers again: another mailbox's
+    // status answering says nothing of this one's.
+    if (element && !element.hidden && event.detail.successful && (userAsked(event.detail) ||
+        (element.dataset.background === "yes" && element.dataset.source === path(event.detail)))) {
       element.hidden = true;
     }
   });

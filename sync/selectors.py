@@ -94,9 +94,11 @@ def advice_for_colleague(health: Health, account) -> Health:
     """The health as a colleague who may not set the mailbox up reads it: what the owner
     is told to do ("Enter the new one under “Change email settings”") is not theirs to
     do (that page is not found for them), so they are told whom to ask."""
-    # "Needs your attention" alone is the owner's to act on (a password, a reconnect);
-    # what the app retries, or a provider's settings, says the same to everyone.
-    if health.level != "attention" or not health.advice:
+    # "Needs your attention" is the owner's to act on (a password, a reconnect), as is
+    # automatic download turned off (its switch is on the settings page); what the app
+    # retries, or a provider's settings, says the same to everyone.
+    owners = health.level == "attention" or "Download emails now" in health.advice
+    if not owners or not health.advice:
         return health
     owner = account.owner.get_full_name() or account.owner.get_username()
     return replace(

@@ -180,10 +180,15 @@ def test_it_refuses_a_malformed_domain_with_its_reason(client, manager, provider
     response = client.post(add, {"domain": " Gmail.TEST ", "provider": provider.pk})
     assert f"gmail.test is in the list already, served by {provider.name}" in response.text
     assert ProviderDomain.objects.filter(domain="gmail.test").count() == 1
-    # A public suffix: accepted, it did nothing (discovery stops at the registrable domain).
+    # A public suffix: it would have matched every organisation's mail servers under it.
     response = client.post(add, {"domain": "co.uk", "provider": provider.pk})
     assert "co.uk is a public suffix, shared by many organisations" in response.text
     assert not ProviderDomain.objects.filter(domain="co.uk").exists()
+    # One stored before (an import, a newer suffix list) does not block the row's page.
+    stored = ProviderDomain.objects.create(domain="us.com", provider=provider)
+    change = reverse("admin:providers_providerdomain_change", args=[stored.pk])
+    response = client.post(change, {"domain": "us.com", "provider": provider.pk})
+    assert response.status_code == 302, response.text
 
 
 def test_it_makes_an_edited_import_the_admins(client, manager):

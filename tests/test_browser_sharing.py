@@ -80,6 +80,10 @@ def test_it_says_why_a_button_did_nothing_once_the_mailbox_is_no_longer_shared(l
     page.evaluate("htmx.trigger(document.body, 'sync-settings-saved')")
     expect(error).to_be_visible()
     expect(page.locator("#id_download-sync_period")).to_be_focused()
+    # Another address answering in the background says nothing of this one.
+    page.evaluate("htmx.ajax('GET', '/email/', {target: 'body', swap: 'none'})")
+    page.wait_for_timeout(300)
+    expect(error).to_be_visible()
     page.select_option("#id_download-sync_period", "3m")
     page.click("#settings-download button:has-text('Save')")
     expect(error).to_be_visible()

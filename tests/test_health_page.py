@@ -108,7 +108,7 @@ def test_it_shows_each_mailbox_in_its_state_with_cause_and_what_to_do(client, op
     # Shared: a colleague granted "Set up mailbox" can do it too.
     type(made["needs_owner"]).objects.filter(pk=made["needs_owner"].pk).update(shared_access=True)
     shared = client.get(PAGE).text
-    assert f"Its owner, {owner}, or a colleague granted “Set up mailbox” (if any), can" in shared
+    assert f"Its owner, {owner}, or a colleague granted “Setup mailbox” (if any), can" in shared
     assert "Downloads have failed since" in text and "The server did not answer." in text
     assert "although one was due every 5 minutes" in text
     assert "Archive: The server refused to read this folder: NO" in text

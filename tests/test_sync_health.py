@@ -331,6 +331,10 @@ def test_it_tells_a_colleague_who_may_not_set_the_mailbox_up_whom_to_ask(db, cli
     client.force_login(sender)
     page = client.get(status).text
     assert "Downloads have failed since" in page and "Ask its owner" not in page
+    # Automatic download off: its switch and "Download emails now" are the owner's.
+    type(account).objects.filter(pk=account.pk).update(auto_sync=False)
+    page = client.get(status).text
+    assert "Ask its owner, Anna Owner, or whoever may set up this mailbox:" in page
 
 
 def test_it_does_not_call_a_copy_missing_from_sent_a_failed_send(db, client):
