@@ -124,6 +124,14 @@ class OutgoingEmail(models.Model):
         return self.state not in (self.State.QUEUED, self.State.SENDING)
 
     @property
+    def rewritable(self) -> bool:
+        """Not sent, and not written again already: what "Edit as a new email" may
+        replace without the email arriving twice."""
+        return self.written_again_as_id is None and self.state in (
+            self.State.FAILED, self.State.UNCERTAIN,
+        )  # fmt: skip
+
+    @property
     def under_way(self) -> bool:
         """Its delivery, or once sent its copy to the Sent folder, still to come: what
         its page keeps asking about."""

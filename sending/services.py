@@ -260,9 +260,7 @@ def outgoing_compose(
             .filter(pk=written_from.pk, author=author)
             .first()
         )
-        if first is None or first.written_again_as_id is not None or first.state not in (
-            OutgoingEmail.State.FAILED, OutgoingEmail.State.UNCERTAIN,
-        ):  # fmt: skip
+        if first is None or not first.rewritable:
             raise NotWrittenAgain(
                 "The email this was written from went its own way meanwhile (sent again, "
                 "or written again already; see it in your Outbox): this one was not sent, "

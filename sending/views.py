@@ -86,9 +86,7 @@ def compose(request: HttpRequest) -> HttpResponse:
     if again is not None:
         context["again_own_files"] = [f["name"] for f in again.files if not f.get("forwarded")]
         # Sent again, or written again already: this one would go too.
-        context["again_gone"] = again.written_again_as_id is not None or again.state not in (
-            again.State.FAILED, again.State.UNCERTAIN,
-        )  # fmt: skip
+        context["again_gone"] = not again.rewritable
     if original is not None:
         # In the language of the mailbox it goes from (chosen, or to be chosen).
         chosen = str(form["sender"].value())

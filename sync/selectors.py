@@ -97,7 +97,7 @@ def advice_for_colleague(health: Health, account) -> Health:
     # "Needs your attention" is the owner's to act on (a password, a reconnect), as is
     # automatic download turned off (its switch is on the settings page); what the app
     # retries, or a provider's settings, says the same to everyone.
-    owners = health.level == "attention" or "Download emails now" in health.advice
+    owners = health.level == "attention" or BY_HAND in health.advice
     if not owners or not health.advice:
         return health
     owner = account.owner.get_full_name() or account.owner.get_username()
